@@ -1,0 +1,393 @@
+//! The northbound FabricApi: validated CRUD on intent and inventory, and fleet status. Every
+//! write is validated against the current index under the write lock, committed as one guarded
+//! etcd transaction, and returns only once the coordinator's own index reflects it, so a
+//! following read or `sfctl status` already sees it.
+
+use std::sync::Arc;
+
+use sf_core::validate::{self, ValidationError};
+use sf_proto::v1 as pb;
+use sf_proto::v1::fabric_api_server::FabricApi;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::convert::*;
+use crate::fabric::Fabric;
+use crate::identity::Tokens;
+
+pub struct Api {
+    pub fabric: Arc<Fabric>,
+    pub tokens: Tokens,
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+impl Api {
+    fn auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.tokens.check(req)
+    }
+
+    /// Runs `check` against the current intent; a rejection becomes the RPC status.
+    fn validate(
+        &self,
+        check: impl FnOnce(&sf_core::Intent) -> Result<(), ValidationError>,
+    ) -> Result<(), Status> {
+        self.fabric
+            .with_view(|v, _| check(&v.intent))
+            .map_err(validation_status)
+    }
+
+    async fn committed(&self, what: &str, rev: i64) -> R<pb::WriteResult> {
+        self.fabric.wait_for_revision(rev).await;
+        info!(revision = rev, "{what}");
+        Ok(Response::new(pb::WriteResult {
+            revision: rev as u64,
+        }))
+    }
+}
+
+fn not_found(field: &str, what: String) -> Status {
+    Status::not_found(format!("invalid {field}: {what} does not exist"))
+}
+
+#[tonic::async_trait]
+impl FabricApi for Api {
+    async fn create_tenant(&self, req: Request<pb::Tenant>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let t = tenant_in(req.into_inner());
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::validate_tenant(i, &t))?;
+        let rev = self
+            .fabric
+            .store()
+            .create_tenant(&t)
+            .await
+            .map_err(write_status)?;
+        self.committed("tenant created", rev).await
+    }
+
+    async fn list_tenants(&self, req: Request<pb::Empty>) -> R<pb::TenantList> {
+        self.auth(&req)?;
+        let items = self
+            .fabric
+            .with_view(|v, _| v.intent.tenants.values().map(tenant_out).collect());
+        Ok(Response::new(pb::TenantList { items }))
+    }
+
+    async fn delete_tenant(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::check_delete_tenant(i, &r.name))?;
+        let rev = self
+            .fabric
+            .store()
+            .delete_tenant(&r.name)
+            .await
+            .map_err(write_status)?;
+        self.committed("tenant deleted", rev).await
+    }
+
+    async fn create_vpc(&self, req: Request<pb::Vpc>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let v = vpc_in(req.into_inner())?;
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::validate_vpc(i, &v))?;
+        let rev = self
+            .fabric
+            .store()
+            .create_vpc(&v)
+            .await
+            .map_err(write_status)?;
+        self.committed("vpc created", rev).await
+    }
+
+    async fn list_vpcs(&self, req: Request<pb::ListRequest>) -> R<pb::VpcList> {
+        self.auth(&req)?;
+        let f = req.into_inner();
+        let items = self.fabric.with_view(|v, _| {
+            v.intent
+                .vpcs
+                .values()
+                .filter(|x| f.tenant.is_empty() || x.tenant == f.tenant)
+                .map(vpc_out)
+                .collect()
+        });
+        Ok(Response::new(pb::VpcList { items }))
+    }
+
+    async fn get_vpc(&self, req: Request<pb::ObjectRef>) -> R<pb::Vpc> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        self.fabric
+            .with_view(|v, _| {
+                v.intent
+                    .vpcs
+                    .get(&(r.tenant.clone(), r.name.clone()))
+                    .map(vpc_out)
+            })
+            .map(Response::new)
+            .ok_or_else(|| {
+                not_found(
+                    "vpc.name",
+                    format!("VPC {:?} in tenant {:?}", r.name, r.tenant),
+                )
+            })
+    }
+
+    async fn delete_vpc(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::check_delete_vpc(i, &r.tenant, &r.name))?;
+        let rev = self
+            .fabric
+            .store()
+            .delete_vpc(&r.tenant, &r.name)
+            .await
+            .map_err(write_status)?;
+        self.committed("vpc deleted", rev).await
+    }
+
+    async fn create_network(&self, req: Request<pb::Network>) -> R<pb::NetworkCreated> {
+        self.auth(&req)?;
+        let mut n = network_in(req.into_inner())?;
+        let _g = self.fabric.write_lock.lock().await;
+        let rev = if n.vni == 0 {
+            // Validate everything but the VNI with a free placeholder, then let the store
+            // allocate atomically (a racing allocator can never hand out the same VNI).
+            self.validate(|i| {
+                let used = i.used_vnis();
+                let mut probe = n.clone();
+                probe.vni = sf_core::VNI_POOL
+                    .clone()
+                    .find(|v| !used.contains(v))
+                    .unwrap_or(0);
+                validate::validate_network(i, &probe)
+            })?;
+            let (vni, rev) = self
+                .fabric
+                .store()
+                .create_network_allocating(&n, sf_core::VNI_POOL)
+                .await
+                .map_err(write_status)?;
+            n.vni = vni;
+            rev
+        } else {
+            self.validate(|i| validate::validate_network(i, &n))?;
+            self.fabric
+                .store()
+                .create_network(&n)
+                .await
+                .map_err(write_status)?
+        };
+        self.fabric.wait_for_revision(rev).await;
+        info!(revision = rev, vni = n.vni, "network created");
+        Ok(Response::new(pb::NetworkCreated {
+            network: Some(network_out(&n)),
+            revision: rev as u64,
+        }))
+    }
+
+    async fn list_networks(&self, req: Request<pb::ListRequest>) -> R<pb::NetworkList> {
+        self.auth(&req)?;
+        let f = req.into_inner();
+        let items = self.fabric.with_view(|v, _| {
+            v.intent
+                .networks
+                .values()
+                .filter(|x| f.tenant.is_empty() || x.tenant == f.tenant)
+                .filter(|x| f.vpc.is_empty() || x.vpc == f.vpc)
+                .map(network_out)
+                .collect()
+        });
+        Ok(Response::new(pb::NetworkList { items }))
+    }
+
+    async fn get_network(&self, req: Request<pb::ObjectRef>) -> R<pb::Network> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        self.fabric
+            .with_view(|v, _| v.intent.networks.get(&key).map(network_out))
+            .map(Response::new)
+            .ok_or_else(|| {
+                not_found(
+                    "network.name",
+                    format!(
+                        "network {:?} in VPC {:?} of tenant {:?}",
+                        r.name, r.vpc, r.tenant
+                    ),
+                )
+            })
+    }
+
+    async fn delete_network(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::check_delete_network(i, &r.tenant, &r.vpc, &r.name))?;
+        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        let net = self
+            .fabric
+            .with_view(|v, _| v.intent.networks.get(&key).cloned())
+            .ok_or_else(|| not_found("network.name", format!("network {:?}", r.name)))?;
+        let rev = self
+            .fabric
+            .store()
+            .delete_network(&net)
+            .await
+            .map_err(write_status)?;
+        self.committed("network deleted", rev).await
+    }
+
+    async fn create_port_binding(&self, req: Request<pb::PortBinding>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let p = port_in(req.into_inner())?;
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::validate_port(i, &p))?;
+        let rev = self
+            .fabric
+            .store()
+            .create_port(&p)
+            .await
+            .map_err(write_status)?;
+        self.committed("port bound", rev).await
+    }
+
+    async fn list_port_bindings(&self, req: Request<pb::ListRequest>) -> R<pb::PortBindingList> {
+        self.auth(&req)?;
+        let f = req.into_inner();
+        let items = self.fabric.with_view(|v, _| {
+            v.intent
+                .ports
+                .values()
+                .filter(|x| f.tenant.is_empty() || x.tenant == f.tenant)
+                .filter(|x| f.vpc.is_empty() || x.vpc == f.vpc)
+                .map(port_out)
+                .collect()
+        });
+        Ok(Response::new(pb::PortBindingList { items }))
+    }
+
+    async fn get_port_binding(&self, req: Request<pb::ObjectRef>) -> R<pb::PortBinding> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        self.fabric
+            .with_view(|v, _| {
+                v.intent
+                    .ports
+                    .get(&(r.tenant.clone(), r.name.clone()))
+                    .map(port_out)
+            })
+            .map(Response::new)
+            .ok_or_else(|| {
+                not_found(
+                    "port.name",
+                    format!("port {:?} in tenant {:?}", r.name, r.tenant),
+                )
+            })
+    }
+
+    async fn delete_port_binding(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::check_delete_port(i, &r.tenant, &r.name))?;
+        let rev = self
+            .fabric
+            .store()
+            .delete_port(&r.tenant, &r.name)
+            .await
+            .map_err(write_status)?;
+        self.committed("port unbound", rev).await
+    }
+
+    async fn create_node(&self, req: Request<pb::Node>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let n = node_in(req.into_inner())?;
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::validate_node(i, &n))?;
+        let rev = self
+            .fabric
+            .store()
+            .create_node(&n)
+            .await
+            .map_err(write_status)?;
+        self.committed("node added", rev).await
+    }
+
+    async fn list_nodes(&self, req: Request<pb::Empty>) -> R<pb::NodeList> {
+        self.auth(&req)?;
+        let items = self
+            .fabric
+            .with_view(|v, _| v.intent.nodes.values().map(node_out).collect());
+        Ok(Response::new(pb::NodeList { items }))
+    }
+
+    async fn get_node(&self, req: Request<pb::ObjectRef>) -> R<pb::Node> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        self.fabric
+            .with_view(|v, _| v.intent.nodes.get(&r.name).map(node_out))
+            .map(Response::new)
+            .ok_or_else(|| not_found("node.name", format!("node {:?}", r.name)))
+    }
+
+    async fn delete_node(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::check_delete_node(i, &r.name))?;
+        let rev = self
+            .fabric
+            .store()
+            .delete_node(&r.name)
+            .await
+            .map_err(write_status)?;
+        self.committed("node removed", rev).await
+    }
+
+    async fn get_fleet_status(&self, req: Request<pb::Empty>) -> R<pb::FleetStatus> {
+        self.auth(&req)?;
+        let (view, revision) = self.fabric.view();
+        let mut names: Vec<&String> = view.intent.nodes.keys().collect();
+        for n in view.nodes.keys() {
+            if !view.intent.nodes.contains_key(n) {
+                names.push(n);
+            }
+        }
+        let nodes = names
+            .into_iter()
+            .map(|name| {
+                let live = view.nodes.get(name).cloned().unwrap_or_default();
+                let desired = self.fabric.desired(name);
+                let status = live.status.as_ref();
+                let role = view
+                    .intent
+                    .nodes
+                    .get(name)
+                    .map(|n| n.role.as_str().to_string())
+                    .or_else(|| status.map(|s| format!("{} (not in inventory)", s.role)))
+                    .unwrap_or_default();
+                pb::NodeStatus {
+                    name: name.clone(),
+                    role,
+                    lease: if live.alive { "up" } else { "down" }.to_string(),
+                    applied_revision: status.map(|s| s.applied_revision).unwrap_or(0),
+                    desired_revision: desired.as_ref().map(|d| d.revision).unwrap_or(0),
+                    in_sync: live.alive
+                        && matches!((status, &desired), (Some(s), Some(d)) if s.applied_digest == d.digest()),
+                    errors: status.map(|s| s.errors.clone()).unwrap_or_default(),
+                    status_json: status
+                        .map(|s| serde_json::to_string(s).unwrap_or_default())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::FleetStatus {
+            intent_revision: revision as u64,
+            nodes,
+        }))
+    }
+}

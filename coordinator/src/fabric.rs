@@ -1,0 +1,239 @@
+//! The coordinator's in-memory index. It loads everything under the etcd root at one
+//! revision, then follows a watch from the next revision, applying each batch to the
+//! [`ClusterView`], recompiling only the nodes the batch touches and publishing each node's
+//! new [`NodeDesired`] on a per-node `watch` channel that Sync streams subscribe to. Nothing
+//! here is authoritative: a restart rebuilds the same state from etcd.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sf_core::compile::{affected_nodes, compile_node};
+use sf_core::desired::NodeDesired;
+use sf_store::intent::{apply_event, ClusterView, IntentStore};
+use tokio::sync::watch;
+use tracing::{info, info_span, warn, Instrument};
+
+/// What a Sync stream sees for one node: `None` while the node is not in the inventory.
+pub type DesiredRx = watch::Receiver<Option<Arc<NodeDesired>>>;
+
+struct State {
+    view: ClusterView,
+    revision: i64,
+    desired: BTreeMap<String, Arc<NodeDesired>>,
+}
+
+/// Shared coordinator state.
+pub struct Fabric {
+    store: IntentStore,
+    state: RwLock<State>,
+    channels: Mutex<HashMap<String, watch::Sender<Option<Arc<NodeDesired>>>>>,
+    revision_tx: watch::Sender<i64>,
+    /// Serializes validate-then-write sequences of the API, so validation sees every earlier
+    /// write (etcd compares still guard against other coordinators).
+    pub write_lock: tokio::sync::Mutex<()>,
+}
+
+impl Fabric {
+    pub fn new(store: IntentStore) -> Arc<Self> {
+        Arc::new(Fabric {
+            store,
+            state: RwLock::new(State {
+                view: ClusterView::default(),
+                revision: 0,
+                desired: BTreeMap::new(),
+            }),
+            channels: Mutex::new(HashMap::new()),
+            revision_tx: watch::channel(0).0,
+            write_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn store(&self) -> &IntentStore {
+        &self.store
+    }
+
+    /// A consistent copy of the current view and its revision.
+    pub fn view(&self) -> (ClusterView, i64) {
+        let s = self.state.read().unwrap();
+        (s.view.clone(), s.revision)
+    }
+
+    /// Reads the view under the lock without copying it.
+    pub fn with_view<T>(&self, f: impl FnOnce(&ClusterView, i64) -> T) -> T {
+        let s = self.state.read().unwrap();
+        f(&s.view, s.revision)
+    }
+
+    pub fn desired(&self, node: &str) -> Option<Arc<NodeDesired>> {
+        self.state.read().unwrap().desired.get(node).cloned()
+    }
+
+    /// Subscribes to a node's desired state.
+    pub fn subscribe(&self, node: &str) -> DesiredRx {
+        let mut ch = self.channels.lock().unwrap();
+        ch.entry(node.to_string())
+            .or_insert_with(|| watch::channel(self.desired(node)).0)
+            .subscribe()
+    }
+
+    /// Waits until the index reflects `revision` (read-your-writes for the API).
+    pub async fn wait_for_revision(&self, revision: i64) {
+        let mut rx = self.revision_tx.subscribe();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|r| *r >= revision)).await;
+    }
+
+    fn publish(&self, node: &str, desired: Option<Arc<NodeDesired>>) {
+        let ch = self.channels.lock().unwrap();
+        if let Some(tx) = ch.get(node) {
+            tx.send_replace(desired);
+        }
+    }
+
+    /// Replaces the whole view (start-up, or after a watch had to be re-established) and
+    /// recompiles every node. Nodes whose digest did not change keep their old revision.
+    fn reset(&self, view: ClusterView, revision: i64) {
+        let mut changed = Vec::new();
+        {
+            let mut s = self.state.write().unwrap();
+            let mut desired = BTreeMap::new();
+            for name in view.intent.nodes.keys() {
+                let new = compile_node(&view.intent, name, revision as u64).expect("node exists");
+                let keep = s
+                    .desired
+                    .get(name)
+                    .filter(|old| old.digest() == new.digest())
+                    .cloned();
+                let d = keep.unwrap_or_else(|| {
+                    changed.push(name.clone());
+                    Arc::new(new)
+                });
+                desired.insert(name.clone(), d);
+            }
+            for gone in s.desired.keys().filter(|n| !desired.contains_key(*n)) {
+                changed.push(gone.clone());
+            }
+            s.view = view;
+            s.revision = revision;
+            s.desired = desired;
+        }
+        for node in changed {
+            self.publish(&node, self.desired(&node));
+        }
+        self.revision_tx.send_replace(revision);
+    }
+
+    /// Applies one watch batch; returns the nodes whose desired state changed.
+    fn apply_batch(&self, batch: &sf_store::WatchBatch) -> BTreeSet<String> {
+        let mut touched = BTreeSet::new();
+        let mut republish = BTreeSet::new();
+        {
+            let mut s = self.state.write().unwrap();
+            for ev in &batch.events {
+                // Nodes affected before the change (covers removals) and after it.
+                let before_view = &s.view;
+                let keys = self.store.keys().clone();
+                let mut scratch_change = None;
+                let mut before_nodes = BTreeSet::new();
+                // Compute the change kind first on a probe to know what it touches before.
+                if let Some(kind) = keys.parse(&ev.kv.key) {
+                    use sf_store::keys::KeyKind::*;
+                    match kind {
+                        Network(t, v, n) => {
+                            if let Some(old) = before_view.intent.networks.get(&(t, v, n)) {
+                                before_nodes = affected_nodes(
+                                    &before_view.intent,
+                                    &sf_core::compile::Change::Network { vni: old.vni },
+                                );
+                            }
+                        }
+                        Port(t, p) => {
+                            if let Some(old) = before_view.intent.ports.get(&(t, p)) {
+                                before_nodes.insert(old.node.clone());
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                match apply_event(&keys, &mut s.view, ev) {
+                    Ok(change) => scratch_change = change,
+                    Err(e) => warn!(key = %ev.kv.key, error = %e, "ignoring undecodable value"),
+                }
+                touched.extend(before_nodes);
+                if let Some(change) = scratch_change {
+                    touched.extend(affected_nodes(&s.view.intent, &change));
+                }
+            }
+            s.revision = batch.revision;
+            for node in &touched {
+                let new = compile_node(&s.view.intent, node, batch.revision as u64);
+                let old = s.desired.get(node);
+                let same = match (&new, old) {
+                    (Some(n), Some(o)) => n.digest() == o.digest(),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if same {
+                    continue;
+                }
+                match new {
+                    Some(n) => {
+                        s.desired.insert(node.clone(), Arc::new(n));
+                    }
+                    None => {
+                        s.desired.remove(node);
+                    }
+                }
+                republish.insert(node.clone());
+            }
+        }
+        for node in &republish {
+            self.publish(node, self.desired(node));
+        }
+        self.revision_tx.send_replace(batch.revision);
+        republish
+    }
+
+    /// Loads from etcd and follows the watch forever, re-loading after any watch failure.
+    pub async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.clone().follow().await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(error = %e, "intent watch failed; reloading from etcd");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn follow(self: Arc<Self>) -> Result<(), sf_store::StoreError> {
+        let (view, revision) = self.store.load().await?;
+        info!(
+            revision,
+            nodes = view.intent.nodes.len(),
+            networks = view.intent.networks.len(),
+            "intent loaded"
+        );
+        self.reset(view, revision);
+        let prefix = format!("{}/", self.store.keys().root());
+        let mut watch = self.store.kv().watch(&prefix, revision + 1).await?;
+        while let Some(batch) = watch.next().await {
+            let batch = batch?;
+            let span = info_span!("apply", revision = batch.revision);
+            async {
+                let changed = self.apply_batch(&batch);
+                if !changed.is_empty() {
+                    info!(nodes = ?changed, "desired state changed");
+                }
+            }
+            .instrument(span)
+            .await;
+        }
+        Err(sf_store::StoreError::WatchEnded("stream closed".into()))
+    }
+}

@@ -1,0 +1,105 @@
+//! `sf-coordinator`: loads intent from etcd, serves FabricApi and AgentSync over TLS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use sf_coordinator::{api::Api, fabric::Fabric, identity::Tokens, sync::Sync};
+use sf_proto::v1::{agent_sync_server::AgentSyncServer, fabric_api_server::FabricApiServer};
+use sf_store::{etcd::EtcdStore, intent::IntentStore, keys::Keys};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "StackFabric coordinator")]
+struct Args {
+    /// gRPC listen address (FabricApi and AgentSync, TLS).
+    #[arg(long, env = "SF_LISTEN", default_value = "0.0.0.0:7443")]
+    listen: SocketAddr,
+    /// etcd endpoints, comma separated.
+    #[arg(
+        long,
+        env = "SF_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    etcd_endpoints: Vec<String>,
+    /// Root of StackFabric's keys in etcd.
+    #[arg(long, env = "SF_ETCD_ROOT", default_value = "/stackfabric")]
+    etcd_root: String,
+    /// Server certificate (PEM).
+    #[arg(long, env = "SF_TLS_CERT")]
+    tls_cert: PathBuf,
+    #[arg(long, env = "SF_TLS_KEY")]
+    tls_key: PathBuf,
+    /// CA that signs agents' client certificates (PEM).
+    #[arg(long, env = "SF_TLS_CA")]
+    tls_ca: PathBuf,
+    /// File of accepted API bearer tokens, one per line.
+    #[arg(long, env = "SF_API_TOKEN_FILE")]
+    api_token_file: PathBuf,
+    /// Log format: text or json.
+    #[arg(long, env = "SF_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let identity = Identity::from_pem(read(&args.tls_cert)?, read(&args.tls_key)?);
+    let tls = ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(Certificate::from_pem(read(&args.tls_ca)?))
+        // API clients authenticate with a token; AgentSync insists on a certificate itself.
+        .client_auth_optional(true);
+    let tokens = Tokens::parse(&String::from_utf8_lossy(&read(&args.api_token_file)?));
+    anyhow::ensure!(
+        !tokens.is_empty(),
+        "{} holds no token",
+        args.api_token_file.display()
+    );
+
+    let kv = EtcdStore::connect(&args.etcd_endpoints)
+        .await
+        .with_context(|| format!("connecting to etcd at {:?}", args.etcd_endpoints))?;
+    let fabric = Fabric::new(IntentStore::new(Arc::new(kv), Keys::new(&args.etcd_root)));
+    tokio::spawn(fabric.clone().run());
+
+    tracing::info!(listen = %args.listen, "serving FabricApi and AgentSync");
+    Server::builder()
+        .tls_config(tls)
+        .context("TLS configuration")?
+        .add_service(FabricApiServer::new(Api {
+            fabric: fabric.clone(),
+            tokens,
+        }))
+        .add_service(AgentSyncServer::new(Sync { fabric }))
+        .serve_with_shutdown(args.listen, shutdown_signal())
+        .await
+        .context("gRPC server")?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

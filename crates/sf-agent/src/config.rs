@@ -1,0 +1,49 @@
+//! Command-line and environment configuration common to every agent.
+
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// This node's name; must equal the common name of its certificate.
+    #[arg(long, env = "SF_NODE")]
+    pub node: String,
+    /// Coordinator endpoints (https://host:port), comma separated; tried in turn.
+    #[arg(long, env = "SF_COORDINATOR", value_delimiter = ',')]
+    pub coordinator: Vec<String>,
+    /// etcd endpoints, comma separated (for the lease and status keys).
+    #[arg(
+        long,
+        env = "SF_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    #[arg(long, env = "SF_ETCD_ROOT", default_value = "/stackfabric")]
+    pub etcd_root: String,
+    /// This node's client certificate and key (PEM), issued by the fabric CA.
+    #[arg(long, env = "SF_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    #[arg(long, env = "SF_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// CA that signed the coordinator's certificate.
+    #[arg(long, env = "SF_TLS_CA")]
+    pub tls_ca: PathBuf,
+    /// Name the coordinator's certificate must carry.
+    #[arg(long, env = "SF_TLS_SERVER_NAME", default_value = "coordinator")]
+    pub tls_server_name: String,
+    /// Local state: the desired-state cache and the lease id.
+    #[arg(long, env = "SF_STATE_DIR", default_value = "/var/lib/stackfabric")]
+    pub state_dir: PathBuf,
+    /// Lease TTL in seconds; the heartbeat is renewed every TTL/3.
+    #[arg(long, env = "SF_LEASE_TTL", default_value_t = 6)]
+    pub lease_ttl: i64,
+    /// Seconds between level-triggered resyncs even without changes.
+    #[arg(long, env = "SF_RESYNC_SECS", default_value_t = 30)]
+    pub resync_secs: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "SF_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Debug: connect, print the first message of the Sync stream as JSON, exit.
+    #[arg(long)]
+    pub once: bool,
+}

@@ -1,0 +1,46 @@
+//! The agent runtime shared by `sf-switch-agent`, `sf-hypervisor-agent` (and later the gateway
+//! agent). A device-specific [`Dataplane`] plugs into one level-triggered loop:
+//!
+//! desired (from the Sync stream, or the on-disk cache while the coordinator is unreachable)
+//! → observe the device → plan → apply → report (ack on the stream, status in etcd).
+//!
+//! - [`sync`]: the AgentSync client (mTLS, hello with the applied revision and digest,
+//!   snapshot/delta/resume handling, reconnect with jittered exponential backoff).
+//! - [`lease`]: the node's etcd lease, heartbeat key and status key.
+//! - [`cache`]: the desired state persisted on local disk.
+//! - [`runtime`]: wiring, the reconcile loop, signals.
+
+pub mod cache;
+pub mod config;
+pub mod lease;
+pub mod runtime;
+pub mod sync;
+
+use std::collections::BTreeSet;
+
+use sf_core::desired::NodeDesired;
+
+pub use config::AgentArgs;
+pub use runtime::run;
+
+/// Outcome of one reconcile pass.
+#[derive(Debug, Default, Clone)]
+pub struct ReconcileReport {
+    /// Changes made to the device in this pass (0 when already converged).
+    pub changes: usize,
+    /// Per-object problems; the pass continues past them and reports them in status.
+    pub errors: Vec<String>,
+}
+
+/// A device driver: makes the node match its desired state. Implementations own only what
+/// they created and must never flush state they do not own.
+#[async_trait::async_trait]
+pub trait Dataplane: Send + 'static {
+    /// Observes the device and converges it to `desired`. Must be idempotent.
+    async fn reconcile(&mut self, desired: &NodeDesired) -> ReconcileReport;
+
+    /// VNIs of bridges found on the device that this agent did not create.
+    async fn observed_vnis(&mut self) -> BTreeSet<u32> {
+        BTreeSet::new()
+    }
+}

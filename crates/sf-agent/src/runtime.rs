@@ -1,0 +1,164 @@
+//! Wiring of an agent: the Sync client, the lease keeper and the level-triggered reconcile
+//! loop, which runs on every desired-state change, on every resync tick, and immediately on
+//! start from the on-disk cache (before the coordinator answers). It never flushes the
+//! dataplane: it only converges it to the desired state it has.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use sf_core::desired::NodeDesired;
+use sf_core::status::AgentStatus;
+use sf_proto::v1 as pb;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::cache::{Cache, Cached};
+use crate::config::AgentArgs;
+use crate::sync::SyncShared;
+use crate::Dataplane;
+
+/// Monotonic counters reported in status.
+#[derive(Default)]
+pub struct Counters(Mutex<BTreeMap<String, u64>>);
+
+impl Counters {
+    pub fn incr(&self, name: &str) {
+        *self.0.lock().unwrap().entry(name.to_string()).or_default() += 1;
+    }
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub async fn run<D: Dataplane>(
+    args: AgentArgs,
+    role: &'static str,
+    mut dataplane: D,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!args.coordinator.is_empty(), "--coordinator is required");
+    if args.once {
+        println!("{}", crate::sync::once(&args).await?);
+        return Ok(());
+    }
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let cache = Cache::new(&args.state_dir);
+    let cached = cache.load().unwrap_or_default();
+    let initial = (!cached.desired.objects.is_empty() || cached.applied_revision > 0)
+        .then(|| cached.desired.clone());
+    if initial.is_some() {
+        info!(
+            revision = cached.desired.revision,
+            "enforcing cached desired state until the coordinator answers"
+        );
+    }
+    let (desired_tx, mut desired_rx) = watch::channel(initial);
+    let (applied_tx, applied_rx) =
+        watch::channel((cached.applied_revision, cached.applied_digest.clone()));
+    let (ack_tx, ack_rx) = mpsc::channel::<pb::Ack>(64);
+    let counters = Arc::new(Counters::default());
+    let mut status = AgentStatus {
+        node: args.node.clone(),
+        role: role.to_string(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        applied_revision: cached.applied_revision,
+        applied_digest: cached.applied_digest.clone(),
+        ..Default::default()
+    };
+    let (status_tx, status_rx) = watch::channel(status.clone());
+
+    let shared = Arc::new(SyncShared {
+        node: args.node.clone(),
+        desired_tx,
+        applied_rx,
+        acks: tokio::sync::Mutex::new(ack_rx),
+        counters: counters.clone(),
+    });
+    let node_span = info_span!("agent", node = %args.node, role);
+    tokio::spawn(crate::sync::run(args.clone(), shared).instrument(node_span.clone()));
+    tokio::spawn(
+        crate::lease::run(args.clone(), status_rx, counters.clone()).instrument(node_span.clone()),
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut resync = tokio::time::interval(Duration::from_secs(args.resync_secs.max(1)));
+    let mut observe = tokio::time::interval(Duration::from_secs(3));
+    let mut applied: Cached = cached;
+    desired_rx.mark_changed();
+    loop {
+        let mut pass = false;
+        tokio::select! {
+            changed = desired_rx.changed() => { if changed.is_err() { break; } pass = true; }
+            _ = resync.tick() => { pass = true; }
+            _ = observe.tick() => {}
+            _ = term.recv() => { info!("SIGTERM: stopping (dataplane left as is)"); break; }
+            _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping (dataplane left as is)"); break; }
+        }
+        let observed: BTreeSet<u32> = dataplane.observed_vnis().await;
+        let mut changed_status = observed != status.observed_vnis;
+        status.observed_vnis = observed;
+        let desired: Option<NodeDesired> = desired_rx.borrow_and_update().clone();
+        if let (true, Some(desired)) = (pass, desired) {
+            let span = info_span!(parent: &node_span, "reconcile", revision = desired.revision);
+            let report = dataplane.reconcile(&desired).instrument(span).await;
+            counters.incr("reconciles");
+            let digest = desired.digest();
+            if report.errors.is_empty() {
+                status.applied_revision = desired.revision;
+                status.applied_digest = digest.clone();
+                applied_tx.send_replace((desired.revision, digest.clone()));
+                applied.applied_revision = desired.revision;
+                applied.applied_digest = digest.clone();
+            } else {
+                counters.incr("reconcile_errors");
+                warn!(errors = ?report.errors, "reconcile finished with errors");
+            }
+            if report.changes > 0 {
+                info!(
+                    changes = report.changes,
+                    revision = desired.revision,
+                    "dataplane converged"
+                );
+            }
+            applied.desired = desired.clone();
+            if let Err(e) = cache.store(&applied) {
+                warn!(error = %e, "cannot write the desired-state cache");
+            }
+            status.errors = report.errors.clone();
+            let _ = ack_tx.try_send(pb::Ack {
+                revision: desired.revision,
+                digest,
+                errors: report.errors,
+            });
+            changed_status = true;
+        }
+        let counts = counters.snapshot();
+        if changed_status || counts != status.counters {
+            status.counters = counts;
+            status.reported_at_ms = now_ms();
+            status_tx.send_replace(status.clone());
+        }
+    }
+    Ok(())
+}

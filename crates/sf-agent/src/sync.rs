@@ -1,0 +1,283 @@
+//! The AgentSync client. It dials the coordinator with this node's certificate, says hello
+//! with the revision and digest it last applied, and turns the coordinator's Snapshot, Delta
+//! and Resume messages into the agent's desired state, verifying the digest after every
+//! message (a mismatch forces a fresh snapshot). It forwards the reconciler's acks. Any
+//! failure reconnects with jittered exponential backoff, cycling through the endpoints.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rand::Rng;
+use sf_core::desired::{DesiredDelta, DesiredObject, NodeDesired};
+use sf_proto::v1 as pb;
+use sf_proto::v1::agent_sync_client::AgentSyncClient;
+use tokio::sync::{mpsc, watch, Mutex};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tracing::{info, warn};
+
+use crate::config::AgentArgs;
+use crate::runtime::Counters;
+
+/// Shared between the Sync client and the reconciler.
+pub struct SyncShared {
+    pub node: String,
+    pub desired_tx: watch::Sender<Option<NodeDesired>>,
+    /// (revision, digest) last applied without errors.
+    pub applied_rx: watch::Receiver<(u64, String)>,
+    pub acks: Mutex<mpsc::Receiver<pb::Ack>>,
+    pub counters: Arc<Counters>,
+}
+
+/// Connects to one endpoint with mTLS.
+pub async fn connect(args: &AgentArgs, endpoint: &str) -> anyhow::Result<Channel> {
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&args.tls_ca)?))
+        .identity(Identity::from_pem(
+            read(&args.tls_cert)?,
+            read(&args.tls_key)?,
+        ))
+        .domain_name(args.tls_server_name.clone());
+    let channel = Channel::from_shared(endpoint.to_string())
+        .with_context(|| format!("bad endpoint {endpoint}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(3))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))?;
+    Ok(channel)
+}
+
+fn decode_entries(entries: Vec<pb::Entry>) -> anyhow::Result<Vec<(String, DesiredObject)>> {
+    entries
+        .into_iter()
+        .map(|e| {
+            let obj: DesiredObject = serde_json::from_slice(&e.value)
+                .with_context(|| format!("decoding desired object {}", e.key))?;
+            Ok((e.key, obj))
+        })
+        .collect()
+}
+
+fn hello(node: &str, applied: &(u64, String), force_snapshot: bool) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
+            node: node.to_string(),
+            applied_revision: applied.0,
+            applied_digest: if force_snapshot {
+                String::new()
+            } else {
+                applied.1.clone()
+            },
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        })),
+    }
+}
+
+/// Why a session ended.
+enum End {
+    /// The stream broke or the coordinator went away.
+    Failed(anyhow::Error),
+    /// State diverged; reconnect and ask for a full snapshot.
+    Diverged(String),
+}
+
+/// Runs sessions forever (until the process exits).
+pub async fn run(args: AgentArgs, shared: Arc<SyncShared>) {
+    let mut attempt: u32 = 0;
+    let mut force_snapshot = false;
+    let mut endpoint_idx = 0usize;
+    loop {
+        let endpoint = args.coordinator[endpoint_idx % args.coordinator.len()].clone();
+        let started = Instant::now();
+        match session(&args, &endpoint, &shared, force_snapshot).await {
+            End::Diverged(why) => {
+                warn!(%why, "desired state diverged; requesting a snapshot");
+                force_snapshot = true;
+                continue;
+            }
+            End::Failed(e) => {
+                shared.counters.incr("sync_failures");
+                warn!(%endpoint, error = format!("{e:#}"), "sync session ended");
+            }
+        }
+        force_snapshot = false;
+        if started.elapsed() > Duration::from_secs(10) {
+            attempt = 0;
+        }
+        endpoint_idx += 1;
+        let delay = backoff(attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Exponential backoff from 200 ms to 10 s, with "equal jitter" (half fixed, half random), so
+/// a fleet that lost its coordinator does not reconnect in lockstep.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 200u64.saturating_mul(1u64 << attempt.min(6)).min(10_000);
+    let jitter = rand::rng().random_range(0..=base / 2);
+    Duration::from_millis(base / 2 + jitter)
+}
+
+async fn session(
+    args: &AgentArgs,
+    endpoint: &str,
+    shared: &SyncShared,
+    force_snapshot: bool,
+) -> End {
+    let channel = match connect(args, endpoint).await {
+        Ok(c) => c,
+        Err(e) => return End::Failed(e),
+    };
+    let mut client = AgentSyncClient::new(channel);
+    let (out_tx, out_rx) = mpsc::channel::<pb::AgentMessage>(16);
+    let applied = shared.applied_rx.borrow().clone();
+    out_tx
+        .send(hello(&args.node, &applied, force_snapshot))
+        .await
+        .expect("receiver alive");
+    let mut inbound = match client
+        .sync(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            return End::Failed(anyhow::anyhow!("coordinator refused: {}", status.message()))
+        }
+    };
+    info!(%endpoint, applied = applied.0, "sync stream open");
+    let mut acks = shared.acks.lock().await;
+    loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return End::Failed(anyhow::anyhow!("coordinator closed the stream")),
+                    Err(s) => return End::Failed(anyhow::anyhow!("stream error: {}", s.message())),
+                };
+                if let Err(e) = handle(msg, shared) {
+                    return End::Diverged(format!("{e:#}"));
+                }
+            }
+            Some(ack) = acks.recv() => {
+                let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Ack(ack)) };
+                if out_tx.send(m).await.is_err() {
+                    return End::Failed(anyhow::anyhow!("outbound stream closed"));
+                }
+            }
+        }
+    }
+}
+
+/// Applies one coordinator message to the desired state.
+fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()> {
+    use pb::coordinator_message::Msg;
+    let current = shared.desired_tx.borrow().clone();
+    match msg.msg {
+        Some(Msg::Snapshot(s)) => {
+            let d = NodeDesired {
+                node: shared.node.clone(),
+                revision: s.revision,
+                objects: decode_entries(s.entries)?.into_iter().collect(),
+            };
+            if d.digest() != s.digest {
+                bail!("snapshot digest mismatch");
+            }
+            shared.counters.incr("snapshots");
+            info!(
+                revision = s.revision,
+                objects = d.objects.len(),
+                "snapshot received"
+            );
+            shared.desired_tx.send_replace(Some(d));
+        }
+        Some(Msg::Delta(delta)) => {
+            let Some(mut d) = current else {
+                bail!("delta before any snapshot");
+            };
+            d.apply_delta(
+                delta.revision,
+                DesiredDelta {
+                    upserts: decode_entries(delta.upserts)?,
+                    deletes: delta.deletes,
+                },
+            );
+            if d.digest() != delta.digest {
+                bail!("digest mismatch after delta at revision {}", delta.revision);
+            }
+            shared.counters.incr("deltas");
+            info!(revision = delta.revision, "delta received");
+            shared.desired_tx.send_replace(Some(d));
+        }
+        Some(Msg::Resume(r)) => {
+            let Some(mut d) = current else {
+                bail!("resume without a cached state");
+            };
+            if d.digest() != r.digest {
+                bail!("resume digest differs from the cached state");
+            }
+            shared.counters.incr("resumes");
+            info!(revision = r.revision, "resumed: cached state is current");
+            d.revision = r.revision;
+            shared.desired_tx.send_replace(Some(d));
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Debug helper behind `--once`: open the stream, print the first message, return.
+pub async fn once(args: &AgentArgs) -> anyhow::Result<String> {
+    let endpoint = args.coordinator.first().context("no --coordinator given")?;
+    let mut client = AgentSyncClient::new(connect(args, endpoint).await?);
+    let (out_tx, out_rx) = mpsc::channel(1);
+    out_tx
+        .send(hello(&args.node, &(0, String::new()), true))
+        .await?;
+    let mut inbound = client
+        .sync(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+        .await
+        .map_err(|s| anyhow::anyhow!("coordinator refused: {:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let msg = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .context("no answer within 10 s")?
+        .map_err(|s| anyhow::anyhow!("coordinator refused: {:?}: {}", s.code(), s.message()))?
+        .context("stream closed")?;
+    use pb::coordinator_message::Msg;
+    let value = match msg.msg {
+        Some(Msg::Snapshot(s)) => {
+            let objects: serde_json::Map<String, serde_json::Value> = decode_entries(s.entries)?
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::to_value(v).expect("serializes")))
+                .collect();
+            serde_json::json!({"snapshot": {"revision": s.revision, "digest": s.digest, "objects": objects}})
+        }
+        other => serde_json::json!({"other": format!("{other:?}")}),
+    };
+    Ok(serde_json::to_string_pretty(&value)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 0..20 {
+            let d = backoff(attempt).as_millis() as u64;
+            let base = (200u64 << attempt.min(6)).min(10_000);
+            assert!(
+                d >= base / 2 && d <= base,
+                "attempt {attempt}: {d} ms outside [{}, {base}]",
+                base / 2
+            );
+        }
+        assert!(backoff(30) <= Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,152 @@
+//! The intent model: what operators and CloudStack asked for, exactly as stored in etcd.
+//! Objects are identified by names unique within their parent (tenant → VPC → network), which
+//! is also how their etcd keys are built (see `sf-store`'s key layout).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// A tenant: the owner of VPCs (a CloudStack domain/account).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A VPC: an isolated routing domain with its own, possibly overlapping, address space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vpc {
+    pub tenant: String,
+    pub name: String,
+    pub cidr: Ipv4Net,
+    #[serde(default)]
+    pub site: String,
+}
+
+/// A network (CloudStack "tier"): one L2 segment carried as one VXLAN VNI over EVPN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub tenant: String,
+    pub vpc: String,
+    pub name: String,
+    pub cidr: Ipv4Net,
+    pub vni: u32,
+    pub gateway: Ipv4Addr,
+}
+
+/// A VM NIC (or any endpoint) bound to a network on a given node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBinding {
+    pub tenant: String,
+    pub name: String,
+    pub vpc: String,
+    pub network: String,
+    pub node: String,
+    pub ip: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// What a node does in the fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Hypervisor,
+    Switch,
+    Gateway,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Hypervisor => "hypervisor",
+            NodeRole::Switch => "switch",
+            NodeRole::Gateway => "gateway",
+        }
+    }
+}
+
+impl std::str::FromStr for NodeRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "hypervisor" => Ok(NodeRole::Hypervisor),
+            "switch" => Ok(NodeRole::Switch),
+            "gateway" => Ok(NodeRole::Gateway),
+            other => Err(format!(
+                "unknown role {other:?} (expected hypervisor, switch or gateway)"
+            )),
+        }
+    }
+}
+
+/// Inventory: one machine of the fabric.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub role: NodeRole,
+    #[serde(default)]
+    pub site: String,
+    pub asn: u32,
+    /// BGP router-id, and the VXLAN tunnel endpoint on hypervisors and gateways.
+    pub loopback: Ipv4Addr,
+    /// Interfaces facing the fabric; BGP unnumbered peers on each.
+    #[serde(default)]
+    pub fabric_ports: Vec<String>,
+}
+
+/// Identity of a VPC: (tenant, vpc).
+pub type VpcKey = (String, String);
+/// Identity of a network: (tenant, vpc, network).
+pub type NetworkKey = (String, String, String);
+/// Identity of a port binding: (tenant, port).
+pub type PortKey = (String, String);
+
+/// Everything the compiler reads: intent plus what agents observed locally.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Intent {
+    pub tenants: BTreeMap<String, Tenant>,
+    pub vpcs: BTreeMap<VpcKey, Vpc>,
+    pub networks: BTreeMap<NetworkKey, Network>,
+    pub ports: BTreeMap<PortKey, PortBinding>,
+    pub nodes: BTreeMap<String, Node>,
+    /// VNIs of `brvx-<VNI>` bridges a hypervisor reports that it did not create itself (for
+    /// example bridges CloudStack's KVM agent made). They pull the network into its scope.
+    pub observed_vnis: BTreeMap<String, BTreeSet<u32>>,
+}
+
+impl Vpc {
+    pub fn key(&self) -> VpcKey {
+        (self.tenant.clone(), self.name.clone())
+    }
+}
+
+impl Network {
+    pub fn key(&self) -> NetworkKey {
+        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
+    }
+}
+
+impl PortBinding {
+    pub fn key(&self) -> PortKey {
+        (self.tenant.clone(), self.name.clone())
+    }
+    pub fn network_key(&self) -> NetworkKey {
+        (self.tenant.clone(), self.vpc.clone(), self.network.clone())
+    }
+}
+
+impl Intent {
+    /// The network carrying `vni`, if any.
+    pub fn network_by_vni(&self, vni: u32) -> Option<&Network> {
+        self.networks.values().find(|n| n.vni == vni)
+    }
+
+    /// Every VNI already in use.
+    pub fn used_vnis(&self) -> BTreeSet<u32> {
+        self.networks.values().map(|n| n.vni).collect()
+    }
+}

@@ -1,0 +1,28 @@
+//! What an agent reports about itself, under its lease: the revision and digest it applied, its
+//! errors and counters, and what it observed locally that should widen its scope.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub node: String,
+    pub role: String,
+    pub agent_version: String,
+    /// Revision of the desired state last applied without error.
+    pub applied_revision: u64,
+    pub applied_digest: String,
+    /// Errors of the last reconcile (empty when clean).
+    #[serde(default)]
+    pub errors: Vec<String>,
+    /// Monotonic counters since the agent started: snapshots, resumes, deltas, reconciles, ...
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
+    /// VNIs of `brvx-<VNI>` bridges present on the node that the agent did not create.
+    #[serde(default)]
+    pub observed_vnis: BTreeSet<u32>,
+    /// Unix time (ms) of this report.
+    #[serde(default)]
+    pub reported_at_ms: u64,
+}

@@ -1,0 +1,449 @@
+//! Validation of writes against the current intent. Every rejection names the offending field
+//! (`network.cidr`, `port.node`, ...) so API users and CloudStack see what to fix, and the
+//! caller only writes when validation passed, so a rejected request changes nothing.
+
+use std::net::Ipv4Addr;
+
+use crate::model::{Intent, Network, Node, NodeRole, PortBinding, Tenant, Vpc};
+use crate::{VNI_MAX, VNI_POOL};
+
+/// A rejected write: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub message: String,
+    pub kind: ErrorKind,
+}
+
+/// Coarse class of a rejection, mapped to a status code at the API edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Invalid,
+    NotFound,
+    AlreadyExists,
+    /// The object is still referenced by others.
+    InUse,
+}
+
+fn err(kind: ErrorKind, field: &str, message: impl Into<String>) -> ValidationError {
+    ValidationError {
+        field: field.to_string(),
+        message: message.into(),
+        kind,
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, ValidationError>;
+
+/// Names become etcd key segments and CLI arguments: keep them short and unambiguous.
+pub fn validate_name(field: &str, name: &str) -> Result {
+    if name.is_empty() {
+        return Err(err(ErrorKind::Invalid, field, "must not be empty"));
+    }
+    if name.len() > 64 {
+        return Err(err(
+            ErrorKind::Invalid,
+            field,
+            "must be at most 64 characters",
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(err(
+            ErrorKind::Invalid,
+            field,
+            format!("{name:?} may contain only letters, digits, '-', '_' and '.'"),
+        ));
+    }
+    Ok(())
+}
+
+/// Linux interface names are limited to 15 bytes.
+fn validate_ifname(field: &str, name: &str) -> Result {
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains('/')
+        || name.contains(char::is_whitespace)
+    {
+        return Err(err(
+            ErrorKind::Invalid,
+            field,
+            format!("{name:?} is not a valid interface name (1-15 characters, no '/' or spaces)"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_tenant(intent: &Intent, t: &Tenant) -> Result {
+    validate_name("tenant.name", &t.name)?;
+    if intent.tenants.contains_key(&t.name) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "tenant.name",
+            format!("tenant {:?} already exists", t.name),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_vpc(intent: &Intent, v: &Vpc) -> Result {
+    validate_name("vpc.tenant", &v.tenant)?;
+    validate_name("vpc.name", &v.name)?;
+    if !intent.tenants.contains_key(&v.tenant) {
+        return Err(err(
+            ErrorKind::NotFound,
+            "vpc.tenant",
+            format!("tenant {:?} does not exist", v.tenant),
+        ));
+    }
+    if v.cidr.network() != v.cidr.addr() {
+        return Err(err(
+            ErrorKind::Invalid,
+            "vpc.cidr",
+            format!(
+                "{} has host bits set (did you mean {}?)",
+                v.cidr,
+                v.cidr.trunc()
+            ),
+        ));
+    }
+    if intent.vpcs.contains_key(&v.key()) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "vpc.name",
+            format!("VPC {:?} already exists in tenant {:?}", v.name, v.tenant),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a network. `n.vni` must already be set (allocation happens before validation of
+/// the final object; a caller-chosen VNI is checked for range and uniqueness here).
+pub fn validate_network(intent: &Intent, n: &Network) -> Result {
+    validate_name("network.tenant", &n.tenant)?;
+    validate_name("network.vpc", &n.vpc)?;
+    validate_name("network.name", &n.name)?;
+    let vpc = intent
+        .vpcs
+        .get(&(n.tenant.clone(), n.vpc.clone()))
+        .ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                "network.vpc",
+                format!("VPC {:?} does not exist in tenant {:?}", n.vpc, n.tenant),
+            )
+        })?;
+    if intent.networks.contains_key(&n.key()) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "network.name",
+            format!("network {:?} already exists in VPC {:?}", n.name, n.vpc),
+        ));
+    }
+    if n.cidr.network() != n.cidr.addr() {
+        return Err(err(
+            ErrorKind::Invalid,
+            "network.cidr",
+            format!(
+                "{} has host bits set (did you mean {}?)",
+                n.cidr,
+                n.cidr.trunc()
+            ),
+        ));
+    }
+    if n.cidr.prefix_len() > 30 {
+        return Err(err(
+            ErrorKind::Invalid,
+            "network.cidr",
+            format!("{} is too small for a tier (at most /30)", n.cidr),
+        ));
+    }
+    if !vpc.cidr.contains(&n.cidr) {
+        return Err(err(
+            ErrorKind::Invalid,
+            "network.cidr",
+            format!("{} is outside the VPC's CIDR {}", n.cidr, vpc.cidr),
+        ));
+    }
+    if let Some(other) = intent
+        .networks
+        .values()
+        .find(|o| o.tenant == n.tenant && o.vpc == n.vpc && overlaps(o.cidr, n.cidr))
+    {
+        return Err(err(
+            ErrorKind::Invalid,
+            "network.cidr",
+            format!(
+                "{} overlaps network {:?} ({}) in the same VPC",
+                n.cidr, other.name, other.cidr
+            ),
+        ));
+    }
+    if n.vni == 0 || n.vni > VNI_MAX {
+        return Err(err(
+            ErrorKind::Invalid,
+            "network.vni",
+            format!("{} is outside 1..={VNI_MAX}", n.vni),
+        ));
+    }
+    if let Some(other) = intent.network_by_vni(n.vni) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "network.vni",
+            format!(
+                "VNI {} is already used by network {}/{}/{}",
+                n.vni, other.tenant, other.vpc, other.name
+            ),
+        ));
+    }
+    if !host_in(n.cidr, n.gateway) {
+        return Err(err(
+            ErrorKind::Invalid,
+            "network.gateway",
+            format!("{} is not a host address of {}", n.gateway, n.cidr),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a caller-chosen VNI is one the allocator would hand out; used only to warn.
+pub fn vni_in_pool(vni: u32) -> bool {
+    VNI_POOL.contains(&vni)
+}
+
+pub fn validate_port(intent: &Intent, p: &PortBinding) -> Result {
+    validate_name("port.tenant", &p.tenant)?;
+    validate_name("port.name", &p.name)?;
+    if intent.ports.contains_key(&p.key()) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "port.name",
+            format!("port {:?} already exists in tenant {:?}", p.name, p.tenant),
+        ));
+    }
+    let net = intent.networks.get(&p.network_key()).ok_or_else(|| {
+        err(
+            ErrorKind::NotFound,
+            "port.network",
+            format!(
+                "network {:?} does not exist in VPC {:?} of tenant {:?}",
+                p.network, p.vpc, p.tenant
+            ),
+        )
+    })?;
+    let node = intent.nodes.get(&p.node).ok_or_else(|| {
+        err(
+            ErrorKind::NotFound,
+            "port.node",
+            format!("node {:?} is not in the inventory", p.node),
+        )
+    })?;
+    if node.role != NodeRole::Hypervisor {
+        return Err(err(
+            ErrorKind::Invalid,
+            "port.node",
+            format!(
+                "node {:?} is a {}, not a hypervisor",
+                p.node,
+                node.role.as_str()
+            ),
+        ));
+    }
+    if !host_in(net.cidr, p.ip) {
+        return Err(err(
+            ErrorKind::Invalid,
+            "port.ip",
+            format!(
+                "{} is not a host address of network {:?} ({})",
+                p.ip, net.name, net.cidr
+            ),
+        ));
+    }
+    if p.ip == net.gateway {
+        return Err(err(
+            ErrorKind::Invalid,
+            "port.ip",
+            format!("{} is the network's gateway address", p.ip),
+        ));
+    }
+    if let Some(other) = intent
+        .ports
+        .values()
+        .find(|o| o.network_key() == p.network_key() && o.ip == p.ip)
+    {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "port.ip",
+            format!("{} is already used by port {:?}", p.ip, other.name),
+        ));
+    }
+    if let Some(mac) = &p.mac {
+        if !valid_mac(mac) {
+            return Err(err(
+                ErrorKind::Invalid,
+                "port.mac",
+                format!("{mac:?} is not a MAC address like aa:bb:cc:dd:ee:ff"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn validate_node(intent: &Intent, n: &Node) -> Result {
+    validate_name("node.name", &n.name)?;
+    if intent.nodes.contains_key(&n.name) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "node.name",
+            format!("node {:?} already exists", n.name),
+        ));
+    }
+    if n.asn == 0 || n.asn == 23456 || n.asn == u32::MAX {
+        return Err(err(
+            ErrorKind::Invalid,
+            "node.asn",
+            format!("{} is not a usable AS number", n.asn),
+        ));
+    }
+    if n.loopback.is_unspecified() || n.loopback.is_multicast() || n.loopback.is_broadcast() {
+        return Err(err(
+            ErrorKind::Invalid,
+            "node.loopback",
+            format!("{} is not a usable loopback address", n.loopback),
+        ));
+    }
+    if let Some(other) = intent.nodes.values().find(|o| o.loopback == n.loopback) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "node.loopback",
+            format!(
+                "{} is already the loopback of node {:?}",
+                n.loopback, other.name
+            ),
+        ));
+    }
+    for (i, port) in n.fabric_ports.iter().enumerate() {
+        validate_ifname(&format!("node.fabric_ports[{i}]"), port)?;
+    }
+    Ok(())
+}
+
+/// Deleting a tenant is refused while it still owns VPCs or ports.
+pub fn check_delete_tenant(intent: &Intent, tenant: &str) -> Result {
+    if !intent.tenants.contains_key(tenant) {
+        return Err(err(
+            ErrorKind::NotFound,
+            "tenant.name",
+            format!("tenant {tenant:?} does not exist"),
+        ));
+    }
+    if let Some(v) = intent.vpcs.values().find(|v| v.tenant == tenant) {
+        return Err(err(
+            ErrorKind::InUse,
+            "tenant.name",
+            format!("tenant {tenant:?} still has VPC {:?}", v.name),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_delete_vpc(intent: &Intent, tenant: &str, vpc: &str) -> Result {
+    if !intent
+        .vpcs
+        .contains_key(&(tenant.to_string(), vpc.to_string()))
+    {
+        return Err(err(
+            ErrorKind::NotFound,
+            "vpc.name",
+            format!("VPC {vpc:?} does not exist in tenant {tenant:?}"),
+        ));
+    }
+    if let Some(n) = intent
+        .networks
+        .values()
+        .find(|n| n.tenant == tenant && n.vpc == vpc)
+    {
+        return Err(err(
+            ErrorKind::InUse,
+            "vpc.name",
+            format!("VPC {vpc:?} still has network {:?}", n.name),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_delete_network(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
+    let key = (tenant.to_string(), vpc.to_string(), name.to_string());
+    if !intent.networks.contains_key(&key) {
+        return Err(err(
+            ErrorKind::NotFound,
+            "network.name",
+            format!("network {name:?} does not exist in VPC {vpc:?} of tenant {tenant:?}"),
+        ));
+    }
+    if let Some(p) = intent.ports.values().find(|p| p.network_key() == key) {
+        return Err(err(
+            ErrorKind::InUse,
+            "network.name",
+            format!("network {name:?} still has port {:?}", p.name),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_delete_port(intent: &Intent, tenant: &str, name: &str) -> Result {
+    if !intent
+        .ports
+        .contains_key(&(tenant.to_string(), name.to_string()))
+    {
+        return Err(err(
+            ErrorKind::NotFound,
+            "port.name",
+            format!("port {name:?} does not exist in tenant {tenant:?}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_delete_node(intent: &Intent, name: &str) -> Result {
+    if !intent.nodes.contains_key(name) {
+        return Err(err(
+            ErrorKind::NotFound,
+            "node.name",
+            format!("node {name:?} is not in the inventory"),
+        ));
+    }
+    if let Some(p) = intent.ports.values().find(|p| p.node == name) {
+        return Err(err(
+            ErrorKind::InUse,
+            "node.name",
+            format!("node {name:?} still hosts port {}/{}", p.tenant, p.name),
+        ));
+    }
+    Ok(())
+}
+
+fn overlaps(a: ipnet::Ipv4Net, b: ipnet::Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// A usable host address of `net`: inside it, and neither its network nor broadcast address.
+pub fn host_in(net: ipnet::Ipv4Net, ip: Ipv4Addr) -> bool {
+    net.contains(&ip) && ip != net.network() && ip != net.broadcast()
+}
+
+fn valid_mac(mac: &str) -> bool {
+    let parts: Vec<&str> = mac.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The default gateway of a tier: its first host address.
+pub fn default_gateway(net: ipnet::Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + 1)
+}

@@ -1,0 +1,344 @@
+//! Unit tests of the pure core: validation rejects with the right field, the compiler scopes
+//! each node to exactly its networks, and deltas/digests round-trip.
+
+use std::collections::BTreeSet;
+
+use sf_core::compile::{affected_nodes, compile_node, Change};
+use sf_core::desired::{network_key, DesiredObject, EvpnRole};
+use sf_core::model::*;
+use sf_core::validate::*;
+
+fn node(name: &str, role: NodeRole, asn: u32, lo: &str) -> Node {
+    Node {
+        name: name.into(),
+        role,
+        site: "lab".into(),
+        asn,
+        loopback: lo.parse().unwrap(),
+        fabric_ports: vec!["leaf1".into(), "leaf2".into()],
+    }
+}
+
+/// Two tenants' VPCs with identical addressing, as in the lab demo.
+fn demo() -> Intent {
+    let mut i = Intent::default();
+    for n in [
+        node("hv1", NodeRole::Hypervisor, 65001, "10.255.1.1"),
+        node("hv2", NodeRole::Hypervisor, 65002, "10.255.1.2"),
+        node("hv3", NodeRole::Hypervisor, 65003, "10.255.1.3"),
+        node("leaf1", NodeRole::Switch, 65101, "10.255.0.1"),
+    ] {
+        i.nodes.insert(n.name.clone(), n);
+    }
+    i.tenants.insert(
+        "demo".into(),
+        Tenant {
+            name: "demo".into(),
+            description: String::new(),
+        },
+    );
+    for (vpc, vni) in [("blue", 1_000_001), ("red", 1_000_002)] {
+        let v = Vpc {
+            tenant: "demo".into(),
+            name: vpc.into(),
+            cidr: "10.10.0.0/16".parse().unwrap(),
+            site: "lab".into(),
+        };
+        i.vpcs.insert(v.key(), v);
+        let n = Network {
+            tenant: "demo".into(),
+            vpc: vpc.into(),
+            name: "web".into(),
+            cidr: "10.10.1.0/24".parse().unwrap(),
+            vni,
+            gateway: "10.10.1.1".parse().unwrap(),
+        };
+        i.networks.insert(n.key(), n);
+    }
+    for (name, vpc, hv, ip) in [
+        ("blue-web-1", "blue", "hv1", "10.10.1.11"),
+        ("blue-web-2", "blue", "hv2", "10.10.1.12"),
+        ("red-web-1", "red", "hv1", "10.10.1.11"),
+        ("red-web-2", "red", "hv3", "10.10.1.12"),
+    ] {
+        let p = PortBinding {
+            tenant: "demo".into(),
+            name: name.into(),
+            vpc: vpc.into(),
+            network: "web".into(),
+            node: hv.into(),
+            ip: ip.parse().unwrap(),
+            mac: None,
+        };
+        i.ports.insert(p.key(), p);
+    }
+    i
+}
+
+fn vnis(d: &sf_core::desired::NodeDesired) -> BTreeSet<u32> {
+    d.networks().map(|n| n.vni).collect()
+}
+
+#[test]
+fn hypervisor_scope_is_exactly_its_bound_networks() {
+    let i = demo();
+    assert_eq!(
+        vnis(&compile_node(&i, "hv1", 1).unwrap()),
+        BTreeSet::from([1_000_001, 1_000_002])
+    );
+    assert_eq!(
+        vnis(&compile_node(&i, "hv2", 1).unwrap()),
+        BTreeSet::from([1_000_001])
+    );
+    assert_eq!(
+        vnis(&compile_node(&i, "hv3", 1).unwrap()),
+        BTreeSet::from([1_000_002])
+    );
+    let hv2 = compile_node(&i, "hv2", 1).unwrap();
+    let net = hv2.networks().next().unwrap();
+    assert_eq!(net.ports.len(), 1);
+    assert_eq!(
+        net.ports[0].name, "blue-web-2",
+        "hv2 must not learn hv1's ports"
+    );
+}
+
+#[test]
+fn observed_bridges_pull_networks_into_scope() {
+    let mut i = demo();
+    i.observed_vnis
+        .insert("hv3".into(), BTreeSet::from([1_000_001, 4_242_424]));
+    let hv3 = compile_node(&i, "hv3", 1).unwrap();
+    // 4242424 is not in intent: an observed bridge alone does not invent a network.
+    assert_eq!(vnis(&hv3), BTreeSet::from([1_000_001, 1_000_002]));
+}
+
+#[test]
+fn switch_gets_transit_underlay_and_no_networks() {
+    let i = demo();
+    let leaf = compile_node(&i, "leaf1", 1).unwrap();
+    assert_eq!(leaf.networks().count(), 0);
+    let u = leaf.underlay().unwrap();
+    assert_eq!(u.evpn, EvpnRole::Transit);
+    assert_eq!(u.asn, 65101);
+    assert!(compile_node(&i, "nope", 1).is_none());
+}
+
+#[test]
+fn compile_is_deterministic_and_digest_ignores_revision() {
+    let i = demo();
+    let a = compile_node(&i, "hv1", 5).unwrap();
+    let b = compile_node(&i, "hv1", 9).unwrap();
+    assert_eq!(a.digest(), b.digest());
+    assert_eq!(a.objects, b.objects);
+}
+
+#[test]
+fn delta_round_trips_and_digest_changes() {
+    let mut i = demo();
+    let before = compile_node(&i, "hv2", 1).unwrap();
+    // Bind red-web-3 on hv2: hv2 gains VNI 1000002.
+    let p = PortBinding {
+        tenant: "demo".into(),
+        name: "red-web-3".into(),
+        vpc: "red".into(),
+        network: "web".into(),
+        node: "hv2".into(),
+        ip: "10.10.1.13".parse().unwrap(),
+        mac: None,
+    };
+    i.ports.insert(p.key(), p);
+    let after = compile_node(&i, "hv2", 2).unwrap();
+    assert_ne!(before.digest(), after.digest());
+    let delta = before.delta_to(&after);
+    assert_eq!(delta.upserts.len(), 1);
+    assert_eq!(delta.upserts[0].0, network_key(1_000_002));
+    assert!(delta.deletes.is_empty());
+    let mut applied = before.clone();
+    applied.apply_delta(2, delta);
+    assert_eq!(applied, after);
+    // and back
+    let back = after.delta_to(&before);
+    assert_eq!(back.deletes, vec![network_key(1_000_002)]);
+    assert!(matches!(
+        after.objects.get("underlay"),
+        Some(DesiredObject::Underlay(_))
+    ));
+}
+
+#[test]
+fn affected_nodes_are_only_the_hosting_ones() {
+    let i = demo();
+    assert_eq!(
+        affected_nodes(&i, &Change::Network { vni: 1_000_002 }),
+        BTreeSet::from(["hv1".to_string(), "hv3".to_string()])
+    );
+    assert_eq!(
+        affected_nodes(&i, &Change::Port { node: "hv2".into() }),
+        BTreeSet::from(["hv2".to_string()])
+    );
+    assert!(affected_nodes(&i, &Change::Other).is_empty());
+}
+
+fn field_of(r: Result<(), ValidationError>) -> String {
+    r.expect_err("must be rejected").field
+}
+
+#[test]
+fn network_validation_names_the_field() {
+    let i = demo();
+    let base = Network {
+        tenant: "demo".into(),
+        vpc: "blue".into(),
+        name: "db".into(),
+        cidr: "10.10.2.0/24".parse().unwrap(),
+        vni: 1_000_010,
+        gateway: "10.10.2.1".parse().unwrap(),
+    };
+    assert!(validate_network(&i, &base).is_ok());
+    let mut outside = base.clone();
+    outside.cidr = "10.20.2.0/24".parse().unwrap();
+    outside.gateway = "10.20.2.1".parse().unwrap();
+    assert_eq!(field_of(validate_network(&i, &outside)), "network.cidr");
+    let mut overlap = base.clone();
+    overlap.cidr = "10.10.1.128/25".parse().unwrap();
+    overlap.gateway = "10.10.1.129".parse().unwrap();
+    let e = validate_network(&i, &overlap).unwrap_err();
+    assert_eq!(e.field, "network.cidr");
+    assert!(e.message.contains("overlaps"), "{e}");
+    let mut taken = base.clone();
+    taken.vni = 1_000_001;
+    assert_eq!(field_of(validate_network(&i, &taken)), "network.vni");
+    let mut too_big = base.clone();
+    too_big.vni = 1 << 24;
+    assert_eq!(field_of(validate_network(&i, &too_big)), "network.vni");
+    let mut no_vpc = base.clone();
+    no_vpc.vpc = "green".into();
+    assert_eq!(
+        validate_network(&i, &no_vpc).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    let mut dup = base.clone();
+    dup.name = "web".into();
+    assert_eq!(field_of(validate_network(&i, &dup)), "network.name");
+    let mut hostbits = base.clone();
+    hostbits.cidr = "10.10.2.5/24".parse().unwrap();
+    assert_eq!(field_of(validate_network(&i, &hostbits)), "network.cidr");
+    let mut gw = base;
+    gw.gateway = "10.10.3.1".parse().unwrap();
+    assert_eq!(field_of(validate_network(&i, &gw)), "network.gateway");
+}
+
+#[test]
+fn overlapping_addresses_across_vpcs_are_allowed() {
+    let i = demo();
+    // red and blue both use 10.10.1.0/24: that is the point of VPCs.
+    let n = Network {
+        tenant: "demo".into(),
+        vpc: "red".into(),
+        name: "db".into(),
+        cidr: "10.10.2.0/24".parse().unwrap(),
+        vni: 1_000_011,
+        gateway: "10.10.2.1".parse().unwrap(),
+    };
+    assert!(validate_network(&i, &n).is_ok());
+}
+
+#[test]
+fn port_validation_names_the_field() {
+    let i = demo();
+    let base = PortBinding {
+        tenant: "demo".into(),
+        name: "blue-web-3".into(),
+        vpc: "blue".into(),
+        network: "web".into(),
+        node: "hv3".into(),
+        ip: "10.10.1.13".parse().unwrap(),
+        mac: Some("02:00:00:00:00:13".into()),
+    };
+    assert!(validate_port(&i, &base).is_ok());
+    let mut outside = base.clone();
+    outside.ip = "10.10.2.13".parse().unwrap();
+    assert_eq!(field_of(validate_port(&i, &outside)), "port.ip");
+    let mut bcast = base.clone();
+    bcast.ip = "10.10.1.255".parse().unwrap();
+    assert_eq!(field_of(validate_port(&i, &bcast)), "port.ip");
+    let mut used = base.clone();
+    used.ip = "10.10.1.11".parse().unwrap();
+    assert_eq!(field_of(validate_port(&i, &used)), "port.ip");
+    let mut gw = base.clone();
+    gw.ip = "10.10.1.1".parse().unwrap();
+    assert_eq!(field_of(validate_port(&i, &gw)), "port.ip");
+    let mut no_node = base.clone();
+    no_node.node = "hv9".into();
+    assert_eq!(field_of(validate_port(&i, &no_node)), "port.node");
+    let mut switch = base.clone();
+    switch.node = "leaf1".into();
+    assert_eq!(field_of(validate_port(&i, &switch)), "port.node");
+    let mut no_net = base.clone();
+    no_net.network = "db".into();
+    assert_eq!(field_of(validate_port(&i, &no_net)), "port.network");
+    let mut mac = base.clone();
+    mac.mac = Some("02:00:00:00:00".into());
+    assert_eq!(field_of(validate_port(&i, &mac)), "port.mac");
+    let mut dup = base;
+    dup.name = "blue-web-1".into();
+    assert_eq!(field_of(validate_port(&i, &dup)), "port.name");
+}
+
+#[test]
+fn names_and_nodes_are_checked() {
+    let i = demo();
+    assert_eq!(field_of(validate_name("tenant.name", "a/b")), "tenant.name");
+    assert!(validate_name("x", "").is_err());
+    assert!(validate_name("x", &"a".repeat(65)).is_err());
+    let t = Tenant {
+        name: "demo".into(),
+        description: String::new(),
+    };
+    assert_eq!(field_of(validate_tenant(&i, &t)), "tenant.name");
+    let v = Vpc {
+        tenant: "nobody".into(),
+        name: "x".into(),
+        cidr: "10.0.0.0/8".parse().unwrap(),
+        site: String::new(),
+    };
+    assert_eq!(field_of(validate_vpc(&i, &v)), "vpc.tenant");
+    let mut n = node("hv4", NodeRole::Hypervisor, 65004, "10.255.1.1");
+    assert_eq!(field_of(validate_node(&i, &n)), "node.loopback");
+    n.loopback = "10.255.1.4".parse().unwrap();
+    n.asn = 0;
+    assert_eq!(field_of(validate_node(&i, &n)), "node.asn");
+    n.asn = 65004;
+    n.fabric_ports = vec!["this-name-is-too-long".into()];
+    assert_eq!(field_of(validate_node(&i, &n)), "node.fabric_ports[0]");
+}
+
+#[test]
+fn deletes_refuse_objects_still_in_use() {
+    let i = demo();
+    assert_eq!(
+        check_delete_tenant(&i, "demo").unwrap_err().kind,
+        ErrorKind::InUse
+    );
+    assert_eq!(
+        check_delete_vpc(&i, "demo", "blue").unwrap_err().kind,
+        ErrorKind::InUse
+    );
+    assert_eq!(
+        check_delete_network(&i, "demo", "blue", "web")
+            .unwrap_err()
+            .kind,
+        ErrorKind::InUse
+    );
+    assert_eq!(
+        check_delete_node(&i, "hv1").unwrap_err().kind,
+        ErrorKind::InUse
+    );
+    assert!(check_delete_node(&i, "leaf1").is_ok());
+    assert!(check_delete_port(&i, "demo", "blue-web-1").is_ok());
+    assert_eq!(
+        check_delete_port(&i, "demo", "nope").unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+}

@@ -1,0 +1,182 @@
+//! FRR: the underlay and EVPN control plane. [`render`] is pure (unit-tested); [`Frr::apply`]
+//! hands the rendered configuration to FRR's `frr-reload.py`, which diffs it against the
+//! running configuration and sends only the difference through vtysh (sessions that did not
+//! change are not reset), then checks the running configuration carries what was asked.
+//!
+//! The agent owns the node's whole FRR configuration: anything not rendered here is removed by
+//! the reload. Daemons are addressed through their vty socket directory, which works the same
+//! inside a network namespace.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use sf_core::desired::{EvpnRole, Underlay};
+use tracing::info;
+
+use crate::{run, DeviceError};
+
+/// Renders the full FRR configuration of a node.
+pub fn render(hostname: &str, u: &Underlay) -> String {
+    let mut c = String::new();
+    let _ = writeln!(c, "frr defaults datacenter");
+    let _ = writeln!(c, "hostname {hostname}");
+    if u.evpn == EvpnRole::Transit {
+        let _ = writeln!(c, "ip forwarding");
+        let _ = writeln!(c, "ipv6 forwarding");
+    }
+    let _ = writeln!(c, "!");
+    let _ = writeln!(c, "router bgp {}", u.asn);
+    let _ = writeln!(c, " bgp router-id {}", u.router_id);
+    let _ = writeln!(c, " no bgp ebgp-requires-policy");
+    let _ = writeln!(c, " bgp bestpath as-path multipath-relax");
+    let _ = writeln!(c, " neighbor FABRIC peer-group");
+    let _ = writeln!(c, " neighbor FABRIC remote-as external");
+    for n in &u.neighbors {
+        let _ = writeln!(c, " neighbor {n} interface peer-group FABRIC");
+    }
+    let _ = writeln!(c, " !");
+    let _ = writeln!(c, " address-family ipv4 unicast");
+    let _ = writeln!(c, "  network {}/32", u.loopback);
+    let _ = writeln!(c, " exit-address-family");
+    let _ = writeln!(c, " !");
+    let _ = writeln!(c, " address-family l2vpn evpn");
+    let _ = writeln!(c, "  neighbor FABRIC activate");
+    if u.evpn == EvpnRole::Vtep {
+        // Every local VNI (vxlan<VNI> in a bridge) is advertised without per-VNI config; route
+        // targets are auto-derived and FRR imports them on the VNI alone, across ASNs.
+        let _ = writeln!(c, "  advertise-all-vni");
+    }
+    let _ = writeln!(c, " exit-address-family");
+    let _ = writeln!(c, "exit");
+    c
+}
+
+/// Lines that must appear in `show running-config` once `u` is applied.
+pub fn expected_lines(u: &Underlay) -> Vec<String> {
+    let mut v = vec![format!("router bgp {}", u.asn)];
+    v.extend(
+        u.neighbors
+            .iter()
+            .map(|n| format!("neighbor {n} interface peer-group FABRIC")),
+    );
+    if u.evpn == EvpnRole::Vtep {
+        v.push("advertise-all-vni".into());
+    }
+    v
+}
+
+/// One FRR instance, addressed through its vty socket directory.
+pub struct Frr {
+    pub dir: PathBuf,
+    pub reload_script: PathBuf,
+    last_applied: Option<String>,
+}
+
+impl Frr {
+    pub fn new(dir: PathBuf) -> Self {
+        Frr {
+            dir,
+            reload_script: PathBuf::from("/usr/lib/frr/frr-reload.py"),
+            last_applied: None,
+        }
+    }
+
+    /// Applies `config` as a delta unless it is what we applied last (or `force`). Returns
+    /// whether a reload ran.
+    pub async fn apply(
+        &mut self,
+        config: &str,
+        expect: &[String],
+        force: bool,
+    ) -> Result<bool, DeviceError> {
+        if !force && self.last_applied.as_deref() == Some(config) {
+            return Ok(false);
+        }
+        let dir = self.dir.to_string_lossy().to_string();
+        let conf = self.dir.join("stackfabric.conf");
+        let vtysh_conf = self.dir.join("vtysh.conf");
+        let io = |e: std::io::Error| DeviceError::Spawn {
+            cmd: format!("write {}", conf.display()),
+            source: e,
+        };
+        if !vtysh_conf.exists() {
+            std::fs::write(&vtysh_conf, "").map_err(io)?;
+        }
+        std::fs::write(&conf, config).map_err(io)?;
+        let conf_s = conf.to_string_lossy().to_string();
+        let script = self.reload_script.to_string_lossy().to_string();
+        run(
+            "python3",
+            &[
+                &script,
+                "--reload",
+                "--stdout",
+                "--vty_socket",
+                &dir,
+                "--confdir",
+                &dir,
+                "--rundir",
+                &dir,
+                &conf_s,
+            ],
+        )
+        .await?;
+        let running = self.running_config().await?;
+        let missing: Vec<&String> = expect
+            .iter()
+            .filter(|l| !running.contains(l.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            return Err(DeviceError::Verify(format!(
+                "missing after reload: {missing:?}"
+            )));
+        }
+        info!(dir = %dir, "FRR configuration applied");
+        self.last_applied = Some(config.to_string());
+        Ok(true)
+    }
+
+    pub async fn running_config(&self) -> Result<String, DeviceError> {
+        let dir = self.dir.to_string_lossy().to_string();
+        run(
+            "vtysh",
+            &["--vty_socket", &dir, "-c", "show running-config"],
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn underlay(evpn: EvpnRole) -> Underlay {
+        Underlay {
+            asn: 65001,
+            router_id: "10.255.1.1".parse().unwrap(),
+            loopback: "10.255.1.1".parse().unwrap(),
+            neighbors: vec!["leaf1".into(), "leaf2".into()],
+            evpn,
+        }
+    }
+
+    #[test]
+    fn vtep_config_advertises_all_vnis_over_unnumbered_peers() {
+        let c = render("hv1", &underlay(EvpnRole::Vtep));
+        assert!(c.contains("router bgp 65001\n bgp router-id 10.255.1.1\n"));
+        assert!(c.contains(" neighbor leaf1 interface peer-group FABRIC\n"));
+        assert!(c.contains(" neighbor leaf2 interface peer-group FABRIC\n"));
+        assert!(c.contains("  network 10.255.1.1/32\n"));
+        assert!(c.contains("  advertise-all-vni\n"));
+        assert!(!c.contains("ip forwarding"));
+    }
+
+    #[test]
+    fn transit_config_forwards_and_does_not_terminate_vnis() {
+        let c = render("leaf1", &underlay(EvpnRole::Transit));
+        assert!(c.contains("ip forwarding\n"));
+        assert!(!c.contains("advertise-all-vni"));
+        assert!(c.contains("  neighbor FABRIC activate\n"));
+        assert_eq!(expected_lines(&underlay(EvpnRole::Transit)).len(), 3);
+    }
+}

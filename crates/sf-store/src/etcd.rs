@@ -1,0 +1,229 @@
+//! [`KvStore`] on a real etcd cluster (v3 API, 3.4+), through `etcd-client`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use futures::StreamExt;
+use tokio::sync::Mutex;
+
+use crate::{
+    Compare, EventKind, KeyValue, KvStore, Op, Result, StoreError, TxnOutcome, WatchBatch,
+    WatchEvent, WatchStream,
+};
+
+/// etcd-backed store. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    /// One keep-alive stream per lease, reused across renewals.
+    keepers: Arc<Mutex<HashMap<i64, (LeaseKeeper, LeaseKeepAliveStream)>>>,
+}
+
+impl EtcdStore {
+    /// Connects to any of `endpoints` ("http://host:2379").
+    pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(3))
+            .with_timeout(std::time::Duration::from_secs(5))
+            .with_keep_alive(
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(3),
+            );
+        let client = Client::connect(endpoints, Some(opts)).await?;
+        Ok(EtcdStore {
+            client,
+            keepers: Arc::default(),
+        })
+    }
+}
+
+fn kv(k: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: String::from_utf8_lossy(k.key()).into_owned(),
+        value: k.value().to_vec(),
+        create_revision: k.create_revision(),
+        mod_revision: k.mod_revision(),
+        lease: k.lease(),
+    }
+}
+
+fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> i64 {
+    h.map(|h| h.revision()).unwrap_or(0)
+}
+
+#[async_trait::async_trait]
+impl KvStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let resp = self.client.clone().get(key, None).await?;
+        Ok(resp.kvs().first().map(kv))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
+        let resp = self
+            .client
+            .clone()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        Ok((
+            resp.kvs().iter().map(kv).collect(),
+            header_revision(resp.header()),
+        ))
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome> {
+        let compares: Vec<EtcdCompare> = compares
+            .into_iter()
+            .map(|c| match c {
+                Compare::Absent(k) => EtcdCompare::create_revision(k, CompareOp::Equal, 0),
+                Compare::Present(k) => EtcdCompare::create_revision(k, CompareOp::Greater, 0),
+                Compare::ModRevision(k, r) => EtcdCompare::mod_revision(k, CompareOp::Equal, r),
+            })
+            .collect();
+        let ops: Vec<TxnOp> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value, lease } => {
+                    let opts = (lease != 0).then(|| PutOptions::new().with_lease(lease));
+                    TxnOp::put(key, value, opts)
+                }
+                Op::Delete { key } => TxnOp::delete(key, None),
+            })
+            .collect();
+        let resp = self
+            .client
+            .clone()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await
+            .map_err(|e| match e {
+                etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found") => {
+                    StoreError::LeaseNotFound(0)
+                }
+                e => e.into(),
+            })?;
+        Ok(TxnOutcome {
+            succeeded: resp.succeeded(),
+            revision: header_revision(resp.header()),
+        })
+    }
+
+    async fn watch(&self, prefix: &str, start_revision: i64) -> Result<WatchStream> {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(start_revision)
+            .with_progress_notify();
+        let stream = self.client.clone().watch(prefix, Some(opts)).await?;
+        let out = stream.filter_map(move |item| async move {
+            match item {
+                Err(e) => Some(Err(StoreError::from(e))),
+                Ok(resp) => {
+                    if resp.compact_revision() > 0 {
+                        return Some(Err(StoreError::Compacted {
+                            requested: start_revision,
+                            compacted: resp.compact_revision(),
+                        }));
+                    }
+                    if resp.canceled() {
+                        return Some(Err(StoreError::WatchEnded(resp.cancel_reason().into())));
+                    }
+                    if resp.events().is_empty() {
+                        return None; // created or progress notification
+                    }
+                    let mut revision = 0;
+                    let events = resp
+                        .events()
+                        .iter()
+                        .filter_map(|e| {
+                            let k = e.kv()?;
+                            revision = revision.max(k.mod_revision());
+                            Some(WatchEvent {
+                                kind: match e.event_type() {
+                                    EventType::Put => EventKind::Put,
+                                    EventType::Delete => EventKind::Delete,
+                                },
+                                kv: kv(k),
+                            })
+                        })
+                        .collect();
+                    Some(Ok(WatchBatch { revision, events }))
+                }
+            }
+        });
+        Ok(Box::pin(split_by_revision(out)))
+    }
+
+    async fn lease_grant(&self, ttl_secs: i64) -> Result<i64> {
+        Ok(self.client.clone().lease_grant(ttl_secs, None).await?.id())
+    }
+
+    async fn lease_keep_alive(&self, lease: i64) -> Result<i64> {
+        let mut keepers = self.keepers.lock().await;
+        let result = async {
+            if let std::collections::hash_map::Entry::Vacant(slot) = keepers.entry(lease) {
+                slot.insert(self.client.clone().lease_keep_alive(lease).await?);
+            }
+            let (keeper, stream) = keepers.get_mut(&lease).expect("inserted above");
+            keeper.keep_alive().await?;
+            match stream.message().await? {
+                Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
+                Some(_) => Err(StoreError::LeaseNotFound(lease)),
+                None => Err(StoreError::WatchEnded(
+                    "lease keep-alive stream closed".into(),
+                )),
+            }
+        }
+        .await;
+        if result.is_err() {
+            keepers.remove(&lease);
+        }
+        result.map_err(|e| match e {
+            StoreError::Etcd(etcd_client::Error::GRpcStatus(s))
+                if s.message().contains("not found") =>
+            {
+                StoreError::LeaseNotFound(lease)
+            }
+            StoreError::Etcd(etcd_client::Error::LeaseKeepAliveError(m))
+                if m.contains("not found") =>
+            {
+                StoreError::LeaseNotFound(lease)
+            }
+            e => e,
+        })
+    }
+
+    async fn lease_revoke(&self, lease: i64) -> Result<()> {
+        self.keepers.lock().await.remove(&lease);
+        self.client.clone().lease_revoke(lease).await?;
+        Ok(())
+    }
+}
+
+/// etcd may deliver events of several revisions in one response; split them so each batch is
+/// exactly one revision, as the trait promises.
+fn split_by_revision(
+    s: impl futures::Stream<Item = Result<WatchBatch>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<WatchBatch>> + Send + 'static {
+    s.flat_map(|item| {
+        let batches: Vec<Result<WatchBatch>> = match item {
+            Err(e) => vec![Err(e)],
+            Ok(b) => {
+                let mut out: Vec<WatchBatch> = Vec::new();
+                for e in b.events {
+                    let rev = e.kv.mod_revision;
+                    match out.last_mut() {
+                        Some(last) if last.revision == rev => last.events.push(e),
+                        _ => out.push(WatchBatch {
+                            revision: rev,
+                            events: vec![e],
+                        }),
+                    }
+                }
+                out.into_iter().map(Ok).collect()
+            }
+        };
+        futures::stream::iter(batches)
+    })
+}

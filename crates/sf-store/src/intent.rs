@@ -1,0 +1,356 @@
+//! Typed intent operations on a [`KvStore`]: loading the whole intent at one revision, turning
+//! watch events into model changes, and the guarded writes the coordinator performs after
+//! validation. Every write is one etcd transaction whose compares re-check what validation
+//! assumed (the object is new, its parents exist, its VNI is free), so a racing writer makes
+//! the write fail cleanly instead of corrupting intent.
+
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sf_core::compile::Change;
+use sf_core::model::{Intent, Network, Node, PortBinding, Tenant, Vpc};
+use sf_core::status::AgentStatus;
+
+use crate::keys::{KeyKind, Keys};
+use crate::{Compare, EventKind, KeyValue, KvStore, Op, Result, StoreError, WatchEvent};
+
+/// Why a guarded write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A compare failed: someone else wrote first, or a parent vanished.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("VNI pool {0:?} is exhausted")]
+    PoolExhausted(RangeInclusive<u32>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Liveness and status of a node as read from etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeLiveness {
+    pub alive: bool,
+    pub status: Option<AgentStatus>,
+}
+
+/// Intent, inventory and node liveness, as one consistent view.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub intent: Intent,
+    pub nodes: std::collections::BTreeMap<String, NodeLiveness>,
+}
+
+/// Typed access to intent in a store.
+#[derive(Clone)]
+pub struct IntentStore {
+    store: Arc<dyn KvStore>,
+    keys: Keys,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("model types always serialize")
+}
+
+fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
+    serde_json::from_slice(&kv.value).map_err(|source| StoreError::Decode {
+        key: kv.key.clone(),
+        source,
+    })
+}
+
+impl IntentStore {
+    pub fn new(store: Arc<dyn KvStore>, keys: Keys) -> Self {
+        IntentStore { store, keys }
+    }
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+    pub fn kv(&self) -> &Arc<dyn KvStore> {
+        &self.store
+    }
+
+    /// Reads everything under the root at one revision.
+    pub async fn load(&self) -> Result<(ClusterView, i64)> {
+        let (kvs, revision) = self.store.list(&format!("{}/", self.keys.root())).await?;
+        let mut view = ClusterView::default();
+        for kv in &kvs {
+            apply_event(
+                &self.keys,
+                &mut view,
+                &WatchEvent {
+                    kind: EventKind::Put,
+                    kv: kv.clone(),
+                },
+            )?;
+        }
+        Ok((view, revision))
+    }
+
+    async fn guarded(
+        &self,
+        what: &str,
+        compares: Vec<Compare>,
+        ops: Vec<Op>,
+    ) -> Result<i64, WriteError> {
+        let out = self.store.txn(compares, ops).await?;
+        if out.succeeded {
+            Ok(out.revision)
+        } else {
+            Err(WriteError::Conflict(format!(
+                "{what} changed concurrently; retry"
+            )))
+        }
+    }
+
+    fn put(key: String, value: Vec<u8>) -> Op {
+        Op::Put {
+            key,
+            value,
+            lease: 0,
+        }
+    }
+
+    pub async fn create_tenant(&self, t: &Tenant) -> Result<i64, WriteError> {
+        let k = self.keys.tenant(&t.name);
+        self.guarded(
+            "tenant",
+            vec![Compare::Absent(k.clone())],
+            vec![Self::put(k, encode(t))],
+        )
+        .await
+    }
+
+    pub async fn create_vpc(&self, v: &Vpc) -> Result<i64, WriteError> {
+        let k = self.keys.vpc(&v.tenant, &v.name);
+        self.guarded(
+            "vpc",
+            vec![
+                Compare::Absent(k.clone()),
+                Compare::Present(self.keys.tenant(&v.tenant)),
+            ],
+            vec![Self::put(k, encode(v))],
+        )
+        .await
+    }
+
+    /// Creates a network whose VNI is already chosen, claiming the VNI in the same transaction.
+    pub async fn create_network(&self, n: &Network) -> Result<i64, WriteError> {
+        let k = self.keys.network(&n.tenant, &n.vpc, &n.name);
+        let owner = format!("{}/{}/{}", n.tenant, n.vpc, n.name);
+        self.guarded(
+            "network or VNI",
+            vec![
+                Compare::Absent(k.clone()),
+                Compare::Absent(self.keys.vni(n.vni)),
+                Compare::Present(self.keys.vpc(&n.tenant, &n.vpc)),
+            ],
+            vec![
+                Self::put(k, encode(n)),
+                Self::put(self.keys.vni(n.vni), owner.into_bytes()),
+            ],
+        )
+        .await
+    }
+
+    /// Allocates the lowest free VNI of `pool` and creates the network with it, atomically:
+    /// concurrent callers never share a VNI (the allocation key is created with a compare).
+    /// Returns the VNI and the revision.
+    pub async fn create_network_allocating(
+        &self,
+        n: &Network,
+        pool: RangeInclusive<u32>,
+    ) -> Result<(u32, i64), WriteError> {
+        let mut skip = std::collections::BTreeSet::new();
+        for _ in 0..64 {
+            let (taken, _) = self.store.list(&self.keys.vni_prefix()).await?;
+            let taken: std::collections::BTreeSet<u32> = taken
+                .iter()
+                .filter_map(|kv| match self.keys.parse(&kv.key) {
+                    Some(KeyKind::VniAlloc(v)) => Some(v),
+                    _ => None,
+                })
+                .chain(skip.iter().copied())
+                .collect();
+            let Some(vni) = pool.clone().find(|v| !taken.contains(v)) else {
+                return Err(WriteError::PoolExhausted(pool));
+            };
+            let mut with_vni = n.clone();
+            with_vni.vni = vni;
+            match self.create_network(&with_vni).await {
+                Ok(rev) => return Ok((vni, rev)),
+                Err(WriteError::Conflict(_)) => {
+                    // Either the VNI was taken by a racing allocation (retry with another), or
+                    // the network/VPC itself changed (report it).
+                    let k = self.keys.network(&n.tenant, &n.vpc, &n.name);
+                    if self.store.get(&k).await?.is_some() {
+                        return Err(WriteError::Conflict(format!(
+                            "network {} was created concurrently",
+                            n.name
+                        )));
+                    }
+                    if self
+                        .store
+                        .get(&self.keys.vpc(&n.tenant, &n.vpc))
+                        .await?
+                        .is_none()
+                    {
+                        return Err(WriteError::Conflict(format!("VPC {} was deleted", n.vpc)));
+                    }
+                    skip.insert(vni);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(WriteError::Conflict(
+            "VNI allocation kept racing; retry".into(),
+        ))
+    }
+
+    pub async fn create_port(&self, p: &PortBinding) -> Result<i64, WriteError> {
+        let k = self.keys.port(&p.tenant, &p.name);
+        self.guarded(
+            "port",
+            vec![
+                Compare::Absent(k.clone()),
+                Compare::Present(self.keys.network(&p.tenant, &p.vpc, &p.network)),
+                Compare::Present(self.keys.node(&p.node)),
+            ],
+            vec![Self::put(k, encode(p))],
+        )
+        .await
+    }
+
+    pub async fn create_node(&self, n: &Node) -> Result<i64, WriteError> {
+        let k = self.keys.node(&n.name);
+        self.guarded(
+            "node",
+            vec![Compare::Absent(k.clone())],
+            vec![Self::put(k, encode(n))],
+        )
+        .await
+    }
+
+    async fn delete_keys(&self, what: &str, keys: Vec<String>) -> Result<i64, WriteError> {
+        let compares = vec![Compare::Present(keys[0].clone())];
+        let ops = keys.into_iter().map(|key| Op::Delete { key }).collect();
+        self.guarded(what, compares, ops).await
+    }
+
+    pub async fn delete_tenant(&self, t: &str) -> Result<i64, WriteError> {
+        self.delete_keys("tenant", vec![self.keys.tenant(t)]).await
+    }
+    pub async fn delete_vpc(&self, t: &str, v: &str) -> Result<i64, WriteError> {
+        self.delete_keys("vpc", vec![self.keys.vpc(t, v)]).await
+    }
+    /// Deletes the network and releases its VNI in one transaction.
+    pub async fn delete_network(&self, n: &Network) -> Result<i64, WriteError> {
+        self.delete_keys(
+            "network",
+            vec![
+                self.keys.network(&n.tenant, &n.vpc, &n.name),
+                self.keys.vni(n.vni),
+            ],
+        )
+        .await
+    }
+    pub async fn delete_port(&self, t: &str, p: &str) -> Result<i64, WriteError> {
+        self.delete_keys("port", vec![self.keys.port(t, p)]).await
+    }
+    pub async fn delete_node(&self, n: &str) -> Result<i64, WriteError> {
+        self.delete_keys("node", vec![self.keys.node(n)]).await
+    }
+}
+
+/// Applies one watch event to the view and says what changed, for the compiler's
+/// [`sf_core::compile::affected_nodes`]. Unknown keys are ignored.
+pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Result<Option<Change>> {
+    let Some(kind) = keys.parse(&ev.kv.key) else {
+        return Ok(None);
+    };
+    let put = ev.kind == EventKind::Put;
+    let intent = &mut view.intent;
+    Ok(match kind {
+        KeyKind::Tenant(t) => {
+            if put {
+                intent.tenants.insert(t, decode(&ev.kv)?);
+            } else {
+                intent.tenants.remove(&t);
+            }
+            Some(Change::Other)
+        }
+        KeyKind::Vpc(t, v) => {
+            if put {
+                intent.vpcs.insert((t, v), decode(&ev.kv)?);
+            } else {
+                intent.vpcs.remove(&(t, v));
+            }
+            Some(Change::Other)
+        }
+        KeyKind::Network(t, v, n) => {
+            let key = (t, v, n);
+            let old = intent.networks.remove(&key);
+            let vni = if put {
+                let net: Network = decode(&ev.kv)?;
+                let vni = net.vni;
+                intent.networks.insert(key, net);
+                vni
+            } else {
+                match old {
+                    Some(o) => o.vni,
+                    None => return Ok(None),
+                }
+            };
+            Some(Change::Network { vni })
+        }
+        KeyKind::Port(t, p) => {
+            let key = (t, p);
+            let old = intent.ports.remove(&key);
+            let node = if put {
+                let port: PortBinding = decode(&ev.kv)?;
+                let node = port.node.clone();
+                intent.ports.insert(key, port);
+                node
+            } else {
+                match old {
+                    Some(o) => o.node,
+                    None => return Ok(None),
+                }
+            };
+            Some(Change::Port { node })
+        }
+        KeyKind::Node(n) => {
+            if put {
+                intent.nodes.insert(n.clone(), decode(&ev.kv)?);
+            } else {
+                intent.nodes.remove(&n);
+            }
+            Some(Change::Node { name: n })
+        }
+        KeyKind::VniAlloc(_) => None,
+        KeyKind::Heartbeat(n) => {
+            view.nodes.entry(n).or_default().alive = put;
+            None
+        }
+        KeyKind::Status(n) => {
+            let status: Option<AgentStatus> = if put { Some(decode(&ev.kv)?) } else { None };
+            let observed = status
+                .as_ref()
+                .map(|s| s.observed_vnis.clone())
+                .unwrap_or_default();
+            view.nodes.entry(n.clone()).or_default().status = status;
+            let before = intent.observed_vnis.get(&n).cloned().unwrap_or_default();
+            if before == observed {
+                None
+            } else {
+                if observed.is_empty() {
+                    intent.observed_vnis.remove(&n);
+                } else {
+                    intent.observed_vnis.insert(n.clone(), observed);
+                }
+                Some(Change::Observed { node: n })
+            }
+        }
+    })
+}

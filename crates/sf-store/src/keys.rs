@@ -1,0 +1,134 @@
+//! The one etcd key layout of StackFabric. Every key lives under a configurable root (default
+//! `/stackfabric`), so several fabrics or test runs can share one etcd.
+//!
+//! ```text
+//! {root}/intent/tenants/{tenant}                      Tenant (JSON)
+//! {root}/intent/vpcs/{tenant}/{vpc}                   Vpc
+//! {root}/intent/networks/{tenant}/{vpc}/{network}     Network
+//! {root}/intent/ports/{tenant}/{port}                 PortBinding
+//! {root}/inventory/nodes/{node}                       Node
+//! {root}/alloc/vni/{vni}                              owner "tenant/vpc/network" (allocation)
+//! {root}/nodes/{node}/heartbeat                       under the node's lease; presence = alive
+//! {root}/nodes/{node}/status                          AgentStatus (JSON), under the same lease
+//! ```
+//!
+//! Intent and inventory are written only by coordinators; `nodes/{node}/…` only by that node's
+//! agent (enforced with etcd roles in production). Names never contain `/` (validated), so
+//! every segment is unambiguous.
+
+/// Root-relative key builder.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    root: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new("/stackfabric")
+    }
+}
+
+impl Keys {
+    pub fn new(root: &str) -> Self {
+        Keys {
+            root: root.trim_end_matches('/').to_string(),
+        }
+    }
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+    /// Prefix of everything the coordinator compiles from (intent + inventory).
+    pub fn intent_prefix(&self) -> String {
+        format!("{}/intent/", self.root)
+    }
+    pub fn inventory_prefix(&self) -> String {
+        format!("{}/inventory/", self.root)
+    }
+    pub fn tenant(&self, t: &str) -> String {
+        format!("{}/intent/tenants/{t}", self.root)
+    }
+    pub fn vpc(&self, t: &str, v: &str) -> String {
+        format!("{}/intent/vpcs/{t}/{v}", self.root)
+    }
+    pub fn network(&self, t: &str, v: &str, n: &str) -> String {
+        format!("{}/intent/networks/{t}/{v}/{n}", self.root)
+    }
+    pub fn port(&self, t: &str, p: &str) -> String {
+        format!("{}/intent/ports/{t}/{p}", self.root)
+    }
+    pub fn node(&self, n: &str) -> String {
+        format!("{}/inventory/nodes/{n}", self.root)
+    }
+    pub fn vni_prefix(&self) -> String {
+        format!("{}/alloc/vni/", self.root)
+    }
+    pub fn vni(&self, vni: u32) -> String {
+        format!("{}/alloc/vni/{vni}", self.root)
+    }
+    pub fn nodes_prefix(&self) -> String {
+        format!("{}/nodes/", self.root)
+    }
+    pub fn heartbeat(&self, n: &str) -> String {
+        format!("{}/nodes/{n}/heartbeat", self.root)
+    }
+    pub fn status(&self, n: &str) -> String {
+        format!("{}/nodes/{n}/status", self.root)
+    }
+
+    /// Classifies a key under the root.
+    pub fn parse(&self, key: &str) -> Option<KeyKind> {
+        let rest = key.strip_prefix(&self.root)?.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        Some(match parts.as_slice() {
+            ["intent", "tenants", t] => KeyKind::Tenant(t.to_string()),
+            ["intent", "vpcs", t, v] => KeyKind::Vpc(t.to_string(), v.to_string()),
+            ["intent", "networks", t, v, n] => {
+                KeyKind::Network(t.to_string(), v.to_string(), n.to_string())
+            }
+            ["intent", "ports", t, p] => KeyKind::Port(t.to_string(), p.to_string()),
+            ["inventory", "nodes", n] => KeyKind::Node(n.to_string()),
+            ["alloc", "vni", v] => KeyKind::VniAlloc(v.parse().ok()?),
+            ["nodes", n, "heartbeat"] => KeyKind::Heartbeat(n.to_string()),
+            ["nodes", n, "status"] => KeyKind::Status(n.to_string()),
+            _ => return None,
+        })
+    }
+}
+
+/// What a key denotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    Tenant(String),
+    Vpc(String, String),
+    Network(String, String, String),
+    Port(String, String),
+    Node(String),
+    VniAlloc(u32),
+    Heartbeat(String),
+    Status(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_parse() {
+        let k = Keys::new("/sf-test/");
+        assert_eq!(k.parse(&k.tenant("a")), Some(KeyKind::Tenant("a".into())));
+        assert_eq!(
+            k.parse(&k.network("a", "b", "c")),
+            Some(KeyKind::Network("a".into(), "b".into(), "c".into()))
+        );
+        assert_eq!(
+            k.parse(&k.vni(1_000_001)),
+            Some(KeyKind::VniAlloc(1_000_001))
+        );
+        assert_eq!(
+            k.parse(&k.status("hv1")),
+            Some(KeyKind::Status("hv1".into()))
+        );
+        assert_eq!(k.parse("/other/intent/tenants/a"), None);
+        assert_eq!(k.parse("/sf-test/intent/tenants/a/extra"), None);
+    }
+}

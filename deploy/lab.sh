@@ -1,0 +1,787 @@
+#!/usr/bin/env bash
+# deploy/lab.sh - StackFabric one-machine lab driver (DESIGN.md section 4).
+#
+#   deploy/lab.sh up [--no-build] [--force]   deps, cargo build, lab + demo tenant
+#   deploy/lab.sh down                        remove everything (also a crashed run)
+#   deploy/lab.sh exec NAME CMD...            run CMD in namespace ${LAB_PREFIX}NAME
+#   deploy/lab.sh sfctl ARGS...               sfctl (from ${LAB_PREFIX}mgmt) against the lab
+#   deploy/lab.sh status                      sfctl status, or "down"
+#   deploy/lab.sh vm-add NAME HV TENANT VPC NETWORK IP
+#   deploy/lab.sh vm-del NAME
+#   deploy/lab.sh vm-plug NAME HV VNI IP/LEN GATEWAY   (low level: plumbing + HTTP
+#                                             server only, no sfctl; for debugging)
+#   deploy/lab.sh agent-start|agent-stop|agent-kill NODE   (re)start, stop (SIGTERM)
+#                                             or crash (SIGKILL) a node's agent
+#   deploy/lab.sh coord-start|coord-stop      start or stop the coordinator
+#
+# Environment:
+#   LAB_PREFIX          namespace prefix (default sflab-); runs with different
+#                       prefixes are independent
+#   SF_BIN_DIR          where the binaries are (default <repo>/target/release)
+#   SF_LAB_NO_BINARIES=1  build only topology, etcd, PKI and FRR (no coordinator,
+#                       agents, inventory or demo); also skips cargo build
+#   SF_LAB_KEEP_ON_FAIL=1 do not clean up when `up` fails (for debugging)
+#
+# Everything lives in namespaces named ${LAB_PREFIX}* and in the state dir
+# STATE=/tmp/sf-lab.${LAB_PREFIX%-} (pki/, api-token, logs/, pids/, agents/<node>,
+# etcd/, frr/<node>, vms/, netlab/). FRR's -N also creates /var/run/frr/<ns>.
+# Nothing is created, addressed or routed in the host namespace.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+
+LAB_PREFIX=${LAB_PREFIX:-sflab-}
+case "$LAB_PREFIX" in
+    *[!A-Za-z0-9_.-]* | '' | [.-]*)
+        echo "lab: bad LAB_PREFIX '$LAB_PREFIX' (letters, digits, _ . - only)" >&2
+        exit 2
+        ;;
+esac
+P=$LAB_PREFIX
+STATE=/tmp/sf-lab.${LAB_PREFIX%-}
+NETLAB_DIR=$STATE/netlab
+SF_BIN_DIR=${SF_BIN_DIR:-$ROOT/target/release}
+NO_BINARIES=${SF_LAB_NO_BINARIES:-0}
+
+# shellcheck source=lib/netlab.sh source-path=SCRIPTDIR
+. "$SCRIPT_DIR/lib/netlab.sh"
+
+MGMT_NET=172.31.255
+ETCD_URL=http://$MGMT_NET.2:2379
+COORD_URL=https://$MGMT_NET.3:7443
+LEAVES=(leaf1 leaf2)
+HVS=(hv1 hv2 hv3)
+
+# name -> mgmt address (last octet)
+mgmt_ip() {
+    case "$1" in
+        etcd) echo "$MGMT_NET.2" ;;
+        coord) echo "$MGMT_NET.3" ;;
+        leaf[0-9]) echo "$MGMT_NET.$((10 + ${1#leaf}))" ;;
+        hv[0-9]) echo "$MGMT_NET.$((20 + ${1#hv}))" ;;
+        *) return 1 ;;
+    esac
+}
+
+log() { echo "lab[$P]: $*" >&2; }
+die() {
+    echo "lab[$P]: ERROR: $*" >&2
+    exit 1
+}
+
+lab_is_up() { [ -e "/run/netns/${P}mgmt" ]; }
+any_ns_left() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${P//./\\.}." >/dev/null; }
+
+python_bin() {
+    if [ -x /usr/bin/python3 ]; then
+        echo /usr/bin/python3
+    else
+        python3 -c 'import sys; print(sys.executable)'
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# process bookkeeping: $STATE/pids/<name>.pid (+ <name>.cmd = argv, one per line)
+
+# start_bg NAME NS CMD... - start CMD in namespace NS in its own session, logs to
+# $STATE/logs/NAME.log, record its pid.
+start_bg() {
+    local name=$1 ns=$2 pid
+    shift 2
+    mkdir -p "$STATE/pids" "$STATE/logs"
+    printf '%s\n' "$@" >"$STATE/pids/$name.cmd"
+    ip netns exec "$ns" setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$STATE/pids/$name.pid"
+}
+
+# pid_matches PID CMDFILE - /proc/PID is alive (not zombie) and its argv ends
+# with the recorded argv (it may still be `ip netns exec NS setsid CMD...`).
+pid_matches() {
+    local pid=$1 cmdfile=$2 cur rec
+    case "$pid" in '' | *[!0-9]*) return 1 ;; esac
+    [ -r "/proc/$pid/cmdline" ] || return 1
+    grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null && return 1
+    cur=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+    rec=$(cat "$cmdfile" 2>/dev/null) || return 1
+    [ -n "$rec" ] && [ -n "$cur" ] && [[ "$cur" == *"$rec" ]]
+}
+
+# proc_alive NAME
+proc_alive() {
+    local pf=$STATE/pids/$1.pid
+    [ -f "$pf" ] && pid_matches "$(cat "$pf" 2>/dev/null)" "$STATE/pids/$1.cmd"
+}
+
+# stop_proc NAME - SIGTERM, wait up to 5 s, SIGKILL; only if still ours.
+stop_proc() {
+    local name=$1 pf=$STATE/pids/$1.pid cf=$STATE/pids/$1.cmd pid i
+    [ -f "$pf" ] || return 0
+    pid=$(cat "$pf" 2>/dev/null || true)
+    if pid_matches "$pid" "$cf"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            pid_matches "$pid" "$cf" || break
+            sleep 0.1
+        done
+        if pid_matches "$pid" "$cf"; then
+            log "$name (pid $pid) did not stop on SIGTERM, killing"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$pf" "$cf"
+}
+
+log_tail() {
+    local f=$STATE/logs/$1.log
+    [ -s "$f" ] || return 0
+    echo "----- last lines of $f -----" >&2
+    tail -n "${2:-15}" "$f" >&2 || true
+}
+
+# check_procs [NAME...] - every recorded process (or each NAME that has a pid
+# file) must still be running.
+check_procs() {
+    local pf name pfs=()
+    if [ $# -gt 0 ]; then
+        for name in "$@"; do pfs+=("$STATE/pids/$name.pid"); done
+    else
+        pfs=("$STATE"/pids/*.pid)
+    fi
+    for pf in "${pfs[@]}"; do
+        [ -e "$pf" ] || continue
+        name=$(basename "$pf" .pid)
+        if ! proc_alive "$name"; then
+            log "process '$name' is no longer running"
+            log_tail "$name" 30
+            return 1
+        fi
+    done
+}
+
+# wait_for TIMEOUT_S DESCRIPTION CMD... - poll CMD (quietly) until it succeeds;
+# return 1 on timeout, 2 early if a recorded process died (only those named in
+# $WAIT_PROCS if set, else all).
+wait_for() {
+    local t=$1 desc=$2 end
+    shift 2
+    end=$(($(date +%s) + t))
+    until "$@" >/dev/null 2>&1; do
+        # shellcheck disable=SC2086  # WAIT_PROCS is a word list
+        check_procs ${WAIT_PROCS:-} || { log "while waiting for $desc"; return 2; }
+        [ "$(date +%s)" -lt "$end" ] || return 1
+        sleep 0.3
+    done
+}
+
+# ---------------------------------------------------------------------------
+# sfctl
+
+sfctl_cmd() {
+    local bin=$SF_BIN_DIR/sfctl
+    [ -x "$bin" ] || die "missing $bin (build with cargo build --release --bins)"
+    ip netns exec "${P}mgmt" "$bin" --endpoint "$COORD_URL" --ca "$STATE/pki/ca.pem" \
+        --token-file "$STATE/api-token" "$@"
+}
+
+# json_get FIELD - read a JSON object on stdin, print FIELD (a top-level key,
+# or inside a single wrapping object such as {"network": {...}}).
+json_get() {
+    python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+k = sys.argv[1]
+def find(o):
+    if isinstance(o, dict):
+        if k in o:
+            return o[k]
+        for v in o.values():
+            r = find(v)
+            if r is not None:
+                return r
+    return None
+v = find(d)
+if v is None or v == "":
+    sys.exit(1)
+print(v)
+' "$1"
+}
+
+# leases_up NODE... - `sfctl -o json status` lists each NODE with "lease":"up".
+leases_up() {
+    local out
+    out=$(sfctl_cmd -o json status 2>/dev/null) || return 1
+    printf '%s' "$out" | python3 -c '
+import json, sys
+want = set(sys.argv[1:])
+d = json.load(sys.stdin)
+up = set()
+def walk(o, key=None):
+    if isinstance(o, dict):
+        name = o.get("name", o.get("node"))
+        if name is None and "lease" in o:
+            name = key
+        if isinstance(name, str) and str(o.get("lease", "")).lower() == "up":
+            up.add(name)
+        for k, v in o.items():
+            walk(v, k)
+    elif isinstance(o, list):
+        for v in o:
+            walk(v)
+nodes = d.get("nodes") if isinstance(d, dict) else None
+walk(nodes if nodes is not None else d)
+sys.exit(0 if want <= up else 1)
+' "$@"
+}
+
+# ---------------------------------------------------------------------------
+# PKI (openssl; EC P-256 keys as PKCS#8 PEM, X.509 v3 certificates)
+
+pki_init() {
+    local d=$STATE/pki
+    mkdir -p "$d"
+    chmod 700 "$d"
+    cat >"$d/ca.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = StackFabric lab CA
+[v3_ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign,digitalSignature
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+EOF
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/ca.key" 2>/dev/null
+    openssl req -x509 -new -config "$d/ca.cnf" -extensions v3_ca -key "$d/ca.key" \
+        -days 3650 -sha256 -out "$d/ca.pem" 2>/dev/null
+    chmod 600 "$d/ca.key"
+}
+
+# pki_cert NAME EKU SAN - pki/NAME.pem + pki/NAME.key signed by the lab CA.
+pki_cert() {
+    local name=$1 eku=$2 san=$3 d=$STATE/pki
+    cat >"$d/$name.ext" <<EOF
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyAgreement
+extendedKeyUsage = $eku
+subjectAltName = $san
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/$name.key" 2>/dev/null
+    chmod 600 "$d/$name.key"
+    openssl req -new -key "$d/$name.key" -subj "/CN=$name" -out "$d/$name.csr" 2>/dev/null
+    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+        -CAcreateserial -CAserial "$d/ca.srl" -days 825 -sha256 \
+        -extfile "$d/$name.ext" -out "$d/$name.pem" 2>/dev/null
+    rm -f "$d/$name.csr"
+    openssl verify -CAfile "$d/ca.pem" "$d/$name.pem" >/dev/null
+}
+
+pki_all() {
+    local n
+    pki_init
+    pki_cert coordinator serverAuth,clientAuth "DNS:coordinator,IP:$MGMT_NET.3"
+    for n in "${LEAVES[@]}" "${HVS[@]}"; do
+        pki_cert "$n" clientAuth "DNS:$n"
+    done
+    (
+        umask 077
+        printf '%s' "$(openssl rand -hex 16)" >"$STATE/api-token"
+    )
+    chmod 600 "$STATE/api-token"
+}
+
+# ---------------------------------------------------------------------------
+# topology
+
+frr_node_start() {
+    local node=$1 dir=$STATE/frr/$1
+    mkdir -p "$dir"
+    cat >"$dir/frr.conf" <<EOF
+frr defaults datacenter
+hostname $node
+ip forwarding
+ipv6 forwarding
+!
+EOF
+    : >"$dir/vtysh.conf"
+    netlab_frr_start "${P}$node" "$dir" "$dir/frr.conf" || die "FRR failed to start on $node"
+}
+
+build_topology() {
+    local n l h
+    # shellcheck disable=SC2119  # no argument: keep our LAB_PREFIX and NETLAB_DIR
+    netlab_init || die "netlab_init failed"
+    log "namespaces and management network $MGMT_NET.0/24"
+    netlab_mgmt_init || die "mgmt namespace"
+    ip -n "${P}mgmt" addr add "$MGMT_NET.1/24" dev "$NETLAB_MGMT_BR" || die "mgmt address"
+    for n in etcd coord "${LEAVES[@]}" "${HVS[@]}"; do
+        netlab_ns_add "${P}$n" || die "namespace ${P}$n"
+        netlab_mgmt_attach "${P}$n" "$(mgmt_ip "$n")/24" || die "mgmt attach $n"
+    done
+    log "fabric links and loopbacks"
+    for h in "${HVS[@]}"; do
+        for l in "${LEAVES[@]}"; do
+            netlab_link "${P}$h" "$l" "${P}$l" "$h" || die "link $h:$l <-> $l:$h"
+        done
+    done
+    for l in "${LEAVES[@]}"; do
+        netlab_addr_lo "${P}$l" "10.255.0.${l#leaf}/32" || die "loopback $l"
+    done
+    for h in "${HVS[@]}"; do
+        netlab_addr_lo "${P}$h" "10.255.1.${h#hv}/32" || die "loopback $h"
+    done
+    log "FRR (minimal config) on leaves and hypervisors"
+    for n in "${LEAVES[@]}" "${HVS[@]}"; do
+        frr_node_start "$n"
+    done
+}
+
+etcd_healthy() {
+    ip netns exec "${P}mgmt" env ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" \
+        --dial-timeout=1s --command-timeout=2s endpoint health
+}
+
+start_etcd() {
+    log "etcd in ${P}etcd ($ETCD_URL)"
+    mkdir -p "$STATE/etcd"
+    chmod 700 "$STATE/etcd"
+    start_bg etcd "${P}etcd" "$(command -v etcd)" --name lab --data-dir "$STATE/etcd" \
+        --listen-client-urls "$ETCD_URL,http://127.0.0.1:2379" \
+        --advertise-client-urls "$ETCD_URL" \
+        --listen-peer-urls http://127.0.0.1:2380 \
+        --initial-advertise-peer-urls http://127.0.0.1:2380 \
+        --initial-cluster lab=http://127.0.0.1:2380
+    wait_for 30 "etcd health" etcd_healthy || {
+        log_tail etcd 30
+        die "etcd not healthy after 30 s"
+    }
+}
+
+start_coordinator() {
+    log "coordinator in ${P}coord ($COORD_URL)"
+    start_bg coordinator "${P}coord" "$SF_BIN_DIR/sf-coordinator" --listen 0.0.0.0:7443 \
+        --etcd-endpoints "$ETCD_URL" \
+        --tls-cert "$STATE/pki/coordinator.pem" --tls-key "$STATE/pki/coordinator.key" \
+        --tls-ca "$STATE/pki/ca.pem" --api-token-file "$STATE/api-token"
+    wait_for 20 "coordinator" sfctl_cmd status || {
+        log_tail coordinator 30
+        sfctl_cmd status || true
+        die "coordinator not answering sfctl status after 20 s"
+    }
+}
+
+create_inventory() {
+    local l h
+    log "inventory: nodes"
+    for l in "${LEAVES[@]}"; do
+        sfctl_cmd node create "$l" --role switch --asn "6510${l#leaf}" \
+            --loopback "10.255.0.${l#leaf}" \
+            --fabric-port hv1 --fabric-port hv2 --fabric-port hv3 >/dev/null ||
+            die "sfctl node create $l"
+    done
+    for h in "${HVS[@]}"; do
+        sfctl_cmd node create "$h" --role hypervisor --asn "6500${h#hv}" \
+            --loopback "10.255.1.${h#hv}" \
+            --fabric-port leaf1 --fabric-port leaf2 >/dev/null ||
+            die "sfctl node create $h"
+    done
+}
+
+# start_agent NODE - the node's agent inside its namespace (switch or hypervisor).
+start_agent() {
+    local n=$1 bin
+    case "$n" in
+        leaf*) bin=$SF_BIN_DIR/sf-switch-agent ;;
+        hv*) bin=$SF_BIN_DIR/sf-hypervisor-agent ;;
+        *) die "no agent for node '$n'" ;;
+    esac
+    mkdir -p "$STATE/agents/$n"
+    start_bg "$n" "${P}$n" "$bin" --node "$n" --coordinator "$COORD_URL" \
+        --etcd-endpoints "$ETCD_URL" \
+        --tls-cert "$STATE/pki/$n.pem" --tls-key "$STATE/pki/$n.key" \
+        --tls-ca "$STATE/pki/ca.pem" \
+        --state-dir "$STATE/agents/$n" --frr-dir "$STATE/frr/$n"
+}
+
+# kill_proc NAME - SIGKILL (a crash, for tests), only if the pid is still ours.
+kill_proc() {
+    local pf=$STATE/pids/$1.pid pid
+    [ -f "$pf" ] || die "$1 is not running"
+    pid=$(cat "$pf")
+    pid_matches "$pid" "$STATE/pids/$1.cmd" || die "$1 is not running"
+    kill -KILL "$pid"
+    rm -f "$pf" "$STATE/pids/$1.cmd"
+}
+
+start_agents() {
+    local n
+    log "agents"
+    for n in "${LEAVES[@]}" "${HVS[@]}"; do
+        start_agent "$n"
+    done
+    wait_for 40 "agent leases" leases_up "${LEAVES[@]}" "${HVS[@]}" || {
+        sfctl_cmd status || true
+        die "not every node has lease up after 40 s"
+    }
+}
+
+create_demo() {
+    local v
+    log "demo tenant"
+    sfctl_cmd tenant create demo >/dev/null || die "sfctl tenant create demo"
+    for v in blue red; do
+        sfctl_cmd vpc create "$v" --tenant demo --cidr 10.10.0.0/16 >/dev/null ||
+            die "sfctl vpc create $v"
+        sfctl_cmd network create web --tenant demo --vpc "$v" --cidr 10.10.1.0/24 >/dev/null ||
+            die "sfctl network create web (vpc $v)"
+    done
+    vm_add blue-web-1 hv1 demo blue web 10.10.1.11 || die "vm-add blue-web-1"
+    vm_add blue-web-2 hv2 demo blue web 10.10.1.12 || die "vm-add blue-web-2"
+    vm_add red-web-1 hv1 demo red web 10.10.1.11 || die "vm-add red-web-1"
+    vm_add red-web-2 hv3 demo red web 10.10.1.12 || die "vm-add red-web-2"
+    log "waiting for blue-web-1 -> 10.10.1.12"
+    wait_for 30 "blue-web-1 ping" ip netns exec "${P}blue-web-1" ping -c1 -W1 10.10.1.12 ||
+        die "blue-web-1 cannot reach 10.10.1.12 after 30 s"
+}
+
+# ---------------------------------------------------------------------------
+# VMs
+
+vm_mac() {
+    local h
+    h=$(printf '%s' "$1" | md5sum)
+    echo "52:54:00:${h:0:2}:${h:2:2}:${h:4:2}"
+}
+
+valid_name() {
+    case "$1" in
+        '' | *[!A-Za-z0-9_.-]* | [.-]*) die "bad name '$1'" ;;
+    esac
+}
+
+# vm_plug NAME HV BRIDGE IP/LEN GATEWAY MAC - VM namespace + HTTP server.
+vm_plug() {
+    local name=$1 hv=$2 br=$3 ipl=$4 gw=$5 mac=$6 vm=${P}$1 dir=$STATE/vms/$1 vnet
+    [ -e "/run/netns/$vm" ] && { log "namespace $vm already exists"; return 1; }
+    vnet=$(netlab_vm_add "$vm" "${P}$hv" "$br" "$ipl" "$mac") || return 1
+    if [ -n "$gw" ]; then
+        ip -n "$vm" route add default via "$gw" dev eth0 || return 1
+    fi
+    mkdir -p "$dir/www"
+    printf '%s\n' "$name" >"$dir/www/index.html"
+    printf 'hv=%s\nbridge=%s\nvnet=%s\nip=%s\nmac=%s\n' "$hv" "$br" "$vnet" "$ipl" "$mac" >"$dir/plug"
+    start_bg "vm-$name" "$vm" "$(python_bin)" -m http.server 80 --bind 0.0.0.0 \
+        --directory "$dir/www"
+    local i out
+    for ((i = 0; i < 50; i++)); do
+        out=$(ip netns exec "$vm" curl -s -m 1 http://127.0.0.1/ 2>/dev/null) || out=""
+        [ "$out" = "$name" ] && return 0
+        proc_alive "vm-$name" || break
+        sleep 0.2
+    done
+    log "HTTP server in $vm did not come up"
+    log_tail "vm-$name"
+    return 1
+}
+
+# vm_unplug NAME - stop the HTTP server, delete the VM namespace.
+vm_unplug() {
+    local name=$1 vm=${P}$1 pid
+    stop_proc "vm-$name"
+    if [ -e "/run/netns/$vm" ]; then
+        # deleting eth0 removes the hypervisor's vnet end synchronously
+        ip -n "$vm" link del eth0 2>/dev/null || true
+        for pid in $(ip netns pids "$vm" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+        ip netns del "$vm" || log "could not delete namespace $vm"
+    fi
+    rm -rf "${STATE:?}/vms/$name"
+    rm -f "$STATE/logs/vm-$name.log"
+}
+
+bridge_exists() { ip -n "$1" link show "$2" >/dev/null 2>&1; }
+
+# vm_add NAME HV TENANT VPC NETWORK IP (returns non-zero on failure, after undoing)
+vm_add() {
+    local name=$1 hv=$2 tenant=$3 vpc=$4 net=$5 ip=$6 mac json vni gw cidr len
+    valid_name "$name"
+    lab_is_up || { log "lab is down"; return 1; }
+    [ -e "/run/netns/${P}$hv" ] || { log "no hypervisor namespace ${P}$hv"; return 1; }
+    [ -e "/run/netns/${P}$name" ] && { log "VM $name already exists"; return 1; }
+    mac=$(vm_mac "$name")
+    json=$(sfctl_cmd -o json network show "$net" --tenant "$tenant" --vpc "$vpc") ||
+        { log "sfctl network show $net failed"; return 1; }
+    vni=$(printf '%s' "$json" | json_get vni) || { log "no vni in: $json"; return 1; }
+    gw=$(printf '%s' "$json" | json_get gateway) || { log "no gateway in: $json"; return 1; }
+    cidr=$(printf '%s' "$json" | json_get cidr 2>/dev/null) || cidr=""
+    case "$gw" in */*) len=${gw#*/}; gw=${gw%/*} ;; *) len=${cidr#*/} ;; esac
+    case "$len" in '' | *[!0-9]*) len=24 ;; esac
+    log "vm $name: port on $hv ($tenant/$vpc/$net vni $vni) ip $ip/$len gw $gw mac $mac"
+    sfctl_cmd port create "$name" --tenant "$tenant" --vpc "$vpc" --network "$net" \
+        --node "$hv" --ip "$ip" --mac "$mac" >/dev/null || { log "sfctl port create $name failed"; return 1; }
+    mkdir -p "$STATE/vms/$name"
+    printf 'tenant=%s\nvpc=%s\nnetwork=%s\nvni=%s\n' "$tenant" "$vpc" "$net" "$vni" >"$STATE/vms/$name/port"
+    local ok=1
+    if ! WAIT_PROCS=$hv wait_for 20 "bridge brvx-$vni on $hv" bridge_exists "${P}$hv" "brvx-$vni"; then
+        log "agent on $hv did not create brvx-$vni (timeout 20 s)"
+        log_tail "$hv" 20
+        ok=0
+    elif ! vm_plug "$name" "$hv" "brvx-$vni" "$ip/$len" "$gw" "$mac"; then
+        ok=0
+    fi
+    if [ "$ok" = 0 ]; then
+        vm_unplug "$name"
+        sfctl_cmd port delete "$name" --tenant "$tenant" >/dev/null 2>&1 || true
+        return 1
+    fi
+}
+
+vm_del() {
+    local name=$1 tenant=""
+    valid_name "$name"
+    if [ -f "$STATE/vms/$name/port" ]; then
+        tenant=$(sed -n 's/^tenant=//p' "$STATE/vms/$name/port")
+    fi
+    vm_unplug "$name"
+    if [ -n "$tenant" ] && lab_is_up; then
+        sfctl_cmd port delete "$name" --tenant "$tenant" || return 1
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# down
+
+do_down() {
+    local pf name d
+    if [ -d "$STATE/pids" ]; then
+        for pf in "$STATE"/pids/vm-*.pid; do
+            [ -e "$pf" ] && stop_proc "$(basename "$pf" .pid)"
+        done
+        for name in "${HVS[@]}" "${LEAVES[@]}"; do stop_proc "$name"; done
+        for pf in "$STATE"/pids/*.pid; do
+            [ -e "$pf" ] || continue
+            name=$(basename "$pf" .pid)
+            case "$name" in coordinator | etcd) ;; *) stop_proc "$name" ;; esac
+        done
+        stop_proc coordinator
+        stop_proc etcd
+    fi
+    for d in "$STATE"/frr/*/; do
+        [ -d "$d" ] && { netlab_frr_stop "${d%/}" || true; }
+    done
+    netlab_cleanup "$P" || true
+    rm -rf "${STATE:?}"
+    if any_ns_left; then
+        log "WARNING: namespaces left: $(ip netns list | awk '{print $1}' | grep -E "^${P//./\\.}." | tr '\n' ' ')"
+        return 1
+    fi
+    return 0
+}
+
+# ---------------------------------------------------------------------------
+# up
+
+UP_DONE=0
+up_exit() {
+    local rc=$?
+    [ "$UP_DONE" = 1 ] && return 0
+    trap - EXIT INT TERM
+    echo "lab[$P]: 'up' failed (rc=$rc)" >&2
+    if [ "${SF_LAB_KEEP_ON_FAIL:-0}" = 1 ]; then
+        echo "lab[$P]: SF_LAB_KEEP_ON_FAIL=1: left as is; logs in $STATE/logs; clean with: $0 down" >&2
+    else
+        local f
+        for f in "$STATE"/logs/*.log; do
+            [ -s "$f" ] && log_tail "$(basename "$f" .log)" 10
+        done
+        echo "lab[$P]: cleaning up" >&2
+        do_down || true
+    fi
+    exit $((rc == 0 ? 1 : rc))
+}
+
+check_tools() {
+    local t
+    for t in ip bridge vtysh etcd etcdctl openssl python3 curl ping md5sum setsid; do
+        command -v "$t" >/dev/null 2>&1 || die "missing tool: $t"
+    done
+}
+
+cmd_up() {
+    local build=1 force=0 a b
+    for a in "$@"; do
+        case "$a" in
+            --no-build) build=0 ;;
+            --force) force=1 ;;
+            *) die "up: unknown option $a" ;;
+        esac
+    done
+    [ "$(id -u)" = 0 ] || die "must run as root"
+    if lab_is_up || any_ns_left; then
+        if [ "$force" = 1 ]; then
+            log "a lab with prefix $P exists; --force: taking it down first"
+            do_down || die "could not remove the existing lab"
+        else
+            die "a lab with prefix $P is already up (use '$0 down' or 'up --force')"
+        fi
+    elif [ -e "$STATE" ]; then
+        log "removing leftovers of an earlier run ($STATE)"
+        do_down || die "could not clean leftovers"
+    fi
+
+    log "dependencies (deploy/deps.sh)"
+    if ! "$ROOT/deploy/deps.sh"; then
+        if [ "$build" = 0 ] || [ "$NO_BINARIES" = 1 ]; then
+            log "deploy/deps.sh failed; continuing without build"
+        else
+            die "deploy/deps.sh failed"
+        fi
+    fi
+    check_tools
+    if [ "$NO_BINARIES" = 1 ]; then
+        log "SF_LAB_NO_BINARIES=1: skipping build, coordinator, agents and demo"
+    else
+        if [ "$build" = 1 ]; then
+            log "cargo build --release --bins"
+            (cd "$ROOT" && cargo build --release --bins) || die "cargo build failed"
+        fi
+        for b in sf-coordinator sf-switch-agent sf-hypervisor-agent sfctl; do
+            [ -x "$SF_BIN_DIR/$b" ] || die "missing binary $SF_BIN_DIR/$b"
+        done
+    fi
+
+    trap up_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    mkdir -p "$STATE"
+    chmod 755 "$STATE"
+    mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/agents" "$STATE/frr" "$STATE/vms"
+    build_topology
+    log "PKI and API token"
+    pki_all
+    start_etcd
+    if [ "$NO_BINARIES" != 1 ]; then
+        start_coordinator
+        create_inventory
+        start_agents
+        create_demo
+    fi
+    UP_DONE=1
+    trap - EXIT INT TERM
+    summary
+}
+
+summary() {
+    local me=$0
+    cat <<EOF
+
+StackFabric lab is up (prefix $P, state $STATE).
+  management net     $MGMT_NET.0/24: mgmt .1, etcd .2, coord .3, leaf1-2 .11-.12, hv1-3 .21-.23
+  coordinator        $COORD_URL   etcd $ETCD_URL
+  logs               $STATE/logs/
+EOF
+    if [ "$NO_BINARIES" = 1 ]; then
+        echo "  (SF_LAB_NO_BINARIES=1: no coordinator, agents or demo VMs)"
+    else
+        cat <<EOF
+  demo tenant        demo: vpc blue + red (10.10.0.0/16), network web 10.10.1.0/24 in each
+                     blue-web-1 hv1 10.10.1.11, blue-web-2 hv2 10.10.1.12
+                     red-web-1  hv1 10.10.1.11, red-web-2  hv3 10.10.1.12
+EOF
+    fi
+    cat <<EOF
+
+  $me exec blue-web-1 curl -s http://10.10.1.12/     # -> blue-web-2
+  $me exec leaf1 vtysh --vty_socket $STATE/frr/leaf1 -c 'show bgp summary'
+  $me status                                      # sfctl status
+  $me sfctl node list
+  $me vm-add NAME HV TENANT VPC NETWORK IP / vm-del NAME
+  $me down
+EOF
+}
+
+# ---------------------------------------------------------------------------
+
+usage() {
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+main() {
+    local cmd=${1:-}
+    [ $# -gt 0 ] && shift
+    case "$cmd" in
+        up) cmd_up "$@" ;;
+        down)
+            [ "$(id -u)" = 0 ] || die "must run as root"
+            do_down
+            ;;
+        exec)
+            [ $# -ge 2 ] || die "usage: $0 exec NAME CMD..."
+            local ns=${P}$1
+            shift
+            [ -e "/run/netns/$ns" ] || die "no such lab namespace: $ns"
+            exec ip netns exec "$ns" "$@"
+            ;;
+        sfctl)
+            lab_is_up || die "lab $P is down"
+            sfctl_cmd "$@"
+            ;;
+        status)
+            if lab_is_up; then
+                sfctl_cmd status "$@"
+            else
+                echo "lab $P is down"
+                exit 1
+            fi
+            ;;
+        vm-add)
+            [ $# -eq 6 ] || die "usage: $0 vm-add NAME HV TENANT VPC NETWORK IP"
+            vm_add "$@" || die "vm-add $1 failed"
+            ;;
+        vm-del)
+            [ $# -eq 1 ] || die "usage: $0 vm-del NAME"
+            vm_del "$1" || die "vm-del $1 failed"
+            ;;
+        vm-plug)
+            [ $# -eq 5 ] || die "usage: $0 vm-plug NAME HV VNI IP/LEN GATEWAY"
+            valid_name "$1"
+            lab_is_up || die "lab $P is down"
+            vm_plug "$1" "$2" "brvx-$3" "$4" "$5" "$(vm_mac "$1")" || {
+                vm_unplug "$1"
+                die "vm-plug $1 failed"
+            }
+            ;;
+        agent-start)
+            [ $# -eq 1 ] || die "usage: $0 agent-start NODE"
+            lab_is_up || die "lab $P is down"
+            proc_alive "$1" && die "$1's agent is already running"
+            start_agent "$1"
+            ;;
+        agent-stop)
+            [ $# -eq 1 ] || die "usage: $0 agent-stop NODE"
+            stop_proc "$1"
+            ;;
+        agent-kill)
+            [ $# -eq 1 ] || die "usage: $0 agent-kill NODE"
+            kill_proc "$1"
+            ;;
+        coord-stop) stop_proc coordinator ;;
+        coord-start)
+            lab_is_up || die "lab $P is down"
+            proc_alive coordinator && die "the coordinator is already running"
+            start_coordinator
+            ;;
+        -h | --help | help | '') usage ;;
+        *)
+            echo "lab: unknown command '$cmd'" >&2
+            usage
+            ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,353 @@
+//! Pure planning for a hypervisor: given the networks it must carry, its VTEP and the links it
+//! observed, the ordered actions that converge the host to CloudStack's
+//! `modifyvxlan-evpn.sh` layout: `vxlan<VNI>` (dstport 4789, nolearning, local VTEP) enslaved
+//! to `brvx-<VNI>`, bridge-port neigh_suppress on and learning off, everything up. Links we did
+//! not create are adopted when they already match and never deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use sf_linux::links::Link;
+
+pub const VXLAN_PORT: u16 = 4789;
+
+pub fn bridge_name(vni: u32) -> String {
+    format!("brvx-{vni}")
+}
+pub fn vxlan_name(vni: u32) -> String {
+    format!("vxlan{vni}")
+}
+
+/// The VNI a link name denotes, for our two naming patterns.
+pub fn vni_of(name: &str) -> Option<u32> {
+    name.strip_prefix("brvx-")
+        .or_else(|| name.strip_prefix("vxlan"))
+        .and_then(|s| s.parse().ok())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    AddLoopbackAddress(Ipv4Addr),
+    AddBridge {
+        name: String,
+    },
+    AddVxlan {
+        name: String,
+        vni: u32,
+        local: Ipv4Addr,
+    },
+    SetMaster {
+        link: String,
+        master: String,
+    },
+    SetPortFlags {
+        link: String,
+    },
+    SetUp {
+        link: String,
+    },
+    Delete {
+        link: String,
+    },
+}
+
+/// Actions and the problems that no action can fix (reported, not forced).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub errors: Vec<String>,
+}
+
+pub fn plan(vnis: &BTreeSet<u32>, vtep: Ipv4Addr, lo_addrs: &[Ipv4Addr], links: &[Link]) -> Plan {
+    let mut p = Plan::default();
+    let by_name: BTreeMap<&str, &Link> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+    if !lo_addrs.contains(&vtep) {
+        p.actions.push(Action::AddLoopbackAddress(vtep));
+    }
+    for &vni in vnis {
+        let br = bridge_name(vni);
+        let vx = vxlan_name(vni);
+        match by_name.get(br.as_str()) {
+            None => {
+                p.actions.push(Action::AddBridge { name: br.clone() });
+                p.actions.push(Action::SetUp { link: br.clone() });
+            }
+            Some(l) if l.kind.as_deref() != Some("bridge") => {
+                p.errors
+                    .push(format!("{br} exists but is a {:?}, not a bridge", l.kind));
+                continue;
+            }
+            Some(l) if !l.up => p.actions.push(Action::SetUp { link: br.clone() }),
+            Some(_) => {}
+        }
+        let existing = by_name.get(vx.as_str());
+        let matches = existing.is_some_and(|l| {
+            l.vxlan.as_ref().is_some_and(|v| {
+                v.vni == vni && v.local == Some(vtep) && v.port == VXLAN_PORT && !v.learning
+            })
+        });
+        let create = match existing {
+            None => true,
+            Some(_) if matches => false,
+            Some(l) if l.owned => {
+                // Ours but wrong (e.g. the VTEP changed): recreate.
+                p.actions.push(Action::Delete { link: vx.clone() });
+                true
+            }
+            Some(_) => {
+                p.errors.push(format!(
+                    "{vx} exists, was not created by StackFabric and does not match (vni {vni}, local {vtep}, dstport {VXLAN_PORT}, nolearning); left alone"
+                ));
+                continue;
+            }
+        };
+        if create {
+            p.actions.push(Action::AddVxlan {
+                name: vx.clone(),
+                vni,
+                local: vtep,
+            });
+            p.actions.push(Action::SetMaster {
+                link: vx.clone(),
+                master: br.clone(),
+            });
+            p.actions.push(Action::SetPortFlags { link: vx.clone() });
+            p.actions.push(Action::SetUp { link: vx.clone() });
+            continue;
+        }
+        let l = existing.expect("exists");
+        if l.master.as_deref() != Some(br.as_str()) {
+            p.actions.push(Action::SetMaster {
+                link: vx.clone(),
+                master: br.clone(),
+            });
+            p.actions.push(Action::SetPortFlags { link: vx.clone() });
+        } else if l.port_learning != Some(false) || l.port_neigh_suppress != Some(true) {
+            p.actions.push(Action::SetPortFlags { link: vx.clone() });
+        }
+        if !l.up {
+            p.actions.push(Action::SetUp { link: vx.clone() });
+        }
+    }
+    // Remove what we created for networks no longer in scope: vxlan first, then its bridge.
+    let stale = |l: &&Link| l.owned && vni_of(&l.name).is_some_and(|v| !vnis.contains(&v));
+    for l in links
+        .iter()
+        .filter(stale)
+        .filter(|l| l.kind.as_deref() == Some("vxlan"))
+    {
+        p.actions.push(Action::Delete {
+            link: l.name.clone(),
+        });
+    }
+    for l in links
+        .iter()
+        .filter(stale)
+        .filter(|l| l.kind.as_deref() == Some("bridge"))
+    {
+        p.actions.push(Action::Delete {
+            link: l.name.clone(),
+        });
+    }
+    p
+}
+
+/// VNIs of `brvx-<VNI>` bridges present that we did not create (CloudStack's): they widen
+/// this hypervisor's scope.
+pub fn foreign_vnis(links: &[Link]) -> BTreeSet<u32> {
+    links
+        .iter()
+        .filter(|l| !l.owned && l.kind.as_deref() == Some("bridge") && l.name.starts_with("brvx-"))
+        .filter_map(|l| vni_of(&l.name))
+        .collect()
+}
+
+/// Applies actions to an in-memory link table: the in-memory twin used to test that plans
+/// converge. Mirrors what the Linux executor does.
+pub fn apply_in_memory(links: &mut Vec<Link>, lo: &mut Vec<Ipv4Addr>, actions: &[Action]) {
+    let mut next_index = links.iter().map(|l| l.ifindex).max().unwrap_or(1) + 1;
+    for a in actions {
+        match a {
+            Action::AddLoopbackAddress(ip) => lo.push(*ip),
+            Action::AddBridge { name } => {
+                links.push(Link {
+                    name: name.clone(),
+                    ifindex: next_index,
+                    kind: Some("bridge".into()),
+                    owned: true,
+                    ..Default::default()
+                });
+                next_index += 1;
+            }
+            Action::AddVxlan { name, vni, local } => {
+                links.push(Link {
+                    name: name.clone(),
+                    ifindex: next_index,
+                    kind: Some("vxlan".into()),
+                    owned: true,
+                    vxlan: Some(sf_linux::links::VxlanInfo {
+                        vni: *vni,
+                        local: Some(*local),
+                        port: VXLAN_PORT,
+                        learning: false,
+                    }),
+                    ..Default::default()
+                });
+                next_index += 1;
+            }
+            Action::SetMaster { link, master } => {
+                if let Some(l) = links.iter_mut().find(|l| &l.name == link) {
+                    l.master = Some(master.clone());
+                    l.port_learning = Some(true);
+                    l.port_neigh_suppress = Some(false);
+                }
+            }
+            Action::SetPortFlags { link } => {
+                if let Some(l) = links.iter_mut().find(|l| &l.name == link) {
+                    l.port_learning = Some(false);
+                    l.port_neigh_suppress = Some(true);
+                }
+            }
+            Action::SetUp { link } => {
+                if let Some(l) = links.iter_mut().find(|l| &l.name == link) {
+                    l.up = true;
+                }
+            }
+            Action::Delete { link } => links.retain(|l| &l.name != link),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vtep() -> Ipv4Addr {
+        "10.255.1.1".parse().unwrap()
+    }
+
+    fn converge(vnis: &BTreeSet<u32>, links: &mut Vec<Link>, lo: &mut Vec<Ipv4Addr>) -> usize {
+        let first = plan(vnis, vtep(), lo, links);
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        apply_in_memory(links, lo, &first.actions);
+        first.actions.len()
+    }
+
+    #[test]
+    fn creates_cloudstack_layout_and_then_is_idempotent() {
+        let (mut links, mut lo) = (vec![], vec![]);
+        let vnis = BTreeSet::from([1_000_001, 1_000_002]);
+        assert!(converge(&vnis, &mut links, &mut lo) > 0);
+        assert_eq!(lo, vec![vtep()]);
+        let vx = links.iter().find(|l| l.name == "vxlan1000001").unwrap();
+        assert_eq!(vx.master.as_deref(), Some("brvx-1000001"));
+        assert_eq!(
+            (vx.port_learning, vx.port_neigh_suppress),
+            (Some(false), Some(true))
+        );
+        // Second pass: nothing to do, so a restart recreates nothing (same ifindex).
+        let again = plan(&vnis, vtep(), &lo, &links);
+        assert_eq!(again, Plan::default());
+    }
+
+    #[test]
+    fn removes_only_what_it_owns() {
+        let (mut links, mut lo) = (vec![], vec![]);
+        converge(&BTreeSet::from([1_000_001, 1_000_002]), &mut links, &mut lo);
+        // CloudStack made brvx-2000000 itself.
+        links.push(Link {
+            name: "brvx-2000000".into(),
+            ifindex: 99,
+            kind: Some("bridge".into()),
+            up: true,
+            ..Default::default()
+        });
+        let p = plan(&BTreeSet::from([1_000_001]), vtep(), &lo, &links);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Delete {
+                    link: "vxlan1000002".into()
+                },
+                Action::Delete {
+                    link: "brvx-1000002".into()
+                }
+            ]
+        );
+        assert_eq!(foreign_vnis(&links), BTreeSet::from([2_000_000]));
+    }
+
+    #[test]
+    fn adopts_a_matching_foreign_bridge_and_vxlan() {
+        let mut links = vec![
+            Link {
+                name: "brvx-1000005".into(),
+                ifindex: 5,
+                kind: Some("bridge".into()),
+                up: true,
+                ..Default::default()
+            },
+            Link {
+                name: "vxlan1000005".into(),
+                ifindex: 6,
+                kind: Some("vxlan".into()),
+                up: true,
+                master: Some("brvx-1000005".into()),
+                vxlan: Some(sf_linux::links::VxlanInfo {
+                    vni: 1_000_005,
+                    local: Some(vtep()),
+                    port: 4789,
+                    learning: false,
+                }),
+                port_learning: Some(true),
+                port_neigh_suppress: Some(false),
+                ..Default::default()
+            },
+        ];
+        let lo = vec![vtep()];
+        let p = plan(&BTreeSet::from([1_000_005]), vtep(), &lo, &links);
+        assert_eq!(
+            p.actions,
+            vec![Action::SetPortFlags {
+                link: "vxlan1000005".into()
+            }]
+        );
+        apply_in_memory(&mut links, &mut lo.clone(), &p.actions);
+        assert!(links.iter().all(|l| !l.owned), "adopted links stay foreign");
+    }
+
+    #[test]
+    fn foreign_mismatch_is_reported_not_forced() {
+        let links = vec![Link {
+            name: "vxlan1000007".into(),
+            ifindex: 7,
+            kind: Some("vxlan".into()),
+            vxlan: Some(sf_linux::links::VxlanInfo {
+                vni: 1_000_007,
+                local: Some("10.0.0.9".parse().unwrap()),
+                port: 4789,
+                learning: false,
+            }),
+            ..Default::default()
+        }];
+        let p = plan(&BTreeSet::from([1_000_007]), vtep(), &[vtep()], &links);
+        assert_eq!(p.errors.len(), 1);
+        assert!(!p.actions.iter().any(|a| matches!(a, Action::Delete { .. })));
+    }
+
+    #[test]
+    fn owned_vxlan_with_wrong_vtep_is_recreated() {
+        let (mut links, mut lo) = (vec![], vec![]);
+        converge(&BTreeSet::from([1_000_001]), &mut links, &mut lo);
+        let new_vtep: Ipv4Addr = "10.255.1.9".parse().unwrap();
+        let p = plan(&BTreeSet::from([1_000_001]), new_vtep, &lo, &links);
+        assert!(p.actions.contains(&Action::Delete {
+            link: "vxlan1000001".into()
+        }));
+        assert!(p.actions.contains(&Action::AddVxlan {
+            name: "vxlan1000001".into(),
+            vni: 1_000_001,
+            local: new_vtep
+        }));
+    }
+}

@@ -1,0 +1,8 @@
+//! Generated gRPC types for StackFabric: `FabricApi` (northbound, used by sfctl and automation) and
+//! `AgentSync` (southbound, one bidirectional stream per agent). The wire contract lives in
+//! `proto/stackfabric.proto`; this crate only re-exports what tonic generates from it.
+#![allow(clippy::all, clippy::pedantic)]
+
+pub mod v1 {
+    tonic::include_proto!("stackfabric.v1");
+}

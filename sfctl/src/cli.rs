@@ -1,0 +1,326 @@
+//! Command-line surface of `sfctl`: the clap derive types for global flags and every
+//! subcommand. Nothing here talks to the network; `commands` turns these into RPCs.
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Operator CLI for the StackFabric coordinator's FabricApi.
+#[derive(Debug, Parser)]
+#[command(name = "sfctl", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Connection, credential and output options shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Coordinator FabricApi endpoint (http:// or https://).
+    #[arg(
+        long,
+        global = true,
+        env = "SF_ENDPOINT",
+        default_value = "https://127.0.0.1:7443"
+    )]
+    pub endpoint: String,
+
+    /// PEM file of the CA that signed the coordinator's certificate (required for https).
+    #[arg(long, global = true, env = "SF_CA", value_name = "PEM")]
+    pub ca: Option<std::path::PathBuf>,
+
+    /// TLS server name to verify in the coordinator's certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "SF_SERVER_NAME",
+        default_value = "coordinator"
+    )]
+    pub server_name: String,
+
+    /// File holding the bearer token (surrounding whitespace is ignored).
+    #[arg(long, global = true, env = "SF_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// Bearer token; takes precedence over --token-file.
+    #[arg(long, global = true, env = "SF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// Connect and per-request timeout, in seconds.
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+/// How results are rendered on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned human-readable tables and one-line write confirmations.
+    Table,
+    /// JSON documents (arrays for lists, objects otherwise).
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Manage VPCs.
+    #[command(subcommand)]
+    Vpc(VpcCmd),
+    /// Manage networks (VPC tiers).
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Manage port bindings.
+    #[command(subcommand)]
+    Port(PortCmd),
+    /// Manage fabric nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Show fleet sync status (GetFleetStatus).
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List tenants.
+    List,
+    /// Delete a tenant.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VpcCmd {
+    /// Create a VPC.
+    Create {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        /// IPv4 CIDR, e.g. 10.10.0.0/16.
+        #[arg(long)]
+        cidr: String,
+        #[arg(long, default_value = "")]
+        site: String,
+    },
+    /// List VPCs.
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+    },
+    /// Show one VPC.
+    Show {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Delete a VPC.
+    Delete {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network; prints the allocated VNI.
+    Create {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        /// Tier subnet inside the VPC CIDR, e.g. 10.10.1.0/24.
+        #[arg(long)]
+        cidr: String,
+        /// VXLAN VNI; omitted (or 0) allocates one from the pool.
+        #[arg(long, default_value_t = 0)]
+        vni: u32,
+        /// Gateway address; omitted means the first host address.
+        #[arg(long, default_value = "")]
+        gateway: String,
+    },
+    /// List networks.
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        vpc: String,
+    },
+    /// Show one network.
+    Show {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+    },
+    /// Delete a network.
+    Delete {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCmd {
+    /// Create a port binding.
+    Create {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        network: String,
+        /// Hypervisor node hosting the port.
+        #[arg(long, value_name = "HV")]
+        node: String,
+        #[arg(long)]
+        ip: String,
+        #[arg(long, default_value = "")]
+        mac: String,
+    },
+    /// List port bindings.
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        vpc: String,
+    },
+    /// Show one port binding.
+    Show {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Delete a port binding.
+    Delete {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Register a node.
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["hypervisor", "switch", "gateway"])]
+        role: String,
+        #[arg(long)]
+        asn: u32,
+        /// Loopback address (router-id / VTEP).
+        #[arg(long, value_name = "IP")]
+        loopback: String,
+        /// Fabric-facing interface; repeat for several.
+        #[arg(long = "fabric-port", value_name = "IF")]
+        fabric_ports: Vec<String>,
+        #[arg(long, default_value = "")]
+        site: String,
+    },
+    /// List nodes.
+    List,
+    /// Show one node.
+    Show { name: String },
+    /// Delete a node.
+    Delete { name: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_network_create_and_globals() {
+        let cli = Cli::try_parse_from([
+            "sfctl",
+            "-o",
+            "json",
+            "network",
+            "create",
+            "web",
+            "--tenant",
+            "blue",
+            "--vpc",
+            "v1",
+            "--cidr",
+            "10.0.1.0/24",
+            "--timeout",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.output, Output::Json);
+        assert_eq!(cli.global.timeout, 3);
+        match cli.command {
+            Command::Network(NetworkCmd::Create {
+                name, vni, gateway, ..
+            }) => {
+                assert_eq!(name, "web");
+                assert_eq!(vni, 0);
+                assert_eq!(gateway, "");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn node_create_repeats_fabric_port_and_checks_role() {
+        let cli = Cli::try_parse_from([
+            "sfctl",
+            "node",
+            "create",
+            "leaf1",
+            "--role",
+            "switch",
+            "--asn",
+            "65001",
+            "--loopback",
+            "10.0.0.1",
+            "--fabric-port",
+            "swp1",
+            "--fabric-port",
+            "swp2",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Node(NodeCmd::Create { fabric_ports, .. }) => {
+                assert_eq!(fabric_ports, vec!["swp1", "swp2"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Cli::try_parse_from([
+            "sfctl",
+            "node",
+            "create",
+            "x",
+            "--role",
+            "router",
+            "--asn",
+            "1",
+            "--loopback",
+            "1.1.1.1",
+        ])
+        .is_err());
+    }
+}

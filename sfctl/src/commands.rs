@@ -1,0 +1,242 @@
+//! Dispatch: maps each parsed subcommand to its FabricApi RPC, builds the request messages
+//! (ObjectRef / ListRequest conventions per object kind), and prints the rendered result.
+//! RPC failures surface as `tonic::Status` inside the returned `anyhow::Error`.
+use sf_proto::v1::{Empty, ListRequest, Network, Node, ObjectRef, PortBinding, Tenant, Vpc};
+
+use crate::cli::{Cli, Command, NetworkCmd, NodeCmd, Output, PortCmd, TenantCmd, VpcCmd};
+use crate::client::{self, Client};
+use crate::output;
+
+/// Connects to the coordinator and runs the selected subcommand.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut client = client::connect(&cli.global).await?;
+    let text = dispatch(&mut client, cli.global.output, cli.command)
+        .await
+        .map_err(|e| transport_failure(e, &cli.global.endpoint))?;
+    print!("{text}");
+    Ok(())
+}
+
+/// A `Status` carrying a source error was synthesized locally by tonic (connection reset,
+/// timeout, h2 failure) rather than returned by the coordinator: report it as unreachable.
+fn transport_failure(err: anyhow::Error, endpoint: &str) -> anyhow::Error {
+    use std::error::Error as _;
+    match err.downcast_ref::<tonic::Status>() {
+        Some(status) if status.source().is_some() => {
+            let msg = status.message().to_string();
+            client::SetupError(
+                anyhow::anyhow!(msg).context(format!("cannot reach coordinator at {endpoint}")),
+            )
+            .into()
+        }
+        _ => err,
+    }
+}
+
+fn obj_ref(tenant: &str, vpc: &str, name: &str) -> ObjectRef {
+    ObjectRef {
+        tenant: tenant.to_string(),
+        vpc: vpc.to_string(),
+        name: name.to_string(),
+    }
+}
+
+fn list_req(tenant: String, vpc: String) -> ListRequest {
+    ListRequest { tenant, vpc }
+}
+
+async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<String> {
+    let created = |kind: &str, name: &str, rev: u64| {
+        output::write_result(fmt, "created", kind, name, rev, None)
+    };
+    let deleted = |kind: &str, name: &str, rev: u64| {
+        output::write_result(fmt, "deleted", kind, name, rev, None)
+    };
+    Ok(match cmd {
+        Command::Tenant(cmd) => match cmd {
+            TenantCmd::Create { name, description } => {
+                let r = c
+                    .create_tenant(Tenant {
+                        name: name.clone(),
+                        description,
+                    })
+                    .await?
+                    .into_inner();
+                created("tenant", &name, r.revision)
+            }
+            TenantCmd::List => {
+                let l = c.list_tenants(Empty {}).await?.into_inner();
+                output::list(fmt, &l.items)
+            }
+            TenantCmd::Delete { name } => {
+                let r = c.delete_tenant(obj_ref("", "", &name)).await?.into_inner();
+                deleted("tenant", &name, r.revision)
+            }
+        },
+        Command::Vpc(cmd) => match cmd {
+            VpcCmd::Create {
+                name,
+                tenant,
+                cidr,
+                site,
+            } => {
+                let r = c
+                    .create_vpc(Vpc {
+                        tenant,
+                        name: name.clone(),
+                        cidr,
+                        site,
+                    })
+                    .await?
+                    .into_inner();
+                created("vpc", &name, r.revision)
+            }
+            VpcCmd::List { tenant } => {
+                let l = c
+                    .list_vpcs(list_req(tenant, String::new()))
+                    .await?
+                    .into_inner();
+                output::list(fmt, &l.items)
+            }
+            VpcCmd::Show { name, tenant } => {
+                let v = c.get_vpc(obj_ref(&tenant, "", &name)).await?.into_inner();
+                output::show(fmt, &v)
+            }
+            VpcCmd::Delete { name, tenant } => {
+                let r = c
+                    .delete_vpc(obj_ref(&tenant, "", &name))
+                    .await?
+                    .into_inner();
+                deleted("vpc", &name, r.revision)
+            }
+        },
+        Command::Network(cmd) => match cmd {
+            NetworkCmd::Create {
+                name,
+                tenant,
+                vpc,
+                cidr,
+                vni,
+                gateway,
+            } => {
+                let r = c
+                    .create_network(Network {
+                        tenant,
+                        vpc,
+                        name: name.clone(),
+                        cidr,
+                        vni,
+                        gateway,
+                    })
+                    .await?
+                    .into_inner();
+                // Fall back to the requested VNI if the coordinator omitted the echoed network.
+                let vni = r.network.as_ref().map_or(vni, |n| n.vni);
+                output::write_result(fmt, "created", "network", &name, r.revision, Some(vni))
+            }
+            NetworkCmd::List { tenant, vpc } => {
+                let l = c.list_networks(list_req(tenant, vpc)).await?.into_inner();
+                output::list(fmt, &l.items)
+            }
+            NetworkCmd::Show { name, tenant, vpc } => {
+                let n = c
+                    .get_network(obj_ref(&tenant, &vpc, &name))
+                    .await?
+                    .into_inner();
+                output::show(fmt, &n)
+            }
+            NetworkCmd::Delete { name, tenant, vpc } => {
+                let r = c
+                    .delete_network(obj_ref(&tenant, &vpc, &name))
+                    .await?
+                    .into_inner();
+                deleted("network", &name, r.revision)
+            }
+        },
+        Command::Port(cmd) => match cmd {
+            PortCmd::Create {
+                name,
+                tenant,
+                vpc,
+                network,
+                node,
+                ip,
+                mac,
+            } => {
+                let r = c
+                    .create_port_binding(PortBinding {
+                        tenant,
+                        name: name.clone(),
+                        vpc,
+                        network,
+                        node,
+                        ip,
+                        mac,
+                    })
+                    .await?
+                    .into_inner();
+                created("port", &name, r.revision)
+            }
+            PortCmd::List { tenant, vpc } => {
+                let l = c
+                    .list_port_bindings(list_req(tenant, vpc))
+                    .await?
+                    .into_inner();
+                output::list(fmt, &l.items)
+            }
+            PortCmd::Show { name, tenant } => {
+                let p = c
+                    .get_port_binding(obj_ref(&tenant, "", &name))
+                    .await?
+                    .into_inner();
+                output::show(fmt, &p)
+            }
+            PortCmd::Delete { name, tenant } => {
+                let r = c
+                    .delete_port_binding(obj_ref(&tenant, "", &name))
+                    .await?
+                    .into_inner();
+                deleted("port", &name, r.revision)
+            }
+        },
+        Command::Node(cmd) => match cmd {
+            NodeCmd::Create {
+                name,
+                role,
+                asn,
+                loopback,
+                fabric_ports,
+                site,
+            } => {
+                let r = c
+                    .create_node(Node {
+                        name: name.clone(),
+                        role,
+                        site,
+                        asn,
+                        loopback,
+                        fabric_ports,
+                    })
+                    .await?
+                    .into_inner();
+                created("node", &name, r.revision)
+            }
+            NodeCmd::List => {
+                let l = c.list_nodes(Empty {}).await?.into_inner();
+                output::list(fmt, &l.items)
+            }
+            NodeCmd::Show { name } => {
+                let n = c.get_node(obj_ref("", "", &name)).await?.into_inner();
+                output::show(fmt, &n)
+            }
+            NodeCmd::Delete { name } => {
+                let r = c.delete_node(obj_ref("", "", &name)).await?.into_inner();
+                deleted("node", &name, r.revision)
+            }
+        },
+        Command::Status => {
+            let s = c.get_fleet_status(Empty {}).await?.into_inner();
+            output::fleet(fmt, &s)
+        }
+    })
+}

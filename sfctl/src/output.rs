@@ -1,0 +1,448 @@
+//! Rendering of results: the aligned table formatter, per-type table rows, hand-written
+//! prost-to-JSON conversions, and the one-line create/delete confirmations. Functions here
+//! return strings; printing is left to `commands`.
+use serde_json::{json, Value};
+use sf_proto::v1::{FleetStatus, Network, Node, NodeStatus, PortBinding, Tenant, Vpc};
+
+use crate::cli::Output;
+
+/// Formats rows under a header, each column padded to its widest cell and separated by two
+/// spaces. Trailing padding is trimmed; every line ends with a newline.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let w = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(cur) => *cur = (*cur).max(w),
+                None => widths.push(w),
+            }
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Shows empty strings as "-" so table columns never look shifted.
+fn cell(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// A printable object type: its table header, one table row, and its JSON form.
+pub trait Render {
+    const HEADERS: &'static [&'static str];
+    fn row(&self) -> Vec<String>;
+    fn to_json(&self) -> Value;
+}
+
+impl Render for Tenant {
+    const HEADERS: &'static [&'static str] = &["NAME", "DESCRIPTION"];
+    fn row(&self) -> Vec<String> {
+        vec![cell(&self.name), cell(&self.description)]
+    }
+    fn to_json(&self) -> Value {
+        json!({"name": self.name, "description": self.description})
+    }
+}
+
+impl Render for Vpc {
+    const HEADERS: &'static [&'static str] = &["TENANT", "NAME", "CIDR", "SITE"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            cell(&self.tenant),
+            cell(&self.name),
+            cell(&self.cidr),
+            cell(&self.site),
+        ]
+    }
+    fn to_json(&self) -> Value {
+        json!({"tenant": self.tenant, "name": self.name, "cidr": self.cidr, "site": self.site})
+    }
+}
+
+impl Render for Network {
+    const HEADERS: &'static [&'static str] = &["TENANT", "VPC", "NAME", "CIDR", "VNI", "GATEWAY"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            cell(&self.tenant),
+            cell(&self.vpc),
+            cell(&self.name),
+            cell(&self.cidr),
+            self.vni.to_string(),
+            cell(&self.gateway),
+        ]
+    }
+    fn to_json(&self) -> Value {
+        json!({
+            "tenant": self.tenant,
+            "vpc": self.vpc,
+            "name": self.name,
+            "cidr": self.cidr,
+            "vni": self.vni,
+            "gateway": self.gateway,
+        })
+    }
+}
+
+impl Render for PortBinding {
+    const HEADERS: &'static [&'static str] =
+        &["TENANT", "NAME", "VPC", "NETWORK", "NODE", "IP", "MAC"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            cell(&self.tenant),
+            cell(&self.name),
+            cell(&self.vpc),
+            cell(&self.network),
+            cell(&self.node),
+            cell(&self.ip),
+            cell(&self.mac),
+        ]
+    }
+    fn to_json(&self) -> Value {
+        json!({
+            "tenant": self.tenant,
+            "name": self.name,
+            "vpc": self.vpc,
+            "network": self.network,
+            "node": self.node,
+            "ip": self.ip,
+            "mac": self.mac,
+        })
+    }
+}
+
+impl Render for Node {
+    const HEADERS: &'static [&'static str] =
+        &["NAME", "ROLE", "SITE", "ASN", "LOOPBACK", "FABRIC-PORTS"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            cell(&self.name),
+            cell(&self.role),
+            cell(&self.site),
+            self.asn.to_string(),
+            cell(&self.loopback),
+            cell(&self.fabric_ports.join(",")),
+        ]
+    }
+    fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "role": self.role,
+            "site": self.site,
+            "asn": self.asn,
+            "loopback": self.loopback,
+            "fabric_ports": self.fabric_ports,
+        })
+    }
+}
+
+impl Render for NodeStatus {
+    const HEADERS: &'static [&'static str] = &[
+        "NODE", "ROLE", "LEASE", "APPLIED", "DESIRED", "SYNC", "ERRORS",
+    ];
+    fn row(&self) -> Vec<String> {
+        vec![
+            cell(&self.name),
+            cell(&self.role),
+            cell(&self.lease),
+            self.applied_revision.to_string(),
+            self.desired_revision.to_string(),
+            if self.in_sync { "yes" } else { "no" }.to_string(),
+            cell(&self.errors.join("; ")),
+        ]
+    }
+    fn to_json(&self) -> Value {
+        // The agent's raw document is embedded parsed; if it is not valid JSON keep the text.
+        let status = if self.status_json.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&self.status_json)
+                .unwrap_or_else(|_| Value::String(self.status_json.clone()))
+        };
+        json!({
+            "name": self.name,
+            "role": self.role,
+            "lease": self.lease,
+            "applied_revision": self.applied_revision,
+            "desired_revision": self.desired_revision,
+            "in_sync": self.in_sync,
+            "errors": self.errors,
+            "status": status,
+        })
+    }
+}
+
+fn pretty(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("serde_json::Value always serializes");
+    s.push('\n');
+    s
+}
+
+/// Renders a list: a table, or a JSON array of objects.
+pub fn list<T: Render>(fmt: Output, items: &[T]) -> String {
+    match fmt {
+        Output::Table => table(T::HEADERS, &items.iter().map(T::row).collect::<Vec<_>>()),
+        Output::Json => pretty(&Value::Array(items.iter().map(T::to_json).collect())),
+    }
+}
+
+/// Renders one object: a one-row table, or a JSON object.
+pub fn show<T: Render>(fmt: Output, item: &T) -> String {
+    match fmt {
+        Output::Table => table(T::HEADERS, &[item.row()]),
+        Output::Json => pretty(&item.to_json()),
+    }
+}
+
+/// Renders fleet status: an intent-revision header line plus the node table, or a JSON object.
+pub fn fleet(fmt: Output, status: &FleetStatus) -> String {
+    match fmt {
+        Output::Table => format!(
+            "intent revision: {}\n{}",
+            status.intent_revision,
+            table(
+                NodeStatus::HEADERS,
+                &status.nodes.iter().map(NodeStatus::row).collect::<Vec<_>>()
+            )
+        ),
+        Output::Json => pretty(&json!({
+            "intent_revision": status.intent_revision,
+            "nodes": status.nodes.iter().map(NodeStatus::to_json).collect::<Vec<_>>(),
+        })),
+    }
+}
+
+/// Renders a create/delete confirmation, e.g. `created network web (vni 1000001) at revision 42`
+/// or `{"revision":42,"vni":1000001}`.
+pub fn write_result(
+    fmt: Output,
+    verb: &str,
+    kind: &str,
+    name: &str,
+    revision: u64,
+    vni: Option<u32>,
+) -> String {
+    match fmt {
+        Output::Table => match vni {
+            Some(v) => format!("{verb} {kind} {name} (vni {v}) at revision {revision}\n"),
+            None => format!("{verb} {kind} {name} at revision {revision}\n"),
+        },
+        Output::Json => {
+            let mut v = json!({"revision": revision});
+            if let Some(vni) = vni {
+                v["vni"] = json!(vni);
+            }
+            format!("{v}\n")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_pads_columns_to_widest_cell() {
+        let out = table(
+            &["NAME", "CIDR", "VNI"],
+            &[
+                vec!["web".into(), "10.10.1.0/24".into(), "1000001".into()],
+                vec!["database".into(), "10.10.2.0/24".into(), "7".into()],
+            ],
+        );
+        assert_eq!(
+            out,
+            "NAME      CIDR          VNI\n\
+             web       10.10.1.0/24  1000001\n\
+             database  10.10.2.0/24  7\n"
+        );
+    }
+
+    #[test]
+    fn table_with_no_rows_prints_header_only() {
+        assert_eq!(table(&["A", "BB"], &[]), "A  BB\n");
+    }
+
+    #[test]
+    fn network_table_and_json() {
+        let n = Network {
+            tenant: "blue".into(),
+            vpc: "v1".into(),
+            name: "web".into(),
+            cidr: "10.10.1.0/24".into(),
+            vni: 1000001,
+            gateway: String::new(),
+        };
+        assert_eq!(
+            list(Output::Table, std::slice::from_ref(&n)),
+            "TENANT  VPC  NAME  CIDR          VNI      GATEWAY\n\
+             blue    v1   web   10.10.1.0/24  1000001  -\n"
+        );
+        assert_eq!(
+            n.to_json(),
+            json!({"tenant":"blue","vpc":"v1","name":"web","cidr":"10.10.1.0/24","vni":1000001,"gateway":""})
+        );
+        let arr: Value = serde_json::from_str(&list(Output::Json, &[n])).unwrap();
+        assert_eq!(arr.as_array().unwrap().len(), 1);
+        assert_eq!(arr[0]["vni"], json!(1000001));
+    }
+
+    #[test]
+    fn node_json_keeps_fabric_ports() {
+        let n = Node {
+            name: "leaf1".into(),
+            role: "switch".into(),
+            site: "".into(),
+            asn: 65001,
+            loopback: "10.0.0.1".into(),
+            fabric_ports: vec!["swp1".into(), "swp2".into()],
+        };
+        assert_eq!(
+            n.to_json(),
+            json!({"name":"leaf1","role":"switch","site":"","asn":65001,
+                   "loopback":"10.0.0.1","fabric_ports":["swp1","swp2"]})
+        );
+        assert_eq!(
+            n.row(),
+            vec!["leaf1", "switch", "-", "65001", "10.0.0.1", "swp1,swp2"]
+        );
+    }
+
+    #[test]
+    fn tenant_vpc_port_json() {
+        let t = Tenant {
+            name: "blue".into(),
+            description: "Blue team".into(),
+        };
+        assert_eq!(
+            t.to_json(),
+            json!({"name":"blue","description":"Blue team"})
+        );
+        let v = Vpc {
+            tenant: "blue".into(),
+            name: "v1".into(),
+            cidr: "10.10.0.0/16".into(),
+            site: "dc1".into(),
+        };
+        assert_eq!(
+            v.to_json(),
+            json!({"tenant":"blue","name":"v1","cidr":"10.10.0.0/16","site":"dc1"})
+        );
+        let p = PortBinding {
+            tenant: "blue".into(),
+            name: "web-1".into(),
+            vpc: "v1".into(),
+            network: "web".into(),
+            node: "hv1".into(),
+            ip: "10.10.1.10".into(),
+            mac: "".into(),
+        };
+        assert_eq!(
+            p.to_json(),
+            json!({"tenant":"blue","name":"web-1","vpc":"v1","network":"web","node":"hv1","ip":"10.10.1.10","mac":""})
+        );
+    }
+
+    fn sample_fleet() -> FleetStatus {
+        FleetStatus {
+            intent_revision: 42,
+            nodes: vec![
+                NodeStatus {
+                    name: "hv1".into(),
+                    role: "hypervisor".into(),
+                    lease: "up".into(),
+                    applied_revision: 42,
+                    desired_revision: 42,
+                    in_sync: true,
+                    errors: vec![],
+                    status_json: r#"{"vnis":[1000001]}"#.into(),
+                },
+                NodeStatus {
+                    name: "leaf1".into(),
+                    role: "switch".into(),
+                    lease: "down".into(),
+                    applied_revision: 40,
+                    desired_revision: 42,
+                    in_sync: false,
+                    errors: vec!["bgp: peer down".into(), "vrf: missing".into()],
+                    status_json: String::new(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn fleet_table() {
+        assert_eq!(
+            fleet(Output::Table, &sample_fleet()),
+            "intent revision: 42\n\
+             NODE   ROLE        LEASE  APPLIED  DESIRED  SYNC  ERRORS\n\
+             hv1    hypervisor  up     42       42       yes   -\n\
+             leaf1  switch      down   40       42       no    bgp: peer down; vrf: missing\n"
+        );
+    }
+
+    #[test]
+    fn fleet_json_parses_status_document() {
+        let v: Value = serde_json::from_str(&fleet(Output::Json, &sample_fleet())).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "intent_revision": 42,
+                "nodes": [
+                    {"name":"hv1","role":"hypervisor","lease":"up","applied_revision":42,
+                     "desired_revision":42,"in_sync":true,"errors":[],
+                     "status":{"vnis":[1000001]}},
+                    {"name":"leaf1","role":"switch","lease":"down","applied_revision":40,
+                     "desired_revision":42,"in_sync":false,
+                     "errors":["bgp: peer down","vrf: missing"],"status":null}
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn write_results() {
+        assert_eq!(
+            write_result(
+                Output::Table,
+                "created",
+                "network",
+                "web",
+                42,
+                Some(1000001)
+            ),
+            "created network web (vni 1000001) at revision 42\n"
+        );
+        assert_eq!(
+            write_result(Output::Table, "deleted", "vpc", "blue", 43, None),
+            "deleted vpc blue at revision 43\n"
+        );
+        assert_eq!(
+            write_result(Output::Json, "created", "network", "web", 42, Some(1000001)),
+            "{\"revision\":42,\"vni\":1000001}\n"
+        );
+        assert_eq!(
+            write_result(Output::Json, "deleted", "vpc", "blue", 43, None),
+            "{\"revision\":43}\n"
+        );
+    }
+}
