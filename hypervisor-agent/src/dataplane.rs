@@ -1,17 +1,17 @@
 //! The hypervisor's Linux dataplane: VTEP on `lo`, one `vxlan<VNI>` in `brvx-<VNI>` per
 //! network in scope, FRR with `advertise-all-vni`. Each reconcile observes the kernel, plans
-//! with [`crate::plan`] and runs only the planned commands, so a converged host sees no change
+//! with [`sf_linux::l2`] and runs only the planned commands, so a converged host sees no change
 //! at all (no interface is ever recreated by a restart).
 
 use std::collections::BTreeSet;
 
-use sf_agent::{Dataplane, ReconcileReport};
+use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
 use sf_core::desired::NodeDesired;
 use sf_linux::frr::{expected_lines, render, Frr};
-use sf_linux::links::{self, OWNER_ALIAS};
+use sf_linux::links;
 use tracing::{info, warn};
 
-use crate::plan::{foreign_vnis, plan, Action, VXLAN_PORT};
+use sf_linux::l2::{execute, foreign_vnis, plan};
 
 pub struct Hypervisor {
     pub node: String,
@@ -29,57 +29,13 @@ impl Hypervisor {
     }
 }
 
-async fn execute(a: &Action) -> Result<(), sf_linux::DeviceError> {
-    match a {
-        Action::AddLoopbackAddress(ip) => {
-            links::ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"]).await
-        }
-        Action::AddBridge { name } => {
-            links::ip(&["link", "add", name, "type", "bridge", "stp_state", "0"]).await?;
-            links::ip(&["link", "set", "dev", name, "alias", OWNER_ALIAS]).await
-        }
-        Action::AddVxlan { name, vni, local } => {
-            links::ip(&[
-                "link",
-                "add",
-                name,
-                "type",
-                "vxlan",
-                "id",
-                &vni.to_string(),
-                "dstport",
-                &VXLAN_PORT.to_string(),
-                "local",
-                &local.to_string(),
-                "nolearning",
-            ])
-            .await?;
-            links::ip(&["link", "set", "dev", name, "alias", OWNER_ALIAS]).await
-        }
-        Action::SetMaster { link, master } => {
-            links::ip(&["link", "set", "dev", link, "master", master]).await
-        }
-        Action::SetPortFlags { link } => {
-            links::bridge(&[
-                "link",
-                "set",
-                "dev",
-                link,
-                "neigh_suppress",
-                "on",
-                "learning",
-                "off",
-            ])
-            .await
-        }
-        Action::SetUp { link } => links::ip(&["link", "set", "dev", link, "up"]).await,
-        Action::Delete { link } => links::ip(&["link", "del", "dev", link]).await,
-    }
-}
-
 #[async_trait::async_trait]
 impl Dataplane for Hypervisor {
-    async fn reconcile(&mut self, desired: &NodeDesired) -> ReconcileReport {
+    async fn reconcile(
+        &mut self,
+        desired: &NodeDesired,
+        _ctx: &ReconcileContext,
+    ) -> ReconcileReport {
         let mut report = ReconcileReport::default();
         self.passes += 1;
         let Some(underlay) = desired.underlay() else {

@@ -1,5 +1,4 @@
-//! `sf-hypervisor-agent` as a library: [`plan`] is the pure planner for VXLAN/bridge layout,
-//! [`dataplane`] executes plans on Linux and drives FRR.
+//! `sf-hypervisor-agent` as a library: [`dataplane`] converges a KVM host to its desired state
+//! (VTEP, CloudStack-layout VXLAN bridges planned by `sf_linux::l2`, FRR EVPN).
 
 pub mod dataplane;
-pub mod plan;

@@ -1,7 +1,7 @@
 //! `sf-switch-agent` as a library: a leaf or spine's dataplane is its loopback address and its
 //! FRR (underlay eBGP on every fabric port, EVPN transit between VTEPs).
 
-use sf_agent::{Dataplane, ReconcileReport};
+use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
 use sf_core::desired::NodeDesired;
 use sf_linux::frr::{expected_lines, render, Frr};
 use sf_linux::links;
@@ -24,7 +24,11 @@ impl Switch {
 
 #[async_trait::async_trait]
 impl Dataplane for Switch {
-    async fn reconcile(&mut self, desired: &NodeDesired) -> ReconcileReport {
+    async fn reconcile(
+        &mut self,
+        desired: &NodeDesired,
+        _ctx: &ReconcileContext,
+    ) -> ReconcileReport {
         let mut report = ReconcileReport::default();
         self.passes += 1;
         let Some(u) = desired.underlay() else {

@@ -22,10 +22,36 @@ fn lease_file(args: &AgentArgs) -> PathBuf {
 }
 
 /// Keeps the lease, heartbeat and status alive forever.
+/// Lease health shared with the reconciler: when the last renewal succeeded, and whether the
+/// current lease is the one held before (continuity).
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseHealth {
+    pub last_renewed: Option<std::time::Instant>,
+    pub continuous: bool,
+    /// Incremented on every (re)acquisition, so the reconciler can tell sessions apart.
+    pub generation: u64,
+}
+
+impl LeaseHealth {
+    /// The lease is considered lost once two renewals (2/3 of the TTL) were missed: it may
+    /// expire at the server within TTL of the last renewal the server saw, which is no later
+    /// than the last one the agent saw, so standing down at 2/3 TTL happens before expiry.
+    pub fn state(&self, ttl: Duration) -> crate::LeaseState {
+        match self.last_renewed {
+            None => crate::LeaseState::Unknown,
+            Some(t) if t.elapsed() >= ttl * 2 / 3 => crate::LeaseState::Lost,
+            Some(_) => crate::LeaseState::Held {
+                continuous: self.continuous,
+            },
+        }
+    }
+}
+
 pub async fn run(
     args: AgentArgs,
     mut status_rx: watch::Receiver<AgentStatus>,
     counters: Arc<Counters>,
+    health: Arc<std::sync::Mutex<LeaseHealth>>,
 ) {
     let keys = Keys::new(&args.etcd_root);
     let mut attempt = 0;
@@ -40,19 +66,20 @@ pub async fn run(
             }
         };
         attempt = 0;
-        if let Err(e) = hold(&args, &keys, &store, &mut status_rx, &counters).await {
+        if let Err(e) = hold(&args, &keys, &store, &mut status_rx, &counters, &health).await {
             warn!(error = %e, "lease lost or etcd failed; re-establishing");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 }
 
-async fn acquire(args: &AgentArgs, store: &EtcdStore) -> Result<i64, StoreError> {
+/// Returns the lease id and whether it is the same lease as before (kept alive throughout).
+async fn acquire(args: &AgentArgs, store: &EtcdStore) -> Result<(i64, bool), StoreError> {
     if let Ok(text) = std::fs::read_to_string(lease_file(args)) {
         if let Ok(id) = text.trim().parse::<i64>() {
             if store.lease_keep_alive(id).await.is_ok() {
                 info!(lease = id, "reusing the lease of the previous run");
-                return Ok(id);
+                return Ok((id, true));
             }
         }
     }
@@ -61,7 +88,7 @@ async fn acquire(args: &AgentArgs, store: &EtcdStore) -> Result<i64, StoreError>
         warn!(error = %e, "cannot persist lease id");
     }
     info!(lease = id, ttl = args.lease_ttl, "lease granted");
-    Ok(id)
+    Ok((id, false))
 }
 
 async fn hold(
@@ -70,8 +97,9 @@ async fn hold(
     store: &EtcdStore,
     status_rx: &mut watch::Receiver<AgentStatus>,
     counters: &Counters,
+    health: &std::sync::Mutex<LeaseHealth>,
 ) -> Result<(), StoreError> {
-    let lease = acquire(args, store).await?;
+    let (lease, continuous) = acquire(args, store).await?;
     let heartbeat = serde_json::json!({"node": args.node, "pid": std::process::id()});
     store
         .put(
@@ -90,12 +118,22 @@ async fn hold(
     };
     let first = status_rx.borrow_and_update().clone();
     put_status(first).await?;
+    {
+        let mut h = health.lock().unwrap();
+        let was_lost = h
+            .last_renewed
+            .is_none_or(|t| t.elapsed() >= ttl_of(args) * 2 / 3);
+        h.continuous = continuous && !(was_lost && h.generation > 0);
+        h.generation += 1;
+        h.last_renewed = Some(std::time::Instant::now());
+    }
     let period = Duration::from_millis((args.lease_ttl.max(1) as u64 * 1000) / 3);
     let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 store.lease_keep_alive(lease).await?;
+                health.lock().unwrap().last_renewed = Some(std::time::Instant::now());
                 counters.incr("lease_renewals");
             }
             changed = status_rx.changed() => {
@@ -105,4 +143,8 @@ async fn hold(
             }
         }
     }
+}
+
+pub fn ttl_of(args: &AgentArgs) -> Duration {
+    Duration::from_secs(args.lease_ttl.max(1) as u64)
 }

@@ -32,12 +32,35 @@ pub struct ReconcileReport {
     pub errors: Vec<String>,
 }
 
+/// Whether this node currently holds its etcd lease, as far as the agent can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Not yet confirmed since start: do not create or remove exclusive services.
+    Unknown,
+    /// Held. `continuous` is false when the lease had to be re-granted after a loss, meaning
+    /// the coordinator may have moved this node's exclusive services elsewhere meanwhile.
+    Held { continuous: bool },
+    /// Renewals failed long enough that the lease may have expired: stand down from anything
+    /// only one node may serve at a time (gateway addresses and announcements).
+    Lost,
+}
+
+/// What the runtime knows beyond the desired state itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileContext {
+    pub lease: LeaseState,
+    /// The desired state came from the coordinator after the latest lease (re)acquisition,
+    /// rather than from the on-disk cache or an earlier session.
+    pub fresh: bool,
+}
+
 /// A device driver: makes the node match its desired state. Implementations own only what
 /// they created and must never flush state they do not own.
 #[async_trait::async_trait]
 pub trait Dataplane: Send + 'static {
     /// Observes the device and converges it to `desired`. Must be idempotent.
-    async fn reconcile(&mut self, desired: &NodeDesired) -> ReconcileReport;
+    async fn reconcile(&mut self, desired: &NodeDesired, ctx: &ReconcileContext)
+        -> ReconcileReport;
 
     /// VNIs of bridges found on the device that this agent did not create.
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {

@@ -17,7 +17,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::cache::{Cache, Cached};
 use crate::config::AgentArgs;
 use crate::sync::SyncShared;
-use crate::Dataplane;
+use crate::{Dataplane, LeaseState, ReconcileContext};
 
 /// Monotonic counters reported in status.
 #[derive(Default)]
@@ -88,7 +88,11 @@ pub async fn run<D: Dataplane>(
     };
     let (status_tx, status_rx) = watch::channel(status.clone());
 
+    let shared_fresh = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let resync_request = Arc::new(tokio::sync::Notify::new());
     let shared = Arc::new(SyncShared {
+        resync: resync_request.clone(),
+        fresh: shared_fresh.clone(),
         node: args.node.clone(),
         desired_tx,
         applied_rx,
@@ -97,9 +101,20 @@ pub async fn run<D: Dataplane>(
     });
     let node_span = info_span!("agent", node = %args.node, role);
     tokio::spawn(crate::sync::run(args.clone(), shared).instrument(node_span.clone()));
+    let health = Arc::new(Mutex::new(crate::lease::LeaseHealth {
+        last_renewed: None,
+        continuous: false,
+        generation: 0,
+    }));
     tokio::spawn(
-        crate::lease::run(args.clone(), status_rx, counters.clone()).instrument(node_span.clone()),
+        crate::lease::run(args.clone(), status_rx, counters.clone(), health.clone())
+            .instrument(node_span.clone()),
     );
+    let ttl = crate::lease::ttl_of(&args);
+    // Generation of the lease session in which the coordinator last sent us state.
+    let mut fresh_generation: Option<u64> = None;
+    let mut last_lease = LeaseState::Unknown;
+    let mut last_generation = 0u64;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut resync = tokio::time::interval(Duration::from_secs(args.resync_secs.max(1)));
@@ -109,19 +124,48 @@ pub async fn run<D: Dataplane>(
     loop {
         let mut pass = false;
         tokio::select! {
-            changed = desired_rx.changed() => { if changed.is_err() { break; } pass = true; }
+            changed = desired_rx.changed() => {
+                if changed.is_err() { break; }
+                pass = true;
+                if shared_fresh.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    fresh_generation = Some(health.lock().unwrap().generation);
+                }
+            }
             _ = resync.tick() => { pass = true; }
             _ = observe.tick() => {}
             _ = term.recv() => { info!("SIGTERM: stopping (dataplane left as is)"); break; }
             _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping (dataplane left as is)"); break; }
         }
+        let (lease, generation) = {
+            let h = health.lock().unwrap();
+            (h.state(ttl), h.generation)
+        };
+        if generation != last_generation {
+            last_generation = generation;
+            if lease == (LeaseState::Held { continuous: false }) {
+                // The coordinator may have moved our exclusive services while we had no
+                // lease: only state it sends from now on may bring them back.
+                resync_request.notify_one();
+            }
+        }
+        if lease != last_lease {
+            info!(?lease, "lease state changed");
+            // Standing down (or taking back up) must not wait for the next resync.
+            pass = true;
+            last_lease = lease;
+        }
+        let ctx = ReconcileContext {
+            lease,
+            fresh: matches!(lease, LeaseState::Held { continuous: true })
+                || fresh_generation == Some(generation),
+        };
         let observed: BTreeSet<u32> = dataplane.observed_vnis().await;
         let mut changed_status = observed != status.observed_vnis;
         status.observed_vnis = observed;
         let desired: Option<NodeDesired> = desired_rx.borrow_and_update().clone();
         if let (true, Some(desired)) = (pass, desired) {
             let span = info_span!(parent: &node_span, "reconcile", revision = desired.revision);
-            let report = dataplane.reconcile(&desired).instrument(span).await;
+            let report = dataplane.reconcile(&desired, &ctx).instrument(span).await;
             counters.incr("reconciles");
             let digest = desired.digest();
             if report.errors.is_empty() {

@@ -22,6 +22,11 @@ use crate::runtime::Counters;
 /// Shared between the Sync client and the reconciler.
 pub struct SyncShared {
     pub node: String,
+    /// Set whenever the coordinator delivered state (snapshot, delta or resume); the
+    /// reconciler consumes it to know its desired state is fresh, not from the disk cache.
+    pub fresh: Arc<std::sync::atomic::AtomicBool>,
+    /// Asks the client to reconnect for a full snapshot (after a non-continuous lease).
+    pub resync: Arc<tokio::sync::Notify>,
     pub desired_tx: watch::Sender<Option<NodeDesired>>,
     /// (revision, digest) last applied without errors.
     pub applied_rx: watch::Receiver<(u64, String)>,
@@ -164,6 +169,9 @@ async fn session(
                     return End::Diverged(format!("{e:#}"));
                 }
             }
+            _ = shared.resync.notified() => {
+                return End::Diverged("lease re-acquired: fetching a fresh snapshot".into());
+            }
             Some(ack) = acks.recv() => {
                 let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Ack(ack)) };
                 if out_tx.send(m).await.is_err() {
@@ -194,6 +202,9 @@ fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()
                 objects = d.objects.len(),
                 "snapshot received"
             );
+            shared
+                .fresh
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             shared.desired_tx.send_replace(Some(d));
         }
         Some(Msg::Delta(delta)) => {
@@ -212,6 +223,9 @@ fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()
             }
             shared.counters.incr("deltas");
             info!(revision = delta.revision, "delta received");
+            shared
+                .fresh
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             shared.desired_tx.send_replace(Some(d));
         }
         Some(Msg::Resume(r)) => {
@@ -224,6 +238,9 @@ fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()
             shared.counters.incr("resumes");
             info!(revision = r.revision, "resumed: cached state is current");
             d.revision = r.revision;
+            shared
+                .fresh
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             shared.desired_tx.send_replace(Some(d));
         }
         None => {}

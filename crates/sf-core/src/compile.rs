@@ -29,6 +29,7 @@ pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDe
             loopback: n.loopback,
             neighbors: n.fabric_ports.clone(),
             evpn,
+            announce: Vec::new(),
         }),
     );
     if n.role == NodeRole::Hypervisor {

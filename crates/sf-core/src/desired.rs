@@ -29,6 +29,10 @@ pub struct Underlay {
     /// Fabric interfaces with a BGP unnumbered, eBGP session each.
     pub neighbors: Vec<String>,
     pub evpn: EvpnRole,
+    /// Extra prefixes this node announces in IPv4 unicast (gateways: the public /32s of the
+    /// VPCs they serve; a border leaf: nothing, it only relays).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub announce: Vec<Ipv4Net>,
 }
 
 /// A port bound on this node.
@@ -52,12 +56,107 @@ pub struct L2Network {
     pub ports: Vec<LocalPort>,
 }
 
+/// One tier of a VPC as its router sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterTier {
+    pub name: String,
+    pub vni: u32,
+    pub cidr: Ipv4Net,
+    /// Address the VPC router holds on this tier (the VMs' default gateway).
+    pub gateway: Ipv4Addr,
+}
+
+/// A static route inside a VPC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterRoute {
+    pub prefix: Ipv4Net,
+    pub nexthop: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Protocol {
+    Tcp,
+    Udp,
+}
+
+/// Port forwarding: public_ip:public_port/protocol → private_ip:private_port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForward {
+    pub protocol: L4Protocol,
+    pub public_ip: Ipv4Addr,
+    pub public_port: u16,
+    pub private_ip: Ipv4Addr,
+    pub private_port: u16,
+}
+
+/// Static NAT / Elastic IP: the VM is reachable on public_ip (all ports, both directions) and
+/// its own outbound traffic leaves from public_ip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticNat {
+    pub public_ip: Ipv4Addr,
+    pub private_ip: Ipv4Addr,
+}
+
+/// A VPC router (SoftGate) this gateway node must serve as the VPC's active gateway.
+///
+/// Realised as a network namespace named `<netns-prefix><id>`; each tier joins it through a
+/// veth pair whose host end sits in the tier's `brvx-<VNI>` bridge (the bridge itself is an
+/// [`L2Network`] object of the same desired state) and whose namespace end carries the tier's
+/// gateway address with the VPC's virtual `mac`, identical on every gateway node so failover
+/// needs no ARP refresh. A transit veth joins the namespace to the host namespace, which routes
+/// the VPC's public addresses to it and announces them (listed in `Underlay::announce`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpcRouter {
+    pub tenant: String,
+    pub vpc: String,
+    /// Small stable number of the VPC (allocated by the coordinator), used in names.
+    pub id: u32,
+    pub cidr: Ipv4Net,
+    /// Virtual gateway MAC of the VPC, derived from `id` (locally administered).
+    pub mac: String,
+    pub tiers: Vec<RouterTier>,
+    #[serde(default)]
+    pub routes: Vec<RouterRoute>,
+    /// Source NAT (port overloading) for the VPC's traffic to the outside, if any.
+    #[serde(default)]
+    pub snat: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub port_forwards: Vec<PortForward>,
+    #[serde(default)]
+    pub static_nats: Vec<StaticNat>,
+}
+
+impl VpcRouter {
+    /// Every public address this router answers for.
+    pub fn public_ips(&self) -> std::collections::BTreeSet<Ipv4Addr> {
+        self.snat
+            .iter()
+            .copied()
+            .chain(self.port_forwards.iter().map(|p| p.public_ip))
+            .chain(self.static_nats.iter().map(|s| s.public_ip))
+            .collect()
+    }
+}
+
+/// The virtual gateway MAC of VPC `id`: 02:5f:xx:xx:xx:xx (locally administered, unicast).
+pub fn vpc_mac(id: u32) -> String {
+    let b = id.to_be_bytes();
+    format!("02:5f:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
+}
+
+/// Key of a VPC router object.
+pub fn vpc_router_key(id: u32) -> String {
+    format!("vpc/{id}")
+}
+
 /// One object of a node's desired state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DesiredObject {
     Underlay(Underlay),
     L2Network(L2Network),
+    VpcRouter(VpcRouter),
 }
 
 /// The key of the node's underlay object.
@@ -96,6 +195,13 @@ impl NodeDesired {
             Some(DesiredObject::Underlay(u)) => Some(u),
             _ => None,
         }
+    }
+
+    pub fn routers(&self) -> impl Iterator<Item = &VpcRouter> {
+        self.objects.values().filter_map(|o| match o {
+            DesiredObject::VpcRouter(r) => Some(r),
+            _ => None,
+        })
     }
 
     pub fn networks(&self) -> impl Iterator<Item = &L2Network> {

@@ -37,6 +37,9 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     let _ = writeln!(c, " !");
     let _ = writeln!(c, " address-family ipv4 unicast");
     let _ = writeln!(c, "  network {}/32", u.loopback);
+    for p in &u.announce {
+        let _ = writeln!(c, "  network {p}");
+    }
     let _ = writeln!(c, " exit-address-family");
     let _ = writeln!(c, " !");
     let _ = writeln!(c, " address-family l2vpn evpn");
@@ -157,6 +160,7 @@ mod tests {
             loopback: "10.255.1.1".parse().unwrap(),
             neighbors: vec!["leaf1".into(), "leaf2".into()],
             evpn,
+            announce: vec![],
         }
     }
 

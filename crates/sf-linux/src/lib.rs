@@ -1,8 +1,10 @@
 //! Linux device drivers shared by the agents: [`links`] observes and changes network links
 //! through iproute2 (its JSON output for observation), [`frr`] renders FRR configuration from
-//! desired state and applies it as a delta with FRR's own `frr-reload.py`, then verifies it.
+//! desired state and applies it as a delta with FRR's own `frr-reload.py`, then verifies it;
+//! [`l2`] plans and executes the CloudStack-compatible VXLAN/bridge layout of a VTEP host.
 
 pub mod frr;
+pub mod l2;
 pub mod links;
 
 /// A failed device operation, with the command that failed.

@@ -1,5 +1,5 @@
-//! Pure planning for a hypervisor: given the networks it must carry, its VTEP and the links it
-//! observed, the ordered actions that converge the host to CloudStack's
+//! Pure planning of the L2 overlay of a VTEP host (hypervisor or gateway): given the networks it
+//! must carry, its VTEP and the links it observed, the ordered actions that converge the host to CloudStack's
 //! `modifyvxlan-evpn.sh` layout: `vxlan<VNI>` (dstport 4789, nolearning, local VTEP) enslaved
 //! to `brvx-<VNI>`, bridge-port neigh_suppress on and learning off, everything up. Links we did
 //! not create are adopted when they already match and never deleted.
@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use sf_linux::links::Link;
+use crate::links::Link;
 
 pub const VXLAN_PORT: u16 = 4789;
 
@@ -152,6 +152,56 @@ pub fn plan(vnis: &BTreeSet<u32>, vtep: Ipv4Addr, lo_addrs: &[Ipv4Addr], links: 
     p
 }
 
+/// Runs one planned action with iproute2; links we create get the owner alias.
+pub async fn execute(a: &Action) -> Result<(), crate::DeviceError> {
+    use crate::links::{bridge, ip, OWNER_ALIAS};
+    match a {
+        Action::AddLoopbackAddress(addr) => {
+            ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]).await
+        }
+        Action::AddBridge { name } => {
+            ip(&["link", "add", name, "type", "bridge", "stp_state", "0"]).await?;
+            ip(&["link", "set", "dev", name, "alias", OWNER_ALIAS]).await
+        }
+        Action::AddVxlan { name, vni, local } => {
+            ip(&[
+                "link",
+                "add",
+                name,
+                "type",
+                "vxlan",
+                "id",
+                &vni.to_string(),
+                "dstport",
+                &VXLAN_PORT.to_string(),
+                "local",
+                &local.to_string(),
+                "nolearning",
+            ])
+            .await?;
+            ip(&["link", "set", "dev", name, "alias", OWNER_ALIAS]).await
+        }
+        Action::SetMaster { link, master } => {
+            ip(&["link", "set", "dev", link, "master", master]).await
+        }
+        Action::SetPortFlags { link } => {
+            bridge(&[
+                "link",
+                "set",
+                "dev",
+                link,
+                "neigh_suppress",
+                "on",
+                "learning",
+                "off",
+            ])
+            .await
+        }
+        Action::SetUp { link } => ip(&["link", "set", "dev", link, "up"]).await,
+        Action::Delete { link } => ip(&["link", "del", "dev", link]).await,
+    }
+}
+
 /// VNIs of `brvx-<VNI>` bridges present that we did not create (CloudStack's): they widen
 /// this hypervisor's scope.
 pub fn foreign_vnis(links: &[Link]) -> BTreeSet<u32> {
@@ -185,7 +235,7 @@ pub fn apply_in_memory(links: &mut Vec<Link>, lo: &mut Vec<Ipv4Addr>, actions: &
                     ifindex: next_index,
                     kind: Some("vxlan".into()),
                     owned: true,
-                    vxlan: Some(sf_linux::links::VxlanInfo {
+                    vxlan: Some(crate::links::VxlanInfo {
                         vni: *vni,
                         local: Some(*local),
                         port: VXLAN_PORT,
@@ -293,7 +343,7 @@ mod tests {
                 kind: Some("vxlan".into()),
                 up: true,
                 master: Some("brvx-1000005".into()),
-                vxlan: Some(sf_linux::links::VxlanInfo {
+                vxlan: Some(crate::links::VxlanInfo {
                     vni: 1_000_005,
                     local: Some(vtep()),
                     port: 4789,
@@ -322,7 +372,7 @@ mod tests {
             name: "vxlan1000007".into(),
             ifindex: 7,
             kind: Some("vxlan".into()),
-            vxlan: Some(sf_linux::links::VxlanInfo {
+            vxlan: Some(crate::links::VxlanInfo {
                 vni: 1_000_007,
                 local: Some("10.0.0.9".parse().unwrap()),
                 port: 4789,
