@@ -46,6 +46,51 @@ impl Api {
     }
 }
 
+impl Api {
+    async fn set_drained(&self, req: Request<pb::ObjectRef>, drained: bool) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        let role = self
+            .fabric
+            .with_view(|v, _| v.intent.nodes.get(&r.name).map(|n| n.role))
+            .ok_or_else(|| not_found("node.name", format!("node {:?}", r.name)))?;
+        if role != sf_core::NodeRole::Gateway {
+            return Err(Status::invalid_argument(format!(
+                "invalid node.name: {:?} is a {}, not a gateway",
+                r.name,
+                role.as_str()
+            )));
+        }
+        let rev = self
+            .fabric
+            .store()
+            .set_drained(&r.name, drained)
+            .await
+            .map_err(write_status)?;
+        // Return once placement reflects the drain, so `sfctl gateway drain` means "moved".
+        self.fabric.wait_for_revision(rev).await;
+        for _ in 0..50 {
+            let settled = self.fabric.with_view(|v, _| {
+                v.intent
+                    .placements
+                    .values()
+                    .all(|p| !drained || p.primary.as_deref() != Some(r.name.as_str()))
+            });
+            if settled {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let what = if drained {
+            "gateway drained"
+        } else {
+            "gateway undrained"
+        };
+        self.committed(what, rev).await
+    }
+}
+
 fn not_found(field: &str, what: String) -> Status {
     Status::not_found(format!("invalid {field}: {what} does not exist"))
 }
@@ -93,12 +138,13 @@ impl FabricApi for Api {
         let v = vpc_in(req.into_inner())?;
         let _g = self.fabric.write_lock.lock().await;
         self.validate(|i| validate::validate_vpc(i, &v))?;
-        let rev = self
+        let (id, rev) = self
             .fabric
             .store()
-            .create_vpc(&v)
+            .create_vpc(&v, sf_core::VPC_ID_POOL)
             .await
             .map_err(write_status)?;
+        info!(vpc_id = id, "vpc id allocated");
         self.committed("vpc created", rev).await
     }
 
@@ -110,7 +156,7 @@ impl FabricApi for Api {
                 .vpcs
                 .values()
                 .filter(|x| f.tenant.is_empty() || x.tenant == f.tenant)
-                .map(vpc_out)
+                .map(|x| vpc_out(x, v.intent.placements.get(&x.key())))
                 .collect()
         });
         Ok(Response::new(pb::VpcList { items }))
@@ -121,10 +167,11 @@ impl FabricApi for Api {
         let r = req.into_inner();
         self.fabric
             .with_view(|v, _| {
+                let k = (r.tenant.clone(), r.name.clone());
                 v.intent
                     .vpcs
-                    .get(&(r.tenant.clone(), r.name.clone()))
-                    .map(vpc_out)
+                    .get(&k)
+                    .map(|x| vpc_out(x, v.intent.placements.get(&k)))
             })
             .map(Response::new)
             .ok_or_else(|| {
@@ -140,10 +187,19 @@ impl FabricApi for Api {
         let r = req.into_inner();
         let _g = self.fabric.write_lock.lock().await;
         self.validate(|i| validate::check_delete_vpc(i, &r.tenant, &r.name))?;
+        let vpc = self
+            .fabric
+            .with_view(|v, _| {
+                v.intent
+                    .vpcs
+                    .get(&(r.tenant.clone(), r.name.clone()))
+                    .cloned()
+            })
+            .ok_or_else(|| not_found("vpc.name", format!("VPC {:?}", r.name)))?;
         let rev = self
             .fabric
             .store()
-            .delete_vpc(&r.tenant, &r.name)
+            .delete_vpc(&vpc)
             .await
             .map_err(write_status)?;
         self.committed("vpc deleted", rev).await
@@ -346,6 +402,164 @@ impl FabricApi for Api {
             .await
             .map_err(write_status)?;
         self.committed("node removed", rev).await
+    }
+
+    async fn create_pool(&self, req: Request<pb::Pool>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let p = pool_in(req.into_inner())?;
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::validate_pool(i, &p))?;
+        let rev = self
+            .fabric
+            .store()
+            .create_pool(&p)
+            .await
+            .map_err(write_status)?;
+        self.committed("pool created", rev).await
+    }
+
+    async fn list_pools(&self, req: Request<pb::Empty>) -> R<pb::PoolList> {
+        self.auth(&req)?;
+        let items = self
+            .fabric
+            .with_view(|v, _| v.intent.pools.values().map(pool_out).collect());
+        Ok(Response::new(pb::PoolList { items }))
+    }
+
+    async fn delete_pool(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::check_delete_pool(i, &r.name))?;
+        let rev = self
+            .fabric
+            .store()
+            .delete_pool(&r.name)
+            .await
+            .map_err(write_status)?;
+        self.committed("pool deleted", rev).await
+    }
+
+    async fn create_nat_rule(&self, req: Request<pb::NatRule>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let n = nat_in(req.into_inner())?;
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::validate_nat(i, &n))?;
+        let rev = self
+            .fabric
+            .store()
+            .create_nat(&n)
+            .await
+            .map_err(write_status)?;
+        self.committed("NAT rule created", rev).await
+    }
+
+    async fn list_nat_rules(&self, req: Request<pb::ListRequest>) -> R<pb::NatRuleList> {
+        self.auth(&req)?;
+        let f = req.into_inner();
+        let items = self.fabric.with_view(|v, _| {
+            v.intent
+                .nat_rules
+                .values()
+                .filter(|x| f.tenant.is_empty() || x.tenant == f.tenant)
+                .filter(|x| f.vpc.is_empty() || x.vpc == f.vpc)
+                .map(nat_out)
+                .collect()
+        });
+        Ok(Response::new(pb::NatRuleList { items }))
+    }
+
+    async fn delete_nat_rule(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::check_delete_nat(i, &r.tenant, &r.vpc, &r.name))?;
+        let rev = self
+            .fabric
+            .store()
+            .delete_nat(&r.tenant, &r.vpc, &r.name)
+            .await
+            .map_err(write_status)?;
+        self.committed("NAT rule deleted", rev).await
+    }
+
+    async fn create_route(&self, req: Request<pb::Route>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = route_in(req.into_inner())?;
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::validate_route(i, &r))?;
+        let rev = self
+            .fabric
+            .store()
+            .create_route(&r)
+            .await
+            .map_err(write_status)?;
+        self.committed("route created", rev).await
+    }
+
+    async fn list_routes(&self, req: Request<pb::ListRequest>) -> R<pb::RouteList> {
+        self.auth(&req)?;
+        let f = req.into_inner();
+        let items = self.fabric.with_view(|v, _| {
+            v.intent
+                .routes
+                .values()
+                .filter(|x| f.tenant.is_empty() || x.tenant == f.tenant)
+                .filter(|x| f.vpc.is_empty() || x.vpc == f.vpc)
+                .map(route_out)
+                .collect()
+        });
+        Ok(Response::new(pb::RouteList { items }))
+    }
+
+    async fn delete_route(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::check_delete_route(i, &r.tenant, &r.vpc, &r.name))?;
+        let rev = self
+            .fabric
+            .store()
+            .delete_route(&r.tenant, &r.vpc, &r.name)
+            .await
+            .map_err(write_status)?;
+        self.committed("route deleted", rev).await
+    }
+
+    async fn list_placements(&self, req: Request<pb::Empty>) -> R<pb::PlacementList> {
+        self.auth(&req)?;
+        let out = self.fabric.with_view(|v, _| pb::PlacementList {
+            items: v
+                .intent
+                .vpcs
+                .values()
+                .map(|vpc| {
+                    let p = v
+                        .intent
+                        .placements
+                        .get(&vpc.key())
+                        .cloned()
+                        .unwrap_or_default();
+                    pb::Placement {
+                        tenant: vpc.tenant.clone(),
+                        vpc: vpc.name.clone(),
+                        vpc_id: vpc.id,
+                        primary: p.primary.unwrap_or_default(),
+                        standby: p.standby.unwrap_or_default(),
+                    }
+                })
+                .collect(),
+            drained: v.intent.drained.iter().cloned().collect(),
+        });
+        Ok(Response::new(out))
+    }
+
+    async fn drain_gateway(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.set_drained(req, true).await
+    }
+
+    async fn undrain_gateway(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.set_drained(req, false).await
     }
 
     async fn get_fleet_status(&self, req: Request<pb::Empty>) -> R<pb::FleetStatus> {

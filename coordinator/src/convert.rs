@@ -1,7 +1,11 @@
 //! Conversions between wire messages (`sf_proto::v1`) and the model (`sf_core`), and from
 //! validation/store errors to `tonic::Status` — the only place errors become RPC statuses.
 
-use sf_core::model::{Network, Node, NodeRole, PortBinding, Tenant, Vpc};
+use sf_core::desired::L4Protocol;
+use sf_core::model::{
+    NatKind, NatRule, Network, Node, NodeRole, Placement, Pool, PortBinding, StaticRoute, Tenant,
+    Vpc,
+};
 use sf_core::validate::{ErrorKind, ValidationError};
 use sf_proto::v1 as pb;
 use sf_store::intent::WriteError;
@@ -57,14 +61,129 @@ pub fn vpc_in(v: pb::Vpc) -> Result<Vpc, Status> {
         tenant: v.tenant,
         name: v.name,
         site: v.site,
+        id: 0,
     })
 }
-pub fn vpc_out(v: &Vpc) -> pb::Vpc {
+pub fn vpc_out(v: &Vpc, p: Option<&Placement>) -> pb::Vpc {
     pb::Vpc {
         tenant: v.tenant.clone(),
         name: v.name.clone(),
         cidr: v.cidr.to_string(),
         site: v.site.clone(),
+        id: v.id,
+        primary_gateway: p.and_then(|p| p.primary.clone()).unwrap_or_default(),
+        standby_gateway: p.and_then(|p| p.standby.clone()).unwrap_or_default(),
+    }
+}
+
+pub fn pool_in(p: pb::Pool) -> Result<Pool, Status> {
+    Ok(Pool {
+        cidr: parse("pool.cidr", &p.cidr)?,
+        name: p.name,
+        site: p.site,
+    })
+}
+pub fn pool_out(p: &Pool) -> pb::Pool {
+    pb::Pool {
+        name: p.name.clone(),
+        cidr: p.cidr.to_string(),
+        site: p.site.clone(),
+    }
+}
+
+fn port(field: &str, p: u32) -> Result<u16, Status> {
+    u16::try_from(p)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| invalid(field, format!("{p} is not a port (1-65535)")))
+}
+
+pub fn nat_in(r: pb::NatRule) -> Result<NatRule, Status> {
+    let public_ip = parse("nat.public_ip", &r.public_ip)?;
+    let kind = match r.kind.as_str() {
+        "snat" => NatKind::Snat { public_ip },
+        "port-forward" => NatKind::PortForward {
+            public_ip,
+            protocol: match r.protocol.as_str() {
+                "tcp" => L4Protocol::Tcp,
+                "udp" => L4Protocol::Udp,
+                other => {
+                    return Err(invalid(
+                        "nat.protocol",
+                        format!("{other:?} is not tcp or udp"),
+                    ))
+                }
+            },
+            public_port: port("nat.public_port", r.public_port)?,
+            private_ip: parse("nat.private_ip", &r.private_ip)?,
+            private_port: port("nat.private_port", r.private_port)?,
+        },
+        "static-nat" => NatKind::StaticNat {
+            public_ip,
+            private_ip: parse("nat.private_ip", &r.private_ip)?,
+        },
+        other => {
+            return Err(invalid(
+                "nat.kind",
+                format!("{other:?} is not snat, port-forward or static-nat"),
+            ))
+        }
+    };
+    Ok(NatRule {
+        tenant: r.tenant,
+        vpc: r.vpc,
+        name: r.name,
+        kind,
+    })
+}
+pub fn nat_out(r: &NatRule) -> pb::NatRule {
+    let mut out = pb::NatRule {
+        tenant: r.tenant.clone(),
+        vpc: r.vpc.clone(),
+        name: r.name.clone(),
+        kind: r.kind.name().to_string(),
+        public_ip: r.kind.public_ip().to_string(),
+        ..Default::default()
+    };
+    match &r.kind {
+        NatKind::Snat { .. } => {}
+        NatKind::PortForward {
+            protocol,
+            public_port,
+            private_ip,
+            private_port,
+            ..
+        } => {
+            out.protocol = match protocol {
+                L4Protocol::Tcp => "tcp",
+                L4Protocol::Udp => "udp",
+            }
+            .to_string();
+            out.public_port = *public_port as u32;
+            out.private_ip = private_ip.to_string();
+            out.private_port = *private_port as u32;
+        }
+        NatKind::StaticNat { private_ip, .. } => out.private_ip = private_ip.to_string(),
+    }
+    out
+}
+
+pub fn route_in(r: pb::Route) -> Result<StaticRoute, Status> {
+    Ok(StaticRoute {
+        prefix: parse("route.prefix", &r.prefix)?,
+        nexthop: parse("route.nexthop", &r.nexthop)?,
+        tenant: r.tenant,
+        vpc: r.vpc,
+        name: r.name,
+    })
+}
+pub fn route_out(r: &StaticRoute) -> pb::Route {
+    pb::Route {
+        tenant: r.tenant.clone(),
+        vpc: r.vpc.clone(),
+        name: r.name.clone(),
+        prefix: r.prefix.to_string(),
+        nexthop: r.nexthop.to_string(),
     }
 }
 

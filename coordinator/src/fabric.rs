@@ -30,6 +30,8 @@ pub struct Fabric {
     state: RwLock<State>,
     channels: Mutex<HashMap<String, watch::Sender<Option<Arc<NodeDesired>>>>>,
     revision_tx: watch::Sender<i64>,
+    /// Wakes the placement controller after any change.
+    placement_kick: tokio::sync::Notify,
     /// Serializes validate-then-write sequences of the API, so validation sees every earlier
     /// write (etcd compares still guard against other coordinators).
     pub write_lock: tokio::sync::Mutex<()>,
@@ -46,6 +48,7 @@ impl Fabric {
             }),
             channels: Mutex::new(HashMap::new()),
             revision_tx: watch::channel(0).0,
+            placement_kick: tokio::sync::Notify::new(),
             write_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -123,6 +126,7 @@ impl Fabric {
             self.publish(&node, self.desired(&node));
         }
         self.revision_tx.send_replace(revision);
+        self.placement_kick.notify_one();
     }
 
     /// Applies one watch batch; returns the nodes whose desired state changed.
@@ -153,6 +157,17 @@ impl Fabric {
                             if let Some(old) = before_view.intent.ports.get(&(t, p)) {
                                 before_nodes.insert(old.node.clone());
                             }
+                        }
+                        // The VPC's gateway before the change (placement moves, NAT or route
+                        // removal) must drop what it served.
+                        Vpc(tenant, vpc)
+                        | Nat(tenant, vpc, _)
+                        | Route(tenant, vpc, _)
+                        | Placement(tenant, vpc) => {
+                            before_nodes = affected_nodes(
+                                &before_view.intent,
+                                &sf_core::compile::Change::Vpc { tenant, vpc },
+                            );
                         }
                         _ => {}
                     }
@@ -193,7 +208,52 @@ impl Fabric {
             self.publish(node, self.desired(node));
         }
         self.revision_tx.send_replace(batch.revision);
+        self.placement_kick.notify_one();
         republish
+    }
+
+    /// The placement controller: keeps `placement/…` in etcd equal to rendezvous placement
+    /// over the live, undrained gateways. Runs on every change; writes only differences, in
+    /// one transaction. (With several coordinators only the leader runs it.)
+    pub async fn run_placement(self: Arc<Self>) {
+        loop {
+            self.placement_kick.notified().await;
+            let changes = self.with_view(|view, _| {
+                let alive: BTreeSet<String> = view
+                    .nodes
+                    .iter()
+                    .filter(|(_, l)| l.alive)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let want = sf_core::placement::compute(&view.intent, &alive);
+                let mut changes = Vec::new();
+                for (k, p) in &want {
+                    if view.intent.placements.get(k) != Some(p) {
+                        changes.push((k.clone(), Some(p.clone())));
+                    }
+                }
+                for k in view.intent.placements.keys() {
+                    if !want.contains_key(k) {
+                        changes.push((k.clone(), None));
+                    }
+                }
+                changes
+            });
+            if changes.is_empty() {
+                continue;
+            }
+            for ((t, v), p) in &changes {
+                info!(tenant = %t, vpc = %v, placement = ?p, "placement changed");
+            }
+            match self.store.write_placements(&changes).await {
+                Ok(rev) => self.wait_for_revision(rev).await,
+                Err(e) => {
+                    warn!(error = %e, "writing placement failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    self.placement_kick.notify_one();
+                }
+            }
+        }
     }
 
     /// Loads from etcd and follows the watch forever, re-loading after any watch failure.

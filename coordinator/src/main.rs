@@ -67,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("connecting to etcd at {:?}", args.etcd_endpoints))?;
     let fabric = Fabric::new(IntentStore::new(Arc::new(kv), Keys::new(&args.etcd_root)));
     tokio::spawn(fabric.clone().run());
+    tokio::spawn(fabric.clone().run_placement());
 
     tracing::info!(listen = %args.listen, "serving FabricApi and AgentSync");
     Server::builder()

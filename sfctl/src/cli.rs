@@ -81,8 +81,138 @@ pub enum Command {
     /// Manage fabric nodes.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Manage public IP pools.
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Manage NAT rules of a VPC (source NAT, port forwarding, static NAT / Elastic IP).
+    #[command(subcommand)]
+    Nat(NatCmd),
+    /// Manage static routes inside a VPC.
+    #[command(subcommand)]
+    Route(RouteCmd),
+    /// Gateway placement, drain and undrain.
+    #[command(subcommand)]
+    Gateway(GatewayCmd),
     /// Show fleet sync status (GetFleetStatus).
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCmd {
+    /// Create a public IP pool.
+    Create {
+        name: String,
+        /// IPv4 CIDR, e.g. 203.0.113.0/24.
+        #[arg(long)]
+        cidr: String,
+        #[arg(long, default_value = "")]
+        site: String,
+    },
+    /// List pools.
+    List,
+    /// Delete a pool (refused while NAT rules use it).
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NatCmd {
+    /// Source NAT (port overloading) of a VPC to a public IP.
+    Snat {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        public_ip: String,
+    },
+    /// Port forwarding: public IP, protocol, port -> VM IP and port.
+    Forward {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        public_ip: String,
+        /// tcp or udp.
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        #[arg(long)]
+        public_port: u32,
+        #[arg(long)]
+        private_ip: String,
+        #[arg(long)]
+        private_port: u32,
+    },
+    /// Static NAT / Elastic IP: public IP <-> VM IP, both directions.
+    Static {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        public_ip: String,
+        #[arg(long)]
+        private_ip: String,
+    },
+    /// List NAT rules.
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        vpc: String,
+    },
+    /// Delete a NAT rule.
+    Delete {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteCmd {
+    /// Create a static route inside a VPC.
+    Create {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        nexthop: String,
+    },
+    /// List routes.
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        vpc: String,
+    },
+    /// Delete a route.
+    Delete {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCmd {
+    /// Show which gateway serves each VPC (primary) and which takes over (standby).
+    List,
+    /// Move a gateway's VPCs away and keep it out of placement (before maintenance).
+    Drain { node: String },
+    /// Take a drained gateway back into placement.
+    Undrain { node: String },
 }
 
 #[derive(Debug, Subcommand)]

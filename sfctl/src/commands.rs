@@ -1,9 +1,14 @@
 //! Dispatch: maps each parsed subcommand to its FabricApi RPC, builds the request messages
 //! (ObjectRef / ListRequest conventions per object kind), and prints the rendered result.
 //! RPC failures surface as `tonic::Status` inside the returned `anyhow::Error`.
-use sf_proto::v1::{Empty, ListRequest, Network, Node, ObjectRef, PortBinding, Tenant, Vpc};
+use sf_proto::v1::{
+    Empty, ListRequest, NatRule, Network, Node, ObjectRef, Pool, PortBinding, Route, Tenant, Vpc,
+};
 
-use crate::cli::{Cli, Command, NetworkCmd, NodeCmd, Output, PortCmd, TenantCmd, VpcCmd};
+use crate::cli::{
+    Cli, Command, GatewayCmd, NatCmd, NetworkCmd, NodeCmd, Output, PoolCmd, PortCmd, RouteCmd,
+    TenantCmd, VpcCmd,
+};
 use crate::client::{self, Client};
 use crate::output;
 
@@ -86,6 +91,7 @@ async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<S
                         name: name.clone(),
                         cidr,
                         site,
+                        ..Default::default()
                     })
                     .await?
                     .into_inner();
@@ -232,6 +238,142 @@ async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<S
             NodeCmd::Delete { name } => {
                 let r = c.delete_node(obj_ref("", "", &name)).await?.into_inner();
                 deleted("node", &name, r.revision)
+            }
+        },
+        Command::Pool(cmd) => match cmd {
+            PoolCmd::Create { name, cidr, site } => {
+                let r = c
+                    .create_pool(Pool {
+                        name: name.clone(),
+                        cidr,
+                        site,
+                    })
+                    .await?
+                    .into_inner();
+                created("pool", &name, r.revision)
+            }
+            PoolCmd::List => {
+                let l = c.list_pools(Empty {}).await?.into_inner();
+                output::list(fmt, &l.items)
+            }
+            PoolCmd::Delete { name } => {
+                let r = c.delete_pool(obj_ref("", "", &name)).await?.into_inner();
+                deleted("pool", &name, r.revision)
+            }
+        },
+        Command::Nat(cmd) => {
+            let rule = match cmd {
+                NatCmd::List { tenant, vpc } => {
+                    let l = c.list_nat_rules(list_req(tenant, vpc)).await?.into_inner();
+                    return Ok(output::list(fmt, &l.items));
+                }
+                NatCmd::Delete { name, tenant, vpc } => {
+                    let r = c
+                        .delete_nat_rule(obj_ref(&tenant, &vpc, &name))
+                        .await?
+                        .into_inner();
+                    return Ok(deleted("NAT rule", &name, r.revision));
+                }
+                NatCmd::Snat {
+                    name,
+                    tenant,
+                    vpc,
+                    public_ip,
+                } => NatRule {
+                    tenant,
+                    vpc,
+                    name,
+                    kind: "snat".into(),
+                    public_ip,
+                    ..Default::default()
+                },
+                NatCmd::Forward {
+                    name,
+                    tenant,
+                    vpc,
+                    public_ip,
+                    protocol,
+                    public_port,
+                    private_ip,
+                    private_port,
+                } => NatRule {
+                    tenant,
+                    vpc,
+                    name,
+                    kind: "port-forward".into(),
+                    public_ip,
+                    protocol,
+                    public_port,
+                    private_ip,
+                    private_port,
+                },
+                NatCmd::Static {
+                    name,
+                    tenant,
+                    vpc,
+                    public_ip,
+                    private_ip,
+                } => NatRule {
+                    tenant,
+                    vpc,
+                    name,
+                    kind: "static-nat".into(),
+                    public_ip,
+                    private_ip,
+                    ..Default::default()
+                },
+            };
+            let name = rule.name.clone();
+            let r = c.create_nat_rule(rule).await?.into_inner();
+            created("NAT rule", &name, r.revision)
+        }
+        Command::Route(cmd) => match cmd {
+            RouteCmd::Create {
+                name,
+                tenant,
+                vpc,
+                prefix,
+                nexthop,
+            } => {
+                let r = c
+                    .create_route(Route {
+                        tenant,
+                        vpc,
+                        name: name.clone(),
+                        prefix,
+                        nexthop,
+                    })
+                    .await?
+                    .into_inner();
+                created("route", &name, r.revision)
+            }
+            RouteCmd::List { tenant, vpc } => {
+                let l = c.list_routes(list_req(tenant, vpc)).await?.into_inner();
+                output::list(fmt, &l.items)
+            }
+            RouteCmd::Delete { name, tenant, vpc } => {
+                let r = c
+                    .delete_route(obj_ref(&tenant, &vpc, &name))
+                    .await?
+                    .into_inner();
+                deleted("route", &name, r.revision)
+            }
+        },
+        Command::Gateway(cmd) => match cmd {
+            GatewayCmd::List => {
+                let l = c.list_placements(Empty {}).await?.into_inner();
+                output::placements(fmt, &l)
+            }
+            GatewayCmd::Drain { node } => {
+                let r = c.drain_gateway(obj_ref("", "", &node)).await?.into_inner();
+                output::write_line(fmt, &format!("drained gateway {node}"), r.revision)
+            }
+            GatewayCmd::Undrain { node } => {
+                let r = c
+                    .undrain_gateway(obj_ref("", "", &node))
+                    .await?
+                    .into_inner();
+                output::write_line(fmt, &format!("undrained gateway {node}"), r.revision)
             }
         },
         Command::Status => {

@@ -2,7 +2,10 @@
 //! prost-to-JSON conversions, and the one-line create/delete confirmations. Functions here
 //! return strings; printing is left to `commands`.
 use serde_json::{json, Value};
-use sf_proto::v1::{FleetStatus, Network, Node, NodeStatus, PortBinding, Tenant, Vpc};
+use sf_proto::v1::{
+    FleetStatus, NatRule, Network, Node, NodeStatus, Placement, PlacementList, Pool, PortBinding,
+    Route, Tenant, Vpc,
+};
 
 use crate::cli::Output;
 
@@ -64,17 +67,123 @@ impl Render for Tenant {
 }
 
 impl Render for Vpc {
-    const HEADERS: &'static [&'static str] = &["TENANT", "NAME", "CIDR", "SITE"];
+    const HEADERS: &'static [&'static str] =
+        &["TENANT", "NAME", "CIDR", "SITE", "ID", "GATEWAY", "STANDBY"];
     fn row(&self) -> Vec<String> {
         vec![
             cell(&self.tenant),
             cell(&self.name),
             cell(&self.cidr),
             cell(&self.site),
+            self.id.to_string(),
+            cell(&self.primary_gateway),
+            cell(&self.standby_gateway),
         ]
     }
     fn to_json(&self) -> Value {
-        json!({"tenant": self.tenant, "name": self.name, "cidr": self.cidr, "site": self.site})
+        json!({"tenant": self.tenant, "name": self.name, "cidr": self.cidr, "site": self.site,
+               "id": self.id, "primary_gateway": self.primary_gateway,
+               "standby_gateway": self.standby_gateway})
+    }
+}
+
+impl Render for Pool {
+    const HEADERS: &'static [&'static str] = &["NAME", "CIDR", "SITE"];
+    fn row(&self) -> Vec<String> {
+        vec![cell(&self.name), cell(&self.cidr), cell(&self.site)]
+    }
+    fn to_json(&self) -> Value {
+        json!({"name": self.name, "cidr": self.cidr, "site": self.site})
+    }
+}
+
+impl Render for NatRule {
+    const HEADERS: &'static [&'static str] =
+        &["TENANT", "VPC", "NAME", "KIND", "PUBLIC", "PRIVATE"];
+    fn row(&self) -> Vec<String> {
+        let (public, private) = match self.kind.as_str() {
+            "port-forward" => (
+                format!("{}:{}/{}", self.public_ip, self.public_port, self.protocol),
+                format!("{}:{}", self.private_ip, self.private_port),
+            ),
+            _ => (self.public_ip.clone(), self.private_ip.clone()),
+        };
+        vec![
+            cell(&self.tenant),
+            cell(&self.vpc),
+            cell(&self.name),
+            cell(&self.kind),
+            cell(&public),
+            cell(&private),
+        ]
+    }
+    fn to_json(&self) -> Value {
+        json!({"tenant": self.tenant, "vpc": self.vpc, "name": self.name, "kind": self.kind,
+               "public_ip": self.public_ip, "protocol": self.protocol,
+               "public_port": self.public_port, "private_ip": self.private_ip,
+               "private_port": self.private_port})
+    }
+}
+
+impl Render for Route {
+    const HEADERS: &'static [&'static str] = &["TENANT", "VPC", "NAME", "PREFIX", "NEXTHOP"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            cell(&self.tenant),
+            cell(&self.vpc),
+            cell(&self.name),
+            cell(&self.prefix),
+            cell(&self.nexthop),
+        ]
+    }
+    fn to_json(&self) -> Value {
+        json!({"tenant": self.tenant, "vpc": self.vpc, "name": self.name,
+               "prefix": self.prefix, "nexthop": self.nexthop})
+    }
+}
+
+impl Render for Placement {
+    const HEADERS: &'static [&'static str] = &["TENANT", "VPC", "ID", "PRIMARY", "STANDBY"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            cell(&self.tenant),
+            cell(&self.vpc),
+            self.vpc_id.to_string(),
+            cell(&self.primary),
+            cell(&self.standby),
+        ]
+    }
+    fn to_json(&self) -> Value {
+        json!({"tenant": self.tenant, "vpc": self.vpc, "vpc_id": self.vpc_id,
+               "primary": self.primary, "standby": self.standby})
+    }
+}
+
+/// Gateway placement, with the drained gateways on a header line.
+pub fn placements(fmt: Output, l: &PlacementList) -> String {
+    match fmt {
+        Output::Json => {
+            let v = json!({"drained": l.drained,
+                           "vpcs": l.items.iter().map(Render::to_json).collect::<Vec<_>>()});
+            format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+        }
+        Output::Table => {
+            let drained = if l.drained.is_empty() {
+                "-".to_string()
+            } else {
+                l.drained.join(", ")
+            };
+            let rows: Vec<Vec<String>> = l.items.iter().map(Render::row).collect();
+            format!("drained: {drained}\n{}", table(Placement::HEADERS, &rows))
+        }
+    }
+}
+
+/// A one-line confirmation of a write that is neither a create nor a delete.
+pub fn write_line(fmt: Output, what: &str, revision: u64) -> String {
+    match fmt {
+        Output::Json => format!("{}\n", json!({"revision": revision})),
+        Output::Table => format!("{what} at revision {revision}\n"),
     }
 }
 
@@ -341,10 +450,14 @@ mod tests {
             name: "v1".into(),
             cidr: "10.10.0.0/16".into(),
             site: "dc1".into(),
+            id: 7,
+            primary_gateway: "gw1".into(),
+            standby_gateway: "gw2".into(),
         };
         assert_eq!(
             v.to_json(),
-            json!({"tenant":"blue","name":"v1","cidr":"10.10.0.0/16","site":"dc1"})
+            json!({"tenant":"blue","name":"v1","cidr":"10.10.0.0/16","site":"dc1","id":7,
+                   "primary_gateway":"gw1","standby_gateway":"gw2"})
         );
         let p = PortBinding {
             tenant: "blue".into(),

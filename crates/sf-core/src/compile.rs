@@ -5,9 +5,11 @@
 use std::collections::BTreeSet;
 
 use crate::desired::{
-    network_key, DesiredObject, EvpnRole, L2Network, LocalPort, NodeDesired, Underlay, UNDERLAY_KEY,
+    network_key, vpc_mac, vpc_router_key, DesiredObject, EvpnRole, L2Network, LocalPort,
+    NodeDesired, PortForward, RouterRoute, RouterTier, StaticNat, Underlay, VpcRouter,
+    UNDERLAY_KEY,
 };
-use crate::model::{Intent, NetworkKey, NodeRole};
+use crate::model::{Intent, NatKind, NetworkKey, NodeRole, VpcKey};
 
 /// Compiles the desired state of `node` at `revision`. Unknown nodes get `None`.
 pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDesired> {
@@ -32,6 +34,39 @@ pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDe
             announce: Vec::new(),
         }),
     );
+    if n.role == NodeRole::Gateway {
+        let mut announce = Vec::new();
+        for vpc_key in served_vpcs(intent, node) {
+            let router = vpc_router(intent, &vpc_key);
+            for ip in router.public_ips() {
+                announce.push(ipnet::Ipv4Net::new(ip, 32).expect("/32 is valid"));
+            }
+            for tier in &router.tiers {
+                let net = intent.networks
+                    [&(vpc_key.0.clone(), vpc_key.1.clone(), tier.name.clone())]
+                    .clone();
+                out.objects.insert(
+                    network_key(net.vni),
+                    DesiredObject::L2Network(L2Network {
+                        vni: net.vni,
+                        tenant: net.tenant,
+                        vpc: net.vpc,
+                        network: net.name,
+                        cidr: net.cidr,
+                        gateway: net.gateway,
+                        ports: Vec::new(),
+                    }),
+                );
+            }
+            out.objects
+                .insert(vpc_router_key(router.id), DesiredObject::VpcRouter(router));
+        }
+        announce.sort();
+        announce.dedup();
+        if let Some(DesiredObject::Underlay(u)) = out.objects.get_mut(UNDERLAY_KEY) {
+            u.announce = announce;
+        }
+    }
     if n.role == NodeRole::Hypervisor {
         for key in hosted_networks(intent, node) {
             let net = &intent.networks[&key];
@@ -60,6 +95,85 @@ pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDe
         }
     }
     Some(out)
+}
+
+/// VPCs whose active gateway is `node`.
+pub fn served_vpcs(intent: &Intent, node: &str) -> Vec<VpcKey> {
+    intent
+        .placements
+        .iter()
+        .filter(|(k, p)| p.primary.as_deref() == Some(node) && intent.vpcs.contains_key(*k))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// The router of a VPC: its tiers, routes and NAT, in a deterministic order.
+pub fn vpc_router(intent: &Intent, key: &VpcKey) -> VpcRouter {
+    let vpc = &intent.vpcs[key];
+    let in_vpc = |t: &str, v: &str| t == key.0 && v == key.1;
+    let mut tiers: Vec<RouterTier> = intent
+        .networks
+        .values()
+        .filter(|n| in_vpc(&n.tenant, &n.vpc))
+        .map(|n| RouterTier {
+            name: n.name.clone(),
+            vni: n.vni,
+            cidr: n.cidr,
+            gateway: n.gateway,
+        })
+        .collect();
+    tiers.sort_by_key(|t| t.vni);
+    let routes = intent
+        .routes
+        .values()
+        .filter(|r| in_vpc(&r.tenant, &r.vpc))
+        .map(|r| RouterRoute {
+            prefix: r.prefix,
+            nexthop: r.nexthop,
+        })
+        .collect();
+    let mut router = VpcRouter {
+        tenant: vpc.tenant.clone(),
+        vpc: vpc.name.clone(),
+        id: vpc.id,
+        cidr: vpc.cidr,
+        mac: vpc_mac(vpc.id),
+        tiers,
+        routes,
+        snat: None,
+        port_forwards: Vec::new(),
+        static_nats: Vec::new(),
+    };
+    for r in intent
+        .nat_rules
+        .values()
+        .filter(|r| in_vpc(&r.tenant, &r.vpc))
+    {
+        match &r.kind {
+            NatKind::Snat { public_ip } => router.snat = Some(*public_ip),
+            NatKind::PortForward {
+                public_ip,
+                protocol,
+                public_port,
+                private_ip,
+                private_port,
+            } => router.port_forwards.push(PortForward {
+                protocol: *protocol,
+                public_ip: *public_ip,
+                public_port: *public_port,
+                private_ip: *private_ip,
+                private_port: *private_port,
+            }),
+            NatKind::StaticNat {
+                public_ip,
+                private_ip,
+            } => router.static_nats.push(StaticNat {
+                public_ip: *public_ip,
+                private_ip: *private_ip,
+            }),
+        }
+    }
+    router
 }
 
 /// Networks a hypervisor must carry: those with a port bound on it, plus those whose bridge it
@@ -93,7 +207,10 @@ pub enum Change {
     Node { name: String },
     /// A node reported different locally observed bridges.
     Observed { node: String },
-    /// Tenants and VPCs carry no per-node state yet.
+    /// Something of one VPC changed (the VPC, its NAT rules, routes or placement): its
+    /// active gateway is affected.
+    Vpc { tenant: String, vpc: String },
+    /// Tenants and pools carry no per-node state.
     Other,
 }
 
@@ -104,9 +221,11 @@ pub fn affected_nodes(intent: &Intent, change: &Change) -> BTreeSet<String> {
         Change::Port { node } | Change::Node { name: node } | Change::Observed { node } => {
             BTreeSet::from([node.clone()])
         }
+        Change::Vpc { tenant, vpc } => gateway_of(intent, tenant, vpc).into_iter().collect(),
         Change::Network { vni } => {
             let mut nodes = BTreeSet::new();
             if let Some(net) = intent.network_by_vni(*vni) {
+                nodes.extend(gateway_of(intent, &net.tenant, &net.vpc));
                 let key = net.key();
                 nodes.extend(
                     intent
@@ -127,4 +246,11 @@ pub fn affected_nodes(intent: &Intent, change: &Change) -> BTreeSet<String> {
         }
         Change::Other => BTreeSet::new(),
     }
+}
+
+fn gateway_of(intent: &Intent, tenant: &str, vpc: &str) -> Option<String> {
+    intent
+        .placements
+        .get(&(tenant.to_string(), vpc.to_string()))
+        .and_then(|p| p.primary.clone())
 }

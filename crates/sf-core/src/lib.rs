@@ -6,14 +6,20 @@
 pub mod compile;
 pub mod desired;
 pub mod model;
+pub mod placement;
 pub mod status;
 pub mod validate;
 
-pub use model::{Intent, Network, Node, NodeRole, PortBinding, Tenant, Vpc};
+pub use model::{
+    Intent, NatKind, NatRule, Network, Node, NodeRole, Placement, Pool, PortBinding, StaticRoute,
+    Tenant, Vpc,
+};
 pub use validate::ValidationError;
 
 /// VNIs handed out by the coordinator: deliberately above the 4,096 VLAN ids, and below the
 /// 24-bit VXLAN limit.
 pub const VNI_POOL: std::ops::RangeInclusive<u32> = 1_000_000..=2_000_000;
+/// VPC ids (used in gateway interface names and transit addresses).
+pub const VPC_ID_POOL: std::ops::RangeInclusive<u32> = 1..=65_000;
 /// Largest VNI VXLAN can carry (24 bits).
 pub const VNI_MAX: u32 = (1 << 24) - 1;

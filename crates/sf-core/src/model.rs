@@ -24,6 +24,83 @@ pub struct Vpc {
     pub cidr: Ipv4Net,
     #[serde(default)]
     pub site: String,
+    /// Small number allocated by the coordinator at creation (names on gateways, virtual MAC).
+    #[serde(default)]
+    pub id: u32,
+}
+
+/// A pool of public addresses of a site, from which NAT and load-balancer addresses come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub name: String,
+    pub cidr: Ipv4Net,
+    #[serde(default)]
+    pub site: String,
+}
+
+/// What a NAT rule does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum NatKind {
+    /// Source NAT with port overloading for the whole VPC.
+    Snat { public_ip: Ipv4Addr },
+    /// public_ip:public_port → private_ip:private_port.
+    PortForward {
+        public_ip: Ipv4Addr,
+        protocol: crate::desired::L4Protocol,
+        public_port: u16,
+        private_ip: Ipv4Addr,
+        private_port: u16,
+    },
+    /// Static NAT / Elastic IP: one public address for one VM, both directions.
+    StaticNat {
+        public_ip: Ipv4Addr,
+        private_ip: Ipv4Addr,
+    },
+}
+
+impl NatKind {
+    pub fn public_ip(&self) -> Ipv4Addr {
+        match self {
+            NatKind::Snat { public_ip }
+            | NatKind::PortForward { public_ip, .. }
+            | NatKind::StaticNat { public_ip, .. } => *public_ip,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            NatKind::Snat { .. } => "snat",
+            NatKind::PortForward { .. } => "port-forward",
+            NatKind::StaticNat { .. } => "static-nat",
+        }
+    }
+}
+
+/// A NAT rule of a VPC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatRule {
+    pub tenant: String,
+    pub vpc: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: NatKind,
+}
+
+/// A static route inside a VPC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticRoute {
+    pub tenant: String,
+    pub vpc: String,
+    pub name: String,
+    pub prefix: Ipv4Net,
+    pub nexthop: Ipv4Addr,
+}
+
+/// Which gateway nodes serve a VPC, as decided and persisted by the leader coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub primary: Option<String>,
+    pub standby: Option<String>,
 }
 
 /// A network (CloudStack "tier"): one L2 segment carried as one VXLAN VNI over EVPN.
@@ -113,6 +190,15 @@ pub struct Intent {
     pub networks: BTreeMap<NetworkKey, Network>,
     pub ports: BTreeMap<PortKey, PortBinding>,
     pub nodes: BTreeMap<String, Node>,
+    pub pools: BTreeMap<String, Pool>,
+    /// NAT rules by (tenant, vpc, name).
+    pub nat_rules: BTreeMap<NetworkKey, NatRule>,
+    /// Static routes by (tenant, vpc, name).
+    pub routes: BTreeMap<NetworkKey, StaticRoute>,
+    /// Gateway placement of each VPC (written by the coordinator, read by the compiler).
+    pub placements: BTreeMap<VpcKey, Placement>,
+    /// Gateway nodes taken out of placement by `sfctl gateway drain`.
+    pub drained: BTreeSet<String>,
     /// VNIs of `brvx-<VNI>` bridges a hypervisor reports that it did not create itself (for
     /// example bridges CloudStack's KVM agent made). They pull the network into its scope.
     pub observed_vnis: BTreeMap<String, BTreeSet<u32>>,
@@ -121,6 +207,18 @@ pub struct Intent {
 impl Vpc {
     pub fn key(&self) -> VpcKey {
         (self.tenant.clone(), self.name.clone())
+    }
+}
+
+impl NatRule {
+    pub fn key(&self) -> NetworkKey {
+        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
+    }
+}
+
+impl StaticRoute {
+    pub fn key(&self) -> NetworkKey {
+        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
     }
 }
 

@@ -4,7 +4,9 @@
 
 use std::net::Ipv4Addr;
 
-use crate::model::{Intent, Network, Node, NodeRole, PortBinding, Tenant, Vpc};
+use crate::model::{
+    Intent, NatKind, NatRule, Network, Node, NodeRole, Pool, PortBinding, StaticRoute, Tenant, Vpc,
+};
 use crate::{VNI_MAX, VNI_POOL};
 
 /// A rejected write: which field, and why.
@@ -350,6 +352,307 @@ pub fn check_delete_tenant(intent: &Intent, tenant: &str) -> Result {
     Ok(())
 }
 
+pub fn validate_pool(intent: &Intent, p: &Pool) -> Result {
+    validate_name("pool.name", &p.name)?;
+    if intent.pools.contains_key(&p.name) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "pool.name",
+            format!("pool {:?} already exists", p.name),
+        ));
+    }
+    if p.cidr.network() != p.cidr.addr() {
+        return Err(err(
+            ErrorKind::Invalid,
+            "pool.cidr",
+            format!(
+                "{} has host bits set (did you mean {}?)",
+                p.cidr,
+                p.cidr.trunc()
+            ),
+        ));
+    }
+    if let Some(o) = intent.pools.values().find(|o| overlaps(o.cidr, p.cidr)) {
+        return Err(err(
+            ErrorKind::Invalid,
+            "pool.cidr",
+            format!("{} overlaps pool {:?} ({})", p.cidr, o.name, o.cidr),
+        ));
+    }
+    Ok(())
+}
+
+fn vpc_of<'a>(intent: &'a Intent, field: &str, tenant: &str, vpc: &str) -> Result<&'a Vpc> {
+    intent
+        .vpcs
+        .get(&(tenant.to_string(), vpc.to_string()))
+        .ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                field,
+                format!("VPC {vpc:?} does not exist in tenant {tenant:?}"),
+            )
+        })
+}
+
+/// A host address of one of the VPC's tiers.
+fn in_some_tier(intent: &Intent, tenant: &str, vpc: &str, ip: Ipv4Addr) -> bool {
+    intent
+        .networks
+        .values()
+        .any(|n| n.tenant == tenant && n.vpc == vpc && host_in(n.cidr, ip) && ip != n.gateway)
+}
+
+pub fn validate_nat(intent: &Intent, r: &NatRule) -> Result {
+    validate_name("nat.tenant", &r.tenant)?;
+    validate_name("nat.vpc", &r.vpc)?;
+    validate_name("nat.name", &r.name)?;
+    let vpc = vpc_of(intent, "nat.vpc", &r.tenant, &r.vpc)?;
+    if intent.nat_rules.contains_key(&r.key()) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "nat.name",
+            format!("NAT rule {:?} already exists in VPC {:?}", r.name, r.vpc),
+        ));
+    }
+    let public = r.kind.public_ip();
+    let pool = intent
+        .pools
+        .values()
+        .find(|p| p.cidr.contains(&public) && p.site == vpc.site);
+    if pool.is_none() {
+        return Err(err(
+            ErrorKind::Invalid,
+            "nat.public_ip",
+            format!("{public} is not in any public pool of site {:?}", vpc.site),
+        ));
+    }
+    let pool = pool.expect("checked");
+    if public == pool.cidr.network()
+        || (pool.cidr.prefix_len() < 31 && public == pool.cidr.broadcast())
+    {
+        return Err(err(
+            ErrorKind::Invalid,
+            "nat.public_ip",
+            format!(
+                "{public} is the network or broadcast address of pool {:?}",
+                pool.name
+            ),
+        ));
+    }
+    // Who else uses this public address.
+    for o in intent
+        .nat_rules
+        .values()
+        .filter(|o| o.kind.public_ip() == public)
+    {
+        let same_vpc = o.tenant == r.tenant && o.vpc == r.vpc;
+        if !same_vpc {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                "nat.public_ip",
+                format!(
+                    "{public} is already used by NAT rule {:?} of VPC {:?}",
+                    o.name, o.vpc
+                ),
+            ));
+        }
+        let conflict = match (&o.kind, &r.kind) {
+            (NatKind::StaticNat { .. }, _) | (_, NatKind::StaticNat { .. }) => true,
+            (NatKind::Snat { .. }, NatKind::Snat { .. }) => true,
+            (
+                NatKind::PortForward {
+                    protocol: p1,
+                    public_port: x1,
+                    ..
+                },
+                NatKind::PortForward {
+                    protocol: p2,
+                    public_port: x2,
+                    ..
+                },
+            ) => p1 == p2 && x1 == x2,
+            _ => false, // SNAT address shared with port forwards, as CloudStack does
+        };
+        if conflict {
+            let field = if matches!(r.kind, NatKind::PortForward { .. })
+                && matches!(o.kind, NatKind::PortForward { .. })
+            {
+                "nat.public_port"
+            } else {
+                "nat.public_ip"
+            };
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                field,
+                format!(
+                    "{public} is already used by {} rule {:?}",
+                    o.kind.name(),
+                    o.name
+                ),
+            ));
+        }
+    }
+    match &r.kind {
+        NatKind::Snat { .. } => {
+            if let Some(o) = intent.nat_rules.values().find(|o| {
+                o.tenant == r.tenant && o.vpc == r.vpc && matches!(o.kind, NatKind::Snat { .. })
+            }) {
+                return Err(err(
+                    ErrorKind::AlreadyExists,
+                    "nat.kind",
+                    format!("VPC {:?} already has source NAT rule {:?}", r.vpc, o.name),
+                ));
+            }
+        }
+        NatKind::PortForward {
+            public_port,
+            private_ip,
+            private_port,
+            ..
+        } => {
+            if *public_port == 0 {
+                return Err(err(
+                    ErrorKind::Invalid,
+                    "nat.public_port",
+                    "must be 1-65535",
+                ));
+            }
+            if *private_port == 0 {
+                return Err(err(
+                    ErrorKind::Invalid,
+                    "nat.private_port",
+                    "must be 1-65535",
+                ));
+            }
+            if !in_some_tier(intent, &r.tenant, &r.vpc, *private_ip) {
+                return Err(err(
+                    ErrorKind::Invalid,
+                    "nat.private_ip",
+                    format!(
+                        "{private_ip} is not a host address of any tier of VPC {:?}",
+                        r.vpc
+                    ),
+                ));
+            }
+        }
+        NatKind::StaticNat { private_ip, .. } => {
+            if !in_some_tier(intent, &r.tenant, &r.vpc, *private_ip) {
+                return Err(err(
+                    ErrorKind::Invalid,
+                    "nat.private_ip",
+                    format!(
+                        "{private_ip} is not a host address of any tier of VPC {:?}",
+                        r.vpc
+                    ),
+                ));
+            }
+            if let Some(o) = intent.nat_rules.values().find(|o| {
+                o.tenant == r.tenant && o.vpc == r.vpc && matches!(&o.kind, NatKind::StaticNat { private_ip: p, .. } if p == private_ip)
+            }) {
+                return Err(err(ErrorKind::AlreadyExists, "nat.private_ip", format!("{private_ip} already has static NAT rule {:?}", o.name)));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn validate_route(intent: &Intent, r: &StaticRoute) -> Result {
+    validate_name("route.tenant", &r.tenant)?;
+    validate_name("route.vpc", &r.vpc)?;
+    validate_name("route.name", &r.name)?;
+    vpc_of(intent, "route.vpc", &r.tenant, &r.vpc)?;
+    if intent.routes.contains_key(&r.key()) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "route.name",
+            format!("route {:?} already exists in VPC {:?}", r.name, r.vpc),
+        ));
+    }
+    if r.prefix.network() != r.prefix.addr() {
+        return Err(err(
+            ErrorKind::Invalid,
+            "route.prefix",
+            format!("{} has host bits set", r.prefix),
+        ));
+    }
+    if !in_some_tier(intent, &r.tenant, &r.vpc, r.nexthop) {
+        return Err(err(
+            ErrorKind::Invalid,
+            "route.nexthop",
+            format!(
+                "{} is not a host address of any tier of VPC {:?}",
+                r.nexthop, r.vpc
+            ),
+        ));
+    }
+    if let Some(o) = intent
+        .routes
+        .values()
+        .find(|o| o.tenant == r.tenant && o.vpc == r.vpc && o.prefix == r.prefix)
+    {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "route.prefix",
+            format!("{} is already routed by {:?}", r.prefix, o.name),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_delete_pool(intent: &Intent, name: &str) -> Result {
+    let pool = intent.pools.get(name).ok_or_else(|| {
+        err(
+            ErrorKind::NotFound,
+            "pool.name",
+            format!("pool {name:?} does not exist"),
+        )
+    })?;
+    if let Some(r) = intent
+        .nat_rules
+        .values()
+        .find(|r| pool.cidr.contains(&r.kind.public_ip()))
+    {
+        return Err(err(
+            ErrorKind::InUse,
+            "pool.name",
+            format!(
+                "pool {name:?} still has NAT rule {}/{}/{}",
+                r.tenant, r.vpc, r.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_delete_nat(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
+    if !intent
+        .nat_rules
+        .contains_key(&(tenant.to_string(), vpc.to_string(), name.to_string()))
+    {
+        return Err(err(
+            ErrorKind::NotFound,
+            "nat.name",
+            format!("NAT rule {name:?} does not exist in VPC {vpc:?} of tenant {tenant:?}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_delete_route(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
+    if !intent
+        .routes
+        .contains_key(&(tenant.to_string(), vpc.to_string(), name.to_string()))
+    {
+        return Err(err(
+            ErrorKind::NotFound,
+            "route.name",
+            format!("route {name:?} does not exist in VPC {vpc:?} of tenant {tenant:?}"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_delete_vpc(intent: &Intent, tenant: &str, vpc: &str) -> Result {
     if !intent
         .vpcs
@@ -372,6 +675,28 @@ pub fn check_delete_vpc(intent: &Intent, tenant: &str, vpc: &str) -> Result {
             format!("VPC {vpc:?} still has network {:?}", n.name),
         ));
     }
+    if let Some(r) = intent
+        .nat_rules
+        .values()
+        .find(|r| r.tenant == tenant && r.vpc == vpc)
+    {
+        return Err(err(
+            ErrorKind::InUse,
+            "vpc.name",
+            format!("VPC {vpc:?} still has NAT rule {:?}", r.name),
+        ));
+    }
+    if let Some(r) = intent
+        .routes
+        .values()
+        .find(|r| r.tenant == tenant && r.vpc == vpc)
+    {
+        return Err(err(
+            ErrorKind::InUse,
+            "vpc.name",
+            format!("VPC {vpc:?} still has route {:?}", r.name),
+        ));
+    }
     Ok(())
 }
 
@@ -389,6 +714,35 @@ pub fn check_delete_network(intent: &Intent, tenant: &str, vpc: &str, name: &str
             ErrorKind::InUse,
             "network.name",
             format!("network {name:?} still has port {:?}", p.name),
+        ));
+    }
+    let net = &intent.networks[&key];
+    let points_here = |ip: &Ipv4Addr| net.cidr.contains(ip);
+    if let Some(r) = intent.nat_rules.values().find(|r| {
+        r.tenant == tenant
+            && r.vpc == vpc
+            && match &r.kind {
+                NatKind::PortForward { private_ip, .. } | NatKind::StaticNat { private_ip, .. } => {
+                    points_here(private_ip)
+                }
+                NatKind::Snat { .. } => false,
+            }
+    }) {
+        return Err(err(
+            ErrorKind::InUse,
+            "network.name",
+            format!("network {name:?} is the target of NAT rule {:?}", r.name),
+        ));
+    }
+    if let Some(r) = intent
+        .routes
+        .values()
+        .find(|r| r.tenant == tenant && r.vpc == vpc && points_here(&r.nexthop))
+    {
+        return Err(err(
+            ErrorKind::InUse,
+            "network.name",
+            format!("network {name:?} holds the next hop of route {:?}", r.name),
         ));
     }
     Ok(())

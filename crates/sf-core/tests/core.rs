@@ -37,12 +37,16 @@ fn demo() -> Intent {
             description: String::new(),
         },
     );
-    for (vpc, vni) in [("blue", 1_000_001), ("red", 1_000_002)] {
+    for (id, (vpc, vni)) in [("blue", 1_000_001), ("red", 1_000_002)]
+        .into_iter()
+        .enumerate()
+    {
         let v = Vpc {
             tenant: "demo".into(),
             name: vpc.into(),
             cidr: "10.10.0.0/16".parse().unwrap(),
             site: "lab".into(),
+            id: id as u32 + 1,
         };
         i.vpcs.insert(v.key(), v);
         let n = Network {
@@ -302,6 +306,7 @@ fn names_and_nodes_are_checked() {
         name: "x".into(),
         cidr: "10.0.0.0/8".parse().unwrap(),
         site: String::new(),
+        id: 0,
     };
     assert_eq!(field_of(validate_vpc(&i, &v)), "vpc.tenant");
     let mut n = node("hv4", NodeRole::Hypervisor, 65004, "10.255.1.1");
@@ -340,5 +345,263 @@ fn deletes_refuse_objects_still_in_use() {
     assert_eq!(
         check_delete_port(&i, "demo", "nope").unwrap_err().kind,
         ErrorKind::NotFound
+    );
+}
+
+fn with_gateways() -> Intent {
+    let mut i = demo();
+    for (n, lo) in [("gw1", "10.255.2.1"), ("gw2", "10.255.2.2")] {
+        let mut g = node(n, NodeRole::Gateway, 65010, lo);
+        g.asn = if n == "gw1" { 65011 } else { 65012 };
+        i.nodes.insert(n.into(), g);
+    }
+    i.pools.insert(
+        "public".into(),
+        Pool {
+            name: "public".into(),
+            cidr: "203.0.113.0/24".parse().unwrap(),
+            site: "lab".into(),
+        },
+    );
+    i.placements.insert(
+        ("demo".into(), "blue".into()),
+        Placement {
+            primary: Some("gw1".into()),
+            standby: Some("gw2".into()),
+        },
+    );
+    for (name, kind) in [
+        (
+            "out",
+            NatKind::Snat {
+                public_ip: "203.0.113.10".parse().unwrap(),
+            },
+        ),
+        (
+            "web",
+            NatKind::PortForward {
+                public_ip: "203.0.113.11".parse().unwrap(),
+                protocol: sf_core::desired::L4Protocol::Tcp,
+                public_port: 8080,
+                private_ip: "10.10.1.11".parse().unwrap(),
+                private_port: 80,
+            },
+        ),
+        (
+            "eip",
+            NatKind::StaticNat {
+                public_ip: "203.0.113.12".parse().unwrap(),
+                private_ip: "10.10.1.12".parse().unwrap(),
+            },
+        ),
+    ] {
+        let r = NatRule {
+            tenant: "demo".into(),
+            vpc: "blue".into(),
+            name: name.into(),
+            kind,
+        };
+        i.nat_rules.insert(r.key(), r);
+    }
+    i
+}
+
+#[test]
+fn active_gateway_gets_router_tiers_and_public_announcements() {
+    let i = with_gateways();
+    let gw1 = compile_node(&i, "gw1", 1).unwrap();
+    let routers: Vec<_> = gw1.routers().collect();
+    assert_eq!(routers.len(), 1);
+    let r = routers[0];
+    assert_eq!(
+        (r.vpc.as_str(), r.id, r.mac.as_str()),
+        ("blue", 1, "02:5f:00:00:00:01")
+    );
+    assert_eq!(r.tiers.len(), 1);
+    assert_eq!(r.tiers[0].vni, 1_000_001);
+    assert_eq!(r.snat, Some("203.0.113.10".parse().unwrap()));
+    assert_eq!(r.port_forwards.len(), 1);
+    assert_eq!(r.static_nats.len(), 1);
+    assert_eq!(
+        vnis(&gw1),
+        BTreeSet::from([1_000_001]),
+        "gateway carries the VPC's tiers"
+    );
+    let announce: Vec<String> = gw1
+        .underlay()
+        .unwrap()
+        .announce
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(
+        announce,
+        ["203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"]
+    );
+    // The standby serves nothing until placement moves the VPC to it.
+    let gw2 = compile_node(&i, "gw2", 1).unwrap();
+    assert_eq!(gw2.routers().count(), 0);
+    assert!(gw2.underlay().unwrap().announce.is_empty());
+    assert_eq!(
+        affected_nodes(
+            &i,
+            &Change::Vpc {
+                tenant: "demo".into(),
+                vpc: "blue".into()
+            }
+        ),
+        BTreeSet::from(["gw1".to_string()])
+    );
+    // A network change of blue touches its gateway as well as its hypervisors.
+    assert!(affected_nodes(&i, &Change::Network { vni: 1_000_001 }).contains("gw1"));
+}
+
+#[test]
+fn placement_from_liveness_moves_only_the_dead_gateways_vpcs() {
+    let i = with_gateways();
+    let both = BTreeSet::from(["gw1".to_string(), "gw2".to_string()]);
+    let p = sf_core::placement::compute(&i, &both);
+    assert_eq!(p.len(), 2);
+    for (k, pl) in &p {
+        let only_standby =
+            sf_core::placement::compute(&i, &BTreeSet::from([pl.standby.clone().unwrap()]));
+        assert_eq!(
+            only_standby[k].primary, pl.standby,
+            "primary death moves {k:?} to its standby"
+        );
+    }
+    let mut drained = i.clone();
+    drained.drained.insert("gw1".into());
+    let p = sf_core::placement::compute(&drained, &both);
+    assert!(p
+        .values()
+        .all(|pl| pl.primary.as_deref() == Some("gw2") && pl.standby.is_none()));
+}
+
+fn nat(kind: NatKind) -> NatRule {
+    NatRule {
+        tenant: "demo".into(),
+        vpc: "blue".into(),
+        name: "new".into(),
+        kind,
+    }
+}
+
+#[test]
+fn nat_validation_names_the_field() {
+    let i = with_gateways();
+    let ip = |s: &str| s.parse().unwrap();
+    let fwd = |public: &str, port: u16, private: &str| NatKind::PortForward {
+        public_ip: ip(public),
+        protocol: sf_core::desired::L4Protocol::Tcp,
+        public_port: port,
+        private_ip: ip(private),
+        private_port: 80,
+    };
+    // Port forwards may share the SNAT address (as CloudStack does) and each other's address.
+    assert!(validate_nat(&i, &nat(fwd("203.0.113.10", 22, "10.10.1.12"))).is_ok());
+    assert!(validate_nat(&i, &nat(fwd("203.0.113.11", 8081, "10.10.1.12"))).is_ok());
+    assert_eq!(
+        field_of(validate_nat(
+            &i,
+            &nat(fwd("198.51.100.1", 22, "10.10.1.12"))
+        )),
+        "nat.public_ip"
+    );
+    assert_eq!(
+        field_of(validate_nat(
+            &i,
+            &nat(fwd("203.0.113.11", 8080, "10.10.1.12"))
+        )),
+        "nat.public_port"
+    );
+    assert_eq!(
+        field_of(validate_nat(&i, &nat(fwd("203.0.113.20", 22, "10.10.9.9")))),
+        "nat.private_ip"
+    );
+    assert_eq!(
+        field_of(validate_nat(
+            &i,
+            &nat(fwd("203.0.113.12", 22, "10.10.1.11"))
+        )),
+        "nat.public_ip"
+    );
+    assert_eq!(
+        field_of(validate_nat(
+            &i,
+            &nat(NatKind::Snat {
+                public_ip: ip("203.0.113.30")
+            })
+        )),
+        "nat.kind"
+    );
+    assert_eq!(
+        field_of(validate_nat(
+            &i,
+            &nat(NatKind::StaticNat {
+                public_ip: ip("203.0.113.10"),
+                private_ip: ip("10.10.1.11")
+            })
+        )),
+        "nat.public_ip"
+    );
+    assert_eq!(
+        field_of(validate_nat(
+            &i,
+            &nat(NatKind::StaticNat {
+                public_ip: ip("203.0.113.40"),
+                private_ip: ip("10.10.1.12")
+            })
+        )),
+        "nat.private_ip",
+        "one Elastic IP per VM"
+    );
+    // Another VPC may not use blue's public address.
+    let mut red = nat(NatKind::Snat {
+        public_ip: ip("203.0.113.11"),
+    });
+    red.vpc = "red".into();
+    assert_eq!(field_of(validate_nat(&i, &red)), "nat.public_ip");
+    let mut unknown = nat(NatKind::Snat {
+        public_ip: ip("203.0.113.50"),
+    });
+    unknown.vpc = "green".into();
+    assert_eq!(
+        validate_nat(&i, &unknown).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    // Deletes refuse what is still referenced.
+    assert_eq!(
+        check_delete_pool(&i, "public").unwrap_err().kind,
+        ErrorKind::InUse
+    );
+    let mut no_ports = i.clone();
+    no_ports.ports.clear();
+    assert_eq!(
+        check_delete_network(&no_ports, "demo", "blue", "web")
+            .unwrap_err()
+            .kind,
+        ErrorKind::InUse
+    );
+}
+
+#[test]
+fn route_validation_names_the_field() {
+    let i = with_gateways();
+    let r = |prefix: &str, nexthop: &str| StaticRoute {
+        tenant: "demo".into(),
+        vpc: "blue".into(),
+        name: "r".into(),
+        prefix: prefix.parse().unwrap(),
+        nexthop: nexthop.parse().unwrap(),
+    };
+    assert!(validate_route(&i, &r("192.168.0.0/16", "10.10.1.20")).is_ok());
+    assert_eq!(
+        field_of(validate_route(&i, &r("192.168.0.0/16", "10.99.0.1"))),
+        "route.nexthop"
+    );
+    assert_eq!(
+        field_of(validate_route(&i, &r("192.168.0.1/16", "10.10.1.20"))),
+        "route.prefix"
     );
 }

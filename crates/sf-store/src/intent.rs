@@ -10,7 +10,9 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sf_core::compile::Change;
-use sf_core::model::{Intent, Network, Node, PortBinding, Tenant, Vpc};
+use sf_core::model::{
+    Intent, NatRule, Network, Node, Placement, Pool, PortBinding, StaticRoute, Tenant, Vpc,
+};
 use sf_core::status::AgentStatus;
 
 use crate::keys::{KeyKind, Keys};
@@ -122,17 +124,153 @@ impl IntentStore {
         .await
     }
 
-    pub async fn create_vpc(&self, v: &Vpc) -> Result<i64, WriteError> {
+    /// Creates a VPC, allocating its id (lowest free in `ids`) in the same transaction.
+    /// Returns the id and the revision.
+    pub async fn create_vpc(
+        &self,
+        v: &Vpc,
+        ids: RangeInclusive<u32>,
+    ) -> Result<(u32, i64), WriteError> {
         let k = self.keys.vpc(&v.tenant, &v.name);
+        let mut skip = std::collections::BTreeSet::new();
+        for _ in 0..64 {
+            let (taken, _) = self.store.list(&self.keys.vpc_id_prefix()).await?;
+            let taken: std::collections::BTreeSet<u32> = taken
+                .iter()
+                .filter_map(|kv| match self.keys.parse(&kv.key) {
+                    Some(KeyKind::VpcIdAlloc(i)) => Some(i),
+                    _ => None,
+                })
+                .chain(skip.iter().copied())
+                .collect();
+            let Some(id) = ids.clone().find(|i| !taken.contains(i)) else {
+                return Err(WriteError::PoolExhausted(ids));
+            };
+            let mut with_id = v.clone();
+            with_id.id = id;
+            let out = self
+                .store
+                .txn(
+                    vec![
+                        Compare::Absent(k.clone()),
+                        Compare::Absent(self.keys.vpc_id(id)),
+                        Compare::Present(self.keys.tenant(&v.tenant)),
+                    ],
+                    vec![
+                        Self::put(k.clone(), encode(&with_id)),
+                        Self::put(
+                            self.keys.vpc_id(id),
+                            format!("{}/{}", v.tenant, v.name).into_bytes(),
+                        ),
+                    ],
+                )
+                .await?;
+            if out.succeeded {
+                return Ok((id, out.revision));
+            }
+            if self.store.get(&k).await?.is_some() {
+                return Err(WriteError::Conflict(format!(
+                    "VPC {} was created concurrently",
+                    v.name
+                )));
+            }
+            if self
+                .store
+                .get(&self.keys.tenant(&v.tenant))
+                .await?
+                .is_none()
+            {
+                return Err(WriteError::Conflict(format!(
+                    "tenant {} was deleted",
+                    v.tenant
+                )));
+            }
+            skip.insert(id);
+        }
+        Err(WriteError::Conflict(
+            "VPC id allocation kept racing; retry".into(),
+        ))
+    }
+
+    pub async fn create_pool(&self, p: &Pool) -> Result<i64, WriteError> {
+        let k = self.keys.pool(&p.name);
         self.guarded(
-            "vpc",
-            vec![
-                Compare::Absent(k.clone()),
-                Compare::Present(self.keys.tenant(&v.tenant)),
-            ],
-            vec![Self::put(k, encode(v))],
+            "pool",
+            vec![Compare::Absent(k.clone())],
+            vec![Self::put(k, encode(p))],
         )
         .await
+    }
+
+    pub async fn create_nat(&self, r: &NatRule) -> Result<i64, WriteError> {
+        let k = self.keys.nat(&r.tenant, &r.vpc, &r.name);
+        self.guarded(
+            "NAT rule",
+            vec![
+                Compare::Absent(k.clone()),
+                Compare::Present(self.keys.vpc(&r.tenant, &r.vpc)),
+            ],
+            vec![Self::put(k, encode(r))],
+        )
+        .await
+    }
+
+    pub async fn create_route(&self, r: &StaticRoute) -> Result<i64, WriteError> {
+        let k = self.keys.route(&r.tenant, &r.vpc, &r.name);
+        self.guarded(
+            "route",
+            vec![
+                Compare::Absent(k.clone()),
+                Compare::Present(self.keys.vpc(&r.tenant, &r.vpc)),
+            ],
+            vec![Self::put(k, encode(r))],
+        )
+        .await
+    }
+
+    pub async fn delete_pool(&self, p: &str) -> Result<i64, WriteError> {
+        self.delete_keys("pool", vec![self.keys.pool(p)]).await
+    }
+    pub async fn delete_nat(&self, t: &str, v: &str, r: &str) -> Result<i64, WriteError> {
+        self.delete_keys("NAT rule", vec![self.keys.nat(t, v, r)])
+            .await
+    }
+    pub async fn delete_route(&self, t: &str, v: &str, r: &str) -> Result<i64, WriteError> {
+        self.delete_keys("route", vec![self.keys.route(t, v, r)])
+            .await
+    }
+
+    /// Marks a gateway drained (out of placement) or not.
+    pub async fn set_drained(&self, node: &str, drained: bool) -> Result<i64, WriteError> {
+        let k = self.keys.drained(node);
+        let op = if drained {
+            Self::put(k, b"{}".to_vec())
+        } else {
+            Op::Delete { key: k }
+        };
+        self.guarded(
+            "drain",
+            vec![Compare::Present(self.keys.node(node))],
+            vec![op],
+        )
+        .await
+    }
+
+    /// Writes placement changes in one transaction (None deletes the record).
+    pub async fn write_placements(
+        &self,
+        changes: &[((String, String), Option<Placement>)],
+    ) -> Result<i64, WriteError> {
+        let ops = changes
+            .iter()
+            .map(|((t, v), p)| match p {
+                Some(p) => Self::put(self.keys.placement(t, v), encode(p)),
+                None => Op::Delete {
+                    key: self.keys.placement(t, v),
+                },
+            })
+            .collect();
+        Ok(self.store.txn(vec![], ops).await?.revision)
     }
 
     /// Creates a network whose VNI is already chosen, claiming the VNI in the same transaction.
@@ -241,8 +379,13 @@ impl IntentStore {
     pub async fn delete_tenant(&self, t: &str) -> Result<i64, WriteError> {
         self.delete_keys("tenant", vec![self.keys.tenant(t)]).await
     }
-    pub async fn delete_vpc(&self, t: &str, v: &str) -> Result<i64, WriteError> {
-        self.delete_keys("vpc", vec![self.keys.vpc(t, v)]).await
+    /// Deletes the VPC, releasing its id.
+    pub async fn delete_vpc(&self, vpc: &Vpc) -> Result<i64, WriteError> {
+        let mut keys = vec![self.keys.vpc(&vpc.tenant, &vpc.name)];
+        if vpc.id != 0 {
+            keys.push(self.keys.vpc_id(vpc.id));
+        }
+        self.delete_keys("vpc", keys).await
     }
     /// Deletes the network and releases its VNI in one transaction.
     pub async fn delete_network(&self, n: &Network) -> Result<i64, WriteError> {
@@ -282,11 +425,11 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
         }
         KeyKind::Vpc(t, v) => {
             if put {
-                intent.vpcs.insert((t, v), decode(&ev.kv)?);
+                intent.vpcs.insert((t.clone(), v.clone()), decode(&ev.kv)?);
             } else {
-                intent.vpcs.remove(&(t, v));
+                intent.vpcs.remove(&(t.clone(), v.clone()));
             }
-            Some(Change::Other)
+            Some(Change::Vpc { tenant: t, vpc: v })
         }
         KeyKind::Network(t, v, n) => {
             let key = (t, v, n);
@@ -328,7 +471,53 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
             }
             Some(Change::Node { name: n })
         }
-        KeyKind::VniAlloc(_) => None,
+        KeyKind::VniAlloc(_) | KeyKind::VpcIdAlloc(_) => None,
+        KeyKind::Pool(p) => {
+            if put {
+                intent.pools.insert(p, decode(&ev.kv)?);
+            } else {
+                intent.pools.remove(&p);
+            }
+            Some(Change::Other)
+        }
+        KeyKind::Nat(t, v, r) => {
+            if put {
+                intent
+                    .nat_rules
+                    .insert((t.clone(), v.clone(), r), decode(&ev.kv)?);
+            } else {
+                intent.nat_rules.remove(&(t.clone(), v.clone(), r));
+            }
+            Some(Change::Vpc { tenant: t, vpc: v })
+        }
+        KeyKind::Route(t, v, r) => {
+            if put {
+                intent
+                    .routes
+                    .insert((t.clone(), v.clone(), r), decode(&ev.kv)?);
+            } else {
+                intent.routes.remove(&(t.clone(), v.clone(), r));
+            }
+            Some(Change::Vpc { tenant: t, vpc: v })
+        }
+        KeyKind::Placement(t, v) => {
+            if put {
+                intent
+                    .placements
+                    .insert((t.clone(), v.clone()), decode(&ev.kv)?);
+            } else {
+                intent.placements.remove(&(t.clone(), v.clone()));
+            }
+            Some(Change::Vpc { tenant: t, vpc: v })
+        }
+        KeyKind::Drained(n) => {
+            if put {
+                intent.drained.insert(n);
+            } else {
+                intent.drained.remove(&n);
+            }
+            Some(Change::Other)
+        }
         KeyKind::Heartbeat(n) => {
             view.nodes.entry(n).or_default().alive = put;
             None

@@ -6,8 +6,14 @@
 //! {root}/intent/vpcs/{tenant}/{vpc}                   Vpc
 //! {root}/intent/networks/{tenant}/{vpc}/{network}     Network
 //! {root}/intent/ports/{tenant}/{port}                 PortBinding
+//! {root}/intent/pools/{pool}                         Pool (public addresses)
+//! {root}/intent/nat/{tenant}/{vpc}/{rule}             NatRule
+//! {root}/intent/routes/{tenant}/{vpc}/{route}         StaticRoute
 //! {root}/inventory/nodes/{node}                       Node
+//! {root}/inventory/drained/{node}                     present while a gateway is drained
+//! {root}/placement/{tenant}/{vpc}                     Placement (written by the leader)
 //! {root}/alloc/vni/{vni}                              owner "tenant/vpc/network" (allocation)
+//! {root}/alloc/vpc-id/{id}                            owner "tenant/vpc" (allocation)
 //! {root}/nodes/{node}/heartbeat                       under the node's lease; presence = alive
 //! {root}/nodes/{node}/status                          AgentStatus (JSON), under the same lease
 //! ```
@@ -59,6 +65,27 @@ impl Keys {
     pub fn node(&self, n: &str) -> String {
         format!("{}/inventory/nodes/{n}", self.root)
     }
+    pub fn pool(&self, p: &str) -> String {
+        format!("{}/intent/pools/{p}", self.root)
+    }
+    pub fn nat(&self, t: &str, v: &str, r: &str) -> String {
+        format!("{}/intent/nat/{t}/{v}/{r}", self.root)
+    }
+    pub fn route(&self, t: &str, v: &str, r: &str) -> String {
+        format!("{}/intent/routes/{t}/{v}/{r}", self.root)
+    }
+    pub fn drained(&self, n: &str) -> String {
+        format!("{}/inventory/drained/{n}", self.root)
+    }
+    pub fn placement(&self, t: &str, v: &str) -> String {
+        format!("{}/placement/{t}/{v}", self.root)
+    }
+    pub fn vpc_id_prefix(&self) -> String {
+        format!("{}/alloc/vpc-id/", self.root)
+    }
+    pub fn vpc_id(&self, id: u32) -> String {
+        format!("{}/alloc/vpc-id/{id}", self.root)
+    }
     pub fn vni_prefix(&self) -> String {
         format!("{}/alloc/vni/", self.root)
     }
@@ -87,6 +114,14 @@ impl Keys {
             }
             ["intent", "ports", t, p] => KeyKind::Port(t.to_string(), p.to_string()),
             ["inventory", "nodes", n] => KeyKind::Node(n.to_string()),
+            ["intent", "pools", p] => KeyKind::Pool(p.to_string()),
+            ["intent", "nat", t, v, r] => KeyKind::Nat(t.to_string(), v.to_string(), r.to_string()),
+            ["intent", "routes", t, v, r] => {
+                KeyKind::Route(t.to_string(), v.to_string(), r.to_string())
+            }
+            ["inventory", "drained", n] => KeyKind::Drained(n.to_string()),
+            ["placement", t, v] => KeyKind::Placement(t.to_string(), v.to_string()),
+            ["alloc", "vpc-id", i] => KeyKind::VpcIdAlloc(i.parse().ok()?),
             ["alloc", "vni", v] => KeyKind::VniAlloc(v.parse().ok()?),
             ["nodes", n, "heartbeat"] => KeyKind::Heartbeat(n.to_string()),
             ["nodes", n, "status"] => KeyKind::Status(n.to_string()),
@@ -104,6 +139,12 @@ pub enum KeyKind {
     Port(String, String),
     Node(String),
     VniAlloc(u32),
+    Pool(String),
+    Nat(String, String, String),
+    Route(String, String, String),
+    Drained(String),
+    Placement(String, String),
+    VpcIdAlloc(u32),
     Heartbeat(String),
     Status(String),
 }

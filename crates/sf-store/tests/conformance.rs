@@ -264,12 +264,16 @@ async fn concurrent_vni_allocation_is_unique(s: Arc<dyn KvStore>) {
     })
     .await
     .unwrap();
-    st.create_vpc(&Vpc {
-        tenant: "t".into(),
-        name: "v".into(),
-        cidr: "10.0.0.0/8".parse().unwrap(),
-        site: String::new(),
-    })
+    st.create_vpc(
+        &Vpc {
+            tenant: "t".into(),
+            name: "v".into(),
+            cidr: "10.0.0.0/8".parse().unwrap(),
+            site: String::new(),
+            id: 0,
+        },
+        1..=100,
+    )
     .await
     .unwrap();
     let mut tasks = Vec::new();
@@ -334,12 +338,16 @@ async fn watch_events_rebuild_the_same_view(s: Arc<dyn KvStore>) {
     })
     .await
     .unwrap();
-    st.create_vpc(&Vpc {
-        tenant: "t".into(),
-        name: "v".into(),
-        cidr: "10.0.0.0/16".parse().unwrap(),
-        site: String::new(),
-    })
+    st.create_vpc(
+        &Vpc {
+            tenant: "t".into(),
+            name: "v".into(),
+            cidr: "10.0.0.0/16".parse().unwrap(),
+            site: String::new(),
+            id: 0,
+        },
+        1..=100,
+    )
     .await
     .unwrap();
     let n = Network {
