@@ -52,6 +52,11 @@ ETCD_URL=http://$MGMT_NET.2:2379
 COORD_URL=https://$MGMT_NET.3:7443
 LEAVES=(leaf1 leaf2)
 HVS=(hv1 hv2 hv3)
+GWS=(gw1 gw2)
+# The internet edge: FRR StackFabric does not manage, behind border leaf leaf1.
+INTERNET_ASN=65200
+INTERNET_IP=198.51.100.10
+PUBLIC_POOL=203.0.113.0/24
 
 # name -> mgmt address (last octet)
 mgmt_ip() {
@@ -60,6 +65,7 @@ mgmt_ip() {
         coord) echo "$MGMT_NET.3" ;;
         leaf[0-9]) echo "$MGMT_NET.$((10 + ${1#leaf}))" ;;
         hv[0-9]) echo "$MGMT_NET.$((20 + ${1#hv}))" ;;
+        gw[0-9]) echo "$MGMT_NET.$((30 + ${1#gw}))" ;;
         *) return 1 ;;
     esac
 }
@@ -91,7 +97,14 @@ start_bg() {
     shift 2
     mkdir -p "$STATE/pids" "$STATE/logs"
     printf '%s\n' "$@" >"$STATE/pids/$name.cmd"
-    ip netns exec "$ns" setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+    if [ "${START_NSENTER:-0}" = 1 ]; then
+        # nsenter joins only the network namespace: unlike `ip netns exec` it keeps the host
+        # mount namespace, so namespaces the process creates (gateway VPC routers) are
+        # visible to everyone and outlive the process.
+        nsenter --net="/run/netns/$ns" setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+    else
+        ip netns exec "$ns" setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+    fi
     pid=$!
     echo "$pid" >"$STATE/pids/$name.pid"
 }
@@ -285,7 +298,7 @@ pki_all() {
     local n
     pki_init
     pki_cert coordinator serverAuth,clientAuth "DNS:coordinator,IP:$MGMT_NET.3"
-    for n in "${LEAVES[@]}" "${HVS[@]}"; do
+    for n in "${LEAVES[@]}" "${HVS[@]}" "${GWS[@]}"; do
         pki_cert "$n" clientAuth "DNS:$n"
     done
     (
@@ -312,33 +325,73 @@ EOF
     netlab_frr_start "${P}$node" "$dir" "$dir/frr.conf" || die "FRR failed to start on $node"
 }
 
+# internet_start - the internet edge: an FRR StackFabric does not manage (static config), eBGP
+# unnumbered to border leaf leaf1, announcing a default route and its own address, and an
+# HTTP server on $INTERNET_IP answering "internet" (tests read client addresses from its log).
+internet_start() {
+    local dir=$STATE/frr/internet
+    mkdir -p "$dir" "$STATE/internet"
+    cat >"$dir/frr.conf" <<EOF
+frr defaults datacenter
+hostname internet
+ip forwarding
+!
+router bgp $INTERNET_ASN
+ bgp router-id $INTERNET_IP
+ no bgp ebgp-requires-policy
+ neighbor leaf1 interface remote-as external
+ !
+ address-family ipv4 unicast
+  network $INTERNET_IP/32
+  neighbor leaf1 default-originate
+ exit-address-family
+exit
+!
+EOF
+    : >"$dir/vtysh.conf"
+    netlab_frr_start "${P}internet" "$dir" "$dir/frr.conf" || die "FRR failed to start on internet"
+    printf 'internet\n' >"$STATE/internet/index.html"
+    start_bg internet-http "${P}internet" "$(python_bin)" -m http.server 80 \
+        --bind "$INTERNET_IP" --directory "$STATE/internet"
+}
+
 build_topology() {
-    local n l h
+    local n l h g
     # shellcheck disable=SC2119  # no argument: keep our LAB_PREFIX and NETLAB_DIR
     netlab_init || die "netlab_init failed"
     log "namespaces and management network $MGMT_NET.0/24"
     netlab_mgmt_init || die "mgmt namespace"
     ip -n "${P}mgmt" addr add "$MGMT_NET.1/24" dev "$NETLAB_MGMT_BR" || die "mgmt address"
-    for n in etcd coord "${LEAVES[@]}" "${HVS[@]}"; do
+    for n in etcd coord "${LEAVES[@]}" "${HVS[@]}" "${GWS[@]}"; do
         netlab_ns_add "${P}$n" || die "namespace ${P}$n"
         netlab_mgmt_attach "${P}$n" "$(mgmt_ip "$n")/24" || die "mgmt attach $n"
     done
+    netlab_ns_add "${P}internet" || die "namespace ${P}internet"
     log "fabric links and loopbacks"
     for h in "${HVS[@]}"; do
         for l in "${LEAVES[@]}"; do
             netlab_link "${P}$h" "$l" "${P}$l" "$h" || die "link $h:$l <-> $l:$h"
         done
     done
+    for g in "${GWS[@]}"; do
+        for l in "${LEAVES[@]}"; do
+            netlab_link "${P}$g" "$l" "${P}$l" "$g" || die "link $g:$l <-> $l:$g"
+        done
+        netlab_addr_lo "${P}$g" "10.255.2.${g#gw}/32" || die "loopback $g"
+    done
+    netlab_link "${P}internet" leaf1 "${P}leaf1" internet || die "link internet <-> leaf1"
+    netlab_addr_lo "${P}internet" "$INTERNET_IP/32" || die "loopback internet"
     for l in "${LEAVES[@]}"; do
         netlab_addr_lo "${P}$l" "10.255.0.${l#leaf}/32" || die "loopback $l"
     done
     for h in "${HVS[@]}"; do
         netlab_addr_lo "${P}$h" "10.255.1.${h#hv}/32" || die "loopback $h"
     done
-    log "FRR (minimal config) on leaves and hypervisors"
-    for n in "${LEAVES[@]}" "${HVS[@]}"; do
+    log "FRR (minimal config) on leaves, hypervisors and gateways; internet edge"
+    for n in "${LEAVES[@]}" "${HVS[@]}" "${GWS[@]}"; do
         frr_node_start "$n"
     done
+    internet_start
 }
 
 etcd_healthy() {
@@ -376,12 +429,15 @@ start_coordinator() {
 }
 
 create_inventory() {
-    local l h
+    local l h g border
     log "inventory: nodes"
     for l in "${LEAVES[@]}"; do
+        border=()
+        [ "$l" = leaf1 ] && border=(--fabric-port internet)
         sfctl_cmd node create "$l" --role switch --asn "6510${l#leaf}" \
             --loopback "10.255.0.${l#leaf}" \
-            --fabric-port hv1 --fabric-port hv2 --fabric-port hv3 >/dev/null ||
+            --fabric-port hv1 --fabric-port hv2 --fabric-port hv3 \
+            --fabric-port gw1 --fabric-port gw2 "${border[@]}" >/dev/null ||
             die "sfctl node create $l"
     done
     for h in "${HVS[@]}"; do
@@ -390,22 +446,33 @@ create_inventory() {
             --fabric-port leaf1 --fabric-port leaf2 >/dev/null ||
             die "sfctl node create $h"
     done
+    for g in "${GWS[@]}"; do
+        sfctl_cmd node create "$g" --role gateway --asn "6501${g#gw}" \
+            --loopback "10.255.2.${g#gw}" \
+            --fabric-port leaf1 --fabric-port leaf2 >/dev/null ||
+            die "sfctl node create $g"
+    done
 }
 
 # start_agent NODE - the node's agent inside its namespace (switch or hypervisor).
 start_agent() {
-    local n=$1 bin
+    local n=$1 bin extra=() nsenter=0
     case "$n" in
         leaf*) bin=$SF_BIN_DIR/sf-switch-agent ;;
         hv*) bin=$SF_BIN_DIR/sf-hypervisor-agent ;;
+        gw*)
+            bin=$SF_BIN_DIR/sf-gateway-agent
+            extra=(--netns-prefix "${P}$n-vpc")
+            nsenter=1
+            ;;
         *) die "no agent for node '$n'" ;;
     esac
     mkdir -p "$STATE/agents/$n"
-    start_bg "$n" "${P}$n" "$bin" --node "$n" --coordinator "$COORD_URL" \
+    START_NSENTER=$nsenter start_bg "$n" "${P}$n" "$bin" --node "$n" --coordinator "$COORD_URL" \
         --etcd-endpoints "$ETCD_URL" \
         --tls-cert "$STATE/pki/$n.pem" --tls-key "$STATE/pki/$n.key" \
         --tls-ca "$STATE/pki/ca.pem" \
-        --state-dir "$STATE/agents/$n" --frr-dir "$STATE/frr/$n"
+        --state-dir "$STATE/agents/$n" --frr-dir "$STATE/frr/$n" "${extra[@]}"
 }
 
 # kill_proc NAME - SIGKILL (a crash, for tests), only if the pid is still ours.
@@ -421,10 +488,10 @@ kill_proc() {
 start_agents() {
     local n
     log "agents"
-    for n in "${LEAVES[@]}" "${HVS[@]}"; do
+    for n in "${LEAVES[@]}" "${HVS[@]}" "${GWS[@]}"; do
         start_agent "$n"
     done
-    wait_for 40 "agent leases" leases_up "${LEAVES[@]}" "${HVS[@]}" || {
+    wait_for 40 "agent leases" leases_up "${LEAVES[@]}" "${HVS[@]}" "${GWS[@]}" || {
         sfctl_cmd status || true
         die "not every node has lease up after 40 s"
     }
@@ -433,6 +500,7 @@ start_agents() {
 create_demo() {
     local v
     log "demo tenant"
+    sfctl_cmd pool create public --cidr "$PUBLIC_POOL" >/dev/null || die "sfctl pool create"
     sfctl_cmd tenant create demo >/dev/null || die "sfctl tenant create demo"
     for v in blue red; do
         sfctl_cmd vpc create "$v" --tenant demo --cidr 10.10.0.0/16 >/dev/null ||
@@ -561,7 +629,7 @@ do_down() {
         for pf in "$STATE"/pids/vm-*.pid; do
             [ -e "$pf" ] && stop_proc "$(basename "$pf" .pid)"
         done
-        for name in "${HVS[@]}" "${LEAVES[@]}"; do stop_proc "$name"; done
+        for name in "${GWS[@]}" "${HVS[@]}" "${LEAVES[@]}"; do stop_proc "$name"; done
         for pf in "$STATE"/pids/*.pid; do
             [ -e "$pf" ] || continue
             name=$(basename "$pf" .pid)

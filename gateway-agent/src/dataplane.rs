@@ -1,0 +1,298 @@
+//! The gateway's Linux dataplane. Each pass:
+//!
+//! 1. observes the VPC namespaces (`<prefix><id>`) and decides, from the lease, which routers
+//!    may be converged, removed or must wait ([`plan::decide`]);
+//! 2. removes routers no longer served (public routes first, then veths, then namespace);
+//! 3. converges L2 exactly like a hypervisor (`sf_linux::l2`: VTEP, `vxlan<VNI>`/`brvx-<VNI>`);
+//! 4. converges each served router ([`plan::plan_router`]: namespace, tier and transit veths,
+//!    addresses, virtual MAC, routes, nftables, host /32 routes);
+//! 5. applies FRR with the announcements of the routers actually served (none when the lease
+//!    is lost), after the host routes exist so `network` statements activate at once.
+//!
+//! Nothing is changed when the node is converged: a second pass reports zero changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sf_agent::{Dataplane, LeaseState, ReconcileContext, ReconcileReport};
+use sf_core::desired::{NodeDesired, VpcRouter};
+use sf_linux::frr::{expected_lines, render, Frr};
+use sf_linux::l2::{execute as l2_execute, foreign_vnis, plan as l2_plan};
+use sf_linux::links;
+use tracing::{error, info, warn};
+
+use crate::device;
+use crate::names::{netns_id, netns_name};
+use crate::nft;
+use crate::plan::{self, Action};
+
+pub struct Gateway {
+    pub node: String,
+    pub frr: Frr,
+    pub netns_prefix: String,
+    passes: u64,
+    last_frr: Option<String>,
+}
+
+impl Gateway {
+    pub fn new(node: String, frr: Frr, netns_prefix: String) -> Self {
+        Gateway {
+            node,
+            frr,
+            netns_prefix,
+            passes: 0,
+            last_frr: None,
+        }
+    }
+
+    async fn run_actions(&self, actions: &[Action], report: &mut ReconcileReport) -> bool {
+        for action in actions {
+            match device::execute(action).await {
+                Ok(()) => {
+                    match action {
+                        Action::LoadNft { ns, .. } => info!(%ns, "nftables table replaced"),
+                        _ => info!(?action, "applied"),
+                    }
+                    report.changes += 1;
+                }
+                Err(e) => {
+                    warn!(?action, error = %e, "action failed");
+                    report.errors.push(e.to_string());
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Whether frr-reload.py would change anything (first pass of a process only: after a
+    /// restart, applying the same configuration must not count as a change).
+    async fn frr_differs(&self, config: &str) -> bool {
+        let conf = self.frr.dir.join("stackfabric.check.conf");
+        if std::fs::write(&conf, config).is_err() {
+            return true;
+        }
+        let dir = self.frr.dir.to_string_lossy().to_string();
+        let out = sf_linux::run(
+            "python3",
+            &[
+                &self.frr.reload_script.to_string_lossy(),
+                "--test",
+                "--stdout",
+                "--vty_socket",
+                &dir,
+                "--confdir",
+                &dir,
+                "--rundir",
+                &dir,
+                &conf.to_string_lossy(),
+            ],
+        )
+        .await;
+        let _ = std::fs::remove_file(&conf);
+        match out {
+            Ok(o) => frr_diff_is_real(&o),
+            Err(_) => true,
+        }
+    }
+}
+
+/// Whether `frr-reload.py --test` output contains a real difference. FRR 8.4 always reports
+/// two no-ops: the per-daemon `hostname` (daemons without one show the system's) and
+/// `no bgp ebgp-requires-policy` (the `datacenter` default, so never shown as running).
+/// Context lines (`router bgp N`, `address-family ...`) only frame the real lines.
+pub fn frr_diff_is_real(test_output: &str) -> bool {
+    let mut in_diff = false;
+    for line in test_output.lines() {
+        let l = line.trim();
+        if l == "Lines To Delete" || l == "Lines To Add" {
+            in_diff = true;
+            continue;
+        }
+        if !in_diff || l.is_empty() || l.starts_with("===") || l == "!" {
+            continue;
+        }
+        let noise = l.starts_with("hostname ")
+            || l.starts_with("no hostname ")
+            || l == "no bgp ebgp-requires-policy"
+            || l.starts_with("router ")
+            || l.starts_with("address-family ")
+            || l.starts_with("exit");
+        if !noise {
+            return true;
+        }
+    }
+    false
+}
+
+#[async_trait::async_trait]
+impl Dataplane for Gateway {
+    async fn reconcile(
+        &mut self,
+        desired: &NodeDesired,
+        ctx: &ReconcileContext,
+    ) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        self.passes += 1;
+        let prefix = self.netns_prefix.clone();
+        let Some(underlay) = desired.underlay() else {
+            report.errors.push("desired state has no underlay".into());
+            return report;
+        };
+        let routers: BTreeMap<u32, &VpcRouter> = desired.routers().map(|r| (r.id, r)).collect();
+        for r in routers.values() {
+            report.errors.extend(nft::validate(r));
+        }
+        let running: BTreeSet<u32> = match device::namespaces(&prefix).await {
+            Ok(n) => n.iter().filter_map(|n| netns_id(&prefix, n)).collect(),
+            Err(e) => {
+                report.errors.push(format!("listing namespaces: {e}"));
+                return report;
+            }
+        };
+        let wanted: BTreeSet<u32> = routers.keys().copied().collect();
+        let d = plan::decide(&wanted, &running, ctx.lease, ctx.fresh);
+        if d.stand_down && !d.remove.is_empty() {
+            error!(
+                routers = ?d.remove,
+                "LEASE LOST: standing down, removing VPC routers and withdrawing their public addresses"
+            );
+        }
+        if !d.waiting.is_empty() {
+            warn!(routers = ?d.waiting, lease = ?ctx.lease, fresh = ctx.fresh,
+                  "not bringing up VPC routers until the lease is held and the state is fresh");
+        }
+        if ctx.lease == LeaseState::Unknown && !running.is_empty() {
+            info!(routers = ?running, "lease unknown: running VPC routers left as they are");
+        }
+
+        // 2. Removals first (they free names, and withdraw before anything else).
+        if !d.remove.is_empty() {
+            match device::observe_host().await {
+                Ok(host) => {
+                    for &id in &d.remove {
+                        info!(id, "removing VPC router");
+                        let acts = plan::plan_removal(&prefix, id, &host);
+                        self.run_actions(&acts, &mut report).await;
+                    }
+                }
+                Err(e) => report.errors.push(format!("observing host: {e}")),
+            }
+        }
+
+        // 3. L2, exactly like a hypervisor.
+        let vnis: BTreeSet<u32> = desired.networks().map(|n| n.vni).collect();
+        match (links::observe().await, links::addresses("lo").await) {
+            (Ok(observed), Ok(lo)) => {
+                let p = l2_plan(&vnis, underlay.loopback, &lo, &observed);
+                report.errors.extend(p.errors);
+                for action in &p.actions {
+                    match l2_execute(action).await {
+                        Ok(()) => {
+                            info!(?action, "applied");
+                            report.changes += 1;
+                        }
+                        Err(e) => {
+                            warn!(?action, error = %e, "action failed");
+                            report.errors.push(e.to_string());
+                        }
+                    }
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => report.errors.push(format!("observing links: {e}")),
+        }
+
+        // 4. Routers.
+        let mut served = BTreeSet::new();
+        if !d.converge.is_empty() {
+            match device::observe_host().await {
+                Ok(mut host) => {
+                    if !host.forwarding {
+                        self.run_actions(&[Action::SetForwarding { ns: None }], &mut report)
+                            .await;
+                        host.forwarding = true;
+                    }
+                    for &id in &d.converge {
+                        let r = routers[&id];
+                        let ns = if running.contains(&id) {
+                            match device::observe_ns(&netns_name(&prefix, id)).await {
+                                Ok(s) => Some(s),
+                                Err(e) => {
+                                    report.errors.push(format!("observing vpc {id}: {e}"));
+                                    continue;
+                                }
+                            }
+                        } else {
+                            None
+                        };
+                        let (acts, errs) = plan::plan_router(&prefix, r, &host, ns.as_ref());
+                        report.errors.extend(errs);
+                        if self.run_actions(&acts, &mut report).await {
+                            served.insert(id);
+                        }
+                    }
+                }
+                Err(e) => report.errors.push(format!("observing host: {e}")),
+            }
+        }
+        // Announce what runs: a router whose creation failed is not announced; one that was
+        // already running keeps its announcements through a transient error.
+        let mut d = d;
+        d.announce
+            .retain(|id| served.contains(id) || running.contains(id));
+
+        // 5. FRR, after the host routes exist.
+        let mut u = underlay.clone();
+        let routers_v: Vec<&VpcRouter> = routers.values().copied().collect();
+        u.announce = plan::announce(&underlay.announce, &routers_v, &d);
+        if u.announce.len() != underlay.announce.len() {
+            warn!(
+                withheld = underlay.announce.len() - u.announce.len(),
+                "announcing only the public addresses of VPC routers this node serves"
+            );
+        }
+        let config = render(&self.node, &u);
+        let changed = self.last_frr.as_deref() != Some(config.as_str());
+        let force = self.passes % 10 == 1;
+        if changed || force {
+            let counts = if self.last_frr.is_none() {
+                self.frr_differs(&config).await
+            } else {
+                changed
+            };
+            match self.frr.apply(&config, &expected_lines(&u), force).await {
+                Ok(_) => {
+                    if counts {
+                        report.changes += 1;
+                    }
+                    self.last_frr = Some(config);
+                }
+                Err(e) => report.errors.push(format!("FRR: {e}")),
+            }
+        }
+        report
+    }
+
+    async fn observed_vnis(&mut self) -> BTreeSet<u32> {
+        match links::observe().await {
+            Ok(l) => foreign_vnis(&l),
+            Err(e) => {
+                warn!(error = %e, "observing links");
+                BTreeSet::new()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frr_diff_is_real;
+
+    #[test]
+    fn frr_test_output_noise_is_not_a_change() {
+        let noise = "x INFO: Loading\n\nLines To Delete\n===============\nno hostname vm\n\nLines To Add\n============\nrouter bgp 65011\n no bgp ebgp-requires-policy\n";
+        assert!(!frr_diff_is_real(noise));
+        assert!(!frr_diff_is_real("INFO: nothing\n"));
+        let real = "Lines To Add\n============\nrouter bgp 65011\n address-family ipv4 unicast\n  network 203.0.113.10/32\n";
+        assert!(frr_diff_is_real(real));
+    }
+}

@@ -1,0 +1,393 @@
+//! Observing and changing the kernel with iproute2 and nft: the only impure part of the
+//! VPC router dataplane. Observation parses JSON output (`ip -j`); every planned
+//! [`Action`] is one or a few commands. VPC namespaces are addressed with `ip -n NS` /
+//! `ip netns exec NS`, never entered by the agent itself.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use sf_linux::links::OWNER_ALIAS;
+use sf_linux::{run, DeviceError};
+use tokio::io::AsyncWriteExt;
+
+use crate::nft;
+use crate::plan::{Action, HostState, NetLink, NsState, Route};
+
+#[derive(Deserialize)]
+struct RawAddrLink {
+    ifname: String,
+    #[serde(default)]
+    flags: Vec<String>,
+    master: Option<String>,
+    ifalias: Option<String>,
+    address: Option<String>,
+    linkinfo: Option<RawInfo>,
+    #[serde(default)]
+    addr_info: Vec<RawAddr>,
+}
+#[derive(Deserialize)]
+struct RawInfo {
+    info_kind: Option<String>,
+}
+#[derive(Deserialize)]
+struct RawAddr {
+    family: Option<String>,
+    local: Option<String>,
+    prefixlen: Option<u8>,
+}
+
+/// Parses `ip -j -d addr show`.
+pub fn parse_addr_links(json: &str) -> Result<Vec<NetLink>, String> {
+    if json.trim().is_empty() {
+        return Ok(vec![]);
+    }
+    let raw: Vec<RawAddrLink> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(raw
+        .into_iter()
+        .map(|r| NetLink {
+            name: r.ifname,
+            kind: r.linkinfo.and_then(|i| i.info_kind),
+            master: r.master,
+            owned: r.ifalias.as_deref() == Some(OWNER_ALIAS),
+            up: r.flags.iter().any(|f| f == "UP"),
+            mac: r.address,
+            addrs: r
+                .addr_info
+                .iter()
+                .filter(|a| a.family.as_deref() == Some("inet"))
+                .filter_map(|a| {
+                    let ip: Ipv4Addr = a.local.as_deref()?.parse().ok()?;
+                    Ipv4Net::new(ip, a.prefixlen?).ok()
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+#[derive(Deserialize)]
+struct RawRoute {
+    dst: String,
+    gateway: Option<String>,
+    dev: Option<String>,
+    protocol: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// Parses `ip -j -4 route show table main`, keeping only routes somebody configured: not the
+/// kernel's connected routes, not unicast-less types.
+pub fn parse_routes(json: &str) -> Result<Vec<Route>, String> {
+    if json.trim().is_empty() {
+        return Ok(vec![]);
+    }
+    let raw: Vec<RawRoute> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(raw
+        .into_iter()
+        .filter(|r| r.protocol.as_deref() != Some("kernel"))
+        .filter(|r| r.kind.as_deref().is_none_or(|k| k == "unicast"))
+        .filter_map(|r| {
+            let dst = if r.dst == "default" {
+                Ipv4Net::default()
+            } else if r.dst.contains('/') {
+                r.dst.parse().ok()?
+            } else {
+                Ipv4Net::new(r.dst.parse().ok()?, 32).ok()?
+            };
+            Some(Route {
+                dst,
+                via: r.gateway.and_then(|g| g.parse().ok()),
+                dev: r.dev,
+            })
+        })
+        .collect())
+}
+
+fn parse_err(cmd: &str, detail: String) -> DeviceError {
+    DeviceError::Parse {
+        cmd: cmd.into(),
+        detail,
+    }
+}
+
+/// Network namespaces whose name starts with `prefix`.
+pub async fn namespaces(prefix: &str) -> Result<BTreeSet<String>, DeviceError> {
+    let out = run("ip", &["-j", "netns", "list"]).await?;
+    if out.trim().is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| parse_err("ip -j netns list", e.to_string()))?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.get("name").and_then(|s| s.as_str()))
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect())
+}
+
+async fn links_routes(ns: Option<&str>) -> Result<(Vec<NetLink>, Vec<Route>), DeviceError> {
+    let with_ns = |args: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        if let Some(n) = ns {
+            v.push("-n".into());
+            v.push(n.into());
+        }
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let a = with_ns(&["-j", "-d", "addr", "show"]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let links =
+        parse_addr_links(&run("ip", &a).await?).map_err(|e| parse_err("ip -j -d addr show", e))?;
+    let r = with_ns(&["-j", "-4", "route", "show", "table", "main"]);
+    let r: Vec<&str> = r.iter().map(String::as_str).collect();
+    let routes =
+        parse_routes(&run("ip", &r).await?).map_err(|e| parse_err("ip -j -4 route show", e))?;
+    Ok((links, routes))
+}
+
+/// The gateway host namespace (the one the agent runs in).
+pub async fn observe_host() -> Result<HostState, DeviceError> {
+    let (links, routes) = links_routes(None).await?;
+    let fwd = tokio::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .await
+        .map_err(|source| DeviceError::Spawn {
+            cmd: "read /proc/sys/net/ipv4/ip_forward".into(),
+            source,
+        })?;
+    Ok(HostState {
+        links,
+        routes,
+        forwarding: fwd.trim() == "1",
+    })
+}
+
+/// One VPC namespace.
+pub async fn observe_ns(ns: &str) -> Result<NsState, DeviceError> {
+    let (links, routes) = links_routes(Some(ns)).await?;
+    let fwd = run(
+        "ip",
+        &["netns", "exec", ns, "sysctl", "-n", "net.ipv4.ip_forward"],
+    )
+    .await?;
+    let nft_digest = match run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "-t",
+            "list",
+            "table",
+            "ip",
+            nft::TABLE,
+        ],
+    )
+    .await
+    {
+        Ok(listing) => nft::digest_of(&listing),
+        Err(DeviceError::Command { stderr, .. })
+            if stderr.contains("No such file or directory") =>
+        {
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(NsState {
+        links,
+        routes,
+        forwarding: fwd.trim() == "1",
+        nft_digest,
+    })
+}
+
+async fn ip_in(ns: &Option<String>, args: &[&str]) -> Result<(), DeviceError> {
+    let mut v: Vec<&str> = Vec::new();
+    if let Some(n) = ns {
+        v.extend(["-n", n.as_str()]);
+    }
+    v.extend_from_slice(args);
+    run("ip", &v).await.map(|_| ())
+}
+
+/// Runs a command with `input` on stdin.
+pub async fn run_stdin(program: &str, args: &[&str], input: &str) -> Result<(), DeviceError> {
+    let cmd = format!("{program} {}", args.join(" "));
+    let spawn = |source| DeviceError::Spawn {
+        cmd: cmd.clone(),
+        source,
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(input.as_bytes()).await.map_err(spawn)?;
+    drop(stdin);
+    let out = child.wait_with_output().await.map_err(spawn)?;
+    if !out.status.success() {
+        return Err(DeviceError::Command {
+            cmd,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn route_args(r: &Route) -> Vec<String> {
+    let mut v = vec![r.dst.to_string()];
+    if let Some(g) = r.via {
+        v.extend(["via".into(), g.to_string()]);
+    }
+    if let Some(d) = &r.dev {
+        v.extend(["dev".into(), d.clone()]);
+    }
+    v
+}
+
+/// Runs one planned action.
+pub async fn execute(a: &Action) -> Result<(), DeviceError> {
+    match a {
+        Action::AddNetns { ns } => {
+            run("ip", &["netns", "add", ns]).await?;
+            ip_in(&Some(ns.clone()), &["link", "set", "dev", "lo", "up"]).await
+        }
+        Action::DelNetns { ns } => run("ip", &["netns", "del", ns]).await.map(|_| ()),
+        Action::SetForwarding { ns: None } => run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
+            .await
+            .map(|_| ()),
+        Action::SetForwarding { ns: Some(ns) } => run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
+        )
+        .await
+        .map(|_| ()),
+        Action::AddVeth { host, peer, ns } => {
+            ip_in(
+                &None,
+                &[
+                    "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns,
+                ],
+            )
+            .await?;
+            ip_in(
+                &None,
+                &[
+                    "link",
+                    "set",
+                    "dev",
+                    host,
+                    "alias",
+                    OWNER_ALIAS,
+                    "addrgenmode",
+                    "none",
+                ],
+            )
+            .await?;
+            ip_in(
+                &Some(ns.clone()),
+                &[
+                    "link",
+                    "set",
+                    "dev",
+                    peer,
+                    "alias",
+                    OWNER_ALIAS,
+                    "addrgenmode",
+                    "none",
+                ],
+            )
+            .await
+        }
+        Action::DelLink { ns, link } => ip_in(ns, &["link", "del", "dev", link]).await,
+        Action::SetMaster { link, master } => {
+            ip_in(&None, &["link", "set", "dev", link, "master", master]).await
+        }
+        Action::SetMac { ns, link, mac } => {
+            ip_in(
+                &Some(ns.clone()),
+                &["link", "set", "dev", link, "address", mac],
+            )
+            .await
+        }
+        Action::SetUp { ns, link } => ip_in(ns, &["link", "set", "dev", link, "up"]).await,
+        Action::AddAddr { ns, dev, addr } => {
+            ip_in(ns, &["addr", "add", &addr.to_string(), "dev", dev]).await
+        }
+        Action::DelAddr { ns, dev, addr } => {
+            ip_in(ns, &["addr", "del", &addr.to_string(), "dev", dev]).await
+        }
+        Action::ReplaceRoute { ns, route } => {
+            let r = route_args(route);
+            let mut v = vec!["route", "replace"];
+            v.extend(r.iter().map(String::as_str));
+            ip_in(ns, &v).await
+        }
+        Action::DelRoute { ns, route } => {
+            let r = route_args(route);
+            let mut v = vec!["route", "del"];
+            v.extend(r.iter().map(String::as_str));
+            ip_in(ns, &v).await
+        }
+        Action::LoadNft { ns, table } => {
+            run_stdin(
+                "ip",
+                &["netns", "exec", ns, "nft", "-f", "-"],
+                &nft::transaction(table),
+            )
+            .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_links_with_addresses_and_routes() {
+        let links = parse_addr_links(
+            r#"[{"ifindex":3,"link":"transit","ifname":"gx7","flags":["BROADCAST","UP","LOWER_UP"],
+                "ifalias":"stackfabric","address":"aa:a7:74:36:ab:be","linkinfo":{"info_kind":"veth"},
+                "addr_info":[{"family":"inet","local":"198.18.0.14","prefixlen":31},
+                             {"family":"inet6","local":"fe80::1","prefixlen":64}]},
+               {"ifindex":1,"ifname":"lo","flags":["LOOPBACK","UP"],"address":"00:00:00:00:00:00","addr_info":[]}]"#,
+        )
+        .unwrap();
+        assert_eq!(links[0].name, "gx7");
+        assert!(links[0].owned && links[0].up);
+        assert_eq!(links[0].kind.as_deref(), Some("veth"));
+        assert_eq!(
+            links[0].addrs,
+            vec!["198.18.0.14/31".parse::<Ipv4Net>().unwrap()]
+        );
+        assert!(!links[1].owned);
+        let routes = parse_routes(
+            r#"[{"dst":"default","gateway":"198.18.0.14","dev":"transit","flags":[]},
+                {"dst":"198.18.0.14/31","dev":"gx7","protocol":"kernel","scope":"link","prefsrc":"198.18.0.14","flags":[]},
+                {"dst":"203.0.113.10","gateway":"198.18.0.15","dev":"gx7","flags":[]},
+                {"type":"blackhole","dst":"10.0.0.0/8","flags":[]}]"#,
+        )
+        .unwrap();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].dst, Ipv4Net::default());
+        assert_eq!(routes[1].dst, "203.0.113.10/32".parse::<Ipv4Net>().unwrap());
+        assert_eq!(routes[1].dev.as_deref(), Some("gx7"));
+        assert!(parse_routes("").unwrap().is_empty());
+    }
+}

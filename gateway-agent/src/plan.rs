@@ -1,0 +1,1074 @@
+//! Pure planning of the VPC routers of a gateway node: from what was observed in the kernel
+//! (host links/routes, each VPC namespace's links, addresses, routes, forwarding and nft
+//! digest) and the desired [`VpcRouter`]s, the ordered [`Action`]s that converge it. A
+//! converged node plans nothing, so a second pass makes no change at all.
+//!
+//! [`decide`] applies the exclusivity rules (the etcd lease) to choose which routers may be
+//! created, converged or removed in this pass; [`apply_in_memory`] is the in-memory twin of
+//! the executor used to test that plans converge and are idempotent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use sf_agent::LeaseState;
+use sf_core::desired::VpcRouter;
+
+use crate::names::{
+    self, netns_name, parse_host_link, parse_tier_ns, tier_host, tier_ns, transit_addrs,
+    transit_host, HostLink, TRANSIT_NS,
+};
+use crate::nft;
+
+/// A link as observed (`ip -j -d addr show`), with its IPv4 addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetLink {
+    pub name: String,
+    pub kind: Option<String>,
+    pub master: Option<String>,
+    /// Carries the `stackfabric` ifalias.
+    pub owned: bool,
+    pub up: bool,
+    pub mac: Option<String>,
+    pub addrs: Vec<Ipv4Net>,
+}
+
+/// A non-connected IPv4 route of the main table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Route {
+    pub dst: Ipv4Net,
+    pub via: Option<Ipv4Addr>,
+    pub dev: Option<String>,
+}
+
+/// One VPC namespace as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NsState {
+    pub links: Vec<NetLink>,
+    pub routes: Vec<Route>,
+    pub forwarding: bool,
+    /// Digest comment of the `ip stackfabric` table, if the table exists.
+    pub nft_digest: Option<String>,
+}
+
+/// The gateway host namespace as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostState {
+    pub links: Vec<NetLink>,
+    pub routes: Vec<Route>,
+    pub forwarding: bool,
+}
+
+impl NsState {
+    pub fn link(&self, name: &str) -> Option<&NetLink> {
+        self.links.iter().find(|l| l.name == name)
+    }
+}
+impl HostState {
+    pub fn link(&self, name: &str) -> Option<&NetLink> {
+        self.links.iter().find(|l| l.name == name)
+    }
+}
+
+/// One change. `ns: None` is the gateway host namespace (where the agent runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `ip netns add`, lo up.
+    AddNetns {
+        ns: String,
+    },
+    DelNetns {
+        ns: String,
+    },
+    /// net.ipv4.ip_forward=1
+    SetForwarding {
+        ns: Option<String>,
+    },
+    /// veth `host` (host namespace, owner alias) ↔ `peer` (created directly in `ns`).
+    AddVeth {
+        host: String,
+        peer: String,
+        ns: String,
+    },
+    DelLink {
+        ns: Option<String>,
+        link: String,
+    },
+    /// Host namespace: enslave to a bridge.
+    SetMaster {
+        link: String,
+        master: String,
+    },
+    SetMac {
+        ns: String,
+        link: String,
+        mac: String,
+    },
+    SetUp {
+        ns: Option<String>,
+        link: String,
+    },
+    AddAddr {
+        ns: Option<String>,
+        dev: String,
+        addr: Ipv4Net,
+    },
+    DelAddr {
+        ns: Option<String>,
+        dev: String,
+        addr: Ipv4Net,
+    },
+    ReplaceRoute {
+        ns: Option<String>,
+        route: Route,
+    },
+    DelRoute {
+        ns: Option<String>,
+        route: Route,
+    },
+    /// Replace the `ip stackfabric` table with `table` in one transaction.
+    LoadNft {
+        ns: String,
+        table: String,
+    },
+}
+
+/// What this pass may do with VPC routers, given the lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Routers to create if missing and converge.
+    pub converge: BTreeSet<u32>,
+    /// Routers to remove (namespace, veths, host routes).
+    pub remove: BTreeSet<u32>,
+    /// Desired routers not brought up in this pass (lease unknown or state not fresh).
+    pub waiting: BTreeSet<u32>,
+    /// Routers whose public addresses may be announced after this pass.
+    pub announce: BTreeSet<u32>,
+    /// Lease lost: standing down.
+    pub stand_down: bool,
+}
+
+/// Exclusivity rules. `Unknown`: touch no router (a restart must not flap one). `Lost`: stand
+/// down, remove every running router. `Held` with fresh state: serve exactly the desired
+/// routers. `Held` with state not fresh (cache, or from before a lease re-grant): keep and
+/// converge what runs, bring up nothing new, remove nothing.
+pub fn decide(
+    desired: &BTreeSet<u32>,
+    running: &BTreeSet<u32>,
+    lease: LeaseState,
+    fresh: bool,
+) -> Decision {
+    let mut d = Decision::default();
+    match lease {
+        LeaseState::Unknown => {
+            d.waiting = desired - running;
+            d.announce = desired & running;
+        }
+        LeaseState::Lost => {
+            d.remove = running.clone();
+            d.stand_down = true;
+        }
+        LeaseState::Held { .. } if fresh => {
+            d.converge = desired.clone();
+            d.remove = running - desired;
+            d.announce = desired.clone();
+        }
+        LeaseState::Held { .. } => {
+            d.converge = desired & running;
+            d.waiting = desired - running;
+            d.announce = d.converge.clone();
+        }
+    }
+    d
+}
+
+/// The prefixes to announce: the desired ones, minus the public addresses of routers that
+/// are desired but not served after this pass (all of them when standing down).
+pub fn announce(
+    desired_announce: &[Ipv4Net],
+    routers: &[&VpcRouter],
+    d: &Decision,
+) -> Vec<Ipv4Net> {
+    if d.stand_down {
+        return Vec::new();
+    }
+    let withheld: BTreeSet<Ipv4Net> = routers
+        .iter()
+        .filter(|r| !d.announce.contains(&r.id))
+        .flat_map(|r| r.public_ips())
+        .map(|ip| Ipv4Net::new(ip, 32).expect("/32"))
+        .collect();
+    desired_announce
+        .iter()
+        .filter(|p| !withheld.contains(p))
+        .copied()
+        .collect()
+}
+
+/// Problems that make a router impossible to build (it is then left alone and reported).
+pub fn validate_router(r: &VpcRouter) -> Vec<String> {
+    let mut e = Vec::new();
+    if r.id > names::MAX_ID {
+        e.push(format!("vpc {}: id above {}", r.id, names::MAX_ID));
+    }
+    if !valid_mac(&r.mac) {
+        e.push(format!("vpc {}: bad MAC {:?}", r.id, r.mac));
+    }
+    let mut vnis = BTreeSet::new();
+    for t in &r.tiers {
+        if !vnis.insert(t.vni) {
+            e.push(format!("vpc {}: VNI {} appears twice", r.id, t.vni));
+        }
+        if !t.cidr.contains(&t.gateway) {
+            e.push(format!(
+                "vpc {}: gateway {} outside {}",
+                r.id, t.gateway, t.cidr
+            ));
+        }
+    }
+    e
+}
+
+fn valid_mac(m: &str) -> bool {
+    let parts: Vec<&str> = m.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
+}
+
+/// Routes a router needs in its namespace.
+pub fn ns_routes(r: &VpcRouter) -> Vec<Route> {
+    let (host, _) = transit_addrs(r.id).expect("validated id");
+    let mut v = vec![Route {
+        dst: Ipv4Net::default(),
+        via: Some(host),
+        dev: Some(TRANSIT_NS.into()),
+    }];
+    for rt in &r.routes {
+        v.push(Route {
+            dst: rt.prefix.trunc(),
+            via: Some(rt.nexthop),
+            dev: None,
+        });
+    }
+    v.sort();
+    v.dedup_by(|a, b| a.dst == b.dst);
+    v
+}
+
+/// Routes the host needs: every public address of the router via its transit link.
+pub fn host_routes(r: &VpcRouter) -> Vec<Route> {
+    let (_, ns_side) = transit_addrs(r.id).expect("validated id");
+    r.public_ips()
+        .into_iter()
+        .map(|ip| Route {
+            dst: Ipv4Net::new(ip, 32).expect("/32"),
+            via: Some(ns_side),
+            dev: Some(transit_host(r.id)),
+        })
+        .collect()
+}
+
+/// Does an observed route satisfy a desired one (the kernel fills in dev)?
+fn satisfies(observed: &Route, want: &Route) -> bool {
+    observed.dst == want.dst
+        && observed.via == want.via
+        && (want.dev.is_none() || observed.dev == want.dev)
+}
+
+/// Converges one veth end's address set (IPv4 only) to exactly `want`.
+fn plan_addrs(
+    ns: Option<&str>,
+    dev: &str,
+    have: &[Ipv4Net],
+    want: &[Ipv4Net],
+    a: &mut Vec<Action>,
+) {
+    for w in want {
+        if !have.contains(w) {
+            a.push(Action::AddAddr {
+                ns: ns.map(str::to_string),
+                dev: dev.into(),
+                addr: *w,
+            });
+        }
+    }
+    for h in have {
+        if !want.contains(h) {
+            a.push(Action::DelAddr {
+                ns: ns.map(str::to_string),
+                dev: dev.into(),
+                addr: *h,
+            });
+        }
+    }
+}
+
+/// One veth pair: creates it when either end is missing, else converges both ends.
+#[allow(clippy::too_many_arguments)]
+fn plan_pair(
+    ns_name: &str,
+    host: &HostState,
+    ns: &NsState,
+    host_name: &str,
+    peer: &str,
+    master: Option<&str>,
+    host_addrs: &[Ipv4Net],
+    peer_mac: Option<&str>,
+    peer_addrs: &[Ipv4Net],
+    a: &mut Vec<Action>,
+    errors: &mut Vec<String>,
+) {
+    let hl = host.link(host_name);
+    let pl = ns.link(peer);
+    if let Some(h) = hl {
+        if !h.owned {
+            errors.push(format!(
+                "{host_name} exists but was not created by StackFabric; left alone"
+            ));
+            return;
+        }
+    }
+    let ns_s = Some(ns_name.to_string());
+    match (hl, pl) {
+        (Some(h), Some(p))
+            if h.kind.as_deref() == Some("veth") && p.kind.as_deref() == Some("veth") =>
+        {
+            if let Some(m) = master {
+                if h.master.as_deref() != Some(m) {
+                    a.push(Action::SetMaster {
+                        link: host_name.into(),
+                        master: m.into(),
+                    });
+                }
+            }
+            plan_addrs(None, host_name, &h.addrs, host_addrs, a);
+            if !h.up {
+                a.push(Action::SetUp {
+                    ns: None,
+                    link: host_name.into(),
+                });
+            }
+            if let Some(mac) = peer_mac {
+                if p.mac.as_deref().map(str::to_ascii_lowercase) != Some(mac.to_ascii_lowercase()) {
+                    a.push(Action::SetMac {
+                        ns: ns_name.into(),
+                        link: peer.into(),
+                        mac: mac.into(),
+                    });
+                }
+            }
+            plan_addrs(Some(ns_name), peer, &p.addrs, peer_addrs, a);
+            if !p.up {
+                a.push(Action::SetUp {
+                    ns: ns_s,
+                    link: peer.into(),
+                });
+            }
+        }
+        _ => {
+            // Half a pair (or a wrong kind): recreate from scratch.
+            if hl.is_some() {
+                a.push(Action::DelLink {
+                    ns: None,
+                    link: host_name.into(),
+                });
+            }
+            if pl.is_some() {
+                a.push(Action::DelLink {
+                    ns: ns_s.clone(),
+                    link: peer.into(),
+                });
+            }
+            a.push(Action::AddVeth {
+                host: host_name.into(),
+                peer: peer.into(),
+                ns: ns_name.into(),
+            });
+            if let Some(m) = master {
+                a.push(Action::SetMaster {
+                    link: host_name.into(),
+                    master: m.into(),
+                });
+            }
+            plan_addrs(None, host_name, &[], host_addrs, a);
+            a.push(Action::SetUp {
+                ns: None,
+                link: host_name.into(),
+            });
+            if let Some(mac) = peer_mac {
+                a.push(Action::SetMac {
+                    ns: ns_name.into(),
+                    link: peer.into(),
+                    mac: mac.into(),
+                });
+            }
+            plan_addrs(Some(ns_name), peer, &[], peer_addrs, a);
+            a.push(Action::SetUp {
+                ns: ns_s,
+                link: peer.into(),
+            });
+        }
+    }
+}
+
+/// Plan for one desired router; `ns` is its namespace's observed state (None: missing).
+/// Returns the actions and the problems no action can fix.
+pub fn plan_router(
+    prefix: &str,
+    r: &VpcRouter,
+    host: &HostState,
+    ns: Option<&NsState>,
+) -> (Vec<Action>, Vec<String>) {
+    let mut a = Vec::new();
+    let mut errors = validate_router(r);
+    if !errors.is_empty() {
+        return (a, errors);
+    }
+    let ns_name = netns_name(prefix, r.id);
+    let empty = NsState::default();
+    let st = match ns {
+        Some(s) => s,
+        None => {
+            a.push(Action::AddNetns {
+                ns: ns_name.clone(),
+            });
+            &empty
+        }
+    };
+    if !st.forwarding {
+        a.push(Action::SetForwarding {
+            ns: Some(ns_name.clone()),
+        });
+    }
+    let mut tiers: Vec<_> = r.tiers.iter().collect();
+    tiers.sort_by_key(|t| t.vni);
+    for t in &tiers {
+        let gw = Ipv4Net::new(t.gateway, t.cidr.prefix_len()).expect("valid prefix");
+        plan_pair(
+            &ns_name,
+            host,
+            st,
+            &tier_host(r.id, t.vni),
+            &tier_ns(t.vni),
+            Some(&sf_linux::l2::bridge_name(t.vni)),
+            &[],
+            Some(&r.mac),
+            &[gw],
+            &mut a,
+            &mut errors,
+        );
+    }
+    let (h, n) = transit_addrs(r.id).expect("validated id");
+    plan_pair(
+        &ns_name,
+        host,
+        st,
+        &transit_host(r.id),
+        TRANSIT_NS,
+        None,
+        &[Ipv4Net::new(h, 31).expect("/31")],
+        None,
+        &[Ipv4Net::new(n, 31).expect("/31")],
+        &mut a,
+        &mut errors,
+    );
+    // Tiers that went away: deleting the host end removes the pair.
+    let vnis: BTreeSet<u32> = tiers.iter().map(|t| t.vni).collect();
+    for l in &host.links {
+        if let Some(HostLink::Tier { id, vni }) = parse_host_link(&l.name) {
+            if id == r.id && l.owned && !vnis.contains(&vni) {
+                a.push(Action::DelLink {
+                    ns: None,
+                    link: l.name.clone(),
+                });
+            }
+        }
+    }
+    for l in &st.links {
+        if parse_tier_ns(&l.name).is_some_and(|v| !vnis.contains(&v))
+            && !host.links.iter().any(|h| {
+                h.owned
+                    && parse_host_link(&h.name)
+                        == Some(HostLink::Tier {
+                            id: r.id,
+                            vni: parse_tier_ns(&l.name).unwrap(),
+                        })
+            })
+        {
+            a.push(Action::DelLink {
+                ns: Some(ns_name.clone()),
+                link: l.name.clone(),
+            });
+        }
+    }
+    // Routes inside the VPC namespace.
+    let want = ns_routes(r);
+    for w in &want {
+        if !st.routes.iter().any(|o| satisfies(o, w)) {
+            a.push(Action::ReplaceRoute {
+                ns: Some(ns_name.clone()),
+                route: w.clone(),
+            });
+        }
+    }
+    for o in &st.routes {
+        if !want.iter().any(|w| w.dst == o.dst) {
+            a.push(Action::DelRoute {
+                ns: Some(ns_name.clone()),
+                route: o.clone(),
+            });
+        }
+    }
+    // NAT, before the public routes attract traffic.
+    let table = nft::render_nft(r);
+    if st.nft_digest != nft::digest_of(&table) {
+        a.push(Action::LoadNft {
+            ns: ns_name.clone(),
+            table,
+        });
+    }
+    // Public /32s into the namespace (before FRR's `network` statements can activate).
+    let dev = transit_host(r.id);
+    let want = host_routes(r);
+    for w in &want {
+        if !host.routes.iter().any(|o| satisfies(o, w)) {
+            a.push(Action::ReplaceRoute {
+                ns: None,
+                route: w.clone(),
+            });
+        }
+    }
+    for o in host
+        .routes
+        .iter()
+        .filter(|o| o.dev.as_deref() == Some(dev.as_str()))
+    {
+        if !want.iter().any(|w| satisfies(o, w)) {
+            a.push(Action::DelRoute {
+                ns: None,
+                route: o.clone(),
+            });
+        }
+    }
+    (a, errors)
+}
+
+/// Removing router `id`: public routes first (withdrawal), then its host veths (which takes
+/// the pairs down at once), then the namespace.
+pub fn plan_removal(prefix: &str, id: u32, host: &HostState) -> Vec<Action> {
+    let mut a = Vec::new();
+    let dev = transit_host(id);
+    for o in host
+        .routes
+        .iter()
+        .filter(|o| o.dev.as_deref() == Some(dev.as_str()))
+    {
+        a.push(Action::DelRoute {
+            ns: None,
+            route: o.clone(),
+        });
+    }
+    for l in &host.links {
+        if l.owned && parse_host_link(&l.name).is_some_and(|h| h.id() == id) {
+            a.push(Action::DelLink {
+                ns: None,
+                link: l.name.clone(),
+            });
+        }
+    }
+    a.push(Action::DelNetns {
+        ns: netns_name(prefix, id),
+    });
+    a
+}
+
+/// The in-memory twin of the executor: applies actions to an observed state.
+pub fn apply_in_memory(
+    prefix: &str,
+    host: &mut HostState,
+    vpcs: &mut BTreeMap<u32, NsState>,
+    actions: &[Action],
+) {
+    fn links<'a>(
+        host: &'a mut HostState,
+        vpcs: &'a mut BTreeMap<u32, NsState>,
+        prefix: &str,
+        ns: &Option<String>,
+    ) -> Option<&'a mut Vec<NetLink>> {
+        match ns {
+            None => Some(&mut host.links),
+            Some(n) => vpcs
+                .get_mut(&names::netns_id(prefix, n)?)
+                .map(|s| &mut s.links),
+        }
+    }
+    fn routes<'a>(
+        host: &'a mut HostState,
+        vpcs: &'a mut BTreeMap<u32, NsState>,
+        prefix: &str,
+        ns: &Option<String>,
+    ) -> Option<&'a mut Vec<Route>> {
+        match ns {
+            None => Some(&mut host.routes),
+            Some(n) => vpcs
+                .get_mut(&names::netns_id(prefix, n)?)
+                .map(|s| &mut s.routes),
+        }
+    }
+    // Deleting one end of a veth deletes its peer (and routes through either end).
+    fn del_link(
+        host: &mut HostState,
+        vpcs: &mut BTreeMap<u32, NsState>,
+        prefix: &str,
+        ns: &Option<String>,
+        link: &str,
+    ) {
+        let (id, host_end, peer) = match ns {
+            None => match parse_host_link(link) {
+                Some(HostLink::Tier { id, vni }) => (id, link.to_string(), tier_ns(vni)),
+                Some(HostLink::Transit { id }) => (id, link.to_string(), TRANSIT_NS.to_string()),
+                None => {
+                    host.links.retain(|l| l.name != link);
+                    return;
+                }
+            },
+            Some(n) => {
+                let id = names::netns_id(prefix, n).unwrap_or(u32::MAX);
+                let host_end = parse_tier_ns(link)
+                    .map(|v| tier_host(id, v))
+                    .unwrap_or_else(|| transit_host(id));
+                (id, host_end, link.to_string())
+            }
+        };
+        host.links.retain(|l| l.name != host_end);
+        host.routes
+            .retain(|r| r.dev.as_deref() != Some(host_end.as_str()));
+        if let Some(s) = vpcs.get_mut(&id) {
+            s.links.retain(|l| l.name != peer);
+            s.routes.retain(|r| r.dev.as_deref() != Some(peer.as_str()));
+        }
+    }
+    for act in actions {
+        match act {
+            Action::AddNetns { ns } => {
+                if let Some(id) = names::netns_id(prefix, ns) {
+                    vpcs.entry(id).or_default();
+                }
+            }
+            Action::DelNetns { ns } => {
+                if let Some(id) = names::netns_id(prefix, ns) {
+                    vpcs.remove(&id);
+                    host.links
+                        .retain(|l| parse_host_link(&l.name).is_none_or(|h| h.id() != id));
+                    let dev = transit_host(id);
+                    host.routes
+                        .retain(|r| r.dev.as_deref() != Some(dev.as_str()));
+                }
+            }
+            Action::SetForwarding { ns: None } => host.forwarding = true,
+            Action::SetForwarding { ns: Some(n) } => {
+                if let Some(s) = names::netns_id(prefix, n).and_then(|id| vpcs.get_mut(&id)) {
+                    s.forwarding = true;
+                }
+            }
+            Action::AddVeth { host: h, peer, ns } => {
+                host.links.push(NetLink {
+                    name: h.clone(),
+                    kind: Some("veth".into()),
+                    owned: true,
+                    ..Default::default()
+                });
+                if let Some(s) = names::netns_id(prefix, ns).and_then(|id| vpcs.get_mut(&id)) {
+                    s.links.push(NetLink {
+                        name: peer.clone(),
+                        kind: Some("veth".into()),
+                        owned: true,
+                        ..Default::default()
+                    });
+                }
+            }
+            Action::DelLink { ns, link } => del_link(host, vpcs, prefix, ns, link),
+            Action::SetMaster { link, master } => {
+                if let Some(l) = host.links.iter_mut().find(|l| &l.name == link) {
+                    l.master = Some(master.clone());
+                }
+            }
+            Action::SetMac { ns, link, mac } => {
+                if let Some(l) = links(host, vpcs, prefix, &Some(ns.clone()))
+                    .and_then(|v| v.iter_mut().find(|l| &l.name == link))
+                {
+                    l.mac = Some(mac.clone());
+                }
+            }
+            Action::SetUp { ns, link } => {
+                if let Some(l) = links(host, vpcs, prefix, ns)
+                    .and_then(|v| v.iter_mut().find(|l| &l.name == link))
+                {
+                    l.up = true;
+                }
+            }
+            Action::AddAddr { ns, dev, addr } => {
+                if let Some(l) = links(host, vpcs, prefix, ns)
+                    .and_then(|v| v.iter_mut().find(|l| &l.name == dev))
+                {
+                    l.addrs.push(*addr);
+                }
+            }
+            Action::DelAddr { ns, dev, addr } => {
+                if let Some(l) = links(host, vpcs, prefix, ns)
+                    .and_then(|v| v.iter_mut().find(|l| &l.name == dev))
+                {
+                    l.addrs.retain(|a| a != addr);
+                }
+            }
+            Action::ReplaceRoute { ns, route } => {
+                if let Some(v) = routes(host, vpcs, prefix, ns) {
+                    v.retain(|r| r.dst != route.dst);
+                    let mut r = route.clone();
+                    if r.dev.is_none() {
+                        r.dev = Some("resolved".into());
+                    }
+                    v.push(r);
+                }
+            }
+            Action::DelRoute { ns, route } => {
+                if let Some(v) = routes(host, vpcs, prefix, ns) {
+                    v.retain(|r| r != route);
+                }
+            }
+            Action::LoadNft { ns, table } => {
+                if let Some(s) = names::netns_id(prefix, ns).and_then(|id| vpcs.get_mut(&id)) {
+                    s.nft_digest = nft::digest_of(table);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sf_core::desired::{RouterRoute, RouterTier};
+
+    const P: &str = "sfvpc-";
+
+    fn bridge(vni: u32) -> NetLink {
+        NetLink {
+            name: format!("brvx-{vni}"),
+            kind: Some("bridge".into()),
+            owned: true,
+            up: true,
+            ..Default::default()
+        }
+    }
+
+    fn host() -> HostState {
+        HostState {
+            links: vec![bridge(1_000_001), bridge(1_000_002)],
+            routes: vec![],
+            forwarding: true,
+        }
+    }
+
+    fn converge(
+        r: &VpcRouter,
+        host: &mut HostState,
+        vpcs: &mut BTreeMap<u32, NsState>,
+    ) -> Vec<Action> {
+        let (a, e) = plan_router(P, r, host, vpcs.get(&r.id));
+        assert!(e.is_empty(), "{e:?}");
+        apply_in_memory(P, host, vpcs, &a);
+        a
+    }
+
+    #[test]
+    fn builds_the_router_and_second_pass_is_empty() {
+        let r = nft::example();
+        let (mut h, mut v) = (host(), BTreeMap::new());
+        let a = converge(&r, &mut h, &mut v);
+        assert_eq!(
+            a[0],
+            Action::AddNetns {
+                ns: "sfvpc-7".into()
+            }
+        );
+        assert!(a.contains(&Action::AddVeth {
+            host: "g7v1000001".into(),
+            peer: "t1000001".into(),
+            ns: "sfvpc-7".into()
+        }));
+        assert!(a.contains(&Action::SetMaster {
+            link: "g7v1000001".into(),
+            master: "brvx-1000001".into()
+        }));
+        assert!(a.contains(&Action::SetMac {
+            ns: "sfvpc-7".into(),
+            link: "t1000001".into(),
+            mac: "02:5f:00:00:00:07".into()
+        }));
+        assert!(a.contains(&Action::AddAddr {
+            ns: Some("sfvpc-7".into()),
+            dev: "t1000001".into(),
+            addr: "10.10.1.1/24".parse().unwrap()
+        }));
+        assert!(a.contains(&Action::AddAddr {
+            ns: None,
+            dev: "gx7".into(),
+            addr: "198.18.0.14/31".parse().unwrap()
+        }));
+        assert!(a.contains(&Action::ReplaceRoute {
+            ns: Some("sfvpc-7".into()),
+            route: Route {
+                dst: "0.0.0.0/0".parse().unwrap(),
+                via: Some("198.18.0.14".parse().unwrap()),
+                dev: Some("transit".into())
+            }
+        }));
+        let host_routes: Vec<_> = a
+            .iter()
+            .filter_map(|x| match x {
+                Action::ReplaceRoute { ns: None, route } => Some(route.dst.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            host_routes,
+            ["203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"]
+        );
+        // NAT is loaded before the public routes attract traffic.
+        let nft_at = a
+            .iter()
+            .position(|x| matches!(x, Action::LoadNft { .. }))
+            .unwrap();
+        let route_at = a
+            .iter()
+            .position(|x| matches!(x, Action::ReplaceRoute { ns: None, .. }))
+            .unwrap();
+        assert!(nft_at < route_at);
+        // Converged: nothing to do, nothing recreated, nft not reloaded.
+        let (again, e) = plan_router(P, &r, &h, v.get(&7));
+        assert!(e.is_empty());
+        assert_eq!(again, vec![]);
+    }
+
+    #[test]
+    fn changes_touch_only_what_changed() {
+        let mut r = nft::example();
+        let (mut h, mut v) = (host(), BTreeMap::new());
+        converge(&r, &mut h, &mut v);
+        // A new tier with a lower VNI must not rename/recreate the existing tier's link.
+        r.tiers.push(RouterTier {
+            name: "db".into(),
+            vni: 1_000_000,
+            cidr: "10.10.2.0/24".parse().unwrap(),
+            gateway: "10.10.2.1".parse().unwrap(),
+        });
+        h.links.push(bridge(1_000_000));
+        r.routes.push(RouterRoute {
+            prefix: "192.168.0.0/16".parse().unwrap(),
+            nexthop: "10.10.2.254".parse().unwrap(),
+        });
+        let a = converge(&r, &mut h, &mut v);
+        assert!(a.contains(&Action::AddVeth {
+            host: "g7v1000000".into(),
+            peer: "t1000000".into(),
+            ns: "sfvpc-7".into()
+        }));
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, Action::DelLink { .. } | Action::AddNetns { .. })));
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::LoadNft { .. })),
+            "inside set unchanged (10.10.0.0/16)"
+        );
+        assert_eq!(plan_router(P, &r, &h, v.get(&7)).0, vec![]);
+        // Drop the first tier, the static route and the SNAT address.
+        r.tiers.retain(|t| t.vni != 1_000_001);
+        r.routes.clear();
+        r.snat = None;
+        let a = converge(&r, &mut h, &mut v);
+        assert!(a.contains(&Action::DelLink {
+            ns: None,
+            link: "g7v1000001".into()
+        }));
+        assert!(a.iter().any(|x| matches!(x, Action::DelRoute { ns: Some(_), route } if route.dst.to_string() == "192.168.0.0/16")));
+        assert!(a.iter().any(|x| matches!(x, Action::DelRoute { ns: None, route } if route.dst.to_string() == "203.0.113.10/32")));
+        assert!(a.iter().any(|x| matches!(x, Action::LoadNft { .. })));
+        assert!(v[&7].link("t1000001").is_none());
+        assert_eq!(plan_router(P, &r, &h, v.get(&7)).0, vec![]);
+    }
+
+    #[test]
+    fn drift_is_repaired() {
+        let r = nft::example();
+        let (mut h, mut v) = (host(), BTreeMap::new());
+        converge(&r, &mut h, &mut v);
+        let s = v.get_mut(&7).unwrap();
+        s.links
+            .iter_mut()
+            .find(|l| l.name == "t1000001")
+            .unwrap()
+            .mac = Some("aa:bb:cc:dd:ee:ff".into());
+        s.links
+            .iter_mut()
+            .find(|l| l.name == "t1000001")
+            .unwrap()
+            .addrs
+            .push("10.99.0.1/24".parse().unwrap());
+        s.nft_digest = None;
+        s.forwarding = false;
+        h.routes.push(Route {
+            dst: "203.0.113.99/32".parse().unwrap(),
+            via: Some("198.18.0.15".parse().unwrap()),
+            dev: Some("gx7".into()),
+        });
+        // An unrelated host route (BGP-learned) is never touched.
+        h.routes.push(Route {
+            dst: "0.0.0.0/0".parse().unwrap(),
+            via: None,
+            dev: Some("leaf1".into()),
+        });
+        let a = converge(&r, &mut h, &mut v);
+        assert_eq!(a.len(), 5, "{a:#?}");
+        assert!(h.routes.iter().any(|r| r.dev.as_deref() == Some("leaf1")));
+        assert_eq!(plan_router(P, &r, &h, v.get(&7)).0, vec![]);
+    }
+
+    #[test]
+    fn half_a_pair_is_recreated_and_foreign_links_left_alone() {
+        let r = nft::example();
+        let (mut h, mut v) = (host(), BTreeMap::new());
+        converge(&r, &mut h, &mut v);
+        v.get_mut(&7).unwrap().links.retain(|l| l.name != "transit");
+        let (a, _) = plan_router(P, &r, &h, v.get(&7));
+        assert_eq!(
+            a[0],
+            Action::DelLink {
+                ns: None,
+                link: "gx7".into()
+            }
+        );
+        assert!(a.contains(&Action::AddVeth {
+            host: "gx7".into(),
+            peer: "transit".into(),
+            ns: "sfvpc-7".into()
+        }));
+        // A link with our name that we did not create is reported, not touched.
+        let mut h2 = host();
+        h2.links.push(NetLink {
+            name: "gx7".into(),
+            kind: Some("veth".into()),
+            ..Default::default()
+        });
+        let (a, e) = plan_router(P, &r, &h2, None);
+        assert_eq!(e.len(), 1);
+        assert!(!a.iter().any(|x| matches!(x, Action::DelLink { link, .. } | Action::AddVeth { host: link, .. } if link == "gx7")));
+    }
+
+    #[test]
+    fn removal_withdraws_routes_first_and_deletes_only_that_router() {
+        let r7 = nft::example();
+        let mut r8 = nft::example();
+        r8.id = 8;
+        r8.mac = sf_core::desired::vpc_mac(8);
+        r8.snat = Some("203.0.113.20".parse().unwrap());
+        r8.port_forwards.clear();
+        r8.static_nats.clear();
+        let (mut h, mut v) = (host(), BTreeMap::new());
+        converge(&r7, &mut h, &mut v);
+        converge(&r8, &mut h, &mut v);
+        let a = plan_removal(P, 7, &h);
+        assert!(matches!(a[0], Action::DelRoute { ns: None, .. }));
+        assert_eq!(
+            a.last(),
+            Some(&Action::DelNetns {
+                ns: "sfvpc-7".into()
+            })
+        );
+        apply_in_memory(P, &mut h, &mut v, &a);
+        assert!(!v.contains_key(&7));
+        assert!(h.link("gx8").is_some() && h.link("g8v1000001").is_some());
+        assert!(h.link("gx7").is_none() && h.link("g7v1000001").is_none());
+        assert_eq!(plan_router(P, &r8, &h, v.get(&8)).0, vec![]);
+    }
+
+    #[test]
+    fn invalid_router_is_reported_and_not_built() {
+        let mut r = nft::example();
+        r.id = names::MAX_ID + 1;
+        r.mac = "nope".into();
+        let (a, e) = plan_router(P, &r, &host(), None);
+        assert!(a.is_empty());
+        assert_eq!(e.len(), 2);
+    }
+
+    #[test]
+    fn lease_decides_what_may_change() {
+        let desired = BTreeSet::from([1, 2]);
+        let running = BTreeSet::from([2, 3]);
+        let unknown = decide(&desired, &running, LeaseState::Unknown, true);
+        assert!(unknown.converge.is_empty() && unknown.remove.is_empty());
+        assert_eq!(unknown.waiting, BTreeSet::from([1]));
+        assert_eq!(unknown.announce, BTreeSet::from([2]));
+        let lost = decide(&desired, &running, LeaseState::Lost, true);
+        assert_eq!(lost.remove, running);
+        assert!(lost.stand_down && lost.converge.is_empty());
+        let held = decide(
+            &desired,
+            &running,
+            LeaseState::Held { continuous: true },
+            true,
+        );
+        assert_eq!(held.converge, desired);
+        assert_eq!(held.remove, BTreeSet::from([3]));
+        let stale = decide(
+            &desired,
+            &running,
+            LeaseState::Held { continuous: false },
+            false,
+        );
+        assert_eq!(stale.converge, BTreeSet::from([2]));
+        assert!(stale.remove.is_empty());
+        assert_eq!(stale.waiting, BTreeSet::from([1]));
+    }
+
+    #[test]
+    fn announcements_follow_what_is_served() {
+        let r7 = nft::example();
+        let desired: Vec<Ipv4Net> = [
+            "203.0.113.10/32",
+            "203.0.113.11/32",
+            "203.0.113.12/32",
+            "192.0.2.1/32",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let serve = decide(
+            &BTreeSet::from([7]),
+            &BTreeSet::new(),
+            LeaseState::Held { continuous: true },
+            true,
+        );
+        assert_eq!(announce(&desired, &[&r7], &serve), desired);
+        let wait = decide(
+            &BTreeSet::from([7]),
+            &BTreeSet::new(),
+            LeaseState::Unknown,
+            false,
+        );
+        assert_eq!(
+            announce(&desired, &[&r7], &wait),
+            vec!["192.0.2.1/32".parse::<Ipv4Net>().unwrap()]
+        );
+        let lost = decide(
+            &BTreeSet::from([7]),
+            &BTreeSet::from([7]),
+            LeaseState::Lost,
+            true,
+        );
+        assert!(announce(&desired, &[&r7], &lost).is_empty());
+    }
+}

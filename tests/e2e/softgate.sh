@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# End-to-end tests of SoftGate (issue 3): VPC routing across tiers and static routes, SNAT,
+# port forwarding, static NAT / Elastic IP, hairpin, validation, placement, drain, and gateway
+# failover — with real packets between lab namespaces (VMs, gateways, an internet host).
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+export LAB_PREFIX=${LAB_PREFIX:-sfs$$-}
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO/tests/e2e/lib.sh"
+
+L() { "$REPO/deploy/lab.sh" "$@"; }
+X() { L exec "$@"; }
+S() { L sfctl "$@"; }
+STATE=/tmp/sf-lab.${LAB_PREFIX%-}
+trap 'L down >/dev/null 2>&1 || true' EXIT
+json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+placement() { S -o json gateway list | json_get "[v for v in d['vpcs'] if v['vpc']=='$1'][0]['$2']"; }
+vpc_id() { S -o json vpc show "$1" --tenant demo | json_get "d['id']"; }
+# Last client address the internet host's HTTP server logged.
+last_client() { tail -n 1 "$STATE/logs/internet-http.log" | awk '{print $1}'; }
+curl_i() { X internet curl -s -m 3 "$@"; }
+
+section "lab up (prefix $LAB_PREFIX)"
+t0=$SECONDS
+if ! L up --no-build; then fail "deploy/lab.sh up"; finish; exit 1; fi
+pass "lab up in $((SECONDS - t0)) s"
+
+section "1. routing between tiers of a VPC, static routes, isolation"
+check "add tier db to blue" S network create db --tenant demo --vpc blue --cidr 10.10.2.0/24
+check "vm-add blue-db-1 on hv3" L vm-add blue-db-1 hv3 demo blue db 10.10.2.11
+check "blue-web-1 reaches blue-db-1 across tiers" wait_for 30 X blue-web-1 ping -c 1 -W 1 10.10.2.11
+check_eq "HTTP blue-web-1 -> blue-db-1" "blue-db-1" "$(X blue-web-1 curl -s -m 5 http://10.10.2.11/)"
+check_not "red-web-1 cannot reach blue-db-1" X red-web-1 ping -c 2 -W 1 10.10.2.11
+X blue-db-1 ip addr add 192.168.50.1/32 dev lo
+check "static route 192.168.50.0/24 via blue-db-1" S route create lab-net --tenant demo --vpc blue --prefix 192.168.50.0/24 --nexthop 10.10.2.11
+check "blue-web-1 reaches 192.168.50.1 through the static route" wait_for 20 X blue-web-1 ping -c 1 -W 1 192.168.50.1
+check_not "red-web-1 does not have blue's static route" X red-web-1 ping -c 2 -W 1 192.168.50.1
+
+section "2. NAT: source NAT, port forwarding, static NAT, hairpin"
+check "SNAT blue -> 203.0.113.10" S nat snat out --tenant demo --vpc blue --public-ip 203.0.113.10
+check "port forward 203.0.113.11:8080 -> blue-web-2:80" S nat forward web --tenant demo --vpc blue --public-ip 203.0.113.11 --protocol tcp --public-port 8080 --private-ip 10.10.1.12 --private-port 80
+check "static NAT 203.0.113.12 <-> blue-web-1" S nat static eip --tenant demo --vpc blue --public-ip 203.0.113.12 --private-ip 10.10.1.11
+check "blue-web-2 reaches the internet" wait_for 30 X blue-web-2 curl -s -m 2 http://198.51.100.10/
+check_eq "and leaves from the SNAT address" "203.0.113.10" "$(last_client)"
+check "internet reaches blue-web-2 through the port forward" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+check_eq "internet reaches blue-web-1 through its Elastic IP" "blue-web-1" "$(curl_i http://203.0.113.12/)"
+check_eq "blue-web-1 reaches the internet" "internet" "$(X blue-web-1 curl -s -m 3 http://198.51.100.10/)"
+check_eq "and leaves from its Elastic IP" "203.0.113.12" "$(last_client)"
+check_eq "hairpin: blue-web-1 reaches blue-web-2 via 203.0.113.11:8080" "blue-web-2" "$(X blue-web-1 curl -s -m 3 http://203.0.113.11:8080/)"
+check_eq "hairpin: blue-db-1 reaches blue-web-1 via its Elastic IP" "blue-web-1" "$(X blue-db-1 curl -s -m 3 http://203.0.113.12/)"
+check_not "red has no NAT: red-web-2 cannot reach the internet" X red-web-2 curl -s -m 2 http://198.51.100.10/
+
+section "3. bad input names the field and changes nothing"
+before=$(S -o json nat list | json_get "len(d)")
+bad() { # bad FIELD ARGS... : the create fails with exit 1, naming FIELD
+    local field=$1; shift
+    local out rc
+    out=$(S nat "$@" 2>&1); rc=$?
+    if [ $rc -eq 1 ] && grep -q "$field" <<<"$out"; then pass "rejected, names $field: $out"; else fail "expected rejection naming $field, got rc=$rc: $out"; fi
+}
+bad nat.public_ip forward x1 --tenant demo --vpc blue --public-ip 192.0.2.7 --public-port 80 --private-ip 10.10.1.12 --private-port 80
+bad nat.public_port forward x2 --tenant demo --vpc blue --public-ip 203.0.113.11 --public-port 8080 --private-ip 10.10.1.11 --private-port 80
+bad nat.private_ip forward x3 --tenant demo --vpc blue --public-ip 203.0.113.20 --public-port 80 --private-ip 10.10.9.9 --private-port 80
+bad nat.public_ip snat x4 --tenant demo --vpc red --public-ip 203.0.113.11
+bad nat.vpc snat x5 --tenant demo --vpc green --public-ip 203.0.113.30
+check_eq "no NAT rule was added by the rejected requests" "$before" "$(S -o json nat list | json_get "len(d)")"
+
+section "4. placement, drain and undrain"
+PRIMARY=$(placement blue primary); STANDBY=$(placement blue standby)
+check "blue has a primary and a different standby ($PRIMARY, $STANDBY)" test -n "$PRIMARY" -a -n "$STANDBY" -a "$PRIMARY" != "$STANDBY"
+ID=$(vpc_id blue)
+check "blue's router namespace runs on $PRIMARY only" bash -c "ip netns list | grep -q '^${LAB_PREFIX}$PRIMARY-vpc$ID\b' && ! ip netns list | grep -q '^${LAB_PREFIX}$STANDBY-vpc$ID\b'"
+check "drain $PRIMARY" S gateway drain "$PRIMARY"
+check_eq "blue moved to $STANDBY" "$STANDBY" "$(placement blue primary)"
+check "traffic flows through $STANDBY: port forward" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+check "and across tiers" wait_for 10 X blue-web-1 ping -c 1 -W 1 10.10.2.11
+check "$PRIMARY no longer runs blue's router" wait_for 10 bash -c "! ip netns list | grep -q '^${LAB_PREFIX}$PRIMARY-vpc$ID\b'"
+check "undrain $PRIMARY" S gateway undrain "$PRIMARY"
+check_eq "blue returns to $PRIMARY" "$PRIMARY" "$(placement blue primary)"
+check "traffic flows again through $PRIMARY" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+
+section "5. gateway node death: its VPCs move to their standby and traffic is restored"
+# Power loss of the primary: its agent dies and its fabric links go down.
+check "kill $PRIMARY's agent" L agent-kill "$PRIMARY"
+X "$PRIMARY" ip link set leaf1 down; X "$PRIMARY" ip link set leaf2 down
+t0=$SECONDS
+check "blue moves to $STANDBY once $PRIMARY's lease expires" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json gateway list | python3 -c \"import json,sys; print([v for v in json.load(sys.stdin)['vpcs'] if v['vpc']=='blue'][0]['primary'])\")\" = $STANDBY ]"
+check "internet reaches blue-web-2 again through $STANDBY" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+pass "traffic restored $((SECONDS - t0)) s after the node died (lease TTL 6 s)"
+check "blue-web-1 reaches blue-db-1 across tiers through $STANDBY" wait_for 10 X blue-web-1 ping -c 1 -W 1 10.10.2.11
+check "red is unaffected" X red-web-1 curl -s -m 3 http://10.10.1.12/
+
+section "6. a gateway that comes back stands down where it lost its VPCs"
+X "$PRIMARY" ip link set leaf1 up; X "$PRIMARY" ip link set leaf2 up
+check "restart $PRIMARY's agent" L agent-start "$PRIMARY"
+check "$PRIMARY lease up again" wait_for 20 bash -c "'$REPO/deploy/lab.sh' sfctl -o json status | python3 -c \"import json,sys; sys.exit(0 if [n for n in json.load(sys.stdin)['nodes'] if n['name']=='$PRIMARY'][0]['lease']=='up' else 1)\""
+check "one router for blue at any time after settling" wait_for 30 bash -c "[ \$(ip netns list | grep -c '^${LAB_PREFIX}gw[0-9]-vpc$ID\b') -eq 1 ]"
+check "port forward works after the return" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+
+section "lab down"
+L down
+check "no namespace of this run remains" bash -c "! ip netns list | grep -q '^$LAB_PREFIX'"
+trap - EXIT
+finish
