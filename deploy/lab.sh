@@ -13,6 +13,7 @@
 #   deploy/lab.sh agent-start|agent-stop|agent-kill NODE   (re)start, stop (SIGTERM)
 #                                             or crash (SIGKILL) a node's agent
 #   deploy/lab.sh coord-start|coord-stop      start or stop the coordinator
+#   deploy/lab.sh vm-http-stop|vm-http-start NAME   stop or start a VM's HTTP server
 #
 # Environment:
 #   LAB_PREFIX          namespace prefix (default sflab-); runs with different
@@ -823,6 +824,18 @@ main() {
                 vm_unplug "$1"
                 die "vm-plug $1 failed"
             }
+            ;;
+        vm-http-stop)
+            [ $# -eq 1 ] || die "usage: $0 vm-http-stop NAME"
+            stop_proc "vm-$1"
+            ;;
+        vm-http-start)
+            [ $# -eq 1 ] || die "usage: $0 vm-http-start NAME"
+            proc_alive "vm-$1" && die "$1's HTTP server is already running"
+            start_bg "vm-$1" "${P}$1" "$(python_bin)" -m http.server 80 --bind 0.0.0.0 \
+                --directory "$STATE/vms/$1/www"
+            wait_for 10 "vm-$1 http" ip netns exec "${P}$1" curl -s -m 1 -o /dev/null http://127.0.0.1/ ||
+                die "$1's HTTP server did not come up"
             ;;
         agent-start)
             [ $# -eq 1 ] || die "usage: $0 agent-start NODE"

@@ -526,6 +526,67 @@ impl FabricApi for Api {
         self.committed("route deleted", rev).await
     }
 
+    async fn create_load_balancer(&self, req: Request<pb::LoadBalancer>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let l = lb_in(req.into_inner())?;
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::validate_lb(i, &l))?;
+        let rev = self
+            .fabric
+            .store()
+            .create_lb(&l)
+            .await
+            .map_err(write_status)?;
+        self.committed("load balancer created", rev).await
+    }
+
+    async fn list_load_balancers(&self, req: Request<pb::ListRequest>) -> R<pb::LoadBalancerList> {
+        self.auth(&req)?;
+        let f = req.into_inner();
+        let items = self.fabric.with_view(|v, _| {
+            v.intent
+                .load_balancers
+                .values()
+                .filter(|x| f.tenant.is_empty() || x.tenant == f.tenant)
+                .filter(|x| f.vpc.is_empty() || x.vpc == f.vpc)
+                .map(|x| lb_out(x, v))
+                .collect()
+        });
+        Ok(Response::new(pb::LoadBalancerList { items }))
+    }
+
+    async fn get_load_balancer(&self, req: Request<pb::ObjectRef>) -> R<pb::LoadBalancer> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        self.fabric
+            .with_view(|v, _| v.intent.load_balancers.get(&key).map(|x| lb_out(x, v)))
+            .map(Response::new)
+            .ok_or_else(|| {
+                not_found(
+                    "lb.name",
+                    format!(
+                        "load balancer {:?} in VPC {:?} of tenant {:?}",
+                        r.name, r.vpc, r.tenant
+                    ),
+                )
+            })
+    }
+
+    async fn delete_load_balancer(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::check_delete_lb(i, &r.tenant, &r.vpc, &r.name))?;
+        let rev = self
+            .fabric
+            .store()
+            .delete_lb(&r.tenant, &r.vpc, &r.name)
+            .await
+            .map_err(write_status)?;
+        self.committed("load balancer deleted", rev).await
+    }
+
     async fn list_placements(&self, req: Request<pb::Empty>) -> R<pb::PlacementList> {
         self.auth(&req)?;
         let out = self.fabric.with_view(|v, _| pb::PlacementList {

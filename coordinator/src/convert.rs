@@ -262,3 +262,170 @@ pub fn node_out(n: &Node) -> pb::Node {
         fabric_ports: n.fabric_ports.clone(),
     }
 }
+
+/// A load balancer from the wire, with defaults: weight 1, table size 65537, health "none".
+pub fn lb_in(l: pb::LoadBalancer) -> Result<sf_core::model::LoadBalancer, Status> {
+    use sf_core::desired::HealthCheck;
+    let protocol = match l.protocol.as_str() {
+        "tcp" | "" => L4Protocol::Tcp,
+        "udp" => L4Protocol::Udp,
+        other => {
+            return Err(invalid(
+                "lb.protocol",
+                format!("{other:?} is not tcp or udp"),
+            ))
+        }
+    };
+    let port = u16::try_from(l.port)
+        .map_err(|_| invalid("lb.port", format!("{} is not a port (1-65535)", l.port)))?;
+    let backends = l
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            Ok(sf_core::model::Backend {
+                ip: parse(&format!("lb.backends[{i}].ip"), &b.ip)?,
+                port: u16::try_from(b.port).map_err(|_| {
+                    invalid(
+                        &format!("lb.backends[{i}].port"),
+                        format!("{} is not a port", b.port),
+                    )
+                })?,
+                weight: if b.weight == 0 { 1 } else { b.weight },
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    let or = |v: u32, d: u32| if v == 0 { d } else { v };
+    let (interval_ms, timeout_ms, rise, fall) = (
+        or(l.interval_ms, 2000),
+        or(l.timeout_ms, 1000),
+        or(l.rise, 2),
+        or(l.fall, 3),
+    );
+    let health = match l.health_type.as_str() {
+        "none" | "" => HealthCheck::None,
+        "tcp" => HealthCheck::Tcp {
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+        },
+        "http" => HealthCheck::Http {
+            path: if l.health_path.is_empty() {
+                "/".into()
+            } else {
+                l.health_path
+            },
+            expect_status: u16::try_from(or(l.health_expect_status, 200))
+                .map_err(|_| invalid("lb.health.expect_status", "is not an HTTP status"))?,
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+        },
+        other => {
+            return Err(invalid(
+                "lb.health.type",
+                format!("{other:?} is not none, tcp or http"),
+            ))
+        }
+    };
+    Ok(sf_core::model::LoadBalancer {
+        tenant: l.tenant,
+        vpc: l.vpc,
+        name: l.name,
+        vip: parse("lb.vip", &l.vip)?,
+        protocol,
+        port,
+        backends,
+        health,
+        table_size: or(l.table_size, sf_core::maglev::DEFAULT_TABLE_SIZE),
+    })
+}
+
+/// A load balancer for the wire, with health and table digest from the serving gateway.
+pub fn lb_out(
+    l: &sf_core::model::LoadBalancer,
+    view: &sf_store::intent::ClusterView,
+) -> pb::LoadBalancer {
+    use sf_core::desired::HealthCheck;
+    let gateway = view
+        .intent
+        .placements
+        .get(&(l.tenant.clone(), l.vpc.clone()))
+        .and_then(|p| p.primary.clone())
+        .unwrap_or_default();
+    let status = view
+        .nodes
+        .get(&gateway)
+        .filter(|n| n.alive)
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| {
+            s.load_balancers
+                .get(&format!("{}/{}/{}", l.tenant, l.vpc, l.name))
+                .cloned()
+        });
+    let mut out = pb::LoadBalancer {
+        tenant: l.tenant.clone(),
+        vpc: l.vpc.clone(),
+        name: l.name.clone(),
+        vip: l.vip.to_string(),
+        protocol: match l.protocol {
+            L4Protocol::Tcp => "tcp",
+            L4Protocol::Udp => "udp",
+        }
+        .into(),
+        port: l.port as u32,
+        backends: l
+            .backends
+            .iter()
+            .map(|b| {
+                let name = format!("{}:{}", b.ip, b.port);
+                let health = match status.as_ref().and_then(|s| s.backends.get(&name)) {
+                    Some(true) => "up",
+                    Some(false) => "down",
+                    None => "unknown",
+                };
+                pb::Backend {
+                    ip: b.ip.to_string(),
+                    port: b.port as u32,
+                    weight: b.weight,
+                    health: health.into(),
+                }
+            })
+            .collect(),
+        table_size: l.table_size,
+        gateway,
+        table_digest: status.map(|s| s.table_digest).unwrap_or_default(),
+        health_type: "none".into(),
+        ..Default::default()
+    };
+    match &l.health {
+        HealthCheck::None => {}
+        HealthCheck::Tcp {
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+        } => {
+            out.health_type = "tcp".into();
+            (out.interval_ms, out.timeout_ms, out.rise, out.fall) =
+                (*interval_ms, *timeout_ms, *rise, *fall);
+        }
+        HealthCheck::Http {
+            path,
+            expect_status,
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+        } => {
+            out.health_type = "http".into();
+            out.health_path = path.clone();
+            out.health_expect_status = *expect_status as u32;
+            (out.interval_ms, out.timeout_ms, out.rise, out.fall) =
+                (*interval_ms, *timeout_ms, *rise, *fall);
+        }
+    }
+    out
+}

@@ -163,6 +163,7 @@ impl Fabric {
                         Vpc(tenant, vpc)
                         | Nat(tenant, vpc, _)
                         | Route(tenant, vpc, _)
+                        | Lb(tenant, vpc, _)
                         | Placement(tenant, vpc) => {
                             before_nodes = affected_nodes(
                                 &before_view.intent,

@@ -7,20 +7,31 @@
 //! 4. converges each served router ([`plan::plan_router`]: namespace, tier and transit veths,
 //!    addresses, virtual MAC, routes, nftables, host /32 routes);
 //! 5. applies FRR with the announcements of the routers actually served (none when the lease
-//!    is lost), after the host routes exist so `network` statements activate at once.
+//!    is lost), after the host routes exist so `network` statements activate at once;
+//! 6. (between 4 and 5 in code) points the health checkers ([`crate::health`]) at the load
+//!    balancers of the routers that run. A backend's health flip triggers [`Dataplane::wakeup`], so the next pass follows at
+//!    once and rewrites only that load balancer's map.
+//!
+//! Load balancer tables are computed per pass from the current health (Maglev over the UP
+//! backends) and cached by their input, so a pass without a health change costs no Maglev
+//! computation.
 //!
 //! Nothing is changed when the node is converged: a second pass reports zero changes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use sf_agent::{Dataplane, LeaseState, ReconcileContext, ReconcileReport};
-use sf_core::desired::{NodeDesired, VpcRouter};
+use sf_core::desired::{HealthCheck, NodeDesired, VpcRouter};
+use sf_core::status::LbStatus;
 use sf_linux::frr::{expected_lines, render, Frr};
 use sf_linux::l2::{execute as l2_execute, foreign_vnis, plan as l2_plan};
 use sf_linux::links;
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::device;
+use crate::health::{Health, Probe};
 use crate::names::{netns_id, netns_name};
 use crate::nft;
 use crate::plan::{self, Action};
@@ -31,17 +42,85 @@ pub struct Gateway {
     pub netns_prefix: String,
     passes: u64,
     last_frr: Option<String>,
+    wake: Arc<Notify>,
+    health: Health,
+    /// Maglev tables by input (table size and the UP backends).
+    lb_cache: HashMap<String, Arc<nft::LbTable>>,
+    /// What is installed, per router id: "tenant/vpc/lb" → status.
+    lb_installed: BTreeMap<u32, BTreeMap<String, LbStatus>>,
 }
 
 impl Gateway {
     pub fn new(node: String, frr: Frr, netns_prefix: String) -> Self {
+        let wake = Arc::new(Notify::new());
         Gateway {
             node,
             frr,
             netns_prefix,
             passes: 0,
             last_frr: None,
+            health: Health::new(wake.clone()),
+            wake,
+            lb_cache: HashMap::new(),
+            lb_installed: BTreeMap::new(),
         }
+    }
+
+    /// The Maglev tables of router `r` (namespace `ns`) over its UP backends, in
+    /// [`nft::load_balancers`] order, and the status each would report once installed.
+    fn lb_tables(
+        &self,
+        ns: &str,
+        r: &VpcRouter,
+        cache: &mut HashMap<String, Arc<nft::LbTable>>,
+    ) -> (Vec<Arc<nft::LbTable>>, BTreeMap<String, LbStatus>) {
+        let mut tables = Vec::new();
+        let mut status = BTreeMap::new();
+        for lb in nft::load_balancers(r) {
+            let up = |b: &sf_core::desired::LbBackend| {
+                lb.health == HealthCheck::None || self.health.is_up(ns, &lb.name, &b.name)
+            };
+            let mut key = format!("{}", lb.table_size);
+            let mut backends = BTreeMap::new();
+            for b in nft::lb_backends(lb) {
+                let ok = up(b);
+                backends.insert(b.name.clone(), ok);
+                if ok && b.weight > 0 {
+                    key.push_str(&format!("|{}={}:{}*{}", b.name, b.ip, b.port, b.weight));
+                }
+            }
+            let t = match cache.get(&key).or_else(|| self.lb_cache.get(&key)) {
+                Some(t) => t.clone(),
+                None => Arc::new(nft::lb_table(lb, &up)),
+            };
+            cache.insert(key, t.clone());
+            status.insert(
+                format!("{}/{}/{}", r.tenant, r.vpc, lb.name),
+                LbStatus {
+                    table_digest: t.maglev_digest.clone(),
+                    backends,
+                },
+            );
+            tables.push(t);
+        }
+        (tables, status)
+    }
+
+    /// Health probes of router `r`'s load balancers.
+    fn probes(r: &VpcRouter) -> Vec<Probe> {
+        nft::load_balancers(r)
+            .into_iter()
+            .filter(|lb| lb.health != HealthCheck::None)
+            .flat_map(|lb| {
+                nft::lb_backends(lb).into_iter().map(move |b| Probe {
+                    lb: lb.name.clone(),
+                    backend: b.name.clone(),
+                    ip: b.ip,
+                    port: b.port,
+                    check: lb.health.clone(),
+                })
+            })
+            .collect()
     }
 
     async fn run_actions(&self, actions: &[Action], report: &mut ReconcileReport) -> bool {
@@ -49,7 +128,12 @@ impl Gateway {
             match device::execute(action).await {
                 Ok(()) => {
                     match action {
-                        Action::LoadNft { ns, .. } => info!(%ns, "nftables table replaced"),
+                        Action::LoadNft { ns, lbs, .. } => {
+                            info!(%ns, lb_maps = lbs.maps.len(), "nftables table replaced")
+                        }
+                        Action::LoadLbMaps { ns, lbs } => {
+                            info!(%ns, ?lbs, "load balancer maps replaced")
+                        }
                         _ => info!(?action, "applied"),
                     }
                     report.changes += 1;
@@ -203,6 +287,7 @@ impl Dataplane for Gateway {
 
         // 4. Routers.
         let mut served = BTreeSet::new();
+        let mut cache = HashMap::new();
         if !d.converge.is_empty() {
             match device::observe_host().await {
                 Ok(mut host) => {
@@ -224,10 +309,15 @@ impl Dataplane for Gateway {
                         } else {
                             None
                         };
-                        let (acts, errs) = plan::plan_router(&prefix, r, &host, ns.as_ref());
+                        let (tables, lb_status) =
+                            self.lb_tables(&netns_name(&prefix, id), r, &mut cache);
+                        let (acts, errs) =
+                            plan::plan_router(&prefix, r, &host, ns.as_ref(), &tables);
+                        let ok = errs.is_empty();
                         report.errors.extend(errs);
-                        if self.run_actions(&acts, &mut report).await {
+                        if self.run_actions(&acts, &mut report).await && ok {
                             served.insert(id);
+                            self.lb_installed.insert(id, lb_status);
                         }
                     }
                 }
@@ -239,6 +329,20 @@ impl Dataplane for Gateway {
         let mut d = d;
         d.announce
             .retain(|id| served.contains(id) || running.contains(id));
+        self.lb_cache = cache;
+
+        // 6. Health checks for the load balancers of the routers that run.
+        let runs: BTreeSet<u32> = routers
+            .keys()
+            .copied()
+            .filter(|id| served.contains(id) || (running.contains(id) && !d.remove.contains(id)))
+            .collect();
+        self.lb_installed.retain(|id, _| runs.contains(id));
+        let probes: BTreeMap<String, Vec<Probe>> = runs
+            .iter()
+            .map(|&id| (netns_name(&prefix, id), Self::probes(routers[&id])))
+            .collect();
+        report.errors.extend(self.health.sync(probes));
 
         // 5. FRR, after the host routes exist.
         let mut u = underlay.clone();
@@ -270,6 +374,17 @@ impl Dataplane for Gateway {
             }
         }
         report
+    }
+
+    async fn lb_status(&mut self) -> BTreeMap<String, LbStatus> {
+        self.lb_installed
+            .values()
+            .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect()
+    }
+
+    fn wakeup(&self) -> Option<Arc<Notify>> {
+        Some(self.wake.clone())
     }
 
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {

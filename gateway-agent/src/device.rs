@@ -174,36 +174,46 @@ pub async fn observe_ns(ns: &str) -> Result<NsState, DeviceError> {
         &["netns", "exec", ns, "sysctl", "-n", "net.ipv4.ip_forward"],
     )
     .await?;
-    let nft_digest = match run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "nft",
-            "-t",
-            "list",
-            "table",
-            "ip",
-            nft::TABLE,
-        ],
-    )
-    .await
-    {
-        Ok(listing) => nft::digest_of(&listing),
-        Err(DeviceError::Command { stderr, .. })
-            if stderr.contains("No such file or directory") =>
-        {
-            None
-        }
-        Err(e) => return Err(e),
-    };
+    let (nft_digest, lb_digests) = observe_nft(ns).await?;
     Ok(NsState {
         links,
         routes,
         forwarding: fwd.trim() == "1",
         nft_digest,
+        lb_digests,
     })
+}
+
+fn missing(e: &DeviceError) -> bool {
+    matches!(e, DeviceError::Command { stderr, .. } if stderr.contains("No such file or directory"))
+}
+
+/// The table digest and load balancer map digests of a VPC namespace. A table with load
+/// balancers is read from its small `lbsum` set (listing the table itself would make nft
+/// fetch every map element); one without, from the table comment (`nft -t`).
+async fn observe_nft(
+    ns: &str,
+) -> Result<(Option<String>, std::collections::BTreeMap<usize, String>), DeviceError> {
+    let nft = |args: &'static [&'static str]| {
+        let mut v = vec!["netns", "exec", ns, "nft"];
+        v.extend_from_slice(args);
+        v
+    };
+    match run("ip", &nft(&["list", "set", "ip", nft::TABLE, "lbsum"])).await {
+        Ok(listing) => {
+            let (table, maps) = nft::parse_lbsum(&listing);
+            if table.is_some() {
+                return Ok((table, maps));
+            }
+        }
+        Err(e) if missing(&e) => {}
+        Err(e) => return Err(e),
+    }
+    match run("ip", &nft(&["-t", "list", "table", "ip", nft::TABLE])).await {
+        Ok(listing) => Ok((nft::digest_of(&listing), Default::default())),
+        Err(e) if missing(&e) => Ok((None, Default::default())),
+        Err(e) => Err(e),
+    }
 }
 
 async fn ip_in(ns: &Option<String>, args: &[&str]) -> Result<(), DeviceError> {
@@ -344,11 +354,16 @@ pub async fn execute(a: &Action) -> Result<(), DeviceError> {
             v.extend(r.iter().map(String::as_str));
             ip_in(ns, &v).await
         }
-        Action::LoadNft { ns, table } => {
+        Action::LoadNft { ns, table, lbs } => {
+            let mut script = nft::transaction(table);
+            script.push_str(&nft::lb_script(lbs));
+            run_stdin("ip", &["netns", "exec", ns, "nft", "-f", "-"], &script).await
+        }
+        Action::LoadLbMaps { ns, lbs } => {
             run_stdin(
                 "ip",
                 &["netns", "exec", ns, "nft", "-f", "-"],
-                &nft::transaction(table),
+                &nft::lb_script(lbs),
             )
             .await
         }

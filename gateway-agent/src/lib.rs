@@ -5,13 +5,15 @@
 //! public /32s routed into the namespace and announced by the host's FRR.
 //!
 //! - [`names`]: names and transit addresses derived from the router id (pure).
-//! - [`nft`]: the NAT ruleset (pure renderer).
+//! - [`nft`]: the NAT and load balancer ruleset (pure renderer, Maglev maps).
+//! - [`health`]: load balancer health checks, one thread per VPC namespace.
 //! - [`plan`]: lease decisions and the observed → actions planner with its in-memory twin.
 //! - [`device`]: observation (`ip -j`, `nft`) and execution.
 //! - [`dataplane`]: the [`sf_agent::Dataplane`] implementation.
 
 pub mod dataplane;
 pub mod device;
+pub mod health;
 pub mod names;
 pub mod nft;
 pub mod plan;

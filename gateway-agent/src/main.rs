@@ -2,7 +2,10 @@
 //!
 //! Debug aid: `--apply-file FILE` reads a `NodeDesired` JSON, runs one reconcile as if the
 //! lease were held and the state fresh (or as `--lease unknown|lost`, `--stale` say), prints
-//! the outcome and exits (non-zero on errors). It
+//! the outcome and exits (non-zero on errors). With `--hold SECONDS` it keeps running that
+//! long after the first pass: health checks run, and a pass follows every health flip
+//! (the dataplane's wakeup) and every 10 s; each pass prints its outcome and, when it
+//! changed, `lb-status: <JSON>` (what the agent would report). It
 //! needs no coordinator, etcd or certificates. It changes the network namespace it runs in:
 //! run it only inside the gateway's namespace (`nsenter --net=/run/netns/GW ...`).
 //!
@@ -62,6 +65,10 @@ struct ApplyArgs {
     /// Pretend the desired state is not fresh (cached / from before a lease re-grant).
     #[arg(long)]
     stale: bool,
+    /// Keep running for this many seconds after the first pass (health checks, a pass on
+    /// every health flip and every 10 s); SIGTERM/SIGINT end it early.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    hold: u64,
 }
 
 /// VPC namespaces made by `ip netns add` from a mount namespace whose /run/netns does not
@@ -107,21 +114,41 @@ async fn apply_file(a: ApplyArgs) -> anyhow::Result<()> {
         lease,
         fresh: !a.stale,
     };
-    let t = std::time::Instant::now();
-    let report = dp.reconcile(&desired, &ctx).await;
-    println!(
-        "reconcile: changes={} errors={} elapsed_ms={}",
-        report.changes,
-        report.errors.len(),
-        t.elapsed().as_millis()
-    );
-    for e in &report.errors {
-        println!("error: {e}");
-    }
-    if report.errors.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!("{} errors", report.errors.len())
+    let hold = std::time::Duration::from_secs(a.hold);
+    let deadline = tokio::time::Instant::now() + hold;
+    let wake = dp.wakeup().expect("the gateway has a wakeup");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut last_status = None;
+    loop {
+        let t = std::time::Instant::now();
+        let report = dp.reconcile(&desired, &ctx).await;
+        println!(
+            "reconcile: changes={} errors={} elapsed_ms={}",
+            report.changes,
+            report.errors.len(),
+            t.elapsed().as_millis()
+        );
+        for e in &report.errors {
+            println!("error: {e}");
+        }
+        let status = dp.lb_status().await;
+        if a.hold > 0 && last_status.as_ref() != Some(&status) {
+            println!("lb-status: {}", serde_json::to_string(&status)?);
+            last_status = Some(status);
+        }
+        if a.hold == 0 || tokio::time::Instant::now() >= deadline {
+            if report.errors.is_empty() {
+                return Ok(());
+            }
+            anyhow::bail!("{} errors", report.errors.len())
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
     }
 }
 

@@ -16,19 +16,160 @@
 //!   router (and are un-NATed) instead of going straight VM to VM.
 //! - forward filter: from `transit` only DNATed connections and replies enter the VPC; the
 //!   host namespace cannot reach private addresses directly.
+//!
+//! Load balancers (Maglev, see [`lb_table`]): per load balancer `i` (in name order) a map
+//! `lb<i>` of type `mark : ipv4_addr . inet_service`, slot → backend, holding the Maglev
+//! table of the currently healthy backends. In prerouting, before the port forwards:
+//!
+//! ```text
+//! ip daddr VIP tcp dport PORT meta mark set jhash ip saddr . tcp sport . ip daddr . tcp dport mod M seed 0x0
+//! ip daddr VIP tcp dport PORT dnat ip to meta mark map @lb<i>
+//! ```
+//!
+//! (nft 1.0.6 refuses a map keyed by `jhash` directly, and lists a `typeof jhash` map with a
+//! crash, hence the mark as the carrier.) The seed is fixed, so every gateway hashes a 5-tuple
+//! to the same slot. A filter chain `lb_guard` right after dstnat clears the mark again (so it
+//! never reaches routing) and rejects new connections to a VIP that were not translated
+//! (no healthy backend: the map is empty). Hairpin (a VM of the VPC using the VIP) is
+//! masqueraded like port forwards. The maps are filled outside the table body: a health
+//! change rewrites only the affected map (`flush map` + `add element` in one transaction,
+//! [`lb_script`]), never the NAT. The set `lbsum` carries, as element comments, the digest
+//! of the table body (`sf:table=`) and of each map's contents (`sf:lb<i>=`); listing that
+//! small set is instant, whereas any listing of the table makes nft fetch every element of
+//! the 65,537-slot maps (about 0.5 s).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use sf_core::desired::{L4Protocol, VpcRouter};
+use sf_core::desired::{HealthCheck, L4Protocol, LbBackend, LoadBalancer, VpcRouter};
+use sf_core::maglev;
 use sha2::{Digest, Sha256};
 
 use crate::names::TRANSIT_NS;
 
 pub const TABLE: &str = "stackfabric";
 const COMMENT_PREFIX: &str = "sf:";
+/// Largest Maglev table accepted (slots); 65,537 is the usual size.
+pub const LB_MAX_TABLE: u32 = 1 << 20;
+/// Key of the table digest element in `lbsum` (load balancer keys are their index).
+const LBSUM_TABLE_KEY: u32 = u32::MAX;
+
+fn proto_name(p: L4Protocol) -> &'static str {
+    match p {
+        L4Protocol::Tcp => "tcp",
+        L4Protocol::Udp => "udp",
+    }
+}
+
+/// Why a load balancer cannot be rendered, if it cannot.
+pub fn lb_problem(lb: &LoadBalancer) -> Option<String> {
+    if lb.table_size > LB_MAX_TABLE || !maglev::is_prime(lb.table_size) {
+        return Some(format!(
+            "table_size {} must be a prime of at most {LB_MAX_TABLE}",
+            lb.table_size
+        ));
+    }
+    if lb.port == 0 {
+        return Some("port 0".into());
+    }
+    None
+}
+
+/// The load balancers that are rendered, in name order: valid ones, the first of a name and
+/// of a (protocol, VIP, port) in declaration order wins (problems are reported by [`validate`]). Map `lb<i>` belongs
+/// to the `i`-th of this list.
+pub fn load_balancers(r: &VpcRouter) -> Vec<&LoadBalancer> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut vips = std::collections::BTreeSet::new();
+    let mut v: Vec<&LoadBalancer> = r
+        .load_balancers
+        .iter()
+        .filter(|lb| names.insert(lb.name.as_str()))
+        .filter(|lb| lb_problem(lb).is_none())
+        .filter(|lb| vips.insert((lb.protocol, lb.vip, lb.port)))
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+/// The backends of a load balancer, first of a name wins, in name order.
+pub fn lb_backends(lb: &LoadBalancer) -> Vec<&LbBackend> {
+    let mut m: BTreeMap<&str, &LbBackend> = BTreeMap::new();
+    for b in &lb.backends {
+        m.entry(b.name.as_str()).or_insert(b);
+    }
+    m.into_values().collect()
+}
+
+/// The installed contents of one load balancer map.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LbTable {
+    /// `sf_core::maglev::digest` of the table in backend names (what gateways compare).
+    pub maglev_digest: String,
+    /// Digest of the map contents as loaded (slots, addresses, ports); carried in `lbsum`.
+    pub digest: String,
+    /// `slot : ip . port, ...` (empty: no healthy backend).
+    pub elements: String,
+    /// Backend name → slots it holds (healthy backends with weight only).
+    pub slots: BTreeMap<String, usize>,
+}
+
+impl std::fmt::Debug for LbTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LbTable")
+            .field("maglev_digest", &self.maglev_digest)
+            .field("digest", &self.digest)
+            .field("slots", &self.slots)
+            .finish()
+    }
+}
+
+/// The Maglev table of `lb` over the backends `healthy` accepts (weights honoured, names
+/// sorted, `table_size` slots). Pure; the caller caches by input.
+pub fn lb_table(lb: &LoadBalancer, healthy: &dyn Fn(&LbBackend) -> bool) -> LbTable {
+    let up: Vec<&LbBackend> = lb_backends(lb)
+        .into_iter()
+        .filter(|b| b.weight > 0 && healthy(b))
+        .collect();
+    let input: Vec<(&str, u32)> = up.iter().map(|b| (b.name.as_str(), b.weight)).collect();
+    let table = if lb_problem(lb).is_some() {
+        Vec::new()
+    } else {
+        maglev::build(&input, lb.table_size)
+    };
+    let names: Vec<&str> = input.iter().map(|x| x.0).collect();
+    let mut elements = String::with_capacity(table.len() * 24);
+    let mut slots: BTreeMap<String, usize> = BTreeMap::new();
+    for (slot, &i) in table.iter().enumerate() {
+        let b = up[i as usize];
+        if slot > 0 {
+            elements.push_str(", ");
+        }
+        let _ = write!(elements, "{slot} : {} . {}", b.ip, b.port);
+        *slots.entry(b.name.clone()).or_default() += 1;
+    }
+    LbTable {
+        maglev_digest: maglev::digest(&table, &names),
+        digest: digest(&format!("{}\n{elements}", lb.table_size)),
+        elements,
+        slots,
+    }
+}
+
+/// The internal (non-public) VIPs the router must answer for on a tier link: those inside
+/// the tier's subnet (VMs ARP for them). VIPs elsewhere are routed to the router anyway.
+pub fn tier_vips(r: &VpcRouter, tier: &Ipv4Net, gateway: Ipv4Addr) -> Vec<Ipv4Net> {
+    let mut v: Vec<Ipv4Net> = load_balancers(r)
+        .iter()
+        .filter(|lb| !lb.public && tier.contains(&lb.vip) && lb.vip != gateway)
+        .map(|lb| Ipv4Net::new(lb.vip, 32).expect("/32"))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
 
 /// Port forwards of one protocol: (public ip, public port) → (private ip, private port);
 /// the first entry for a key wins (duplicates are reported by [`validate`]).
@@ -98,6 +239,44 @@ pub fn validate(r: &VpcRouter) -> Vec<String> {
             ));
         }
     }
+    let mut names = std::collections::BTreeSet::new();
+    let mut vips = std::collections::BTreeSet::new();
+    for lb in &r.load_balancers {
+        let at = format!("vpc {}: load balancer {}", r.id, lb.name);
+        if !names.insert(lb.name.as_str()) {
+            errors.push(format!("{at}: name used twice (first one kept)"));
+            continue;
+        }
+        if let Some(p) = lb_problem(lb) {
+            errors.push(format!("{at}: {p} (not served)"));
+            continue;
+        }
+        if !vips.insert((lb.protocol, lb.vip, lb.port)) {
+            errors.push(format!(
+                "{at}: {} {}:{} already balanced (first one kept)",
+                proto_name(lb.protocol),
+                lb.vip,
+                lb.port
+            ));
+        }
+        if r.port_forwards
+            .iter()
+            .any(|p| p.protocol == lb.protocol && p.public_ip == lb.vip && p.public_port == lb.port)
+        {
+            errors.push(format!(
+                "{at}: {}:{} is also a port forward (the load balancer wins)",
+                lb.vip, lb.port
+            ));
+        }
+        if lb_backends(lb).len() != lb.backends.len() {
+            errors.push(format!("{at}: backend name used twice (first one kept)"));
+        }
+        if let HealthCheck::Http { path, .. } = &lb.health {
+            if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                errors.push(format!("{at}: health check path {path:?} must start with / and contain no spaces or control characters"));
+            }
+        }
+    }
     errors
 }
 
@@ -133,11 +312,32 @@ fn body(r: &VpcRouter) -> String {
         elements(&mut c, m.iter().map(|(k, v)| format!("{k} : {v}")));
         let _ = writeln!(c, "\t}}");
     }
+    let lbs = load_balancers(r);
+    if !lbs.is_empty() {
+        let _ = writeln!(c, "\tset lbsum {{\n\t\ttype mark\n\t}}");
+    }
+    for i in 0..lbs.len() {
+        let _ = writeln!(
+            c,
+            "\tmap lb{i} {{\n\t\ttype mark : ipv4_addr . inet_service\n\t}}"
+        );
+    }
     let _ = writeln!(c, "\tchain prerouting {{");
     let _ = writeln!(
         c,
         "\t\ttype nat hook prerouting priority dstnat; policy accept;"
     );
+    for (i, lb) in lbs.iter().enumerate() {
+        let (p, v, port, m) = (proto_name(lb.protocol), lb.vip, lb.port, lb.table_size);
+        let _ = writeln!(
+            c,
+            "\t\tip daddr {v} {p} dport {port} meta mark set jhash ip saddr . {p} sport . ip daddr . {p} dport mod {m} seed 0x0"
+        );
+        let _ = writeln!(
+            c,
+            "\t\tip daddr {v} {p} dport {port} dnat ip to meta mark map @lb{i}"
+        );
+    }
     let _ = writeln!(c, "\t\tdnat ip to ip daddr . tcp dport map @pf_tcp");
     let _ = writeln!(c, "\t\tdnat ip to ip daddr . udp dport map @pf_udp");
     let _ = writeln!(c, "\t\tdnat ip to ip daddr map @static_in");
@@ -156,6 +356,23 @@ fn body(r: &VpcRouter) -> String {
         "\t\toifname != \"{t}\" ct status dnat ip saddr @inside masquerade"
     );
     let _ = writeln!(c, "\t}}");
+    if !lbs.is_empty() {
+        let _ = writeln!(c, "\tchain lb_guard {{");
+        let _ = writeln!(
+            c,
+            "\t\ttype filter hook prerouting priority dstnat + 1; policy accept;"
+        );
+        let _ = writeln!(c, "\t\tmeta mark != 0x00000000 meta mark set 0x00000000");
+        for lb in &lbs {
+            let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
+            let with = match lb.protocol {
+                L4Protocol::Tcp => " with tcp reset",
+                L4Protocol::Udp => "",
+            };
+            let _ = writeln!(c, "\t\tip daddr {v} {p} dport {port} reject{with}");
+        }
+        let _ = writeln!(c, "\t}}");
+    }
     let _ = writeln!(c, "\tchain forward {{");
     let _ = writeln!(
         c,
@@ -199,13 +416,107 @@ pub fn transaction(table: &str) -> String {
     format!("table ip {TABLE}\ndelete table ip {TABLE}\n{table}")
 }
 
+/// The load balancer maps to (re)load with a table digest: `digests` are every map's
+/// digest (the `lbsum` contents), `maps` the maps whose contents are rewritten.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct LbLoad {
+    pub table_digest: String,
+    pub digests: BTreeMap<usize, String>,
+    pub maps: Vec<(usize, std::sync::Arc<LbTable>)>,
+}
+
+impl std::fmt::Debug for LbLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let maps: Vec<usize> = self.maps.iter().map(|m| m.0).collect();
+        f.debug_struct("LbLoad")
+            .field("table_digest", &self.table_digest)
+            .field("digests", &self.digests)
+            .field("maps", &maps)
+            .finish()
+    }
+}
+
+/// nft commands (for one `nft -f` transaction) rewriting `lbsum` and the maps of `load`.
+/// Empty when the router has no load balancer.
+pub fn lb_script(load: &LbLoad) -> String {
+    if load.digests.is_empty() {
+        return String::new();
+    }
+    let mut s = format!("flush set ip {TABLE} lbsum\nadd element ip {TABLE} lbsum {{ ");
+    let _ = write!(
+        s,
+        "{LBSUM_TABLE_KEY} comment \"{COMMENT_PREFIX}table={}\"",
+        load.table_digest
+    );
+    for (i, d) in &load.digests {
+        let _ = write!(s, ", {i} comment \"{COMMENT_PREFIX}lb{i}={d}\"");
+    }
+    s.push_str(" }\n");
+    for (i, t) in &load.maps {
+        let _ = writeln!(s, "flush map ip {TABLE} lb{i}");
+        if !t.elements.is_empty() {
+            let _ = writeln!(s, "add element ip {TABLE} lb{i} {{ {} }}", t.elements);
+        }
+    }
+    s
+}
+
+/// Parses `nft list set ip stackfabric lbsum`: (table digest, map digests).
+pub fn parse_lbsum(listing: &str) -> (Option<String>, BTreeMap<usize, String>) {
+    let mut table = None;
+    let mut maps = BTreeMap::new();
+    let tag = format!("comment \"{COMMENT_PREFIX}");
+    for part in listing.split(tag.as_str()).skip(1) {
+        let Some(value) = part.split('"').next() else {
+            continue;
+        };
+        if let Some(d) = value.strip_prefix("table=") {
+            table = Some(d.to_string());
+        } else if let Some((i, d)) = value.strip_prefix("lb").and_then(|v| v.split_once('=')) {
+            if let Ok(i) = i.parse() {
+                maps.insert(i, d.to_string());
+            }
+        }
+    }
+    (table, maps)
+}
+
 #[cfg(test)]
-pub use tests::example;
+pub use tests::{example, lb_example};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sf_core::desired::{PortForward, RouterTier, StaticNat};
+    use std::sync::Arc;
+
+    /// [`example`] with a public HTTP load balancer of three backends on 203.0.113.20:80.
+    pub fn lb_example() -> VpcRouter {
+        let mut r = example();
+        r.load_balancers.push(LoadBalancer {
+            name: "web".into(),
+            vip: "203.0.113.20".parse().unwrap(),
+            protocol: L4Protocol::Tcp,
+            port: 80,
+            backends: (1..=3)
+                .map(|i| LbBackend {
+                    name: format!("10.10.1.2{i}:80"),
+                    ip: Ipv4Addr::new(10, 10, 1, 20 + i),
+                    port: 80,
+                    weight: 1,
+                })
+                .collect(),
+            health: HealthCheck::Tcp {
+                interval_ms: 1000,
+                timeout_ms: 500,
+                rise: 2,
+                fall: 2,
+            },
+            table_size: 251,
+            public: true,
+        });
+        r
+    }
 
     pub fn example() -> VpcRouter {
         VpcRouter {
@@ -233,7 +544,144 @@ mod tests {
                 public_ip: "203.0.113.12".parse().unwrap(),
                 private_ip: "10.10.1.11".parse().unwrap(),
             }],
+            load_balancers: vec![],
         }
+    }
+
+    #[test]
+    fn load_balancer_renders_hash_mark_dnat_map_and_guard() {
+        let r = lb_example();
+        let t = render_nft(&r);
+        assert!(t.contains("\tmap lb0 {\n\t\ttype mark : ipv4_addr . inet_service\n\t}\n"));
+        assert!(t.contains("\tset lbsum {\n\t\ttype mark\n\t}\n"));
+        let hash = "\t\tip daddr 203.0.113.20 tcp dport 80 meta mark set jhash ip saddr . tcp sport . ip daddr . tcp dport mod 251 seed 0x0\n";
+        let dnat = "\t\tip daddr 203.0.113.20 tcp dport 80 dnat ip to meta mark map @lb0\n";
+        assert!(t.contains(hash) && t.contains(dnat), "{t}");
+        // Before the port forwards, hash before lookup.
+        assert!(t.find(hash).unwrap() < t.find(dnat).unwrap());
+        assert!(t.find(dnat).unwrap() < t.find("@pf_tcp").unwrap());
+        assert!(t.contains("type filter hook prerouting priority dstnat + 1; policy accept;"));
+        assert!(t.contains("\t\tip daddr 203.0.113.20 tcp dport 80 reject with tcp reset\n"));
+        assert!(t.contains("meta mark != 0x00000000 meta mark set 0x00000000"));
+        // No element in the body: health changes do not change the table digest.
+        assert!(!t.contains("10.10.1.21"));
+        assert!(!render_nft(&example()).contains("lbsum"));
+        assert_ne!(digest_of(&t), digest_of(&render_nft(&example())));
+    }
+
+    #[test]
+    fn lb_table_spreads_over_healthy_backends_and_tracks_health() {
+        let r = lb_example();
+        let lb = &r.load_balancers[0];
+        let all = lb_table(lb, &|_| true);
+        assert_eq!(all.slots.values().sum::<usize>(), 251);
+        assert_eq!(all.slots.len(), 3);
+        for n in all.slots.values() {
+            assert!(n.abs_diff(251 / 3) <= 3, "{:?}", all.slots);
+        }
+        assert!(all.elements.starts_with("0 : 10.10.1.2"));
+        assert_eq!(all.elements.matches(", ").count(), 250);
+        let two = lb_table(lb, &|b| b.name != "10.10.1.22:80");
+        assert_eq!(two.slots.len(), 2);
+        assert_ne!(two.digest, all.digest);
+        assert_ne!(two.maglev_digest, all.maglev_digest);
+        assert!(!two.elements.contains("10.10.1.22"));
+        // Minimal disruption: nearly all slots of the remaining backends stay where they were
+        // (Maglev moves a little more than the removed backend's share).
+        let slot_of = |t: &LbTable| -> Vec<String> {
+            t.elements
+                .split(", ")
+                .map(|e| e.split(" : ").nth(1).unwrap().to_string())
+                .collect()
+        };
+        let (a, b) = (slot_of(&all), slot_of(&two));
+        let kept = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        let others = a.iter().filter(|x| !x.contains("10.10.1.22")).count();
+        assert!(kept * 100 >= others * 90, "{kept} of {others} kept");
+        // The Maglev digest is the shared one (order of input does not matter).
+        let mut rev = lb.clone();
+        rev.backends.reverse();
+        assert_eq!(lb_table(&rev, &|_| true), all);
+        // Weights honoured.
+        let mut w = lb.clone();
+        w.backends[0].weight = 2;
+        let wt = lb_table(&w, &|_| true);
+        assert!(wt.slots["10.10.1.21:80"] > wt.slots["10.10.1.22:80"] * 3 / 2);
+        // None healthy: empty map.
+        let none = lb_table(lb, &|_| false);
+        assert!(none.elements.is_empty() && none.slots.is_empty());
+    }
+
+    #[test]
+    fn lb_script_rewrites_only_given_maps_and_lbsum_parses_back() {
+        let r = lb_example();
+        let t = Arc::new(lb_table(&r.load_balancers[0], &|_| true));
+        let load = LbLoad {
+            table_digest: digest_of(&render_nft(&r)).unwrap(),
+            digests: BTreeMap::from([(0, t.digest.clone()), (1, "00ff".into())]),
+            maps: vec![(0, t.clone())],
+        };
+        let s = lb_script(&load);
+        assert!(s.starts_with("flush set ip stackfabric lbsum\nadd element ip stackfabric lbsum { 4294967295 comment \"sf:table="));
+        assert!(s.contains("flush map ip stackfabric lb0\nadd element ip stackfabric lb0 { 0 : "));
+        assert!(!s.contains("lb1 {"));
+        let listing = format!(
+            "table ip stackfabric {{\n\tset lbsum {{\n\t\ttype mark\n\t\telements = {{ 0x00000000 comment \"sf:lb0={}\", 0x00000001 comment \"sf:lb1=00ff\",\n\t\t\t     0xffffffff comment \"sf:table={}\" }}\n\t}}\n}}\n",
+            t.digest, load.table_digest
+        );
+        let (td, maps) = parse_lbsum(&listing);
+        assert_eq!(td.as_deref(), Some(load.table_digest.as_str()));
+        assert_eq!(maps, load.digests);
+        // Empty table: flushed, nothing added (nft rejects `{ }`).
+        let empty = Arc::new(lb_table(&r.load_balancers[0], &|_| false));
+        let s = lb_script(&LbLoad {
+            table_digest: "x".into(),
+            digests: BTreeMap::from([(0, empty.digest.clone())]),
+            maps: vec![(0, empty)],
+        });
+        assert!(
+            s.contains("flush map ip stackfabric lb0\n")
+                && !s.contains("add element ip stackfabric lb0")
+        );
+        assert_eq!(lb_script(&LbLoad::default()), "");
+    }
+
+    #[test]
+    fn lb_validation_and_internal_vips() {
+        let mut r = lb_example();
+        assert!(validate(&r).is_empty(), "{:?}", validate(&r));
+        let mut bad = r.load_balancers[0].clone();
+        bad.name = "bad".into();
+        bad.table_size = 65_536;
+        r.load_balancers.push(bad);
+        let mut dup = r.load_balancers[0].clone();
+        dup.name = "dup".into();
+        r.load_balancers.push(dup);
+        let mut internal = r.load_balancers[0].clone();
+        internal.name = "internal".into();
+        internal.vip = "10.10.1.200".parse().unwrap();
+        internal.public = false;
+        r.load_balancers.push(internal);
+        let e = validate(&r);
+        assert_eq!(e.len(), 2, "{e:?}");
+        let names: Vec<&str> = load_balancers(&r).iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["internal", "web"]);
+        let t = render_nft(&r);
+        assert!(t.contains("map @lb1") && !t.contains("map @lb2"));
+        assert_eq!(
+            tier_vips(
+                &r,
+                &"10.10.1.0/24".parse().unwrap(),
+                "10.10.1.1".parse().unwrap()
+            ),
+            vec!["10.10.1.200/32".parse::<Ipv4Net>().unwrap()]
+        );
+        assert!(tier_vips(
+            &r,
+            &"10.10.2.0/24".parse().unwrap(),
+            "10.10.2.1".parse().unwrap()
+        )
+        .is_empty());
     }
 
     #[test]

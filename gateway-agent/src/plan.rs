@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use sf_agent::LeaseState;
@@ -49,6 +50,8 @@ pub struct NsState {
     pub forwarding: bool,
     /// Digest comment of the `ip stackfabric` table, if the table exists.
     pub nft_digest: Option<String>,
+    /// Digests of the load balancer maps' contents (from the `lbsum` set), by map index.
+    pub lb_digests: BTreeMap<usize, String>,
 }
 
 /// The gateway host namespace as observed.
@@ -126,10 +129,17 @@ pub enum Action {
         ns: Option<String>,
         route: Route,
     },
-    /// Replace the `ip stackfabric` table with `table` in one transaction.
+    /// Replace the `ip stackfabric` table with `table` and fill its load balancer maps, in
+    /// one transaction.
     LoadNft {
         ns: String,
         table: String,
+        lbs: nft::LbLoad,
+    },
+    /// Rewrite only load balancer maps (and `lbsum`), in one transaction.
+    LoadLbMaps {
+        ns: String,
+        lbs: nft::LbLoad,
     },
 }
 
@@ -413,13 +423,15 @@ fn plan_pair(
     }
 }
 
-/// Plan for one desired router; `ns` is its namespace's observed state (None: missing).
+/// Plan for one desired router; `ns` is its namespace's observed state (None: missing);
+/// `lbs` the Maglev tables to install, one per [`nft::load_balancers`] entry.
 /// Returns the actions and the problems no action can fix.
 pub fn plan_router(
     prefix: &str,
     r: &VpcRouter,
     host: &HostState,
     ns: Option<&NsState>,
+    lbs: &[Arc<nft::LbTable>],
 ) -> (Vec<Action>, Vec<String>) {
     let mut a = Vec::new();
     let mut errors = validate_router(r);
@@ -445,7 +457,8 @@ pub fn plan_router(
     let mut tiers: Vec<_> = r.tiers.iter().collect();
     tiers.sort_by_key(|t| t.vni);
     for t in &tiers {
-        let gw = Ipv4Net::new(t.gateway, t.cidr.prefix_len()).expect("valid prefix");
+        let mut addrs = vec![Ipv4Net::new(t.gateway, t.cidr.prefix_len()).expect("valid prefix")];
+        addrs.extend(nft::tier_vips(r, &t.cidr, t.gateway));
         plan_pair(
             &ns_name,
             host,
@@ -455,7 +468,7 @@ pub fn plan_router(
             Some(&sf_linux::l2::bridge_name(t.vni)),
             &[],
             Some(&r.mac),
-            &[gw],
+            &addrs,
             &mut a,
             &mut errors,
         );
@@ -521,12 +534,46 @@ pub fn plan_router(
             });
         }
     }
-    // NAT, before the public routes attract traffic.
+    // NAT and load balancers, before the public routes attract traffic.
     let table = nft::render_nft(r);
-    if st.nft_digest != nft::digest_of(&table) {
+    let table_digest = nft::digest_of(&table).unwrap_or_default();
+    let n_lbs = nft::load_balancers(r).len();
+    if lbs.len() != n_lbs {
+        errors.push(format!(
+            "vpc {}: {} Maglev tables for {n_lbs} load balancers",
+            r.id,
+            lbs.len()
+        ));
+        return (a, errors);
+    }
+    let digests: BTreeMap<usize, String> = lbs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i, t.digest.clone()))
+        .collect();
+    if st.nft_digest.as_deref() != Some(table_digest.as_str()) {
         a.push(Action::LoadNft {
             ns: ns_name.clone(),
             table,
+            lbs: nft::LbLoad {
+                table_digest,
+                digests,
+                maps: lbs.iter().cloned().enumerate().collect(),
+            },
+        });
+    } else if st.lb_digests != digests {
+        a.push(Action::LoadLbMaps {
+            ns: ns_name.clone(),
+            lbs: nft::LbLoad {
+                table_digest,
+                maps: lbs
+                    .iter()
+                    .cloned()
+                    .enumerate()
+                    .filter(|(i, t)| st.lb_digests.get(i) != Some(&t.digest))
+                    .collect(),
+                digests,
+            },
         });
     }
     // Public /32s into the namespace (before FRR's `network` statements can activate).
@@ -738,9 +785,15 @@ pub fn apply_in_memory(
                     v.retain(|r| r != route);
                 }
             }
-            Action::LoadNft { ns, table } => {
+            Action::LoadNft { ns, table, lbs } => {
                 if let Some(s) = names::netns_id(prefix, ns).and_then(|id| vpcs.get_mut(&id)) {
                     s.nft_digest = nft::digest_of(table);
+                    s.lb_digests = lbs.digests.clone();
+                }
+            }
+            Action::LoadLbMaps { ns, lbs } => {
+                if let Some(s) = names::netns_id(prefix, ns).and_then(|id| vpcs.get_mut(&id)) {
+                    s.lb_digests = lbs.digests.clone();
                 }
             }
         }
@@ -753,6 +806,13 @@ mod tests {
     use sf_core::desired::{RouterRoute, RouterTier};
 
     const P: &str = "sfvpc-";
+
+    fn tables(r: &VpcRouter) -> Vec<Arc<nft::LbTable>> {
+        nft::load_balancers(r)
+            .iter()
+            .map(|lb| Arc::new(nft::lb_table(lb, &|_| true)))
+            .collect()
+    }
 
     fn bridge(vni: u32) -> NetLink {
         NetLink {
@@ -777,7 +837,7 @@ mod tests {
         host: &mut HostState,
         vpcs: &mut BTreeMap<u32, NsState>,
     ) -> Vec<Action> {
-        let (a, e) = plan_router(P, r, host, vpcs.get(&r.id));
+        let (a, e) = plan_router(P, r, host, vpcs.get(&r.id), &tables(r));
         assert!(e.is_empty(), "{e:?}");
         apply_in_memory(P, host, vpcs, &a);
         a
@@ -848,7 +908,7 @@ mod tests {
             .unwrap();
         assert!(nft_at < route_at);
         // Converged: nothing to do, nothing recreated, nft not reloaded.
-        let (again, e) = plan_router(P, &r, &h, v.get(&7));
+        let (again, e) = plan_router(P, &r, &h, v.get(&7), &tables(&r));
         assert!(e.is_empty());
         assert_eq!(again, vec![]);
     }
@@ -883,7 +943,7 @@ mod tests {
             !a.iter().any(|x| matches!(x, Action::LoadNft { .. })),
             "inside set unchanged (10.10.0.0/16)"
         );
-        assert_eq!(plan_router(P, &r, &h, v.get(&7)).0, vec![]);
+        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
         // Drop the first tier, the static route and the SNAT address.
         r.tiers.retain(|t| t.vni != 1_000_001);
         r.routes.clear();
@@ -897,7 +957,53 @@ mod tests {
         assert!(a.iter().any(|x| matches!(x, Action::DelRoute { ns: None, route } if route.dst.to_string() == "203.0.113.10/32")));
         assert!(a.iter().any(|x| matches!(x, Action::LoadNft { .. })));
         assert!(v[&7].link("t1000001").is_none());
-        assert_eq!(plan_router(P, &r, &h, v.get(&7)).0, vec![]);
+        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+    }
+
+    #[test]
+    fn load_balancers_route_the_vip_and_health_rewrites_only_the_map() {
+        let mut r = nft::lb_example();
+        let (mut h, mut v) = (host(), BTreeMap::new());
+        let a = converge(&r, &mut h, &mut v);
+        // The public VIP is routed into the namespace like the NAT addresses.
+        assert!(a.iter().any(|x| matches!(x, Action::ReplaceRoute { ns: None, route } if route.dst.to_string() == "203.0.113.20/32")));
+        let load = a
+            .iter()
+            .find_map(|x| match x {
+                Action::LoadNft { lbs, .. } => Some(lbs.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(load.maps.len(), 1);
+        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+        // A backend goes down: only its load balancer's map is rewritten, NAT untouched.
+        let lb = &r.load_balancers[0];
+        let down = vec![Arc::new(nft::lb_table(lb, &|b| b.name != "10.10.1.22:80"))];
+        let (a, e) = plan_router(P, &r, &h, v.get(&7), &down);
+        assert!(e.is_empty());
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert!(
+            matches!(&a[0], Action::LoadLbMaps { lbs, .. } if lbs.maps.len() == 1 && lbs.maps[0].0 == 0)
+        );
+        apply_in_memory(P, &mut h, &mut v, &a);
+        assert_eq!(plan_router(P, &r, &h, v.get(&7), &down).0, vec![]);
+        // Wrong number of tables is refused rather than guessed.
+        assert!(!plan_router(P, &r, &h, v.get(&7), &[]).1.is_empty());
+        // An internal VIP in a tier is answered on that tier's link.
+        let mut internal = r.load_balancers[0].clone();
+        internal.name = "internal".into();
+        internal.vip = "10.10.1.200".parse().unwrap();
+        internal.public = false;
+        r.load_balancers.push(internal);
+        let a = converge(&r, &mut h, &mut v);
+        assert!(a.contains(&Action::AddAddr {
+            ns: Some("sfvpc-7".into()),
+            dev: "t1000001".into(),
+            addr: "10.10.1.200/32".parse().unwrap()
+        }));
+        assert!(a.iter().any(|x| matches!(x, Action::LoadNft { .. })));
+        assert!(!a.iter().any(|x| matches!(x, Action::ReplaceRoute { ns: None, route } if route.dst.to_string() == "10.10.1.200/32")));
+        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
     }
 
     #[test]
@@ -933,7 +1039,7 @@ mod tests {
         let a = converge(&r, &mut h, &mut v);
         assert_eq!(a.len(), 5, "{a:#?}");
         assert!(h.routes.iter().any(|r| r.dev.as_deref() == Some("leaf1")));
-        assert_eq!(plan_router(P, &r, &h, v.get(&7)).0, vec![]);
+        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
     }
 
     #[test]
@@ -942,7 +1048,7 @@ mod tests {
         let (mut h, mut v) = (host(), BTreeMap::new());
         converge(&r, &mut h, &mut v);
         v.get_mut(&7).unwrap().links.retain(|l| l.name != "transit");
-        let (a, _) = plan_router(P, &r, &h, v.get(&7));
+        let (a, _) = plan_router(P, &r, &h, v.get(&7), &tables(&r));
         assert_eq!(
             a[0],
             Action::DelLink {
@@ -962,7 +1068,7 @@ mod tests {
             kind: Some("veth".into()),
             ..Default::default()
         });
-        let (a, e) = plan_router(P, &r, &h2, None);
+        let (a, e) = plan_router(P, &r, &h2, None, &tables(&r));
         assert_eq!(e.len(), 1);
         assert!(!a.iter().any(|x| matches!(x, Action::DelLink { link, .. } | Action::AddVeth { host: link, .. } if link == "gx7")));
     }
@@ -991,7 +1097,7 @@ mod tests {
         assert!(!v.contains_key(&7));
         assert!(h.link("gx8").is_some() && h.link("g8v1000001").is_some());
         assert!(h.link("gx7").is_none() && h.link("g7v1000001").is_none());
-        assert_eq!(plan_router(P, &r8, &h, v.get(&8)).0, vec![]);
+        assert_eq!(plan_router(P, &r8, &h, v.get(&8), &tables(&r8)).0, vec![]);
     }
 
     #[test]
@@ -999,7 +1105,7 @@ mod tests {
         let mut r = nft::example();
         r.id = names::MAX_ID + 1;
         r.mac = "nope".into();
-        let (a, e) = plan_router(P, &r, &host(), None);
+        let (a, e) = plan_router(P, &r, &host(), None, &tables(&r));
         assert!(a.is_empty());
         assert_eq!(e.len(), 2);
     }

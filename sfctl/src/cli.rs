@@ -90,6 +90,9 @@ pub enum Command {
     /// Manage static routes inside a VPC.
     #[command(subcommand)]
     Route(RouteCmd),
+    /// Manage L4 load balancers (Maglev across gateways, health-checked backends).
+    #[command(subcommand)]
+    Lb(LbCmd),
     /// Gateway placement, drain and undrain.
     #[command(subcommand)]
     Gateway(GatewayCmd),
@@ -196,6 +199,72 @@ pub enum RouteCmd {
         vpc: String,
     },
     /// Delete a route.
+    Delete {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LbCmd {
+    /// Create a load balancer.
+    Create {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        /// VIP: from a public pool, or a VPC-internal address outside every tier.
+        #[arg(long)]
+        vip: String,
+        /// tcp or udp.
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        #[arg(long)]
+        port: u32,
+        /// Backend as IP:PORT or IP:PORT:WEIGHT; repeat for each backend.
+        #[arg(long = "backend", required = true)]
+        backends: Vec<String>,
+        /// Health check: none, tcp or http.
+        #[arg(long, default_value = "tcp")]
+        health: String,
+        /// HTTP check path.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// HTTP status the check expects.
+        #[arg(long, default_value_t = 200)]
+        expect_status: u32,
+        #[arg(long, default_value_t = 2000)]
+        interval_ms: u32,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u32,
+        #[arg(long, default_value_t = 2)]
+        rise: u32,
+        #[arg(long, default_value_t = 3)]
+        fall: u32,
+        /// Maglev table size (prime, > 100 x backends).
+        #[arg(long, default_value_t = 65537)]
+        table_size: u32,
+    },
+    /// List load balancers.
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        vpc: String,
+    },
+    /// Show a load balancer with each backend's health and the table digest.
+    Show {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+    },
+    /// Delete a load balancer.
     Delete {
         name: String,
         #[arg(long)]

@@ -2,11 +2,11 @@
 //! (ObjectRef / ListRequest conventions per object kind), and prints the rendered result.
 //! RPC failures surface as `tonic::Status` inside the returned `anyhow::Error`.
 use sf_proto::v1::{
-    Empty, ListRequest, NatRule, Network, Node, ObjectRef, Pool, PortBinding, Route, Tenant, Vpc,
+    Backend, Empty, ListRequest, LoadBalancer, NatRule, Network, Node, ObjectRef, Pool, PortBinding, Route, Tenant, Vpc,
 };
 
 use crate::cli::{
-    Cli, Command, GatewayCmd, NatCmd, NetworkCmd, NodeCmd, Output, PoolCmd, PortCmd, RouteCmd,
+    Cli, Command, GatewayCmd, LbCmd, NatCmd, NetworkCmd, NodeCmd, Output, PoolCmd, PortCmd, RouteCmd,
     TenantCmd, VpcCmd,
 };
 use crate::client::{self, Client};
@@ -359,6 +359,73 @@ async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<S
                 deleted("route", &name, r.revision)
             }
         },
+        Command::Lb(cmd) => match cmd {
+            LbCmd::Create {
+                name,
+                tenant,
+                vpc,
+                vip,
+                protocol,
+                port,
+                backends,
+                health,
+                path,
+                expect_status,
+                interval_ms,
+                timeout_ms,
+                rise,
+                fall,
+                table_size,
+            } => {
+                let backends = backends
+                    .iter()
+                    .map(|b| parse_backend(b))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let r = c
+                    .create_load_balancer(LoadBalancer {
+                        tenant,
+                        vpc,
+                        name: name.clone(),
+                        vip,
+                        protocol,
+                        port,
+                        backends,
+                        health_type: health,
+                        health_path: path,
+                        health_expect_status: expect_status,
+                        interval_ms,
+                        timeout_ms,
+                        rise,
+                        fall,
+                        table_size,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                created("load balancer", &name, r.revision)
+            }
+            LbCmd::List { tenant, vpc } => {
+                let l = c
+                    .list_load_balancers(list_req(tenant, vpc))
+                    .await?
+                    .into_inner();
+                output::list(fmt, &l.items)
+            }
+            LbCmd::Show { name, tenant, vpc } => {
+                let l = c
+                    .get_load_balancer(obj_ref(&tenant, &vpc, &name))
+                    .await?
+                    .into_inner();
+                output::lb_detail(fmt, &l)
+            }
+            LbCmd::Delete { name, tenant, vpc } => {
+                let r = c
+                    .delete_load_balancer(obj_ref(&tenant, &vpc, &name))
+                    .await?
+                    .into_inner();
+                deleted("load balancer", &name, r.revision)
+            }
+        },
         Command::Gateway(cmd) => match cmd {
             GatewayCmd::List => {
                 let l = c.list_placements(Empty {}).await?.into_inner();
@@ -381,4 +448,37 @@ async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<S
             output::fleet(fmt, &s)
         }
     })
+}
+
+/// Parses IP:PORT or IP:PORT:WEIGHT.
+fn parse_backend(s: &str) -> anyhow::Result<Backend> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (ip, port, weight) = match parts.as_slice() {
+        [ip, port] => (ip, port, "1"),
+        [ip, port, w] => (ip, port, *w),
+        _ => anyhow::bail!("backend {s:?} must be IP:PORT or IP:PORT:WEIGHT"),
+    };
+    Ok(Backend {
+        ip: ip.to_string(),
+        port: port
+            .parse()
+            .map_err(|_| anyhow::anyhow!("backend {s:?}: bad port"))?,
+        weight: weight
+            .parse()
+            .map_err(|_| anyhow::anyhow!("backend {s:?}: bad weight"))?,
+        health: String::new(),
+    })
+}
+
+#[cfg(test)]
+mod backend_tests {
+    #[test]
+    fn backends_parse_with_optional_weight() {
+        let b = super::parse_backend("10.10.1.11:80").unwrap();
+        assert_eq!((b.ip.as_str(), b.port, b.weight), ("10.10.1.11", 80, 1));
+        let w = super::parse_backend("10.10.1.12:8080:5").unwrap();
+        assert_eq!((w.port, w.weight), (8080, 5));
+        assert!(super::parse_backend("10.10.1.12").is_err());
+        assert!(super::parse_backend("10.10.1.12:x").is_err());
+    }
 }

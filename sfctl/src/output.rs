@@ -3,7 +3,7 @@
 //! return strings; printing is left to `commands`.
 use serde_json::{json, Value};
 use sf_proto::v1::{
-    FleetStatus, NatRule, Network, Node, NodeStatus, Placement, PlacementList, Pool, PortBinding,
+    FleetStatus, LoadBalancer, NatRule, Network, Node, NodeStatus, Placement, PlacementList, Pool, PortBinding,
     Route, Tenant, Vpc,
 };
 
@@ -156,6 +156,68 @@ impl Render for Placement {
     fn to_json(&self) -> Value {
         json!({"tenant": self.tenant, "vpc": self.vpc, "vpc_id": self.vpc_id,
                "primary": self.primary, "standby": self.standby})
+    }
+}
+
+impl Render for LoadBalancer {
+    const HEADERS: &'static [&'static str] =
+        &["TENANT", "VPC", "NAME", "VIP", "BACKENDS", "HEALTH", "GATEWAY", "TABLE"];
+    fn row(&self) -> Vec<String> {
+        let up = self.backends.iter().filter(|b| b.health == "up").count();
+        vec![
+            cell(&self.tenant),
+            cell(&self.vpc),
+            cell(&self.name),
+            format!("{}:{}/{}", self.vip, self.port, self.protocol),
+            format!("{up}/{} up", self.backends.len()),
+            cell(&self.health_type),
+            cell(&self.gateway),
+            cell(&self.table_digest),
+        ]
+    }
+    fn to_json(&self) -> Value {
+        json!({"tenant": self.tenant, "vpc": self.vpc, "name": self.name, "vip": self.vip,
+               "protocol": self.protocol, "port": self.port,
+               "backends": self.backends.iter().map(|b| json!({"ip": b.ip, "port": b.port,
+                   "weight": b.weight, "health": b.health})).collect::<Vec<_>>(),
+               "health": {"type": self.health_type, "path": self.health_path,
+                          "expect_status": self.health_expect_status,
+                          "interval_ms": self.interval_ms, "timeout_ms": self.timeout_ms,
+                          "rise": self.rise, "fall": self.fall},
+               "table_size": self.table_size, "gateway": self.gateway,
+               "table_digest": self.table_digest})
+    }
+}
+
+/// One load balancer with a row per backend.
+pub fn lb_detail(fmt: Output, l: &LoadBalancer) -> String {
+    match fmt {
+        Output::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&l.to_json()).unwrap_or_default()
+        ),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = l
+                .backends
+                .iter()
+                .map(|b| {
+                    vec![
+                        format!("{}:{}", b.ip, b.port),
+                        b.weight.to_string(),
+                        cell(&b.health),
+                    ]
+                })
+                .collect();
+            format!(
+                "{}\ngateway {}  table {} (M={})  check {}\n{}",
+                table(LoadBalancer::HEADERS, &[l.row()]).trim_end(),
+                cell(&l.gateway),
+                cell(&l.table_digest),
+                l.table_size,
+                cell(&l.health_type),
+                table(&["BACKEND", "WEIGHT", "HEALTH"], &rows)
+            )
+        }
     }
 }
 

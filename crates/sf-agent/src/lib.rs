@@ -62,6 +62,17 @@ pub trait Dataplane: Send + 'static {
     async fn reconcile(&mut self, desired: &NodeDesired, ctx: &ReconcileContext)
         -> ReconcileReport;
 
+    /// Per-load-balancer health and table digests to report in status (gateways).
+    async fn lb_status(&mut self) -> std::collections::BTreeMap<String, sf_core::status::LbStatus> {
+        std::collections::BTreeMap::new()
+    }
+
+    /// A notifier the dataplane triggers when it needs a reconcile pass outside of desired
+    /// state changes (for example a backend's health changed).
+    fn wakeup(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
     /// VNIs of bridges found on the device that this agent did not create.
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {
         BTreeSet::new()

@@ -121,6 +121,7 @@ pub async fn run<D: Dataplane>(
     let mut observe = tokio::time::interval(Duration::from_secs(3));
     let mut applied: Cached = cached;
     desired_rx.mark_changed();
+    let wake = dataplane.wakeup();
     loop {
         let mut pass = false;
         tokio::select! {
@@ -133,6 +134,12 @@ pub async fn run<D: Dataplane>(
             }
             _ = resync.tick() => { pass = true; }
             _ = observe.tick() => {}
+            _ = async {
+                match &wake {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => { pass = true; }
             _ = term.recv() => { info!("SIGTERM: stopping (dataplane left as is)"); break; }
             _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping (dataplane left as is)"); break; }
         }
@@ -160,7 +167,10 @@ pub async fn run<D: Dataplane>(
                 || fresh_generation == Some(generation),
         };
         let observed: BTreeSet<u32> = dataplane.observed_vnis().await;
-        let mut changed_status = observed != status.observed_vnis;
+        let lbs = dataplane.lb_status().await;
+        let lbs_changed = lbs != status.load_balancers;
+        status.load_balancers = lbs;
+        let mut changed_status = observed != status.observed_vnis || lbs_changed;
         status.observed_vnis = observed;
         let desired: Option<NodeDesired> = desired_rx.borrow_and_update().clone();
         if let (true, Some(desired)) = (pass, desired) {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::desired::{
     network_key, vpc_mac, vpc_router_key, DesiredObject, EvpnRole, L2Network, LocalPort,
-    NodeDesired, PortForward, RouterRoute, RouterTier, StaticNat, Underlay, VpcRouter,
+    LbBackend, LoadBalancer as DesiredLb, NodeDesired, PortForward, RouterRoute, RouterTier, StaticNat, Underlay, VpcRouter,
     UNDERLAY_KEY,
 };
 use crate::model::{Intent, NatKind, NetworkKey, NodeRole, VpcKey};
@@ -143,7 +143,35 @@ pub fn vpc_router(intent: &Intent, key: &VpcKey) -> VpcRouter {
         snat: None,
         port_forwards: Vec::new(),
         static_nats: Vec::new(),
+        load_balancers: Vec::new(),
     };
+    for lb in intent
+        .load_balancers
+        .values()
+        .filter(|l| in_vpc(&l.tenant, &l.vpc))
+    {
+        let mut backends: Vec<LbBackend> = lb
+            .backends
+            .iter()
+            .map(|b| LbBackend {
+                name: format!("{}:{}", b.ip, b.port),
+                ip: b.ip,
+                port: b.port,
+                weight: b.weight,
+            })
+            .collect();
+        backends.sort_by(|a, b| a.name.cmp(&b.name));
+        router.load_balancers.push(DesiredLb {
+            name: lb.name.clone(),
+            vip: lb.vip,
+            protocol: lb.protocol,
+            port: lb.port,
+            backends,
+            health: lb.health.clone(),
+            table_size: lb.table_size,
+            public: intent.pools.values().any(|p| p.cidr.contains(&lb.vip)),
+        });
+    }
     for r in intent
         .nat_rules
         .values()

@@ -98,6 +98,57 @@ pub struct StaticNat {
     pub private_ip: Ipv4Addr,
 }
 
+/// One backend of a load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbBackend {
+    /// Stable name the Maglev permutation is derived from ("ip:port"), so every gateway and
+    /// every restart computes the same table.
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+}
+
+/// How a gateway checks a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum HealthCheck {
+    /// Every backend counts as healthy.
+    None,
+    /// A TCP connect to the backend port must succeed.
+    Tcp {
+        interval_ms: u32,
+        timeout_ms: u32,
+        rise: u32,
+        fall: u32,
+    },
+    /// An HTTP GET of `path` must answer `expect_status`.
+    Http {
+        path: String,
+        expect_status: u16,
+        interval_ms: u32,
+        timeout_ms: u32,
+        rise: u32,
+        fall: u32,
+    },
+}
+
+/// An L4 load balancer served by the VPC router: new connections to vip:port are spread
+/// over the healthy backends with a Maglev table of `table_size` slots (prime) indexed by a
+/// hash of the 5-tuple; established connections stay on their backend through conntrack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancer {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub protocol: L4Protocol,
+    pub port: u16,
+    pub backends: Vec<LbBackend>,
+    pub health: HealthCheck,
+    pub table_size: u32,
+    /// Whether the VIP is public (announced, from a pool) or VPC-internal.
+    pub public: bool,
+}
+
 /// A VPC router (SoftGate) this gateway node must serve as the VPC's active gateway.
 ///
 /// Realised as a network namespace named `<netns-prefix><id>`; each tier joins it through a
@@ -125,6 +176,8 @@ pub struct VpcRouter {
     pub port_forwards: Vec<PortForward>,
     #[serde(default)]
     pub static_nats: Vec<StaticNat>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<LoadBalancer>,
 }
 
 impl VpcRouter {
@@ -135,6 +188,7 @@ impl VpcRouter {
             .copied()
             .chain(self.port_forwards.iter().map(|p| p.public_ip))
             .chain(self.static_nats.iter().map(|s| s.public_ip))
+            .chain(self.load_balancers.iter().filter(|l| l.public).map(|l| l.vip))
             .collect()
     }
 }

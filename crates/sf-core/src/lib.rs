@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod desired;
+pub mod maglev;
 pub mod model;
 pub mod placement;
 pub mod status;

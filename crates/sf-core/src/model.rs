@@ -96,6 +96,40 @@ pub struct StaticRoute {
     pub nexthop: Ipv4Addr,
 }
 
+/// A backend of a load balancer: a VM address and port in the VPC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// An L4 load balancer of a VPC (Maglev across gateway nodes, health-checked backends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancer {
+    pub tenant: String,
+    pub vpc: String,
+    pub name: String,
+    /// From a public pool (announced) or a VPC-internal address outside every tier.
+    pub vip: Ipv4Addr,
+    pub protocol: crate::desired::L4Protocol,
+    pub port: u16,
+    pub backends: Vec<Backend>,
+    pub health: crate::desired::HealthCheck,
+    pub table_size: u32,
+}
+
+impl LoadBalancer {
+    pub fn key(&self) -> NetworkKey {
+        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
+    }
+}
+
 /// Which gateway nodes serve a VPC, as decided and persisted by the leader coordinator.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
@@ -195,6 +229,8 @@ pub struct Intent {
     pub nat_rules: BTreeMap<NetworkKey, NatRule>,
     /// Static routes by (tenant, vpc, name).
     pub routes: BTreeMap<NetworkKey, StaticRoute>,
+    /// Load balancers by (tenant, vpc, name).
+    pub load_balancers: BTreeMap<NetworkKey, LoadBalancer>,
     /// Gateway placement of each VPC (written by the coordinator, read by the compiler).
     pub placements: BTreeMap<VpcKey, Placement>,
     /// Gateway nodes taken out of placement by `sfctl gateway drain`.

@@ -22,7 +22,19 @@ pub struct AgentStatus {
     /// VNIs of `brvx-<VNI>` bridges present on the node that the agent did not create.
     #[serde(default)]
     pub observed_vnis: BTreeSet<u32>,
+    /// Load balancers served by this node, by "tenant/vpc/name".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub load_balancers: BTreeMap<String, LbStatus>,
     /// Unix time (ms) of this report.
     #[serde(default)]
     pub reported_at_ms: u64,
+}
+
+/// What a gateway reports about one load balancer it serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbStatus {
+    /// Digest of the installed Maglev table (identical on every gateway with the same view).
+    pub table_digest: String,
+    /// Backend name → healthy.
+    pub backends: BTreeMap<String, bool>,
 }

@@ -605,3 +605,86 @@ fn route_validation_names_the_field() {
         "route.prefix"
     );
 }
+
+fn lb(vip: &str, backends: &[(&str, u16)]) -> LoadBalancer {
+    LoadBalancer {
+        tenant: "demo".into(),
+        vpc: "blue".into(),
+        name: "lb".into(),
+        vip: vip.parse().unwrap(),
+        protocol: sf_core::desired::L4Protocol::Tcp,
+        port: 80,
+        backends: backends
+            .iter()
+            .map(|(ip, port)| Backend { ip: ip.parse().unwrap(), port: *port, weight: 1 })
+            .collect(),
+        health: sf_core::desired::HealthCheck::Http {
+            path: "/".into(),
+            expect_status: 200,
+            interval_ms: 1000,
+            timeout_ms: 500,
+            rise: 2,
+            fall: 2,
+        },
+        table_size: 65_537,
+    }
+}
+
+#[test]
+fn load_balancer_validation_names_the_field() {
+    let i = with_gateways();
+    let ok = lb("203.0.113.20", &[("10.10.1.11", 80), ("10.10.1.12", 80)]);
+    assert!(validate_lb(&i, &ok).is_ok());
+    // VPC-internal VIP outside every tier is fine; inside a tier it is not.
+    assert!(validate_lb(&i, &lb("10.10.100.10", &[("10.10.1.11", 80)])).is_ok());
+    assert_eq!(field_of(validate_lb(&i, &lb("10.10.1.50", &[("10.10.1.11", 80)]))), "lb.vip");
+    assert_eq!(field_of(validate_lb(&i, &lb("203.0.113.11", &[("10.10.1.11", 80)]))), "lb.vip", "NAT's address");
+    assert_eq!(field_of(validate_lb(&i, &lb("203.0.113.20", &[("10.10.9.9", 80)]))), "lb.backends[0].ip");
+    assert_eq!(field_of(validate_lb(&i, &lb("203.0.113.20", &[("10.10.1.11", 0)]))), "lb.backends[0].port");
+    assert_eq!(field_of(validate_lb(&i, &lb("203.0.113.20", &[]))), "lb.backends");
+    let mut port = ok.clone();
+    port.port = 0;
+    assert_eq!(field_of(validate_lb(&i, &port)), "lb.port");
+    let mut small = ok.clone();
+    small.table_size = 101;
+    assert_eq!(field_of(validate_lb(&i, &small)), "lb.table_size");
+    let mut even = ok.clone();
+    even.table_size = 65_536;
+    assert_eq!(field_of(validate_lb(&i, &even)), "lb.table_size");
+    let mut path = ok.clone();
+    path.health = sf_core::desired::HealthCheck::Http {
+        path: "no-slash".into(),
+        expect_status: 200,
+        interval_ms: 1000,
+        timeout_ms: 500,
+        rise: 2,
+        fall: 2,
+    };
+    assert_eq!(field_of(validate_lb(&i, &path)), "lb.health.path");
+    let mut timeout = ok.clone();
+    timeout.health = sf_core::desired::HealthCheck::Tcp { interval_ms: 1000, timeout_ms: 2000, rise: 1, fall: 1 };
+    assert_eq!(field_of(validate_lb(&i, &timeout)), "lb.health.timeout_ms");
+    // A VIP already used by another load balancer.
+    let mut with = i.clone();
+    with.load_balancers.insert(ok.key(), ok.clone());
+    let mut second = ok.clone();
+    second.name = "other".into();
+    assert_eq!(field_of(validate_lb(&with, &second)), "lb.vip");
+    second.port = 443;
+    assert!(validate_lb(&with, &second).is_ok(), "same VIP, other port, same VPC");
+    // NAT may not take an LB's VIP; the VPC and pool cannot be deleted under it.
+    let take = NatRule {
+        tenant: "demo".into(),
+        vpc: "blue".into(),
+        name: "x".into(),
+        kind: NatKind::StaticNat { public_ip: "203.0.113.20".parse().unwrap(), private_ip: "10.10.1.11".parse().unwrap() },
+    };
+    assert_eq!(field_of(validate_nat(&with, &take)), "nat.public_ip");
+    // The compiled router carries the LB with sorted backend names and announces the VIP.
+    let gw1 = compile_node(&with, "gw1", 1).unwrap();
+    let r = gw1.routers().next().unwrap();
+    assert_eq!(r.load_balancers.len(), 1);
+    assert_eq!(r.load_balancers[0].backends[0].name, "10.10.1.11:80");
+    assert!(r.load_balancers[0].public);
+    assert!(gw1.underlay().unwrap().announce.iter().any(|p| p.to_string() == "203.0.113.20/32"));
+}

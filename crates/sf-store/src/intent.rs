@@ -228,6 +228,20 @@ impl IntentStore {
         .await
     }
 
+    pub async fn create_lb(&self, l: &sf_core::model::LoadBalancer) -> Result<i64, WriteError> {
+        let k = self.keys.lb(&l.tenant, &l.vpc, &l.name);
+        self.guarded(
+            "load balancer",
+            vec![Compare::Absent(k.clone()), Compare::Present(self.keys.vpc(&l.tenant, &l.vpc))],
+            vec![Self::put(k, encode(l))],
+        )
+        .await
+    }
+
+    pub async fn delete_lb(&self, t: &str, v: &str, l: &str) -> Result<i64, WriteError> {
+        self.delete_keys("load balancer", vec![self.keys.lb(t, v, l)]).await
+    }
+
     pub async fn delete_pool(&self, p: &str) -> Result<i64, WriteError> {
         self.delete_keys("pool", vec![self.keys.pool(p)]).await
     }
@@ -497,6 +511,14 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
                     .insert((t.clone(), v.clone(), r), decode(&ev.kv)?);
             } else {
                 intent.routes.remove(&(t.clone(), v.clone(), r));
+            }
+            Some(Change::Vpc { tenant: t, vpc: v })
+        }
+        KeyKind::Lb(t, v, l) => {
+            if put {
+                intent.load_balancers.insert((t.clone(), v.clone(), l), decode(&ev.kv)?);
+            } else {
+                intent.load_balancers.remove(&(t.clone(), v.clone(), l));
             }
             Some(Change::Vpc { tenant: t, vpc: v })
         }

@@ -9,6 +9,7 @@
 //! {root}/intent/pools/{pool}                         Pool (public addresses)
 //! {root}/intent/nat/{tenant}/{vpc}/{rule}             NatRule
 //! {root}/intent/routes/{tenant}/{vpc}/{route}         StaticRoute
+//! {root}/intent/lbs/{tenant}/{vpc}/{lb}               LoadBalancer
 //! {root}/inventory/nodes/{node}                       Node
 //! {root}/inventory/drained/{node}                     present while a gateway is drained
 //! {root}/placement/{tenant}/{vpc}                     Placement (written by the leader)
@@ -74,6 +75,9 @@ impl Keys {
     pub fn route(&self, t: &str, v: &str, r: &str) -> String {
         format!("{}/intent/routes/{t}/{v}/{r}", self.root)
     }
+    pub fn lb(&self, t: &str, v: &str, l: &str) -> String {
+        format!("{}/intent/lbs/{t}/{v}/{l}", self.root)
+    }
     pub fn drained(&self, n: &str) -> String {
         format!("{}/inventory/drained/{n}", self.root)
     }
@@ -119,6 +123,7 @@ impl Keys {
             ["intent", "routes", t, v, r] => {
                 KeyKind::Route(t.to_string(), v.to_string(), r.to_string())
             }
+            ["intent", "lbs", t, v, l] => KeyKind::Lb(t.to_string(), v.to_string(), l.to_string()),
             ["inventory", "drained", n] => KeyKind::Drained(n.to_string()),
             ["placement", t, v] => KeyKind::Placement(t.to_string(), v.to_string()),
             ["alloc", "vpc-id", i] => KeyKind::VpcIdAlloc(i.parse().ok()?),
@@ -142,6 +147,7 @@ pub enum KeyKind {
     Pool(String),
     Nat(String, String, String),
     Route(String, String, String),
+    Lb(String, String, String),
     Drained(String),
     Placement(String, String),
     VpcIdAlloc(u32),

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# End-to-end tests of the Maglev load balancer (issue 4) with real connections from the
+# internet host to a public VIP on the SoftGate serving the VPC.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+export LAB_PREFIX=${LAB_PREFIX:-sfb$$-}
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO/tests/e2e/lib.sh"
+
+L() { "$REPO/deploy/lab.sh" "$@"; }
+X() { L exec "$@"; }
+S() { L sfctl "$@"; }
+STATE=/tmp/sf-lab.${LAB_PREFIX%-}
+trap 'L down >/dev/null 2>&1 || true' EXIT
+json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+lb_json() { S -o json lb show "$1" --tenant demo --vpc blue; }
+backend_health() { lb_json "$1" | json_get "[b['health'] for b in d['backends'] if b['ip']=='$2'][0]"; }
+
+# spread N VIP:PORT -> prints "name count" lines for N new connections from the internet host.
+spread() {
+    X internet bash -c "for i in \$(seq $1); do curl -s -m 2 http://$2/; done" | sort | uniq -c | awk '{print $2, $1}'
+}
+# by_port VIP FIRST COUNT -> "port backend" for connections from fixed client ports. The client
+# closes with SO_LINGER 0 (RST, no TIME_WAIT) so the same 5-tuple can be reused at once.
+by_port() {
+    X internet python3 - "$1" "$2" "$3" <<'PY'
+import socket, struct, sys
+vip, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for p in range(first, first + count):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.settimeout(3)
+    name = ""
+    try:
+        s.bind(("", p))
+        s.connect((vip, 80))
+        s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        name = data.decode(errors="replace").strip().splitlines()[-1]
+    except Exception as e:
+        name = "error:" + type(e).__name__
+    finally:
+        s.close()
+    print(p, name)
+PY
+}
+
+section "lab up (prefix $LAB_PREFIX)"
+if ! L up --no-build; then fail "deploy/lab.sh up"; finish; exit 1; fi
+pass "lab up"
+check "third backend blue-web-3 on hv3" L vm-add blue-web-3 hv3 demo blue web 10.10.1.13
+
+section "1. 300 new connections spread evenly over three backends"
+check "create LB web 203.0.113.20:80 with an HTTP check" S lb create web --tenant demo --vpc blue \
+    --vip 203.0.113.20 --port 80 --backend 10.10.1.11:80 --backend 10.10.1.12:80 --backend 10.10.1.13:80 \
+    --health http --path / --expect-status 200 --interval-ms 1000 --timeout-ms 500 --rise 2 --fall 2
+check "VIP answers" wait_for 30 X internet curl -s -m 1 http://203.0.113.20/
+check "all backends healthy" wait_for 15 bash -c "'$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; sys.exit(0 if all(b['health']=='up' for b in json.load(sys.stdin)['backends']) else 1)\""
+SPREAD=$(spread 300 203.0.113.20)
+while read -r line; do echo "    $line"; done <<<"$SPREAD"
+for b in blue-web-1 blue-web-2 blue-web-3; do
+    n=$(awk -v b="$b" '$1==b {print $2}' <<<"$SPREAD"); n=${n:-0}
+    check "$b got $n of 300 (33% +- 10% is 69-129)" test "$n" -ge 69 -a "$n" -le 129
+done
+
+section "2. a stopped backend leaves within interval x fall; other flows keep their backend"
+# Hold 12 established connections (request not yet sent) across the change.
+X internet python3 - >"$STATE/held.ready" 2>&1 <<'PY' &
+import socket, time, sys
+socks = []
+for i in range(12):
+    s = socket.create_connection(("203.0.113.20", 80), timeout=5)
+    socks.append(s)
+print("open", flush=True)
+time.sleep(6)
+alive = answered = 0
+for s in socks:
+    try:
+        s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+        data = s.recv(4096).decode(errors="replace")
+        if data:
+            answered += 1
+            print("answer", data.strip().splitlines()[-1])
+        else:
+            print("closed")
+    except Exception as e:
+        print("error", type(e).__name__)
+PY
+HELD=$!
+sleep 1.5
+check "stop blue-web-3's server" L vm-http-stop blue-web-3
+t0=$(date +%s.%N)
+check "blue-web-3 is marked down" wait_for 10 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; print([b['health'] for b in json.load(sys.stdin)['backends'] if b['ip']=='10.10.1.13'][0])\")\" = down ]"
+pass "detected down after $(python3 -c "import time; print(round(time.time()-$t0,1))") s (interval 1 s x fall 2, plus status reporting)"
+AFTER=$(spread 60 203.0.113.20)
+check "no new connection reaches blue-web-3 ($(echo "$AFTER" | tr '\n' ' '))" bash -c "! grep -q blue-web-3 <<<'$AFTER'"
+wait $HELD
+sed "s/^/    /" "$STATE/held.ready"
+answered=$(grep -c '^answer' "$STATE/held.ready"); lost=$(grep -c '^error\|^closed' "$STATE/held.ready")
+check "held connections on the healthy backends still answer from them ($answered answered, $lost were on the stopped one)" \
+    test "$answered" -ge 1 -a $((answered + lost)) -eq 12
+check "no held connection was answered by a different backend than it was bound to (only web-1/web-2 answer)" \
+    bash -c "! grep '^answer' '$STATE/held.ready' | grep -q blue-web-3"
+check "start blue-web-3's server again" L vm-http-start blue-web-3
+check "blue-web-3 returns (rise 2)" wait_for 15 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; print([b['health'] for b in json.load(sys.stdin)['backends'] if b['ip']=='10.10.1.13'][0])\")\" = up ]"
+check "and receives new connections again" bash -c "'$REPO/deploy/lab.sh' exec internet bash -c 'for i in \$(seq 60); do curl -s -m 2 http://203.0.113.20/; done' | grep -q blue-web-3"
+
+section "3. an HTTP check takes out a backend answering 500; a TCP check does not"
+check "create LB web-tcp 203.0.113.21:80 with a TCP check" S lb create web-tcp --tenant demo --vpc blue \
+    --vip 203.0.113.21 --port 80 --backend 10.10.1.11:80 --backend 10.10.1.12:80 --backend 10.10.1.13:80 \
+    --health tcp --interval-ms 1000 --timeout-ms 500 --rise 2 --fall 2
+check "web-tcp: all up" wait_for 15 bash -c "'$REPO/deploy/lab.sh' sfctl -o json lb show web-tcp --tenant demo --vpc blue | python3 -c \"import json,sys; sys.exit(0 if all(b['health']=='up' for b in json.load(sys.stdin)['backends']) else 1)\""
+check "blue-web-2 now answers HTTP 500" L vm-http-stop blue-web-2
+X blue-web-2 setsid python3 -c '
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(500); self.end_headers(); self.wfile.write(b"broken\n")
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 80), H).serve_forever()' >/dev/null 2>&1 < /dev/null &
+check "blue-web-2 answers 500" wait_for 5 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec blue-web-2 curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/)\" = 500 ]"
+check "HTTP check: blue-web-2 down" wait_for 10 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; print([b['health'] for b in json.load(sys.stdin)['backends'] if b['ip']=='10.10.1.12'][0])\")\" = down ]"
+sleep 3
+check_eq "TCP check: blue-web-2 still up" "up" "$(backend_health web-tcp 10.10.1.12)"
+AFTER=$(spread 60 203.0.113.20)
+check "web sends no new connection to blue-web-2 ($(echo "$AFTER" | tr '\n' ' '))" bash -c "! grep -q blue-web-2 <<<'$AFTER'"
+
+section "4. same table on every gateway; a failover keeps each 5-tuple on its backend"
+DIGEST1=$(lb_json web | json_get "d['table_digest']"); GW1=$(lb_json web | json_get "d['gateway']")
+check "gateway $GW1 reports table digest $DIGEST1" test -n "$DIGEST1" -a -n "$GW1"
+by_port 203.0.113.20 20000 20 >"$STATE/ports.before"
+check "drain $GW1 (VPC moves to its standby)" S gateway drain "$GW1"
+check "the other gateway serves the LB" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; d=json.load(sys.stdin); print(d['gateway'] != '$GW1' and d['table_digest'] != '')\")\" = True ]"
+GW2=$(lb_json web | json_get "d['gateway']")
+check "VIP answers through $GW2" wait_for 30 X internet curl -s -m 1 http://203.0.113.20/
+check "health settled on $GW2" wait_for 15 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; d=json.load(sys.stdin); print(d['table_digest'])\")\" = '$DIGEST1' ]"
+check_eq "$GW2 reports the same table digest as $GW1" "$DIGEST1" "$(lb_json web | json_get "d['table_digest']")"
+by_port 203.0.113.20 20000 20 >"$STATE/ports.after"
+check_eq "all 20 client 5-tuples were answered by a backend before the failover" 20 "$(grep -c ' blue-web-[0-9]$' "$STATE/ports.before")"
+check "every client 5-tuple reaches the same backend after the failover" diff "$STATE/ports.before" "$STATE/ports.after"
+check "undrain $GW1" S gateway undrain "$GW1"
+
+section "5. bad input names the field and changes nothing"
+bad() {
+    local field=$1; shift
+    local out rc
+    out=$(S lb create "$@" 2>&1); rc=$?
+    if [ $rc -eq 1 ] && grep -q "$field" <<<"$out"; then pass "rejected, names $field: $out"; else fail "expected rejection naming $field, got rc=$rc: $out"; fi
+}
+bad "lb.backends\[0\].ip" x1 --tenant demo --vpc blue --vip 203.0.113.30 --port 80 --backend 10.10.9.9:80
+bad lb.vip x2 --tenant demo --vpc blue --vip 203.0.113.20 --port 80 --backend 10.10.1.11:80
+bad lb.port x3 --tenant demo --vpc blue --vip 203.0.113.30 --port 70000 --backend 10.10.1.11:80
+bad lb.health.type x4 --tenant demo --vpc blue --vip 203.0.113.30 --port 80 --backend 10.10.1.11:80 --health icmp
+check_eq "only the two load balancers exist" "2" "$(S -o json lb list | json_get "len(d)")"
+
+section "lab down"
+L down
+check "no namespace of this run remains" bash -c "! ip netns list | grep -q '^$LAB_PREFIX'"
+trap - EXIT
+finish
