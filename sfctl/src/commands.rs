@@ -2,12 +2,13 @@
 //! (ObjectRef / ListRequest conventions per object kind), and prints the rendered result.
 //! RPC failures surface as `tonic::Status` inside the returned `anyhow::Error`.
 use sf_proto::v1::{
-    Backend, Empty, ListRequest, LoadBalancer, NatRule, Network, Node, ObjectRef, Pool, PortBinding, Route, Tenant, Vpc,
+    Backend, Empty, ListRequest, LoadBalancer, NatRule, Network, Node, ObjectRef, Pool,
+    PortBinding, Route, Tenant, Vpc,
 };
 
 use crate::cli::{
-    Cli, Command, GatewayCmd, LbCmd, NatCmd, NetworkCmd, NodeCmd, Output, PoolCmd, PortCmd, RouteCmd,
-    TenantCmd, VpcCmd,
+    Cli, Command, GatewayCmd, LbCmd, NatCmd, NetworkCmd, NodeCmd, Output, PoolCmd, PortCmd,
+    RouteCmd, TenantCmd, VpcCmd,
 };
 use crate::client::{self, Client};
 use crate::output;

@@ -3,8 +3,8 @@
 //! return strings; printing is left to `commands`.
 use serde_json::{json, Value};
 use sf_proto::v1::{
-    FleetStatus, LoadBalancer, NatRule, Network, Node, NodeStatus, Placement, PlacementList, Pool, PortBinding,
-    Route, Tenant, Vpc,
+    FleetStatus, LoadBalancer, NatRule, Network, Node, NodeStatus, Placement, PlacementList, Pool,
+    PortBinding, Route, Tenant, Vpc,
 };
 
 use crate::cli::Output;
@@ -160,8 +160,9 @@ impl Render for Placement {
 }
 
 impl Render for LoadBalancer {
-    const HEADERS: &'static [&'static str] =
-        &["TENANT", "VPC", "NAME", "VIP", "BACKENDS", "HEALTH", "GATEWAY", "TABLE"];
+    const HEADERS: &'static [&'static str] = &[
+        "TENANT", "VPC", "NAME", "VIP", "BACKENDS", "HEALTH", "GATEWAY", "TABLE",
+    ];
     fn row(&self) -> Vec<String> {
         let up = self.backends.iter().filter(|b| b.health == "up").count();
         vec![

@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 
 use crate::desired::{
-    network_key, vpc_mac, vpc_router_key, DesiredObject, EvpnRole, L2Network, LocalPort,
-    LbBackend, LoadBalancer as DesiredLb, NodeDesired, PortForward, RouterRoute, RouterTier, StaticNat, Underlay, VpcRouter,
-    UNDERLAY_KEY,
+    network_key, vpc_mac, vpc_router_key, DesiredObject, EvpnRole, L2Network, LbBackend,
+    LoadBalancer as DesiredLb, LocalPort, NodeDesired, PortForward, RouterRoute, RouterTier,
+    StaticNat, Underlay, VpcRouter, UNDERLAY_KEY,
 };
 use crate::model::{Intent, NatKind, NetworkKey, NodeRole, VpcKey};
 

@@ -188,7 +188,12 @@ impl VpcRouter {
             .copied()
             .chain(self.port_forwards.iter().map(|p| p.public_ip))
             .chain(self.static_nats.iter().map(|s| s.public_ip))
-            .chain(self.load_balancers.iter().filter(|l| l.public).map(|l| l.vip))
+            .chain(
+                self.load_balancers
+                    .iter()
+                    .filter(|l| l.public)
+                    .map(|l| l.vip),
+            )
             .collect()
     }
 }

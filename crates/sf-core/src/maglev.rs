@@ -55,7 +55,11 @@ pub fn build(backends: &[(&str, u32)], m: u32) -> Vec<u32> {
             (h1 % m64, h2 % (m64 - 1) + 1)
         })
         .collect();
-    let max_w = order.iter().map(|&i| backends[i].1).max().expect("non-empty") as u64;
+    let max_w = order
+        .iter()
+        .map(|&i| backends[i].1)
+        .max()
+        .expect("non-empty") as u64;
     let mut next = vec![0u64; order.len()];
     let mut credit = vec![0u64; order.len()];
     const NONE: u32 = u32::MAX;
@@ -102,7 +106,9 @@ mod tests {
     use super::*;
 
     fn names(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("10.0.{}.{}:80", i / 250, i % 250 + 1)).collect()
+        (0..n)
+            .map(|i| format!("10.0.{}.{}:80", i / 250, i % 250 + 1))
+            .collect()
     }
 
     #[test]
@@ -117,7 +123,10 @@ mod tests {
         }
         let ideal = 65_537 / 10;
         for c in count {
-            assert!(c.abs_diff(ideal) <= ideal / 100 + 1, "share {c} vs ideal {ideal}");
+            assert!(
+                c.abs_diff(ideal) <= ideal / 100 + 1,
+                "share {c} vs ideal {ideal}"
+            );
         }
     }
 
@@ -153,7 +162,10 @@ mod tests {
         let ideal = m as usize / 20;
         // Slots of the removed backend must move (ideal); Maglev moves only slightly more.
         assert!(moved >= ideal - ideal / 50, "moved {moved}, ideal {ideal}");
-        assert!(moved <= ideal * 2, "moved {moved} is far above the ideal {ideal}");
+        assert!(
+            moved <= ideal * 2,
+            "moved {moved} is far above the ideal {ideal}"
+        );
     }
 
     #[test]
@@ -161,7 +173,10 @@ mod tests {
         let b = [("a:80", 1), ("b:80", 3)];
         let t = build(&b, 10_007);
         let heavy = t.iter().filter(|&&i| i == 1).count() as f64 / t.len() as f64;
-        assert!((heavy - 0.75).abs() < 0.01, "weight-3 backend holds {heavy}");
+        assert!(
+            (heavy - 0.75).abs() < 0.01,
+            "weight-3 backend holds {heavy}"
+        );
         assert!(build(&[("a:80", 0)], 13).is_empty());
     }
 

@@ -5,8 +5,8 @@
 use std::net::Ipv4Addr;
 
 use crate::model::{
-    Intent, LoadBalancer, NatKind, NatRule, Network, Node, NodeRole, Pool, PortBinding, StaticRoute,
-    Tenant, Vpc,
+    Intent, LoadBalancer, NatKind, NatRule, Network, Node, NodeRole, Pool, PortBinding,
+    StaticRoute, Tenant, Vpc,
 };
 use crate::{VNI_MAX, VNI_POOL};
 
@@ -442,7 +442,11 @@ pub fn validate_nat(intent: &Intent, r: &NatRule) -> Result {
         ));
     }
     if let Some(lb) = intent.load_balancers.values().find(|l| l.vip == public) {
-        return Err(err(ErrorKind::AlreadyExists, "nat.public_ip", format!("{public} is the VIP of load balancer {:?}", lb.name)));
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "nat.public_ip",
+            format!("{public} is the VIP of load balancer {:?}", lb.name),
+        ));
     }
     // Who else uses this public address.
     for o in intent
@@ -568,12 +572,22 @@ pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
     validate_name("lb.name", &lb.name)?;
     let vpc = vpc_of(intent, "lb.vpc", &lb.tenant, &lb.vpc)?;
     if intent.load_balancers.contains_key(&lb.key()) {
-        return Err(err(ErrorKind::AlreadyExists, "lb.name", format!("load balancer {:?} already exists in VPC {:?}", lb.name, lb.vpc)));
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "lb.name",
+            format!(
+                "load balancer {:?} already exists in VPC {:?}",
+                lb.name, lb.vpc
+            ),
+        ));
     }
     if lb.port == 0 {
         return Err(err(ErrorKind::Invalid, "lb.port", "must be 1-65535"));
     }
-    let public = intent.pools.values().any(|p| p.cidr.contains(&lb.vip) && p.site == vpc.site);
+    let public = intent
+        .pools
+        .values()
+        .any(|p| p.cidr.contains(&lb.vip) && p.site == vpc.site);
     let internal = vpc.cidr.contains(&lb.vip)
         && !intent
             .networks
@@ -589,64 +603,160 @@ pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
             ),
         ));
     }
-    if let Some(r) = intent.nat_rules.values().find(|r| r.kind.public_ip() == lb.vip) {
-        return Err(err(ErrorKind::AlreadyExists, "lb.vip", format!("{} is already used by NAT rule {:?} of VPC {:?}", lb.vip, r.name, r.vpc)));
+    if let Some(r) = intent
+        .nat_rules
+        .values()
+        .find(|r| r.kind.public_ip() == lb.vip)
+    {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "lb.vip",
+            format!(
+                "{} is already used by NAT rule {:?} of VPC {:?}",
+                lb.vip, r.name, r.vpc
+            ),
+        ));
     }
-    if let Some(o) = intent.load_balancers.values().find(|o| o.vip == lb.vip && (o.tenant != lb.tenant || o.vpc != lb.vpc || (o.protocol == lb.protocol && o.port == lb.port))) {
-        return Err(err(ErrorKind::AlreadyExists, "lb.vip", format!("{}:{} is already used by load balancer {:?} of VPC {:?}", lb.vip, lb.port, o.name, o.vpc)));
+    if let Some(o) = intent.load_balancers.values().find(|o| {
+        o.vip == lb.vip
+            && (o.tenant != lb.tenant
+                || o.vpc != lb.vpc
+                || (o.protocol == lb.protocol && o.port == lb.port))
+    }) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "lb.vip",
+            format!(
+                "{}:{} is already used by load balancer {:?} of VPC {:?}",
+                lb.vip, lb.port, o.name, o.vpc
+            ),
+        ));
     }
     if lb.backends.is_empty() {
-        return Err(err(ErrorKind::Invalid, "lb.backends", "at least one backend is required"));
+        return Err(err(
+            ErrorKind::Invalid,
+            "lb.backends",
+            "at least one backend is required",
+        ));
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, b) in lb.backends.iter().enumerate() {
         if !in_some_tier(intent, &lb.tenant, &lb.vpc, b.ip) {
-            return Err(err(ErrorKind::Invalid, &format!("lb.backends[{i}].ip"), format!("{} is not a host address of any tier of VPC {:?}", b.ip, lb.vpc)));
+            return Err(err(
+                ErrorKind::Invalid,
+                &format!("lb.backends[{i}].ip"),
+                format!(
+                    "{} is not a host address of any tier of VPC {:?}",
+                    b.ip, lb.vpc
+                ),
+            ));
         }
         if b.port == 0 {
-            return Err(err(ErrorKind::Invalid, &format!("lb.backends[{i}].port"), "must be 1-65535"));
+            return Err(err(
+                ErrorKind::Invalid,
+                &format!("lb.backends[{i}].port"),
+                "must be 1-65535",
+            ));
         }
         if b.weight == 0 || b.weight > 1000 {
-            return Err(err(ErrorKind::Invalid, &format!("lb.backends[{i}].weight"), format!("{} is outside 1-1000", b.weight)));
+            return Err(err(
+                ErrorKind::Invalid,
+                &format!("lb.backends[{i}].weight"),
+                format!("{} is outside 1-1000", b.weight),
+            ));
         }
         if !seen.insert((b.ip, b.port)) {
-            return Err(err(ErrorKind::Invalid, &format!("lb.backends[{i}]"), format!("{}:{} is listed twice", b.ip, b.port)));
+            return Err(err(
+                ErrorKind::Invalid,
+                &format!("lb.backends[{i}]"),
+                format!("{}:{} is listed twice", b.ip, b.port),
+            ));
         }
     }
-    if !crate::maglev::is_prime(lb.table_size) || (lb.table_size as u64) <= 100 * lb.backends.len() as u64 {
+    if !crate::maglev::is_prime(lb.table_size)
+        || (lb.table_size as u64) <= 100 * lb.backends.len() as u64
+    {
         return Err(err(
             ErrorKind::Invalid,
             "lb.table_size",
-            format!("{} must be a prime larger than 100 x backends ({})", lb.table_size, 100 * lb.backends.len()),
+            format!(
+                "{} must be a prime larger than 100 x backends ({})",
+                lb.table_size,
+                100 * lb.backends.len()
+            ),
         ));
     }
     if lb.table_size > 1_000_003 {
-        return Err(err(ErrorKind::Invalid, "lb.table_size", "must be at most 1000003"));
+        return Err(err(
+            ErrorKind::Invalid,
+            "lb.table_size",
+            "must be at most 1000003",
+        ));
     }
     let timers = |interval_ms: u32, timeout_ms: u32, rise: u32, fall: u32| -> Result {
         if interval_ms < 100 {
-            return Err(err(ErrorKind::Invalid, "lb.health.interval_ms", "must be at least 100"));
+            return Err(err(
+                ErrorKind::Invalid,
+                "lb.health.interval_ms",
+                "must be at least 100",
+            ));
         }
         if timeout_ms == 0 || timeout_ms > interval_ms {
-            return Err(err(ErrorKind::Invalid, "lb.health.timeout_ms", "must be between 1 and the interval"));
+            return Err(err(
+                ErrorKind::Invalid,
+                "lb.health.timeout_ms",
+                "must be between 1 and the interval",
+            ));
         }
         if rise == 0 || fall == 0 || rise > 100 || fall > 100 {
-            return Err(err(ErrorKind::Invalid, if rise == 0 || rise > 100 { "lb.health.rise" } else { "lb.health.fall" }, "must be 1-100"));
+            return Err(err(
+                ErrorKind::Invalid,
+                if rise == 0 || rise > 100 {
+                    "lb.health.rise"
+                } else {
+                    "lb.health.fall"
+                },
+                "must be 1-100",
+            ));
         }
         Ok(())
     };
     match &lb.health {
         HealthCheck::None => {}
-        HealthCheck::Tcp { interval_ms, timeout_ms, rise, fall } => timers(*interval_ms, *timeout_ms, *rise, *fall)?,
-        HealthCheck::Http { path, expect_status, interval_ms, timeout_ms, rise, fall } => {
+        HealthCheck::Tcp {
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+        } => timers(*interval_ms, *timeout_ms, *rise, *fall)?,
+        HealthCheck::Http {
+            path,
+            expect_status,
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+        } => {
             if lb.protocol != crate::desired::L4Protocol::Tcp {
-                return Err(err(ErrorKind::Invalid, "lb.health.type", "HTTP checks need a TCP load balancer"));
+                return Err(err(
+                    ErrorKind::Invalid,
+                    "lb.health.type",
+                    "HTTP checks need a TCP load balancer",
+                ));
             }
             if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(err(ErrorKind::Invalid, "lb.health.path", format!("{path:?} must start with '/' and contain no spaces")));
+                return Err(err(
+                    ErrorKind::Invalid,
+                    "lb.health.path",
+                    format!("{path:?} must start with '/' and contain no spaces"),
+                ));
             }
             if !(100..=599).contains(expect_status) {
-                return Err(err(ErrorKind::Invalid, "lb.health.expect_status", format!("{expect_status} is not an HTTP status")));
+                return Err(err(
+                    ErrorKind::Invalid,
+                    "lb.health.expect_status",
+                    format!("{expect_status} is not an HTTP status"),
+                ));
             }
             timers(*interval_ms, *timeout_ms, *rise, *fall)?
         }
@@ -655,8 +765,15 @@ pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
 }
 
 pub fn check_delete_lb(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
-    if !intent.load_balancers.contains_key(&(tenant.to_string(), vpc.to_string(), name.to_string())) {
-        return Err(err(ErrorKind::NotFound, "lb.name", format!("load balancer {name:?} does not exist in VPC {vpc:?} of tenant {tenant:?}")));
+    if !intent
+        .load_balancers
+        .contains_key(&(tenant.to_string(), vpc.to_string(), name.to_string()))
+    {
+        return Err(err(
+            ErrorKind::NotFound,
+            "lb.name",
+            format!("load balancer {name:?} does not exist in VPC {vpc:?} of tenant {tenant:?}"),
+        ));
     }
     Ok(())
 }
@@ -712,11 +829,18 @@ pub fn check_delete_pool(intent: &Intent, name: &str) -> Result {
             format!("pool {name:?} does not exist"),
         )
     })?;
-    if let Some(l) = intent.load_balancers.values().find(|l| pool.cidr.contains(&l.vip)) {
+    if let Some(l) = intent
+        .load_balancers
+        .values()
+        .find(|l| pool.cidr.contains(&l.vip))
+    {
         return Err(err(
             ErrorKind::InUse,
             "pool.name",
-            format!("pool {name:?} still has load balancer {}/{}/{}", l.tenant, l.vpc, l.name),
+            format!(
+                "pool {name:?} still has load balancer {}/{}/{}",
+                l.tenant, l.vpc, l.name
+            ),
         ));
     }
     if let Some(r) = intent
@@ -862,7 +986,10 @@ pub fn check_delete_network(intent: &Intent, tenant: &str, vpc: &str, name: &str
         return Err(err(
             ErrorKind::InUse,
             "network.name",
-            format!("network {name:?} holds backends of load balancer {:?}", l.name),
+            format!(
+                "network {name:?} holds backends of load balancer {:?}",
+                l.name
+            ),
         ));
     }
     Ok(())

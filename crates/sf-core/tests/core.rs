@@ -616,7 +616,11 @@ fn lb(vip: &str, backends: &[(&str, u16)]) -> LoadBalancer {
         port: 80,
         backends: backends
             .iter()
-            .map(|(ip, port)| Backend { ip: ip.parse().unwrap(), port: *port, weight: 1 })
+            .map(|(ip, port)| Backend {
+                ip: ip.parse().unwrap(),
+                port: *port,
+                weight: 1,
+            })
             .collect(),
         health: sf_core::desired::HealthCheck::Http {
             path: "/".into(),
@@ -637,11 +641,27 @@ fn load_balancer_validation_names_the_field() {
     assert!(validate_lb(&i, &ok).is_ok());
     // VPC-internal VIP outside every tier is fine; inside a tier it is not.
     assert!(validate_lb(&i, &lb("10.10.100.10", &[("10.10.1.11", 80)])).is_ok());
-    assert_eq!(field_of(validate_lb(&i, &lb("10.10.1.50", &[("10.10.1.11", 80)]))), "lb.vip");
-    assert_eq!(field_of(validate_lb(&i, &lb("203.0.113.11", &[("10.10.1.11", 80)]))), "lb.vip", "NAT's address");
-    assert_eq!(field_of(validate_lb(&i, &lb("203.0.113.20", &[("10.10.9.9", 80)]))), "lb.backends[0].ip");
-    assert_eq!(field_of(validate_lb(&i, &lb("203.0.113.20", &[("10.10.1.11", 0)]))), "lb.backends[0].port");
-    assert_eq!(field_of(validate_lb(&i, &lb("203.0.113.20", &[]))), "lb.backends");
+    assert_eq!(
+        field_of(validate_lb(&i, &lb("10.10.1.50", &[("10.10.1.11", 80)]))),
+        "lb.vip"
+    );
+    assert_eq!(
+        field_of(validate_lb(&i, &lb("203.0.113.11", &[("10.10.1.11", 80)]))),
+        "lb.vip",
+        "NAT's address"
+    );
+    assert_eq!(
+        field_of(validate_lb(&i, &lb("203.0.113.20", &[("10.10.9.9", 80)]))),
+        "lb.backends[0].ip"
+    );
+    assert_eq!(
+        field_of(validate_lb(&i, &lb("203.0.113.20", &[("10.10.1.11", 0)]))),
+        "lb.backends[0].port"
+    );
+    assert_eq!(
+        field_of(validate_lb(&i, &lb("203.0.113.20", &[]))),
+        "lb.backends"
+    );
     let mut port = ok.clone();
     port.port = 0;
     assert_eq!(field_of(validate_lb(&i, &port)), "lb.port");
@@ -662,7 +682,12 @@ fn load_balancer_validation_names_the_field() {
     };
     assert_eq!(field_of(validate_lb(&i, &path)), "lb.health.path");
     let mut timeout = ok.clone();
-    timeout.health = sf_core::desired::HealthCheck::Tcp { interval_ms: 1000, timeout_ms: 2000, rise: 1, fall: 1 };
+    timeout.health = sf_core::desired::HealthCheck::Tcp {
+        interval_ms: 1000,
+        timeout_ms: 2000,
+        rise: 1,
+        fall: 1,
+    };
     assert_eq!(field_of(validate_lb(&i, &timeout)), "lb.health.timeout_ms");
     // A VIP already used by another load balancer.
     let mut with = i.clone();
@@ -671,13 +696,19 @@ fn load_balancer_validation_names_the_field() {
     second.name = "other".into();
     assert_eq!(field_of(validate_lb(&with, &second)), "lb.vip");
     second.port = 443;
-    assert!(validate_lb(&with, &second).is_ok(), "same VIP, other port, same VPC");
+    assert!(
+        validate_lb(&with, &second).is_ok(),
+        "same VIP, other port, same VPC"
+    );
     // NAT may not take an LB's VIP; the VPC and pool cannot be deleted under it.
     let take = NatRule {
         tenant: "demo".into(),
         vpc: "blue".into(),
         name: "x".into(),
-        kind: NatKind::StaticNat { public_ip: "203.0.113.20".parse().unwrap(), private_ip: "10.10.1.11".parse().unwrap() },
+        kind: NatKind::StaticNat {
+            public_ip: "203.0.113.20".parse().unwrap(),
+            private_ip: "10.10.1.11".parse().unwrap(),
+        },
     };
     assert_eq!(field_of(validate_nat(&with, &take)), "nat.public_ip");
     // The compiled router carries the LB with sorted backend names and announces the VIP.
@@ -686,5 +717,10 @@ fn load_balancer_validation_names_the_field() {
     assert_eq!(r.load_balancers.len(), 1);
     assert_eq!(r.load_balancers[0].backends[0].name, "10.10.1.11:80");
     assert!(r.load_balancers[0].public);
-    assert!(gw1.underlay().unwrap().announce.iter().any(|p| p.to_string() == "203.0.113.20/32"));
+    assert!(gw1
+        .underlay()
+        .unwrap()
+        .announce
+        .iter()
+        .any(|p| p.to_string() == "203.0.113.20/32"));
 }

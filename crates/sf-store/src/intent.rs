@@ -232,14 +232,18 @@ impl IntentStore {
         let k = self.keys.lb(&l.tenant, &l.vpc, &l.name);
         self.guarded(
             "load balancer",
-            vec![Compare::Absent(k.clone()), Compare::Present(self.keys.vpc(&l.tenant, &l.vpc))],
+            vec![
+                Compare::Absent(k.clone()),
+                Compare::Present(self.keys.vpc(&l.tenant, &l.vpc)),
+            ],
             vec![Self::put(k, encode(l))],
         )
         .await
     }
 
     pub async fn delete_lb(&self, t: &str, v: &str, l: &str) -> Result<i64, WriteError> {
-        self.delete_keys("load balancer", vec![self.keys.lb(t, v, l)]).await
+        self.delete_keys("load balancer", vec![self.keys.lb(t, v, l)])
+            .await
     }
 
     pub async fn delete_pool(&self, p: &str) -> Result<i64, WriteError> {
@@ -516,7 +520,9 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
         }
         KeyKind::Lb(t, v, l) => {
             if put {
-                intent.load_balancers.insert((t.clone(), v.clone(), l), decode(&ev.kv)?);
+                intent
+                    .load_balancers
+                    .insert((t.clone(), v.clone(), l), decode(&ev.kv)?);
             } else {
                 intent.load_balancers.remove(&(t.clone(), v.clone(), l));
             }
