@@ -417,11 +417,23 @@ start_etcd() {
 }
 
 start_coordinator() {
-    log "coordinator in ${P}coord ($COORD_URL)"
+    log "coordinator in ${P}coord ($COORD_URL, Netris REST API on http://$MGMT_NET.3:8080)"
+    # REST (CloudStack's Netris provider): user `cloudstack`, password in $STATE/rest-password.
+    if [ ! -s "$STATE/rest-users" ]; then
+        (
+            umask 077
+            openssl rand -hex 12 >"$STATE/rest-password"
+            printf 'cloudstack:%s\n' \
+                "$("$SF_BIN_DIR/sf-coordinator" hash-password <"$STATE/rest-password")" \
+                >"$STATE/rest-users"
+        ) || die "creating the REST user"
+        chmod 600 "$STATE/rest-password" "$STATE/rest-users"
+    fi
     start_bg coordinator "${P}coord" "$SF_BIN_DIR/sf-coordinator" --listen 0.0.0.0:7443 \
         --etcd-endpoints "$ETCD_URL" \
         --tls-cert "$STATE/pki/coordinator.pem" --tls-key "$STATE/pki/coordinator.key" \
-        --tls-ca "$STATE/pki/ca.pem" --api-token-file "$STATE/api-token"
+        --tls-ca "$STATE/pki/ca.pem" --api-token-file "$STATE/api-token" \
+        --rest-listen 0.0.0.0:8080 --rest-users-file "$STATE/rest-users" --rest-site lab
     wait_for 20 "coordinator" sfctl_cmd status || {
         log_tail coordinator 30
         sfctl_cmd status || true

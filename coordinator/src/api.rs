@@ -587,6 +587,64 @@ impl FabricApi for Api {
         self.committed("load balancer deleted", rev).await
     }
 
+    async fn apply_acl_list(&self, req: Request<pb::AclList>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let l = acl_in(req.into_inner())?;
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::validate_acl(i, &l))?;
+        let rev = self
+            .fabric
+            .store()
+            .put_acl(&l)
+            .await
+            .map_err(write_status)?;
+        self.committed("ACL list applied", rev).await
+    }
+
+    async fn list_acl_lists(&self, req: Request<pb::ListRequest>) -> R<pb::AclListList> {
+        self.auth(&req)?;
+        let f = req.into_inner();
+        let items = self.fabric.with_view(|v, _| {
+            v.intent
+                .acls
+                .values()
+                .filter(|x| f.tenant.is_empty() || x.tenant == f.tenant)
+                .filter(|x| f.vpc.is_empty() || x.vpc == f.vpc)
+                .map(acl_out)
+                .collect()
+        });
+        Ok(Response::new(pb::AclListList { items }))
+    }
+
+    async fn get_acl_list(&self, req: Request<pb::ObjectRef>) -> R<pb::AclList> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        self.fabric
+            .with_view(|v, _| v.intent.acls.get(&key).map(acl_out))
+            .map(Response::new)
+            .ok_or_else(|| {
+                not_found(
+                    "acl.name",
+                    format!("ACL list {:?} in VPC {:?}", r.name, r.vpc),
+                )
+            })
+    }
+
+    async fn delete_acl_list(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::check_delete_acl(i, &r.tenant, &r.vpc, &r.name))?;
+        let rev = self
+            .fabric
+            .store()
+            .delete_acl(&r.tenant, &r.vpc, &r.name)
+            .await
+            .map_err(write_status)?;
+        self.committed("ACL list deleted", rev).await
+    }
+
     async fn list_placements(&self, req: Request<pb::Empty>) -> R<pb::PlacementList> {
         self.auth(&req)?;
         let out = self.fabric.with_view(|v, _| pb::PlacementList {

@@ -429,3 +429,134 @@ pub fn lb_out(
     }
     out
 }
+
+/// An ACL list from the wire.
+pub fn acl_in(l: pb::AclList) -> Result<sf_core::model::AclList, Status> {
+    use sf_core::desired::{AclAction, AclProtocol, AclRule};
+    use sf_core::model::{AclListRule, Direction};
+    let action = |field: &str, s: &str| match s {
+        "allow" | "permit" => Ok(AclAction::Allow),
+        "deny" => Ok(AclAction::Deny),
+        other => Err(invalid(field, format!("{other:?} is not allow or deny"))),
+    };
+    let rules = l
+        .rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let f = |x: &str| format!("acl.rules[{i}].{x}");
+            let direction = match r.direction.as_str() {
+                "ingress" => Direction::Ingress,
+                "egress" => Direction::Egress,
+                other => {
+                    return Err(invalid(
+                        &f("direction"),
+                        format!("{other:?} is not ingress or egress"),
+                    ))
+                }
+            };
+            let protocol = match r.protocol.as_str() {
+                "all" | "" => AclProtocol::All,
+                "tcp" => AclProtocol::Tcp,
+                "udp" => AclProtocol::Udp,
+                "icmp" => AclProtocol::Icmp,
+                other => {
+                    return Err(invalid(
+                        &f("protocol"),
+                        format!("{other:?} is not all, tcp, udp or icmp"),
+                    ))
+                }
+            };
+            let port = |field: &str, p: u32| {
+                u16::try_from(p).map_err(|_| invalid(&f(field), format!("{p} is not a port")))
+            };
+            let ports = if r.port_start == 0 && r.port_end == 0 {
+                None
+            } else {
+                let start = port("ports", r.port_start)?;
+                let end = if r.port_end == 0 {
+                    start
+                } else {
+                    port("ports", r.port_end)?
+                };
+                Some((start, end))
+            };
+            let icmp = |field: &str, v: i32| -> Result<Option<u8>, Status> {
+                if v < 0 {
+                    Ok(None)
+                } else {
+                    u8::try_from(v)
+                        .map(Some)
+                        .map_err(|_| invalid(&f(field), format!("{v} is not 0-255")))
+                }
+            };
+            let cidrs = r
+                .cidrs
+                .iter()
+                .enumerate()
+                .map(|(j, c)| parse(&format!("acl.rules[{i}].cidrs[{j}]"), c))
+                .collect::<Result<Vec<_>, Status>>()?;
+            Ok(AclListRule {
+                direction,
+                rule: AclRule {
+                    number: r.number,
+                    action: action(&f("action"), &r.action)?,
+                    protocol,
+                    ports,
+                    icmp_type: icmp("icmp_type", r.icmp_type)?,
+                    icmp_code: icmp("icmp_code", r.icmp_code)?,
+                    cidrs,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(sf_core::model::AclList {
+        default_action: action("acl.default_action", &l.default_action)?,
+        tenant: l.tenant,
+        vpc: l.vpc,
+        name: l.name,
+        rules,
+        tiers: l.tiers,
+    })
+}
+
+pub fn acl_out(l: &sf_core::model::AclList) -> pb::AclList {
+    use sf_core::desired::{AclAction, AclProtocol};
+    use sf_core::model::Direction;
+    let act = |a: AclAction| match a {
+        AclAction::Allow => "allow",
+        AclAction::Deny => "deny",
+    };
+    pb::AclList {
+        tenant: l.tenant.clone(),
+        vpc: l.vpc.clone(),
+        name: l.name.clone(),
+        default_action: act(l.default_action).into(),
+        tiers: l.tiers.clone(),
+        rules: l
+            .rules
+            .iter()
+            .map(|r| pb::AclRule {
+                number: r.rule.number,
+                direction: match r.direction {
+                    Direction::Ingress => "ingress",
+                    Direction::Egress => "egress",
+                }
+                .into(),
+                action: act(r.rule.action).into(),
+                protocol: match r.rule.protocol {
+                    AclProtocol::All => "all",
+                    AclProtocol::Tcp => "tcp",
+                    AclProtocol::Udp => "udp",
+                    AclProtocol::Icmp => "icmp",
+                }
+                .into(),
+                port_start: r.rule.ports.map(|p| p.0 as u32).unwrap_or(0),
+                port_end: r.rule.ports.map(|p| p.1 as u32).unwrap_or(0),
+                icmp_type: r.rule.icmp_type.map(i32::from).unwrap_or(-1),
+                icmp_code: r.rule.icmp_code.map(i32::from).unwrap_or(-1),
+                cidrs: r.rule.cidrs.iter().map(|c| c.to_string()).collect(),
+            })
+            .collect(),
+    }
+}

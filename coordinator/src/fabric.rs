@@ -164,6 +164,7 @@ impl Fabric {
                         | Nat(tenant, vpc, _)
                         | Route(tenant, vpc, _)
                         | Lb(tenant, vpc, _)
+                        | Acl(tenant, vpc, _)
                         | Placement(tenant, vpc) => {
                             before_nodes = affected_nodes(
                                 &before_view.intent,

@@ -39,6 +39,8 @@ struct Args {
     /// File of accepted API bearer tokens, one per line.
     #[arg(long, env = "SF_API_TOKEN_FILE")]
     api_token_file: PathBuf,
+    #[command(flatten)]
+    rest: sf_coordinator::rest::RestArgs,
     /// Log format: text or json.
     #[arg(long, env = "SF_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -46,6 +48,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `sf-coordinator hash-password`: argon2 hash of a password read from stdin, for
+    // --rest-users-file lines `user:<hash>`.
+    if std::env::args().nth(1).as_deref() == Some("hash-password") {
+        return sf_coordinator::rest::auth::hash_password_cli();
+    }
     let args = Args::parse();
     init_logging(&args.log_format);
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
@@ -68,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
     let fabric = Fabric::new(IntentStore::new(Arc::new(kv), Keys::new(&args.etcd_root)));
     tokio::spawn(fabric.clone().run());
     tokio::spawn(fabric.clone().run_placement());
+    sf_coordinator::rest::spawn(&args.rest, fabric.clone()).await?;
 
     tracing::info!(listen = %args.listen, "serving FabricApi and AgentSync");
     Server::builder()

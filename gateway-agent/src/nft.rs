@@ -16,6 +16,14 @@
 //!   router (and are un-NATed) instead of going straight VM to VM.
 //! - forward filter: from `transit` only DNATed connections and replies enter the VPC; the
 //!   host namespace cannot reach private addresses directly.
+//! - north-south ACLs (tiers with a `TierAcl`): after `ct state established,related accept`
+//!   (replies of allowed flows always pass) and `ct state invalid drop`, a new connection
+//!   entering from `transit` (already DNATed: port forward, static NAT, load balancer) is
+//!   sent by `ip daddr vmap { <tier cidr> : jump acl_in_<vni> }` to the tier's ingress rules,
+//!   one leaving to `transit` by `ip saddr vmap { … : jump acl_eg_<vni> }` to its egress
+//!   rules (before SNAT, so the private source is matched). The chains are rendered by
+//!   `sf_linux::acl` (first match wins, then the list's default, counters on every rule).
+//!   Traffic between tiers is filtered on the hypervisors, at the source.
 //!
 //! Load balancers (Maglev, see [`lb_table`]): per load balancer `i` (in name order) a map
 //! `lb<i>` of type `mark : ipv4_addr . inet_service`, slot → backend, holding the Maglev
@@ -43,8 +51,9 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use sf_core::desired::{HealthCheck, L4Protocol, LbBackend, LoadBalancer, VpcRouter};
+use sf_core::desired::{HealthCheck, L4Protocol, LbBackend, LoadBalancer, RouterTier, VpcRouter};
 use sf_core::maglev;
+use sf_linux::acl::{render_chain, Direction, Verdicts};
 use sha2::{Digest, Sha256};
 
 use crate::names::TRANSIT_NS;
@@ -239,6 +248,15 @@ pub fn validate(r: &VpcRouter) -> Vec<String> {
             ));
         }
     }
+    let kept = tier_acls(r);
+    for t in r.tiers.iter().filter(|t| t.acl.is_some()) {
+        if !kept.iter().any(|k| std::ptr::eq(*k, t)) {
+            errors.push(format!(
+                "vpc {}: tier {} ({}) overlaps another tier with an ACL: its ACL is not enforced",
+                r.id, t.name, t.cidr
+            ));
+        }
+    }
     let mut names = std::collections::BTreeSet::new();
     let mut vips = std::collections::BTreeSet::new();
     for lb in &r.load_balancers {
@@ -293,6 +311,8 @@ fn body(r: &VpcRouter) -> String {
     let _ = writeln!(c, "\tset inside {{\n\t\ttype ipv4_addr\n\t\tflags interval");
     elements(&mut c, inside(r).iter().map(|n| n.to_string()));
     let _ = writeln!(c, "\t}}");
+    let (acl_sets, acl_chains) = acl_text(r);
+    c.push_str(&acl_sets);
     for (name, proto) in [("pf_tcp", L4Protocol::Tcp), ("pf_udp", L4Protocol::Udp)] {
         let _ = writeln!(
             c,
@@ -373,16 +393,88 @@ fn body(r: &VpcRouter) -> String {
         }
         let _ = writeln!(c, "\t}}");
     }
+    let acls = tier_acls(r);
     let _ = writeln!(c, "\tchain forward {{");
     let _ = writeln!(
         c,
         "\t\ttype filter hook forward priority filter; policy accept;"
     );
     let _ = writeln!(c, "\t\tct state established,related accept");
+    if !acls.is_empty() {
+        // The router sees both directions of every flow it forwards: invalid is safe to drop.
+        let _ = writeln!(c, "\t\tct state invalid drop");
+        let ins: Vec<String> = acls
+            .iter()
+            .map(|t| format!("{} : jump acl_in_{}", t.cidr.trunc(), t.vni))
+            .collect();
+        let egs: Vec<String> = acls
+            .iter()
+            .map(|t| format!("{} : jump acl_eg_{}", t.cidr.trunc(), t.vni))
+            .collect();
+        let _ = writeln!(
+            c,
+            "\t\tiifname \"{t}\" ct status dnat ip daddr vmap {{ {} }}",
+            ins.join(", ")
+        );
+        let _ = writeln!(
+            c,
+            "\t\toifname \"{t}\" ip saddr vmap {{ {} }}",
+            egs.join(", ")
+        );
+    }
     let _ = writeln!(c, "\t\tiifname \"{t}\" ct status dnat accept");
     let _ = writeln!(c, "\t\tiifname \"{t}\" drop");
     let _ = writeln!(c, "\t}}");
+    c.push_str(&acl_chains);
     c
+}
+
+/// The ACL chains of the tiers (`acl_in_<vni>`, `acl_eg_<vni>`) and the prefix-list sets
+/// they use (`acl_ins_<vni>_<n>`, `acl_egs_<vni>_<n>`): (sets, chains).
+fn acl_text(r: &VpcRouter) -> (String, String) {
+    let (mut sets, mut chains) = (String::new(), String::new());
+    for tier in tier_acls(r) {
+        let acl = tier.acl.as_ref().expect("filtered on acl");
+        let v = tier.vni;
+        for (d, name, setp) in [
+            (
+                Direction::Ingress,
+                format!("acl_in_{v}"),
+                format!("acl_ins_{v}_"),
+            ),
+            (
+                Direction::Egress,
+                format!("acl_eg_{v}"),
+                format!("acl_egs_{v}_"),
+            ),
+        ] {
+            let t = render_chain(acl, d, Verdicts::FINAL, &setp);
+            sets.push_str(&t.sets);
+            let _ = write!(chains, "\tchain {name} {{\n{}\t}}\n", t.rules);
+        }
+    }
+    (sets, chains)
+}
+
+/// The tiers whose north-south ACL the router enforces, in VNI order: those with an ACL,
+/// the first of a VNI, and none whose CIDR overlaps an earlier one (nft refuses overlapping
+/// intervals in a verdict map; reported by [`validate`]).
+pub fn tier_acls(r: &VpcRouter) -> Vec<&RouterTier> {
+    let mut v: Vec<&RouterTier> = r.tiers.iter().filter(|t| t.acl.is_some()).collect();
+    v.sort_by_key(|t| t.vni);
+    let mut kept: Vec<&RouterTier> = Vec::with_capacity(v.len());
+    for t in v {
+        let c = t.cidr.trunc();
+        if kept.iter().any(|k| {
+            k.vni == t.vni
+                || k.cidr.trunc().contains(&c.network())
+                || c.contains(&k.cidr.trunc().network())
+        }) {
+            continue;
+        }
+        kept.push(t);
+    }
+    kept
 }
 
 /// Short digest identifying a rendering (carried in the table's comment).
@@ -530,6 +622,7 @@ mod tests {
                 vni: 1_000_001,
                 cidr: "10.10.1.0/24".parse().unwrap(),
                 gateway: "10.10.1.1".parse().unwrap(),
+                acl: None,
             }],
             routes: vec![],
             snat: Some("203.0.113.10".parse().unwrap()),
@@ -773,6 +866,90 @@ mod tests {
         assert!(t.contains("203.0.113.11 . 8080 : 10.10.1.11 . 80"));
         assert!(!t.contains("10.10.1.99"));
         assert!(validate(&example()).is_empty());
+    }
+
+    fn db_acl() -> sf_core::desired::TierAcl {
+        use sf_core::desired::{AclAction, AclProtocol, AclRule, TierAcl};
+        let rule = |number, action, ports: Option<(u16, u16)>, cidrs: &[&str]| AclRule {
+            number,
+            action,
+            protocol: AclProtocol::Tcp,
+            ports,
+            icmp_type: None,
+            icmp_code: None,
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        };
+        TierAcl {
+            list: "db".into(),
+            default_action: AclAction::Deny,
+            ingress: vec![
+                rule(5, AclAction::Deny, Some((80, 80)), &["198.51.100.66/32"]),
+                rule(10, AclAction::Allow, Some((80, 80)), &["0.0.0.0/0"]),
+            ],
+            egress: vec![rule(10, AclAction::Allow, Some((443, 443)), &[])],
+        }
+    }
+
+    #[test]
+    fn tier_acls_filter_transit_traffic_after_dnat() {
+        let mut r = example();
+        let plain = render_nft(&r);
+        assert!(!plain.contains("acl_") && !plain.contains("ct state invalid"));
+        r.tiers[0].acl = Some(db_acl());
+        let t = render_nft(&r);
+        assert_ne!(digest_of(&t), digest_of(&plain));
+        let fwd = &t[t.find("\tchain forward {").unwrap()..];
+        let est = fwd.find("ct state established,related accept").unwrap();
+        let inv = fwd.find("ct state invalid drop").unwrap();
+        let into = fwd
+            .find("iifname \"transit\" ct status dnat ip daddr vmap { 10.10.1.0/24 : jump acl_in_1000001 }")
+            .unwrap();
+        let out = fwd
+            .find("oifname \"transit\" ip saddr vmap { 10.10.1.0/24 : jump acl_eg_1000001 }")
+            .unwrap();
+        let keep = fwd
+            .find("iifname \"transit\" ct status dnat accept")
+            .unwrap();
+        let drop = fwd.find("iifname \"transit\" drop").unwrap();
+        assert!(
+            est < inv && inv < into && into < out && out < keep && keep < drop,
+            "{fwd}"
+        );
+        // Rules in order, final verdicts, default last.
+        let ins = &t[t.find("\tchain acl_in_1000001 {").unwrap()..];
+        let ins = &ins[..ins.find("\n\t}").unwrap()];
+        assert_eq!(
+            ins.lines().skip(1).map(str::trim).collect::<Vec<_>>(),
+            [
+                "tcp dport 80 ip saddr 198.51.100.66 counter drop comment \"ingress 5\"",
+                "tcp dport 80 counter accept comment \"ingress 10\"",
+                "counter drop comment \"ingress default\"",
+            ]
+        );
+        assert!(t.contains("\t\ttcp dport 443 counter accept comment \"egress 10\"\n\t\tcounter drop comment \"egress default\"\n"));
+        assert!(validate(&r).is_empty());
+        // A list of prefixes is a named set declared before the chains.
+        r.tiers[0].acl.as_mut().unwrap().ingress[0].cidrs = vec![
+            "198.51.100.66/32".parse().unwrap(),
+            "192.0.2.0/24".parse().unwrap(),
+        ];
+        let t = render_nft(&r);
+        let set = t
+            .find("\tset acl_ins_1000001_0 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 192.0.2.0/24, 198.51.100.66 }\n\t}\n")
+            .unwrap();
+        assert!(set < t.find("\tchain ").unwrap());
+        assert!(t.contains(
+            "tcp dport 80 ip saddr @acl_ins_1000001_0 counter drop comment \"ingress 5\""
+        ));
+        // A second tier overlapping the first is not enforced (and reported).
+        let mut bad = r.tiers[0].clone();
+        bad.name = "dup".into();
+        bad.vni = 1_000_009;
+        bad.cidr = "10.10.1.128/25".parse().unwrap();
+        r.tiers.push(bad);
+        assert_eq!(tier_acls(&r).len(), 1);
+        assert_eq!(validate(&r).len(), 1, "{:?}", validate(&r));
+        assert!(!render_nft(&r).contains("acl_in_1000009"));
     }
 
     #[test]

@@ -924,6 +924,7 @@ mod tests {
             vni: 1_000_000,
             cidr: "10.10.2.0/24".parse().unwrap(),
             gateway: "10.10.2.1".parse().unwrap(),
+            acl: None,
         });
         h.links.push(bridge(1_000_000));
         r.routes.push(RouterRoute {

@@ -2,21 +2,37 @@
 //! network in scope, FRR with `advertise-all-vni`. Each reconcile observes the kernel, plans
 //! with [`sf_linux::l2`] and runs only the planned commands, so a converged host sees no change
 //! at all (no interface is ever recreated by a restart).
+//!
+//! East-west ACLs: after the links, the `bridge stackfabric` table is rendered from the
+//! networks in scope and the VM ports observed on their bridges, and reloaded only when its
+//! digest changed (see [`crate::acl`]). A watcher of link changes (`ip monitor link`) wakes
+//! the agent up, so a VM port CloudStack plugs into a filtered bridge is dispatched to its
+//! tier's chains within one pass, not at the next periodic resync.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
-use sf_core::desired::NodeDesired;
+use sf_core::desired::{L2Network, NodeDesired};
 use sf_linux::frr::{expected_lines, render, Frr};
 use sf_linux::links;
+use tokio::sync::Notify;
 use tracing::{info, warn};
+
+use crate::acl;
 
 use sf_linux::l2::{execute, foreign_vnis, plan};
 
 pub struct Hypervisor {
     pub node: String,
     pub frr: Frr,
+    /// Skip FRR (debug `--apply-file --no-frr`: links and ACLs only).
+    pub skip_frr: bool,
+    /// Duration of the last ACL table change (None: the last pass changed nothing).
+    pub last_acl_change: Option<Duration>,
     passes: u64,
+    wake: Arc<Notify>,
 }
 
 impl Hypervisor {
@@ -24,8 +40,44 @@ impl Hypervisor {
         Hypervisor {
             node,
             frr,
+            skip_frr: false,
+            last_acl_change: None,
             passes: 0,
+            wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Wakes the agent on link changes (`ip monitor link`): new or moved bridge ports.
+    /// Restarts the monitor if it dies. Must be called inside a tokio runtime.
+    pub fn watch_links(&self) {
+        let wake = self.wake.clone();
+        tokio::spawn(async move {
+            loop {
+                match tokio::process::Command::new("ip")
+                    .args(["monitor", "link"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                {
+                    Ok(mut child) => {
+                        use tokio::io::AsyncBufReadExt;
+                        let out = child.stdout.take().expect("piped");
+                        let mut lines = tokio::io::BufReader::new(out).lines();
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            if l.contains("master ") || l.starts_with("Deleted") {
+                                // Let a burst of changes settle into one pass.
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                wake.notify_one();
+                            }
+                        }
+                        let _ = child.wait().await;
+                    }
+                    Err(e) => warn!(error = %e, "ip monitor link"),
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
     }
 }
 
@@ -64,6 +116,26 @@ impl Dataplane for Hypervisor {
                 }
             }
         }
+        // East-west ACLs over the bridges (they exist now) and the observed VM ports.
+        let nets: Vec<&L2Network> = desired.networks().collect();
+        let rs = acl::render(&nets, &acl::vm_ports(&observed));
+        report
+            .errors
+            .extend(rs.errors.iter().map(|e| format!("ACL: {e}")));
+        let t = std::time::Instant::now();
+        self.last_acl_change = None;
+        match acl::apply(&rs).await {
+            Ok(true) => {
+                self.last_acl_change = Some(t.elapsed());
+                info!(digest = %rs.digest, tiers = rs.objects.len(), elapsed_ms = t.elapsed().as_millis() as u64, "ACL table applied");
+                report.changes += 1;
+            }
+            Ok(false) => {}
+            Err(e) => report.errors.push(format!("ACL: {e}")),
+        }
+        if self.skip_frr {
+            return report;
+        }
         // FRR after the links, so the VTEP exists before advertise-all-vni sees the VNIs.
         // Re-verify FRR every 10th pass (cheap delta, catches drift).
         let config = render(&self.node, underlay);
@@ -77,6 +149,10 @@ impl Dataplane for Hypervisor {
             Err(e) => report.errors.push(format!("FRR: {e}")),
         }
         report
+    }
+
+    fn wakeup(&self) -> Option<Arc<Notify>> {
+        Some(self.wake.clone())
     }
 
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {

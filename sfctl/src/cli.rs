@@ -90,6 +90,9 @@ pub enum Command {
     /// Manage static routes inside a VPC.
     #[command(subcommand)]
     Route(RouteCmd),
+    /// Manage network ACL lists (CloudStack semantics) attached to tiers.
+    #[command(subcommand)]
+    Acl(AclCmd),
     /// Manage L4 load balancers (Maglev across gateways, health-checked backends).
     #[command(subcommand)]
     Lb(LbCmd),
@@ -199,6 +202,52 @@ pub enum RouteCmd {
         vpc: String,
     },
     /// Delete a route.
+    Delete {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclCmd {
+    /// Create or replace an ACL list (a change applies as a delta: allowed flows survive).
+    Apply {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        /// allow or deny when no rule matches.
+        #[arg(long, default_value = "deny")]
+        default: String,
+        /// Tier (network) to attach the list to; repeat for several.
+        #[arg(long = "tier")]
+        tiers: Vec<String>,
+        /// Rule "NUMBER DIRECTION ACTION PROTOCOL PORTS CIDRS", e.g.
+        /// "10 ingress allow tcp 5432 10.10.1.0/24" or "20 ingress allow icmp 8/0 0.0.0.0/0";
+        /// PORTS is a port, a range 1000-2000, TYPE/CODE for icmp, or "any".
+        #[arg(long = "rule")]
+        rules: Vec<String>,
+    },
+    /// List ACL lists.
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        vpc: String,
+    },
+    /// Show an ACL list with its rules.
+    Show {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+    },
+    /// Delete an ACL list.
     Delete {
         name: String,
         #[arg(long)]

@@ -2,12 +2,12 @@
 //! (ObjectRef / ListRequest conventions per object kind), and prints the rendered result.
 //! RPC failures surface as `tonic::Status` inside the returned `anyhow::Error`.
 use sf_proto::v1::{
-    Backend, Empty, ListRequest, LoadBalancer, NatRule, Network, Node, ObjectRef, Pool,
-    PortBinding, Route, Tenant, Vpc,
+    AclList, AclRule, Backend, Empty, ListRequest, LoadBalancer, NatRule, Network, Node, ObjectRef,
+    Pool, PortBinding, Route, Tenant, Vpc,
 };
 
 use crate::cli::{
-    Cli, Command, GatewayCmd, LbCmd, NatCmd, NetworkCmd, NodeCmd, Output, PoolCmd, PortCmd,
+    AclCmd, Cli, Command, GatewayCmd, LbCmd, NatCmd, NetworkCmd, NodeCmd, Output, PoolCmd, PortCmd,
     RouteCmd, TenantCmd, VpcCmd,
 };
 use crate::client::{self, Client};
@@ -360,6 +360,51 @@ async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<S
                 deleted("route", &name, r.revision)
             }
         },
+        Command::Acl(cmd) => match cmd {
+            AclCmd::Apply {
+                name,
+                tenant,
+                vpc,
+                default,
+                tiers,
+                rules,
+            } => {
+                let rules = rules
+                    .iter()
+                    .map(|r| parse_acl_rule(r))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let r = c
+                    .apply_acl_list(AclList {
+                        tenant,
+                        vpc,
+                        name: name.clone(),
+                        default_action: default,
+                        tiers,
+                        rules,
+                    })
+                    .await?
+                    .into_inner();
+                output::write_line(fmt, &format!("applied ACL list {name}"), r.revision)
+            }
+            AclCmd::List { tenant, vpc } => {
+                let l = c.list_acl_lists(list_req(tenant, vpc)).await?.into_inner();
+                output::list(fmt, &l.items)
+            }
+            AclCmd::Show { name, tenant, vpc } => {
+                let l = c
+                    .get_acl_list(obj_ref(&tenant, &vpc, &name))
+                    .await?
+                    .into_inner();
+                output::acl_detail(fmt, &l)
+            }
+            AclCmd::Delete { name, tenant, vpc } => {
+                let r = c
+                    .delete_acl_list(obj_ref(&tenant, &vpc, &name))
+                    .await?
+                    .into_inner();
+                deleted("ACL list", &name, r.revision)
+            }
+        },
         Command::Lb(cmd) => match cmd {
             LbCmd::Create {
                 name,
@@ -481,5 +526,59 @@ mod backend_tests {
         assert_eq!((w.port, w.weight), (8080, 5));
         assert!(super::parse_backend("10.10.1.12").is_err());
         assert!(super::parse_backend("10.10.1.12:x").is_err());
+    }
+}
+
+/// Parses "NUMBER DIRECTION ACTION PROTOCOL PORTS CIDRS" (CIDRS comma separated).
+fn parse_acl_rule(s: &str) -> anyhow::Result<AclRule> {
+    let f: Vec<&str> = s.split_whitespace().collect();
+    let [number, direction, action, protocol, ports, cidrs] = f.as_slice() else {
+        anyhow::bail!("rule {s:?} must be \"NUMBER DIRECTION ACTION PROTOCOL PORTS CIDRS\"");
+    };
+    let number: u32 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("rule {s:?}: bad number"))?;
+    let mut rule = AclRule {
+        number,
+        direction: direction.to_string(),
+        action: action.to_string(),
+        protocol: protocol.to_string(),
+        icmp_type: -1,
+        icmp_code: -1,
+        cidrs: cidrs.split(',').map(str::to_string).collect(),
+        ..Default::default()
+    };
+    if *ports != "any" {
+        let bad = || anyhow::anyhow!("rule {s:?}: bad ports {ports:?}");
+        if *protocol == "icmp" {
+            let (t, c) = ports.split_once('/').unwrap_or((ports, "-1"));
+            rule.icmp_type = t.parse().map_err(|_| bad())?;
+            rule.icmp_code = c.parse().map_err(|_| bad())?;
+        } else {
+            let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
+            rule.port_start = a.parse().map_err(|_| bad())?;
+            rule.port_end = b.parse().map_err(|_| bad())?;
+        }
+    }
+    Ok(rule)
+}
+
+#[cfg(test)]
+mod acl_rule_tests {
+    #[test]
+    fn rules_parse() {
+        let r =
+            super::parse_acl_rule("10 ingress allow tcp 5432 10.10.1.0/24,10.10.3.0/24").unwrap();
+        assert_eq!(
+            (r.number, r.port_start, r.port_end, r.cidrs.len()),
+            (10, 5432, 5432, 2)
+        );
+        let r = super::parse_acl_rule("20 egress deny udp 1000-2000 0.0.0.0/0").unwrap();
+        assert_eq!((r.port_start, r.port_end), (1000, 2000));
+        let r = super::parse_acl_rule("30 ingress allow icmp 8/0 0.0.0.0/0").unwrap();
+        assert_eq!((r.icmp_type, r.icmp_code, r.port_start), (8, 0, 0));
+        let r = super::parse_acl_rule("40 ingress allow all any 0.0.0.0/0").unwrap();
+        assert_eq!((r.icmp_type, r.port_start), (-1, 0));
+        assert!(super::parse_acl_rule("10 ingress allow tcp").is_err());
     }
 }

@@ -3,8 +3,8 @@
 //! return strings; printing is left to `commands`.
 use serde_json::{json, Value};
 use sf_proto::v1::{
-    FleetStatus, LoadBalancer, NatRule, Network, Node, NodeStatus, Placement, PlacementList, Pool,
-    PortBinding, Route, Tenant, Vpc,
+    AclList, FleetStatus, LoadBalancer, NatRule, Network, Node, NodeStatus, Placement,
+    PlacementList, Pool, PortBinding, Route, Tenant, Vpc,
 };
 
 use crate::cli::Output;
@@ -187,6 +187,82 @@ impl Render for LoadBalancer {
                           "rise": self.rise, "fall": self.fall},
                "table_size": self.table_size, "gateway": self.gateway,
                "table_digest": self.table_digest})
+    }
+}
+
+impl Render for AclList {
+    const HEADERS: &'static [&'static str] =
+        &["TENANT", "VPC", "NAME", "DEFAULT", "TIERS", "RULES"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            cell(&self.tenant),
+            cell(&self.vpc),
+            cell(&self.name),
+            cell(&self.default_action),
+            cell(&self.tiers.join(",")),
+            self.rules.len().to_string(),
+        ]
+    }
+    fn to_json(&self) -> Value {
+        json!({"tenant": self.tenant, "vpc": self.vpc, "name": self.name,
+               "default_action": self.default_action, "tiers": self.tiers,
+               "rules": self.rules.iter().map(|r| json!({"number": r.number,
+                   "direction": r.direction, "action": r.action, "protocol": r.protocol,
+                   "port_start": r.port_start, "port_end": r.port_end,
+                   "icmp_type": r.icmp_type, "icmp_code": r.icmp_code, "cidrs": r.cidrs}))
+                   .collect::<Vec<_>>()})
+    }
+}
+
+/// One ACL list with a row per rule.
+pub fn acl_detail(fmt: Output, l: &AclList) -> String {
+    match fmt {
+        Output::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&l.to_json()).unwrap_or_default()
+        ),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = l
+                .rules
+                .iter()
+                .map(|r| {
+                    let ports = if r.protocol == "icmp" {
+                        match (r.icmp_type, r.icmp_code) {
+                            (-1, _) => "any".to_string(),
+                            (t, -1) => format!("type {t}"),
+                            (t, c) => format!("{t}/{c}"),
+                        }
+                    } else if r.port_start == 0 {
+                        "any".to_string()
+                    } else {
+                        format!("{}-{}", r.port_start, r.port_end)
+                    };
+                    vec![
+                        r.number.to_string(),
+                        r.direction.clone(),
+                        r.action.clone(),
+                        r.protocol.clone(),
+                        ports,
+                        r.cidrs.join(","),
+                    ]
+                })
+                .collect();
+            format!(
+                "{}{}",
+                table(AclList::HEADERS, &[l.row()]),
+                table(
+                    &[
+                        "NUMBER",
+                        "DIRECTION",
+                        "ACTION",
+                        "PROTOCOL",
+                        "PORTS",
+                        "CIDRS"
+                    ],
+                    &rows
+                )
+            )
+        }
     }
 }
 

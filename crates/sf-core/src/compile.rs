@@ -9,7 +9,8 @@ use crate::desired::{
     LoadBalancer as DesiredLb, LocalPort, NodeDesired, PortForward, RouterRoute, RouterTier,
     StaticNat, Underlay, VpcRouter, UNDERLAY_KEY,
 };
-use crate::model::{Intent, NatKind, NetworkKey, NodeRole, VpcKey};
+use crate::desired::{AclRule, PeerTier, TierAcl};
+use crate::model::{Direction, Intent, NatKind, NetworkKey, NodeRole, VpcKey};
 
 /// Compiles the desired state of `node` at `revision`. Unknown nodes get `None`.
 pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDesired> {
@@ -55,6 +56,9 @@ pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDe
                         cidr: net.cidr,
                         gateway: net.gateway,
                         ports: Vec::new(),
+                        // The router enforces north-south ACLs itself (RouterTier.acl).
+                        acl: None,
+                        peer_tiers: Vec::new(),
                     }),
                 );
             }
@@ -90,11 +94,50 @@ pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDe
                     cidr: net.cidr,
                     gateway: net.gateway,
                     ports,
+                    acl: tier_acl(intent, &net.tenant, &net.vpc, &net.name),
+                    peer_tiers: peer_tiers(intent, net),
                 }),
             );
         }
     }
     Some(out)
+}
+
+/// The compiled ACL of a tier, if a list is attached to it.
+pub fn tier_acl(intent: &Intent, tenant: &str, vpc: &str, network: &str) -> Option<TierAcl> {
+    let list = intent
+        .acls
+        .values()
+        .find(|l| l.tenant == tenant && l.vpc == vpc && l.tiers.iter().any(|t| t == network))?;
+    let mut rules = list.rules.clone();
+    rules.sort_by_key(|r| r.rule.number);
+    let pick = |d: Direction| -> Vec<AclRule> {
+        rules
+            .iter()
+            .filter(|r| r.direction == d)
+            .map(|r| r.rule.clone())
+            .collect()
+    };
+    Some(TierAcl {
+        list: list.name.clone(),
+        default_action: list.default_action,
+        ingress: pick(Direction::Ingress),
+        egress: pick(Direction::Egress),
+    })
+}
+
+/// The other tiers of a network's VPC, with their ACLs.
+fn peer_tiers(intent: &Intent, net: &crate::model::Network) -> Vec<PeerTier> {
+    intent
+        .networks
+        .values()
+        .filter(|n| n.tenant == net.tenant && n.vpc == net.vpc && n.name != net.name)
+        .map(|n| PeerTier {
+            vni: n.vni,
+            cidr: n.cidr,
+            acl: tier_acl(intent, &n.tenant, &n.vpc, &n.name),
+        })
+        .collect()
 }
 
 /// VPCs whose active gateway is `node`.
@@ -120,6 +163,7 @@ pub fn vpc_router(intent: &Intent, key: &VpcKey) -> VpcRouter {
             vni: n.vni,
             cidr: n.cidr,
             gateway: n.gateway,
+            acl: tier_acl(intent, &n.tenant, &n.vpc, &n.name),
         })
         .collect();
     tiers.sort_by_key(|t| t.vni);
@@ -249,11 +293,17 @@ pub fn affected_nodes(intent: &Intent, change: &Change) -> BTreeSet<String> {
         Change::Port { node } | Change::Node { name: node } | Change::Observed { node } => {
             BTreeSet::from([node.clone()])
         }
-        Change::Vpc { tenant, vpc } => gateway_of(intent, tenant, vpc).into_iter().collect(),
+        Change::Vpc { tenant, vpc } => {
+            let mut nodes: BTreeSet<String> = gateway_of(intent, tenant, vpc).into_iter().collect();
+            nodes.extend(vpc_hosts(intent, tenant, vpc));
+            nodes
+        }
         Change::Network { vni } => {
             let mut nodes = BTreeSet::new();
             if let Some(net) = intent.network_by_vni(*vni) {
                 nodes.extend(gateway_of(intent, &net.tenant, &net.vpc));
+                // Hypervisors of the VPC's other tiers know this tier as a peer (ACLs).
+                nodes.extend(vpc_hosts(intent, &net.tenant, &net.vpc));
                 let key = net.key();
                 nodes.extend(
                     intent
@@ -281,4 +331,24 @@ fn gateway_of(intent: &Intent, tenant: &str, vpc: &str) -> Option<String> {
         .placements
         .get(&(tenant.to_string(), vpc.to_string()))
         .and_then(|p| p.primary.clone())
+}
+
+/// Hypervisors carrying any tier of a VPC.
+fn vpc_hosts(intent: &Intent, tenant: &str, vpc: &str) -> BTreeSet<String> {
+    let mut nodes: BTreeSet<String> = intent
+        .ports
+        .values()
+        .filter(|p| p.tenant == tenant && p.vpc == vpc)
+        .map(|p| p.node.clone())
+        .collect();
+    for (node, vnis) in &intent.observed_vnis {
+        if intent
+            .networks
+            .values()
+            .any(|n| n.tenant == tenant && n.vpc == vpc && vnis.contains(&n.vni))
+        {
+            nodes.insert(node.clone());
+        }
+    }
+    nodes
 }

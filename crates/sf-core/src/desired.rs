@@ -54,6 +54,71 @@ pub struct L2Network {
     pub cidr: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub ports: Vec<LocalPort>,
+    /// East-west ACL of this tier, enforced on its VM ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<TierAcl>,
+    /// The other tiers of the same VPC (cidr and ACL), so a hypervisor can apply the
+    /// destination tier's ingress rules at the source and drop before the fabric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_tiers: Vec<PeerTier>,
+}
+
+/// Another tier of the VPC as a hypervisor needs to know it for ACLs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerTier {
+    pub vni: u32,
+    pub cidr: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<TierAcl>,
+}
+
+/// What an ACL rule does with matching traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclAction {
+    Allow,
+    Deny,
+}
+
+/// Protocol an ACL rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclProtocol {
+    All,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// One rule of a network ACL (CloudStack semantics). `cidrs` is the remote side: the source
+/// for ingress rules, the destination for egress rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclRule {
+    pub number: u32,
+    pub action: AclAction,
+    pub protocol: AclProtocol,
+    /// Destination port range (tcp/udp only); None = any port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<(u16, u16)>,
+    /// ICMP type and code (icmp only); None = any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
+    pub cidrs: Vec<Ipv4Net>,
+}
+
+/// The compiled ACL of one tier: rules in evaluation order (lowest number first, first match
+/// wins), then the list's default action. Stateful: replies of allowed flows always pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierAcl {
+    /// Name of the ACL list, for reporting.
+    pub list: String,
+    pub default_action: AclAction,
+    /// Traffic entering the tier (destination in the tier, source matched against cidrs).
+    pub ingress: Vec<AclRule>,
+    /// Traffic leaving the tier (source in the tier, destination matched against cidrs).
+    pub egress: Vec<AclRule>,
 }
 
 /// One tier of a VPC as its router sees it.
@@ -64,6 +129,9 @@ pub struct RouterTier {
     pub cidr: Ipv4Net,
     /// Address the VPC router holds on this tier (the VMs' default gateway).
     pub gateway: Ipv4Addr,
+    /// North-south ACL of the tier, enforced by the router for traffic crossing `transit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<TierAcl>,
 }
 
 /// A static route inside a VPC.

@@ -130,6 +130,40 @@ impl LoadBalancer {
     }
 }
 
+/// Direction of an ACL rule relative to the tier it is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// One rule of an ACL list (its number is `rule.number`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclListRule {
+    pub direction: Direction,
+    #[serde(flatten)]
+    pub rule: crate::desired::AclRule,
+}
+
+/// A network ACL list of a VPC (CloudStack semantics), attached to some of its tiers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclList {
+    pub tenant: String,
+    pub vpc: String,
+    pub name: String,
+    pub default_action: crate::desired::AclAction,
+    pub rules: Vec<AclListRule>,
+    /// Tiers (network names of the VPC) the list applies to.
+    pub tiers: Vec<String>,
+}
+
+impl AclList {
+    pub fn key(&self) -> NetworkKey {
+        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
+    }
+}
+
 /// Which gateway nodes serve a VPC, as decided and persisted by the leader coordinator.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
@@ -229,6 +263,8 @@ pub struct Intent {
     pub nat_rules: BTreeMap<NetworkKey, NatRule>,
     /// Static routes by (tenant, vpc, name).
     pub routes: BTreeMap<NetworkKey, StaticRoute>,
+    /// ACL lists by (tenant, vpc, name).
+    pub acls: BTreeMap<NetworkKey, AclList>,
     /// Load balancers by (tenant, vpc, name).
     pub load_balancers: BTreeMap<NetworkKey, LoadBalancer>,
     /// Gateway placement of each VPC (written by the coordinator, read by the compiler).

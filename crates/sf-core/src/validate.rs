@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use crate::model::{
-    Intent, LoadBalancer, NatKind, NatRule, Network, Node, NodeRole, Pool, PortBinding,
+    AclList, Intent, LoadBalancer, NatKind, NatRule, Network, Node, NodeRole, Pool, PortBinding,
     StaticRoute, Tenant, Vpc,
 };
 use crate::{VNI_MAX, VNI_POOL};
@@ -764,6 +764,123 @@ pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
     Ok(())
 }
 
+pub fn validate_acl(intent: &Intent, l: &AclList) -> Result {
+    use crate::desired::AclProtocol;
+    validate_name("acl.tenant", &l.tenant)?;
+    validate_name("acl.vpc", &l.vpc)?;
+    validate_name("acl.name", &l.name)?;
+    vpc_of(intent, "acl.vpc", &l.tenant, &l.vpc)?;
+    let mut numbers = std::collections::BTreeSet::new();
+    for (i, r) in l.rules.iter().enumerate() {
+        let f = |x: &str| format!("acl.rules[{i}].{x}");
+        if r.rule.number == 0 {
+            return Err(err(ErrorKind::Invalid, &f("number"), "must be at least 1"));
+        }
+        if !numbers.insert(r.rule.number) {
+            return Err(err(
+                ErrorKind::Invalid,
+                &f("number"),
+                format!("rule number {} is used twice", r.rule.number),
+            ));
+        }
+        if r.rule.cidrs.is_empty() {
+            return Err(err(
+                ErrorKind::Invalid,
+                &f("cidrs"),
+                "at least one CIDR is required (0.0.0.0/0 for any)",
+            ));
+        }
+        for (j, c) in r.rule.cidrs.iter().enumerate() {
+            if c.network() != c.addr() {
+                return Err(err(
+                    ErrorKind::Invalid,
+                    &format!("acl.rules[{i}].cidrs[{j}]"),
+                    format!("{c} has host bits set (did you mean {}?)", c.trunc()),
+                ));
+            }
+        }
+        match r.rule.protocol {
+            AclProtocol::Tcp | AclProtocol::Udp => {
+                if r.rule.icmp_type.is_some() || r.rule.icmp_code.is_some() {
+                    return Err(err(
+                        ErrorKind::Invalid,
+                        &f("icmp_type"),
+                        "ICMP type/code only apply to protocol icmp",
+                    ));
+                }
+                if let Some((a, b)) = r.rule.ports {
+                    if a == 0 || a > b {
+                        return Err(err(
+                            ErrorKind::Invalid,
+                            &f("ports"),
+                            format!("{a}-{b} is not a port range (1-65535, start <= end)"),
+                        ));
+                    }
+                }
+            }
+            AclProtocol::Icmp | AclProtocol::All => {
+                if r.rule.ports.is_some() {
+                    return Err(err(
+                        ErrorKind::Invalid,
+                        &f("ports"),
+                        "ports only apply to protocols tcp and udp",
+                    ));
+                }
+                if r.rule.protocol == AclProtocol::All
+                    && (r.rule.icmp_type.is_some() || r.rule.icmp_code.is_some())
+                {
+                    return Err(err(
+                        ErrorKind::Invalid,
+                        &f("icmp_type"),
+                        "ICMP type/code only apply to protocol icmp",
+                    ));
+                }
+                if r.rule.icmp_code.is_some() && r.rule.icmp_type.is_none() {
+                    return Err(err(
+                        ErrorKind::Invalid,
+                        &f("icmp_code"),
+                        "an ICMP code needs an ICMP type",
+                    ));
+                }
+            }
+        }
+    }
+    for (i, t) in l.tiers.iter().enumerate() {
+        let key = (l.tenant.clone(), l.vpc.clone(), t.clone());
+        if !intent.networks.contains_key(&key) {
+            return Err(err(
+                ErrorKind::NotFound,
+                &format!("acl.tiers[{i}]"),
+                format!("network {t:?} does not exist in VPC {:?}", l.vpc),
+            ));
+        }
+        if let Some(o) = intent.acls.values().find(|o| {
+            o.key() != l.key() && o.tenant == l.tenant && o.vpc == l.vpc && o.tiers.contains(t)
+        }) {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                &format!("acl.tiers[{i}]"),
+                format!("network {t:?} already uses ACL list {:?}", o.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn check_delete_acl(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
+    if !intent
+        .acls
+        .contains_key(&(tenant.to_string(), vpc.to_string(), name.to_string()))
+    {
+        return Err(err(
+            ErrorKind::NotFound,
+            "acl.name",
+            format!("ACL list {name:?} does not exist in VPC {vpc:?} of tenant {tenant:?}"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_delete_lb(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
     if !intent
         .load_balancers
@@ -932,6 +1049,28 @@ pub fn check_delete_vpc(intent: &Intent, tenant: &str, vpc: &str) -> Result {
             format!("VPC {vpc:?} still has route {:?}", r.name),
         ));
     }
+    if let Some(l) = intent
+        .acls
+        .values()
+        .find(|l| l.tenant == tenant && l.vpc == vpc)
+    {
+        return Err(err(
+            ErrorKind::InUse,
+            "vpc.name",
+            format!("VPC {vpc:?} still has ACL list {:?}", l.name),
+        ));
+    }
+    if let Some(l) = intent
+        .load_balancers
+        .values()
+        .find(|l| l.tenant == tenant && l.vpc == vpc)
+    {
+        return Err(err(
+            ErrorKind::InUse,
+            "vpc.name",
+            format!("VPC {vpc:?} still has load balancer {:?}", l.name),
+        ));
+    }
     Ok(())
 }
 
@@ -978,6 +1117,17 @@ pub fn check_delete_network(intent: &Intent, tenant: &str, vpc: &str, name: &str
             ErrorKind::InUse,
             "network.name",
             format!("network {name:?} holds the next hop of route {:?}", r.name),
+        ));
+    }
+    if let Some(a) = intent
+        .acls
+        .values()
+        .find(|a| a.tenant == tenant && a.vpc == vpc && a.tiers.iter().any(|t| t == name))
+    {
+        return Err(err(
+            ErrorKind::InUse,
+            "network.name",
+            format!("network {name:?} is attached to ACL list {:?}", a.name),
         ));
     }
     if let Some(l) = intent.load_balancers.values().find(|l| {

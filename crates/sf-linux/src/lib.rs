@@ -3,6 +3,7 @@
 //! desired state and applies it as a delta with FRR's own `frr-reload.py`, then verifies it;
 //! [`l2`] plans and executes the CloudStack-compatible VXLAN/bridge layout of a VTEP host.
 
+pub mod acl;
 pub mod frr;
 pub mod l2;
 pub mod links;

@@ -241,6 +241,22 @@ impl IntentStore {
         .await
     }
 
+    /// Creates or replaces an ACL list (a change applies as a delta on the agents).
+    pub async fn put_acl(&self, l: &sf_core::model::AclList) -> Result<i64, WriteError> {
+        let k = self.keys.acl(&l.tenant, &l.vpc, &l.name);
+        self.guarded(
+            "ACL list",
+            vec![Compare::Present(self.keys.vpc(&l.tenant, &l.vpc))],
+            vec![Self::put(k, encode(l))],
+        )
+        .await
+    }
+
+    pub async fn delete_acl(&self, t: &str, v: &str, l: &str) -> Result<i64, WriteError> {
+        self.delete_keys("ACL list", vec![self.keys.acl(t, v, l)])
+            .await
+    }
+
     pub async fn delete_lb(&self, t: &str, v: &str, l: &str) -> Result<i64, WriteError> {
         self.delete_keys("load balancer", vec![self.keys.lb(t, v, l)])
             .await
@@ -515,6 +531,16 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
                     .insert((t.clone(), v.clone(), r), decode(&ev.kv)?);
             } else {
                 intent.routes.remove(&(t.clone(), v.clone(), r));
+            }
+            Some(Change::Vpc { tenant: t, vpc: v })
+        }
+        KeyKind::Acl(t, v, l) => {
+            if put {
+                intent
+                    .acls
+                    .insert((t.clone(), v.clone(), l), decode(&ev.kv)?);
+            } else {
+                intent.acls.remove(&(t.clone(), v.clone(), l));
             }
             Some(Change::Vpc { tenant: t, vpc: v })
         }

@@ -10,6 +10,7 @@
 //! {root}/intent/nat/{tenant}/{vpc}/{rule}             NatRule
 //! {root}/intent/routes/{tenant}/{vpc}/{route}         StaticRoute
 //! {root}/intent/lbs/{tenant}/{vpc}/{lb}               LoadBalancer
+//! {root}/intent/acls/{tenant}/{vpc}/{list}            AclList
 //! {root}/inventory/nodes/{node}                       Node
 //! {root}/inventory/drained/{node}                     present while a gateway is drained
 //! {root}/placement/{tenant}/{vpc}                     Placement (written by the leader)
@@ -78,6 +79,9 @@ impl Keys {
     pub fn lb(&self, t: &str, v: &str, l: &str) -> String {
         format!("{}/intent/lbs/{t}/{v}/{l}", self.root)
     }
+    pub fn acl(&self, t: &str, v: &str, l: &str) -> String {
+        format!("{}/intent/acls/{t}/{v}/{l}", self.root)
+    }
     pub fn drained(&self, n: &str) -> String {
         format!("{}/inventory/drained/{n}", self.root)
     }
@@ -124,6 +128,9 @@ impl Keys {
                 KeyKind::Route(t.to_string(), v.to_string(), r.to_string())
             }
             ["intent", "lbs", t, v, l] => KeyKind::Lb(t.to_string(), v.to_string(), l.to_string()),
+            ["intent", "acls", t, v, l] => {
+                KeyKind::Acl(t.to_string(), v.to_string(), l.to_string())
+            }
             ["inventory", "drained", n] => KeyKind::Drained(n.to_string()),
             ["placement", t, v] => KeyKind::Placement(t.to_string(), v.to_string()),
             ["alloc", "vpc-id", i] => KeyKind::VpcIdAlloc(i.parse().ok()?),
@@ -148,6 +155,7 @@ pub enum KeyKind {
     Nat(String, String, String),
     Route(String, String, String),
     Lb(String, String, String),
+    Acl(String, String, String),
     Drained(String),
     Placement(String, String),
     VpcIdAlloc(u32),

@@ -1,0 +1,1189 @@
+//! HTTP handlers: session, lookups, and one generic create / update / delete / list per kind
+//! of Netris object (see the module doc of [`super`] for the mapping).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use ipnet::Ipv4Net;
+use serde_json::{json, Value};
+use sf_core::model::{Intent, Pool, Tenant, Vpc};
+
+use super::auth::{self, COOKIE};
+use super::meta::*;
+use super::wire::*;
+use super::Rest;
+
+type St = State<Arc<Rest>>;
+type Q = Query<HashMap<String, String>>;
+type Res = Result<Response, ApiError>;
+
+const ACL_NOTE: &str = "ACL stored; NOT enforced: StackFabric has no ACL model yet";
+
+pub fn router(state: Arc<Rest>) -> Router {
+    use axum::routing::{delete, post, put};
+    let protected = Router::new()
+        .route("/api/sites", get(sites))
+        .route("/api/tenants", get(tenants))
+        .route("/api/v2/vpc", get(list_vpcs).post(post_vpc))
+        .route(
+            "/api/v2/vpc/{id}",
+            get(get_vpc).put(put_vpc).delete(delete_vpc),
+        )
+        .route("/api/v2/vpc/{id}/resources", get(vpc_resources))
+        .route("/api/v2/ipam", get(ipam_tree))
+        .route("/api/v2/ipam/subnets", get(list_subnets))
+        .route("/api/v2/ipam/allocations", get(list_allocations))
+        .route("/api/v2/ipam/allocation", post(post_allocation))
+        .route(
+            "/api/v2/ipam/allocation/{id}",
+            put(put_allocation).delete(delete_allocation),
+        )
+        .route("/api/v2/ipam/subnet", post(post_subnet))
+        .route(
+            "/api/v2/ipam/subnet/{id}",
+            put(put_subnet).delete(delete_subnet),
+        )
+        .route("/api/v2/vnet", get(list_vnets).post(post_vnet))
+        .route(
+            "/api/v2/vnet/{id}",
+            get(get_vnet).put(put_vnet).delete(delete_vnet),
+        )
+        .route("/api/v2/nat", get(list_nats).post(post_nat))
+        .route(
+            "/api/v2/nat/{id}",
+            get(get_nat).put(put_nat).delete(delete_nat),
+        )
+        .route("/api/v2/l4lb", get(list_lbs).post(post_lb))
+        .route(
+            "/api/v2/l4lb/{id}",
+            get(get_lb).put(put_lb).delete(delete_lb),
+        )
+        .route(
+            "/api/acl",
+            get(list_acls)
+                .post(post_acl)
+                .put(put_acl_v1)
+                .delete(delete_acl_v1),
+        )
+        .route("/api/acl/{id}", delete(delete_acl_path))
+        .route(
+            "/api/routes",
+            get(list_routes)
+                .post(post_route)
+                .put(put_route_v1)
+                .delete(delete_route_v1),
+        )
+        .route("/api/routes/{id}", delete(delete_route_path))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_session,
+        ));
+    Router::new()
+        .route("/api/auth", get(auth_check).post(login).delete(logout))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+// ---------------------------------------------------------------------------------------------
+// session
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|h| auth::cookie_value(h, COOKIE).map(str::to_string))
+}
+
+async fn require_session(State(s): St, req: Request, next: Next) -> Response {
+    match session_token(req.headers()).and_then(|t| s.sessions.check(&t)) {
+        Some(_) => next.run(req).await,
+        None => ApiError::unauthorized().into_response(),
+    }
+}
+
+async fn auth_check(State(s): St, headers: HeaderMap) -> Res {
+    let user = session_token(&headers)
+        .and_then(|t| s.sessions.check(&t))
+        .ok_or_else(ApiError::unauthorized)?;
+    Ok(ok("session is valid", json!({"user": user})))
+}
+
+async fn login(State(s): St, headers: HeaderMap, body: Bytes) -> Res {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("json"))
+        || body.first() == Some(&b'{');
+    let (user, password) = if is_json {
+        let v = parse_body(&body)?;
+        (
+            opt_str(&v, "user")
+                .or_else(|| opt_str(&v, "login"))
+                .or_else(|| opt_str(&v, "username")),
+            opt_str(&v, "password"),
+        )
+    } else {
+        let f = auth::parse_form(&String::from_utf8_lossy(&body));
+        (
+            f.get("user")
+                .or_else(|| f.get("login"))
+                .or_else(|| f.get("username"))
+                .cloned(),
+            f.get("password").cloned(),
+        )
+    };
+    let (Some(user), Some(password)) = (user.filter(|u| !u.is_empty()), password) else {
+        return Err(ApiError::bad("invalid user/password: both are required"));
+    };
+    let st = s.clone();
+    let u = user.clone();
+    let good = tokio::task::spawn_blocking(move || st.users.verify(&u, &password))
+        .await
+        .unwrap_or(false);
+    if !good {
+        tracing::warn!(user = %user, "REST login failed");
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "invalid user or password",
+        ));
+    }
+    let token = s.sessions.create(&user);
+    let mut resp = ok("Login successful", json!({"user": user}));
+    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("ascii cookie"),
+    );
+    Ok(resp)
+}
+
+async fn logout(State(s): St, headers: HeaderMap) -> Res {
+    if let Some(t) = session_token(&headers) {
+        s.sessions.remove(&t);
+    }
+    Ok(ok("logged out", Value::Null))
+}
+
+// ---------------------------------------------------------------------------------------------
+// shared helpers
+
+impl Rest {
+    async fn db(&self) -> ApiResult<Db> {
+        Db::load(self.fabric.store().kv().as_ref(), &self.keys).await
+    }
+
+    fn intent<T>(&self, f: impl FnOnce(&Intent) -> T) -> T {
+        self.fabric.with_view(|v, _| f(&v.intent))
+    }
+
+    /// Commits a transaction and waits until the index reflects it.
+    async fn commit(&self, txn: Txn<'_>) -> ApiResult<i64> {
+        let (compares, ops) = txn.finish();
+        if ops.is_empty() {
+            return Ok(0);
+        }
+        let out = self.fabric.store().kv().txn(compares, ops).await?;
+        if !out.succeeded {
+            return Err(ApiError::conflict(
+                "the objects changed concurrently (another coordinator?); retry",
+            ));
+        }
+        self.fabric.wait_for_revision(out.revision).await;
+        Ok(out.revision)
+    }
+
+    fn site_json(&self) -> Value {
+        json!({"id": SITE_ID, "name": self.site})
+    }
+
+    fn tenant_json(&self, db: &Db, name: &str) -> Value {
+        ref_json(db.tenant_id(name), name)
+    }
+
+    fn vpc_json(&self, db: &Db, id: u64) -> Value {
+        json!({"id": id, "name": db.vpc_name(id), "isSystem": id == SYSTEM_VPC_ID,
+               "isDefault": id == SYSTEM_VPC_ID})
+    }
+
+    /// Resolves `vpc` (object, id or name) to a Netris VPC id; absent means the System VPC
+    /// when `default_system`, else it is required.
+    fn resolve_vpc(&self, db: &Db, v: &Value, default_system: bool) -> ApiResult<u64> {
+        let r = get_ref(v, "vpc").or_else(|| get_ref(v, "vpcID").or_else(|| get_ref(v, "vpc_id")));
+        let Some(r) = r else {
+            return if default_system {
+                Ok(SYSTEM_VPC_ID)
+            } else {
+                Err(ApiError::bad("invalid vpc: required"))
+            };
+        };
+        if let Some(id) = r.id {
+            if id == SYSTEM_VPC_ID || db.get(Kind::Vpc, id).is_some() {
+                return Ok(id);
+            }
+            return Err(ApiError::not_found(format!(
+                "invalid vpc: VPC id {id} does not exist"
+            )));
+        }
+        let name = r.name.unwrap_or_default();
+        if name == SYSTEM_VPC_NAME {
+            return Ok(SYSTEM_VPC_ID);
+        }
+        db.of(Kind::Vpc)
+            .find(|x| x.name == name)
+            .map(|x| x.id)
+            .ok_or_else(|| ApiError::not_found(format!("invalid vpc: VPC {name:?} does not exist")))
+    }
+
+    /// The tenant owning objects of a Netris VPC.
+    fn vpc_tenant(&self, db: &Db, vpc: u64) -> String {
+        db.get(Kind::Vpc, vpc)
+            .map(|r| r.tenant.clone())
+            .unwrap_or_else(|| self.admin_tenant.clone())
+    }
+
+    /// A tenant reference (`adminTenant` or `tenant`), default the admin tenant; it must exist
+    /// in StackFabric.
+    fn resolve_tenant(&self, db: &Db, v: &Value) -> ApiResult<String> {
+        let name = match get_ref(v, "adminTenant").or_else(|| get_ref(v, "tenant")) {
+            None => self.admin_tenant.clone(),
+            Some(IdRef { id: Some(id), .. }) => db.tenants.get(&id).cloned().ok_or_else(|| {
+                ApiError::not_found(format!("invalid tenant: id {id} does not exist"))
+            })?,
+            Some(IdRef { name, .. }) => name.unwrap_or_default(),
+        };
+        if !self.intent(|i| i.tenants.contains_key(&name)) {
+            return Err(ApiError::not_found(format!(
+                "invalid tenant: tenant {name:?} does not exist (list /api/tenants first)"
+            )));
+        }
+        Ok(name)
+    }
+
+    /// The StackFabric VPC of a tenant VPC, which exists once its allocation was posted.
+    fn require_sf_vpc(&self, db: &Db, vpc: u64) -> ApiResult<(String, String)> {
+        if vpc == SYSTEM_VPC_ID {
+            return Err(ApiError::bad(
+                "invalid vpc: this object needs a tenant VPC, not the System VPC",
+            ));
+        }
+        db.sf_vpc(vpc).ok_or_else(|| {
+            ApiError::conflict(format!(
+                "invalid vpc: VPC {:?} has no IPAM allocation yet (its CIDR); post one first",
+                db.vpc_name(vpc)
+            ))
+        })
+    }
+
+    /// Makes sure the admin tenant exists in StackFabric and every tenant has a Netris id.
+    async fn ensure_tenants(&self) -> ApiResult<()> {
+        let db = self.db().await?;
+        let names: Vec<String> = self.intent(|i| i.tenants.keys().cloned().collect());
+        let mut txn = Txn::new(&self.keys, self.fabric.store().keys(), &db);
+        let mut dirty = false;
+        if !names.contains(&self.admin_tenant) {
+            txn.create_sf_tenant(&Tenant {
+                name: self.admin_tenant.clone(),
+                description: "CloudStack (Netris API) admin tenant".into(),
+            });
+            dirty = true;
+        }
+        for n in names.iter().chain(std::iter::once(&self.admin_tenant)) {
+            if !db.tenants.values().any(|x| x == n) {
+                let id = txn.alloc_id();
+                txn.put_tenant(id, n);
+                dirty = true;
+            }
+        }
+        if dirty {
+            self.commit(txn).await?;
+        }
+        Ok(())
+    }
+}
+
+fn id_of(p: &str) -> ApiResult<u64> {
+    p.parse()
+        .map_err(|_| ApiError::bad(format!("invalid id: {p:?} is not a number")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// rendering
+
+fn render(s: &Rest, db: &Db, intent: &Intent, r: &Record) -> Value {
+    let tenant = s.tenant_json(db, &r.tenant);
+    let vpc = s.vpc_json(db, r.vpc);
+    let site = s.site_json();
+    match &r.spec {
+        Spec::Vpc => json!({
+            "id": r.id, "name": r.name, "isSystem": false, "isDefault": false,
+            "adminTenant": tenant, "guestTenants": [], "tags": [],
+        }),
+        Spec::Allocation(a) => json!({
+            "id": r.id, "name": r.name, "prefix": a.prefix.to_string(), "type": "allocation",
+            "tenant": tenant, "vpc": vpc, "tags": [],
+            "children": db.of(Kind::Subnet)
+                .filter(|x| x.vpc == r.vpc && matches!(&x.spec, Spec::Subnet(sn) if a.prefix.contains(&sn.prefix)))
+                .map(|x| render(s, db, intent, x)).collect::<Vec<_>>(),
+        }),
+        Spec::Subnet(sn) => json!({
+            "id": r.id, "name": r.name, "prefix": sn.prefix.to_string(), "type": "subnet",
+            "purpose": sn.purpose, "defaultGateway": sn.default_gateway, "tenant": tenant,
+            "vpc": vpc, "sites": [site], "tags": [],
+        }),
+        Spec::Vnet(v) => {
+            let vni = match &r.sf {
+                Some(SfRef::Network { tenant, vpc, name }) => intent
+                    .networks
+                    .get(&(tenant.clone(), vpc.clone(), name.clone()))
+                    .map(|n| n.vni)
+                    .unwrap_or(v.vni),
+                _ => v.vni,
+            };
+            json!({
+                "id": r.id, "name": r.name, "vxlanID": vni, "vpc": vpc, "tenant": tenant,
+                "sites": [site], "state": v.state, "provisioning": v.state, "vlan": 0,
+                "vlanAware": false, "l3vpn": false, "tags": v.tags,
+                "gateways": [{"prefix": v.gateway.to_string(), "dhcpEnabled": false}],
+            })
+        }
+        Spec::Nat(n) => json!({
+            "id": r.id, "name": r.name, "action": n.action, "protocol": n.protocol,
+            "state": n.state, "sourceAddress": n.source_address, "sourcePort": n.source_port,
+            "destinationAddress": n.destination_address, "destinationPort": n.destination_port,
+            "snatToIP": n.snat_to_ip, "dnatToIP": n.dnat_to_ip, "dnatToPort": n.dnat_to_port,
+            "comment": n.comment, "site": site, "vpc": vpc, "tenant": tenant,
+        }),
+        Spec::L4lb(l) => json!({
+            "id": r.id, "name": r.name, "protocol": l.protocol, "ip": l.ip, "port": l.port,
+            "status": l.status, "automatic": l.automatic, "ipFamily": "ipv4",
+            "healthCheck": l.health_check, "site": site, "siteID": SITE_ID, "tenant": tenant,
+            "vpc": vpc,
+            "backend": l.backends.iter().map(|(ip, port)| json!({"ip": ip.to_string(), "port": port})).collect::<Vec<_>>(),
+        }),
+        Spec::Acl(a) => json!({
+            "id": r.id, "name": r.name, "action": a.action, "proto": a.proto,
+            "established": a.established as u8, "src_prefix": a.src_prefix.to_string(),
+            "src_port_from": a.src_port_from, "src_port_to": a.src_port_to,
+            "dst_prefix": a.dst_prefix.to_string(), "dst_port_from": a.dst_port_from,
+            "dst_port_to": a.dst_port_to, "comment": a.comment, "vpc": vpc,
+            "tenant_id": db.tenant_id(&r.tenant),
+        }),
+        Spec::Route(rt) => json!({
+            "id": r.id, "prefix": rt.prefix.to_string(), "next_hop": rt.next_hop.to_string(),
+            "description": rt.description, "name": r.name, "site_id": SITE_ID,
+            "stateStatus": rt.state_status, "switches": [], "vpc": vpc,
+        }),
+    }
+}
+
+fn system_vpc(s: &Rest, db: &Db) -> Value {
+    json!({"id": SYSTEM_VPC_ID, "name": SYSTEM_VPC_NAME, "isSystem": true, "isDefault": true,
+           "adminTenant": s.tenant_json(db, &s.admin_tenant), "guestTenants": [], "tags": []})
+}
+
+/// Whether a record passes the `vpc` and `site` filters.
+fn matches_filter(db: &Db, r: &Record, q: &HashMap<String, String>) -> bool {
+    if let Some(v) = q.get("vpc").filter(|v| !v.is_empty()) {
+        let ok = match v.parse::<u64>() {
+            Ok(id) => r.vpc == id,
+            Err(_) => db.vpc_name(r.vpc) == *v,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn site_matches(s: &Rest, q: &HashMap<String, String>) -> bool {
+    match q
+        .get("site")
+        .or_else(|| q.get("siteID"))
+        .filter(|v| !v.is_empty())
+    {
+        None => true,
+        Some(v) => v
+            .parse::<u64>()
+            .map(|id| id == SITE_ID)
+            .unwrap_or(*v == s.site),
+    }
+}
+
+async fn list_kind(s: &Rest, kind: Kind, q: &HashMap<String, String>) -> Res {
+    let db = s.db().await?;
+    let items: Vec<Value> = if site_matches(s, q) {
+        s.intent(|i| {
+            db.of(kind)
+                .filter(|r| matches_filter(&db, r, q))
+                .map(|r| render(s, &db, i, r))
+                .collect()
+        })
+    } else {
+        vec![]
+    };
+    Ok(ok("", Value::Array(items)))
+}
+
+async fn get_kind(s: &Rest, kind: Kind, id: &str) -> Res {
+    let id = id_of(id)?;
+    let db = s.db().await?;
+    let r = db.get(kind, id).ok_or_else(|| not_found(kind, id))?;
+    Ok(ok("", s.intent(|i| render(s, &db, i, r))))
+}
+
+fn not_found(kind: Kind, id: u64) -> ApiError {
+    ApiError::not_found(format!("{} {id} does not exist", kind.what()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// building records and StackFabric objects
+
+/// The outcome of planning a create or update.
+struct Plan {
+    rec: Record,
+    add: Option<SfObj>,
+}
+
+fn parse_spec(kind: Kind, v: &Value) -> ApiResult<Spec> {
+    Ok(match kind {
+        Kind::Vpc => Spec::Vpc,
+        Kind::Allocation => Spec::Allocation(alloc_spec(v)?),
+        Kind::Subnet => Spec::Subnet(subnet_spec(v)?),
+        Kind::Vnet => Spec::Vnet(vnet_spec(v)?),
+        Kind::Nat => Spec::Nat(nat_spec(v)?),
+        Kind::L4lb => Spec::L4lb(lb_spec(v)?),
+        Kind::Acl => Spec::Acl(acl_spec(v)?),
+        Kind::Route => Spec::Route(route_spec(v)?),
+    })
+}
+
+/// Creates with the same name and this content are retries of the same request.
+fn same_content(old: &Spec, new: &Spec) -> bool {
+    match (old, new) {
+        (Spec::Vnet(a), Spec::Vnet(b)) if b.vni == 0 => {
+            a.gateway == b.gateway && a.state == b.state && a.tags == b.tags
+        }
+        (Spec::L4lb(a), Spec::L4lb(b)) if b.ip.is_empty() => {
+            let mut b = b.clone();
+            b.ip = a.ip.clone();
+            *a == b
+        }
+        _ => old == new,
+    }
+}
+
+/// The first free address of the System VPC's `load-balancer` subnets.
+fn pick_lb_ip(db: &Db, intent: &Intent) -> ApiResult<String> {
+    let used = |ip: &Ipv4Addr| {
+        intent.load_balancers.values().any(|l| l.vip == *ip)
+            || intent.nat_rules.values().any(|r| r.kind.public_ip() == *ip)
+            || db
+                .of(Kind::L4lb)
+                .any(|r| matches!(&r.spec, Spec::L4lb(l) if l.ip == ip.to_string()))
+    };
+    for r in db.of(Kind::Subnet).filter(|r| r.vpc == SYSTEM_VPC_ID) {
+        if let Spec::Subnet(sn) = &r.spec {
+            if sn.purpose == "load-balancer" {
+                let hosts: Box<dyn Iterator<Item = Ipv4Addr>> = if sn.prefix.prefix_len() >= 31 {
+                    Box::new(sn.prefix.hosts().chain(std::iter::once(sn.prefix.addr())))
+                } else {
+                    Box::new(sn.prefix.hosts())
+                };
+                if let Some(ip) = hosts.into_iter().find(|ip| !used(ip)) {
+                    return Ok(ip.to_string());
+                }
+            }
+        }
+    }
+    Err(ApiError::conflict(
+        "invalid ip: automatic, but no free address in the System VPC's load-balancer subnets",
+    ))
+}
+
+/// Plans the record and the StackFabric object for `spec` (a create when `old` is `None`).
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    s: &Rest,
+    db: &Db,
+    intent: &Intent,
+    id: u64,
+    name: String,
+    tenant: String,
+    vpc: u64,
+    mut spec: Spec,
+    old: Option<&Record>,
+) -> ApiResult<Plan> {
+    // StackFabric name: kept from the old object on updates, else derived from the name.
+    let keep = |r: Option<&Record>| -> Option<String> {
+        r.and_then(|r| r.sf.as_ref()).map(|sf| match sf {
+            SfRef::Vpc { name, .. }
+            | SfRef::Pool { name, .. }
+            | SfRef::Network { name, .. }
+            | SfRef::Nat { name, .. }
+            | SfRef::Lb { name, .. }
+            | SfRef::Route { name, .. } => name.clone(),
+        })
+    };
+    let old_sf_name = keep(old);
+    let mut add = None;
+    let mut sf = old.and_then(|o| o.sf.clone());
+    match &mut spec {
+        Spec::Vpc | Spec::Acl(_) => {}
+        Spec::Allocation(a) => {
+            if let Some(o) = old {
+                if o.spec != Spec::Allocation(a.clone()) {
+                    return Err(ApiError::bad(
+                        "invalid prefix: an allocation's prefix cannot change; delete and recreate it",
+                    ));
+                }
+            } else if vpc == SYSTEM_VPC_ID {
+                if let Some(o) = db.of(Kind::Allocation).find(|o| {
+                    o.vpc == SYSTEM_VPC_ID
+                        && matches!(&o.spec, Spec::Allocation(x) if overlaps(x.prefix, a.prefix))
+                }) {
+                    return Err(ApiError::conflict(format!(
+                        "invalid prefix: {} overlaps allocation {:?}",
+                        a.prefix, o.name
+                    )));
+                }
+                match intent
+                    .pools
+                    .values()
+                    .find(|p| p.cidr == a.prefix && p.site == s.fabric_site)
+                {
+                    Some(p) => {
+                        sf = Some(SfRef::Pool {
+                            name: p.name.clone(),
+                            adopted: true,
+                        })
+                    }
+                    None => {
+                        let pool = Pool {
+                            name: sf_name(&name, id, |n| intent.pools.contains_key(n)),
+                            cidr: a.prefix,
+                            site: s.fabric_site.clone(),
+                        };
+                        add = Some(SfObj::Pool(pool));
+                    }
+                }
+            } else {
+                if let Some(o) = db.of(Kind::Allocation).find(|o| {
+                    o.vpc == vpc
+                        && matches!(&o.spec, Spec::Allocation(x) if overlaps(x.prefix, a.prefix))
+                }) {
+                    return Err(ApiError::conflict(format!(
+                        "invalid prefix: {} overlaps allocation {:?} of the same VPC",
+                        a.prefix, o.name
+                    )));
+                }
+                if db.sf_vpc(vpc).is_none() {
+                    let vpc_name = db.vpc_name(vpc);
+                    add = Some(SfObj::Vpc(Vpc {
+                        tenant: tenant.clone(),
+                        name: sf_name(&vpc_name, vpc, |n| {
+                            intent.vpcs.contains_key(&(tenant.clone(), n.to_string()))
+                        }),
+                        cidr: a.prefix,
+                        site: s.fabric_site.clone(),
+                        id: 0,
+                    }));
+                }
+            }
+        }
+        Spec::Subnet(sn) => {
+            let inside = db.of(Kind::Allocation).any(|a| {
+                a.vpc == vpc
+                    && matches!(&a.spec, Spec::Allocation(x) if x.prefix.contains(&sn.prefix))
+            });
+            if !inside {
+                return Err(ApiError::bad(format!(
+                    "invalid prefix: {} is not inside an IPAM allocation of VPC {:?}",
+                    sn.prefix,
+                    db.vpc_name(vpc)
+                )));
+            }
+        }
+        Spec::Vnet(v) => {
+            if let Some(o) = old {
+                match &o.spec {
+                    Spec::Vnet(ov) if ov.gateway == v.gateway && (v.vni == 0 || ov.vni == v.vni) => {
+                        v.vni = ov.vni;
+                    }
+                    _ => {
+                        return Err(ApiError::bad(
+                            "invalid vnet: vxlanID and gateways cannot change; delete and recreate the vnet",
+                        ))
+                    }
+                }
+            } else {
+                let (t, sv) = s.require_sf_vpc(db, vpc)?;
+                let subnets: Vec<Ipv4Net> = db
+                    .of(Kind::Subnet)
+                    .filter(|r| r.vpc == vpc)
+                    .filter_map(|r| match &r.spec {
+                        Spec::Subnet(sn) if sn.purpose == "common" => Some(sn.prefix),
+                        _ => None,
+                    })
+                    .collect();
+                let nname = sf_name(&name, id, |n| {
+                    intent
+                        .networks
+                        .contains_key(&(t.clone(), sv.clone(), n.to_string()))
+                });
+                let mut n = vnet_network(v, &subnets, &t, &sv, &nname);
+                if n.vni == 0 {
+                    let used = intent.used_vnis();
+                    n.vni = sf_core::VNI_POOL
+                        .clone()
+                        .find(|x| !used.contains(x))
+                        .ok_or_else(|| ApiError::conflict("the VNI pool is exhausted"))?;
+                    v.vni = n.vni;
+                }
+                add = Some(SfObj::Network(n));
+            }
+        }
+        Spec::Nat(n) => {
+            let (t, sv) = s.require_sf_vpc(db, vpc)?;
+            let nname = old_sf_name.clone().unwrap_or_else(|| {
+                sf_name(&name, id, |x| {
+                    intent
+                        .nat_rules
+                        .contains_key(&(t.clone(), sv.clone(), x.to_string()))
+                })
+            });
+            add = nat_rule(n, &t, &sv, &nname)?.map(SfObj::Nat);
+        }
+        Spec::L4lb(l) => {
+            let (t, sv) = s.require_sf_vpc(db, vpc)?;
+            if l.ip.is_empty() {
+                l.ip = match old.map(|o| &o.spec) {
+                    Some(Spec::L4lb(ol)) => ol.ip.clone(),
+                    _ => pick_lb_ip(db, intent)?,
+                };
+            }
+            let lname = old_sf_name.clone().unwrap_or_else(|| {
+                sf_name(&name, id, |x| {
+                    intent
+                        .load_balancers
+                        .contains_key(&(t.clone(), sv.clone(), x.to_string()))
+                })
+            });
+            add = load_balancer(l, &t, &sv, &lname)?.map(SfObj::Lb);
+        }
+        Spec::Route(r) => {
+            let (t, sv) = s.require_sf_vpc(db, vpc)?;
+            let rname = old_sf_name.clone().unwrap_or_else(|| {
+                sf_name(&name, id, |x| {
+                    intent
+                        .routes
+                        .contains_key(&(t.clone(), sv.clone(), x.to_string()))
+                })
+            });
+            add = Some(SfObj::Route(static_route(r, &t, &sv, &rname)));
+        }
+    }
+    if let Some(a) = &add {
+        sf = Some(a.sf_ref());
+    } else if matches!(spec, Spec::Nat(_) | Spec::L4lb(_)) {
+        sf = None; // disabled: no StackFabric object
+    }
+    Ok(Plan {
+        rec: Record {
+            id,
+            name,
+            tenant,
+            vpc,
+            spec,
+            sf,
+        },
+        add,
+    })
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The Netris name of a posted object (routes are named by their description).
+fn posted_name(kind: Kind, v: &Value) -> ApiResult<String> {
+    if kind == Kind::Route {
+        return Ok(opt_str(v, "name")
+            .filter(|n| !n.is_empty())
+            .or_else(|| opt_str(v, "description"))
+            .unwrap_or_default());
+    }
+    req_str(v, "name")
+}
+
+/// The owner tenant and VPC of a posted object.
+fn owner(s: &Rest, db: &Db, kind: Kind, v: &Value) -> ApiResult<(String, u64)> {
+    Ok(match kind {
+        Kind::Vpc => (s.resolve_tenant(db, v)?, 0),
+        Kind::Allocation | Kind::Subnet | Kind::Acl => {
+            let vpc = s.resolve_vpc(db, v, true)?;
+            (s.vpc_tenant(db, vpc), vpc)
+        }
+        _ => {
+            let vpc = s.resolve_vpc(db, v, false)?;
+            (s.vpc_tenant(db, vpc), vpc)
+        }
+    })
+}
+
+fn message(kind: Kind, what: &str) -> String {
+    if kind == Kind::Acl {
+        format!("{} {what}. {ACL_NOTE}", kind.what())
+    } else {
+        format!("{} {what}", kind.what())
+    }
+}
+
+async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
+    let v = parse_body(body)?;
+    let name = posted_name(kind, &v)?;
+    let spec = parse_spec(kind, &v)?;
+    let _g = s.fabric.write_lock.lock().await;
+    if kind == Kind::Vpc {
+        s.ensure_tenants().await?;
+    }
+    let db = s.db().await?;
+    let (tenant, vpc) = owner(s, &db, kind, &v)?;
+    // Idempotent create by name.
+    let existing = if name.is_empty() {
+        db.of(kind)
+            .find(|r| r.vpc == vpc && same_content(&r.spec, &spec))
+    } else {
+        db.find(kind, &tenant, &name)
+    };
+    if let Some(r) = existing {
+        // A VPC record's `vpc` is its own id.
+        if (kind == Kind::Vpc || r.vpc == vpc) && same_content(&r.spec, &spec) {
+            let data = s.intent(|i| render(s, &db, i, r));
+            return Ok(ok(message(kind, "already exists (unchanged)"), data));
+        }
+        return Err(ApiError::conflict(format!(
+            "invalid name: {} {:?} already exists with other content",
+            kind.what(),
+            r.name
+        )));
+    }
+    let sfk = s.fabric.store().keys().clone();
+    let mut txn = Txn::new(&s.keys, &sfk, &db);
+    let id = txn.alloc_id();
+    let name = if name.is_empty() {
+        format!("route-{id}")
+    } else {
+        name
+    };
+    let vpc = if kind == Kind::Vpc { id } else { vpc };
+    let mut p = s.intent(|i| plan(s, &db, i, id, name, tenant, vpc, spec, None))?;
+    if let Some(SfObj::Vpc(v)) = &mut p.add {
+        v.id = free_vpc_id(s).await?;
+    }
+    if let Some(a) = &p.add {
+        s.intent(|i| a.validate(i))?;
+        txn.add_sf(a, false);
+    }
+    txn.put_record(&p.rec, None);
+    s.commit(txn).await?;
+    let db = s.db().await?;
+    let data = s.intent(|i| render(s, &db, i, &p.rec));
+    tracing::info!(kind = kind.seg(), id, name = %p.rec.name, sf = ?p.rec.sf, "REST object created");
+    Ok(ok(message(kind, "created"), data))
+}
+
+async fn free_vpc_id(s: &Rest) -> ApiResult<u32> {
+    let keys = s.fabric.store().keys();
+    let (taken, _) = s.fabric.store().kv().list(&keys.vpc_id_prefix()).await?;
+    let taken: std::collections::BTreeSet<u32> = taken
+        .iter()
+        .filter_map(|kv| match keys.parse(&kv.key) {
+            Some(sf_store::keys::KeyKind::VpcIdAlloc(i)) => Some(i),
+            _ => None,
+        })
+        .collect();
+    sf_core::VPC_ID_POOL
+        .clone()
+        .find(|i| !taken.contains(i))
+        .ok_or_else(|| ApiError::conflict("the VPC id pool is exhausted"))
+}
+
+async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
+    let patch = parse_body(body)?;
+    let _g = s.fabric.write_lock.lock().await;
+    let db = s.db().await?;
+    let old = db.get(kind, id).ok_or_else(|| not_found(kind, id))?.clone();
+    // A PUT may carry only what changes: overlay it on the current object.
+    let mut merged = s.intent(|i| render(s, &db, i, &old));
+    if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            if !v.is_null() {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let name = if kind == Kind::Route {
+        opt_str(&patch, "description")
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| old.name.clone())
+    } else {
+        req_str(&merged, "name")?
+    };
+    let spec = parse_spec(kind, &merged)?;
+    if kind != Kind::Vpc {
+        let vpc = s.resolve_vpc(&db, &merged, true)?;
+        if vpc != old.vpc {
+            return Err(ApiError::bad(
+                "invalid vpc: an object cannot move to another VPC",
+            ));
+        }
+    }
+    if let Some(o) = db.find(kind, &old.tenant, &name).filter(|o| o.id != id) {
+        return Err(ApiError::conflict(format!(
+            "invalid name: {} {:?} already exists (id {})",
+            kind.what(),
+            name,
+            o.id
+        )));
+    }
+    if name == old.name && same_content(&old.spec, &spec) {
+        let data = s.intent(|i| render(s, &db, i, &old));
+        return Ok(ok(message(kind, "unchanged"), data));
+    }
+    let p = s.intent(|i| {
+        plan(
+            s,
+            &db,
+            i,
+            id,
+            name,
+            old.tenant.clone(),
+            old.vpc,
+            spec,
+            Some(&old),
+        )
+    })?;
+    let sfk = s.fabric.store().keys().clone();
+    let mut txn = Txn::new(&s.keys, &sfk, &db);
+    // Only NAT, LB and route records replace their StackFabric object on update.
+    if matches!(kind, Kind::Nat | Kind::L4lb | Kind::Route) {
+        s.intent(|i| -> ApiResult<()> {
+            let base = match &old.sf {
+                Some(r) if sf_exists(i, r) => without(i, r),
+                _ => i.clone(),
+            };
+            if let Some(a) = &p.add {
+                a.validate(&base)?;
+            }
+            let same_key = old.sf.is_some() && p.add.as_ref().map(SfObj::sf_ref) == old.sf;
+            if let Some(r) = old.sf.as_ref().filter(|r| sf_exists(i, r)) {
+                if !same_key {
+                    txn.remove_sf(i, r);
+                }
+            }
+            if let Some(a) = &p.add {
+                txn.add_sf(a, same_key && sf_exists(i, &a.sf_ref()));
+            }
+            Ok(())
+        })?;
+    }
+    txn.put_record(&p.rec, Some(db.rev(id)));
+    s.commit(txn).await?;
+    let db = s.db().await?;
+    let data = s.intent(|i| render(s, &db, i, &p.rec));
+    Ok(ok(message(kind, "updated"), data))
+}
+
+/// Records that keep a record from being deleted.
+fn blockers(db: &Db, r: &Record) -> Option<String> {
+    let first = |it: &mut dyn Iterator<Item = &Record>| {
+        it.next()
+            .map(|x| format!("{} {:?} (id {})", x.kind().what(), x.name, x.id))
+    };
+    match &r.spec {
+        Spec::Vpc => first(&mut db.recs.values().map(|(x, _)| x).filter(|x| {
+            x.vpc == r.id
+                && x.id != r.id
+                && !matches!(x.kind(), Kind::Subnet | Kind::Acl)
+        })),
+        Spec::Allocation(a) => first(&mut db.of(Kind::Subnet).filter(|x| {
+            x.vpc == r.vpc && matches!(&x.spec, Spec::Subnet(sn) if a.prefix.contains(&sn.prefix))
+        })),
+        Spec::Subnet(sn) => first(&mut db.of(Kind::Vnet).filter(|x| {
+            x.vpc == r.vpc
+                && matches!(&x.spec, Spec::Vnet(v) if sn.prefix.contains(&v.gateway.addr()) && sn.purpose == "common")
+        })),
+        _ => None,
+    }
+}
+
+async fn delete_ids(s: &Rest, kind: Kind, ids: &[u64]) -> Res {
+    let _g = s.fabric.write_lock.lock().await;
+    let db = s.db().await?;
+    let sfk = s.fabric.store().keys().clone();
+    let mut txn = Txn::new(&s.keys, &sfk, &db);
+    let mut gone = Vec::new();
+    for &id in ids {
+        let r = db.get(kind, id).ok_or_else(|| not_found(kind, id))?;
+        if let Some(b) = blockers(&db, r) {
+            return Err(ApiError::conflict(format!(
+                "{} {:?} is still used by {b}",
+                kind.what(),
+                r.name
+            )));
+        }
+        if let Some(sf) = &r.sf {
+            s.intent(|i| -> ApiResult<()> {
+                if sf_exists(i, sf) {
+                    check_remove(i, sf)?;
+                    txn.remove_sf(i, sf);
+                }
+                Ok(())
+            })?;
+        }
+        if kind == Kind::Vpc {
+            // Metadata-only children go with the VPC.
+            for c in db
+                .recs
+                .values()
+                .map(|(x, _)| x)
+                .filter(|x| x.vpc == id && matches!(x.kind(), Kind::Subnet | Kind::Acl))
+            {
+                txn.delete_record(c, db.rev(c.id));
+            }
+        }
+        txn.delete_record(r, db.rev(id));
+        gone.push(json!({"id": id, "name": r.name}));
+    }
+    s.commit(txn).await?;
+    tracing::info!(kind = kind.seg(), ?ids, "REST objects deleted");
+    Ok(ok(message(kind, "deleted"), Value::Array(gone)))
+}
+
+/// Ids from a v1 delete body: `{"id": [1, 2]}` or `{"id": 1}`.
+fn body_ids(v: &Value) -> ApiResult<Vec<u64>> {
+    let bad = || ApiError::bad("invalid id: expected a number or a list of numbers");
+    match v.get("id") {
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|x| match x {
+                Value::Number(n) => n.as_u64().ok_or_else(bad),
+                Value::String(s) => s.parse().map_err(|_| bad()),
+                _ => Err(bad()),
+            })
+            .collect(),
+        Some(x) => opt_u64(&json!({"id": x}), "id")?
+            .map(|i| vec![i])
+            .ok_or_else(bad),
+        None => Err(ApiError::bad("invalid id: required")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// endpoints
+
+async fn sites(State(s): St) -> Res {
+    Ok(ok("", json!([s.site_json()])))
+}
+
+async fn tenants(State(s): St) -> Res {
+    {
+        let _g = s.fabric.write_lock.lock().await;
+        s.ensure_tenants().await?;
+    }
+    let db = s.db().await?;
+    let items: Vec<Value> = s.intent(|i| {
+        i.tenants
+            .values()
+            .map(|t| json!({"id": db.tenant_id(&t.name), "name": t.name, "description": t.description}))
+            .collect()
+    });
+    Ok(ok("", Value::Array(items)))
+}
+
+async fn list_vpcs(State(s): St, Query(q): Q) -> Res {
+    let db = s.db().await?;
+    let mut items = vec![];
+    if site_matches(&s, &q) {
+        let want = |id: u64, name: &str| match q.get("vpc").or_else(|| q.get("id")) {
+            Some(v) if !v.is_empty() => v.parse::<u64>().map(|x| x == id).unwrap_or(v == name),
+            _ => true,
+        };
+        if want(SYSTEM_VPC_ID, SYSTEM_VPC_NAME) {
+            items.push(system_vpc(&s, &db));
+        }
+        s.intent(|i| {
+            for r in db.of(Kind::Vpc).filter(|r| want(r.id, &r.name)) {
+                items.push(render(&s, &db, i, r));
+            }
+        });
+    }
+    Ok(ok("", Value::Array(items)))
+}
+
+async fn get_vpc(State(s): St, Path(id): Path<String>) -> Res {
+    if id_of(&id)? == SYSTEM_VPC_ID {
+        let db = s.db().await?;
+        return Ok(ok("", system_vpc(&s, &db)));
+    }
+    get_kind(&s, Kind::Vpc, &id).await
+}
+
+async fn vpc_resources(State(s): St, Path(id): Path<String>) -> Res {
+    let id = id_of(&id)?;
+    let db = s.db().await?;
+    if id != SYSTEM_VPC_ID && db.get(Kind::Vpc, id).is_none() {
+        return Err(not_found(Kind::Vpc, id));
+    }
+    let items: Vec<Value> = db
+        .recs
+        .values()
+        .map(|(r, _)| r)
+        .filter(|r| r.vpc == id && r.id != id)
+        .map(|r| json!({"id": r.id, "name": r.name, "type": r.kind().seg()}))
+        .collect();
+    Ok(ok("", Value::Array(items)))
+}
+
+async fn ipam_tree(State(s): St, Query(q): Q) -> Res {
+    list_kind(&s, Kind::Allocation, &q).await
+}
+
+macro_rules! kind_endpoints {
+    ($kind:expr, $list:ident, $get:ident, $post:ident, $put:ident, $del:ident) => {
+        async fn $list(State(s): St, Query(q): Q) -> Res {
+            list_kind(&s, $kind, &q).await
+        }
+        #[allow(dead_code)]
+        async fn $get(State(s): St, Path(id): Path<String>) -> Res {
+            get_kind(&s, $kind, &id).await
+        }
+        async fn $post(State(s): St, body: Bytes) -> Res {
+            create(&s, $kind, &body).await
+        }
+        async fn $put(State(s): St, Path(id): Path<String>, body: Bytes) -> Res {
+            update(&s, $kind, id_of(&id)?, &body).await
+        }
+        async fn $del(State(s): St, Path(id): Path<String>) -> Res {
+            delete_ids(&s, $kind, &[id_of(&id)?]).await
+        }
+    };
+}
+
+kind_endpoints!(
+    Kind::Vpc,
+    _list_vpc_records,
+    _get_vpc_record,
+    post_vpc,
+    put_vpc,
+    delete_vpc
+);
+kind_endpoints!(
+    Kind::Allocation,
+    list_allocations,
+    _get_allocation,
+    post_allocation,
+    put_allocation,
+    delete_allocation
+);
+kind_endpoints!(
+    Kind::Subnet,
+    list_subnets,
+    _get_subnet,
+    post_subnet,
+    put_subnet,
+    delete_subnet
+);
+kind_endpoints!(
+    Kind::Vnet,
+    list_vnets,
+    get_vnet,
+    post_vnet,
+    put_vnet,
+    delete_vnet
+);
+kind_endpoints!(Kind::Nat, list_nats, get_nat, post_nat, put_nat, delete_nat);
+kind_endpoints!(Kind::L4lb, list_lbs, get_lb, post_lb, put_lb, delete_lb);
+kind_endpoints!(
+    Kind::Acl,
+    list_acls,
+    _get_acl,
+    post_acl,
+    _put_acl,
+    delete_acl_path
+);
+kind_endpoints!(
+    Kind::Route,
+    list_routes,
+    _get_route,
+    post_route,
+    _put_route,
+    delete_route_path
+);
+
+async fn put_acl_v1(State(s): St, body: Bytes) -> Res {
+    let v = parse_body(&body)?;
+    let id = opt_u64(&v, "id")?.ok_or_else(|| ApiError::bad("invalid id: required"))?;
+    update(&s, Kind::Acl, id, &body).await
+}
+
+async fn delete_acl_v1(State(s): St, body: Bytes) -> Res {
+    let ids = body_ids(&parse_body(&body)?)?;
+    delete_ids(&s, Kind::Acl, &ids).await
+}
+
+async fn put_route_v1(State(s): St, body: Bytes) -> Res {
+    let v = parse_body(&body)?;
+    let id = opt_u64(&v, "id")?.ok_or_else(|| ApiError::bad("invalid id: required"))?;
+    update(&s, Kind::Route, id, &body).await
+}
+
+async fn delete_route_v1(State(s): St, body: Bytes) -> Res {
+    let ids = body_ids(&parse_body(&body)?)?;
+    delete_ids(&s, Kind::Route, &ids).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_delete_bodies() {
+        assert_eq!(
+            body_ids(&json!({"id": [3, "4"], "tenantsID": [1]})).unwrap(),
+            vec![3, 4]
+        );
+        assert_eq!(body_ids(&json!({"id": 7})).unwrap(), vec![7]);
+        assert_eq!(body_ids(&json!({"id": "8"})).unwrap(), vec![8]);
+        assert!(body_ids(&json!({})).is_err());
+        assert!(body_ids(&json!({"id": ["x"]})).is_err());
+    }
+
+    #[test]
+    fn retries_match_by_content() {
+        let a = Spec::Vnet(VnetSpec {
+            vni: 1_500_001,
+            gateway: "10.20.1.1/24".parse().unwrap(),
+            state: "active".into(),
+            tags: vec![],
+        });
+        assert!(same_content(&a, &a.clone()));
+        let Spec::Vnet(mut b) = a.clone() else {
+            unreachable!()
+        };
+        b.vni = 0;
+        assert!(same_content(&a, &Spec::Vnet(b.clone())));
+        b.gateway = "10.20.2.1/24".parse().unwrap();
+        assert!(!same_content(&a, &Spec::Vnet(b)));
+    }
+}

@@ -1,0 +1,171 @@
+//! The Netris-compatible REST API CloudStack's Netris provider drives (contract:
+//! `shared/netris-api.md`), served on its own listener (`--rest-listen`, plain HTTP).
+//!
+//! # Endpoints
+//!
+//! Every answer is `{"isSuccess", "message", "data"}`; failures carry the HTTP status (400 bad
+//! input or malformed JSON, 401 no session, 404 unknown id or reference, 409 duplicate name with
+//! other content, object in use, or a raced write; 503 etcd unavailable).
+//!
+//! - Session: `POST /api/auth` (JSON `{user, password}` or form `user=…&password=…`; sets the
+//!   `connect.sid` cookie), `GET /api/auth` (200 with a live session, else 401),
+//!   `DELETE /api/auth` (log out). Everything else needs the cookie.
+//! - `GET /api/sites` (the one site, id 1, `--rest-site`), `GET /api/tenants`.
+//! - v2: `vpc` (`GET`, `POST`, `GET|PUT|DELETE /{id}`, `GET /{id}/resources`), `ipam`
+//!   (`GET /api/v2/ipam` as a tree, `GET ipam/subnets`, `GET ipam/allocations`,
+//!   `POST ipam/allocation`, `PUT|DELETE ipam/allocation/{id}`, same for `ipam/subnet`),
+//!   `vnet`, `nat`, `l4lb` (`GET`, `POST`, `GET|PUT|DELETE /{id}`).
+//! - v1: `acl` and `routes` (`GET`, `POST`, `PUT` with the id in the body, `DELETE` with
+//!   `{"id": [..]}` / `{"id": n}` in the body; `DELETE /{id}` too).
+//! - Lists filter by the `vpc` (id or name) and `site` (id or name) query parameters.
+//!
+//! # Mapping onto StackFabric's model
+//!
+//! - Netris tenant = StackFabric tenant of the same name. `GET /api/tenants` lists every
+//!   StackFabric tenant with a Netris id; the admin tenant CloudStack is configured with
+//!   (`--rest-admin-tenant`, default `Admin`) is created in StackFabric on that first call.
+//! - The System VPC (id 1, `isSystem`, `isDefault`) is built in. An IPAM allocation in it is a
+//!   StackFabric **pool** (site `--rest-fabric-site`); a pool with exactly that CIDR that
+//!   already exists (e.g. the lab's `public`) is adopted and left in place on delete. Its `nat`
+//!   and `load-balancer` subnets (the /32s CloudStack reserves) must lie in such an allocation,
+//!   so every public address CloudStack uses is in a pool; NAT and LB addresses are checked
+//!   against pools by sf-core as for sfctl.
+//! - A tenant VPC is only a record until CloudStack posts its IPAM allocation (the VPC CIDR);
+//!   the allocation then creates the StackFabric **VPC** with that CIDR, named after the Netris
+//!   VPC, and owns it: deleting the allocation deletes the VPC (refused while it holds tiers,
+//!   NAT, routes or LBs). Further allocations of the same VPC are recorded but do not widen it.
+//! - vnet → **network** (tier) with VNI `vxlanID` (allocated if 0), gateway
+//!   `gateways[0].prefix`, CIDR from the VPC's `common` subnet holding the gateway or else the
+//!   gateway prefix's network. Tier subnets are records only.
+//! - nat: SNAT → source NAT (`snatToIP`; the rule covers the whole VPC, `sourceAddress` is
+//!   kept but not used), DNAT TCP/UDP → port forward, DNAT protocol ALL → static NAT.
+//!   `state: disabled` keeps the record without a StackFabric rule.
+//! - l4lb → **load balancer** (`healthCheck` None/TCP/HTTP, weights 1, Maglev table of the
+//!   default size; `status: disable` keeps only the record; `automatic` picks the first free
+//!   address of the System VPC's `load-balancer` subnets).
+//! - routes → **static route** (name = `description`, else `route-<id>`).
+//! - **acl: stored and listed back only. StackFabric has no ACL model yet, so these rules are
+//!   NOT enforced by any agent**; every ACL answer's message says so.
+//! - StackFabric names are the Netris names when valid (`[A-Za-z0-9._-]{1,64}`, CloudStack's
+//!   `D1-A2-Z1-V5-…` names are), else sanitized with a `-n<id>` suffix ([`wire::sf_name`]).
+//!   A rename (`PUT`) changes the Netris name only; the StackFabric name stays.
+//! - Creates are idempotent by name (per tenant and kind): posting an existing name with the
+//!   same content returns the existing object; with other content it is a 409.
+//!
+//! The etcd layout of the REST metadata is in [`meta`]. Writes run under the coordinator's
+//! write lock, validate with sf-core against the index, commit one guarded transaction and wait
+//! until the index has it, like the gRPC API.
+
+pub mod auth;
+mod handlers;
+pub mod meta;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::fabric::Fabric;
+
+/// REST settings (from `sf-coordinator`'s flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestArgs {
+    /// Listen address of the Netris-compatible REST API (plain HTTP); none when absent.
+    #[arg(long, env = "SF_REST_LISTEN")]
+    pub rest_listen: Option<SocketAddr>,
+    /// File of REST users, `user:<argon2 hash>` per line (`sf-coordinator hash-password`).
+    #[arg(long, env = "SF_REST_USERS_FILE")]
+    pub rest_users_file: Option<PathBuf>,
+    /// Site name the REST API shows (CloudStack's `sitename`).
+    #[arg(long, env = "SF_REST_SITE", default_value = "lab")]
+    pub rest_site: String,
+    /// StackFabric site (nodes' `site`) that REST-created VPCs and pools belong to.
+    #[arg(long, env = "SF_REST_FABRIC_SITE", default_value = "")]
+    pub rest_fabric_site: String,
+    /// Tenant CloudStack is configured with (`tenantname`); created on first use.
+    #[arg(long, env = "SF_REST_ADMIN_TENANT", default_value = "Admin")]
+    pub rest_admin_tenant: String,
+    /// Seconds a REST session lives without use.
+    #[arg(long, env = "SF_REST_SESSION_TTL", default_value_t = 3600)]
+    pub rest_session_ttl: u64,
+}
+
+/// Shared state of the REST handlers.
+pub struct Rest {
+    pub fabric: Arc<Fabric>,
+    pub users: auth::Users,
+    pub sessions: auth::Sessions,
+    pub site: String,
+    pub fabric_site: String,
+    pub admin_tenant: String,
+    pub keys: meta::RestKeys,
+}
+
+impl Rest {
+    pub fn new(
+        fabric: Arc<Fabric>,
+        users: auth::Users,
+        session_ttl: Duration,
+        site: &str,
+        fabric_site: &str,
+        admin_tenant: &str,
+    ) -> Arc<Self> {
+        let keys = meta::RestKeys::new(fabric.store().keys().root());
+        Arc::new(Rest {
+            fabric,
+            users,
+            sessions: auth::Sessions::new(session_ttl),
+            site: site.into(),
+            fabric_site: fabric_site.into(),
+            admin_tenant: admin_tenant.into(),
+            keys,
+        })
+    }
+}
+
+/// The axum router of the REST API.
+pub fn router(state: Arc<Rest>) -> axum::Router {
+    handlers::router(state)
+}
+
+/// Starts the REST listener if configured; returns when it is bound.
+pub async fn spawn(args: &RestArgs, fabric: Arc<Fabric>) -> anyhow::Result<()> {
+    let Some(addr) = args.rest_listen else {
+        return Ok(());
+    };
+    let file = args
+        .rest_users_file
+        .as_ref()
+        .context("--rest-listen needs --rest-users-file")?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let users =
+        auth::Users::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    anyhow::ensure!(!users.is_empty(), "{} holds no user", file.display());
+    anyhow::ensure!(
+        sf_core::validate::validate_name("tenant", &args.rest_admin_tenant).is_ok(),
+        "--rest-admin-tenant {:?} is not a valid tenant name",
+        args.rest_admin_tenant
+    );
+    let state = Rest::new(
+        fabric,
+        users,
+        Duration::from_secs(args.rest_session_ttl.max(1)),
+        &args.rest_site,
+        &args.rest_fabric_site,
+        &args.rest_admin_tenant,
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding REST listener {addr}"))?;
+    tracing::info!(listen = %addr, "serving the Netris-compatible REST API");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(state)).await {
+            tracing::error!(error = %e, "REST listener failed");
+        }
+    });
+    Ok(())
+}

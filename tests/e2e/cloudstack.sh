@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# End-to-end test of the Netris-compatible REST API (issue: CloudStack drives StackFabric):
+# a client in the lab's mgmt namespace replays over HTTP what CloudStack's Netris provider does,
+# in CloudStack's order and with CloudStack's names; VMs plugged into the tiers CloudStack
+# created are reached from the internet host through the static NAT and the port forward; then
+# everything is torn down in CloudStack's order and nothing of it may remain (sfctl, etcd keys,
+# VPC router namespaces). Robustness (401, bad JSON, idempotent retries, 404/409) is checked
+# while the objects stand.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+export LAB_PREFIX=${LAB_PREFIX:-sfr$$-}
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO/tests/e2e/lib.sh"
+
+L() { "$REPO/deploy/lab.sh" "$@"; }
+X() { L exec "$@"; }
+S() { L sfctl "$@"; }
+STATE=/tmp/sf-lab.${LAB_PREFIX%-}
+trap 'L down >/dev/null 2>&1 || true' EXIT
+REST=http://172.31.255.3:8080
+ETCD=http://172.31.255.2:2379
+T=Admin                      # the Netris admin tenant = the StackFabric tenant
+V=D1-A2-Z1-V5-myvpc          # CloudStack's names are valid StackFabric names: kept as they are
+N1=D1-A2-Z1-V5-N9-tier1
+N2=D1-A2-Z1-V5-N10-tier2
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+client() { # client PHASE: the replay client, from the mgmt namespace
+    X mgmt python3 "$REPO/tests/e2e/cloudstack_client.py" "$REST" "$STATE/rest-password" "$1"
+}
+phase() { # phase PHASE DESCRIPTION
+    if client "$1"; then pass "$2"; else fail "$2 (see the FAIL lines above)"; fi
+}
+last_client() { tail -n 1 "$STATE/logs/internet-http.log" | awk '{print $1}'; }
+etcd_keys() { X etcd env ETCDCTL_API=3 etcdctl --endpoints "$ETCD" get --prefix /stackfabric/ --keys-only | grep -v '^$'; }
+
+section "lab up (prefix $LAB_PREFIX)"
+t0=$SECONDS
+if ! L up --no-build; then fail "deploy/lab.sh up"; finish; exit 1; fi
+pass "lab up in $((SECONDS - t0)) s"
+check "REST password file is private" test "$(stat -c %a "$STATE/rest-password")" = 600
+
+section "1. CloudStack sets up the zone, a VPC, tiers, NAT, LB, ACLs and a route"
+phase setup "CloudStack's setup sequence"
+check_eq "sfctl shows the VPC with CloudStack's CIDR" "10.20.0.0/16" "$(S -o json vpc show $V --tenant $T | json "d['cidr']")"
+check_eq "sfctl shows tier 1 with VNI 1500001" "1500001" "$(S -o json network show $N1 --tenant $T --vpc $V | json "d['vni']")"
+check_eq "tier 2: VNI, CIDR, gateway" "1500002 10.20.2.0/24 10.20.2.1" "$(S -o json network show $N2 --tenant $T --vpc $V | json "d['vni'], d['cidr'], d['gateway'].split('/')[0]" | tr -d "(),'")"
+check_eq "three NAT rules in StackFabric" "3" "$(S -o json nat list --tenant $T --vpc $V | json "len([r for r in d if r.get('vpc') == '$V'])")"
+check "the static route is in StackFabric" bash -c "'$REPO/deploy/lab.sh' sfctl -o json route list --tenant $T --vpc $V | grep -q 192.168.60.0/24"
+check "the load balancer is in StackFabric" bash -c "'$REPO/deploy/lab.sh' sfctl -o json lb list --tenant $T --vpc $V | grep -q 203.0.113.44"
+check "the zone allocation adopted the lab pool (no second pool)" bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json pool list | grep -c 203.0.113.0/24)\" = 1 ]"
+VPC_ID=$(S -o json vpc show $V --tenant $T | json "d['id']")
+check "VPC id allocated ($VPC_ID)" test -n "$VPC_ID" -a "$VPC_ID" != 0
+
+section "2. VMs on the tiers CloudStack created, reached through its NAT"
+check "vm-add cs-vm1 on hv1 ($N1)" L vm-add cs-vm1 hv1 $T $V $N1 10.20.1.11
+check "vm-add cs-vm2 on hv2 ($N2)" L vm-add cs-vm2 hv2 $T $V $N2 10.20.2.11
+check "cs-vm1 reaches cs-vm2 across tiers" wait_for 30 X cs-vm1 ping -c 1 -W 1 10.20.2.11
+check "internet reaches cs-vm2 through its static NAT 203.0.113.42" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.42/)\" = cs-vm2 ]"
+check "internet reaches cs-vm1 through the port forward 203.0.113.41:8080" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.41:8080/)\" = cs-vm1 ]"
+check_eq "cs-vm1 reaches the internet" "internet" "$(X cs-vm1 curl -s -m 3 http://198.51.100.10/)"
+check_eq "and leaves from the source NAT address" "203.0.113.40" "$(last_client)"
+check_eq "cs-vm2 leaves from its static NAT address" "203.0.113.42" "$(X cs-vm2 curl -s -m 3 http://198.51.100.10/ >/dev/null; last_client)"
+X cs-vm2 ip addr add 192.168.60.1/32 dev lo
+check "cs-vm1 reaches 192.168.60.1 through CloudStack's static route" wait_for 20 X cs-vm1 ping -c 1 -W 1 192.168.60.1
+check "internet reaches a backend through the load balancer 203.0.113.44" wait_for 30 bash -c "case \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.44/)\" in cs-vm1|cs-vm2) true;; *) false;; esac"
+
+section "3. robustness: sessions, malformed JSON, retries, conflicts, unknown ids"
+phase check "robustness checks"
+check_eq "still three NAT rules after the rejected and retried calls" "3" "$(S -o json nat list --tenant $T --vpc $V | json "len([r for r in d if r.get('vpc') == '$V'])")"
+
+section "4. teardown in CloudStack's order"
+check "vm-del cs-vm1" L vm-del cs-vm1
+check "vm-del cs-vm2" L vm-del cs-vm2
+phase teardown "CloudStack's teardown sequence"
+check_not "sfctl: the VPC is gone" S vpc show $V --tenant $T
+check "sfctl: no network, NAT rule, route or LB of it" bash -c "! '$REPO/deploy/lab.sh' sfctl -o json network list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json nat list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json route list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json lb list | grep -q D1-A2-Z1"
+check "sfctl: the lab pool that the zone adopted is still there" bash -c "'$REPO/deploy/lab.sh' sfctl -o json pool list | grep -q 203.0.113.0/24"
+keys=$(etcd_keys)
+check "etcd holds keys (sanity)" grep -q /stackfabric/intent/vpcs/demo/blue <<<"$keys"
+check_not "etcd: no key names CloudStack's objects" grep -E 'D1-A2-Z1|/alloc/vni/150000[12]$|/alloc/vpc-id/'"$VPC_ID"'$' <<<"$keys"
+check_not "etcd: no REST object record remains" grep /stackfabric/rest/objects/ <<<"$keys"
+check "no VPC router namespace for vpc id $VPC_ID" wait_for 20 bash -c "! ip netns list | grep -q '^${LAB_PREFIX}gw[0-9]-vpc$VPC_ID\b'"
+check "no brvx-1500001/2 bridge left on the gateways" wait_for 20 bash -c "! ip -n ${LAB_PREFIX}gw1 link show brvx-1500001 2>/dev/null && ! ip -n ${LAB_PREFIX}gw2 link show brvx-1500001 2>/dev/null && ! ip -n ${LAB_PREFIX}gw1 link show brvx-1500002 2>/dev/null && ! ip -n ${LAB_PREFIX}gw2 link show brvx-1500002 2>/dev/null"
+check "the demo still works" X blue-web-1 curl -s -m 3 http://10.10.1.12/
+
+section "lab down"
+L down
+check "no namespace of this run remains" bash -c "! ip netns list | grep -q '^$LAB_PREFIX'"
+trap - EXIT
+finish

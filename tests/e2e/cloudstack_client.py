@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""Replays, over HTTP, the calls CloudStack's Netris provider makes, in CloudStack's order and
+with CloudStack's object names, against StackFabric's Netris-compatible REST API.
+
+    cloudstack_client.py URL PASSWORD_FILE setup|check|teardown
+
+setup     log in, look up site and tenant, zone public range, VPC + allocation, two tiers,
+          source NAT, port forward, static NAT, load balancer, ACLs, a static route
+check     robustness: 401 without a session, malformed JSON, idempotent retries, conflicts,
+          unknown ids and references, filters; nothing of it changes what setup made
+teardown  everything deleted in CloudStack's order (the caller removed the VMs first)
+
+Like CloudStack it keeps no ids between calls: it finds its objects by name in the lists.
+Prints PASS/FAIL per step; exits 1 if any step failed. Standard library only.
+"""
+
+import http.client
+import json
+import sys
+import urllib.parse
+
+URL, PASSWORD_FILE, PHASE = sys.argv[1], sys.argv[2], sys.argv[3]
+P = "D1-A2-Z1-V5-"  # domain 1, account 2, zone 1, VPC 5
+VPC_NAME = P + "myvpc"
+TIERS = [  # name, cidr, gateway, VNI chosen by "CloudStack"
+    (P + "N9-tier1", "10.20.1.0/24", "10.20.1.1/24", 1500001),
+    (P + "N10-tier2", "10.20.2.0/24", "10.20.2.1/24", 1500002),
+]
+SNAT_IP, PF_IP, STATIC_IP, LB_IP = "203.0.113.40", "203.0.113.41", "203.0.113.42", "203.0.113.44"
+VM1, VM2 = "10.20.1.11", "10.20.2.11"
+ZONE_ALLOC = ("Z1-203.0.113.0/24", "203.0.113.0/24")
+ZONE_COMMON = ("Z1-203.0.113.32/27", "203.0.113.32/27")
+FAILS = 0
+
+
+def result(ok, what, detail=""):
+    global FAILS
+    if ok:
+        print(f"  PASS {what}")
+    else:
+        FAILS += 1
+        print(f"  FAIL {what}: {detail}")
+    return ok
+
+
+class Client:
+    def __init__(self, url):
+        u = urllib.parse.urlparse(url)
+        self.host, self.port = u.hostname, u.port or 80
+        self.cookie = None
+
+    def call(self, method, path, body=None, raw=None, ctype="application/json", cookie=True):
+        """Returns (HTTP status, envelope dict); raises on a non-JSON answer."""
+        c = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        headers = {"Accept": "application/json"}
+        data = None
+        if raw is not None:
+            data = raw.encode() if isinstance(raw, str) else raw
+        elif body is not None:
+            data = json.dumps(body).encode()
+        if data is not None:
+            headers["Content-Type"] = ctype
+        if cookie and self.cookie:
+            headers["Cookie"] = self.cookie
+        c.request(method, path, body=data, headers=headers)
+        r = c.getresponse()
+        text = r.read().decode()
+        sc = r.getheader("Set-Cookie")
+        if sc and sc.startswith("connect.sid="):
+            self.cookie = sc.split(";")[0]
+        c.close()
+        try:
+            env = json.loads(text)
+        except ValueError:
+            raise AssertionError(f"{method} {path}: HTTP {r.status}, not JSON: {text[:200]!r}")
+        for k in ("isSuccess", "message", "data"):
+            if k not in env:
+                raise AssertionError(f"{method} {path}: envelope lacks {k}: {text[:200]}")
+        return r.status, env
+
+    def ok(self, method, path, body=None, what=None):
+        st, env = self.call(method, path, body)
+        good = st == 200 and env["isSuccess"] is True
+        result(good, what or f"{method} {path}", f"HTTP {st}: {env['message']}")
+        if not good:
+            raise SystemExit(1)
+        return env["data"]
+
+    def expect(self, status, method, path, body=None, raw=None, what=None, cookie=True, ctype="application/json"):
+        st, env = self.call(method, path, body, raw=raw, cookie=cookie, ctype=ctype)
+        good = st == status and env["isSuccess"] is False and env["message"] != ""
+        result(good, what or f"{method} {path} -> {status}",
+               f"HTTP {st}, isSuccess={env['isSuccess']}: {env['message']}")
+        return env
+
+    def find(self, path, name, key="name"):
+        """The object named `name` in a list (CloudStack's way of finding its objects)."""
+        for o in self.ok("GET", path, what=f"GET {path}"):
+            if o.get(key) == name:
+                return o
+        return None
+
+
+def login(c):
+    password = open(PASSWORD_FILE).read().strip()
+    c.ok("POST", "/api/auth", {"user": "cloudstack", "password": password, "authSchemeID": 1},
+         what="log in (JSON body) sets connect.sid")
+    result(c.cookie is not None, "session cookie received", "no Set-Cookie")
+    c.ok("GET", "/api/auth", what="GET /api/auth answers 200 with the session")
+    return password
+
+
+def bootstrap(c):
+    site = next((s for s in c.ok("GET", "/api/sites") if s["name"] == "lab"), None)
+    result(site is not None, "site 'lab' listed", "missing")
+    tenant = next((t for t in c.ok("GET", "/api/tenants") if t["name"] == "Admin"), None)
+    result(tenant is not None and tenant["id"] > 0, "admin tenant 'Admin' listed with an id", str(tenant))
+    system = next((v for v in c.ok("GET", "/api/v2/vpc") if v.get("isSystem")), None)
+    result(system is not None, "System VPC listed", "missing")
+    site = {"id": site["id"], "name": site["name"]}
+    tenant = {"id": tenant["id"], "name": tenant["name"]}
+    return site, tenant, {"id": system["id"], "name": system["name"]}
+
+
+def ensure_subnet(c, name, prefix, purpose, vpc, tenant, site):
+    """CloudStack: list subnets, create if missing, re-purpose if it exists with another one."""
+    for s in c.ok("GET", "/api/v2/ipam/subnets", what=f"GET subnets (looking for {prefix})"):
+        if s["prefix"] == prefix and s["vpc"]["id"] == vpc["id"]:
+            if s["purpose"] != purpose:
+                c.ok("PUT", f"/api/v2/ipam/subnet/{s['id']}", {"name": name, "purpose": purpose},
+                     what=f"re-purpose subnet {prefix} as {purpose}")
+            return s
+    return c.ok("POST", "/api/v2/ipam/subnet",
+                {"name": name, "prefix": prefix, "purpose": purpose, "vpc": vpc, "tenant": tenant,
+                 "sites": [site], "tags": []},
+                what=f"subnet {prefix} purpose {purpose} in {vpc['name']}")
+
+
+def setup(c):
+    login(c)
+    site, tenant, system = bootstrap(c)
+
+    # Zone public range.
+    c.ok("GET", "/api/v2/ipam")
+    c.ok("POST", "/api/v2/ipam/allocation",
+         {"name": ZONE_ALLOC[0], "prefix": ZONE_ALLOC[1], "vpc": system, "tenant": tenant},
+         what=f"zone allocation {ZONE_ALLOC[1]} in the System VPC")
+    ensure_subnet(c, ZONE_COMMON[0], ZONE_COMMON[1], "common", system, tenant, site)
+
+    # VPC.
+    c.ok("POST", "/api/v2/vpc", {"name": VPC_NAME, "adminTenant": tenant, "guestTenants": [],
+                                 "tags": [], "someFutureField": {"x": 1}},
+         what=f"create VPC {VPC_NAME}")
+    v = c.find("/api/v2/vpc", VPC_NAME)
+    vpc = {"id": v["id"], "name": v["name"]}
+    c.ok("POST", "/api/v2/ipam/allocation",
+         {"name": VPC_NAME, "prefix": "10.20.0.0/16", "vpc": vpc, "tenant": tenant},
+         what="VPC allocation 10.20.0.0/16")
+
+    # Tiers.
+    for name, cidr, gw, vni in TIERS:
+        ensure_subnet(c, name, cidr, "common", vpc, tenant, site)
+        c.ok("POST", "/api/v2/vnet",
+             {"name": name, "vpc": vpc, "sites": [site], "tenant": tenant, "vxlanID": vni,
+              "vlan": 0, "vlanAware": False, "l3vpn": False, "state": "active",
+              "tags": ["cs-lab"], "gateways": [{"prefix": gw, "dhcpEnabled": False}],
+              "guestTenants": [], "ports": []},
+             what=f"tier {name} VNI {vni}")
+
+    # Source NAT.
+    ensure_subnet(c, f"{SNAT_IP}/32", f"{SNAT_IP}/32", "nat", system, tenant, site)
+    c.ok("GET", "/api/v2/nat")
+    c.ok("POST", "/api/v2/nat",
+         {"name": P + "SNAT", "action": "SNAT", "protocol": "ALL", "state": "enabled",
+          "sourceAddress": "10.20.0.0/16", "sourcePort": "1-65535",
+          "destinationAddress": "0.0.0.0/0", "destinationPort": "1-65535",
+          "snatToIP": f"{SNAT_IP}/32", "site": site, "vpc": vpc, "comment": "source NAT"},
+         what=f"source NAT -> {SNAT_IP}")
+    # Port forwarding.
+    ensure_subnet(c, f"{PF_IP}/32", f"{PF_IP}/32", "nat", system, tenant, site)
+    c.ok("POST", "/api/v2/nat",
+         {"name": P + "DNAT-R12", "action": "DNAT", "protocol": "TCP", "state": "enabled",
+          "sourceAddress": "0.0.0.0/0", "sourcePort": "1-65535",
+          "destinationAddress": f"{PF_IP}/32", "destinationPort": "8080",
+          "dnatToIP": f"{VM1}/32", "dnatToPort": "80", "site": site, "vpc": vpc, "comment": ""},
+         what=f"port forward {PF_IP}:8080 -> {VM1}:80")
+    # Static NAT.
+    ensure_subnet(c, f"{STATIC_IP}/32", f"{STATIC_IP}/32", "nat", system, tenant, site)
+    c.ok("POST", "/api/v2/nat",
+         {"name": P + "VM7-STATICNAT", "action": "DNAT", "protocol": "ALL", "state": "enabled",
+          "sourceAddress": "0.0.0.0/0", "destinationAddress": f"{STATIC_IP}/32",
+          "dnatToIP": f"{VM2}/32", "site": site, "vpc": vpc},
+         what=f"static NAT {STATIC_IP} <-> {VM2}")
+    # Load balancer.
+    ensure_subnet(c, f"{LB_IP}/32", f"{LB_IP}/32", "nat", system, tenant, site)  # re-purposed next
+    ensure_subnet(c, f"{LB_IP}/32", f"{LB_IP}/32", "load-balancer", system, tenant, site)
+    c.ok("GET", "/api/v2/l4lb")
+    c.ok("POST", "/api/v2/l4lb",
+         {"name": P + "LB3", "protocol": "TCP", "site": site, "siteID": site["id"],
+          "tenant": tenant, "vpc": {"id": vpc["id"]}, "automatic": False, "ipFamily": "ipv4",
+          "ip": LB_IP, "port": 80, "status": "enable",
+          "backend": [{"ip": VM1, "port": 80}, {"ip": VM2, "port": 80}], "healthCheck": "None"},
+         what=f"load balancer {LB_IP}:80 -> {VM1}, {VM2}")
+
+    # Network ACL (stored, not enforced).
+    c.ok("GET", "/api/acl")
+    acl = {"name": P + "N9-ACL1", "action": "permit", "comment": "ingress http", "proto": "tcp",
+           "established": 0, "src_prefix": "0.0.0.0/0", "src_port_from": 1,
+           "src_port_to": 65535, "dst_prefix": "10.20.1.0/24", "dst_port_from": 80,
+           "dst_port_to": 80, "vpc": {"id": vpc["id"]}}
+    c.ok("POST", "/api/acl", acl, what="ACL 1 (ingress permit tcp/80)")
+    c.ok("POST", "/api/acl",
+         {"name": P + "N9-ACL2", "action": "deny", "comment": "egress", "proto": "ip",
+          "established": 0, "src_prefix": "10.20.1.0/24", "src_port_from": 1,
+          "src_port_to": 65535, "dst_prefix": "0.0.0.0/0", "dst_port_from": 1,
+          "dst_port_to": 65535, "vpc": {"id": vpc["id"]}}, what="ACL 2 (egress deny)")
+    a = c.find("/api/acl", P + "N9-ACL1")
+    c.ok("PUT", "/api/acl", dict(acl, id=a["id"], comment="ingress http (updated)"),
+         what="ACL 1 updated with PUT /api/acl")
+
+    # Static route.
+    c.ok("GET", "/api/routes")
+    c.ok("POST", "/api/routes",
+         {"prefix": "192.168.60.0/24", "next_hop": VM2, "site_id": site["id"],
+          "stateStatus": "active", "switches": [], "description": P + "SR4",
+          "vpc": {"id": vpc["id"], "name": vpc["name"], "isDefault": False, "isSystem": False}},
+         what=f"static route 192.168.60.0/24 via {VM2}")
+
+    # What CloudStack reads back.
+    vnets = c.ok("GET", f"/api/v2/vnet?vpc={vpc['id']}", what="vnets of the VPC")
+    result(sorted(x["vxlanID"] for x in vnets) == [1500001, 1500002], "vnets carry CloudStack's VNIs",
+           json.dumps(vnets)[:300])
+    nats = c.ok("GET", f"/api/v2/nat?vpc={vpc['id']}")
+    result(len(nats) == 3, "three NAT rules listed for the VPC", str(len(nats)))
+    acls = c.ok("GET", f"/api/acl?vpc={vpc['id']}")
+    result(len(acls) == 2 and any(x["comment"] == "ingress http (updated)" for x in acls),
+           "two ACLs listed back, the update kept", json.dumps(acls)[:300])
+
+
+def check(c):
+    """Robustness; changes nothing."""
+    anon = Client(URL)
+    anon.expect(401, "GET", "/api/auth", what="GET /api/auth without a session -> 401")
+    anon.expect(401, "GET", "/api/v2/vpc", what="GET /api/v2/vpc without a session -> 401")
+    anon.cookie = "connect.sid=forged"
+    anon.expect(401, "POST", "/api/v2/vpc", {"name": "x"}, what="forged cookie -> 401")
+    anon.cookie = None
+    anon.expect(401, "POST", "/api/auth", {"user": "cloudstack", "password": "wrong"},
+                what="wrong password -> 401")
+    password = login(c)
+    form = Client(URL)
+    st, env = form.call("POST", "/api/auth", raw=urllib.parse.urlencode(
+        {"user": "cloudstack", "password": password, "auth_scheme_id": 1}),
+        ctype="application/x-www-form-urlencoded")
+    result(st == 200 and env["isSuccess"] and form.cookie, "log in with a form body", env["message"])
+
+    site, tenant, system = bootstrap(c)
+    v = c.find("/api/v2/vpc", VPC_NAME)
+    vpc = {"id": v["id"], "name": v["name"]}
+    before = {p: len(c.ok("GET", p, what=f"count {p}")) for p in
+              ("/api/v2/vpc", "/api/v2/vnet", "/api/v2/nat", "/api/v2/l4lb", "/api/acl",
+               "/api/routes", "/api/v2/ipam/subnets", "/api/v2/ipam/allocations")}
+
+    c.expect(400, "POST", "/api/v2/vnet", raw='{"name": "broken", ', what="malformed JSON -> 400 envelope")
+    c.expect(400, "POST", "/api/v2/nat", raw="[1,2]", what="JSON that is not an object -> 400")
+    c.expect(400, "POST", "/api/v2/vnet", {"vpc": vpc}, what="missing name -> 400")
+
+    # Retried creates return the existing object.
+    name, cidr, gw, vni = TIERS[0]
+    body = {"name": name, "vpc": vpc, "sites": [site], "tenant": tenant, "vxlanID": vni,
+            "vlan": 0, "vlanAware": False, "l3vpn": False, "state": "active", "tags": ["cs-lab"],
+            "gateways": [{"prefix": gw, "dhcpEnabled": False}]}
+    first = c.find("/api/v2/vnet", name)
+    again = c.ok("POST", "/api/v2/vnet", body, what="retried vnet create succeeds")
+    result(again["id"] == first["id"], "and returns the existing vnet (same id)", f"{again['id']} != {first['id']}")
+    again = c.ok("POST", "/api/v2/vpc", {"name": VPC_NAME, "adminTenant": tenant},
+                 what="retried VPC create succeeds")
+    result(again["id"] == vpc["id"], "and returns the existing VPC", str(again["id"]))
+    c.ok("POST", "/api/v2/nat",
+         {"name": P + "VM7-STATICNAT", "action": "DNAT", "protocol": "ALL", "state": "enabled",
+          "sourceAddress": "0.0.0.0/0", "destinationAddress": f"{STATIC_IP}/32",
+          "dnatToIP": f"{VM2}/32", "site": site, "vpc": vpc}, what="retried static NAT create succeeds")
+
+    # Conflicts and bad references.
+    c.expect(409, "POST", "/api/v2/vnet", dict(body, vxlanID=1500099),
+             what="same vnet name, other content -> 409")
+    c.expect(409, "POST", "/api/v2/vnet",
+             dict(body, name=P + "N11-tier3", gateways=[{"prefix": "10.20.3.1/24"}]),
+             what="VNI already used by another tier -> 409")
+    c.expect(404, "POST", "/api/v2/vnet", dict(body, name=P + "N12-x", vpc={"id": 424242}),
+             what="unknown VPC reference -> 404")
+    c.expect(400, "POST", "/api/v2/nat",
+             {"name": P + "DNAT-R99", "action": "DNAT", "protocol": "TCP", "vpc": vpc,
+              "destinationAddress": "192.0.2.7/32", "destinationPort": "80",
+              "dnatToIP": f"{VM1}/32", "dnatToPort": "80"},
+             what="public address outside every pool -> 400 (sf-core validation)")
+    c.expect(400, "POST", "/api/v2/ipam/subnet",
+             {"name": "outside", "prefix": "198.18.0.0/24", "purpose": "nat", "vpc": system},
+             what="subnet outside every allocation -> 400")
+    c.expect(404, "DELETE", "/api/v2/vnet/999999", what="DELETE unknown vnet id -> 404")
+    c.expect(404, "PUT", "/api/v2/nat/999999", {"name": "x"}, what="PUT unknown NAT id -> 404")
+    c.expect(404, "GET", "/api/v2/l4lb/999999", what="GET unknown l4lb id -> 404")
+    c.expect(404, "DELETE", "/api/acl", {"id": [999999]}, what="DELETE unknown ACL id -> 404")
+    c.expect(409, "DELETE", f"/api/v2/vpc/{vpc['id']}", what="DELETE a VPC that still has tiers -> 409")
+    c.expect(404, "GET", "/api/v2/nothing", what="unknown endpoint -> 404 envelope")
+
+    # Filters.
+    result(len(c.ok("GET", f"/api/v2/vnet?vpc={vpc['id']}")) == 2, "vnet list filtered by vpc id", "")
+    result(len(c.ok("GET", f"/api/v2/vnet?vpc={system['id']}")) == 0, "no vnet in the System VPC", "")
+    result(len(c.ok("GET", "/api/v2/nat?site=999")) == 0, "unknown site filters everything out", "")
+    result(len(c.ok("GET", f"/api/v2/l4lb?site={site['id']}&vpc={vpc['id']}")) == 1, "l4lb by site and vpc", "")
+
+    after = {p: len(c.ok("GET", p, what=f"count {p} again")) for p in before}
+    result(after == before, "rejected and retried requests created nothing", f"{before} -> {after}")
+
+
+def teardown(c):
+    login(c)
+    site, tenant, system = bootstrap(c)
+    v = c.find("/api/v2/vpc", VPC_NAME)
+    vpc = {"id": v["id"], "name": v["name"]}
+
+    def release_ip(ip):
+        for s in c.ok("GET", "/api/v2/ipam/subnets", what=f"find subnet {ip}/32"):
+            if s["prefix"] == f"{ip}/32":
+                c.ok("DELETE", f"/api/v2/ipam/subnet/{s['id']}", what=f"release {ip}")
+
+    # Load balancer, static NAT, port forward.
+    lb = c.find(f"/api/v2/l4lb?vpc={vpc['id']}", P + "LB3")
+    c.ok("DELETE", f"/api/v2/l4lb/{lb['id']}", what="delete load balancer")
+    release_ip(LB_IP)
+    for name, ip in ((P + "VM7-STATICNAT", STATIC_IP), (P + "DNAT-R12", PF_IP)):
+        r = c.find("/api/v2/nat", name)
+        c.ok("DELETE", f"/api/v2/nat/{r['id']}", what=f"delete {name}")
+        release_ip(ip)
+    # ACLs and route.
+    ids = [a["id"] for a in c.ok("GET", f"/api/acl?vpc={vpc['id']}") if a["name"].startswith(P)]
+    c.ok("DELETE", "/api/acl", {"id": ids, "tenantsID": [tenant["id"]]}, what="delete ACLs")
+    r = c.find("/api/routes", P + "SR4", key="description")
+    c.ok("DELETE", "/api/routes", {"id": r["id"]}, what="delete static route")
+    # Tiers.
+    for name, cidr, _, _ in TIERS:
+        n = c.find(f"/api/v2/vnet?vpc={vpc['id']}", name)
+        c.ok("DELETE", f"/api/v2/vnet/{n['id']}", what=f"delete vnet {name}")
+        s = next(s for s in c.ok("GET", "/api/v2/ipam/subnets") if s["name"] == name)
+        c.ok("DELETE", f"/api/v2/ipam/subnet/{s['id']}", what=f"delete subnet {cidr}")
+    # VPC: its source NAT, resources, allocation, the VPC.
+    r = c.find("/api/v2/nat", P + "SNAT")
+    c.ok("DELETE", f"/api/v2/nat/{r['id']}", what="delete source NAT")
+    release_ip(SNAT_IP)
+    c.ok("GET", f"/api/v2/vpc/{vpc['id']}/resources")
+    a = next(a for a in c.ok("GET", "/api/v2/ipam/allocations") if a["vpc"]["id"] == vpc["id"])
+    c.ok("DELETE", f"/api/v2/ipam/allocation/{a['id']}", what="delete VPC allocation")
+    c.ok("DELETE", f"/api/v2/vpc/{vpc['id']}", what="delete VPC")
+    c.expect(404, "GET", f"/api/v2/vpc/{vpc['id']}", what="the VPC is gone (404)")
+    # Zone public range.
+    s = next(s for s in c.ok("GET", "/api/v2/ipam/subnets") if s["name"] == ZONE_COMMON[0])
+    c.ok("DELETE", f"/api/v2/ipam/subnet/{s['id']}", what="delete zone subnet")
+    a = next(a for a in c.ok("GET", "/api/v2/ipam/allocations") if a["name"] == ZONE_ALLOC[0])
+    c.ok("DELETE", f"/api/v2/ipam/allocation/{a['id']}", what="delete zone allocation")
+
+    left = {p: c.ok("GET", p, what=f"list {p}") for p in
+            ("/api/v2/vnet", "/api/v2/nat", "/api/v2/l4lb", "/api/acl", "/api/routes",
+             "/api/v2/ipam/subnets", "/api/v2/ipam/allocations")}
+    left = {p: x for p, x in left.items() if x}
+    result(not left, "no REST object remains", json.dumps(left)[:400])
+    vpcs = [x["name"] for x in c.ok("GET", "/api/v2/vpc")]
+    result(vpcs == ["System VPC"], "only the System VPC remains", str(vpcs))
+
+
+def main():
+    c = Client(URL)
+    try:
+        {"setup": setup, "check": check, "teardown": teardown}[PHASE](c)
+    except SystemExit:
+        pass
+    except Exception as e:  # a crash is a failure, with its reason
+        result(False, f"{PHASE} raised", repr(e))
+    sys.exit(1 if FAILS else 0)
+
+
+if __name__ == "__main__":
+    main()
