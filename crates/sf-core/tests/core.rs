@@ -903,7 +903,13 @@ fn acl_lists_round_trip_through_their_stored_json() {
         vpc: "blue".into(),
         name: "a".into(),
         default_action: sf_core::desired::AclAction::Deny,
-        rules: vec![acl_rule(10, Direction::Ingress, sf_core::desired::AclAction::Allow, Some(22), "10.0.0.0/8")],
+        rules: vec![acl_rule(
+            10,
+            Direction::Ingress,
+            sf_core::desired::AclAction::Allow,
+            Some(22),
+            "10.0.0.0/8",
+        )],
         tiers: vec!["db".into()],
     };
     let json = serde_json::to_vec(&l).unwrap();
