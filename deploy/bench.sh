@@ -9,3 +9,33 @@ cd "$REPO"
 
 echo "# Maglev (issue 4): table build and disruption, baseline hash-mod-N and ideal 1/N"
 cargo run --release --locked -q -p sf-core --example maglev_bench
+
+echo
+echo "# Network ACLs (issue 5): one hypervisor, 10 vs 10,000 rules (real FRR/EVPN lab in namespaces)"
+[ "$(id -u)" = 0 ] || { echo "ACL benchmark needs root (network namespaces); skipped"; exit 0; }
+ACL_LOG=$(mktemp)
+trap 'rm -f "$ACL_LOG"' EXIT
+LAB_PREFIX="sfbench$$-" deploy/lib/acl-proof.sh >"$ACL_LOG" 2>&1 || {
+    tail -20 "$ACL_LOG"
+    echo "ACL benchmark failed"
+    exit 1
+}
+python3 - "$ACL_LOG" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def grab(pattern):
+    m = re.search(pattern, text)
+    return float(m.group(1)) if m else float("nan")
+small = grab(r"apply 10 rules on hv1: .*?acl_change_ms=(\d+)")
+big = grab(r"one prefix each: .*?acl_change_ms=(\d+)")
+sets = grab(r"two prefixes each: .*?acl_change_ms=(\d+)")
+tp_small = grab(r"10 rules: ok \d+ ([\d.]+)")
+tp_big = grab(r"10,000 rules: ok \d+ ([\d.]+)")
+c_small = grab(r"new connections.*?10 rules: (\d+) ms")
+c_big = grab(r"10,000 rules: (\d+) ms")
+print("figure,value,baseline,ratio")
+print(f"acl_apply_ms_10000_rules,{big:.0f},{small:.0f} (10 rules),{big/small:.1f}")
+print(f"acl_apply_ms_10000_rules_2_cidrs_each,{sets:.0f},{small:.0f} (10 rules),{sets/small:.1f}")
+print(f"vm_to_vm_stream_MBps_10000_rules,{tp_big:.0f},{tp_small:.0f} (10 rules),{tp_big/tp_small:.2f}")
+print(f"200_new_connections_ms_10000_rules,{c_big:.0f},{c_small:.0f} (10 rules),{c_big/c_small:.2f}")
+PY

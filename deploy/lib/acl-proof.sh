@@ -398,7 +398,7 @@ for _ in range(200):
     s = socket.create_connection(("10.10.2.21", 5201), timeout=2); s.recv(6); s.close()
 print(int((time.time() - t) * 1000))'
 }
-hv_apply 1 small >/dev/null && hv_apply 2 small >/dev/null
+out_small=$(hv_apply 1 small) && hv_apply 2 small >/dev/null
 r_small=$(ip netns exec "${P}hv1" nft list chain bridge stackfabric "in_$DB" | grep -c 'comment "ingress')
 b_small=$(blast); c_small=$(connect_rate)
 log "10 rules ($r_small in in_$DB): stream $b_small; 200 connects ${c_small} ms"
@@ -422,6 +422,7 @@ log "hv1 10,000 rules with a two-prefix list each (10,000 named sets): $w_big"
 check "web1 -> db1:5432 still connects" expect_cli ok web1 10.10.2.21 5432
 
 echo "===== summary"
+echo "apply 10 rules on hv1: $out_small"
 echo "apply 10,000 rules on hv1: one prefix each: $out | two prefixes each: $w_big"
 echo "throughput (python, 64 KiB sends, 4 s): 10 rules: $b_small | 10,000 rules: $b_big"
 echo "200 sequential new connections (connect + greeting): 10 rules: ${c_small} ms | 10,000 rules: ${c_big} ms"
