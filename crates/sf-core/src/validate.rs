@@ -868,31 +868,18 @@ pub fn validate_acl(intent: &Intent, l: &AclList) -> Result {
 }
 
 pub fn check_delete_acl(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
-    if !intent
-        .acls
-        .contains_key(&(tenant.to_string(), vpc.to_string(), name.to_string()))
-    {
-        return Err(err(
-            ErrorKind::NotFound,
-            "acl.name",
-            format!("ACL list {name:?} does not exist in VPC {vpc:?} of tenant {tenant:?}"),
-        ));
-    }
-    Ok(())
+    vpc_child_exists(&intent.acls, "acl.name", "ACL list", tenant, vpc, name)
 }
 
 pub fn check_delete_lb(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
-    if !intent
-        .load_balancers
-        .contains_key(&(tenant.to_string(), vpc.to_string(), name.to_string()))
-    {
-        return Err(err(
-            ErrorKind::NotFound,
-            "lb.name",
-            format!("load balancer {name:?} does not exist in VPC {vpc:?} of tenant {tenant:?}"),
-        ));
-    }
-    Ok(())
+    vpc_child_exists(
+        &intent.load_balancers,
+        "lb.name",
+        "load balancer",
+        tenant,
+        vpc,
+        name,
+    )
 }
 
 pub fn validate_route(intent: &Intent, r: &StaticRoute) -> Result {
@@ -978,31 +965,11 @@ pub fn check_delete_pool(intent: &Intent, name: &str) -> Result {
 }
 
 pub fn check_delete_nat(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
-    if !intent
-        .nat_rules
-        .contains_key(&(tenant.to_string(), vpc.to_string(), name.to_string()))
-    {
-        return Err(err(
-            ErrorKind::NotFound,
-            "nat.name",
-            format!("NAT rule {name:?} does not exist in VPC {vpc:?} of tenant {tenant:?}"),
-        ));
-    }
-    Ok(())
+    vpc_child_exists(&intent.nat_rules, "nat.name", "NAT rule", tenant, vpc, name)
 }
 
 pub fn check_delete_route(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
-    if !intent
-        .routes
-        .contains_key(&(tenant.to_string(), vpc.to_string(), name.to_string()))
-    {
-        return Err(err(
-            ErrorKind::NotFound,
-            "route.name",
-            format!("route {name:?} does not exist in VPC {vpc:?} of tenant {tenant:?}"),
-        ));
-    }
-    Ok(())
+    vpc_child_exists(&intent.routes, "route.name", "route", tenant, vpc, name)
 }
 
 pub fn check_delete_vpc(intent: &Intent, tenant: &str, vpc: &str) -> Result {
@@ -1197,4 +1164,23 @@ fn valid_mac(mac: &str) -> bool {
 /// The default gateway of a tier: its first host address.
 pub fn default_gateway(net: ipnet::Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()) + 1)
+}
+
+/// NotFound naming `field` unless (tenant, vpc, name) is a key of `map`.
+fn vpc_child_exists<T>(
+    map: &std::collections::BTreeMap<crate::model::NetworkKey, T>,
+    field: &str,
+    what: &str,
+    tenant: &str,
+    vpc: &str,
+    name: &str,
+) -> Result {
+    if map.contains_key(&(tenant.to_string(), vpc.to_string(), name.to_string())) {
+        return Ok(());
+    }
+    Err(err(
+        ErrorKind::NotFound,
+        field,
+        format!("{what} {name:?} does not exist in VPC {vpc:?} of tenant {tenant:?}"),
+    ))
 }
