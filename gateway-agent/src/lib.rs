@@ -13,6 +13,7 @@
 
 pub mod dataplane;
 pub mod device;
+pub mod fence;
 pub mod health;
 pub mod names;
 pub mod nft;

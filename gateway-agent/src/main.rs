@@ -157,9 +157,25 @@ async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--apply-file" || a.starts_with("--apply-file=")) {
         return apply_file(ApplyArgs::parse()).await;
     }
+    if std::env::args().any(|a| a == "--fence") {
+        let a = <sf_gateway_agent::fence::FenceArgs as clap::Parser>::parse();
+        sf_agent::runtime::init_logging("text");
+        return sf_gateway_agent::fence::run(a).await;
+    }
     let args = Args::parse();
     sf_agent::runtime::init_logging(&args.agent.log_format);
     check_mount_namespace();
+    std::fs::create_dir_all(&args.agent.state_dir)?;
+    match sf_gateway_agent::fence::spawn(
+        &args.agent.state_dir,
+        &args.agent.node,
+        &args.local.frr_dir,
+        &args.local.netns_prefix,
+        args.agent.lease_ttl,
+    ) {
+        Ok(pid) => tracing::info!(pid, "fence started"),
+        Err(e) => tracing::warn!(error = %e, "cannot start the fence"),
+    }
     let dp = Gateway::new(
         args.agent.node.clone(),
         Frr::new(args.local.frr_dir),

@@ -79,6 +79,30 @@ check "undrain $PRIMARY" S gateway undrain "$PRIMARY"
 check_eq "blue returns to $PRIMARY" "$PRIMARY" "$(placement blue primary)"
 check "traffic flows again through $PRIMARY" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.11:8080/)\" = blue-web-2 ]"
 
+section "4b. an agent restarted within its lease TTL keeps the VPC in place"
+NS_INODE=$(stat -L -c %i "/run/netns/${LAB_PREFIX}$PRIMARY-vpc$ID")
+# shellcheck disable=SC2016  # expanded inside the lab host
+X internet bash -c 'ok=0; for i in $(seq 40); do [ "$(curl -s -m 1 http://203.0.113.11:8080/)" = blue-web-2 ] && ok=$((ok+1)); sleep 0.1; done; echo $ok' >"$STATE/pf-restart.log" &
+LOOP=$!
+sleep 0.5
+check "stop $PRIMARY's agent (SIGTERM)" L agent-stop "$PRIMARY"
+check "start it again at once" L agent-start "$PRIMARY"
+wait $LOOP
+check_eq "every port-forward request during the restart succeeded" 40 "$(cat "$STATE/pf-restart.log")"
+check_eq "blue stayed on $PRIMARY" "$PRIMARY" "$(placement blue primary)"
+check_eq "its router namespace was not recreated" "$NS_INODE" "$(stat -L -c %i "/run/netns/${LAB_PREFIX}$PRIMARY-vpc$ID")"
+
+section "4c. an agent dead past its TTL on a live node: the fence withdraws the VPC"
+check "kill -9 $PRIMARY's agent (node and links stay up)" L agent-kill "$PRIMARY"
+check "blue moves to $STANDBY once the lease expires" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json gateway list | python3 -c \"import json,sys; print([v for v in json.load(sys.stdin)['vpcs'] if v['vpc']=='blue'][0]['primary'])\")\" = $STANDBY ]"
+check "the fence removed blue's router from $PRIMARY" wait_for 10 bash -c "! ip netns list | grep -q '^${LAB_PREFIX}$PRIMARY-vpc$ID\b'"
+check "$PRIMARY no longer routes or announces blue's public addresses" bash -c "[ -z \"\$('$REPO/deploy/lab.sh' exec $PRIMARY ip route show 203.0.113.11/32)\" ] && ! '$REPO/deploy/lab.sh' exec $PRIMARY vtysh --vty_socket $STATE/frr/$PRIMARY -c 'show running-config' | grep -q 'network 203.0.113.11/32'"
+check "the port forward works through $STANDBY" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+grep -h FENCE "$STATE"/agents/"$PRIMARY"/fence.log | sed 's/^/    /' | tail -2
+check "restart $PRIMARY's agent" L agent-start "$PRIMARY"
+check "blue returns to $PRIMARY" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json gateway list | python3 -c \"import json,sys; print([v for v in json.load(sys.stdin)['vpcs'] if v['vpc']=='blue'][0]['primary'])\")\" = $PRIMARY ]"
+check "traffic flows through $PRIMARY again" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+
 section "5. gateway node death: its VPCs move to their standby and traffic is restored"
 # Power loss of the primary: its agent dies and its fabric links go down.
 check "kill $PRIMARY's agent" L agent-kill "$PRIMARY"

@@ -127,6 +127,7 @@ async fn hold(
         h.generation += 1;
         h.last_renewed = Some(std::time::Instant::now());
     }
+    mark_lease_ok(args);
     let period = Duration::from_millis((args.lease_ttl.max(1) as u64 * 1000) / 3);
     let mut tick = tokio::time::interval(period);
     loop {
@@ -134,6 +135,7 @@ async fn hold(
             _ = tick.tick() => {
                 store.lease_keep_alive(lease).await?;
                 health.lock().unwrap().last_renewed = Some(std::time::Instant::now());
+                mark_lease_ok(args);
                 counters.incr("lease_renewals");
             }
             changed = status_rx.changed() => {
@@ -147,4 +149,25 @@ async fn hold(
 
 pub fn ttl_of(args: &AgentArgs) -> Duration {
     Duration::from_secs(args.lease_ttl.max(1) as u64)
+}
+
+/// File whose modification time is the last successful lease renewal. A process that must
+/// act when the agent is gone (the gateway's fence) reads it; see [`lease_ok_age`].
+pub fn lease_ok_file(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("lease-ok")
+}
+
+fn mark_lease_ok(args: &AgentArgs) {
+    if let Err(e) = std::fs::write(lease_ok_file(&args.state_dir), b"") {
+        warn!(error = %e, "cannot mark the lease renewal on disk");
+    }
+}
+
+/// How long ago the lease was last renewed, per the on-disk mark (None if never).
+pub fn lease_ok_age(state_dir: &std::path::Path) -> Option<Duration> {
+    let modified = std::fs::metadata(lease_ok_file(state_dir))
+        .ok()?
+        .modified()
+        .ok()?;
+    Some(modified.elapsed().unwrap_or_default())
 }
