@@ -128,9 +128,6 @@ pub async fn run<D: Dataplane>(
             changed = desired_rx.changed() => {
                 if changed.is_err() { break; }
                 pass = true;
-                if shared_fresh.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                    fresh_generation = Some(health.lock().unwrap().generation);
-                }
             }
             _ = resync.tick() => { pass = true; }
             _ = observe.tick() => {}
@@ -142,6 +139,13 @@ pub async fn run<D: Dataplane>(
             } => { pass = true; }
             _ = term.recv() => { info!("SIGTERM: stopping (dataplane left as is)"); break; }
             _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping (dataplane left as is)"); break; }
+        }
+        // Whichever branch woke us, state the coordinator delivered since the last pass is
+        // fresh for the current lease generation (select! picks among ready branches at
+        // random, so this must not depend on the desired-change branch winning).
+        if shared_fresh.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            fresh_generation = Some(health.lock().unwrap().generation);
+            pass = true;
         }
         let (lease, generation) = {
             let h = health.lock().unwrap();
