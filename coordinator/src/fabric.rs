@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use sf_core::compile::{affected_nodes, compile_node};
 use sf_core::desired::NodeDesired;
-use sf_store::intent::{apply_event, ClusterView, IntentStore};
+use sf_store::intent::{apply_event, change_before, ClusterView, IntentStore};
 use tokio::sync::watch;
 use tracing::{info, info_span, warn, Instrument};
 
@@ -135,60 +135,26 @@ impl Fabric {
         let mut republish = BTreeSet::new();
         {
             let mut s = self.state.write().unwrap();
+            let keys = self.store.keys();
             for ev in &batch.events {
-                // Nodes affected before the change (covers removals) and after it.
-                let before_view = &s.view;
-                let keys = self.store.keys().clone();
-                let mut scratch_change = None;
-                let mut before_nodes = BTreeSet::new();
-                // Compute the change kind first on a probe to know what it touches before.
-                if let Some(kind) = keys.parse(&ev.kv.key) {
-                    use sf_store::keys::KeyKind::*;
-                    match kind {
-                        Network(t, v, n) => {
-                            if let Some(old) = before_view.intent.networks.get(&(t, v, n)) {
-                                before_nodes = affected_nodes(
-                                    &before_view.intent,
-                                    &sf_core::compile::Change::Network { vni: old.vni },
-                                );
-                            }
-                        }
-                        Port(t, p) => {
-                            if let Some(old) = before_view.intent.ports.get(&(t, p)) {
-                                before_nodes.insert(old.node.clone());
-                            }
-                        }
-                        // The VPC's gateway before the change (placement moves, NAT or route
-                        // removal) must drop what it served.
-                        Vpc(tenant, vpc)
-                        | Nat(tenant, vpc, _)
-                        | Route(tenant, vpc, _)
-                        | Lb(tenant, vpc, _)
-                        | Acl(tenant, vpc, _)
-                        | Placement(tenant, vpc) => {
-                            before_nodes = affected_nodes(
-                                &before_view.intent,
-                                &sf_core::compile::Change::Vpc { tenant, vpc },
-                            );
-                        }
-                        _ => {}
-                    }
+                // Nodes affected before the change (covers removals and moves) and after it.
+                if let Some(before) = change_before(keys, &s.view, &ev.kv.key) {
+                    touched.extend(affected_nodes(&s.view.intent, &before));
                 }
-                match apply_event(&keys, &mut s.view, ev) {
-                    Ok(change) => scratch_change = change,
+                match apply_event(keys, &mut s.view, ev) {
+                    Ok(Some(change)) => touched.extend(affected_nodes(&s.view.intent, &change)),
+                    Ok(None) => {}
                     Err(e) => warn!(key = %ev.kv.key, error = %e, "ignoring undecodable value"),
-                }
-                touched.extend(before_nodes);
-                if let Some(change) = scratch_change {
-                    touched.extend(affected_nodes(&s.view.intent, &change));
                 }
             }
             s.revision = batch.revision;
             for node in &touched {
                 let new = compile_node(&s.view.intent, node, batch.revision as u64);
                 let old = s.desired.get(node);
+                // Digests are over the objects alone, so comparing objects is the same test
+                // without hashing both sides on every change.
                 let same = match (&new, old) {
-                    (Some(n), Some(o)) => n.digest() == o.digest(),
+                    (Some(n), Some(o)) => n.objects == o.objects,
                     (None, None) => true,
                     _ => false,
                 };

@@ -983,59 +983,23 @@ pub fn check_delete_vpc(intent: &Intent, tenant: &str, vpc: &str) -> Result {
             format!("VPC {vpc:?} does not exist in tenant {tenant:?}"),
         ));
     }
-    if let Some(n) = intent
-        .networks
-        .values()
-        .find(|n| n.tenant == tenant && n.vpc == vpc)
-    {
+    // Children named by (tenant, vpc, name) keys, in the order the message reports them.
+    let in_vpc = |k: &crate::model::NetworkKey| k.0 == tenant && k.1 == vpc;
+    let children = [
+        ("network", intent.networks.keys().find(|k| in_vpc(k))),
+        ("NAT rule", intent.nat_rules.keys().find(|k| in_vpc(k))),
+        ("route", intent.routes.keys().find(|k| in_vpc(k))),
+        ("ACL list", intent.acls.keys().find(|k| in_vpc(k))),
+        (
+            "load balancer",
+            intent.load_balancers.keys().find(|k| in_vpc(k)),
+        ),
+    ];
+    if let Some((what, Some(k))) = children.into_iter().find(|(_, k)| k.is_some()) {
         return Err(err(
             ErrorKind::InUse,
             "vpc.name",
-            format!("VPC {vpc:?} still has network {:?}", n.name),
-        ));
-    }
-    if let Some(r) = intent
-        .nat_rules
-        .values()
-        .find(|r| r.tenant == tenant && r.vpc == vpc)
-    {
-        return Err(err(
-            ErrorKind::InUse,
-            "vpc.name",
-            format!("VPC {vpc:?} still has NAT rule {:?}", r.name),
-        ));
-    }
-    if let Some(r) = intent
-        .routes
-        .values()
-        .find(|r| r.tenant == tenant && r.vpc == vpc)
-    {
-        return Err(err(
-            ErrorKind::InUse,
-            "vpc.name",
-            format!("VPC {vpc:?} still has route {:?}", r.name),
-        ));
-    }
-    if let Some(l) = intent
-        .acls
-        .values()
-        .find(|l| l.tenant == tenant && l.vpc == vpc)
-    {
-        return Err(err(
-            ErrorKind::InUse,
-            "vpc.name",
-            format!("VPC {vpc:?} still has ACL list {:?}", l.name),
-        ));
-    }
-    if let Some(l) = intent
-        .load_balancers
-        .values()
-        .find(|l| l.tenant == tenant && l.vpc == vpc)
-    {
-        return Err(err(
-            ErrorKind::InUse,
-            "vpc.name",
-            format!("VPC {vpc:?} still has load balancer {:?}", l.name),
+            format!("VPC {vpc:?} still has {what} {:?}", k.2),
         ));
     }
     Ok(())

@@ -440,6 +440,30 @@ impl IntentStore {
     }
 }
 
+/// What the object under `key` touched *before* an event changes it, evaluated on the view
+/// as it still is: a deleted port's node, a removed network's hypervisors and gateway, the
+/// gateway a VPC's placement moves away from. Together with [`apply_event`]'s result this
+/// covers removals and moves. None for keys whose old state touches no node.
+pub fn change_before(keys: &Keys, view: &ClusterView, key: &str) -> Option<Change> {
+    match keys.parse(key)? {
+        KeyKind::Network(t, v, n) => view
+            .intent
+            .networks
+            .get(&(t, v, n))
+            .map(|old| Change::Network { vni: old.vni }),
+        KeyKind::Port(t, p) => view.intent.ports.get(&(t, p)).map(|old| Change::Port {
+            node: old.node.clone(),
+        }),
+        KeyKind::Vpc(tenant, vpc)
+        | KeyKind::Nat(tenant, vpc, _)
+        | KeyKind::Route(tenant, vpc, _)
+        | KeyKind::Lb(tenant, vpc, _)
+        | KeyKind::Acl(tenant, vpc, _)
+        | KeyKind::Placement(tenant, vpc) => Some(Change::Vpc { tenant, vpc }),
+        _ => None,
+    }
+}
+
 /// Applies one watch event to the view and says what changed, for the compiler's
 /// [`sf_core::compile::affected_nodes`]. Unknown keys are ignored.
 pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Result<Option<Change>> {
