@@ -64,6 +64,26 @@ X cs-vm2 ip addr add 192.168.60.1/32 dev lo
 check "cs-vm1 reaches 192.168.60.1 through CloudStack's static route" wait_for 20 X cs-vm1 ping -c 1 -W 1 192.168.60.1
 check "internet reaches a backend through the load balancer 203.0.113.44" wait_for 30 bash -c "case \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.44/)\" in cs-vm1|cs-vm2) true;; *) false;; esac"
 
+section "2b. CloudStack's ACL items are enforced on tier 1"
+# Listeners on 8022 (short-lived by construction: timeout), killed before the VMs go.
+X cs-vm1 timeout 300 python3 -m http.server 8022 --bind 0.0.0.0 >/dev/null 2>&1 & L1=$!
+X cs-vm2 timeout 300 python3 -m http.server 8022 --bind 0.0.0.0 >/dev/null 2>&1 & L2=$!
+http_ok() { X "$1" curl -s -m 3 -o /dev/null "http://$2/"; }
+check "listener on cs-vm1:8022 is up (local)" wait_for 10 http_ok cs-vm1 127.0.0.1:8022
+check "listener on cs-vm2:8022 is up (local)" wait_for 10 http_ok cs-vm2 127.0.0.1:8022
+acl_json=$(S -o json acl list --tenant $T --vpc $V)
+check_eq "sfctl: one derived list on tier 1 with 3 rules" "1 $N1 3" "$(json "len(d), d[0]['tiers'][0], len(d[0]['rules'])" <<<"$acl_json" | tr -d "(),'")"
+check "ACL 1: cs-vm2 -> cs-vm1:80 allowed" http_ok cs-vm2 10.20.1.11:80
+check_not "ACL 2: cs-vm2 -> cs-vm1:8022 dropped (ingress deny tcp)" http_ok cs-vm2 10.20.1.11:8022
+check "cs-vm1 -> cs-vm2:80 allowed" http_ok cs-vm1 10.20.2.11:80
+check_not "ACL 3: cs-vm1 -> cs-vm2:8022 dropped (tier 1 egress deny)" http_ok cs-vm1 10.20.2.11:8022
+check "the internet still reaches cs-vm1:80 through the port forward" bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.41:8080/)\" = cs-vm1 ]"
+phase acl-open "CloudStack deletes ACL 2"
+check "without ACL 2: cs-vm2 -> cs-vm1:8022 connects" wait_for 20 http_ok cs-vm2 10.20.1.11:8022
+check_not "ACL 3 still drops cs-vm1 -> cs-vm2:8022" http_ok cs-vm1 10.20.2.11:8022
+check_eq "sfctl: the list now has 2 rules" "2" "$(S -o json acl list --tenant $T --vpc $V | json "len(d[0]['rules'])")"
+kill "$L1" "$L2" 2>/dev/null; wait "$L1" "$L2" 2>/dev/null
+
 section "3. robustness: sessions, malformed JSON, retries, conflicts, unknown ids"
 phase check "robustness checks"
 check_eq "still three NAT rules after the rejected and retried calls" "3" "$(S -o json nat list --tenant $T --vpc $V | json "len([r for r in d if r.get('vpc') == '$V'])")"
@@ -73,7 +93,7 @@ check "vm-del cs-vm1" L vm-del cs-vm1
 check "vm-del cs-vm2" L vm-del cs-vm2
 phase teardown "CloudStack's teardown sequence"
 check_not "sfctl: the VPC is gone" S vpc show $V --tenant $T
-check "sfctl: no network, NAT rule, route or LB of it" bash -c "! '$REPO/deploy/lab.sh' sfctl -o json network list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json nat list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json route list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json lb list | grep -q D1-A2-Z1"
+check "sfctl: no network, NAT rule, route, LB or ACL list of it" bash -c "! '$REPO/deploy/lab.sh' sfctl -o json network list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json nat list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json route list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json lb list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json acl list | grep -q cs-acl-"
 check "sfctl: the lab pool that the zone adopted is still there" bash -c "'$REPO/deploy/lab.sh' sfctl -o json pool list | grep -q 203.0.113.0/24"
 keys=$(etcd_keys)
 check "etcd holds keys (sanity)" grep -q /stackfabric/intent/vpcs/demo/blue <<<"$keys"

@@ -2,12 +2,13 @@
 """Replays, over HTTP, the calls CloudStack's Netris provider makes, in CloudStack's order and
 with CloudStack's object names, against StackFabric's Netris-compatible REST API.
 
-    cloudstack_client.py URL PASSWORD_FILE setup|check|teardown
+    cloudstack_client.py URL PASSWORD_FILE setup|check|acl-open|teardown
 
 setup     log in, look up site and tenant, zone public range, VPC + allocation, two tiers,
           source NAT, port forward, static NAT, load balancer, ACLs, a static route
 check     robustness: 401 without a session, malformed JSON, idempotent retries, conflicts,
           unknown ids and references, filters; nothing of it changes what setup made
+acl-open  delete tier 1's "deny other TCP" ACL item
 teardown  everything deleted in CloudStack's order (the caller removed the VMs first)
 
 Like CloudStack it keeps no ids between calls: it finds its objects by name in the lists.
@@ -202,7 +203,8 @@ def setup(c):
           "backend": [{"ip": VM1, "port": 80}, {"ip": VM2, "port": 80}], "healthCheck": "None"},
          what=f"load balancer {LB_IP}:80 -> {VM1}, {VM2}")
 
-    # Network ACL (stored, not enforced).
+    # Network ACL of tier 1 (CloudStack sends one record per item, tier CIDR as dst for
+    # ingress and as src for egress; mapped onto a StackFabric ACL list of the tier).
     c.ok("GET", "/api/acl")
     acl = {"name": P + "N9-ACL1", "action": "permit", "comment": "ingress http", "proto": "tcp",
            "established": 0, "src_prefix": "0.0.0.0/0", "src_port_from": 1,
@@ -210,11 +212,22 @@ def setup(c):
            "dst_port_to": 80, "vpc": {"id": vpc["id"]}}
     c.ok("POST", "/api/acl", acl, what="ACL 1 (ingress permit tcp/80)")
     c.ok("POST", "/api/acl",
-         {"name": P + "N9-ACL2", "action": "deny", "comment": "egress", "proto": "ip",
-          "established": 0, "src_prefix": "10.20.1.0/24", "src_port_from": 1,
-          "src_port_to": 65535, "dst_prefix": "0.0.0.0/0", "dst_port_from": 1,
-          "dst_port_to": 65535, "vpc": {"id": vpc["id"]}}, what="ACL 2 (egress deny)")
+         {"name": P + "N9-ACL2", "action": "deny", "comment": "ingress other tcp", "proto": "tcp",
+          "established": 0, "src_prefix": "0.0.0.0/0", "src_port_from": 1,
+          "src_port_to": 65535, "dst_prefix": "10.20.1.0/24", "dst_port_from": 1,
+          "dst_port_to": 65535, "vpc": {"id": vpc["id"]}}, what="ACL 2 (ingress deny tcp)")
+    # Tier 1 -> tier 2: src and dst are both tier CIDRs; the name (N9) makes it tier 1's egress.
+    st, env = c.call("POST", "/api/acl",
+                     {"name": P + "N9-ACL3", "action": "deny", "comment": "egress 8022 to tier2",
+                      "proto": "tcp", "established": 0, "src_prefix": "10.20.1.0/24",
+                      "src_port_from": 1, "src_port_to": 65535, "dst_prefix": "10.20.2.0/24",
+                      "dst_port_from": 8022, "dst_port_to": 8022, "vpc": {"id": vpc["id"]}})
+    result(st == 200 and env["isSuccess"] and "egress rule of tier" in env["message"]
+           and "N9-tier1" in env["message"], "ACL 3 (egress deny tcp/8022 to tier 2) is tier 1's egress",
+           f"HTTP {st}: {env['message']}")
     a = c.find("/api/acl", P + "N9-ACL1")
+    result(a is not None and a.get("protocol") == "tcp" and a.get("dst_length") == 24
+           and isinstance(a.get("tenantsID"), str), "ACL listed in Netris's v1 shape", json.dumps(a)[:300])
     c.ok("PUT", "/api/acl", dict(acl, id=a["id"], comment="ingress http (updated)"),
          what="ACL 1 updated with PUT /api/acl")
 
@@ -233,8 +246,8 @@ def setup(c):
     nats = c.ok("GET", f"/api/v2/nat?vpc={vpc['id']}")
     result(len(nats) == 3, "three NAT rules listed for the VPC", str(len(nats)))
     acls = c.ok("GET", f"/api/acl?vpc={vpc['id']}")
-    result(len(acls) == 2 and any(x["comment"] == "ingress http (updated)" for x in acls),
-           "two ACLs listed back, the update kept", json.dumps(acls)[:300])
+    result(len(acls) == 3 and any(x["comment"] == "ingress http (updated)" for x in acls),
+           "three ACLs listed back, the update kept", json.dumps(acls)[:300])
 
 
 def check(c):
@@ -314,6 +327,13 @@ def check(c):
     result(after == before, "rejected and retried requests created nothing", f"{before} -> {after}")
 
 
+def acl_open(c):
+    """CloudStack removes ACL item 2 (ingress deny tcp) of tier 1."""
+    login(c)
+    a = c.find("/api/acl", P + "N9-ACL2")
+    c.ok("DELETE", "/api/acl", {"id": [a["id"]]}, what="delete ACL 2 (ingress deny tcp)")
+
+
 def teardown(c):
     login(c)
     site, tenant, system = bootstrap(c)
@@ -371,7 +391,7 @@ def teardown(c):
 def main():
     c = Client(URL)
     try:
-        {"setup": setup, "check": check, "teardown": teardown}[PHASE](c)
+        {"setup": setup, "check": check, "acl-open": acl_open, "teardown": teardown}[PHASE](c)
     except SystemExit:
         pass
     except Exception as e:  # a crash is a failure, with its reason

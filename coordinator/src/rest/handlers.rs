@@ -16,6 +16,7 @@ use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 use sf_core::model::{Intent, Pool, Tenant, Vpc};
 
+use super::acl_map;
 use super::auth::{self, COOKIE};
 use super::meta::*;
 use super::wire::*;
@@ -24,8 +25,6 @@ use super::Rest;
 type St = State<Arc<Rest>>;
 type Q = Query<HashMap<String, String>>;
 type Res = Result<Response, ApiError>;
-
-const ACL_NOTE: &str = "ACL stored; NOT enforced: StackFabric has no ACL model yet";
 
 pub fn router(state: Arc<Rest>) -> Router {
     use axum::routing::{delete, post, put};
@@ -370,13 +369,20 @@ fn render(s: &Rest, db: &Db, intent: &Intent, r: &Record) -> Value {
             "vpc": vpc,
             "backend": l.backends.iter().map(|(ip, port)| json!({"ip": ip.to_string(), "port": port})).collect::<Vec<_>>(),
         }),
+        // The v1 shape of Netris's own SDK (`acl.ACL`: snake_case, numbers as numbers,
+        // `tenantsID` a string), plus what CloudStack posted (`proto`, `vpc`).
         Spec::Acl(a) => json!({
             "id": r.id, "name": r.name, "action": a.action, "proto": a.proto,
-            "established": a.established as u8, "src_prefix": a.src_prefix.to_string(),
+            "protocol": a.proto, "established": a.established as u8,
+            "src_prefix": a.src_prefix.to_string(), "source": a.src_prefix.to_string(),
+            "src_length": a.src_prefix.prefix_len(),
             "src_port_from": a.src_port_from, "src_port_to": a.src_port_to,
-            "dst_prefix": a.dst_prefix.to_string(), "dst_port_from": a.dst_port_from,
+            "dst_prefix": a.dst_prefix.to_string(), "destination": a.dst_prefix.to_string(),
+            "dst_length": a.dst_prefix.prefix_len(), "dst_port_from": a.dst_port_from,
             "dst_port_to": a.dst_port_to, "comment": a.comment, "vpc": vpc,
-            "tenant_id": db.tenant_id(&r.tenant),
+            "ip_version": "ipv4", "status": "enabled", "reverse": "no", "sites": [SITE_ID],
+            "tenant_id": db.tenant_id(&r.tenant), "tenantsID": db.tenant_id(&r.tenant).to_string(),
+            "tenants": r.tenant,
         }),
         Spec::Route(rt) => json!({
             "id": r.id, "prefix": rt.prefix.to_string(), "next_hop": rt.next_hop.to_string(),
@@ -740,12 +746,65 @@ fn owner(s: &Rest, db: &Db, kind: Kind, v: &Value) -> ApiResult<(String, u64)> {
     })
 }
 
-fn message(kind: Kind, what: &str) -> String {
-    if kind == Kind::Acl {
-        format!("{} {what}. {ACL_NOTE}", kind.what())
-    } else {
-        format!("{} {what}", kind.what())
+/// The answer's message; for an ACL it says what the record enforces (see [`acl_map`]).
+fn message(db: &Db, rec: &Record, what: &str) -> String {
+    match rec.kind() {
+        Kind::Acl => format!("ACL {what}; {}", acl_map::describe(db, rec)),
+        k => format!("{} {what}", k.what()),
     }
+}
+
+/// Brings the ACL lists the REST layer derives for Netris VPC `vpc` in line with `after` (the
+/// records as this transaction leaves them): changed lists are validated against
+/// `intent_after` (the intent as the transaction leaves it, without the lists) and written,
+/// lists of tiers without records are removed.
+fn sync_acls(
+    txn: &mut Txn,
+    intent: &Intent,
+    intent_after: &Intent,
+    after: &Db,
+    vpc: u64,
+) -> ApiResult<()> {
+    let Some((tenant, sf_vpc)) = after.sf_vpc(vpc) else {
+        return Ok(());
+    };
+    let want = acl_map::derive(after, vpc, &tenant, &sf_vpc);
+    let have: HashMap<&str, &sf_core::model::AclList> = intent
+        .acls
+        .iter()
+        .filter(|((t, v, n), _)| {
+            *t == tenant && *v == sf_vpc && n.starts_with(acl_map::LIST_PREFIX)
+        })
+        .map(|((_, _, n), l)| (n.as_str(), l))
+        .collect();
+    for (name, l) in &want {
+        let old = have.get(name.as_str());
+        if old != Some(&l) {
+            sf_core::validate::validate_acl(intent_after, l)?;
+            txn.put_acl(l, old.is_some());
+        }
+    }
+    for (name, l) in have {
+        if !want.contains_key(name) {
+            txn.delete_acl(l);
+        }
+    }
+    Ok(())
+}
+
+/// `intent` without the REST-derived ACL lists attached to the network a record owns (they
+/// go with the tier; see [`sync_acls`]).
+fn without_derived_acls(intent: &Intent, sf: &SfRef) -> Intent {
+    let mut i = intent.clone();
+    if let SfRef::Network { tenant, vpc, name } = sf {
+        i.acls.retain(|(t, v, n), l| {
+            !(t == tenant
+                && v == vpc
+                && n.starts_with(acl_map::LIST_PREFIX)
+                && l.tiers.contains(name))
+        });
+    }
+    i
 }
 
 async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
@@ -769,7 +828,7 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
         // A VPC record's `vpc` is its own id.
         if (kind == Kind::Vpc || r.vpc == vpc) && same_content(&r.spec, &spec) {
             let data = s.intent(|i| render(s, &db, i, r));
-            return Ok(ok(message(kind, "already exists (unchanged)"), data));
+            return Ok(ok(message(&db, r, "already exists (unchanged)"), data));
         }
         return Err(ApiError::conflict(format!(
             "invalid name: {} {:?} already exists with other content",
@@ -795,11 +854,22 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
         txn.add_sf(a, false);
     }
     txn.put_record(&p.rec, None);
+    if matches!(kind, Kind::Acl | Kind::Vnet) {
+        let mut after = db.clone();
+        after.recs.insert(id, (p.rec.clone(), 0));
+        s.intent(|i| {
+            let mut i2 = i.clone();
+            if let Some(SfObj::Network(n)) = &p.add {
+                i2.networks.insert(n.key(), n.clone());
+            }
+            sync_acls(&mut txn, i, &i2, &after, vpc)
+        })?;
+    }
     s.commit(txn).await?;
     let db = s.db().await?;
     let data = s.intent(|i| render(s, &db, i, &p.rec));
     tracing::info!(kind = kind.seg(), id, name = %p.rec.name, sf = ?p.rec.sf, "REST object created");
-    Ok(ok(message(kind, "created"), data))
+    Ok(ok(message(&db, &p.rec, "created"), data))
 }
 
 async fn free_vpc_id(s: &Rest) -> ApiResult<u32> {
@@ -858,7 +928,7 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
     }
     if name == old.name && same_content(&old.spec, &spec) {
         let data = s.intent(|i| render(s, &db, i, &old));
-        return Ok(ok(message(kind, "unchanged"), data));
+        return Ok(ok(message(&db, &old, "unchanged"), data));
     }
     let p = s.intent(|i| {
         plan(
@@ -898,10 +968,15 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
         })?;
     }
     txn.put_record(&p.rec, Some(db.rev(id)));
+    if kind == Kind::Acl {
+        let mut after = db.clone();
+        after.recs.insert(id, (p.rec.clone(), 0));
+        s.intent(|i| sync_acls(&mut txn, i, i, &after, old.vpc))?;
+    }
     s.commit(txn).await?;
     let db = s.db().await?;
     let data = s.intent(|i| render(s, &db, i, &p.rec));
-    Ok(ok(message(kind, "updated"), data))
+    Ok(ok(message(&db, &p.rec, "updated"), data))
 }
 
 /// Records that keep a record from being deleted.
@@ -945,7 +1020,8 @@ async fn delete_ids(s: &Rest, kind: Kind, ids: &[u64]) -> Res {
         if let Some(sf) = &r.sf {
             s.intent(|i| -> ApiResult<()> {
                 if sf_exists(i, sf) {
-                    check_remove(i, sf)?;
+                    // A tier's derived ACL list goes with it (removed by sync_acls below).
+                    check_remove(&without_derived_acls(i, sf), sf)?;
                     txn.remove_sf(i, sf);
                 }
                 Ok(())
@@ -965,9 +1041,31 @@ async fn delete_ids(s: &Rest, kind: Kind, ids: &[u64]) -> Res {
         txn.delete_record(r, db.rev(id));
         gone.push(json!({"id": id, "name": r.name}));
     }
+    if matches!(kind, Kind::Acl | Kind::Vnet) {
+        let mut after = db.clone();
+        let mut vpcs = std::collections::BTreeSet::new();
+        for id in ids {
+            if let Some((r, _)) = after.recs.remove(id) {
+                vpcs.insert(r.vpc);
+            }
+        }
+        s.intent(|i| -> ApiResult<()> {
+            let mut i2 = i.clone();
+            for id in ids {
+                if let Some(SfRef::Network { tenant, vpc, name }) = db.recs[id].0.sf.as_ref() {
+                    i2.networks
+                        .remove(&(tenant.clone(), vpc.clone(), name.clone()));
+                }
+            }
+            for vpc in vpcs {
+                sync_acls(&mut txn, i, &i2, &after, vpc)?;
+            }
+            Ok(())
+        })?;
+    }
     s.commit(txn).await?;
     tracing::info!(kind = kind.seg(), ?ids, "REST objects deleted");
-    Ok(ok(message(kind, "deleted"), Value::Array(gone)))
+    Ok(ok(format!("{} deleted", kind.what()), Value::Array(gone)))
 }
 
 /// Ids from a v1 delete body: `{"id": [1, 2]}` or `{"id": 1}`.

@@ -22,7 +22,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sf_core::model::{Intent, LoadBalancer, NatRule, Network, Pool, StaticRoute, Tenant, Vpc};
+use sf_core::model::{
+    AclList, Intent, LoadBalancer, NatRule, Network, Pool, StaticRoute, Tenant, Vpc,
+};
 use sf_core::validate::{self, ValidationError};
 use sf_store::{Compare, KvStore, Op};
 
@@ -292,7 +294,7 @@ pub fn without(intent: &Intent, r: &SfRef) -> Intent {
 }
 
 /// Everything under `{root}/rest/`, read at one revision.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Db {
     pub tenants: BTreeMap<u64, String>,
     /// Records with their etcd mod revision.
@@ -551,6 +553,26 @@ impl<'a> Txn<'a> {
                 self.ops.push(put(key, enc(r)));
             }
         }
+    }
+
+    /// Creates or (with `replace`) overwrites an ACL list owned by the REST layer.
+    pub fn put_acl(&mut self, l: &AclList, replace: bool) {
+        let key = self.sf.acl(&l.tenant, &l.vpc, &l.name);
+        self.compares.extend([
+            if replace {
+                Compare::Present(key.clone())
+            } else {
+                Compare::Absent(key.clone())
+            },
+            Compare::Present(self.sf.vpc(&l.tenant, &l.vpc)),
+        ]);
+        self.ops.push(put(key, enc(l)));
+    }
+
+    pub fn delete_acl(&mut self, l: &AclList) {
+        let key = self.sf.acl(&l.tenant, &l.vpc, &l.name);
+        self.compares.push(Compare::Present(key.clone()));
+        self.ops.push(Op::Delete { key });
     }
 
     /// Deletes a StackFabric object and its allocation keys (VNI, VPC id). Adopted pools stay.

@@ -56,6 +56,7 @@
 //! write lock, validate with sf-core against the index, commit one guarded transaction and wait
 //! until the index has it, like the gRPC API.
 
+pub mod acl_map;
 pub mod auth;
 mod handlers;
 pub mod meta;
