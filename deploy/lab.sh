@@ -417,7 +417,7 @@ start_etcd() {
 }
 
 start_coordinator() {
-    log "coordinator in ${P}coord ($COORD_URL, Netris REST API on http://$MGMT_NET.3:8080)"
+    log "coordinator in ${P}coord ($COORD_URL, Netris REST API on https://$MGMT_NET.3:8080)"
     # REST (CloudStack's Netris provider): user `cloudstack`, password in $STATE/rest-password.
     if [ ! -s "$STATE/rest-users" ]; then
         (
@@ -433,7 +433,8 @@ start_coordinator() {
         --etcd-endpoints "$ETCD_URL" \
         --tls-cert "$STATE/pki/coordinator.pem" --tls-key "$STATE/pki/coordinator.key" \
         --tls-ca "$STATE/pki/ca.pem" --api-token-file "$STATE/api-token" \
-        --rest-listen 0.0.0.0:8080 --rest-users-file "$STATE/rest-users" --rest-site lab
+        --rest-listen 0.0.0.0:8080 --rest-users-file "$STATE/rest-users" --rest-site lab \
+        --rest-tls-cert "$STATE/pki/coordinator.pem" --rest-tls-key "$STATE/pki/coordinator.key"
     wait_for 20 "coordinator" sfctl_cmd status || {
         log_tail coordinator 30
         sfctl_cmd status || true

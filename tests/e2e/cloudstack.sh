@@ -17,7 +17,7 @@ X() { L exec "$@"; }
 S() { L sfctl "$@"; }
 STATE=/tmp/sf-lab.${LAB_PREFIX%-}
 trap 'L down >/dev/null 2>&1 || true' EXIT
-REST=http://172.31.255.3:8080
+REST=https://172.31.255.3:8080   # HTTPS with the lab CA ($STATE/pki/ca.pem)
 ETCD=http://172.31.255.2:2379
 T=Admin                      # the Netris admin tenant = the StackFabric tenant
 V=D1-A2-Z1-V5-myvpc          # CloudStack's names are valid StackFabric names: kept as they are
@@ -25,7 +25,7 @@ N1=D1-A2-Z1-V5-N9-tier1
 N2=D1-A2-Z1-V5-N10-tier2
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 client() { # client PHASE: the replay client, from the mgmt namespace
-    X mgmt python3 "$REPO/tests/e2e/cloudstack_client.py" "$REST" "$STATE/rest-password" "$1"
+    X mgmt env REST_CA="$STATE/pki/ca.pem" python3 "$REPO/tests/e2e/cloudstack_client.py" "$REST" "$STATE/rest-password" "$1"
 }
 phase() { # phase PHASE DESCRIPTION
     if client "$1"; then pass "$2"; else fail "$2 (see the FAIL lines above)"; fi
@@ -38,6 +38,8 @@ t0=$SECONDS
 if ! L up --no-build; then fail "deploy/lab.sh up"; finish; exit 1; fi
 pass "lab up in $((SECONDS - t0)) s"
 check "REST password file is private" test "$(stat -c %a "$STATE/rest-password")" = 600
+check "REST answers HTTPS with a certificate the lab CA verifies" X mgmt curl -s -o /dev/null --cacert "$STATE/pki/ca.pem" "$REST/api/auth"
+check_not "REST does not answer plain HTTP" X mgmt curl -s -m 3 -o /dev/null "${REST/https:/http:}/api/auth"
 
 section "1. CloudStack sets up the zone, a VPC, tiers, NAT, LB, ACLs and a route"
 phase setup "CloudStack's setup sequence"

@@ -17,6 +17,8 @@ Prints PASS/FAIL per step; exits 1 if any step failed. Standard library only.
 
 import http.client
 import json
+import os
+import ssl
 import sys
 import urllib.parse
 
@@ -48,11 +50,16 @@ class Client:
     def __init__(self, url):
         u = urllib.parse.urlparse(url)
         self.host, self.port = u.hostname, u.port or 80
+        # https: verify the server against $REST_CA (the lab CA), hostname (IP SAN) included.
+        self.tls = ssl.create_default_context(cafile=os.environ.get("REST_CA")) if u.scheme == "https" else None
         self.cookie = None
 
     def call(self, method, path, body=None, raw=None, ctype="application/json", cookie=True):
         """Returns (HTTP status, envelope dict); raises on a non-JSON answer."""
-        c = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        if self.tls:
+            c = http.client.HTTPSConnection(self.host, self.port, timeout=30, context=self.tls)
+        else:
+            c = http.client.HTTPConnection(self.host, self.port, timeout=30)
         headers = {"Accept": "application/json"}
         data = None
         if raw is not None:

@@ -60,6 +60,7 @@ pub mod acl_map;
 pub mod auth;
 mod handlers;
 pub mod meta;
+pub mod tls;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -74,9 +75,15 @@ use crate::fabric::Fabric;
 /// REST settings (from `sf-coordinator`'s flags).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestArgs {
-    /// Listen address of the Netris-compatible REST API (plain HTTP); none when absent.
+    /// Listen address of the Netris-compatible REST API; none when absent.
     #[arg(long, env = "SF_REST_LISTEN")]
     pub rest_listen: Option<SocketAddr>,
+    /// PEM certificate chain: serve HTTPS instead of plain HTTP (with --rest-tls-key).
+    #[arg(long, env = "SF_REST_TLS_CERT", requires = "rest_tls_key")]
+    pub rest_tls_cert: Option<PathBuf>,
+    /// PEM private key of --rest-tls-cert.
+    #[arg(long, env = "SF_REST_TLS_KEY", requires = "rest_tls_cert")]
+    pub rest_tls_key: Option<PathBuf>,
     /// File of REST users, `user:<argon2 hash>` per line (`sf-coordinator hash-password`).
     #[arg(long, env = "SF_REST_USERS_FILE")]
     pub rest_users_file: Option<PathBuf>,
@@ -159,14 +166,31 @@ pub async fn spawn(args: &RestArgs, fabric: Arc<Fabric>) -> anyhow::Result<()> {
         &args.rest_fabric_site,
         &args.rest_admin_tenant,
     );
+    let tls = match (&args.rest_tls_cert, &args.rest_tls_key) {
+        (Some(c), Some(k)) => Some(tls::server_config(c, k)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding REST listener {addr}"))?;
-    tracing::info!(listen = %addr, "serving the Netris-compatible REST API");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(state)).await {
-            tracing::error!(error = %e, "REST listener failed");
+    tracing::info!(listen = %addr, tls = tls.is_some(), "serving the Netris-compatible REST API");
+    let app = router(state);
+    match tls {
+        Some(cfg) => {
+            let listener = tls::TlsListener::new(listener, cfg)?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "REST listener failed");
+                }
+            });
         }
-    });
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "REST listener failed");
+                }
+            });
+        }
+    }
     Ok(())
 }
