@@ -3,7 +3,7 @@
 set -euo pipefail
 sf_install_deps() {
     local pkgs=(etcd-server etcd-client frr nftables iproute2 iputils-ping curl openssl
-        protobuf-compiler python3 procps psmisc)
+        protobuf-compiler python3 procps psmisc systemd ansible-core ansible-lint)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
