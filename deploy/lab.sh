@@ -51,13 +51,24 @@ NO_BINARIES=${SF_LAB_NO_BINARIES:-0}
 MGMT_NET=172.31.255
 ETCD_URL=http://$MGMT_NET.2:2379
 COORD_URL=https://$MGMT_NET.3:7443
+SPINES=(spine1)
 LEAVES=(leaf1 leaf2)
+# Every switch runs sf-switch-agent: the spine is EVPN transit, a leaf becomes a VTEP when it
+# hands server-facing ports (bare metal, Direct Connect) into VNIs.
+SWITCHES=("${SPINES[@]}" "${LEAVES[@]}")
 HVS=(hv1 hv2 hv3)
 GWS=(gw1 gw2)
 # The internet edge: FRR StackFabric does not manage, behind border leaf leaf1.
 INTERNET_ASN=65200
 INTERNET_IP=198.51.100.10
 PUBLIC_POOL=203.0.113.0/24
+# Outside StackFabric too: bare-metal server bm1 on leaf1 port "bm1", and a customer's data
+# centre router "cdc" on leaf2 port "cdc" (the Direct Connect hand-off), with its own FRR
+# (static config) and a host "cdc-host" behind it. Both ports are untagged: this lab's kernel
+# has no 802.1Q support (no 8021q module, no bridge VLAN filtering), so VLAN hand-offs are
+# exercised by unit tests only (see docs/ARCHITECTURE.md).
+CDC_ASN=65300
+CDC_PEER=169.254.100.2/30
 
 # name -> mgmt address (last octet)
 mgmt_ip() {
@@ -65,6 +76,7 @@ mgmt_ip() {
         etcd) echo "$MGMT_NET.2" ;;
         coord) echo "$MGMT_NET.3" ;;
         leaf[0-9]) echo "$MGMT_NET.$((10 + ${1#leaf}))" ;;
+        spine[0-9]) echo "$MGMT_NET.$((18 + ${1#spine}))" ;;
         hv[0-9]) echo "$MGMT_NET.$((20 + ${1#hv}))" ;;
         gw[0-9]) echo "$MGMT_NET.$((30 + ${1#gw}))" ;;
         *) return 1 ;;
@@ -299,7 +311,7 @@ pki_all() {
     local n
     pki_init
     pki_cert coordinator serverAuth,clientAuth "DNS:coordinator,IP:$MGMT_NET.3"
-    for n in "${LEAVES[@]}" "${HVS[@]}" "${GWS[@]}"; do
+    for n in "${SWITCHES[@]}" "${HVS[@]}" "${GWS[@]}"; do
         pki_cert "$n" clientAuth "DNS:$n"
     done
     (
@@ -356,6 +368,35 @@ EOF
         --bind "$INTERNET_IP" --directory "$STATE/internet"
 }
 
+# cdc_start - the customer's data centre: a router StackFabric does not manage, with a static
+# FRR config (as a customer's would be): eBGP to the VPC side of its Direct Connect over its
+# link to leaf2, announcing its host network 192.168.100.0/24 and also
+# 172.16.50.0/24, which the Direct Connect does not accept. cdc-host (192.168.100.10) sits
+# behind it.
+cdc_start() {
+    local dir=$STATE/frr/cdc
+    mkdir -p "$dir"
+    cat >"$dir/frr.conf" <<EOF
+frr defaults datacenter
+hostname cdc
+ip forwarding
+!
+router bgp $CDC_ASN
+ bgp router-id ${CDC_PEER%/*}
+ no bgp ebgp-requires-policy
+ neighbor ${CDC_PEER%.*}.1 remote-as 64512
+ !
+ address-family ipv4 unicast
+  network 192.168.100.0/24
+  network 172.16.50.0/24
+ exit-address-family
+exit
+!
+EOF
+    : >"$dir/vtysh.conf"
+    netlab_frr_start "${P}cdc" "$dir" "$dir/frr.conf" || die "FRR failed to start on cdc"
+}
+
 build_topology() {
     local n l h g
     # shellcheck disable=SC2119  # no argument: keep our LAB_PREFIX and NETLAB_DIR
@@ -363,11 +404,13 @@ build_topology() {
     log "namespaces and management network $MGMT_NET.0/24"
     netlab_mgmt_init || die "mgmt namespace"
     ip -n "${P}mgmt" addr add "$MGMT_NET.1/24" dev "$NETLAB_MGMT_BR" || die "mgmt address"
-    for n in etcd coord "${LEAVES[@]}" "${HVS[@]}" "${GWS[@]}"; do
+    for n in etcd coord "${SWITCHES[@]}" "${HVS[@]}" "${GWS[@]}"; do
         netlab_ns_add "${P}$n" || die "namespace ${P}$n"
         netlab_mgmt_attach "${P}$n" "$(mgmt_ip "$n")/24" || die "mgmt attach $n"
     done
-    netlab_ns_add "${P}internet" || die "namespace ${P}internet"
+    for n in internet bm1 cdc cdc-host; do
+        netlab_ns_add "${P}$n" || die "namespace ${P}$n"
+    done
     log "fabric links and loopbacks"
     for h in "${HVS[@]}"; do
         for l in "${LEAVES[@]}"; do
@@ -380,7 +423,22 @@ build_topology() {
         done
         netlab_addr_lo "${P}$g" "10.255.2.${g#gw}/32" || die "loopback $g"
     done
+    for l in "${LEAVES[@]}"; do
+        netlab_link "${P}spine1" "$l" "${P}$l" spine1 || die "link spine1 <-> $l"
+    done
+    netlab_addr_lo "${P}spine1" "10.255.0.101/32" || die "loopback spine1"
     netlab_link "${P}internet" leaf1 "${P}leaf1" internet || die "link internet <-> leaf1"
+    # bm1: its NIC "leaf1" (the switch port binding decides the tier; the test addresses it).
+    netlab_link "${P}bm1" leaf1 "${P}leaf1" bm1 1500 || die "link bm1 <-> leaf1"
+    # The customer's router on leaf2 port "cdc", its host network behind it.
+    netlab_link "${P}cdc" leaf2 "${P}leaf2" cdc 1500 || die "link cdc <-> leaf2"
+    ip -n "${P}cdc" addr add "$CDC_PEER" dev leaf2 || die "cdc peer address"
+    netlab_link "${P}cdc" host "${P}cdc-host" cdc 1500 || die "link cdc <-> cdc-host"
+    ip -n "${P}cdc" addr add 192.168.100.1/24 dev host || die "cdc host network"
+    # A second customer network (no dummy links on this kernel: a second address will do).
+    ip -n "${P}cdc" addr add 172.16.50.1/24 dev host || die "cdc other network"
+    ip -n "${P}cdc-host" addr add 192.168.100.10/24 dev cdc || die "cdc-host address"
+    ip -n "${P}cdc-host" route add default via 192.168.100.1 || die "cdc-host route"
     netlab_addr_lo "${P}internet" "$INTERNET_IP/32" || die "loopback internet"
     for l in "${LEAVES[@]}"; do
         netlab_addr_lo "${P}$l" "10.255.0.${l#leaf}/32" || die "loopback $l"
@@ -388,11 +446,12 @@ build_topology() {
     for h in "${HVS[@]}"; do
         netlab_addr_lo "${P}$h" "10.255.1.${h#hv}/32" || die "loopback $h"
     done
-    log "FRR (minimal config) on leaves, hypervisors and gateways; internet edge"
-    for n in "${LEAVES[@]}" "${HVS[@]}" "${GWS[@]}"; do
+    log "FRR (minimal config) on switches, hypervisors and gateways; internet edge, customer DC"
+    for n in "${SWITCHES[@]}" "${HVS[@]}" "${GWS[@]}"; do
         frr_node_start "$n"
     done
     internet_start
+    cdc_start
 }
 
 etcd_healthy() {
@@ -445,13 +504,15 @@ start_coordinator() {
 create_inventory() {
     local l h g border
     log "inventory: nodes"
+    sfctl_cmd node create spine1 --role switch --asn 65100 --loopback 10.255.0.101 \
+        --fabric-port leaf1 --fabric-port leaf2 >/dev/null || die "sfctl node create spine1"
     for l in "${LEAVES[@]}"; do
         border=()
         [ "$l" = leaf1 ] && border=(--fabric-port internet)
         sfctl_cmd node create "$l" --role switch --asn "6510${l#leaf}" \
             --loopback "10.255.0.${l#leaf}" \
             --fabric-port hv1 --fabric-port hv2 --fabric-port hv3 \
-            --fabric-port gw1 --fabric-port gw2 "${border[@]}" >/dev/null ||
+            --fabric-port gw1 --fabric-port gw2 --fabric-port spine1 "${border[@]}" >/dev/null ||
             die "sfctl node create $l"
     done
     for h in "${HVS[@]}"; do
@@ -472,7 +533,7 @@ create_inventory() {
 start_agent() {
     local n=$1 bin extra=() nsenter=0
     case "$n" in
-        leaf*) bin=$SF_BIN_DIR/sf-switch-agent ;;
+        leaf* | spine*) bin=$SF_BIN_DIR/sf-switch-agent ;;
         hv*) bin=$SF_BIN_DIR/sf-hypervisor-agent ;;
         gw*)
             bin=$SF_BIN_DIR/sf-gateway-agent
@@ -502,10 +563,10 @@ kill_proc() {
 start_agents() {
     local n
     log "agents"
-    for n in "${LEAVES[@]}" "${HVS[@]}" "${GWS[@]}"; do
+    for n in "${SWITCHES[@]}" "${HVS[@]}" "${GWS[@]}"; do
         start_agent "$n"
     done
-    wait_for 40 "agent leases" leases_up "${LEAVES[@]}" "${HVS[@]}" "${GWS[@]}" || {
+    wait_for 40 "agent leases" leases_up "${SWITCHES[@]}" "${HVS[@]}" "${GWS[@]}" || {
         sfctl_cmd status || true
         die "not every node has lease up after 40 s"
     }
@@ -643,7 +704,7 @@ do_down() {
         for pf in "$STATE"/pids/vm-*.pid; do
             [ -e "$pf" ] && stop_proc "$(basename "$pf" .pid)"
         done
-        for name in "${GWS[@]}" "${HVS[@]}" "${LEAVES[@]}"; do stop_proc "$name"; done
+        for name in "${GWS[@]}" "${HVS[@]}" "${SWITCHES[@]}"; do stop_proc "$name"; done
         for pf in "$STATE"/pids/*.pid; do
             [ -e "$pf" ] || continue
             name=$(basename "$pf" .pid)
@@ -655,6 +716,13 @@ do_down() {
     for d in "$STATE"/frr/*/; do
         [ -d "$d" ] && { netlab_frr_stop "${d%/}" || true; }
     done
+    # FRR instances gateway agents started inside VPC routers (Direct Connect BGP); a stopped
+    # agent leaves its VPC routers serving, so they are ended here, before their namespaces go.
+    if [ -d "$STATE/agents" ]; then
+        while IFS= read -r pf; do
+            netlab_frr_stop "$(dirname "$pf")" || true
+        done < <(find "$STATE/agents" -name zebra.pid 2>/dev/null)
+    fi
     netlab_cleanup "$P" || true
     rm -rf "${STATE:?}"
     if any_ns_left; then

@@ -587,6 +587,76 @@ impl FabricApi for Api {
         self.committed("load balancer deleted", rev).await
     }
 
+    async fn create_direct_connect(&self, req: Request<pb::DirectConnect>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let d = dc_in(req.into_inner())?;
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::validate_dc(i, &d))?;
+        let (vni, rev) = self
+            .fabric
+            .store()
+            .create_dc_allocating(&d, sf_core::VNI_POOL)
+            .await
+            .map_err(write_status)?;
+        self.committed(&format!("Direct Connect created (hand-off VNI {vni})"), rev)
+            .await
+    }
+
+    async fn list_direct_connects(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> R<pb::DirectConnectList> {
+        self.auth(&req)?;
+        let f = req.into_inner();
+        let items = self.fabric.with_view(|v, _| {
+            v.intent
+                .direct_connects
+                .values()
+                .filter(|x| f.tenant.is_empty() || x.tenant == f.tenant)
+                .filter(|x| f.vpc.is_empty() || x.vpc == f.vpc)
+                .map(|x| dc_out(x, v))
+                .collect()
+        });
+        Ok(Response::new(pb::DirectConnectList { items }))
+    }
+
+    async fn get_direct_connect(&self, req: Request<pb::ObjectRef>) -> R<pb::DirectConnect> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        self.fabric
+            .with_view(|v, _| v.intent.direct_connects.get(&key).map(|x| dc_out(x, v)))
+            .map(Response::new)
+            .ok_or_else(|| {
+                not_found(
+                    "dc.name",
+                    format!(
+                        "Direct Connect {:?} in VPC {:?} of tenant {:?}",
+                        r.name, r.vpc, r.tenant
+                    ),
+                )
+            })
+    }
+
+    async fn delete_direct_connect(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let _g = self.fabric.write_lock.lock().await;
+        self.validate(|i| validate::check_delete_dc(i, &r.tenant, &r.vpc, &r.name))?;
+        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        let d = self
+            .fabric
+            .with_view(|v, _| v.intent.direct_connects.get(&key).cloned())
+            .ok_or_else(|| not_found("dc.name", format!("Direct Connect {:?}", r.name)))?;
+        let rev = self
+            .fabric
+            .store()
+            .delete_dc(&d)
+            .await
+            .map_err(write_status)?;
+        self.committed("Direct Connect deleted", rev).await
+    }
+
     async fn apply_acl_list(&self, req: Request<pb::AclList>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let l = acl_in(req.into_inner())?;

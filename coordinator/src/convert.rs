@@ -215,10 +215,40 @@ pub fn network_out(n: &Network) -> pb::Network {
     }
 }
 
+fn attachment(
+    what: &str,
+    interface: &str,
+    vlan: u32,
+) -> Result<Option<sf_core::desired::SwitchAttachment>, Status> {
+    if interface.trim().is_empty() {
+        if vlan != 0 {
+            return Err(invalid(
+                &format!("{what}.interface"),
+                "a VLAN needs an interface",
+            ));
+        }
+        return Ok(None);
+    }
+    let vlan = match vlan {
+        0 => None,
+        v => Some(u16::try_from(v).map_err(|_| {
+            invalid(
+                &format!("{what}.vlan"),
+                format!("{v} is not a VLAN id (1-4094)"),
+            )
+        })?),
+    };
+    Ok(Some(sf_core::desired::SwitchAttachment {
+        interface: interface.trim().to_string(),
+        vlan,
+    }))
+}
+
 pub fn port_in(p: pb::PortBinding) -> Result<PortBinding, Status> {
     Ok(PortBinding {
         ip: parse("port.ip", &p.ip)?,
         mac: (!p.mac.trim().is_empty()).then(|| p.mac.trim().to_lowercase()),
+        attach: attachment("port", &p.interface, p.vlan)?,
         tenant: p.tenant,
         name: p.name,
         vpc: p.vpc,
@@ -235,6 +265,92 @@ pub fn port_out(p: &PortBinding) -> pb::PortBinding {
         node: p.node.clone(),
         ip: p.ip.to_string(),
         mac: p.mac.clone().unwrap_or_default(),
+        interface: p
+            .attach
+            .as_ref()
+            .map(|a| a.interface.clone())
+            .unwrap_or_default(),
+        vlan: p.attach.as_ref().and_then(|a| a.vlan).unwrap_or(0) as u32,
+    }
+}
+
+/// Default ASN of the VPC side of a Direct Connect (as AWS's virtual private gateway).
+pub const DEFAULT_DC_LOCAL_ASN: u32 = 64512;
+
+pub fn dc_in(d: pb::DirectConnect) -> Result<sf_core::model::DirectConnect, Status> {
+    let a = attachment("dc", &d.interface, d.vlan)?
+        .ok_or_else(|| invalid("dc.interface", "the switch interface is required"))?;
+    let accept = d
+        .accept
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            x.parse()
+                .map_err(|e: String| invalid(&format!("dc.accept[{i}]"), e))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(sf_core::model::DirectConnect {
+        local_address: parse("dc.local_address", &d.local_address)?,
+        peer_address: parse("dc.peer_address", &d.peer_address)?,
+        local_asn: if d.local_asn == 0 {
+            DEFAULT_DC_LOCAL_ASN
+        } else {
+            d.local_asn
+        },
+        customer_asn: d.customer_asn,
+        accept,
+        tenant: d.tenant,
+        vpc: d.vpc,
+        name: d.name,
+        switch: d.switch,
+        interface: a.interface,
+        vlan: a.vlan,
+        vni: 0,
+    })
+}
+
+/// A Direct Connect for the wire, with the BGP session as its serving gateway reports it.
+pub fn dc_out(
+    d: &sf_core::model::DirectConnect,
+    view: &sf_store::intent::ClusterView,
+) -> pb::DirectConnect {
+    let gateway = view
+        .intent
+        .placements
+        .get(&(d.tenant.clone(), d.vpc.clone()))
+        .and_then(|p| p.primary.clone())
+        .unwrap_or_default();
+    let status = view
+        .nodes
+        .get(&gateway)
+        .filter(|n| n.alive)
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| {
+            s.direct_connects
+                .get(&format!("{}/{}/{}", d.tenant, d.vpc, d.name))
+                .cloned()
+        });
+    pb::DirectConnect {
+        tenant: d.tenant.clone(),
+        vpc: d.vpc.clone(),
+        name: d.name.clone(),
+        switch: d.switch.clone(),
+        interface: d.interface.clone(),
+        vlan: d.vlan.unwrap_or(0) as u32,
+        local_address: d.local_address.to_string(),
+        peer_address: d.peer_address.to_string(),
+        local_asn: d.local_asn,
+        customer_asn: d.customer_asn,
+        accept: d.accept.iter().map(|a| a.to_string()).collect(),
+        vni: d.vni,
+        gateway,
+        bgp_state: status
+            .as_ref()
+            .map(|s| s.state.clone())
+            .unwrap_or_else(|| "unknown".into()),
+        prefixes_received: status.as_ref().map(|s| s.received).unwrap_or(0),
+        prefixes_accepted: status.as_ref().map(|s| s.accepted).unwrap_or(0),
+        prefixes_sent: status.as_ref().map(|s| s.sent).unwrap_or(0),
     }
 }
 

@@ -4,8 +4,11 @@
 //!    may be converged, removed or must wait ([`plan::decide`]);
 //! 2. removes routers no longer served (public routes first, then veths, then namespace);
 //! 3. converges L2 exactly like a hypervisor (`sf_linux::l2`: VTEP, `vxlan<VNI>`/`brvx-<VNI>`);
-//! 4. converges each served router ([`plan::plan_router`]: namespace, tier and transit veths,
-//!    addresses, virtual MAC, routes, nftables, host /32 routes);
+//! 4. converges each served router ([`plan::plan_router`]: namespace, tier, Direct Connect
+//!    and transit veths, addresses, virtual MAC, routes, nftables, host /32 routes), then the
+//!    per-VPC FRR of the routers with Direct Connects ([`crate::dc`]: started when missing or
+//!    dead, configured by diff, stopped when the last DC goes; stopped *before* a router's
+//!    namespace is deleted);
 //! 5. applies FRR with the announcements of the routers actually served (none when the lease
 //!    is lost), after the host routes exist so `network` statements activate at once;
 //! 6. (between 4 and 5 in code) points the health checkers ([`crate::health`]) at the load
@@ -19,17 +22,19 @@
 //! Nothing is changed when the node is converged: a second pass reports zero changes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sf_agent::{Dataplane, LeaseState, ReconcileContext, ReconcileReport};
 use sf_core::desired::{HealthCheck, NodeDesired, VpcRouter};
-use sf_core::status::LbStatus;
+use sf_core::status::{DcStatus, LbStatus};
 use sf_linux::frr::{expected_lines, render, Frr};
 use sf_linux::l2::{execute as l2_execute, foreign_vnis, plan as l2_plan};
 use sf_linux::links;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use crate::dc;
 use crate::device;
 use crate::health::{Health, Probe};
 use crate::names::{netns_id, netns_name};
@@ -48,10 +53,24 @@ pub struct Gateway {
     lb_cache: HashMap<String, Arc<nft::LbTable>>,
     /// What is installed, per router id: "tenant/vpc/lb" → status.
     lb_installed: BTreeMap<u32, BTreeMap<String, LbStatus>>,
+    /// The agent's state dir: per-VPC FRR instances live in `<state_dir>/vpc-frr/<netns>`.
+    pub state_dir: PathBuf,
+    /// Per-VPC FRR instances configured by this process, by namespace.
+    dc_frr: BTreeMap<String, Frr>,
+    dc_poller: dc::Poller,
+    dc_poll_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(t) = self.dc_poll_task.take() {
+            t.abort();
+        }
+    }
 }
 
 impl Gateway {
-    pub fn new(node: String, frr: Frr, netns_prefix: String) -> Self {
+    pub fn new(node: String, frr: Frr, netns_prefix: String, state_dir: PathBuf) -> Self {
         let wake = Arc::new(Notify::new());
         Gateway {
             node,
@@ -63,7 +82,57 @@ impl Gateway {
             wake,
             lb_cache: HashMap::new(),
             lb_installed: BTreeMap::new(),
+            state_dir,
+            dc_frr: BTreeMap::new(),
+            dc_poller: dc::Poller::default(),
+            dc_poll_task: None,
         }
+    }
+
+    /// Stops and removes the per-VPC FRR of namespace `ns`, if any (before its namespace is
+    /// deleted: daemons left inside would keep a deleted namespace alive).
+    async fn remove_dc_frr(&mut self, ns: &str, report: &mut ReconcileReport) {
+        self.dc_frr.remove(ns);
+        if dc::remove(&dc::instance_dir(&self.state_dir, ns)).await {
+            info!(%ns, "per-VPC FRR stopped");
+            report.changes += 1;
+        }
+    }
+
+    /// Ensures the per-VPC FRR of `ns` runs (restarted if any daemon died) with `config`.
+    /// Returns whether anything changed.
+    async fn sync_dc_frr(
+        &mut self,
+        ns: &str,
+        dir: &Path,
+        config: &str,
+        expect: &[String],
+    ) -> Result<bool, String> {
+        let mut changed = false;
+        if !dc::alive(dir) {
+            if dir.join("zebra.pid").exists() || dir.join("bgpd.pid").exists() {
+                warn!(%ns, dir = %dir.display(), "per-VPC FRR is not running: restarting it");
+            }
+            self.dc_frr.remove(ns);
+            dc::start(ns, dir, config).await?;
+            changed = true;
+        }
+        let force = changed || self.passes % 10 == 1;
+        let applied_file = dir.join("applied.conf");
+        if std::fs::read_to_string(&applied_file).ok().as_deref() != Some(config) {
+            changed = true;
+        }
+        let frr = self
+            .dc_frr
+            .entry(ns.to_string())
+            .or_insert_with(|| Frr::new(dir.to_path_buf()));
+        frr.apply(config, expect, force)
+            .await
+            .map_err(|e| format!("{ns}: FRR: {e}"))?;
+        if let Err(e) = std::fs::write(&applied_file, config) {
+            warn!(file = %applied_file.display(), error = %e, "cannot record the applied FRR configuration");
+        }
+        Ok(changed)
     }
 
     /// The Maglev tables of router `r` (namespace `ns`) over its UP backends, in
@@ -225,6 +294,7 @@ impl Dataplane for Gateway {
         let routers: BTreeMap<u32, &VpcRouter> = desired.routers().map(|r| (r.id, r)).collect();
         for r in routers.values() {
             report.errors.extend(nft::validate(r));
+            report.errors.extend(dc::validate(r));
         }
         let running: BTreeSet<u32> = match device::namespaces(&prefix).await {
             Ok(n) => n.iter().filter_map(|n| netns_id(&prefix, n)).collect(),
@@ -255,6 +325,8 @@ impl Dataplane for Gateway {
                 Ok(host) => {
                     for &id in &d.remove {
                         info!(id, "removing VPC router");
+                        self.remove_dc_frr(&netns_name(&prefix, id), &mut report)
+                            .await;
                         let acts = plan::plan_removal(&prefix, id, &host);
                         self.run_actions(&acts, &mut report).await;
                     }
@@ -324,6 +396,75 @@ impl Dataplane for Gateway {
                 Err(e) => report.errors.push(format!("observing host: {e}")),
             }
         }
+        // 4b. Direct Connect speakers of the routers converged in this pass.
+        let mut targets = BTreeMap::new();
+        for &id in &d.converge {
+            if !(served.contains(&id) || running.contains(&id)) {
+                continue;
+            }
+            let r = routers[&id];
+            let ns = netns_name(&prefix, id);
+            let dir = dc::instance_dir(&self.state_dir, &ns);
+            match dc::render(&ns, r) {
+                None => self.remove_dc_frr(&ns, &mut report).await,
+                Some(config) => {
+                    match self
+                        .sync_dc_frr(&ns, &dir, &config, &dc::expected_lines(r))
+                        .await
+                    {
+                        Ok(true) => report.changes += 1,
+                        Ok(false) => {}
+                        Err(e) => report.errors.push(e),
+                    }
+                    let peers = dc::usable(r)
+                        .0
+                        .iter()
+                        .map(|x| (dc::status_key(r, x), x.peer))
+                        .collect();
+                    targets.insert(ns, dc::Target { dir, peers });
+                }
+            }
+        }
+        // Routers left as they are (lease unknown): their speakers too, still reported.
+        for &id in running
+            .iter()
+            .filter(|id| !d.converge.contains(id) && !d.remove.contains(id))
+        {
+            let ns = netns_name(&prefix, id);
+            let dir = dc::instance_dir(&self.state_dir, &ns);
+            if let (Some(r), true) = (routers.get(&id), dc::any_alive(&dir)) {
+                let peers = dc::usable(r)
+                    .0
+                    .iter()
+                    .map(|x| (dc::status_key(r, x), x.peer))
+                    .collect();
+                targets.insert(ns, dc::Target { dir, peers });
+            }
+        }
+        // Speakers of namespaces that no longer exist (removed behind our back, or before a
+        // restart of the agent).
+        let live_ns: BTreeSet<String> = running
+            .union(&served)
+            .filter(|id| !d.remove.contains(id))
+            .map(|&id| netns_name(&prefix, id))
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(dc::root(&self.state_dir)) {
+            let orphans: Vec<String> = entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| netns_id(&prefix, n).is_some() && !live_ns.contains(n))
+                .collect();
+            for ns in orphans {
+                warn!(%ns, "per-VPC FRR of a namespace that is gone: removing it");
+                self.remove_dc_frr(&ns, &mut report).await;
+            }
+        }
+        let polling = !targets.is_empty();
+        *self.dc_poller.targets.lock().unwrap() = targets;
+        if polling && self.dc_poll_task.is_none() {
+            self.dc_poll_task = Some(tokio::spawn(self.dc_poller.clone().run(self.wake.clone())));
+        }
+
         // Announce what runs: a router whose creation failed is not announced; one that was
         // already running keeps its announcements through a transient error.
         let mut d = d;
@@ -381,6 +522,10 @@ impl Dataplane for Gateway {
             .values()
             .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())))
             .collect()
+    }
+
+    async fn dc_status(&mut self) -> BTreeMap<String, DcStatus> {
+        self.dc_poller.status()
     }
 
     fn wakeup(&self) -> Option<Arc<Notify>> {

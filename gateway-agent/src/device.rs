@@ -78,7 +78,9 @@ struct RawRoute {
 }
 
 /// Parses `ip -j -4 route show table main`, keeping only routes somebody configured: not the
-/// kernel's connected routes, not unicast-less types.
+/// kernel's connected routes, not unicast-less types, and not the routes FRR installs
+/// (`proto bgp`: the host's fabric routes, a VPC's Direct Connect routes), which belong to
+/// FRR and must never be "repaired" away by the planner.
 pub fn parse_routes(json: &str) -> Result<Vec<Route>, String> {
     if json.trim().is_empty() {
         return Ok(vec![]);
@@ -86,7 +88,7 @@ pub fn parse_routes(json: &str) -> Result<Vec<Route>, String> {
     let raw: Vec<RawRoute> = serde_json::from_str(json).map_err(|e| e.to_string())?;
     Ok(raw
         .into_iter()
-        .filter(|r| r.protocol.as_deref() != Some("kernel"))
+        .filter(|r| !matches!(r.protocol.as_deref(), Some("kernel" | "bgp")))
         .filter(|r| r.kind.as_deref().is_none_or(|k| k == "unicast"))
         .filter_map(|r| {
             let dst = if r.dst == "default" {
@@ -396,7 +398,8 @@ mod tests {
             r#"[{"dst":"default","gateway":"198.18.0.14","dev":"transit","flags":[]},
                 {"dst":"198.18.0.14/31","dev":"gx7","protocol":"kernel","scope":"link","prefsrc":"198.18.0.14","flags":[]},
                 {"dst":"203.0.113.10","gateway":"198.18.0.15","dev":"gx7","flags":[]},
-                {"type":"blackhole","dst":"10.0.0.0/8","flags":[]}]"#,
+                {"type":"blackhole","dst":"10.0.0.0/8","flags":[]},
+                {"dst":"192.168.100.0/24","gateway":"169.254.100.2","dev":"d1000100","protocol":"bgp","metric":20,"flags":[]}]"#,
         )
         .unwrap();
         assert_eq!(routes.len(), 2);

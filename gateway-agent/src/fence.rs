@@ -9,7 +9,7 @@
 //! (2/3 of the TTL, the same rule the agent applies to itself, i.e. before the lease can
 //! expire at etcd), it runs the gateway dataplane once with `LeaseState::Lost` over the last
 //! desired state on disk — exactly the agent's own stand-down (VPC routers and their /32
-//! announcements removed) — and exits. A supervisor restart within the TTL finds the lease
+//! announcements removed, their per-VPC FRRs stopped) — and exits. A supervisor restart within the TTL finds the lease
 //! still held, so nothing is withdrawn; the new agent replaces the fence on start.
 
 use std::path::{Path, PathBuf};
@@ -126,7 +126,14 @@ pub async fn run(a: FenceArgs) -> anyhow::Result<()> {
             agent_pid = a.agent_pid,
             "FENCE: agent dead and lease not renewed for {limit:?}: standing down"
         );
-        let mut dp = Gateway::new(a.node, Frr::new(a.frr_dir), a.netns_prefix);
+        // Same state dir as the agent: the stand-down also stops the per-VPC FRRs (Direct
+        // Connect) before deleting their namespaces.
+        let mut dp = Gateway::new(
+            a.node,
+            Frr::new(a.frr_dir),
+            a.netns_prefix,
+            a.state_dir.clone(),
+        );
         let ctx = ReconcileContext {
             lease: LeaseState::Lost,
             fresh: false,

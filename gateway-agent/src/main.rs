@@ -5,7 +5,7 @@
 //! the outcome and exits (non-zero on errors). With `--hold SECONDS` it keeps running that
 //! long after the first pass: health checks run, and a pass follows every health flip
 //! (the dataplane's wakeup) and every 10 s; each pass prints its outcome and, when it
-//! changed, `lb-status: <JSON>` (what the agent would report). It
+//! changed, `lb-status: <JSON>` and `dc-status: <JSON>` (what the agent would report). It
 //! needs no coordinator, etcd or certificates. It changes the network namespace it runs in:
 //! run it only inside the gateway's namespace (`nsenter --net=/run/netns/GW ...`).
 //!
@@ -59,6 +59,9 @@ struct ApplyArgs {
     local: LocalArgs,
     #[arg(long, env = "SF_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Local state: per-VPC FRR instances (Direct Connect) live in DIR/vpc-frr/<netns>.
+    #[arg(long, env = "SF_STATE_DIR", default_value = "/var/lib/stackfabric")]
+    state_dir: PathBuf,
     /// Lease state to pretend: held, unknown or lost (tests the exclusivity rules).
     #[arg(long, default_value = "held")]
     lease: String,
@@ -103,7 +106,12 @@ async fn apply_file(a: ApplyArgs) -> anyhow::Result<()> {
     sf_agent::runtime::init_logging(&a.log_format);
     check_mount_namespace();
     let desired: NodeDesired = serde_json::from_slice(&std::fs::read(&a.apply_file)?)?;
-    let mut dp = Gateway::new(a.node, Frr::new(a.local.frr_dir), a.local.netns_prefix);
+    let mut dp = Gateway::new(
+        a.node,
+        Frr::new(a.local.frr_dir),
+        a.local.netns_prefix,
+        a.state_dir,
+    );
     let lease = match a.lease.as_str() {
         "held" => LeaseState::Held { continuous: true },
         "unknown" => LeaseState::Unknown,
@@ -119,6 +127,7 @@ async fn apply_file(a: ApplyArgs) -> anyhow::Result<()> {
     let wake = dp.wakeup().expect("the gateway has a wakeup");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut last_status = None;
+    let mut last_dc = None;
     loop {
         let t = std::time::Instant::now();
         let report = dp.reconcile(&desired, &ctx).await;
@@ -135,6 +144,11 @@ async fn apply_file(a: ApplyArgs) -> anyhow::Result<()> {
         if a.hold > 0 && last_status.as_ref() != Some(&status) {
             println!("lb-status: {}", serde_json::to_string(&status)?);
             last_status = Some(status);
+        }
+        let dcs = dp.dc_status().await;
+        if a.hold > 0 && !dcs.is_empty() && last_dc.as_ref() != Some(&dcs) {
+            println!("dc-status: {}", serde_json::to_string(&dcs)?);
+            last_dc = Some(dcs);
         }
         if a.hold == 0 || tokio::time::Instant::now() >= deadline {
             if report.errors.is_empty() {
@@ -180,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
         args.agent.node.clone(),
         Frr::new(args.local.frr_dir),
         args.local.netns_prefix,
+        args.agent.state_dir.clone(),
     );
     sf_agent::run(args.agent, "gateway", dp).await
 }

@@ -9,9 +9,12 @@
 //! | tier veth, router end           | VPC              | `t<vni>`              |
 //! | transit veth, host end          | gateway host     | `gx<id>`              |
 //! | transit veth, router end        | VPC              | `transit`             |
+//! | Direct Connect veth, host end   | gateway host     | `g<id>d<vni>`         |
+//! | Direct Connect veth, router end | VPC              | `d<vni>`              |
+//! | per-VPC FRR (Direct Connect)    | VPC              | `<state>/vpc-frr/<ns>`|
 //!
 //! Host-end names are at most 15 characters (IFNAMSIZ-1) for every id ≤ [`MAX_ID`] and every
-//! 24-bit VNI: `g` + 5 digits + `v` + 8 digits. The VNI, not a tier index, is in the name, so
+//! 24-bit VNI: `g` + 5 digits + `v` (or `d`) + 8 digits. The VNI, not a tier index, is in the name, so
 //! adding or removing a tier never renames (recreates) another tier's link.
 //!
 //! Transit addressing: VPC `id` gets the /31 `198.18.0.0 + 2·id` out of 198.18.0.0/15
@@ -49,6 +52,16 @@ pub fn tier_ns(vni: u32) -> String {
     format!("t{vni}")
 }
 
+/// Host end of the veth joining router `id` to Direct Connect segment `brvx-<vni>`.
+pub fn dc_host(id: u32, vni: u32) -> String {
+    format!("g{id}d{vni}")
+}
+
+/// Router end of a Direct Connect veth.
+pub fn dc_ns(vni: u32) -> String {
+    format!("d{vni}")
+}
+
 pub fn transit_host(id: u32) -> String {
     format!("gx{id}")
 }
@@ -58,12 +71,13 @@ pub fn transit_host(id: u32) -> String {
 pub enum HostLink {
     Tier { id: u32, vni: u32 },
     Transit { id: u32 },
+    Dc { id: u32, vni: u32 },
 }
 
 impl HostLink {
     pub fn id(&self) -> u32 {
         match self {
-            HostLink::Tier { id, .. } | HostLink::Transit { id } => *id,
+            HostLink::Tier { id, .. } | HostLink::Transit { id } | HostLink::Dc { id, .. } => *id,
         }
     }
 }
@@ -78,11 +92,22 @@ pub fn parse_host_link(name: &str) -> Option<HostLink> {
         return canonical(rest).map(|id| HostLink::Transit { id });
     }
     let rest = name.strip_prefix('g')?;
-    let (id, vni) = rest.split_once('v')?;
-    Some(HostLink::Tier {
+    if let Some((id, vni)) = rest.split_once('v') {
+        return Some(HostLink::Tier {
+            id: canonical(id)?,
+            vni: canonical(vni)?,
+        });
+    }
+    let (id, vni) = rest.split_once('d')?;
+    Some(HostLink::Dc {
         id: canonical(id)?,
         vni: canonical(vni)?,
     })
+}
+
+/// The VNI of a router-side Direct Connect link name `d<vni>`.
+pub fn parse_dc_ns(name: &str) -> Option<u32> {
+    name.strip_prefix('d').and_then(canonical)
 }
 
 /// The VNI of a router-side tier link name `t<vni>`.
@@ -127,6 +152,19 @@ mod tests {
         assert_eq!(parse_host_link("g7v"), None);
         assert_eq!(parse_tier_ns("t1000001"), Some(1_000_001));
         assert_eq!(parse_tier_ns("transit"), None);
+        let worst = dc_host(MAX_ID, 16_777_215);
+        assert_eq!(worst, "g65535d16777215");
+        assert_eq!(
+            parse_host_link("g7d1000009"),
+            Some(HostLink::Dc {
+                id: 7,
+                vni: 1_000_009
+            })
+        );
+        assert_eq!(parse_host_link("g7d"), None);
+        assert_eq!(parse_dc_ns(&dc_ns(1_000_009)), Some(1_000_009));
+        assert_eq!(parse_dc_ns("t1000009"), None);
+        assert_eq!(parse_tier_ns(&dc_ns(1_000_009)), None);
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //!   router (and are un-NATed) instead of going straight VM to VM.
 //! - forward filter: from `transit` only DNATed connections and replies enter the VPC; the
 //!   host namespace cannot reach private addresses directly.
+//! - Direct Connect links (`d<vni>`, see [`crate::dc`]) are not tiers: nothing leaving
+//!   through them is source-NATed (SNAT and static NAT match `oifname "transit"` only, and
+//!   the hairpin masquerade excludes them), traffic between them and the tiers is forwarded
+//!   (policy accept, tier ACLs are north-south on `transit`), and nothing entering from one
+//!   is forwarded to `transit`.
 //! - north-south ACLs (tiers with a `TierAcl`): after `ct state established,related accept`
 //!   (replies of allowed flows always pass) and `ct state invalid drop`, a new connection
 //!   entering from `transit` (already DNATed: port forward, static NAT, load balancer) is
@@ -371,9 +376,12 @@ fn body(r: &VpcRouter) -> String {
     if let Some(s) = r.snat {
         let _ = writeln!(c, "\t\toifname \"{t}\" ip saddr @inside snat ip to {s}");
     }
+    // Hairpin only towards the VPC's own tiers: never on a Direct Connect (no NAT there).
+    let dcs = dc_links(r);
+    let not_dc: String = dcs.iter().map(|d| format!(" oifname != \"{d}\"")).collect();
     let _ = writeln!(
         c,
-        "\t\toifname != \"{t}\" ct status dnat ip saddr @inside masquerade"
+        "\t\toifname != \"{t}\"{not_dc} ct status dnat ip saddr @inside masquerade"
     );
     let _ = writeln!(c, "\t}}");
     if !lbs.is_empty() {
@@ -422,11 +430,28 @@ fn body(r: &VpcRouter) -> String {
             egs.join(", ")
         );
     }
+    if !dcs.is_empty() {
+        // A Direct Connect reaches the VPC, not the internet through it (and would leak its
+        // addresses unNATed).
+        let set: Vec<String> = dcs.iter().map(|d| format!("\"{d}\"")).collect();
+        let _ = writeln!(
+            c,
+            "\t\tiifname {{ {} }} oifname \"{t}\" drop",
+            set.join(", ")
+        );
+    }
     let _ = writeln!(c, "\t\tiifname \"{t}\" ct status dnat accept");
     let _ = writeln!(c, "\t\tiifname \"{t}\" drop");
     let _ = writeln!(c, "\t}}");
     c.push_str(&acl_chains);
     c
+}
+
+/// The router-side links of the Direct Connects served (`d<vni>`), in VNI order.
+pub fn dc_links(r: &VpcRouter) -> Vec<String> {
+    let mut v: Vec<u32> = crate::dc::usable(r).0.iter().map(|d| d.vni).collect();
+    v.sort();
+    v.into_iter().map(crate::names::dc_ns).collect()
 }
 
 /// The ACL chains of the tiers (`acl_in_<vni>`, `acl_eg_<vni>`) and the prefix-list sets
@@ -638,6 +663,7 @@ mod tests {
                 private_ip: "10.10.1.11".parse().unwrap(),
             }],
             load_balancers: vec![],
+            direct_connects: vec![],
         }
     }
 
@@ -775,6 +801,40 @@ mod tests {
             "10.10.2.1".parse().unwrap()
         )
         .is_empty());
+    }
+
+    #[test]
+    fn direct_connects_are_never_natted_nor_transit() {
+        let plain = render_nft(&example());
+        let mut r = example();
+        r.direct_connects
+            .push(sf_core::desired::DirectConnectPeering {
+                name: "hq".into(),
+                vni: 1_000_100,
+                local: "169.254.100.1/30".parse().unwrap(),
+                peer: "169.254.100.2".parse().unwrap(),
+                local_asn: 65010,
+                peer_asn: 65100,
+                accept: vec![],
+                announce: vec![],
+            });
+        let t = render_nft(&r);
+        // SNAT and static NAT only towards transit; hairpin not on the DC link.
+        assert!(t.contains("\t\toifname \"transit\" ip saddr @inside snat ip to 203.0.113.10\n"));
+        assert!(t.contains("\t\toifname \"transit\" snat ip to ip saddr map @static_out\n"));
+        assert!(t.contains(
+            "\t\toifname != \"transit\" oifname != \"d1000100\" ct status dnat ip saddr @inside masquerade\n"
+        ));
+        assert_eq!(t.matches("snat").count(), plain.matches("snat").count());
+        // Forwarded both ways (policy accept), never from the DC to transit.
+        assert!(t.contains("\t\tiifname { \"d1000100\" } oifname \"transit\" drop\n"));
+        assert!(t.contains("policy accept;"));
+        // The DC's segment is not inside the VPC.
+        assert!(t.contains("\t\telements = { 10.10.0.0/16 }\n"));
+        // A router without DC renders exactly as before (no reload on upgrade).
+        assert!(!plain.contains("d1000100"));
+        assert!(plain
+            .contains("\t\toifname != \"transit\" ct status dnat ip saddr @inside masquerade\n"));
     }
 
     #[test]

@@ -16,10 +16,10 @@ use sf_agent::LeaseState;
 use sf_core::desired::VpcRouter;
 
 use crate::names::{
-    self, netns_name, parse_host_link, parse_tier_ns, tier_host, tier_ns, transit_addrs,
-    transit_host, HostLink, TRANSIT_NS,
+    self, dc_host, dc_ns, netns_name, parse_dc_ns, parse_host_link, parse_tier_ns, tier_host,
+    tier_ns, transit_addrs, transit_host, HostLink, TRANSIT_NS,
 };
-use crate::nft;
+use crate::{dc, nft};
 
 /// A link as observed (`ip -j -d addr show`), with its IPv4 addresses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -473,6 +473,24 @@ pub fn plan_router(
             &mut errors,
         );
     }
+    // Direct Connect hand-off segments: joined like a tier (brvx-<vni>, virtual MAC), but
+    // with the DC's own address and none of a tier's NAT/ACL semantics (see crate::dc).
+    let (dcs, _) = dc::usable(r);
+    for d in &dcs {
+        plan_pair(
+            &ns_name,
+            host,
+            st,
+            &dc_host(r.id, d.vni),
+            &dc_ns(d.vni),
+            Some(&sf_linux::l2::bridge_name(d.vni)),
+            &[],
+            Some(&r.mac),
+            &[d.local],
+            &mut a,
+            &mut errors,
+        );
+    }
     let (h, n) = transit_addrs(r.id).expect("validated id");
     plan_pair(
         &ns_name,
@@ -514,6 +532,31 @@ pub fn plan_router(
                 ns: Some(ns_name.clone()),
                 link: l.name.clone(),
             });
+        }
+    }
+    // Direct Connects that went away.
+    let dc_vnis: BTreeSet<u32> = dcs.iter().map(|d| d.vni).collect();
+    for l in &host.links {
+        if let Some(HostLink::Dc { id, vni }) = parse_host_link(&l.name) {
+            if id == r.id && l.owned && !dc_vnis.contains(&vni) {
+                a.push(Action::DelLink {
+                    ns: None,
+                    link: l.name.clone(),
+                });
+            }
+        }
+    }
+    for l in &st.links {
+        if let Some(vni) = parse_dc_ns(&l.name) {
+            let host_end = host.links.iter().any(|h| {
+                h.owned && parse_host_link(&h.name) == Some(HostLink::Dc { id: r.id, vni })
+            });
+            if !dc_vnis.contains(&vni) && !host_end {
+                a.push(Action::DelLink {
+                    ns: Some(ns_name.clone()),
+                    link: l.name.clone(),
+                });
+            }
         }
     }
     // Routes inside the VPC namespace.
@@ -676,6 +719,7 @@ pub fn apply_in_memory(
             None => match parse_host_link(link) {
                 Some(HostLink::Tier { id, vni }) => (id, link.to_string(), tier_ns(vni)),
                 Some(HostLink::Transit { id }) => (id, link.to_string(), TRANSIT_NS.to_string()),
+                Some(HostLink::Dc { id, vni }) => (id, link.to_string(), dc_ns(vni)),
                 None => {
                     host.links.retain(|l| l.name != link);
                     return;
@@ -685,6 +729,7 @@ pub fn apply_in_memory(
                 let id = names::netns_id(prefix, n).unwrap_or(u32::MAX);
                 let host_end = parse_tier_ns(link)
                     .map(|v| tier_host(id, v))
+                    .or_else(|| parse_dc_ns(link).map(|v| dc_host(id, v)))
                     .unwrap_or_else(|| transit_host(id));
                 (id, host_end, link.to_string())
             }
@@ -1005,6 +1050,82 @@ mod tests {
         assert!(a.iter().any(|x| matches!(x, Action::LoadNft { .. })));
         assert!(!a.iter().any(|x| matches!(x, Action::ReplaceRoute { ns: None, route } if route.dst.to_string() == "10.10.1.200/32")));
         assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+    }
+
+    #[test]
+    fn direct_connect_joins_its_segment_and_goes_away_cleanly() {
+        let mut r = nft::example();
+        let (mut h, mut v) = (host(), BTreeMap::new());
+        h.links.push(bridge(1_000_100));
+        converge(&r, &mut h, &mut v);
+        r.direct_connects
+            .push(sf_core::desired::DirectConnectPeering {
+                name: "hq".into(),
+                vni: 1_000_100,
+                local: "169.254.100.1/30".parse().unwrap(),
+                peer: "169.254.100.2".parse().unwrap(),
+                local_asn: 65010,
+                peer_asn: 65100,
+                accept: vec!["192.168.100.0/24".parse().unwrap()],
+                announce: vec!["10.10.1.0/24".parse().unwrap()],
+            });
+        let a = converge(&r, &mut h, &mut v);
+        assert!(a.contains(&Action::AddVeth {
+            host: "g7d1000100".into(),
+            peer: "d1000100".into(),
+            ns: "sfvpc-7".into()
+        }));
+        assert!(a.contains(&Action::SetMaster {
+            link: "g7d1000100".into(),
+            master: "brvx-1000100".into()
+        }));
+        assert!(a.contains(&Action::AddAddr {
+            ns: Some("sfvpc-7".into()),
+            dev: "d1000100".into(),
+            addr: "169.254.100.1/30".parse().unwrap()
+        }));
+        assert!(a.contains(&Action::SetMac {
+            ns: "sfvpc-7".into(),
+            link: "d1000100".into(),
+            mac: r.mac.clone()
+        }));
+        // Nothing else of the router is touched but the forward rule of the NAT table, and
+        // the DC address is not part of the VPC's inside (never SNATed).
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, Action::DelLink { .. } | Action::ReplaceRoute { .. })));
+        assert!(!nft::inside(&r)
+            .iter()
+            .any(|n| n.contains(&"169.254.100.1".parse::<Ipv4Addr>().unwrap())));
+        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+        // A BGP-learned route (not observed by the planner) is never in a plan; removal.
+        r.direct_connects.clear();
+        let a = converge(&r, &mut h, &mut v);
+        assert!(a.contains(&Action::DelLink {
+            ns: None,
+            link: "g7d1000100".into()
+        }));
+        assert!(v[&7].link("d1000100").is_none());
+        assert!(v[&7].link("t1000001").is_some());
+        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+        // plan_removal takes DC veths with the router.
+        r.direct_connects
+            .push(sf_core::desired::DirectConnectPeering {
+                name: "hq".into(),
+                vni: 1_000_100,
+                local: "169.254.100.1/30".parse().unwrap(),
+                peer: "169.254.100.2".parse().unwrap(),
+                local_asn: 65010,
+                peer_asn: 65100,
+                accept: vec![],
+                announce: vec![],
+            });
+        converge(&r, &mut h, &mut v);
+        let a = plan_removal(P, 7, &h);
+        assert!(a.contains(&Action::DelLink {
+            ns: None,
+            link: "g7d1000100".into()
+        }));
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub enum Command {
     /// Manage L4 load balancers (Maglev across gateways, health-checked backends).
     #[command(subcommand)]
     Lb(LbCmd),
+    /// Manage Direct Connects: a customer router on a switch port, eBGP with the VPC router.
+    #[command(subcommand)]
+    Dc(DcCmd),
     /// Gateway placement, drain and undrain.
     #[command(subcommand)]
     Gateway(GatewayCmd),
@@ -434,13 +437,19 @@ pub enum PortCmd {
         vpc: String,
         #[arg(long)]
         network: String,
-        /// Hypervisor node hosting the port.
-        #[arg(long, value_name = "HV")]
+        /// Node hosting the port: a hypervisor (VM NIC) or a switch (bare-metal server).
+        #[arg(long, value_name = "NODE")]
         node: String,
         #[arg(long)]
         ip: String,
         #[arg(long, default_value = "")]
         mac: String,
+        /// Bare metal: the switch's server-facing interface joined to the network.
+        #[arg(long, default_value = "")]
+        interface: String,
+        /// Bare metal: 802.1Q VLAN on --interface (omit for untagged).
+        #[arg(long, default_value_t = 0)]
+        vlan: u32,
     },
     /// List port bindings.
     List {
@@ -571,4 +580,61 @@ mod tests {
         ])
         .is_err());
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DcCmd {
+    /// Create a Direct Connect: hand the switch port/VLAN into a VNI, peer eBGP from the VPC.
+    Create {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        /// Switch node and its server-facing interface where the customer's router is.
+        #[arg(long)]
+        switch: String,
+        #[arg(long)]
+        interface: String,
+        /// 802.1Q VLAN on --interface (omit for untagged).
+        #[arg(long, default_value_t = 0)]
+        vlan: u32,
+        /// The VPC router's address/prefix on the hand-off segment, e.g. 169.254.100.1/30.
+        #[arg(long)]
+        local_address: String,
+        /// The customer router's address on the segment.
+        #[arg(long)]
+        peer_address: String,
+        #[arg(long)]
+        customer_asn: u32,
+        /// The VPC side's ASN (default 64512).
+        #[arg(long, default_value_t = 0)]
+        local_asn: u32,
+        /// Accepted customer prefix, "P", "P le N" or "P ge N le M"; repeat for several.
+        #[arg(long = "accept")]
+        accept: Vec<String>,
+    },
+    /// List Direct Connects with their BGP session state and prefix counts.
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        vpc: String,
+    },
+    /// Show one Direct Connect.
+    Show {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+    },
+    /// Delete a Direct Connect (tears down its session and routes).
+    Delete {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+    },
 }

@@ -2,13 +2,13 @@
 //! (ObjectRef / ListRequest conventions per object kind), and prints the rendered result.
 //! RPC failures surface as `tonic::Status` inside the returned `anyhow::Error`.
 use sf_proto::v1::{
-    AclList, AclRule, Backend, Empty, ListRequest, LoadBalancer, NatRule, Network, Node, ObjectRef,
-    Pool, PortBinding, Route, Tenant, Vpc,
+    AclList, AclRule, Backend, DirectConnect, Empty, ListRequest, LoadBalancer, NatRule, Network,
+    Node, ObjectRef, Pool, PortBinding, Route, Tenant, Vpc,
 };
 
 use crate::cli::{
-    AclCmd, Cli, Command, GatewayCmd, LbCmd, NatCmd, NetworkCmd, NodeCmd, Output, PoolCmd, PortCmd,
-    RouteCmd, TenantCmd, VpcCmd,
+    AclCmd, Cli, Command, DcCmd, GatewayCmd, LbCmd, NatCmd, NetworkCmd, NodeCmd, Output, PoolCmd,
+    PortCmd, RouteCmd, TenantCmd, VpcCmd,
 };
 use crate::client::{self, Client};
 use crate::output;
@@ -169,6 +169,8 @@ async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<S
                 node,
                 ip,
                 mac,
+                interface,
+                vlan,
             } => {
                 let r = c
                     .create_port_binding(PortBinding {
@@ -179,6 +181,8 @@ async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<S
                         node,
                         ip,
                         mac,
+                        interface,
+                        vlan,
                     })
                     .await?
                     .into_inner();
@@ -470,6 +474,61 @@ async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<S
                     .await?
                     .into_inner();
                 deleted("load balancer", &name, r.revision)
+            }
+        },
+        Command::Dc(cmd) => match cmd {
+            DcCmd::Create {
+                name,
+                tenant,
+                vpc,
+                switch,
+                interface,
+                vlan,
+                local_address,
+                peer_address,
+                customer_asn,
+                local_asn,
+                accept,
+            } => {
+                let r = c
+                    .create_direct_connect(DirectConnect {
+                        tenant,
+                        vpc,
+                        name: name.clone(),
+                        switch,
+                        interface,
+                        vlan,
+                        local_address,
+                        peer_address,
+                        local_asn,
+                        customer_asn,
+                        accept,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                created("Direct Connect", &name, r.revision)
+            }
+            DcCmd::List { tenant, vpc } => {
+                let l = c
+                    .list_direct_connects(list_req(tenant, vpc))
+                    .await?
+                    .into_inner();
+                output::list(fmt, &l.items)
+            }
+            DcCmd::Show { name, tenant, vpc } => {
+                let d = c
+                    .get_direct_connect(obj_ref(&tenant, &vpc, &name))
+                    .await?
+                    .into_inner();
+                output::show(fmt, &d)
+            }
+            DcCmd::Delete { name, tenant, vpc } => {
+                let r = c
+                    .delete_direct_connect(obj_ref(&tenant, &vpc, &name))
+                    .await?
+                    .into_inner();
+                deleted("Direct Connect", &name, r.revision)
             }
         },
         Command::Gateway(cmd) => match cmd {

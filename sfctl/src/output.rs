@@ -3,8 +3,8 @@
 //! return strings; printing is left to `commands`.
 use serde_json::{json, Value};
 use sf_proto::v1::{
-    AclList, FleetStatus, LoadBalancer, NatRule, Network, Node, NodeStatus, Placement,
-    PlacementList, Pool, PortBinding, Route, Tenant, Vpc,
+    AclList, DirectConnect, FleetStatus, LoadBalancer, NatRule, Network, Node, NodeStatus,
+    Placement, PlacementList, Pool, PortBinding, Route, Tenant, Vpc,
 };
 
 use crate::cli::Output;
@@ -350,9 +350,26 @@ impl Render for Network {
     }
 }
 
+/// "swp5", "swp5.100" or "" (VM port).
+fn attachment_cell(interface: &str, vlan: u32) -> String {
+    match (interface, vlan) {
+        ("", _) => "-".into(),
+        (i, 0) => i.into(),
+        (i, v) => format!("{i}.{v}"),
+    }
+}
+
 impl Render for PortBinding {
-    const HEADERS: &'static [&'static str] =
-        &["TENANT", "NAME", "VPC", "NETWORK", "NODE", "IP", "MAC"];
+    const HEADERS: &'static [&'static str] = &[
+        "TENANT",
+        "NAME",
+        "VPC",
+        "NETWORK",
+        "NODE",
+        "INTERFACE",
+        "IP",
+        "MAC",
+    ];
     fn row(&self) -> Vec<String> {
         vec![
             cell(&self.tenant),
@@ -360,6 +377,7 @@ impl Render for PortBinding {
             cell(&self.vpc),
             cell(&self.network),
             cell(&self.node),
+            attachment_cell(&self.interface, self.vlan),
             cell(&self.ip),
             cell(&self.mac),
         ]
@@ -371,8 +389,55 @@ impl Render for PortBinding {
             "vpc": self.vpc,
             "network": self.network,
             "node": self.node,
+            "interface": self.interface,
+            "vlan": self.vlan,
             "ip": self.ip,
             "mac": self.mac,
+        })
+    }
+}
+
+impl Render for DirectConnect {
+    const HEADERS: &'static [&'static str] = &[
+        "TENANT", "VPC", "NAME", "SWITCH", "PORT", "VNI", "PEER", "ASN", "GATEWAY", "BGP", "RCVD",
+        "ACCEPTED", "SENT",
+    ];
+    fn row(&self) -> Vec<String> {
+        vec![
+            cell(&self.tenant),
+            cell(&self.vpc),
+            cell(&self.name),
+            cell(&self.switch),
+            attachment_cell(&self.interface, self.vlan),
+            self.vni.to_string(),
+            cell(&self.peer_address),
+            self.customer_asn.to_string(),
+            cell(&self.gateway),
+            cell(&self.bgp_state),
+            self.prefixes_received.to_string(),
+            self.prefixes_accepted.to_string(),
+            self.prefixes_sent.to_string(),
+        ]
+    }
+    fn to_json(&self) -> Value {
+        json!({
+            "tenant": self.tenant,
+            "vpc": self.vpc,
+            "name": self.name,
+            "switch": self.switch,
+            "interface": self.interface,
+            "vlan": self.vlan,
+            "local_address": self.local_address,
+            "peer_address": self.peer_address,
+            "local_asn": self.local_asn,
+            "customer_asn": self.customer_asn,
+            "accept": self.accept,
+            "vni": self.vni,
+            "gateway": self.gateway,
+            "bgp_state": self.bgp_state,
+            "prefixes_received": self.prefixes_received,
+            "prefixes_accepted": self.prefixes_accepted,
+            "prefixes_sent": self.prefixes_sent,
         })
     }
 }
@@ -606,11 +671,22 @@ mod tests {
             node: "hv1".into(),
             ip: "10.10.1.10".into(),
             mac: "".into(),
+            interface: "".into(),
+            vlan: 0,
         };
         assert_eq!(
             p.to_json(),
-            json!({"tenant":"blue","name":"web-1","vpc":"v1","network":"web","node":"hv1","ip":"10.10.1.10","mac":""})
+            json!({"tenant":"blue","name":"web-1","vpc":"v1","network":"web","node":"hv1",
+                   "interface":"","vlan":0,"ip":"10.10.1.10","mac":""})
         );
+        assert_eq!(p.row()[5], "-", "a VM port has no switch interface");
+        let bm = PortBinding {
+            node: "leaf1".into(),
+            interface: "swp5".into(),
+            vlan: 100,
+            ..p
+        };
+        assert_eq!(bm.row()[5], "swp5.100");
     }
 
     fn sample_fleet() -> FleetStatus {

@@ -1,10 +1,14 @@
-//! `sf-switch-agent` as a library: a leaf or spine's dataplane is its loopback address and its
-//! FRR (underlay eBGP on every fabric port, EVPN transit between VTEPs).
+//! `sf-switch-agent` as a library: a leaf or spine's dataplane is its loopback address, its
+//! FRR (underlay eBGP on every fabric port; EVPN transit between VTEPs, or a VTEP itself on a
+//! leaf that hands server-facing ports into VNIs) and those ports ([`ports`]).
+
+pub mod ports;
 
 use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
 use sf_core::desired::NodeDesired;
 use sf_linux::frr::{expected_lines, render, Frr};
-use sf_linux::links;
+use sf_linux::{l2, links};
+use tracing::info;
 
 pub struct Switch {
     pub node: String,
@@ -44,6 +48,42 @@ impl Dataplane for Switch {
                 Err(e) => report.errors.push(e.to_string()),
             },
             Err(e) => report.errors.push(e.to_string()),
+        }
+        // VNIs this switch terminates: `vxlan<VNI>` in `brvx-<VNI>` (the same layout as a
+        // hypervisor's), then the server-facing members of those bridges.
+        let nets: Vec<&sf_core::desired::L2Network> = desired.networks().collect();
+        let vnis: std::collections::BTreeSet<u32> = nets.iter().map(|n| n.vni).collect();
+        match (links::observe().await, links::addresses("lo").await) {
+            (Ok(observed), Ok(lo)) => {
+                let p = l2::plan(&vnis, u.loopback, &lo, &observed);
+                report.errors.extend(p.errors);
+                for a in &p.actions {
+                    match l2::execute(a).await {
+                        Ok(()) => {
+                            info!(action = ?a, "applied");
+                            report.changes += 1;
+                        }
+                        Err(e) => report.errors.push(e.to_string()),
+                    }
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => report.errors.push(format!("observing links: {e}")),
+        }
+        match links::observe().await {
+            Ok(observed) => {
+                let (actions, errors) = ports::plan(&ports::wanted(&nets), &observed);
+                report.errors.extend(errors);
+                for a in &actions {
+                    match ports::execute(a).await {
+                        Ok(()) => {
+                            info!(action = ?a, "applied");
+                            report.changes += 1;
+                        }
+                        Err(e) => report.errors.push(e.to_string()),
+                    }
+                }
+            }
+            Err(e) => report.errors.push(format!("observing links: {e}")),
         }
         match self
             .frr

@@ -67,6 +67,11 @@ pub trait Dataplane: Send + 'static {
         std::collections::BTreeMap::new()
     }
 
+    /// Per-Direct-Connect BGP session state to report in status (gateways).
+    async fn dc_status(&mut self) -> std::collections::BTreeMap<String, sf_core::status::DcStatus> {
+        std::collections::BTreeMap::new()
+    }
+
     /// A notifier the dataplane triggers when it needs a reconcile pass outside of desired
     /// state changes (for example a backend's health changed).
     fn wakeup(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {

@@ -172,8 +172,10 @@ pub async fn run<D: Dataplane>(
         };
         let observed: BTreeSet<u32> = dataplane.observed_vnis().await;
         let lbs = dataplane.lb_status().await;
-        let lbs_changed = lbs != status.load_balancers;
+        let dcs = dataplane.dc_status().await;
+        let lbs_changed = lbs != status.load_balancers || dcs != status.direct_connects;
         status.load_balancers = lbs;
+        status.direct_connects = dcs;
         let mut changed_status = observed != status.observed_vnis || lbs_changed;
         status.observed_vnis = observed;
         let desired: Option<NodeDesired> = desired_rx.borrow_and_update().clone();

@@ -9,7 +9,7 @@ use crate::desired::{
     LoadBalancer as DesiredLb, LocalPort, NodeDesired, PortForward, RouterRoute, RouterTier,
     StaticNat, Underlay, VpcRouter, UNDERLAY_KEY,
 };
-use crate::desired::{AclRule, PeerTier, TierAcl};
+use crate::desired::{AclRule, DirectConnectPeering, PeerTier, TierAcl};
 use crate::model::{Direction, Intent, NatKind, NetworkKey, NodeRole, VpcKey};
 
 /// Compiles the desired state of `node` at `revision`. Unknown nodes get `None`.
@@ -20,9 +20,17 @@ pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDe
         revision,
         ..Default::default()
     };
+    // A switch terminates VXLAN (a leaf) only while it hands ports into VNIs; otherwise it is
+    // EVPN transit (a spine, or a leaf with no attachments).
+    let switch_nets = if n.role == NodeRole::Switch {
+        switch_networks(intent, node)
+    } else {
+        Vec::new()
+    };
     let evpn = match n.role {
         NodeRole::Hypervisor | NodeRole::Gateway => EvpnRole::Vtep,
-        NodeRole::Switch => EvpnRole::Transit,
+        NodeRole::Switch if switch_nets.is_empty() => EvpnRole::Transit,
+        NodeRole::Switch => EvpnRole::Vtep,
     };
     out.objects.insert(
         UNDERLAY_KEY.to_string(),
@@ -33,14 +41,36 @@ pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDe
             neighbors: n.fabric_ports.clone(),
             evpn,
             announce: Vec::new(),
+            forwarding: n.role == NodeRole::Switch,
         }),
     );
+    for net in switch_nets {
+        out.objects
+            .insert(network_key(net.vni), DesiredObject::L2Network(net));
+    }
     if n.role == NodeRole::Gateway {
         let mut announce = Vec::new();
         for vpc_key in served_vpcs(intent, node) {
             let router = vpc_router(intent, &vpc_key);
             for ip in router.public_ips() {
                 announce.push(ipnet::Ipv4Net::new(ip, 32).expect("/32 is valid"));
+            }
+            for dc in &router.direct_connects {
+                // The hand-off segment reaches the router like a tier does.
+                out.objects.insert(
+                    network_key(dc.vni),
+                    DesiredObject::L2Network(L2Network {
+                        vni: dc.vni,
+                        tenant: vpc_key.0.clone(),
+                        vpc: vpc_key.1.clone(),
+                        network: format!("dc-{}", dc.name),
+                        cidr: dc.local.trunc(),
+                        gateway: dc.local.addr(),
+                        ports: Vec::new(),
+                        acl: None,
+                        peer_tiers: Vec::new(),
+                    }),
+                );
             }
             for tier in &router.tiers {
                 let net = intent.networks
@@ -82,6 +112,7 @@ pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDe
                     name: p.name.clone(),
                     ip: p.ip,
                     mac: p.mac.clone(),
+                    attach: None,
                 })
                 .collect();
             out.objects.insert(
@@ -124,6 +155,60 @@ pub fn tier_acl(intent: &Intent, tenant: &str, vpc: &str, network: &str) -> Opti
         ingress: pick(Direction::Ingress),
         egress: pick(Direction::Egress),
     })
+}
+
+/// What a switch carries: each tier with a bare-metal port bound on one of its interfaces,
+/// and each Direct Connect hand-off segment on it (the customer's port as its member).
+pub fn switch_networks(intent: &Intent, node: &str) -> Vec<L2Network> {
+    let mut out = Vec::new();
+    for key in hosted_networks(intent, node) {
+        let net = &intent.networks[&key];
+        let ports = intent
+            .ports
+            .values()
+            .filter(|p| p.node == node && p.network_key() == key && p.attach.is_some())
+            .map(|p| LocalPort {
+                name: p.name.clone(),
+                ip: p.ip,
+                mac: p.mac.clone(),
+                attach: p.attach.clone(),
+            })
+            .collect::<Vec<_>>();
+        if ports.is_empty() {
+            continue;
+        }
+        out.push(L2Network {
+            vni: net.vni,
+            tenant: net.tenant.clone(),
+            vpc: net.vpc.clone(),
+            network: net.name.clone(),
+            cidr: net.cidr,
+            gateway: net.gateway,
+            ports,
+            acl: None,
+            peer_tiers: Vec::new(),
+        });
+    }
+    for dc in intent.direct_connects.values().filter(|d| d.switch == node) {
+        out.push(L2Network {
+            vni: dc.vni,
+            tenant: dc.tenant.clone(),
+            vpc: dc.vpc.clone(),
+            network: format!("dc-{}", dc.name),
+            cidr: dc.local_address.trunc(),
+            gateway: dc.local_address.addr(),
+            ports: vec![LocalPort {
+                name: dc.name.clone(),
+                ip: dc.peer_address,
+                mac: None,
+                attach: Some(dc.attachment()),
+            }],
+            acl: None,
+            peer_tiers: Vec::new(),
+        });
+    }
+    out.sort_by_key(|n| n.vni);
+    out
 }
 
 /// The other tiers of a network's VPC, with their ACLs.
@@ -188,7 +273,28 @@ pub fn vpc_router(intent: &Intent, key: &VpcKey) -> VpcRouter {
         port_forwards: Vec::new(),
         static_nats: Vec::new(),
         load_balancers: Vec::new(),
+        direct_connects: Vec::new(),
     };
+    let mut announce: Vec<ipnet::Ipv4Net> = router.tiers.iter().map(|t| t.cidr).collect();
+    announce.sort();
+    for dc in intent
+        .direct_connects
+        .values()
+        .filter(|d| in_vpc(&d.tenant, &d.vpc))
+    {
+        let mut accept = dc.accept.clone();
+        accept.sort();
+        router.direct_connects.push(DirectConnectPeering {
+            name: dc.name.clone(),
+            vni: dc.vni,
+            local: dc.local_address,
+            peer: dc.peer_address,
+            local_asn: dc.local_asn,
+            peer_asn: dc.customer_asn,
+            accept,
+            announce: announce.clone(),
+        });
+    }
     for lb in intent
         .load_balancers
         .values()
@@ -296,6 +402,14 @@ pub fn affected_nodes(intent: &Intent, change: &Change) -> BTreeSet<String> {
         Change::Vpc { tenant, vpc } => {
             let mut nodes: BTreeSet<String> = gateway_of(intent, tenant, vpc).into_iter().collect();
             nodes.extend(vpc_hosts(intent, tenant, vpc));
+            // The switches of its Direct Connects.
+            nodes.extend(
+                intent
+                    .direct_connects
+                    .values()
+                    .filter(|d| d.tenant == *tenant && d.vpc == *vpc)
+                    .map(|d| d.switch.clone()),
+            );
             nodes
         }
         Change::Network { vni } => {

@@ -33,6 +33,9 @@ pub struct Underlay {
     /// VPCs they serve; a border leaf: nothing, it only relays).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub announce: Vec<Ipv4Net>,
+    /// Routes IP between its ports (switches), whatever its EVPN role.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forwarding: bool,
 }
 
 /// A port bound on this node.
@@ -42,6 +45,18 @@ pub struct LocalPort {
     pub ip: Ipv4Addr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// On a switch: the server-facing interface (and VLAN) that joins `brvx-<VNI>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<SwitchAttachment>,
+}
+
+/// A switch interface, untagged or one 802.1Q VLAN of it, handed into a VNI.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SwitchAttachment {
+    pub interface: String,
+    /// None: the interface itself (untagged frames); Some(v): its VLAN v sub-interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
 }
 
 /// One tier present on this node as `vxlan<VNI>` in `brvx-<VNI>`.
@@ -246,6 +261,78 @@ pub struct VpcRouter {
     pub static_nats: Vec<StaticNat>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load_balancers: Vec<LoadBalancer>,
+    /// eBGP peerings with customer routers over Direct Connect hand-off segments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub direct_connects: Vec<DirectConnectPeering>,
+}
+
+/// One Direct Connect as the VPC router sees it: an L2 hand-off segment (`brvx-<vni>`, also
+/// compiled as an [`L2Network`] of the gateway) carrying one eBGP session with the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectConnectPeering {
+    pub name: String,
+    pub vni: u32,
+    /// The router's address and prefix on the segment, e.g. 169.254.100.1/30.
+    pub local: Ipv4Net,
+    /// The customer router's address on the segment.
+    pub peer: Ipv4Addr,
+    pub local_asn: u32,
+    pub peer_asn: u32,
+    /// Prefixes accepted from the customer (anything else is rejected).
+    pub accept: Vec<PrefixFilter>,
+    /// Prefixes announced to the customer: the VPC's tiers.
+    pub announce: Vec<Ipv4Net>,
+}
+
+/// One entry of a prefix list: `prefix`, optionally any more specific one up to `le` bits
+/// (from `ge` bits), as in FRR's `ip prefix-list ... permit P [ge G] [le L]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PrefixFilter {
+    pub prefix: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ge: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub le: Option<u8>,
+}
+
+impl std::fmt::Display for PrefixFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.prefix)?;
+        if let Some(g) = self.ge {
+            write!(f, " ge {g}")?;
+        }
+        if let Some(l) = self.le {
+            write!(f, " le {l}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for PrefixFilter {
+    type Err = String;
+    /// `10.0.0.0/8`, `10.0.0.0/8 le 24`, `10.0.0.0/8 ge 16 le 24`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut it = s.split_whitespace();
+        let prefix: Ipv4Net = it
+            .next()
+            .ok_or("empty prefix filter")?
+            .parse()
+            .map_err(|e| format!("{s:?}: {e}"))?;
+        let (mut ge, mut le) = (None, None);
+        while let Some(k) = it.next() {
+            let v: u8 = it
+                .next()
+                .ok_or_else(|| format!("{s:?}: {k} needs a length"))?
+                .parse()
+                .map_err(|_| format!("{s:?}: {k} needs a length 0-32"))?;
+            match k {
+                "ge" if ge.is_none() => ge = Some(v),
+                "le" if le.is_none() => le = Some(v),
+                _ => return Err(format!("{s:?}: expected PREFIX [ge N] [le N]")),
+            }
+        }
+        Ok(PrefixFilter { prefix, ge, le })
+    }
 }
 
 impl VpcRouter {

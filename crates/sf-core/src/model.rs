@@ -130,6 +130,44 @@ impl LoadBalancer {
     }
 }
 
+/// A Direct Connect: a customer's router on a switch port (and VLAN), handed off into a VNI
+/// of its own that reaches the VPC router, which peers eBGP with the customer, announces the
+/// VPC's tiers and installs the accepted customer prefixes in this VPC only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectConnect {
+    pub tenant: String,
+    pub vpc: String,
+    pub name: String,
+    /// The switch (a node with role switch) and its server-facing interface.
+    pub switch: String,
+    pub interface: String,
+    /// 802.1Q VLAN on the interface; None = untagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Our side (the VPC router) on the hand-off segment, with its prefix: 169.254.100.1/30.
+    pub local_address: Ipv4Net,
+    /// The customer router's address on the segment.
+    pub peer_address: Ipv4Addr,
+    pub local_asn: u32,
+    pub customer_asn: u32,
+    /// Prefixes accepted from the customer; everything else is rejected.
+    pub accept: Vec<crate::desired::PrefixFilter>,
+    /// VNI of the hand-off segment (allocated with the object, like a network's).
+    pub vni: u32,
+}
+
+impl DirectConnect {
+    pub fn key(&self) -> NetworkKey {
+        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
+    }
+    pub fn attachment(&self) -> crate::desired::SwitchAttachment {
+        crate::desired::SwitchAttachment {
+            interface: self.interface.clone(),
+            vlan: self.vlan,
+        }
+    }
+}
+
 /// Direction of an ACL rule relative to the tier it is attached to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -193,6 +231,9 @@ pub struct PortBinding {
     pub ip: Ipv4Addr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// On a switch node: the server-facing interface (and VLAN) of a bare-metal server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<crate::desired::SwitchAttachment>,
 }
 
 /// What a node does in the fabric.
@@ -267,6 +308,8 @@ pub struct Intent {
     pub acls: BTreeMap<NetworkKey, AclList>,
     /// Load balancers by (tenant, vpc, name).
     pub load_balancers: BTreeMap<NetworkKey, LoadBalancer>,
+    /// Direct Connects by (tenant, vpc, name).
+    pub direct_connects: BTreeMap<NetworkKey, DirectConnect>,
     /// Gateway placement of each VPC (written by the coordinator, read by the compiler).
     pub placements: BTreeMap<VpcKey, Placement>,
     /// Gateway nodes taken out of placement by `sfctl gateway drain`.
@@ -317,6 +360,10 @@ impl Intent {
 
     /// Every VNI already in use.
     pub fn used_vnis(&self) -> BTreeSet<u32> {
-        self.networks.values().map(|n| n.vni).collect()
+        self.networks
+            .values()
+            .map(|n| n.vni)
+            .chain(self.direct_connects.values().map(|d| d.vni))
+            .collect()
     }
 }

@@ -25,6 +25,9 @@ pub struct AgentStatus {
     /// Load balancers served by this node, by "tenant/vpc/name".
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub load_balancers: BTreeMap<String, LbStatus>,
+    /// Direct Connect BGP sessions of the VPC routers this node serves, by "tenant/vpc/name".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub direct_connects: BTreeMap<String, DcStatus>,
     /// Unix time (ms) of this report.
     #[serde(default)]
     pub reported_at_ms: u64,
@@ -37,4 +40,17 @@ pub struct LbStatus {
     pub table_digest: String,
     /// Backend name → healthy.
     pub backends: BTreeMap<String, bool>,
+}
+
+/// What a gateway reports about one Direct Connect's BGP session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DcStatus {
+    /// FRR's session state: Idle, Connect, Active, OpenSent, OpenConfirm, Established.
+    pub state: String,
+    /// Prefixes the customer sent (before the accept filter).
+    pub received: u64,
+    /// Prefixes accepted and installed in the VPC.
+    pub accepted: u64,
+    /// Prefixes announced to the customer.
+    pub sent: u64,
 }

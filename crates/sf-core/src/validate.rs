@@ -244,16 +244,40 @@ pub fn validate_port(intent: &Intent, p: &PortBinding) -> Result {
             format!("node {:?} is not in the inventory", p.node),
         )
     })?;
-    if node.role != NodeRole::Hypervisor {
-        return Err(err(
-            ErrorKind::Invalid,
-            "port.node",
-            format!(
-                "node {:?} is a {}, not a hypervisor",
-                p.node,
-                node.role.as_str()
-            ),
-        ));
+    match (node.role, &p.attach) {
+        (NodeRole::Hypervisor, None) => {}
+        (NodeRole::Hypervisor, Some(_)) => {
+            return Err(err(
+                ErrorKind::Invalid,
+                "port.interface",
+                format!(
+                    "node {:?} is a hypervisor: a switch interface applies to switch ports only",
+                    p.node
+                ),
+            ))
+        }
+        (NodeRole::Switch, Some(a)) => validate_attachment(intent, "port", &p.node, a)?,
+        (NodeRole::Switch, None) => {
+            return Err(err(
+                ErrorKind::Invalid,
+                "port.interface",
+                format!(
+                    "node {:?} is a switch: a bare-metal port needs the switch interface",
+                    p.node
+                ),
+            ))
+        }
+        (role, _) => {
+            return Err(err(
+                ErrorKind::Invalid,
+                "port.node",
+                format!(
+                    "node {:?} is a {}, not a hypervisor or switch",
+                    p.node,
+                    role.as_str()
+                ),
+            ))
+        }
     }
     if !host_in(net.cidr, p.ip) {
         return Err(err(
@@ -871,6 +895,254 @@ pub fn check_delete_acl(intent: &Intent, tenant: &str, vpc: &str, name: &str) ->
     vpc_child_exists(&intent.acls, "acl.name", "ACL list", tenant, vpc, name)
 }
 
+/// Linux interface names: 1-15 characters, no `/`, whitespace or `:`.
+fn valid_ifname(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A switch interface (and VLAN) that a bare-metal port (`what` = "port") or a Direct Connect
+/// ("dc") wants: a server-facing interface of a switch, not used by another binding in a way
+/// that conflicts (untagged takes the whole interface; a VLAN is used once per interface).
+fn validate_attachment(
+    intent: &Intent,
+    what: &str,
+    switch: &str,
+    a: &crate::desired::SwitchAttachment,
+) -> Result {
+    let f = |x: &str| format!("{what}.{x}");
+    let node = intent.nodes.get(switch).ok_or_else(|| {
+        err(
+            ErrorKind::NotFound,
+            &f(if what == "dc" { "switch" } else { "node" }),
+            format!("switch {switch:?} is not in the inventory"),
+        )
+    })?;
+    if node.role != NodeRole::Switch {
+        return Err(err(
+            ErrorKind::Invalid,
+            &f(if what == "dc" { "switch" } else { "node" }),
+            format!("node {switch:?} is a {}, not a switch", node.role.as_str()),
+        ));
+    }
+    if !valid_ifname(&a.interface) {
+        return Err(err(
+            ErrorKind::Invalid,
+            &f("interface"),
+            format!(
+                "{:?} is not an interface name (1-15 of A-Z a-z 0-9 . _ -)",
+                a.interface
+            ),
+        ));
+    }
+    if node.fabric_ports.contains(&a.interface) {
+        return Err(err(
+            ErrorKind::Invalid,
+            &f("interface"),
+            format!(
+                "{} is a fabric port of {switch}, not a server-facing port",
+                a.interface
+            ),
+        ));
+    }
+    if let Some(v) = a.vlan {
+        if !(1..=4094).contains(&v) {
+            return Err(err(
+                ErrorKind::Invalid,
+                &f("vlan"),
+                format!("{v} is not a VLAN id (1-4094)"),
+            ));
+        }
+    }
+    let used: Vec<(crate::desired::SwitchAttachment, String)> = intent
+        .ports
+        .values()
+        .filter(|p| p.node == switch)
+        .filter_map(|p| p.attach.clone().map(|x| (x, format!("port {:?}", p.name))))
+        .chain(
+            intent
+                .direct_connects
+                .values()
+                .filter(|d| d.switch == switch)
+                .map(|d| (d.attachment(), format!("Direct Connect {:?}", d.name))),
+        )
+        .collect();
+    for (o, who) in used {
+        if o.interface != a.interface {
+            continue;
+        }
+        match (o.vlan, a.vlan) {
+            (None, _) => {
+                return Err(err(
+                    ErrorKind::InUse,
+                    &f("interface"),
+                    format!("{switch} {} is already bound untagged by {who}", a.interface),
+                ))
+            }
+            (Some(_), None) => {
+                return Err(err(
+                    ErrorKind::InUse,
+                    &f("interface"),
+                    format!(
+                        "{switch} {} carries VLANs (one is bound by {who}); it cannot also be bound untagged",
+                        a.interface
+                    ),
+                ))
+            }
+            (Some(x), Some(y)) if x == y => {
+                return Err(err(
+                    ErrorKind::InUse,
+                    &f("vlan"),
+                    format!("VLAN {y} on {switch} {} is already used by {who}", a.interface),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn valid_asn(asn: u32) -> bool {
+    // 0 and 65535/4294967295 are reserved, 23456 is AS_TRANS (RFC 6793).
+    !matches!(asn, 0 | 23456 | 65535 | 4_294_967_295)
+}
+
+pub fn validate_dc(intent: &Intent, d: &crate::model::DirectConnect) -> Result {
+    validate_name("dc.tenant", &d.tenant)?;
+    validate_name("dc.vpc", &d.vpc)?;
+    validate_name("dc.name", &d.name)?;
+    let vpc = vpc_of(intent, "dc.vpc", &d.tenant, &d.vpc)?;
+    if intent.direct_connects.contains_key(&d.key()) {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "dc.name",
+            format!(
+                "Direct Connect {:?} already exists in VPC {:?}",
+                d.name, d.vpc
+            ),
+        ));
+    }
+    validate_attachment(intent, "dc", &d.switch, &d.attachment())?;
+    for (field, asn) in [
+        ("dc.customer_asn", d.customer_asn),
+        ("dc.local_asn", d.local_asn),
+    ] {
+        if !valid_asn(asn) {
+            return Err(err(
+                ErrorKind::Invalid,
+                field,
+                format!("{asn} is not a usable ASN (0, 23456, 65535 and 4294967295 are reserved)"),
+            ));
+        }
+    }
+    if d.customer_asn == d.local_asn {
+        return Err(err(
+            ErrorKind::Invalid,
+            "dc.customer_asn",
+            format!(
+                "{} is also the local ASN: the session is eBGP",
+                d.customer_asn
+            ),
+        ));
+    }
+    let net = d.local_address.trunc();
+    if d.local_address.prefix_len() > 31 || d.local_address.prefix_len() < 24 {
+        return Err(err(
+            ErrorKind::Invalid,
+            "dc.local_address",
+            format!(
+                "{} must be an address with a /24 to /31 prefix",
+                d.local_address
+            ),
+        ));
+    }
+    if d.local_address.prefix_len() < 31
+        && (d.local_address.addr() == net.network() || d.local_address.addr() == net.broadcast())
+    {
+        return Err(err(
+            ErrorKind::Invalid,
+            "dc.local_address",
+            format!("{} is not a host address of {net}", d.local_address.addr()),
+        ));
+    }
+    if !net.contains(&d.peer_address)
+        || d.peer_address == d.local_address.addr()
+        || (d.local_address.prefix_len() < 31
+            && (d.peer_address == net.network() || d.peer_address == net.broadcast()))
+    {
+        return Err(err(
+            ErrorKind::Invalid,
+            "dc.peer_address",
+            format!("{} is not another host address of {net}", d.peer_address),
+        ));
+    }
+    if overlaps(net, vpc.cidr) {
+        return Err(err(
+            ErrorKind::Invalid,
+            "dc.local_address",
+            format!("{net} overlaps the VPC's CIDR {}", vpc.cidr),
+        ));
+    }
+    if let Some(o) = intent
+        .direct_connects
+        .values()
+        .find(|o| o.tenant == d.tenant && o.vpc == d.vpc && overlaps(o.local_address.trunc(), net))
+    {
+        return Err(err(
+            ErrorKind::Invalid,
+            "dc.local_address",
+            format!("{net} overlaps the segment of Direct Connect {:?}", o.name),
+        ));
+    }
+    if d.accept.is_empty() {
+        return Err(err(
+            ErrorKind::Invalid,
+            "dc.accept",
+            "at least one accepted prefix is required (e.g. 192.168.0.0/16 le 24)",
+        ));
+    }
+    for (i, a) in d.accept.iter().enumerate() {
+        let field = format!("dc.accept[{i}]");
+        if a.prefix.network() != a.prefix.addr() {
+            return Err(err(
+                ErrorKind::Invalid,
+                &field,
+                format!(
+                    "{} has host bits set (did you mean {}?)",
+                    a.prefix,
+                    a.prefix.trunc()
+                ),
+            ));
+        }
+        let len = a.prefix.prefix_len();
+        let ge = a.ge.unwrap_or(len);
+        let le = a.le.unwrap_or(32);
+        if a.ge.is_some_and(|g| g < len || g > 32)
+            || a.le.is_some_and(|l| l < len || l > 32)
+            || ge > le
+        {
+            return Err(err(
+                ErrorKind::Invalid,
+                &field,
+                format!("{a}: need {len} <= ge <= le <= 32"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn check_delete_dc(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
+    vpc_child_exists(
+        &intent.direct_connects,
+        "dc.name",
+        "Direct Connect",
+        tenant,
+        vpc,
+        name,
+    )
+}
+
 pub fn check_delete_lb(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
     vpc_child_exists(
         &intent.load_balancers,
@@ -994,6 +1266,10 @@ pub fn check_delete_vpc(intent: &Intent, tenant: &str, vpc: &str) -> Result {
             "load balancer",
             intent.load_balancers.keys().find(|k| in_vpc(k)),
         ),
+        (
+            "Direct Connect",
+            intent.direct_connects.keys().find(|k| in_vpc(k)),
+        ),
     ];
     if let Some((what, Some(k))) = children.into_iter().find(|(_, k)| k.is_some()) {
         return Err(err(
@@ -1103,6 +1379,16 @@ pub fn check_delete_node(intent: &Intent, name: &str) -> Result {
             ErrorKind::InUse,
             "node.name",
             format!("node {name:?} still hosts port {}/{}", p.tenant, p.name),
+        ));
+    }
+    if let Some(d) = intent.direct_connects.values().find(|d| d.switch == name) {
+        return Err(err(
+            ErrorKind::InUse,
+            "node.name",
+            format!(
+                "switch {name:?} still carries Direct Connect {}/{}/{}",
+                d.tenant, d.vpc, d.name
+            ),
         ));
     }
     Ok(())

@@ -74,6 +74,7 @@ fn demo() -> Intent {
             node: hv.into(),
             ip: ip.parse().unwrap(),
             mac: None,
+            attach: None,
         };
         i.ports.insert(p.key(), p);
     }
@@ -151,6 +152,7 @@ fn delta_round_trips_and_digest_changes() {
         node: "hv2".into(),
         ip: "10.10.1.13".parse().unwrap(),
         mac: None,
+        attach: None,
     };
     i.ports.insert(p.key(), p);
     let after = compile_node(&i, "hv2", 2).unwrap();
@@ -260,6 +262,7 @@ fn port_validation_names_the_field() {
         node: "hv3".into(),
         ip: "10.10.1.13".parse().unwrap(),
         mac: Some("02:00:00:00:00:13".into()),
+        attach: None,
     };
     assert!(validate_port(&i, &base).is_ok());
     let mut outside = base.clone();
@@ -279,7 +282,11 @@ fn port_validation_names_the_field() {
     assert_eq!(field_of(validate_port(&i, &no_node)), "port.node");
     let mut switch = base.clone();
     switch.node = "leaf1".into();
-    assert_eq!(field_of(validate_port(&i, &switch)), "port.node");
+    assert_eq!(
+        field_of(validate_port(&i, &switch)),
+        "port.interface",
+        "a port on a switch needs the switch interface"
+    );
     let mut no_net = base.clone();
     no_net.network = "db".into();
     assert_eq!(field_of(validate_port(&i, &no_net)), "port.network");
@@ -772,6 +779,7 @@ fn with_db() -> Intent {
         node: "hv3".into(),
         ip: "10.10.2.11".parse().unwrap(),
         mac: None,
+        attach: None,
     };
     i.ports.insert(p.key(), p);
     i
@@ -919,4 +927,274 @@ fn acl_lists_round_trip_through_their_stored_json() {
         let back: NatRule = serde_json::from_slice(&serde_json::to_vec(r).unwrap()).unwrap();
         assert_eq!(&back, r);
     }
+}
+
+fn attach(interface: &str, vlan: Option<u16>) -> Option<sf_core::desired::SwitchAttachment> {
+    Some(sf_core::desired::SwitchAttachment {
+        interface: interface.into(),
+        vlan,
+    })
+}
+
+fn bare_metal(name: &str, ip: &str, a: Option<sf_core::desired::SwitchAttachment>) -> PortBinding {
+    PortBinding {
+        tenant: "demo".into(),
+        name: name.into(),
+        vpc: "blue".into(),
+        network: "web".into(),
+        node: "leaf1".into(),
+        ip: ip.parse().unwrap(),
+        mac: None,
+        attach: a,
+    }
+}
+
+#[test]
+fn switch_ports_check_interface_and_vlan_conflicts() {
+    let mut i = demo();
+    let tagged = bare_metal("bm1", "10.10.1.50", attach("swp5", Some(100)));
+    validate_port(&i, &tagged).expect("tagged bare-metal port");
+    i.ports.insert(tagged.key(), tagged);
+    // Same VLAN on the same interface: refused naming the VLAN.
+    let f = |i: &Intent, p: PortBinding| field_of(validate_port(i, &p));
+    assert_eq!(
+        f(
+            &i,
+            bare_metal("bm2", "10.10.1.51", attach("swp5", Some(100)))
+        ),
+        "port.vlan"
+    );
+    // Another VLAN on it is fine; untagged on an interface that carries VLANs is not.
+    validate_port(
+        &i,
+        &bare_metal("bm2", "10.10.1.51", attach("swp5", Some(101))),
+    )
+    .unwrap();
+    assert_eq!(
+        f(&i, bare_metal("bm2", "10.10.1.51", attach("swp5", None))),
+        "port.interface"
+    );
+    // A fabric port, a bad name, a VLAN out of range.
+    assert_eq!(
+        f(&i, bare_metal("bm2", "10.10.1.51", attach("leaf2", None))),
+        "port.interface"
+    );
+    assert_eq!(
+        f(&i, bare_metal("bm2", "10.10.1.51", attach("a/b", None))),
+        "port.interface"
+    );
+    assert_eq!(
+        f(&i, bare_metal("bm2", "10.10.1.51", attach("swp6", Some(0)))),
+        "port.vlan"
+    );
+    assert_eq!(
+        f(
+            &i,
+            bare_metal("bm2", "10.10.1.51", attach("swp6", Some(4095)))
+        ),
+        "port.vlan"
+    );
+    // An untagged binding takes the whole interface.
+    let untagged = bare_metal("bm3", "10.10.1.52", attach("swp6", None));
+    validate_port(&i, &untagged).unwrap();
+    i.ports.insert(untagged.key(), untagged);
+    assert_eq!(
+        f(&i, bare_metal("bm4", "10.10.1.53", attach("swp6", Some(7)))),
+        "port.interface"
+    );
+    // A hypervisor port must not name a switch interface.
+    let mut hv = bare_metal("vm9", "10.10.1.54", attach("eth0", None));
+    hv.node = "hv3".into();
+    assert_eq!(field_of(validate_port(&i, &hv)), "port.interface");
+}
+
+fn dc() -> DirectConnect {
+    DirectConnect {
+        tenant: "demo".into(),
+        vpc: "blue".into(),
+        name: "cdc".into(),
+        switch: "leaf1".into(),
+        interface: "swp7".into(),
+        vlan: Some(200),
+        local_address: "169.254.100.1/30".parse().unwrap(),
+        peer_address: "169.254.100.2".parse().unwrap(),
+        local_asn: 64512,
+        customer_asn: 65300,
+        accept: vec!["192.168.0.0/16 le 24".parse().unwrap()],
+        vni: 1_500_000,
+    }
+}
+
+#[test]
+fn direct_connect_validation_names_the_field() {
+    let mut i = demo();
+    validate_dc(&i, &dc()).expect("valid Direct Connect");
+    let f = |i: &Intent, d: DirectConnect| field_of(validate_dc(i, &d));
+    let with = |g: &dyn Fn(&mut DirectConnect)| {
+        let mut d = dc();
+        g(&mut d);
+        d
+    };
+    assert_eq!(f(&i, with(&|d| d.customer_asn = 0)), "dc.customer_asn");
+    assert_eq!(f(&i, with(&|d| d.customer_asn = 23456)), "dc.customer_asn");
+    assert_eq!(f(&i, with(&|d| d.customer_asn = 64512)), "dc.customer_asn");
+    assert_eq!(f(&i, with(&|d| d.local_asn = 65535)), "dc.local_asn");
+    assert_eq!(f(&i, with(&|d| d.switch = "hv1".into())), "dc.switch");
+    assert_eq!(f(&i, with(&|d| d.switch = "leaf9".into())), "dc.switch");
+    assert_eq!(f(&i, with(&|d| d.vpc = "green".into())), "dc.vpc");
+    assert_eq!(
+        f(
+            &i,
+            with(&|d| d.peer_address = "169.254.100.3".parse().unwrap())
+        ),
+        "dc.peer_address"
+    );
+    assert_eq!(
+        f(
+            &i,
+            with(&|d| d.peer_address = "169.254.100.1".parse().unwrap())
+        ),
+        "dc.peer_address"
+    );
+    assert_eq!(
+        f(
+            &i,
+            with(&|d| d.local_address = "169.254.100.0/30".parse().unwrap())
+        ),
+        "dc.local_address"
+    );
+    assert_eq!(
+        f(
+            &i,
+            with(&|d| {
+                d.local_address = "10.10.9.1/30".parse().unwrap();
+                d.peer_address = "10.10.9.2".parse().unwrap();
+            })
+        ),
+        "dc.local_address",
+        "inside the VPC's CIDR"
+    );
+    assert_eq!(f(&i, with(&|d| d.accept.clear())), "dc.accept");
+    assert_eq!(
+        f(
+            &i,
+            with(&|d| d.accept = vec!["192.168.1.1/16".parse().unwrap()])
+        ),
+        "dc.accept[0]"
+    );
+    assert_eq!(
+        f(
+            &i,
+            with(&|d| d.accept.push("10.0.0.0/8 ge 24 le 16".parse().unwrap()))
+        ),
+        "dc.accept[1]"
+    );
+    assert!("10.0.0.0/8 le"
+        .parse::<sf_core::desired::PrefixFilter>()
+        .is_err());
+    assert!("10.0.0.0/8 foo 3"
+        .parse::<sf_core::desired::PrefixFilter>()
+        .is_err());
+    // Port and VLAN conflicts with bare-metal ports and other Direct Connects.
+    let bm = bare_metal("bm1", "10.10.1.50", attach("swp7", Some(200)));
+    i.ports.insert(bm.key(), bm);
+    assert_eq!(f(&i, dc()), "dc.vlan", "VLAN 200 on swp7 is used by bm1");
+    validate_dc(&i, &with(&|d| d.vlan = Some(201))).unwrap();
+    let d = with(&|d| d.vlan = Some(201));
+    i.direct_connects.insert(d.key(), d);
+    assert_eq!(
+        f(
+            &i,
+            with(&|d| {
+                d.vlan = Some(202);
+            })
+        ),
+        "dc.name",
+        "name taken"
+    );
+    assert_eq!(
+        f(
+            &i,
+            with(&|d| {
+                d.name = "cdc2".into();
+                d.vlan = Some(202);
+            })
+        ),
+        "dc.local_address",
+        "same segment as cdc"
+    );
+    // Deletes: the VPC and the switch are in use while the Direct Connect exists.
+    assert_eq!(field_of(check_delete_vpc(&i, "demo", "blue")), "vpc.name");
+    assert_eq!(field_of(check_delete_node(&i, "leaf1")), "node.name");
+    assert_eq!(
+        field_of(check_delete_dc(&i, "demo", "blue", "nope")),
+        "dc.name"
+    );
+    check_delete_dc(&i, "demo", "blue", "cdc").unwrap();
+}
+
+#[test]
+fn switch_and_gateway_compile_bare_metal_and_direct_connect() {
+    let mut i = with_gateways();
+    // A spine (no attachment) stays transit; leaf1 becomes a VTEP with its attachments.
+    let bm = bare_metal("bm1", "10.10.1.50", attach("swp5", None));
+    i.ports.insert(bm.key(), bm);
+    let d = dc();
+    i.direct_connects.insert(d.key(), d);
+    let leaf = compile_node(&i, "leaf1", 1).unwrap();
+    let u = leaf.underlay().unwrap();
+    assert_eq!(u.evpn, EvpnRole::Vtep);
+    assert!(
+        u.forwarding,
+        "a switch routes the underlay whatever its EVPN role"
+    );
+    let nets: Vec<_> = leaf.networks().collect();
+    assert_eq!(nets.len(), 2, "{nets:?}");
+    let web = nets.iter().find(|n| n.vni == 1_000_001).unwrap();
+    assert_eq!(web.ports[0].attach, attach("swp5", None));
+    let hand_off = nets.iter().find(|n| n.vni == 1_500_000).unwrap();
+    assert_eq!(hand_off.ports[0].attach, attach("swp7", Some(200)));
+    // hv2 hosts blue-web-2 only: the bare-metal port does not leak into its scope.
+    let hv2 = compile_node(&i, "hv2", 1).unwrap();
+    assert!(hv2
+        .networks()
+        .all(|n| n.ports.iter().all(|p| p.attach.is_none())));
+    // The serving gateway gets the hand-off segment and the peering with the VPC's tiers.
+    let gw = compile_node(&i, "gw1", 1).unwrap();
+    assert!(gw.networks().any(|n| n.vni == 1_500_000));
+    let router = gw
+        .objects
+        .values()
+        .find_map(|o| match o {
+            DesiredObject::VpcRouter(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let p = &router.direct_connects[0];
+    assert_eq!((p.peer_asn, p.local_asn), (65300, 64512));
+    assert_eq!(p.announce, vec!["10.10.1.0/24".parse().unwrap()]);
+    assert_eq!(p.accept[0].to_string(), "192.168.0.0/16 le 24");
+    // The standby gateway carries nothing of it; a DC change touches the gateway and leaf1.
+    assert!(compile_node(&i, "gw2", 1)
+        .unwrap()
+        .networks()
+        .next()
+        .is_none());
+    let touched = affected_nodes(
+        &i,
+        &Change::Vpc {
+            tenant: "demo".into(),
+            vpc: "blue".into(),
+        },
+    );
+    assert!(
+        touched.contains("gw1") && touched.contains("leaf1"),
+        "{touched:?}"
+    );
+    // Without attachments leaf1 is transit again.
+    i.ports.retain(|_, p| p.attach.is_none());
+    i.direct_connects.clear();
+    let leaf = compile_node(&i, "leaf1", 1).unwrap();
+    assert_eq!(leaf.underlay().unwrap().evpn, EvpnRole::Transit);
+    assert!(leaf.networks().next().is_none());
 }

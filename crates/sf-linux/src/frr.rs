@@ -20,7 +20,7 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "frr defaults datacenter");
     let _ = writeln!(c, "hostname {hostname}");
-    if u.evpn == EvpnRole::Transit {
+    if u.evpn == EvpnRole::Transit || u.forwarding {
         let _ = writeln!(c, "ip forwarding");
         let _ = writeln!(c, "ipv6 forwarding");
     }
@@ -161,6 +161,7 @@ mod tests {
             neighbors: vec!["leaf1".into(), "leaf2".into()],
             evpn,
             announce: vec![],
+            forwarding: false,
         }
     }
 
@@ -182,5 +183,14 @@ mod tests {
         assert!(!c.contains("advertise-all-vni"));
         assert!(c.contains("  neighbor FABRIC activate\n"));
         assert_eq!(expected_lines(&underlay(EvpnRole::Transit)).len(), 3);
+    }
+
+    #[test]
+    fn a_leaf_that_terminates_vnis_still_forwards() {
+        let mut u = underlay(EvpnRole::Vtep);
+        u.forwarding = true;
+        let c = render("leaf1", &u);
+        assert!(c.contains("ip forwarding\n"));
+        assert!(c.contains("  advertise-all-vni\n"));
     }
 }

@@ -336,18 +336,7 @@ impl IntentStore {
     ) -> Result<(u32, i64), WriteError> {
         let mut skip = std::collections::BTreeSet::new();
         for _ in 0..64 {
-            let (taken, _) = self.store.list(&self.keys.vni_prefix()).await?;
-            let taken: std::collections::BTreeSet<u32> = taken
-                .iter()
-                .filter_map(|kv| match self.keys.parse(&kv.key) {
-                    Some(KeyKind::VniAlloc(v)) => Some(v),
-                    _ => None,
-                })
-                .chain(skip.iter().copied())
-                .collect();
-            let Some(vni) = pool.clone().find(|v| !taken.contains(v)) else {
-                return Err(WriteError::PoolExhausted(pool));
-            };
+            let vni = self.free_vni(&pool, &skip).await?;
             let mut with_vni = n.clone();
             with_vni.vni = vni;
             match self.create_network(&with_vni).await {
@@ -378,6 +367,85 @@ impl IntentStore {
         Err(WriteError::Conflict(
             "VNI allocation kept racing; retry".into(),
         ))
+    }
+
+    /// The lowest VNI of `pool` that is neither allocated nor in `skip`.
+    async fn free_vni(
+        &self,
+        pool: &RangeInclusive<u32>,
+        skip: &std::collections::BTreeSet<u32>,
+    ) -> Result<u32, WriteError> {
+        let (taken, _) = self.store.list(&self.keys.vni_prefix()).await?;
+        let taken: std::collections::BTreeSet<u32> = taken
+            .iter()
+            .filter_map(|kv| match self.keys.parse(&kv.key) {
+                Some(KeyKind::VniAlloc(v)) => Some(v),
+                _ => None,
+            })
+            .chain(skip.iter().copied())
+            .collect();
+        pool.clone()
+            .find(|v| !taken.contains(v))
+            .ok_or_else(|| WriteError::PoolExhausted(pool.clone()))
+    }
+
+    /// Creates a Direct Connect with the lowest free VNI of `pool` for its hand-off segment
+    /// (claimed in the same transaction, like a network's). Returns the VNI and the revision.
+    pub async fn create_dc_allocating(
+        &self,
+        d: &sf_core::model::DirectConnect,
+        pool: RangeInclusive<u32>,
+    ) -> Result<(u32, i64), WriteError> {
+        let k = self.keys.dc(&d.tenant, &d.vpc, &d.name);
+        let mut skip = std::collections::BTreeSet::new();
+        for _ in 0..64 {
+            let vni = self.free_vni(&pool, &skip).await?;
+            let mut with_vni = d.clone();
+            with_vni.vni = vni;
+            let out = self
+                .store
+                .txn(
+                    vec![
+                        Compare::Absent(k.clone()),
+                        Compare::Absent(self.keys.vni(vni)),
+                        Compare::Present(self.keys.vpc(&d.tenant, &d.vpc)),
+                        Compare::Present(self.keys.node(&d.switch)),
+                    ],
+                    vec![
+                        Self::put(k.clone(), encode(&with_vni)),
+                        Self::put(
+                            self.keys.vni(vni),
+                            format!("dc:{}/{}/{}", d.tenant, d.vpc, d.name).into_bytes(),
+                        ),
+                    ],
+                )
+                .await?;
+            if out.succeeded {
+                return Ok((vni, out.revision));
+            }
+            if self.store.get(&k).await?.is_some() {
+                return Err(WriteError::Conflict(format!(
+                    "Direct Connect {} was created concurrently",
+                    d.name
+                )));
+            }
+            skip.insert(vni);
+        }
+        Err(WriteError::Conflict(
+            "VNI allocation kept racing; retry".into(),
+        ))
+    }
+
+    /// Deletes a Direct Connect and releases its VNI.
+    pub async fn delete_dc(&self, d: &sf_core::model::DirectConnect) -> Result<i64, WriteError> {
+        self.delete_keys(
+            "Direct Connect",
+            vec![
+                self.keys.dc(&d.tenant, &d.vpc, &d.name),
+                self.keys.vni(d.vni),
+            ],
+        )
+        .await
     }
 
     pub async fn create_port(&self, p: &PortBinding) -> Result<i64, WriteError> {
@@ -455,6 +523,7 @@ pub fn change_before(keys: &Keys, view: &ClusterView, key: &str) -> Option<Chang
             node: old.node.clone(),
         }),
         KeyKind::Vpc(tenant, vpc)
+        | KeyKind::Dc(tenant, vpc, _)
         | KeyKind::Nat(tenant, vpc, _)
         | KeyKind::Route(tenant, vpc, _)
         | KeyKind::Lb(tenant, vpc, _)
@@ -565,6 +634,16 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
                     .insert((t.clone(), v.clone(), l), decode(&ev.kv)?);
             } else {
                 intent.acls.remove(&(t.clone(), v.clone(), l));
+            }
+            Some(Change::Vpc { tenant: t, vpc: v })
+        }
+        KeyKind::Dc(t, v, d) => {
+            if put {
+                intent
+                    .direct_connects
+                    .insert((t.clone(), v.clone(), d), decode(&ev.kv)?);
+            } else {
+                intent.direct_connects.remove(&(t.clone(), v.clone(), d));
             }
             Some(Change::Vpc { tenant: t, vpc: v })
         }

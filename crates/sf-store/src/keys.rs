@@ -11,10 +11,12 @@
 //! {root}/intent/routes/{tenant}/{vpc}/{route}         StaticRoute
 //! {root}/intent/lbs/{tenant}/{vpc}/{lb}               LoadBalancer
 //! {root}/intent/acls/{tenant}/{vpc}/{list}            AclList
+//! {root}/intent/dcs/{tenant}/{vpc}/{dc}               DirectConnect
 //! {root}/inventory/nodes/{node}                       Node
 //! {root}/inventory/drained/{node}                     present while a gateway is drained
 //! {root}/placement/{tenant}/{vpc}                     Placement (written by the leader)
-//! {root}/alloc/vni/{vni}                              owner "tenant/vpc/network" (allocation)
+//! {root}/alloc/vni/{vni}                              owner "tenant/vpc/network", or
+//!                                                     "dc:tenant/vpc/dc" (allocation)
 //! {root}/alloc/vpc-id/{id}                            owner "tenant/vpc" (allocation)
 //! {root}/nodes/{node}/heartbeat                       under the node's lease; presence = alive
 //! {root}/nodes/{node}/status                          AgentStatus (JSON), under the same lease
@@ -82,6 +84,9 @@ impl Keys {
     pub fn acl(&self, t: &str, v: &str, l: &str) -> String {
         format!("{}/intent/acls/{t}/{v}/{l}", self.root)
     }
+    pub fn dc(&self, t: &str, v: &str, d: &str) -> String {
+        format!("{}/intent/dcs/{t}/{v}/{d}", self.root)
+    }
     pub fn drained(&self, n: &str) -> String {
         format!("{}/inventory/drained/{n}", self.root)
     }
@@ -131,6 +136,7 @@ impl Keys {
             ["intent", "acls", t, v, l] => {
                 KeyKind::Acl(t.to_string(), v.to_string(), l.to_string())
             }
+            ["intent", "dcs", t, v, d] => KeyKind::Dc(t.to_string(), v.to_string(), d.to_string()),
             ["inventory", "drained", n] => KeyKind::Drained(n.to_string()),
             ["placement", t, v] => KeyKind::Placement(t.to_string(), v.to_string()),
             ["alloc", "vpc-id", i] => KeyKind::VpcIdAlloc(i.parse().ok()?),
@@ -156,6 +162,7 @@ pub enum KeyKind {
     Route(String, String, String),
     Lb(String, String, String),
     Acl(String, String, String),
+    Dc(String, String, String),
     Drained(String),
     Placement(String, String),
     VpcIdAlloc(u32),

@@ -325,6 +325,44 @@ async fn concurrent_vni_allocation_is_unique(s: Arc<dyn KvStore>) {
         .is_err());
     let (allocs, _) = s.list("/vni-test/alloc/vni/").await.unwrap();
     assert_eq!(allocs.len(), 16);
+    // A Direct Connect's hand-off segment draws from the same pool (its switch must exist),
+    // and deleting it releases the VNI.
+    st.create_node(&sf_core::model::Node {
+        name: "leaf1".into(),
+        role: sf_core::model::NodeRole::Switch,
+        site: String::new(),
+        asn: 65101,
+        loopback: "10.255.0.1".parse().unwrap(),
+        fabric_ports: vec![],
+    })
+    .await
+    .unwrap();
+    let dc = sf_core::model::DirectConnect {
+        tenant: "t".into(),
+        vpc: "v".into(),
+        name: "cdc".into(),
+        switch: "leaf1".into(),
+        interface: "swp7".into(),
+        vlan: Some(200),
+        local_address: "169.254.100.1/30".parse().unwrap(),
+        peer_address: "169.254.100.2".parse().unwrap(),
+        local_asn: 64512,
+        customer_asn: 65300,
+        accept: vec!["192.168.0.0/16".parse().unwrap()],
+        vni: 0,
+    };
+    let (dc_vni, _) = st
+        .create_dc_allocating(&dc, 1_000_000..=2_000_000)
+        .await
+        .unwrap();
+    assert!(!unique.contains(&dc_vni), "{dc_vni} is a network's VNI");
+    let (view, _) = st.load().await.unwrap();
+    let stored = &view.intent.direct_connects[&dc.key()];
+    assert_eq!(stored.vni, dc_vni);
+    assert_eq!(view.intent.used_vnis().len(), 17);
+    st.delete_dc(stored).await.unwrap();
+    let (allocs, _) = s.list("/vni-test/alloc/vni/").await.unwrap();
+    assert_eq!(allocs.len(), 16, "the hand-off VNI is released");
 }
 conformance!(vni_alloc_case, concurrent_vni_allocation_is_unique);
 
