@@ -26,7 +26,7 @@ pub struct Sync {
 fn entry(key: &str, obj: &sf_core::desired::DesiredObject) -> pb::Entry {
     pb::Entry {
         key: key.to_string(),
-        value: serde_json::to_vec(obj).expect("desired objects serialize"),
+        value: sf_core::desired::encode_object(obj),
     }
 }
 

@@ -104,7 +104,13 @@ check_eq "API call fails with exit code 2 while the coordinator is down" 2 "$rc"
 check "and says the coordinator cannot be reached" grep -q "cannot reach coordinator" "$STATE/api5.log"
 check "start the coordinator" L coord-start
 check "every node back in sync" wait_for 40 bash -c "'$REPO/deploy/lab.sh' sfctl -o json status | python3 -c \"import json,sys; d=json.load(sys.stdin); sys.exit(0 if all(n['in_sync'] and (n['status'] or {}).get('counters',{}).get('resumes',0)>0 for n in d['nodes']) else 1)\""
+resumed_since() { # resumed_since NODE N: the node's resume counter went past N
+    [ "$(node_status "$1" "['status']['counters'].get('resumes',0)")" -gt "$2" ]
+}
 for n in hv1 hv2 hv3 leaf1 leaf2; do
+    # Counters survive in status only from the agent's last report: wait for this node's
+    # own report of the new session (a node restarted earlier may already show resumes > 0).
+    wait_for 20 resumed_since "$n" "${RES[$n]}"
     s=$(node_status "$n" "['status']['counters'].get('snapshots',0)")
     r=$(node_status "$n" "['status']['counters'].get('resumes',0)")
     check "$n resumed from its revision (resumes ${RES[$n]} -> $r, snapshots ${SNAP[$n]} -> $s)" \

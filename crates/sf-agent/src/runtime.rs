@@ -98,6 +98,7 @@ pub async fn run<D: Dataplane>(
         applied_rx,
         acks: tokio::sync::Mutex::new(ack_rx),
         counters: counters.clone(),
+        raw: Default::default(),
     });
     let node_span = info_span!("agent", node = %args.node, role);
     tokio::spawn(crate::sync::run(args.clone(), shared).instrument(node_span.clone()));

@@ -32,6 +32,13 @@ pub struct SyncShared {
     pub applied_rx: watch::Receiver<(u64, String)>,
     pub acks: Mutex<mpsc::Receiver<pb::Ack>>,
     pub counters: Arc<Counters>,
+    /// The bytes each object of the current desired state arrived as, by key: digests are
+    /// verified over them, not over this build's re-encoding (see `NodeDesired::wire_digest`).
+    pub raw: std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+}
+
+fn raw_digest(raw: &std::collections::BTreeMap<String, Vec<u8>>) -> String {
+    sf_core::desired::digest_entries(raw.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
 }
 
 /// Connects to one endpoint with mTLS.
@@ -57,13 +64,13 @@ pub async fn connect(args: &AgentArgs, endpoint: &str) -> anyhow::Result<Channel
     Ok(channel)
 }
 
-fn decode_entries(entries: Vec<pb::Entry>) -> anyhow::Result<Vec<(String, DesiredObject)>> {
+fn decode_entries(entries: &[pb::Entry]) -> anyhow::Result<Vec<(String, DesiredObject)>> {
     entries
-        .into_iter()
+        .iter()
         .map(|e| {
             let obj: DesiredObject = serde_json::from_slice(&e.value)
                 .with_context(|| format!("decoding desired object {}", e.key))?;
-            Ok((e.key, obj))
+            Ok((e.key.clone(), obj))
         })
         .collect()
 }
@@ -182,20 +189,28 @@ async fn session(
     }
 }
 
-/// Applies one coordinator message to the desired state.
+/// Applies one coordinator message to the desired state. Digests are checked over the raw
+/// bytes received, so an agent whose schema lags the coordinator's (a rolling upgrade) agrees
+/// on the digest as long as it can decode what it needs.
 fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()> {
     use pb::coordinator_message::Msg;
     let current = shared.desired_tx.borrow().clone();
+    let mut raw = shared.raw.lock().expect("raw map lock");
     match msg.msg {
         Some(Msg::Snapshot(s)) => {
+            let objects = decode_entries(&s.entries)?;
+            let fresh_raw: std::collections::BTreeMap<String, Vec<u8>> =
+                s.entries.into_iter().map(|e| (e.key, e.value)).collect();
+            if raw_digest(&fresh_raw) != s.digest {
+                bail!("snapshot digest mismatch");
+            }
+            *raw = fresh_raw;
             let d = NodeDesired {
                 node: shared.node.clone(),
                 revision: s.revision,
-                objects: decode_entries(s.entries)?.into_iter().collect(),
+                objects: objects.into_iter().collect(),
+                wire_digest: Some(s.digest),
             };
-            if d.digest() != s.digest {
-                bail!("snapshot digest mismatch");
-            }
             shared.counters.incr("snapshots");
             info!(
                 revision = s.revision,
@@ -211,16 +226,35 @@ fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()
             let Some(mut d) = current else {
                 bail!("delta before any snapshot");
             };
+            if raw.is_empty() && !d.objects.is_empty() {
+                // Started from the disk cache and resumed: this build's encoding is the best
+                // available (a mismatch below falls back to a snapshot).
+                *raw = d
+                    .objects
+                    .iter()
+                    .map(|(k, o)| (k.clone(), sf_core::desired::encode_object(o)))
+                    .collect();
+            }
+            let upserts = decode_entries(&delta.upserts)?;
+            let mut next_raw = raw.clone();
+            for k in &delta.deletes {
+                next_raw.remove(k);
+            }
+            for e in &delta.upserts {
+                next_raw.insert(e.key.clone(), e.value.clone());
+            }
+            if raw_digest(&next_raw) != delta.digest {
+                bail!("digest mismatch after delta at revision {}", delta.revision);
+            }
+            *raw = next_raw;
             d.apply_delta(
                 delta.revision,
                 DesiredDelta {
-                    upserts: decode_entries(delta.upserts)?,
+                    upserts,
                     deletes: delta.deletes,
                 },
             );
-            if d.digest() != delta.digest {
-                bail!("digest mismatch after delta at revision {}", delta.revision);
-            }
+            d.wire_digest = Some(delta.digest);
             shared.counters.incr("deltas");
             info!(revision = delta.revision, "delta received");
             shared
@@ -269,7 +303,7 @@ pub async fn once(args: &AgentArgs) -> anyhow::Result<String> {
     use pb::coordinator_message::Msg;
     let value = match msg.msg {
         Some(Msg::Snapshot(s)) => {
-            let objects: serde_json::Map<String, serde_json::Value> = decode_entries(s.entries)?
+            let objects: serde_json::Map<String, serde_json::Value> = decode_entries(&s.entries)?
                 .into_iter()
                 .map(|(k, v)| (k, serde_json::to_value(v).expect("serializes")))
                 .collect();
@@ -283,6 +317,100 @@ pub async fn once(args: &AgentArgs) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared() -> SyncShared {
+        let (desired_tx, _) = watch::channel(None);
+        let (_, applied_rx) = watch::channel((0, String::new()));
+        let (_, acks) = mpsc::channel(1);
+        SyncShared {
+            node: "hv1".into(),
+            fresh: Default::default(),
+            resync: Default::default(),
+            desired_tx,
+            applied_rx,
+            acks: Mutex::new(acks),
+            counters: Default::default(),
+            raw: Default::default(),
+        }
+    }
+
+    fn entry(key: &str, json: &str) -> pb::Entry {
+        pb::Entry {
+            key: key.into(),
+            value: json.as_bytes().to_vec(),
+        }
+    }
+
+    fn msg(m: pb::coordinator_message::Msg) -> pb::CoordinatorMessage {
+        pb::CoordinatorMessage { msg: Some(m) }
+    }
+
+    /// A newer coordinator sends a field this build does not know: the digest still verifies
+    /// (over the bytes received), the agent reports the coordinator's digest, and deltas on
+    /// top of it verify too.
+    #[test]
+    fn digests_verify_over_the_bytes_received_across_schema_skew() {
+        let s = shared();
+        let underlay = r#"{"kind":"underlay","asn":65001,"router_id":"10.255.1.1","loopback":"10.255.1.1","neighbors":["leaf1"],"evpn":"vtep","a_future_field":{"x":1}}"#;
+        let entries = vec![entry("underlay", underlay)];
+        let raw: std::collections::BTreeMap<String, Vec<u8>> = entries
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect();
+        let digest = raw_digest(&raw);
+        handle(
+            msg(pb::coordinator_message::Msg::Snapshot(pb::Snapshot {
+                revision: 5,
+                digest: digest.clone(),
+                entries,
+            })),
+            &s,
+        )
+        .expect("snapshot with an unknown field verifies");
+        let d = s.desired_tx.borrow().clone().unwrap();
+        assert_eq!(
+            d.digest(),
+            digest,
+            "the agent reports the coordinator's digest"
+        );
+        assert_ne!(
+            sf_core::desired::digest_objects(&d.objects),
+            digest,
+            "re-encoding drops the unknown field: the old scheme would loop on mismatches"
+        );
+        // A delta on top, verified over raw bytes as well.
+        let net = r#"{"kind":"l2_network","vni":1000001,"tenant":"t","vpc":"v","network":"n","cidr":"10.0.0.0/24","gateway":"10.0.0.1","ports":[],"newer":true}"#;
+        let mut raw2 = raw.clone();
+        raw2.insert("net/1000001".into(), net.as_bytes().to_vec());
+        let digest2 = raw_digest(&raw2);
+        handle(
+            msg(pb::coordinator_message::Msg::Delta(pb::Delta {
+                revision: 6,
+                digest: digest2.clone(),
+                upserts: vec![entry("net/1000001", net)],
+                deletes: vec![],
+            })),
+            &s,
+        )
+        .expect("delta verifies");
+        assert_eq!(s.desired_tx.borrow().clone().unwrap().digest(), digest2);
+        // A wrong digest is refused (the caller then asks for a snapshot).
+        let bad = handle(
+            msg(pb::coordinator_message::Msg::Delta(pb::Delta {
+                revision: 7,
+                digest: "00".into(),
+                upserts: vec![],
+                deletes: vec!["net/1000001".into()],
+            })),
+            &s,
+        );
+        assert!(bad.is_err());
+        assert_eq!(
+            s.desired_tx.borrow().clone().unwrap().revision,
+            6,
+            "unchanged"
+        );
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -388,6 +388,12 @@ pub struct NodeDesired {
     /// etcd revision of the newest intent change this state reflects.
     pub revision: u64,
     pub objects: BTreeMap<String, DesiredObject>,
+    /// The digest the coordinator computed over the bytes it sent (see [`digest_entries`]),
+    /// as the agent verified it on the raw bytes it received. An agent built from an older
+    /// schema decodes fewer fields, so re-encoding could not reproduce it; it keeps and reports
+    /// this one. Reset by [`NodeDesired::apply_delta`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire_digest: Option<String>,
 }
 
 /// A change between two desired states of one node.
@@ -399,9 +405,13 @@ pub struct DesiredDelta {
 
 impl NodeDesired {
     /// Digest of the objects (not of the revision): equal digests mean equal state, whatever
-    /// revision stamped it. Uses the canonical JSON of a BTreeMap, so it is deterministic.
+    /// revision stamped it. The verified wire digest when there is one, else computed over
+    /// this build's encoding of each object (what the coordinator sends).
     pub fn digest(&self) -> String {
-        digest_objects(&self.objects)
+        match &self.wire_digest {
+            Some(d) => d.clone(),
+            None => digest_objects(&self.objects),
+        }
     }
 
     pub fn underlay(&self) -> Option<&Underlay> {
@@ -450,12 +460,36 @@ impl NodeDesired {
             self.objects.insert(k, v);
         }
         self.revision = revision;
+        self.wire_digest = None;
     }
 }
 
+/// The bytes an object travels as (`Entry.value`).
+pub fn encode_object(o: &DesiredObject) -> Vec<u8> {
+    serde_json::to_vec(o).expect("desired state always serializes")
+}
+
+/// Digest of a state given as (key, encoded object) pairs in key order: SHA-256 over each
+/// key and value, length-prefixed. Both sides compute it over the same bytes (the coordinator
+/// over what it encodes, the agent over what it received), so it does not depend on either
+/// side's schema.
+pub fn digest_entries<'a>(entries: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in entries {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v);
+    }
+    hex::encode(h.finalize())
+}
+
 pub fn digest_objects(objects: &BTreeMap<String, DesiredObject>) -> String {
-    let bytes = serde_json::to_vec(objects).expect("desired state always serializes");
-    hex::encode(Sha256::digest(&bytes))
+    let encoded: Vec<(&str, Vec<u8>)> = objects
+        .iter()
+        .map(|(k, o)| (k.as_str(), encode_object(o)))
+        .collect();
+    digest_entries(encoded.iter().map(|(k, v)| (*k, v.as_slice())))
 }
 
 impl DesiredDelta {
