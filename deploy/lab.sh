@@ -492,6 +492,7 @@ start_coordinator() {
         --etcd-endpoints "$ETCD_URL" \
         --tls-cert "$STATE/pki/coordinator.pem" --tls-key "$STATE/pki/coordinator.key" \
         --tls-ca "$STATE/pki/ca.pem" --api-token-file "$STATE/api-token" \
+        --metrics-listen 0.0.0.0:9100 \
         --rest-listen 0.0.0.0:8080 --rest-users-file "$STATE/rest-users" --rest-site lab \
         --rest-tls-cert "$STATE/pki/coordinator.pem" --rest-tls-key "$STATE/pki/coordinator.key"
     wait_for 20 "coordinator" sfctl_cmd status || {
@@ -547,7 +548,8 @@ start_agent() {
         --etcd-endpoints "$ETCD_URL" \
         --tls-cert "$STATE/pki/$n.pem" --tls-key "$STATE/pki/$n.key" \
         --tls-ca "$STATE/pki/ca.pem" \
-        --state-dir "$STATE/agents/$n" --frr-dir "$STATE/frr/$n" "${extra[@]}"
+        --state-dir "$STATE/agents/$n" --frr-dir "$STATE/frr/$n" \
+        --metrics-listen 0.0.0.0:9101 "${extra[@]}"
 }
 
 # kill_proc NAME - SIGKILL (a crash, for tests), only if the pid is still ours.

@@ -38,6 +38,7 @@ impl Api {
     }
 
     async fn committed(&self, what: &str, rev: i64) -> R<pb::WriteResult> {
+        self.fabric.metrics.api_writes.inc();
         self.fabric.wait_for_revision(rev).await;
         info!(revision = rev, "{what}");
         Ok(Response::new(pb::WriteResult {

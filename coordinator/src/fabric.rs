@@ -35,11 +35,24 @@ pub struct Fabric {
     /// Serializes validate-then-write sequences of the API, so validation sees every earlier
     /// write (etcd compares still guard against other coordinators).
     pub write_lock: tokio::sync::Mutex<()>,
+    /// When this coordinator observed each recent intent revision (ms since the epoch): sent
+    /// with Snapshots and Deltas, the origin of intent-to-dataplane latency.
+    stamps: Mutex<BTreeMap<u64, u64>>,
+    pub metrics: sf_metrics::CoordinatorMetrics,
+    pub registry: Arc<sf_metrics::MetricsRegistry>,
 }
+
+/// Revisions whose stamps are kept (older ones are long applied or superseded).
+const STAMPS_KEPT: usize = 4096;
 
 impl Fabric {
     pub fn new(store: IntentStore) -> Arc<Self> {
+        let mut registry = sf_metrics::MetricsRegistry::default();
+        let metrics = sf_metrics::CoordinatorMetrics::register(&mut registry);
         Arc::new(Fabric {
+            stamps: Mutex::new(BTreeMap::new()),
+            metrics,
+            registry: Arc::new(registry),
             store,
             state: RwLock::new(State {
                 view: ClusterView::default(),
@@ -55,6 +68,28 @@ impl Fabric {
 
     pub fn store(&self) -> &IntentStore {
         &self.store
+    }
+
+    /// Records when this coordinator observed `revision`.
+    fn stamp(&self, revision: i64) {
+        let mut st = self.stamps.lock().unwrap();
+        st.entry(revision as u64).or_insert_with(sf_metrics::now_ms);
+        while st.len() > STAMPS_KEPT {
+            st.pop_first();
+        }
+        self.metrics.intent_revision.set(revision);
+    }
+
+    /// When `revision` was observed: its stamp, or the newest older one (a node's desired
+    /// state carries the revision of the change that last touched it), or 0 if unknown.
+    pub fn stamp_of(&self, revision: u64) -> u64 {
+        self.stamps
+            .lock()
+            .unwrap()
+            .range(..=revision)
+            .next_back()
+            .map(|(_, t)| *t)
+            .unwrap_or(0)
     }
 
     /// A consistent copy of the current view and its revision.
@@ -98,6 +133,7 @@ impl Fabric {
     /// Replaces the whole view (start-up, or after a watch had to be re-established) and
     /// recompiles every node. Nodes whose digest did not change keep their old revision.
     fn reset(&self, view: ClusterView, revision: i64) {
+        self.stamp(revision);
         let mut changed = Vec::new();
         {
             let mut s = self.state.write().unwrap();
@@ -131,6 +167,7 @@ impl Fabric {
 
     /// Applies one watch batch; returns the nodes whose desired state changed.
     fn apply_batch(&self, batch: &sf_store::WatchBatch) -> BTreeSet<String> {
+        self.stamp(batch.revision);
         let mut touched = BTreeSet::new();
         let mut republish = BTreeSet::new();
         {
@@ -175,6 +212,9 @@ impl Fabric {
         for node in &republish {
             self.publish(node, self.desired(node));
         }
+        self.metrics
+            .desired_publishes
+            .inc_by(republish.len() as u64);
         self.revision_tx.send_replace(batch.revision);
         self.placement_kick.notify_one();
         republish

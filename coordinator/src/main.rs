@@ -41,6 +41,9 @@ struct Args {
     api_token_file: PathBuf,
     #[command(flatten)]
     rest: sf_coordinator::rest::RestArgs,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 0.0.0.0:9100).
+    #[arg(long, env = "SF_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log format: text or json.
     #[arg(long, env = "SF_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -76,6 +79,17 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(fabric.clone().run());
     tokio::spawn(fabric.clone().run_placement());
     sf_coordinator::rest::spawn(&args.rest, fabric.clone()).await?;
+    if let Some(addr) = args.metrics_listen {
+        let f = fabric.clone();
+        sf_metrics::serve(
+            addr,
+            fabric.registry.clone(),
+            // Healthy once the index has loaded intent from etcd.
+            Arc::new(move || f.with_view(|_, rev| rev > 0)),
+        )
+        .await
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    }
 
     tracing::info!(listen = %args.listen, "serving FabricApi and AgentSync");
     Server::builder()

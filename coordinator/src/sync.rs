@@ -30,24 +30,39 @@ fn entry(key: &str, obj: &sf_core::desired::DesiredObject) -> pb::Entry {
     }
 }
 
-fn snapshot(d: &NodeDesired) -> pb::CoordinatorMessage {
+fn snapshot(d: &NodeDesired, intent_time_ms: u64) -> pb::CoordinatorMessage {
     pb::CoordinatorMessage {
         msg: Some(pb::coordinator_message::Msg::Snapshot(pb::Snapshot {
             revision: d.revision,
             digest: d.digest(),
             entries: d.objects.iter().map(|(k, v)| entry(k, v)).collect(),
+            intent_time_ms,
         })),
     }
 }
 
-fn delta(revision: u64, digest: String, d: DesiredDelta) -> pb::CoordinatorMessage {
+fn delta(
+    revision: u64,
+    digest: String,
+    d: DesiredDelta,
+    intent_time_ms: u64,
+) -> pb::CoordinatorMessage {
     pb::CoordinatorMessage {
         msg: Some(pb::coordinator_message::Msg::Delta(pb::Delta {
             revision,
             digest,
             upserts: d.upserts.iter().map(|(k, v)| entry(k, v)).collect(),
             deletes: d.deletes,
+            intent_time_ms,
         })),
+    }
+}
+
+/// Counts an open stream for as long as it lives.
+struct StreamGauge(Arc<Fabric>);
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        self.0.metrics.agent_streams.dec();
     }
 }
 
@@ -81,11 +96,15 @@ impl AgentSync for Sync {
             )));
         }
         let mut rx = self.fabric.subscribe(&identity);
+        let fabric = self.fabric.clone();
         let (tx, out) = mpsc::channel::<Result<pb::CoordinatorMessage, Status>>(16);
         let span = info_span!("sync", node = %identity);
         tokio::spawn(
             async move {
                 info!(applied = hello.applied_revision, "agent connected");
+                fabric.metrics.agent_streams.inc();
+                let _gauge = StreamGauge(fabric.clone());
+                let mut last_acked = hello.applied_revision;
                 // Wait until the node is in the inventory.
                 let first = match rx.wait_for(|d| d.is_some()).await {
                     Ok(d) => d.clone().expect("waited for Some"),
@@ -101,7 +120,7 @@ impl AgentSync for Sync {
                     }
                 } else {
                     info!(revision = first.revision, objects = first.objects.len(), "snapshot");
-                    snapshot(&first)
+                    snapshot(&first, fabric.stamp_of(first.revision))
                 };
                 if tx.send(Ok(msg)).await.is_err() {
                     return;
@@ -118,14 +137,26 @@ impl AgentSync for Sync {
                             let d = last.delta_to(&next);
                             if d.is_empty() { last = next; continue; }
                             debug!(revision = next.revision, upserts = d.upserts.len(), deletes = d.deletes.len(), "delta");
-                            if tx.send(Ok(delta(next.revision, next.digest(), d))).await.is_err() { return; }
+                            let stamp = fabric.stamp_of(next.revision);
+                            if tx.send(Ok(delta(next.revision, next.digest(), d, stamp))).await.is_err() { return; }
                             last = next;
                         }
                         msg = inbound.message() => match msg {
                             Ok(Some(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Ack(ack)) })) => {
+                                fabric.metrics.acks.inc();
                                 if ack.errors.is_empty() {
                                     debug!(revision = ack.revision, "ack");
+                                    // Once per node and revision: the coordinator's view of
+                                    // intent-to-dataplane latency.
+                                    if ack.revision > last_acked {
+                                        let stamp = fabric.stamp_of(ack.revision);
+                                        if stamp > 0 {
+                                            fabric.metrics.intent_to_ack.observe(sf_metrics::seconds_since(stamp));
+                                        }
+                                        last_acked = ack.revision;
+                                    }
                                 } else {
+                                    fabric.metrics.ack_errors.inc();
                                     warn!(revision = ack.revision, errors = ?ack.errors, "agent reported errors");
                                 }
                             }

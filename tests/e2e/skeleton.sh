@@ -127,6 +127,26 @@ check "red-web-1 still reaches red-web-2 on hv3 while its agent is dead" X red-w
 check "start hv3's agent" L agent-start hv3
 check "hv3 lease up again" wait_for 15 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json status | python3 -c \"import json,sys; print([n for n in json.load(sys.stdin)['nodes'] if n['name']=='hv3'][0]['lease'])\")\" = up ]"
 
+section "6b. metrics: every binary serves /metrics and /healthz, with intent-to-dataplane latency"
+metric() { # metric HOST PORT NAME: the value of a sample line NAME from HOST's /metrics
+    X mgmt curl -s -m 3 "http://$1:$2/metrics" | awk -v n="$3" '$1 == n {print $2}'
+}
+check "coordinator /healthz answers 200" X mgmt curl -sf -m 3 -o /dev/null http://172.31.255.3:9100/healthz
+check "hv1 /healthz answers 200 (lease held)" X mgmt curl -sf -m 3 -o /dev/null http://172.31.255.21:9101/healthz
+before=$(metric 172.31.255.21 9101 sf_agent_intent_to_dataplane_seconds_count)
+acks_before=$(metric 172.31.255.3 9100 sf_coordinator_intent_to_ack_seconds_count)
+check "create a port on hv1 (a change for hv1)" L sfctl port create metrics-probe --tenant demo --vpc blue --network web --node hv1 --ip 10.10.1.99
+check "hv1's intent-to-dataplane histogram counts the change" wait_for 15 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec mgmt curl -s -m 3 http://172.31.255.21:9101/metrics | awk '\$1 == \"sf_agent_intent_to_dataplane_seconds_count\" {print \$2}')\" -gt '${before:-0}' ]"
+check "the coordinator's intent-to-ack histogram counts it too" wait_for 15 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec mgmt curl -s -m 3 http://172.31.255.3:9100/metrics | awk '\$1 == \"sf_coordinator_intent_to_ack_seconds_count\" {print \$2}')\" -gt '${acks_before:-0}' ]"
+sum=$(metric 172.31.255.21 9101 sf_agent_intent_to_dataplane_seconds_sum)
+count=$(metric 172.31.255.21 9101 sf_agent_intent_to_dataplane_seconds_count)
+pass "hv1 intent-to-dataplane: $count revisions, mean $(python3 -c "print(round(1000*$sum/max($count,1), 1))") ms"
+same_revision() { [ "$(node_status hv1 "['applied_revision']")" = "$(metric 172.31.255.21 9101 sf_agent_applied_revision)" ]; }
+check "hv1's applied-revision gauge matches its status" wait_for 10 same_revision
+check "the coordinator counts the open agent streams (>= 8 nodes)" test "$(metric 172.31.255.3 9100 sf_coordinator_agent_streams)" -ge 8
+check "leaf1 serves metrics too" bash -c "'$REPO/deploy/lab.sh' exec mgmt curl -s -m 3 http://172.31.255.11:9101/metrics | grep -q '^sf_agent_lease_up 1'"
+check "delete the probe port" L sfctl port delete metrics-probe --tenant demo
+
 section "7. a node using another node's certificate gets no one else's scope"
 ONCE=(/usr/bin/env "$REPO/target/release/sf-hypervisor-agent" --once --coordinator https://172.31.255.3:7443
     --tls-ca "$STATE/pki/ca.pem" --tls-cert "$STATE/pki/hv1.pem" --tls-key "$STATE/pki/hv1.key" --state-dir "$STATE/once")

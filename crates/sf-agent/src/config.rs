@@ -40,6 +40,9 @@ pub struct AgentArgs {
     /// Seconds between level-triggered resyncs even without changes.
     #[arg(long, env = "SF_RESYNC_SECS", default_value_t = 30)]
     pub resync_secs: u64,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 0.0.0.0:9101).
+    #[arg(long, env = "SF_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Log format: text or json.
     #[arg(long, env = "SF_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

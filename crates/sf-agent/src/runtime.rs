@@ -88,6 +88,19 @@ pub async fn run<D: Dataplane>(
     };
     let (status_tx, status_rx) = watch::channel(status.clone());
 
+    let mut registry = sf_metrics::MetricsRegistry::default();
+    let metrics = sf_metrics::AgentMetrics::register(&mut registry);
+    if let Some(addr) = args.metrics_listen {
+        let m = metrics.clone();
+        sf_metrics::serve(
+            addr,
+            Arc::new(registry),
+            // Healthy while the node holds its lease: what placement and failover rely on.
+            Arc::new(move || m.lease_up.get() == 1),
+        )
+        .await
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    }
     let shared_fresh = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let resync_request = Arc::new(tokio::sync::Notify::new());
     let shared = Arc::new(SyncShared {
@@ -99,7 +112,10 @@ pub async fn run<D: Dataplane>(
         acks: tokio::sync::Mutex::new(ack_rx),
         counters: counters.clone(),
         raw: Default::default(),
+        stamp: Default::default(),
+        metrics: metrics.clone(),
     });
+    let stamps = shared.clone();
     let node_span = info_span!("agent", node = %args.node, role);
     tokio::spawn(crate::sync::run(args.clone(), shared).instrument(node_span.clone()));
     let health = Arc::new(Mutex::new(crate::lease::LeaseHealth {
@@ -116,6 +132,7 @@ pub async fn run<D: Dataplane>(
     let mut fresh_generation: Option<u64> = None;
     let mut last_lease = LeaseState::Unknown;
     let mut last_generation = 0u64;
+    let mut last_measured = 0u64;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut resync = tokio::time::interval(Duration::from_secs(args.resync_secs.max(1)));
@@ -160,6 +177,9 @@ pub async fn run<D: Dataplane>(
                 resync_request.notify_one();
             }
         }
+        metrics
+            .lease_up
+            .set(matches!(lease, LeaseState::Held { .. }) as i64);
         if lease != last_lease {
             info!(?lease, "lease state changed");
             // Standing down (or taking back up) must not wait for the next resync.
@@ -184,14 +204,26 @@ pub async fn run<D: Dataplane>(
             let span = info_span!(parent: &node_span, "reconcile", revision = desired.revision);
             let report = dataplane.reconcile(&desired, &ctx).instrument(span).await;
             counters.incr("reconciles");
+            metrics.reconciles.inc();
+            metrics.desired_objects.set(desired.objects.len() as i64);
             let digest = desired.digest();
             if report.errors.is_empty() {
+                // Intent-to-dataplane latency, once per revision, from the coordinator's stamp.
+                let (rev, stamp) = *stamps.stamp.lock().expect("stamp lock");
+                if rev == desired.revision && stamp > 0 && rev != last_measured {
+                    metrics
+                        .intent_to_dataplane
+                        .observe(sf_metrics::seconds_since(stamp));
+                    last_measured = rev;
+                }
+                metrics.applied_revision.set(desired.revision as i64);
                 status.applied_revision = desired.revision;
                 status.applied_digest = digest.clone();
                 applied_tx.send_replace((desired.revision, digest.clone()));
                 applied.applied_revision = desired.revision;
                 applied.applied_digest = digest.clone();
             } else {
+                metrics.reconcile_errors.inc();
                 counters.incr("reconcile_errors");
                 warn!(errors = ?report.errors, "reconcile finished with errors");
             }

@@ -35,6 +35,10 @@ pub struct SyncShared {
     /// The bytes each object of the current desired state arrived as, by key: digests are
     /// verified over them, not over this build's re-encoding (see `NodeDesired::wire_digest`).
     pub raw: std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+    /// (revision, coordinator's stamp in ms) of the last Snapshot or Delta: the runtime
+    /// measures intent-to-dataplane latency from it once that revision is applied.
+    pub stamp: std::sync::Mutex<(u64, u64)>,
+    pub metrics: sf_metrics::AgentMetrics,
 }
 
 fn raw_digest(raw: &std::collections::BTreeMap<String, Vec<u8>>) -> String {
@@ -163,6 +167,15 @@ async fn session(
         }
     };
     info!(%endpoint, applied = applied.0, "sync stream open");
+    shared.metrics.coordinator_connected.set(1);
+    // Cleared however the session ends.
+    struct Connected<'a>(&'a sf_metrics::AgentMetrics);
+    impl Drop for Connected<'_> {
+        fn drop(&mut self) {
+            self.0.coordinator_connected.set(0);
+        }
+    }
+    let _connected = Connected(&shared.metrics);
     let mut acks = shared.acks.lock().await;
     loop {
         tokio::select! {
@@ -205,6 +218,8 @@ fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()
                 bail!("snapshot digest mismatch");
             }
             *raw = fresh_raw;
+            *shared.stamp.lock().expect("stamp lock") = (s.revision, s.intent_time_ms);
+            shared.metrics.snapshots.inc();
             let d = NodeDesired {
                 node: shared.node.clone(),
                 revision: s.revision,
@@ -247,6 +262,8 @@ fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()
                 bail!("digest mismatch after delta at revision {}", delta.revision);
             }
             *raw = next_raw;
+            *shared.stamp.lock().expect("stamp lock") = (delta.revision, delta.intent_time_ms);
+            shared.metrics.deltas.inc();
             d.apply_delta(
                 delta.revision,
                 DesiredDelta {
@@ -331,6 +348,8 @@ mod tests {
             acks: Mutex::new(acks),
             counters: Default::default(),
             raw: Default::default(),
+            stamp: Default::default(),
+            metrics: sf_metrics::AgentMetrics::register(&mut Default::default()),
         }
     }
 
@@ -363,6 +382,7 @@ mod tests {
                 revision: 5,
                 digest: digest.clone(),
                 entries,
+                intent_time_ms: 0,
             })),
             &s,
         )
@@ -389,6 +409,7 @@ mod tests {
                 digest: digest2.clone(),
                 upserts: vec![entry("net/1000001", net)],
                 deletes: vec![],
+                intent_time_ms: 0,
             })),
             &s,
         )
@@ -401,6 +422,7 @@ mod tests {
                 digest: "00".into(),
                 upserts: vec![],
                 deletes: vec!["net/1000001".into()],
+                intent_time_ms: 0,
             })),
             &s,
         );
