@@ -11,6 +11,20 @@ echo "# Maglev (issue 4): table build and disruption, baseline hash-mod-N and id
 cargo run --release --locked -q -p sf-core --example maglev_bench
 
 echo
+echo "# Fleet fan-out and reconnect (issue 8): real coordinator + etcd, simulated agents"
+echo "# (the real agent runtime and Sync client, in-memory dataplane), N = ${SF_BENCH_AGENTS:-100,1000,5000}"
+if [ "$(id -u)" = 0 ]; then
+    # shellcheck source=deploy/deps.sh
+    source "$REPO/deploy/deps.sh"
+    sf_install_deps >/dev/null
+fi
+command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || { echo "etcd not installed (run as root to install)"; exit 1; }
+cargo build --release --locked -q -p sf-coordinator -p sf-bench
+# One socket per agent in each of the simulator, the coordinator and etcd.
+ulimit -n "$(ulimit -Hn)"
+target/release/sf-bench --bin-dir target/release fanout --agents "${SF_BENCH_AGENTS:-100,1000,5000}"
+
+echo
 echo "# Network ACLs (issue 5): one hypervisor, 10 vs 10,000 rules (real FRR/EVPN lab in namespaces)"
 [ "$(id -u)" = 0 ] || { echo "ACL benchmark needs root (network namespaces); skipped"; exit 0; }
 ACL_LOG=$(mktemp)

@@ -672,8 +672,9 @@ vm_add() {
     printf 'tenant=%s\nvpc=%s\nnetwork=%s\nvni=%s\n' "$tenant" "$vpc" "$net" "$vni" >"$STATE/vms/$name/port"
     local ok=1
     if ! WAIT_PROCS=$hv wait_for 20 "bridge brvx-$vni on $hv" bridge_exists "${P}$hv" "brvx-$vni"; then
-        log "agent on $hv did not create brvx-$vni (timeout 20 s)"
         log_tail "$hv" 20
+        # Last, so a caller that keeps only the tail of the output still sees why.
+        log "agent on $hv did not create brvx-$vni (timeout 20 s)"
         ok=0
     elif ! vm_plug "$name" "$hv" "brvx-$vni" "$ip/$len" "$gw" "$mac"; then
         ok=0

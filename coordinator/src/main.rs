@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -47,6 +48,10 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "SF_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Send every connecting agent a full snapshot even when its applied digest is current
+    /// (benchmarks compare this with resume).
+    #[arg(long, env = "SF_ALWAYS_SNAPSHOT")]
+    always_snapshot: bool,
 }
 
 #[tokio::main]
@@ -92,17 +97,32 @@ async fn main() -> anyhow::Result<()> {
     }
 
     tracing::info!(listen = %args.listen, "serving FabricApi and AgentSync");
-    Server::builder()
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopping = stop.clone();
+    let server = Server::builder()
         .tls_config(tls)
         .context("TLS configuration")?
         .add_service(FabricApiServer::new(Api {
             fabric: fabric.clone(),
             tokens,
         }))
-        .add_service(AgentSyncServer::new(Sync { fabric }))
-        .serve_with_shutdown(args.listen, shutdown_signal())
-        .await
-        .context("gRPC server")?;
+        .add_service(AgentSyncServer::new(Sync {
+            fabric,
+            always_snapshot: args.always_snapshot,
+        }))
+        .serve_with_shutdown(args.listen, async move {
+            shutdown_signal().await;
+            stopping.notify_one();
+        });
+    // Agent streams never end by themselves: after SIGTERM, in-flight API calls get a short
+    // grace period, then the process exits and agents reconnect elsewhere (or to us, restarted).
+    tokio::select! {
+        served = server => served.context("gRPC server")?,
+        _ = async {
+            stop.notified().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        } => tracing::info!("grace period over; closing the remaining agent streams"),
+    }
     tracing::info!("shut down");
     Ok(())
 }

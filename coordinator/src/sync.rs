@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use prost::Message;
 use sf_core::desired::{DesiredDelta, NodeDesired};
 use sf_proto::v1 as pb;
 use sf_proto::v1::agent_sync_server::AgentSync;
@@ -21,6 +22,9 @@ use crate::identity::peer_node;
 
 pub struct Sync {
     pub fabric: Arc<Fabric>,
+    /// Ignore agents' applied digests and always start a stream with a full snapshot
+    /// (benchmarks compare it with resume; an operator's last resort against a digest bug).
+    pub always_snapshot: bool,
 }
 
 fn entry(key: &str, obj: &sf_core::desired::DesiredObject) -> pb::Entry {
@@ -97,6 +101,7 @@ impl AgentSync for Sync {
         }
         let mut rx = self.fabric.subscribe(&identity);
         let fabric = self.fabric.clone();
+        let always_snapshot = self.always_snapshot;
         let (tx, out) = mpsc::channel::<Result<pb::CoordinatorMessage, Status>>(16);
         let span = info_span!("sync", node = %identity);
         tokio::spawn(
@@ -110,7 +115,8 @@ impl AgentSync for Sync {
                     Ok(d) => d.clone().expect("waited for Some"),
                     Err(_) => return,
                 };
-                let msg = if first.digest() == hello.applied_digest {
+                let msg = if !always_snapshot && first.digest() == hello.applied_digest {
+                    fabric.metrics.sync_resumes.inc();
                     info!(revision = first.revision, "resume: agent is current");
                     pb::CoordinatorMessage {
                         msg: Some(pb::coordinator_message::Msg::Resume(pb::Resume {
@@ -120,8 +126,10 @@ impl AgentSync for Sync {
                     }
                 } else {
                     info!(revision = first.revision, objects = first.objects.len(), "snapshot");
+                    fabric.metrics.sync_snapshots.inc();
                     snapshot(&first, fabric.stamp_of(first.revision))
                 };
+                fabric.metrics.sync_bytes.inc_by(msg.encoded_len() as u64);
                 if tx.send(Ok(msg)).await.is_err() {
                     return;
                 }
@@ -138,7 +146,10 @@ impl AgentSync for Sync {
                             if d.is_empty() { last = next; continue; }
                             debug!(revision = next.revision, upserts = d.upserts.len(), deletes = d.deletes.len(), "delta");
                             let stamp = fabric.stamp_of(next.revision);
-                            if tx.send(Ok(delta(next.revision, next.digest(), d, stamp))).await.is_err() { return; }
+                            let msg = delta(next.revision, next.digest(), d, stamp);
+                            fabric.metrics.sync_deltas.inc();
+                            fabric.metrics.sync_bytes.inc_by(msg.encoded_len() as u64);
+                            if tx.send(Ok(msg)).await.is_err() { return; }
                             last = next;
                         }
                         msg = inbound.message() => match msg {

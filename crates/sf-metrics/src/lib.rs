@@ -126,6 +126,11 @@ pub struct CoordinatorMetrics {
     pub acks: Counter,
     pub ack_errors: Counter,
     pub api_writes: Counter,
+    /// Sync messages sent, by kind, and their encoded size: what a reconnect storm costs.
+    pub sync_snapshots: Counter,
+    pub sync_resumes: Counter,
+    pub sync_deltas: Counter,
+    pub sync_bytes: Counter,
 }
 
 impl CoordinatorMetrics {
@@ -138,6 +143,10 @@ impl CoordinatorMetrics {
             acks: Counter::default(),
             ack_errors: Counter::default(),
             api_writes: Counter::default(),
+            sync_snapshots: Counter::default(),
+            sync_resumes: Counter::default(),
+            sync_deltas: Counter::default(),
+            sync_bytes: Counter::default(),
         };
         reg.register(
             "sf_coordinator_intent_to_ack_seconds",
@@ -173,6 +182,26 @@ impl CoordinatorMetrics {
             "sf_coordinator_api_writes",
             "Intent writes committed through the APIs",
             m.api_writes.clone(),
+        );
+        reg.register(
+            "sf_coordinator_sync_snapshots",
+            "Full snapshots sent to agents",
+            m.sync_snapshots.clone(),
+        );
+        reg.register(
+            "sf_coordinator_sync_resumes",
+            "Resumes sent to agents that were already current (nothing resent)",
+            m.sync_resumes.clone(),
+        );
+        reg.register(
+            "sf_coordinator_sync_deltas",
+            "Deltas sent to agents",
+            m.sync_deltas.clone(),
+        );
+        reg.register(
+            "sf_coordinator_sync_sent_bytes",
+            "Encoded bytes of all Sync messages sent to agents",
+            m.sync_bytes.clone(),
         );
         m
     }

@@ -1,0 +1,73 @@
+//! `sf-bench`: StackFabric's fleet-scale benchmarks (issue 8), run by `deploy/bench.sh`.
+//! Every figure is printed as `figure,value,baseline (what),ratio` with a baseline measured in
+//! the same run; progress goes to stderr.
+
+mod api;
+mod fanout;
+mod fleet;
+mod pki;
+mod procs;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    /// Directory holding the release binaries (sf-coordinator).
+    #[arg(long, env = "SF_BENCH_BIN", default_value = "target/release")]
+    bin_dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Fan-out to N simulated agents and coordinator restart under them.
+    Fanout {
+        /// Fleet sizes, ascending; the fleet grows from one to the next.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+        agents: Vec<usize>,
+        /// Changes affecting every agent, per size.
+        #[arg(long, default_value_t = 5)]
+        samples_all: usize,
+        /// Changes affecting one agent, per size.
+        #[arg(long, default_value_t = 30)]
+        samples_one: usize,
+        /// Lease TTL of the simulated agents, seconds.
+        #[arg(long, default_value_t = 30)]
+        lease_ttl: i64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Thousands of agents' sockets need `ulimit -n` raised (deploy/bench.sh does).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        println!("figure,value,baseline,ratio");
+        match cli.cmd {
+            Cmd::Fanout {
+                agents,
+                samples_all,
+                samples_one,
+                lease_ttl,
+            } => {
+                fanout::run(fanout::FanoutArgs {
+                    sizes: agents,
+                    bin_dir: cli.bin_dir,
+                    samples_all,
+                    samples_one,
+                    lease_ttl,
+                })
+                .await
+            }
+        }
+    })?;
+    // Simulated agents run detached; leave without waiting for them.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(())
+}
