@@ -25,6 +25,26 @@ ulimit -n "$(ulimit -Hn)"
 target/release/sf-bench --bin-dir target/release fanout --agents "${SF_BENCH_AGENTS:-100,1000,5000}"
 
 echo
+echo "# Intent scale (issue 8): coordinator start-up and per-change cost, 1,000 vs 100,000 VPCs"
+target/release/sf-bench --bin-dir target/release scale --vpcs "${SF_BENCH_VPCS:-1000,100000}"
+
+echo
+echo "# One hypervisor with ${SF_BENCH_NETWORKS:-5000} networks (issue 8): agent vs one ip command per step"
+if [ "$(id -u)" = 0 ]; then
+    HV_LOG=$(mktemp)
+    LAB_PREFIX="sfbh$$-" deploy/lib/hv-scale-proof.sh --networks "${SF_BENCH_NETWORKS:-5000}" >"$HV_LOG" 2>&1 || {
+        tail -30 "$HV_LOG"
+        rm -f "$HV_LOG"
+        echo "hypervisor scale benchmark failed"
+        exit 1
+    }
+    sed -n '/^figure,value/,$p' "$HV_LOG" | grep -v "HV SCALE PROOF"
+    rm -f "$HV_LOG"
+else
+    echo "needs root (network namespaces); skipped"
+fi
+
+echo
 echo "# Network ACLs (issue 5): one hypervisor, 10 vs 10,000 rules (real FRR/EVPN lab in namespaces)"
 [ "$(id -u)" = 0 ] || { echo "ACL benchmark needs root (network namespaces); skipped"; exit 0; }
 ACL_LOG=$(mktemp)

@@ -847,7 +847,7 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
     let vpc = if kind == Kind::Vpc { id } else { vpc };
     let mut p = s.intent(|i| plan(s, &db, i, id, name, tenant, vpc, spec, None))?;
     if let Some(SfObj::Vpc(v)) = &mut p.add {
-        v.id = free_vpc_id(s).await?;
+        v.id = free_vpc_id(s, &v.site).await?;
     }
     if let Some(a) = &p.add {
         s.intent(|i| a.validate(i))?;
@@ -872,13 +872,18 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
     Ok(ok(message(&db, &p.rec, "created"), data))
 }
 
-async fn free_vpc_id(s: &Rest) -> ApiResult<u32> {
+async fn free_vpc_id(s: &Rest, site: &str) -> ApiResult<u32> {
     let keys = s.fabric.store().keys();
-    let (taken, _) = s.fabric.store().kv().list(&keys.vpc_id_prefix()).await?;
+    let (taken, _) = s
+        .fabric
+        .store()
+        .kv()
+        .list(&keys.vpc_id_prefix(site))
+        .await?;
     let taken: std::collections::BTreeSet<u32> = taken
         .iter()
         .filter_map(|kv| match keys.parse(&kv.key) {
-            Some(sf_store::keys::KeyKind::VpcIdAlloc(i)) => Some(i),
+            Some(sf_store::keys::KeyKind::VpcIdAlloc(s, i)) if s == site => Some(i),
             _ => None,
         })
         .collect();

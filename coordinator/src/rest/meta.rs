@@ -504,12 +504,12 @@ impl<'a> Txn<'a> {
                 let key = k.vpc(&v.tenant, &v.name);
                 self.compares.extend([
                     Compare::Absent(key.clone()),
-                    Compare::Absent(k.vpc_id(v.id)),
+                    Compare::Absent(k.vpc_id(&v.site, v.id)),
                     Compare::Present(k.tenant(&v.tenant)),
                 ]);
                 self.ops.push(put(key, enc(v)));
                 self.ops.push(put(
-                    k.vpc_id(v.id),
+                    k.vpc_id(&v.site, v.id),
                     format!("{}/{}", v.tenant, v.name).into_bytes(),
                 ));
             }
@@ -583,7 +583,7 @@ impl<'a> Txn<'a> {
                 let mut v = vec![k.vpc(tenant, name)];
                 if let Some(vpc) = intent.vpcs.get(&(tenant.clone(), name.clone())) {
                     if vpc.id != 0 {
-                        v.push(k.vpc_id(vpc.id));
+                        v.push(k.vpc_id(&vpc.site, vpc.id));
                     }
                 }
                 v

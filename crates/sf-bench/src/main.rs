@@ -7,6 +7,7 @@ mod fanout;
 mod fleet;
 mod pki;
 mod procs;
+mod scale;
 mod stats;
 
 use std::path::PathBuf;
@@ -39,6 +40,15 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         lease_ttl: i64,
     },
+    /// Coordinator start-up and per-change cost with 1,000 vs 100,000 VPCs present.
+    Scale {
+        /// VPC counts, ascending (two tiers each).
+        #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
+        vpcs: Vec<usize>,
+        /// Changes of each kind measured per size.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +72,14 @@ fn main() -> anyhow::Result<()> {
                     samples_all,
                     samples_one,
                     lease_ttl,
+                })
+                .await
+            }
+            Cmd::Scale { vpcs, samples } => {
+                scale::run(scale::ScaleArgs {
+                    sizes: vpcs,
+                    bin_dir: cli.bin_dir,
+                    samples,
                 })
                 .await
             }

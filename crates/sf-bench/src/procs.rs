@@ -125,6 +125,10 @@ impl CoordinatorSpec {
 
     /// Starts the coordinator and returns once `/healthz` says its index is loaded.
     pub async fn start(&self, always_snapshot: bool) -> anyhow::Result<(Coordinator, Duration)> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("coordinator.log"))?;
         let mut cmd = Command::new(&self.bin);
         cmd.args(["--listen", &format!("127.0.0.1:{}", self.grpc_port)])
             .args(["--etcd-endpoints", &self.etcd])
@@ -141,26 +145,34 @@ impl CoordinatorSpec {
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
             // Per-agent info lines would cost as much as the work measured.
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.join("coordinator.log"))?,
-            );
+            .env(
+                "RUST_LOG",
+                std::env::var("SF_BENCH_COORDINATOR_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            // tracing's formatter writes to stdout.
+            .stdout(log.try_clone()?)
+            .stderr(log);
         if always_snapshot {
             cmd.arg("--always-snapshot");
         }
         let started = Instant::now();
         let child = cmd.spawn().context("starting sf-coordinator")?;
-        let c = Coordinator {
+        let mut c = Coordinator {
             child,
             started,
             metrics_port: self.metrics_port,
         };
         let deadline = started + Duration::from_secs(600);
         loop {
+            if let Some(status) = c.child.try_wait()? {
+                let log =
+                    std::fs::read_to_string(self.dir.join("coordinator.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                bail!(
+                    "the coordinator exited ({status}): {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             if let Ok((200, _)) = http_get(self.metrics_port, "/healthz").await {
                 return Ok((c, started.elapsed()));
             }

@@ -95,6 +95,10 @@ pub fn validate_tenant(intent: &Intent, t: &Tenant) -> Result {
 pub fn validate_vpc(intent: &Intent, v: &Vpc) -> Result {
     validate_name("vpc.tenant", &v.tenant)?;
     validate_name("vpc.name", &v.name)?;
+    if !v.site.is_empty() {
+        // The site is a segment of the VPC id allocation key.
+        validate_name("vpc.site", &v.site)?;
+    }
     if !intent.tenants.contains_key(&v.tenant) {
         return Err(err(
             ErrorKind::NotFound,

@@ -3,6 +3,13 @@
 //! `modifyvxlan-evpn.sh` layout: `vxlan<VNI>` (dstport 4789, nolearning, local VTEP) enslaved
 //! to `brvx-<VNI>`, bridge-port neigh_suppress on and learning off, everything up. Links we did
 //! not create are adopted when they already match and never deleted.
+//!
+//! Both links get the host's IPv6 disabled when created (as `modifyvxlan-evpn.sh` does): they
+//! are pure L2, and a host link-local on each of thousands of them puts one `fe80::/64` and one
+//! `ff00::/8` route per device into the same IPv6 FIB nodes, so that every later link change
+//! walks them all (5,000 networks took minutes instead of seconds). Every change is one
+//! `ip` command addressing a single link: the `bridge` tool dumps every link of the host
+//! before each change, which is quadratic at that scale.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -154,14 +161,15 @@ pub fn plan(vnis: &BTreeSet<u32>, vtep: Ipv4Addr, lo_addrs: &[Ipv4Addr], links: 
 
 /// Runs one planned action with iproute2; links we create get the owner alias.
 pub async fn execute(a: &Action) -> Result<(), crate::DeviceError> {
-    use crate::links::{bridge, ip, OWNER_ALIAS};
+    use crate::links::{ip, OWNER_ALIAS};
     match a {
         Action::AddLoopbackAddress(addr) => {
             ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]).await
         }
         Action::AddBridge { name } => {
             ip(&["link", "add", name, "type", "bridge", "stp_state", "0"]).await?;
-            ip(&["link", "set", "dev", name, "alias", OWNER_ALIAS]).await
+            ip(&["link", "set", "dev", name, "alias", OWNER_ALIAS]).await?;
+            disable_ipv6(name)
         }
         Action::AddVxlan { name, vni, local } => {
             ip(&[
@@ -179,17 +187,20 @@ pub async fn execute(a: &Action) -> Result<(), crate::DeviceError> {
                 "nolearning",
             ])
             .await?;
-            ip(&["link", "set", "dev", name, "alias", OWNER_ALIAS]).await
+            ip(&["link", "set", "dev", name, "alias", OWNER_ALIAS]).await?;
+            disable_ipv6(name)
         }
         Action::SetMaster { link, master } => {
             ip(&["link", "set", "dev", link, "master", master]).await
         }
         Action::SetPortFlags { link } => {
-            bridge(&[
+            ip(&[
                 "link",
                 "set",
                 "dev",
                 link,
+                "type",
+                "bridge_slave",
                 "neigh_suppress",
                 "on",
                 "learning",
@@ -199,6 +210,20 @@ pub async fn execute(a: &Action) -> Result<(), crate::DeviceError> {
         }
         Action::SetUp { link } => ip(&["link", "set", "dev", link, "up"]).await,
         Action::Delete { link } => ip(&["link", "del", "dev", link]).await,
+    }
+}
+
+/// Turns the host's IPv6 off on a link we just created, before it goes up (no link-local
+/// address, no per-device IPv6 routes). A kernel without IPv6 has nothing to turn off.
+fn disable_ipv6(link: &str) -> Result<(), crate::DeviceError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(crate::DeviceError::Spawn {
+            cmd: format!("write 1 to {path}"),
+            source,
+        }),
     }
 }
 

@@ -134,11 +134,11 @@ impl IntentStore {
         let k = self.keys.vpc(&v.tenant, &v.name);
         let mut skip = std::collections::BTreeSet::new();
         for _ in 0..64 {
-            let (taken, _) = self.store.list(&self.keys.vpc_id_prefix()).await?;
+            let (taken, _) = self.store.list(&self.keys.vpc_id_prefix(&v.site)).await?;
             let taken: std::collections::BTreeSet<u32> = taken
                 .iter()
                 .filter_map(|kv| match self.keys.parse(&kv.key) {
-                    Some(KeyKind::VpcIdAlloc(i)) => Some(i),
+                    Some(KeyKind::VpcIdAlloc(site, i)) if site == v.site => Some(i),
                     _ => None,
                 })
                 .chain(skip.iter().copied())
@@ -153,13 +153,13 @@ impl IntentStore {
                 .txn(
                     vec![
                         Compare::Absent(k.clone()),
-                        Compare::Absent(self.keys.vpc_id(id)),
+                        Compare::Absent(self.keys.vpc_id(&v.site, id)),
                         Compare::Present(self.keys.tenant(&v.tenant)),
                     ],
                     vec![
                         Self::put(k.clone(), encode(&with_id)),
                         Self::put(
-                            self.keys.vpc_id(id),
+                            self.keys.vpc_id(&v.site, id),
                             format!("{}/{}", v.tenant, v.name).into_bytes(),
                         ),
                     ],
@@ -485,7 +485,7 @@ impl IntentStore {
     pub async fn delete_vpc(&self, vpc: &Vpc) -> Result<i64, WriteError> {
         let mut keys = vec![self.keys.vpc(&vpc.tenant, &vpc.name)];
         if vpc.id != 0 {
-            keys.push(self.keys.vpc_id(vpc.id));
+            keys.push(self.keys.vpc_id(&vpc.site, vpc.id));
         }
         self.delete_keys("vpc", keys).await
     }
@@ -598,7 +598,7 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
             }
             Some(Change::Node { name: n })
         }
-        KeyKind::VniAlloc(_) | KeyKind::VpcIdAlloc(_) => None,
+        KeyKind::VniAlloc(_) | KeyKind::VpcIdAlloc(..) => None,
         KeyKind::Pool(p) => {
             if put {
                 intent.pools.insert(p, decode(&ev.kv)?);

@@ -93,11 +93,19 @@ impl Keys {
     pub fn placement(&self, t: &str, v: &str) -> String {
         format!("{}/placement/{t}/{v}", self.root)
     }
-    pub fn vpc_id_prefix(&self) -> String {
-        format!("{}/alloc/vpc-id/", self.root)
+    /// Where a site's VPC ids are allocated. VPC ids are unique per site: they name a VPC's
+    /// router on the site's gateways, and only that site's gateways ever serve it. The empty
+    /// (default) site keeps the flat layout, so its prefix also lists named sites' keys:
+    /// filter on [`KeyKind::VpcIdAlloc`]'s site.
+    pub fn vpc_id_prefix(&self, site: &str) -> String {
+        if site.is_empty() {
+            format!("{}/alloc/vpc-id/", self.root)
+        } else {
+            format!("{}/alloc/vpc-id/{site}/", self.root)
+        }
     }
-    pub fn vpc_id(&self, id: u32) -> String {
-        format!("{}/alloc/vpc-id/{id}", self.root)
+    pub fn vpc_id(&self, site: &str, id: u32) -> String {
+        format!("{}{id}", self.vpc_id_prefix(site))
     }
     pub fn vni_prefix(&self) -> String {
         format!("{}/alloc/vni/", self.root)
@@ -139,7 +147,8 @@ impl Keys {
             ["intent", "dcs", t, v, d] => KeyKind::Dc(t.to_string(), v.to_string(), d.to_string()),
             ["inventory", "drained", n] => KeyKind::Drained(n.to_string()),
             ["placement", t, v] => KeyKind::Placement(t.to_string(), v.to_string()),
-            ["alloc", "vpc-id", i] => KeyKind::VpcIdAlloc(i.parse().ok()?),
+            ["alloc", "vpc-id", i] => KeyKind::VpcIdAlloc(String::new(), i.parse().ok()?),
+            ["alloc", "vpc-id", s, i] => KeyKind::VpcIdAlloc(s.to_string(), i.parse().ok()?),
             ["alloc", "vni", v] => KeyKind::VniAlloc(v.parse().ok()?),
             ["nodes", n, "heartbeat"] => KeyKind::Heartbeat(n.to_string()),
             ["nodes", n, "status"] => KeyKind::Status(n.to_string()),
@@ -165,7 +174,8 @@ pub enum KeyKind {
     Dc(String, String, String),
     Drained(String),
     Placement(String, String),
-    VpcIdAlloc(u32),
+    /// (site, id); the default site is "".
+    VpcIdAlloc(String, u32),
     Heartbeat(String),
     Status(String),
 }
@@ -189,6 +199,14 @@ mod tests {
         assert_eq!(
             k.parse(&k.status("hv1")),
             Some(KeyKind::Status("hv1".into()))
+        );
+        assert_eq!(
+            k.parse(&k.vpc_id("", 7)),
+            Some(KeyKind::VpcIdAlloc(String::new(), 7))
+        );
+        assert_eq!(
+            k.parse(&k.vpc_id("fra1", 7)),
+            Some(KeyKind::VpcIdAlloc("fra1".into(), 7))
         );
         assert_eq!(k.parse("/other/intent/tenants/a"), None);
         assert_eq!(k.parse("/sf-test/intent/tenants/a/extra"), None);

@@ -82,7 +82,10 @@ async fn start_etcd() -> Option<(EtcdServer, EtcdStore)> {
         _dir: dir,
         endpoint: endpoint.clone(),
     };
-    for _ in 0..100 {
+    // A busy machine can take many seconds to start etcd (seen: >10 s while the kernel was
+    // tearing down thousands of interfaces of another run).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while std::time::Instant::now() < deadline {
         if let Ok(store) = EtcdStore::connect(std::slice::from_ref(&server.endpoint)).await {
             if store.get("/probe").await.is_ok() {
                 return Some((server, store));
@@ -365,6 +368,72 @@ async fn concurrent_vni_allocation_is_unique(s: Arc<dyn KvStore>) {
     assert_eq!(allocs.len(), 16, "the hand-off VNI is released");
 }
 conformance!(vni_alloc_case, concurrent_vni_allocation_is_unique);
+
+/// VPC ids are unique per site: the default site and two named sites each start at 1, and
+/// deleting a VPC frees its id in its own site only.
+async fn vpc_ids_are_allocated_per_site(s: Arc<dyn KvStore>) {
+    let st = IntentStore::new(s.clone(), Keys::new("/vpcid-test"));
+    st.create_tenant(&Tenant {
+        name: "t".into(),
+        description: String::new(),
+    })
+    .await
+    .unwrap();
+    let vpc = |name: &str, site: &str| Vpc {
+        tenant: "t".into(),
+        name: name.into(),
+        cidr: "10.0.0.0/8".parse().unwrap(),
+        site: site.into(),
+        id: 0,
+    };
+    let mut ids = Vec::new();
+    for (name, site) in [
+        ("a", ""),
+        ("b", "fra1"),
+        ("c", "fra1"),
+        ("d", "ams1"),
+        ("e", ""),
+    ] {
+        ids.push(st.create_vpc(&vpc(name, site), 1..=100).await.unwrap().0);
+    }
+    assert_eq!(ids, vec![1, 1, 2, 1, 2]);
+    let mut b = vpc("b", "fra1");
+    b.id = 1;
+    st.delete_vpc(&b).await.unwrap();
+    assert_eq!(st.create_vpc(&vpc("f", ""), 1..=100).await.unwrap().0, 3);
+    assert_eq!(
+        st.create_vpc(&vpc("g", "fra1"), 1..=100).await.unwrap().0,
+        1
+    );
+}
+
+conformance!(vpc_id_case, vpc_ids_are_allocated_per_site);
+
+/// A prefix larger than one page (and than one 4 MiB response) lists completely, in key
+/// order, with nothing from outside the prefix.
+async fn large_prefixes_list_completely(s: Arc<dyn KvStore>) {
+    let value = vec![b'x'; 2048];
+    let keys: Vec<String> = (0..2345).map(|i| format!("/big/k{i:05}")).collect();
+    for chunk in keys.chunks(100) {
+        let ops = chunk
+            .iter()
+            .map(|k| Op::Put {
+                key: k.clone(),
+                value: value.clone(),
+                lease: 0,
+            })
+            .collect();
+        s.txn(vec![], ops).await.unwrap();
+    }
+    s.put("/big0", b"outside".to_vec(), 0).await.unwrap();
+    s.put("/bif/k", b"outside".to_vec(), 0).await.unwrap();
+    let (kvs, rev) = s.list("/big/").await.unwrap();
+    assert!(rev > 0);
+    let listed: Vec<String> = kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(listed, keys);
+}
+
+conformance!(large_list_case, large_prefixes_list_completely);
 
 async fn watch_events_rebuild_the_same_view(s: Arc<dyn KvStore>) {
     let st = IntentStore::new(s.clone(), Keys::new("/view-test"));
