@@ -139,10 +139,19 @@ impl FabricApi for Api {
         let v = vpc_in(req.into_inner())?;
         let _g = self.fabric.write_lock.lock().await;
         self.validate(|i| validate::validate_vpc(i, &v))?;
+        // Ids the index knows in the site: allocation need not list every key in etcd.
+        let known = self.fabric.with_view(|view, _| {
+            view.intent
+                .vpcs
+                .values()
+                .filter(|x| x.site == v.site)
+                .map(|x| x.id)
+                .collect()
+        });
         let (id, rev) = self
             .fabric
             .store()
-            .create_vpc(&v, sf_core::VPC_ID_POOL)
+            .create_vpc_hinted(&v, sf_core::VPC_ID_POOL, Some(&known))
             .await
             .map_err(write_status)?;
         info!(vpc_id = id, "vpc id allocated");
@@ -213,8 +222,10 @@ impl FabricApi for Api {
         let rev = if n.vni == 0 {
             // Validate everything but the VNI with a free placeholder, then let the store
             // allocate atomically (a racing allocator can never hand out the same VNI).
+            let mut known = Default::default();
             self.validate(|i| {
                 let used = i.used_vnis();
+                known = used.clone();
                 let mut probe = n.clone();
                 probe.vni = sf_core::VNI_POOL
                     .clone()
@@ -225,7 +236,7 @@ impl FabricApi for Api {
             let (vni, rev) = self
                 .fabric
                 .store()
-                .create_network_allocating(&n, sf_core::VNI_POOL)
+                .create_network_hinted(&n, sf_core::VNI_POOL, Some(&known))
                 .await
                 .map_err(write_status)?;
             n.vni = vni;
@@ -593,10 +604,11 @@ impl FabricApi for Api {
         let d = dc_in(req.into_inner())?;
         let _g = self.fabric.write_lock.lock().await;
         self.validate(|i| validate::validate_dc(i, &d))?;
+        let known = self.fabric.with_view(|v, _| v.intent.used_vnis());
         let (vni, rev) = self
             .fabric
             .store()
-            .create_dc_allocating(&d, sf_core::VNI_POOL)
+            .create_dc_hinted(&d, sf_core::VNI_POOL, Some(&known))
             .await
             .map_err(write_status)?;
         self.committed(&format!("Direct Connect created (hand-off VNI {vni})"), rev)

@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sf_core::compile::{affected_nodes, compile_node};
+use sf_core::compile::{affected_nodes, compile_node_indexed, PortsByNode};
 use sf_core::desired::NodeDesired;
 use sf_store::intent::{apply_event, change_before, ClusterView, IntentStore};
+use sf_store::keys::KeyKind;
 use tokio::sync::watch;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 /// What a Sync stream sees for one node: `None` while the node is not in the inventory.
 pub type DesiredRx = watch::Receiver<Option<Arc<NodeDesired>>>;
@@ -138,8 +139,10 @@ impl Fabric {
         {
             let mut s = self.state.write().unwrap();
             let mut desired = BTreeMap::new();
+            let ports = PortsByNode::new(&view.intent);
             for name in view.intent.nodes.keys() {
-                let new = compile_node(&view.intent, name, revision as u64).expect("node exists");
+                let new = compile_node_indexed(&view.intent, &ports, name, revision as u64)
+                    .expect("node exists");
                 let keep = s
                     .desired
                     .get(name)
@@ -185,9 +188,17 @@ impl Fabric {
                 }
             }
             s.revision = batch.revision;
+            let state = &mut *s;
+            let intent = &state.view.intent;
+            // One port index for the whole batch when it touches many nodes (an ACL on a tier
+            // carried by thousands of hypervisors); a single node just filters its own.
+            let ports = match touched.iter().next() {
+                Some(only) if touched.len() == 1 => PortsByNode::for_node(intent, only),
+                _ => PortsByNode::new(intent),
+            };
             for node in &touched {
-                let new = compile_node(&s.view.intent, node, batch.revision as u64);
-                let old = s.desired.get(node);
+                let new = compile_node_indexed(intent, &ports, node, batch.revision as u64);
+                let old = state.desired.get(node);
                 // Digests are over the objects alone, so comparing objects is the same test
                 // without hashing both sides on every change.
                 let same = match (&new, old) {
@@ -200,10 +211,10 @@ impl Fabric {
                 }
                 match new {
                     Some(n) => {
-                        s.desired.insert(node.clone(), Arc::new(n));
+                        state.desired.insert(node.clone(), Arc::new(n));
                     }
                     None => {
-                        s.desired.remove(node);
+                        state.desired.remove(node);
                     }
                 }
                 republish.insert(node.clone());
@@ -216,7 +227,24 @@ impl Fabric {
             .desired_publishes
             .inc_by(republish.len() as u64);
         self.revision_tx.send_replace(batch.revision);
-        self.placement_kick.notify_one();
+        // Placement is a function of the VPCs and of the gateways' inventory, liveness and
+        // drain state only: recomputing it (over every VPC) on each status report or port
+        // change would make every change cost as much as the whole fabric.
+        let keys = self.store.keys();
+        if batch.events.iter().any(|ev| {
+            matches!(
+                keys.parse(&ev.kv.key),
+                Some(
+                    KeyKind::Vpc(..)
+                        | KeyKind::Node(_)
+                        | KeyKind::Drained(_)
+                        | KeyKind::Placement(..)
+                        | KeyKind::Heartbeat(_)
+                )
+            )
+        }) {
+            self.placement_kick.notify_one();
+        }
         republish
     }
 
@@ -236,7 +264,13 @@ impl Fabric {
                 let want = sf_core::placement::compute(&view.intent, &alive);
                 let mut changes = Vec::new();
                 for (k, p) in &want {
-                    if view.intent.placements.get(k) != Some(p) {
+                    let unplaced = p.primary.is_none() && p.standby.is_none();
+                    let current = view.intent.placements.get(k);
+                    // A VPC that never had a gateway needs no "none" record.
+                    if current.is_none() && unplaced {
+                        continue;
+                    }
+                    if current != Some(p) {
                         changes.push((k.clone(), Some(p.clone())));
                     }
                 }
@@ -250,8 +284,9 @@ impl Fabric {
             if changes.is_empty() {
                 continue;
             }
+            info!(vpcs = changes.len(), "placement changed");
             for ((t, v), p) in &changes {
-                info!(tenant = %t, vpc = %v, placement = ?p, "placement changed");
+                debug!(tenant = %t, vpc = %v, placement = ?p, "placement changed");
             }
             match self.store.write_placements(&changes).await {
                 Ok(rev) => self.wait_for_revision(rev).await,

@@ -81,6 +81,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .prefix("sf-bench-fanout")
         .tempdir()?;
     let dir = tmp.path().to_path_buf();
+    // SF_BENCH_KEEP=1 keeps the logs and etcd data for a look afterwards.
+    let _tmp = crate::procs::keep_if_asked(tmp);
     let etcd = Etcd::start(&dir).await?;
     let pki = crate::pki::Pki::new(&dir.join("pki"))?;
     let server = pki.issue("coordinator", true)?;

@@ -17,6 +17,16 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Keeps the run's directory when `SF_BENCH_KEEP=1` (returns None then), else deletes it on drop.
+pub fn keep_if_asked(dir: tempfile::TempDir) -> Option<tempfile::TempDir> {
+    if std::env::var("SF_BENCH_KEEP").as_deref() == Ok("1") {
+        eprintln!("keeping {}", dir.keep().display());
+        None
+    } else {
+        Some(dir)
+    }
+}
+
 /// Resident set size of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

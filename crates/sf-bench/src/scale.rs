@@ -122,7 +122,8 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         .prefix("sf-bench-scale")
         .tempdir()?;
     let dir = tmp.path().to_path_buf();
-    eprintln!("work directory {}", dir.display());
+    // SF_BENCH_KEEP=1 keeps the logs and etcd data for a look afterwards.
+    let _tmp = crate::procs::keep_if_asked(tmp);
     let etcd = Etcd::start(&dir).await?;
     let store = sf_store::etcd::EtcdStore::connect(std::slice::from_ref(&etcd.endpoint)).await?;
     let keys = Keys::default();

@@ -2,7 +2,7 @@
 //! [`affected_nodes`] tells which nodes a change touches, so the coordinator recompiles only
 //! those (a port bound on hv1 never recompiles hv2).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::desired::{
     network_key, vpc_mac, vpc_router_key, DesiredObject, EvpnRole, L2Network, LbBackend,
@@ -10,11 +10,62 @@ use crate::desired::{
     StaticNat, Underlay, VpcRouter, UNDERLAY_KEY,
 };
 use crate::desired::{AclRule, DirectConnectPeering, PeerTier, TierAcl};
-use crate::model::{Direction, Intent, NatKind, NetworkKey, NodeRole, VpcKey};
+use crate::model::{Direction, Intent, NatKind, NetworkKey, NodeRole, PortBinding, VpcKey};
+
+/// Port bindings grouped by node: built once for a batch of nodes to compile, so compiling
+/// every node of a large fabric is linear in the ports, not ports × nodes.
+pub struct PortsByNode<'a>(HashMap<&'a str, Vec<&'a PortBinding>>);
+
+impl<'a> PortsByNode<'a> {
+    pub fn new(intent: &'a Intent) -> Self {
+        let mut by: HashMap<&str, Vec<&PortBinding>> = HashMap::new();
+        for p in intent.ports.values() {
+            by.entry(p.node.as_str()).or_default().push(p);
+        }
+        PortsByNode(by)
+    }
+
+    /// The index of one node's ports only (a scan of all ports, once).
+    pub fn for_node(intent: &'a Intent, node: &str) -> Self {
+        let mut by: HashMap<&str, Vec<&PortBinding>> = HashMap::new();
+        for p in intent.ports.values().filter(|p| p.node == node) {
+            by.entry(p.node.as_str()).or_default().push(p);
+        }
+        PortsByNode(by)
+    }
+
+    pub fn of(&self, node: &str) -> &[&'a PortBinding] {
+        self.0.get(node).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// The networks of one VPC, by key range (not a scan of every network of the fabric).
+fn vpc_networks<'a>(
+    intent: &'a Intent,
+    tenant: &'a str,
+    vpc: &'a str,
+) -> impl Iterator<Item = &'a crate::model::Network> + 'a {
+    intent
+        .networks
+        .range((tenant.to_string(), vpc.to_string(), String::new())..)
+        .take_while(move |((t, v, _), _)| t == tenant && v == vpc)
+        .map(|(_, n)| n)
+}
 
 /// Compiles the desired state of `node` at `revision`. Unknown nodes get `None`.
 pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDesired> {
+    compile_node_indexed(intent, &PortsByNode::for_node(intent, node), node, revision)
+}
+
+/// [`compile_node`] with a port index shared across the nodes of a batch.
+pub fn compile_node_indexed(
+    intent: &Intent,
+    ports_by_node: &PortsByNode,
+    node: &str,
+    revision: u64,
+) -> Option<NodeDesired> {
     let n = intent.nodes.get(node)?;
+    let node_ports = ports_by_node.of(node);
     let mut out = NodeDesired {
         node: node.to_string(),
         revision,
@@ -23,7 +74,7 @@ pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDe
     // A switch terminates VXLAN (a leaf) only while it hands ports into VNIs; otherwise it is
     // EVPN transit (a spine, or a leaf with no attachments).
     let switch_nets = if n.role == NodeRole::Switch {
-        switch_networks(intent, node)
+        switch_networks_of(intent, node_ports, node)
     } else {
         Vec::new()
     };
@@ -102,12 +153,11 @@ pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDe
         }
     }
     if n.role == NodeRole::Hypervisor {
-        for key in hosted_networks(intent, node) {
+        for key in hosted_networks_of(intent, node_ports, node) {
             let net = &intent.networks[&key];
-            let ports = intent
-                .ports
-                .values()
-                .filter(|p| p.node == node && p.network_key() == key)
+            let ports = node_ports
+                .iter()
+                .filter(|p| p.network_key() == key)
                 .map(|p| LocalPort {
                     name: p.name.clone(),
                     ip: p.ip,
@@ -138,8 +188,10 @@ pub fn compile_node(intent: &Intent, node: &str, revision: u64) -> Option<NodeDe
 pub fn tier_acl(intent: &Intent, tenant: &str, vpc: &str, network: &str) -> Option<TierAcl> {
     let list = intent
         .acls
-        .values()
-        .find(|l| l.tenant == tenant && l.vpc == vpc && l.tiers.iter().any(|t| t == network))?;
+        .range((tenant.to_string(), vpc.to_string(), String::new())..)
+        .take_while(|((t, v, _), _)| t == tenant && v == vpc)
+        .map(|(_, l)| l)
+        .find(|l| l.tiers.iter().any(|t| t == network))?;
     let mut rules = list.rules.clone();
     rules.sort_by_key(|r| r.rule.number);
     let pick = |d: Direction| -> Vec<AclRule> {
@@ -160,13 +212,16 @@ pub fn tier_acl(intent: &Intent, tenant: &str, vpc: &str, network: &str) -> Opti
 /// What a switch carries: each tier with a bare-metal port bound on one of its interfaces,
 /// and each Direct Connect hand-off segment on it (the customer's port as its member).
 pub fn switch_networks(intent: &Intent, node: &str) -> Vec<L2Network> {
+    switch_networks_of(intent, PortsByNode::for_node(intent, node).of(node), node)
+}
+
+fn switch_networks_of(intent: &Intent, node_ports: &[&PortBinding], node: &str) -> Vec<L2Network> {
     let mut out = Vec::new();
-    for key in hosted_networks(intent, node) {
+    for key in hosted_networks_of(intent, node_ports, node) {
         let net = &intent.networks[&key];
-        let ports = intent
-            .ports
-            .values()
-            .filter(|p| p.node == node && p.network_key() == key && p.attach.is_some())
+        let ports = node_ports
+            .iter()
+            .filter(|p| p.network_key() == key && p.attach.is_some())
             .map(|p| LocalPort {
                 name: p.name.clone(),
                 ip: p.ip,
@@ -213,10 +268,8 @@ pub fn switch_networks(intent: &Intent, node: &str) -> Vec<L2Network> {
 
 /// The other tiers of a network's VPC, with their ACLs.
 fn peer_tiers(intent: &Intent, net: &crate::model::Network) -> Vec<PeerTier> {
-    intent
-        .networks
-        .values()
-        .filter(|n| n.tenant == net.tenant && n.vpc == net.vpc && n.name != net.name)
+    vpc_networks(intent, &net.tenant, &net.vpc)
+        .filter(|n| n.name != net.name)
         .map(|n| PeerTier {
             vni: n.vni,
             cidr: n.cidr,
@@ -357,10 +410,16 @@ pub fn vpc_router(intent: &Intent, key: &VpcKey) -> VpcRouter {
 /// Networks a hypervisor must carry: those with a port bound on it, plus those whose bridge it
 /// observed locally (made by CloudStack's agent rather than by us).
 pub fn hosted_networks(intent: &Intent, node: &str) -> BTreeSet<NetworkKey> {
-    let mut keys: BTreeSet<NetworkKey> = intent
-        .ports
-        .values()
-        .filter(|p| p.node == node)
+    hosted_networks_of(intent, PortsByNode::for_node(intent, node).of(node), node)
+}
+
+fn hosted_networks_of(
+    intent: &Intent,
+    node_ports: &[&PortBinding],
+    node: &str,
+) -> BTreeSet<NetworkKey> {
+    let mut keys: BTreeSet<NetworkKey> = node_ports
+        .iter()
         .map(|p| p.network_key())
         .filter(|k| intent.networks.contains_key(k))
         .collect();

@@ -24,7 +24,7 @@ pub struct EtcdStore {
 }
 
 /// Keys per range request when listing a prefix.
-const LIST_PAGE: i64 = 1000;
+const LIST_PAGE: i64 = 5000;
 
 /// The smallest key greater than every key starting with `prefix` (etcd's range end).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
@@ -78,22 +78,30 @@ impl KvStore for EtcdStore {
         Ok(resp.kvs().first().map(kv))
     }
 
-    /// Lists in pages of [`LIST_PAGE`] keys, all read at the revision of the first page (one
-    /// consistent snapshot): a single range response over a large prefix would exceed the
-    /// client's 4 MiB message limit (100,000 VPCs' intent is well over that).
+    /// Lists in pages, all read at the revision of the first page (one consistent snapshot):
+    /// a single range response over a large prefix would exceed the client's 4 MiB message
+    /// limit (100,000 VPCs' intent is well over that). etcd counts the whole remaining range
+    /// for every page, so pages are large ([`LIST_PAGE`] keys) and halve only when a page of
+    /// large values does not fit in one message.
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
         let end = prefix_end(prefix.as_bytes());
         let mut from = prefix.as_bytes().to_vec();
         let mut out = Vec::new();
         let mut revision = 0;
+        let mut page = LIST_PAGE;
         loop {
-            let mut opts = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(LIST_PAGE);
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(page);
             if revision != 0 {
                 opts = opts.with_revision(revision);
             }
-            let resp = self.client.clone().get(from.clone(), Some(opts)).await?;
+            let resp = match self.client.clone().get(from.clone(), Some(opts)).await {
+                Ok(r) => r,
+                Err(e) if page > 1 && e.to_string().contains("message length too large") => {
+                    page /= 2;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if revision == 0 {
                 revision = header_revision(resp.header());
             }

@@ -4,6 +4,7 @@
 //! assumed (the object is new, its parents exist, its VNI is free), so a racing writer makes
 //! the write fail cleanly instead of corrupting intent.
 
+use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
@@ -50,6 +51,12 @@ pub struct IntentStore {
     store: Arc<dyn KvStore>,
     keys: Keys,
 }
+
+/// Allocation attempts that trust the caller's index before listing the allocation keys.
+const HINTED_ATTEMPTS: usize = 8;
+
+/// Operations per transaction we stay within (etcd's default `--max-txn-ops` is 128).
+pub const MAX_TXN_OPS: usize = 100;
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("model types always serialize")
@@ -131,18 +138,38 @@ impl IntentStore {
         v: &Vpc,
         ids: RangeInclusive<u32>,
     ) -> Result<(u32, i64), WriteError> {
+        self.create_vpc_hinted(v, ids, None).await
+    }
+
+    /// [`Self::create_vpc`] with the ids the caller's index already knows to be taken in the
+    /// VPC's site: the first attempts pick from it instead of listing every allocation key
+    /// (which costs as much as the site is large). The compare on the allocation key keeps
+    /// it correct when the index is behind; after a few misses the keys are listed.
+    pub async fn create_vpc_hinted(
+        &self,
+        v: &Vpc,
+        ids: RangeInclusive<u32>,
+        known: Option<&BTreeSet<u32>>,
+    ) -> Result<(u32, i64), WriteError> {
         let k = self.keys.vpc(&v.tenant, &v.name);
-        let mut skip = std::collections::BTreeSet::new();
-        for _ in 0..64 {
-            let (taken, _) = self.store.list(&self.keys.vpc_id_prefix(&v.site)).await?;
-            let taken: std::collections::BTreeSet<u32> = taken
-                .iter()
-                .filter_map(|kv| match self.keys.parse(&kv.key) {
-                    Some(KeyKind::VpcIdAlloc(site, i)) if site == v.site => Some(i),
-                    _ => None,
-                })
-                .chain(skip.iter().copied())
-                .collect();
+        let mut skip = BTreeSet::new();
+        for attempt in 0..64 {
+            let taken: BTreeSet<u32> = match known {
+                Some(known) if attempt < HINTED_ATTEMPTS => {
+                    known.iter().chain(skip.iter()).copied().collect()
+                }
+                _ => {
+                    let (taken, _) = self.store.list(&self.keys.vpc_id_prefix(&v.site)).await?;
+                    taken
+                        .iter()
+                        .filter_map(|kv| match self.keys.parse(&kv.key) {
+                            Some(KeyKind::VpcIdAlloc(site, i)) if site == v.site => Some(i),
+                            _ => None,
+                        })
+                        .chain(skip.iter().copied())
+                        .collect()
+                }
+            };
             let Some(id) = ids.clone().find(|i| !taken.contains(i)) else {
                 return Err(WriteError::PoolExhausted(ids));
             };
@@ -291,20 +318,28 @@ impl IntentStore {
     }
 
     /// Writes placement changes in one transaction (None deletes the record).
+    /// Writes placement changes in transactions of at most [`MAX_TXN_OPS`] operations (etcd
+    /// refuses larger ones; a gateway failure can move thousands of VPCs at once). Each
+    /// VPC's placement is independent, so a partial write is a valid state that the next
+    /// pass completes. Returns the last revision.
     pub async fn write_placements(
         &self,
         changes: &[((String, String), Option<Placement>)],
     ) -> Result<i64, WriteError> {
-        let ops = changes
-            .iter()
-            .map(|((t, v), p)| match p {
-                Some(p) => Self::put(self.keys.placement(t, v), encode(p)),
-                None => Op::Delete {
-                    key: self.keys.placement(t, v),
-                },
-            })
-            .collect();
-        Ok(self.store.txn(vec![], ops).await?.revision)
+        let mut revision = 0;
+        for chunk in changes.chunks(MAX_TXN_OPS) {
+            let ops = chunk
+                .iter()
+                .map(|((t, v), p)| match p {
+                    Some(p) => Self::put(self.keys.placement(t, v), encode(p)),
+                    None => Op::Delete {
+                        key: self.keys.placement(t, v),
+                    },
+                })
+                .collect();
+            revision = self.store.txn(vec![], ops).await?.revision;
+        }
+        Ok(revision)
     }
 
     /// Creates a network whose VNI is already chosen, claiming the VNI in the same transaction.
@@ -334,9 +369,20 @@ impl IntentStore {
         n: &Network,
         pool: RangeInclusive<u32>,
     ) -> Result<(u32, i64), WriteError> {
-        let mut skip = std::collections::BTreeSet::new();
-        for _ in 0..64 {
-            let vni = self.free_vni(&pool, &skip).await?;
+        self.create_network_hinted(n, pool, None).await
+    }
+
+    /// [`Self::create_network_allocating`] with the VNIs the caller's index knows are in use
+    /// (see [`Self::create_vpc_hinted`]).
+    pub async fn create_network_hinted(
+        &self,
+        n: &Network,
+        pool: RangeInclusive<u32>,
+        known: Option<&BTreeSet<u32>>,
+    ) -> Result<(u32, i64), WriteError> {
+        let mut skip = BTreeSet::new();
+        for attempt in 0..64 {
+            let vni = self.free_vni(&pool, &skip, known, attempt).await?;
             let mut with_vni = n.clone();
             with_vni.vni = vni;
             match self.create_network(&with_vni).await {
@@ -373,8 +419,16 @@ impl IntentStore {
     async fn free_vni(
         &self,
         pool: &RangeInclusive<u32>,
-        skip: &std::collections::BTreeSet<u32>,
+        skip: &BTreeSet<u32>,
+        known: Option<&BTreeSet<u32>>,
+        attempt: usize,
     ) -> Result<u32, WriteError> {
+        if let Some(known) = known.filter(|_| attempt < HINTED_ATTEMPTS) {
+            return pool
+                .clone()
+                .find(|v| !known.contains(v) && !skip.contains(v))
+                .ok_or_else(|| WriteError::PoolExhausted(pool.clone()));
+        }
         let (taken, _) = self.store.list(&self.keys.vni_prefix()).await?;
         let taken: std::collections::BTreeSet<u32> = taken
             .iter()
@@ -396,10 +450,20 @@ impl IntentStore {
         d: &sf_core::model::DirectConnect,
         pool: RangeInclusive<u32>,
     ) -> Result<(u32, i64), WriteError> {
+        self.create_dc_hinted(d, pool, None).await
+    }
+
+    /// [`Self::create_dc_allocating`] with the VNIs the caller's index knows are in use.
+    pub async fn create_dc_hinted(
+        &self,
+        d: &sf_core::model::DirectConnect,
+        pool: RangeInclusive<u32>,
+        known: Option<&BTreeSet<u32>>,
+    ) -> Result<(u32, i64), WriteError> {
         let k = self.keys.dc(&d.tenant, &d.vpc, &d.name);
-        let mut skip = std::collections::BTreeSet::new();
-        for _ in 0..64 {
-            let vni = self.free_vni(&pool, &skip).await?;
+        let mut skip = BTreeSet::new();
+        for attempt in 0..64 {
+            let vni = self.free_vni(&pool, &skip, known, attempt).await?;
             let mut with_vni = d.clone();
             with_vni.vni = vni;
             let out = self
