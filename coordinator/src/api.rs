@@ -779,6 +779,27 @@ impl FabricApi for Api {
                 let live = view.nodes.get(name).cloned().unwrap_or_default();
                 let desired = self.fabric.desired(name);
                 let status = live.status.as_ref();
+                // The agent's last ack on its stream is fresher than its etcd status, which it
+                // rewrites only every few seconds when nothing but the revision changed.
+                let ack = self
+                    .fabric
+                    .ack_of(name)
+                    .filter(|a| status.is_none_or(|s| a.applied_revision >= s.applied_revision));
+                let applied_revision = ack
+                    .as_ref()
+                    .map(|a| a.applied_revision)
+                    .or(status.map(|s| s.applied_revision))
+                    .unwrap_or(0);
+                let applied_digest = ack
+                    .as_ref()
+                    .map(|a| a.applied_digest.clone())
+                    .or(status.map(|s| s.applied_digest.clone()))
+                    .unwrap_or_default();
+                let errors = ack
+                    .as_ref()
+                    .map(|a| a.errors.clone())
+                    .or(status.map(|s| s.errors.clone()))
+                    .unwrap_or_default();
                 let role = view
                     .intent
                     .nodes
@@ -790,11 +811,11 @@ impl FabricApi for Api {
                     name: name.clone(),
                     role,
                     lease: if live.alive { "up" } else { "down" }.to_string(),
-                    applied_revision: status.map(|s| s.applied_revision).unwrap_or(0),
+                    applied_revision,
                     desired_revision: desired.as_ref().map(|d| d.revision).unwrap_or(0),
                     in_sync: live.alive
-                        && matches!((status, &desired), (Some(s), Some(d)) if s.applied_digest == d.digest()),
-                    errors: status.map(|s| s.errors.clone()).unwrap_or_default(),
+                        && matches!(&desired, Some(d) if applied_digest == d.digest()),
+                    errors,
                     status_json: status
                         .map(|s| serde_json::to_string(s).unwrap_or_default())
                         .unwrap_or_default(),

@@ -39,8 +39,20 @@ pub struct Fabric {
     /// When this coordinator observed each recent intent revision (ms since the epoch): sent
     /// with Snapshots and Deltas, the origin of intent-to-dataplane latency.
     stamps: Mutex<BTreeMap<u64, u64>>,
+    /// What each connected agent last acknowledged on its Sync stream. Agents write the
+    /// applied revision to etcd only every few seconds (see `sf_agent::lease`), so fleet
+    /// status takes the fresher of the two.
+    acks: Mutex<HashMap<String, AckState>>,
     pub metrics: sf_metrics::CoordinatorMetrics,
     pub registry: Arc<sf_metrics::MetricsRegistry>,
+}
+
+/// The latest acknowledgement of a node on this coordinator's stream.
+#[derive(Debug, Clone, Default)]
+pub struct AckState {
+    pub applied_revision: u64,
+    pub applied_digest: String,
+    pub errors: Vec<String>,
 }
 
 /// Revisions whose stamps are kept (older ones are long applied or superseded).
@@ -52,6 +64,7 @@ impl Fabric {
         let metrics = sf_metrics::CoordinatorMetrics::register(&mut registry);
         Arc::new(Fabric {
             stamps: Mutex::new(BTreeMap::new()),
+            acks: Mutex::new(HashMap::new()),
             metrics,
             registry: Arc::new(registry),
             store,
@@ -69,6 +82,32 @@ impl Fabric {
 
     pub fn store(&self) -> &IntentStore {
         &self.store
+    }
+
+    /// Records an agent's ack: a clean one moves its applied revision, one with errors only
+    /// reports them (the agent still runs its previous revision's state where it could not
+    /// apply the new one).
+    pub fn record_ack(&self, node: &str, revision: u64, digest: &str, errors: &[String]) {
+        let mut acks = self.acks.lock().unwrap();
+        let a = acks.entry(node.to_string()).or_default();
+        if errors.is_empty() {
+            if revision >= a.applied_revision {
+                a.applied_revision = revision;
+                a.applied_digest = digest.to_string();
+            }
+            a.errors.clear();
+        } else {
+            a.errors = errors.to_vec();
+        }
+    }
+
+    /// Forgets a node's acks when its stream ends (its etcd status is authoritative again).
+    pub fn forget_acks(&self, node: &str) {
+        self.acks.lock().unwrap().remove(node);
+    }
+
+    pub fn ack_of(&self, node: &str) -> Option<AckState> {
+        self.acks.lock().unwrap().get(node).cloned()
     }
 
     /// Records when this coordinator observed `revision`.
@@ -192,8 +231,10 @@ impl Fabric {
             let intent = &state.view.intent;
             // One port index for the whole batch when it touches many nodes (an ACL on a tier
             // carried by thousands of hypervisors); a single node just filters its own.
-            let ports = match touched.iter().next() {
-                Some(only) if touched.len() == 1 => PortsByNode::for_node(intent, only),
+            // Most batches (heartbeats, status reports) touch no node at all: no index then.
+            let ports = match touched.len() {
+                0 => PortsByNode::default(),
+                1 => PortsByNode::for_node(intent, touched.iter().next().expect("one node")),
                 _ => PortsByNode::new(intent),
             };
             for node in &touched {

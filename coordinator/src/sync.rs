@@ -155,6 +155,7 @@ impl AgentSync for Sync {
                         msg = inbound.message() => match msg {
                             Ok(Some(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Ack(ack)) })) => {
                                 fabric.metrics.acks.inc();
+                                fabric.record_ack(&identity, ack.revision, &ack.digest, &ack.errors);
                                 if ack.errors.is_empty() {
                                     debug!(revision = ack.revision, "ack");
                                     // Once per node and revision: the coordinator's view of
@@ -172,7 +173,11 @@ impl AgentSync for Sync {
                                 }
                             }
                             Ok(Some(_)) => {}
-                            Ok(None) | Err(_) => { info!("agent disconnected"); return; }
+                            Ok(None) | Err(_) => {
+                                info!("agent disconnected");
+                                fabric.forget_acks(&identity);
+                                return;
+                            }
                         }
                     }
                 }

@@ -117,6 +117,7 @@ async fn hold(
         }
     };
     let first = status_rx.borrow_and_update().clone();
+    let mut written = significant(&first);
     put_status(first).await?;
     {
         let mut h = health.lock().unwrap();
@@ -130,6 +131,12 @@ async fn hold(
     mark_lease_ok(args);
     let period = Duration::from_millis((args.lease_ttl.max(1) as u64 * 1000) / 3);
     let mut tick = tokio::time::interval(period);
+    // Jittered, so a fleet's deferred reports after one change spread out instead of arriving
+    // together.
+    let flush_every = STATUS_FLUSH + Duration::from_millis(rand::random_range(0..1000));
+    let mut flush = tokio::time::interval(flush_every);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: Option<AgentStatus> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -141,9 +148,42 @@ async fn hold(
             changed = status_rx.changed() => {
                 if changed.is_err() { return Ok(()); }
                 let s = status_rx.borrow_and_update().clone();
-                put_status(s).await?;
+                let now = significant(&s);
+                if now != written {
+                    written = now;
+                    pending = None;
+                    put_status(s).await?;
+                } else {
+                    // Only the revision, digest or counters moved: the coordinator has them
+                    // from the ack already; etcd gets them with the next flush.
+                    pending = Some(s);
+                }
+            }
+            _ = flush.tick() => {
+                if let Some(s) = pending.take() {
+                    put_status(s).await?;
+                }
             }
         }
+    }
+}
+
+/// Longest delay of a status report that only moves the applied revision, digest or counters.
+/// Writing those at once would make every change that reaches N agents cost N etcd writes
+/// (and N watch events at every coordinator) within the same second; the coordinators learn
+/// the applied revision from the Sync stream's acks instead.
+pub const STATUS_FLUSH: Duration = Duration::from_secs(3);
+
+/// The part of a status report that must reach etcd at once: errors, observed VNIs, load
+/// balancer and Direct Connect state, identity (what placement, compilation and operators
+/// act on).
+fn significant(s: &AgentStatus) -> AgentStatus {
+    AgentStatus {
+        applied_revision: 0,
+        applied_digest: String::new(),
+        counters: Default::default(),
+        reported_at_ms: 0,
+        ..s.clone()
     }
 }
 
@@ -170,4 +210,31 @@ pub fn lease_ok_age(state_dir: &std::path::Path) -> Option<Duration> {
         .modified()
         .ok()?;
     Some(modified.elapsed().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_revision_digest_counters_and_time_are_deferred() {
+        let base = AgentStatus {
+            node: "hv1".into(),
+            applied_revision: 5,
+            applied_digest: "a".into(),
+            ..Default::default()
+        };
+        let mut moved = base.clone();
+        moved.applied_revision = 6;
+        moved.applied_digest = "b".into();
+        moved.counters.insert("reconciles".into(), 3);
+        moved.reported_at_ms = 99;
+        assert_eq!(significant(&base), significant(&moved));
+        let mut failed = moved.clone();
+        failed.errors.push("vxlan1000001: exists".into());
+        assert_ne!(significant(&base), significant(&failed));
+        let mut observed = moved.clone();
+        observed.observed_vnis.insert(1_000_001);
+        assert_ne!(significant(&base), significant(&observed));
+    }
 }

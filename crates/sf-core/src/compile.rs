@@ -14,6 +14,7 @@ use crate::model::{Direction, Intent, NatKind, NetworkKey, NodeRole, PortBinding
 
 /// Port bindings grouped by node: built once for a batch of nodes to compile, so compiling
 /// every node of a large fabric is linear in the ports, not ports × nodes.
+#[derive(Default)]
 pub struct PortsByNode<'a>(HashMap<&'a str, Vec<&'a PortBinding>>);
 
 impl<'a> PortsByNode<'a> {
