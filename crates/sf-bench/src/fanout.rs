@@ -15,7 +15,7 @@ use sf_store::KvStore;
 
 use crate::api;
 use crate::fleet::{node_name, spawn_agents, Board, FleetConfig};
-use crate::procs::{cpu_secs, free_port, rss_kib, CoordinatorSpec, Etcd};
+use crate::procs::{cpu_secs, rss_kib};
 use crate::stats::{ms, quantile, row};
 
 pub struct FanoutArgs {
@@ -77,35 +77,15 @@ fn t1_ip(i: usize) -> String {
 }
 
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
-    let tmp = tempfile::Builder::new()
-        .prefix("sf-bench-fanout")
-        .tempdir()?;
-    let dir = tmp.path().to_path_buf();
-    // SF_BENCH_KEEP=1 keeps the logs and etcd data for a look afterwards.
-    let _tmp = crate::procs::keep_if_asked(tmp);
-    let etcd = Etcd::start(&dir).await?;
-    let pki = crate::pki::Pki::new(&dir.join("pki"))?;
-    let server = pki.issue("coordinator", true)?;
-    let token = format!("bench-{}", rand::random::<u64>());
-    std::fs::write(dir.join("token"), &token)?;
-    let spec = CoordinatorSpec {
-        bin: args.bin_dir.join("sf-coordinator"),
-        dir: dir.clone(),
-        etcd: etcd.endpoint.clone(),
-        cert: server.cert,
-        key: server.key,
-        ca: pki.ca_path(),
-        token_file: dir.join("token"),
-        grpc_port: free_port(),
-        metrics_port: free_port(),
-    };
+    let b = crate::procs::Bench::start("fanout", &args.bin_dir).await?;
+    let (dir, etcd, pki, token, spec) = (&b.dir, &b.etcd, &b.pki, &b.token, &b.spec);
 
     let floor = etcd_watch_floor(&etcd.endpoint, 200).await?;
     let (floor50, floor99) = (quantile(&floor, 0.5), quantile(&floor, 0.99));
     eprintln!("etcd put->watch floor: p50 {floor50:.2} ms, p99 {floor99:.2} ms");
 
     let (mut coord, _) = spec.start(false).await?;
-    let mut api = api::connect(&spec.endpoint(), &pki.ca_path(), &token).await?;
+    let mut api = api::connect(&spec.endpoint(), &pki.ca_path(), token).await?;
     api.create_tenant(pb::Tenant {
         name: TENANT.into(),
         ..Default::default()
@@ -138,7 +118,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let fleet = FleetConfig {
         coordinator: spec.endpoint(),
         etcd: etcd.endpoint.clone(),
-        pki: &pki,
+        pki,
         state_root: &dir.join("agents"),
         lease_ttl: args.lease_ttl,
     };
@@ -367,7 +347,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "forced full snapshots",
     );
     coord.stop()?;
-    drop(etcd);
+    drop(b);
     // The simulated agents' tasks die with the process (the caller exits right after).
     Ok(())
 }

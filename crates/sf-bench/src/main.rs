@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         println!("figure,value,baseline,ratio");
         match cli.cmd {
             Cmd::Fanout {
@@ -84,8 +84,11 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
         }
-    })?;
+    });
     // Simulated agents run detached; leave without waiting for them.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
-    Ok(())
+    for dir in procs::LEFT_TO_REMOVE.lock().unwrap().drain(..) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
 }

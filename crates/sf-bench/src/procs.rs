@@ -263,6 +263,60 @@ pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// Work directories to remove after the runtime has stopped.
+pub static LEFT_TO_REMOVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// What every benchmark starts from: a work directory (kept with `SF_BENCH_KEEP=1`), a real
+/// etcd, a PKI with the coordinator's certificate, an API token, and how to run the
+/// coordinator against them.
+pub struct Bench {
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub etcd: Etcd,
+    pub pki: crate::pki::Pki,
+    pub token: String,
+    pub spec: CoordinatorSpec,
+}
+
+impl Bench {
+    pub async fn start(name: &str, bin_dir: &Path) -> anyhow::Result<Self> {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("sf-bench-{name}"))
+            .tempdir()?;
+        let dir = tmp.path().to_path_buf();
+        let tmp = keep_if_asked(tmp);
+        if tmp.is_some() {
+            // Simulated agents may still write their caches while the TempDir is dropped;
+            // main removes the directory again once the runtime (and every agent) is gone.
+            LEFT_TO_REMOVE.lock().unwrap().push(dir.clone());
+        }
+        let etcd = Etcd::start(&dir).await?;
+        let pki = crate::pki::Pki::new(&dir.join("pki"))?;
+        let server = pki.issue("coordinator", true)?;
+        let token = format!("bench-{}", rand::random::<u64>());
+        std::fs::write(dir.join("token"), &token)?;
+        let spec = CoordinatorSpec {
+            bin: bin_dir.join("sf-coordinator"),
+            dir: dir.clone(),
+            etcd: etcd.endpoint.clone(),
+            cert: server.cert,
+            key: server.key,
+            ca: pki.ca_path(),
+            token_file: dir.join("token"),
+            grpc_port: free_port(),
+            metrics_port: free_port(),
+        };
+        Ok(Bench {
+            dir,
+            _tmp: tmp,
+            etcd,
+            pki,
+            token,
+            spec,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

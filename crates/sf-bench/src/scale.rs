@@ -16,7 +16,7 @@ use sf_store::{KvStore, Op};
 
 use crate::api;
 use crate::fleet::{spawn_agents, Board, FleetConfig};
-use crate::procs::{free_port, rss_kib, CoordinatorSpec, Etcd};
+use crate::procs::rss_kib;
 use crate::stats::{ms, quantile, row};
 
 pub struct ScaleArgs {
@@ -118,35 +118,15 @@ mod erased {
 }
 
 pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
-    let tmp = tempfile::Builder::new()
-        .prefix("sf-bench-scale")
-        .tempdir()?;
-    let dir = tmp.path().to_path_buf();
-    // SF_BENCH_KEEP=1 keeps the logs and etcd data for a look afterwards.
-    let _tmp = crate::procs::keep_if_asked(tmp);
-    let etcd = Etcd::start(&dir).await?;
-    let store = sf_store::etcd::EtcdStore::connect(std::slice::from_ref(&etcd.endpoint)).await?;
+    let b = crate::procs::Bench::start("scale", &args.bin_dir).await?;
+    let (dir, etcd, pki, token, spec) = (&b.dir, &b.etcd, &b.pki, &b.token, &b.spec);
+    let store = sf_store::etcd::EtcdStore::connect(std::slice::from_ref(&b.etcd.endpoint)).await?;
     let keys = Keys::default();
-    let pki = crate::pki::Pki::new(&dir.join("pki"))?;
-    let server = pki.issue("coordinator", true)?;
-    let token = format!("bench-{}", rand::random::<u64>());
-    std::fs::write(dir.join("token"), &token)?;
-    let spec = CoordinatorSpec {
-        bin: args.bin_dir.join("sf-coordinator"),
-        dir: dir.clone(),
-        etcd: etcd.endpoint.clone(),
-        cert: server.cert,
-        key: server.key,
-        ca: pki.ca_path(),
-        token_file: dir.join("token"),
-        grpc_port: free_port(),
-        metrics_port: free_port(),
-    };
     let board = Board::new(1);
     let fleet = FleetConfig {
         coordinator: spec.endpoint(),
         etcd: etcd.endpoint.clone(),
-        pki: &pki,
+        pki,
         state_root: &dir.join("agents"),
         lease_ttl: 6,
     };
@@ -169,7 +149,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             ms(startup),
             rss / 1024
         );
-        let mut api = api::connect(&spec.endpoint(), &pki.ca_path(), &token).await?;
+        let mut api = api::connect(&spec.endpoint(), &pki.ca_path(), token).await?;
         if figures.is_empty() {
             api.create_node(api::node("hv00000", 0, "s0")).await?;
             spawn_agents(&fleet, &board, 0, 1).await?;
@@ -286,6 +266,6 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             &what,
         );
     }
-    drop(etcd);
+    drop(b);
     Ok(())
 }
