@@ -222,14 +222,14 @@ impl FabricApi for Api {
         let rev = if n.vni == 0 {
             // Validate everything but the VNI with a free placeholder, then let the store
             // allocate atomically (a racing allocator can never hand out the same VNI).
+            // The VNIs in use, once: the validation probe and the allocation both start from it.
             let mut known = Default::default();
             self.validate(|i| {
-                let used = i.used_vnis();
-                known = used.clone();
+                known = i.used_vnis();
                 let mut probe = n.clone();
                 probe.vni = sf_core::VNI_POOL
                     .clone()
-                    .find(|v| !used.contains(v))
+                    .find(|v| !known.contains(v))
                     .unwrap_or(0);
                 validate::validate_network(i, &probe)
             })?;

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use futures::StreamExt;
 use sf_core::model::{Network, Tenant, Vpc};
 use sf_proto::v1 as pb;
+use sf_store::intent::MAX_TXN_OPS;
 use sf_store::keys::Keys;
 use sf_store::{KvStore, Op};
 
@@ -53,6 +54,10 @@ fn tiers_of(i: usize) -> [Network; 2] {
     [net("a", 1, base), net("b", 2, base + 1)]
 }
 
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("model types serialize")
+}
+
 fn put(key: String, value: Vec<u8>) -> Op {
     Op::Put {
         key,
@@ -61,7 +66,7 @@ fn put(key: String, value: Vec<u8>) -> Op {
     }
 }
 
-/// Writes VPCs `from..to` with their tiers and allocation keys, 120 operations per
+/// Writes VPCs `from..to` with their tiers and allocation keys, [`MAX_TXN_OPS`] operations per
 /// transaction, several transactions in flight.
 async fn bulk_load(
     store: &sf_store::etcd::EtcdStore,
@@ -69,7 +74,6 @@ async fn bulk_load(
     from: usize,
     to: usize,
 ) -> anyhow::Result<()> {
-    let json = |v: &dyn erased::Json| v.to_json();
     let mut ops = Vec::new();
     if from == 0 {
         let t = Tenant {
@@ -93,7 +97,7 @@ async fn bulk_load(
             ));
         }
     }
-    let batches: Vec<Vec<Op>> = ops.chunks(120).map(<[Op]>::to_vec).collect();
+    let batches: Vec<Vec<Op>> = ops.chunks(MAX_TXN_OPS).map(<[Op]>::to_vec).collect();
     let results = futures::stream::iter(batches)
         .map(|b| async move { store.txn(vec![], b).await })
         .buffer_unordered(8)
@@ -103,18 +107,6 @@ async fn bulk_load(
         r.context("bulk load transaction")?;
     }
     Ok(())
-}
-
-/// serde_json for the model types without naming each one.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> Vec<u8> {
-            serde_json::to_vec(self).expect("model types serialize")
-        }
-    }
 }
 
 pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {

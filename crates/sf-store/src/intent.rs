@@ -154,23 +154,26 @@ impl IntentStore {
         let k = self.keys.vpc(&v.tenant, &v.name);
         let mut skip = BTreeSet::new();
         for attempt in 0..64 {
-            let taken: BTreeSet<u32> = match known {
-                Some(known) if attempt < HINTED_ATTEMPTS => {
-                    known.iter().chain(skip.iter()).copied().collect()
-                }
+            // Trust the index first (no copy of it); list the allocation keys after misses.
+            let listed: BTreeSet<u32>;
+            let taken = match known {
+                Some(known) if attempt < HINTED_ATTEMPTS => known,
                 _ => {
-                    let (taken, _) = self.store.list(&self.keys.vpc_id_prefix(&v.site)).await?;
-                    taken
+                    let (kvs, _) = self.store.list(&self.keys.vpc_id_prefix(&v.site)).await?;
+                    listed = kvs
                         .iter()
                         .filter_map(|kv| match self.keys.parse(&kv.key) {
                             Some(KeyKind::VpcIdAlloc(site, i)) if site == v.site => Some(i),
                             _ => None,
                         })
-                        .chain(skip.iter().copied())
-                        .collect()
+                        .collect();
+                    &listed
                 }
             };
-            let Some(id) = ids.clone().find(|i| !taken.contains(i)) else {
+            let Some(id) = ids
+                .clone()
+                .find(|i| !taken.contains(i) && !skip.contains(i))
+            else {
                 return Err(WriteError::PoolExhausted(ids));
             };
             let mut with_id = v.clone();
@@ -317,11 +320,10 @@ impl IntentStore {
         .await
     }
 
-    /// Writes placement changes in one transaction (None deletes the record).
-    /// Writes placement changes in transactions of at most [`MAX_TXN_OPS`] operations (etcd
-    /// refuses larger ones; a gateway failure can move thousands of VPCs at once). Each
-    /// VPC's placement is independent, so a partial write is a valid state that the next
-    /// pass completes. Returns the last revision.
+    /// Writes placement changes (None deletes the record) in transactions of at most
+    /// [`MAX_TXN_OPS`] operations (etcd refuses larger ones; a gateway failure can move
+    /// thousands of VPCs at once). Each VPC's placement is independent, so a partial write is
+    /// a valid state that the next pass completes. Returns the last revision.
     pub async fn write_placements(
         &self,
         changes: &[((String, String), Option<Placement>)],
