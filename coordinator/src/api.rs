@@ -51,7 +51,7 @@ impl Api {
     async fn set_drained(&self, req: Request<pb::ObjectRef>, drained: bool) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         let role = self
             .fabric
             .with_view(|v, _| v.intent.nodes.get(&r.name).map(|n| n.role))
@@ -101,7 +101,7 @@ impl FabricApi for Api {
     async fn create_tenant(&self, req: Request<pb::Tenant>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let t = tenant_in(req.into_inner());
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_tenant(i, &t))?;
         let rev = self
             .fabric
@@ -123,7 +123,7 @@ impl FabricApi for Api {
     async fn delete_tenant(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_tenant(i, &r.name))?;
         let rev = self
             .fabric
@@ -137,7 +137,7 @@ impl FabricApi for Api {
     async fn create_vpc(&self, req: Request<pb::Vpc>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let v = vpc_in(req.into_inner())?;
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_vpc(i, &v))?;
         // Ids the index knows in the site: allocation need not list every key in etcd.
         let known = self.fabric.with_view(|view, _| {
@@ -195,7 +195,7 @@ impl FabricApi for Api {
     async fn delete_vpc(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_vpc(i, &r.tenant, &r.name))?;
         let vpc = self
             .fabric
@@ -218,7 +218,7 @@ impl FabricApi for Api {
     async fn create_network(&self, req: Request<pb::Network>) -> R<pb::NetworkCreated> {
         self.auth(&req)?;
         let mut n = network_in(req.into_inner())?;
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         let rev = if n.vni == 0 {
             // Validate everything but the VNI with a free placeholder, then let the store
             // allocate atomically (a racing allocator can never hand out the same VNI).
@@ -293,7 +293,7 @@ impl FabricApi for Api {
     async fn delete_network(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_network(i, &r.tenant, &r.vpc, &r.name))?;
         let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
         let net = self
@@ -312,7 +312,7 @@ impl FabricApi for Api {
     async fn create_port_binding(&self, req: Request<pb::PortBinding>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let p = port_in(req.into_inner())?;
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_port(i, &p))?;
         let rev = self
             .fabric
@@ -360,7 +360,7 @@ impl FabricApi for Api {
     async fn delete_port_binding(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_port(i, &r.tenant, &r.name))?;
         let rev = self
             .fabric
@@ -374,7 +374,7 @@ impl FabricApi for Api {
     async fn create_node(&self, req: Request<pb::Node>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let n = node_in(req.into_inner())?;
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_node(i, &n))?;
         let rev = self
             .fabric
@@ -405,7 +405,7 @@ impl FabricApi for Api {
     async fn delete_node(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_node(i, &r.name))?;
         let rev = self
             .fabric
@@ -419,7 +419,7 @@ impl FabricApi for Api {
     async fn create_pool(&self, req: Request<pb::Pool>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let p = pool_in(req.into_inner())?;
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_pool(i, &p))?;
         let rev = self
             .fabric
@@ -441,7 +441,7 @@ impl FabricApi for Api {
     async fn delete_pool(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_pool(i, &r.name))?;
         let rev = self
             .fabric
@@ -455,7 +455,7 @@ impl FabricApi for Api {
     async fn create_nat_rule(&self, req: Request<pb::NatRule>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let n = nat_in(req.into_inner())?;
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_nat(i, &n))?;
         let rev = self
             .fabric
@@ -484,7 +484,7 @@ impl FabricApi for Api {
     async fn delete_nat_rule(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_nat(i, &r.tenant, &r.vpc, &r.name))?;
         let rev = self
             .fabric
@@ -498,7 +498,7 @@ impl FabricApi for Api {
     async fn create_route(&self, req: Request<pb::Route>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = route_in(req.into_inner())?;
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_route(i, &r))?;
         let rev = self
             .fabric
@@ -527,7 +527,7 @@ impl FabricApi for Api {
     async fn delete_route(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_route(i, &r.tenant, &r.vpc, &r.name))?;
         let rev = self
             .fabric
@@ -541,7 +541,7 @@ impl FabricApi for Api {
     async fn create_load_balancer(&self, req: Request<pb::LoadBalancer>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let l = lb_in(req.into_inner())?;
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_lb(i, &l))?;
         let rev = self
             .fabric
@@ -588,7 +588,7 @@ impl FabricApi for Api {
     async fn delete_load_balancer(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_lb(i, &r.tenant, &r.vpc, &r.name))?;
         let rev = self
             .fabric
@@ -602,7 +602,7 @@ impl FabricApi for Api {
     async fn create_direct_connect(&self, req: Request<pb::DirectConnect>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let d = dc_in(req.into_inner())?;
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_dc(i, &d))?;
         let known = self.fabric.with_view(|v, _| v.intent.used_vnis());
         let (vni, rev) = self
@@ -654,7 +654,7 @@ impl FabricApi for Api {
     async fn delete_direct_connect(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_dc(i, &r.tenant, &r.vpc, &r.name))?;
         let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
         let d = self
@@ -673,7 +673,7 @@ impl FabricApi for Api {
     async fn apply_acl_list(&self, req: Request<pb::AclList>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let l = acl_in(req.into_inner())?;
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_acl(i, &l))?;
         let rev = self
             .fabric
@@ -717,7 +717,7 @@ impl FabricApi for Api {
     async fn delete_acl_list(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_lock.lock().await;
+        let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_acl(i, &r.tenant, &r.vpc, &r.name))?;
         let rev = self
             .fabric
@@ -822,9 +822,21 @@ impl FabricApi for Api {
                 }
             })
             .collect();
+        let (leader, replicas) = self.fabric.with_view(|v, _| {
+            (
+                v.leader
+                    .as_ref()
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_default(),
+                v.replicas.iter().cloned().collect(),
+            )
+        });
         Ok(Response::new(pb::FleetStatus {
             intent_revision: revision as u64,
             nodes,
+            leader,
+            replicas,
+            served_by: self.fabric.replica_name().to_string(),
         }))
     }
 }

@@ -28,6 +28,7 @@ pub fn validation_status(e: ValidationError) -> Status {
 pub fn write_status(e: WriteError) -> Status {
     match e {
         WriteError::Conflict(m) => Status::aborted(m),
+        WriteError::Stale => Status::aborted(e.to_string()),
         WriteError::PoolExhausted(_) => Status::resource_exhausted(e.to_string()),
         WriteError::Store(s) => Status::unavailable(format!("etcd unavailable: {s}")),
     }

@@ -34,8 +34,13 @@ pub struct Fabric {
     /// Wakes the placement controller after any change.
     placement_kick: tokio::sync::Notify,
     /// Serializes validate-then-write sequences of the API, so validation sees every earlier
-    /// write (etcd compares still guard against other coordinators).
-    pub write_lock: tokio::sync::Mutex<()>,
+    /// write of this replica; the intent-version fence (see [`Fabric::write_guard`]) covers
+    /// writes through other replicas.
+    write_lock: tokio::sync::Mutex<()>,
+    /// This replica's name in the election.
+    name: std::sync::OnceLock<String>,
+    /// `Some(revision it was elected at)` while this replica leads.
+    leadership: watch::Sender<Option<i64>>,
     /// When this coordinator observed each recent intent revision (ms since the epoch): sent
     /// with Snapshots and Deltas, the origin of intent-to-dataplane latency.
     stamps: Mutex<BTreeMap<u64, u64>>,
@@ -45,6 +50,18 @@ pub struct Fabric {
     acks: Mutex<HashMap<String, AckState>>,
     pub metrics: sf_metrics::CoordinatorMetrics,
     pub registry: Arc<sf_metrics::MetricsRegistry>,
+}
+
+/// An open validate-then-write section (see [`Fabric::write_guard`]).
+pub struct WriteGuard<'a> {
+    _lock: tokio::sync::MutexGuard<'a, ()>,
+    store: &'a IntentStore,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.store.set_fence(None);
+    }
 }
 
 /// The latest acknowledgement of a node on this coordinator's stream.
@@ -77,7 +94,47 @@ impl Fabric {
             revision_tx: watch::channel(0).0,
             placement_kick: tokio::sync::Notify::new(),
             write_lock: tokio::sync::Mutex::new(()),
+            leadership: watch::channel(None).0,
+            name: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Starts a validate-then-write section: serialized with this replica's other sections,
+    /// and fenced on the intent version validation is about to read, so a write fails with
+    /// [`sf_store::intent::WriteError::Stale`] (instead of committing on stale validation) if
+    /// intent changed through another replica in between.
+    pub async fn write_guard(&self) -> WriteGuard<'_> {
+        let lock = self.write_lock.lock().await;
+        let seq = self.with_view(|v, _| v.intent_seq);
+        self.store.set_fence(Some(seq));
+        WriteGuard {
+            _lock: lock,
+            store: &self.store,
+        }
+    }
+
+    /// Names this replica (once, by the election).
+    pub fn set_replica_name(&self, name: &str) {
+        let _ = self.name.set(name.to_string());
+    }
+
+    pub fn replica_name(&self) -> &str {
+        self.name.get().map(String::as_str).unwrap_or("")
+    }
+
+    /// The revision this replica was elected leader at, while it leads.
+    pub fn leader_revision(&self) -> Option<i64> {
+        *self.leadership.borrow()
+    }
+
+    /// Called by the election: takes or gives up the leader's work (placement).
+    pub fn set_leadership(&self, elected_at: Option<i64>) {
+        self.leadership.send_replace(elected_at);
+        self.metrics.is_leader.set(elected_at.is_some() as i64);
+        if elected_at.is_some() {
+            self.metrics.leader_elections.inc();
+            self.placement_kick.notify_one();
+        }
     }
 
     pub fn store(&self) -> &IntentStore {
@@ -290,11 +347,14 @@ impl Fabric {
     }
 
     /// The placement controller: keeps `placement/…` in etcd equal to rendezvous placement
-    /// over the live, undrained gateways. Runs on every change; writes only differences, in
-    /// one transaction. (With several coordinators only the leader runs it.)
+    /// over the live, undrained gateways. Runs on every relevant change, only on the elected
+    /// leader (its writes are fenced on the leadership); writes only differences.
     pub async fn run_placement(self: Arc<Self>) {
         loop {
             self.placement_kick.notified().await;
+            let Some(elected_at) = self.leader_revision() else {
+                continue;
+            };
             let changes = self.with_view(|view, _| {
                 let alive: BTreeSet<String> = view
                     .nodes
@@ -329,8 +389,15 @@ impl Fabric {
             for ((t, v), p) in &changes {
                 debug!(tenant = %t, vpc = %v, placement = ?p, "placement changed");
             }
-            match self.store.write_placements(&changes).await {
+            match self
+                .store
+                .write_placements(&changes, Some(elected_at))
+                .await
+            {
                 Ok(rev) => self.wait_for_revision(rev).await,
+                Err(e) if self.leader_revision() != Some(elected_at) => {
+                    info!(error = %e, "placement write dropped: leadership lost");
+                }
                 Err(e) => {
                     warn!(error = %e, "writing placement failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod convert;
+pub mod election;
 pub mod fabric;
 pub mod identity;
 pub mod rest;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use sf_coordinator::{api::Api, fabric::Fabric, identity::Tokens, sync::Sync};
 use sf_proto::v1::{agent_sync_server::AgentSyncServer, fabric_api_server::FabricApiServer};
-use sf_store::{etcd::EtcdStore, intent::IntentStore, keys::Keys};
+use sf_store::intent::IntentStore;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 #[derive(Parser, Debug)]
@@ -18,17 +18,15 @@ struct Args {
     /// gRPC listen address (FabricApi and AgentSync, TLS).
     #[arg(long, env = "SF_LISTEN", default_value = "0.0.0.0:7443")]
     listen: SocketAddr,
-    /// etcd endpoints, comma separated.
-    #[arg(
-        long,
-        env = "SF_ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:2379"
-    )]
-    etcd_endpoints: Vec<String>,
-    /// Root of StackFabric's keys in etcd.
-    #[arg(long, env = "SF_ETCD_ROOT", default_value = "/stackfabric")]
-    etcd_root: String,
+    #[command(flatten)]
+    etcd: sf_store::etcd::EtcdArgs,
+    /// This replica's name in the leader election, unique per replica (default: the host
+    /// name).
+    #[arg(long, env = "SF_COORDINATOR_NAME")]
+    name: Option<String>,
+    /// TTL of the leader lease in seconds: how long a crashed leader holds the leadership.
+    #[arg(long, env = "SF_LEADER_LEASE_SECS", default_value_t = 5)]
+    leader_lease_secs: i64,
     /// Server certificate (PEM).
     #[arg(long, env = "SF_TLS_CERT")]
     tls_cert: PathBuf,
@@ -77,12 +75,26 @@ async fn main() -> anyhow::Result<()> {
         args.api_token_file.display()
     );
 
-    let kv = EtcdStore::connect(&args.etcd_endpoints)
+    let kv = args
+        .etcd
+        .connect()
         .await
-        .with_context(|| format!("connecting to etcd at {:?}", args.etcd_endpoints))?;
-    let fabric = Fabric::new(IntentStore::new(Arc::new(kv), Keys::new(&args.etcd_root)));
+        .with_context(|| format!("connecting to etcd at {:?}", args.etcd.endpoints))?;
+    let fabric = Fabric::new(IntentStore::new(Arc::new(kv), args.etcd.keys()));
     tokio::spawn(fabric.clone().run());
     tokio::spawn(fabric.clone().run_placement());
+    let name = args.name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "coordinator".into())
+    });
+    let resign = Arc::new(tokio::sync::Notify::new());
+    let election = tokio::spawn(sf_coordinator::election::run(
+        fabric.clone(),
+        name,
+        args.leader_lease_secs,
+        resign.clone(),
+    ));
     sf_coordinator::rest::spawn(&args.rest, fabric.clone()).await?;
     if let Some(addr) = args.metrics_listen {
         let f = fabric.clone();
@@ -112,6 +124,8 @@ async fn main() -> anyhow::Result<()> {
         }))
         .serve_with_shutdown(args.listen, async move {
             shutdown_signal().await;
+            // Hand the leadership over first: a follower takes it within half a second.
+            resign.notify_one();
             stopping.notify_one();
         });
     // Agent streams never end by themselves: after SIGTERM, in-flight API calls get a short
@@ -123,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(2)).await;
         } => tracing::info!("grace period over; closing the remaining agent streams"),
     }
+    let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
     tracing::info!("shut down");
     Ok(())
 }

@@ -72,6 +72,13 @@ async fn vpc_router_follows_placement_and_fails_over_on_lease_loss() {
     let fabric = Fabric::new(store.clone());
     tokio::spawn(fabric.clone().run());
     tokio::spawn(fabric.clone().run_placement());
+    // Placement runs on the elected leader only; this is the only replica.
+    tokio::spawn(sf_coordinator::election::run(
+        fabric.clone(),
+        "c1".into(),
+        5,
+        Arc::new(tokio::sync::Notify::new()),
+    ));
 
     let key = ("demo".to_string(), "blue".to_string());
     let placement = eventually("placement", || {

@@ -525,11 +525,26 @@ pub fn show<T: Render>(fmt: Output, item: &T) -> String {
     }
 }
 
-/// Renders fleet status: an intent-revision header line plus the node table, or a JSON object.
+/// Renders fleet status: an intent-revision header line (and the coordinator replicas, when
+/// the coordinator reports them) plus the node table, or a JSON object.
 pub fn fleet(fmt: Output, status: &FleetStatus) -> String {
+    let coordinators = if status.replicas.is_empty() && status.leader.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "coordinators: {} (leader: {}; answered by {})\n",
+            status.replicas.join(", "),
+            if status.leader.is_empty() {
+                "none"
+            } else {
+                &status.leader
+            },
+            status.served_by
+        )
+    };
     match fmt {
         Output::Table => format!(
-            "intent revision: {}\n{}",
+            "intent revision: {}\n{coordinators}{}",
             status.intent_revision,
             table(
                 NodeStatus::HEADERS,
@@ -538,6 +553,9 @@ pub fn fleet(fmt: Output, status: &FleetStatus) -> String {
         ),
         Output::Json => pretty(&json!({
             "intent_revision": status.intent_revision,
+            "leader": status.leader,
+            "replicas": status.replicas,
+            "served_by": status.served_by,
             "nodes": status.nodes.iter().map(NodeStatus::to_json).collect::<Vec<_>>(),
         })),
     }
@@ -714,7 +732,25 @@ mod tests {
                     status_json: String::new(),
                 },
             ],
+            ..FleetStatus::default()
         }
+    }
+
+    #[test]
+    fn fleet_table_names_the_coordinators() {
+        let status = FleetStatus {
+            leader: "coord2".into(),
+            replicas: vec!["coord1".into(), "coord2".into()],
+            served_by: "coord1".into(),
+            ..sample_fleet()
+        };
+        let out = fleet(Output::Table, &status);
+        assert!(
+            out.starts_with(
+                "intent revision: 42\ncoordinators: coord1, coord2 (leader: coord2; answered by coord1)\nNODE"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
@@ -735,6 +771,7 @@ mod tests {
             v,
             json!({
                 "intent_revision": 42,
+                "leader": "", "replicas": [], "served_by": "",
                 "nodes": [
                     {"name":"hv1","role":"hypervisor","lease":"up","applied_revision":42,
                      "desired_revision":42,"in_sync":true,"errors":[],

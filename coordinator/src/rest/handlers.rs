@@ -191,7 +191,7 @@ impl Rest {
         if ops.is_empty() {
             return Ok(0);
         }
-        let out = self.fabric.store().kv().txn(compares, ops).await?;
+        let out = self.fabric.store().fenced_txn(compares, ops).await?;
         if !out.succeeded {
             return Err(ApiError::conflict(
                 "the objects changed concurrently (another coordinator?); retry",
@@ -811,7 +811,7 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
     let v = parse_body(body)?;
     let name = posted_name(kind, &v)?;
     let spec = parse_spec(kind, &v)?;
-    let _g = s.fabric.write_lock.lock().await;
+    let _g = s.fabric.write_guard().await;
     if kind == Kind::Vpc {
         s.ensure_tenants().await?;
     }
@@ -895,7 +895,7 @@ async fn free_vpc_id(s: &Rest, site: &str) -> ApiResult<u32> {
 
 async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
     let patch = parse_body(body)?;
-    let _g = s.fabric.write_lock.lock().await;
+    let _g = s.fabric.write_guard().await;
     let db = s.db().await?;
     let old = db.get(kind, id).ok_or_else(|| not_found(kind, id))?.clone();
     // A PUT may carry only what changes: overlay it on the current object.
@@ -1008,7 +1008,7 @@ fn blockers(db: &Db, r: &Record) -> Option<String> {
 }
 
 async fn delete_ids(s: &Rest, kind: Kind, ids: &[u64]) -> Res {
-    let _g = s.fabric.write_lock.lock().await;
+    let _g = s.fabric.write_guard().await;
     let db = s.db().await?;
     let sfk = s.fabric.store().keys().clone();
     let mut txn = Txn::new(&s.keys, &sfk, &db);
@@ -1101,7 +1101,7 @@ async fn sites(State(s): St) -> Res {
 
 async fn tenants(State(s): St) -> Res {
     {
-        let _g = s.fabric.write_lock.lock().await;
+        let _g = s.fabric.write_guard().await;
         s.ensure_tenants().await?;
     }
     let db = s.db().await?;

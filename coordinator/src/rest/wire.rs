@@ -88,6 +88,7 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Conflict(m) => ApiError::conflict(m),
+            WriteError::Stale => ApiError::conflict(e.to_string()),
             WriteError::PoolExhausted(_) => ApiError::conflict(e.to_string()),
             WriteError::Store(s) => ApiError::unavailable(format!("etcd unavailable: {s}")),
         }

@@ -10,16 +10,10 @@ pub struct AgentArgs {
     /// Coordinator endpoints (https://host:port), comma separated; tried in turn.
     #[arg(long, env = "SF_COORDINATOR", value_delimiter = ',')]
     pub coordinator: Vec<String>,
-    /// etcd endpoints, comma separated (for the lease and status keys).
-    #[arg(
-        long,
-        env = "SF_ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:2379"
-    )]
-    pub etcd_endpoints: Vec<String>,
-    #[arg(long, env = "SF_ETCD_ROOT", default_value = "/stackfabric")]
-    pub etcd_root: String,
+    /// etcd (for the lease and status keys under `nodes/<node>/`, the only keys a node's etcd
+    /// user may write).
+    #[command(flatten)]
+    pub etcd: sf_store::etcd::EtcdArgs,
     /// This node's client certificate and key (PEM), issued by the fabric CA.
     #[arg(long, env = "SF_TLS_CERT")]
     pub tls_cert: PathBuf,

@@ -53,10 +53,10 @@ pub async fn run(
     counters: Arc<Counters>,
     health: Arc<std::sync::Mutex<LeaseHealth>>,
 ) {
-    let keys = Keys::new(&args.etcd_root);
+    let keys = args.etcd.keys();
     let mut attempt = 0;
     loop {
-        let store = match EtcdStore::connect(&args.etcd_endpoints).await {
+        let store = match args.etcd.connect().await {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "etcd unreachable; retrying");

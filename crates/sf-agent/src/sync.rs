@@ -106,7 +106,9 @@ enum End {
 pub async fn run(args: AgentArgs, shared: Arc<SyncShared>) {
     let mut attempt: u32 = 0;
     let mut force_snapshot = false;
-    let mut endpoint_idx = 0usize;
+    // Agents spread over the coordinator replicas (each starts at its own, by name) and move
+    // on to the next one whenever a session ends.
+    let mut endpoint_idx = first_endpoint(&args.node, args.coordinator.len());
     loop {
         let endpoint = args.coordinator[endpoint_idx % args.coordinator.len()].clone();
         let started = Instant::now();
@@ -130,6 +132,15 @@ pub async fn run(args: AgentArgs, shared: Arc<SyncShared>) {
         attempt = attempt.saturating_add(1);
         tokio::time::sleep(delay).await;
     }
+}
+
+/// The replica a node tries first: a stable hash of its name (FNV-1a), so a fleet spreads
+/// evenly and a node returns to the same replica across restarts.
+pub fn first_endpoint(node: &str, replicas: usize) -> usize {
+    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % replicas.max(1) as u64) as usize
 }
 
 /// Exponential backoff from 200 ms to 10 s, with "equal jitter" (half fixed, half random), so
@@ -446,5 +457,19 @@ mod tests {
             );
         }
         assert!(backoff(30) <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn nodes_spread_over_replicas() {
+        let mut per_replica = [0usize; 3];
+        for i in 0..300 {
+            per_replica[first_endpoint(&format!("hv{i}"), 3)] += 1;
+        }
+        assert!(
+            per_replica.iter().all(|&n| (70..=130).contains(&n)),
+            "{per_replica:?}"
+        );
+        assert_eq!(first_endpoint("hv1", 3), first_endpoint("hv1", 3));
+        assert_eq!(first_endpoint("hv1", 1), 0);
     }
 }

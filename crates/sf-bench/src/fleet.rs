@@ -122,8 +122,7 @@ pub async fn spawn_agents(
         let args = AgentArgs {
             node: name.clone(),
             coordinator: vec![cfg.coordinator.clone()],
-            etcd_endpoints: vec![cfg.etcd.clone()],
-            etcd_root: "/stackfabric".into(),
+            etcd: sf_store::etcd::EtcdArgs::plain(vec![cfg.etcd.clone()]),
             tls_cert: issued.cert,
             tls_key: issued.key,
             tls_ca: cfg.pki.ca_path(),

@@ -131,6 +131,9 @@ pub struct CoordinatorMetrics {
     pub sync_resumes: Counter,
     pub sync_deltas: Counter,
     pub sync_bytes: Counter,
+    /// 1 while this replica holds the coordinator leadership.
+    pub is_leader: Gauge,
+    pub leader_elections: Counter,
 }
 
 impl CoordinatorMetrics {
@@ -147,7 +150,19 @@ impl CoordinatorMetrics {
             sync_resumes: Counter::default(),
             sync_deltas: Counter::default(),
             sync_bytes: Counter::default(),
+            is_leader: Gauge::default(),
+            leader_elections: Counter::default(),
         };
+        reg.register(
+            "sf_coordinator_is_leader",
+            "1 while this replica is the elected leader (runs placement), else 0",
+            m.is_leader.clone(),
+        );
+        reg.register(
+            "sf_coordinator_leader_elections",
+            "Times this replica won the leader election",
+            m.leader_elections.clone(),
+        );
         reg.register(
             "sf_coordinator_intent_to_ack_seconds",
             "Time from observing an intent revision to an agent acknowledging it (once per node and revision)",

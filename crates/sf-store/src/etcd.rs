@@ -1,11 +1,12 @@
 //! [`KvStore`] on a real etcd cluster (v3 API, 3.4+), through `etcd-client`.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions,
-    LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions,
+    Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use futures::StreamExt;
 use tokio::sync::Mutex;
@@ -39,16 +40,135 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// Client TLS towards etcd: the CA that signed the members' certificates and this process's
+/// own certificate. With etcd's `--client-cert-auth` and auth enabled, the certificate's
+/// common name is the etcd user, so the certificate alone decides which keys a node may write.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub ca_pem: Vec<u8>,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl EtcdTls {
+    /// Reads the three PEM files; `None` when none is given, an error when only some are.
+    pub fn from_files(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> std::io::Result<Option<Self>> {
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        };
+        match (ca, cert, key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(EtcdTls {
+                ca_pem: read(ca)?,
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+            })),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "etcd TLS needs all three of --etcd-ca, --etcd-cert and --etcd-key",
+            )),
+        }
+    }
+}
+
+/// The etcd connection flags every binary shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EtcdArgs {
+    /// etcd endpoints, comma separated ("https://10.0.0.1:2379,https://10.0.0.2:2379"): a
+    /// request goes to another member when one is down.
+    #[arg(
+        long = "etcd-endpoints",
+        env = "SF_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+    /// Root of StackFabric's keys in etcd.
+    #[arg(
+        long = "etcd-root",
+        env = "SF_ETCD_ROOT",
+        default_value = "/stackfabric"
+    )]
+    pub root: String,
+    /// CA that signed the etcd members' certificates (PEM). With --etcd-cert and --etcd-key:
+    /// etcd over TLS, authenticated as the certificate's common name.
+    #[arg(long = "etcd-ca", env = "SF_ETCD_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// This process's etcd client certificate (PEM).
+    #[arg(long = "etcd-cert", env = "SF_ETCD_CERT")]
+    pub cert: Option<std::path::PathBuf>,
+    #[arg(long = "etcd-key", env = "SF_ETCD_KEY")]
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl EtcdArgs {
+    /// Plain connection to `endpoints` under the default root (tests, benchmarks).
+    pub fn plain(endpoints: Vec<String>) -> Self {
+        EtcdArgs {
+            endpoints,
+            root: "/stackfabric".into(),
+            ca: None,
+            cert: None,
+            key: None,
+        }
+    }
+
+    pub fn keys(&self) -> crate::keys::Keys {
+        crate::keys::Keys::new(&self.root)
+    }
+
+    /// Reads the TLS files (if any) and connects.
+    pub async fn connect(&self) -> std::result::Result<EtcdStore, ConnectError> {
+        let tls = EtcdTls::from_files(
+            self.ca.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )
+        .map_err(ConnectError::Tls)?;
+        EtcdStore::connect_with(&self.endpoints, tls.as_ref())
+            .await
+            .map_err(ConnectError::Store)
+    }
+}
+
+/// Why [`EtcdArgs::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("etcd TLS files: {0}")]
+    Tls(std::io::Error),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
 impl EtcdStore {
-    /// Connects to any of `endpoints` ("http://host:2379").
+    /// Connects to any of `endpoints` ("http://host:2379") without TLS.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
-        let opts = ConnectOptions::new()
+        Self::connect_with(endpoints, None).await
+    }
+
+    /// Connects to any of `endpoints`; with `tls`, over TLS ("https://host:2379") as the
+    /// certificate's etcd user. The client balances over the endpoints and retries a request
+    /// on another member when one is down.
+    pub async fn connect_with(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Self> {
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(3))
             .with_timeout(std::time::Duration::from_secs(5))
             .with_keep_alive(
                 std::time::Duration::from_secs(5),
                 std::time::Duration::from_secs(3),
             );
+        if let Some(t) = tls {
+            opts = opts.with_tls(
+                TlsOptions::new()
+                    .ca_certificate(Certificate::from_pem(&t.ca_pem))
+                    .identity(Identity::from_pem(&t.cert_pem, &t.key_pem)),
+            );
+        }
         let client = Client::connect(endpoints, Some(opts)).await?;
         Ok(EtcdStore {
             client,

@@ -17,7 +17,9 @@ use sf_core::model::{
 use sf_core::status::AgentStatus;
 
 use crate::keys::{KeyKind, Keys};
-use crate::{Compare, EventKind, KeyValue, KvStore, Op, Result, StoreError, WatchEvent};
+use crate::{
+    Compare, EventKind, KeyValue, KvStore, Op, Result, StoreError, TxnOutcome, WatchEvent,
+};
 
 /// Why a guarded write did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,10 @@ pub enum WriteError {
     /// A compare failed: someone else wrote first, or a parent vanished.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Intent changed (through another coordinator replica) after this write was validated:
+    /// validate again against the newer state and retry.
+    #[error("intent changed through another coordinator since this request was validated; retry")]
+    Stale,
     #[error("VNI pool {0:?} is exhausted")]
     PoolExhausted(RangeInclusive<u32>),
     #[error(transparent)]
@@ -43,6 +49,12 @@ pub struct NodeLiveness {
 pub struct ClusterView {
     pub intent: Intent,
     pub nodes: std::collections::BTreeMap<String, NodeLiveness>,
+    /// Mod revision of `coordinators/intent-seq`: the intent version validation saw.
+    pub intent_seq: i64,
+    /// The elected coordinator leader (its name) and the revision it was elected at.
+    pub leader: Option<(String, i64)>,
+    /// Live coordinator replicas.
+    pub replicas: BTreeSet<String>,
 }
 
 /// Typed access to intent in a store.
@@ -50,6 +62,10 @@ pub struct ClusterView {
 pub struct IntentStore {
     store: Arc<dyn KvStore>,
     keys: Keys,
+    /// The intent version (`ClusterView::intent_seq`) the current validate-then-write section
+    /// validated against; set by the coordinator's write guard, which serializes those
+    /// sections. Writes outside a section are not fenced (they still advance the version).
+    fence: Arc<std::sync::Mutex<Option<i64>>>,
 }
 
 /// Allocation attempts that trust the caller's index before listing the allocation keys.
@@ -71,7 +87,48 @@ fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
 
 impl IntentStore {
     pub fn new(store: Arc<dyn KvStore>, keys: Keys) -> Self {
-        IntentStore { store, keys }
+        IntentStore {
+            store,
+            keys,
+            fence: Arc::default(),
+        }
+    }
+
+    /// Fences the following writes on intent version `seq` (`None`: unfenced).
+    pub fn set_fence(&self, seq: Option<i64>) {
+        *self.fence.lock().unwrap() = seq;
+    }
+
+    /// Applies `ops` if `compares` hold and intent did not change since the fence's version;
+    /// every such write also advances the version. A failure caused by the version alone is
+    /// [`WriteError::Stale`]; one caused by `compares` is an unsucceeded outcome.
+    pub async fn fenced_txn(
+        &self,
+        mut compares: Vec<Compare>,
+        mut ops: Vec<Op>,
+    ) -> Result<TxnOutcome, WriteError> {
+        let seq_key = self.keys.intent_seq();
+        let fence = *self.fence.lock().unwrap();
+        if let Some(seq) = fence {
+            compares.push(Compare::ModRevision(seq_key.clone(), seq));
+        }
+        ops.push(Self::put(seq_key.clone(), Vec::new()));
+        let out = self.store.txn(compares, ops).await?;
+        if out.succeeded {
+            // Our own write is the only change since the fence: later writes of the same
+            // section are fenced on it.
+            if fence.is_some() {
+                *self.fence.lock().unwrap() = Some(out.revision);
+            }
+        } else {
+            if let Some(seq) = fence {
+                let now = self.store.get(&seq_key).await?;
+                if now.map(|kv| kv.mod_revision).unwrap_or(0) != seq {
+                    return Err(WriteError::Stale);
+                }
+            }
+        }
+        Ok(out)
     }
     pub fn keys(&self) -> &Keys {
         &self.keys
@@ -103,7 +160,7 @@ impl IntentStore {
         compares: Vec<Compare>,
         ops: Vec<Op>,
     ) -> Result<i64, WriteError> {
-        let out = self.store.txn(compares, ops).await?;
+        let out = self.fenced_txn(compares, ops).await?;
         if out.succeeded {
             Ok(out.revision)
         } else {
@@ -179,8 +236,7 @@ impl IntentStore {
             let mut with_id = v.clone();
             with_id.id = id;
             let out = self
-                .store
-                .txn(
+                .fenced_txn(
                     vec![
                         Compare::Absent(k.clone()),
                         Compare::Absent(self.keys.vpc_id(&v.site, id)),
@@ -324,9 +380,14 @@ impl IntentStore {
     /// [`MAX_TXN_OPS`] operations (etcd refuses larger ones; a gateway failure can move
     /// thousands of VPCs at once). Each VPC's placement is independent, so a partial write is
     /// a valid state that the next pass completes. Returns the last revision.
+    ///
+    /// `leader_revision` is the revision at which this coordinator won the election: each
+    /// transaction compares the leader key against it, so a deposed leader (its lease expired
+    /// while it was partitioned or paused) cannot overwrite its successor's placement.
     pub async fn write_placements(
         &self,
         changes: &[((String, String), Option<Placement>)],
+        leader_revision: Option<i64>,
     ) -> Result<i64, WriteError> {
         let mut revision = 0;
         for chunk in changes.chunks(MAX_TXN_OPS) {
@@ -339,7 +400,16 @@ impl IntentStore {
                     },
                 })
                 .collect();
-            revision = self.store.txn(vec![], ops).await?.revision;
+            let compares = leader_revision
+                .map(|r| vec![Compare::ModRevision(self.keys.leader(), r)])
+                .unwrap_or_default();
+            let out = self.store.txn(compares, ops).await?;
+            if !out.succeeded {
+                return Err(WriteError::Conflict(
+                    "no longer the coordinator leader".into(),
+                ));
+            }
+            revision = out.revision;
         }
         Ok(revision)
     }
@@ -469,8 +539,7 @@ impl IntentStore {
             let mut with_vni = d.clone();
             with_vni.vni = vni;
             let out = self
-                .store
-                .txn(
+                .fenced_txn(
                     vec![
                         Compare::Absent(k.clone()),
                         Compare::Absent(self.keys.vni(vni)),
@@ -743,6 +812,27 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
         }
         KeyKind::Heartbeat(n) => {
             view.nodes.entry(n).or_default().alive = put;
+            None
+        }
+        KeyKind::IntentSeq => {
+            view.intent_seq = if put { ev.kv.mod_revision } else { 0 };
+            None
+        }
+        KeyKind::Leader => {
+            view.leader = put.then(|| {
+                (
+                    String::from_utf8_lossy(&ev.kv.value).into_owned(),
+                    ev.kv.mod_revision,
+                )
+            });
+            None
+        }
+        KeyKind::Replica(n) => {
+            if put {
+                view.replicas.insert(n);
+            } else {
+                view.replicas.remove(&n);
+            }
             None
         }
         KeyKind::Status(n) => {

@@ -20,6 +20,10 @@
 //! {root}/alloc/vpc-id/{id}                            owner "tenant/vpc" (allocation)
 //! {root}/nodes/{node}/heartbeat                       under the node's lease; presence = alive
 //! {root}/nodes/{node}/status                          AgentStatus (JSON), under the same lease
+//! {root}/coordinators/leader                          LeaderRecord, under the leader's lease
+//! {root}/coordinators/replicas/{name}                 ReplicaRecord, under that replica's lease
+//! {root}/coordinators/intent-seq                      rewritten by every intent write: its
+//!                                                     mod revision fences validate-then-write
 //! ```
 //!
 //! Intent and inventory are written only by coordinators; `nodes/{node}/…` only by that node's
@@ -122,6 +126,19 @@ impl Keys {
     pub fn status(&self, n: &str) -> String {
         format!("{}/nodes/{n}/status", self.root)
     }
+    /// The coordinator leader election key (value: the leader's name).
+    pub fn leader(&self) -> String {
+        format!("{}/coordinators/leader", self.root)
+    }
+    pub fn replica(&self, name: &str) -> String {
+        format!("{}/coordinators/replicas/{name}", self.root)
+    }
+    /// Every coordinator intent write puts this key and compares its mod revision with the
+    /// one its validation saw: writes through different replicas serialize (optimistic
+    /// concurrency, like Kubernetes' resourceVersion) without a leader on the write path.
+    pub fn intent_seq(&self) -> String {
+        format!("{}/coordinators/intent-seq", self.root)
+    }
 
     /// Classifies a key under the root.
     pub fn parse(&self, key: &str) -> Option<KeyKind> {
@@ -152,6 +169,9 @@ impl Keys {
             ["alloc", "vni", v] => KeyKind::VniAlloc(v.parse().ok()?),
             ["nodes", n, "heartbeat"] => KeyKind::Heartbeat(n.to_string()),
             ["nodes", n, "status"] => KeyKind::Status(n.to_string()),
+            ["coordinators", "leader"] => KeyKind::Leader,
+            ["coordinators", "replicas", n] => KeyKind::Replica(n.to_string()),
+            ["coordinators", "intent-seq"] => KeyKind::IntentSeq,
             _ => return None,
         })
     }
@@ -178,6 +198,9 @@ pub enum KeyKind {
     VpcIdAlloc(String, u32),
     Heartbeat(String),
     Status(String),
+    Leader,
+    Replica(String),
+    IntentSeq,
 }
 
 #[cfg(test)]
@@ -208,6 +231,12 @@ mod tests {
             k.parse(&k.vpc_id("fra1", 7)),
             Some(KeyKind::VpcIdAlloc("fra1".into(), 7))
         );
+        assert_eq!(k.parse(&k.leader()), Some(KeyKind::Leader));
+        assert_eq!(
+            k.parse(&k.replica("c1")),
+            Some(KeyKind::Replica("c1".into()))
+        );
+        assert_eq!(k.parse(&k.intent_seq()), Some(KeyKind::IntentSeq));
         assert_eq!(k.parse("/other/intent/tenants/a"), None);
         assert_eq!(k.parse("/sf-test/intent/tenants/a/extra"), None);
     }
