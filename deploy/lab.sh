@@ -1,19 +1,44 @@
 #!/usr/bin/env bash
 # deploy/lab.sh - StackFabric one-machine lab driver (DESIGN.md section 4).
 #
-#   deploy/lab.sh up [--no-build] [--force]   deps, cargo build, lab + demo tenant
+#   deploy/lab.sh up [--no-build] [--force] [--ha]   deps, cargo build, lab + demo tenant
+#                                             (--ha: 3 etcd members with mTLS and auth, 3
+#                                             coordinators; see "HA lab" in this file)
 #   deploy/lab.sh down                        remove everything (also a crashed run)
 #   deploy/lab.sh exec NAME CMD...            run CMD in namespace ${LAB_PREFIX}NAME
 #   deploy/lab.sh sfctl ARGS...               sfctl (from ${LAB_PREFIX}mgmt) against the lab
-#   deploy/lab.sh status                      sfctl status, or "down"
+#   deploy/lab.sh status                      sfctl status (--ha: etcd members and
+#                                             coordinator replicas first), or "down"
 #   deploy/lab.sh vm-add NAME HV TENANT VPC NETWORK IP
 #   deploy/lab.sh vm-del NAME
 #   deploy/lab.sh vm-plug NAME HV VNI IP/LEN GATEWAY   (low level: plumbing + HTTP
 #                                             server only, no sfctl; for debugging)
 #   deploy/lab.sh agent-start|agent-stop|agent-kill NODE   (re)start, stop (SIGTERM)
 #                                             or crash (SIGKILL) a node's agent
-#   deploy/lab.sh coord-start|coord-stop      start or stop the coordinator
+#   deploy/lab.sh coord-start|coord-stop|coord-kill [N]   start, stop (SIGTERM) or crash
+#                                             (SIGKILL) the coordinator; --ha lab: replica
+#                                             N (1-3), every replica without N
+#   deploy/lab.sh etcd-start|etcd-stop|etcd-kill [N]   the same for etcd; --ha lab: member
+#                                             N (etcd-start N rejoins with its data dir)
+#   deploy/lab.sh etcdctl [--as USER] ARGS... etcdctl (from ${LAB_PREFIX}mgmt) against the
+#                                             lab's etcd; --ha lab: TLS with USER's
+#                                             certificate pki/USER.pem (default root)
 #   deploy/lab.sh vm-http-stop|vm-http-start NAME   stop or start a VM's HTTP server
+#
+# Management network 172.31.255.0/24 (namespace ${LAB_PREFIX}mgmt is the bridge): mgmt .1,
+# leaf1-2 .11-.12, spine1 .19, hv1-3 .21-.23, gw1-2 .31-.32; plain lab: etcd .2, coord .3;
+# --ha lab instead: etcd1-3 .41-.43 (namespaces ${LAB_PREFIX}etcd1-3), coord1-3 .51-.53
+# (${LAB_PREFIX}coord1-3).
+#
+# HA lab (`up --ha`, remembered in $STATE/mode for later subcommands): etcd members
+# etcd1-3 serve clients on https://<ip>:2379 and peers on https://<ip>:2380, both requiring a
+# certificate of the lab CA; etcd auth is on and the certificate's CN is the etcd user
+# (etcd_auth_setup: root, coord1-3 with readwrite on /stackfabric/, each node with readwrite
+# on /stackfabric/nodes/<node>/ only). Coordinators coord1-3 (gRPC :7443, REST :8080, metrics
+# :9100, certificate CN coordN with DNS:coordinator) use their own certificate for etcd;
+# agents get all three coordinators and all three etcd members. `sfctl` asks coord1 and moves
+# to the next replica when coord1 cannot be reached (for a command that may write: only when
+# it could not connect at all, so that a write is never sent twice).
 #
 # Environment:
 #   LAB_PREFIX          namespace prefix (default sflab-); runs with different
@@ -24,8 +49,8 @@
 #   SF_LAB_KEEP_ON_FAIL=1 do not clean up when `up` fails (for debugging)
 #
 # Everything lives in namespaces named ${LAB_PREFIX}* and in the state dir
-# STATE=/tmp/sf-lab.${LAB_PREFIX%-} (pki/, api-token, logs/, pids/, agents/<node>,
-# etcd/, frr/<node>, vms/, netlab/). FRR's -N also creates /var/run/frr/<ns>.
+# STATE=/tmp/sf-lab.${LAB_PREFIX%-} (mode, pki/, api-token, logs/, pids/, agents/<node>,
+# etcd/ (--ha: etcd/etcd1-3), frr/<node>, vms/, netlab/). FRR's -N also creates /var/run/frr/<ns>.
 # Nothing is created, addressed or routed in the host namespace.
 set -euo pipefail
 
@@ -41,16 +66,24 @@ case "$LAB_PREFIX" in
 esac
 P=$LAB_PREFIX
 STATE=/tmp/sf-lab.${LAB_PREFIX%-}
+# shellcheck disable=SC2034  # used by lib/netlab.sh
 NETLAB_DIR=$STATE/netlab
 SF_BIN_DIR=${SF_BIN_DIR:-$ROOT/target/release}
 NO_BINARIES=${SF_LAB_NO_BINARIES:-0}
 
-# shellcheck source=lib/netlab.sh source-path=SCRIPTDIR
+# shellcheck source=lib/netlab.sh source-path=SCRIPTDIR disable=SC1091
 . "$SCRIPT_DIR/lib/netlab.sh"
 
 MGMT_NET=172.31.255
-ETCD_URL=http://$MGMT_NET.2:2379
-COORD_URL=https://$MGMT_NET.3:7443
+# The etcd root of every binary (their default --etcd-root); the HA lab's etcd permissions
+# are granted under it.
+ETCD_ROOT=/stackfabric
+# Lab mode: plain (one plain-HTTP etcd, one coordinator) or HA (`up --ha`: etcd members and
+# coordinator replicas HA_IDS), remembered in $STATE/mode so every later subcommand acts on
+# the lab that is up.
+HA_IDS=(1 2 3)
+HA=0
+[ "$(cat "$STATE/mode" 2>/dev/null || true)" = ha ] && HA=1
 SPINES=(spine1)
 LEAVES=(leaf1 leaf2)
 # Every switch runs sf-switch-agent: the spine is EVPN transit, a leaf becomes a VTEP when it
@@ -75,6 +108,8 @@ mgmt_ip() {
     case "$1" in
         etcd) echo "$MGMT_NET.2" ;;
         coord) echo "$MGMT_NET.3" ;;
+        etcd[1-9]) echo "$MGMT_NET.$((40 + ${1#etcd}))" ;;
+        coord[1-9]) echo "$MGMT_NET.$((50 + ${1#coord}))" ;;
         leaf[0-9]) echo "$MGMT_NET.$((10 + ${1#leaf}))" ;;
         spine[0-9]) echo "$MGMT_NET.$((18 + ${1#spine}))" ;;
         hv[0-9]) echo "$MGMT_NET.$((20 + ${1#hv}))" ;;
@@ -82,6 +117,30 @@ mgmt_ip() {
         *) return 1 ;;
     esac
 }
+
+# set_endpoints - the URLs of the lab's etcd and coordinator(s) for the current mode:
+# ETCD_URLS/COORD_URLS (arrays, member/replica N at index N-1), ETCD_ENDPOINTS/
+# COORD_ENDPOINTS (comma separated, as the binaries take them), ETCD_URL/COORD_URL (the
+# first: the plain lab's only etcd and coordinator).
+set_endpoints() {
+    local i
+    ETCD_URLS=()
+    COORD_URLS=()
+    if [ "$HA" = 1 ]; then
+        for i in "${HA_IDS[@]}"; do
+            ETCD_URLS+=("https://$(mgmt_ip "etcd$i"):2379")
+            COORD_URLS+=("https://$(mgmt_ip "coord$i"):7443")
+        done
+    else
+        ETCD_URLS=("http://$MGMT_NET.2:2379")
+        COORD_URLS=("https://$MGMT_NET.3:7443")
+    fi
+    ETCD_URL=${ETCD_URLS[0]}
+    COORD_URL=${COORD_URLS[0]}
+    ETCD_ENDPOINTS=$(IFS=,; echo "${ETCD_URLS[*]}")
+    COORD_ENDPOINTS=$(IFS=,; echo "${COORD_URLS[*]}")
+}
+set_endpoints
 
 log() { echo "lab[$P]: $*" >&2; }
 die() {
@@ -204,11 +263,92 @@ wait_for() {
 # ---------------------------------------------------------------------------
 # sfctl
 
-sfctl_cmd() {
-    local bin=$SF_BIN_DIR/sfctl
-    [ -x "$bin" ] || die "missing $bin (build with cargo build --release --bins)"
-    ip netns exec "${P}mgmt" "$bin" --endpoint "$COORD_URL" --ca "$STATE/pki/ca.pem" \
+sfctl_bin() {
+    [ -x "$SF_BIN_DIR/sfctl" ] || die "missing $SF_BIN_DIR/sfctl (build with cargo build --release --bins)"
+}
+
+# sfctl_at URL ARGS... - sfctl (from ${P}mgmt) against the coordinator at URL.
+sfctl_at() {
+    local url=$1
+    shift
+    sfctl_bin
+    ip netns exec "${P}mgmt" "$SF_BIN_DIR/sfctl" --endpoint "$url" --ca "$STATE/pki/ca.pem" \
         --token-file "$STATE/api-token" "$@"
+}
+
+# sfctl_unreachable MESSAGE - sfctl's error MESSAGE (exit status 2) says the coordinator could
+# not be reached or used (as opposed to a local setup error such as a missing token file).
+sfctl_unreachable() {
+    case "$1" in *"cannot reach coordinator at "*) return 0 ;; esac
+    return 1
+}
+
+# sfctl_not_sent MESSAGE - sfctl's error MESSAGE (exit status 2) says it never got a
+# connection to the coordinator (TCP connect refused/unreachable, or the connect + TLS
+# handshake timed out: "timed out after Ns"), so no request went out. Failures once connected
+# (reset, "Timeout expired" mid-call, h2 errors) are not matched: the request may have been
+# received and applied.
+sfctl_not_sent() {
+    sfctl_unreachable "$1" || return 1
+    case "$1" in
+        *"tcp connect error"* | *"Connection refused"* | *"No route to host"* | \
+            *"Network is unreachable"* | *"timed out after "*) return 0 ;;
+    esac
+    return 1
+}
+
+# sfctl_read_only ARGS... - the sfctl command in ARGS only reads: `status`, `<object> list`
+# or `<object> show` (global options before the command are skipped; anything not
+# recognised counts as a write).
+sfctl_read_only() {
+    local words=()
+    while [ $# -gt 0 ] && [ ${#words[@]} -lt 2 ]; do
+        case "$1" in
+            --endpoint | --ca | --server-name | --token-file | --token | -o | --output | --timeout)
+                [ $# -ge 2 ] || return 1
+                shift 2
+                ;;
+            -*) shift ;;
+            *)
+                words+=("$1")
+                shift
+                ;;
+        esac
+    done
+    [ "${words[0]:-}" = status ] && return 0
+    case "${words[1]:-}" in list | show) return 0 ;; esac
+    return 1
+}
+
+# sfctl_cmd ARGS... - sfctl against the lab. Plain lab: its coordinator. HA lab: coord1 first;
+# the next replica (coord2, then coord3) is tried only when coord1 could not be reached
+# (sfctl exits 2, "cannot reach coordinator at URL: ..."), and for a command that may write
+# only when the failure shows the request never left (sfctl_not_sent: no connection), so a
+# write is sent at most once; a read (sfctl_read_only) also moves on after a failure once
+# connected (e.g. "Timeout expired"). An answer from a coordinator (exit 1: rejected, not
+# found) ends the loop with that replica's status and message. When no replica could be
+# used, every replica's message is printed.
+sfctl_cmd() {
+    if [ "$HA" != 1 ]; then
+        sfctl_at "$COORD_URL" "$@"
+        return
+    fi
+    local url err errs="" rc=0 ro=0
+    sfctl_bin
+    sfctl_read_only "$@" && ro=1
+    for url in "${COORD_URLS[@]}"; do
+        rc=0
+        # stdout passes through (fd 3); stderr is kept to decide whether to try the next one
+        { err=$(sfctl_at "$url" "$@" 2>&1 1>&3 3>&-); } 3>&1 || rc=$?
+        if [ "$rc" = 2 ] && { sfctl_not_sent "$err" || { [ "$ro" = 1 ] && sfctl_unreachable "$err"; }; }; then
+            errs+="$err"$'\n'
+            continue
+        fi
+        [ -z "$err" ] || printf '%s\n' "$err" >&2
+        return "$rc"
+    done
+    printf '%s' "$errs" >&2
+    return "$rc"
 }
 
 # json_get FIELD - read a JSON object on stdin, print FIELD (a top-level key,
@@ -307,10 +447,23 @@ EOF
     openssl verify -CAfile "$d/ca.pem" "$d/$name.pem" >/dev/null
 }
 
+# pki_all - the lab CA, the coordinator's certificate (HA lab: coord1-3's, CN coordN with
+# DNS:coordinator, the name agents and sfctl verify, and the replica's IP; they are also the
+# coordinators' etcd client certificates), one client certificate per node (CN = node name;
+# HA lab: also its etcd client certificate), and the API token. HA lab also: etcd1-3 (server
+# and peer: SAN the member's IP and 127.0.0.1) and root (etcd administration).
 pki_all() {
-    local n
+    local n i
     pki_init
-    pki_cert coordinator serverAuth,clientAuth "DNS:coordinator,IP:$MGMT_NET.3"
+    if [ "$HA" = 1 ]; then
+        for i in "${HA_IDS[@]}"; do
+            pki_cert "etcd$i" serverAuth,clientAuth "IP:$(mgmt_ip "etcd$i"),IP:127.0.0.1"
+            pki_cert "coord$i" serverAuth,clientAuth "DNS:coordinator,IP:$(mgmt_ip "coord$i")"
+        done
+        pki_cert root clientAuth "DNS:root"
+    else
+        pki_cert coordinator serverAuth,clientAuth "DNS:coordinator,IP:$MGMT_NET.3"
+    fi
     for n in "${SWITCHES[@]}" "${HVS[@]}" "${GWS[@]}"; do
         pki_cert "$n" clientAuth "DNS:$n"
     done
@@ -404,7 +557,13 @@ build_topology() {
     log "namespaces and management network $MGMT_NET.0/24"
     netlab_mgmt_init || die "mgmt namespace"
     ip -n "${P}mgmt" addr add "$MGMT_NET.1/24" dev "$NETLAB_MGMT_BR" || die "mgmt address"
-    for n in etcd coord "${SWITCHES[@]}" "${HVS[@]}" "${GWS[@]}"; do
+    local infra=(etcd coord)
+    if [ "$HA" = 1 ]; then
+        infra=()
+        for n in "${HA_IDS[@]}"; do infra+=("etcd$n"); done
+        for n in "${HA_IDS[@]}"; do infra+=("coord$n"); done
+    fi
+    for n in "${infra[@]}" "${SWITCHES[@]}" "${HVS[@]}" "${GWS[@]}"; do
         netlab_ns_add "${P}$n" || die "namespace ${P}$n"
         netlab_mgmt_attach "${P}$n" "$(mgmt_ip "$n")/24" || die "mgmt attach $n"
     done
@@ -475,9 +634,141 @@ start_etcd() {
     }
 }
 
-start_coordinator() {
-    log "coordinator in ${P}coord ($COORD_URL, Netris REST API on https://$MGMT_NET.3:8080)"
-    # REST (CloudStack's Netris provider): user `cloudstack`, password in $STATE/rest-password.
+# ---------------------------------------------------------------------------
+# HA lab: etcd cluster etcd1-3 with TLS and auth
+
+# etcdctl_as USER ENDPOINTS ARGS... - etcdctl from ${P}mgmt. HA lab: TLS with USER's
+# certificate pki/USER.pem (client-cert auth: its CN is the etcd user); plain lab: no TLS, no
+# user.
+etcdctl_as() {
+    local user=$1 eps=$2 tls=()
+    shift 2
+    if [ "$HA" = 1 ]; then
+        tls=(--cacert "$STATE/pki/ca.pem" --cert "$STATE/pki/$user.pem" --key "$STATE/pki/$user.key")
+    fi
+    ip netns exec "${P}mgmt" env ETCDCTL_API=3 etcdctl --endpoints "$eps" "${tls[@]}" "$@"
+}
+
+# etcd_member_healthy N... - each member N answers a quorum read (as root).
+etcd_member_healthy() {
+    local i eps=""
+    for i in "$@"; do eps+="${eps:+,}${ETCD_URLS[i - 1]}"; done
+    etcdctl_as root "$eps" --dial-timeout=1s --command-timeout=2s endpoint health
+}
+
+# start_etcd_member N new|existing - member etcdN in ${P}etcdN, data in $STATE/etcd/etcdN.
+# Clients (https://IP:2379, also 127.0.0.1 inside the namespace) and peers (https://IP:2380)
+# must present a certificate of the lab CA; etcd uses its own certificate for both.
+# `existing`: a restart with the member's data dir (the cluster flags are then ignored).
+start_etcd_member() {
+    local i=$1 cstate=$2 ip cluster="" j d=$STATE/pki
+    ip=$(mgmt_ip "etcd$i")
+    for j in "${HA_IDS[@]}"; do
+        cluster+="${cluster:+,}etcd$j=https://$(mgmt_ip "etcd$j"):2380"
+    done
+    mkdir -p "$STATE/etcd/etcd$i"
+    chmod 700 "$STATE/etcd" "$STATE/etcd/etcd$i"
+    start_bg "etcd$i" "${P}etcd$i" "$(command -v etcd)" --name "etcd$i" \
+        --data-dir "$STATE/etcd/etcd$i" \
+        --listen-client-urls "https://$ip:2379,https://127.0.0.1:2379" \
+        --advertise-client-urls "https://$ip:2379" \
+        --listen-peer-urls "https://$ip:2380" \
+        --initial-advertise-peer-urls "https://$ip:2380" \
+        --initial-cluster "$cluster" --initial-cluster-token "${P}etcd" \
+        --initial-cluster-state "$cstate" \
+        --client-cert-auth --trusted-ca-file "$d/ca.pem" \
+        --cert-file "$d/etcd$i.pem" --key-file "$d/etcd$i.key" \
+        --peer-client-cert-auth --peer-trusted-ca-file "$d/ca.pem" \
+        --peer-cert-file "$d/etcd$i.pem" --peer-key-file "$d/etcd$i.key"
+}
+
+# etcd_member_wait N - wait until member N is healthy, or fail with its log.
+etcd_member_wait() {
+    WAIT_PROCS="etcd$1" wait_for 30 "etcd$1 health" etcd_member_healthy "$1" || {
+        log_tail "etcd$1" 30
+        die "etcd$1 not healthy after 30 s"
+    }
+}
+
+start_etcd_cluster() {
+    local i names=()
+    for i in "${HA_IDS[@]}"; do names+=("etcd$i"); done
+    log "etcd cluster ${names[*]} (mTLS): $ETCD_ENDPOINTS"
+    for i in "${HA_IDS[@]}"; do
+        start_etcd_member "$i" new
+    done
+    WAIT_PROCS="${names[*]}" wait_for 40 "etcd cluster health" \
+        etcd_member_healthy "${HA_IDS[@]}" || {
+        for i in "${names[@]}"; do log_tail "$i" 15; done
+        die "etcd cluster not healthy after 40 s"
+    }
+    etcd_auth_setup
+    etcd_auth_check
+}
+
+etcd_admin() {
+    etcdctl_as root "$ETCD_ENDPOINTS" "$@" >/dev/null || die "etcdctl $* failed"
+}
+
+# etcd_auth_setup - access control of StackFabric's etcd: the reference procedure (run once,
+# as etcd's root, on a fresh cluster whose members require client certificates:
+# --client-cert-auth --trusted-ca-file). With client-cert auth etcd takes the user name from
+# the certificate's CN, so the users have no password (--no-password) and nobody can log in
+# with one:
+#   root           role root: administration (etcdctl --cert root.pem); needed to enable auth
+#   coord1..coordN role coordinator: readwrite on $ETCD_ROOT/ (intent, inventory, allocations,
+#                  every node's status); coordinator certificates have CN coord1..coordN
+#   <node>         role node-<node>: readwrite on $ETCD_ROOT/nodes/<node>/ only (the
+#                  heartbeat and status keys under the node's lease); the agent's certificate
+#                  has CN <node>, so it can neither read intent nor touch another node's keys
+# $ETCD_ROOT is the --etcd-root of the binaries (default /stackfabric); adding a node later:
+# the role/user pair below for it, with auth already on (as root).
+etcd_auth_setup() {
+    local n i r=$ETCD_ROOT
+    log "etcd auth: users root, coord1-${#HA_IDS[@]}, one per node (CN of their certificates)"
+    etcd_admin user add root --no-password
+    etcd_admin user grant-role root root
+    etcd_admin role add coordinator
+    etcd_admin role grant-permission coordinator --prefix=true readwrite "$r/"
+    for i in "${HA_IDS[@]}"; do
+        etcd_admin user add "coord$i" --no-password
+        etcd_admin user grant-role "coord$i" coordinator
+    done
+    for n in "${SWITCHES[@]}" "${HVS[@]}" "${GWS[@]}"; do
+        etcd_admin role add "node-$n"
+        etcd_admin role grant-permission "node-$n" --prefix=true readwrite "$r/nodes/$n/"
+        etcd_admin user add "$n" --no-password
+        etcd_admin user grant-role "$n" "node-$n"
+    done
+    etcd_admin auth enable
+}
+
+# etcd_auth_check - auth is in force: hv1's certificate may write under nodes/hv1/ but is
+# refused ("permission denied") under nodes/hv2/ and intent/.
+etcd_auth_check() {
+    local k out
+    k=$ETCD_ROOT/nodes/hv1/lab-auth-check
+    etcdctl_as hv1 "$ETCD_ENDPOINTS" put "$k" ok >/dev/null || die "etcd auth: hv1 cannot write $k"
+    etcdctl_as hv1 "$ETCD_ENDPOINTS" del "$k" >/dev/null || die "etcd auth: hv1 cannot delete $k"
+    for k in "$ETCD_ROOT/nodes/hv2/lab-auth-check" "$ETCD_ROOT/intent/lab-auth-check"; do
+        if out=$(etcdctl_as hv1 "$ETCD_ENDPOINTS" put "$k" x 2>&1); then
+            etcdctl_as root "$ETCD_ENDPOINTS" del "$k" >/dev/null 2>&1 || true
+            die "etcd auth: hv1 could write $k"
+        fi
+        case "$out" in
+            *"permission denied"*) ;;
+            *) die "etcd auth: hv1 writing $k: expected permission denied, got: $out" ;;
+        esac
+    done
+    log "etcd auth: checked (hv1 writes nodes/hv1/, is denied nodes/hv2/ and intent/)"
+}
+
+# ---------------------------------------------------------------------------
+# coordinator(s)
+
+# rest_users_init - REST (CloudStack's Netris provider): user `cloudstack`, password in
+# $STATE/rest-password; one users file for every coordinator.
+rest_users_init() {
     if [ ! -s "$STATE/rest-users" ]; then
         (
             umask 077
@@ -488,6 +779,11 @@ start_coordinator() {
         ) || die "creating the REST user"
         chmod 600 "$STATE/rest-password" "$STATE/rest-users"
     fi
+}
+
+start_coordinator() {
+    log "coordinator in ${P}coord ($COORD_URL, Netris REST API on https://$MGMT_NET.3:8080)"
+    rest_users_init
     start_bg coordinator "${P}coord" "$SF_BIN_DIR/sf-coordinator" --listen 0.0.0.0:7443 \
         --etcd-endpoints "$ETCD_URL" \
         --tls-cert "$STATE/pki/coordinator.pem" --tls-key "$STATE/pki/coordinator.key" \
@@ -500,6 +796,40 @@ start_coordinator() {
         sfctl_cmd status || true
         die "coordinator not answering sfctl status after 20 s"
     }
+}
+
+# start_coord_replica N - HA coordinator coordN in ${P}coordN: as start_coordinator, with its
+# own name and certificate (also its etcd client certificate: etcd user coordN), all etcd
+# members over TLS.
+start_coord_replica() {
+    local i=$1 d=$STATE/pki ip
+    ip=$(mgmt_ip "coord$i")
+    log "coordinator coord$i in ${P}coord$i (${COORD_URLS[i - 1]}, REST https://$ip:8080)"
+    rest_users_init
+    start_bg "coord$i" "${P}coord$i" "$SF_BIN_DIR/sf-coordinator" --name "coord$i" \
+        --listen 0.0.0.0:7443 \
+        --etcd-endpoints "$ETCD_ENDPOINTS" \
+        --etcd-ca "$d/ca.pem" --etcd-cert "$d/coord$i.pem" --etcd-key "$d/coord$i.key" \
+        --tls-cert "$d/coord$i.pem" --tls-key "$d/coord$i.key" \
+        --tls-ca "$d/ca.pem" --api-token-file "$STATE/api-token" \
+        --metrics-listen 0.0.0.0:9100 \
+        --rest-listen 0.0.0.0:8080 --rest-users-file "$STATE/rest-users" --rest-site lab \
+        --rest-tls-cert "$d/coord$i.pem" --rest-tls-key "$d/coord$i.key"
+}
+
+# coord_replica_wait N - wait until coordN itself answers sfctl status.
+coord_replica_wait() {
+    WAIT_PROCS="coord$1" wait_for 20 "coord$1" sfctl_at "${COORD_URLS[$1 - 1]}" status || {
+        log_tail "coord$1" 30
+        sfctl_at "${COORD_URLS[$1 - 1]}" status || true
+        die "coord$1 not answering sfctl status after 20 s"
+    }
+}
+
+start_coord_replicas() {
+    local i
+    for i in "${HA_IDS[@]}"; do start_coord_replica "$i"; done
+    for i in "${HA_IDS[@]}"; do coord_replica_wait "$i"; done
 }
 
 create_inventory() {
@@ -532,7 +862,7 @@ create_inventory() {
 
 # start_agent NODE - the node's agent inside its namespace (switch or hypervisor).
 start_agent() {
-    local n=$1 bin extra=() nsenter=0
+    local n=$1 bin extra=() etcd_tls=() nsenter=0
     case "$n" in
         leaf* | spine*) bin=$SF_BIN_DIR/sf-switch-agent ;;
         hv*) bin=$SF_BIN_DIR/sf-hypervisor-agent ;;
@@ -543,9 +873,15 @@ start_agent() {
             ;;
         *) die "no agent for node '$n'" ;;
     esac
+    # HA lab: the node's certificate is also its etcd client certificate (etcd user <node>)
+    if [ "$HA" = 1 ]; then
+        etcd_tls=(--etcd-ca "$STATE/pki/ca.pem" --etcd-cert "$STATE/pki/$n.pem"
+            --etcd-key "$STATE/pki/$n.key")
+    fi
     mkdir -p "$STATE/agents/$n"
-    START_NSENTER=$nsenter start_bg "$n" "${P}$n" "$bin" --node "$n" --coordinator "$COORD_URL" \
-        --etcd-endpoints "$ETCD_URL" \
+    START_NSENTER=$nsenter start_bg "$n" "${P}$n" "$bin" --node "$n" \
+        --coordinator "$COORD_ENDPOINTS" \
+        --etcd-endpoints "$ETCD_ENDPOINTS" "${etcd_tls[@]}" \
         --tls-cert "$STATE/pki/$n.pem" --tls-key "$STATE/pki/$n.key" \
         --tls-ca "$STATE/pki/ca.pem" \
         --state-dir "$STATE/agents/$n" --frr-dir "$STATE/frr/$n" \
@@ -702,7 +1038,7 @@ vm_del() {
 # down
 
 do_down() {
-    local pf name d
+    local pf name d i
     if [ -d "$STATE/pids" ]; then
         for pf in "$STATE"/pids/vm-*.pid; do
             [ -e "$pf" ] && stop_proc "$(basename "$pf" .pid)"
@@ -711,10 +1047,12 @@ do_down() {
         for pf in "$STATE"/pids/*.pid; do
             [ -e "$pf" ] || continue
             name=$(basename "$pf" .pid)
-            case "$name" in coordinator | etcd) ;; *) stop_proc "$name" ;; esac
+            case "$name" in coordinator | coord[0-9]* | etcd | etcd[0-9]*) ;; *) stop_proc "$name" ;; esac
         done
         stop_proc coordinator
+        for i in "${HA_IDS[@]}"; do stop_proc "coord$i"; done
         stop_proc etcd
+        for i in "${HA_IDS[@]}"; do stop_proc "etcd$i"; done
     fi
     for d in "$STATE"/frr/*/; do
         [ -d "$d" ] && { netlab_frr_stop "${d%/}" || true; }
@@ -765,11 +1103,12 @@ check_tools() {
 }
 
 cmd_up() {
-    local build=1 force=0 a b
+    local build=1 force=0 ha=0 a b
     for a in "$@"; do
         case "$a" in
             --no-build) build=0 ;;
             --force) force=1 ;;
+            --ha) ha=1 ;;
             *) die "up: unknown option $a" ;;
         esac
     done
@@ -813,12 +1152,28 @@ cmd_up() {
     mkdir -p "$STATE"
     chmod 755 "$STATE"
     mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/agents" "$STATE/frr" "$STATE/vms"
+    HA=$ha
+    set_endpoints
+    if [ "$HA" = 1 ]; then
+        echo ha >"$STATE/mode"
+        log "HA lab: etcd members and coordinators ${HA_IDS[*]}"
+    else
+        echo plain >"$STATE/mode"
+    fi
     build_topology
     log "PKI and API token"
     pki_all
-    start_etcd
+    if [ "$HA" = 1 ]; then
+        start_etcd_cluster
+    else
+        start_etcd
+    fi
     if [ "$NO_BINARIES" != 1 ]; then
-        start_coordinator
+        if [ "$HA" = 1 ]; then
+            start_coord_replicas
+        else
+            start_coordinator
+        fi
         create_inventory
         start_agents
         create_demo
@@ -829,14 +1184,37 @@ cmd_up() {
 }
 
 summary() {
-    local me=$0
-    cat <<EOF
+    local me=$0 i
+    if [ "$HA" = 1 ]; then
+        cat <<EOF
+
+StackFabric HA lab is up (prefix $P, state $STATE).
+  management net     $MGMT_NET.0/24: mgmt .1, etcd1-3 .41-.43, coord1-3 .51-.53,
+                     leaf1-2 .11-.12, spine1 .19, hv1-3 .21-.23, gw1-2 .31-.32
+  etcd (mTLS, auth)  client certificate CN = etcd user (root, coord1-3, one per node)
+EOF
+        for i in "${HA_IDS[@]}"; do
+            printf '    etcd%s            %s  peer https://%s:2380  ns %s\n' "$i" \
+                "${ETCD_URLS[i - 1]}" "$(mgmt_ip "etcd$i")" "${P}etcd$i"
+        done
+        if [ "$NO_BINARIES" = 1 ]; then
+            echo "  coordinators       (none: SF_LAB_NO_BINARIES=1)"
+        else
+            echo "  coordinators       gRPC :7443, REST :8080, metrics :9100; sfctl tries coord1 first"
+            for i in "${HA_IDS[@]}"; do
+                printf '    coord%s           %s  ns %s\n' "$i" "${COORD_URLS[i - 1]}" "${P}coord$i"
+            done
+        fi
+        echo "  logs               $STATE/logs/"
+    else
+        cat <<EOF
 
 StackFabric lab is up (prefix $P, state $STATE).
   management net     $MGMT_NET.0/24: mgmt .1, etcd .2, coord .3, leaf1-2 .11-.12, hv1-3 .21-.23
   coordinator        $COORD_URL   etcd $ETCD_URL
   logs               $STATE/logs/
 EOF
+    fi
     if [ "$NO_BINARIES" = 1 ]; then
         echo "  (SF_LAB_NO_BINARIES=1: no coordinator, agents or demo VMs)"
     else
@@ -853,14 +1231,183 @@ EOF
   $me status                                      # sfctl status
   $me sfctl node list
   $me vm-add NAME HV TENANT VPC NETWORK IP / vm-del NAME
-  $me down
 EOF
+    if [ "$HA" = 1 ]; then
+        cat <<EOF
+  $me etcdctl member list -w table          # as root; --as NODE: with NODE's certificate
+  $me etcd-kill N | etcd-start N | coord-kill N | coord-stop N | coord-start N
+EOF
+    fi
+    echo "  $me down"
+}
+
+# ---------------------------------------------------------------------------
+# subcommands on a running lab: etcd and coordinator(s), status
+
+# replica_ids WHAT [N] - the member/replica numbers a coord-*/etcd-* subcommand of the HA lab
+# acts on: N (checked), or every one.
+replica_ids() {
+    local what=$1 i
+    shift
+    [ $# -le 1 ] || die "usage: $0 $what [N]"
+    if [ $# -eq 0 ]; then
+        echo "${HA_IDS[*]}"
+        return
+    fi
+    for i in "${HA_IDS[@]}"; do
+        [ "$1" = "$i" ] && { echo "$i"; return; }
+    done
+    die "$what: no number '$1' (this lab has ${HA_IDS[*]})"
+}
+
+# coord_ctl start|stop|kill [N]
+coord_ctl() {
+    local action=$1 ids i
+    shift
+    if [ "$HA" != 1 ]; then
+        [ $# -eq 0 ] || die "coord-$action: this lab has one coordinator (replica numbers are for 'up --ha')"
+        case "$action" in
+            start)
+                lab_is_up || die "lab $P is down"
+                proc_alive coordinator && die "the coordinator is already running"
+                start_coordinator
+                ;;
+            stop) stop_proc coordinator ;;
+            kill) kill_proc coordinator ;;
+        esac
+        return 0
+    fi
+    ids=$(replica_ids "coord-$action" "$@")
+    [ "$action" = stop ] || lab_is_up || die "lab $P is down"
+    for i in $ids; do
+        case "$action" in
+            start)
+                if proc_alive "coord$i"; then
+                    [ $# -eq 0 ] && continue
+                    die "coord$i is already running"
+                fi
+                start_coord_replica "$i"
+                coord_replica_wait "$i"
+                ;;
+            stop) stop_proc "coord$i" ;;
+            kill)
+                [ $# -eq 0 ] && ! proc_alive "coord$i" && continue
+                kill_proc "coord$i"
+                ;;
+        esac
+    done
+}
+
+# etcd_ctl start|stop|kill [N] - etcd-start N restarts member N from its data dir (it
+# rejoins the cluster: --initial-cluster-state existing) and waits until it is healthy.
+etcd_ctl() {
+    local action=$1 ids i
+    shift
+    if [ "$HA" != 1 ]; then
+        [ $# -eq 0 ] || die "etcd-$action: this lab has one etcd (member numbers are for 'up --ha')"
+        case "$action" in
+            start)
+                lab_is_up || die "lab $P is down"
+                proc_alive etcd && die "etcd is already running"
+                start_etcd
+                ;;
+            stop) stop_proc etcd ;;
+            kill) kill_proc etcd ;;
+        esac
+        return 0
+    fi
+    ids=$(replica_ids "etcd-$action" "$@")
+    [ "$action" = stop ] || lab_is_up || die "lab $P is down"
+    for i in $ids; do
+        case "$action" in
+            start)
+                if proc_alive "etcd$i"; then
+                    [ $# -eq 0 ] && continue
+                    die "etcd$i is already running"
+                fi
+                [ -d "$STATE/etcd/etcd$i/member" ] || die "etcd$i has no data dir ($STATE/etcd/etcd$i)"
+                log "etcd$i: restart with its data dir (${ETCD_URLS[i - 1]})"
+                start_etcd_member "$i" existing
+                ;;
+            stop) stop_proc "etcd$i" ;;
+            kill)
+                [ $# -eq 0 ] && ! proc_alive "etcd$i" && continue
+                kill_proc "etcd$i"
+                ;;
+        esac
+    done
+    if [ "$action" = start ]; then
+        for i in $ids; do etcd_member_wait "$i"; done
+    fi
+}
+
+# etcdctl_cmd [--as USER] ARGS... - the `etcdctl` subcommand: every etcd endpoint of the lab
+# (ARGS may override with --endpoints); HA lab: as USER (default root) with pki/USER.pem.
+etcdctl_cmd() {
+    local user=root
+    if [ "${1:-}" = --as ]; then
+        [ $# -ge 2 ] || die "usage: $0 etcdctl [--as USER] ARGS..."
+        [ "$HA" = 1 ] || die "etcdctl --as: the plain lab's etcd has no TLS or users (see 'up --ha')"
+        user=$2
+        shift 2
+        valid_name "$user"
+        [ -f "$STATE/pki/$user.pem" ] || die "no certificate $STATE/pki/$user.pem"
+    fi
+    etcdctl_as "$user" "$ETCD_ENDPOINTS" "$@"
+}
+
+# proc_state NAME - "running (pid N)" or "stopped"
+proc_state() {
+    if proc_alive "$1"; then
+        echo "running (pid $(cat "$STATE/pids/$1.pid"))"
+    else
+        echo stopped
+    fi
+}
+
+# ha_status - etcd members (process, health, leader) and coordinator replicas (process,
+# answering sfctl), then `sfctl status` (HA: via sfctl_cmd's replica choice).
+ha_status() {
+    local i url st health role any=0
+    echo "etcd members:"
+    for i in "${HA_IDS[@]}"; do
+        url=${ETCD_URLS[i - 1]}
+        health=unhealthy
+        etcd_member_healthy "$i" >/dev/null 2>&1 && health=healthy
+        role=""
+        if st=$(etcdctl_as root "$url" --dial-timeout=1s --command-timeout=2s \
+            endpoint status 2>/dev/null); then
+            # url, id, version, db size, is leader, is learner, raft term, raft index, ...
+            case "$(printf '%s' "$st" | awk -F', ' '{print $5}')" in
+                true) role=", leader" ;;
+                false) role=", follower" ;;
+            esac
+        fi
+        printf '  etcd%s   %-28s %-20s %s%s\n' "$i" "$url" "$(proc_state "etcd$i")" "$health" "$role"
+    done
+    echo "coordinators:"
+    for i in "${HA_IDS[@]}"; do
+        url=${COORD_URLS[i - 1]}
+        st=$(proc_state "coord$i")
+        health=""
+        if [ "$st" != stopped ]; then
+            any=1
+            if [ -x "$SF_BIN_DIR/sfctl" ]; then
+                health="not answering"
+                sfctl_at "$url" --timeout 2 status >/dev/null 2>&1 && health=answering
+            fi
+        fi
+        printf '  coord%s  %-28s %-20s %s\n' "$i" "$url" "$st" "$health"
+    done
+    [ "$any" = 1 ] || { echo "(no coordinator running)"; return 0; }
+    echo
+    sfctl_cmd status "$@"
 }
 
 # ---------------------------------------------------------------------------
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,/^# Management network/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -885,7 +1432,9 @@ main() {
             sfctl_cmd "$@"
             ;;
         status)
-            if lab_is_up; then
+            if lab_is_up && [ "$HA" = 1 ]; then
+                ha_status "$@"
+            elif lab_is_up; then
                 sfctl_cmd status "$@"
             else
                 echo "lab $P is down"
@@ -935,11 +1484,11 @@ main() {
             [ $# -eq 1 ] || die "usage: $0 agent-kill NODE"
             kill_proc "$1"
             ;;
-        coord-stop) stop_proc coordinator ;;
-        coord-start)
+        coord-start | coord-stop | coord-kill) coord_ctl "${cmd#coord-}" "$@" ;;
+        etcd-start | etcd-stop | etcd-kill) etcd_ctl "${cmd#etcd-}" "$@" ;;
+        etcdctl)
             lab_is_up || die "lab $P is down"
-            proc_alive coordinator && die "the coordinator is already running"
-            start_coordinator
+            etcdctl_cmd "$@"
             ;;
         -h | --help | help | '') usage ;;
         *)

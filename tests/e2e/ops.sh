@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests of the production packaging (issue 9): the hardened systemd units in deploy/systemd and
 # the ansible playbooks in deploy/ansible. No lab and no running systemd are needed; nothing is
-# installed, enabled or started on this machine.
+# installed or enabled on this machine, and the one process started (a throwaway etcd on
+# loopback, for 7.) is stopped when the script ends.
 #   1. every unit passes `systemd-analyze verify` with no output at all (it exits 0 on
 #      warnings such as unknown keys, so any output counts as a failure), against the built
 #      binaries in SF_BIN_DIR (default target/release) since verify insists ExecStart exists;
@@ -15,7 +16,13 @@
 #      with the production profile (the strictest of ansible-lint 6; pinned in
 #      deploy/ansible/.ansible-lint, with offline: true so it never reaches Galaxy);
 #   5. the PKI play really runs on the controller (localhost): a CA and one certificate per
-#      node whose CN is the node name, verified against the CA, and a second run changes nothing.
+#      node whose CN is the node name, verified against the CA, and a second run changes nothing;
+#   6. etcd clients use TLS only: the rendered etcd configuration has no plain listener, and
+#      the coordinators' and agents' settings point every binary at https endpoints with its
+#      own certificate (whose CN is its etcd user);
+#   7. the etcd role's auth tasks (roles/etcd/tasks/auth.yml) against a throwaway one-member
+#      etcd on loopback, with the certificates of 5.: users, roles and auth on, a second run
+#      changes nothing, and an agent's certificate may write its own keys only.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -25,7 +32,8 @@ SF_BIN_DIR=${SF_BIN_DIR:-$REPO/target/release}
 UNITS=$REPO/deploy/systemd
 ANSIBLE=$REPO/deploy/ansible
 TMP=$(mktemp -d /tmp/sf-ops.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
+ETCD_PID=
+trap '[ -z "$ETCD_PID" ] || kill "$ETCD_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
 
 # unit_val UNIT KEY: the values of KEY= in UNIT (one per line, comments ignored).
 unit_val() { sed -n "s/^$2=//p" "$1"; }
@@ -95,6 +103,8 @@ section "tools"
 check "systemd-analyze is installed" command -v systemd-analyze
 check "ansible-playbook is installed (deploy/deps.sh: ansible-core)" command -v ansible-playbook
 check "ansible-lint is installed (deploy/deps.sh: ansible-lint)" command -v ansible-lint
+check "etcd and etcdctl are installed (deploy/deps.sh: etcd-server, etcd-client)" \
+    bash -c 'command -v etcd && command -v etcdctl'
 for b in sf-coordinator sf-switch-agent sf-hypervisor-agent sf-gateway-agent sfctl; do
     check "built binary $b" test -x "$SF_BIN_DIR/$b"
 done
@@ -180,6 +190,10 @@ for n in etcd1 etcd2 etcd3 coord1 coord2 leaf1 leaf2 hv1 hv2 hv3 gw1 gw2; do
     check "$f.pem: CN = $n" cn_is "$f" "$n"
     check "$f.pem is signed by the fabric CA" openssl verify -CAfile "$PKI/ca.pem" "$PKI/$f.pem"
 done
+check "root.etcdctl.pem: CN = root (etcd's root user)" cn_is root.etcdctl root
+check "root.etcdctl.pem is signed by the fabric CA" openssl verify -CAfile "$PKI/ca.pem" "$PKI/root.etcdctl.pem"
+check "root.etcdctl.pem is client-only" \
+    bash -c "openssl x509 -in '$PKI/root.etcdctl.pem' -noout -ext extendedKeyUsage | grep -qx ' *TLS Web Client Authentication'"
 check "coordinator certificate carries the name agents verify (DNS:coordinator)" \
     bash -c "openssl x509 -in '$PKI/coord1.pem' -noout -ext subjectAltName | grep -q 'DNS:coordinator'"
 check "agent certificates are client-only" \
@@ -188,5 +202,103 @@ check "CA key and API token are private (0600)" \
     test "$(stat -c %a "$PKI/ca.key" "$PKI/api-token" | sort -u)" = 600
 check "second run issues nothing (idempotent)" pki_run
 check "second run: changed=0" grep -q 'localhost *: ok=[0-9]* *changed=0 ' "$TMP/pki.log"
+
+section "etcd: clients over TLS only, each binary with its own certificate"
+# rendered_has HOST TEMPLATE EXTRA_VARS LINE...: TEMPLATE rendered on the controller with HOST's
+# variables from inventory.example.yml (plus EXTRA_VARS, if not empty) has every LINE.
+rendered_has() {
+    local host=$1 tpl=$2 extra=$3 out l
+    shift 3
+    out=$(ansible -i inventory.example.yml "$host" -o ${extra:+-e "$extra"} -m ansible.builtin.debug \
+        -a "msg={{ lookup('ansible.builtin.template', '$tpl') }}" 2>&1) || { echo "$out"; return 1; }
+    # One-line output: the rendered text is a JSON string, its newlines written \n.
+    for l in "$@"; do
+        grep -qF "\\n$l\\n" <<<"$out" || { echo "no line '$l' in $tpl for $host: $out"; return 1; }
+    done
+}
+ETCDS=https://10.0.0.11:2379,https://10.0.0.12:2379,https://10.0.0.13:2379
+check "etcd: TLS client listeners only, client certificates required" \
+    rendered_has etcd1 roles/etcd/templates/etcd.default.j2 "" \
+    "ETCD_LISTEN_CLIENT_URLS=https://10.0.0.11:2379,https://127.0.0.1:2379" "ETCD_CLIENT_CERT_AUTH=true"
+check "etcd: no plain listener anywhere in its configuration" \
+    bash -c "! grep -n 'http://' roles/etcd/templates/etcd.default.j2"
+check "coordinator settings: its replica name (= its certificate's CN), etcd over https" \
+    rendered_has coord2 roles/coordinator/templates/stackfabric-coordinator.j2 "" \
+    "SF_COORDINATOR_NAME=coord2" "SF_ETCD_ENDPOINTS=$ETCDS"
+check "coordinator unit: its credentials are its etcd identity" \
+    grep -qzP 'Environment=SF_ETCD_CA=%d/ca.pem\nEnvironment=SF_ETCD_CERT=%d/tls.pem\nEnvironment=SF_ETCD_KEY=%d/tls.key\n' "$C"
+for hk in leaf1:switch hv1:hypervisor gw1:gateway; do
+    check "${hk#*:} agent settings: every coordinator, etcd over https with the node's certificate" \
+        rendered_has "${hk%:*}" roles/agent/templates/stackfabric-agent.j2 "agent_kind=${hk#*:}" \
+        "SF_COORDINATOR=https://10.0.0.21:7443,https://10.0.0.22:7443" "SF_ETCD_ENDPOINTS=$ETCDS" \
+        "SF_ETCD_CA=/etc/stackfabric/ca.pem" "SF_ETCD_CERT=/etc/stackfabric/node.pem" \
+        "SF_ETCD_KEY=/etc/stackfabric/node.key"
+done
+
+section "etcd: the etcd role's users, roles and auth, on a throwaway etcd"
+# One member on loopback (free ports), with etcd1's certificate from the PKI play above; the
+# role's tasks run on the controller with etcdctl pointed at it (etcd_admin_ctl and
+# etcd_member_ctl, the role's defaults, overridden).
+read -r EP_CLIENT EP_PEER < <(python3 -c 'import socket
+s=[socket.socket() for _ in range(2)]
+[x.bind(("127.0.0.1", 0)) for x in s]
+print(*[x.getsockname()[1] for x in s])')
+EURL=https://127.0.0.1:$EP_CLIENT
+etcd --name etcd1 --data-dir "$TMP/etcd" --logger zap --log-outputs "$TMP/etcd.log" \
+    --listen-client-urls "$EURL" --advertise-client-urls "$EURL" \
+    --listen-peer-urls "http://127.0.0.1:$EP_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$EP_PEER" \
+    --initial-cluster "etcd1=http://127.0.0.1:$EP_PEER" \
+    --client-cert-auth --trusted-ca-file "$PKI/ca.pem" \
+    --cert-file "$PKI/etcd1.etcd.pem" --key-file "$PKI/etcd1.etcd.key" >/dev/null 2>&1 &
+ETCD_PID=$!
+# ectl CERT ARGS...: etcdctl against it with the certificate CERT.{pem,key} of the PKI.
+ectl() { etcdctl --endpoints "$EURL" --cacert "$PKI/ca.pem" --cert "$PKI/$1.pem" --key "$PKI/$1.key" "${@:2}"; }
+check "etcd (one member, client TLS) starts" wait_for 30 ectl root.etcdctl endpoint health
+cat >"$TMP/auth.yml" <<'PLAY'
+---
+- name: The etcd role's auth tasks, once
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Users, roles, auth
+      ansible.builtin.import_role:
+        name: etcd
+        tasks_from: auth
+      run_once: true
+PLAY
+python3 - "$EURL" "$PKI" >"$TMP/auth-vars.json" <<'PY'
+import json, sys
+url, pki = sys.argv[1:]
+ctl = lambda c: ["etcdctl", "--endpoints", url, "--cacert", f"{pki}/ca.pem",
+                 "--cert", f"{pki}/{c}.pem", "--key", f"{pki}/{c}.key"]
+print(json.dumps({"etcd_admin_ctl": ctl("root.etcdctl"), "etcd_member_ctl": ctl("etcd1.etcd")}))
+PY
+auth_run() {
+    ANSIBLE_ROLES_PATH=$ANSIBLE/roles ansible-playbook -i inventory.example.yml -i localhost, \
+        --limit localhost -e "@$TMP/auth-vars.json" "$TMP/auth.yml" >"$TMP/auth.log" 2>&1 ||
+        { tail -30 "$TMP/auth.log"; return 1; }
+}
+check "auth tasks run" auth_run
+check_not "auth is on: a certificate of no etcd user may not list users" ectl etcd1.etcd user list
+check_eq "root, coordinators and agents are etcd users" "coord1 coord2 gw1 gw2 hv1 hv2 hv3 leaf1 leaf2 root" \
+    "$(ectl root.etcdctl user list 2>&1 | sort | xargs)"
+user_roles() { ectl root.etcdctl user get "$1" 2>&1 | sed -n 's/^Roles: //p'; }
+check_eq "root has role root" "root" "$(user_roles root)"
+check_eq "coord1 has role coordinator" "coordinator" "$(user_roles coord1)"
+check_eq "hv1 has role node-hv1 only" "node-hv1" "$(user_roles hv1)"
+check "hv1 may write its own keys" ectl hv1 put /stackfabric/nodes/hv1/ops-check x
+check_not "hv1 may not write hv2's keys" ectl hv1 put /stackfabric/nodes/hv2/ops-check x
+check_not "hv1 may not write hv10's keys (the prefix ends with /)" ectl hv1 put /stackfabric/nodes/hv10/ops-check x
+check_not "hv1 may not write intent" ectl hv1 put /stackfabric/intent/ops-check x
+check "coord1 may write intent" ectl coord1 put /stackfabric/intent/ops-check x
+check_eq "coord1 may read the nodes' keys" "x" \
+    "$(ectl coord1 get /stackfabric/nodes/hv1/ops-check --print-value-only 2>&1)"
+check_not "coord1 may not write outside /stackfabric/" ectl coord1 put /elsewhere x
+check "second run changes nothing" auth_run
+check "second run: changed=0" grep -q 'localhost *: ok=[0-9]* *changed=0 ' "$TMP/auth.log"
+kill "$ETCD_PID" 2>/dev/null
+wait "$ETCD_PID" 2>/dev/null
+ETCD_PID=
 
 finish

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use etcd_client::{
@@ -10,18 +11,65 @@ use etcd_client::{
 };
 use futures::StreamExt;
 use tokio::sync::Mutex;
+use tracing::warn;
 
 use crate::{
     Compare, EventKind, KeyValue, KvStore, Op, Result, StoreError, TxnOutcome, WatchBatch,
     WatchEvent, WatchStream,
 };
 
-/// etcd-backed store. Cheap to clone; clones share the connection.
+/// etcd-backed store. Cheap to clone; clones share the connections.
+///
+/// Like etcd's own Go client, it talks to one member at a time (pinned) and moves to the next
+/// when that member fails, instead of balancing every request over all members: a balancer
+/// keeps sending a share of requests to a dead member (each failing with "connection
+/// refused") until it notices, which in a lease keep-alive is enough to lose the lease.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    members: Arc<Members>,
     /// One keep-alive stream per lease, reused across renewals.
     keepers: Arc<Mutex<HashMap<i64, (LeaseKeeper, LeaseKeepAliveStream)>>>,
+}
+
+/// One lazily connected client per member, and the member in use.
+struct Members {
+    clients: Vec<Client>,
+    current: AtomicUsize,
+}
+
+/// Whether a failed request may be sent again (to another member).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads, lease grants and keep-alives: on any unavailability.
+    Idempotent,
+    /// Writes: only when the request certainly never reached etcd (no connection, or the
+    /// member refused it for having no leader). A write that timed out may have committed;
+    /// the caller gets the error, like etcd's own client gives it.
+    Unsent,
+}
+
+/// Attempts per request: every member twice.
+fn attempts(members: usize) -> usize {
+    (members * 2).max(3)
+}
+
+fn unsent(e: &etcd_client::Error) -> bool {
+    let text = format!("{e:?}");
+    matches!(e, etcd_client::Error::TransportError(_))
+        || text.contains("ConnectError")
+        || text.contains("tcp connect error")
+        || text.contains("no leader")
+}
+
+fn unavailable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
 }
 
 /// Keys per range request when listing a prefix.
@@ -169,11 +217,85 @@ impl EtcdStore {
                     .identity(Identity::from_pem(&t.cert_pem, &t.key_pem)),
             );
         }
-        let client = Client::connect(endpoints, Some(opts)).await?;
+        // Members without a leader (partitioned away) refuse requests instead of serving
+        // stale reads or silent watches; the request then moves to another member.
+        opts = opts.with_require_leader(true);
+        let mut clients = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            // Lazy: nothing is dialled until the first request.
+            clients.push(Client::connect([e], Some(opts.clone())).await?);
+        }
+        if clients.is_empty() {
+            return Err(etcd_client::Error::InvalidArgs("no etcd endpoint".into()).into());
+        }
+        // Start at a different member in each process, so a fleet spreads over the cluster.
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as usize)
+            .unwrap_or(0)
+            % clients.len();
         Ok(EtcdStore {
-            client,
+            members: Arc::new(Members {
+                clients,
+                current: AtomicUsize::new(start),
+            }),
             keepers: Arc::default(),
         })
+    }
+
+    /// The member in use and its client.
+    fn pick(&self) -> (usize, Client) {
+        let i = self.members.current.load(Ordering::Relaxed) % self.members.clients.len();
+        (i, self.members.clients[i].clone())
+    }
+
+    /// Moves off member `i` (unless another request already did).
+    fn fail_over(&self, i: usize) {
+        let next = (i + 1) % self.members.clients.len();
+        if self
+            .members
+            .current
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            warn!(
+                from = i,
+                to = next,
+                "etcd member unavailable; using the next one"
+            );
+        }
+    }
+
+    /// Runs `f` against the member in use, moving to the next member and trying again when
+    /// the failure allows it (see [`Retry`]).
+    async fn call<T, F, Fut>(&self, retry: Retry, f: F) -> Result<T, etcd_client::Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let tries = attempts(self.members.clients.len());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (i, client) = self.pick();
+            match f(client).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let moved = unsent(&e) || unavailable(&e);
+                    if moved {
+                        self.fail_over(i);
+                    }
+                    let again = match retry {
+                        Retry::Idempotent => moved,
+                        Retry::Unsent => unsent(&e),
+                    };
+                    if !again || attempt >= tries {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt as u64)).await;
+                }
+            }
+        }
     }
 }
 
@@ -194,7 +316,12 @@ fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> i64 {
 #[async_trait::async_trait]
 impl KvStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let resp = self.client.clone().get(key, None).await?;
+        let resp = self
+            .call(
+                Retry::Idempotent,
+                |mut c| async move { c.get(key, None).await },
+            )
+            .await?;
         Ok(resp.kvs().first().map(kv))
     }
 
@@ -214,7 +341,13 @@ impl KvStore for EtcdStore {
             if revision != 0 {
                 opts = opts.with_revision(revision);
             }
-            let resp = match self.client.clone().get(from.clone(), Some(opts)).await {
+            let resp = match self
+                .call(Retry::Idempotent, |mut c| {
+                    let (from, opts) = (from.clone(), opts.clone());
+                    async move { c.get(from, Some(opts)).await }
+                })
+                .await
+            {
                 Ok(r) => r,
                 Err(e) if page > 1 && e.to_string().contains("message length too large") => {
                     page /= 2;
@@ -257,10 +390,12 @@ impl KvStore for EtcdStore {
                 Op::Delete { key } => TxnOp::delete(key, None),
             })
             .collect();
+        let txn = Txn::new().when(compares).and_then(ops);
         let resp = self
-            .client
-            .clone()
-            .txn(Txn::new().when(compares).and_then(ops))
+            .call(Retry::Unsent, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
             .await
             .map_err(|e| match e {
                 etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found") => {
@@ -279,7 +414,12 @@ impl KvStore for EtcdStore {
             .with_prefix()
             .with_start_revision(start_revision)
             .with_progress_notify();
-        let stream = self.client.clone().watch(prefix, Some(opts)).await?;
+        let stream = self
+            .call(Retry::Idempotent, |mut c| {
+                let opts = opts.clone();
+                async move { c.watch(prefix, Some(opts)).await }
+            })
+            .await?;
         let out = stream.filter_map(move |item| async move {
             match item {
                 Err(e) => Some(Err(StoreError::from(e))),
@@ -320,47 +460,76 @@ impl KvStore for EtcdStore {
     }
 
     async fn lease_grant(&self, ttl_secs: i64) -> Result<i64> {
-        Ok(self.client.clone().lease_grant(ttl_secs, None).await?.id())
+        // A grant that timed out may have created a lease nobody renews: it expires alone.
+        Ok(self
+            .call(Retry::Idempotent, |mut c| async move {
+                c.lease_grant(ttl_secs, None).await
+            })
+            .await?
+            .id())
     }
 
     async fn lease_keep_alive(&self, lease: i64) -> Result<i64> {
         let mut keepers = self.keepers.lock().await;
-        let result = async {
-            if let std::collections::hash_map::Entry::Vacant(slot) = keepers.entry(lease) {
-                slot.insert(self.client.clone().lease_keep_alive(lease).await?);
+        let tries = attempts(self.members.clients.len());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (member, client) = self.pick();
+            let result = async {
+                if let std::collections::hash_map::Entry::Vacant(slot) = keepers.entry(lease) {
+                    slot.insert(client.clone().lease_keep_alive(lease).await?);
+                }
+                let (keeper, stream) = keepers.get_mut(&lease).expect("inserted above");
+                keeper.keep_alive().await?;
+                match stream.message().await? {
+                    Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
+                    Some(_) => Err(StoreError::LeaseNotFound(lease)),
+                    None => Err(StoreError::WatchEnded(
+                        "lease keep-alive stream closed".into(),
+                    )),
+                }
             }
-            let (keeper, stream) = keepers.get_mut(&lease).expect("inserted above");
-            keeper.keep_alive().await?;
-            match stream.message().await? {
-                Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
-                Some(_) => Err(StoreError::LeaseNotFound(lease)),
-                None => Err(StoreError::WatchEnded(
-                    "lease keep-alive stream closed".into(),
-                )),
-            }
-        }
-        .await;
-        if result.is_err() {
+            .await;
+            let Err(e) = result else {
+                return result;
+            };
+            // The stream is bound to one member: open a new one on the next attempt.
             keepers.remove(&lease);
+            let e = match e {
+                StoreError::Etcd(etcd_client::Error::GRpcStatus(s))
+                    if s.message().contains("not found") =>
+                {
+                    StoreError::LeaseNotFound(lease)
+                }
+                StoreError::Etcd(etcd_client::Error::LeaseKeepAliveError(m))
+                    if m.contains("not found") =>
+                {
+                    StoreError::LeaseNotFound(lease)
+                }
+                e => e,
+            };
+            let retry = match &e {
+                StoreError::LeaseNotFound(_) => false,
+                StoreError::Etcd(inner) => unsent(inner) || unavailable(inner),
+                // The member closed the stream (it stopped or lost its leader).
+                StoreError::WatchEnded(_) => true,
+                _ => false,
+            };
+            if !retry || attempt >= tries {
+                return Err(e);
+            }
+            self.fail_over(member);
+            tokio::time::sleep(std::time::Duration::from_millis(50 * attempt as u64)).await;
         }
-        result.map_err(|e| match e {
-            StoreError::Etcd(etcd_client::Error::GRpcStatus(s))
-                if s.message().contains("not found") =>
-            {
-                StoreError::LeaseNotFound(lease)
-            }
-            StoreError::Etcd(etcd_client::Error::LeaseKeepAliveError(m))
-                if m.contains("not found") =>
-            {
-                StoreError::LeaseNotFound(lease)
-            }
-            e => e,
-        })
     }
 
     async fn lease_revoke(&self, lease: i64) -> Result<()> {
         self.keepers.lock().await.remove(&lease);
-        self.client.clone().lease_revoke(lease).await?;
+        self.call(Retry::Idempotent, |mut c| async move {
+            c.lease_revoke(lease).await
+        })
+        .await?;
         Ok(())
     }
 }

@@ -740,7 +740,7 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
             } else {
                 intent.pools.remove(&p);
             }
-            Some(Change::Other)
+            Some(Change::Pool)
         }
         KeyKind::Nat(t, v, r) => {
             if put {

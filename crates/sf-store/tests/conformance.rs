@@ -548,3 +548,39 @@ async fn fenced_writes_serialize_replicas(s: Arc<dyn KvStore>) {
     );
 }
 conformance!(fenced_writes_case, fenced_writes_serialize_replicas);
+
+/// With a dead member listed (first or last), every kind of request moves to the live one:
+/// reads, writes that never reached the dead member, leases and their keep-alives, watches.
+#[tokio::test]
+async fn etcd_requests_move_off_a_dead_member() {
+    let Some((server, _)) = start_etcd().await else {
+        return;
+    };
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    for endpoints in [
+        vec![dead.clone(), server.endpoint.clone()],
+        vec![server.endpoint.clone(), dead.clone()],
+        vec![dead.clone(), server.endpoint.clone(), dead.clone()],
+    ] {
+        // The starting member is random per store: try a few stores per order.
+        for round in 0..3 {
+            let s = EtcdStore::connect(&endpoints).await.unwrap();
+            let key = format!("/failover/{}/{round}", endpoints.len());
+            let rev = s.put(&key, b"v".to_vec(), 0).await.unwrap();
+            assert!(rev > 0);
+            assert_eq!(s.get(&key).await.unwrap().unwrap().value, b"v");
+            let (kvs, _) = s.list("/failover/").await.unwrap();
+            assert!(kvs.iter().any(|k| k.key == key));
+            let lease = s.lease_grant(10).await.unwrap();
+            assert!(s.lease_keep_alive(lease).await.unwrap() > 0);
+            let mut w = s.watch(&key, rev).await.unwrap();
+            let first = tokio::time::timeout(Duration::from_secs(5), w.next())
+                .await
+                .expect("watch delivers")
+                .unwrap()
+                .unwrap();
+            assert_eq!(first.revision, rev);
+            s.lease_revoke(lease).await.unwrap();
+        }
+    }
+}

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# End-to-end tests of production operations (issue 9) on `deploy/lab.sh up --ha`: three etcd
+# members (mutual TLS, etcd auth with a user per node) and three coordinator replicas.
+#   1. a node's etcd credentials reach its own keys only;
+#   2. killing the leader coordinator under a stream of API writes: another replica leads
+#      within seconds, every acknowledged write is there, agents reconnect, pings keep flowing;
+#   3. killing an etcd member (the raft leader): API writes and agent leases keep working; the
+#      member rejoins with what was written meanwhile;
+#   4. the gateway rollout procedure (drain, restart, wait for sync, undrain) under continuous
+#      new connections through the gateways: none fails;
+#   5. metrics: one leader among the replicas, the latency histogram after a change.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+export LAB_PREFIX=${LAB_PREFIX:-sfha$$-}
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO/tests/e2e/lib.sh"
+
+L() { "$REPO/deploy/lab.sh" "$@"; }
+X() { L exec "$@"; }
+S() { L sfctl "$@"; }
+STATE=/tmp/sf-lab.${LAB_PREFIX%-}
+BG=()
+cleanup() {
+    local p
+    for p in "${BG[@]}"; do kill "$p" 2>/dev/null; done
+    L down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+status_get() { S -o json status | json_get "$1"; }
+NODES=(spine1 leaf1 leaf2 hv1 hv2 hv3 gw1 gw2)
+COORD_IPS=(172.31.255.51 172.31.255.52 172.31.255.53)
+# metric NAME IP - the value of an unlabelled metric of the coordinator at IP ("" if down).
+metric() { X mgmt curl -s -m 2 "http://$2:9100/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+streams_are() { [ "$(streams_total)" = "$1" ]; }
+streams_total() {
+    local ip n t=0
+    for ip in "${COORD_IPS[@]}"; do
+        n=$(metric sf_coordinator_agent_streams "$ip")
+        t=$((t + ${n:-0}))
+    done
+    echo "$t"
+}
+# all_in_sync: every node's lease is up and it applied its desired revision and digest.
+all_in_sync() {
+    S -o json status | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+ok = [n for n in d['nodes'] if n['lease'] == 'up' and n['in_sync'] and not n['errors']]
+sys.exit(0 if len(ok) == $1 else 1)"
+}
+
+section "lab up --ha (prefix $LAB_PREFIX)"
+t0=$SECONDS
+if ! L up --ha --no-build; then fail "deploy/lab.sh up --ha"; finish; exit 1; fi
+pass "HA lab up in $((SECONDS - t0)) s"
+
+section "0. three etcd members, three coordinator replicas, one leader"
+check_eq "etcd: 3 healthy members" 3 "$(L etcdctl endpoint health --cluster 2>&1 | grep -c 'is healthy')"
+check "status lists 3 replicas" wait_for 10 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json status | python3 -c 'import json,sys; print(len(json.load(sys.stdin)[\"replicas\"]))')\" = 3 ]"
+LEADER=$(status_get "d['leader']")
+check "a leader is elected ($LEADER)" test -n "$LEADER"
+check "all ${#NODES[@]} nodes up and in sync" wait_for 60 all_in_sync "${#NODES[@]}"
+check_eq "the ${#NODES[@]} agents are connected across the replicas" "${#NODES[@]}" "$(streams_total)"
+SPREAD=$(for ip in "${COORD_IPS[@]}"; do metric sf_coordinator_agent_streams "$ip"; done | tr '\n' ' ')
+check "agents spread over more than one replica (streams per replica: $SPREAD)" test "$(for ip in "${COORD_IPS[@]}"; do metric sf_coordinator_agent_streams "$ip"; done | grep -cv '^0$')" -ge 2
+
+section "1. a node's etcd credentials reach its own keys only"
+check "hv1 writes its own key" L etcdctl --as hv1 put /stackfabric/nodes/hv1/probe x
+check "hv1 deletes its own key" L etcdctl --as hv1 del /stackfabric/nodes/hv1/probe
+expect_denied() {
+    local what=$1 out; shift
+    out=$(L etcdctl "$@" 2>&1)
+    if grep -q 'permission denied' <<<"$out"; then pass "$what: permission denied"; else fail "$what: expected permission denied, got: $out"; fi
+}
+expect_denied "hv1 writes hv2's status" --as hv1 put /stackfabric/nodes/hv2/status forged
+expect_denied "hv1 deletes hv2's heartbeat" --as hv1 del /stackfabric/nodes/hv2/heartbeat
+expect_denied "gw1 writes intent" --as gw1 put /stackfabric/intent/tenants/evil '{"name":"evil"}'
+expect_denied "gw1 writes placement" --as gw1 put /stackfabric/placement/demo/blue '{}'
+expect_denied "leaf1 reads intent" --as leaf1 get --prefix /stackfabric/intent/
+expect_denied "hv1 takes the coordinator leadership" --as hv1 put /stackfabric/coordinators/leader hv1
+check "hv2's heartbeat is still its own (written under its lease)" bash -c "'$REPO/deploy/lab.sh' etcdctl get /stackfabric/nodes/hv2/heartbeat -w json | grep -q '\"lease\"'"
+check_not "without a client certificate etcd refuses" X mgmt timeout 10 etcdctl --endpoints https://172.31.255.41:2379 --cacert "$STATE/pki/ca.pem" --dial-timeout 2s --command-timeout 3s get /stackfabric/intent/tenants/demo
+
+section "2. kill the leader coordinator under a stream of API writes"
+# Pings across hypervisors (blue-web-1 on hv1 -> blue-web-2 on hv2) for the whole section.
+X blue-web-1 ping -i 0.2 -c 150 -W 1 10.10.1.12 >"$STATE/ha-ping.log" 2>&1 &
+PING=$!; BG+=("$PING")
+: >"$STATE/ha-acked"
+touch "$STATE/ha-writing"
+(
+    i=0
+    while [ -f "$STATE/ha-writing" ]; do
+        i=$((i + 1))
+        if "$REPO/deploy/lab.sh" sfctl tenant create "ha-$i" >/dev/null 2>>"$STATE/ha-write-errors"; then
+            echo "ha-$i" >>"$STATE/ha-acked"
+        fi
+    done
+) &
+WRITER=$!; BG+=("$WRITER")
+sleep 3
+N=${LEADER#coord}
+t_kill=$(date +%s.%N)
+check "kill -9 the leader $LEADER" L coord-kill "$N"
+new_leader() {
+    local l
+    l=$(S -o json status 2>/dev/null | json_get "d['leader']") || return 1
+    [ -n "$l" ] && [ "$l" != "$LEADER" ] && echo "$l"
+}
+check "another replica leads" wait_for 30 new_leader
+t_led=$(date +%s.%N)
+NEW_LEADER=$(new_leader)
+TAKEOVER=$(python3 -c "print(f'{$t_led - $t_kill:.1f}')")
+check "$NEW_LEADER took over in ${TAKEOVER} s (leader lease 5 s)" python3 -c "import sys; sys.exit(0 if $TAKEOVER < 10 else 1)"
+sleep 4
+rm -f "$STATE/ha-writing"
+wait "$WRITER"
+ACKED=$(wc -l <"$STATE/ha-acked")
+check "writes succeeded before and after the kill ($ACKED acknowledged)" test "$ACKED" -ge 10
+S -o json tenant list | json_get "'\n'.join(t['name'] for t in d)" | sort >"$STATE/ha-present"
+MISSING=$(sort "$STATE/ha-acked" | comm -23 - "$STATE/ha-present" | wc -l)
+check_eq "every acknowledged write is present (missing: $(sort "$STATE/ha-acked" | comm -23 - "$STATE/ha-present" | tr '\n' ' '))" 0 "$MISSING"
+FAILED=$(grep -c . "$STATE/ha-write-errors" 2>/dev/null || true)
+pass "writes that failed during the takeover (reported to the client, not acknowledged): ${FAILED:-0} lines of errors"
+check "agents reconnected: ${#NODES[@]} streams on the live replicas" wait_for 30 streams_are "${#NODES[@]}"
+check "a write after the takeover reaches every node (all in sync)" S tenant create ha-after
+check "all nodes in sync at the new revision" wait_for 30 all_in_sync "${#NODES[@]}"
+wait "$PING"
+SENT=$(awk '/packets transmitted/ {print $1}' "$STATE/ha-ping.log")
+RECV=$(awk '/packets transmitted/ {print $4}' "$STATE/ha-ping.log")
+check_eq "pings kept flowing through the kill ($RECV of $SENT answered)" "$SENT" "$RECV"
+check "restart the killed replica" L coord-start "$N"
+check "it rejoins as a follower" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json status | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d[\"replicas\"]), d[\"leader\"])')\" = '3 $NEW_LEADER' ]"
+
+section "3. kill one etcd member (the raft leader)"
+ETCD_LEADER=$(L status 2>/dev/null | awk '/^ *etcd[0-9]/ && /leader/ {print $1; exit}' | tr -d ':')
+check "found the etcd raft leader ($ETCD_LEADER)" test -n "$ETCD_LEADER"
+EN=${ETCD_LEADER#etcd}
+check "kill -9 $ETCD_LEADER" L etcd-kill "$EN"
+t_kill=$SECONDS
+raft_leader() { L status 2>/dev/null | grep -E '^ *etcd[0-9]' | grep -v "^ *$ETCD_LEADER " | grep -q leader; }
+check "the two remaining members elect a raft leader" wait_for 20 raft_leader
+pass "raft leader re-elected within $((SECONDS - t_kill)) s"
+ok=0
+for i in 1 2 3 4 5; do S tenant create "etcdkill-$i" >/dev/null 2>>"$STATE/ha-etcd-errors" && ok=$((ok + 1)); done
+check_eq "API writes keep working (5 of 5; errors: $(head -c 600 "$STATE/ha-etcd-errors" 2>/dev/null))" 5 "$ok"
+sleep 14 # more than twice the agents' lease TTL (6 s)
+check "agent leases kept alive: all nodes up and in sync" wait_for 10 all_in_sync "${#NODES[@]}"
+check_eq "no node lost its heartbeat" "${#NODES[@]}" "$(L etcdctl get --prefix /stackfabric/nodes/ --keys-only 2>/dev/null | grep -c '/heartbeat$')"
+check "restart $ETCD_LEADER" L etcd-start "$EN"
+check_eq "3 healthy members again" 3 "$(L etcdctl endpoint health --cluster 2>&1 | grep -c 'is healthy')"
+check "the rejoined member serves what was written while it was down" bash -c "X() { '$REPO/deploy/lab.sh' exec \"\$@\"; }; X mgmt etcdctl --endpoints https://172.31.255.4$EN:2379 --cacert $STATE/pki/ca.pem --cert $STATE/pki/root.pem --key $STATE/pki/root.key get --consistency=s /stackfabric/intent/tenants/etcdkill-5 | grep -q etcdkill-5"
+
+section "4. gateway rollout, one gateway at a time, under continuous new connections"
+check "port forward 203.0.113.11:8080 -> blue-web-2" S nat forward pf-ha --tenant demo --vpc blue --public-ip 203.0.113.11 --public-port 8080 --private-ip 10.10.1.12 --private-port 80
+check "it answers from the internet" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+touch "$STATE/ha-traffic"
+# One new TCP connection every 0.1 s; a connection that does not complete within 10 s (SYN
+# retransmits included) or gets no answer is a failed new connection.
+# shellcheck disable=SC2016  # expanded inside the internet namespace
+X internet bash -c 'while [ -f "$1" ]; do r=$(curl -s -m 10 -w " %{http_code} %{time_total}" http://203.0.113.11:8080/ | tr -d "\n"); echo "$r"; sleep 0.1; done' _ "$STATE/ha-traffic" >"$STATE/ha-conns.log" 2>&1 &
+TRAFFIC=$!; BG+=("$TRAFFIC")
+sleep 2
+for g in gw1 gw2; do
+    check "$g: drain" S gateway drain "$g"
+    check "$g: no VPC has it as primary" bash -c "'$REPO/deploy/lab.sh' sfctl -o json gateway list | python3 -c \"import json,sys; sys.exit(any(v['primary']=='$g' for v in json.load(sys.stdin)['vpcs']))\""
+    check "$g: restart its agent (the binary replacement)" bash -c "'$REPO/deploy/lab.sh' agent-stop $g && '$REPO/deploy/lab.sh' agent-start $g"
+    check "$g: synced at its desired revision" wait_for 60 all_in_sync "${#NODES[@]}"
+    check "$g: undrain" S gateway undrain "$g"
+    check "$g: back in placement" wait_for 20 bash -c "'$REPO/deploy/lab.sh' sfctl -o json gateway list | python3 -c \"import json,sys; sys.exit('$g' in json.load(sys.stdin)['drained'])\""
+    sleep 3
+done
+rm -f "$STATE/ha-traffic"
+wait "$TRAFFIC"
+TOTAL=$(grep -c . "$STATE/ha-conns.log")
+GOOD=$(grep -c '^blue-web-2 200 ' "$STATE/ha-conns.log")
+SLOWEST=$(awk '{print $NF}' "$STATE/ha-conns.log" | sort -g | tail -1)
+check "many new connections during the rollout ($TOTAL)" test "$TOTAL" -ge 50
+check_eq "no failed new connection (slowest took ${SLOWEST} s; $(awk '$NF > 0.5' "$STATE/ha-conns.log" | wc -l) took over 0.5 s; failures: $(grep -v '^blue-web-2 200 ' "$STATE/ha-conns.log" | head -3 | tr '\n' '|'))" "$TOTAL" "$GOOD"
+
+section "5. metrics"
+LEADERS=0
+for ip in "${COORD_IPS[@]}"; do
+    v=$(metric sf_coordinator_is_leader "$ip")
+    LEADERS=$((LEADERS + ${v:-0}))
+done
+check_eq "exactly one replica reports sf_coordinator_is_leader 1" 1 "$LEADERS"
+check "the intent-to-ack histogram has observations on a replica" bash -c "for ip in ${COORD_IPS[*]}; do '$REPO/deploy/lab.sh' exec mgmt curl -s -m 2 http://\$ip:9100/metrics | awk '\$1 == \"sf_coordinator_intent_to_ack_seconds_count\" && \$2 > 0 {f=1} END {exit !f}' && exit 0; done; exit 1"
+
+finish
