@@ -319,6 +319,13 @@ impl Dataplane for Gateway {
             info!(routers = ?running, "lease unknown: running VPC routers left as they are");
         }
 
+        // The pools' blackhole routes, before any removal: a public address this gateway
+        // stops serving must be dropped here, not routed back to the leaf that may still
+        // send it here (a loop, then an ICMP error that aborts the client's connect).
+        let (changes, errors) = sf_linux::blackhole::converge(&underlay.blackhole).await;
+        report.changes += changes;
+        report.errors.extend(errors);
+
         // 2. Removals first (they free names, and withdraw before anything else).
         if !d.remove.is_empty() {
             match device::observe_host().await {

@@ -1,13 +1,14 @@
 //! `sf-switch-agent` as a library: a leaf or spine's dataplane is its loopback address, its
 //! FRR (underlay eBGP on every fabric port; EVPN transit between VTEPs, or a VTEP itself on a
-//! leaf that hands server-facing ports into VNIs) and those ports ([`ports`]).
+//! leaf that hands server-facing ports into VNIs), those ports ([`ports`]) and the public
+//! pools it originates (`sf_linux::blackhole`).
 
 pub mod ports;
 
 use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
 use sf_core::desired::NodeDesired;
 use sf_linux::frr::{expected_lines, render, Frr};
-use sf_linux::{l2, links};
+use sf_linux::{blackhole, l2, links};
 use tracing::info;
 
 pub struct Switch {
@@ -85,6 +86,10 @@ impl Dataplane for Switch {
             }
             Err(e) => report.errors.push(format!("observing links: {e}")),
         }
+        // Before FRR, so its `network` statements for the pools find their routes.
+        let (changes, errors) = blackhole::converge(&u.blackhole).await;
+        report.changes += changes;
+        report.errors.extend(errors);
         match self
             .frr
             .apply(

@@ -93,6 +93,19 @@ pub fn compile_node_indexed(
             neighbors: n.fabric_ports.clone(),
             evpn,
             announce: Vec::new(),
+            blackhole: if matches!(n.role, NodeRole::Switch | NodeRole::Gateway) {
+                let mut pools: Vec<ipnet::Ipv4Net> = intent
+                    .pools
+                    .values()
+                    .filter(|p| p.site == n.site)
+                    .map(|p| p.cidr.trunc())
+                    .collect();
+                pools.sort();
+                pools.dedup();
+                pools
+            } else {
+                Vec::new()
+            },
             forwarding: n.role == NodeRole::Switch,
         }),
     );
@@ -448,7 +461,9 @@ pub enum Change {
     /// Something of one VPC changed (the VPC, its NAT rules, routes or placement): its
     /// active gateway is affected.
     Vpc { tenant: String, vpc: String },
-    /// Tenants and pools carry no per-node state.
+    /// A public pool changed: switches and gateways hold the pools of their site.
+    Pool,
+    /// Tenants carry no per-node state.
     Other,
 }
 
@@ -496,6 +511,12 @@ pub fn affected_nodes(intent: &Intent, change: &Change) -> BTreeSet<String> {
             );
             nodes
         }
+        Change::Pool => intent
+            .nodes
+            .values()
+            .filter(|n| matches!(n.role, NodeRole::Switch | NodeRole::Gateway))
+            .map(|n| n.name.clone())
+            .collect(),
         Change::Other => BTreeSet::new(),
     }
 }

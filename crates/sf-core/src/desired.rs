@@ -33,6 +33,14 @@ pub struct Underlay {
     /// VPCs they serve; a border leaf: nothing, it only relays).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub announce: Vec<Ipv4Net>,
+    /// Public pools of the node's site, held as blackhole routes. Switches announce them, so
+    /// the outside always has a route to every public address: while a VPC's /32 moves
+    /// between gateways (drain, failover) its packets are dropped silently and TCP retransmits
+    /// the SYN, instead of the client getting an ICMP error and giving up at once. Gateways
+    /// hold them unannounced, so a packet for an address they no longer serve is dropped
+    /// instead of looping back to the leaf.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blackhole: Vec<Ipv4Net>,
     /// Routes IP between its ports (switches), whatever its EVPN role.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forwarding: bool,

@@ -185,6 +185,42 @@ fn affected_nodes_are_only_the_hosting_ones() {
         BTreeSet::from(["hv2".to_string()])
     );
     assert!(affected_nodes(&i, &Change::Other).is_empty());
+    // Pools reach every switch (they originate them) and no hypervisor.
+    let pool_nodes = affected_nodes(&i, &Change::Pool);
+    assert!(pool_nodes.contains("leaf1"), "{pool_nodes:?}");
+    assert!(
+        !pool_nodes.iter().any(|n| n.starts_with("hv")),
+        "{pool_nodes:?}"
+    );
+}
+
+#[test]
+fn switches_and_gateways_hold_the_pools_of_their_site() {
+    let mut i = demo();
+    i.nodes.insert(
+        "gw1".into(),
+        node("gw1", NodeRole::Gateway, 65011, "10.255.2.1"),
+    );
+    for (name, cidr, site) in [
+        ("public", "203.0.113.0/24", "lab"),
+        ("other-site", "198.51.100.0/24", "fra1"),
+    ] {
+        i.pools.insert(
+            name.into(),
+            Pool {
+                name: name.into(),
+                cidr: cidr.parse().unwrap(),
+                site: site.into(),
+            },
+        );
+    }
+    let want: Vec<ipnet::Ipv4Net> = vec!["203.0.113.0/24".parse().unwrap()];
+    for n in ["leaf1", "gw1"] {
+        let d = compile_node(&i, n, 1).unwrap();
+        assert_eq!(d.underlay().unwrap().blackhole, want, "{n}");
+    }
+    let hv = compile_node(&i, "hv1", 1).unwrap();
+    assert!(hv.underlay().unwrap().blackhole.is_empty());
 }
 
 fn field_of(r: Result<(), ValidationError>) -> String {

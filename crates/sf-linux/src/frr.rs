@@ -37,7 +37,9 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     let _ = writeln!(c, " !");
     let _ = writeln!(c, " address-family ipv4 unicast");
     let _ = writeln!(c, "  network {}/32", u.loopback);
-    for p in &u.announce {
+    // Switches originate the pools; gateways only drop what they do not serve.
+    let pools = if u.forwarding { &u.blackhole[..] } else { &[] };
+    for p in u.announce.iter().chain(pools) {
         let _ = writeln!(c, "  network {p}");
     }
     let _ = writeln!(c, " exit-address-family");
@@ -161,6 +163,7 @@ mod tests {
             neighbors: vec!["leaf1".into(), "leaf2".into()],
             evpn,
             announce: vec![],
+            blackhole: vec![],
             forwarding: false,
         }
     }
@@ -192,5 +195,18 @@ mod tests {
         let c = render("leaf1", &u);
         assert!(c.contains("ip forwarding\n"));
         assert!(c.contains("  advertise-all-vni\n"));
+    }
+
+    #[test]
+    fn switches_announce_the_pools_gateways_only_hold_them() {
+        let mut u = underlay(EvpnRole::Vtep);
+        u.blackhole = vec!["203.0.113.0/24".parse().unwrap()];
+        u.announce = vec!["203.0.113.11/32".parse().unwrap()];
+        let gw = render("gw1", &u);
+        assert!(gw.contains("  network 203.0.113.11/32\n"));
+        assert!(!gw.contains("203.0.113.0/24"), "{gw}");
+        u.forwarding = true;
+        u.announce.clear();
+        assert!(render("leaf1", &u).contains("  network 203.0.113.0/24\n"));
     }
 }

@@ -4,6 +4,7 @@
 //! [`l2`] plans and executes the CloudStack-compatible VXLAN/bridge layout of a VTEP host.
 
 pub mod acl;
+pub mod blackhole;
 pub mod frr;
 pub mod l2;
 pub mod links;

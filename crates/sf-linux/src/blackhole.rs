@@ -1,0 +1,149 @@
+//! The public pools' blackhole routes ([`Underlay::blackhole`]): one kernel `blackhole` route
+//! per pool, tagged with our routing protocol number so that exactly our routes are observed
+//! and removed. Switches announce them (FRR `network`, which needs the route in the RIB);
+//! gateways only hold them, so a packet for a public address they no longer serve is dropped
+//! instead of bouncing between gateway and leaf until its TTL runs out. A blackhole drops
+//! silently: a client whose address is between gateways retransmits its SYN instead of
+//! receiving an ICMP error, which makes Linux abort the connection attempt at once.
+//!
+//! [`Underlay::blackhole`]: sf_core::desired::Underlay::blackhole
+
+use std::collections::BTreeSet;
+
+use crate::{links, run, DeviceError};
+use ipnet::Ipv4Net;
+
+/// Routing protocol number of StackFabric's blackhole routes (`ip route ... proto 245`;
+/// FRR uses 186-196, the kernel below 20).
+pub const PROTO: &str = "245";
+
+/// Converges the blackhole routes to `wanted`; returns the number of changes and the errors.
+pub async fn converge(wanted: &[Ipv4Net]) -> (usize, Vec<String>) {
+    let mut changes = 0;
+    let mut errors = Vec::new();
+    match observe().await {
+        Ok(observed) => {
+            let (to_add, to_remove) = plan(wanted, &observed);
+            for net in &to_add {
+                match add(net).await {
+                    Ok(()) => {
+                        tracing::info!(pool = %net, "blackhole route added");
+                        changes += 1;
+                    }
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            for net in &to_remove {
+                match remove(net).await {
+                    Ok(()) => {
+                        tracing::info!(pool = %net, "blackhole route removed");
+                        changes += 1;
+                    }
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+        }
+        Err(e) => errors.push(format!("observing blackhole routes: {e}")),
+    }
+    (changes, errors)
+}
+
+/// What to add and remove to go from `observed` to `wanted`.
+pub fn plan(wanted: &[Ipv4Net], observed: &BTreeSet<Ipv4Net>) -> (Vec<Ipv4Net>, Vec<Ipv4Net>) {
+    let wanted: BTreeSet<Ipv4Net> = wanted.iter().map(|n| n.trunc()).collect();
+    (
+        wanted.difference(observed).copied().collect(),
+        observed.difference(&wanted).copied().collect(),
+    )
+}
+
+/// Parses `ip -j route show type blackhole proto 245`.
+pub fn parse(json: &str) -> Result<BTreeSet<Ipv4Net>, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("dst").and_then(|d| d.as_str()))
+        .filter_map(|d| d.parse().ok())
+        .collect())
+}
+
+pub async fn observe() -> Result<BTreeSet<Ipv4Net>, DeviceError> {
+    let out = run(
+        "ip",
+        &[
+            "-j",
+            "-4",
+            "route",
+            "show",
+            "type",
+            "blackhole",
+            "proto",
+            PROTO,
+        ],
+    )
+    .await?;
+    parse(if out.trim().is_empty() { "[]" } else { &out }).map_err(|detail| DeviceError::Parse {
+        cmd: "ip -j route show type blackhole".into(),
+        detail,
+    })
+}
+
+pub async fn add(net: &Ipv4Net) -> Result<(), DeviceError> {
+    links::ip(&[
+        "route",
+        "replace",
+        "blackhole",
+        &net.to_string(),
+        "proto",
+        PROTO,
+    ])
+    .await
+}
+
+pub async fn remove(net: &Ipv4Net) -> Result<(), DeviceError> {
+    links::ip(&[
+        "route",
+        "del",
+        "blackhole",
+        &net.to_string(),
+        "proto",
+        PROTO,
+    ])
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_only_the_difference() {
+        let n = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let observed = BTreeSet::from([n("203.0.113.0/24"), n("198.18.0.0/24")]);
+        let (add, del) = plan(&[n("203.0.113.0/24"), n("192.0.2.5/24")], &observed);
+        assert_eq!(
+            add,
+            vec![n("192.0.2.0/24")],
+            "host bits are not part of a pool"
+        );
+        assert_eq!(del, vec![n("198.18.0.0/24")]);
+        assert_eq!(
+            plan(
+                &[n("203.0.113.0/24")],
+                &BTreeSet::from([n("203.0.113.0/24")])
+            ),
+            (vec![], vec![])
+        );
+    }
+
+    #[test]
+    fn parses_ip_json() {
+        let got =
+            parse(r#"[{"type":"blackhole","dst":"203.0.113.0/24","protocol":"245","flags":[]}]"#)
+                .unwrap();
+        assert_eq!(got, BTreeSet::from(["203.0.113.0/24".parse().unwrap()]));
+        assert!(parse("[]").unwrap().is_empty());
+        assert!(parse("nope").is_err());
+    }
+}
