@@ -1260,84 +1260,67 @@ replica_ids() {
     die "$what: no number '$1' (this lab has ${HA_IDS[*]})"
 }
 
-# coord_ctl start|stop|kill [N]
-coord_ctl() {
-    local action=$1 ids i
-    shift
-    if [ "$HA" != 1 ]; then
-        [ $# -eq 0 ] || die "coord-$action: this lab has one coordinator (replica numbers are for 'up --ha')"
-        case "$action" in
-            start)
-                lab_is_up || die "lab $P is down"
-                proc_alive coordinator && die "the coordinator is already running"
-                start_coordinator
-                ;;
-            stop) stop_proc coordinator ;;
-            kill) kill_proc coordinator ;;
-        esac
-        return 0
-    fi
-    ids=$(replica_ids "coord-$action" "$@")
-    [ "$action" = stop ] || lab_is_up || die "lab $P is down"
-    for i in $ids; do
-        case "$action" in
-            start)
-                if proc_alive "coord$i"; then
-                    [ $# -eq 0 ] && continue
-                    die "coord$i is already running"
-                fi
-                start_coord_replica "$i"
-                coord_replica_wait "$i"
-                ;;
-            stop) stop_proc "coord$i" ;;
-            kill)
-                [ $# -eq 0 ] && ! proc_alive "coord$i" && continue
-                kill_proc "coord$i"
-                ;;
-        esac
-    done
+# Hooks of member_ctl: start the single (plain lab) process, start HA member N, wait for
+# members after a start.
+coord_start_single() { start_coordinator; }
+coord_start_member() {
+    start_coord_replica "$1"
+    coord_replica_wait "$1"
+}
+coord_wait_members() { :; }
+etcd_start_single() { start_etcd; }
+etcd_start_member() {
+    [ -d "$STATE/etcd/etcd$1/member" ] || die "etcd$1 has no data dir ($STATE/etcd/etcd$1)"
+    log "etcd$1: restart with its data dir (${ETCD_URLS[$1 - 1]})"
+    start_etcd_member "$1" existing
+}
+etcd_wait_members() {
+    local i
+    for i in "$@"; do etcd_member_wait "$i"; done
 }
 
-# etcd_ctl start|stop|kill [N] - etcd-start N restarts member N from its data dir (it
-# rejoins the cluster: --initial-cluster-state existing) and waits until it is healthy.
-etcd_ctl() {
-    local action=$1 ids i
-    shift
+# member_ctl coord|etcd start|stop|kill [N] - coord-*/etcd-* subcommands. Plain lab: the one
+# process (`coordinator` or `etcd`); HA lab: member N, or every member without N. etcd-start
+# N restarts member N from its data dir (it rejoins: --initial-cluster-state existing).
+member_ctl() {
+    local kind=$1 action=$2 single ids i
+    shift 2
+    single=$kind
+    [ "$kind" = coord ] && single=coordinator
     if [ "$HA" != 1 ]; then
-        [ $# -eq 0 ] || die "etcd-$action: this lab has one etcd (member numbers are for 'up --ha')"
+        [ $# -eq 0 ] || die "$kind-$action: this lab has one $single (numbers are for 'up --ha')"
         case "$action" in
             start)
                 lab_is_up || die "lab $P is down"
-                proc_alive etcd && die "etcd is already running"
-                start_etcd
+                proc_alive "$single" && die "the $single is already running"
+                "${kind}_start_single"
                 ;;
-            stop) stop_proc etcd ;;
-            kill) kill_proc etcd ;;
+            stop) stop_proc "$single" ;;
+            kill) kill_proc "$single" ;;
         esac
         return 0
     fi
-    ids=$(replica_ids "etcd-$action" "$@")
+    ids=$(replica_ids "$kind-$action" "$@")
     [ "$action" = stop ] || lab_is_up || die "lab $P is down"
     for i in $ids; do
         case "$action" in
             start)
-                if proc_alive "etcd$i"; then
+                if proc_alive "$kind$i"; then
                     [ $# -eq 0 ] && continue
-                    die "etcd$i is already running"
+                    die "$kind$i is already running"
                 fi
-                [ -d "$STATE/etcd/etcd$i/member" ] || die "etcd$i has no data dir ($STATE/etcd/etcd$i)"
-                log "etcd$i: restart with its data dir (${ETCD_URLS[i - 1]})"
-                start_etcd_member "$i" existing
+                "${kind}_start_member" "$i"
                 ;;
-            stop) stop_proc "etcd$i" ;;
+            stop) stop_proc "$kind$i" ;;
             kill)
-                [ $# -eq 0 ] && ! proc_alive "etcd$i" && continue
-                kill_proc "etcd$i"
+                [ $# -eq 0 ] && ! proc_alive "$kind$i" && continue
+                kill_proc "$kind$i"
                 ;;
         esac
     done
     if [ "$action" = start ]; then
-        for i in $ids; do etcd_member_wait "$i"; done
+        # shellcheck disable=SC2086  # ids is a list of numbers
+        "${kind}_wait_members" $ids
     fi
 }
 
@@ -1484,8 +1467,8 @@ main() {
             [ $# -eq 1 ] || die "usage: $0 agent-kill NODE"
             kill_proc "$1"
             ;;
-        coord-start | coord-stop | coord-kill) coord_ctl "${cmd#coord-}" "$@" ;;
-        etcd-start | etcd-stop | etcd-kill) etcd_ctl "${cmd#etcd-}" "$@" ;;
+        coord-start | coord-stop | coord-kill) member_ctl coord "${cmd#coord-}" "$@" ;;
+        etcd-start | etcd-stop | etcd-kill) member_ctl etcd "${cmd#etcd-}" "$@" ;;
         etcdctl)
             lab_is_up || die "lab $P is down"
             etcdctl_cmd "$@"

@@ -539,6 +539,27 @@ impl Dataplane for Gateway {
         Some(self.wake.clone())
     }
 
+    /// Counters of each running VPC router's NAT, load balancer and ACL rules, scoped by
+    /// the router's namespace name (`<prefix><id>`).
+    async fn rule_counters(&mut self) -> Vec<sf_metrics::RuleSample> {
+        let namespaces = match device::namespaces(&self.netns_prefix).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "listing VPC namespaces for rule counters");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for ns in namespaces {
+            let prefix = ["ip", "netns", "exec", ns.as_str()];
+            match sf_linux::nft_counters::read(&prefix, "ip", crate::nft::TABLE, &ns).await {
+                Ok(samples) => out.extend(samples),
+                Err(e) => warn!(netns = %ns, error = %e, "reading rule counters"),
+            }
+        }
+        out
+    }
+
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {
         match links::observe().await {
             Ok(l) => foreign_vnis(&l),

@@ -360,28 +360,44 @@ fn body(r: &VpcRouter) -> String {
         );
         let _ = writeln!(
             c,
-            "\t\tip daddr {v} {p} dport {port} dnat ip to meta mark map @lb{i}"
+            "\t\tip daddr {v} {p} dport {port} counter dnat ip to meta mark map @lb{i} comment \"lb {v}:{port}/{p}\""
         );
     }
-    let _ = writeln!(c, "\t\tdnat ip to ip daddr . tcp dport map @pf_tcp");
-    let _ = writeln!(c, "\t\tdnat ip to ip daddr . udp dport map @pf_udp");
-    let _ = writeln!(c, "\t\tdnat ip to ip daddr map @static_in");
+    // Counters per NAT kind (map elements carry no counter of their own).
+    let _ = writeln!(
+        c,
+        "\t\tcounter dnat ip to ip daddr . tcp dport map @pf_tcp comment \"port-forward tcp\""
+    );
+    let _ = writeln!(
+        c,
+        "\t\tcounter dnat ip to ip daddr . udp dport map @pf_udp comment \"port-forward udp\""
+    );
+    let _ = writeln!(
+        c,
+        "\t\tcounter dnat ip to ip daddr map @static_in comment \"static-nat in\""
+    );
     let _ = writeln!(c, "\t}}");
     let _ = writeln!(c, "\tchain postrouting {{");
     let _ = writeln!(
         c,
         "\t\ttype nat hook postrouting priority srcnat; policy accept;"
     );
-    let _ = writeln!(c, "\t\toifname \"{t}\" snat ip to ip saddr map @static_out");
+    let _ = writeln!(
+        c,
+        "\t\toifname \"{t}\" counter snat ip to ip saddr map @static_out comment \"static-nat out\""
+    );
     if let Some(s) = r.snat {
-        let _ = writeln!(c, "\t\toifname \"{t}\" ip saddr @inside snat ip to {s}");
+        let _ = writeln!(
+            c,
+            "\t\toifname \"{t}\" ip saddr @inside counter snat ip to {s} comment \"snat {s}\""
+        );
     }
     // Hairpin only towards the VPC's own tiers: never on a Direct Connect (no NAT there).
     let dcs = dc_links(r);
     let not_dc: String = dcs.iter().map(|d| format!(" oifname != \"{d}\"")).collect();
     let _ = writeln!(
         c,
-        "\t\toifname != \"{t}\"{not_dc} ct status dnat ip saddr @inside masquerade"
+        "\t\toifname != \"{t}\"{not_dc} ct status dnat ip saddr @inside counter masquerade comment \"hairpin\""
     );
     let _ = writeln!(c, "\t}}");
     if !lbs.is_empty() {
@@ -397,7 +413,10 @@ fn body(r: &VpcRouter) -> String {
                 L4Protocol::Tcp => " with tcp reset",
                 L4Protocol::Udp => "",
             };
-            let _ = writeln!(c, "\t\tip daddr {v} {p} dport {port} reject{with}");
+            let _ = writeln!(
+                c,
+                "\t\tip daddr {v} {p} dport {port} counter reject{with} comment \"lb {v}:{port}/{p} no backend\""
+            );
         }
         let _ = writeln!(c, "\t}}");
     }
@@ -674,13 +693,13 @@ mod tests {
         assert!(t.contains("\tmap lb0 {\n\t\ttype mark : ipv4_addr . inet_service\n\t}\n"));
         assert!(t.contains("\tset lbsum {\n\t\ttype mark\n\t}\n"));
         let hash = "\t\tip daddr 203.0.113.20 tcp dport 80 meta mark set jhash ip saddr . tcp sport . ip daddr . tcp dport mod 251 seed 0x0\n";
-        let dnat = "\t\tip daddr 203.0.113.20 tcp dport 80 dnat ip to meta mark map @lb0\n";
+        let dnat = "\t\tip daddr 203.0.113.20 tcp dport 80 counter dnat ip to meta mark map @lb0 comment \"lb 203.0.113.20:80/tcp\"\n";
         assert!(t.contains(hash) && t.contains(dnat), "{t}");
         // Before the port forwards, hash before lookup.
         assert!(t.find(hash).unwrap() < t.find(dnat).unwrap());
         assert!(t.find(dnat).unwrap() < t.find("@pf_tcp").unwrap());
         assert!(t.contains("type filter hook prerouting priority dstnat + 1; policy accept;"));
-        assert!(t.contains("\t\tip daddr 203.0.113.20 tcp dport 80 reject with tcp reset\n"));
+        assert!(t.contains("\t\tip daddr 203.0.113.20 tcp dport 80 counter reject with tcp reset comment \"lb 203.0.113.20:80/tcp no backend\"\n"));
         assert!(t.contains("meta mark != 0x00000000 meta mark set 0x00000000"));
         // No element in the body: health changes do not change the table digest.
         assert!(!t.contains("10.10.1.21"));
@@ -820,10 +839,10 @@ mod tests {
             });
         let t = render_nft(&r);
         // SNAT and static NAT only towards transit; hairpin not on the DC link.
-        assert!(t.contains("\t\toifname \"transit\" ip saddr @inside snat ip to 203.0.113.10\n"));
-        assert!(t.contains("\t\toifname \"transit\" snat ip to ip saddr map @static_out\n"));
+        assert!(t.contains("\t\toifname \"transit\" ip saddr @inside counter snat ip to 203.0.113.10 comment \"snat 203.0.113.10\"\n"));
+        assert!(t.contains("\t\toifname \"transit\" counter snat ip to ip saddr map @static_out comment \"static-nat out\"\n"));
         assert!(t.contains(
-            "\t\toifname != \"transit\" oifname != \"d1000100\" ct status dnat ip saddr @inside masquerade\n"
+            "\t\toifname != \"transit\" oifname != \"d1000100\" ct status dnat ip saddr @inside counter masquerade comment \"hairpin\"\n"
         ));
         assert_eq!(t.matches("snat").count(), plain.matches("snat").count());
         // Forwarded both ways (policy accept), never from the DC to transit.
@@ -834,7 +853,7 @@ mod tests {
         // A router without DC renders exactly as before (no reload on upgrade).
         assert!(!plain.contains("d1000100"));
         assert!(plain
-            .contains("\t\toifname != \"transit\" ct status dnat ip saddr @inside masquerade\n"));
+            .contains("\t\toifname != \"transit\" ct status dnat ip saddr @inside counter masquerade comment \"hairpin\"\n"));
     }
 
     #[test]
@@ -849,9 +868,9 @@ mod tests {
             t.contains("\t\telements = { 10.10.0.0/16 }\n"),
             "tier inside VPC CIDR is aggregated"
         );
-        assert!(t.contains("\t\toifname \"transit\" ip saddr @inside snat ip to 203.0.113.10\n"));
+        assert!(t.contains("\t\toifname \"transit\" ip saddr @inside counter snat ip to 203.0.113.10 comment \"snat 203.0.113.10\"\n"));
         assert!(t.contains("dnat ip to ip daddr . tcp dport map @pf_tcp"));
-        assert!(t.contains("ct status dnat ip saddr @inside masquerade"));
+        assert!(t.contains("ct status dnat ip saddr @inside counter masquerade"));
         // pf_udp is empty: declared without an elements line (nft rejects `elements = { }`).
         let udp = t.split("map pf_udp {").nth(1).unwrap();
         let udp = &udp[..udp.find('}').unwrap()];

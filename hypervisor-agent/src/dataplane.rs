@@ -155,6 +155,17 @@ impl Dataplane for Hypervisor {
         Some(self.wake.clone())
     }
 
+    /// Counters of the east-west ACL rules (table `bridge stackfabric`), scope "node".
+    async fn rule_counters(&mut self) -> Vec<sf_metrics::RuleSample> {
+        match sf_linux::nft_counters::read(&[], "bridge", crate::acl::TABLE, "node").await {
+            Ok(samples) => samples,
+            Err(e) => {
+                warn!(error = %e, "reading ACL rule counters");
+                Vec::new()
+            }
+        }
+    }
+
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {
         match links::observe().await {
             Ok(l) => foreign_vnis(&l),

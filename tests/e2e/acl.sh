@@ -104,6 +104,13 @@ H1=$(counter hv1 "ingress 10"); H2=$(counter hv2 "ingress 10")
 check_not "blue-web-1 (hv1) cannot ping blue-web-2 (hv2)" X blue-web-1 ping -c 3 -W 1 10.10.1.12
 check "the drop is counted on the source hypervisor hv1 ($H1 -> $(counter hv1 "ingress 10"))" test "$(counter hv1 "ingress 10")" -ge $((H1 + 3))
 check_eq "the far hypervisor hv2 never saw it" "$H2" "$(counter hv2 "ingress 10")"
+# metric_ge HOST_IP VALUE: hv1's agent exports the rule's counter, at least VALUE.
+metric_ge() {
+    local v
+    v=$(X mgmt curl -s -m 2 "http://$1:9101/metrics" | awk -v k="sf_rule_packets_total{scope=\"node\",chain=\"in_$WEB_VNI\",rule=\"ingress 10\"} " 'index($0, k) == 1 {print $NF}')
+    [ -n "$v" ] && [ "$v" -ge "$2" ]
+}
+check "hv1's /metrics exports the rule's packets (sf_rule_packets_total, >= $((H1 + 3)))" wait_for 25 metric_ge 172.31.255.21 $((H1 + 3))
 check "blue-web-2 still pings blue-web-1 (rule 10 only matches web-1 as the source)" X blue-web-2 ping -c 2 -W 1 10.10.1.11
 check_eq "HTTP from blue-web-1 to blue-web-2 still works" "blue-web-2" "$(X blue-web-1 curl -s -m 3 http://10.10.1.12/)"
 

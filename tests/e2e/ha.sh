@@ -187,4 +187,11 @@ done
 check_eq "exactly one replica reports sf_coordinator_is_leader 1" 1 "$LEADERS"
 check "the intent-to-ack histogram has observations on a replica" bash -c "for ip in ${COORD_IPS[*]}; do '$REPO/deploy/lab.sh' exec mgmt curl -s -m 2 http://\$ip:9100/metrics | awk '\$1 == \"sf_coordinator_intent_to_ack_seconds_count\" && \$2 > 0 {f=1} END {exit !f}' && exit 0; done; exit 1"
 
+# pf_packets IP: the port forward's packets on the gateway at IP ("" when it serves none).
+pf_packets() {
+    X mgmt curl -s -m 2 "http://$1:9101/metrics" | awk '/^sf_rule_packets_total\{/ && /rule="port-forward tcp"/ {n += $NF} END {print n + 0}'
+}
+pf_counted() { [ $(($(pf_packets 172.31.255.31) + $(pf_packets 172.31.255.32))) -gt 0 ]; }
+check "the gateways export per-rule NAT counters (port forward packets > 0)" wait_for 25 pf_counted
+
 finish

@@ -78,6 +78,11 @@ pub trait Dataplane: Send + 'static {
         None
     }
 
+    /// The kernel's per-rule counters (NAT, load balancer, ACL rules), exported as metrics.
+    async fn rule_counters(&mut self) -> Vec<sf_metrics::RuleSample> {
+        Vec::new()
+    }
+
     /// VNIs of bridges found on the device that this agent did not create.
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {
         BTreeSet::new()

@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::cache::{Cache, Cached};
+
+/// How often the kernel's rule counters are read for /metrics.
+const RULE_COUNTERS_EVERY: Duration = Duration::from_secs(10);
 use crate::config::AgentArgs;
 use crate::sync::SyncShared;
 use crate::{Dataplane, LeaseState, ReconcileContext};
@@ -133,6 +136,7 @@ pub async fn run<D: Dataplane>(
     let mut last_lease = LeaseState::Unknown;
     let mut last_generation = 0u64;
     let mut last_measured = 0u64;
+    let mut last_counters = std::time::Instant::now() - RULE_COUNTERS_EVERY;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut resync = tokio::time::interval(Duration::from_secs(args.resync_secs.max(1)));
@@ -192,6 +196,12 @@ pub async fn run<D: Dataplane>(
                 || fresh_generation == Some(generation),
         };
         let observed: BTreeSet<u32> = dataplane.observed_vnis().await;
+        // Rule counters for /metrics, at most every RULE_COUNTERS_EVERY (reading them costs
+        // an nft process per VPC router on a gateway).
+        if last_counters.elapsed() >= RULE_COUNTERS_EVERY {
+            metrics.rules.replace(dataplane.rule_counters().await);
+            last_counters = std::time::Instant::now();
+        }
         let lbs = dataplane.lb_status().await;
         let dcs = dataplane.dc_status().await;
         let lbs_changed = lbs != status.load_balancers || dcs != status.direct_connects;

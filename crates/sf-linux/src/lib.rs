@@ -8,6 +8,7 @@ pub mod blackhole;
 pub mod frr;
 pub mod l2;
 pub mod links;
+pub mod nft_counters;
 
 /// A failed device operation, with the command that failed.
 #[derive(Debug, thiserror::Error)]

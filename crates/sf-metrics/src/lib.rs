@@ -44,6 +44,72 @@ pub fn seconds_since(stamp_ms: u64) -> f64 {
     now_ms().saturating_sub(stamp_ms) as f64 / 1000.0
 }
 
+/// One kernel rule counter: where the rule lives (`scope`: the node, or a VPC router's
+/// namespace), its chain, and the rule's name (its nftables comment, e.g. `ingress 10`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSample {
+    pub scope: String,
+    pub chain: String,
+    pub rule: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The latest per-rule counters an agent read from the kernel, exported on each scrape as
+/// `sf_rule_packets_total` and `sf_rule_bytes_total{scope, chain, rule}`. They are the
+/// kernel's own counters (they restart at 0 when a rule is replaced, which Prometheus'
+/// `rate()` treats as a counter reset).
+#[derive(Debug, Clone, Default)]
+pub struct RuleCounters(Arc<std::sync::Mutex<Vec<RuleSample>>>);
+
+impl RuleCounters {
+    pub fn replace(&self, samples: Vec<RuleSample>) {
+        *self.0.lock().unwrap() = samples;
+    }
+
+    pub fn snapshot(&self) -> Vec<RuleSample> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl prometheus_client::collector::Collector for RuleCounters {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let samples = self.0.lock().unwrap().clone();
+        if samples.is_empty() {
+            return Ok(());
+        }
+        for (name, help, value) in [
+            (
+                "sf_rule_packets",
+                "Packets matched by a NAT, load balancer or ACL rule (kernel counter)",
+                (|s: &RuleSample| s.packets) as fn(&RuleSample) -> u64,
+            ),
+            (
+                "sf_rule_bytes",
+                "Bytes matched by a NAT, load balancer or ACL rule (kernel counter)",
+                |s: &RuleSample| s.bytes,
+            ),
+        ] {
+            let probe = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(name, help, None, probe.metric_type())?;
+            for s in &samples {
+                let labels = [
+                    ("scope", s.scope.as_str()),
+                    ("chain", s.chain.as_str()),
+                    ("rule", s.rule.as_str()),
+                ];
+                ConstCounter::new(value(s)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What every agent exports.
 #[derive(Clone)]
 pub struct AgentMetrics {
@@ -56,6 +122,8 @@ pub struct AgentMetrics {
     pub coordinator_connected: Gauge,
     pub snapshots: Counter,
     pub deltas: Counter,
+    /// Per-rule packet and byte counters read from the kernel (nftables `counter`s).
+    pub rules: RuleCounters,
 }
 
 impl AgentMetrics {
@@ -70,7 +138,9 @@ impl AgentMetrics {
             coordinator_connected: Gauge::default(),
             snapshots: Counter::default(),
             deltas: Counter::default(),
+            rules: RuleCounters::default(),
         };
+        reg.register_collector(Box::new(m.rules.clone()));
         reg.register(
             "sf_agent_intent_to_dataplane_seconds",
             "Time from the coordinator observing an intent revision to this node's dataplane applying it without error",
@@ -301,6 +371,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sf_agent_reconciles_total 0"), "{text}");
+        assert!(!text.contains("sf_rule_"), "no rule, no family: {text}");
+        a.rules.replace(vec![RuleSample {
+            scope: "vpc3".into(),
+            chain: "acl_in_1000001".into(),
+            rule: "ingress 10".into(),
+            packets: 7,
+            bytes: 588,
+        }]);
+        let text = render(&reg);
+        assert!(
+            text.contains(
+                "sf_rule_packets_total{scope=\"vpc3\",chain=\"acl_in_1000001\",rule=\"ingress 10\"} 7"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE sf_rule_bytes counter"), "{text}");
+        assert!(text.contains("rule=\"ingress 10\"} 588"), "{text}");
     }
 
     #[tokio::test]
