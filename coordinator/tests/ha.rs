@@ -2,26 +2,19 @@
 //! follower takes over when the leader resigns or its lease expires, and API-style writes
 //! through two replicas serialize on the intent-version fence.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::eventually;
+
 use sf_coordinator::fabric::Fabric;
-use sf_core::model::{Node, NodeRole, Tenant, Vpc};
+use sf_core::model::{Tenant, Vpc};
 use sf_store::intent::{IntentStore, WriteError};
 use sf_store::keys::Keys;
 use sf_store::mem::MemStore;
-use sf_store::KvStore;
 use tokio::sync::Notify;
-
-async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(v) = f() {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 struct Replica {
     fabric: Arc<Fabric>,
@@ -58,27 +51,7 @@ async fn one_leader_places_and_a_follower_takes_over() {
     let kv = Arc::new(MemStore::new());
     let keys = Keys::new("/t");
     let store = IntentStore::new(kv.clone(), keys.clone());
-    for (n, lo) in [("gw1", "10.255.2.1"), ("gw2", "10.255.2.2")] {
-        store
-            .create_node(&Node {
-                name: n.into(),
-                role: NodeRole::Gateway,
-                site: String::new(),
-                asn: 65010,
-                loopback: lo.parse().unwrap(),
-                fabric_ports: vec!["leaf1".into()],
-            })
-            .await
-            .unwrap();
-        kv.put(&keys.heartbeat(n), b"{}".to_vec(), 0).await.unwrap();
-    }
-    store
-        .create_tenant(&Tenant {
-            name: "demo".into(),
-            description: String::new(),
-        })
-        .await
-        .unwrap();
+    common::two_gateways_and_demo(&store, kv.as_ref(), &keys).await;
 
     let a = replica(&kv, "c1");
     let b = replica(&kv, "c2");

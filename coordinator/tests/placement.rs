@@ -2,53 +2,25 @@
 //! on a live gateway, its router reaches exactly that gateway's desired state, and when the
 //! gateway's heartbeat disappears (lease expiry) the VPC moves to its standby.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
+
+use common::eventually;
 
 use sf_coordinator::fabric::Fabric;
-use sf_core::model::{Network, Node, NodeRole, Tenant, Vpc};
+use sf_core::model::{Network, Vpc};
 use sf_store::intent::IntentStore;
 use sf_store::keys::Keys;
 use sf_store::mem::MemStore;
 use sf_store::KvStore;
-
-fn gateway(name: &str, lo: &str) -> Node {
-    Node {
-        name: name.into(),
-        role: NodeRole::Gateway,
-        site: String::new(),
-        asn: 65010,
-        loopback: lo.parse().unwrap(),
-        fabric_ports: vec!["leaf1".into()],
-    }
-}
-
-async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..200 {
-        if let Some(v) = f() {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 #[tokio::test]
 async fn vpc_router_follows_placement_and_fails_over_on_lease_loss() {
     let kv = Arc::new(MemStore::new());
     let keys = Keys::new("/t");
     let store = IntentStore::new(kv.clone(), keys.clone());
-    for (n, lo) in [("gw1", "10.255.2.1"), ("gw2", "10.255.2.2")] {
-        store.create_node(&gateway(n, lo)).await.unwrap();
-        kv.put(&keys.heartbeat(n), b"{}".to_vec(), 0).await.unwrap();
-    }
-    store
-        .create_tenant(&Tenant {
-            name: "demo".into(),
-            description: String::new(),
-        })
-        .await
-        .unwrap();
+    common::two_gateways_and_demo(&store, kv.as_ref(), &keys).await;
     let vpc = Vpc {
         tenant: "demo".into(),
         name: "blue".into(),
