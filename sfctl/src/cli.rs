@@ -64,7 +64,7 @@ pub enum Output {
     Json,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Manage tenants.
     #[command(subcommand)]
@@ -106,7 +106,7 @@ pub enum Command {
     Status,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum PoolCmd {
     /// Create a public IP pool.
     Create {
@@ -123,7 +123,7 @@ pub enum PoolCmd {
     Delete { name: String },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum NatCmd {
     /// Source NAT (port overloading) of a VPC to a public IP.
     Snat {
@@ -183,7 +183,7 @@ pub enum NatCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum RouteCmd {
     /// Create a static route inside a VPC.
     Create {
@@ -214,7 +214,7 @@ pub enum RouteCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum AclCmd {
     /// Create or replace an ACL list (a change applies as a delta: allowed flows survive).
     Apply {
@@ -260,7 +260,7 @@ pub enum AclCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum LbCmd {
     /// Create a load balancer.
     Create {
@@ -326,7 +326,7 @@ pub enum LbCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum GatewayCmd {
     /// Show which gateway serves each VPC (primary) and which takes over (standby).
     List,
@@ -336,7 +336,7 @@ pub enum GatewayCmd {
     Undrain { node: String },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum TenantCmd {
     /// Create a tenant.
     Create {
@@ -350,7 +350,7 @@ pub enum TenantCmd {
     Delete { name: String },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum VpcCmd {
     /// Create a VPC.
     Create {
@@ -382,7 +382,7 @@ pub enum VpcCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum NetworkCmd {
     /// Create a network; prints the allocated VNI.
     Create {
@@ -426,7 +426,7 @@ pub enum NetworkCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum PortCmd {
     /// Create a port binding.
     Create {
@@ -472,7 +472,7 @@ pub enum PortCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum NodeCmd {
     /// Register a node.
     Create {
@@ -582,7 +582,7 @@ mod tests {
     }
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum DcCmd {
     /// Create a Direct Connect: hand the switch port/VLAN into a VNI, peer eBGP from the VPC.
     Create {

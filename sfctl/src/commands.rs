@@ -16,11 +16,33 @@ use crate::output;
 /// Connects to the coordinator and runs the selected subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut client = client::connect(&cli.global).await?;
-    let text = dispatch(&mut client, cli.global.output, cli.command)
-        .await
-        .map_err(|e| transport_failure(e, &cli.global.endpoint))?;
+    let mut attempt = 0;
+    let text = loop {
+        match dispatch(&mut client, cli.global.output, cli.command.clone()).await {
+            // Refused before anything was written: validate and send again.
+            Err(e) if attempt < STALE_RETRIES && is_stale(&e) => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            }
+            r => break r.map_err(|e| transport_failure(e, &cli.global.endpoint))?,
+        }
+    };
     print!("{text}");
     Ok(())
+}
+
+/// Times a write refused as stale (it raced a write through another coordinator replica) is
+/// sent again.
+const STALE_RETRIES: u64 = 3;
+
+/// The coordinator refused a write because intent changed through another replica after it
+/// validated the request: nothing was written, so sending it again is safe.
+fn is_stale(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<tonic::Status>().is_some_and(|s| {
+        s.code() == tonic::Code::Aborted
+            && s.message()
+                .contains("intent changed through another coordinator")
+    })
 }
 
 /// A `Status` carrying a source error was synthesized locally by tonic (connection reset,
@@ -639,5 +661,19 @@ mod acl_rule_tests {
         let r = super::parse_acl_rule("40 ingress allow all any 0.0.0.0/0").unwrap();
         assert_eq!((r.icmp_type, r.port_start), (-1, 0));
         assert!(super::parse_acl_rule("10 ingress allow tcp").is_err());
+    }
+
+    #[test]
+    fn only_stale_refusals_are_sent_again() {
+        let stale = anyhow::Error::from(tonic::Status::aborted(
+            "intent changed through another coordinator since this request was validated; retry",
+        ));
+        assert!(super::is_stale(&stale));
+        let conflict = anyhow::Error::from(tonic::Status::aborted("tenant demo already exists"));
+        assert!(!super::is_stale(&conflict));
+        let other = anyhow::Error::from(tonic::Status::unavailable(
+            "intent changed through another coordinator",
+        ));
+        assert!(!super::is_stale(&other));
     }
 }
