@@ -141,6 +141,25 @@ check "a follower leads within 3 s of the stop (the leader resigned its lease)" 
 note "handover after SIGTERM: $(python3 -c "print(f'{$(date +%s.%N) - $t_stop:.1f}')") s (includes the stop and the status poll)"
 check "restart $LEADER" L coord-start "${LEADER#coord}"
 
+section "2b. writes through two replicas at once"
+# par_writes IP PREFIX: 15 tenant creates straight to the replica at IP; failures listed.
+par_writes() {
+    local i
+    for i in $(seq 15); do
+        X mgmt "$REPO/target/release/sfctl" --endpoint "https://$1:7443" --ca "$STATE/pki/ca.pem" \
+            --token-file "$STATE/api-token" tenant create "$2-$i" >/dev/null 2>>"$STATE/par-errors" ||
+            echo "$2-$i" >>"$STATE/par-failed"
+    done
+}
+: >"$STATE/par-failed"
+par_writes "${COORD_IPS[0]}" par-a &
+PA=$!
+par_writes "${COORD_IPS[1]}" par-b &
+PB=$!
+wait "$PA" "$PB"
+check_eq "30 concurrent writes through coord1 and coord2 all succeeded (errors: $(head -c 300 "$STATE/par-errors" 2>/dev/null))" 0 "$(wc -l <"$STATE/par-failed")"
+check_eq "and all 30 are there" 30 "$(S -o json tenant list | json_get "sum(1 for t in d if t['name'].startswith('par-'))")"
+
 section "3. kill one etcd member (the raft leader)"
 ETCD_LEADER=$(L status 2>/dev/null | awk '/^ *etcd[0-9]/ && /leader/ {print $1; exit}' | tr -d ':')
 check "found the etcd raft leader ($ETCD_LEADER)" test -n "$ETCD_LEADER"
