@@ -160,6 +160,26 @@ wait "$PA" "$PB"
 check_eq "30 concurrent writes through coord1 and coord2 all succeeded (errors: $(head -c 300 "$STATE/par-errors" 2>/dev/null))" 0 "$(wc -l <"$STATE/par-failed")"
 check_eq "and all 30 are there" 30 "$(S -o json tenant list | json_get "sum(1 for t in d if t['name'].startswith('par-'))")"
 
+section "2c. a REST (CloudStack) session works on every replica"
+# rest IP CURL-ARGS...: status code of /api/auth on the replica at IP, with the session cookie
+# once there is one (sent explicitly: curl's jar keeps a cookie for the host that set it).
+rest() {
+    local ip=$1 cookie=()
+    shift
+    [ -s "$STATE/rest-sid" ] && cookie=(-H "Cookie: connect.sid=$(cat "$STATE/rest-sid")")
+    X mgmt curl -s -o /dev/null -w '%{http_code}' --cacert "$STATE/pki/ca.pem" \
+        -c "$STATE/rest-jar" "${cookie[@]}" "$@" "https://$ip:8080/api/auth"
+}
+check_eq "log in through coord1" 200 "$(rest "${COORD_IPS[0]}" -H 'Content-Type: application/json' -d "{\"user\":\"cloudstack\",\"password\":\"$(cat "$STATE/rest-password")\"}")"
+awk '$6 == "connect.sid" {print $7}' "$STATE/rest-jar" >"$STATE/rest-sid"
+check "coord1 set a session cookie" test -s "$STATE/rest-sid"
+check_eq "the session is valid on coord1" 200 "$(rest "${COORD_IPS[0]}")"
+check_eq "and on coord2" 200 "$(rest "${COORD_IPS[1]}")"
+check_eq "and on coord3" 200 "$(rest "${COORD_IPS[2]}")"
+check_eq "log out through coord3" 200 "$(rest "${COORD_IPS[2]}" -X DELETE)"
+session_gone() { [ "$(rest "${COORD_IPS[0]}")" = 401 ]; }
+check "coord1 refuses the session within 15 s of the logout" wait_for 15 session_gone
+
 section "3. kill one etcd member (the raft leader)"
 ETCD_LEADER=$(L status 2>/dev/null | awk '/^ *etcd[0-9]/ && /leader/ {print $1; exit}' | tr -d ':')
 check "found the etcd raft leader ($ETCD_LEADER)" test -n "$ETCD_LEADER"

@@ -3,14 +3,19 @@
 //! Users come from a file of `user:<argon2 PHC hash>` lines (`#` comments and blank lines are
 //! skipped), read at start-up; `sf-coordinator hash-password` prints such a hash for a password
 //! read from standard input. A successful `POST /api/auth` creates a session: a random 256-bit
-//! token sent back as the `connect.sid` cookie. Sessions live in this coordinator's memory and
-//! expire after the configured TTL without use (each authenticated request renews it); a client
-//! that gets 401 logs in again, which is what CloudStack's Netris client does. With several
-//! coordinators behind one address a client must stick to one of them (or log in again).
+//! token sent back as the `connect.sid` cookie. Sessions live in etcd
+//! (`<root>/rest-sessions/<SHA-256 of the token>`, value: the user) under a lease of the session
+//! TTL, so every coordinator replica accepts a session any of them created, a logout through
+//! one ends it everywhere, and an unused session expires with its lease; each authenticated
+//! request renews the lease (at most every [`RENEW_EVERY`], from a per-replica cache). A client
+//! that gets 401 logs in again, which is what CloudStack's Netris client does.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use sf_store::KvStore;
+use sha2::{Digest, Sha256};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -90,50 +95,96 @@ pub fn hash_password_cli() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Live sessions: token → (user, expiry).
+/// Longest time a replica trusts its cache of a session without asking etcd (a logout through
+/// another replica takes at most this long to reach it).
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+
+/// Live sessions, shared by every replica through etcd.
 pub struct Sessions {
     ttl: Duration,
-    map: Mutex<HashMap<String, (String, Instant)>>,
+    kv: Arc<dyn KvStore>,
+    prefix: String,
+    /// Token hash -> (user, lease, last time etcd confirmed it).
+    cache: Mutex<HashMap<String, (String, i64, Instant)>>,
 }
 
 impl Sessions {
-    pub fn new(ttl: Duration) -> Self {
+    /// Sessions under `<root>/rest-sessions/`.
+    pub fn new(ttl: Duration, kv: Arc<dyn KvStore>, root: &str) -> Self {
         Sessions {
             ttl,
-            map: Mutex::new(HashMap::new()),
+            kv,
+            prefix: format!("{}/rest-sessions/", root.trim_end_matches('/')),
+            cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn key(&self, token: &str) -> (String, String) {
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+        (format!("{}{hash}", self.prefix), hash)
     }
 
     /// A new session for `user`; returns its token.
-    pub fn create(&self, user: &str) -> String {
+    pub async fn create(&self, user: &str) -> Result<String, sf_store::StoreError> {
         let bytes: [u8; 32] = rand::rng().random();
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let now = Instant::now();
-        let mut m = self.map.lock().unwrap();
-        m.retain(|_, (_, exp)| *exp > now);
-        m.insert(token.clone(), (user.to_string(), now + self.ttl));
-        token
+        let lease = self
+            .kv
+            .lease_grant(self.ttl.as_secs().max(1) as i64)
+            .await?;
+        let (key, hash) = self.key(&token);
+        self.kv.put(&key, user.as_bytes().to_vec(), lease).await?;
+        self.cache
+            .lock()
+            .unwrap()
+            .insert(hash, (user.to_string(), lease, Instant::now()));
+        Ok(token)
     }
 
-    /// The session's user if the token is live; renews its expiry.
-    pub fn check(&self, token: &str) -> Option<String> {
-        let now = Instant::now();
-        let mut m = self.map.lock().unwrap();
-        match m.get_mut(token) {
-            Some((user, exp)) if *exp > now => {
-                *exp = now + self.ttl;
-                Some(user.clone())
+    /// The session's user if the token is live; renews it.
+    pub async fn check(&self, token: &str) -> Option<String> {
+        let (key, hash) = self.key(token);
+        let cached = self.cache.lock().unwrap().get(&hash).cloned();
+        if let Some((user, _, confirmed)) = &cached {
+            if confirmed.elapsed() < RENEW_EVERY.min(self.ttl / 2) {
+                return Some(user.clone());
             }
-            Some(_) => {
-                m.remove(token);
-                None
-            }
-            None => None,
         }
+        let found = match self.kv.get(&key).await {
+            Ok(Some(kv)) if kv.lease != 0 => kv,
+            Ok(_) => {
+                self.cache.lock().unwrap().remove(&hash);
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "REST session lookup failed");
+                return None;
+            }
+        };
+        if self.kv.lease_keep_alive(found.lease).await.is_err() {
+            self.cache.lock().unwrap().remove(&hash);
+            return None;
+        }
+        let user = String::from_utf8_lossy(&found.value).into_owned();
+        let mut cache = self.cache.lock().unwrap();
+        // Forget sessions nobody used for a whole TTL (their leases expire in etcd).
+        cache.retain(|_, (_, _, t)| t.elapsed() < self.ttl);
+        cache.insert(hash, (user.clone(), found.lease, Instant::now()));
+        Some(user)
     }
 
-    pub fn remove(&self, token: &str) {
-        self.map.lock().unwrap().remove(token);
+    /// Ends the session on every replica (this one at once, the others within RENEW_EVERY).
+    pub async fn remove(&self, token: &str) {
+        let (key, hash) = self.key(token);
+        self.cache.lock().unwrap().remove(&hash);
+        match self.kv.get(&key).await {
+            Ok(Some(kv)) if kv.lease != 0 => {
+                let _ = self.kv.lease_revoke(kv.lease).await;
+            }
+            _ => {
+                let _ = self.kv.delete(&key).await;
+            }
+        }
     }
 }
 
@@ -195,17 +246,36 @@ mod tests {
         assert!(Users::parse("u:plaintext").is_err());
     }
 
-    #[test]
-    fn sessions_expire() {
-        let s = Sessions::new(Duration::from_millis(30));
-        let t = s.create("u");
-        assert_eq!(s.check(&t).as_deref(), Some("u"));
-        assert_eq!(s.check("other"), None);
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(s.check(&t), None);
-        let t2 = s.create("u");
-        s.remove(&t2);
-        assert_eq!(s.check(&t2), None);
+    #[tokio::test]
+    async fn sessions_are_shared_by_replicas_and_expire() {
+        let kv: Arc<dyn KvStore> = Arc::new(sf_store::mem::MemStore::new());
+        let a = Sessions::new(Duration::from_secs(1), kv.clone(), "/t");
+        let b = Sessions::new(Duration::from_secs(1), kv.clone(), "/t");
+        let t = a.create("u").await.unwrap();
+        assert_eq!(a.check(&t).await.as_deref(), Some("u"));
+        assert_eq!(
+            b.check(&t).await.as_deref(),
+            Some("u"),
+            "another replica accepts it"
+        );
+        assert_eq!(b.check("other").await, None);
+        // The token itself is not stored, only its hash.
+        let (keys, _) = kv.list("/t/rest-sessions/").await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(!keys[0].key.contains(&t));
+        // Used, it outlives its TTL; unused, it expires.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!(b.check(&t).await.as_deref(), Some("u"));
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(a.check(&t).await, None);
+        // A logout through one replica ends it on the other.
+        let t2 = a.create("u").await.unwrap();
+        assert_eq!(b.check(&t2).await.as_deref(), Some("u"));
+        a.remove(&t2).await;
+        tokio::time::sleep(Duration::from_millis(600)).await; // past b's cache window (ttl/2)
+        assert_eq!(b.check(&t2).await, None);
     }
 
     #[test]

@@ -104,16 +104,22 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn require_session(State(s): St, req: Request, next: Next) -> Response {
-    match session_token(req.headers()).and_then(|t| s.sessions.check(&t)) {
+    let user = match session_token(req.headers()) {
+        Some(t) => s.sessions.check(&t).await,
+        None => None,
+    };
+    match user {
         Some(_) => next.run(req).await,
         None => ApiError::unauthorized().into_response(),
     }
 }
 
 async fn auth_check(State(s): St, headers: HeaderMap) -> Res {
-    let user = session_token(&headers)
-        .and_then(|t| s.sessions.check(&t))
-        .ok_or_else(ApiError::unauthorized)?;
+    let user = match session_token(&headers) {
+        Some(t) => s.sessions.check(&t).await,
+        None => None,
+    }
+    .ok_or_else(ApiError::unauthorized)?;
     Ok(ok("session is valid", json!({"user": user})))
 }
 
@@ -156,7 +162,11 @@ async fn login(State(s): St, headers: HeaderMap, body: Bytes) -> Res {
             "invalid user or password",
         ));
     }
-    let token = s.sessions.create(&user);
+    let token = s
+        .sessions
+        .create(&user)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("etcd unavailable: {e}")))?;
     let mut resp = ok("Login successful", json!({"user": user}));
     let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
     resp.headers_mut().insert(
@@ -168,7 +178,7 @@ async fn login(State(s): St, headers: HeaderMap, body: Bytes) -> Res {
 
 async fn logout(State(s): St, headers: HeaderMap) -> Res {
     if let Some(t) = session_token(&headers) {
-        s.sessions.remove(&t);
+        s.sessions.remove(&t).await;
     }
     Ok(ok("logged out", Value::Null))
 }

@@ -122,10 +122,15 @@ impl Rest {
         admin_tenant: &str,
     ) -> Arc<Self> {
         let keys = meta::RestKeys::new(fabric.store().keys().root());
+        let sessions = auth::Sessions::new(
+            session_ttl,
+            fabric.store().kv().clone(),
+            fabric.store().keys().root(),
+        );
         Arc::new(Rest {
             fabric,
             users,
-            sessions: auth::Sessions::new(session_ttl),
+            sessions,
             site: site.into(),
             fabric_site: fabric_site.into(),
             admin_tenant: admin_tenant.into(),
