@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::fabric::Fabric;
 
-/// How often a follower looks at the leader key and a replica checks its lease.
+/// How often a follower looks for a vacant leadership and a replica checks its lease.
 const TICK: Duration = Duration::from_millis(500);
 
 /// Runs the election until `stop` fires; then revokes the lease (handing leadership over at
@@ -59,7 +59,10 @@ pub async fn run(fabric: Arc<Fabric>, name: String, ttl_secs: i64, stop: Arc<tok
                     kv.lease_keep_alive(lease).await?;
                     renewed = Instant::now();
                 }
-                if fabric.leader_revision().is_none() {
+                // Campaign only while the index (which follows the watch) shows no leader:
+                // followers do not send etcd a transaction every tick.
+                let vacant = fabric.with_view(|v, _| v.leader.is_none());
+                if fabric.leader_revision().is_none() && vacant {
                     let out = kv
                         .txn(
                             vec![Compare::Absent(keys.leader())],

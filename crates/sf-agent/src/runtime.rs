@@ -15,12 +15,12 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::cache::{Cache, Cached};
-
-/// How often the kernel's rule counters are read for /metrics.
-const RULE_COUNTERS_EVERY: Duration = Duration::from_secs(10);
 use crate::config::AgentArgs;
 use crate::sync::SyncShared;
 use crate::{Dataplane, LeaseState, ReconcileContext};
+
+/// How often the kernel's rule counters are read for /metrics.
+const RULE_COUNTERS_EVERY: Duration = Duration::from_secs(10);
 
 /// Monotonic counters reported in status.
 #[derive(Default)]
@@ -196,9 +196,9 @@ pub async fn run<D: Dataplane>(
                 || fresh_generation == Some(generation),
         };
         let observed: BTreeSet<u32> = dataplane.observed_vnis().await;
-        // Rule counters for /metrics, at most every RULE_COUNTERS_EVERY (reading them costs
-        // an nft process per VPC router on a gateway).
-        if last_counters.elapsed() >= RULE_COUNTERS_EVERY {
+        // Rule counters for /metrics (only when served), at most every RULE_COUNTERS_EVERY:
+        // reading them costs an nft process per VPC router on a gateway.
+        if args.metrics_listen.is_some() && last_counters.elapsed() >= RULE_COUNTERS_EVERY {
             metrics.rules.replace(dataplane.rule_counters().await);
             last_counters = std::time::Instant::now();
         }

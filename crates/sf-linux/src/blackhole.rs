@@ -24,19 +24,16 @@ pub async fn converge(wanted: &[Ipv4Net]) -> (usize, Vec<String>) {
     match observe().await {
         Ok(observed) => {
             let (to_add, to_remove) = plan(wanted, &observed);
-            for net in &to_add {
-                match add(net).await {
+            let steps = to_add.iter().map(|n| (n, true));
+            for (net, adding) in steps.chain(to_remove.iter().map(|n| (n, false))) {
+                let done = if adding {
+                    add(net).await
+                } else {
+                    remove(net).await
+                };
+                match done {
                     Ok(()) => {
-                        tracing::info!(pool = %net, "blackhole route added");
-                        changes += 1;
-                    }
-                    Err(e) => errors.push(e.to_string()),
-                }
-            }
-            for net in &to_remove {
-                match remove(net).await {
-                    Ok(()) => {
-                        tracing::info!(pool = %net, "blackhole route removed");
+                        tracing::info!(pool = %net, added = adding, "blackhole route changed");
                         changes += 1;
                     }
                     Err(e) => errors.push(e.to_string()),

@@ -27,9 +27,15 @@ use crate::{
 #[derive(Clone)]
 pub struct EtcdStore {
     members: Arc<Members>,
-    /// One keep-alive stream per lease, reused across renewals.
-    keepers: Arc<Mutex<HashMap<i64, (LeaseKeeper, LeaseKeepAliveStream)>>>,
+    /// One keep-alive stream per lease, reused across renewals, with its last use.
+    keepers: Arc<Mutex<HashMap<i64, Keeper>>>,
 }
+
+type Keeper = (LeaseKeeper, LeaseKeepAliveStream, std::time::Instant);
+
+/// A keep-alive stream unused this long is closed (reopened on the next renewal): leases
+/// renewed once in a while, such as REST sessions, must not hold a stream each forever.
+const KEEPER_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One lazily connected client per member, and the member in use.
 struct Members {
@@ -471,6 +477,7 @@ impl KvStore for EtcdStore {
 
     async fn lease_keep_alive(&self, lease: i64) -> Result<i64> {
         let mut keepers = self.keepers.lock().await;
+        keepers.retain(|id, (_, _, used)| *id == lease || used.elapsed() < KEEPER_IDLE);
         let tries = attempts(self.members.clients.len());
         let mut attempt = 0;
         loop {
@@ -478,9 +485,11 @@ impl KvStore for EtcdStore {
             let (member, client) = self.pick();
             let result = async {
                 if let std::collections::hash_map::Entry::Vacant(slot) = keepers.entry(lease) {
-                    slot.insert(client.clone().lease_keep_alive(lease).await?);
+                    let (keeper, stream) = client.clone().lease_keep_alive(lease).await?;
+                    slot.insert((keeper, stream, std::time::Instant::now()));
                 }
-                let (keeper, stream) = keepers.get_mut(&lease).expect("inserted above");
+                let (keeper, stream, used) = keepers.get_mut(&lease).expect("inserted above");
+                *used = std::time::Instant::now();
                 keeper.keep_alive().await?;
                 match stream.message().await? {
                     Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
