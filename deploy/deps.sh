@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
-# Installs what StackFabric's lab and tests need on Debian, if missing. Idempotent; sourced or run.
+# Installs every Debian package StackFabric's build, lab and test suite need, if missing.
+# Idempotent; sourced (sf_install_deps) or run. Needs nothing but Debian 12 and the Rust
+# toolchain: tests/e2e/cleanroom.sh runs this in a fresh `debootstrap --variant=minbase` root,
+# so a package forgotten here fails CI instead of a new user's first command.
 set -euo pipefail
-sf_install_deps() {
-    local pkgs=(etcd-server etcd-client frr nftables iproute2 iputils-ping curl openssl
-        protobuf-compiler python3 procps psmisc systemd ansible-core ansible-lint)
-    local missing=()
-    for p in "${pkgs[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+
+# One line per reason, so a removal is a deliberate edit. --no-install-recommends is used,
+# so every package a step runs is listed, not merely recommended by another.
+SF_DEPS_BUILD=(gcc libc6-dev pkg-config ca-certificates
+    protobuf-compiler libprotobuf-dev) # etcd-client's build script: protoc + descriptor.proto
+SF_DEPS_LAB=(etcd-server etcd-client frr frr-pythontools nftables iproute2 iputils-ping curl
+    openssl python3 procps psmisc kmod)
+SF_DEPS_TEST=(systemd ansible-core ansible-lint shellcheck    # unit verify, playbook lint, lint
+    debootstrap systemd-container dpkg-dev)                    # clean room, booted units, .debs
+
+sf_missing_pkgs() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
     done
+}
+
+sf_install_deps() {
+    local missing
+    mapfile -t missing < <(sf_missing_pkgs "${SF_DEPS_BUILD[@]}" "${SF_DEPS_LAB[@]}" "${SF_DEPS_TEST[@]}")
     if ((${#missing[@]})); then
         echo "installing: ${missing[*]}" >&2
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        timeout 600 apt-get update -qq
+        timeout 1800 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
     # Debian's packages start system-wide etcd/frr services; StackFabric runs its own inside lab
     # namespaces and never uses those, so they are left as the machine's owner configured them.

@@ -68,11 +68,15 @@ P=$LAB_PREFIX
 STATE=/tmp/sf-lab.${LAB_PREFIX%-}
 # shellcheck disable=SC2034  # used by lib/netlab.sh
 NETLAB_DIR=$STATE/netlab
+# shellcheck disable=SC2034  # used by lib/pki.sh
+PKI_DIR=$STATE/pki
 SF_BIN_DIR=${SF_BIN_DIR:-$ROOT/target/release}
 NO_BINARIES=${SF_LAB_NO_BINARIES:-0}
 
 # shellcheck source=lib/netlab.sh source-path=SCRIPTDIR disable=SC1091
 . "$SCRIPT_DIR/lib/netlab.sh"
+# shellcheck source=lib/pki.sh source-path=SCRIPTDIR disable=SC1091
+. "$SCRIPT_DIR/lib/pki.sh"
 
 MGMT_NET=172.31.255
 # The etcd root of every binary (their default --etcd-root); the HA lab's etcd permissions
@@ -402,50 +406,7 @@ sys.exit(0 if want <= up else 1)
 }
 
 # ---------------------------------------------------------------------------
-# PKI (openssl; EC P-256 keys as PKCS#8 PEM, X.509 v3 certificates)
-
-pki_init() {
-    local d=$STATE/pki
-    mkdir -p "$d"
-    chmod 700 "$d"
-    cat >"$d/ca.cnf" <<'EOF'
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = StackFabric lab CA
-[v3_ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign,digitalSignature
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-EOF
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/ca.key" 2>/dev/null
-    openssl req -x509 -new -config "$d/ca.cnf" -extensions v3_ca -key "$d/ca.key" \
-        -days 3650 -sha256 -out "$d/ca.pem" 2>/dev/null
-    chmod 600 "$d/ca.key"
-}
-
-# pki_cert NAME EKU SAN - pki/NAME.pem + pki/NAME.key signed by the lab CA.
-pki_cert() {
-    local name=$1 eku=$2 san=$3 d=$STATE/pki
-    cat >"$d/$name.ext" <<EOF
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyAgreement
-extendedKeyUsage = $eku
-subjectAltName = $san
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-EOF
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/$name.key" 2>/dev/null
-    chmod 600 "$d/$name.key"
-    openssl req -new -key "$d/$name.key" -subj "/CN=$name" -out "$d/$name.csr" 2>/dev/null
-    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
-        -CAcreateserial -CAserial "$d/ca.srl" -days 825 -sha256 \
-        -extfile "$d/$name.ext" -out "$d/$name.pem" 2>/dev/null
-    rm -f "$d/$name.csr"
-    openssl verify -CAfile "$d/ca.pem" "$d/$name.pem" >/dev/null
-}
+# PKI: pki_init, pki_cert (deploy/lib/pki.sh), into $PKI_DIR
 
 # pki_all - the lab CA, the coordinator's certificate (HA lab: coord1-3's, CN coordN with
 # DNS:coordinator, the name agents and sfctl verify, and the replica's IP; they are also the

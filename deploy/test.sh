@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # deploy/test.sh - StackFabric's whole test suite, as CI runs it (as root, on Debian):
 #   1. installs missing Debian packages (deploy/deps.sh),
-#   2. builds everything in release mode (one profile for tests and lab binaries),
-#   3. unit and conformance tests (the etcd half starts real etcd servers; required here),
-#   4. shell lint of the lab scripts (when shellcheck is installed),
-#   5. end-to-end lab tests with real packets (tests/e2e/*.sh), each in its own lab prefix.
+#   2. the clean room (tests/cleanroom.sh): the README's quickstart in a fresh debootstrap
+#      root with only the Rust toolchain; it also does the suite's release build (same
+#      target directory), so a package missing from deps.sh fails here, not on a user's machine,
+#   3. builds everything in release mode (one profile for tests and lab binaries; after 2. this
+#      finds the build done),
+#   4. the Debian packages (deploy/package.sh -> target/debian),
+#   5. unit and conformance tests (the etcd half starts real etcd servers; required here),
+#   6. shell lint of every script (shellcheck; installed by 1., never skipped),
+#   7. end-to-end tests with real packets (tests/e2e/*.sh), each in its own lab prefix; among
+#      them tests/e2e/systemd.sh boots the packages under systemd in a container.
 # Exits non-zero on the first failing stage; every lab is torn down even on failure.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,16 +26,24 @@ stage "dependencies"
 source "$REPO/deploy/deps.sh"
 sf_install_deps
 
+if [ "${SF_CLEANROOM:-1}" = 0 ]; then
+    stage "clean room: SKIPPED (SF_CLEANROOM=0)"
+else
+    stage "clean room (fresh Debian root: deps.sh, build, lab up, a packet)"
+    tests/cleanroom.sh
+fi
+
 stage "build (release)"
 cargo build --release --locked --workspace --all-targets
+
+stage "Debian packages"
+deploy/package.sh
 
 stage "unit and conformance tests"
 SF_REQUIRE_ETCD=1 cargo test --release --locked --workspace
 
-if command -v shellcheck >/dev/null 2>&1; then
-    stage "shellcheck"
-    shellcheck -x deploy/*.sh deploy/lib/*.sh tests/e2e/*.sh
-fi
+stage "shellcheck"
+shellcheck -x deploy/*.sh deploy/lib/*.sh tests/*.sh tests/e2e/*.sh
 
 stage "end-to-end lab tests"
 for t in tests/e2e/[0-9a-z]*.sh; do

@@ -44,7 +44,7 @@ verify_unit() {
     local copy out
     copy=$TMP/units/$(basename "$1")
     mkdir -p "$TMP/units"
-    sed "s#^ExecStart=/usr/local/bin/#ExecStart=$SF_BIN_DIR/#" "$1" >"$copy"
+    sed "s#^ExecStart=/usr/bin/#ExecStart=$SF_BIN_DIR/#" "$1" >"$copy"
     out=$(systemd-analyze verify "$copy" 2>&1) || { echo "rc!=0: $out"; return 1; }
     [ -z "$out" ] || { echo "$out"; return 1; }
 }
@@ -114,8 +114,8 @@ units=("$UNITS"/*.service)
 check_eq "four units" 4 "${#units[@]}"
 for u in "${units[@]}"; do
     check "verify $(basename "$u")" verify_unit "$u"
-    check "$(basename "$u") starts /usr/local/bin/$(basename "$u" .service)" \
-        grep -qx "ExecStart=/usr/local/bin/$(basename "$u" .service)" "$u"
+    check "$(basename "$u") starts /usr/bin/$(basename "$u" .service)" \
+        grep -qx "ExecStart=/usr/bin/$(basename "$u" .service)" "$u"
     check "$(basename "$u"): NoNewPrivileges=yes" grep -qx 'NoNewPrivileges=yes' "$u"
     check "$(basename "$u"): Restart=on-failure" grep -qx 'Restart=on-failure' "$u"
     check "$(basename "$u"): native syscalls only" grep -qx 'SystemCallArchitectures=native' "$u"

@@ -53,6 +53,10 @@ pub enum Action {
     SetUp {
         link: String,
     },
+    /// Turn the host's IPv6 off on an existing overlay link (one we or CloudStack made).
+    DisableIpv6 {
+        link: String,
+    },
     Delete {
         link: String,
     },
@@ -84,8 +88,14 @@ pub fn plan(vnis: &BTreeSet<u32>, vtep: Ipv4Addr, lo_addrs: &[Ipv4Addr], links: 
                     .push(format!("{br} exists but is a {:?}, not a bridge", l.kind));
                 continue;
             }
-            Some(l) if !l.up => p.actions.push(Action::SetUp { link: br.clone() }),
-            Some(_) => {}
+            Some(l) => {
+                if l.ipv6_enabled == Some(true) {
+                    p.actions.push(Action::DisableIpv6 { link: br.clone() });
+                }
+                if !l.up {
+                    p.actions.push(Action::SetUp { link: br.clone() });
+                }
+            }
         }
         let existing = by_name.get(vx.as_str());
         let matches = existing.is_some_and(|l| {
@@ -123,6 +133,9 @@ pub fn plan(vnis: &BTreeSet<u32>, vtep: Ipv4Addr, lo_addrs: &[Ipv4Addr], links: 
             continue;
         }
         let l = existing.expect("exists");
+        if l.ipv6_enabled == Some(true) {
+            p.actions.push(Action::DisableIpv6 { link: vx.clone() });
+        }
         if l.master.as_deref() != Some(br.as_str()) {
             p.actions.push(Action::SetMaster {
                 link: vx.clone(),
@@ -209,6 +222,7 @@ pub async fn execute(a: &Action) -> Result<(), crate::DeviceError> {
             .await
         }
         Action::SetUp { link } => ip(&["link", "set", "dev", link, "up"]).await,
+        Action::DisableIpv6 { link } => disable_ipv6(link),
         Action::Delete { link } => ip(&["link", "del", "dev", link]).await,
     }
 }
@@ -250,6 +264,7 @@ pub fn apply_in_memory(links: &mut Vec<Link>, lo: &mut Vec<Ipv4Addr>, actions: &
                     ifindex: next_index,
                     kind: Some("bridge".into()),
                     owned: true,
+                    ipv6_enabled: Some(false),
                     ..Default::default()
                 });
                 next_index += 1;
@@ -266,6 +281,7 @@ pub fn apply_in_memory(links: &mut Vec<Link>, lo: &mut Vec<Ipv4Addr>, actions: &
                         port: VXLAN_PORT,
                         learning: false,
                     }),
+                    ipv6_enabled: Some(false),
                     ..Default::default()
                 });
                 next_index += 1;
@@ -286,6 +302,11 @@ pub fn apply_in_memory(links: &mut Vec<Link>, lo: &mut Vec<Ipv4Addr>, actions: &
             Action::SetUp { link } => {
                 if let Some(l) = links.iter_mut().find(|l| &l.name == link) {
                     l.up = true;
+                }
+            }
+            Action::DisableIpv6 { link } => {
+                if let Some(l) = links.iter_mut().find(|l| &l.name == link) {
+                    l.ipv6_enabled = Some(false);
                 }
             }
             Action::Delete { link } => links.retain(|l| &l.name != link),
@@ -323,6 +344,32 @@ mod tests {
         // Second pass: nothing to do, so a restart recreates nothing (same ifindex).
         let again = plan(&vnis, vtep(), &lo, &links);
         assert_eq!(again, Plan::default());
+    }
+
+    #[test]
+    fn ipv6_left_on_is_turned_off_on_the_next_pass() {
+        // A creation whose IPv6 write failed (e.g. a read-only /proc/sys) leaves the links up
+        // with IPv6 on: the next pass must retry, not consider the network done.
+        let (mut links, mut lo) = (vec![], vec![]);
+        let vnis = BTreeSet::from([1_000_001]);
+        converge(&vnis, &mut links, &mut lo);
+        for l in links.iter_mut() {
+            l.ipv6_enabled = Some(true);
+        }
+        let p = plan(&vnis, vtep(), &lo, &links);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::DisableIpv6 {
+                    link: "brvx-1000001".into()
+                },
+                Action::DisableIpv6 {
+                    link: "vxlan1000001".into()
+                }
+            ]
+        );
+        apply_in_memory(&mut links, &mut lo, &p.actions);
+        assert_eq!(plan(&vnis, vtep(), &lo, &links), Plan::default());
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct Link {
     /// Bridge-port flags, when the link is enslaved to a bridge.
     pub port_learning: Option<bool>,
     pub port_neigh_suppress: Option<bool>,
+    /// Whether the host's IPv6 is on for this link (`net.ipv6.conf.<link>.disable_ipv6` = 0);
+    /// None when not read (only the L2 overlay links are) or the kernel has no IPv6.
+    pub ipv6_enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,18 +89,34 @@ pub fn parse_links(json: &str) -> Result<Vec<Link>, String> {
                 vxlan,
                 port_learning: flag("learning"),
                 port_neigh_suppress: flag("neigh_suppress"),
+                ipv6_enabled: None,
             }
         })
         .collect())
 }
 
-/// Every link of the current network namespace.
+/// Every link of the current network namespace; the L2 overlay links (`brvx-*`, `vxlan*`)
+/// also with their IPv6 state, so that a link whose IPv6 could not be turned off is retried
+/// on the next pass instead of being forgotten.
 pub async fn observe() -> Result<Vec<Link>, DeviceError> {
     let out = run("ip", &["-j", "-d", "link", "show"]).await?;
-    parse_links(&out).map_err(|detail| DeviceError::Parse {
+    let mut links = parse_links(&out).map_err(|detail| DeviceError::Parse {
         cmd: "ip -j -d link show".into(),
         detail,
-    })
+    })?;
+    for l in links
+        .iter_mut()
+        .filter(|l| crate::l2::vni_of(&l.name).is_some())
+    {
+        l.ipv6_enabled = ipv6_enabled(&l.name);
+    }
+    Ok(links)
+}
+
+/// `Some(true)` when IPv6 is on for `link` in the current network namespace.
+pub fn ipv6_enabled(link: &str) -> Option<bool> {
+    let v = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6")).ok()?;
+    Some(v.trim() == "0")
 }
 
 /// IPv4 addresses configured on `dev`.
