@@ -70,9 +70,9 @@ check "fresh root at $ROOT" rootfs_create "$ROOT" || { finish; exit 1; }
 rootfs_mount_api "$ROOT"
 mkdir -p "$ROOT/tmp/debs"
 cp "$DEBS"/*.deb "$ROOT/tmp/debs/"
-# procps is the test's own tool (pgrep), not a dependency of the packages.
+# procps and curl are the test's own tools (pgrep, curl), not dependencies of the packages.
 check "apt install ./sf-*.deb (+ systemd, etcd-server) in the root" rootfs_chroot "$ROOT" bash -c \
-    'export DEBIAN_FRONTEND=noninteractive; timeout 600 apt-get update -qq && timeout 900 apt-get install -y -qq --no-install-recommends systemd systemd-sysv dbus procps etcd-server etcd-client /tmp/debs/*.deb >/tmp/apt.log 2>&1 || { tail -n 20 /tmp/apt.log; exit 1; }' ||
+    'export DEBIAN_FRONTEND=noninteractive; timeout 600 apt-get update -qq && timeout 900 apt-get install -y -qq --no-install-recommends systemd systemd-sysv dbus procps curl etcd-server etcd-client /tmp/debs/*.deb >/tmp/apt.log 2>&1 || { tail -n 20 /tmp/apt.log; exit 1; }' ||
     { finish; exit 1; }
 check "apt pulled frr-reload.py (frr-pythontools) and nft" \
     test -e "$ROOT/usr/lib/frr/frr-reload.py" -a -x "$ROOT/usr/sbin/nft"
@@ -118,6 +118,7 @@ cat >"$ROOT/etc/default/stackfabric-coordinator" <<'EOF'
 SF_LISTEN=127.0.0.1:7443
 SF_COORDINATOR_NAME=coord1
 SF_ETCD_ENDPOINTS=https://127.0.0.1:2379
+SF_REST_LISTEN=127.0.0.1:8080
 SF_LOG_FORMAT=json
 RUST_LOG=info
 EOF
@@ -159,6 +160,9 @@ check "the container has no interface but its loopback" \
 check "etcd (TLS) and FRR are active" wait_for 60 cx systemctl is-active --quiet etcd.service frr.service
 check "sf-coordinator starts from its unit" cx systemctl start sf-coordinator.service
 check "sfctl reaches the coordinator" wait_for 30 sfctl status
+check "the unit serves the REST API over HTTPS with the coordinator's certificate" \
+    cx curl -s -o /dev/null --cacert /etc/stackfabric/ca.pem https://127.0.0.1:8080/api/auth
+check_not "and not over plain HTTP" cx curl -sf -m 3 -o /dev/null http://127.0.0.1:8080/api/auth
 
 # node_json NODE: the node's entry in sfctl's fleet status (JSON).
 node_field() { # node_field NODE PYEXPR  (n = the node's status entry)
