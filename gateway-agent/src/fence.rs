@@ -47,8 +47,9 @@ pub fn spawn(
     if let Ok(old) = std::fs::read_to_string(&pid_file) {
         if let Ok(old) = old.trim().parse::<u32>() {
             if alive(old, "--fence") {
+                // SIGKILL: the fence ignores the polite signals (see `ignore_stop_signals`).
                 // SAFETY: plain kill(2) of a pid we verified is our own fence.
-                unsafe { libc::kill(old as i32, libc::SIGTERM) };
+                unsafe { libc::kill(old as i32, libc::SIGKILL) };
             }
         }
     }
@@ -104,8 +105,21 @@ pub struct FenceArgs {
     pub agent_pid: u32,
 }
 
+/// `systemctl kill` signals every process of the unit (`--kill-whom=all` is its default), and
+/// a stopped agent exits cleanly, so systemd does not restart it: a fence that died with the
+/// same SIGTERM would leave a dead node announcing its VPCs once the lease expires and they
+/// move. The fence therefore ignores SIGTERM, SIGINT and SIGHUP; only the next agent
+/// (SIGKILL, after checking the pid is a fence) or its own stand-down ends it.
+fn ignore_stop_signals() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: setting a signal's disposition to SIG_IGN has no handler to race with.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
 /// The fence's whole life: wait, and stand down at most once.
 pub async fn run(a: FenceArgs) -> anyhow::Result<()> {
+    ignore_stop_signals();
     let limit = Duration::from_secs(a.lease_ttl.max(1)) * 2 / 3;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -172,9 +172,7 @@ mod tests {
             master: master.map(String::from),
             owned,
             up,
-            vxlan: None,
-            port_learning: None,
-            port_neigh_suppress: None,
+            ..Default::default()
         }
     }
 

@@ -9,7 +9,8 @@
 #      and reports no error; `systemctl restart` recreates nothing; `systemctl stop` leaves the
 #      dataplane as it is;
 #   2. sf-gateway-agent serves a VPC router; `systemctl kill -s KILL` (every process of the
-#      unit) is survived by the restart within the lease; a crash that does not come back
+#      unit) is survived by the restart within the lease; `systemctl kill` (SIGTERM to every
+#      process: a clean stop, no restart) is fenced; a crash that does not come back
 #      (main process killed, Restart=no) is fenced: with KillMode=process the fence outlives
 #      the agent and withdraws the router and its /32 within the lease; with systemd's default
 #      KillMode=control-group (the control) systemd kills the fence and the router stays.
@@ -94,7 +95,7 @@ E=$ROOT/etc/stackfabric
 cp "$PKI_DIR/ca.pem" "$PKI_DIR/coordinator.pem" "$PKI_DIR/coordinator.key" \
     "$PKI_DIR"/hv1.* "$PKI_DIR"/gw1.* "$E/"
 openssl rand -hex 16 >"$E/api-token"
-: >"$E/rest-users"
+printf 'cloudstack:%s\n' "$(openssl rand -hex 12 | rootfs_chroot "$ROOT" /usr/bin/sf-coordinator hash-password)" >"$E/rest-users"
 chmod 600 "$E"/*.key "$E/api-token" "$E/rest-users"
 mkdir -p "$ROOT/etc/etcd/tls"
 cp "$PKI_DIR/ca.pem" "$PKI_DIR/etcd.pem" "$PKI_DIR/etcd.key" "$ROOT/etc/etcd/tls/"
@@ -209,6 +210,7 @@ check "gw1 in the inventory, a pool and a SNAT rule" gw_intent
 check "sf-gateway-agent starts from its unit" cx systemctl start sf-gateway-agent.service
 router() { cx ip netns list | grep -q '^sfvpc-'; }
 announced() { cx vtysh -c 'show running-config' 2>/dev/null | grep -q '203.0.113.10/32'; }
+withdrawn() { local c; c=$(cx vtysh -c 'show running-config') && ! grep -q 203.0.113.10/32 <<<"$c"; }
 check "gw1 serves the VPC router (namespace sfvpc-*)" wait_for 40 router
 check "gw1 announces the SNAT address 203.0.113.10/32 (FRR)" wait_for 30 announced
 check "gw1 reports lease up, in sync and no error" wait_for 30 in_sync gw1
@@ -224,6 +226,15 @@ check_eq "the router stayed for 8 s across the kill" 0 "$gone"
 check "the agent came back (Restart=on-failure)" wait_for 10 cx systemctl is-active --quiet sf-gateway-agent.service
 check "gw1 in sync again" wait_for 30 in_sync gw1
 
+# 2b. `systemctl kill` (SIGTERM to every process of the unit, systemctl's default): the agent
+# stops cleanly, so it is not restarted, and the fence got the SIGTERM too. It must still
+# stand the node down, or the coordinator moves the VPCs once the lease expires while this
+# node keeps announcing them.
+check "systemctl kill sf-gateway-agent (SIGTERM, every process)" cx systemctl kill sf-gateway-agent.service
+check "the agent stopped and was not restarted" wait_for 15 bash -c "! nsenter -t $C_PID -a systemctl is-active --quiet sf-gateway-agent.service"
+check "the fence ignored the SIGTERM and stood the node down" wait_for 12 bash -c "! nsenter -t $C_PID -a ip netns list | grep -q '^sfvpc-'"
+check "and withdrew the /32" wait_for 10 withdrawn
+
 # kill_main_no_restart KILLMODE: a crash that does not come back: Restart=no and KillMode as
 # given (runtime drop-in), SIGKILL to the main process only.
 kill_main_no_restart() {
@@ -237,13 +248,13 @@ kill_main_no_restart() {
     cx systemctl kill --kill-whom=main -s KILL sf-gateway-agent.service
 }
 
-# 2b. control: systemd's default KillMode=control-group kills the fence with the unit.
+# 2c. control: systemd's default KillMode=control-group kills the fence with the unit.
 check "crash with KillMode=control-group (control)" kill_main_no_restart control-group
 sleep 6
 check_eq "control: systemd killed the fence along with the agent" "" "$(fence_pid)"
 check "control: so the dead gateway keeps its router (the hazard KillMode=process avoids)" router
 
-# 2c. the unit's KillMode=process: the fence survives and stands the node down.
+# 2d. the unit's KillMode=process: the fence survives and stands the node down.
 check "crash with the unit's KillMode=process" kill_main_no_restart process
 t0=$SECONDS
 check "the fence survived the agent" test -n "$(fence_pid)"
@@ -252,7 +263,6 @@ if wait_for 10 bash -c "! nsenter -t $C_PID -a ip netns list | grep -q '^sfvpc-'
 else
     fail "the VPC router is still there 10 s after the crash"
 fi
-withdrawn() { local c; c=$(cx vtysh -c 'show running-config') && ! grep -q 203.0.113.10/32 <<<"$c"; }
 check "the /32 is no longer announced" wait_for 10 withdrawn
 check "the fence logged its stand-down" wait_for 10 cx grep -q "FENCE: stood down" /var/lib/stackfabric/gateway-agent/fence.log
 check "the fence exited after standing down" wait_for 10 bash -c "[ -z \"\$(nsenter -t $C_PID -a pgrep -f -- 'sf-gateway-agent --fence')\" ]"
