@@ -215,7 +215,8 @@ check "gw1 serves the VPC router (namespace sfvpc-*)" wait_for 40 router
 check "gw1 announces the SNAT address 203.0.113.10/32 (FRR)" wait_for 30 announced
 check "gw1 reports lease up, in sync and no error" wait_for 30 in_sync gw1
 fence_pid() { cx pgrep -f -- 'sf-gateway-agent --fence' | head -n 1; }
-check "the fence runs beside the agent" test -n "$(fence_pid)"
+has_fence() { [ -n "$(fence_pid)" ]; }
+check "the fence runs beside the agent" wait_for 10 has_fence
 
 # 2a. the literal `systemctl kill -s KILL` (every process of the unit, fence included):
 # Restart=on-failure brings the agent back within the lease, so nothing moves.
@@ -235,21 +236,26 @@ check "the agent stopped and was not restarted" wait_for 15 bash -c "! nsenter -
 check "the fence ignored the SIGTERM and stood the node down" wait_for 12 bash -c "! nsenter -t $C_PID -a ip netns list | grep -q '^sfvpc-'"
 check "and withdrew the /32" wait_for 10 withdrawn
 
-# kill_main_no_restart KILLMODE: a crash that does not come back: Restart=no and KillMode as
-# given (runtime drop-in), SIGKILL to the main process only.
+# kill_main_no_restart KILLMODE [SETTING...]: a crash that does not come back: Restart=no,
+# KillMode and SETTINGs as given (runtime drop-in), SIGKILL to the main process only.
 kill_main_no_restart() {
+    local mode=$1
+    shift
     cx mkdir -p /run/systemd/system/sf-gateway-agent.service.d
-    printf '[Service]\nRestart=no\nKillMode=%s\n' "$1" |
+    printf '[Service]\nRestart=no\nKillMode=%s\n%s\n' "$mode" "$*" |
         cx tee /run/systemd/system/sf-gateway-agent.service.d/test.conf >/dev/null
     cx systemctl daemon-reload
     cx systemctl restart sf-gateway-agent.service
-    wait_for 30 in_sync gw1 && wait_for 10 test -n "$(fence_pid)" || return 1
+    wait_for 40 router && wait_for 30 in_sync gw1 && wait_for 10 has_fence || return 1
     sleep 1
     cx systemctl kill --kill-whom=main -s KILL sf-gateway-agent.service
 }
 
-# 2c. control: systemd's default KillMode=control-group kills the fence with the unit.
-check "crash with KillMode=control-group (control)" kill_main_no_restart control-group
+# 2c. control: systemd's default KillMode=control-group ends the fence with the unit. The
+# fence ignores SIGTERM, so systemd needs its stop timeout to SIGKILL it (15 s in the unit,
+# long enough for the fence to act); 1 s here shows what KillMode=process protects against.
+check "crash with KillMode=control-group, TimeoutStopSec=1s (control)" \
+    kill_main_no_restart control-group TimeoutStopSec=1s
 sleep 6
 check_eq "control: systemd killed the fence along with the agent" "" "$(fence_pid)"
 check "control: so the dead gateway keeps its router (the hazard KillMode=process avoids)" router
@@ -257,7 +263,7 @@ check "control: so the dead gateway keeps its router (the hazard KillMode=proces
 # 2d. the unit's KillMode=process: the fence survives and stands the node down.
 check "crash with the unit's KillMode=process" kill_main_no_restart process
 t0=$SECONDS
-check "the fence survived the agent" test -n "$(fence_pid)"
+check "the fence survived the agent" has_fence
 if wait_for 10 bash -c "! nsenter -t $C_PID -a ip netns list | grep -q '^sfvpc-'"; then
     pass "the fence withdrew the VPC router $((SECONDS - t0)) s after the crash (lease 6 s)"
 else
