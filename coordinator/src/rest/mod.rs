@@ -96,8 +96,9 @@ pub struct RestArgs {
     /// Tenant CloudStack is configured with (`tenantname`); created on first use.
     #[arg(long, env = "SF_REST_ADMIN_TENANT", default_value = "Admin")]
     pub rest_admin_tenant: String,
-    /// Seconds a REST session lives without use.
-    #[arg(long, env = "SF_REST_SESSION_TTL", default_value_t = 3600)]
+    /// Seconds a REST session lives without use (default 30 days: CloudStack logs in once and
+    /// never again, so a shorter idle lifetime strands an idle provider; see ARCHITECTURE.md).
+    #[arg(long, env = "SF_REST_SESSION_TTL", default_value_t = 30 * 24 * 3600)]
     pub rest_session_ttl: u64,
 }
 
@@ -183,19 +184,35 @@ pub async fn spawn(args: &RestArgs, fabric: Arc<Fabric>) -> anyhow::Result<()> {
     match tls {
         Some(cfg) => {
             let listener = tls::TlsListener::new(listener, cfg)?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "REST listener failed");
-                }
-            });
+            tokio::spawn(serve_title_case(listener, app));
         }
         None => {
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "REST listener failed");
-                }
-            });
+            tokio::spawn(serve_title_case(listener, app));
         }
     }
     Ok(())
+}
+
+/// Serves `app` over HTTP/1 with Title-Case header names (`Set-Cookie`, `Content-Type`):
+/// the Netris Java SDK (okhttp 2.7.5) keeps header names as sent and looks the login cookie
+/// up under exactly `Set-Cookie`; hyper's default (and `axum::serve`) sends lowercase names.
+pub async fn serve_title_case<L>(mut listener: L, app: axum::Router)
+where
+    L: axum::serve::Listener,
+    L::Io: Send + 'static,
+{
+    use hyper_util::rt::TokioIo;
+    loop {
+        let (io, _addr) = listener.accept().await;
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .title_case_headers(true)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(io), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "REST connection ended with an error");
+            }
+        });
+    }
 }

@@ -563,7 +563,8 @@ pub fn lb_spec(v: &Value) -> ApiResult<LbSpec> {
     health(&health_check)?;
     let mut backends = Vec::new();
     for (i, b) in v
-        .get("backend")
+        .get("backendIps")
+        .or_else(|| v.get("backend"))
         .or_else(|| v.get("backends"))
         .and_then(Value::as_array)
         .map(Vec::as_slice)
