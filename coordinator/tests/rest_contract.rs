@@ -384,7 +384,10 @@ impl Client {
 }
 
 async fn serve() -> std::net::SocketAddr {
-    let kv = Arc::new(MemStore::new());
+    serve_on(Arc::new(MemStore::new())).await
+}
+
+async fn serve_on(kv: Arc<MemStore>) -> std::net::SocketAddr {
     let fabric = Fabric::new(IntentStore::new(kv.clone(), Keys::new("/t")));
     tokio::spawn(fabric.clone().run());
     tokio::spawn(fabric.clone().run_placement());
@@ -794,4 +797,105 @@ async fn cloudstack_calls_answer_in_the_sdk_models() {
     }
     let b = c.call("DELETE", &format!("/api/v2/vpc/{vpc}"), None).await;
     check("DELETE vpc", &b, "VPCListing");
+}
+
+/// `n` VPC records and `n` NAT records written straight into the store (as the REST layer
+/// stores them), so the lists can be timed without `n` API round trips.
+async fn seed(kv: &MemStore, n: u64) {
+    use sf_coordinator::rest::meta::{Record, RestKeys, Spec};
+    use sf_coordinator::rest::wire::NatSpec;
+    use sf_store::KvStore;
+    let keys = RestKeys::new("/t");
+    for i in 0..n {
+        let vpc = 1000 + 2 * i;
+        let recs = [
+            Record {
+                id: vpc,
+                name: format!("D1-A2-Z1-V{i}-bench"),
+                tenant: "Admin".into(),
+                vpc,
+                spec: Spec::Vpc,
+                sf: None,
+            },
+            Record {
+                id: vpc + 1,
+                name: format!("D1-A2-Z1-V{i}-DNAT-R{i}"),
+                tenant: "Admin".into(),
+                vpc,
+                spec: Spec::Nat(NatSpec {
+                    action: "DNAT".into(),
+                    protocol: "TCP".into(),
+                    state: "disabled".into(),
+                    source_address: "0.0.0.0/0".into(),
+                    source_port: "1-65535".into(),
+                    destination_address: "203.0.113.9/32".into(),
+                    destination_port: "8080".into(),
+                    snat_to_ip: String::new(),
+                    dnat_to_ip: "10.20.1.11/32".into(),
+                    dnat_to_port: "80".into(),
+                    comment: String::new(),
+                }),
+                sf: None,
+            },
+        ];
+        for r in recs {
+            kv.put(
+                &keys.object(r.kind(), r.id),
+                serde_json::to_vec(&r).unwrap(),
+                0,
+            )
+            .await
+            .unwrap();
+        }
+    }
+}
+
+/// Median wall time of `GET path` over `runs` calls.
+async fn time_get(c: &Client, path: &str, runs: usize) -> (Duration, usize) {
+    let mut t = vec![];
+    let mut n = 0;
+    for _ in 0..runs {
+        let start = std::time::Instant::now();
+        let b = c.call("GET", path, None).await;
+        t.push(start.elapsed());
+        n = b["data"].as_array().map(Vec::len).unwrap_or(0);
+    }
+    t.sort();
+    (t[t.len() / 2], n)
+}
+
+/// CloudStack lists `GET /api/v2/vpc` and `GET /api/v2/nat` unfiltered on nearly every
+/// operation: with 10,000 VPCs and 10,000 NAT rules each list stays well under a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_and_nat_lists_stay_fast_with_10000_objects() {
+    let mut limits = vec![];
+    for n in [100u64, 10_000] {
+        let kv = Arc::new(MemStore::new());
+        seed(&kv, n).await;
+        let addr = serve_on(kv).await;
+        let a = http(
+            addr,
+            "POST",
+            "/api/auth",
+            "",
+            Some(&json!({"user": "cs", "password": "pw"})),
+        )
+        .await;
+        let set = a.headers.iter().find(|(k, _)| k == "Set-Cookie").unwrap();
+        let c = Client {
+            addr,
+            cookie: set.1.split(';').next().unwrap().to_string(),
+        };
+        let (vpc, nv) = time_get(&c, "/api/v2/vpc", 5).await;
+        let (nat, nn) = time_get(&c, "/api/v2/nat", 5).await;
+        assert_eq!((nv as u64, nn as u64), (n + 1, n));
+        println!("BENCH n={n}: GET /api/v2/vpc {vpc:?} ({nv} VPCs), GET /api/v2/nat {nat:?} ({nn} rules)");
+        limits.push((n, vpc, nat));
+    }
+    for (n, vpc, nat) in limits {
+        assert!(
+            vpc < Duration::from_secs(1) && nat < Duration::from_secs(1),
+            "n={n}: vpc {vpc:?} nat {nat:?}"
+        );
+    }
 }

@@ -211,6 +211,31 @@ impl Rest {
         Db::load(self.fabric.store().kv().as_ref(), &self.keys).await
     }
 
+    /// The metadata for a read-only answer. The coordinator's index follows a watch on the
+    /// whole root (REST metadata included), so while its revision is unchanged nothing was
+    /// written and the last read is still current: lists of 10,000 objects then skip reading
+    /// and decoding every record from etcd. The revision is taken before the read, so a read
+    /// is never tagged newer than it is; this replica's own writes wait for the index
+    /// (`commit`), so they are always seen. Writes read etcd afresh ([`Rest::db`]).
+    async fn db_read(&self) -> ApiResult<Arc<Db>> {
+        let rev = self.fabric.revision();
+        if rev > 0 {
+            if let Some((r, db)) = self.db_cache.lock().unwrap().as_ref() {
+                if *r == rev {
+                    return Ok(db.clone());
+                }
+            }
+        }
+        let db = Arc::new(self.db().await?);
+        if rev > 0 {
+            let mut c = self.db_cache.lock().unwrap();
+            if c.as_ref().is_none_or(|(r, _)| *r < rev) {
+                *c = Some((rev, db.clone()));
+            }
+        }
+        Ok(db)
+    }
+
     fn intent<T>(&self, f: impl FnOnce(&Intent) -> T) -> T {
         self.fabric.with_view(|v, _| f(&v.intent))
     }
@@ -517,7 +542,7 @@ fn site_matches(s: &Rest, q: &Params) -> bool {
 }
 
 async fn list_kind(s: &Rest, kind: Kind, q: &Params) -> Res {
-    let db = s.db().await?;
+    let db = s.db_read().await?;
     let items: Vec<Value> = if site_matches(s, q) {
         s.intent(|i| {
             db.of(kind)
@@ -533,7 +558,7 @@ async fn list_kind(s: &Rest, kind: Kind, q: &Params) -> Res {
 
 async fn get_kind(s: &Rest, kind: Kind, id: &str) -> Res {
     let id = id_of(id)?;
-    let db = s.db().await?;
+    let db = s.db_read().await?;
     let r = db.get(kind, id).ok_or_else(|| not_found(kind, id))?;
     Ok(ok("", s.intent(|i| render(s, &db, i, r))))
 }
@@ -1252,7 +1277,7 @@ async fn tenants(State(s): St) -> Res {
 }
 
 async fn list_vpcs(State(s): St, Query(q): Q) -> Res {
-    let db = s.db().await?;
+    let db = s.db_read().await?;
     let mut items = vec![];
     if site_matches(&s, &q) {
         let by_id = qall(&q, "filterByVpc");
@@ -1281,7 +1306,7 @@ async fn list_vpcs(State(s): St, Query(q): Q) -> Res {
 
 async fn get_vpc(State(s): St, Path(id): Path<String>) -> Res {
     if id_of(&id)? == SYSTEM_VPC_ID {
-        let db = s.db().await?;
+        let db = s.db_read().await?;
         return Ok(ok("", system_vpc(&s, &db)));
     }
     get_kind(&s, Kind::Vpc, &id).await
@@ -1289,7 +1314,7 @@ async fn get_vpc(State(s): St, Path(id): Path<String>) -> Res {
 
 async fn vpc_resources(State(s): St, Path(id): Path<String>) -> Res {
     let id = id_of(&id)?;
-    let db = s.db().await?;
+    let db = s.db_read().await?;
     if id != SYSTEM_VPC_ID && db.get(Kind::Vpc, id).is_none() {
         return Err(not_found(Kind::Vpc, id));
     }

@@ -111,6 +111,9 @@ pub struct Rest {
     pub fabric_site: String,
     pub admin_tenant: String,
     pub keys: meta::RestKeys,
+    /// The REST metadata as last read, tagged with the index revision it was read at (see
+    /// `Rest::db_read`): lists answer from it while nothing under the root changed.
+    db_cache: std::sync::Mutex<Option<(i64, Arc<meta::Db>)>>,
 }
 
 impl Rest {
@@ -136,6 +139,7 @@ impl Rest {
             fabric_site: fabric_site.into(),
             admin_tenant: admin_tenant.into(),
             keys,
+            db_cache: std::sync::Mutex::new(None),
         })
     }
 }
