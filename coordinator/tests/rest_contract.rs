@@ -899,3 +899,29 @@ async fn vpc_and_nat_lists_stay_fast_with_10000_objects() {
         );
     }
 }
+
+/// Serves the REST API on an in-memory store at `$SF_CONTRACT_SERVE` (e.g. `127.0.0.1:18080`,
+/// user `cs`, password `pw`) for `$SF_CONTRACT_SECS` seconds (default 300), so the real Netris
+/// Java SDK can be driven against it (`tests/e2e/sdk/CloudStackReplay.java`). Ignored unless
+/// run by name with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn serve_for_the_sdk() {
+    let Ok(addr) = std::env::var("SF_CONTRACT_SERVE") else {
+        return;
+    };
+    let secs = std::env::var("SF_CONTRACT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let kv = Arc::new(MemStore::new());
+    let fabric = Fabric::new(IntentStore::new(kv.clone(), Keys::new("/t")));
+    tokio::spawn(fabric.clone().run());
+    tokio::spawn(fabric.clone().run_placement());
+    let users = auth::Users::parse(&format!("cs:{}\n", auth::hash_password("pw"))).unwrap();
+    let state = rest::Rest::new(fabric, users, Duration::from_secs(3600), "lab", "", "Admin");
+    let l = tokio::net::TcpListener::bind(addr.as_str()).await.unwrap();
+    eprintln!("serving the REST API on {addr} for {secs} s");
+    tokio::spawn(rest::serve_title_case(l, rest::router(state)));
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+}
