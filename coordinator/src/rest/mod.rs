@@ -17,7 +17,10 @@
 //!   `vnet`, `nat`, `l4lb` (`GET`, `POST`, `GET|PUT|DELETE /{id}`).
 //! - v1: `acl` and `routes` (`GET`, `POST`, `PUT` with the id in the body, `DELETE` with
 //!   `{"id": [..]}` / `{"id": n}` in the body; `DELETE /{id}` too).
-//! - Lists filter by the `vpc` (id or name) and `site` (id or name) query parameters.
+//! - Lists filter by the `vpc` (id or name) and `site` (id or name) query parameters, and by
+//!   the SDK's repeated `filterByVpc` / `filterBySites` (ids).
+//! - Answers follow the Netris Java SDK's Gson models (`shared/netris-sdk-models.md`), checked
+//!   by `tests/rest_contract.rs`; headers go out Title-Case ([`serve_title_case`]).
 //!
 //! # Mapping onto StackFabric's model
 //!
@@ -43,7 +46,8 @@
 //! - l4lb → **load balancer** (`healthCheck` None/TCP/HTTP, weights 1, Maglev table of the
 //!   default size; `status: disable` keeps only the record; `automatic` picks the first free
 //!   address of the System VPC's `load-balancer` subnets).
-//! - routes → **static route** (name = `description`, else `route-<id>`).
+//! - routes → **static route**; the Netris name is the prefix (CloudStack identifies its routes
+//!   by prefix, all routes of a VPC share one description), unique per VPC.
 //! - **acl: stored and listed back only. StackFabric has no ACL model yet, so these rules are
 //!   NOT enforced by any agent**; every ACL answer's message says so.
 //! - StackFabric names are the Netris names when valid (`[A-Za-z0-9._-]{1,64}`, CloudStack's
