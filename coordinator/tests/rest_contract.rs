@@ -551,6 +551,71 @@ async fn cloudstack_calls_answer_in_the_sdk_models() {
         ),
     )
     .await;
+    // A dual-stack tier: IPv6 allocation and subnet, the vNet's second gateway; kept.
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/allocation",
+            Some(
+                json!({"name": format!("{vname}-fd00:20::/48"), "prefix": "fd00:20::/48",
+                "tenant": {"id": tenant, "name": "Admin"}, "vpc": {"id": vpc}}),
+            ),
+        )
+        .await;
+    check("POST ipam/allocation IPv6", &b, "InlineResponse2004Data");
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/subnet",
+            Some(
+                json!({"name": format!("{vname}-N11-tier6"), "prefix": "fd00:20:0:3::/64",
+                "purpose": "common", "globalRouting": true, "vpc": {"id": vpc},
+                "tenant": {"id": tenant, "name": "Admin"}, "sites": [{"id": 1, "name": "lab"}]}),
+            ),
+        )
+        .await;
+    check("POST ipam/subnet IPv6", &b, "InlineResponse2004Data");
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/vnet",
+            Some(
+                json!({"name": format!("{vname}-N11-tier6"), "vpc": {"id": vpc},
+                "vxlanID": 1500003, "gateways": [{"prefix": "10.20.3.1/24"},
+                {"prefix": "fd00:20:0:3::1/64"}]}),
+            ),
+        )
+        .await;
+    check("POST vnet dual-stack", &b, "ResAddEditBodyData");
+    let v6 = id(&b["data"]);
+    let b = c.call("GET", "/api/v2/ipam/subnets", None).await;
+    check("GET ipam/subnets IPv6", &b, "[IpTreeSubnet]");
+    assert!(
+        b["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["ipFamily"] == "ipv6"
+                && s["prefix"] == "fd00:20:0:3::/64"
+                && s["allocationID"].is_u64()),
+        "{b}"
+    );
+    let b = c
+        .call("GET", &format!("/api/v2/vnet?filterByVpc={vpc}"), None)
+        .await;
+    let t6 = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == json!(v6))
+        .unwrap();
+    assert_eq!(
+        t6["gateways"][1]["prefix"],
+        json!("fd00:20:0:3::1/64"),
+        "{t6}"
+    );
+    c.call("DELETE", &format!("/api/v2/vnet/{v6}"), None).await;
+
     let b = c
         .call(
             "GET",
@@ -746,7 +811,7 @@ async fn cloudstack_calls_answer_in_the_sdk_models() {
     check("GET vpc resources", &b, "[VPCResource]");
     assert_eq!(
         b["data"][0]["allocation"].as_array().unwrap().len(),
-        1,
+        2,
         "{b}"
     );
 

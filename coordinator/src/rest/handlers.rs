@@ -391,6 +391,37 @@ fn render(s: &Rest, db: &Db, intent: &Intent, r: &Record) -> Value {
                 .map(|x| render(s, db, intent, x)).collect::<Vec<_>>(),
         }),
         // `IpTreeSubnet`: `allocationID` is the enclosing allocation of the same VPC.
+        Spec::Ip6(p) => {
+            let alloc = (!p.allocation)
+                .then(|| {
+                    db.of(Kind::Allocation)
+                        .filter(|x| x.vpc == r.vpc)
+                        .filter_map(|x| match &x.spec {
+                            Spec::Ip6(a) if a.allocation && a.prefix.contains(&p.prefix) => {
+                                Some((a.prefix.prefix_len(), x.id))
+                            }
+                            _ => None,
+                        })
+                        .max()
+                        .map(|(_, id)| id)
+                })
+                .flatten();
+            let t = if p.allocation { "allocation" } else { "subnet" };
+            let mut o = json!({
+                "id": r.id, "name": r.name, "prefix": p.prefix.to_string(), "type": t,
+                "tenant": tenant, "vpc": vpc, "tags": [], "ipFamily": "ipv6", "readonly": "no",
+                "children": [],
+            });
+            if !p.allocation {
+                o["purpose"] = json!(p.purpose);
+                o["defaultGateway"] = json!(p.default_gateway);
+                o["globalRouting"] = json!(p.global_routing);
+                o["allocationID"] = json!(alloc);
+                o["parentID"] = json!(alloc);
+                o["sites"] = json!([site]);
+            }
+            o
+        }
         Spec::Subnet(sn) => {
             let alloc = db
                 .of(Kind::Allocation)
@@ -425,7 +456,10 @@ fn render(s: &Rest, db: &Db, intent: &Intent, r: &Record) -> Value {
                 "sites": [site], "state": v.state, "provisioning": true, "vlan": 0,
                 "guestTenants": [],
                 "vlanAware": false, "l3vpn": false, "tags": v.tags,
-                "gateways": [{"prefix": v.gateway.to_string(), "dhcpEnabled": false}],
+                "gateways": std::iter::once(v.gateway.to_string())
+                    .chain(v.more_gateways.iter().cloned())
+                    .map(|p| json!({"prefix": p, "dhcpEnabled": false}))
+                    .collect::<Vec<_>>(),
             })
         }
         // `NatGetBody`: `action`, `protocol`, `state` are objects, `dnatToPort` an integer.
@@ -579,6 +613,8 @@ struct Plan {
 fn parse_spec(kind: Kind, v: &Value) -> ApiResult<Spec> {
     Ok(match kind {
         Kind::Vpc => Spec::Vpc,
+        Kind::Allocation if is_ip6(v) => Spec::Ip6(ip6_spec(v, true)?),
+        Kind::Subnet if is_ip6(v) => Spec::Ip6(ip6_spec(v, false)?),
         Kind::Allocation => Spec::Allocation(alloc_spec(v)?),
         Kind::Subnet => Spec::Subnet(subnet_spec(v)?),
         Kind::Vnet => Spec::Vnet(vnet_spec(v)?),
@@ -661,6 +697,8 @@ fn plan(
     let mut sf = old.and_then(|o| o.sf.clone());
     match &mut spec {
         Spec::Vpc | Spec::Acl(_) => {}
+        // Kept as records: the IPv6 dataplane comes with IPv6 support.
+        Spec::Ip6(_) => {}
         Spec::Allocation(a) => {
             if let Some(o) = old {
                 if o.spec != Spec::Allocation(a.clone()) {
@@ -1459,6 +1497,7 @@ mod tests {
             gateway: "10.20.1.1/24".parse().unwrap(),
             state: "active".into(),
             tags: vec![],
+            more_gateways: vec![],
         });
         assert!(same_content(&a, &a.clone()));
         let Spec::Vnet(mut b) = a.clone() else {
