@@ -575,7 +575,45 @@ fn site_matches(s: &Rest, q: &Params) -> bool {
     }
 }
 
+/// An unfiltered list's answer from the cache while the index revision is unchanged.
+fn cached_list(s: &Rest, key: &'static str, rev: i64) -> Option<Response> {
+    let c = s.list_cache.lock().unwrap();
+    let (r, body) = c.get(key)?;
+    (rev > 0 && *r == rev).then(|| json_body(body.clone()))
+}
+
+/// Renders a list answer once to bytes; unfiltered ones are kept for [`cached_list`].
+fn list_answer(s: &Rest, key: Option<&'static str>, rev: i64, items: Vec<Value>) -> Response {
+    let body = Bytes::from(
+        serde_json::to_vec(&json!({"isSuccess": true, "message": "", "data": items}))
+            .unwrap_or_default(),
+    );
+    if let Some(key) = key.filter(|_| rev > 0) {
+        let mut c = s.list_cache.lock().unwrap();
+        if c.get(key).is_none_or(|(r, _)| *r < rev) {
+            c.insert(key, (rev, body.clone()));
+        }
+    }
+    json_body(body)
+}
+
+fn json_body(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 async fn list_kind(s: &Rest, kind: Kind, q: &Params) -> Res {
+    let rev = s.fabric.revision();
+    let key = q.is_empty().then_some(kind.seg());
+    if let Some(r) = key.and_then(|k| cached_list(s, k, rev)) {
+        return Ok(r);
+    }
     let db = s.db_read().await?;
     let items: Vec<Value> = if site_matches(s, q) {
         s.intent(|i| {
@@ -587,7 +625,7 @@ async fn list_kind(s: &Rest, kind: Kind, q: &Params) -> Res {
     } else {
         vec![]
     };
-    Ok(ok("", Value::Array(items)))
+    Ok(list_answer(s, key, rev, items))
 }
 
 async fn get_kind(s: &Rest, kind: Kind, id: &str) -> Res {
@@ -1315,6 +1353,11 @@ async fn tenants(State(s): St) -> Res {
 }
 
 async fn list_vpcs(State(s): St, Query(q): Q) -> Res {
+    let rev = s.fabric.revision();
+    let key = q.is_empty().then_some("vpc-list");
+    if let Some(r) = key.and_then(|k| cached_list(&s, k, rev)) {
+        return Ok(r);
+    }
     let db = s.db_read().await?;
     let mut items = vec![];
     if site_matches(&s, &q) {
@@ -1339,7 +1382,7 @@ async fn list_vpcs(State(s): St, Query(q): Q) -> Res {
             }
         });
     }
-    Ok(ok("", Value::Array(items)))
+    Ok(list_answer(&s, key, rev, items))
 }
 
 async fn get_vpc(State(s): St, Path(id): Path<String>) -> Res {

@@ -118,6 +118,9 @@ pub struct Rest {
     /// The REST metadata as last read, tagged with the index revision it was read at (see
     /// `Rest::db_read`): lists answer from it while nothing under the root changed.
     db_cache: std::sync::Mutex<Option<(i64, Arc<meta::Db>)>>,
+    /// Answers of unfiltered lists (CloudStack lists VPCs and NAT rules unfiltered on nearly
+    /// every operation), per list, tagged with the index revision like `db_cache`.
+    list_cache: std::sync::Mutex<std::collections::HashMap<&'static str, (i64, axum::body::Bytes)>>,
 }
 
 impl Rest {
@@ -144,6 +147,7 @@ impl Rest {
             admin_tenant: admin_tenant.into(),
             keys,
             db_cache: std::sync::Mutex::new(None),
+            list_cache: Default::default(),
         })
     }
 }
