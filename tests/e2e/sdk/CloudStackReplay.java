@@ -155,6 +155,35 @@ public class CloudStackReplay {
                 .state(NatPostBody.StateEnum.ENABLED).action(NatPostBody.ActionEnum.DNAT)
                 .protocol(NatPostBody.ProtocolEnum.ALL).sourceAddress("0.0.0.0/0")
                 .destinationAddress(pub + ".42/32").dnatToIP("10.40.1.12/32")).getData().getId());
+        step("POST ipam/subnet nat " + pub + ".43 (new SNAT IP)", () -> ipam.apiV2IpamSubnetPost(new SubnetBody()
+                .name(pub + ".43/32").prefix(pub + ".43/32").tenant(ten).sites(siteList)
+                .purpose(SubnetBody.PurposeEnum.NAT)
+                .vpc(new AllocationBodyVpc().id(1).name("System VPC"))).getData().getId());
+        step("PUT nat (SNAT IP change)", () -> {
+            for (NatGetBody n : natApi.apiV2NatGet(null, null).getData())
+                if ((vname + "-SNAT").equals(n.getName())) {
+                    NatPutBody b = new NatPutBody();
+                    b.setName(vname + "-SNAT");
+                    b.site(ns).vpc(nv).state(NatPutBody.StateEnum.ENABLED).action(NatPutBody.ActionEnum.SNAT)
+                            .protocol(NatPutBody.ProtocolEnum.ALL).sourceAddress("10.40.0.0/16")
+                            .destinationAddress("0.0.0.0/0").snatToIP(pub + ".43/32");
+                    natApi.apiV2NatIdPut(b, n.getId());
+                    for (NatGetBody m : natApi.apiV2NatGet(null, null).getData())
+                        if (m.getId().equals(n.getId())) return m.getName();
+                }
+            throw new IllegalStateException("SNAT rule not listed");
+        });
+        step("PUT vnet (tier rename)", () -> {
+            VnetEditBody b = new VnetEditBody().name(vname + "-N9-tier1b").vpc(new VnetAddBodyVpc().id(vpcId).name(vname));
+            b.setVxlanID(1600009);
+            List<VnetEditBodyGateways> gws = new ArrayList<>();
+            gws.add(new VnetEditBodyGateways().prefix("10.40.1.1/24").dhcpEnabled(false));
+            b.setGateways(gws);
+            vnetApi.apiV2VnetIdPut(b, vnetId);
+            for (VnetsBody v : vnetApi.apiV2VnetGet(fs, fv).getData())
+                if ((vname + "-N9-tier1b").equals(v.getName())) return 1;
+            throw new IllegalStateException("renamed tier not listed");
+        });
         step("GET nat (object action/protocol/state, integer dnatToPort)", () -> {
             for (NatGetBody n : natApi.apiV2NatGet(null, null).getData())
                 if ((vname + "-DNAT-R3").equals(n.getName())) {
@@ -254,7 +283,7 @@ public class CloudStackReplay {
             aclApi.apiAclDelete(new AclDeleteItem().id(ids).tenantsID(tenant.getId().toString())); return 1; });
         step("release SNAT /32 (before its rule) and delete NAT rules", () -> {
             for (IpTreeSubnet s : ipam.apiV2IpamSubnetsGet(null).getData())
-                if ((pub + ".40/32").equals(s.getPrefix())) ipam.apiV2IpamTypeIdDelete("subnet", s.getId().intValue());
+                if ((pub + ".43/32").equals(s.getPrefix())) ipam.apiV2IpamTypeIdDelete("subnet", s.getId().intValue());
             for (NatGetBody n : natApi.apiV2NatGet(null, null).getData())
                 if (n.getVpc() != null && vpcId.equals(n.getVpc().getId())) natApi.apiV2NatIdDelete(n.getId());
             return 1;
@@ -282,6 +311,30 @@ public class CloudStackReplay {
             for (IpTreeAllocation al : ipam.apiV2IpamGet(null, null).getData())
                 if (("Z1-" + pub + ".0/24").equals(al.getName())) ipam.apiV2IpamTypeIdDelete("allocation", al.getId().intValue());
             return 1;
+        });
+        // An isolated network outside a VPC: its own controller VPC `...-N{net}-<name>`.
+        String iname = prefix + "-N12-isonet";
+        VPCCreate ic = new VPCCreate();
+        ic.setName(iname);
+        ic.setAdminTenant(at);
+        Integer isoVpc = step("POST vpc (isolated network's controller VPC)", () -> vpcApi.apiV2VpcPost(ic).getData().getId());
+        step("POST ipam/allocation (isolated network)", () -> ipam.apiV2IpamAllocationPost(new AllocationBody()
+                .name(iname + "-10.50.0.0/24").prefix("10.50.0.0/24").tenant(ten)
+                .vpc(new AllocationBodyVpc().id(isoVpc).name(iname))).getData().getId());
+        Integer isoNet = step("POST vnet (isolated network)", () -> {
+            VnetAddBody b = new VnetAddBody().name(iname).tenant(ten).sites(siteList)
+                    .vpc(new VnetAddBodyVpc().id(isoVpc).name(iname));
+            b.setVxlanID(1600012);
+            List<VnetAddBodyGateways> gws = new ArrayList<>();
+            gws.add(new VnetAddBodyGateways().prefix("10.50.0.1/24").dhcpEnabled(false));
+            b.setGateways(gws);
+            return vnetApi.apiV2VnetPost(b).getData().getId();
+        });
+        step("DELETE isolated network (vnet, allocation, VPC)", () -> {
+            vnetApi.apiV2VnetIdDelete(isoNet);
+            for (VPCResourceIpam al : vpcApi.apiV2VpcVpcIdResourcesGet(isoVpc).getData().get(0).getAllocation())
+                ipam.apiV2IpamTypeIdDelete("allocation", al.getId());
+            return vpcApi.apiV2VpcVpcIdDelete(isoVpc).getData();
         });
         System.out.println("RESULT passed=" + passed + " failed=" + failed);
         System.exit(failed == 0 ? 0 : 1);
