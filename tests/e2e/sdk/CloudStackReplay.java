@@ -212,6 +212,16 @@ public class CloudStackReplay {
             b.setBackend(be); // serialized as `backendIps`
             return lbApi.apiV2L4lbPost(b).getData();
         });
+        // LB source CIDRs: System-VPC ACLs, a deny-all LBACL0 and one permit per CIDR, dst = VIP/32.
+        List<BigDecimal> lbAcls = new ArrayList<>();
+        String[][] lbRules = {{"LBACL0", "deny", "0.0.0.0/0"}, {"LBACL1", "permit", "198.51.100.0/24"}};
+        for (String[] r : lbRules) {
+            BigDecimal id = step("POST acl " + r[0] + " (LB source CIDR, System VPC)", () -> aclApi.apiAclPost(new AclAddItem()
+                    .name(vname + "-" + r[0] + "-4").action(r[1]).proto("tcp").srcPrefix(r[2])
+                    .srcPortFrom(1).srcPortTo(65535).dstPrefix(pub + ".44/32").dstPortFrom(80).dstPortTo(80)
+                    .comment("").reverse("yes").established(BigDecimal.ZERO).vpc(new AclBodyVpc().id(1))).getId());
+            if (id != null) lbAcls.add(id);
+        }
         step("PUT l4lb (two backends)", () -> {
             L4LbEditItem b = new L4LbEditItem();
             b.setName(vname + "-LB4"); b.setProtocol("TCP"); b.setIp(pub + ".44"); b.setPort(80);
@@ -278,6 +288,8 @@ public class CloudStackReplay {
         }
 
         // Tear down in CloudStack's order.
+        step("DELETE acl LBACL* (LB source CIDRs)", () -> {
+            aclApi.apiAclDelete(new AclDeleteItem().id(lbAcls).tenantsID(tenant.getId().toString())); return 1; });
         step("DELETE l4lb", () -> lbApi.apiV2L4lbIdDelete(lbId).isIsSuccess());
         step("DELETE acl", () -> { List<BigDecimal> ids = new ArrayList<>(); ids.add(aclId);
             aclApi.apiAclDelete(new AclDeleteItem().id(ids).tenantsID(tenant.getId().toString())); return 1; });
