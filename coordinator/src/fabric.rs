@@ -213,6 +213,11 @@ impl Fabric {
             .subscribe()
     }
 
+    /// The store revision the index reflects (0 before the first load).
+    pub fn revision(&self) -> i64 {
+        *self.revision_tx.borrow()
+    }
+
     /// Waits until the index reflects `revision` (read-your-writes for the API).
     pub async fn wait_for_revision(&self, revision: i64) {
         let mut rx = self.revision_tx.subscribe();

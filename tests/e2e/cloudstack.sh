@@ -95,6 +95,24 @@ check "vm-del cs-vm1" L vm-del cs-vm1
 check "vm-del cs-vm2" L vm-del cs-vm2
 phase teardown "CloudStack's teardown sequence"
 check_not "sfctl: the VPC is gone" S vpc show $V --tenant $T
+
+section "4b. the real Netris Java SDK replays CloudStack's calls (when the jar is present)"
+# The SDK jar is not redistributable and not in the repository: $SF_NETRIS_SDK_JAR, default
+# /work/sdk/netris-java-sdk-1.0.0.jar. tests/e2e/sdk/CloudStackReplay.java is our own code.
+SDK_JAR=${SF_NETRIS_SDK_JAR:-/work/sdk/netris-java-sdk-1.0.0.jar}
+if [ -f "$SDK_JAR" ] && command -v javac >/dev/null && command -v keytool >/dev/null; then
+    rm -rf "$STATE/sdk" && mkdir -p "$STATE/sdk/classes"
+    check "CloudStackReplay.java compiles against the SDK" javac -cp "$SDK_JAR" -d "$STATE/sdk/classes" "$REPO/tests/e2e/sdk/CloudStackReplay.java"
+    keytool -importcert -noprompt -alias sf-lab-ca -file "$STATE/pki/ca.pem" -keystore "$STATE/sdk/trust.p12" -storetype PKCS12 -storepass sf-lab-ca >/dev/null 2>&1
+    if X mgmt java -Djavax.net.ssl.trustStore="$STATE/sdk/trust.p12" -Djavax.net.ssl.trustStorePassword=sf-lab-ca \
+        -cp "$SDK_JAR:$STATE/sdk/classes" CloudStackReplay "$REST" cloudstack "$(cat "$STATE/rest-password")" D1-A2-Z1 203.0.113; then
+        pass "every SDK call of CloudStack's lifecycle succeeded (login, VPC, tier, NAT, LB, ACL, routes, teardown)"
+    else
+        fail "the SDK replay (see the FAIL lines above)"
+    fi
+else
+    printf '  NOTE %s\n' "Netris Java SDK jar not found ($SDK_JAR) or no JDK: the SDK replay is skipped; the contract test (cargo test -p sf-coordinator --test rest_contract) still checks every answer's shape"
+fi
 check "sfctl: no network, NAT rule, route, LB or ACL list of it" bash -c "! '$REPO/deploy/lab.sh' sfctl -o json network list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json nat list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json route list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json lb list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json acl list | grep -q cs-acl-"
 check "sfctl: the lab pool that the zone adopted is still there" bash -c "'$REPO/deploy/lab.sh' sfctl -o json pool list | grep -q 203.0.113.0/24"
 keys=$(etcd_keys)

@@ -73,8 +73,9 @@ class Client:
         c.request(method, path, body=data, headers=headers)
         r = c.getresponse()
         text = r.read().decode()
-        sc = r.getheader("Set-Cookie")
-        if sc and sc.startswith("connect.sid="):
+        # The SDK (okhttp 2.7.5) looks the cookie up under exactly `Set-Cookie`: match the case.
+        sc = next((v for k, v in r.getheaders() if k == "Set-Cookie"), None)
+        if sc and "HttpOnly" in sc and sc.startswith("connect.sid="):
             self.cookie = sc.split(";")[0]
         c.close()
         try:
@@ -113,7 +114,8 @@ def login(c):
     password = open(PASSWORD_FILE).read().strip()
     c.ok("POST", "/api/auth", {"user": "cloudstack", "password": password, "authSchemeID": 1},
          what="log in (JSON body) sets connect.sid")
-    result(c.cookie is not None, "session cookie received", "no Set-Cookie")
+    result(c.cookie is not None, "session cookie received as `Set-Cookie` (exact case) with HttpOnly",
+           "no Set-Cookie header in exactly that case")
     c.ok("GET", "/api/auth", what="GET /api/auth answers 200 with the session")
     return password
 
@@ -207,7 +209,7 @@ def setup(c):
          {"name": P + "LB3", "protocol": "TCP", "site": site, "siteID": site["id"],
           "tenant": tenant, "vpc": {"id": vpc["id"]}, "automatic": False, "ipFamily": "ipv4",
           "ip": LB_IP, "port": 80, "status": "enable",
-          "backend": [{"ip": VM1, "port": 80}, {"ip": VM2, "port": 80}], "healthCheck": "None"},
+          "backendIps": [{"ip": VM1, "port": 80}, {"ip": VM2, "port": 80}], "healthCheck": "None"},
          what=f"load balancer {LB_IP}:80 -> {VM1}, {VM2}")
 
     # Network ACL of tier 1 (CloudStack sends one record per item, tier CIDR as dst for

@@ -214,6 +214,7 @@ mod tests {
                 gateway: gw.parse().unwrap(),
                 state: "active".into(),
                 tags: vec![],
+                more_gateways: vec![],
             }),
             sf: Some(SfRef::Network {
                 tenant: "Admin".into(),

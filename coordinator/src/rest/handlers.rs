@@ -23,7 +23,27 @@ use super::wire::*;
 use super::Rest;
 
 type St = State<Arc<Rest>>;
-type Q = Query<HashMap<String, String>>;
+/// Query parameters in order; `filterByVpc`/`filterBySites` come repeated from the SDK.
+type Q = Query<Vec<(String, String)>>;
+type Params = [(String, String)];
+
+/// The first non-empty value of a query parameter.
+fn qget<'a>(q: &'a Params, key: &str) -> Option<&'a String> {
+    q.iter()
+        .find(|(k, v)| k == key && !v.is_empty())
+        .map(|(_, v)| v)
+}
+
+/// Every value of a repeated parameter (also comma-separated lists); `None` when absent.
+fn qall(q: &Params, key: &str) -> Option<Vec<String>> {
+    let all: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == key || k.strip_suffix("[]") == Some(key))
+        .flat_map(|(_, v)| v.split(',').map(|x| x.trim().to_string()))
+        .filter(|v| !v.is_empty())
+        .collect();
+    (!all.is_empty()).then_some(all)
+}
 type Res = Result<Response, ApiError>;
 
 pub fn router(state: Arc<Rest>) -> Router {
@@ -191,6 +211,31 @@ impl Rest {
         Db::load(self.fabric.store().kv().as_ref(), &self.keys).await
     }
 
+    /// The metadata for a read-only answer. The coordinator's index follows a watch on the
+    /// whole root (REST metadata included), so while its revision is unchanged nothing was
+    /// written and the last read is still current: lists of 10,000 objects then skip reading
+    /// and decoding every record from etcd. The revision is taken before the read, so a read
+    /// is never tagged newer than it is; this replica's own writes wait for the index
+    /// (`commit`), so they are always seen. Writes read etcd afresh ([`Rest::db`]).
+    async fn db_read(&self) -> ApiResult<Arc<Db>> {
+        let rev = self.fabric.revision();
+        if rev > 0 {
+            if let Some((r, db)) = self.db_cache.lock().unwrap().as_ref() {
+                if *r == rev {
+                    return Ok(db.clone());
+                }
+            }
+        }
+        let db = Arc::new(self.db().await?);
+        if rev > 0 {
+            let mut c = self.db_cache.lock().unwrap();
+            if c.as_ref().is_none_or(|(r, _)| *r < rev) {
+                *c = Some((rev, db.clone()));
+            }
+        }
+        Ok(db)
+    }
+
     fn intent<T>(&self, f: impl FnOnce(&Intent) -> T) -> T {
         self.fabric.with_view(|v, _| f(&v.intent))
     }
@@ -333,22 +378,70 @@ fn render(s: &Rest, db: &Db, intent: &Intent, r: &Record) -> Value {
     let vpc = s.vpc_json(db, r.vpc);
     let site = s.site_json();
     match &r.spec {
+        // `VPCListing`.
         Spec::Vpc => json!({
             "id": r.id, "name": r.name, "isSystem": false, "isDefault": false,
-            "adminTenant": tenant, "guestTenants": [], "tags": [],
+            "adminTenant": tenant, "guestTenant": [], "tags": [], "vlans": [],
         }),
         Spec::Allocation(a) => json!({
             "id": r.id, "name": r.name, "prefix": a.prefix.to_string(), "type": "allocation",
-            "tenant": tenant, "vpc": vpc, "tags": [],
+            "tenant": tenant, "vpc": vpc, "tags": [], "ipFamily": "ipv4", "readonly": "no",
             "children": db.of(Kind::Subnet)
                 .filter(|x| x.vpc == r.vpc && matches!(&x.spec, Spec::Subnet(sn) if a.prefix.contains(&sn.prefix)))
                 .map(|x| render(s, db, intent, x)).collect::<Vec<_>>(),
         }),
-        Spec::Subnet(sn) => json!({
-            "id": r.id, "name": r.name, "prefix": sn.prefix.to_string(), "type": "subnet",
-            "purpose": sn.purpose, "defaultGateway": sn.default_gateway, "tenant": tenant,
-            "vpc": vpc, "sites": [site], "tags": [],
-        }),
+        // `IpTreeSubnet`: `allocationID` is the enclosing allocation of the same VPC.
+        Spec::Ip6(p) => {
+            let alloc = (!p.allocation)
+                .then(|| {
+                    db.of(Kind::Allocation)
+                        .filter(|x| x.vpc == r.vpc)
+                        .filter_map(|x| match &x.spec {
+                            Spec::Ip6(a) if a.allocation && a.prefix.contains(&p.prefix) => {
+                                Some((a.prefix.prefix_len(), x.id))
+                            }
+                            _ => None,
+                        })
+                        .max()
+                        .map(|(_, id)| id)
+                })
+                .flatten();
+            let t = if p.allocation { "allocation" } else { "subnet" };
+            let mut o = json!({
+                "id": r.id, "name": r.name, "prefix": p.prefix.to_string(), "type": t,
+                "tenant": tenant, "vpc": vpc, "tags": [], "ipFamily": "ipv6", "readonly": "no",
+                "children": [],
+            });
+            if !p.allocation {
+                o["purpose"] = json!(p.purpose);
+                o["defaultGateway"] = json!(p.default_gateway);
+                o["globalRouting"] = json!(p.global_routing);
+                o["allocationID"] = json!(alloc);
+                o["parentID"] = json!(alloc);
+                o["sites"] = json!([site]);
+            }
+            o
+        }
+        Spec::Subnet(sn) => {
+            let alloc = db
+                .of(Kind::Allocation)
+                .filter(|x| x.vpc == r.vpc)
+                .filter_map(|x| match &x.spec {
+                    Spec::Allocation(a) if a.prefix.contains(&sn.prefix) => {
+                        Some((a.prefix.prefix_len(), x.id))
+                    }
+                    _ => None,
+                })
+                .max()
+                .map(|(_, id)| id);
+            json!({
+                "id": r.id, "name": r.name, "prefix": sn.prefix.to_string(), "type": "subnet",
+                "purpose": sn.purpose, "defaultGateway": sn.default_gateway, "tenant": tenant,
+                "vpc": vpc, "sites": [site], "tags": [], "allocationID": alloc,
+                "parentID": alloc, "ipFamily": "ipv4", "readonly": "no", "globalRouting": false,
+                "children": [],
+            })
+        }
         Spec::Vnet(v) => {
             let vni = match &r.sf {
                 Some(SfRef::Network { tenant, vpc, name }) => intent
@@ -360,24 +453,38 @@ fn render(s: &Rest, db: &Db, intent: &Intent, r: &Record) -> Value {
             };
             json!({
                 "id": r.id, "name": r.name, "vxlanID": vni, "vpc": vpc, "tenant": tenant,
-                "sites": [site], "state": v.state, "provisioning": v.state, "vlan": 0,
+                "sites": [site], "state": v.state, "provisioning": true, "vlan": 0,
+                "guestTenants": [],
                 "vlanAware": false, "l3vpn": false, "tags": v.tags,
-                "gateways": [{"prefix": v.gateway.to_string(), "dhcpEnabled": false}],
+                "gateways": std::iter::once(v.gateway.to_string())
+                    .chain(v.more_gateways.iter().cloned())
+                    .map(|p| json!({"prefix": p, "dhcpEnabled": false}))
+                    .collect::<Vec<_>>(),
             })
         }
+        // `NatGetBody`: `action`, `protocol`, `state` are objects, `dnatToPort` an integer.
         Spec::Nat(n) => json!({
-            "id": r.id, "name": r.name, "action": n.action, "protocol": n.protocol,
-            "state": n.state, "sourceAddress": n.source_address, "sourcePort": n.source_port,
+            "id": r.id, "name": r.name, "action": nat_action_json(&n.action),
+            "protocol": nat_protocol_json(&n.protocol), "state": nat_state_json(&n.state),
+            "sourceAddress": n.source_address, "sourcePort": n.source_port,
             "destinationAddress": n.destination_address, "destinationPort": n.destination_port,
-            "snatToIP": n.snat_to_ip, "dnatToIP": n.dnat_to_ip, "dnatToPort": n.dnat_to_port,
-            "comment": n.comment, "site": site, "vpc": vpc, "tenant": tenant,
+            "snatToIP": n.snat_to_ip, "dnatToIP": n.dnat_to_ip,
+            "dnatToPort": n.dnat_to_port.split('-').next().and_then(|p| p.trim().parse::<u16>().ok()),
+            "comment": n.comment, "site": site, "vpc": {"id": r.vpc, "name": db.vpc_name(r.vpc)},
         }),
+        // `L4LoadBalancerItem`.
         Spec::L4lb(l) => json!({
             "id": r.id, "name": r.name, "protocol": l.protocol, "ip": l.ip, "port": l.port,
-            "status": l.status, "automatic": l.automatic, "ipFamily": "ipv4",
-            "healthCheck": l.health_check, "site": site, "siteID": SITE_ID, "tenant": tenant,
-            "vpc": vpc,
-            "backend": l.backends.iter().map(|(ip, port)| json!({"ip": ip.to_string(), "port": port})).collect::<Vec<_>>(),
+            "status": l.status, "internal": 0, "tenantId": db.tenant_id(&r.tenant),
+            "tenantName": r.tenant, "siteId": SITE_ID, "siteName": s.site,
+            "healthcheck": match l.health_check.to_ascii_uppercase().as_str() {
+                "TCP" => json!({"protocol": "TCP", "timeout": 2000}),
+                "HTTP" => json!({"protocol": "HTTP", "timeout": 2000, "requestPath": "/"}),
+                _ => Value::Null,
+            },
+            "backendIps": l.backends.iter().enumerate().map(|(i, (ip, port))| json!({
+                "id": i + 1, "ip": ip.to_string(), "port": port, "status": "ok",
+                "maintenance": false})).collect::<Vec<_>>(),
         }),
         // The v1 shape of Netris's own SDK (`acl.ACL`: snake_case, numbers as numbers,
         // `tenantsID` a string), plus what CloudStack posted (`proto`, `vpc`).
@@ -395,8 +502,10 @@ fn render(s: &Rest, db: &Db, intent: &Intent, r: &Record) -> Value {
             "tenants": r.tenant,
         }),
         Spec::Route(rt) => json!({
+            // `RoutesGetBody`: CloudStack takes `name` for the prefix.
             "id": r.id, "prefix": rt.prefix.to_string(), "next_hop": rt.next_hop.to_string(),
-            "description": rt.description, "name": r.name, "site_id": SITE_ID,
+            "description": rt.description, "name": rt.prefix.to_string(),
+            "prefix_length": rt.prefix.prefix_len(), "site_id": SITE_ID,
             "stateStatus": rt.state_status, "switches": [], "vpc": vpc,
         }),
     }
@@ -404,12 +513,39 @@ fn render(s: &Rest, db: &Db, intent: &Intent, r: &Record) -> Value {
 
 fn system_vpc(s: &Rest, db: &Db) -> Value {
     json!({"id": SYSTEM_VPC_ID, "name": SYSTEM_VPC_NAME, "isSystem": true, "isDefault": true,
-           "adminTenant": s.tenant_json(db, &s.admin_tenant), "guestTenants": [], "tags": []})
+           "adminTenant": s.tenant_json(db, &s.admin_tenant), "guestTenant": [], "tags": [],
+           "vlans": []})
+}
+
+/// `NatBodyActionAction`.
+fn nat_action_json(a: &str) -> Value {
+    let v = a.to_ascii_uppercase();
+    let label = if v == "ACCEPT_SNAT" { "ACCEPT" } else { &v };
+    json!({"label": label, "value": v})
+}
+
+/// `NatBodyProtocolProtocol`.
+fn nat_protocol_json(p: &str) -> Value {
+    json!({"label": p.to_ascii_uppercase(), "value": p.to_ascii_lowercase()})
+}
+
+/// `NatBodyStateState`.
+fn nat_state_json(st: &str) -> Value {
+    if st.eq_ignore_ascii_case("disabled") {
+        json!({"label": "Disabled", "value": "disabled", "status": "danger"})
+    } else {
+        json!({"label": "Enabled", "value": "enabled", "status": "success"})
+    }
 }
 
 /// Whether a record passes the `vpc` and `site` filters.
-fn matches_filter(db: &Db, r: &Record, q: &HashMap<String, String>) -> bool {
-    if let Some(v) = q.get("vpc").filter(|v| !v.is_empty()) {
+fn matches_filter(db: &Db, r: &Record, q: &Params) -> bool {
+    if let Some(ids) = qall(q, "filterByVpc") {
+        if !ids.iter().any(|v| v.parse::<u64>() == Ok(r.vpc)) {
+            return false;
+        }
+    }
+    if let Some(v) = qget(q, "vpc") {
         let ok = match v.parse::<u64>() {
             Ok(id) => r.vpc == id,
             Err(_) => db.vpc_name(r.vpc) == *v,
@@ -421,12 +557,16 @@ fn matches_filter(db: &Db, r: &Record, q: &HashMap<String, String>) -> bool {
     true
 }
 
-fn site_matches(s: &Rest, q: &HashMap<String, String>) -> bool {
-    match q
-        .get("site")
-        .or_else(|| q.get("siteID"))
-        .filter(|v| !v.is_empty())
-    {
+fn site_matches(s: &Rest, q: &Params) -> bool {
+    if let Some(ids) = qall(q, "filterBySites") {
+        if !ids
+            .iter()
+            .any(|v| v.parse::<u64>() == Ok(SITE_ID) || *v == s.site)
+        {
+            return false;
+        }
+    }
+    match qget(q, "site").or_else(|| qget(q, "siteID")) {
         None => true,
         Some(v) => v
             .parse::<u64>()
@@ -435,8 +575,46 @@ fn site_matches(s: &Rest, q: &HashMap<String, String>) -> bool {
     }
 }
 
-async fn list_kind(s: &Rest, kind: Kind, q: &HashMap<String, String>) -> Res {
-    let db = s.db().await?;
+/// An unfiltered list's answer from the cache while the index revision is unchanged.
+fn cached_list(s: &Rest, key: &'static str, rev: i64) -> Option<Response> {
+    let c = s.list_cache.lock().unwrap();
+    let (r, body) = c.get(key)?;
+    (rev > 0 && *r == rev).then(|| json_body(body.clone()))
+}
+
+/// Renders a list answer once to bytes; unfiltered ones are kept for [`cached_list`].
+fn list_answer(s: &Rest, key: Option<&'static str>, rev: i64, items: Vec<Value>) -> Response {
+    let body = Bytes::from(
+        serde_json::to_vec(&json!({"isSuccess": true, "message": "", "data": items}))
+            .unwrap_or_default(),
+    );
+    if let Some(key) = key.filter(|_| rev > 0) {
+        let mut c = s.list_cache.lock().unwrap();
+        if c.get(key).is_none_or(|(r, _)| *r < rev) {
+            c.insert(key, (rev, body.clone()));
+        }
+    }
+    json_body(body)
+}
+
+fn json_body(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn list_kind(s: &Rest, kind: Kind, q: &Params) -> Res {
+    let rev = s.fabric.revision();
+    let key = q.is_empty().then_some(kind.seg());
+    if let Some(r) = key.and_then(|k| cached_list(s, k, rev)) {
+        return Ok(r);
+    }
+    let db = s.db_read().await?;
     let items: Vec<Value> = if site_matches(s, q) {
         s.intent(|i| {
             db.of(kind)
@@ -447,12 +625,12 @@ async fn list_kind(s: &Rest, kind: Kind, q: &HashMap<String, String>) -> Res {
     } else {
         vec![]
     };
-    Ok(ok("", Value::Array(items)))
+    Ok(list_answer(s, key, rev, items))
 }
 
 async fn get_kind(s: &Rest, kind: Kind, id: &str) -> Res {
     let id = id_of(id)?;
-    let db = s.db().await?;
+    let db = s.db_read().await?;
     let r = db.get(kind, id).ok_or_else(|| not_found(kind, id))?;
     Ok(ok("", s.intent(|i| render(s, &db, i, r))))
 }
@@ -473,6 +651,8 @@ struct Plan {
 fn parse_spec(kind: Kind, v: &Value) -> ApiResult<Spec> {
     Ok(match kind {
         Kind::Vpc => Spec::Vpc,
+        Kind::Allocation if is_ip6(v) => Spec::Ip6(ip6_spec(v, true)?),
+        Kind::Subnet if is_ip6(v) => Spec::Ip6(ip6_spec(v, false)?),
         Kind::Allocation => Spec::Allocation(alloc_spec(v)?),
         Kind::Subnet => Spec::Subnet(subnet_spec(v)?),
         Kind::Vnet => Spec::Vnet(vnet_spec(v)?),
@@ -555,6 +735,8 @@ fn plan(
     let mut sf = old.and_then(|o| o.sf.clone());
     match &mut spec {
         Spec::Vpc | Spec::Acl(_) => {}
+        // Kept as records: the IPv6 dataplane comes with IPv6 support.
+        Spec::Ip6(_) => {}
         Spec::Allocation(a) => {
             if let Some(o) = old {
                 if o.spec != Spec::Allocation(a.clone()) {
@@ -732,11 +914,10 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
 
 /// The Netris name of a posted object (routes are named by their description).
 fn posted_name(kind: Kind, v: &Value) -> ApiResult<String> {
+    // CloudStack identifies a route by its prefix (all routes of a VPC share one
+    // description), so a route's Netris name is its prefix, unique per VPC.
     if kind == Kind::Route {
-        return Ok(opt_str(v, "name")
-            .filter(|n| !n.is_empty())
-            .or_else(|| opt_str(v, "description"))
-            .unwrap_or_default());
+        return Ok(opt_str(v, "prefix").unwrap_or_default());
     }
     req_str(v, "name")
 }
@@ -831,6 +1012,8 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
     let existing = if name.is_empty() {
         db.of(kind)
             .find(|r| r.vpc == vpc && same_content(&r.spec, &spec))
+    } else if kind == Kind::Route {
+        db.of(kind).find(|r| r.vpc == vpc && r.name == name)
     } else {
         db.find(kind, &tenant, &name)
     };
@@ -838,7 +1021,12 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
         // A VPC record's `vpc` is its own id.
         if (kind == Kind::Vpc || r.vpc == vpc) && same_content(&r.spec, &spec) {
             let data = s.intent(|i| render(s, &db, i, r));
-            return Ok(ok(message(&db, r, "already exists (unchanged)"), data));
+            return Ok(created(
+                kind,
+                r.id,
+                message(&db, r, "already exists (unchanged)"),
+                data,
+            ));
         }
         return Err(ApiError::conflict(format!(
             "invalid name: {} {:?} already exists with other content",
@@ -879,7 +1067,25 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
     let db = s.db().await?;
     let data = s.intent(|i| render(s, &db, i, &p.rec));
     tracing::info!(kind = kind.seg(), id, name = %p.rec.name, sf = ?p.rec.sf, "REST object created");
-    Ok(ok(message(&db, &p.rec, "created"), data))
+    Ok(created(
+        kind,
+        p.rec.id,
+        message(&db, &p.rec, "created"),
+        data,
+    ))
+}
+
+/// A create's answer in the SDK's response model: `ResAddEditBody` (l4lb) has `data` = the
+/// integer id, `InlineResponse200` (acl) the id at the top level; the others take the object.
+fn created(kind: Kind, id: u64, msg: String, data: Value) -> Response {
+    match kind {
+        Kind::L4lb => ok(msg, json!(id)),
+        Kind::Acl => {
+            let body = json!({"isSuccess": true, "message": msg, "id": id, "data": data});
+            (axum::http::StatusCode::OK, axum::Json(body)).into_response()
+        }
+        _ => ok(msg, data),
+    }
 }
 
 async fn free_vpc_id(s: &Rest, site: &str) -> ApiResult<u32> {
@@ -910,6 +1116,18 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
     let old = db.get(kind, id).ok_or_else(|| not_found(kind, id))?.clone();
     // A PUT may carry only what changes: overlay it on the current object.
     let mut merged = s.intent(|i| render(s, &db, i, &old));
+    // The listed shape back into the posted one (NAT enums are objects when listed).
+    if let Some(m) = merged.as_object_mut() {
+        for k in ["action", "protocol", "state"] {
+            if let Some(v) = m.get(k).and_then(|x| x.get("value")).cloned() {
+                m.insert(k.into(), v);
+            }
+        }
+        if let Spec::L4lb(l) = &old.spec {
+            m.insert("healthCheck".into(), json!(l.health_check));
+            m.insert("automatic".into(), json!(l.automatic));
+        }
+    }
     if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
         for (k, v) in p {
             if !v.is_null() {
@@ -918,9 +1136,7 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
         }
     }
     let name = if kind == Kind::Route {
-        opt_str(&patch, "description")
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| old.name.clone())
+        opt_str(&merged, "prefix").unwrap_or_else(|| old.name.clone())
     } else {
         req_str(&merged, "name")?
     };
@@ -933,7 +1149,13 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
             ));
         }
     }
-    if let Some(o) = db.find(kind, &old.tenant, &name).filter(|o| o.id != id) {
+    let clash = if kind == Kind::Route {
+        db.of(kind)
+            .find(|o| o.vpc == old.vpc && o.name == name && o.id != id)
+    } else {
+        db.find(kind, &old.tenant, &name).filter(|o| o.id != id)
+    };
+    if let Some(o) = clash {
         return Err(ApiError::conflict(format!(
             "invalid name: {} {:?} already exists (id {})",
             kind.what(),
@@ -1080,7 +1302,13 @@ async fn delete_ids(s: &Rest, kind: Kind, ids: &[u64]) -> Res {
     }
     s.commit(txn).await?;
     tracing::info!(kind = kind.seg(), ?ids, "REST objects deleted");
-    Ok(ok(format!("{} deleted", kind.what()), Value::Array(gone)))
+    // `VPCResponseObjectOK` wants `data` an object; the other delete answers take a list.
+    let data = if kind == Kind::Vpc && gone.len() == 1 {
+        gone.pop().unwrap_or_default()
+    } else {
+        Value::Array(gone)
+    };
+    Ok(ok(format!("{} deleted", kind.what()), data))
 }
 
 /// Ids from a v1 delete body: `{"id": [1, 2]}` or `{"id": 1}`.
@@ -1125,12 +1353,25 @@ async fn tenants(State(s): St) -> Res {
 }
 
 async fn list_vpcs(State(s): St, Query(q): Q) -> Res {
-    let db = s.db().await?;
+    let rev = s.fabric.revision();
+    let key = q.is_empty().then_some("vpc-list");
+    if let Some(r) = key.and_then(|k| cached_list(&s, k, rev)) {
+        return Ok(r);
+    }
+    let db = s.db_read().await?;
     let mut items = vec![];
     if site_matches(&s, &q) {
-        let want = |id: u64, name: &str| match q.get("vpc").or_else(|| q.get("id")) {
-            Some(v) if !v.is_empty() => v.parse::<u64>().map(|x| x == id).unwrap_or(v == name),
-            _ => true,
+        let by_id = qall(&q, "filterByVpc");
+        let want = |id: u64, name: &str| {
+            if let Some(ids) = &by_id {
+                if !ids.iter().any(|v| v.parse::<u64>() == Ok(id)) {
+                    return false;
+                }
+            }
+            match qget(&q, "vpc").or_else(|| qget(&q, "id")) {
+                Some(v) => v.parse::<u64>().map(|x| x == id).unwrap_or(v == name),
+                _ => true,
+            }
         };
         if want(SYSTEM_VPC_ID, SYSTEM_VPC_NAME) {
             items.push(system_vpc(&s, &db));
@@ -1141,12 +1382,12 @@ async fn list_vpcs(State(s): St, Query(q): Q) -> Res {
             }
         });
     }
-    Ok(ok("", Value::Array(items)))
+    Ok(list_answer(&s, key, rev, items))
 }
 
 async fn get_vpc(State(s): St, Path(id): Path<String>) -> Res {
     if id_of(&id)? == SYSTEM_VPC_ID {
-        let db = s.db().await?;
+        let db = s.db_read().await?;
         return Ok(ok("", system_vpc(&s, &db)));
     }
     get_kind(&s, Kind::Vpc, &id).await
@@ -1154,18 +1395,24 @@ async fn get_vpc(State(s): St, Path(id): Path<String>) -> Res {
 
 async fn vpc_resources(State(s): St, Path(id): Path<String>) -> Res {
     let id = id_of(&id)?;
-    let db = s.db().await?;
+    let db = s.db_read().await?;
     if id != SYSTEM_VPC_ID && db.get(Kind::Vpc, id).is_none() {
         return Err(not_found(Kind::Vpc, id));
     }
-    let items: Vec<Value> = db
-        .recs
-        .values()
-        .map(|(r, _)| r)
-        .filter(|r| r.vpc == id && r.id != id)
-        .map(|r| json!({"id": r.id, "name": r.name, "type": r.kind().seg()}))
-        .collect();
-    Ok(ok("", Value::Array(items)))
+    // `VPCResource`: one object per site (there is one), its objects listed by kind.
+    let tenant_id = db.tenant_id(&s.vpc_tenant(&db, id));
+    let of = |k: Kind| -> Vec<Value> {
+        db.of(k)
+            .filter(|r| r.vpc == id && r.id != id)
+            .map(|r| json!({"id": r.id, "name": r.name, "tenant": tenant_id}))
+            .collect()
+    };
+    let site = json!({
+        "id": SITE_ID, "site": s.site_json(), "bgp": [], "roh": [],
+        "vnet": of(Kind::Vnet), "ipam": of(Kind::Subnet), "route": of(Kind::Route),
+        "allocation": of(Kind::Allocation),
+    });
+    Ok(ok("", json!([site])))
 }
 
 async fn ipam_tree(State(s): St, Query(q): Q) -> Res {
@@ -1257,7 +1504,11 @@ async fn delete_acl_v1(State(s): St, body: Bytes) -> Res {
 
 async fn put_route_v1(State(s): St, body: Bytes) -> Res {
     let v = parse_body(&body)?;
-    let id = opt_u64(&v, "id")?.ok_or_else(|| ApiError::bad("invalid id: required"))?;
+    // `RoutesPutBody` carries `route_id`.
+    let id = match opt_u64(&v, "route_id")? {
+        Some(id) => id,
+        None => opt_u64(&v, "id")?.ok_or_else(|| ApiError::bad("invalid route_id: required"))?,
+    };
     update(&s, Kind::Route, id, &body).await
 }
 
@@ -1289,6 +1540,7 @@ mod tests {
             gateway: "10.20.1.1/24".parse().unwrap(),
             state: "active".into(),
             tags: vec![],
+            more_gateways: vec![],
         });
         assert!(same_content(&a, &a.clone()));
         let Spec::Vnet(mut b) = a.clone() else {

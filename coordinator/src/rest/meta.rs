@@ -82,6 +82,9 @@ pub enum Spec {
     L4lb(LbSpec),
     Acl(AclSpec),
     Route(RouteSpec),
+    /// An IPv6 allocation or subnet (a dual-stack tier's): kept and listed back, no dataplane
+    /// yet (that comes with IPv6 support).
+    Ip6(Ip6Spec),
 }
 
 impl Spec {
@@ -95,6 +98,8 @@ impl Spec {
             Spec::L4lb(_) => Kind::L4lb,
             Spec::Acl(_) => Kind::Acl,
             Spec::Route(_) => Kind::Route,
+            Spec::Ip6(s) if s.allocation => Kind::Allocation,
+            Spec::Ip6(_) => Kind::Subnet,
         }
     }
 }

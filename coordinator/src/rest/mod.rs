@@ -17,7 +17,10 @@
 //!   `vnet`, `nat`, `l4lb` (`GET`, `POST`, `GET|PUT|DELETE /{id}`).
 //! - v1: `acl` and `routes` (`GET`, `POST`, `PUT` with the id in the body, `DELETE` with
 //!   `{"id": [..]}` / `{"id": n}` in the body; `DELETE /{id}` too).
-//! - Lists filter by the `vpc` (id or name) and `site` (id or name) query parameters.
+//! - Lists filter by the `vpc` (id or name) and `site` (id or name) query parameters, and by
+//!   the SDK's repeated `filterByVpc` / `filterBySites` (ids).
+//! - Answers follow the Netris Java SDK's Gson models (`shared/netris-sdk-models.md`), checked
+//!   by `tests/rest_contract.rs`; headers go out Title-Case ([`serve_title_case`]).
 //!
 //! # Mapping onto StackFabric's model
 //!
@@ -43,7 +46,8 @@
 //! - l4lb → **load balancer** (`healthCheck` None/TCP/HTTP, weights 1, Maglev table of the
 //!   default size; `status: disable` keeps only the record; `automatic` picks the first free
 //!   address of the System VPC's `load-balancer` subnets).
-//! - routes → **static route** (name = `description`, else `route-<id>`).
+//! - routes → **static route**; the Netris name is the prefix (CloudStack identifies its routes
+//!   by prefix, all routes of a VPC share one description), unique per VPC.
 //! - **acl: stored and listed back only. StackFabric has no ACL model yet, so these rules are
 //!   NOT enforced by any agent**; every ACL answer's message says so.
 //! - StackFabric names are the Netris names when valid (`[A-Za-z0-9._-]{1,64}`, CloudStack's
@@ -96,8 +100,9 @@ pub struct RestArgs {
     /// Tenant CloudStack is configured with (`tenantname`); created on first use.
     #[arg(long, env = "SF_REST_ADMIN_TENANT", default_value = "Admin")]
     pub rest_admin_tenant: String,
-    /// Seconds a REST session lives without use.
-    #[arg(long, env = "SF_REST_SESSION_TTL", default_value_t = 3600)]
+    /// Seconds a REST session lives without use (default 30 days: CloudStack logs in once and
+    /// never again, so a shorter idle lifetime strands an idle provider; see ARCHITECTURE.md).
+    #[arg(long, env = "SF_REST_SESSION_TTL", default_value_t = 30 * 24 * 3600)]
     pub rest_session_ttl: u64,
 }
 
@@ -110,6 +115,12 @@ pub struct Rest {
     pub fabric_site: String,
     pub admin_tenant: String,
     pub keys: meta::RestKeys,
+    /// The REST metadata as last read, tagged with the index revision it was read at (see
+    /// `Rest::db_read`): lists answer from it while nothing under the root changed.
+    db_cache: std::sync::Mutex<Option<(i64, Arc<meta::Db>)>>,
+    /// Answers of unfiltered lists (CloudStack lists VPCs and NAT rules unfiltered on nearly
+    /// every operation), per list, tagged with the index revision like `db_cache`.
+    list_cache: std::sync::Mutex<std::collections::HashMap<&'static str, (i64, axum::body::Bytes)>>,
 }
 
 impl Rest {
@@ -135,6 +146,8 @@ impl Rest {
             fabric_site: fabric_site.into(),
             admin_tenant: admin_tenant.into(),
             keys,
+            db_cache: std::sync::Mutex::new(None),
+            list_cache: Default::default(),
         })
     }
 }
@@ -183,19 +196,35 @@ pub async fn spawn(args: &RestArgs, fabric: Arc<Fabric>) -> anyhow::Result<()> {
     match tls {
         Some(cfg) => {
             let listener = tls::TlsListener::new(listener, cfg)?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "REST listener failed");
-                }
-            });
+            tokio::spawn(serve_title_case(listener, app));
         }
         None => {
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "REST listener failed");
-                }
-            });
+            tokio::spawn(serve_title_case(listener, app));
         }
     }
     Ok(())
+}
+
+/// Serves `app` over HTTP/1 with Title-Case header names (`Set-Cookie`, `Content-Type`):
+/// the Netris Java SDK (okhttp 2.7.5) keeps header names as sent and looks the login cookie
+/// up under exactly `Set-Cookie`; hyper's default (and `axum::serve`) sends lowercase names.
+pub async fn serve_title_case<L>(mut listener: L, app: axum::Router)
+where
+    L: axum::serve::Listener,
+    L::Io: Send + 'static,
+{
+    use hyper_util::rt::TokioIo;
+    loop {
+        let (io, _addr) = listener.accept().await;
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .title_case_headers(true)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(io), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "REST connection ended with an error");
+            }
+        });
+    }
 }

@@ -293,6 +293,50 @@ pub struct SubnetSpec {
     pub default_gateway: String,
 }
 
+/// An IPv6 allocation (`allocation`) or subnet, stored as a record only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ip6Spec {
+    pub allocation: bool,
+    pub prefix: ipnet::Ipv6Net,
+    #[serde(default)]
+    pub purpose: String,
+    #[serde(default)]
+    pub default_gateway: String,
+    #[serde(default)]
+    pub global_routing: bool,
+}
+
+/// Whether a posted allocation or subnet is IPv6 (a dual-stack tier's).
+pub fn is_ip6(v: &Value) -> bool {
+    opt_str(v, "prefix").is_some_and(|p| p.contains(':'))
+}
+
+pub fn ip6_spec(v: &Value, allocation: bool) -> ApiResult<Ip6Spec> {
+    let p = req_str(v, "prefix")?;
+    let prefix: ipnet::Ipv6Net = p
+        .parse()
+        .map_err(|_| ApiError::bad(format!("invalid prefix: {p:?} is not an IPv6 prefix")))?;
+    if prefix.trunc() != prefix {
+        return Err(ApiError::bad(format!(
+            "invalid prefix: {p:?} has host bits set"
+        )));
+    }
+    Ok(Ip6Spec {
+        allocation,
+        prefix,
+        purpose: if allocation {
+            String::new()
+        } else {
+            opt_str(v, "purpose")
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "common".into())
+                .to_ascii_lowercase()
+        },
+        default_gateway: opt_str(v, "defaultGateway").unwrap_or_default(),
+        global_routing: opt_bool(v, "globalRouting"),
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VnetSpec {
     pub vni: u32,
@@ -302,6 +346,9 @@ pub struct VnetSpec {
     pub state: String,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Further `gateways[].prefix` (a dual-stack tier's IPv6 gateway): kept and listed back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_gateways: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,11 +463,26 @@ pub fn vnet_spec(v: &Value) -> ApiResult<VnetSpec> {
                 .collect()
         })
         .unwrap_or_default();
+    let more_gateways = v
+        .get("gateways")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .skip(1)
+                .filter_map(|g| match g {
+                    Value::String(s) => Some(s.clone()),
+                    o => opt_str(o, "prefix"),
+                })
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(VnetSpec {
         vni: vni as u32,
         gateway,
         state: opt_str(v, "state").unwrap_or_else(|| "active".into()),
         tags,
+        more_gateways,
     })
 }
 
@@ -563,7 +625,8 @@ pub fn lb_spec(v: &Value) -> ApiResult<LbSpec> {
     health(&health_check)?;
     let mut backends = Vec::new();
     for (i, b) in v
-        .get("backend")
+        .get("backendIps")
+        .or_else(|| v.get("backend"))
         .or_else(|| v.get("backends"))
         .and_then(Value::as_array)
         .map(Vec::as_slice)

@@ -1,0 +1,992 @@
+//! The Netris Java SDK's wire contract, without the SDK: the REST API is served exactly as in
+//! production (hyper HTTP/1, Title-Case headers) on an in-memory store, driven through
+//! CloudStack's Netris provider calls in their order, and every answer is checked against the
+//! SDK's Gson models (`shared/netris-sdk-models.md`: field names, JSON types, objects vs
+//! arrays, integers). Gson throws on a shape mismatch and CloudStack cannot catch that, so a
+//! shape regression here is a CloudStack outage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sf_coordinator::fabric::Fabric;
+use sf_coordinator::rest::{self, auth};
+use sf_store::intent::IntentStore;
+use sf_store::keys::Keys;
+use sf_store::mem::MemStore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+// ---------------------------------------------------------------------------------------------
+// The SDK's models (Gson field name -> JSON type), as far as CloudStack's calls return them.
+// Types: S string, I integer, N number (BigDecimal), B boolean, O anything, [T] list of T,
+// a model name an object of that model.
+
+fn model(name: &str) -> &'static [(&'static str, &'static str)] {
+    match name {
+        "Envelope" => &[("isSuccess", "B"), ("message", "S")],
+        "AuthResponse" => &[
+            ("isSuccess", "B"),
+            ("message", "S"),
+            ("data", "DataResponse"),
+        ],
+        "DataResponse" => &[
+            ("user_id", "I"),
+            ("login", "S"),
+            ("name", "S"),
+            ("email", "S"),
+        ],
+        "GetSiteBody" => &[("id", "I"), ("name", "S"), ("asn", "I"), ("vlanRange", "S")],
+        "TenantResponse" => &[
+            ("id", "N"),
+            ("tenant_id", "N"),
+            ("name", "S"),
+            ("description", "S"),
+        ],
+        "VPCListing" => &[
+            ("id", "I"),
+            ("name", "S"),
+            ("adminTenant", "VPCAdminTenant"),
+            ("guestTenant", "[IdName]"),
+            ("tags", "[S]"),
+            ("createdDate", "I"),
+            ("modifiedDate", "I"),
+            ("isSystem", "B"),
+            ("isDefault", "B"),
+            ("vni", "I"),
+            ("vlans", "[VPCListingVlans]"),
+        ],
+        "VPCAdminTenant" | "IdName" => &[("id", "I"), ("name", "S")],
+        "IdNameN" => &[("id", "N"), ("name", "S")],
+        "VPCListingVlans" => &[("siteId", "I"), ("vlan", "I")],
+        "VPCId" | "AclId" | "ResAddEditBodyData" => &[("id", "I")],
+        "InlineResponse2004Data" => &[("id", "I"), ("name", "S")],
+        "InlineResponse20015Data" => &[("id", "N")],
+        "VPCResource" => &[
+            ("id", "I"),
+            ("site", "IdName"),
+            ("bgp", "[IdName]"),
+            ("roh", "[IdName]"),
+            ("vnet", "[IdName]"),
+            ("ipam", "[VPCResourceIpam]"),
+            ("route", "[IdName]"),
+            ("allocation", "[VPCResourceIpam]"),
+        ],
+        "VPCResourceIpam" => &[("id", "I"), ("name", "S"), ("tenant", "I")],
+        "IpTreeAllocation" => &[
+            ("id", "N"),
+            ("vpc", "IdName"),
+            ("name", "S"),
+            ("description", "S"),
+            ("tenant", "IdNameN"),
+            ("ipFamily", "S"),
+            ("readonly", "S"),
+            ("prefix", "S"),
+            ("type", "S"),
+            ("children", "[O]"),
+        ],
+        "IpTreeSubnet" => &[
+            ("id", "N"),
+            ("vpc", "IpTreeSubnetVpc"),
+            ("parentID", "N"),
+            ("allocationID", "N"),
+            ("name", "S"),
+            ("description", "S"),
+            ("tenant", "IdNameN"),
+            ("sites", "[IdNameN]"),
+            ("globalRouting", "B"),
+            ("ipFamily", "S"),
+            ("purpose", "S"),
+            ("readonly", "S"),
+            ("prefix", "S"),
+            ("defaultGateway", "S"),
+            ("type", "S"),
+            ("children", "[IpTreeSubnet]"),
+        ],
+        "IpTreeSubnetVpc" | "RoutesBodyVpcVpc" => &[
+            ("id", "I"),
+            ("name", "S"),
+            ("isDefault", "B"),
+            ("isSystem", "B"),
+        ],
+        "VnetsBody" => &[
+            ("id", "N"),
+            ("name", "S"),
+            ("tenant", "IdNameN"),
+            ("sites", "[IdNameN]"),
+            ("vpc", "IpTreeSubnetVpc"),
+            ("vlan", "I"),
+            ("vxlanID", "I"),
+            ("guestTenants", "[IdNameN]"),
+            ("state", "S"),
+            ("provisioning", "B"),
+            ("vlanAware", "B"),
+            ("l3vpn", "B"),
+            ("nativeVlan", "I"),
+            ("vlans", "S"),
+            ("gateways", "[VnetsBodyGateways]"),
+            ("tags", "[S]"),
+        ],
+        "VnetsBodyGateways" => &[
+            ("prefix", "S"),
+            ("vlan", "N"),
+            ("dhcpLeaseCount", "N"),
+            ("dhcpEnabled", "B"),
+            ("dhcp", "O"),
+        ],
+        "NatGetBody" => &[
+            ("id", "I"),
+            ("name", "S"),
+            ("site", "IdName"),
+            ("vpc", "IdName"),
+            ("state", "NatBodyStateState"),
+            ("action", "NatBodyActionAction"),
+            ("protocol", "NatBodyProtocolProtocol"),
+            ("sourceAddress", "S"),
+            ("sourcePort", "S"),
+            ("destinationAddress", "S"),
+            ("destinationPort", "S"),
+            ("dnatToIP", "S"),
+            ("dnatToPort", "I"),
+            ("portGroup", "O"),
+            ("comment", "S"),
+            ("creator", "IdName"),
+            ("editor", "IdName"),
+            ("createdDate", "N"),
+            ("modifiedDate", "N"),
+        ],
+        "NatBodyStateState" => &[("label", "S"), ("value", "S"), ("status", "S")],
+        "NatBodyActionAction" | "NatBodyProtocolProtocol" => &[("label", "S"), ("value", "S")],
+        "L4LoadBalancerItem" => &[
+            ("id", "I"),
+            ("name", "S"),
+            ("tenantId", "I"),
+            ("siteId", "I"),
+            ("protocol", "S"),
+            ("ip", "S"),
+            ("port", "I"),
+            ("healthcheck", "L4LoadBalancerItemHealthcheck"),
+            ("status", "S"),
+            ("internal", "I"),
+            ("tenantName", "S"),
+            ("siteName", "S"),
+            ("backendIps", "[L4LoadBalancerBackendItemResponse]"),
+        ],
+        "L4LoadBalancerItemHealthcheck" => {
+            &[("protocol", "S"), ("timeout", "I"), ("requestPath", "S")]
+        }
+        "L4LoadBalancerBackendItemResponse" => &[
+            ("id", "I"),
+            ("ip", "S"),
+            ("port", "I"),
+            ("status", "S"),
+            ("response", "S"),
+            ("maintenance", "B"),
+        ],
+        "AclGetBody" => &[
+            ("id", "I"),
+            ("name", "S"),
+            ("vpc", "IdName"),
+            ("comment", "S"),
+            ("action", "S"),
+            ("dst_port_from", "N"),
+            ("dst_port_group", "N"),
+            ("dst_port_to", "N"),
+            ("dst_prefix", "S"),
+            ("established", "N"),
+            ("icmp_type", "O"),
+            ("proto", "S"),
+            ("reverse", "S"),
+            ("src_port_from", "N"),
+            ("src_port_group", "N"),
+            ("src_port_to", "N"),
+            ("src_prefix", "S"),
+            ("valid_until", "S"),
+        ],
+        "RoutesGetBody" => &[
+            ("id", "I"),
+            ("name", "S"),
+            ("prefix_length", "I"),
+            ("prefix", "S"),
+            ("next_hop", "S"),
+            ("description", "S"),
+            ("site_id", "N"),
+            ("stateStatus", "S"),
+            ("switches", "[IdName]"),
+            ("filteredSwitches", "[IdName]"),
+            ("vpc", "RoutesBodyVpcVpc"),
+            ("create_date", "N"),
+            ("modified_date", "N"),
+        ],
+        other => panic!("no model {other} in the test's table"),
+    }
+}
+
+/// Enum fields: Gson turns an unknown value into null (CloudStack then misreads it).
+fn enum_values(model: &str, field: &str) -> Option<&'static [&'static str]> {
+    Some(match (model, field) {
+        ("IpTreeSubnet", "purpose") => &[
+            "common",
+            "load-balancer",
+            "loopback",
+            "management",
+            "nat",
+            "bgp",
+        ],
+        ("IpTreeSubnet" | "IpTreeAllocation", "ipFamily") => &["ipv4", "ipv6"],
+        ("IpTreeSubnet" | "IpTreeAllocation", "type") => &["allocation", "subnet"],
+        ("VnetsBody", "state") => &["active", "disabled", "unmanaged"],
+        ("NatBodyStateState", "label") => &["Enabled", "Disabled"],
+        ("NatBodyStateState", "value") => &["enabled", "disabled"],
+        ("NatBodyStateState", "status") => &["success", "danger"],
+        ("NatBodyActionAction", "label") => &["DNAT", "SNAT", "ACCEPT", "MASQUERADE"],
+        ("NatBodyActionAction", "value") => &["DNAT", "SNAT", "ACCEPT_SNAT", "MASQUERADE"],
+        ("NatBodyProtocolProtocol", "label") => &["ALL", "TCP", "UDP", "ICMP"],
+        ("NatBodyProtocolProtocol", "value") => &["all", "tcp", "udp", "icmp"],
+        ("L4LoadBalancerItem", "protocol") => &["TCP", "UDP"],
+        ("L4LoadBalancerItem", "status") => &["enable", "disable"],
+        ("L4LoadBalancerBackendItemResponse", "status") => &["ok", "failed"],
+        ("RoutesGetBody", "stateStatus") => &["active", "disabled"],
+        _ => return None,
+    })
+}
+
+fn check_type(path: &str, ty: &str, v: &Value, errs: &mut Vec<String>) {
+    if v.is_null() {
+        return; // every SDK field is nullable (boxed), Gson leaves it null
+    }
+    let ok = match ty {
+        "S" => v.is_string(),
+        "I" => v.is_i64() || v.is_u64(),
+        "N" => v.is_number(),
+        "B" => v.is_boolean(),
+        "O" => true,
+        t if t.starts_with('[') => {
+            let inner = &t[1..t.len() - 1];
+            match v.as_array() {
+                Some(a) => {
+                    for (i, x) in a.iter().enumerate() {
+                        check_type(&format!("{path}[{i}]"), inner, x, errs);
+                    }
+                    true
+                }
+                None => false,
+            }
+        }
+        m => {
+            if v.is_object() {
+                check_model(path, m, v, errs);
+                true
+            } else {
+                false
+            }
+        }
+    };
+    if !ok {
+        errs.push(format!("{path}: expected {ty}, got {v}"));
+    }
+}
+
+fn check_model(path: &str, name: &str, v: &Value, errs: &mut Vec<String>) {
+    for (field, ty) in model(name) {
+        if let Some(x) = v.get(field) {
+            check_type(&format!("{path}.{field}"), ty, x, errs);
+            if let (Some(vals), Some(s)) = (enum_values(name, field), x.as_str()) {
+                if !vals.contains(&s) {
+                    errs.push(format!("{path}.{field}: {s:?} is not one of {vals:?}"));
+                }
+            }
+        }
+    }
+}
+
+/// Checks a whole answer: the envelope, then `data` (`data_ty` as in [`check_type`]).
+fn check(what: &str, body: &Value, data_ty: &str) {
+    let mut errs = vec![];
+    check_model("$", "Envelope", body, &mut errs);
+    if body.get("isSuccess") != Some(&json!(true)) {
+        errs.push(format!("isSuccess is not true: {body}"));
+    }
+    match body.get("data") {
+        Some(d) if !d.is_null() => check_type("$.data", data_ty, d, &mut errs),
+        _ if data_ty == "O" => {}
+        _ => errs.push("$.data missing".into()),
+    }
+    assert!(errs.is_empty(), "{what}: {errs:#?}\n{body:#}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw HTTP/1.1 client (header names exactly as sent).
+
+struct Client {
+    addr: std::net::SocketAddr,
+    cookie: String,
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    body: Option<&Value>,
+) -> Answer {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: sf\r\nConnection: close\r\n");
+    if !cookie.is_empty() {
+        req += &format!("Cookie: {cookie}\r\n");
+    }
+    if !body.is_empty() {
+        req += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
+    req += "\r\n";
+    req += &body;
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, rest) = text.split_once("\r\n\r\n").expect("a full HTTP answer");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let body = serde_json::from_str(rest).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+impl Client {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let a = http(self.addr, method, path, &self.cookie, body.as_ref()).await;
+        assert_eq!(a.status, 200, "{method} {path}: {}", a.body);
+        a.body
+    }
+}
+
+async fn serve() -> std::net::SocketAddr {
+    serve_on(Arc::new(MemStore::new())).await
+}
+
+async fn serve_on(kv: Arc<MemStore>) -> std::net::SocketAddr {
+    let fabric = Fabric::new(IntentStore::new(kv.clone(), Keys::new("/t")));
+    tokio::spawn(fabric.clone().run());
+    tokio::spawn(fabric.clone().run_placement());
+    let users = auth::Users::parse(&format!("cs:{}\n", auth::hash_password("pw"))).unwrap();
+    let state = rest::Rest::new(fabric, users, Duration::from_secs(3600), "lab", "", "Admin");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(rest::serve_title_case(l, rest::router(state)));
+    addr
+}
+
+fn id(v: &Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.get("id").and_then(Value::as_u64))
+        .unwrap_or_else(|| panic!("no id in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudstack_calls_answer_in_the_sdk_models() {
+    let addr = serve().await;
+
+    // Login: `Set-Cookie` in exactly that case, HttpOnly (ApiClient.authenticate).
+    let a = http(
+        addr,
+        "POST",
+        "/api/auth",
+        "",
+        Some(&json!({"user": "cs", "password": "pw", "authSchemeID": 1})),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let set = a
+        .headers
+        .iter()
+        .find(|(k, _)| k == "Set-Cookie")
+        .unwrap_or_else(|| panic!("no `Set-Cookie` header (exact case): {:?}", a.headers))
+        .1
+        .clone();
+    assert!(set.contains("HttpOnly"), "{set}");
+    check("POST /api/auth", &a.body, "O");
+    let c = Client {
+        addr,
+        cookie: set.split(';').next().unwrap().to_string(),
+    };
+    check(
+        "GET /api/auth",
+        &c.call("GET", "/api/auth", None).await,
+        "O",
+    );
+
+    let b = c.call("GET", "/api/sites", None).await;
+    check("GET /api/sites", &b, "[GetSiteBody]");
+    let b = c.call("GET", "/api/tenants", None).await;
+    check("GET /api/tenants", &b, "[TenantResponse]");
+    let tenant = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "Admin")
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+
+    // Provider set-up: the zone's public range in the System VPC.
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/allocation",
+            Some(
+                json!({"name": "Z1-203.0.113.0/24", "prefix": "203.0.113.0/24",
+                "tenant": {"id": tenant, "name": "Admin"}, "vpc": {"id": 1}}),
+            ),
+        )
+        .await;
+    check("POST ipam/allocation", &b, "InlineResponse2004Data");
+    let zone_alloc = id(&b["data"]);
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/subnet",
+            Some(
+                json!({"name": "Z1-203.0.113.40/32", "prefix": "203.0.113.40/32",
+                "purpose": "nat", "tenant": {"id": tenant, "name": "Admin"}, "vpc": {"id": 1},
+                "sites": [{"id": 1, "name": "lab"}], "globalRouting": false}),
+            ),
+        )
+        .await;
+    check("POST ipam/subnet", &b, "InlineResponse2004Data");
+    let b = c.call("GET", "/api/v2/ipam/subnets", None).await;
+    check("GET ipam/subnets", &b, "[IpTreeSubnet]");
+    let sn = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["prefix"] == "203.0.113.40/32")
+        .unwrap();
+    assert_eq!(sn["allocationID"], json!(zone_alloc), "{sn}");
+    let b = c.call("GET", "/api/v2/ipam", None).await;
+    check("GET ipam", &b, "[IpTreeAllocation]");
+
+    // Two VPCs with an allocation each.
+    let mut vpcs = vec![];
+    for (n, cidr) in [(5, "10.20.0.0/16"), (6, "10.30.0.0/16")] {
+        let name = format!("D1-A2-Z1-V{n}-vpc{n}");
+        let b = c
+            .call(
+                "POST",
+                "/api/v2/vpc",
+                Some(
+                    json!({"name": name, "adminTenant": {"id": tenant, "name": "Admin"},
+                    "guestTenant": [], "tags": []}),
+                ),
+            )
+            .await;
+        check("POST vpc", &b, "VPCListing");
+        let vpc = id(&b["data"]);
+        let b = c
+            .call(
+                "POST",
+                "/api/v2/ipam/allocation",
+                Some(json!({"name": format!("{name}-alloc"), "prefix": cidr,
+                    "tenant": {"id": tenant, "name": "Admin"}, "vpc": {"id": vpc, "name": name}})),
+            )
+            .await;
+        check("POST vpc allocation", &b, "InlineResponse2004Data");
+        vpcs.push((vpc, name));
+    }
+    let (vpc, vname) = vpcs[0].clone();
+    let b = c
+        .call(
+            "PUT",
+            &format!("/api/v2/vpc/{vpc}"),
+            Some(json!({"id": vpc, "name": format!("{vname}-renamed"),
+                "adminTenant": {"id": tenant, "name": "Admin"}, "guestTenant": [], "tags": []})),
+        )
+        .await;
+    check("PUT vpc", &b, "VPCId");
+    let b = c.call("GET", "/api/v2/vpc", None).await;
+    check("GET vpc", &b, "[VPCListing]");
+
+    // A tier.
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/vnet",
+            Some(
+                json!({"name": format!("{vname}-N9-tier1"), "vpc": {"id": vpc},
+                "tenant": {"id": tenant, "name": "Admin"}, "sites": [{"id": 1, "name": "lab"}],
+                "vxlanID": 1500001, "gateways": [{"prefix": "10.20.1.1/24", "dhcpEnabled": false}],
+                "tags": []}),
+            ),
+        )
+        .await;
+    check("POST vnet", &b, "ResAddEditBodyData");
+    c.call(
+        "POST",
+        "/api/v2/vnet",
+        Some(
+            json!({"name": format!("{}-N10-tier1", vpcs[1].1), "vpc": {"id": vpcs[1].0},
+            "vxlanID": 1500002, "gateways": [{"prefix": "10.30.1.1/24"}]}),
+        ),
+    )
+    .await;
+    // A dual-stack tier: IPv6 allocation and subnet, the vNet's second gateway; kept.
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/allocation",
+            Some(
+                json!({"name": format!("{vname}-fd00:20::/48"), "prefix": "fd00:20::/48",
+                "tenant": {"id": tenant, "name": "Admin"}, "vpc": {"id": vpc}}),
+            ),
+        )
+        .await;
+    check("POST ipam/allocation IPv6", &b, "InlineResponse2004Data");
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/subnet",
+            Some(
+                json!({"name": format!("{vname}-N11-tier6"), "prefix": "fd00:20:0:3::/64",
+                "purpose": "common", "globalRouting": true, "vpc": {"id": vpc},
+                "tenant": {"id": tenant, "name": "Admin"}, "sites": [{"id": 1, "name": "lab"}]}),
+            ),
+        )
+        .await;
+    check("POST ipam/subnet IPv6", &b, "InlineResponse2004Data");
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/vnet",
+            Some(
+                json!({"name": format!("{vname}-N11-tier6"), "vpc": {"id": vpc},
+                "vxlanID": 1500003, "gateways": [{"prefix": "10.20.3.1/24"},
+                {"prefix": "fd00:20:0:3::1/64"}]}),
+            ),
+        )
+        .await;
+    check("POST vnet dual-stack", &b, "ResAddEditBodyData");
+    let v6 = id(&b["data"]);
+    let b = c.call("GET", "/api/v2/ipam/subnets", None).await;
+    check("GET ipam/subnets IPv6", &b, "[IpTreeSubnet]");
+    assert!(
+        b["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["ipFamily"] == "ipv6"
+                && s["prefix"] == "fd00:20:0:3::/64"
+                && s["allocationID"].is_u64()),
+        "{b}"
+    );
+    let b = c
+        .call("GET", &format!("/api/v2/vnet?filterByVpc={vpc}"), None)
+        .await;
+    let t6 = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == json!(v6))
+        .unwrap();
+    assert_eq!(
+        t6["gateways"][1]["prefix"],
+        json!("fd00:20:0:3::1/64"),
+        "{t6}"
+    );
+    c.call("DELETE", &format!("/api/v2/vnet/{v6}"), None).await;
+
+    let b = c
+        .call(
+            "GET",
+            &format!("/api/v2/vnet?filterBySites=1&filterByVpc={vpc}"),
+            None,
+        )
+        .await;
+    check("GET vnet", &b, "[VnetsBody]");
+    assert_eq!(b["data"].as_array().unwrap().len(), 1);
+    let b = c
+        .call(
+            "GET",
+            &format!("/api/v2/vnet?filterBySites=1&filterByVpc={}", vpcs[1].0),
+            None,
+        )
+        .await;
+    assert_eq!(
+        b["data"].as_array().unwrap().len(),
+        1,
+        "filterByVpc ignored: {b}"
+    );
+    assert_eq!(b["data"][0]["vpc"]["id"], json!(vpcs[1].0));
+
+    // SNAT and a port forward; both list with object enums and an integer port.
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/nat",
+            Some(
+                json!({"name": format!("{vname}-SNAT"), "site": {"id": 1, "name": "lab"},
+                "vpc": {"id": vpc}, "state": "enabled", "action": "SNAT", "protocol": "all",
+                "sourceAddress": "10.20.0.0/16", "destinationAddress": "0.0.0.0/0",
+                "snatToIP": "203.0.113.40/32"}),
+            ),
+        )
+        .await;
+    check("POST nat", &b, "InlineResponse20015Data");
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/nat",
+            Some(
+                json!({"name": format!("{vname}-DNAT-R3"), "site": {"id": 1, "name": "lab"},
+                "vpc": {"id": vpc}, "state": "enabled", "action": "DNAT", "protocol": "tcp",
+                "sourceAddress": "0.0.0.0/0", "sourcePort": "1-65535",
+                "destinationAddress": "203.0.113.40/32", "destinationPort": "8080",
+                "dnatToIP": "10.20.1.11/32", "dnatToPort": 80}),
+            ),
+        )
+        .await;
+    let dnat = id(&b["data"]);
+    let b = c.call("GET", "/api/v2/nat", None).await;
+    check("GET nat", &b, "[NatGetBody]");
+    let r = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == json!(dnat))
+        .unwrap();
+    assert_eq!(r["dnatToPort"], json!(80));
+    assert_eq!(r["action"]["value"], json!("DNAT"));
+    let b = c
+        .call(
+            "GET",
+            &format!("/api/v2/nat?filterByVpc={}", vpcs[1].0),
+            None,
+        )
+        .await;
+    assert_eq!(b["data"], json!([]), "filterByVpc ignored: {b}");
+
+    // An LB with backendIps; PUT changes the backends.
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/subnet",
+            Some(
+                json!({"name": "Z1-203.0.113.44/32", "prefix": "203.0.113.44/32",
+                "purpose": "load-balancer", "tenant": {"id": tenant, "name": "Admin"},
+                "vpc": {"id": 1}}),
+            ),
+        )
+        .await;
+    check("POST lb subnet", &b, "InlineResponse2004Data");
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/l4lb",
+            Some(
+                json!({"name": format!("{vname}-LB4"), "protocol": "TCP", "ip": "203.0.113.44",
+                "port": 80, "status": "enable", "automatic": false, "healthCheck": "None",
+                "tenant": {"id": tenant, "name": "Admin"}, "site": {"id": 1, "name": "lab"},
+                "vpc": {"id": vpc}, "backendIps": [{"ip": "10.20.1.11", "port": 80}]}),
+            ),
+        )
+        .await;
+    check("POST l4lb", &b, "I");
+    let lb = id(&b["data"]);
+    c.call(
+        "PUT",
+        &format!("/api/v2/l4lb/{lb}"),
+        Some(
+            json!({"name": format!("{vname}-LB4"), "protocol": "TCP", "ip": "203.0.113.44",
+            "port": 80, "status": "enable", "healthCheck": "None", "vpc": {"id": vpc},
+            "backendIps": [{"ip": "10.20.1.11", "port": 80}, {"ip": "10.20.1.12", "port": 80}]}),
+        ),
+    )
+    .await;
+    let b = c.call("GET", "/api/v2/l4lb", None).await;
+    check("GET l4lb", &b, "[L4LoadBalancerItem]");
+    let l = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == json!(lb))
+        .unwrap();
+    assert_eq!(
+        l["backendIps"].as_array().unwrap().len(),
+        2,
+        "PUT kept: {l}"
+    );
+
+    // ACL.
+    let b = c
+        .call(
+            "POST",
+            "/api/acl",
+            Some(
+                json!({"name": format!("{vname}-N9-ACL1"), "action": "permit", "proto": "tcp",
+                "src_prefix": "0.0.0.0/0", "src_port_from": 1, "src_port_to": 65535,
+                "dst_prefix": "10.20.1.0/24", "dst_port_from": 22, "dst_port_to": 22,
+                "vpc": {"id": vpc}, "comment": "", "established": 0, "reverse": "yes"}),
+            ),
+        )
+        .await;
+    assert!(
+        b["id"].is_u64(),
+        "InlineResponse200 wants a top-level id: {b}"
+    );
+    let b = c.call("GET", "/api/acl", None).await;
+    check("GET acl", &b, "[AclGetBody]");
+
+    // Static routes of both VPCs: name = prefix, filtered per VPC.
+    for (v, _) in &vpcs {
+        for p in ["192.168.50.0/24", "192.168.51.0/24"] {
+            let hop = if *v == vpc {
+                "10.20.1.11"
+            } else {
+                "10.30.1.11"
+            };
+            let b = c
+                .call(
+                    "POST",
+                    "/api/routes",
+                    Some(json!({"prefix": p, "next_hop": hop, "description": format!("D1-A2-Z1-V{v}"),
+                        "site_id": 1, "stateStatus": "active", "switches": [],
+                        "vpc": {"id": v}})),
+                )
+                .await;
+            check("POST routes", &b, "InlineResponse2004Data");
+        }
+    }
+    let b = c
+        .call(
+            "GET",
+            &format!("/api/routes?filterBySites=1&filterByVpc={vpc}"),
+            None,
+        )
+        .await;
+    check("GET routes", &b, "[RoutesGetBody]");
+    let routes = b["data"].as_array().unwrap().clone();
+    assert_eq!(routes.len(), 2, "filterByVpc ignored: {b}");
+    for r in &routes {
+        assert_eq!(r["name"], r["prefix"], "{r}");
+    }
+    let rid = routes[0]["id"].as_u64().unwrap();
+    let b = c
+        .call(
+            "PUT",
+            "/api/routes",
+            Some(
+                json!({"route_id": rid, "prefix": routes[0]["prefix"], "next_hop": "10.20.1.12",
+                "description": format!("D1-A2-Z1-V{vpc}"), "site_id": 1, "stateStatus": "active",
+                "switches": []}),
+            ),
+        )
+        .await;
+    check("PUT routes", &b, "O");
+
+    // VPC resources: one object per site with allocation[].
+    let b = c
+        .call("GET", &format!("/api/v2/vpc/{vpc}/resources"), None)
+        .await;
+    check("GET vpc resources", &b, "[VPCResource]");
+    assert_eq!(
+        b["data"][0]["allocation"].as_array().unwrap().len(),
+        2,
+        "{b}"
+    );
+
+    // Tear down in CloudStack's order; the VPC delete answers data as an object.
+    for r in &routes {
+        c.call("DELETE", "/api/routes", Some(json!({"id": r["id"]})))
+            .await;
+    }
+    let b = c.call("DELETE", &format!("/api/v2/l4lb/{lb}"), None).await;
+    check("DELETE l4lb", &b, "[O]");
+    let b = c.call("GET", "/api/v2/nat", None).await;
+    for r in b["data"].as_array().unwrap() {
+        if r["vpc"]["id"] == json!(vpc) {
+            c.call("DELETE", &format!("/api/v2/nat/{}", r["id"]), None)
+                .await;
+        }
+    }
+    let b = c.call("GET", "/api/acl", None).await;
+    let acls: Vec<Value> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].clone())
+        .collect();
+    c.call(
+        "DELETE",
+        "/api/acl",
+        Some(json!({"id": acls, "tenantsID": tenant.to_string()})),
+    )
+    .await;
+    let b = c
+        .call("GET", &format!("/api/v2/vnet?filterByVpc={vpc}"), None)
+        .await;
+    for v in b["data"].as_array().unwrap() {
+        c.call("DELETE", &format!("/api/v2/vnet/{}", v["id"]), None)
+            .await;
+    }
+    let b = c
+        .call("GET", &format!("/api/v2/vpc/{vpc}/resources"), None)
+        .await;
+    for a in b["data"][0]["allocation"].as_array().unwrap() {
+        c.call(
+            "DELETE",
+            &format!("/api/v2/ipam/allocation/{}", a["id"]),
+            None,
+        )
+        .await;
+    }
+    let b = c.call("DELETE", &format!("/api/v2/vpc/{vpc}"), None).await;
+    check("DELETE vpc", &b, "VPCListing");
+}
+
+/// `n` VPC records and `n` NAT records written straight into the store (as the REST layer
+/// stores them), so the lists can be timed without `n` API round trips.
+async fn seed(kv: &MemStore, n: u64) {
+    use sf_coordinator::rest::meta::{Record, RestKeys, Spec};
+    use sf_coordinator::rest::wire::NatSpec;
+    use sf_store::KvStore;
+    let keys = RestKeys::new("/t");
+    for i in 0..n {
+        let vpc = 1000 + 2 * i;
+        let recs = [
+            Record {
+                id: vpc,
+                name: format!("D1-A2-Z1-V{i}-bench"),
+                tenant: "Admin".into(),
+                vpc,
+                spec: Spec::Vpc,
+                sf: None,
+            },
+            Record {
+                id: vpc + 1,
+                name: format!("D1-A2-Z1-V{i}-DNAT-R{i}"),
+                tenant: "Admin".into(),
+                vpc,
+                spec: Spec::Nat(NatSpec {
+                    action: "DNAT".into(),
+                    protocol: "TCP".into(),
+                    state: "disabled".into(),
+                    source_address: "0.0.0.0/0".into(),
+                    source_port: "1-65535".into(),
+                    destination_address: "203.0.113.9/32".into(),
+                    destination_port: "8080".into(),
+                    snat_to_ip: String::new(),
+                    dnat_to_ip: "10.20.1.11/32".into(),
+                    dnat_to_port: "80".into(),
+                    comment: String::new(),
+                }),
+                sf: None,
+            },
+        ];
+        for r in recs {
+            kv.put(
+                &keys.object(r.kind(), r.id),
+                serde_json::to_vec(&r).unwrap(),
+                0,
+            )
+            .await
+            .unwrap();
+        }
+    }
+}
+
+/// Median wall time of `GET path` over `runs` calls.
+async fn time_get(c: &Client, path: &str, runs: usize) -> (Duration, usize) {
+    let mut t = vec![];
+    let mut n = 0;
+    for _ in 0..runs {
+        let start = std::time::Instant::now();
+        let b = c.call("GET", path, None).await;
+        t.push(start.elapsed());
+        n = b["data"].as_array().map(Vec::len).unwrap_or(0);
+    }
+    t.sort();
+    (t[t.len() / 2], n)
+}
+
+/// CloudStack lists `GET /api/v2/vpc` and `GET /api/v2/nat` unfiltered on nearly every
+/// operation: with 10,000 VPCs and 10,000 NAT rules each list stays well under a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_and_nat_lists_stay_fast_with_10000_objects() {
+    let mut limits = vec![];
+    for n in [100u64, 10_000] {
+        let kv = Arc::new(MemStore::new());
+        seed(&kv, n).await;
+        let addr = serve_on(kv).await;
+        let a = http(
+            addr,
+            "POST",
+            "/api/auth",
+            "",
+            Some(&json!({"user": "cs", "password": "pw"})),
+        )
+        .await;
+        let set = a.headers.iter().find(|(k, _)| k == "Set-Cookie").unwrap();
+        let c = Client {
+            addr,
+            cookie: set.1.split(';').next().unwrap().to_string(),
+        };
+        let (vpc, nv) = time_get(&c, "/api/v2/vpc", 5).await;
+        let (nat, nn) = time_get(&c, "/api/v2/nat", 5).await;
+        assert_eq!((nv as u64, nn as u64), (n + 1, n));
+        println!("BENCH n={n}: GET /api/v2/vpc {vpc:?} ({nv} VPCs), GET /api/v2/nat {nat:?} ({nn} rules)");
+        limits.push((n, vpc, nat));
+    }
+    for (n, vpc, nat) in limits {
+        assert!(
+            vpc < Duration::from_secs(1) && nat < Duration::from_secs(1),
+            "n={n}: vpc {vpc:?} nat {nat:?}"
+        );
+    }
+}
+
+/// Serves the REST API on an in-memory store at `$SF_CONTRACT_SERVE` (e.g. `127.0.0.1:18080`,
+/// user `cs`, password `pw`) for `$SF_CONTRACT_SECS` seconds (default 300), so the real Netris
+/// Java SDK can be driven against it (`tests/e2e/sdk/CloudStackReplay.java`). Ignored unless
+/// run by name with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn serve_for_the_sdk() {
+    let Ok(addr) = std::env::var("SF_CONTRACT_SERVE") else {
+        return;
+    };
+    let secs = std::env::var("SF_CONTRACT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let kv = Arc::new(MemStore::new());
+    let fabric = Fabric::new(IntentStore::new(kv.clone(), Keys::new("/t")));
+    tokio::spawn(fabric.clone().run());
+    tokio::spawn(fabric.clone().run_placement());
+    let users = auth::Users::parse(&format!("cs:{}\n", auth::hash_password("pw"))).unwrap();
+    let state = rest::Rest::new(fabric, users, Duration::from_secs(3600), "lab", "", "Admin");
+    let l = tokio::net::TcpListener::bind(addr.as_str()).await.unwrap();
+    eprintln!("serving the REST API on {addr} for {secs} s");
+    tokio::spawn(rest::serve_title_case(l, rest::router(state)));
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+}

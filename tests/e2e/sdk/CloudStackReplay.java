@@ -1,0 +1,354 @@
+// Replays CloudStack's Netris provider calls (apache/cloudstack
+// plugins/network-elements/netris, NetrisApiClientImpl) through the real Netris Java SDK
+// against a StackFabric REST endpoint. Our own code; the SDK jar itself is not in the
+// repository (it is not redistributable): compile and run with it on the class path.
+//
+//   javac -cp netris-java-sdk-1.0.0.jar -d out CloudStackReplay.java
+//   java -cp netris-java-sdk-1.0.0.jar:out CloudStackReplay http://host:port user password
+//
+// Prints one line per call, PASS or FAIL with the exception (a Gson JsonSyntaxException is
+// the shape mismatch CloudStack cannot catch); exits 1 when any call failed.
+
+import io.netris.ApiClient;
+import io.netris.api.v1.AclApi;
+import io.netris.api.v1.AuthenticationApi;
+import io.netris.api.v1.RoutesApi;
+import io.netris.api.v1.SitesApi;
+import io.netris.api.v1.TenantsApi;
+import io.netris.api.v2.IpamApi;
+import io.netris.api.v2.L4LoadBalancerApi;
+import io.netris.api.v2.NatApi;
+import io.netris.api.v2.VNetApi;
+import io.netris.api.v2.VpcApi;
+import io.netris.model.*;
+import io.netris.model.response.TenantResponse;
+
+import java.math.BigDecimal;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+
+public class CloudStackReplay {
+    static int failed = 0, passed = 0;
+
+    static <T> T step(String what, Callable<T> f) {
+        try {
+            T r = f.call();
+            passed++;
+            System.out.println("PASS " + what);
+            return r;
+        } catch (Throwable e) {
+            failed++;
+            Throwable c = e;
+            System.out.println("FAIL " + what + ": " + e.getClass().getSimpleName() + ": " + e.getMessage()
+                    + (e instanceof io.netris.ApiException ? " body=" + ((io.netris.ApiException) e).getResponseBody() : ""));
+            return null;
+        }
+    }
+
+    static NatPostBody named(String name) {
+        NatPostBody b = new NatPostBody();
+        b.setName(name);
+        return b;
+    }
+
+    static void check(boolean ok, String what) {
+        if (!ok) throw new IllegalStateException("check failed: " + what);
+    }
+
+    public static void main(String[] a) throws Exception {
+        String url = a[0], user = a[1], pass = a[2];
+        String prefix = a.length > 3 ? a[3] : "D1-A2-Z1";
+        String pub = a.length > 4 ? a[4] : "203.0.113";
+        ApiClient client = step("login (new ApiClient: POST /api/auth, Set-Cookie)",
+                () -> new ApiClient(url, user, pass, 1L));
+        if (client == null) { System.out.println("RESULT passed=" + passed + " failed=" + failed); System.exit(1); }
+        AuthenticationApi auth = client.getApiStubForMethod(AuthenticationApi.class);
+        SitesApi sites = client.getApiStubForMethod(SitesApi.class);
+        TenantsApi tenants = client.getApiStubForMethod(TenantsApi.class);
+        VpcApi vpcApi = client.getApiStubForMethod(VpcApi.class);
+        IpamApi ipam = client.getApiStubForMethod(IpamApi.class);
+        VNetApi vnetApi = client.getApiStubForMethod(VNetApi.class);
+        NatApi natApi = client.getApiStubForMethod(NatApi.class);
+        L4LoadBalancerApi lbApi = client.getApiStubForMethod(L4LoadBalancerApi.class);
+        AclApi aclApi = client.getApiStubForMethod(AclApi.class);
+        RoutesApi routesApi = client.getApiStubForMethod(RoutesApi.class);
+
+        step("GET /api/auth (CheckHealth)", () -> { check(auth.apiAuthGet().getStatusCode() == 200, "200"); return 1; });
+        GetSiteBody site = step("GET /api/sites", () -> sites.apiSitesGet().getData().get(0));
+        TenantResponse tenant = step("GET /api/tenants", () -> {
+            for (TenantResponse t : tenants.apiTenantsGet().getData().getData()) if ("Admin".equals(t.getName())) return t;
+            throw new IllegalStateException("no Admin tenant");
+        });
+        if (site == null || tenant == null) { System.out.println("RESULT passed=" + passed + " failed=" + failed); System.exit(1); }
+        IpTreeAllocationTenant ten = new IpTreeAllocationTenant().id(tenant.getId()).name("Admin");
+        List<IpTreeSubnetSites> siteList = new ArrayList<>();
+        siteList.add(new IpTreeSubnetSites().id(new BigDecimal(site.getId())).name(site.getName()));
+
+        // Provider set-up: the zone's public range (System VPC).
+        step("POST ipam/allocation (zone public range)", () -> ipam.apiV2IpamAllocationPost(new AllocationBody()
+                .name("Z1-" + pub + ".0/24").prefix(pub + ".0/24").tenant(ten)
+                .vpc(new AllocationBodyVpc().id(1).name("System VPC"))).getData().getId());
+        step("GET ipam/subnets (allocationID)", () -> ipam.apiV2IpamSubnetsGet(null).getData().size());
+        step("GET ipam (tree)", () -> ipam.apiV2IpamGet(null, null).getData().size());
+
+        // VPC with its allocation, rename.
+        String vname = prefix + "-V5-sdkvpc";
+        VPCCreate vc = new VPCCreate();
+        vc.setName(vname);
+        VPCAdminTenant at = new VPCAdminTenant(); at.setId(tenant.getId().intValue()); at.setName("Admin");
+        vc.setAdminTenant(at);
+        Integer vpcId = step("POST vpc", () -> vpcApi.apiV2VpcPost(vc).getData().getId());
+        step("POST ipam/allocation (VPC CIDR)", () -> ipam.apiV2IpamAllocationPost(new AllocationBody()
+                .name(vname + "-10.40.0.0/16").prefix("10.40.0.0/16").tenant(ten)
+                .vpc(new AllocationBodyVpc().id(vpcId).name(vname))).getData().getId());
+        step("PUT vpc (rename)", () -> {
+            VpcVpcIdBody b = new VpcVpcIdBody(); b.setId(vpcId); b.setName(vname + "x"); b.setAdminTenant(at);
+            return vpcApi.apiV2VpcVpcIdPut(b, vpcId).getData().getId();
+        });
+        step("GET vpc (list, find by name)", () -> {
+            for (VPCListing v : vpcApi.apiV2VpcGet().getData()) if ((vname + "x").equals(v.getName())) return v.getId();
+            throw new IllegalStateException("renamed VPC not listed");
+        });
+
+        // Tier.
+        step("POST ipam/subnet (tier common)", () -> ipam.apiV2IpamSubnetPost(new SubnetBody()
+                .name(vname + "-N9-tier1").prefix("10.40.1.0/24").tenant(ten).sites(siteList)
+                .purpose(SubnetBody.PurposeEnum.COMMON).globalRouting(false)
+                .vpc(new AllocationBodyVpc().id(vpcId).name(vname))).getData().getId());
+        Integer vnetId = step("POST vnet", () -> {
+            VnetAddBody b = new VnetAddBody().name(vname + "-N9-tier1").tenant(ten).sites(siteList)
+                    .vpc(new VnetAddBodyVpc().id(vpcId).name(vname));
+            b.setVxlanID(1600009);
+            List<VnetAddBodyGateways> gws = new ArrayList<>();
+            gws.add(new VnetAddBodyGateways().prefix("10.40.1.1/24").dhcpEnabled(false));
+            b.setGateways(gws);
+            return vnetApi.apiV2VnetPost(b).getData().getId();
+        });
+        FilterBySites fs = new FilterBySites(); fs.add(site.getId());
+        FilterByVpc fv = new FilterByVpc(); fv.add(vpcId);
+        step("GET vnet ?filterBySites&filterByVpc", () -> {
+            List<VnetsBody> l = vnetApi.apiV2VnetGet(fs, fv).getData();
+            check(l.size() == 1, "one vnet in the VPC, got " + l.size());
+            return l.get(0).getVxlanID();
+        });
+
+        // SNAT, port forward, static NAT: public /32s, rules, list.
+        for (String ip : new String[]{pub + ".40", pub + ".41", pub + ".42"}) {
+            step("POST ipam/subnet nat " + ip, () -> ipam.apiV2IpamSubnetPost(new SubnetBody()
+                    .name(ip + "/32").prefix(ip + "/32").tenant(ten).sites(siteList)
+                    .purpose(SubnetBody.PurposeEnum.NAT)
+                    .vpc(new AllocationBodyVpc().id(1).name("System VPC"))).getData().getId());
+        }
+        NatBodySiteSite ns = new NatBodySiteSite().id(site.getId()).name(site.getName());
+        NatBodyVpcVpc nv = new NatBodyVpcVpc().id(vpcId).name(vname);
+        step("POST nat SNAT", () -> natApi.apiV2NatPost(named(vname + "-SNAT").site(ns).vpc(nv)
+                .state(NatPostBody.StateEnum.ENABLED).action(NatPostBody.ActionEnum.SNAT)
+                .protocol(NatPostBody.ProtocolEnum.ALL).sourceAddress("10.40.0.0/16")
+                .destinationAddress("0.0.0.0/0").snatToIP(pub + ".40/32")).getData().getId());
+        step("POST nat DNAT (port forward)", () -> natApi.apiV2NatPost(named(vname + "-DNAT-R3").site(ns).vpc(nv)
+                .state(NatPostBody.StateEnum.ENABLED).action(NatPostBody.ActionEnum.DNAT)
+                .protocol(NatPostBody.ProtocolEnum.TCP).sourceAddress("0.0.0.0/0").sourcePort("1-65535")
+                .destinationAddress(pub + ".41/32").destinationPort("8080")
+                .dnatToIP("10.40.1.11/32").dnatToPort(80)).getData().getId());
+        step("POST nat DNAT (static NAT)", () -> natApi.apiV2NatPost(named(vname + "-VM7-STATICNAT").site(ns).vpc(nv)
+                .state(NatPostBody.StateEnum.ENABLED).action(NatPostBody.ActionEnum.DNAT)
+                .protocol(NatPostBody.ProtocolEnum.ALL).sourceAddress("0.0.0.0/0")
+                .destinationAddress(pub + ".42/32").dnatToIP("10.40.1.12/32")).getData().getId());
+        step("POST ipam/subnet nat " + pub + ".43 (new SNAT IP)", () -> ipam.apiV2IpamSubnetPost(new SubnetBody()
+                .name(pub + ".43/32").prefix(pub + ".43/32").tenant(ten).sites(siteList)
+                .purpose(SubnetBody.PurposeEnum.NAT)
+                .vpc(new AllocationBodyVpc().id(1).name("System VPC"))).getData().getId());
+        step("PUT nat (SNAT IP change)", () -> {
+            for (NatGetBody n : natApi.apiV2NatGet(null, null).getData())
+                if ((vname + "-SNAT").equals(n.getName())) {
+                    NatPutBody b = new NatPutBody();
+                    b.setName(vname + "-SNAT");
+                    b.site(ns).vpc(nv).state(NatPutBody.StateEnum.ENABLED).action(NatPutBody.ActionEnum.SNAT)
+                            .protocol(NatPutBody.ProtocolEnum.ALL).sourceAddress("10.40.0.0/16")
+                            .destinationAddress("0.0.0.0/0").snatToIP(pub + ".43/32");
+                    natApi.apiV2NatIdPut(b, n.getId());
+                    for (NatGetBody m : natApi.apiV2NatGet(null, null).getData())
+                        if (m.getId().equals(n.getId())) return m.getName();
+                }
+            throw new IllegalStateException("SNAT rule not listed");
+        });
+        step("PUT vnet (tier rename)", () -> {
+            VnetEditBody b = new VnetEditBody().name(vname + "-N9-tier1b").vpc(new VnetAddBodyVpc().id(vpcId).name(vname));
+            b.setVxlanID(1600009);
+            List<VnetEditBodyGateways> gws = new ArrayList<>();
+            gws.add(new VnetEditBodyGateways().prefix("10.40.1.1/24").dhcpEnabled(false));
+            b.setGateways(gws);
+            vnetApi.apiV2VnetIdPut(b, vnetId);
+            for (VnetsBody v : vnetApi.apiV2VnetGet(fs, fv).getData())
+                if ((vname + "-N9-tier1b").equals(v.getName())) return 1;
+            throw new IllegalStateException("renamed tier not listed");
+        });
+        step("GET nat (object action/protocol/state, integer dnatToPort)", () -> {
+            for (NatGetBody n : natApi.apiV2NatGet(null, null).getData())
+                if ((vname + "-DNAT-R3").equals(n.getName())) {
+                    check(n.getDnatToPort() == 80, "dnatToPort 80");
+                    check(n.getAction() != null && n.getAction().getValue() != null, "action object");
+                    return n.getId();
+                }
+            throw new IllegalStateException("DNAT rule not listed");
+        });
+
+        // LB with backendIps, update, list.
+        step("POST ipam/subnet load-balancer", () -> ipam.apiV2IpamSubnetPost(new SubnetBody()
+                .name(pub + ".44/32").prefix(pub + ".44/32").tenant(ten).sites(siteList)
+                .purpose(SubnetBody.PurposeEnum.LOAD_BALANCER)
+                .vpc(new AllocationBodyVpc().id(1).name("System VPC"))).getData().getId());
+        Integer lbId = step("POST l4lb (backendIps)", () -> {
+            L4LbAddItem b = new L4LbAddItem();
+            b.setName(vname + "-LB4"); b.setProtocol("TCP"); b.setIp(pub + ".44"); b.setPort(80);
+            b.setStatus("enable"); b.setAutomatic(false);
+            b.setHealthCheck(L4lbAddOrUpdateItem.HealthCheckEnum.NONE);
+            L4LbVpc v = new L4LbVpc(); v.setId(vpcId); v.setName(vname); b.setVpc(v);
+            L4LbTenant t = new L4LbTenant(); t.setId(tenant.getId().intValue()); t.setName("Admin"); b.setTenant(t);
+            L4LBSite s = new L4LBSite(); s.setId(site.getId()); s.setName(site.getName()); b.setSite(s);
+            List<L4LoadBalancerBackendItem> be = new ArrayList<>();
+            L4LoadBalancerBackendItem x = new L4LoadBalancerBackendItem(); x.setIp("10.40.1.11"); x.setPort(80); be.add(x);
+            b.setBackend(be); // serialized as `backendIps`
+            return lbApi.apiV2L4lbPost(b).getData();
+        });
+        // LB source CIDRs: System-VPC ACLs, a deny-all LBACL0 and one permit per CIDR, dst = VIP/32.
+        List<BigDecimal> lbAcls = new ArrayList<>();
+        String[][] lbRules = {{"LBACL0", "deny", "0.0.0.0/0"}, {"LBACL1", "permit", "198.51.100.0/24"}};
+        for (String[] r : lbRules) {
+            BigDecimal id = step("POST acl " + r[0] + " (LB source CIDR, System VPC)", () -> aclApi.apiAclPost(new AclAddItem()
+                    .name(vname + "-" + r[0] + "-4").action(r[1]).proto("tcp").srcPrefix(r[2])
+                    .srcPortFrom(1).srcPortTo(65535).dstPrefix(pub + ".44/32").dstPortFrom(80).dstPortTo(80)
+                    .comment("").reverse("yes").established(BigDecimal.ZERO).vpc(new AclBodyVpc().id(1))).getId());
+            if (id != null) lbAcls.add(id);
+        }
+        step("PUT l4lb (two backends)", () -> {
+            L4LbEditItem b = new L4LbEditItem();
+            b.setName(vname + "-LB4"); b.setProtocol("TCP"); b.setIp(pub + ".44"); b.setPort(80);
+            b.setStatus("enable"); b.setHealthCheck(L4lbAddOrUpdateItem.HealthCheckEnum.NONE);
+            L4LbVpc v = new L4LbVpc(); v.setId(vpcId); v.setName(vname); b.setVpc(v);
+            List<L4LoadBalancerBackendItem> be = new ArrayList<>();
+            for (String ip : new String[]{"10.40.1.11", "10.40.1.12"}) {
+                L4LoadBalancerBackendItem x = new L4LoadBalancerBackendItem(); x.setIp(ip); x.setPort(80); be.add(x);
+            }
+            b.setBackend(be); // serialized as `backendIps`
+            lbApi.apiV2L4lbIdPut(b, lbId);
+            return 1;
+        });
+        step("GET l4lb (backendIps changed)", () -> {
+            for (L4LoadBalancerItem l : lbApi.apiV2L4lbGet(null, null).getData())
+                if (l.getId().equals(lbId)) { check(l.getBackendIps().size() == 2, "2 backends, got " + l.getBackendIps().size()); return 2; }
+            throw new IllegalStateException("LB not listed");
+        });
+
+        // ACL create, replace (PUT), list.
+        BigDecimal aclId = step("POST acl", () -> {
+            AclAddItem b = new AclAddItem().name(vname + "-N9-ACL1").action("permit").proto("tcp")
+                    .srcPrefix("0.0.0.0/0").srcPortFrom(1).srcPortTo(65535).dstPrefix("10.40.1.0/24")
+                    .dstPortFrom(22).dstPortTo(22).comment("").reverse("yes").established(BigDecimal.ZERO)
+                    .vpc(new AclBodyVpc().id(vpcId));
+            return aclApi.apiAclPost(b).getId();
+        });
+        step("PUT acl (replace)", () -> {
+            AclEditItem b = new AclEditItem().id(aclId).name(vname + "-N9-ACL1").action("deny").proto("tcp")
+                    .srcPrefix("0.0.0.0/0").srcPortFrom(1).srcPortTo(65535).dstPrefix("10.40.1.0/24")
+                    .dstPortFrom(22).dstPortTo(22).comment("").reverse("yes").established(BigDecimal.ZERO)
+                    .tenantsID(tenant.getId().toString()).vpc(new AclBodyVpc().id(vpcId));
+            aclApi.apiAclPut(b);
+            return 1;
+        });
+        step("GET acl", () -> aclApi.apiAclGet(null, null).getData().size());
+
+        // Static routes: add, list filtered (name = prefix), update, delete.
+        RoutesBodyVpcVpc rv = new RoutesBodyVpcVpc().id(vpcId).name(vname);
+        for (String p : new String[]{"192.168.60.0/24", "192.168.61.0/24"}) {
+            step("POST routes " + p, () -> {
+                RoutesPostBody b = new RoutesPostBody().vpc(rv);
+                b.setPrefix(p); b.setNextHop("10.40.1.11"); b.setDescription(prefix + "-V5");
+                b.setSiteId(new BigDecimal(site.getId())); b.setStateStatus(RoutesBody.StateStatusEnum.ACTIVE);
+                return routesApi.apiRoutesPost(b).getData().getId();
+            });
+        }
+        List<RoutesGetBody> routes = step("GET routes ?filterBySites&filterByVpc (name = prefix)", () -> {
+            List<RoutesGetBody> l = routesApi.apiRoutesGet(fs, fv).getData();
+            check(l.size() == 2, "2 routes, got " + l.size());
+            for (RoutesGetBody r : l) check(r.getName().equals(r.getPrefix()), "name == prefix");
+            return l;
+        });
+        if (routes != null) {
+            step("PUT routes", () -> {
+                RoutesPutBody b = new RoutesPutBody().prefix(routes.get(0).getPrefix()).nextHop("10.40.1.12")
+                        .description(prefix + "-V5").siteId(new BigDecimal(site.getId()))
+                        .stateStatus(RoutesPutBody.StateStatusEnum.ACTIVE);
+                b.id(routes.get(0).getId()); // serialized as `route_id`
+                return routesApi.apiRoutesPut(b).isIsSuccess();
+            });
+            for (RoutesGetBody r : routes)
+                step("DELETE routes " + r.getPrefix(), () -> routesApi.apiRoutesDelete(new RoutesBodyId().id(r.getId())).isIsSuccess());
+        }
+
+        // Tear down in CloudStack's order.
+        step("DELETE acl LBACL* (LB source CIDRs)", () -> {
+            aclApi.apiAclDelete(new AclDeleteItem().id(lbAcls).tenantsID(tenant.getId().toString())); return 1; });
+        step("DELETE l4lb", () -> lbApi.apiV2L4lbIdDelete(lbId).isIsSuccess());
+        step("DELETE acl", () -> { List<BigDecimal> ids = new ArrayList<>(); ids.add(aclId);
+            aclApi.apiAclDelete(new AclDeleteItem().id(ids).tenantsID(tenant.getId().toString())); return 1; });
+        step("release SNAT /32 (before its rule) and delete NAT rules", () -> {
+            for (IpTreeSubnet s : ipam.apiV2IpamSubnetsGet(null).getData())
+                if ((pub + ".43/32").equals(s.getPrefix())) ipam.apiV2IpamTypeIdDelete("subnet", s.getId().intValue());
+            for (NatGetBody n : natApi.apiV2NatGet(null, null).getData())
+                if (n.getVpc() != null && vpcId.equals(n.getVpc().getId())) natApi.apiV2NatIdDelete(n.getId());
+            return 1;
+        });
+        step("release other public /32s", () -> {
+            for (IpTreeSubnet s : ipam.apiV2IpamSubnetsGet(null).getData())
+                if (s.getPrefix().startsWith(pub + ".") && s.getPrefix().endsWith("/32"))
+                    ipam.apiV2IpamTypeIdDelete("subnet", s.getId().intValue());
+            return 1;
+        });
+        step("DELETE vnet", () -> vnetApi.apiV2VnetIdDelete(vnetId).isIsSuccess());
+        step("DELETE tier subnet", () -> {
+            for (IpTreeSubnet s : ipam.apiV2IpamSubnetsGet(null).getData())
+                if ((vname + "-N9-tier1").equals(s.getName())) ipam.apiV2IpamTypeIdDelete("subnet", s.getId().intValue());
+            return 1;
+        });
+        step("GET vpc resources, delete allocations", () -> {
+            List<VPCResource> r = vpcApi.apiV2VpcVpcIdResourcesGet(vpcId).getData();
+            check(r.get(0).getAllocation().size() == 1, "one allocation");
+            for (VPCResourceIpam al : r.get(0).getAllocation()) ipam.apiV2IpamTypeIdDelete("allocation", al.getId());
+            return 1;
+        });
+        step("DELETE vpc (data object)", () -> vpcApi.apiV2VpcVpcIdDelete(vpcId).getData());
+        step("DELETE zone allocation", () -> {
+            for (IpTreeAllocation al : ipam.apiV2IpamGet(null, null).getData())
+                if (("Z1-" + pub + ".0/24").equals(al.getName())) ipam.apiV2IpamTypeIdDelete("allocation", al.getId().intValue());
+            return 1;
+        });
+        // An isolated network outside a VPC: its own controller VPC `...-N{net}-<name>`.
+        String iname = prefix + "-N12-isonet";
+        VPCCreate ic = new VPCCreate();
+        ic.setName(iname);
+        ic.setAdminTenant(at);
+        Integer isoVpc = step("POST vpc (isolated network's controller VPC)", () -> vpcApi.apiV2VpcPost(ic).getData().getId());
+        step("POST ipam/allocation (isolated network)", () -> ipam.apiV2IpamAllocationPost(new AllocationBody()
+                .name(iname + "-10.50.0.0/24").prefix("10.50.0.0/24").tenant(ten)
+                .vpc(new AllocationBodyVpc().id(isoVpc).name(iname))).getData().getId());
+        Integer isoNet = step("POST vnet (isolated network)", () -> {
+            VnetAddBody b = new VnetAddBody().name(iname).tenant(ten).sites(siteList)
+                    .vpc(new VnetAddBodyVpc().id(isoVpc).name(iname));
+            b.setVxlanID(1600012);
+            List<VnetAddBodyGateways> gws = new ArrayList<>();
+            gws.add(new VnetAddBodyGateways().prefix("10.50.0.1/24").dhcpEnabled(false));
+            b.setGateways(gws);
+            return vnetApi.apiV2VnetPost(b).getData().getId();
+        });
+        step("DELETE isolated network (vnet, allocation, VPC)", () -> {
+            vnetApi.apiV2VnetIdDelete(isoNet);
+            for (VPCResourceIpam al : vpcApi.apiV2VpcVpcIdResourcesGet(isoVpc).getData().get(0).getAllocation())
+                ipam.apiV2IpamTypeIdDelete("allocation", al.getId());
+            return vpcApi.apiV2VpcVpcIdDelete(isoVpc).getData();
+        });
+        System.out.println("RESULT passed=" + passed + " failed=" + failed);
+        System.exit(failed == 0 ? 0 : 1);
+    }
+}
