@@ -14,7 +14,7 @@
 # namespace, so daemons must never start in it: every root gets a policy-rc.d that refuses
 # service starts during package installation, and the lab run inside creates its own
 # namespaces like any lab. Package downloads use the host's apt sources (the machine's mirror).
-set -euo pipefail
+# (sourced: leaves the caller's shell options alone)
 
 SF_ROOTFS_CACHE=${SF_ROOTFS_CACHE:-/var/cache/stackfabric}
 SF_ROOTFS_SUITE=bookworm
@@ -76,13 +76,13 @@ rootfs_mount_api() {
     local root=$1
     # The root must be a mount point of its own (`ip netns exec` runs `mount --make-rslave /`),
     # private so that nothing mounted below it propagates to the host.
-    mount --bind "$root" "$root"
-    mount --make-rprivate "$root"
-    mount -t proc proc "$root/proc"
-    mount -t sysfs sysfs "$root/sys"
-    mount --bind /dev "$root/dev"
-    mount -t devpts -o newinstance,ptmxmode=0666 devpts "$root/dev/pts"
-    mount -t tmpfs -o mode=755 tmpfs "$root/run"
+    mount --bind "$root" "$root" &&
+        mount --make-rprivate "$root" &&
+        mount -t proc proc "$root/proc" &&
+        mount -t sysfs sysfs "$root/sys" &&
+        mount --bind /dev "$root/dev" &&
+        mount -t devpts -o newinstance,ptmxmode=0666 devpts "$root/dev/pts" &&
+        mount -t tmpfs -o mode=755 tmpfs "$root/run" || return 1
     mkdir -p "$root/run/lock"
 }
 

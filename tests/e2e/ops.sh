@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the production packaging (issue 9): the hardened systemd units in deploy/systemd and
-# the ansible playbooks in deploy/ansible. No lab and no running systemd are needed; nothing is
+# the ansible playbooks in deploy/ansible (which install the .debs of deploy/package.sh; the
+# package task itself runs for real in tests/e2e/systemd.sh). No lab and no running systemd are needed; nothing is
 # installed or enabled on this machine, and the one process started (a throwaway etcd on
 # loopback, for 7.) is stopped when the script ends.
 #   1. every unit passes `systemd-analyze verify` with no output at all (it exits 0 on
@@ -175,6 +176,20 @@ check "rollout.yml: every play one node at a time (serial: 1)" \
 check "rollout.yml: every play stops the rollout on any failure" \
     test "$(grep -c '^  any_errors_fatal: true$' rollout.yml)" = "$(grep -c '^- name:' rollout.yml)"
 check "ansible-lint (production profile, .ansible-lint)" ansible-lint -p --offline --nocolor
+
+section "ansible: nodes get packages, not copies"
+# The old roles copied binaries to /usr/local/bin and units to /etc/systemd/system (which
+# shadows a package's unit): no task may write there any more, only the migration removes.
+check "no task copies a binary or a unit onto a node" bash -c \
+    "! grep -rnE 'dest: .*(/usr/local/bin|/etc/systemd/system|sf_install_dir)' roles tasks ./*.yml"
+check "the package task installs the .deb with apt, keeping the operator's conffiles" bash -c \
+    "grep -q 'ansible.builtin.apt:' roles/stackfabric_base/tasks/package.yml && grep -q 'force-confold' roles/stackfabric_base/tasks/package.yml && grep -q 'deb: ' roles/stackfabric_base/tasks/package.yml"
+for f in roles/coordinator/tasks/main.yml roles/agent/tasks/main.yml rollout.yml tasks/upgrade_agent.yml; do
+    check "$f installs through the package task" bash -c \
+        "grep -A2 'ansible.builtin.include_role:' '$f' | grep -q 'name: stackfabric_base' && grep -q 'tasks_from: package' '$f'"
+done
+check "the rollout skips agents already at the built package's version (dpkg-query)" \
+    grep -q 'dpkg-query' tasks/upgrade_agent.yml
 
 section "ansible: the PKI play on the controller"
 PKI=$TMP/pki

@@ -69,11 +69,13 @@ check "the gateway agent's settings file is a conffile" \
 section "a fresh root installs them with apt"
 check "fresh root at $ROOT" rootfs_create "$ROOT" || { finish; exit 1; }
 rootfs_mount_api "$ROOT"
-mkdir -p "$ROOT/tmp/debs"
+mkdir -p "$ROOT/tmp/debs" "$ROOT/var/cache/sf-test/debs"
 cp "$DEBS"/*.deb "$ROOT/tmp/debs/"
-# procps and curl are the test's own tools (pgrep, curl), not dependencies of the packages.
+# sf-switch-agent is left to the Ansible role's package task (section 3), as on a real host.
+mv "$ROOT"/tmp/debs/sf-switch-agent_*.deb "$ROOT/var/cache/sf-test/debs/"
+# procps, curl and ansible-core are the test's own tools, not dependencies of the packages.
 check "apt install ./sf-*.deb (+ systemd, etcd-server) in the root" rootfs_chroot "$ROOT" bash -c \
-    'export DEBIAN_FRONTEND=noninteractive; timeout 600 apt-get update -qq && timeout 900 apt-get install -y -qq --no-install-recommends systemd systemd-sysv dbus procps curl etcd-server etcd-client /tmp/debs/*.deb >/tmp/apt.log 2>&1 || { tail -n 20 /tmp/apt.log; exit 1; }' ||
+    'export DEBIAN_FRONTEND=noninteractive; timeout 600 apt-get update -qq && timeout 900 apt-get install -y -qq --no-install-recommends systemd systemd-sysv dbus procps curl ansible-core python3-apt etcd-server etcd-client /tmp/debs/*.deb >/tmp/apt.log 2>&1 || { tail -n 20 /tmp/apt.log; exit 1; }' ||
     { finish; exit 1; }
 check "apt pulled frr-reload.py (frr-pythontools) and nft" \
     test -e "$ROOT/usr/lib/frr/frr-reload.py" -a -x "$ROOT/usr/sbin/nft"
@@ -141,6 +143,22 @@ EOF
 }
 agent_env hv1 >"$ROOT/etc/default/stackfabric-hypervisor-agent"
 agent_env gw1 >"$ROOT/etc/default/stackfabric-gateway-agent"
+cp -a "$REPO/deploy/ansible" "$ROOT/var/cache/sf-test/ansible"
+# The Ansible roles' package task, as site.yml and rollout.yml use it (section 3).
+cat >"$ROOT/var/cache/sf-test/ansible/package-test.yml" <<'EOF'
+- name: Install a StackFabric package with the roles' package task
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Install sf-switch-agent
+      ansible.builtin.include_role:
+        name: stackfabric_base
+        tasks_from: package
+      vars:
+        sf_package: sf-switch-agent
+        sf_deb_dir: /var/cache/sf-test/debs
+EOF
 pass "configured"
 
 section "boot (systemd-nspawn --boot --private-network)"
@@ -272,5 +290,19 @@ fi
 check "the /32 is no longer announced" wait_for 10 withdrawn
 check "the fence logged its stand-down" wait_for 10 cx grep -q "FENCE: stood down" /var/lib/stackfabric/gateway-agent/fence.log
 check "the fence exited after standing down" wait_for 10 bash -c "[ -z \"\$(nsenter -t $C_PID -a pgrep -f -- 'sf-gateway-agent --fence')\" ]"
+
+section "3. the Ansible roles install packages (stackfabric_base/tasks/package.yml)"
+# A host installed the old way, by copies: its unit in /etc/systemd/system would shadow the
+# package's.
+cx cp /lib/systemd/system/sf-hypervisor-agent.service /etc/systemd/system/sf-switch-agent.service
+cx cp /usr/bin/sfctl /usr/local/bin/sf-switch-agent
+playbook() { cx env ANSIBLE_ROLES_PATH=/var/cache/sf-test/ansible/roles ANSIBLE_NOCOLOR=1 ansible-playbook -i localhost, /var/cache/sf-test/ansible/package-test.yml; }
+out=$(playbook 2>&1)
+check "the package task installs sf-switch-agent from its .deb" bash -c "nsenter -t $C_PID -a dpkg-query -W -f='\${Status}' sf-switch-agent | grep -q 'install ok installed'" ||
+    echo "$out" | tail -n 20
+check "it removed the copy-installed unit and binary" bash -c "! nsenter -t $C_PID -a test -e /etc/systemd/system/sf-switch-agent.service && ! nsenter -t $C_PID -a test -e /usr/local/bin/sf-switch-agent"
+check "the unit is the package's" bash -c "nsenter -t $C_PID -a systemctl show -p FragmentPath sf-switch-agent.service | grep -qx FragmentPath=/lib/systemd/system/sf-switch-agent.service"
+unchanged() { playbook 2>&1 | grep -Eq 'localhost +: ok=[0-9]+ +changed=0 '; }
+check "a second run changes nothing" unchanged
 
 finish
