@@ -693,16 +693,16 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
             }
             Some(Change::Vpc { tenant: t, vpc: v })
         }
+        // Decode before touching the view: an undecodable value leaves the object as it was.
         KeyKind::Network(t, v, n) => {
             let key = (t, v, n);
-            let old = intent.networks.remove(&key);
             let vni = if put {
                 let net: Network = decode(&ev.kv)?;
                 let vni = net.vni;
                 intent.networks.insert(key, net);
                 vni
             } else {
-                match old {
+                match intent.networks.remove(&key) {
                     Some(o) => o.vni,
                     None => return Ok(None),
                 }
@@ -711,14 +711,13 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
         }
         KeyKind::Port(t, p) => {
             let key = (t, p);
-            let old = intent.ports.remove(&key);
             let node = if put {
                 let port: PortBinding = decode(&ev.kv)?;
                 let node = port.node.clone();
                 intent.ports.insert(key, port);
                 node
             } else {
-                match old {
+                match intent.ports.remove(&key) {
                     Some(o) => o.node,
                     None => return Ok(None),
                 }
@@ -855,4 +854,70 @@ pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Resu
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventKind, KeyValue, WatchEvent};
+
+    fn event(kind: EventKind, key: String, value: Vec<u8>) -> WatchEvent {
+        WatchEvent {
+            kind,
+            kv: KeyValue {
+                key,
+                value,
+                create_revision: 1,
+                mod_revision: 2,
+                lease: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn an_undecodable_network_or_port_leaves_the_view_as_it_was() {
+        let keys = Keys::new("/sf");
+        let mut view = ClusterView::default();
+        let net = Network {
+            tenant: "t".into(),
+            vpc: "v".into(),
+            name: "n".into(),
+            cidr: "10.0.1.0/24".parse().unwrap(),
+            vni: 1_000_001,
+            gateway: "10.0.1.1".parse().unwrap(),
+        };
+        let port = PortBinding {
+            tenant: "t".into(),
+            vpc: "v".into(),
+            network: "n".into(),
+            name: "p".into(),
+            node: "hv1".into(),
+            ip: "10.0.1.11".parse().unwrap(),
+            mac: None,
+            attach: None,
+        };
+        let (nk, pk) = (keys.network("t", "v", "n"), keys.port("t", "p"));
+        let put = |k: &String, v: Vec<u8>| event(EventKind::Put, k.clone(), v);
+        apply_event(
+            &keys,
+            &mut view,
+            &put(&nk, serde_json::to_vec(&net).unwrap()),
+        )
+        .unwrap();
+        apply_event(
+            &keys,
+            &mut view,
+            &put(&pk, serde_json::to_vec(&port).unwrap()),
+        )
+        .unwrap();
+        assert!(apply_event(&keys, &mut view, &put(&nk, b"{not json".to_vec())).is_err());
+        assert!(apply_event(&keys, &mut view, &put(&pk, b"{not json".to_vec())).is_err());
+        let key = ("t".to_string(), "v".to_string(), "n".to_string());
+        assert_eq!(view.intent.networks.get(&key), Some(&net));
+        assert_eq!(
+            view.intent.ports.len(),
+            1,
+            "the port survived its bad update"
+        );
+    }
 }
