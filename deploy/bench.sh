@@ -11,6 +11,11 @@ echo "# Maglev (issue 4): table build and disruption, baseline hash-mod-N and id
 cargo run --release --locked -q -p sf-core --example maglev_bench
 
 echo
+echo "# CloudStack's REST lists (issue 16): GET /api/v2/vpc and /api/v2/nat, median of 5, in-memory store"
+cargo test --release --locked -q -p sf-coordinator --test rest_contract \
+    vpc_and_nat_lists_with_100_and_10000_objects -- --nocapture 2>/dev/null | grep -E '^(figure|rest )'
+
+echo
 echo "# Fleet fan-out and reconnect (issue 8): real coordinator + etcd, simulated agents"
 echo "# (the real agent runtime and Sync client, in-memory dataplane), N = ${SF_BENCH_AGENTS:-100,1000,5000}"
 if [ "$(id -u)" = 0 ]; then

@@ -930,10 +930,12 @@ async fn time_get(c: &Client, path: &str, runs: usize) -> (Duration, usize) {
 }
 
 /// CloudStack lists `GET /api/v2/vpc` and `GET /api/v2/nat` unfiltered on nearly every
-/// operation: with 10,000 VPCs and 10,000 NAT rules each list stays well under a second.
+/// operation: with 100 and with 10,000 VPCs and NAT rules every object is listed. The times are
+/// figures, not checks: `deploy/bench.sh` runs this with `--nocapture` and prints each list at
+/// 10,000 next to the same list at 100, measured in the same run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vpc_and_nat_lists_stay_fast_with_10000_objects() {
-    let mut limits = vec![];
+async fn vpc_and_nat_lists_with_100_and_10000_objects() {
+    let mut figures = vec![];
     for n in [100u64, 10_000] {
         let kv = Arc::new(MemStore::new());
         seed(&kv, n).await;
@@ -954,15 +956,23 @@ async fn vpc_and_nat_lists_stay_fast_with_10000_objects() {
         let (vpc, nv) = time_get(&c, "/api/v2/vpc", 5).await;
         let (nat, nn) = time_get(&c, "/api/v2/nat", 5).await;
         assert_eq!((nv as u64, nn as u64), (n + 1, n));
-        println!("BENCH n={n}: GET /api/v2/vpc {vpc:?} ({nv} VPCs), GET /api/v2/nat {nat:?} ({nn} rules)");
-        limits.push((n, vpc, nat));
+        figures.push((vpc, nat));
     }
-    for (n, vpc, nat) in limits {
-        assert!(
-            vpc < Duration::from_secs(1) && nat < Duration::from_secs(1),
-            "n={n}: vpc {vpc:?} nat {nat:?}"
-        );
-    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let ((v100, n100), (v10k, n10k)) = (figures[0], figures[1]);
+    println!("figure,value,baseline,ratio");
+    println!(
+        "rest GET /api/v2/vpc ms at 10000 (baseline: at 100),{:.2},{:.2},{:.1}",
+        ms(v10k),
+        ms(v100),
+        ms(v10k) / ms(v100)
+    );
+    println!(
+        "rest GET /api/v2/nat ms at 10000 (baseline: at 100),{:.2},{:.2},{:.1}",
+        ms(n10k),
+        ms(n100),
+        ms(n10k) / ms(n100)
+    );
 }
 
 /// Serves the REST API on an in-memory store at `$SF_CONTRACT_SERVE` (e.g. `127.0.0.1:18080`,
