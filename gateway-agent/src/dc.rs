@@ -479,6 +479,8 @@ pub async fn remove(dir: &Path) -> bool {
     any || existed
 }
 
+const COMMAND_SECS: u64 = sf_linux::COMMAND_TIMEOUT.as_secs();
+
 fn chown_frr(path: &Path) -> Result<(), String> {
     let out = std::process::Command::new("chown")
         .args(["-R", "frr:frr"])
@@ -542,8 +544,12 @@ pub async fn start(ns: &str, dir: &Path, config: &str) -> Result<(), String> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
-            .status()
+            // `-d` daemonizes at once; a start that hangs instead is killed at the timeout.
+            .kill_on_drop(true)
+            .status();
+        let status = tokio::time::timeout(sf_linux::COMMAND_TIMEOUT, status)
             .await
+            .map_err(|_| format!("{bin}: did not daemonize within {COMMAND_SECS} s"))?
             .map_err(|e| format!("{bin}: {e}"))?;
         if !status.success() {
             return Err(format!(

@@ -5,13 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::process::Stdio;
 
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use sf_linux::links::OWNER_ALIAS;
 use sf_linux::{run, DeviceError};
-use tokio::io::AsyncWriteExt;
 
 use crate::nft;
 use crate::plan::{Action, HostState, NetLink, NsState, Route};
@@ -227,31 +225,9 @@ async fn ip_in(ns: &Option<String>, args: &[&str]) -> Result<(), DeviceError> {
     run("ip", &v).await.map(|_| ())
 }
 
-/// Runs a command with `input` on stdin.
+/// Runs a command with `input` on stdin (sf-linux's runner, with its timeout).
 pub async fn run_stdin(program: &str, args: &[&str], input: &str) -> Result<(), DeviceError> {
-    let cmd = format!("{program} {}", args.join(" "));
-    let spawn = |source| DeviceError::Spawn {
-        cmd: cmd.clone(),
-        source,
-    };
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn)?;
-    let mut stdin = child.stdin.take().expect("piped");
-    stdin.write_all(input.as_bytes()).await.map_err(spawn)?;
-    drop(stdin);
-    let out = child.wait_with_output().await.map_err(spawn)?;
-    if !out.status.success() {
-        return Err(DeviceError::Command {
-            cmd,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
+    sf_linux::run_stdin(program, args, input).await.map(|_| ())
 }
 
 fn route_args(r: &Route) -> Vec<String> {

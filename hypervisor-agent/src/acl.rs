@@ -532,44 +532,13 @@ pub async fn observe() -> Result<Observed, sf_linux::DeviceError> {
     }
 }
 
-/// Runs a command with `input` on stdin.
+/// Runs a command with `input` on stdin (sf-linux's runner, with its timeout).
 pub async fn run_stdin(
     program: &str,
     args: &[&str],
     input: &str,
 ) -> Result<(), sf_linux::DeviceError> {
-    use tokio::io::AsyncWriteExt;
-    let cmd = format!("{program} {}", args.join(" "));
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|source| sf_linux::DeviceError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let data = input.as_bytes().to_vec();
-    let writer = tokio::spawn(async move {
-        let _ = stdin.write_all(&data).await;
-    });
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|source| sf_linux::DeviceError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-    let _ = writer.await;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        // nft can print an error per rule: keep the message short.
-        let stderr: String = stderr.lines().take(6).collect::<Vec<_>>().join("\n");
-        return Err(sf_linux::DeviceError::Command { cmd, stderr });
-    }
-    Ok(())
+    sf_linux::run_stdin(program, args, input).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -25,24 +25,103 @@ pub enum DeviceError {
     Parse { cmd: String, detail: String },
     #[error("FRR did not take the configuration: {0}")]
     Verify(String),
+    #[error("`{cmd}` did not finish within {secs} s and was killed")]
+    Timeout { cmd: String, secs: f64 },
 }
+
+/// How long any device command may take. A hung `ip`, `nft`, `vtysh` or `frr-reload.py`
+/// would otherwise block the agent's reconcile loop for ever (and a gateway's stand-down with
+/// it); generous, since a first FRR reload of a large configuration takes seconds.
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Runs a command, returning stdout, or the failure with stderr.
 pub async fn run(program: &str, args: &[&str]) -> Result<String, DeviceError> {
+    run_with(program, args, None, COMMAND_TIMEOUT).await
+}
+
+/// Runs a command with `input` on stdin (e.g. `nft -f -`), returning stdout.
+pub async fn run_stdin(program: &str, args: &[&str], input: &str) -> Result<String, DeviceError> {
+    run_with(program, args, Some(input), COMMAND_TIMEOUT).await
+}
+
+/// Runs a command, killed (and reported) when it outlives `timeout`.
+pub async fn run_with(
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+    timeout: std::time::Duration,
+) -> Result<String, DeviceError> {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
     let cmd = format!("{program} {}", args.join(" "));
-    let out = tokio::process::Command::new(program)
+    let spawn_err = |source| DeviceError::Spawn {
+        cmd: cmd.clone(),
+        source,
+    };
+    let mut child = tokio::process::Command::new(program)
         .args(args)
-        .output()
-        .await
-        .map_err(|source| DeviceError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Dropped on timeout: the child is killed, not left running.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(spawn_err)?;
+    let writer = match (input, child.stdin.take()) {
+        (Some(text), Some(mut stdin)) => {
+            let data = text.as_bytes().to_vec();
+            // Written concurrently: a large script must not dead-lock against a full stdout.
+            Some(tokio::spawn(async move {
+                let _ = stdin.write_all(&data).await;
+            }))
+        }
+        _ => None,
+    };
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => out.map_err(spawn_err)?,
+        Err(_) => {
+            return Err(DeviceError::Timeout {
+                cmd,
+                secs: timeout.as_secs_f64(),
+            })
+        }
+    };
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
     if !out.status.success() {
-        return Err(DeviceError::Command {
-            cmd,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // nft can print an error per rule: keep the message short.
+        let stderr: String = stderr.trim().lines().take(6).collect::<Vec<_>>().join("\n");
+        return Err(DeviceError::Command { cmd, stderr });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_hung_command_is_killed_at_its_timeout() {
+        let t0 = Instant::now();
+        let r = run_with("sleep", &["30"], None, Duration::from_millis(300)).await;
+        assert!(matches!(r, Err(DeviceError::Timeout { .. })), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn stdin_stdout_and_failures() {
+        let out = run_stdin("cat", &[], "hello").await.unwrap();
+        assert_eq!(out, "hello");
+        let err = run("sh", &["-c", "echo bad >&2; exit 3"])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DeviceError::Command { ref stderr, .. } if stderr == "bad"));
+    }
 }
