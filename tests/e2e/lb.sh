@@ -174,6 +174,24 @@ check "allowed source 198.51.100.10 reaches the VIP" wait_for 30 from 198.51.100
 check "the same client still reaches the unrestricted VIP from 198.51.100.11" from 198.51.100.11 203.0.113.20
 check "source 198.51.100.11 (not listed) does not reach the VIP" bash -c "! '$REPO/deploy/lab.sh' exec internet curl -s -m 2 --interface 198.51.100.11 http://203.0.113.22/"
 check "and is not answered on a second try either" bash -c "! '$REPO/deploy/lab.sh' exec internet curl -s -m 2 --interface 198.51.100.11 http://203.0.113.22/"
+# The drop is counted by the named rule in the serving gateway's VPC namespace.
+src_drops() {
+    local gw ns
+    gw=$(lb_json src | json_get "d['gateway']")
+    for ns in $(ip netns list | awk -v p="^${LAB_PREFIX}${gw}-vpc" '$1 ~ p {print $1}'); do
+        ip netns exec "$ns" nft -j list chain ip stackfabric lb_source 2>/dev/null
+    done | python3 -c "
+import json, sys
+n = 0
+for line in sys.stdin:
+    for e in json.loads(line).get('nftables', []):
+        r = e.get('rule')
+        if r and r.get('comment') == 'lb 203.0.113.22:80/tcp source':
+            n += sum(x['counter']['packets'] for x in r['expr'] if 'counter' in x)
+print(n)"
+}
+DROPS=$(src_drops)
+check "the gateway's rule 'lb 203.0.113.22:80/tcp source' counted the dropped packets ($DROPS)" test "${DROPS:-0}" -ge 2
 check "delete LB src" S lb delete src --tenant demo --vpc blue
 check "recreate LB src without source CIDRs" S lb create src --tenant demo --vpc blue \
     --vip 203.0.113.22 --port 80 --backend 10.10.1.11:80 --health none
