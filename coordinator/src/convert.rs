@@ -457,6 +457,12 @@ pub fn lb_in(l: pb::LoadBalancer) -> Result<sf_core::model::LoadBalancer, Status
         backends,
         health,
         table_size: or(l.table_size, sf_core::maglev::DEFAULT_TABLE_SIZE),
+        source_cidrs: l
+            .source_cidrs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| parse(&format!("lb.source_cidrs[{i}]"), c))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -512,6 +518,7 @@ pub fn lb_out(
             })
             .collect(),
         table_size: l.table_size,
+        source_cidrs: l.source_cidrs.iter().map(|c| c.to_string()).collect(),
         gateway,
         table_digest: status.map(|s| s.table_digest).unwrap_or_default(),
         health_type: "none".into(),

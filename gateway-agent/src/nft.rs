@@ -347,6 +347,37 @@ fn body(r: &VpcRouter) -> String {
             "\tmap lb{i} {{\n\t\ttype mark : ipv4_addr . inet_service\n\t}}"
         );
     }
+    let restricted: Vec<(usize, &LoadBalancer)> = lbs
+        .iter()
+        .enumerate()
+        .filter(|(_, lb)| !lb.source_cidrs.is_empty())
+        .map(|(i, lb)| (i, *lb))
+        .collect();
+    for (i, lb) in &restricted {
+        let _ = writeln!(
+            c,
+            "\tset lbsrc{i} {{\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tauto-merge"
+        );
+        elements(&mut c, lb.source_cidrs.iter().map(|n| n.to_string()));
+        let _ = writeln!(c, "\t}}");
+    }
+    if !restricted.is_empty() {
+        // Before DNAT (the VIP is still the destination), every packet of the original
+        // direction: a source outside the list never reaches the Maglev mark or the NAT.
+        let _ = writeln!(c, "\tchain lb_source {{");
+        let _ = writeln!(
+            c,
+            "\t\ttype filter hook prerouting priority dstnat - 1; policy accept;"
+        );
+        for (i, lb) in &restricted {
+            let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
+            let _ = writeln!(
+                c,
+                "\t\tip daddr {v} {p} dport {port} ip saddr != @lbsrc{i} counter drop comment \"lb {v}:{port}/{p} source\""
+            );
+        }
+        let _ = writeln!(c, "\t}}");
+    }
     let _ = writeln!(c, "\tchain prerouting {{");
     let _ = writeln!(
         c,
@@ -650,6 +681,7 @@ mod tests {
             },
             table_size: 251,
             public: true,
+            source_cidrs: Vec::new(),
         });
         r
     }
@@ -705,6 +737,30 @@ mod tests {
         assert!(!t.contains("10.10.1.21"));
         assert!(!render_nft(&example()).contains("lbsum"));
         assert_ne!(digest_of(&t), digest_of(&render_nft(&example())));
+    }
+
+    #[test]
+    fn load_balancer_source_cidrs_drop_others_before_dnat() {
+        let open = render_nft(&lb_example());
+        assert!(!open.contains("lbsrc") && !open.contains("lb_source"));
+        let mut r = lb_example();
+        r.load_balancers[0].source_cidrs = vec![
+            "198.51.100.0/24".parse().unwrap(),
+            "192.0.2.7/32".parse().unwrap(),
+        ];
+        let t = render_nft(&r);
+        assert!(
+            t.contains("\tset lbsrc0 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tauto-merge\n\t\telements = { 198.51.100.0/24, 192.0.2.7/32 }\n\t}\n"),
+            "{t}"
+        );
+        assert!(t.contains("\tchain lb_source {\n\t\ttype filter hook prerouting priority dstnat - 1; policy accept;\n"));
+        let drop = "\t\tip daddr 203.0.113.20 tcp dport 80 ip saddr != @lbsrc0 counter drop comment \"lb 203.0.113.20:80/tcp source\"\n";
+        assert!(t.contains(drop), "{t}");
+        // A change of the list changes the table body (and its digest): it is reloaded.
+        assert_ne!(digest_of(&t), digest_of(&open));
+        // Clearing the list removes set and chain.
+        r.load_balancers[0].source_cidrs.clear();
+        assert_eq!(render_nft(&r), open);
     }
 
     #[test]

@@ -300,6 +300,9 @@ pub enum LbCmd {
         /// Maglev table size (prime, > 100 x backends).
         #[arg(long, default_value_t = 65537)]
         table_size: u32,
+        /// Source allowed to reach the VIP (IPv4 CIDR); repeat for each. None = everyone.
+        #[arg(long = "source-cidr")]
+        source_cidrs: Vec<String>,
     },
     /// List load balancers.
     List {

@@ -448,6 +448,7 @@ async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<S
                 rise,
                 fall,
                 table_size,
+                source_cidrs,
             } => {
                 let backends = backends
                     .iter()
@@ -470,6 +471,7 @@ async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<S
                         rise,
                         fall,
                         table_size,
+                        source_cidrs,
                         ..Default::default()
                     })
                     .await?

@@ -185,8 +185,8 @@ impl Render for LoadBalancer {
                           "expect_status": self.health_expect_status,
                           "interval_ms": self.interval_ms, "timeout_ms": self.timeout_ms,
                           "rise": self.rise, "fall": self.fall},
-               "table_size": self.table_size, "gateway": self.gateway,
-               "table_digest": self.table_digest})
+               "table_size": self.table_size, "source_cidrs": self.source_cidrs,
+               "gateway": self.gateway, "table_digest": self.table_digest})
     }
 }
 
@@ -285,8 +285,13 @@ pub fn lb_detail(fmt: Output, l: &LoadBalancer) -> String {
                     ]
                 })
                 .collect();
+            let sources = if l.source_cidrs.is_empty() {
+                "any".to_string()
+            } else {
+                l.source_cidrs.join(", ")
+            };
             format!(
-                "{}\ngateway {}  table {} (M={})  check {}\n{}",
+                "{}\ngateway {}  table {} (M={})  check {}\nsources {sources}\n{}",
                 table(LoadBalancer::HEADERS, &[l.row()]).trim_end(),
                 cell(&l.gateway),
                 cell(&l.table_digest),

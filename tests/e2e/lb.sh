@@ -159,6 +159,48 @@ bad lb.port x3 --tenant demo --vpc blue --vip 203.0.113.30 --port 70000 --backen
 bad lb.health.type x4 --tenant demo --vpc blue --vip 203.0.113.30 --port 80 --backend 10.10.1.11:80 --health icmp
 check_eq "only the two load balancers exist" "2" "$(S -o json lb list | json_get "len(d)")"
 
+section "6. source CIDRs: only listed sources reach the VIP; cleared, everyone does"
+IDEV=$(X internet ip -o -4 addr show | awk '/198\.51\.100\.10\// {print $2; exit}')
+check "second internet source 198.51.100.11 on $IDEV (inside the lab's internet namespace)" \
+    X internet ip addr add 198.51.100.11/32 dev "$IDEV"
+from() { X internet curl -s -m 2 --interface "$1" "http://$2/"; }
+bad lb.source_cidrs\\[1\\] x5 --tenant demo --vpc blue --vip 203.0.113.22 --port 80 --backend 10.10.1.11:80 \
+    --source-cidr 198.51.100.10/32 --source-cidr 198.51.100.10/24
+check "create LB src 203.0.113.22:80 allowing 198.51.100.10/32 and 192.0.2.0/24" S lb create src --tenant demo --vpc blue \
+    --vip 203.0.113.22 --port 80 --backend 10.10.1.11:80 --health none \
+    --source-cidr 198.51.100.10/32 --source-cidr 192.0.2.0/24
+check "lb show lists the sources" bash -c "'$REPO/deploy/lab.sh' sfctl lb show src --tenant demo --vpc blue | grep -q 'sources 198.51.100.10/32, 192.0.2.0/24'"
+check "allowed source 198.51.100.10 reaches the VIP" wait_for 30 from 198.51.100.10 203.0.113.22
+check "the same client still reaches the unrestricted VIP from 198.51.100.11" from 198.51.100.11 203.0.113.20
+check "source 198.51.100.11 (not listed) does not reach the VIP" bash -c "! '$REPO/deploy/lab.sh' exec internet curl -s -m 2 --interface 198.51.100.11 http://203.0.113.22/"
+check "and is not answered on a second try either" bash -c "! '$REPO/deploy/lab.sh' exec internet curl -s -m 2 --interface 198.51.100.11 http://203.0.113.22/"
+# The drop is counted by the named rule in the serving gateway's VPC namespace.
+src_drops() {
+    local gw ns
+    gw=$(lb_json src | json_get "d['gateway']")
+    for ns in $(ip netns list | awk -v p="^${LAB_PREFIX}${gw}-vpc" '$1 ~ p {print $1}'); do
+        ip netns exec "$ns" nft -j list chain ip stackfabric lb_source 2>/dev/null
+    done | python3 -c "
+import json, sys
+n = 0
+for line in sys.stdin:
+    for e in json.loads(line).get('nftables', []):
+        r = e.get('rule')
+        if r and r.get('comment') == 'lb 203.0.113.22:80/tcp source':
+            n += sum(x['counter']['packets'] for x in r['expr'] if 'counter' in x)
+print(n)"
+}
+DROPS=$(src_drops)
+check "the gateway's rule 'lb 203.0.113.22:80/tcp source' counted the dropped packets ($DROPS)" test "${DROPS:-0}" -ge 2
+check "delete LB src" S lb delete src --tenant demo --vpc blue
+check "recreate LB src without source CIDRs" S lb create src --tenant demo --vpc blue \
+    --vip 203.0.113.22 --port 80 --backend 10.10.1.11:80 --health none
+check "lb show: sources any" bash -c "'$REPO/deploy/lab.sh' sfctl lb show src --tenant demo --vpc blue | grep -q 'sources any'"
+check "198.51.100.11 now reaches the VIP" wait_for 30 from 198.51.100.11 203.0.113.22
+check "198.51.100.10 still does" from 198.51.100.10 203.0.113.22
+check "delete LB src" S lb delete src --tenant demo --vpc blue
+check_eq "again only the two load balancers exist" "2" "$(S -o json lb list | json_get "len(d)")"
+
 section "lab down"
 L down
 check "no namespace of this run remains" bash -c "! ip netns list | grep -q '^$LAB_PREFIX'"

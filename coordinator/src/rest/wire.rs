@@ -715,6 +715,7 @@ pub fn load_balancer(
             .collect(),
         health: health(&s.health_check)?,
         table_size: sf_core::maglev::DEFAULT_TABLE_SIZE,
+        source_cidrs: Vec::new(),
     }))
 }
 

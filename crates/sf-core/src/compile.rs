@@ -387,6 +387,7 @@ pub fn vpc_router(intent: &Intent, key: &VpcKey) -> VpcRouter {
             health: lb.health.clone(),
             table_size: lb.table_size,
             public: intent.pools.values().any(|p| p.cidr.contains(&lb.vip)),
+            source_cidrs: lb.source_cidrs.clone(),
         });
     }
     for r in intent

@@ -238,6 +238,9 @@ pub struct LoadBalancer {
     pub table_size: u32,
     /// Whether the VIP is public (announced, from a pool) or VPC-internal.
     pub public: bool,
+    /// Sources allowed to reach vip:port; empty = everyone. Others are dropped before DNAT.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_cidrs: Vec<Ipv4Net>,
 }
 
 /// A VPC router (SoftGate) this gateway node must serve as the VPC's active gateway.

@@ -122,6 +122,9 @@ pub struct LoadBalancer {
     pub backends: Vec<Backend>,
     pub health: crate::desired::HealthCheck,
     pub table_size: u32,
+    /// Sources allowed to reach vip:port (IPv4 networks); empty = everyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_cidrs: Vec<Ipv4Net>,
 }
 
 impl LoadBalancer {

@@ -593,6 +593,39 @@ pub fn validate_nat(intent: &Intent, r: &NatRule) -> Result {
     Ok(())
 }
 
+/// Most source CIDRs one load balancer may list.
+pub const LB_MAX_SOURCE_CIDRS: usize = 256;
+
+/// The allowed sources of a load balancer: network addresses (host bits clear), no
+/// duplicates, at most [`LB_MAX_SOURCE_CIDRS`].
+pub fn validate_lb_source_cidrs(cidrs: &[ipnet::Ipv4Net]) -> Result {
+    if cidrs.len() > LB_MAX_SOURCE_CIDRS {
+        return Err(err(
+            ErrorKind::Invalid,
+            "lb.source_cidrs",
+            format!("{} entries, at most {LB_MAX_SOURCE_CIDRS}", cidrs.len()),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, c) in cidrs.iter().enumerate() {
+        if c.trunc() != *c {
+            return Err(err(
+                ErrorKind::Invalid,
+                &format!("lb.source_cidrs[{i}]"),
+                format!("{c} has host bits set (the network is {})", c.trunc()),
+            ));
+        }
+        if !seen.insert(*c) {
+            return Err(err(
+                ErrorKind::Invalid,
+                &format!("lb.source_cidrs[{i}]"),
+                format!("{c} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
     use crate::desired::HealthCheck;
     validate_name("lb.tenant", &lb.tenant)?;
@@ -701,6 +734,7 @@ pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
             ));
         }
     }
+    validate_lb_source_cidrs(&lb.source_cidrs)?;
     if !crate::maglev::is_prime(lb.table_size)
         || (lb.table_size as u64) <= 100 * lb.backends.len() as u64
     {

@@ -677,7 +677,37 @@ fn lb(vip: &str, backends: &[(&str, u16)]) -> LoadBalancer {
             fall: 2,
         },
         table_size: 65_537,
+        source_cidrs: Vec::new(),
     }
+}
+
+#[test]
+fn load_balancer_source_cidrs_are_validated_and_compiled() {
+    let i = with_gateways();
+    let mut l = lb("203.0.113.20", &[("10.10.1.11", 80)]);
+    l.source_cidrs = vec![
+        "198.51.100.0/24".parse().unwrap(),
+        "192.0.2.7/32".parse().unwrap(),
+    ];
+    assert!(validate_lb(&i, &l).is_ok());
+    l.source_cidrs = vec![
+        "198.51.100.0/24".parse().unwrap(),
+        "192.0.2.7/24".parse().unwrap(),
+    ];
+    let e = validate_lb(&i, &l).unwrap_err();
+    assert_eq!(e.field, "lb.source_cidrs[1]");
+    l.source_cidrs = vec!["10.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+    assert_eq!(field_of(validate_lb(&i, &l)), "lb.source_cidrs[1]");
+    // Carried to the gateway's desired state unchanged.
+    let mut i = i;
+    l.source_cidrs = vec!["198.51.100.0/24".parse().unwrap()];
+    i.load_balancers.insert(l.key(), l.clone());
+    let found = sf_core::compile::vpc_router(&i, &(l.tenant.clone(), l.vpc.clone()))
+        .load_balancers
+        .into_iter()
+        .find(|d| d.name == l.name)
+        .expect("compiled lb");
+    assert_eq!(found.source_cidrs, l.source_cidrs);
 }
 
 #[test]
