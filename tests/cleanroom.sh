@@ -30,6 +30,7 @@ cleanup() {
         inside env LAB_PREFIX="$PREFIX" "$REPO/deploy/lab.sh" down >/dev/null 2>&1 || true
     fi
     rootfs_remove "$ROOT" || echo "cleanroom: could not remove $ROOT" >&2
+    rm -f "$ROOT".*.log
 }
 trap cleanup EXIT
 
