@@ -864,6 +864,151 @@ async fn cloudstack_calls_answer_in_the_sdk_models() {
     check("DELETE vpc", &b, "VPCListing");
 }
 
+/// Logs in as `cs` and returns a client with the session cookie.
+async fn login(addr: std::net::SocketAddr) -> Client {
+    let a = http(
+        addr,
+        "POST",
+        "/api/auth",
+        "",
+        Some(&json!({"user": "cs", "password": "pw"})),
+    )
+    .await;
+    let set = a.headers.iter().find(|(k, _)| k == "Set-Cookie").unwrap();
+    Client {
+        addr,
+        cookie: set.1.split(';').next().unwrap().to_string(),
+    }
+}
+
+/// The `source_cidrs` of the one load balancer in the store (`None` without a load balancer).
+async fn stored_lb_sources(kv: &MemStore) -> Option<Vec<String>> {
+    use sf_store::KvStore;
+    let (kvs, _) = kv.list("/t/intent/lbs/").await.unwrap();
+    assert!(kvs.len() <= 1, "{kvs:?}");
+    kvs.first().map(|e| {
+        let v: Value = serde_json::from_slice(&e.value).unwrap();
+        serde_json::from_value(v["source_cidrs"].clone()).unwrap_or_default()
+    })
+}
+
+/// CloudStack limits an LB rule to source CIDRs with ACL records in the System VPC: a deny-all
+/// `...-LBACL0-<rule>` and one permit per CIDR, `dst_prefix` = the VIP/32. They become the load
+/// balancer's source list (enforced by the gateway), whichever order they arrive in, and go
+/// with their records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lb_acls_become_the_load_balancers_source_list() {
+    let kv = Arc::new(MemStore::new());
+    let c = login(serve_on(kv.clone()).await).await;
+    let tenants = c.call("GET", "/api/tenants", None).await;
+    let t = tenants["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "Admin")
+        .unwrap()
+        .clone();
+    let sys = json!({"id": 1});
+    for (path, body) in [
+        (
+            "/api/v2/ipam/allocation",
+            json!({"name": "Z1-203.0.113.0/24", "prefix": "203.0.113.0/24", "tenant": t, "vpc": sys}),
+        ),
+        (
+            "/api/v2/ipam/subnet",
+            json!({"name": "Z1-203.0.113.44/32", "prefix": "203.0.113.44/32", "purpose": "load-balancer", "tenant": t, "vpc": sys}),
+        ),
+        (
+            "/api/v2/vpc",
+            json!({"name": "D1-A2-Z1-V5-v", "adminTenant": t}),
+        ),
+    ] {
+        c.call("POST", path, Some(body)).await;
+    }
+    let vpcs = c.call("GET", "/api/v2/vpc", None).await;
+    let vpc = vpcs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "D1-A2-Z1-V5-v")
+        .unwrap()["id"]
+        .clone();
+    c.call("POST", "/api/v2/ipam/allocation", Some(json!({"name": "D1-A2-Z1-V5-v", "prefix": "10.20.0.0/16", "tenant": t, "vpc": {"id": vpc}}))).await;
+    c.call(
+        "POST",
+        "/api/v2/vnet",
+        Some(
+            json!({"name": "D1-A2-Z1-V5-N9-tier1", "vpc": {"id": vpc}, "tenant": t,
+        "vxlanID": 1500001, "gateways": [{"prefix": "10.20.1.1/24"}]}),
+        ),
+    )
+    .await;
+    let lb = |port: u16| {
+        json!({"name": "D1-A2-Z1-V5-LB7", "protocol": "TCP", "ip": "203.0.113.44", "port": port,
+        "status": "enable", "automatic": false, "healthCheck": "None", "tenant": t, "vpc": {"id": vpc},
+        "backendIps": [{"ip": "10.20.1.11", "port": 80}]})
+    };
+    let acl = |n: u32, action: &str, src: &str| {
+        json!({"name": format!("D1-A2-Z1-V5-LBACL{n}-7"), "action": action,
+        "proto": "tcp", "src_prefix": src, "src_port_from": 1, "src_port_to": 65535, "dst_prefix": "203.0.113.44/32",
+        "dst_port_from": 80, "dst_port_to": 80, "vpc": sys, "comment": "", "established": 0})
+    };
+    // The deny-all first: the VIP admits nobody until a permit arrives.
+    let deny = c
+        .call("POST", "/api/acl", Some(acl(0, "deny", "0.0.0.0/0")))
+        .await;
+    c.call("POST", "/api/v2/l4lb", Some(lb(80))).await;
+    assert_eq!(
+        stored_lb_sources(&kv).await,
+        Some(vec!["0.0.0.0/32".into()])
+    );
+    let permit = c
+        .call(
+            "POST",
+            "/api/acl",
+            Some(acl(1, "permit", "198.51.100.0/24")),
+        )
+        .await;
+    assert!(
+        permit["message"]
+            .as_str()
+            .unwrap()
+            .contains("source rule of load balancer"),
+        "{permit}"
+    );
+    c.call("POST", "/api/acl", Some(acl(2, "permit", "192.0.2.7/32")))
+        .await;
+    assert_eq!(
+        stored_lb_sources(&kv).await,
+        Some(vec!["192.0.2.7/32".into(), "198.51.100.0/24".into()])
+    );
+    // An LB update keeps the list; one on another port is no longer covered by the records.
+    let id = c.call("GET", "/api/v2/l4lb", None).await["data"][0]["id"].clone();
+    c.call("PUT", &format!("/api/v2/l4lb/{id}"), Some(lb(80)))
+        .await;
+    let upd = json!({"name": "D1-A2-Z1-V5-LB7", "backendIps": [{"ip": "10.20.1.12", "port": 80}]});
+    c.call("PUT", &format!("/api/v2/l4lb/{id}"), Some(upd))
+        .await;
+    assert_eq!(stored_lb_sources(&kv).await.map(|v| v.len()), Some(2));
+    c.call("PUT", &format!("/api/v2/l4lb/{id}"), Some(lb(8080)))
+        .await;
+    assert_eq!(stored_lb_sources(&kv).await, Some(vec![]));
+    c.call("PUT", &format!("/api/v2/l4lb/{id}"), Some(lb(80)))
+        .await;
+    // Records deleted: the deny first leaves the permits; without records, everyone.
+    c.call("DELETE", "/api/acl", Some(json!({"id": [deny["id"]]})))
+        .await;
+    assert_eq!(stored_lb_sources(&kv).await.map(|v| v.len()), Some(2));
+    let ids: Vec<Value> = c.call("GET", "/api/acl", None).await["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].clone())
+        .collect();
+    c.call("DELETE", "/api/acl", Some(json!({"id": ids}))).await;
+    assert_eq!(stored_lb_sources(&kv).await, Some(vec![]));
+}
+
 /// `n` VPC records and `n` NAT records written straight into the store (as the REST layer
 /// stores them), so the lists can be timed without `n` API round trips.
 async fn seed(kv: &MemStore, n: u64) {

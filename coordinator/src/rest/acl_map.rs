@@ -13,15 +13,23 @@
 //! deny items of its lists (also the `default_deny` list's "deny all") explicitly. `established`
 //! needs no mapping: the dataplane is stateful, replies of allowed flows always pass. Source
 //! ports are not matched (CloudStack sends 1-65535).
+//!
+//! A load balancer rule limited to source CIDRs arrives as ACL records too (System VPC,
+//! `…-LBACL0-<rule>` deny-all plus one `…-LBACL{i}-<rule>` permit per CIDR, each with
+//! `dst_prefix` = the VIP/32). Those are the LB's *source list*, not a tier's ACL: they become
+//! the load balancer's `source_cidrs`, enforced on the serving gateway before DNAT
+//! ([`lb_sources`]). The deny-all is CloudStack's "and nobody else", so order does not matter:
+//! the permits are the list, whichever arrives first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use sf_core::desired::{AclAction, AclProtocol, AclRule};
 use sf_core::model::{AclList, AclListRule, Direction};
 
 use super::meta::{Db, Kind, Record, SfRef, Spec};
-use super::wire::AclSpec;
+use super::wire::{AclSpec, LbSpec};
 
 /// Prefix of the ACL lists the REST layer owns; operators' own lists never start with it.
 pub const LIST_PREFIX: &str = "cs-acl-";
@@ -152,11 +160,79 @@ pub fn derive(db: &Db, vpc: u64, tenant: &str, sf_vpc: &str) -> BTreeMap<String,
     lists
 }
 
+/// The source list of a VIP whose LB ACLs deny all and permit nothing: 0.0.0.0/32, an
+/// address no packet from the internet carries, so the gateway's source set admits nobody
+/// (an empty list would mean everyone).
+pub const NO_SOURCE: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 32);
+
+/// Whether ACL record `a` is a source rule of load balancer `lb`: its destination is the
+/// VIP/32 and, for TCP/UDP records, its protocol and port range cover the LB's.
+fn is_lb_acl(a: &AclSpec, lb: &LbSpec) -> bool {
+    let Ok(vip) = lb.ip.parse::<Ipv4Addr>() else {
+        return false;
+    };
+    if a.dst_prefix != Ipv4Net::from(vip) {
+        return false;
+    }
+    match a.proto.as_str() {
+        "tcp" | "udp" => {
+            a.proto.eq_ignore_ascii_case(&lb.protocol)
+                && (a.dst_port_from.max(1)..=a.dst_port_to).contains(&lb.port)
+        }
+        "icmp" => false,
+        _ => true,
+    }
+}
+
+/// The `source_cidrs` that the LB ACL records in `db` give load balancer `lb`: empty (everyone)
+/// without LB ACLs or when a permit covers 0.0.0.0/0; the permits' sources (sorted, without
+/// duplicates) otherwise; [`NO_SOURCE`] when only denies are listed.
+pub fn lb_sources(db: &Db, lb: &LbSpec) -> Vec<Ipv4Net> {
+    let mut any = false;
+    let mut permits = BTreeSet::new();
+    for r in db.of(Kind::Acl) {
+        let Spec::Acl(a) = &r.spec else { continue };
+        if !is_lb_acl(a, lb) {
+            continue;
+        }
+        any = true;
+        if a.action != "deny" {
+            permits.insert(a.src_prefix.trunc());
+        }
+    }
+    let everyone: Ipv4Net = Ipv4Net::default();
+    match (any, permits.is_empty()) {
+        (false, _) => vec![],
+        _ if permits.contains(&everyone) => vec![],
+        (true, true) => vec![NO_SOURCE],
+        (true, false) => permits.into_iter().collect(),
+    }
+}
+
+/// The load balancer record whose source list ACL record `a` belongs to, if any.
+fn lb_of<'d>(db: &'d Db, a: &AclSpec) -> Option<(&'d Record, &'d LbSpec)> {
+    db.of(Kind::L4lb).find_map(|r| match &r.spec {
+        Spec::L4lb(l) if is_lb_acl(a, l) => Some((r, l)),
+        _ => None,
+    })
+}
+
 /// What a record enforces, for the API's answer ("ingress of tier X", or why nothing).
 pub fn describe(db: &Db, r: &Record) -> String {
     let Spec::Acl(a) = &r.spec else {
         return String::new();
     };
+    if let Some((lr, l)) = lb_of(db, a) {
+        let how = if a.action == "deny" {
+            "closes it to every source not permitted"
+        } else {
+            "admits this source"
+        };
+        return format!(
+            "enforced as a source rule of load balancer {:?} ({}:{}): {how}",
+            lr.name, l.ip, l.port
+        );
+    }
     let tiers = tiers(db, r.vpc);
     match place(&r.name, a, &tiers) {
         Some((t, Direction::Ingress)) => format!(

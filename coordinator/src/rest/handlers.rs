@@ -876,7 +876,10 @@ fn plan(
                         .contains_key(&(t.clone(), sv.clone(), x.to_string()))
                 })
             });
-            add = load_balancer(l, &t, &sv, &lname)?.map(SfObj::Lb);
+            add = load_balancer(l, &t, &sv, &lname)?.map(|mut lb| {
+                lb.source_cidrs = acl_map::lb_sources(db, l);
+                SfObj::Lb(lb)
+            });
         }
         Spec::Route(r) => {
             let (t, sv) = s.require_sf_vpc(db, vpc)?;
@@ -983,6 +986,31 @@ fn sync_acls(
     Ok(())
 }
 
+/// Brings the source lists of the load balancers in line with the LB ACL records as `after`
+/// leaves them (see [`acl_map::lb_sources`]): an LB whose list changes is rewritten in place.
+fn sync_lb_sources(txn: &mut Txn, intent: &Intent, after: &Db) -> ApiResult<()> {
+    for r in after.of(Kind::L4lb) {
+        let (Spec::L4lb(spec), Some(SfRef::Lb { tenant, vpc, name })) = (&r.spec, &r.sf) else {
+            continue;
+        };
+        let Some(lb) = intent
+            .load_balancers
+            .get(&(tenant.clone(), vpc.clone(), name.clone()))
+        else {
+            continue;
+        };
+        let want = acl_map::lb_sources(after, spec);
+        if want != lb.source_cidrs {
+            sf_core::validate::validate_lb_source_cidrs(&want)?;
+            let mut lb = lb.clone();
+            lb.source_cidrs = want;
+            tracing::info!(lb = %r.name, sources = ?lb.source_cidrs, "LB source list from LB ACLs");
+            txn.add_sf(&SfObj::Lb(lb), true);
+        }
+    }
+    Ok(())
+}
+
 /// `intent` without the REST-derived ACL lists attached to the network a record owns (they
 /// go with the tier; see [`sync_acls`]).
 fn without_derived_acls(intent: &Intent, sf: &SfRef) -> Intent {
@@ -1060,7 +1088,11 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
             if let Some(SfObj::Network(n)) = &p.add {
                 i2.networks.insert(n.key(), n.clone());
             }
-            sync_acls(&mut txn, i, &i2, &after, vpc)
+            sync_acls(&mut txn, i, &i2, &after, vpc)?;
+            if kind == Kind::Acl {
+                sync_lb_sources(&mut txn, i, &after)?;
+            }
+            Ok::<_, ApiError>(())
         })?;
     }
     s.commit(txn).await?;
@@ -1141,7 +1173,12 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
         req_str(&merged, "name")?
     };
     let spec = parse_spec(kind, &merged)?;
-    if kind != Kind::Vpc {
+    // A PUT without a VPC reference keeps the object's VPC (some listed shapes, like
+    // `L4LoadBalancerItem`, carry none to merge from).
+    let names_vpc = ["vpc", "vpcID", "vpc_id"]
+        .iter()
+        .any(|k| patch.get(k).is_some_and(|v| !v.is_null()));
+    if kind != Kind::Vpc && names_vpc {
         let vpc = s.resolve_vpc(&db, &merged, true)?;
         if vpc != old.vpc {
             return Err(ApiError::bad(
@@ -1208,7 +1245,10 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
     if kind == Kind::Acl {
         let mut after = db.clone();
         after.recs.insert(id, (p.rec.clone(), 0));
-        s.intent(|i| sync_acls(&mut txn, i, i, &after, old.vpc))?;
+        s.intent(|i| {
+            sync_acls(&mut txn, i, i, &after, old.vpc)?;
+            sync_lb_sources(&mut txn, i, &after)
+        })?;
     }
     s.commit(txn).await?;
     let db = s.db().await?;
@@ -1296,6 +1336,9 @@ async fn delete_ids(s: &Rest, kind: Kind, ids: &[u64]) -> Res {
             }
             for vpc in vpcs {
                 sync_acls(&mut txn, i, &i2, &after, vpc)?;
+            }
+            if kind == Kind::Acl {
+                sync_lb_sources(&mut txn, i, &after)?;
             }
             Ok(())
         })?;
