@@ -86,6 +86,24 @@ check_not "ACL 3 still drops cs-vm1 -> cs-vm2:8022" http_ok cs-vm1 10.20.2.11:80
 check_eq "sfctl: the list now has 2 rules" "2" "$(S -o json acl list --tenant $T --vpc $V | json "len(d[0]['rules'])")"
 kill "$L1" "$L2" 2>/dev/null; wait "$L1" "$L2" 2>/dev/null
 
+section "2c. the LB rule's source CIDRs (System-VPC LBACL records) hold on the gateway"
+lb_answers() { case "$(X internet curl -s -m 2 http://203.0.113.44/)" in cs-vm1|cs-vm2) true ;; *) false ;; esac; }
+phase lbacl-deny-internet "CloudStack limits the LB rule to 192.0.2.0/24"
+check_eq "sfctl: the LB's source list is CloudStack's CIDR" "['192.0.2.0/24']" "$(S -o json lb list --tenant $T --vpc $V | json "[c for l in d for c in l.get('source_cidrs', [])]")"
+check "the internet host (not listed) no longer reaches the VIP" wait_for 20 bash -c "! '$REPO/deploy/lab.sh' exec internet curl -s -m 2 -o /dev/null http://203.0.113.44/"
+check "the port forward of the same VPC still answers" bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.41:8080/)\" = cs-vm1 ]"
+phase lbacl-permit-internet "CloudStack adds 198.51.100.10/32 to the LB rule's CIDRs"
+check "the internet host, now listed, reaches the VIP" wait_for 20 lb_answers
+phase lbacl-clear "CloudStack removes the LB rule's CIDR list"
+check_eq "sfctl: the LB admits everyone again (no source list)" "[]" "$(S -o json lb list --tenant $T --vpc $V | json "[c for l in d for c in l.get('source_cidrs', [])]")"
+check "the internet host still reaches the VIP" wait_for 20 lb_answers
+
+section "2d. CloudStack changes the source NAT address and the LB's backends"
+phase change "SNAT moved to 203.0.113.45, LB backends replaced by cs-vm2"
+check "cs-vm1 now leaves from the new source NAT address" wait_for 20 bash -c "'$REPO/deploy/lab.sh' exec cs-vm1 curl -s -m 2 -o /dev/null http://198.51.100.10/ && [ \"\$(tail -n 1 '$STATE/logs/internet-http.log' | awk '{print \$1}')\" = 203.0.113.45 ]"
+lb_only_vm2() { for _ in 1 2 3 4 5 6; do [ "$(X internet curl -s -m 2 http://203.0.113.44/)" = cs-vm2 ] || return 1; done; }
+check "six connections to the VIP all land on the new backend cs-vm2" wait_for 20 lb_only_vm2
+
 section "3. robustness: sessions, malformed JSON, retries, conflicts, unknown ids"
 phase check "robustness checks"
 check_eq "still three NAT rules after the rejected and retried calls" "3" "$(S -o json nat list --tenant $T --vpc $V | json "len([r for r in d if r.get('vpc') == '$V'])")"

@@ -2,13 +2,18 @@
 """Replays, over HTTP, the calls CloudStack's Netris provider makes, in CloudStack's order and
 with CloudStack's object names, against StackFabric's Netris-compatible REST API.
 
-    cloudstack_client.py URL PASSWORD_FILE setup|check|acl-open|teardown
+    cloudstack_client.py URL PASSWORD_FILE setup|check|acl-open|lbacl-*|change|teardown
 
 setup     log in, look up site and tenant, zone public range, VPC + allocation, two tiers,
           source NAT, port forward, static NAT, load balancer, ACLs, a static route
 check     robustness: 401 without a session, malformed JSON, idempotent retries, conflicts,
           unknown ids and references, filters; nothing of it changes what setup made
 acl-open  delete tier 1's "deny other TCP" ACL item
+lbacl-deny-internet    limit the LB rule to 192.0.2.0/24: LBACL0 deny-all + LBACL1 permit
+lbacl-permit-internet  add the internet host's address to the LB rule's CIDRs (LBACL2)
+lbacl-clear            the LB rule's CIDR list removed: every LBACL record deleted
+change    the source NAT moves to another address (new /32, rule updated, old /32 released)
+          and the load balancer's backends are replaced by the second VM alone
 teardown  everything deleted in CloudStack's order (the caller removed the VMs first)
 
 Like CloudStack it keeps no ids between calls: it finds its objects by name in the lists.
@@ -30,6 +35,8 @@ TIERS = [  # name, cidr, gateway, VNI chosen by "CloudStack"
     (P + "N10-tier2", "10.20.2.0/24", "10.20.2.1/24", 1500002),
 ]
 SNAT_IP, PF_IP, STATIC_IP, LB_IP = "203.0.113.40", "203.0.113.41", "203.0.113.42", "203.0.113.44"
+SNAT_IP2 = "203.0.113.45"  # the source NAT's address after `change`
+INTERNET_IP = "198.51.100.10"
 VM1, VM2 = "10.20.1.11", "10.20.2.11"
 ZONE_ALLOC = ("Z1-203.0.113.0/24", "203.0.113.0/24")
 ZONE_COMMON = ("Z1-203.0.113.32/27", "203.0.113.32/27")
@@ -343,6 +350,55 @@ def acl_open(c):
     c.ok("DELETE", "/api/acl", {"id": [a["id"]]}, what="delete ACL 2 (ingress deny tcp)")
 
 
+def lbacl(c, n, action, src):
+    """CloudStack's ACL record for item `n` of the LB rule's CIDR list (System VPC)."""
+    site, tenant, system = bootstrap(c)
+    c.ok("POST", "/api/acl",
+         {"name": f"{P}LBACL{n}-3", "action": action, "comment": "lb source", "proto": "tcp",
+          "established": 0, "src_prefix": src, "src_port_from": 1, "src_port_to": 65535,
+          "dst_prefix": f"{LB_IP}/32", "dst_port_from": 80, "dst_port_to": 80, "vpc": system},
+         what=f"LBACL{n}: {action} {src} -> {LB_IP}:80")
+
+
+def lbacl_deny_internet(c):
+    login(c)
+    lbacl(c, 0, "deny", "0.0.0.0/0")
+    lbacl(c, 1, "permit", "192.0.2.0/24")
+
+
+def lbacl_permit_internet(c):
+    login(c)
+    lbacl(c, 2, "permit", f"{INTERNET_IP}/32")
+
+
+def lbacl_clear(c):
+    login(c)
+    ids = [a["id"] for a in c.ok("GET", "/api/acl") if "-LBACL" in a["name"]]
+    result(len(ids) == 3, "three LBACL records listed", str(ids))
+    c.ok("DELETE", "/api/acl", {"id": ids}, what="delete the LB rule's CIDR list")
+
+
+def change(c):
+    login(c)
+    site, tenant, system = bootstrap(c)
+    ensure_subnet(c, f"{SNAT_IP2}/32", f"{SNAT_IP2}/32", "nat", system, tenant, site)
+    r = c.find("/api/v2/nat", P + "SNAT")
+    c.ok("PUT", f"/api/v2/nat/{r['id']}", {"name": P + "SNAT", "snatToIP": f"{SNAT_IP2}/32"},
+         what=f"source NAT moves to {SNAT_IP2}")
+    for s in c.ok("GET", "/api/v2/ipam/subnets"):
+        if s["prefix"] == f"{SNAT_IP}/32":
+            c.ok("DELETE", f"/api/v2/ipam/subnet/{s['id']}", what=f"release {SNAT_IP}")
+    v = c.find("/api/v2/vpc", VPC_NAME)
+    lb = c.find(f"/api/v2/l4lb?vpc={v['id']}", P + "LB3")
+    c.ok("PUT", f"/api/v2/l4lb/{lb['id']}",
+         {"name": P + "LB3", "protocol": "TCP", "ip": LB_IP, "port": 80, "status": "enable",
+          "healthCheck": "None", "vpc": {"id": v["id"]}, "backendIps": [{"ip": VM2, "port": 80}]},
+         what=f"load balancer backends -> {VM2} alone")
+    got = c.find(f"/api/v2/l4lb?vpc={v['id']}", P + "LB3")
+    result([b["ip"] for b in got["backendIps"]] == [VM2], "the LB lists the new backends",
+           json.dumps(got)[:300])
+
+
 def teardown(c):
     login(c)
     site, tenant, system = bootstrap(c)
@@ -377,6 +433,7 @@ def teardown(c):
     r = c.find("/api/v2/nat", P + "SNAT")
     c.ok("DELETE", f"/api/v2/nat/{r['id']}", what="delete source NAT")
     release_ip(SNAT_IP)
+    release_ip(SNAT_IP2)
     c.ok("GET", f"/api/v2/vpc/{vpc['id']}/resources")
     a = next(a for a in c.ok("GET", "/api/v2/ipam/allocations") if a["vpc"]["id"] == vpc["id"])
     c.ok("DELETE", f"/api/v2/ipam/allocation/{a['id']}", what="delete VPC allocation")
@@ -400,7 +457,9 @@ def teardown(c):
 def main():
     c = Client(URL)
     try:
-        {"setup": setup, "check": check, "acl-open": acl_open, "teardown": teardown}[PHASE](c)
+        {"setup": setup, "check": check, "acl-open": acl_open, "teardown": teardown,
+         "lbacl-deny-internet": lbacl_deny_internet, "lbacl-permit-internet": lbacl_permit_internet,
+         "lbacl-clear": lbacl_clear, "change": change}[PHASE](c)
     except SystemExit:
         pass
     except Exception as e:  # a crash is a failure, with its reason
