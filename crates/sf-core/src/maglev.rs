@@ -39,6 +39,13 @@ pub fn is_prime(n: u32) -> bool {
 /// Builds the lookup table: `table[slot]` is an index into `backends` (which the caller passes
 /// in any order; the result refers to the caller's indices). `backends` are (name, weight);
 /// zero-weight backends get no slot. Returns an empty table when no backend has weight.
+///
+/// The permutations are walked lazily (each backend's next preferred slot is its previous one
+/// plus `skip`, wrapped once: no division per probe), and which slots are taken is kept in a
+/// bitmap (8 KiB for 65,537 slots, in L1 cache) apart from the table itself; the last √m
+/// slots are found by arithmetic instead of probing (see phase 2 below). The result is
+/// the same table, slot for slot, as the paper's formula `(offset + j·skip) mod m`; the tests
+/// pin it with digests computed by the first (division per probe) implementation.
 pub fn build(backends: &[(&str, u32)], m: u32) -> Vec<u32> {
     assert!(is_prime(m), "Maglev table size must be prime, got {m}");
     let mut order: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].1 > 0).collect();
@@ -48,47 +55,160 @@ pub fn build(backends: &[(&str, u32)], m: u32) -> Vec<u32> {
     // Name order makes the result independent of the caller's order.
     order.sort_by(|&a, &b| backends[a].0.cmp(backends[b].0));
     let m64 = m as u64;
-    let perm: Vec<(u64, u64)> = order
+    // Per backend, in turn order: next preferred slot, skip, weight, credit, caller's index.
+    struct Walk {
+        pos: u64,
+        skip: u64,
+        weight: u64,
+        credit: u64,
+        index: u32,
+    }
+    let mut walks: Vec<Walk> = order
         .iter()
         .map(|&i| {
             let (h1, h2) = hashes(backends[i].0);
-            (h1 % m64, h2 % (m64 - 1) + 1)
+            Walk {
+                pos: h1 % m64,
+                skip: h2 % (m64 - 1) + 1,
+                weight: backends[i].1 as u64,
+                credit: 0,
+                index: i as u32,
+            }
         })
         .collect();
-    let max_w = order
-        .iter()
-        .map(|&i| backends[i].1)
-        .max()
-        .expect("non-empty") as u64;
-    let mut next = vec![0u64; order.len()];
-    let mut credit = vec![0u64; order.len()];
-    const NONE: u32 = u32::MAX;
-    let mut table = vec![NONE; m as usize];
-    let mut filled = 0u64;
-    'fill: loop {
-        for (k, &i) in order.iter().enumerate() {
-            // Fractional turns: a backend takes a turn each time its credit reaches max_w.
-            credit[k] += backends[i].1 as u64;
-            if credit[k] < max_w {
-                continue;
+    let max_w = walks.iter().map(|w| w.weight).max().expect("non-empty");
+    let uniform = walks.iter().all(|w| w.weight == max_w);
+    // A power-of-two length lets the index be masked (no bounds check per probe).
+    let mut taken = vec![0u64; (m as usize).div_ceil(64).next_power_of_two()];
+    let mask = taken.len() - 1;
+    let mut table = vec![0u32; m as usize];
+    let mut left = m64;
+    // Claims the next free preferred slot of `w`; returns whether the table is now full.
+    // Two probes per step on two independent chains (`pos` and `pos + skip`, each advanced
+    // by 2·skip), so the add-and-wrap latency is paid once per two probes. The wrap is
+    // branch-free: it is a coin toss per probe (skip is uniform in 1..m), which a branch
+    // would mispredict half of the time.
+    let wrap = |p: u64| -> u64 {
+        let q = p.wrapping_sub(m64);
+        if (q as i64) < 0 {
+            p
+        } else {
+            q
+        }
+    };
+    let claim = |w: &mut Walk, taken: &mut [u64], table: &mut [u32], left: &mut u64| -> bool {
+        let skip2 = wrap(w.skip + w.skip);
+        let mut a = w.pos;
+        let mut b = wrap(a + w.skip);
+        let slot = loop {
+            let (wa, ba) = ((a as usize / 64) & mask, 1u64 << (a % 64));
+            if taken[wa] & ba == 0 {
+                w.pos = b;
+                break a;
             }
-            credit[k] -= max_w;
-            let (offset, skip) = perm[k];
-            loop {
-                let slot = ((offset + next[k] * skip) % m64) as usize;
-                next[k] += 1;
-                if table[slot] == NONE {
-                    table[slot] = i as u32;
-                    filled += 1;
-                    break;
+            let (wb, bb) = ((b as usize / 64) & mask, 1u64 << (b % 64));
+            if taken[wb] & bb == 0 {
+                w.pos = wrap(a + skip2);
+                break b;
+            }
+            a = wrap(a + skip2);
+            b = wrap(b + skip2);
+        };
+        taken[slot as usize / 64] |= 1u64 << (slot % 64);
+        table[slot as usize] = w.index;
+        *left -= 1;
+        *left == 0
+    };
+    // Fractional turns: a backend takes a turn each time its credit reaches max_w.
+    let takes_turn = |w: &mut Walk| -> bool {
+        if uniform {
+            return true;
+        }
+        w.credit += w.weight;
+        if w.credit < max_w {
+            return false;
+        }
+        w.credit -= max_w;
+        true
+    };
+    // Phase 1, probing, until only `late` ≈ √m slots are free. Probing costs m/F probes per
+    // claim with F slots free, so most probes of a plain fill fall in its last few slots.
+    let late = (m as f64).sqrt() as u64;
+    let n = walks.len();
+    let mut k = 0;
+    while left > late {
+        if takes_turn(&mut walks[k]) && claim(&mut walks[k], &mut taken, &mut table, &mut left) {
+            return table;
+        }
+        k = if k + 1 == n { 0 } else { k + 1 };
+    }
+    if left == 0 {
+        return table;
+    }
+    // Phase 2: the next slot a backend would probe to is, among the free slots, the one
+    // earliest in its permutation: the free slot s with the least (s - pos)·skip⁻¹ mod m
+    // (its distance from `pos` in steps of `skip`). One scan of the F free slots per claim
+    // (F ≤ √m) instead of m/F probes. Same claims, same table.
+    let mut free: Vec<u32> = (0..m)
+        .filter(|&s| taken[s as usize / 64] & (1u64 << (s % 64)) == 0)
+        .collect();
+    let modm = Barrett::new(m64);
+    let mut inv = vec![0u64; n];
+    loop {
+        let w = &mut walks[k];
+        if takes_turn(w) {
+            if inv[k] == 0 {
+                inv[k] = modm.pow(w.skip, m64 - 2);
+            }
+            let (pos, iv) = (w.pos, inv[k]);
+            let mut best = (u64::MAX, 0usize);
+            for (i, &s) in free.iter().enumerate() {
+                let d = modm.mul(wrap(s as u64 + m64 - pos), iv);
+                if d < best.0 {
+                    best = (d, i);
                 }
             }
-            if filled == m64 {
-                break 'fill;
+            let slot = free.swap_remove(best.1);
+            table[slot as usize] = w.index;
+            if free.is_empty() {
+                return table;
             }
         }
+        k = if k + 1 == n { 0 } else { k + 1 };
     }
-    table
+}
+
+/// Multiplication modulo a fixed `m` < 2³² without a division (Barrett reduction).
+struct Barrett {
+    m: u64,
+    r: u64,
+}
+
+impl Barrett {
+    fn new(m: u64) -> Self {
+        Barrett { m, r: u64::MAX / m }
+    }
+    /// `a·b mod m` for `a, b < m`.
+    fn mul(&self, a: u64, b: u64) -> u64 {
+        let x = a * b;
+        let q = ((x as u128 * self.r as u128) >> 64) as u64;
+        let mut rem = x - q * self.m;
+        while rem >= self.m {
+            rem -= self.m;
+        }
+        rem
+    }
+    fn pow(&self, mut base: u64, mut e: u64) -> u64 {
+        let mut acc = 1 % self.m;
+        while e > 0 {
+            if e & 1 == 1 {
+                acc = self.mul(acc, base);
+            }
+            base = self.mul(base, base);
+            e >>= 1;
+        }
+        acc
+    }
 }
 
 /// Short digest of a table expressed in backend names, for comparing gateways.
@@ -178,6 +298,38 @@ mod tests {
             "weight-3 backend holds {heavy}"
         );
         assert!(build(&[("a:80", 0)], 13).is_empty());
+    }
+
+    /// Tables are part of the fabric's contract: every gateway, of any version, must compute
+    /// the same one, or connections move when a gateway takes over. These digests were
+    /// computed by the first implementation (one division per probe, `table[slot]` as the
+    /// taken marker); a change here changes every deployed table.
+    #[test]
+    fn tables_are_pinned_across_versions() {
+        let golden = [
+            (3usize, 65_537u32, "b5f91225f1462f69", "e06721bea7b9e387"),
+            (10, 251, "cfc9e9eeb6bd8b51", "6c7d7ca594f49ae5"),
+            (1000, 65_537, "7a50ce4b1c97173c", "c4ee308f58218524"),
+            (7, 655_373, "bb829447a74c0dc2", "603a2a8671e09ee7"),
+        ];
+        for (n, m, weighted, equal) in golden {
+            let ns: Vec<String> = (0..n)
+                .map(|i| format!("10.{}.{}.{}:80", i / 65536, (i / 256) % 256, i % 256))
+                .collect();
+            let names: Vec<&str> = ns.iter().map(|x| x.as_str()).collect();
+            let w: Vec<(&str, u32)> = ns
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (x.as_str(), (i % 3) as u32 + 1))
+                .collect();
+            assert_eq!(
+                digest(&build(&w, m), &names),
+                weighted,
+                "N={n} M={m} weighted"
+            );
+            let e: Vec<(&str, u32)> = ns.iter().map(|x| (x.as_str(), 1)).collect();
+            assert_eq!(digest(&build(&e, m), &names), equal, "N={n} M={m}");
+        }
     }
 
     #[test]
