@@ -11,6 +11,8 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 export LAB_PREFIX=${LAB_PREFIX:-sfr$$-}
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
+# shellcheck source=deploy/lib/netlab.sh
+source "$REPO/deploy/lib/netlab.sh"
 
 L() { "$REPO/deploy/lab.sh" "$@"; }
 X() { L exec "$@"; }
@@ -66,6 +68,16 @@ X cs-vm2 ip addr add 192.168.60.1/32 dev lo
 check "cs-vm1 reaches 192.168.60.1 through CloudStack's static route" wait_for 20 X cs-vm1 ping -c 1 -W 1 192.168.60.1
 check "internet reaches a backend through the load balancer 203.0.113.44" wait_for 30 bash -c "case \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.44/)\" in cs-vm1|cs-vm2) true;; *) false;; esac"
 
+section "2a. a VM plugged the way CloudStack's KVM agent does it (its own brvx-1500002 on hv3)"
+# modifyvxlan-evpn.sh's layout, made outside the agent (deploy/lib/netlab.sh), then a VM's
+# vnet in it: the agent must adopt the bridge (keep it, not mark it its own) and carry it.
+HV3=${LAB_PREFIX}hv3
+check "CloudStack's agent creates vxlan1500002 in brvx-1500002 on hv3" netlab_vxlan_add "$HV3" 1500002 10.255.1.3
+check "vm-plug cs-vm3 on hv3 into it (10.20.2.13, tier 2)" L vm-plug cs-vm3 hv3 1500002 10.20.2.13/24 10.20.2.1
+check "cs-vm1 (hv1, tier 1) reaches cs-vm3 across tiers" wait_for 30 X cs-vm1 ping -c 1 -W 1 10.20.2.13
+check_eq "cs-vm3 answers HTTP from cs-vm1" "cs-vm3" "$(X cs-vm1 curl -s -m 3 http://10.20.2.13/)"
+check_not "the bridge stays CloudStack's (no StackFabric ownership mark)" bash -c "ip -n $HV3 -d link show brvx-1500002 | grep -q 'alias stackfabric'"
+
 section "2b. CloudStack's ACL items are enforced on tier 1"
 # Listeners on 8022 (short-lived by construction: timeout), killed before the VMs go.
 X cs-vm1 timeout 300 python3 -m http.server 8022 --bind 0.0.0.0 >/dev/null 2>&1 & L1=$!
@@ -111,6 +123,8 @@ check_eq "still three NAT rules after the rejected and retried calls" "3" "$(S -
 section "4. teardown in CloudStack's order"
 check "vm-del cs-vm1" L vm-del cs-vm1
 check "vm-del cs-vm2" L vm-del cs-vm2
+check "vm-del cs-vm3" L vm-del cs-vm3
+check "CloudStack's agent removes its brvx-1500002 from hv3" bash -c "ip -n $HV3 link del vxlan1500002 && ip -n $HV3 link del brvx-1500002"
 phase teardown "CloudStack's teardown sequence"
 check_not "sfctl: the VPC is gone" S vpc show $V --tenant $T
 
