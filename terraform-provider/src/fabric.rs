@@ -316,6 +316,22 @@ pub async fn read(c: &mut Client, ty: &str, o: &Obj) -> Result<Option<Obj>, Stat
     })
 }
 
+/// Reads an object just written. A new VPC's gateway placement is filled in asynchronously:
+/// wait (up to 15 s) for it so the state does not change on the next refresh.
+pub async fn read_settled(c: &mut Client, ty: &str, o: &Obj) -> Result<Option<Obj>, Status> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = read(c, ty, o).await?;
+        let unplaced = ty == "stackfabric_vpc"
+            && r.as_ref()
+                .is_some_and(|x| x.get("primary_gateway").and_then(|v| v.as_str()) == Some(""));
+        if !unplaced || tokio::time::Instant::now() >= deadline {
+            return Ok(r);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 pub async fn create(c: &mut Client, ty: &str, o: &Obj) -> Result<(), Status> {
     let (t, v, name) = (s(o, "tenant"), s(o, "vpc"), s(o, "name"));
     match ty {

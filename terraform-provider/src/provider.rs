@@ -337,12 +337,10 @@ impl tf::provider_server::Provider for StackFabric {
                 if replace {
                     // The new object gets fresh coordinator-set values.
                     for a in &def.attrs {
-                        if a.mode == Mode::Computed
-                            || (a.mode == Mode::Optional && cfg_null(a.name))
-                        {
-                            if a.name != "id" {
-                                planned.insert(a.name.into(), Value::Unknown);
-                            }
+                        let fresh = a.mode == Mode::Computed
+                            || (a.mode == Mode::Optional && cfg_null(a.name));
+                        if fresh && a.name != "id" {
+                            planned.insert(a.name.into(), Value::Unknown);
                         }
                     }
                     let id_changes = def
@@ -402,7 +400,7 @@ impl tf::provider_server::Provider for StackFabric {
                     resp.new_state = dyn_value(&prior.map(Value::Map).unwrap_or(Value::Null));
                     return Ok(Response::new(resp));
                 }
-                match fabric::read(&mut c, ty, &planned).await {
+                match fabric::read_settled(&mut c, ty, &planned).await {
                     Ok(Some(o)) => resp.new_state = dyn_value(&Value::Map(shape(&def, o))),
                     Ok(None) => {
                         resp.diagnostics.push(error(

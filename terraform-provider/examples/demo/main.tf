@@ -157,6 +157,6 @@ output "placements" {
   value = data.stackfabric_gateway_placement.this.placements
 }
 
-output "nodes_in_sync" {
-  value = data.stackfabric_fleet_status.fleet.all_in_sync
+output "coordinator_leader" {
+  value = data.stackfabric_fleet_status.fleet.leader
 }
