@@ -116,6 +116,18 @@ check "cs-vm1 now leaves from the new source NAT address" wait_for 20 bash -c "'
 lb_only_vm2() { for _ in 1 2 3 4 5 6; do [ "$(X internet curl -s -m 2 http://203.0.113.44/)" = cs-vm2 ] || return 1; done; }
 check "six connections to the VIP all land on the new backend cs-vm2" wait_for 20 lb_only_vm2
 
+section "2e. CloudStack renames tier 2; an isolated network outside the VPC"
+ISO=D1-A2-Z1-N20-isonet
+phase rename "tier 2 renamed"
+check "cs-vm2 on the renamed tier still answers through its static NAT" wait_for 10 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.42/)\" = cs-vm2 ]"
+phase isolated "isolated network $ISO: its own controller VPC, tier and source NAT"
+check "vm-add cs-vm4 on hv2 in the isolated network" L vm-add cs-vm4 hv2 $T $ISO $ISO 10.40.1.11
+check "cs-vm4 reaches the internet from the isolated network's source NAT address" wait_for 30 bash -c "'$REPO/deploy/lab.sh' exec cs-vm4 curl -s -m 2 -o /dev/null http://198.51.100.10/ && [ \"\$(tail -n 1 '$STATE/logs/internet-http.log' | awk '{print \$1}')\" = 203.0.113.46 ]"
+check_not "cs-vm4 cannot reach cs-vm1 in the VPC" X cs-vm4 ping -c 1 -W 1 10.20.1.11
+check "vm-del cs-vm4" L vm-del cs-vm4
+phase iso-teardown "the isolated network removed in CloudStack's order"
+check_not "sfctl: its controller VPC is gone" S vpc show $ISO --tenant $T
+
 section "3. robustness: sessions, malformed JSON, retries, conflicts, unknown ids"
 phase check "robustness checks"
 check_eq "still three NAT rules after the rejected and retried calls" "3" "$(S -o json nat list --tenant $T --vpc $V | json "len([r for r in d if r.get('vpc') == '$V'])")"

@@ -12,6 +12,9 @@ acl-open  delete tier 1's "deny other TCP" ACL item
 lbacl-deny-internet    limit the LB rule to 192.0.2.0/24: LBACL0 deny-all + LBACL1 permit
 lbacl-permit-internet  add the internet host's address to the LB rule's CIDRs (LBACL2)
 lbacl-clear            the LB rule's CIDR list removed: every LBACL record deleted
+isolated  an isolated network outside a VPC: its controller VPC D1-A2-Z1-N20-isonet, allocation,
+          subnet, vnet (VNI 1500003) and source NAT 203.0.113.46; iso-teardown removes it all
+rename    tier 2 renamed (CloudStack's updateNetwork), its VNI, CIDR and traffic kept
 change    the source NAT moves to another address (new /32, rule updated, old /32 released)
           and the load balancer's backends are replaced by the second VM alone
 teardown  everything deleted in CloudStack's order (the caller removed the VMs first)
@@ -37,6 +40,9 @@ TIERS = [  # name, cidr, gateway, VNI chosen by "CloudStack"
 SNAT_IP, PF_IP, STATIC_IP, LB_IP = "203.0.113.40", "203.0.113.41", "203.0.113.42", "203.0.113.44"
 SNAT_IP2 = "203.0.113.45"  # the source NAT's address after `change`
 INTERNET_IP = "198.51.100.10"
+TIER2_RENAMED = P + "N10-tier2-web"
+ISO_VPC, ISO_CIDR, ISO_GW, ISO_VNI, ISO_SNAT = (
+    "D1-A2-Z1-N20-isonet", "10.40.1.0/24", "10.40.1.1/24", 1500003, "203.0.113.46")
 VM1, VM2 = "10.20.1.11", "10.20.2.11"
 ZONE_ALLOC = ("Z1-203.0.113.0/24", "203.0.113.0/24")
 ZONE_COMMON = ("Z1-203.0.113.32/27", "203.0.113.32/27")
@@ -399,6 +405,57 @@ def change(c):
            json.dumps(got)[:300])
 
 
+def rename(c):
+    login(c)
+    v = c.find("/api/v2/vpc", VPC_NAME)
+    n = c.find(f"/api/v2/vnet?vpc={v['id']}", TIERS[1][0])
+    c.ok("PUT", f"/api/v2/vnet/{n['id']}", {"name": TIER2_RENAMED, "vpc": {"id": v["id"]}},
+         what=f"rename tier 2 to {TIER2_RENAMED}")
+    got = c.find(f"/api/v2/vnet?vpc={v['id']}", TIER2_RENAMED)
+    result(got is not None and got["vxlanID"] == TIERS[1][3], "the renamed tier keeps its VNI",
+           json.dumps(got)[:300])
+
+
+def isolated(c):
+    login(c)
+    site, tenant, system = bootstrap(c)
+    c.ok("POST", "/api/v2/vpc", {"name": ISO_VPC, "adminTenant": tenant, "guestTenants": [], "tags": []},
+         what=f"isolated network's controller VPC {ISO_VPC}")
+    v = c.find("/api/v2/vpc", ISO_VPC)
+    vpc = {"id": v["id"], "name": v["name"]}
+    c.ok("POST", "/api/v2/ipam/allocation",
+         {"name": ISO_VPC, "prefix": ISO_CIDR, "vpc": vpc, "tenant": tenant}, what="its allocation")
+    ensure_subnet(c, ISO_VPC, ISO_CIDR, "common", vpc, tenant, site)
+    c.ok("POST", "/api/v2/vnet",
+         {"name": ISO_VPC, "vpc": vpc, "sites": [site], "tenant": tenant, "vxlanID": ISO_VNI,
+          "vlan": 0, "vlanAware": False, "l3vpn": False, "state": "active", "tags": [],
+          "gateways": [{"prefix": ISO_GW, "dhcpEnabled": False}], "guestTenants": [], "ports": []},
+         what=f"isolated network vnet VNI {ISO_VNI}")
+    ensure_subnet(c, f"{ISO_SNAT}/32", f"{ISO_SNAT}/32", "nat", system, tenant, site)
+    c.ok("POST", "/api/v2/nat",
+         {"name": ISO_VPC + "-SNAT", "action": "SNAT", "protocol": "ALL", "state": "enabled",
+          "sourceAddress": ISO_CIDR, "sourcePort": "1-65535", "destinationAddress": "0.0.0.0/0",
+          "destinationPort": "1-65535", "snatToIP": f"{ISO_SNAT}/32", "site": site, "vpc": vpc},
+         what=f"its source NAT -> {ISO_SNAT}")
+
+
+def iso_teardown(c):
+    login(c)
+    v = c.find("/api/v2/vpc", ISO_VPC)
+    for s in c.ok("GET", "/api/v2/ipam/subnets"):
+        if s["prefix"] == f"{ISO_SNAT}/32":
+            c.ok("DELETE", f"/api/v2/ipam/subnet/{s['id']}", what=f"release {ISO_SNAT}")
+    r = c.find("/api/v2/nat", ISO_VPC + "-SNAT")
+    c.ok("DELETE", f"/api/v2/nat/{r['id']}", what="delete its source NAT")
+    n = c.find(f"/api/v2/vnet?vpc={v['id']}", ISO_VPC)
+    c.ok("DELETE", f"/api/v2/vnet/{n['id']}", what="delete its vnet")
+    s = next(s for s in c.ok("GET", "/api/v2/ipam/subnets") if s["prefix"] == ISO_CIDR)
+    c.ok("DELETE", f"/api/v2/ipam/subnet/{s['id']}", what="delete its subnet")
+    a = next(a for a in c.ok("GET", "/api/v2/ipam/allocations") if a["vpc"]["id"] == v["id"])
+    c.ok("DELETE", f"/api/v2/ipam/allocation/{a['id']}", what="delete its allocation")
+    c.ok("DELETE", f"/api/v2/vpc/{v['id']}", what="delete its controller VPC")
+
+
 def teardown(c):
     login(c)
     site, tenant, system = bootstrap(c)
@@ -425,7 +482,8 @@ def teardown(c):
     c.ok("DELETE", "/api/routes", {"id": r["id"]}, what="delete static route")
     # Tiers.
     for name, cidr, _, _ in TIERS:
-        n = c.find(f"/api/v2/vnet?vpc={vpc['id']}", name)
+        n = (c.find(f"/api/v2/vnet?vpc={vpc['id']}", name)
+             or c.find(f"/api/v2/vnet?vpc={vpc['id']}", TIER2_RENAMED))
         c.ok("DELETE", f"/api/v2/vnet/{n['id']}", what=f"delete vnet {name}")
         s = next(s for s in c.ok("GET", "/api/v2/ipam/subnets") if s["name"] == name)
         c.ok("DELETE", f"/api/v2/ipam/subnet/{s['id']}", what=f"delete subnet {cidr}")
@@ -459,7 +517,8 @@ def main():
     try:
         {"setup": setup, "check": check, "acl-open": acl_open, "teardown": teardown,
          "lbacl-deny-internet": lbacl_deny_internet, "lbacl-permit-internet": lbacl_permit_internet,
-         "lbacl-clear": lbacl_clear, "change": change}[PHASE](c)
+         "lbacl-clear": lbacl_clear, "change": change, "rename": rename,
+         "isolated": isolated, "iso-teardown": iso_teardown}[PHASE](c)
     except SystemExit:
         pass
     except Exception as e:  # a crash is a failure, with its reason
