@@ -1084,20 +1084,7 @@ async fn vpc_and_nat_lists_with_100_and_10000_objects() {
     for n in [100u64, 10_000] {
         let kv = Arc::new(MemStore::new());
         seed(&kv, n).await;
-        let addr = serve_on(kv).await;
-        let a = http(
-            addr,
-            "POST",
-            "/api/auth",
-            "",
-            Some(&json!({"user": "cs", "password": "pw"})),
-        )
-        .await;
-        let set = a.headers.iter().find(|(k, _)| k == "Set-Cookie").unwrap();
-        let c = Client {
-            addr,
-            cookie: set.1.split(';').next().unwrap().to_string(),
-        };
+        let c = login(serve_on(kv).await).await;
         let (vpc, nv) = time_get(&c, "/api/v2/vpc", 5).await;
         let (nat, nn) = time_get(&c, "/api/v2/nat", 5).await;
         assert_eq!((nv as u64, nn as u64), (n + 1, n));

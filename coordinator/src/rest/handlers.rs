@@ -1,7 +1,7 @@
 //! HTTP handlers: session, lookups, and one generic create / update / delete / list per kind
 //! of Netris object (see the module doc of [`super`] for the mapping).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -986,13 +986,33 @@ fn sync_acls(
     Ok(())
 }
 
-/// Brings the source lists of the load balancers in line with the LB ACL records as `after`
-/// leaves them (see [`acl_map::lb_sources`]): an LB whose list changes is rewritten in place.
-fn sync_lb_sources(txn: &mut Txn, intent: &Intent, after: &Db) -> ApiResult<()> {
+/// The destinations of the ACL records among `recs` (what an ACL write can touch).
+fn acl_dsts<'r>(recs: impl IntoIterator<Item = &'r Record>) -> BTreeSet<Ipv4Net> {
+    recs.into_iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Acl(a) => Some(a.dst_prefix),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Brings the source lists of the load balancers whose VIP/32 is among `dsts` (the
+/// destinations of the ACL records written) in line with the LB ACL records as `after` leaves
+/// them (see [`acl_map::lb_sources`]): an LB whose list changes is rewritten in place.
+fn sync_lb_sources(
+    txn: &mut Txn,
+    intent: &Intent,
+    after: &Db,
+    dsts: &BTreeSet<Ipv4Net>,
+) -> ApiResult<()> {
     for r in after.of(Kind::L4lb) {
         let (Spec::L4lb(spec), Some(SfRef::Lb { tenant, vpc, name })) = (&r.spec, &r.sf) else {
             continue;
         };
+        let vip = spec.ip.parse::<std::net::Ipv4Addr>().map(Ipv4Net::from);
+        if !vip.is_ok_and(|v| dsts.contains(&v)) {
+            continue;
+        }
         let Some(lb) = intent
             .load_balancers
             .get(&(tenant.clone(), vpc.clone(), name.clone()))
@@ -1090,7 +1110,7 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
             }
             sync_acls(&mut txn, i, &i2, &after, vpc)?;
             if kind == Kind::Acl {
-                sync_lb_sources(&mut txn, i, &after)?;
+                sync_lb_sources(&mut txn, i, &after, &acl_dsts([&p.rec]))?;
             }
             Ok::<_, ApiError>(())
         })?;
@@ -1247,7 +1267,7 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
         after.recs.insert(id, (p.rec.clone(), 0));
         s.intent(|i| {
             sync_acls(&mut txn, i, i, &after, old.vpc)?;
-            sync_lb_sources(&mut txn, i, &after)
+            sync_lb_sources(&mut txn, i, &after, &acl_dsts([&old, &p.rec]))
         })?;
     }
     s.commit(txn).await?;
@@ -1338,7 +1358,8 @@ async fn delete_ids(s: &Rest, kind: Kind, ids: &[u64]) -> Res {
                 sync_acls(&mut txn, i, &i2, &after, vpc)?;
             }
             if kind == Kind::Acl {
-                sync_lb_sources(&mut txn, i, &after)?;
+                let gone = ids.iter().filter_map(|id| db.recs.get(id).map(|(r, _)| r));
+                sync_lb_sources(&mut txn, i, &after, &acl_dsts(gone))?;
             }
             Ok(())
         })?;
