@@ -298,11 +298,13 @@ cx cp /lib/systemd/system/sf-hypervisor-agent.service /etc/systemd/system/sf-swi
 cx cp /usr/bin/sfctl /usr/local/bin/sf-switch-agent
 playbook() { cx env ANSIBLE_ROLES_PATH=/var/cache/sf-test/ansible/roles ANSIBLE_NOCOLOR=1 ansible-playbook -i localhost, /var/cache/sf-test/ansible/package-test.yml; }
 out=$(playbook 2>&1)
-check "the package task installs sf-switch-agent from its .deb" bash -c "nsenter -t $C_PID -a dpkg-query -W -f='\${Status}' sf-switch-agent | grep -q 'install ok installed'" ||
-    echo "$out" | tail -n 20
+if cx dpkg-query -W -f='${Status}' sf-switch-agent 2>/dev/null | grep -q 'install ok installed'; then
+    pass "the package task installs sf-switch-agent from its .deb"
+else fail "the package task did not install sf-switch-agent: $(tail -n 12 <<<"$out")"; fi
 check "it removed the copy-installed unit and binary" bash -c "! nsenter -t $C_PID -a test -e /etc/systemd/system/sf-switch-agent.service && ! nsenter -t $C_PID -a test -e /usr/local/bin/sf-switch-agent"
 check "the unit is the package's" bash -c "nsenter -t $C_PID -a systemctl show -p FragmentPath sf-switch-agent.service | grep -qx FragmentPath=/lib/systemd/system/sf-switch-agent.service"
-unchanged() { playbook 2>&1 | grep -Eq 'localhost +: ok=[0-9]+ +changed=0 '; }
-check "a second run changes nothing" unchanged
+second=$(playbook 2>&1)
+if grep -Eq 'localhost +: ok=[0-9]+ +changed=0 +unreachable=0 +failed=0 ' <<<"$second"; then pass "a second run changes nothing"; else
+    fail "a second run changed or failed: $(grep -E '^(changed|fatal|failed)|localhost +:|msg' <<<"$second" | tail -n 12)"; fi
 
 finish
