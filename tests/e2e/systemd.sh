@@ -298,7 +298,7 @@ cx cp /lib/systemd/system/sf-hypervisor-agent.service /etc/systemd/system/sf-swi
 cx cp /usr/bin/sfctl /usr/local/bin/sf-switch-agent
 playbook() { cx env ANSIBLE_ROLES_PATH=/var/cache/sf-test/ansible/roles ANSIBLE_NOCOLOR=1 ansible-playbook -i localhost, /var/cache/sf-test/ansible/package-test.yml; }
 out=$(playbook 2>&1)
-if cx dpkg-query -W -f='${Status}' sf-switch-agent 2>/dev/null | grep -q 'install ok installed'; then
+if cx dpkg-query -W -f="\${Status}" sf-switch-agent 2>/dev/null | grep -q 'install ok installed'; then
     pass "the package task installs sf-switch-agent from its .deb"
 else fail "the package task did not install sf-switch-agent: $(tail -n 12 <<<"$out")"; fi
 check "it removed the copy-installed unit and binary" bash -c "! nsenter -t $C_PID -a test -e /etc/systemd/system/sf-switch-agent.service && ! nsenter -t $C_PID -a test -e /usr/local/bin/sf-switch-agent"
