@@ -16,7 +16,9 @@ pub struct Cli {
 /// Connection, credential and output options shared by every subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
-    /// Coordinator FabricApi endpoint (http:// or https://).
+    /// Coordinator FabricApi endpoint (http:// or https://); several replicas as a comma
+    /// separated list, tried in order: the first that accepts a connection (TCP and TLS within
+    /// --timeout) is used; a read-only command also moves on when a replica fails mid-call.
     #[arg(
         long,
         global = true,
@@ -104,6 +106,31 @@ pub enum Command {
     Gateway(GatewayCmd),
     /// Show fleet sync status (GetFleetStatus).
     Status,
+}
+
+impl Command {
+    /// True for commands that only read (`status`, `list`, `show`): these may be sent again to
+    /// another coordinator replica after a failure mid-call; a write is sent at most once.
+    /// The match is exhaustive so that every new command has to be classified.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Command::Status => true,
+            Command::Tenant(c) => matches!(c, TenantCmd::List),
+            Command::Vpc(c) => matches!(c, VpcCmd::List { .. } | VpcCmd::Show { .. }),
+            Command::Network(c) => {
+                matches!(c, NetworkCmd::List { .. } | NetworkCmd::Show { .. })
+            }
+            Command::Port(c) => matches!(c, PortCmd::List { .. } | PortCmd::Show { .. }),
+            Command::Node(c) => matches!(c, NodeCmd::List | NodeCmd::Show { .. }),
+            Command::Pool(c) => matches!(c, PoolCmd::List),
+            Command::Nat(c) => matches!(c, NatCmd::List { .. }),
+            Command::Route(c) => matches!(c, RouteCmd::List { .. }),
+            Command::Acl(c) => matches!(c, AclCmd::List { .. } | AclCmd::Show { .. }),
+            Command::Lb(c) => matches!(c, LbCmd::List { .. } | LbCmd::Show { .. }),
+            Command::Dc(c) => matches!(c, DcCmd::List { .. } | DcCmd::Show { .. }),
+            Command::Gateway(c) => matches!(c, GatewayCmd::List),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -509,6 +536,34 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn only_status_list_and_show_are_read_only() {
+        let parse = |args: &[&str]| {
+            let mut v = vec!["sfctl"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v).unwrap().command
+        };
+        for ro in [
+            &["status"][..],
+            &["tenant", "list"],
+            &["vpc", "show", "v", "--tenant", "t"],
+            &["node", "list"],
+            &["acl", "show", "a", "--tenant", "t", "--vpc", "v"],
+            &["gateway", "list"],
+        ] {
+            assert!(parse(ro).is_read_only(), "{ro:?} only reads");
+        }
+        for rw in [
+            &["tenant", "create", "t"][..],
+            &["tenant", "delete", "t"],
+            &["gateway", "drain", "gw1"],
+            &["pool", "create", "p", "--cidr", "203.0.113.0/24"],
+            &["node", "delete", "hv1"],
+        ] {
+            assert!(!parse(rw).is_read_only(), "{rw:?} may write");
+        }
     }
 
     #[test]

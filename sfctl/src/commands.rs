@@ -13,22 +13,58 @@ use crate::cli::{
 use crate::client::{self, Client};
 use crate::output;
 
-/// Connects to the coordinator and runs the selected subcommand.
+/// Connects to the first coordinator replica that answers and runs the selected subcommand.
+/// A read-only command that fails in transit (the replica hung or died mid-call) is sent to the
+/// next replica; a write is never sent twice, because it may have been applied.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut client = client::connect(&cli.global).await?;
+    let mut replicas = client::Replicas::new(&cli.global)?;
+    let read_only = cli.command.is_read_only();
+    loop {
+        let (mut client, url) = replicas.connect_next().await?;
+        match send(&mut client, &cli).await {
+            Ok(text) => {
+                print!("{text}");
+                return Ok(());
+            }
+            Err(e) => {
+                let e = transport_failure(e, &url);
+                if read_only && failed_in_transit(&e) {
+                    replicas.record_failure(&url, &e);
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Runs the command on one replica, sending a write again when it was refused as stale.
+async fn send(client: &mut Client, cli: &Cli) -> anyhow::Result<String> {
     let mut attempt = 0;
-    let text = loop {
-        match dispatch(&mut client, cli.global.output, cli.command.clone()).await {
+    loop {
+        match dispatch(client, cli.global.output, cli.command.clone()).await {
             // Refused before anything was written: validate and send again.
             Err(e) if attempt < STALE_RETRIES && is_stale(&e) => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
             }
-            r => break r.map_err(|e| transport_failure(e, &cli.global.endpoint))?,
+            r => return r,
         }
-    };
-    print!("{text}");
-    Ok(())
+    }
+}
+
+/// The replica could not be used (connection lost, call timed out, replica not serving), as
+/// opposed to an answer from a coordinator (rejected, not found).
+fn failed_in_transit(err: &anyhow::Error) -> bool {
+    if err.downcast_ref::<client::SetupError>().is_some() {
+        return true;
+    }
+    err.downcast_ref::<tonic::Status>().is_some_and(|s| {
+        matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        )
+    })
 }
 
 /// Times a write refused as stale (it raced a write through another coordinator replica) is
@@ -677,5 +713,31 @@ mod acl_rule_tests {
             "intent changed through another coordinator",
         ));
         assert!(!super::is_stale(&other));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_in_transit_move_a_read_on() {
+        let lost = transport_failure(
+            tonic::Status::from_error(Box::new(std::io::Error::other("connection reset"))).into(),
+            "https://a",
+        );
+        assert!(failed_in_transit(&lost));
+        assert!(failed_in_transit(
+            &tonic::Status::unavailable("not serving").into()
+        ));
+        assert!(failed_in_transit(
+            &tonic::Status::deadline_exceeded("Timeout expired").into()
+        ));
+        assert!(!failed_in_transit(
+            &tonic::Status::not_found("no such vpc").into()
+        ));
+        assert!(!failed_in_transit(
+            &tonic::Status::invalid_argument("bad cidr").into()
+        ));
     }
 }
