@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sf_core::compile::{affected_nodes, compile_node_indexed, PortsByNode};
+use sf_core::compile::{compile_node_indexed, PortsByNode};
 use sf_core::desired::NodeDesired;
-use sf_store::intent::{apply_event, change_before, ClusterView, IntentStore};
-use sf_store::keys::KeyKind;
+use sf_store::intent::{decode_event, ClusterView, IntentStore};
 use tokio::sync::watch;
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -274,18 +273,24 @@ impl Fabric {
         self.stamp(batch.revision);
         let mut touched = BTreeSet::new();
         let mut republish = BTreeSet::new();
+        let mut kick_placement = false;
         {
             let mut s = self.state.write().unwrap();
             let keys = self.store.keys();
             for ev in &batch.events {
-                // Nodes affected before the change (covers removals and moves) and after it.
-                if let Some(before) = change_before(keys, &s.view, &ev.kv.key) {
-                    touched.extend(affected_nodes(&s.view.intent, &before));
-                }
-                match apply_event(keys, &mut s.view, ev) {
-                    Ok(Some(change)) => touched.extend(affected_nodes(&s.view.intent, &change)),
-                    Ok(None) => {}
-                    Err(e) => warn!(key = %ev.kv.key, error = %e, "ignoring undecodable value"),
+                // Decoded once; an undecodable value leaves the view as it was.
+                let decoded = match decode_event(keys, ev) {
+                    Ok(Some(d)) => d,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        warn!(key = %ev.kv.key, error = %e, "ignoring undecodable value");
+                        continue;
+                    }
+                };
+                kick_placement |= decoded.may_move_placement();
+                match s.view.apply(decoded) {
+                    Ok(nodes) => touched.extend(nodes),
+                    Err(e) => warn!(key = %ev.kv.key, error = %e, "ignoring event"),
                 }
             }
             s.revision = batch.revision;
@@ -330,22 +335,8 @@ impl Fabric {
             .desired_publishes
             .inc_by(republish.len() as u64);
         self.revision_tx.send_replace(batch.revision);
-        // Placement is a function of the VPCs and of the gateways' inventory, liveness and
-        // drain state only: recomputing it (over every VPC) on each status report or port
-        // change would make every change cost as much as the whole fabric.
-        let keys = self.store.keys();
-        if batch.events.iter().any(|ev| {
-            matches!(
-                keys.parse(&ev.kv.key),
-                Some(
-                    KeyKind::Vpc(..)
-                        | KeyKind::Node(_)
-                        | KeyKind::Drained(_)
-                        | KeyKind::Placement(..)
-                        | KeyKind::Heartbeat(_)
-                )
-            )
-        }) {
+        // Placement is recomputed (over every VPC) only when its inputs changed.
+        if kick_placement {
             self.placement_kick.notify_one();
         }
         republish

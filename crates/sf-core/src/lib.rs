@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod desired;
+pub mod event;
 pub mod maglev;
 pub mod model;
 pub mod placement;

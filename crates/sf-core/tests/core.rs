@@ -3,11 +3,18 @@
 
 use std::collections::BTreeSet;
 
-use sf_core::compile::{affected_nodes, compile_node, Change};
+use sf_core::compile::{affected_nodes, compile_node};
 use sf_core::desired::{network_key, DesiredObject, EvpnRole};
+use sf_core::event::{ObjectRef, PortRef, VpcChildRef, VpcRef};
 use sf_core::model::*;
 use sf_core::model::{AclList, AclListRule, Direction};
 use sf_core::validate::*;
+
+/// The reference of the network with `vni`.
+fn network_ref(i: &Intent, vni: u32) -> ObjectRef {
+    let n = i.network_by_vni(vni).unwrap();
+    ObjectRef::Network(VpcChildRef::new(&n.tenant, &n.vpc, &n.name))
+}
 
 fn node(name: &str, role: NodeRole, asn: u32, lo: &str) -> Node {
     Node {
@@ -177,16 +184,20 @@ fn delta_round_trips_and_digest_changes() {
 fn affected_nodes_are_only_the_hosting_ones() {
     let i = demo();
     assert_eq!(
-        affected_nodes(&i, &Change::Network { vni: 1_000_002 }),
+        affected_nodes(&i, &network_ref(&i, 1_000_002)),
         BTreeSet::from(["hv1".to_string(), "hv3".to_string()])
     );
+    let on_hv2 = i.ports.values().find(|p| p.node == "hv2").unwrap();
     assert_eq!(
-        affected_nodes(&i, &Change::Port { node: "hv2".into() }),
+        affected_nodes(
+            &i,
+            &ObjectRef::Port(PortRef::new(&on_hv2.tenant, &on_hv2.name))
+        ),
         BTreeSet::from(["hv2".to_string()])
     );
-    assert!(affected_nodes(&i, &Change::Other).is_empty());
+    assert!(affected_nodes(&i, &ObjectRef::Tenant("demo".into())).is_empty());
     // Pools reach every switch (they originate them) and no hypervisor.
-    let pool_nodes = affected_nodes(&i, &Change::Pool);
+    let pool_nodes = affected_nodes(&i, &ObjectRef::Pool("public".into()));
     assert!(pool_nodes.contains("leaf1"), "{pool_nodes:?}");
     assert!(
         !pool_nodes.iter().any(|n| n.starts_with("hv")),
@@ -486,20 +497,21 @@ fn active_gateway_gets_router_tiers_and_public_announcements() {
     let gw2 = compile_node(&i, "gw2", 1).unwrap();
     assert_eq!(gw2.routers().count(), 0);
     assert!(gw2.underlay().unwrap().announce.is_empty());
-    // A VPC change touches its gateway and the hypervisors of its tiers (they know the
-    // tiers' ACLs), nothing else.
+    // The VPC record touches its gateway only; an ACL list of it also the hypervisors of its
+    // tiers (they enforce the tiers' ACLs), nothing else.
+    assert_eq!(
+        affected_nodes(&i, &ObjectRef::Vpc(VpcRef::new("demo", "blue"))),
+        BTreeSet::from(["gw1".to_string()])
+    );
     assert_eq!(
         affected_nodes(
             &i,
-            &Change::Vpc {
-                tenant: "demo".into(),
-                vpc: "blue".into()
-            }
+            &ObjectRef::Acl(VpcChildRef::new("demo", "blue", "any-list"))
         ),
         BTreeSet::from(["gw1".to_string(), "hv1".to_string(), "hv2".to_string()])
     );
     // A network change of blue touches its gateway as well as its hypervisors.
-    assert!(affected_nodes(&i, &Change::Network { vni: 1_000_001 }).contains("gw1"));
+    assert!(affected_nodes(&i, &network_ref(&i, 1_000_001)).contains("gw1"));
 }
 
 #[test]
@@ -897,10 +909,7 @@ fn acl_compiles_in_number_order_to_hypervisors_and_gateway() {
     // An ACL change touches the gateway and every hypervisor of the VPC.
     let touched = affected_nodes(
         &i,
-        &Change::Vpc {
-            tenant: "demo".into(),
-            vpc: "blue".into(),
-        },
+        &ObjectRef::Acl(VpcChildRef::new("demo", "blue", "db-acl")),
     );
     assert!(
         ["gw1", "hv1", "hv2", "hv3"]
@@ -1246,12 +1255,10 @@ fn switch_and_gateway_compile_bare_metal_and_direct_connect() {
         .networks()
         .next()
         .is_none());
+    let dc = i.direct_connects.values().next().unwrap();
     let touched = affected_nodes(
         &i,
-        &Change::Vpc {
-            tenant: "demo".into(),
-            vpc: "blue".into(),
-        },
+        &ObjectRef::DirectConnect(VpcChildRef::new(&dc.tenant, &dc.vpc, &dc.name)),
     );
     assert!(
         touched.contains("gw1") && touched.contains("leaf1"),

@@ -1,5 +1,5 @@
-//! Typed intent operations on a [`KvStore`]: loading the whole intent at one revision, turning
-//! watch events into model changes, and the guarded writes the coordinator performs after
+//! Typed intent operations on a [`KvStore`]: loading the whole intent at one revision, decoding
+//! each watch event once into a [`ViewEvent`] that [`ClusterView::apply`] applies, and the guarded writes the coordinator performs after
 //! validation. Every write is one etcd transaction whose compares re-check what validation
 //! assumed (the object is new, its parents exist, its VNI is free), so a racing writer makes
 //! the write fail cleanly instead of corrupting intent.
@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sf_core::compile::Change;
+use sf_core::compile;
+use sf_core::event::{IntentEvent, KindMismatch, Object, ObjectRef, PortRef, VpcChildRef, VpcRef};
 use sf_core::model::{
     Intent, NatRule, Network, Node, Placement, Pool, PortBinding, StaticRoute, Tenant, Vpc,
 };
@@ -141,15 +142,15 @@ impl IntentStore {
     pub async fn load(&self) -> Result<(ClusterView, i64)> {
         let (kvs, revision) = self.store.list(&format!("{}/", self.keys.root())).await?;
         let mut view = ClusterView::default();
-        for kv in &kvs {
-            apply_event(
-                &self.keys,
-                &mut view,
-                &WatchEvent {
-                    kind: EventKind::Put,
-                    kv: kv.clone(),
-                },
-            )?;
+        for kv in kvs {
+            let ev = WatchEvent {
+                kind: EventKind::Put,
+                kv,
+            };
+            if let Some(e) = decode_event(&self.keys, &ev)? {
+                view.apply(e)
+                    .expect("decode_event pairs each reference with its kind");
+            }
         }
         Ok((view, revision))
     }
@@ -643,223 +644,158 @@ impl IntentStore {
     }
 }
 
-/// What the object under `key` touched *before* an event changes it, evaluated on the view
-/// as it still is: a deleted port's node, a removed network's hypervisors and gateway, the
-/// gateway a VPC's placement moves away from. Together with [`apply_event`]'s result this
-/// covers removals and moves. None for keys whose old state touches no node.
-pub fn change_before(keys: &Keys, view: &ClusterView, key: &str) -> Option<Change> {
-    match keys.parse(key)? {
-        KeyKind::Network(t, v, n) => view
-            .intent
-            .networks
-            .get(&(t, v, n))
-            .map(|old| Change::Network { vni: old.vni }),
-        KeyKind::Port(t, p) => view.intent.ports.get(&(t, p)).map(|old| Change::Port {
-            node: old.node.clone(),
-        }),
-        KeyKind::Vpc(tenant, vpc)
-        | KeyKind::Dc(tenant, vpc, _)
-        | KeyKind::Nat(tenant, vpc, _)
-        | KeyKind::Route(tenant, vpc, _)
-        | KeyKind::Lb(tenant, vpc, _)
-        | KeyKind::Acl(tenant, vpc, _)
-        | KeyKind::Placement(tenant, vpc) => Some(Change::Vpc { tenant, vpc }),
-        _ => None,
+/// One watch event, decoded once: a change of intent (for the compiler), or a runtime record
+/// (liveness, fencing sequence, leadership, replicas, agent status) the view keeps beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewEvent {
+    Intent(IntentEvent),
+    Heartbeat {
+        node: String,
+        alive: bool,
+    },
+    IntentSeq(i64),
+    Leader(Option<(String, i64)>),
+    Replica {
+        name: String,
+        live: bool,
+    },
+    Status {
+        node: String,
+        status: Option<AgentStatus>,
+    },
+}
+
+impl ViewEvent {
+    /// Whether gateway placement may move: it depends only on VPCs, gateway inventory, drain
+    /// marks, placements and liveness (recomputing it on every port or status change would
+    /// make each change cost as much as the whole fabric).
+    pub fn may_move_placement(&self) -> bool {
+        match self {
+            ViewEvent::Heartbeat { .. } => true,
+            ViewEvent::Intent(e) => matches!(
+                e.object_ref(),
+                ObjectRef::Vpc(_)
+                    | ObjectRef::Node(_)
+                    | ObjectRef::Drained(_)
+                    | ObjectRef::Placement(_)
+            ),
+            _ => false,
+        }
     }
 }
 
-/// Applies one watch event to the view and says what changed, for the compiler's
-/// [`sf_core::compile::affected_nodes`]. Unknown keys are ignored.
-pub fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Result<Option<Change>> {
+/// Decodes one watch event. Keys outside the layout (and allocation records, which carry no
+/// state the view needs) give `None`; an undecodable value is an error and changes nothing.
+pub fn decode_event(keys: &Keys, ev: &WatchEvent) -> Result<Option<ViewEvent>> {
     let Some(kind) = keys.parse(&ev.kv.key) else {
         return Ok(None);
     };
     let put = ev.kind == EventKind::Put;
-    let intent = &mut view.intent;
-    Ok(match kind {
-        KeyKind::Tenant(t) => {
-            if put {
-                intent.tenants.insert(t, decode(&ev.kv)?);
+    // An intent object: its reference, and (for a put) its decoded value.
+    macro_rules! intent {
+        ($r:expr, $variant:ident) => {{
+            let r = $r;
+            ViewEvent::Intent(if put {
+                IntentEvent::Put(r, Object::$variant(decode(&ev.kv)?))
             } else {
-                intent.tenants.remove(&t);
-            }
-            Some(Change::Other)
-        }
-        KeyKind::Vpc(t, v) => {
-            if put {
-                intent.vpcs.insert((t.clone(), v.clone()), decode(&ev.kv)?);
-            } else {
-                intent.vpcs.remove(&(t.clone(), v.clone()));
-            }
-            Some(Change::Vpc { tenant: t, vpc: v })
-        }
-        // Decode before touching the view: an undecodable value leaves the object as it was.
+                IntentEvent::Delete(r)
+            })
+        }};
+    }
+    Ok(Some(match kind {
+        KeyKind::Tenant(t) => intent!(ObjectRef::Tenant(t), Tenant),
+        KeyKind::Vpc(t, v) => intent!(ObjectRef::Vpc(VpcRef::new(t, v)), Vpc),
         KeyKind::Network(t, v, n) => {
-            let key = (t, v, n);
-            let vni = if put {
-                let net: Network = decode(&ev.kv)?;
-                let vni = net.vni;
-                intent.networks.insert(key, net);
-                vni
-            } else {
-                match intent.networks.remove(&key) {
-                    Some(o) => o.vni,
-                    None => return Ok(None),
-                }
-            };
-            Some(Change::Network { vni })
+            intent!(ObjectRef::Network(VpcChildRef::new(t, v, n)), Network)
         }
-        KeyKind::Port(t, p) => {
-            let key = (t, p);
-            let node = if put {
-                let port: PortBinding = decode(&ev.kv)?;
-                let node = port.node.clone();
-                intent.ports.insert(key, port);
-                node
-            } else {
-                match intent.ports.remove(&key) {
-                    Some(o) => o.node,
-                    None => return Ok(None),
-                }
-            };
-            Some(Change::Port { node })
-        }
-        KeyKind::Node(n) => {
-            if put {
-                intent.nodes.insert(n.clone(), decode(&ev.kv)?);
-            } else {
-                intent.nodes.remove(&n);
-            }
-            Some(Change::Node { name: n })
-        }
-        KeyKind::VniAlloc(_) | KeyKind::VpcIdAlloc(..) => None,
-        KeyKind::Pool(p) => {
-            if put {
-                intent.pools.insert(p, decode(&ev.kv)?);
-            } else {
-                intent.pools.remove(&p);
-            }
-            Some(Change::Pool)
-        }
-        KeyKind::Nat(t, v, r) => {
-            if put {
-                intent
-                    .nat_rules
-                    .insert((t.clone(), v.clone(), r), decode(&ev.kv)?);
-            } else {
-                intent.nat_rules.remove(&(t.clone(), v.clone(), r));
-            }
-            Some(Change::Vpc { tenant: t, vpc: v })
-        }
-        KeyKind::Route(t, v, r) => {
-            if put {
-                intent
-                    .routes
-                    .insert((t.clone(), v.clone(), r), decode(&ev.kv)?);
-            } else {
-                intent.routes.remove(&(t.clone(), v.clone(), r));
-            }
-            Some(Change::Vpc { tenant: t, vpc: v })
-        }
-        KeyKind::Acl(t, v, l) => {
-            if put {
-                intent
-                    .acls
-                    .insert((t.clone(), v.clone(), l), decode(&ev.kv)?);
-            } else {
-                intent.acls.remove(&(t.clone(), v.clone(), l));
-            }
-            Some(Change::Vpc { tenant: t, vpc: v })
+        KeyKind::Port(t, p) => intent!(ObjectRef::Port(PortRef::new(t, p)), Port),
+        KeyKind::Node(n) => intent!(ObjectRef::Node(n), Node),
+        KeyKind::Pool(p) => intent!(ObjectRef::Pool(p), Pool),
+        KeyKind::Nat(t, v, r) => intent!(ObjectRef::Nat(VpcChildRef::new(t, v, r)), Nat),
+        KeyKind::Route(t, v, r) => intent!(ObjectRef::Route(VpcChildRef::new(t, v, r)), Route),
+        KeyKind::Acl(t, v, l) => intent!(ObjectRef::Acl(VpcChildRef::new(t, v, l)), Acl),
+        KeyKind::Lb(t, v, l) => {
+            intent!(
+                ObjectRef::LoadBalancer(VpcChildRef::new(t, v, l)),
+                LoadBalancer
+            )
         }
         KeyKind::Dc(t, v, d) => {
-            if put {
-                intent
-                    .direct_connects
-                    .insert((t.clone(), v.clone(), d), decode(&ev.kv)?);
-            } else {
-                intent.direct_connects.remove(&(t.clone(), v.clone(), d));
+            intent!(
+                ObjectRef::DirectConnect(VpcChildRef::new(t, v, d)),
+                DirectConnect
+            )
+        }
+        KeyKind::Placement(t, v) => intent!(ObjectRef::Placement(VpcRef::new(t, v)), Placement),
+        KeyKind::Drained(n) => ViewEvent::Intent(if put {
+            IntentEvent::Put(ObjectRef::Drained(n), Object::Drained)
+        } else {
+            IntentEvent::Delete(ObjectRef::Drained(n))
+        }),
+        KeyKind::VniAlloc(_) | KeyKind::VpcIdAlloc(..) => return Ok(None),
+        KeyKind::Heartbeat(node) => ViewEvent::Heartbeat { node, alive: put },
+        KeyKind::IntentSeq => ViewEvent::IntentSeq(if put { ev.kv.mod_revision } else { 0 }),
+        KeyKind::Leader => ViewEvent::Leader(put.then(|| {
+            (
+                String::from_utf8_lossy(&ev.kv.value).into_owned(),
+                ev.kv.mod_revision,
+            )
+        })),
+        KeyKind::Replica(name) => ViewEvent::Replica { name, live: put },
+        KeyKind::Status(node) => ViewEvent::Status {
+            node,
+            status: if put { Some(decode(&ev.kv)?) } else { None },
+        },
+    }))
+}
+
+impl ClusterView {
+    /// Applies one decoded event and returns the nodes whose desired state may differ. An
+    /// agent's status changes intent only through the bridges it observed.
+    pub fn apply(&mut self, ev: ViewEvent) -> std::result::Result<BTreeSet<String>, KindMismatch> {
+        match ev {
+            ViewEvent::Intent(e) => return compile::apply(&mut self.intent, e),
+            ViewEvent::Heartbeat { node, alive } => {
+                self.nodes.entry(node).or_default().alive = alive
             }
-            Some(Change::Vpc { tenant: t, vpc: v })
-        }
-        KeyKind::Lb(t, v, l) => {
-            if put {
-                intent
-                    .load_balancers
-                    .insert((t.clone(), v.clone(), l), decode(&ev.kv)?);
-            } else {
-                intent.load_balancers.remove(&(t.clone(), v.clone(), l));
+            ViewEvent::IntentSeq(seq) => self.intent_seq = seq,
+            ViewEvent::Leader(leader) => self.leader = leader,
+            ViewEvent::Replica { name, live: true } => {
+                self.replicas.insert(name);
             }
-            Some(Change::Vpc { tenant: t, vpc: v })
-        }
-        KeyKind::Placement(t, v) => {
-            if put {
-                intent
-                    .placements
-                    .insert((t.clone(), v.clone()), decode(&ev.kv)?);
-            } else {
-                intent.placements.remove(&(t.clone(), v.clone()));
+            ViewEvent::Replica { name, live: false } => {
+                self.replicas.remove(&name);
             }
-            Some(Change::Vpc { tenant: t, vpc: v })
-        }
-        KeyKind::Drained(n) => {
-            if put {
-                intent.drained.insert(n);
-            } else {
-                intent.drained.remove(&n);
-            }
-            Some(Change::Other)
-        }
-        KeyKind::Heartbeat(n) => {
-            view.nodes.entry(n).or_default().alive = put;
-            None
-        }
-        KeyKind::IntentSeq => {
-            view.intent_seq = if put { ev.kv.mod_revision } else { 0 };
-            None
-        }
-        KeyKind::Leader => {
-            view.leader = put.then(|| {
-                (
-                    String::from_utf8_lossy(&ev.kv.value).into_owned(),
-                    ev.kv.mod_revision,
-                )
-            });
-            None
-        }
-        KeyKind::Replica(n) => {
-            if put {
-                view.replicas.insert(n);
-            } else {
-                view.replicas.remove(&n);
-            }
-            None
-        }
-        KeyKind::Status(n) => {
-            let status: Option<AgentStatus> = if put { Some(decode(&ev.kv)?) } else { None };
-            let observed = status
-                .as_ref()
-                .map(|s| s.observed_vnis.clone())
-                .unwrap_or_default();
-            view.nodes.entry(n.clone()).or_default().status = status;
-            let before = intent.observed_vnis.get(&n).cloned().unwrap_or_default();
-            if before == observed {
-                None
-            } else {
-                if observed.is_empty() {
-                    intent.observed_vnis.remove(&n);
-                } else {
-                    intent.observed_vnis.insert(n.clone(), observed);
+            ViewEvent::Status { node, status } => {
+                let observed = status
+                    .as_ref()
+                    .map(|s| s.observed_vnis.clone())
+                    .unwrap_or_default();
+                self.nodes.entry(node.clone()).or_default().status = status;
+                let before = self.intent.observed_vnis.get(&node);
+                if before.map_or(observed.is_empty(), |b| *b == observed) {
+                    return Ok(BTreeSet::new());
                 }
-                Some(Change::Observed { node: n })
+                let e = IntentEvent::Put(ObjectRef::Observed(node), Object::Observed(observed));
+                return compile::apply(&mut self.intent, e);
             }
         }
-    })
+        Ok(BTreeSet::new())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{EventKind, KeyValue, WatchEvent};
+
+    /// Decodes and applies one event, as the coordinator does.
+    fn apply_event(keys: &Keys, view: &mut ClusterView, ev: &WatchEvent) -> Result<()> {
+        if let Some(e) = decode_event(keys, ev)? {
+            view.apply(e).unwrap();
+        }
+        Ok(())
+    }
 
     fn event(kind: EventKind, key: String, value: Vec<u8>) -> WatchEvent {
         WatchEvent {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use sf_core::model::{Network, Tenant, Vpc};
 use sf_store::etcd::EtcdStore;
-use sf_store::intent::{apply_event, ClusterView, IntentStore};
+use sf_store::intent::{decode_event, ClusterView, IntentStore};
 use sf_store::keys::Keys;
 use sf_store::mem::MemStore;
 use sf_store::{Compare, EventKind, KvStore, Op, StoreError};
@@ -489,7 +489,9 @@ async fn watch_events_rebuild_the_same_view(s: Arc<dyn KvStore>) {
             .unwrap()
             .unwrap();
         for e in &b.events {
-            apply_event(st.keys(), &mut view, e).unwrap();
+            if let Some(e) = decode_event(st.keys(), e).unwrap() {
+                view.apply(e).unwrap();
+            }
         }
         if b.revision >= last {
             break;

@@ -1,0 +1,227 @@
+//! What a gateway (SoftGate) receives beyond its underlay: the router of every VPC placed on
+//! it as primary (tiers, NAT, routes, load balancers, Direct Connect peerings), an L2 network
+//! per tier and hand-off segment, and the public /32s it announces.
+//!
+//! Inputs: placements naming the gateway, and everything of those VPCs (the VPC, its
+//! networks, ACL lists, NAT rules, routes, load balancers, Direct Connects); public pools (an
+//! LB VIP is public when a pool holds it, and the underlay blackholes the site's pools).
+
+use std::collections::BTreeSet;
+
+use crate::desired::{
+    network_key, vpc_mac, vpc_router_key, DesiredObject, DirectConnectPeering, L2Network,
+    LbBackend, LoadBalancer as DesiredLb, NodeDesired, PortForward, RouterRoute, RouterTier,
+    StaticNat, VpcRouter,
+};
+use crate::event::ObjectRef;
+use crate::model::{Intent, NatKind, NodeRole, VpcKey};
+
+use super::{of_role, tier_acl, underlay_mut};
+
+/// Adds the routers of the VPCs `node` serves to `out`, and their public /32s to its
+/// underlay's announcements.
+pub(super) fn compile(intent: &Intent, node: &str, out: &mut NodeDesired) {
+    let mut announce = Vec::new();
+    for vpc_key in served_vpcs(intent, node) {
+        let router = vpc_router(intent, &vpc_key);
+        for ip in router.public_ips() {
+            announce.push(ipnet::Ipv4Net::new(ip, 32).expect("/32 is valid"));
+        }
+        for dc in &router.direct_connects {
+            // The hand-off segment reaches the router like a tier does.
+            out.objects.insert(
+                network_key(dc.vni),
+                DesiredObject::L2Network(L2Network {
+                    vni: dc.vni,
+                    tenant: vpc_key.0.clone(),
+                    vpc: vpc_key.1.clone(),
+                    network: format!("dc-{}", dc.name),
+                    cidr: dc.local.trunc(),
+                    gateway: dc.local.addr(),
+                    ports: Vec::new(),
+                    acl: None,
+                    peer_tiers: Vec::new(),
+                }),
+            );
+        }
+        for tier in &router.tiers {
+            let net = &intent.networks[&(vpc_key.0.clone(), vpc_key.1.clone(), tier.name.clone())];
+            out.objects.insert(
+                network_key(net.vni),
+                DesiredObject::L2Network(L2Network {
+                    vni: net.vni,
+                    tenant: net.tenant.clone(),
+                    vpc: net.vpc.clone(),
+                    network: net.name.clone(),
+                    cidr: net.cidr,
+                    gateway: net.gateway,
+                    ports: Vec::new(),
+                    // The router enforces north-south ACLs itself (RouterTier.acl).
+                    acl: None,
+                    peer_tiers: Vec::new(),
+                }),
+            );
+        }
+        out.objects
+            .insert(vpc_router_key(router.id), DesiredObject::VpcRouter(router));
+    }
+    announce.sort();
+    announce.dedup();
+    underlay_mut(out).announce = announce;
+}
+
+/// Gateways whose desired state may depend on `change` (evaluated on one side of it).
+pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
+    let nodes: BTreeSet<String> = match change {
+        ObjectRef::Vpc(v) | ObjectRef::Placement(v) => primary_of(intent, &v.key()),
+        ObjectRef::Network(c)
+        | ObjectRef::Nat(c)
+        | ObjectRef::Route(c)
+        | ObjectRef::Acl(c)
+        | ObjectRef::LoadBalancer(c)
+        | ObjectRef::DirectConnect(c) => primary_of(intent, &c.vpc_ref().key()),
+        ObjectRef::Pool(_) => intent.nodes.keys().cloned().collect(),
+        _ => BTreeSet::new(),
+    };
+    of_role(intent, nodes, NodeRole::Gateway)
+}
+
+/// The gateway a VPC is placed on as primary, if any.
+fn primary_of(intent: &Intent, key: &VpcKey) -> BTreeSet<String> {
+    intent
+        .placements
+        .get(key)
+        .and_then(|p| p.primary.clone())
+        .into_iter()
+        .collect()
+}
+
+/// VPCs whose active gateway is `node`.
+pub fn served_vpcs(intent: &Intent, node: &str) -> Vec<VpcKey> {
+    intent
+        .placements
+        .iter()
+        .filter(|(k, p)| p.primary.as_deref() == Some(node) && intent.vpcs.contains_key(*k))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// The router of a VPC: its tiers, routes and NAT, in a deterministic order.
+pub fn vpc_router(intent: &Intent, key: &VpcKey) -> VpcRouter {
+    let vpc = &intent.vpcs[key];
+    let in_vpc = |t: &str, v: &str| t == key.0 && v == key.1;
+    let mut tiers: Vec<RouterTier> = intent
+        .networks
+        .values()
+        .filter(|n| in_vpc(&n.tenant, &n.vpc))
+        .map(|n| RouterTier {
+            name: n.name.clone(),
+            vni: n.vni,
+            cidr: n.cidr,
+            gateway: n.gateway,
+            acl: tier_acl(intent, &n.tenant, &n.vpc, &n.name),
+        })
+        .collect();
+    tiers.sort_by_key(|t| t.vni);
+    let routes = intent
+        .routes
+        .values()
+        .filter(|r| in_vpc(&r.tenant, &r.vpc))
+        .map(|r| RouterRoute {
+            prefix: r.prefix,
+            nexthop: r.nexthop,
+        })
+        .collect();
+    let mut router = VpcRouter {
+        tenant: vpc.tenant.clone(),
+        vpc: vpc.name.clone(),
+        id: vpc.id,
+        cidr: vpc.cidr,
+        mac: vpc_mac(vpc.id),
+        tiers,
+        routes,
+        snat: None,
+        port_forwards: Vec::new(),
+        static_nats: Vec::new(),
+        load_balancers: Vec::new(),
+        direct_connects: Vec::new(),
+    };
+    let mut announce: Vec<ipnet::Ipv4Net> = router.tiers.iter().map(|t| t.cidr).collect();
+    announce.sort();
+    for dc in intent
+        .direct_connects
+        .values()
+        .filter(|d| in_vpc(&d.tenant, &d.vpc))
+    {
+        let mut accept = dc.accept.clone();
+        accept.sort();
+        router.direct_connects.push(DirectConnectPeering {
+            name: dc.name.clone(),
+            vni: dc.vni,
+            local: dc.local_address,
+            peer: dc.peer_address,
+            local_asn: dc.local_asn,
+            peer_asn: dc.customer_asn,
+            accept,
+            announce: announce.clone(),
+        });
+    }
+    for lb in intent
+        .load_balancers
+        .values()
+        .filter(|l| in_vpc(&l.tenant, &l.vpc))
+    {
+        let mut backends: Vec<LbBackend> = lb
+            .backends
+            .iter()
+            .map(|b| LbBackend {
+                name: format!("{}:{}", b.ip, b.port),
+                ip: b.ip,
+                port: b.port,
+                weight: b.weight,
+            })
+            .collect();
+        backends.sort_by(|a, b| a.name.cmp(&b.name));
+        router.load_balancers.push(DesiredLb {
+            name: lb.name.clone(),
+            vip: lb.vip,
+            protocol: lb.protocol,
+            port: lb.port,
+            backends,
+            health: lb.health.clone(),
+            table_size: lb.table_size,
+            public: intent.pools.values().any(|p| p.cidr.contains(&lb.vip)),
+            source_cidrs: lb.source_cidrs.clone(),
+        });
+    }
+    for r in intent
+        .nat_rules
+        .values()
+        .filter(|r| in_vpc(&r.tenant, &r.vpc))
+    {
+        match &r.kind {
+            NatKind::Snat { public_ip } => router.snat = Some(*public_ip),
+            NatKind::PortForward {
+                public_ip,
+                protocol,
+                public_port,
+                private_ip,
+                private_port,
+            } => router.port_forwards.push(PortForward {
+                protocol: *protocol,
+                public_ip: *public_ip,
+                public_port: *public_port,
+                private_ip: *private_ip,
+                private_port: *private_port,
+            }),
+            NatKind::StaticNat {
+                public_ip,
+                private_ip,
+            } => router.static_nats.push(StaticNat {
+                public_ip: *public_ip,
+                private_ip: *private_ip,
+            }),
+        }
+    }
+    router
+}

@@ -1,0 +1,97 @@
+//! What a hypervisor receives beyond its underlay: one L2 network per tier it hosts (a port
+//! bound on it, or a bridge it found locally that CloudStack's agent made), with the tier's ACL
+//! and the VPC's other tiers as ACL peers.
+//!
+//! Inputs: port bindings on the hypervisor, networks (its tiers and their VPC peers), ACL
+//! lists of those VPCs, the bridges it observed.
+
+use std::collections::BTreeSet;
+
+use crate::desired::{network_key, DesiredObject, L2Network, LocalPort, NodeDesired, PeerTier};
+use crate::event::ObjectRef;
+use crate::model::{Intent, Network, NodeRole, PortBinding};
+
+use super::{hosted_networks_of, of_role, tier_acl, vpc_networks};
+
+/// Adds the hypervisor's tiers to `out`.
+pub(super) fn compile(
+    intent: &Intent,
+    node_ports: &[&PortBinding],
+    node: &str,
+    out: &mut NodeDesired,
+) {
+    for key in hosted_networks_of(intent, node_ports, node) {
+        let net = &intent.networks[&key];
+        let ports = node_ports
+            .iter()
+            .filter(|p| p.network_key() == key)
+            .map(|p| LocalPort {
+                name: p.name.clone(),
+                ip: p.ip,
+                mac: p.mac.clone(),
+                attach: None,
+            })
+            .collect();
+        out.objects.insert(
+            network_key(net.vni),
+            DesiredObject::L2Network(L2Network {
+                vni: net.vni,
+                tenant: net.tenant.clone(),
+                vpc: net.vpc.clone(),
+                network: net.name.clone(),
+                cidr: net.cidr,
+                gateway: net.gateway,
+                ports,
+                acl: tier_acl(intent, &net.tenant, &net.vpc, &net.name),
+                peer_tiers: peer_tiers(intent, net),
+            }),
+        );
+    }
+}
+
+/// Hypervisors whose desired state may depend on `change` (evaluated on one side of it).
+pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
+    let nodes: BTreeSet<String> = match change {
+        ObjectRef::Port(p) => intent
+            .ports
+            .get(&p.key())
+            .map(|p| p.node.clone())
+            .into_iter()
+            .collect(),
+        ObjectRef::Observed(node) => BTreeSet::from([node.clone()]),
+        // A tier is known to its own hosts and, as an ACL peer, to every host of its VPC
+        // (its own hosts are among those); an ACL list reaches the same hosts.
+        ObjectRef::Network(c) | ObjectRef::Acl(c) => vpc_hosts(intent, &c.tenant, &c.vpc),
+        _ => BTreeSet::new(),
+    };
+    of_role(intent, nodes, NodeRole::Hypervisor)
+}
+
+/// Nodes carrying any tier of a VPC: a port in it, or an observed bridge of one of its tiers.
+fn vpc_hosts(intent: &Intent, tenant: &str, vpc: &str) -> BTreeSet<String> {
+    let mut nodes: BTreeSet<String> = intent
+        .ports
+        .values()
+        .filter(|p| p.tenant == tenant && p.vpc == vpc)
+        .map(|p| p.node.clone())
+        .collect();
+    let vnis: BTreeSet<u32> = vpc_networks(intent, tenant, vpc).map(|n| n.vni).collect();
+    for (node, seen) in &intent.observed_vnis {
+        if !seen.is_disjoint(&vnis) {
+            nodes.insert(node.clone());
+        }
+    }
+    nodes
+}
+
+/// The other tiers of a network's VPC, with their ACLs.
+fn peer_tiers(intent: &Intent, net: &Network) -> Vec<PeerTier> {
+    vpc_networks(intent, &net.tenant, &net.vpc)
+        .filter(|n| n.name != net.name)
+        .map(|n| PeerTier {
+            vni: n.vni,
+            cidr: n.cidr,
+            acl: tier_acl(intent, &n.tenant, &n.vpc, &n.name),
+        })
+        .collect()
+}

@@ -1,0 +1,120 @@
+//! What a switch receives beyond its underlay: the tiers it hands into VNIs (bare-metal ports
+//! bound on its interfaces) and the Direct Connect hand-off segments on its ports. A switch
+//! with neither is EVPN transit (a spine, or a leaf with no attachments).
+//!
+//! Inputs: port bindings on the switch, the networks they name, Direct Connects on the switch,
+//! the public pools of its site (underlay blackholes).
+
+use std::collections::BTreeSet;
+
+use crate::desired::{network_key, DesiredObject, EvpnRole, L2Network, LocalPort, NodeDesired};
+use crate::event::ObjectRef;
+use crate::model::{Intent, NodeRole, PortBinding};
+
+use super::{hosted_networks_of, of_role, underlay_mut, PortsByNode};
+
+/// Adds the switch's networks to `out` and sets its EVPN role.
+pub(super) fn compile(
+    intent: &Intent,
+    node_ports: &[&PortBinding],
+    node: &str,
+    out: &mut NodeDesired,
+) {
+    let nets = switch_networks_of(intent, node_ports, node);
+    underlay_mut(out).evpn = if nets.is_empty() {
+        EvpnRole::Transit
+    } else {
+        EvpnRole::Vtep
+    };
+    for net in nets {
+        out.objects
+            .insert(network_key(net.vni), DesiredObject::L2Network(net));
+    }
+}
+
+/// Switches whose desired state may depend on `change` (evaluated on one side of it).
+pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
+    let nodes: BTreeSet<String> = match change {
+        ObjectRef::Port(p) => intent
+            .ports
+            .get(&p.key())
+            .map(|p| p.node.clone())
+            .into_iter()
+            .collect(),
+        ObjectRef::Network(n) => {
+            let key = n.key();
+            intent
+                .ports
+                .values()
+                .filter(|p| p.network_key() == key)
+                .map(|p| p.node.clone())
+                .collect()
+        }
+        ObjectRef::DirectConnect(d) => intent
+            .direct_connects
+            .get(&d.key())
+            .map(|d| d.switch.clone())
+            .into_iter()
+            .collect(),
+        ObjectRef::Pool(_) => intent.nodes.keys().cloned().collect(),
+        _ => BTreeSet::new(),
+    };
+    of_role(intent, nodes, NodeRole::Switch)
+}
+
+/// What a switch carries: each tier with a bare-metal port bound on one of its interfaces,
+/// and each Direct Connect hand-off segment on it (the customer's port as its member).
+pub fn switch_networks(intent: &Intent, node: &str) -> Vec<L2Network> {
+    switch_networks_of(intent, PortsByNode::for_node(intent, node).of(node), node)
+}
+
+fn switch_networks_of(intent: &Intent, node_ports: &[&PortBinding], node: &str) -> Vec<L2Network> {
+    let mut out = Vec::new();
+    for key in hosted_networks_of(intent, node_ports, node) {
+        let net = &intent.networks[&key];
+        let ports = node_ports
+            .iter()
+            .filter(|p| p.network_key() == key && p.attach.is_some())
+            .map(|p| LocalPort {
+                name: p.name.clone(),
+                ip: p.ip,
+                mac: p.mac.clone(),
+                attach: p.attach.clone(),
+            })
+            .collect::<Vec<_>>();
+        if ports.is_empty() {
+            continue;
+        }
+        out.push(L2Network {
+            vni: net.vni,
+            tenant: net.tenant.clone(),
+            vpc: net.vpc.clone(),
+            network: net.name.clone(),
+            cidr: net.cidr,
+            gateway: net.gateway,
+            ports,
+            acl: None,
+            peer_tiers: Vec::new(),
+        });
+    }
+    for dc in intent.direct_connects.values().filter(|d| d.switch == node) {
+        out.push(L2Network {
+            vni: dc.vni,
+            tenant: dc.tenant.clone(),
+            vpc: dc.vpc.clone(),
+            network: format!("dc-{}", dc.name),
+            cidr: dc.local_address.trunc(),
+            gateway: dc.local_address.addr(),
+            ports: vec![LocalPort {
+                name: dc.name.clone(),
+                ip: dc.peer_address,
+                mac: None,
+                attach: Some(dc.attachment()),
+            }],
+            acl: None,
+            peer_tiers: Vec::new(),
+        });
+    }
+    out.sort_by_key(|n| n.vni);
+    out
+}
