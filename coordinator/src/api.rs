@@ -37,6 +37,21 @@ impl Api {
             .map_err(validation_status)
     }
 
+    /// The one shape of a plain write: under the write lock, `check` the request against the
+    /// index, then run `commit` (the store's guarded transaction: a future, so nothing is
+    /// sent before validation passed) and answer once the index reflects it.
+    async fn write(
+        &self,
+        what: &str,
+        check: impl FnOnce(&sf_core::Intent) -> Result<(), ValidationError>,
+        commit: impl std::future::Future<Output = Result<i64, sf_store::intent::WriteError>>,
+    ) -> R<pb::WriteResult> {
+        let _g = self.fabric.write_guard().await;
+        self.validate(check)?;
+        let rev = commit.await.map_err(write_status)?;
+        self.committed(what, rev).await
+    }
+
     async fn committed(&self, what: &str, rev: i64) -> R<pb::WriteResult> {
         self.fabric.metrics.api_writes.inc();
         self.fabric.wait_for_revision(rev).await;
@@ -101,15 +116,13 @@ impl FabricApi for Api {
     async fn create_tenant(&self, req: Request<pb::Tenant>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let t = tenant_in(req.into_inner());
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::validate_tenant(i, &t))?;
-        let rev = self
-            .fabric
-            .store()
-            .create_tenant(&t)
-            .await
-            .map_err(write_status)?;
-        self.committed("tenant created", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "tenant created",
+            |i| validate::validate_tenant(i, &t),
+            store.create_tenant(&t),
+        )
+        .await
     }
 
     async fn list_tenants(&self, req: Request<pb::Empty>) -> R<pb::TenantList> {
@@ -123,15 +136,13 @@ impl FabricApi for Api {
     async fn delete_tenant(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::check_delete_tenant(i, &r.name))?;
-        let rev = self
-            .fabric
-            .store()
-            .delete_tenant(&r.name)
-            .await
-            .map_err(write_status)?;
-        self.committed("tenant deleted", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "tenant deleted",
+            |i| validate::check_delete_tenant(i, &r.name),
+            store.delete_tenant(&r.name),
+        )
+        .await
     }
 
     async fn create_vpc(&self, req: Request<pb::Vpc>) -> R<pb::WriteResult> {
@@ -312,15 +323,13 @@ impl FabricApi for Api {
     async fn create_port_binding(&self, req: Request<pb::PortBinding>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let p = port_in(req.into_inner())?;
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::validate_port(i, &p))?;
-        let rev = self
-            .fabric
-            .store()
-            .create_port(&p)
-            .await
-            .map_err(write_status)?;
-        self.committed("port bound", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "port bound",
+            |i| validate::validate_port(i, &p),
+            store.create_port(&p),
+        )
+        .await
     }
 
     async fn list_port_bindings(&self, req: Request<pb::ListRequest>) -> R<pb::PortBindingList> {
@@ -360,29 +369,25 @@ impl FabricApi for Api {
     async fn delete_port_binding(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::check_delete_port(i, &r.tenant, &r.name))?;
-        let rev = self
-            .fabric
-            .store()
-            .delete_port(&r.tenant, &r.name)
-            .await
-            .map_err(write_status)?;
-        self.committed("port unbound", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "port unbound",
+            |i| validate::check_delete_port(i, &r.tenant, &r.name),
+            store.delete_port(&r.tenant, &r.name),
+        )
+        .await
     }
 
     async fn create_node(&self, req: Request<pb::Node>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let n = node_in(req.into_inner())?;
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::validate_node(i, &n))?;
-        let rev = self
-            .fabric
-            .store()
-            .create_node(&n)
-            .await
-            .map_err(write_status)?;
-        self.committed("node added", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "node added",
+            |i| validate::validate_node(i, &n),
+            store.create_node(&n),
+        )
+        .await
     }
 
     async fn list_nodes(&self, req: Request<pb::Empty>) -> R<pb::NodeList> {
@@ -405,29 +410,25 @@ impl FabricApi for Api {
     async fn delete_node(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::check_delete_node(i, &r.name))?;
-        let rev = self
-            .fabric
-            .store()
-            .delete_node(&r.name)
-            .await
-            .map_err(write_status)?;
-        self.committed("node removed", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "node removed",
+            |i| validate::check_delete_node(i, &r.name),
+            store.delete_node(&r.name),
+        )
+        .await
     }
 
     async fn create_pool(&self, req: Request<pb::Pool>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let p = pool_in(req.into_inner())?;
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::validate_pool(i, &p))?;
-        let rev = self
-            .fabric
-            .store()
-            .create_pool(&p)
-            .await
-            .map_err(write_status)?;
-        self.committed("pool created", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "pool created",
+            |i| validate::validate_pool(i, &p),
+            store.create_pool(&p),
+        )
+        .await
     }
 
     async fn list_pools(&self, req: Request<pb::Empty>) -> R<pb::PoolList> {
@@ -441,29 +442,25 @@ impl FabricApi for Api {
     async fn delete_pool(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::check_delete_pool(i, &r.name))?;
-        let rev = self
-            .fabric
-            .store()
-            .delete_pool(&r.name)
-            .await
-            .map_err(write_status)?;
-        self.committed("pool deleted", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "pool deleted",
+            |i| validate::check_delete_pool(i, &r.name),
+            store.delete_pool(&r.name),
+        )
+        .await
     }
 
     async fn create_nat_rule(&self, req: Request<pb::NatRule>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let n = nat_in(req.into_inner())?;
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::validate_nat(i, &n))?;
-        let rev = self
-            .fabric
-            .store()
-            .create_nat(&n)
-            .await
-            .map_err(write_status)?;
-        self.committed("NAT rule created", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "NAT rule created",
+            |i| validate::validate_nat(i, &n),
+            store.create_nat(&n),
+        )
+        .await
     }
 
     async fn list_nat_rules(&self, req: Request<pb::ListRequest>) -> R<pb::NatRuleList> {
@@ -484,29 +481,25 @@ impl FabricApi for Api {
     async fn delete_nat_rule(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::check_delete_nat(i, &r.tenant, &r.vpc, &r.name))?;
-        let rev = self
-            .fabric
-            .store()
-            .delete_nat(&r.tenant, &r.vpc, &r.name)
-            .await
-            .map_err(write_status)?;
-        self.committed("NAT rule deleted", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "NAT rule deleted",
+            |i| validate::check_delete_nat(i, &r.tenant, &r.vpc, &r.name),
+            store.delete_nat(&r.tenant, &r.vpc, &r.name),
+        )
+        .await
     }
 
     async fn create_route(&self, req: Request<pb::Route>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = route_in(req.into_inner())?;
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::validate_route(i, &r))?;
-        let rev = self
-            .fabric
-            .store()
-            .create_route(&r)
-            .await
-            .map_err(write_status)?;
-        self.committed("route created", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "route created",
+            |i| validate::validate_route(i, &r),
+            store.create_route(&r),
+        )
+        .await
     }
 
     async fn list_routes(&self, req: Request<pb::ListRequest>) -> R<pb::RouteList> {
@@ -527,29 +520,25 @@ impl FabricApi for Api {
     async fn delete_route(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::check_delete_route(i, &r.tenant, &r.vpc, &r.name))?;
-        let rev = self
-            .fabric
-            .store()
-            .delete_route(&r.tenant, &r.vpc, &r.name)
-            .await
-            .map_err(write_status)?;
-        self.committed("route deleted", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "route deleted",
+            |i| validate::check_delete_route(i, &r.tenant, &r.vpc, &r.name),
+            store.delete_route(&r.tenant, &r.vpc, &r.name),
+        )
+        .await
     }
 
     async fn create_load_balancer(&self, req: Request<pb::LoadBalancer>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let l = lb_in(req.into_inner())?;
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::validate_lb(i, &l))?;
-        let rev = self
-            .fabric
-            .store()
-            .create_lb(&l)
-            .await
-            .map_err(write_status)?;
-        self.committed("load balancer created", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "load balancer created",
+            |i| validate::validate_lb(i, &l),
+            store.create_lb(&l),
+        )
+        .await
     }
 
     async fn list_load_balancers(&self, req: Request<pb::ListRequest>) -> R<pb::LoadBalancerList> {
@@ -588,15 +577,13 @@ impl FabricApi for Api {
     async fn delete_load_balancer(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::check_delete_lb(i, &r.tenant, &r.vpc, &r.name))?;
-        let rev = self
-            .fabric
-            .store()
-            .delete_lb(&r.tenant, &r.vpc, &r.name)
-            .await
-            .map_err(write_status)?;
-        self.committed("load balancer deleted", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "load balancer deleted",
+            |i| validate::check_delete_lb(i, &r.tenant, &r.vpc, &r.name),
+            store.delete_lb(&r.tenant, &r.vpc, &r.name),
+        )
+        .await
     }
 
     async fn create_direct_connect(&self, req: Request<pb::DirectConnect>) -> R<pb::WriteResult> {
@@ -673,15 +660,13 @@ impl FabricApi for Api {
     async fn apply_acl_list(&self, req: Request<pb::AclList>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let l = acl_in(req.into_inner())?;
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::validate_acl(i, &l))?;
-        let rev = self
-            .fabric
-            .store()
-            .put_acl(&l)
-            .await
-            .map_err(write_status)?;
-        self.committed("ACL list applied", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "ACL list applied",
+            |i| validate::validate_acl(i, &l),
+            store.put_acl(&l),
+        )
+        .await
     }
 
     async fn list_acl_lists(&self, req: Request<pb::ListRequest>) -> R<pb::AclListList> {
@@ -717,15 +702,13 @@ impl FabricApi for Api {
     async fn delete_acl_list(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let _g = self.fabric.write_guard().await;
-        self.validate(|i| validate::check_delete_acl(i, &r.tenant, &r.vpc, &r.name))?;
-        let rev = self
-            .fabric
-            .store()
-            .delete_acl(&r.tenant, &r.vpc, &r.name)
-            .await
-            .map_err(write_status)?;
-        self.committed("ACL list deleted", rev).await
+        let store = self.fabric.store();
+        self.write(
+            "ACL list deleted",
+            |i| validate::check_delete_acl(i, &r.tenant, &r.vpc, &r.name),
+            store.delete_acl(&r.tenant, &r.vpc, &r.name),
+        )
+        .await
     }
 
     async fn list_placements(&self, req: Request<pb::Empty>) -> R<pb::PlacementList> {
