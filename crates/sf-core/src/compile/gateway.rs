@@ -9,14 +9,14 @@
 use std::collections::BTreeSet;
 
 use crate::desired::{
-    network_key, vpc_mac, vpc_router_key, DesiredObject, DirectConnectPeering, L2Network,
-    LbBackend, LoadBalancer as DesiredLb, NodeDesired, PortForward, RouterRoute, RouterTier,
-    StaticNat, VpcRouter,
+    network_key, vpc_mac, vpc_router_key, DesiredObject, DirectConnectPeering, LbBackend,
+    LoadBalancer as DesiredLb, NodeDesired, PortForward, RouterRoute, RouterTier, StaticNat,
+    VpcRouter,
 };
 use crate::event::ObjectRef;
 use crate::model::{Intent, NatKind, NodeRole, VpcKey};
 
-use super::{of_role, tier_acl, underlay_mut};
+use super::{dc_segment, of_role, tier_acl, tier_network, underlay_mut};
 
 /// Adds the routers of the VPCs `node` serves to `out`, and their public /32s to its
 /// underlay's announcements.
@@ -29,37 +29,17 @@ pub(super) fn compile(intent: &Intent, node: &str, out: &mut NodeDesired) {
         }
         for dc in &router.direct_connects {
             // The hand-off segment reaches the router like a tier does.
-            out.objects.insert(
-                network_key(dc.vni),
-                DesiredObject::L2Network(L2Network {
-                    vni: dc.vni,
-                    tenant: vpc_key.0.clone(),
-                    vpc: vpc_key.1.clone(),
-                    network: format!("dc-{}", dc.name),
-                    cidr: dc.local.trunc(),
-                    gateway: dc.local.addr(),
-                    ports: Vec::new(),
-                    acl: None,
-                    peer_tiers: Vec::new(),
-                }),
-            );
+            let segment = dc_segment(&vpc_key.0, &vpc_key.1, &dc.name, dc.vni, dc.local);
+            out.objects
+                .insert(network_key(dc.vni), DesiredObject::L2Network(segment));
         }
         for tier in &router.tiers {
             let net = &intent.networks[&(vpc_key.0.clone(), vpc_key.1.clone(), tier.name.clone())];
+            // No members and no ACL: the router enforces north-south ACLs itself
+            // (RouterTier.acl).
             out.objects.insert(
                 network_key(net.vni),
-                DesiredObject::L2Network(L2Network {
-                    vni: net.vni,
-                    tenant: net.tenant.clone(),
-                    vpc: net.vpc.clone(),
-                    network: net.name.clone(),
-                    cidr: net.cidr,
-                    gateway: net.gateway,
-                    ports: Vec::new(),
-                    // The router enforces north-south ACLs itself (RouterTier.acl).
-                    acl: None,
-                    peer_tiers: Vec::new(),
-                }),
+                DesiredObject::L2Network(tier_network(net)),
             );
         }
         out.objects

@@ -7,11 +7,11 @@
 
 use std::collections::BTreeSet;
 
-use crate::desired::{network_key, DesiredObject, L2Network, LocalPort, NodeDesired, PeerTier};
+use crate::desired::{network_key, DesiredObject, NodeDesired, PeerTier};
 use crate::event::ObjectRef;
 use crate::model::{Intent, Network, NodeRole, PortBinding};
 
-use super::{hosted_networks_of, of_role, tier_acl, vpc_networks};
+use super::{hosted_networks_of, local_port, of_role, tier_acl, tier_network, vpc_networks};
 
 /// Adds the hypervisor's tiers to `out`.
 pub(super) fn compile(
@@ -22,30 +22,16 @@ pub(super) fn compile(
 ) {
     for key in hosted_networks_of(intent, node_ports, node) {
         let net = &intent.networks[&key];
-        let ports = node_ports
+        let mut l2 = tier_network(net);
+        l2.ports = node_ports
             .iter()
             .filter(|p| p.network_key() == key)
-            .map(|p| LocalPort {
-                name: p.name.clone(),
-                ip: p.ip,
-                mac: p.mac.clone(),
-                attach: None,
-            })
+            .map(|p| local_port(p, None))
             .collect();
-        out.objects.insert(
-            network_key(net.vni),
-            DesiredObject::L2Network(L2Network {
-                vni: net.vni,
-                tenant: net.tenant.clone(),
-                vpc: net.vpc.clone(),
-                network: net.name.clone(),
-                cidr: net.cidr,
-                gateway: net.gateway,
-                ports,
-                acl: tier_acl(intent, &net.tenant, &net.vpc, &net.name),
-                peer_tiers: peer_tiers(intent, net),
-            }),
-        );
+        l2.acl = tier_acl(intent, &net.tenant, &net.vpc, &net.name);
+        l2.peer_tiers = peer_tiers(intent, net);
+        out.objects
+            .insert(network_key(net.vni), DesiredObject::L2Network(l2));
     }
 }
 

@@ -15,10 +15,11 @@ pub mod switch;
 use std::collections::{BTreeSet, HashMap};
 
 use crate::desired::{
-    AclRule, DesiredObject, EvpnRole, NodeDesired, TierAcl, Underlay, UNDERLAY_KEY,
+    AclRule, DesiredObject, EvpnRole, L2Network, LocalPort, NodeDesired, SwitchAttachment, TierAcl,
+    Underlay, UNDERLAY_KEY,
 };
 use crate::event::{IntentEvent, KindMismatch, ObjectRef};
-use crate::model::{Direction, Intent, NetworkKey, Node, NodeRole, PortBinding};
+use crate::model::{Direction, Intent, Network, NetworkKey, Node, NodeRole, PortBinding};
 
 pub use gateway::{served_vpcs, vpc_router};
 pub use switch::switch_networks;
@@ -182,6 +183,47 @@ pub(crate) fn hosted_networks_of(
         }
     }
     keys
+}
+
+/// A tier as an L2 network with no members, ACL or ACL peers (roles add what they carry).
+fn tier_network(net: &Network) -> L2Network {
+    L2Network {
+        vni: net.vni,
+        tenant: net.tenant.clone(),
+        vpc: net.vpc.clone(),
+        network: net.name.clone(),
+        cidr: net.cidr,
+        gateway: net.gateway,
+        ports: Vec::new(),
+        acl: None,
+        peer_tiers: Vec::new(),
+    }
+}
+
+/// A Direct Connect hand-off segment (`dc-<name>`, the VPC router's address on it) as an L2
+/// network with no members.
+fn dc_segment(tenant: &str, vpc: &str, name: &str, vni: u32, local: ipnet::Ipv4Net) -> L2Network {
+    L2Network {
+        vni,
+        tenant: tenant.to_string(),
+        vpc: vpc.to_string(),
+        network: format!("dc-{name}"),
+        cidr: local.trunc(),
+        gateway: local.addr(),
+        ports: Vec::new(),
+        acl: None,
+        peer_tiers: Vec::new(),
+    }
+}
+
+/// A bound port as a member of its network on this node.
+fn local_port(p: &PortBinding, attach: Option<SwitchAttachment>) -> LocalPort {
+    LocalPort {
+        name: p.name.clone(),
+        ip: p.ip,
+        mac: p.mac.clone(),
+        attach,
+    }
 }
 
 /// Nodes whose desired state may differ because of a change to `change`, evaluated on the

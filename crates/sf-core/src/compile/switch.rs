@@ -11,7 +11,9 @@ use crate::desired::{network_key, DesiredObject, EvpnRole, L2Network, LocalPort,
 use crate::event::ObjectRef;
 use crate::model::{Intent, NodeRole, PortBinding};
 
-use super::{hosted_networks_of, of_role, underlay_mut, PortsByNode};
+use super::{
+    dc_segment, hosted_networks_of, local_port, of_role, tier_network, underlay_mut, PortsByNode,
+};
 
 /// Adds the switch's networks to `out` and sets its EVPN role.
 pub(super) fn compile(
@@ -71,49 +73,28 @@ pub fn switch_networks(intent: &Intent, node: &str) -> Vec<L2Network> {
 fn switch_networks_of(intent: &Intent, node_ports: &[&PortBinding], node: &str) -> Vec<L2Network> {
     let mut out = Vec::new();
     for key in hosted_networks_of(intent, node_ports, node) {
-        let net = &intent.networks[&key];
-        let ports = node_ports
+        let ports: Vec<_> = node_ports
             .iter()
             .filter(|p| p.network_key() == key && p.attach.is_some())
-            .map(|p| LocalPort {
-                name: p.name.clone(),
-                ip: p.ip,
-                mac: p.mac.clone(),
-                attach: p.attach.clone(),
-            })
-            .collect::<Vec<_>>();
+            .map(|p| local_port(p, p.attach.clone()))
+            .collect();
         if ports.is_empty() {
             continue;
         }
-        out.push(L2Network {
-            vni: net.vni,
-            tenant: net.tenant.clone(),
-            vpc: net.vpc.clone(),
-            network: net.name.clone(),
-            cidr: net.cidr,
-            gateway: net.gateway,
-            ports,
-            acl: None,
-            peer_tiers: Vec::new(),
-        });
+        let mut l2 = tier_network(&intent.networks[&key]);
+        l2.ports = ports;
+        out.push(l2);
     }
     for dc in intent.direct_connects.values().filter(|d| d.switch == node) {
-        out.push(L2Network {
-            vni: dc.vni,
-            tenant: dc.tenant.clone(),
-            vpc: dc.vpc.clone(),
-            network: format!("dc-{}", dc.name),
-            cidr: dc.local_address.trunc(),
-            gateway: dc.local_address.addr(),
-            ports: vec![LocalPort {
-                name: dc.name.clone(),
-                ip: dc.peer_address,
-                mac: None,
-                attach: Some(dc.attachment()),
-            }],
-            acl: None,
-            peer_tiers: Vec::new(),
-        });
+        let mut segment = dc_segment(&dc.tenant, &dc.vpc, &dc.name, dc.vni, dc.local_address);
+        // The customer's router is the segment's one member, on the switch port.
+        segment.ports = vec![LocalPort {
+            name: dc.name.clone(),
+            ip: dc.peer_address,
+            mac: None,
+            attach: Some(dc.attachment()),
+        }];
+        out.push(segment);
     }
     out.sort_by_key(|n| n.vni);
     out
