@@ -43,7 +43,7 @@ stage "unit and conformance tests"
 SF_REQUIRE_ETCD=1 cargo test --release --locked --workspace
 
 stage "shellcheck"
-shellcheck -x deploy/*.sh deploy/lib/*.sh tests/*.sh tests/e2e/*.sh
+shellcheck -x deploy/*.sh deploy/lib/*.sh deploy/lib/lab/*.sh tests/*.sh tests/e2e/*.sh
 
 stage "end-to-end lab tests"
 for t in tests/e2e/[0-9a-z]*.sh; do

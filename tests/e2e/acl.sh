@@ -3,15 +3,9 @@
 # north-south on the SoftGate, with CloudStack semantics, proven with real connections.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-export LAB_PREFIX=${LAB_PREFIX:-sfc$$-}
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
-
-L() { "$REPO/deploy/lab.sh" "$@"; }
-X() { L exec "$@"; }
-S() { L sfctl "$@"; }
-STATE=/tmp/sf-lab.${LAB_PREFIX%-}
-trap 'L down >/dev/null 2>&1 || true' EXIT
+lab_test sfc
 
 # listen VM PORT: a TCP server answering "VM:PORT" and then echoing "ok N" for each line read.
 listen() {
@@ -114,8 +108,4 @@ check "hv1's /metrics exports the rule's packets (sf_rule_packets_total, >= $((H
 check "blue-web-2 still pings blue-web-1 (rule 10 only matches web-1 as the source)" X blue-web-2 ping -c 2 -W 1 10.10.1.11
 check_eq "HTTP from blue-web-1 to blue-web-2 still works" "blue-web-2" "$(X blue-web-1 curl -s -m 3 http://10.10.1.12/)"
 
-section "lab down"
-L down
-check "no namespace of this run remains" bash -c "! ip netns list | grep -q '^$LAB_PREFIX'"
-trap - EXIT
-finish
+lab_finish

@@ -8,24 +8,18 @@
 # while the objects stand.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-export LAB_PREFIX=${LAB_PREFIX:-sfr$$-}
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
+lab_test sfr
 # shellcheck source=deploy/lib/netlab.sh
 source "$REPO/deploy/lib/netlab.sh"
 
-L() { "$REPO/deploy/lab.sh" "$@"; }
-X() { L exec "$@"; }
-S() { L sfctl "$@"; }
-STATE=/tmp/sf-lab.${LAB_PREFIX%-}
-trap 'L down >/dev/null 2>&1 || true' EXIT
 REST=https://172.31.255.3:8080   # HTTPS with the lab CA ($STATE/pki/ca.pem)
 ETCD=http://172.31.255.2:2379
 T=Admin                      # the Netris admin tenant = the StackFabric tenant
 V=D1-A2-Z1-V5-myvpc          # CloudStack's names are valid StackFabric names: kept as they are
 N1=D1-A2-Z1-V5-N9-tier1
 N2=D1-A2-Z1-V5-N10-tier2
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 client() { # client PHASE: the replay client, from the mgmt namespace
     X mgmt env REST_CA="$STATE/pki/ca.pem" python3 "$REPO/tests/e2e/cloudstack_client.py" "$REST" "$STATE/rest-password" "$1"
 }
@@ -167,8 +161,4 @@ check "no VPC router namespace for vpc id $VPC_ID" wait_for 20 bash -c "! ip net
 check "no brvx-1500001/2 bridge left on the gateways" wait_for 20 bash -c "! ip -n ${LAB_PREFIX}gw1 link show brvx-1500001 2>/dev/null && ! ip -n ${LAB_PREFIX}gw2 link show brvx-1500001 2>/dev/null && ! ip -n ${LAB_PREFIX}gw1 link show brvx-1500002 2>/dev/null && ! ip -n ${LAB_PREFIX}gw2 link show brvx-1500002 2>/dev/null"
 check "the demo still works" X blue-web-1 curl -s -m 3 http://10.10.1.12/
 
-section "lab down"
-L down
-check "no namespace of this run remains" bash -c "! ip netns list | grep -q '^$LAB_PREFIX'"
-trap - EXIT
-finish
+lab_finish

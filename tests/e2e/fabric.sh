@@ -9,16 +9,10 @@
 # planning is unit-tested).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-export LAB_PREFIX=${LAB_PREFIX:-sff$$-}
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
+lab_test sff
 
-L() { "$REPO/deploy/lab.sh" "$@"; }
-X() { L exec "$@"; }
-S() { L sfctl "$@"; }
-STATE=/tmp/sf-lab.${LAB_PREFIX%-}
-trap 'L down >/dev/null 2>&1 || true' EXIT
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 vtysh_in() { local n=$1; shift; vtysh --vty_socket "$STATE/frr/$n" "$@"; }
 pings() { X "$1" ping -c 1 -W 1 "$2"; }
 dc_field() { S -o json dc show cdc --tenant demo --vpc blue | json "$1"; }

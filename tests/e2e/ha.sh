@@ -11,25 +11,13 @@
 #   5. metrics: one leader among the replicas, the latency histogram after a change.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-export LAB_PREFIX=${LAB_PREFIX:-sfha$$-}
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
+lab_test sfha
 
-L() { "$REPO/deploy/lab.sh" "$@"; }
-X() { L exec "$@"; }
-S() { L sfctl "$@"; }
-STATE=/tmp/sf-lab.${LAB_PREFIX%-}
-BG=()
-cleanup() {
-    local p
-    for p in "${BG[@]}"; do kill "$p" 2>/dev/null; done
-    L down >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
 # note TEXT: a figure for the log, not a check.
 note() { printf '  note: %s\n' "$*"; }
-json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-status_get() { S -o json status | json_get "$1"; }
+status_get() { S -o json status | json "$1"; }
 NODES=(spine1 leaf1 leaf2 hv1 hv2 hv3 gw1 gw2)
 COORD_IPS=(172.31.255.51 172.31.255.52 172.31.255.53)
 # metric NAME IP - the value of an unlabelled metric of the coordinator at IP ("" if down).
@@ -106,7 +94,7 @@ t_kill=$(date +%s.%N)
 check "kill -9 the leader $LEADER" L coord-kill "$N"
 new_leader() {
     local l
-    l=$(S -o json status 2>/dev/null | json_get "d['leader']") || return 1
+    l=$(S -o json status 2>/dev/null | json "d['leader']") || return 1
     [ -n "$l" ] && [ "$l" != "$LEADER" ] && echo "$l"
 }
 check "another replica leads" wait_for 30 new_leader
@@ -119,7 +107,7 @@ rm -f "$STATE/ha-writing"
 wait "$WRITER"
 ACKED=$(wc -l <"$STATE/ha-acked")
 check "writes succeeded before and after the kill ($ACKED acknowledged)" test "$ACKED" -ge 10
-S -o json tenant list | json_get "'\n'.join(t['name'] for t in d)" | sort >"$STATE/ha-present"
+S -o json tenant list | json "'\n'.join(t['name'] for t in d)" | sort >"$STATE/ha-present"
 MISSING=$(sort "$STATE/ha-acked" | comm -23 - "$STATE/ha-present" | wc -l)
 check_eq "every acknowledged write is present (missing: $(sort "$STATE/ha-acked" | comm -23 - "$STATE/ha-present" | tr '\n' ' '))" 0 "$MISSING"
 FAILED=$(grep -c . "$STATE/ha-write-errors" 2>/dev/null || true)
@@ -146,7 +134,7 @@ section "2b. writes through two replicas at once"
 par_writes() {
     local i
     for i in $(seq 15); do
-        X mgmt "$REPO/target/release/sfctl" --endpoint "https://$1:7443" --ca "$STATE/pki/ca.pem" \
+        X mgmt "${SF_BIN_DIR:-$REPO/target/release}/sfctl" --endpoint "https://$1:7443" --ca "$STATE/pki/ca.pem" \
             --token-file "$STATE/api-token" tenant create "$2-$i" >/dev/null 2>>"$STATE/par-errors" ||
             echo "$2-$i" >>"$STATE/par-failed"
     done
@@ -158,7 +146,7 @@ par_writes "${COORD_IPS[1]}" par-b &
 PB=$!
 wait "$PA" "$PB"
 check_eq "30 concurrent writes through coord1 and coord2 all succeeded (errors: $(head -c 300 "$STATE/par-errors" 2>/dev/null))" 0 "$(wc -l <"$STATE/par-failed")"
-check_eq "and all 30 are there" 30 "$(S -o json tenant list | json_get "sum(1 for t in d if t['name'].startswith('par-'))")"
+check_eq "and all 30 are there" 30 "$(S -o json tenant list | json "sum(1 for t in d if t['name'].startswith('par-'))")"
 
 section "2c. a REST (CloudStack) session works on every replica"
 # rest IP CURL-ARGS...: status code of /api/auth on the replica at IP, with the session cookie
@@ -179,6 +167,27 @@ check_eq "and on coord3" 200 "$(rest "${COORD_IPS[2]}")"
 check_eq "log out through coord3" 200 "$(rest "${COORD_IPS[2]}" -X DELETE)"
 session_gone() { [ "$(rest "${COORD_IPS[0]}")" = 401 ]; }
 check "coord1 refuses the session within 15 s of the logout" wait_for 15 session_gone
+
+section "2d. a hung replica (SIGSTOP): sfctl moves on to the next"
+# The lab hands sfctl all three replicas, coord1 first. A stopped process still has its
+# listening socket, so the kernel completes the TCP handshake and only TLS hangs: sfctl must
+# give up on coord1 after --timeout and use coord2, for a write (never sent to coord1) and a read.
+HUNG=$(cat "$STATE/pids/coord1.pid")
+check "coord1 (pid $HUNG) is the coordinator process" grep -q coordinator "/proc/$HUNG/cmdline"
+check "SIGSTOP coord1" kill -STOP "$HUNG"
+only_coord1() {
+    X mgmt "${SF_BIN_DIR:-$REPO/target/release}/sfctl" --endpoint "https://${COORD_IPS[0]}:7443" \
+        --ca "$STATE/pki/ca.pem" --token-file "$STATE/api-token" --timeout 2 "$@"
+}
+check_not "coord1 alone does not answer (it is hung, not gone)" only_coord1 status
+t0=$(date +%s.%N)
+check "a write through the replica list succeeds with coord1 hung" S --timeout 3 tenant create ha-hung
+note "write with coord1 hung: $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s (--timeout 3 on coord1 first)"
+check "a read through the replica list sees it" bash -c "'$REPO/deploy/lab.sh' sfctl --timeout 3 -o json tenant list | grep -q '\"ha-hung\"'"
+check "SIGCONT coord1" kill -CONT "$HUNG"
+check "coord1 answers again" wait_for 20 only_coord1 status
+check "three replicas again" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json status | python3 -c 'import json,sys; print(len(json.load(sys.stdin)[\"replicas\"]))')\" = 3 ]"
+check "delete the tenant through coord1 first" S tenant delete ha-hung
 
 section "3. kill one etcd member (the raft leader)"
 ETCD_LEADER=$(L status 2>/dev/null | awk '/^ *etcd[0-9]/ && /leader/ {print $1; exit}' | tr -d ':')

@@ -3,18 +3,12 @@
 # internet host to a public VIP on the SoftGate serving the VPC.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-export LAB_PREFIX=${LAB_PREFIX:-sfb$$-}
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
+lab_test sfb
 
-L() { "$REPO/deploy/lab.sh" "$@"; }
-X() { L exec "$@"; }
-S() { L sfctl "$@"; }
-STATE=/tmp/sf-lab.${LAB_PREFIX%-}
-trap 'L down >/dev/null 2>&1 || true' EXIT
-json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 lb_json() { S -o json lb show "$1" --tenant demo --vpc blue; }
-backend_health() { lb_json "$1" | json_get "[b['health'] for b in d['backends'] if b['ip']=='$2'][0]"; }
+backend_health() { lb_json "$1" | json "[b['health'] for b in d['backends'] if b['ip']=='$2'][0]"; }
 
 # spread N VIP:PORT -> prints "name count" lines for N new connections from the internet host.
 spread() {
@@ -132,15 +126,15 @@ AFTER=$(spread 60 203.0.113.20)
 check "web sends no new connection to blue-web-2 ($(echo "$AFTER" | tr '\n' ' '))" bash -c "! grep -q blue-web-2 <<<'$AFTER'"
 
 section "4. same table on every gateway; a failover keeps each 5-tuple on its backend"
-DIGEST1=$(lb_json web | json_get "d['table_digest']"); GW1=$(lb_json web | json_get "d['gateway']")
+DIGEST1=$(lb_json web | json "d['table_digest']"); GW1=$(lb_json web | json "d['gateway']")
 check "gateway $GW1 reports table digest $DIGEST1" test -n "$DIGEST1" -a -n "$GW1"
 by_port 203.0.113.20 20000 20 >"$STATE/ports.before"
 check "drain $GW1 (VPC moves to its standby)" S gateway drain "$GW1"
 check "the other gateway serves the LB" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; d=json.load(sys.stdin); print(d['gateway'] != '$GW1' and d['table_digest'] != '')\")\" = True ]"
-GW2=$(lb_json web | json_get "d['gateway']")
+GW2=$(lb_json web | json "d['gateway']")
 check "VIP answers through $GW2" wait_for 30 X internet curl -s -m 1 http://203.0.113.20/
 check "health settled on $GW2" wait_for 15 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; d=json.load(sys.stdin); print(d['table_digest'])\")\" = '$DIGEST1' ]"
-check_eq "$GW2 reports the same table digest as $GW1" "$DIGEST1" "$(lb_json web | json_get "d['table_digest']")"
+check_eq "$GW2 reports the same table digest as $GW1" "$DIGEST1" "$(lb_json web | json "d['table_digest']")"
 by_port 203.0.113.20 20000 20 >"$STATE/ports.after"
 check_eq "all 20 client 5-tuples were answered by a backend before the failover" 20 "$(grep -c ' blue-web-[0-9]$' "$STATE/ports.before")"
 check "every client 5-tuple reaches the same backend after the failover" diff "$STATE/ports.before" "$STATE/ports.after"
@@ -157,7 +151,7 @@ bad "lb.backends\[0\].ip" x1 --tenant demo --vpc blue --vip 203.0.113.30 --port 
 bad lb.vip x2 --tenant demo --vpc blue --vip 203.0.113.20 --port 80 --backend 10.10.1.11:80
 bad lb.port x3 --tenant demo --vpc blue --vip 203.0.113.30 --port 70000 --backend 10.10.1.11:80
 bad lb.health.type x4 --tenant demo --vpc blue --vip 203.0.113.30 --port 80 --backend 10.10.1.11:80 --health icmp
-check_eq "only the two load balancers exist" "2" "$(S -o json lb list | json_get "len(d)")"
+check_eq "only the two load balancers exist" "2" "$(S -o json lb list | json "len(d)")"
 
 section "6. source CIDRs: only listed sources reach the VIP; cleared, everyone does"
 IDEV=$(X internet ip -o -4 addr show | awk '/198\.51\.100\.10\// {print $2; exit}')
@@ -177,7 +171,7 @@ check "and is not answered on a second try either" bash -c "! '$REPO/deploy/lab.
 # The drop is counted by the named rule in the serving gateway's VPC namespace.
 src_drops() {
     local gw ns
-    gw=$(lb_json src | json_get "d['gateway']")
+    gw=$(lb_json src | json "d['gateway']")
     for ns in $(ip netns list | awk -v p="^${LAB_PREFIX}${gw}-vpc" '$1 ~ p {print $1}'); do
         ip netns exec "$ns" nft -j list chain ip stackfabric lb_source 2>/dev/null
     done | python3 -c "
@@ -199,10 +193,6 @@ check "lb show: sources any" bash -c "'$REPO/deploy/lab.sh' sfctl lb show src --
 check "198.51.100.11 now reaches the VIP" wait_for 30 from 198.51.100.11 203.0.113.22
 check "198.51.100.10 still does" from 198.51.100.10 203.0.113.22
 check "delete LB src" S lb delete src --tenant demo --vpc blue
-check_eq "again only the two load balancers exist" "2" "$(S -o json lb list | json_get "len(d)")"
+check_eq "again only the two load balancers exist" "2" "$(S -o json lb list | json "len(d)")"
 
-section "lab down"
-L down
-check "no namespace of this run remains" bash -c "! ip netns list | grep -q '^$LAB_PREFIX'"
-trap - EXIT
-finish
+lab_finish

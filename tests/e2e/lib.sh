@@ -43,3 +43,48 @@ finish() {
     rm -f /tmp/e2e.$$.out
     [ "$E2E_FAILS" -eq 0 ]
 }
+
+# ---------------------------------------------------------------------------
+# Lab tests: the preamble every test that drives deploy/lab.sh shares.
+
+REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+L() { "$REPO/deploy/lab.sh" "$@"; }
+X() { L exec "$@"; }
+S() { L sfctl "$@"; }
+# Background pids the test started (killed on exit before the lab goes down).
+BG=()
+
+# lab_test DEFAULT - a test that drives a lab: exports LAB_PREFIX (default DEFAULT<pid>-),
+# sets STATE (the lab's state dir), and on exit kills BG, runs the test's own `test_exit`
+# when it defines one, and takes the lab down, also after a failure.
+lab_test() {
+    export LAB_PREFIX=${LAB_PREFIX:-$1$$-}
+    # shellcheck disable=SC2034  # read by the tests
+    STATE=/tmp/sf-lab.${LAB_PREFIX%-}
+    trap lab_exit EXIT
+}
+lab_exit() {
+    local p
+    for p in "${BG[@]}"; do kill "$p" 2>/dev/null; done
+    if declare -F test_exit >/dev/null; then test_exit; fi
+    L down >/dev/null 2>&1 || true
+}
+
+# json EXPR - evaluates the Python expression EXPR with d = the JSON document on stdin.
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+# node_is NODE FIELD VALUE - `sfctl status` shows NODE's FIELD (lease, in_sync, ...) as VALUE
+# (Python's spelling: True, False, up, down).
+node_is() {
+    [ "$(S -o json status 2>/dev/null | json "[n for n in d['nodes'] if n['name']=='$1'][0]['$2']")" = "$3" ]
+}
+
+# lab_finish - a lab test's last step: takes the lab down, checks that no namespace of this
+# run remains, and prints the result (finish).
+lab_finish() {
+    section "lab down"
+    lab_exit
+    trap - EXIT
+    check "no namespace of this run remains" bash -c "! ip netns list | grep -q '^$LAB_PREFIX'"
+    finish
+}

@@ -6,19 +6,13 @@
 # LAB_PREFIX defaults to a per-run prefix; the lab is always torn down, also on failure.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-export LAB_PREFIX=${LAB_PREFIX:-sft$$-}
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
+lab_test sft
 
-L() { "$REPO/deploy/lab.sh" "$@"; }
-X() { L exec "$@"; }
-STATE=/tmp/sf-lab.${LAB_PREFIX%-}
-trap 'L down >/dev/null 2>&1 || true' EXIT
-
-# jq-like field extraction with python3: json_get EXPR < json
-json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-node_status() { L sfctl -o json status | json_get "[n for n in d['nodes'] if n['name']=='$1'][0]$2"; }
-vni_of() { L sfctl -o json network show "$1" --tenant demo --vpc "$2" | json_get "d['vni']"; }
+# jq-like field extraction with python3: json EXPR < json
+node_status() { L sfctl -o json status | json "[n for n in d['nodes'] if n['name']=='$1'][0]$2"; }
+vni_of() { L sfctl -o json network show "$1" --tenant demo --vpc "$2" | json "d['vni']"; }
 ifindex() { X "$1" cat "/sys/class/net/$2/ifindex" 2>/dev/null; }
 mac_of() { X "$1" cat /sys/class/net/eth0/address; }
 
@@ -47,10 +41,10 @@ section "2. nothing crosses between blue and red"
 BLUE2_MAC=$(mac_of blue-web-2); RED2_MAC=$(mac_of red-web-2)
 X blue-web-1 ping -c 1 -W 2 10.10.1.12 >/dev/null 2>&1
 check_eq "blue-web-1 resolves 10.10.1.12 to blue-web-2's MAC" "$BLUE2_MAC" \
-    "$(X blue-web-1 ip -j neigh show 10.10.1.12 | json_get "d[0]['lladdr']")"
+    "$(X blue-web-1 ip -j neigh show 10.10.1.12 | json "d[0]['lladdr']")"
 X red-web-1 ping -c 1 -W 2 10.10.1.12 >/dev/null 2>&1
 check_eq "red-web-1 resolves 10.10.1.12 to red-web-2's MAC" "$RED2_MAC" \
-    "$(X red-web-1 ip -j neigh show 10.10.1.12 | json_get "d[0]['lladdr']")"
+    "$(X red-web-1 ip -j neigh show 10.10.1.12 | json "d[0]['lladdr']")"
 X red-web-2 ip addr add 10.10.1.99/24 dev eth0
 check "red-web-1 reaches red-only address 10.10.1.99" X red-web-1 ping -c 2 -W 2 10.10.1.99
 check_not "blue-web-1 cannot reach red-only address 10.10.1.99" X blue-web-1 ping -c 3 -W 1 10.10.1.99
@@ -88,7 +82,7 @@ wait $PING
 check "no packet lost across the restart ($(grep -o '[0-9.]*% packet loss' "$STATE/ping4.log"))" grep -q ' 0% packet loss' "$STATE/ping4.log"
 check_eq "vxlan$BLUE_VNI keeps ifindex" "$IDX_VX" "$(ifindex hv1 "vxlan$BLUE_VNI")"
 check_eq "brvx-$BLUE_VNI keeps ifindex" "$IDX_BR" "$(ifindex hv1 "brvx-$BLUE_VNI")"
-check "hv1 back in sync" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json status | python3 -c \"import json,sys; print([n for n in json.load(sys.stdin)['nodes'] if n['name']=='hv1'][0]['in_sync'])\")\" = True ]"
+check "hv1 back in sync" wait_for 20 node_is hv1 in_sync True
 
 section "5. coordinator down: dataplane keeps forwarding, API fails clearly, agents resume"
 declare -A SNAP RES
@@ -121,11 +115,11 @@ check "API works again" L sfctl tenant list
 section "6. a killed agent's lease expires within its TTL and status shows it down"
 check "kill -9 hv3's agent" L agent-kill hv3
 t0=$SECONDS
-check "hv3 shows lease down" wait_for 12 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json status | python3 -c \"import json,sys; print([n for n in json.load(sys.stdin)['nodes'] if n['name']=='hv3'][0]['lease'])\")\" = down ]"
+check "hv3 shows lease down" wait_for 12 node_is hv3 lease down
 pass "hv3 seen down after $((SECONDS - t0)) s (lease TTL 6 s)"
 check "red-web-1 still reaches red-web-2 on hv3 while its agent is dead" X red-web-1 ping -c 2 -W 2 10.10.1.12
 check "start hv3's agent" L agent-start hv3
-check "hv3 lease up again" wait_for 15 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json status | python3 -c \"import json,sys; print([n for n in json.load(sys.stdin)['nodes'] if n['name']=='hv3'][0]['lease'])\")\" = up ]"
+check "hv3 lease up again" wait_for 15 node_is hv3 lease up
 
 section "6b. metrics: every binary serves /metrics and /healthz, with intent-to-dataplane latency"
 metric() { # metric HOST PORT NAME: the value of a sample line NAME from HOST's /metrics
@@ -159,8 +153,4 @@ check "hv1's own scope has blue-web-1" grep -q '"blue-web-1"' "$STATE/once-hv1.l
 check "hv1's own scope has red-web-1" grep -q '"red-web-1"' "$STATE/once-hv1.log"
 check "hv1's scope has nothing of hv2 or hv3" bash -c "! grep -qE '\"(blue-web-2|red-web-2)\"' '$STATE/once-hv1.log'"
 
-section "lab down"
-L down
-check "no namespace of this run remains" bash -c "! ip netns list | grep -q '^$LAB_PREFIX'"
-trap - EXIT
-finish
+lab_finish

@@ -4,18 +4,12 @@
 # failover — with real packets between lab namespaces (VMs, gateways, an internet host).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-export LAB_PREFIX=${LAB_PREFIX:-sfs$$-}
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
+lab_test sfs
 
-L() { "$REPO/deploy/lab.sh" "$@"; }
-X() { L exec "$@"; }
-S() { L sfctl "$@"; }
-STATE=/tmp/sf-lab.${LAB_PREFIX%-}
-trap 'L down >/dev/null 2>&1 || true' EXIT
-json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-placement() { S -o json gateway list | json_get "[v for v in d['vpcs'] if v['vpc']=='$1'][0]['$2']"; }
-vpc_id() { S -o json vpc show "$1" --tenant demo | json_get "d['id']"; }
+placement() { S -o json gateway list | json "[v for v in d['vpcs'] if v['vpc']=='$1'][0]['$2']"; }
+vpc_id() { S -o json vpc show "$1" --tenant demo | json "d['id']"; }
 # Last client address the internet host's HTTP server logged.
 last_client() { tail -n 1 "$STATE/logs/internet-http.log" | awk '{print $1}'; }
 curl_i() { X internet curl -s -m 3 "$@"; }
@@ -51,7 +45,7 @@ check_eq "hairpin: blue-db-1 reaches blue-web-1 via its Elastic IP" "blue-web-1"
 check_not "red has no NAT: red-web-2 cannot reach the internet" X red-web-2 curl -s -m 2 http://198.51.100.10/
 
 section "3. bad input names the field and changes nothing"
-before=$(S -o json nat list | json_get "len(d)")
+before=$(S -o json nat list | json "len(d)")
 bad() { # bad FIELD ARGS... : the create fails with exit 1, naming FIELD
     local field=$1; shift
     local out rc
@@ -63,7 +57,7 @@ bad nat.public_port forward x2 --tenant demo --vpc blue --public-ip 203.0.113.11
 bad nat.private_ip forward x3 --tenant demo --vpc blue --public-ip 203.0.113.20 --public-port 80 --private-ip 10.10.9.9 --private-port 80
 bad nat.public_ip snat x4 --tenant demo --vpc red --public-ip 203.0.113.11
 bad nat.vpc snat x5 --tenant demo --vpc green --public-ip 203.0.113.30
-check_eq "no NAT rule was added by the rejected requests" "$before" "$(S -o json nat list | json_get "len(d)")"
+check_eq "no NAT rule was added by the rejected requests" "$before" "$(S -o json nat list | json "len(d)")"
 
 section "4. placement, drain and undrain"
 PRIMARY=$(placement blue primary); STANDBY=$(placement blue standby)
@@ -117,12 +111,8 @@ check "red is unaffected" X red-web-1 curl -s -m 3 http://10.10.1.12/
 section "6. a gateway that comes back stands down where it lost its VPCs"
 X "$PRIMARY" ip link set leaf1 up; X "$PRIMARY" ip link set leaf2 up
 check "restart $PRIMARY's agent" L agent-start "$PRIMARY"
-check "$PRIMARY lease up again" wait_for 20 bash -c "'$REPO/deploy/lab.sh' sfctl -o json status | python3 -c \"import json,sys; sys.exit(0 if [n for n in json.load(sys.stdin)['nodes'] if n['name']=='$PRIMARY'][0]['lease']=='up' else 1)\""
+check "$PRIMARY lease up again" wait_for 20 node_is "$PRIMARY" lease up
 check "one router for blue at any time after settling" wait_for 30 bash -c "[ \$(ip netns list | grep -c '^${LAB_PREFIX}gw[0-9]-vpc$ID\b') -eq 1 ]"
 check "port forward works after the return" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
 
-section "lab down"
-L down
-check "no namespace of this run remains" bash -c "! ip netns list | grep -q '^$LAB_PREFIX'"
-trap - EXIT
-finish
+lab_finish

@@ -8,23 +8,18 @@
 # LAB_PREFIX defaults to a per-run prefix; the lab is always torn down, also on failure.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-export LAB_PREFIX=${LAB_PREFIX:-sftf$$-}
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
+lab_test sftf
 
-L() { "$REPO/deploy/lab.sh" "$@"; }
-X() { L exec "$@"; }
-S() { L sfctl "$@"; }
-STATE=/tmp/sf-lab.${LAB_PREFIX%-}
 WORK=$(mktemp -d /tmp/sf-tf.XXXXXX)
-trap 'L down >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+test_exit() { rm -rf "$WORK"; }
 
 PROVIDER_DIR=$REPO/target/release
 DEMO=$WORK/demo
 # The lab's (non-HA) coordinator, reachable from the lab's mgmt namespace.
 COORD=https://172.31.255.3:7443
 
-json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 # tf ARGS...: Terraform in the mgmt namespace, with the provider from target/release
 # (dev_overrides: no registry, no init) and sfctl's settings as SF_* variables.
 tf() {
@@ -50,8 +45,8 @@ tfvar() { # tfvar NAME VALUE: sets a variable of the module (terraform.tfvars)
     sed -i "/^$1 *=/d" "$DEMO/terraform.tfvars"
     printf '%s = %s\n' "$1" "$2" >>"$DEMO/terraform.tfvars"
 }
-nat_field() { S -o json nat list --tenant tfdemo --vpc green | json_get "[r['$2'] for r in d if r['name']=='$1'][0]"; }
-tenants() { S -o json tenant list | json_get "' '.join(sorted(t['name'] for t in d))"; }
+nat_field() { S -o json nat list --tenant tfdemo --vpc green | json "[r['$2'] for r in d if r['name']=='$1'][0]"; }
+tenants() { S -o json tenant list | json "' '.join(sorted(t['name'] for t in d))"; }
 
 section "preparation"
 [ -x "$PROVIDER_DIR/terraform-provider-stackfabric" ] || {
@@ -87,7 +82,7 @@ check "apply created 7 objects" has apply1.log "7 added, 0 changed, 0 destroyed"
 VNI=$(tf output -raw app_vni 2>/dev/null)
 check_eq "the tenant list holds demo and tfdemo" "demo tfdemo" "$(tenants)"
 check_eq "sfctl shows network app with the VNI Terraform reports ($VNI)" "$VNI" \
-    "$(S -o json network show app --tenant tfdemo --vpc green | json_get "d['vni']")"
+    "$(S -o json network show app --tenant tfdemo --vpc green | json "d['vni']")"
 check_eq "sfctl lists the port forward with private port 22" "22" "$(nat_field ssh private_port)"
 check_eq "sfctl lists the snat rule on 203.0.113.40" "203.0.113.40" "$(nat_field outbound public_ip)"
 check "the gateway placement data source lists tfdemo/green" bash -c "ip netns exec ${LAB_PREFIX}mgmt env TF_CLI_CONFIG_FILE=$WORK/cli.tfrc python3 $REPO/tests/e2e/terraform_cli.py $DEMO output -json placements | grep -q '\"green\"'"
@@ -109,7 +104,7 @@ check_eq "plan for default_action=deny shows changes" "2" "$(plan_rc plan-acl.lo
 check "the ACL list is updated in place (0 to destroy)" has plan-acl.log "0 to add, 1 to change, 0 to destroy"
 check "apply default_action=deny" tf apply -auto-approve -no-color -input=false
 check_eq "sfctl shows the ACL list's default deny" "deny" \
-    "$(S -o json acl show app-acl --tenant tfdemo --vpc green | json_get "d['default_action']")"
+    "$(S -o json acl show app-acl --tenant tfdemo --vpc green | json "d['default_action']")"
 check "ICMP in the tier still passes (rule 10)" wait_for 15 X tf-app-1 ping -c1 -W1 10.20.1.12
 tfvar ssh_private_port 2222
 check_eq "plan for private_port=2222 shows changes" "2" "$(plan_rc plan-nat.log)"
@@ -120,7 +115,7 @@ check_eq "sfctl lists the port forward with private port 2222" "2222" "$(nat_fie
 plan_empty plan4.log "then the plan is empty again"
 
 check_eq "sfctl shows the VPC's primary gateway as Terraform does" "$(tf output -raw primary_gateway)" \
-    "$(S -o json vpc show green --tenant tfdemo | json_get "d['primary_gateway']")"
+    "$(S -o json vpc show green --tenant tfdemo | json "d['primary_gateway']")"
 
 section "5. changes made with sfctl show as drift"
 check "sfctl deletes route onprem" S route delete onprem --tenant tfdemo --vpc green
@@ -131,7 +126,7 @@ check "plan replaces the rule changed outside Terraform (2200 -> 2222)" bash -c 
 check "apply repairs the drift" tf apply -auto-approve -no-color -input=false
 check_eq "sfctl: private port back to 2222" "2222" "$(nat_field ssh private_port)"
 check_eq "sfctl: route onprem back" "192.168.50.0/24" \
-    "$(S -o json route list --tenant tfdemo --vpc green | json_get "[r['prefix'] for r in d if r['name']=='onprem'][0]")"
+    "$(S -o json route list --tenant tfdemo --vpc green | json "[r['prefix'] for r in d if r['name']=='onprem'][0]")"
 plan_empty plan5.log "no changes after the repair"
 
 section "6. import an object made with sfctl (tf-app-1's port binding)"
@@ -167,7 +162,7 @@ check_not "terraform apply with the bad network fails" tf_out apply-bad.log appl
 check "the error is the coordinator's message" bash -c "tr -s ' \n' ' ' <'$WORK/apply-bad.log' | grep -qF -- \"\$(printf '%s' \"$EXPECT\" | tr -s ' \n' ' ')\""
 check "the diagnostic points at the cidr attribute" bash -c "grep -q 'in resource \"stackfabric_network\" \"bad\"' '$WORK/apply-bad.log' && grep -Eq '^ *[0-9]+: +cidr += \"10.99.1.0/24\"' '$WORK/apply-bad.log'"
 check_eq "nothing was written (tfdemo's objects as sfctl lists them are unchanged)" "$BEFORE" "$(tenant_objects)"
-check_eq "the VPC still has only network app" "app" "$(S -o json network list --tenant tfdemo --vpc green | json_get "' '.join(n['name'] for n in d)")"
+check_eq "the VPC still has only network app" "app" "$(S -o json network list --tenant tfdemo --vpc green | json "' '.join(n['name'] for n in d)")"
 check "Terraform's state has no bad network" bash -c "! ip netns exec ${LAB_PREFIX}mgmt env TF_CLI_CONFIG_FILE=$WORK/cli.tfrc python3 $REPO/tests/e2e/terraform_cli.py $DEMO state list | grep -q stackfabric_network.bad"
 rm -f "$DEMO/bad.tf"
 
@@ -178,8 +173,8 @@ if tf_out destroy.log destroy -auto-approve -no-color -input=false; then pass "t
 check "destroy removed 8 objects (7 + the imported port)" has destroy.log "Destroy complete! Resources: 8 destroyed."
 L vm-del tf-app-1 >/dev/null 2>&1 || true
 check_eq "the tenant list holds demo only" "demo" "$(tenants)"
-check_eq "no NAT rule of tfdemo left" "0" "$(S -o json nat list | json_get "len([r for r in d if r['tenant']=='tfdemo'])")"
-check_eq "no port of tfdemo left" "0" "$(S -o json port list | json_get "len([r for r in d if r['tenant']=='tfdemo'])")"
+check_eq "no NAT rule of tfdemo left" "0" "$(S -o json nat list | json "len([r for r in d if r['tenant']=='tfdemo'])")"
+check_eq "no port of tfdemo left" "0" "$(S -o json port list | json "len([r for r in d if r['tenant']=='tfdemo'])")"
 check "hv1 drops vxlan$VNI" wait_for 20 bash -c "! '$REPO/deploy/lab.sh' exec hv1 ip link show vxlan$VNI"
 check_eq "Terraform's state is empty" "" "$(tf state list 2>/dev/null)"
 check "the demo tenant still works (blue-web-1 -> blue-web-2)" X blue-web-1 ping -c 2 -W 2 10.10.1.12
