@@ -109,509 +109,562 @@ fn list_req(tenant: String, vpc: String) -> ListRequest {
     ListRequest { tenant, vpc }
 }
 
+/// Runs one command on one replica: each object kind has its own function below.
 async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<String> {
-    let created = |kind: &str, name: &str, rev: u64| {
-        output::write_result(fmt, "created", kind, name, rev, None)
-    };
-    let deleted = |kind: &str, name: &str, rev: u64| {
-        output::write_result(fmt, "deleted", kind, name, rev, None)
-    };
+    match cmd {
+        Command::Tenant(cmd) => tenant(c, fmt, cmd).await,
+        Command::Vpc(cmd) => vpc(c, fmt, cmd).await,
+        Command::Network(cmd) => network(c, fmt, cmd).await,
+        Command::Port(cmd) => port(c, fmt, cmd).await,
+        Command::Node(cmd) => node(c, fmt, cmd).await,
+        Command::Pool(cmd) => pool(c, fmt, cmd).await,
+        Command::Nat(cmd) => nat(c, fmt, cmd).await,
+        Command::Route(cmd) => route(c, fmt, cmd).await,
+        Command::Acl(cmd) => acl(c, fmt, cmd).await,
+        Command::Lb(cmd) => lb(c, fmt, cmd).await,
+        Command::Dc(cmd) => dc(c, fmt, cmd).await,
+        Command::Gateway(cmd) => gateway(c, fmt, cmd).await,
+        Command::Status => status(c, fmt).await,
+    }
+}
+
+fn created(fmt: Output, kind: &str, name: &str, rev: u64) -> String {
+    output::write_result(fmt, "created", kind, name, rev, None)
+}
+
+fn deleted(fmt: Output, kind: &str, name: &str, rev: u64) -> String {
+    output::write_result(fmt, "deleted", kind, name, rev, None)
+}
+
+async fn tenant(c: &mut Client, fmt: Output, cmd: TenantCmd) -> anyhow::Result<String> {
     Ok(match cmd {
-        Command::Tenant(cmd) => match cmd {
-            TenantCmd::Create { name, description } => {
-                let r = c
-                    .create_tenant(Tenant {
-                        name: name.clone(),
-                        description,
-                    })
-                    .await?
-                    .into_inner();
-                created("tenant", &name, r.revision)
-            }
-            TenantCmd::List => {
-                let l = c.list_tenants(Empty {}).await?.into_inner();
-                output::list(fmt, &l.items)
-            }
-            TenantCmd::Delete { name } => {
-                let r = c.delete_tenant(obj_ref("", "", &name)).await?.into_inner();
-                deleted("tenant", &name, r.revision)
-            }
-        },
-        Command::Vpc(cmd) => match cmd {
-            VpcCmd::Create {
-                name,
-                tenant,
-                cidr,
-                site,
-            } => {
-                let r = c
-                    .create_vpc(Vpc {
-                        tenant,
-                        name: name.clone(),
-                        cidr,
-                        site,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                created("vpc", &name, r.revision)
-            }
-            VpcCmd::List { tenant } => {
-                let l = c
-                    .list_vpcs(list_req(tenant, String::new()))
-                    .await?
-                    .into_inner();
-                output::list(fmt, &l.items)
-            }
-            VpcCmd::Show { name, tenant } => {
-                let v = c.get_vpc(obj_ref(&tenant, "", &name)).await?.into_inner();
-                output::show(fmt, &v)
-            }
-            VpcCmd::Delete { name, tenant } => {
-                let r = c
-                    .delete_vpc(obj_ref(&tenant, "", &name))
-                    .await?
-                    .into_inner();
-                deleted("vpc", &name, r.revision)
-            }
-        },
-        Command::Network(cmd) => match cmd {
-            NetworkCmd::Create {
-                name,
-                tenant,
-                vpc,
-                cidr,
-                vni,
-                gateway,
-            } => {
-                let r = c
-                    .create_network(Network {
-                        tenant,
-                        vpc,
-                        name: name.clone(),
-                        cidr,
-                        vni,
-                        gateway,
-                    })
-                    .await?
-                    .into_inner();
-                // Fall back to the requested VNI if the coordinator omitted the echoed network.
-                let vni = r.network.as_ref().map_or(vni, |n| n.vni);
-                output::write_result(fmt, "created", "network", &name, r.revision, Some(vni))
-            }
-            NetworkCmd::List { tenant, vpc } => {
-                let l = c.list_networks(list_req(tenant, vpc)).await?.into_inner();
-                output::list(fmt, &l.items)
-            }
-            NetworkCmd::Show { name, tenant, vpc } => {
-                let n = c
-                    .get_network(obj_ref(&tenant, &vpc, &name))
-                    .await?
-                    .into_inner();
-                output::show(fmt, &n)
-            }
-            NetworkCmd::Delete { name, tenant, vpc } => {
-                let r = c
-                    .delete_network(obj_ref(&tenant, &vpc, &name))
-                    .await?
-                    .into_inner();
-                deleted("network", &name, r.revision)
-            }
-        },
-        Command::Port(cmd) => match cmd {
-            PortCmd::Create {
-                name,
-                tenant,
-                vpc,
-                network,
-                node,
-                ip,
-                mac,
-                interface,
-                vlan,
-            } => {
-                let r = c
-                    .create_port_binding(PortBinding {
-                        tenant,
-                        name: name.clone(),
-                        vpc,
-                        network,
-                        node,
-                        ip,
-                        mac,
-                        interface,
-                        vlan,
-                    })
-                    .await?
-                    .into_inner();
-                created("port", &name, r.revision)
-            }
-            PortCmd::List { tenant, vpc } => {
-                let l = c
-                    .list_port_bindings(list_req(tenant, vpc))
-                    .await?
-                    .into_inner();
-                output::list(fmt, &l.items)
-            }
-            PortCmd::Show { name, tenant } => {
-                let p = c
-                    .get_port_binding(obj_ref(&tenant, "", &name))
-                    .await?
-                    .into_inner();
-                output::show(fmt, &p)
-            }
-            PortCmd::Delete { name, tenant } => {
-                let r = c
-                    .delete_port_binding(obj_ref(&tenant, "", &name))
-                    .await?
-                    .into_inner();
-                deleted("port", &name, r.revision)
-            }
-        },
-        Command::Node(cmd) => match cmd {
-            NodeCmd::Create {
-                name,
-                role,
-                asn,
-                loopback,
-                fabric_ports,
-                site,
-            } => {
-                let r = c
-                    .create_node(Node {
-                        name: name.clone(),
-                        role,
-                        site,
-                        asn,
-                        loopback,
-                        fabric_ports,
-                    })
-                    .await?
-                    .into_inner();
-                created("node", &name, r.revision)
-            }
-            NodeCmd::List => {
-                let l = c.list_nodes(Empty {}).await?.into_inner();
-                output::list(fmt, &l.items)
-            }
-            NodeCmd::Show { name } => {
-                let n = c.get_node(obj_ref("", "", &name)).await?.into_inner();
-                output::show(fmt, &n)
-            }
-            NodeCmd::Delete { name } => {
-                let r = c.delete_node(obj_ref("", "", &name)).await?.into_inner();
-                deleted("node", &name, r.revision)
-            }
-        },
-        Command::Pool(cmd) => match cmd {
-            PoolCmd::Create { name, cidr, site } => {
-                let r = c
-                    .create_pool(Pool {
-                        name: name.clone(),
-                        cidr,
-                        site,
-                    })
-                    .await?
-                    .into_inner();
-                created("pool", &name, r.revision)
-            }
-            PoolCmd::List => {
-                let l = c.list_pools(Empty {}).await?.into_inner();
-                output::list(fmt, &l.items)
-            }
-            PoolCmd::Delete { name } => {
-                let r = c.delete_pool(obj_ref("", "", &name)).await?.into_inner();
-                deleted("pool", &name, r.revision)
-            }
-        },
-        Command::Nat(cmd) => {
-            let rule = match cmd {
-                NatCmd::List { tenant, vpc } => {
-                    let l = c.list_nat_rules(list_req(tenant, vpc)).await?.into_inner();
-                    return Ok(output::list(fmt, &l.items));
-                }
-                NatCmd::Delete { name, tenant, vpc } => {
-                    let r = c
-                        .delete_nat_rule(obj_ref(&tenant, &vpc, &name))
-                        .await?
-                        .into_inner();
-                    return Ok(deleted("NAT rule", &name, r.revision));
-                }
-                NatCmd::Snat {
-                    name,
-                    tenant,
-                    vpc,
-                    public_ip,
-                } => NatRule {
-                    tenant,
-                    vpc,
-                    name,
-                    kind: "snat".into(),
-                    public_ip,
-                    ..Default::default()
-                },
-                NatCmd::Forward {
-                    name,
-                    tenant,
-                    vpc,
-                    public_ip,
-                    protocol,
-                    public_port,
-                    private_ip,
-                    private_port,
-                } => NatRule {
-                    tenant,
-                    vpc,
-                    name,
-                    kind: "port-forward".into(),
-                    public_ip,
-                    protocol,
-                    public_port,
-                    private_ip,
-                    private_port,
-                },
-                NatCmd::Static {
-                    name,
-                    tenant,
-                    vpc,
-                    public_ip,
-                    private_ip,
-                } => NatRule {
-                    tenant,
-                    vpc,
-                    name,
-                    kind: "static-nat".into(),
-                    public_ip,
-                    private_ip,
-                    ..Default::default()
-                },
-            };
-            let name = rule.name.clone();
-            let r = c.create_nat_rule(rule).await?.into_inner();
-            created("NAT rule", &name, r.revision)
+        TenantCmd::Create { name, description } => {
+            let r = c
+                .create_tenant(Tenant {
+                    name: name.clone(),
+                    description,
+                })
+                .await?
+                .into_inner();
+            created(fmt, "tenant", &name, r.revision)
         }
-        Command::Route(cmd) => match cmd {
-            RouteCmd::Create {
-                name,
-                tenant,
-                vpc,
-                prefix,
-                nexthop,
-            } => {
-                let r = c
-                    .create_route(Route {
-                        tenant,
-                        vpc,
-                        name: name.clone(),
-                        prefix,
-                        nexthop,
-                    })
-                    .await?
-                    .into_inner();
-                created("route", &name, r.revision)
-            }
-            RouteCmd::List { tenant, vpc } => {
-                let l = c.list_routes(list_req(tenant, vpc)).await?.into_inner();
-                output::list(fmt, &l.items)
-            }
-            RouteCmd::Delete { name, tenant, vpc } => {
-                let r = c
-                    .delete_route(obj_ref(&tenant, &vpc, &name))
-                    .await?
-                    .into_inner();
-                deleted("route", &name, r.revision)
-            }
-        },
-        Command::Acl(cmd) => match cmd {
-            AclCmd::Apply {
-                name,
-                tenant,
-                vpc,
-                default,
-                tiers,
-                rules,
-            } => {
-                let rules = rules
-                    .iter()
-                    .map(|r| parse_acl_rule(r))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let r = c
-                    .apply_acl_list(AclList {
-                        tenant,
-                        vpc,
-                        name: name.clone(),
-                        default_action: default,
-                        tiers,
-                        rules,
-                    })
-                    .await?
-                    .into_inner();
-                output::write_line(fmt, &format!("applied ACL list {name}"), r.revision)
-            }
-            AclCmd::List { tenant, vpc } => {
-                let l = c.list_acl_lists(list_req(tenant, vpc)).await?.into_inner();
-                output::list(fmt, &l.items)
-            }
-            AclCmd::Show { name, tenant, vpc } => {
-                let l = c
-                    .get_acl_list(obj_ref(&tenant, &vpc, &name))
-                    .await?
-                    .into_inner();
-                output::acl_detail(fmt, &l)
-            }
-            AclCmd::Delete { name, tenant, vpc } => {
-                let r = c
-                    .delete_acl_list(obj_ref(&tenant, &vpc, &name))
-                    .await?
-                    .into_inner();
-                deleted("ACL list", &name, r.revision)
-            }
-        },
-        Command::Lb(cmd) => match cmd {
-            LbCmd::Create {
-                name,
-                tenant,
-                vpc,
-                vip,
-                protocol,
-                port,
-                backends,
-                health,
-                path,
-                expect_status,
-                interval_ms,
-                timeout_ms,
-                rise,
-                fall,
-                table_size,
-                source_cidrs,
-            } => {
-                let backends = backends
-                    .iter()
-                    .map(|b| parse_backend(b))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let r = c
-                    .create_load_balancer(LoadBalancer {
-                        tenant,
-                        vpc,
-                        name: name.clone(),
-                        vip,
-                        protocol,
-                        port,
-                        backends,
-                        health_type: health,
-                        health_path: path,
-                        health_expect_status: expect_status,
-                        interval_ms,
-                        timeout_ms,
-                        rise,
-                        fall,
-                        table_size,
-                        source_cidrs,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                created("load balancer", &name, r.revision)
-            }
-            LbCmd::List { tenant, vpc } => {
-                let l = c
-                    .list_load_balancers(list_req(tenant, vpc))
-                    .await?
-                    .into_inner();
-                output::list(fmt, &l.items)
-            }
-            LbCmd::Show { name, tenant, vpc } => {
-                let l = c
-                    .get_load_balancer(obj_ref(&tenant, &vpc, &name))
-                    .await?
-                    .into_inner();
-                output::lb_detail(fmt, &l)
-            }
-            LbCmd::Delete { name, tenant, vpc } => {
-                let r = c
-                    .delete_load_balancer(obj_ref(&tenant, &vpc, &name))
-                    .await?
-                    .into_inner();
-                deleted("load balancer", &name, r.revision)
-            }
-        },
-        Command::Dc(cmd) => match cmd {
-            DcCmd::Create {
-                name,
-                tenant,
-                vpc,
-                switch,
-                interface,
-                vlan,
-                local_address,
-                peer_address,
-                customer_asn,
-                local_asn,
-                accept,
-            } => {
-                let r = c
-                    .create_direct_connect(DirectConnect {
-                        tenant,
-                        vpc,
-                        name: name.clone(),
-                        switch,
-                        interface,
-                        vlan,
-                        local_address,
-                        peer_address,
-                        local_asn,
-                        customer_asn,
-                        accept,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                created("Direct Connect", &name, r.revision)
-            }
-            DcCmd::List { tenant, vpc } => {
-                let l = c
-                    .list_direct_connects(list_req(tenant, vpc))
-                    .await?
-                    .into_inner();
-                output::list(fmt, &l.items)
-            }
-            DcCmd::Show { name, tenant, vpc } => {
-                let d = c
-                    .get_direct_connect(obj_ref(&tenant, &vpc, &name))
-                    .await?
-                    .into_inner();
-                output::show(fmt, &d)
-            }
-            DcCmd::Delete { name, tenant, vpc } => {
-                let r = c
-                    .delete_direct_connect(obj_ref(&tenant, &vpc, &name))
-                    .await?
-                    .into_inner();
-                deleted("Direct Connect", &name, r.revision)
-            }
-        },
-        Command::Gateway(cmd) => match cmd {
-            GatewayCmd::List => {
-                let l = c.list_placements(Empty {}).await?.into_inner();
-                output::placements(fmt, &l)
-            }
-            GatewayCmd::Drain { node } => {
-                let r = c.drain_gateway(obj_ref("", "", &node)).await?.into_inner();
-                output::write_line(fmt, &format!("drained gateway {node}"), r.revision)
-            }
-            GatewayCmd::Undrain { node } => {
-                let r = c
-                    .undrain_gateway(obj_ref("", "", &node))
-                    .await?
-                    .into_inner();
-                output::write_line(fmt, &format!("undrained gateway {node}"), r.revision)
-            }
-        },
-        Command::Status => {
-            let s = c.get_fleet_status(Empty {}).await?.into_inner();
-            output::fleet(fmt, &s)
+        TenantCmd::List => {
+            let l = c.list_tenants(Empty {}).await?.into_inner();
+            output::list(fmt, &l.items)
         }
+        TenantCmd::Delete { name } => {
+            let r = c.delete_tenant(obj_ref("", "", &name)).await?.into_inner();
+            deleted(fmt, "tenant", &name, r.revision)
+        }
+    })
+}
+
+async fn vpc(c: &mut Client, fmt: Output, cmd: VpcCmd) -> anyhow::Result<String> {
+    Ok(match cmd {
+        VpcCmd::Create {
+            name,
+            tenant,
+            cidr,
+            site,
+        } => {
+            let r = c
+                .create_vpc(Vpc {
+                    tenant,
+                    name: name.clone(),
+                    cidr,
+                    site,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            created(fmt, "vpc", &name, r.revision)
+        }
+        VpcCmd::List { tenant } => {
+            let l = c
+                .list_vpcs(list_req(tenant, String::new()))
+                .await?
+                .into_inner();
+            output::list(fmt, &l.items)
+        }
+        VpcCmd::Show { name, tenant } => {
+            let v = c.get_vpc(obj_ref(&tenant, "", &name)).await?.into_inner();
+            output::show(fmt, &v)
+        }
+        VpcCmd::Delete { name, tenant } => {
+            let r = c
+                .delete_vpc(obj_ref(&tenant, "", &name))
+                .await?
+                .into_inner();
+            deleted(fmt, "vpc", &name, r.revision)
+        }
+    })
+}
+
+async fn network(c: &mut Client, fmt: Output, cmd: NetworkCmd) -> anyhow::Result<String> {
+    Ok(match cmd {
+        NetworkCmd::Create {
+            name,
+            tenant,
+            vpc,
+            cidr,
+            vni,
+            gateway,
+        } => {
+            let r = c
+                .create_network(Network {
+                    tenant,
+                    vpc,
+                    name: name.clone(),
+                    cidr,
+                    vni,
+                    gateway,
+                })
+                .await?
+                .into_inner();
+            // Fall back to the requested VNI if the coordinator omitted the echoed network.
+            let vni = r.network.as_ref().map_or(vni, |n| n.vni);
+            output::write_result(fmt, "created", "network", &name, r.revision, Some(vni))
+        }
+        NetworkCmd::List { tenant, vpc } => {
+            let l = c.list_networks(list_req(tenant, vpc)).await?.into_inner();
+            output::list(fmt, &l.items)
+        }
+        NetworkCmd::Show { name, tenant, vpc } => {
+            let n = c
+                .get_network(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            output::show(fmt, &n)
+        }
+        NetworkCmd::Delete { name, tenant, vpc } => {
+            let r = c
+                .delete_network(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            deleted(fmt, "network", &name, r.revision)
+        }
+    })
+}
+
+async fn port(c: &mut Client, fmt: Output, cmd: PortCmd) -> anyhow::Result<String> {
+    Ok(match cmd {
+        PortCmd::Create {
+            name,
+            tenant,
+            vpc,
+            network,
+            node,
+            ip,
+            mac,
+            interface,
+            vlan,
+        } => {
+            let r = c
+                .create_port_binding(PortBinding {
+                    tenant,
+                    name: name.clone(),
+                    vpc,
+                    network,
+                    node,
+                    ip,
+                    mac,
+                    interface,
+                    vlan,
+                })
+                .await?
+                .into_inner();
+            created(fmt, "port", &name, r.revision)
+        }
+        PortCmd::List { tenant, vpc } => {
+            let l = c
+                .list_port_bindings(list_req(tenant, vpc))
+                .await?
+                .into_inner();
+            output::list(fmt, &l.items)
+        }
+        PortCmd::Show { name, tenant } => {
+            let p = c
+                .get_port_binding(obj_ref(&tenant, "", &name))
+                .await?
+                .into_inner();
+            output::show(fmt, &p)
+        }
+        PortCmd::Delete { name, tenant } => {
+            let r = c
+                .delete_port_binding(obj_ref(&tenant, "", &name))
+                .await?
+                .into_inner();
+            deleted(fmt, "port", &name, r.revision)
+        }
+    })
+}
+
+async fn node(c: &mut Client, fmt: Output, cmd: NodeCmd) -> anyhow::Result<String> {
+    Ok(match cmd {
+        NodeCmd::Create {
+            name,
+            role,
+            asn,
+            loopback,
+            fabric_ports,
+            site,
+        } => {
+            let r = c
+                .create_node(Node {
+                    name: name.clone(),
+                    role,
+                    site,
+                    asn,
+                    loopback,
+                    fabric_ports,
+                })
+                .await?
+                .into_inner();
+            created(fmt, "node", &name, r.revision)
+        }
+        NodeCmd::List => {
+            let l = c.list_nodes(Empty {}).await?.into_inner();
+            output::list(fmt, &l.items)
+        }
+        NodeCmd::Show { name } => {
+            let n = c.get_node(obj_ref("", "", &name)).await?.into_inner();
+            output::show(fmt, &n)
+        }
+        NodeCmd::Delete { name } => {
+            let r = c.delete_node(obj_ref("", "", &name)).await?.into_inner();
+            deleted(fmt, "node", &name, r.revision)
+        }
+    })
+}
+
+async fn pool(c: &mut Client, fmt: Output, cmd: PoolCmd) -> anyhow::Result<String> {
+    Ok(match cmd {
+        PoolCmd::Create { name, cidr, site } => {
+            let r = c
+                .create_pool(Pool {
+                    name: name.clone(),
+                    cidr,
+                    site,
+                })
+                .await?
+                .into_inner();
+            created(fmt, "pool", &name, r.revision)
+        }
+        PoolCmd::List => {
+            let l = c.list_pools(Empty {}).await?.into_inner();
+            output::list(fmt, &l.items)
+        }
+        PoolCmd::Delete { name } => {
+            let r = c.delete_pool(obj_ref("", "", &name)).await?.into_inner();
+            deleted(fmt, "pool", &name, r.revision)
+        }
+    })
+}
+
+async fn nat(c: &mut Client, fmt: Output, cmd: NatCmd) -> anyhow::Result<String> {
+    let rule = match cmd {
+        NatCmd::List { tenant, vpc } => {
+            let l = c.list_nat_rules(list_req(tenant, vpc)).await?.into_inner();
+            return Ok(output::list(fmt, &l.items));
+        }
+        NatCmd::Delete { name, tenant, vpc } => {
+            let r = c
+                .delete_nat_rule(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            return Ok(deleted(fmt, "NAT rule", &name, r.revision));
+        }
+        NatCmd::Snat {
+            name,
+            tenant,
+            vpc,
+            public_ip,
+        } => NatRule {
+            tenant,
+            vpc,
+            name,
+            kind: "snat".into(),
+            public_ip,
+            ..Default::default()
+        },
+        NatCmd::Forward {
+            name,
+            tenant,
+            vpc,
+            public_ip,
+            protocol,
+            public_port,
+            private_ip,
+            private_port,
+        } => NatRule {
+            tenant,
+            vpc,
+            name,
+            kind: "port-forward".into(),
+            public_ip,
+            protocol,
+            public_port,
+            private_ip,
+            private_port,
+        },
+        NatCmd::Static {
+            name,
+            tenant,
+            vpc,
+            public_ip,
+            private_ip,
+        } => NatRule {
+            tenant,
+            vpc,
+            name,
+            kind: "static-nat".into(),
+            public_ip,
+            private_ip,
+            ..Default::default()
+        },
+    };
+    let name = rule.name.clone();
+    let r = c.create_nat_rule(rule).await?.into_inner();
+    Ok(created(fmt, "NAT rule", &name, r.revision))
+}
+
+async fn route(c: &mut Client, fmt: Output, cmd: RouteCmd) -> anyhow::Result<String> {
+    Ok(match cmd {
+        RouteCmd::Create {
+            name,
+            tenant,
+            vpc,
+            prefix,
+            nexthop,
+        } => {
+            let r = c
+                .create_route(Route {
+                    tenant,
+                    vpc,
+                    name: name.clone(),
+                    prefix,
+                    nexthop,
+                })
+                .await?
+                .into_inner();
+            created(fmt, "route", &name, r.revision)
+        }
+        RouteCmd::List { tenant, vpc } => {
+            let l = c.list_routes(list_req(tenant, vpc)).await?.into_inner();
+            output::list(fmt, &l.items)
+        }
+        RouteCmd::Delete { name, tenant, vpc } => {
+            let r = c
+                .delete_route(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            deleted(fmt, "route", &name, r.revision)
+        }
+    })
+}
+
+async fn acl(c: &mut Client, fmt: Output, cmd: AclCmd) -> anyhow::Result<String> {
+    Ok(match cmd {
+        AclCmd::Apply {
+            name,
+            tenant,
+            vpc,
+            default,
+            tiers,
+            rules,
+        } => {
+            let rules = rules
+                .iter()
+                .map(|r| parse_acl_rule(r))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let r = c
+                .apply_acl_list(AclList {
+                    tenant,
+                    vpc,
+                    name: name.clone(),
+                    default_action: default,
+                    tiers,
+                    rules,
+                })
+                .await?
+                .into_inner();
+            output::write_line(fmt, &format!("applied ACL list {name}"), r.revision)
+        }
+        AclCmd::List { tenant, vpc } => {
+            let l = c.list_acl_lists(list_req(tenant, vpc)).await?.into_inner();
+            output::list(fmt, &l.items)
+        }
+        AclCmd::Show { name, tenant, vpc } => {
+            let l = c
+                .get_acl_list(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            output::acl_detail(fmt, &l)
+        }
+        AclCmd::Delete { name, tenant, vpc } => {
+            let r = c
+                .delete_acl_list(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            deleted(fmt, "ACL list", &name, r.revision)
+        }
+    })
+}
+
+async fn lb(c: &mut Client, fmt: Output, cmd: LbCmd) -> anyhow::Result<String> {
+    Ok(match cmd {
+        LbCmd::Create {
+            name,
+            tenant,
+            vpc,
+            vip,
+            protocol,
+            port,
+            backends,
+            health,
+            path,
+            expect_status,
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+            table_size,
+            source_cidrs,
+        } => {
+            let backends = backends
+                .iter()
+                .map(|b| parse_backend(b))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let r = c
+                .create_load_balancer(LoadBalancer {
+                    tenant,
+                    vpc,
+                    name: name.clone(),
+                    vip,
+                    protocol,
+                    port,
+                    backends,
+                    health_type: health,
+                    health_path: path,
+                    health_expect_status: expect_status,
+                    interval_ms,
+                    timeout_ms,
+                    rise,
+                    fall,
+                    table_size,
+                    source_cidrs,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            created(fmt, "load balancer", &name, r.revision)
+        }
+        LbCmd::List { tenant, vpc } => {
+            let l = c
+                .list_load_balancers(list_req(tenant, vpc))
+                .await?
+                .into_inner();
+            output::list(fmt, &l.items)
+        }
+        LbCmd::Show { name, tenant, vpc } => {
+            let l = c
+                .get_load_balancer(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            output::lb_detail(fmt, &l)
+        }
+        LbCmd::Delete { name, tenant, vpc } => {
+            let r = c
+                .delete_load_balancer(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            deleted(fmt, "load balancer", &name, r.revision)
+        }
+    })
+}
+
+async fn dc(c: &mut Client, fmt: Output, cmd: DcCmd) -> anyhow::Result<String> {
+    Ok(match cmd {
+        DcCmd::Create {
+            name,
+            tenant,
+            vpc,
+            switch,
+            interface,
+            vlan,
+            local_address,
+            peer_address,
+            customer_asn,
+            local_asn,
+            accept,
+        } => {
+            let r = c
+                .create_direct_connect(DirectConnect {
+                    tenant,
+                    vpc,
+                    name: name.clone(),
+                    switch,
+                    interface,
+                    vlan,
+                    local_address,
+                    peer_address,
+                    local_asn,
+                    customer_asn,
+                    accept,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            created(fmt, "Direct Connect", &name, r.revision)
+        }
+        DcCmd::List { tenant, vpc } => {
+            let l = c
+                .list_direct_connects(list_req(tenant, vpc))
+                .await?
+                .into_inner();
+            output::list(fmt, &l.items)
+        }
+        DcCmd::Show { name, tenant, vpc } => {
+            let d = c
+                .get_direct_connect(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            output::show(fmt, &d)
+        }
+        DcCmd::Delete { name, tenant, vpc } => {
+            let r = c
+                .delete_direct_connect(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            deleted(fmt, "Direct Connect", &name, r.revision)
+        }
+    })
+}
+
+async fn gateway(c: &mut Client, fmt: Output, cmd: GatewayCmd) -> anyhow::Result<String> {
+    Ok(match cmd {
+        GatewayCmd::List => {
+            let l = c.list_placements(Empty {}).await?.into_inner();
+            output::placements(fmt, &l)
+        }
+        GatewayCmd::Drain { node } => {
+            let r = c.drain_gateway(obj_ref("", "", &node)).await?.into_inner();
+            output::write_line(fmt, &format!("drained gateway {node}"), r.revision)
+        }
+        GatewayCmd::Undrain { node } => {
+            let r = c
+                .undrain_gateway(obj_ref("", "", &node))
+                .await?
+                .into_inner();
+            output::write_line(fmt, &format!("undrained gateway {node}"), r.revision)
+        }
+    })
+}
+
+async fn status(c: &mut Client, fmt: Output) -> anyhow::Result<String> {
+    Ok({
+        let s = c.get_fleet_status(Empty {}).await?.into_inner();
+        output::fleet(fmt, &s)
     })
 }
 
