@@ -35,6 +35,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use sf_core::desired::{DirectConnectPeering, VpcRouter};
 use sf_core::status::DcStatus;
+use sf_core::validate::overlaps;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -64,11 +65,6 @@ fn valid_name(n: &str) -> bool {
         && n.len() <= 64
         && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
-fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
-    let (a, b) = (a.trunc(), b.trunc());
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// The DCs of `r` that can be served, in name order, and the problems of the others (which
@@ -110,14 +106,14 @@ pub fn usable(r: &VpcRouter) -> (Vec<&DirectConnectPeering>, Vec<String>) {
                 "{} / {}: network or broadcast address",
                 dc.local, dc.peer
             ))
-        } else if let Some(t) = r.tiers.iter().find(|t| overlaps(&t.cidr, &dc.local)) {
+        } else if let Some(t) = r.tiers.iter().find(|t| overlaps(t.cidr, dc.local)) {
             Some(format!(
                 "{} overlaps tier {} ({})",
                 dc.local, t.name, t.cidr
             ))
-        } else if let Some(k) = kept.iter().find(|k| overlaps(&k.local, &dc.local)) {
+        } else if let Some(k) = kept.iter().find(|k| overlaps(k.local, dc.local)) {
             Some(format!("{} overlaps direct connect {}", dc.local, k.name))
-        } else if overlaps(&transit, &dc.local) {
+        } else if overlaps(transit, dc.local) {
             Some(format!("{} overlaps the transit link", dc.local))
         } else if dc.local_asn == 0 || dc.peer_asn == 0 {
             Some("ASN 0".into())

@@ -225,9 +225,10 @@ async fn ip_in(ns: &Option<String>, args: &[&str]) -> Result<(), DeviceError> {
     run("ip", &v).await.map(|_| ())
 }
 
-/// Runs a command with `input` on stdin (sf-linux's runner, with its timeout).
-pub async fn run_stdin(program: &str, args: &[&str], input: &str) -> Result<(), DeviceError> {
-    sf_linux::run_stdin(program, args, input).await.map(|_| ())
+/// Loads an nft script into namespace `ns` (sf-linux's runner, with its timeout).
+async fn nft_in(ns: &str, script: &str) -> Result<(), DeviceError> {
+    let args = ["netns", "exec", ns, "nft", "-f", "-"];
+    sf_linux::run_stdin("ip", &args, script).await.map(|_| ())
 }
 
 fn route_args(r: &Route) -> Vec<String> {
@@ -335,16 +336,9 @@ pub async fn execute(a: &Action) -> Result<(), DeviceError> {
         Action::LoadNft { ns, table, lbs } => {
             let mut script = nft::transaction(table);
             script.push_str(&nft::lb_script(lbs));
-            run_stdin("ip", &["netns", "exec", ns, "nft", "-f", "-"], &script).await
+            nft_in(ns, &script).await
         }
-        Action::LoadLbMaps { ns, lbs } => {
-            run_stdin(
-                "ip",
-                &["netns", "exec", ns, "nft", "-f", "-"],
-                &nft::lb_script(lbs),
-            )
-            .await
-        }
+        Action::LoadLbMaps { ns, lbs } => nft_in(ns, &nft::lb_script(lbs)).await,
     }
 }
 

@@ -15,6 +15,7 @@ use axum::Router;
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 use sf_core::model::{Intent, Pool, Tenant, Vpc};
+use sf_core::validate::overlaps;
 
 use super::acl_map;
 use super::auth::{self, COOKIE};
@@ -909,10 +910,6 @@ fn plan(
         },
         add,
     })
-}
-
-fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// The Netris name of a posted object (routes are named by their description).

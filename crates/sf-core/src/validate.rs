@@ -1432,7 +1432,9 @@ pub fn check_delete_node(intent: &Intent, name: &str) -> Result {
     Ok(())
 }
 
-fn overlaps(a: ipnet::Ipv4Net, b: ipnet::Ipv4Net) -> bool {
+/// Whether two prefixes share an address (one contains the other's network address); host
+/// bits of either are ignored.
+pub fn overlaps(a: ipnet::Ipv4Net, b: ipnet::Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
