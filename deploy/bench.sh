@@ -7,16 +7,16 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
-echo "# Maglev (issue 4): table build and disruption, baseline hash-mod-N and ideal 1/N"
+echo "# Maglev: table build and disruption, baseline hash-mod-N and ideal 1/N"
 cargo run --release --locked -q -p sf-core --example maglev_bench
 
 echo
-echo "# CloudStack's REST lists (issue 16): GET /api/v2/vpc and /api/v2/nat, median of 5, in-memory store"
+echo "# CloudStack's REST lists: GET /api/v2/vpc and /api/v2/nat, median of 5, in-memory store"
 cargo test --release --locked -q -p sf-coordinator --test rest_contract \
     vpc_and_nat_lists_with_100_and_10000_objects -- --nocapture 2>/dev/null | grep -E '^(figure|rest )'
 
 echo
-echo "# Fleet fan-out and reconnect (issue 8): real coordinator + etcd, simulated agents"
+echo "# Fleet fan-out and reconnect: real coordinator + etcd, simulated agents"
 echo "# (the real agent runtime and Sync client, in-memory dataplane), N = ${SF_BENCH_AGENTS:-100,1000,5000}"
 if [ "$(id -u)" = 0 ]; then
     # shellcheck source=deploy/deps.sh
@@ -30,11 +30,11 @@ ulimit -n "$(ulimit -Hn)"
 target/release/sf-bench --bin-dir target/release fanout --agents "${SF_BENCH_AGENTS:-100,1000,5000}"
 
 echo
-echo "# Intent scale (issue 8): coordinator start-up and per-change cost, 1,000 vs 100,000 VPCs"
+echo "# Intent scale: coordinator start-up and per-change cost, 1,000 vs 100,000 VPCs"
 target/release/sf-bench --bin-dir target/release scale --vpcs "${SF_BENCH_VPCS:-1000,100000}"
 
 echo
-echo "# One hypervisor with ${SF_BENCH_NETWORKS:-5000} networks (issue 8): agent vs one ip command per step"
+echo "# One hypervisor with ${SF_BENCH_NETWORKS:-5000} networks: agent vs one ip command per step"
 if [ "$(id -u)" = 0 ]; then
     HV_LOG=$(mktemp)
     LAB_PREFIX="sfbh$$-" deploy/lib/hv-scale-proof.sh --networks "${SF_BENCH_NETWORKS:-5000}" >"$HV_LOG" 2>&1 || {
@@ -50,7 +50,7 @@ else
 fi
 
 echo
-echo "# Network ACLs (issue 5): one hypervisor, 10 vs 10,000 rules (real FRR/EVPN lab in namespaces)"
+echo "# Network ACLs: one hypervisor, 10 vs 10,000 rules (real FRR/EVPN lab in namespaces)"
 [ "$(id -u)" = 0 ] || { echo "ACL benchmark needs root (network namespaces); skipped"; exit 0; }
 ACL_LOG=$(mktemp)
 trap 'rm -f "$ACL_LOG"' EXIT

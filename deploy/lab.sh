@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deploy/lab.sh - StackFabric one-machine lab driver (DESIGN.md section 4).
+# deploy/lab.sh - StackFabric one-machine lab driver (docs/DESIGN.md section 4).
 #
 #   deploy/lab.sh up [--no-build] [--force] [--ha]   deps, cargo build, lab + demo tenant
 #                                             (--ha: 3 etcd members with mTLS and auth, 3

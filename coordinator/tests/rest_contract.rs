@@ -1,7 +1,7 @@
 //! The Netris Java SDK's wire contract, without the SDK: the REST API is served exactly as in
 //! production (hyper HTTP/1, Title-Case headers) on an in-memory store, driven through
 //! CloudStack's Netris provider calls in their order, and every answer is checked against the
-//! SDK's Gson models (`shared/netris-sdk-models.md`: field names, JSON types, objects vs
+//! SDK's Gson models (`docs/contract/netris-sdk-models.md`: field names, JSON types, objects vs
 //! arrays, integers). Gson throws on a shape mismatch and CloudStack cannot catch that, so a
 //! shape regression here is a CloudStack outage.
 

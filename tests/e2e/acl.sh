@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end tests of network ACLs (issue 5): east-west on the hypervisors' VM ports and
+# End-to-end tests of network ACLs: east-west on the hypervisors' VM ports and
 # north-south on the SoftGate, with CloudStack semantics, proven with real connections.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end tests of production operations (issue 9) on `deploy/lab.sh up --ha`: three etcd
+# End-to-end tests of production operations on `deploy/lab.sh up --ha`: three etcd
 # members (mutual TLS, etcd auth with a user per node) and three coordinator replicas.
 #   1. a node's etcd credentials reach its own keys only;
 #   2. killing the leader coordinator under a stream of API writes: another replica leads

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end tests of the Maglev load balancer (issue 4) with real connections from the
+# End-to-end tests of the Maglev load balancer with real connections from the
 # internet host to a public VIP on the SoftGate serving the VPC.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)

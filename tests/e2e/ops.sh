@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests of the production packaging (issue 9): the hardened systemd units in deploy/systemd and
+# Tests of the production packaging: the hardened systemd units in deploy/systemd and
 # the ansible playbooks in deploy/ansible (which install the .debs of deploy/package.sh; the
 # package task itself runs for real in tests/e2e/systemd.sh). No lab and no running systemd are needed; nothing is
 # installed or enabled on this machine, and the one process started (a throwaway etcd on

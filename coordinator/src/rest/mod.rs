@@ -1,5 +1,6 @@
 //! The Netris-compatible REST API CloudStack's Netris provider drives (contract:
-//! `shared/netris-api.md`), served on its own listener (`--rest-listen`, plain HTTP).
+//! `docs/contract/netris-api.md`), served on its own listener (`--rest-listen`; HTTPS with
+//! `--rest-tls-cert`/`--rest-tls-key`, as the lab and the packaged units run it).
 //!
 //! # Endpoints
 //!
@@ -19,7 +20,7 @@
 //!   `{"id": [..]}` / `{"id": n}` in the body; `DELETE /{id}` too).
 //! - Lists filter by the `vpc` (id or name) and `site` (id or name) query parameters, and by
 //!   the SDK's repeated `filterByVpc` / `filterBySites` (ids).
-//! - Answers follow the Netris Java SDK's Gson models (`shared/netris-sdk-models.md`), checked
+//! - Answers follow the Netris Java SDK's Gson models (`docs/contract/netris-sdk-models.md`), checked
 //!   by `tests/rest_contract.rs`; headers go out Title-Case ([`serve_title_case`]).
 //!
 //! # Mapping onto StackFabric's model
@@ -48,8 +49,10 @@
 //!   address of the System VPC's `load-balancer` subnets).
 //! - routes → **static route**; the Netris name is the prefix (CloudStack identifies its routes
 //!   by prefix, all routes of a VPC share one description), unique per VPC.
-//! - **acl: stored and listed back only. StackFabric has no ACL model yet, so these rules are
-//!   NOT enforced by any agent**; every ACL answer's message says so.
+//! - acl → rules of the tier's **ACL list** when `dst_prefix` (ingress) or `src_prefix`
+//!   (egress) is the CIDR of a tier of the VPC ([`acl_map`]); System-VPC records naming an LB's
+//!   VIP/32 become that LB's source CIDRs. Any other record is stored and listed back but not
+//!   enforced, and its answer's message says so.
 //! - StackFabric names are the Netris names when valid (`[A-Za-z0-9._-]{1,64}`, CloudStack's
 //!   `D1-A2-Z1-V5-…` names are), else sanitized with a `-n<id>` suffix ([`wire::sf_name`]).
 //!   A rename (`PUT`) changes the Netris name only; the StackFabric name stays.

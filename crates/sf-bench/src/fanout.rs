@@ -1,4 +1,4 @@
-//! Fan-out and reconnect (issue 8, items 1 and 2): one real coordinator and real etcd, N
+//! Fan-out and reconnect: one real coordinator and real etcd, N
 //! simulated agents. For a change that affects every agent (an ACL on the tier all of them
 //! carry) and one that affects one (a port on one node): time from the API call to
 //! each affected agent having applied it (the ack leaves right after), coordinator CPU per

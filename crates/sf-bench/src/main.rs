@@ -1,4 +1,4 @@
-//! `sf-bench`: StackFabric's fleet-scale benchmarks (issue 8), run by `deploy/bench.sh`.
+//! `sf-bench`: StackFabric's fleet-scale benchmarks, run by `deploy/bench.sh`.
 //! Every figure is printed as `figure,value,baseline (what),ratio` with a baseline measured in
 //! the same run; progress goes to stderr.
 

@@ -1,4 +1,4 @@
-//! Intent scale (issue 8, item 3): 1,000 and then 100,000 VPCs with two tiers each, written
+//! Intent scale: 1,000 and then 100,000 VPCs with two tiers each, written
 //! straight into etcd in the store's key layout (as if created through the API, allocation
 //! keys included). For each size: coordinator start-up time and memory, and the cost of one
 //! change with everything else present: a port for one agent (call to applied), a VPC create
