@@ -15,16 +15,15 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::AgentArgs;
-use crate::runtime::Counters;
+use crate::Counters;
 
 fn lease_file(args: &AgentArgs) -> PathBuf {
     args.state_dir.join("lease")
 }
 
-/// Keeps the lease, heartbeat and status alive forever.
-/// Lease health shared with the reconciler: when the last renewal succeeded, and whether the
-/// current lease is the one held before (continuity).
-#[derive(Debug, Clone, Copy)]
+/// Lease health, published to the reconciler: when the last renewal succeeded, and whether
+/// the current lease is the one held before (continuity).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct LeaseHealth {
     pub last_renewed: Option<std::time::Instant>,
     pub continuous: bool,
@@ -47,11 +46,12 @@ impl LeaseHealth {
     }
 }
 
+/// Keeps the lease, heartbeat and status alive forever, publishing the lease's health.
 pub async fn run(
     args: AgentArgs,
     mut status_rx: watch::Receiver<AgentStatus>,
     counters: Arc<Counters>,
-    health: Arc<std::sync::Mutex<LeaseHealth>>,
+    health: watch::Sender<LeaseHealth>,
 ) {
     let keys = args.etcd.keys();
     let mut attempt = 0;
@@ -97,7 +97,7 @@ async fn hold(
     store: &EtcdStore,
     status_rx: &mut watch::Receiver<AgentStatus>,
     counters: &Counters,
-    health: &std::sync::Mutex<LeaseHealth>,
+    health: &watch::Sender<LeaseHealth>,
 ) -> Result<(), StoreError> {
     let (lease, continuous) = acquire(args, store).await?;
     let heartbeat = serde_json::json!({"node": args.node, "pid": std::process::id()});
@@ -119,15 +119,14 @@ async fn hold(
     let first = status_rx.borrow_and_update().clone();
     let mut written = significant(&first);
     put_status(first).await?;
-    {
-        let mut h = health.lock().unwrap();
+    health.send_modify(|h| {
         let was_lost = h
             .last_renewed
             .is_none_or(|t| t.elapsed() >= ttl_of(args) * 2 / 3);
         h.continuous = continuous && !(was_lost && h.generation > 0);
         h.generation += 1;
         h.last_renewed = Some(std::time::Instant::now());
-    }
+    });
     mark_lease_ok(args);
     let period = Duration::from_millis((args.lease_ttl.max(1) as u64 * 1000) / 3);
     let mut tick = tokio::time::interval(period);
@@ -141,7 +140,7 @@ async fn hold(
         tokio::select! {
             _ = tick.tick() => {
                 store.lease_keep_alive(lease).await?;
-                health.lock().unwrap().last_renewed = Some(std::time::Instant::now());
+                health.send_modify(|h| h.last_renewed = Some(std::time::Instant::now()));
                 mark_lease_ok(args);
                 counters.incr("lease_renewals");
             }

@@ -8,7 +8,10 @@
 //!   snapshot/delta/resume handling, reconnect with jittered exponential backoff).
 //! - [`lease`]: the node's etcd lease, heartbeat key and status key.
 //! - [`cache`]: the desired state persisted on local disk.
-//! - [`runtime`]: wiring, the reconcile loop, signals.
+//! - [`runtime`]: wiring and the reconcile loop. The tasks talk over channels only: the sync
+//!   client hands the loop a `watch` of delivered states and takes its acks on an `mpsc`;
+//!   the lease task publishes the lease's health on a `watch` and reports the status the
+//!   loop publishes on another.
 
 pub mod cache;
 pub mod config;
@@ -16,12 +19,27 @@ pub mod lease;
 pub mod runtime;
 pub mod sync;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 use sf_core::desired::NodeDesired;
 
 pub use config::AgentArgs;
 pub use runtime::run;
+
+/// Monotonic counters reported in status, kept by the sync client, the lease task and the
+/// reconcile loop alike.
+#[derive(Default)]
+pub struct Counters(Mutex<BTreeMap<String, u64>>);
+
+impl Counters {
+    pub fn incr(&self, name: &str) {
+        *self.0.lock().unwrap().entry(name.to_string()).or_default() += 1;
+    }
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap().clone()
+    }
+}
 
 /// Outcome of one reconcile pass.
 #[derive(Debug, Default, Clone)]

@@ -1,39 +1,29 @@
-//! Wiring of an agent: the Sync client, the lease keeper and the level-triggered reconcile
-//! loop, which runs on every desired-state change, on every resync tick, and immediately on
-//! start from the on-disk cache (before the coordinator answers). It never flushes the
-//! dataplane: it only converges it to the desired state it has.
+//! Wiring of an agent and its level-triggered reconcile loop. Three tasks talk over channels
+//! only: the sync client (`crate::sync`) delivers desired states on a `watch` and takes acks
+//! on an `mpsc`; the lease task (`crate::lease`) publishes the lease's health on a `watch` and
+//! reports the status the loop publishes; the loop ([`Reconciler`]) runs a pass on every
+//! delivered change, on every resync tick, on a dataplane wakeup and at once on start from the
+//! on-disk cache (before the coordinator answers). It never flushes the dataplane: it only
+//! converges it to the desired state it has.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use sf_core::desired::NodeDesired;
 use sf_core::status::AgentStatus;
 use sf_proto::v1 as pb;
-use tokio::sync::{mpsc, watch};
-use tracing::{info, info_span, warn, Instrument};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{info, info_span, warn, Instrument, Span};
 
 use crate::cache::{Cache, Cached};
 use crate::config::AgentArgs;
-use crate::sync::SyncShared;
-use crate::{Dataplane, LeaseState, ReconcileContext};
+use crate::lease::LeaseHealth;
+use crate::sync::{Deliver, Delivered, Origin, SyncLink};
+use crate::{Counters, Dataplane, LeaseState, ReconcileContext};
 
 /// How often the kernel's rule counters are read for /metrics.
 const RULE_COUNTERS_EVERY: Duration = Duration::from_secs(10);
-
-/// Monotonic counters reported in status.
-#[derive(Default)]
-pub struct Counters(Mutex<BTreeMap<String, u64>>);
-
-impl Counters {
-    pub fn incr(&self, name: &str) {
-        *self.0.lock().unwrap().entry(name.to_string()).or_default() += 1;
-    }
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap().clone()
-    }
-}
 
 pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -61,7 +51,7 @@ fn now_ms() -> u64 {
 pub async fn run<D: Dataplane>(
     args: AgentArgs,
     role: &'static str,
-    mut dataplane: D,
+    dataplane: D,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!args.coordinator.is_empty(), "--coordinator is required");
     if args.once {
@@ -72,20 +62,41 @@ pub async fn run<D: Dataplane>(
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
     let cache = Cache::new(&args.state_dir);
     let cached = cache.load().unwrap_or_default();
-    let initial = (!cached.desired.objects.is_empty() || cached.applied_revision > 0)
-        .then(|| cached.desired.clone());
-    if initial.is_some() {
+    let metrics = serve_metrics(&args).await?;
+    let counters = Arc::new(Counters::default());
+    let node_span = info_span!("agent", node = %args.node, role);
+
+    let initial = (!cached.desired.objects.is_empty() || cached.applied_revision > 0).then(|| {
         info!(
             revision = cached.desired.revision,
             "enforcing cached desired state until the coordinator answers"
         );
-    }
-    let (desired_tx, mut desired_rx) = watch::channel(initial);
+        Delivered {
+            desired: cached.desired.clone(),
+            origin: Origin::Cache,
+            intent_time_ms: 0,
+            seq: 0,
+        }
+    });
+    let (deliveries_tx, deliveries) = watch::channel(initial);
     let (applied_tx, applied_rx) =
         watch::channel((cached.applied_revision, cached.applied_digest.clone()));
-    let (ack_tx, ack_rx) = mpsc::channel::<pb::Ack>(64);
-    let counters = Arc::new(Counters::default());
-    let mut status = AgentStatus {
+    let (ack_tx, acks) = mpsc::channel::<pb::Ack>(64);
+    let resync = Arc::new(Notify::new());
+    let link = SyncLink {
+        deliver: Deliver {
+            node: args.node.clone(),
+            tx: deliveries_tx,
+            counters: counters.clone(),
+            metrics: metrics.clone(),
+        },
+        applied: applied_rx,
+        acks,
+        resync: resync.clone(),
+    };
+    tokio::spawn(crate::sync::run(args.clone(), link).instrument(node_span.clone()));
+
+    let status = AgentStatus {
         node: args.node.clone(),
         role: role.to_string(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -94,7 +105,41 @@ pub async fn run<D: Dataplane>(
         ..Default::default()
     };
     let (status_tx, status_rx) = watch::channel(status.clone());
+    let (health_tx, health) = watch::channel(LeaseHealth::default());
+    tokio::spawn(
+        crate::lease::run(args.clone(), status_rx, counters.clone(), health_tx)
+            .instrument(node_span.clone()),
+    );
 
+    Reconciler {
+        ttl: crate::lease::ttl_of(&args),
+        args,
+        dataplane,
+        cache,
+        applied: cached,
+        deliveries,
+        applied_tx,
+        ack_tx,
+        resync,
+        health,
+        status,
+        status_tx,
+        counters,
+        metrics,
+        span: node_span,
+        handled: None,
+        fresh_generation: None,
+        last_lease: LeaseState::Unknown,
+        last_generation: 0,
+        last_measured: 0,
+        last_rule_counters: Instant::now() - RULE_COUNTERS_EVERY,
+    }
+    .run()
+    .await
+}
+
+/// Serves /metrics when `--metrics-listen` is given; the metrics exist either way.
+async fn serve_metrics(args: &AgentArgs) -> anyhow::Result<sf_metrics::AgentMetrics> {
     let mut registry = sf_metrics::MetricsRegistry::default();
     let metrics = sf_metrics::AgentMetrics::register(&mut registry);
     if let Some(addr) = args.metrics_listen {
@@ -108,164 +153,216 @@ pub async fn run<D: Dataplane>(
         .await
         .with_context(|| format!("serving metrics on {addr}"))?;
     }
-    let shared_fresh = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let resync_request = Arc::new(tokio::sync::Notify::new());
-    let shared = Arc::new(SyncShared {
-        resync: resync_request.clone(),
-        fresh: shared_fresh.clone(),
-        node: args.node.clone(),
-        desired_tx,
-        applied_rx,
-        acks: tokio::sync::Mutex::new(ack_rx),
-        counters: counters.clone(),
-        raw: Default::default(),
-        stamp: Default::default(),
-        metrics: metrics.clone(),
-    });
-    let stamps = shared.clone();
-    let node_span = info_span!("agent", node = %args.node, role);
-    tokio::spawn(crate::sync::run(args.clone(), shared).instrument(node_span.clone()));
-    let health = Arc::new(Mutex::new(crate::lease::LeaseHealth {
-        last_renewed: None,
-        continuous: false,
-        generation: 0,
-    }));
-    tokio::spawn(
-        crate::lease::run(args.clone(), status_rx, counters.clone(), health.clone())
-            .instrument(node_span.clone()),
-    );
-    let ttl = crate::lease::ttl_of(&args);
-    // Generation of the lease session in which the coordinator last sent us state.
-    let mut fresh_generation: Option<u64> = None;
-    let mut last_lease = LeaseState::Unknown;
-    let mut last_generation = 0u64;
-    let mut last_measured = 0u64;
-    let mut last_counters = std::time::Instant::now() - RULE_COUNTERS_EVERY;
+    Ok(metrics)
+}
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut resync = tokio::time::interval(Duration::from_secs(args.resync_secs.max(1)));
-    let mut observe = tokio::time::interval(Duration::from_secs(3));
-    let mut applied: Cached = cached;
-    desired_rx.mark_changed();
-    let wake = dataplane.wakeup();
-    loop {
-        let mut pass = false;
-        tokio::select! {
-            changed = desired_rx.changed() => {
-                if changed.is_err() { break; }
-                pass = true;
-            }
-            _ = resync.tick() => { pass = true; }
-            _ = observe.tick() => {}
-            _ = async {
-                match &wake {
-                    Some(n) => n.notified().await,
-                    None => std::future::pending().await,
+/// The reconcile loop and what it remembers between passes.
+struct Reconciler<D> {
+    args: AgentArgs,
+    ttl: Duration,
+    dataplane: D,
+    cache: Cache,
+    /// What the disk cache holds: the last desired state and the last clean apply.
+    applied: Cached,
+    deliveries: watch::Receiver<Option<Delivered>>,
+    applied_tx: watch::Sender<(u64, String)>,
+    ack_tx: mpsc::Sender<pb::Ack>,
+    /// Asks the sync client for a fresh snapshot.
+    resync: Arc<Notify>,
+    health: watch::Receiver<LeaseHealth>,
+    status: AgentStatus,
+    status_tx: watch::Sender<AgentStatus>,
+    counters: Arc<Counters>,
+    metrics: sf_metrics::AgentMetrics,
+    span: Span,
+    /// The delivery (its `seq`) the last pass took.
+    handled: Option<u64>,
+    /// Generation of the lease session in which the coordinator last delivered state.
+    fresh_generation: Option<u64>,
+    last_lease: LeaseState,
+    last_generation: u64,
+    /// The last revision whose intent-to-dataplane latency was measured.
+    last_measured: u64,
+    last_rule_counters: Instant,
+}
+
+impl<D: Dataplane> Reconciler<D> {
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut resync = tokio::time::interval(Duration::from_secs(self.args.resync_secs.max(1)));
+        let mut observe = tokio::time::interval(Duration::from_secs(3));
+        let wake = self.dataplane.wakeup();
+        self.deliveries.mark_changed();
+        loop {
+            let mut pass = false;
+            tokio::select! {
+                changed = self.deliveries.changed() => {
+                    if changed.is_err() { break; }
+                    pass = true;
                 }
-            } => { pass = true; }
-            _ = term.recv() => { info!("SIGTERM: stopping (dataplane left as is)"); break; }
-            _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping (dataplane left as is)"); break; }
+                _ = resync.tick() => { pass = true; }
+                _ = observe.tick() => {}
+                _ = async {
+                    match &wake {
+                        Some(n) => n.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => { pass = true; }
+                _ = term.recv() => { info!("SIGTERM: stopping (dataplane left as is)"); break; }
+                _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping (dataplane left as is)"); break; }
+            }
+            self.pass(pass).await;
         }
-        // Whichever branch woke us, state the coordinator delivered since the last pass is
-        // fresh for the current lease generation (select! picks among ready branches at
-        // random, so this must not depend on the desired-change branch winning).
-        if shared_fresh.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            fresh_generation = Some(health.lock().unwrap().generation);
-            pass = true;
+        Ok(())
+    }
+
+    /// One pass: take what was delivered, judge the lease, observe the device, reconcile when
+    /// anything asked for it (`wanted`, a delivery or a lease change), publish the status.
+    async fn pass(&mut self, wanted: bool) {
+        // Whichever select! branch woke us (it picks among ready branches at random), a state
+        // delivered since the last pass counts: from the coordinator, it is fresh for the
+        // current lease generation. Told apart by number, not by the watch's "seen" mark,
+        // which `changed()` already cleared when that branch woke us.
+        let current = self.deliveries.borrow_and_update().clone();
+        let seq = current.as_ref().map(|d| d.seq);
+        let delivered = seq != self.handled;
+        self.handled = seq;
+        let from_coordinator = current
+            .as_ref()
+            .is_some_and(|d| d.origin == Origin::Coordinator);
+        let (ctx, lease_moved) = self.lease_context(delivered && from_coordinator);
+        let mut changed_status = self.observe().await;
+        if let (true, Some(d)) = (wanted || delivered || lease_moved, current) {
+            self.reconcile(&d, &ctx).await;
+            changed_status = true;
         }
-        let (lease, generation) = {
-            let h = health.lock().unwrap();
-            (h.state(ttl), h.generation)
-        };
-        if generation != last_generation {
-            last_generation = generation;
+        self.publish_status(changed_status);
+    }
+
+    /// The lease as the dataplane must see it, and whether it changed since the last pass.
+    fn lease_context(&mut self, fresh_delivery: bool) -> (ReconcileContext, bool) {
+        let h = *self.health.borrow();
+        let (lease, generation) = (h.state(self.ttl), h.generation);
+        if fresh_delivery {
+            self.fresh_generation = Some(generation);
+        }
+        if generation != self.last_generation {
+            self.last_generation = generation;
             if lease == (LeaseState::Held { continuous: false }) {
                 // The coordinator may have moved our exclusive services while we had no
                 // lease: only state it sends from now on may bring them back.
-                resync_request.notify_one();
+                self.resync.notify_one();
             }
         }
-        metrics
+        self.metrics
             .lease_up
             .set(matches!(lease, LeaseState::Held { .. }) as i64);
-        if lease != last_lease {
-            info!(?lease, "lease state changed");
+        let moved = lease != self.last_lease;
+        if moved {
             // Standing down (or taking back up) must not wait for the next resync.
-            pass = true;
-            last_lease = lease;
+            info!(?lease, "lease state changed");
+            self.last_lease = lease;
         }
         let ctx = ReconcileContext {
             lease,
             fresh: matches!(lease, LeaseState::Held { continuous: true })
-                || fresh_generation == Some(generation),
+                || self.fresh_generation == Some(generation),
         };
-        let observed: BTreeSet<u32> = dataplane.observed_vnis().await;
+        (ctx, moved)
+    }
+
+    /// Reads what the device shows outside the desired state (foreign VNIs, LB and Direct
+    /// Connect status, rule counters); true when the status changed.
+    async fn observe(&mut self) -> bool {
+        let observed: BTreeSet<u32> = self.dataplane.observed_vnis().await;
         // Rule counters for /metrics (only when served), at most every RULE_COUNTERS_EVERY:
         // reading them costs an nft process per VPC router on a gateway.
-        if args.metrics_listen.is_some() && last_counters.elapsed() >= RULE_COUNTERS_EVERY {
-            metrics.rules.replace(dataplane.rule_counters().await);
-            last_counters = std::time::Instant::now();
+        if self.args.metrics_listen.is_some()
+            && self.last_rule_counters.elapsed() >= RULE_COUNTERS_EVERY
+        {
+            self.metrics
+                .rules
+                .replace(self.dataplane.rule_counters().await);
+            self.last_rule_counters = Instant::now();
         }
-        let lbs = dataplane.lb_status().await;
-        let dcs = dataplane.dc_status().await;
-        let lbs_changed = lbs != status.load_balancers || dcs != status.direct_connects;
+        let lbs = self.dataplane.lb_status().await;
+        let dcs = self.dataplane.dc_status().await;
+        let status = &mut self.status;
+        let changed = observed != status.observed_vnis
+            || lbs != status.load_balancers
+            || dcs != status.direct_connects;
+        status.observed_vnis = observed;
         status.load_balancers = lbs;
         status.direct_connects = dcs;
-        let mut changed_status = observed != status.observed_vnis || lbs_changed;
-        status.observed_vnis = observed;
-        let desired: Option<NodeDesired> = desired_rx.borrow_and_update().clone();
-        if let (true, Some(desired)) = (pass, desired) {
-            let span = info_span!(parent: &node_span, "reconcile", revision = desired.revision);
-            let report = dataplane.reconcile(&desired, &ctx).instrument(span).await;
-            counters.incr("reconciles");
-            metrics.reconciles.inc();
-            metrics.desired_objects.set(desired.objects.len() as i64);
-            let digest = desired.digest();
-            if report.errors.is_empty() {
-                // Intent-to-dataplane latency, once per revision, from the coordinator's stamp.
-                let (rev, stamp) = *stamps.stamp.lock().expect("stamp lock");
-                if rev == desired.revision && stamp > 0 && rev != last_measured {
-                    metrics
-                        .intent_to_dataplane
-                        .observe(sf_metrics::seconds_since(stamp));
-                    last_measured = rev;
-                }
-                metrics.applied_revision.set(desired.revision as i64);
-                status.applied_revision = desired.revision;
-                status.applied_digest = digest.clone();
-                applied_tx.send_replace((desired.revision, digest.clone()));
-                applied.applied_revision = desired.revision;
-                applied.applied_digest = digest.clone();
-            } else {
-                metrics.reconcile_errors.inc();
-                counters.incr("reconcile_errors");
-                warn!(errors = ?report.errors, "reconcile finished with errors");
-            }
-            if report.changes > 0 {
-                info!(
-                    changes = report.changes,
-                    revision = desired.revision,
-                    "dataplane converged"
-                );
-            }
-            applied.desired = desired.clone();
-            if let Err(e) = cache.store(&applied) {
-                warn!(error = %e, "cannot write the desired-state cache");
-            }
-            status.errors = report.errors.clone();
-            let _ = ack_tx.try_send(pb::Ack {
-                revision: desired.revision,
-                digest,
-                errors: report.errors,
-            });
-            changed_status = true;
+        changed
+    }
+
+    /// Converges the device to `d`, then records, caches and acks the outcome.
+    async fn reconcile(&mut self, d: &Delivered, ctx: &ReconcileContext) {
+        let desired = &d.desired;
+        let span = info_span!(parent: &self.span, "reconcile", revision = desired.revision);
+        let report = self
+            .dataplane
+            .reconcile(desired, ctx)
+            .instrument(span)
+            .await;
+        self.counters.incr("reconciles");
+        self.metrics.reconciles.inc();
+        self.metrics
+            .desired_objects
+            .set(desired.objects.len() as i64);
+        let digest = desired.digest();
+        if report.errors.is_empty() {
+            self.applied_cleanly(d, &digest);
+        } else {
+            self.metrics.reconcile_errors.inc();
+            self.counters.incr("reconcile_errors");
+            warn!(errors = ?report.errors, "reconcile finished with errors");
         }
-        let counts = counters.snapshot();
-        if changed_status || counts != status.counters {
-            status.counters = counts;
-            status.reported_at_ms = now_ms();
-            status_tx.send_replace(status.clone());
+        if report.changes > 0 {
+            info!(
+                changes = report.changes,
+                revision = desired.revision,
+                "dataplane converged"
+            );
+        }
+        self.applied.desired = desired.clone();
+        if let Err(e) = self.cache.store(&self.applied) {
+            warn!(error = %e, "cannot write the desired-state cache");
+        }
+        self.status.errors = report.errors.clone();
+        let _ = self.ack_tx.try_send(pb::Ack {
+            revision: desired.revision,
+            digest,
+            errors: report.errors,
+        });
+    }
+
+    /// Records a pass without errors: the applied revision and digest (the next hello's),
+    /// and the intent-to-dataplane latency, once per revision, from the coordinator's stamp.
+    fn applied_cleanly(&mut self, d: &Delivered, digest: &str) {
+        let rev = d.desired.revision;
+        if d.intent_time_ms > 0 && rev != self.last_measured {
+            self.metrics
+                .intent_to_dataplane
+                .observe(sf_metrics::seconds_since(d.intent_time_ms));
+            self.last_measured = rev;
+        }
+        self.metrics.applied_revision.set(rev as i64);
+        self.status.applied_revision = rev;
+        self.status.applied_digest = digest.to_string();
+        self.applied_tx.send_replace((rev, digest.to_string()));
+        self.applied.applied_revision = rev;
+        self.applied.applied_digest = digest.to_string();
+    }
+
+    /// Hands the status to the lease task when it or the counters changed.
+    fn publish_status(&mut self, changed: bool) {
+        let counts = self.counters.snapshot();
+        if changed || counts != self.status.counters {
+            self.status.counters = counts;
+            self.status.reported_at_ms = now_ms();
+            self.status_tx.send_replace(self.status.clone());
         }
     }
-    Ok(())
 }

@@ -12,36 +12,78 @@ use rand::Rng;
 use sf_core::desired::{DesiredDelta, DesiredObject, NodeDesired};
 use sf_proto::v1 as pb;
 use sf_proto::v1::agent_sync_client::AgentSyncClient;
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, watch};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tracing::{info, warn};
 
 use crate::config::AgentArgs;
-use crate::runtime::Counters;
+use crate::Counters;
 
-/// Shared between the Sync client and the reconciler.
-pub struct SyncShared {
-    pub node: String,
-    /// Set whenever the coordinator delivered state (snapshot, delta or resume); the
-    /// reconciler consumes it to know its desired state is fresh, not from the disk cache.
-    pub fresh: Arc<std::sync::atomic::AtomicBool>,
-    /// Asks the client to reconnect for a full snapshot (after a non-continuous lease).
+/// Where a desired state came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The on-disk cache, enforced until the coordinator answers.
+    Cache,
+    /// The coordinator (a snapshot, delta or resume).
+    Coordinator,
+}
+
+/// A desired state handed to the reconcile loop.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub desired: NodeDesired,
+    pub origin: Origin,
+    /// The coordinator's stamp (ms) of the intent change behind this revision (0: none, e.g.
+    /// a resume or the cache): the loop measures intent-to-dataplane latency from it.
+    pub intent_time_ms: u64,
+    /// Counts the deliveries (0: the cache), so the loop can tell a new one from the last it
+    /// handled even when the desired state is the same (a resume).
+    pub seq: u64,
+}
+
+/// The sync client's ends of its channels to the reconcile loop. The client owns them: the
+/// loop holds the other ends (a `watch::Receiver` of delivered states, the acks' sender, the
+/// applied revision's sender and the resync notifier).
+pub struct SyncLink {
+    pub deliver: Deliver,
+    /// (revision, digest) last applied without errors: the hello of the next session.
+    pub applied: watch::Receiver<(u64, String)>,
+    /// Acks from the loop, forwarded on the open stream.
+    pub acks: mpsc::Receiver<pb::Ack>,
+    /// The loop asks for a fresh snapshot (after a non-continuous lease).
     pub resync: Arc<tokio::sync::Notify>,
-    pub desired_tx: watch::Sender<Option<NodeDesired>>,
-    /// (revision, digest) last applied without errors.
-    pub applied_rx: watch::Receiver<(u64, String)>,
-    pub acks: Mutex<mpsc::Receiver<pb::Ack>>,
+}
+
+/// Where the client puts what the coordinator sent, with its counters and metrics.
+pub struct Deliver {
+    pub node: String,
+    pub tx: watch::Sender<Option<Delivered>>,
     pub counters: Arc<Counters>,
-    /// The bytes each object of the current desired state arrived as, by key: digests are
-    /// verified over them, not over this build's re-encoding (see `NodeDesired::wire_digest`).
-    pub raw: std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
-    /// (revision, coordinator's stamp in ms) of the last Snapshot or Delta: the runtime
-    /// measures intent-to-dataplane latency from it once that revision is applied.
-    pub stamp: std::sync::Mutex<(u64, u64)>,
     pub metrics: sf_metrics::AgentMetrics,
 }
 
-fn raw_digest(raw: &std::collections::BTreeMap<String, Vec<u8>>) -> String {
+impl Deliver {
+    fn current(&self) -> Option<NodeDesired> {
+        self.tx.borrow().as_ref().map(|d| d.desired.clone())
+    }
+
+    fn send(&self, desired: NodeDesired, intent_time_ms: u64) {
+        // Only this task sends, so reading the last number and sending do not race.
+        let seq = self.tx.borrow().as_ref().map_or(0, |d| d.seq) + 1;
+        self.tx.send_replace(Some(Delivered {
+            desired,
+            origin: Origin::Coordinator,
+            intent_time_ms,
+            seq,
+        }));
+    }
+}
+
+/// The bytes each object of the current desired state arrived as, by key: digests are
+/// verified over them, not over this build's re-encoding (see `NodeDesired::wire_digest`).
+type RawObjects = std::collections::BTreeMap<String, Vec<u8>>;
+
+fn raw_digest(raw: &RawObjects) -> String {
     sf_core::desired::digest_entries(raw.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
 }
 
@@ -103,7 +145,8 @@ enum End {
 }
 
 /// Runs sessions forever (until the process exits).
-pub async fn run(args: AgentArgs, shared: Arc<SyncShared>) {
+pub async fn run(args: AgentArgs, mut link: SyncLink) {
+    let mut raw = RawObjects::new();
     let mut attempt: u32 = 0;
     let mut force_snapshot = false;
     // Agents spread over the coordinator replicas (each starts at its own, by name) and move
@@ -112,14 +155,14 @@ pub async fn run(args: AgentArgs, shared: Arc<SyncShared>) {
     loop {
         let endpoint = args.coordinator[endpoint_idx % args.coordinator.len()].clone();
         let started = Instant::now();
-        match session(&args, &endpoint, &shared, force_snapshot).await {
+        match session(&args, &endpoint, &mut link, &mut raw, force_snapshot).await {
             End::Diverged(why) => {
                 warn!(%why, "desired state diverged; requesting a snapshot");
                 force_snapshot = true;
                 continue;
             }
             End::Failed(e) => {
-                shared.counters.incr("sync_failures");
+                link.deliver.counters.incr("sync_failures");
                 warn!(%endpoint, error = format!("{e:#}"), "sync session ended");
             }
         }
@@ -154,7 +197,8 @@ pub fn backoff(attempt: u32) -> Duration {
 async fn session(
     args: &AgentArgs,
     endpoint: &str,
-    shared: &SyncShared,
+    link: &mut SyncLink,
+    raw: &mut RawObjects,
     force_snapshot: bool,
 ) -> End {
     let channel = match connect(args, endpoint).await {
@@ -163,7 +207,7 @@ async fn session(
     };
     let mut client = AgentSyncClient::new(channel);
     let (out_tx, out_rx) = mpsc::channel::<pb::AgentMessage>(16);
-    let applied = shared.applied_rx.borrow().clone();
+    let applied = link.applied.borrow().clone();
     out_tx
         .send(hello(&args.node, &applied, force_snapshot))
         .await
@@ -178,7 +222,7 @@ async fn session(
         }
     };
     info!(%endpoint, applied = applied.0, "sync stream open");
-    shared.metrics.coordinator_connected.set(1);
+    link.deliver.metrics.coordinator_connected.set(1);
     // Cleared however the session ends.
     struct Connected<'a>(&'a sf_metrics::AgentMetrics);
     impl Drop for Connected<'_> {
@@ -186,8 +230,7 @@ async fn session(
             self.0.coordinator_connected.set(0);
         }
     }
-    let _connected = Connected(&shared.metrics);
-    let mut acks = shared.acks.lock().await;
+    let _connected = Connected(&link.deliver.metrics);
     loop {
         tokio::select! {
             msg = inbound.message() => {
@@ -196,14 +239,14 @@ async fn session(
                     Ok(None) => return End::Failed(anyhow::anyhow!("coordinator closed the stream")),
                     Err(s) => return End::Failed(anyhow::anyhow!("stream error: {}", s.message())),
                 };
-                if let Err(e) = handle(msg, shared) {
+                if let Err(e) = handle(msg, &link.deliver, raw) {
                     return End::Diverged(format!("{e:#}"));
                 }
             }
-            _ = shared.resync.notified() => {
+            _ = link.resync.notified() => {
                 return End::Diverged("lease re-acquired: fetching a fresh snapshot".into());
             }
-            Some(ack) = acks.recv() => {
+            Some(ack) = link.acks.recv() => {
                 let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Ack(ack)) };
                 if out_tx.send(m).await.is_err() {
                     return End::Failed(anyhow::anyhow!("outbound stream closed"));
@@ -216,37 +259,31 @@ async fn session(
 /// Applies one coordinator message to the desired state. Digests are checked over the raw
 /// bytes received, so an agent whose schema lags the coordinator's (a rolling upgrade) agrees
 /// on the digest as long as it can decode what it needs.
-fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()> {
+fn handle(msg: pb::CoordinatorMessage, out: &Deliver, raw: &mut RawObjects) -> anyhow::Result<()> {
     use pb::coordinator_message::Msg;
-    let current = shared.desired_tx.borrow().clone();
-    let mut raw = shared.raw.lock().expect("raw map lock");
+    let current = out.current();
     match msg.msg {
         Some(Msg::Snapshot(s)) => {
             let objects = decode_entries(&s.entries)?;
-            let fresh_raw: std::collections::BTreeMap<String, Vec<u8>> =
-                s.entries.into_iter().map(|e| (e.key, e.value)).collect();
+            let fresh_raw: RawObjects = s.entries.into_iter().map(|e| (e.key, e.value)).collect();
             if raw_digest(&fresh_raw) != s.digest {
                 bail!("snapshot digest mismatch");
             }
             *raw = fresh_raw;
-            *shared.stamp.lock().expect("stamp lock") = (s.revision, s.intent_time_ms);
-            shared.metrics.snapshots.inc();
+            out.metrics.snapshots.inc();
             let d = NodeDesired {
-                node: shared.node.clone(),
+                node: out.node.clone(),
                 revision: s.revision,
                 objects: objects.into_iter().collect(),
                 wire_digest: Some(s.digest),
             };
-            shared.counters.incr("snapshots");
+            out.counters.incr("snapshots");
             info!(
                 revision = s.revision,
                 objects = d.objects.len(),
                 "snapshot received"
             );
-            shared
-                .fresh
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            shared.desired_tx.send_replace(Some(d));
+            out.send(d, s.intent_time_ms);
         }
         Some(Msg::Delta(delta)) => {
             let Some(mut d) = current else {
@@ -273,8 +310,7 @@ fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()
                 bail!("digest mismatch after delta at revision {}", delta.revision);
             }
             *raw = next_raw;
-            *shared.stamp.lock().expect("stamp lock") = (delta.revision, delta.intent_time_ms);
-            shared.metrics.deltas.inc();
+            out.metrics.deltas.inc();
             d.apply_delta(
                 delta.revision,
                 DesiredDelta {
@@ -283,12 +319,9 @@ fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()
                 },
             );
             d.wire_digest = Some(delta.digest);
-            shared.counters.incr("deltas");
+            out.counters.incr("deltas");
             info!(revision = delta.revision, "delta received");
-            shared
-                .fresh
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            shared.desired_tx.send_replace(Some(d));
+            out.send(d, delta.intent_time_ms);
         }
         Some(Msg::Resume(r)) => {
             let Some(mut d) = current else {
@@ -297,13 +330,11 @@ fn handle(msg: pb::CoordinatorMessage, shared: &SyncShared) -> anyhow::Result<()
             if d.digest() != r.digest {
                 bail!("resume digest differs from the cached state");
             }
-            shared.counters.incr("resumes");
+            out.counters.incr("resumes");
             info!(revision = r.revision, "resumed: cached state is current");
             d.revision = r.revision;
-            shared
-                .fresh
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            shared.desired_tx.send_replace(Some(d));
+            // No stamp: the revisions in between changed nothing of this node's.
+            out.send(d, 0);
         }
         None => {}
     }
@@ -346,20 +377,11 @@ pub async fn once(args: &AgentArgs) -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
-    fn shared() -> SyncShared {
-        let (desired_tx, _) = watch::channel(None);
-        let (_, applied_rx) = watch::channel((0, String::new()));
-        let (_, acks) = mpsc::channel(1);
-        SyncShared {
+    fn deliver() -> Deliver {
+        Deliver {
             node: "hv1".into(),
-            fresh: Default::default(),
-            resync: Default::default(),
-            desired_tx,
-            applied_rx,
-            acks: Mutex::new(acks),
+            tx: watch::channel(None).0,
             counters: Default::default(),
-            raw: Default::default(),
-            stamp: Default::default(),
             metrics: sf_metrics::AgentMetrics::register(&mut Default::default()),
         }
     }
@@ -380,7 +402,8 @@ mod tests {
     /// top of it verify too.
     #[test]
     fn digests_verify_over_the_bytes_received_across_schema_skew() {
-        let s = shared();
+        let s = deliver();
+        let mut held = RawObjects::new();
         let underlay = r#"{"kind":"underlay","asn":65001,"router_id":"10.255.1.1","loopback":"10.255.1.1","neighbors":["leaf1"],"evpn":"vtep","a_future_field":{"x":1}}"#;
         let entries = vec![entry("underlay", underlay)];
         let raw: std::collections::BTreeMap<String, Vec<u8>> = entries
@@ -396,9 +419,11 @@ mod tests {
                 intent_time_ms: 0,
             })),
             &s,
+            &mut held,
         )
         .expect("snapshot with an unknown field verifies");
-        let d = s.desired_tx.borrow().clone().unwrap();
+        let d = s.current().unwrap();
+        assert_eq!(s.tx.borrow().as_ref().unwrap().origin, Origin::Coordinator);
         assert_eq!(
             d.digest(),
             digest,
@@ -423,9 +448,10 @@ mod tests {
                 intent_time_ms: 0,
             })),
             &s,
+            &mut held,
         )
         .expect("delta verifies");
-        assert_eq!(s.desired_tx.borrow().clone().unwrap().digest(), digest2);
+        assert_eq!(s.current().unwrap().digest(), digest2);
         // A wrong digest is refused (the caller then asks for a snapshot).
         let bad = handle(
             msg(pb::coordinator_message::Msg::Delta(pb::Delta {
@@ -436,13 +462,10 @@ mod tests {
                 intent_time_ms: 0,
             })),
             &s,
+            &mut held,
         );
         assert!(bad.is_err());
-        assert_eq!(
-            s.desired_tx.borrow().clone().unwrap().revision,
-            6,
-            "unchanged"
-        );
+        assert_eq!(s.current().unwrap().revision, 6, "unchanged");
     }
 
     #[test]
