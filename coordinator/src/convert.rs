@@ -100,12 +100,14 @@ fn port(field: &str, p: u32) -> Result<u16, Status> {
 }
 
 pub fn nat_in(r: pb::NatRule) -> Result<NatRule, Status> {
-    let public_ip = parse("nat.public_ip", &r.public_ip)?;
-    let kind = match r.kind.as_str() {
-        "snat" => NatKind::Snat { public_ip },
-        "port-forward" => NatKind::PortForward {
-            public_ip,
-            protocol: match r.protocol.as_str() {
+    use pb::nat_rule::Kind;
+    let kind = match r.kind {
+        Some(Kind::Snat(s)) => NatKind::Snat {
+            public_ip: parse("nat.public_ip", &s.public_ip)?,
+        },
+        Some(Kind::PortForward(f)) => NatKind::PortForward {
+            public_ip: parse("nat.public_ip", &f.public_ip)?,
+            protocol: match f.protocol.as_str() {
                 "tcp" => L4Protocol::Tcp,
                 "udp" => L4Protocol::Udp,
                 other => {
@@ -115,18 +117,18 @@ pub fn nat_in(r: pb::NatRule) -> Result<NatRule, Status> {
                     ))
                 }
             },
-            public_port: port("nat.public_port", r.public_port)?,
-            private_ip: parse("nat.private_ip", &r.private_ip)?,
-            private_port: port("nat.private_port", r.private_port)?,
+            public_port: port("nat.public_port", f.public_port)?,
+            private_ip: parse("nat.private_ip", &f.private_ip)?,
+            private_port: port("nat.private_port", f.private_port)?,
         },
-        "static-nat" => NatKind::StaticNat {
-            public_ip,
-            private_ip: parse("nat.private_ip", &r.private_ip)?,
+        Some(Kind::StaticNat(s)) => NatKind::StaticNat {
+            public_ip: parse("nat.public_ip", &s.public_ip)?,
+            private_ip: parse("nat.private_ip", &s.private_ip)?,
         },
-        other => {
+        None => {
             return Err(invalid(
                 "nat.kind",
-                format!("{other:?} is not snat, port-forward or static-nat"),
+                "none given (snat, port-forward or static-nat)",
             ))
         }
     };
@@ -137,36 +139,44 @@ pub fn nat_in(r: pb::NatRule) -> Result<NatRule, Status> {
         kind,
     })
 }
+
 pub fn nat_out(r: &NatRule) -> pb::NatRule {
-    let mut out = pb::NatRule {
-        tenant: r.tenant.clone(),
-        vpc: r.vpc.clone(),
-        name: r.name.clone(),
-        kind: r.kind.name().to_string(),
-        public_ip: r.kind.public_ip().to_string(),
-        ..Default::default()
-    };
-    match &r.kind {
-        NatKind::Snat { .. } => {}
+    use pb::nat_rule::Kind;
+    let kind = match &r.kind {
+        NatKind::Snat { public_ip } => Kind::Snat(pb::Snat {
+            public_ip: public_ip.to_string(),
+        }),
         NatKind::PortForward {
+            public_ip,
             protocol,
             public_port,
             private_ip,
             private_port,
-            ..
-        } => {
-            out.protocol = match protocol {
+        } => Kind::PortForward(pb::PortForward {
+            public_ip: public_ip.to_string(),
+            protocol: match protocol {
                 L4Protocol::Tcp => "tcp",
                 L4Protocol::Udp => "udp",
             }
-            .to_string();
-            out.public_port = *public_port as u32;
-            out.private_ip = private_ip.to_string();
-            out.private_port = *private_port as u32;
-        }
-        NatKind::StaticNat { private_ip, .. } => out.private_ip = private_ip.to_string(),
+            .to_string(),
+            public_port: *public_port as u32,
+            private_ip: private_ip.to_string(),
+            private_port: *private_port as u32,
+        }),
+        NatKind::StaticNat {
+            public_ip,
+            private_ip,
+        } => Kind::StaticNat(pb::StaticNat {
+            public_ip: public_ip.to_string(),
+            private_ip: private_ip.to_string(),
+        }),
+    };
+    pb::NatRule {
+        tenant: r.tenant.clone(),
+        vpc: r.vpc.clone(),
+        name: r.name.clone(),
+        kind: Some(kind),
     }
-    out
 }
 
 pub fn route_in(r: pb::Route) -> Result<StaticRoute, Status> {
@@ -682,5 +692,58 @@ pub fn acl_out(l: &sf_core::model::AclList) -> pb::AclList {
                 cidrs: r.rule.cidrs.iter().map(|c| c.to_string()).collect(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(kind: NatKind) -> NatRule {
+        NatRule {
+            tenant: "demo".into(),
+            vpc: "blue".into(),
+            name: "r1".into(),
+            kind,
+        }
+    }
+
+    /// Every NAT kind crosses the API's oneof and comes back the same.
+    #[test]
+    fn nat_kinds_round_trip_through_the_oneof() {
+        let public_ip = "203.0.113.10".parse().unwrap();
+        let private_ip = "10.10.1.11".parse().unwrap();
+        for kind in [
+            NatKind::Snat { public_ip },
+            NatKind::PortForward {
+                public_ip,
+                protocol: L4Protocol::Udp,
+                public_port: 5353,
+                private_ip,
+                private_port: 53,
+            },
+            NatKind::StaticNat {
+                public_ip,
+                private_ip,
+            },
+        ] {
+            let r = rule(kind);
+            assert_eq!(nat_in(nat_out(&r)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn a_rule_without_a_kind_is_refused_on_its_field() {
+        let mut wire = nat_out(&rule(NatKind::Snat {
+            public_ip: "203.0.113.10".parse().unwrap(),
+        }));
+        wire.kind = None;
+        let e = nat_in(wire).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().starts_with("invalid nat.kind:"),
+            "{}",
+            e.message()
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Dispatch: maps each parsed subcommand to its FabricApi RPC, builds the request messages
 //! (ObjectRef / ListRequest conventions per object kind), and prints the rendered result.
 //! RPC failures surface as `tonic::Status` inside the returned `anyhow::Error`.
+use sf_proto::v1::nat_rule::Kind as NatKind;
 use sf_proto::v1::{
     AclList, AclRule, Backend, DirectConnect, Empty, ListRequest, LoadBalancer, NatRule, Network,
-    Node, ObjectRef, Pool, PortBinding, Route, Tenant, Vpc,
+    Node, ObjectRef, Pool, PortBinding, PortForward, Route, Snat, StaticNat, Tenant, Vpc,
 };
 
 use crate::cli::{
@@ -383,9 +384,7 @@ async fn nat(c: &mut Client, fmt: Output, cmd: NatCmd) -> anyhow::Result<String>
             tenant,
             vpc,
             name,
-            kind: "snat".into(),
-            public_ip,
-            ..Default::default()
+            kind: Some(NatKind::Snat(Snat { public_ip })),
         },
         NatCmd::Forward {
             name,
@@ -400,12 +399,13 @@ async fn nat(c: &mut Client, fmt: Output, cmd: NatCmd) -> anyhow::Result<String>
             tenant,
             vpc,
             name,
-            kind: "port-forward".into(),
-            public_ip,
-            protocol,
-            public_port,
-            private_ip,
-            private_port,
+            kind: Some(NatKind::PortForward(PortForward {
+                public_ip,
+                protocol,
+                public_port,
+                private_ip,
+                private_port,
+            })),
         },
         NatCmd::Static {
             name,
@@ -417,10 +417,10 @@ async fn nat(c: &mut Client, fmt: Output, cmd: NatCmd) -> anyhow::Result<String>
             tenant,
             vpc,
             name,
-            kind: "static-nat".into(),
-            public_ip,
-            private_ip,
-            ..Default::default()
+            kind: Some(NatKind::StaticNat(StaticNat {
+                public_ip,
+                private_ip,
+            })),
         },
     };
     let name = rule.name.clone();

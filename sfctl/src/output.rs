@@ -97,31 +97,71 @@ impl Render for Pool {
     }
 }
 
+/// A NAT rule as sfctl has always shown it: flat, with the kind's name and every field (empty
+/// or 0 where the kind has none).
+#[derive(Default)]
+struct FlatNat<'a> {
+    kind: &'static str,
+    public_ip: &'a str,
+    protocol: &'a str,
+    public_port: u32,
+    private_ip: &'a str,
+    private_port: u32,
+}
+
+fn flat_nat(r: &NatRule) -> FlatNat<'_> {
+    use sf_proto::v1::nat_rule::Kind;
+    match &r.kind {
+        Some(Kind::Snat(s)) => FlatNat {
+            kind: "snat",
+            public_ip: &s.public_ip,
+            ..Default::default()
+        },
+        Some(Kind::PortForward(f)) => FlatNat {
+            kind: "port-forward",
+            public_ip: &f.public_ip,
+            protocol: &f.protocol,
+            public_port: f.public_port,
+            private_ip: &f.private_ip,
+            private_port: f.private_port,
+        },
+        Some(Kind::StaticNat(s)) => FlatNat {
+            kind: "static-nat",
+            public_ip: &s.public_ip,
+            private_ip: &s.private_ip,
+            ..Default::default()
+        },
+        None => FlatNat::default(),
+    }
+}
+
 impl Render for NatRule {
     const HEADERS: &'static [&'static str] =
         &["TENANT", "VPC", "NAME", "KIND", "PUBLIC", "PRIVATE"];
     fn row(&self) -> Vec<String> {
-        let (public, private) = match self.kind.as_str() {
+        let f = flat_nat(self);
+        let (public, private) = match f.kind {
             "port-forward" => (
-                format!("{}:{}/{}", self.public_ip, self.public_port, self.protocol),
-                format!("{}:{}", self.private_ip, self.private_port),
+                format!("{}:{}/{}", f.public_ip, f.public_port, f.protocol),
+                format!("{}:{}", f.private_ip, f.private_port),
             ),
-            _ => (self.public_ip.clone(), self.private_ip.clone()),
+            _ => (f.public_ip.to_string(), f.private_ip.to_string()),
         };
         vec![
             cell(&self.tenant),
             cell(&self.vpc),
             cell(&self.name),
-            cell(&self.kind),
+            cell(f.kind),
             cell(&public),
             cell(&private),
         ]
     }
     fn to_json(&self) -> Value {
-        json!({"tenant": self.tenant, "vpc": self.vpc, "name": self.name, "kind": self.kind,
-               "public_ip": self.public_ip, "protocol": self.protocol,
-               "public_port": self.public_port, "private_ip": self.private_ip,
-               "private_port": self.private_port})
+        let f = flat_nat(self);
+        json!({"tenant": self.tenant, "vpc": self.vpc, "name": self.name, "kind": f.kind,
+               "public_ip": f.public_ip, "protocol": f.protocol,
+               "public_port": f.public_port, "private_ip": f.private_ip,
+               "private_port": f.private_port})
     }
 }
 

@@ -153,6 +153,59 @@ macro_rules! obj {
     }};
 }
 
+/// The resource's flat NAT attributes (`kind` = snat | port-forward | static-nat) as the
+/// API's oneof; an unknown kind is sent as none, which the server refuses on `nat.kind`.
+fn nat_kind(o: &Obj) -> Option<pb::nat_rule::Kind> {
+    use pb::nat_rule::Kind;
+    Some(match s(o, "kind").as_str() {
+        "snat" => Kind::Snat(pb::Snat {
+            public_ip: s(o, "public_ip"),
+        }),
+        "port-forward" => Kind::PortForward(pb::PortForward {
+            public_ip: s(o, "public_ip"),
+            protocol: s(o, "protocol"),
+            public_port: n(o, "public_port"),
+            private_ip: s(o, "private_ip"),
+            private_port: n(o, "private_port"),
+        }),
+        "static-nat" => Kind::StaticNat(pb::StaticNat {
+            public_ip: s(o, "public_ip"),
+            private_ip: s(o, "private_ip"),
+        }),
+        _ => return None,
+    })
+}
+
+/// The flat attributes of a NAT rule's kind (empty or 0 where the kind has none).
+fn nat_attrs(kind: Option<&pb::nat_rule::Kind>) -> Obj {
+    use pb::nat_rule::Kind;
+    let (name, public_ip, protocol, public_port, private_ip, private_port) = match kind {
+        Some(Kind::Snat(x)) => ("snat", x.public_ip.as_str(), "", 0, "", 0),
+        Some(Kind::PortForward(x)) => (
+            "port-forward",
+            x.public_ip.as_str(),
+            x.protocol.as_str(),
+            x.public_port,
+            x.private_ip.as_str(),
+            x.private_port,
+        ),
+        Some(Kind::StaticNat(x)) => (
+            "static-nat",
+            x.public_ip.as_str(),
+            "",
+            0,
+            x.private_ip.as_str(),
+            0,
+        ),
+        None => ("", "", "", 0, "", 0),
+    };
+    obj! {
+        "kind" => vs(name), "public_ip" => vs(public_ip), "protocol" => vs(protocol),
+        "public_port" => vn(public_port), "private_ip" => vs(private_ip),
+        "private_port" => vn(private_port),
+    }
+}
+
 fn oref(t: &str, v: &str, name: &str) -> pb::ObjectRef {
     pb::ObjectRef {
         tenant: t.into(),
@@ -268,12 +321,11 @@ pub async fn read(c: &mut Client, ty: &str, o: &Obj) -> Result<Option<Obj>, Stat
             .into_iter()
             .find(|x| x.tenant == t && x.vpc == v && x.name == name)
             .map(|x| {
-                obj! {
+                let mut o = obj! {
                     "tenant" => vs(&x.tenant), "vpc" => vs(&x.vpc), "name" => vs(&x.name),
-                    "kind" => vs(&x.kind), "public_ip" => vs(&x.public_ip),
-                    "protocol" => vs(&x.protocol), "public_port" => vn(x.public_port),
-                    "private_ip" => vs(&x.private_ip), "private_port" => vn(x.private_port),
-                }
+                };
+                o.extend(nat_attrs(x.kind.as_ref()));
+                o
             }),
         "stackfabric_static_route" => c
             .list_routes(lreq(&t, &v))
@@ -368,12 +420,7 @@ pub async fn create(c: &mut Client, ty: &str, o: &Obj) -> Result<(), Status> {
                 tenant: t,
                 vpc: v,
                 name,
-                kind: s(o, "kind"),
-                public_ip: s(o, "public_ip"),
-                protocol: s(o, "protocol"),
-                public_port: n(o, "public_port"),
-                private_ip: s(o, "private_ip"),
-                private_port: n(o, "private_port"),
+                kind: nat_kind(o),
             })
             .await?;
         }
