@@ -444,19 +444,25 @@ pub fn validate_nat(intent: &Intent, r: &NatRule) -> Result {
             format!("NAT rule {:?} already exists in VPC {:?}", r.name, r.vpc),
         ));
     }
+    validate_nat_pool(intent, vpc, r)?;
+    validate_nat_sharing(intent, r)?;
+    validate_nat_kind(intent, r)
+}
+
+/// The public address: a usable host of a public pool of the VPC's site.
+fn validate_nat_pool(intent: &Intent, vpc: &Vpc, r: &NatRule) -> Result {
     let public = r.kind.public_ip();
-    let pool = intent
+    let Some(pool) = intent
         .pools
         .values()
-        .find(|p| p.cidr.contains(&public) && p.site == vpc.site);
-    if pool.is_none() {
+        .find(|p| p.cidr.contains(&public) && p.site == vpc.site)
+    else {
         return Err(err(
             ErrorKind::Invalid,
             "nat.public_ip",
             format!("{public} is not in any public pool of site {:?}", vpc.site),
         ));
-    }
-    let pool = pool.expect("checked");
+    };
     if public == pool.cidr.network()
         || (pool.cidr.prefix_len() < 31 && public == pool.cidr.broadcast())
     {
@@ -469,6 +475,14 @@ pub fn validate_nat(intent: &Intent, r: &NatRule) -> Result {
             ),
         ));
     }
+    Ok(())
+}
+
+/// Who else uses the public address: never a load balancer or another VPC; within the VPC,
+/// SNAT may share it with port forwards (as CloudStack does), port forwards may share it on
+/// other ports, static NAT shares it with nothing.
+fn validate_nat_sharing(intent: &Intent, r: &NatRule) -> Result {
+    let public = r.kind.public_ip();
     if let Some(lb) = intent.load_balancers.values().find(|l| l.vip == public) {
         return Err(err(
             ErrorKind::AlreadyExists,
@@ -476,7 +490,6 @@ pub fn validate_nat(intent: &Intent, r: &NatRule) -> Result {
             format!("{public} is the VIP of load balancer {:?}", lb.name),
         ));
     }
-    // Who else uses this public address.
     for o in intent
         .nat_rules
         .values()
@@ -529,6 +542,12 @@ pub fn validate_nat(intent: &Intent, r: &NatRule) -> Result {
             ));
         }
     }
+    Ok(())
+}
+
+/// What each kind needs: one SNAT per VPC; ports and a private host in a tier for a port
+/// forward; a private host in a tier with no other static NAT for static NAT.
+fn validate_nat_kind(intent: &Intent, r: &NatRule) -> Result {
     match &r.kind {
         NatKind::Snat { .. } => {
             if let Some(o) = intent.nat_rules.values().find(|o| {
@@ -627,7 +646,6 @@ pub fn validate_lb_source_cidrs(cidrs: &[ipnet::Ipv4Net]) -> Result {
 }
 
 pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
-    use crate::desired::HealthCheck;
     validate_name("lb.tenant", &lb.tenant)?;
     validate_name("lb.vpc", &lb.vpc)?;
     validate_name("lb.name", &lb.name)?;
@@ -645,6 +663,16 @@ pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
     if lb.port == 0 {
         return Err(err(ErrorKind::Invalid, "lb.port", "must be 1-65535"));
     }
+    validate_lb_vip(intent, vpc, lb)?;
+    validate_lb_backends(intent, lb)?;
+    validate_lb_source_cidrs(&lb.source_cidrs)?;
+    validate_lb_table(lb)?;
+    validate_lb_health(lb)
+}
+
+/// The VIP: in a public pool of the VPC's site or VPC-internal (inside the VPC, outside every
+/// tier), and not taken by a NAT rule or by another VPC's (or the same port's) load balancer.
+fn validate_lb_vip(intent: &Intent, vpc: &Vpc, lb: &LoadBalancer) -> Result {
     let public = intent
         .pools
         .values()
@@ -693,6 +721,12 @@ pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
             ),
         ));
     }
+    Ok(())
+}
+
+/// At least one backend; each a host of a tier of the VPC, with a port and a weight of
+/// 1-1000, listed once.
+fn validate_lb_backends(intent: &Intent, lb: &LoadBalancer) -> Result {
     if lb.backends.is_empty() {
         return Err(err(
             ErrorKind::Invalid,
@@ -734,7 +768,11 @@ pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
             ));
         }
     }
-    validate_lb_source_cidrs(&lb.source_cidrs)?;
+    Ok(())
+}
+
+/// The Maglev table: a prime larger than 100 x backends, at most 1,000,003.
+fn validate_lb_table(lb: &LoadBalancer) -> Result {
     if !crate::maglev::is_prime(lb.table_size)
         || (lb.table_size as u64) <= 100 * lb.backends.len() as u64
     {
@@ -755,34 +793,12 @@ pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
             "must be at most 1000003",
         ));
     }
-    let timers = |interval_ms: u32, timeout_ms: u32, rise: u32, fall: u32| -> Result {
-        if interval_ms < 100 {
-            return Err(err(
-                ErrorKind::Invalid,
-                "lb.health.interval_ms",
-                "must be at least 100",
-            ));
-        }
-        if timeout_ms == 0 || timeout_ms > interval_ms {
-            return Err(err(
-                ErrorKind::Invalid,
-                "lb.health.timeout_ms",
-                "must be between 1 and the interval",
-            ));
-        }
-        if rise == 0 || fall == 0 || rise > 100 || fall > 100 {
-            return Err(err(
-                ErrorKind::Invalid,
-                if rise == 0 || rise > 100 {
-                    "lb.health.rise"
-                } else {
-                    "lb.health.fall"
-                },
-                "must be 1-100",
-            ));
-        }
-        Ok(())
-    };
+    Ok(())
+}
+
+/// The health check: its timers, and for HTTP a TCP load balancer, a path and a status.
+fn validate_lb_health(lb: &LoadBalancer) -> Result {
+    use crate::desired::HealthCheck;
     match &lb.health {
         HealthCheck::None => {}
         HealthCheck::Tcp {
@@ -790,7 +806,7 @@ pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
             timeout_ms,
             rise,
             fall,
-        } => timers(*interval_ms, *timeout_ms, *rise, *fall)?,
+        } => validate_lb_timers(*interval_ms, *timeout_ms, *rise, *fall)?,
         HealthCheck::Http {
             path,
             expect_status,
@@ -820,93 +836,140 @@ pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
                     format!("{expect_status} is not an HTTP status"),
                 ));
             }
-            timers(*interval_ms, *timeout_ms, *rise, *fall)?
+            validate_lb_timers(*interval_ms, *timeout_ms, *rise, *fall)?
         }
     }
     Ok(())
 }
 
+/// A health check's timers: an interval of at least 100 ms, a timeout within it, rise and
+/// fall of 1-100.
+fn validate_lb_timers(interval_ms: u32, timeout_ms: u32, rise: u32, fall: u32) -> Result {
+    if interval_ms < 100 {
+        return Err(err(
+            ErrorKind::Invalid,
+            "lb.health.interval_ms",
+            "must be at least 100",
+        ));
+    }
+    if timeout_ms == 0 || timeout_ms > interval_ms {
+        return Err(err(
+            ErrorKind::Invalid,
+            "lb.health.timeout_ms",
+            "must be between 1 and the interval",
+        ));
+    }
+    if rise == 0 || fall == 0 || rise > 100 || fall > 100 {
+        return Err(err(
+            ErrorKind::Invalid,
+            if rise == 0 || rise > 100 {
+                "lb.health.rise"
+            } else {
+                "lb.health.fall"
+            },
+            "must be 1-100",
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_acl(intent: &Intent, l: &AclList) -> Result {
-    use crate::desired::AclProtocol;
     validate_name("acl.tenant", &l.tenant)?;
     validate_name("acl.vpc", &l.vpc)?;
     validate_name("acl.name", &l.name)?;
     vpc_of(intent, "acl.vpc", &l.tenant, &l.vpc)?;
     let mut numbers = std::collections::BTreeSet::new();
     for (i, r) in l.rules.iter().enumerate() {
-        let f = |x: &str| format!("acl.rules[{i}].{x}");
         if r.rule.number == 0 {
-            return Err(err(ErrorKind::Invalid, &f("number"), "must be at least 1"));
+            return Err(err(
+                ErrorKind::Invalid,
+                &format!("acl.rules[{i}].number"),
+                "must be at least 1",
+            ));
         }
         if !numbers.insert(r.rule.number) {
             return Err(err(
                 ErrorKind::Invalid,
-                &f("number"),
+                &format!("acl.rules[{i}].number"),
                 format!("rule number {} is used twice", r.rule.number),
             ));
         }
-        if r.rule.cidrs.is_empty() {
+        validate_acl_rule(i, &r.rule)?;
+    }
+    validate_acl_tiers(intent, l)
+}
+
+/// One rule's match: CIDRs that are networks; ports only for TCP/UDP, as a range; ICMP
+/// type/code only for ICMP, a code only with a type.
+fn validate_acl_rule(i: usize, rule: &crate::desired::AclRule) -> Result {
+    use crate::desired::AclProtocol;
+    let f = |x: &str| format!("acl.rules[{i}].{x}");
+    if rule.cidrs.is_empty() {
+        return Err(err(
+            ErrorKind::Invalid,
+            &f("cidrs"),
+            "at least one CIDR is required (0.0.0.0/0 for any)",
+        ));
+    }
+    for (j, c) in rule.cidrs.iter().enumerate() {
+        if c.network() != c.addr() {
             return Err(err(
                 ErrorKind::Invalid,
-                &f("cidrs"),
-                "at least one CIDR is required (0.0.0.0/0 for any)",
+                &format!("acl.rules[{i}].cidrs[{j}]"),
+                format!("{c} has host bits set (did you mean {}?)", c.trunc()),
             ));
         }
-        for (j, c) in r.rule.cidrs.iter().enumerate() {
-            if c.network() != c.addr() {
+    }
+    match rule.protocol {
+        AclProtocol::Tcp | AclProtocol::Udp => {
+            if rule.icmp_type.is_some() || rule.icmp_code.is_some() {
                 return Err(err(
                     ErrorKind::Invalid,
-                    &format!("acl.rules[{i}].cidrs[{j}]"),
-                    format!("{c} has host bits set (did you mean {}?)", c.trunc()),
+                    &f("icmp_type"),
+                    "ICMP type/code only apply to protocol icmp",
                 ));
             }
-        }
-        match r.rule.protocol {
-            AclProtocol::Tcp | AclProtocol::Udp => {
-                if r.rule.icmp_type.is_some() || r.rule.icmp_code.is_some() {
-                    return Err(err(
-                        ErrorKind::Invalid,
-                        &f("icmp_type"),
-                        "ICMP type/code only apply to protocol icmp",
-                    ));
-                }
-                if let Some((a, b)) = r.rule.ports {
-                    if a == 0 || a > b {
-                        return Err(err(
-                            ErrorKind::Invalid,
-                            &f("ports"),
-                            format!("{a}-{b} is not a port range (1-65535, start <= end)"),
-                        ));
-                    }
-                }
-            }
-            AclProtocol::Icmp | AclProtocol::All => {
-                if r.rule.ports.is_some() {
+            if let Some((a, b)) = rule.ports {
+                if a == 0 || a > b {
                     return Err(err(
                         ErrorKind::Invalid,
                         &f("ports"),
-                        "ports only apply to protocols tcp and udp",
-                    ));
-                }
-                if r.rule.protocol == AclProtocol::All
-                    && (r.rule.icmp_type.is_some() || r.rule.icmp_code.is_some())
-                {
-                    return Err(err(
-                        ErrorKind::Invalid,
-                        &f("icmp_type"),
-                        "ICMP type/code only apply to protocol icmp",
-                    ));
-                }
-                if r.rule.icmp_code.is_some() && r.rule.icmp_type.is_none() {
-                    return Err(err(
-                        ErrorKind::Invalid,
-                        &f("icmp_code"),
-                        "an ICMP code needs an ICMP type",
+                        format!("{a}-{b} is not a port range (1-65535, start <= end)"),
                     ));
                 }
             }
         }
+        AclProtocol::Icmp | AclProtocol::All => {
+            if rule.ports.is_some() {
+                return Err(err(
+                    ErrorKind::Invalid,
+                    &f("ports"),
+                    "ports only apply to protocols tcp and udp",
+                ));
+            }
+            if rule.protocol == AclProtocol::All
+                && (rule.icmp_type.is_some() || rule.icmp_code.is_some())
+            {
+                return Err(err(
+                    ErrorKind::Invalid,
+                    &f("icmp_type"),
+                    "ICMP type/code only apply to protocol icmp",
+                ));
+            }
+            if rule.icmp_code.is_some() && rule.icmp_type.is_none() {
+                return Err(err(
+                    ErrorKind::Invalid,
+                    &f("icmp_code"),
+                    "an ICMP code needs an ICMP type",
+                ));
+            }
+        }
     }
+    Ok(())
+}
+
+/// The tiers the list applies to: networks of the VPC, none already under another list.
+fn validate_acl_tiers(intent: &Intent, l: &AclList) -> Result {
     for (i, t) in l.tiers.iter().enumerate() {
         let key = (l.tenant.clone(), l.vpc.clone(), t.clone());
         if !intent.networks.contains_key(&key) {
@@ -1062,6 +1125,13 @@ pub fn validate_dc(intent: &Intent, d: &crate::model::DirectConnect) -> Result {
         ));
     }
     validate_attachment(intent, "dc", &d.switch, &d.attachment())?;
+    validate_dc_asns(d)?;
+    validate_dc_segment(intent, vpc, d)?;
+    validate_dc_accept(d)
+}
+
+/// Both ASNs usable, and different (the session is eBGP).
+fn validate_dc_asns(d: &crate::model::DirectConnect) -> Result {
     for (field, asn) in [
         ("dc.customer_asn", d.customer_asn),
         ("dc.local_asn", d.local_asn),
@@ -1084,6 +1154,12 @@ pub fn validate_dc(intent: &Intent, d: &crate::model::DirectConnect) -> Result {
             ),
         ));
     }
+    Ok(())
+}
+
+/// The point-to-point segment: /24 to /31, both ends distinct hosts of it, overlapping
+/// neither the VPC nor another Direct Connect of the VPC.
+fn validate_dc_segment(intent: &Intent, vpc: &Vpc, d: &crate::model::DirectConnect) -> Result {
     let net = d.local_address.trunc();
     if d.local_address.prefix_len() > 31 || d.local_address.prefix_len() < 24 {
         return Err(err(
@@ -1133,6 +1209,11 @@ pub fn validate_dc(intent: &Intent, d: &crate::model::DirectConnect) -> Result {
             format!("{net} overlaps the segment of Direct Connect {:?}", o.name),
         ));
     }
+    Ok(())
+}
+
+/// The accepted prefixes: at least one, network addresses, len <= ge <= le <= 32.
+fn validate_dc_accept(d: &crate::model::DirectConnect) -> Result {
     if d.accept.is_empty() {
         return Err(err(
             ErrorKind::Invalid,
