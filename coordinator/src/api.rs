@@ -24,7 +24,7 @@ type R<T> = Result<Response<T>, Status>;
 
 impl Api {
     fn auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        self.tokens.check(req)
+        self.tokens.check(req).map(|_| ())
     }
 
     /// Runs `check` against the current intent; a rejection becomes the RPC status.

@@ -3,7 +3,6 @@
 //! bearer token from the coordinator's token file. Nothing a client *says* about itself is
 //! trusted beyond what these prove.
 
-use std::collections::HashSet;
 
 use tonic::{Request, Status};
 use x509_parser::prelude::*;
@@ -27,28 +26,123 @@ pub fn common_name(der: &[u8]) -> Option<String> {
     cn.as_str().ok().map(str::to_string)
 }
 
-/// Bearer tokens accepted by the northbound API.
+/// What a bearer token may do on the northbound API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads only: `List*` and `Get*` (fleet status, monitoring, `sfctl get`).
+    Reader,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "reader" => Some(Role::Reader),
+            _ => None,
+        }
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The role a FabricApi method needs: reads (`List*`, `Get*`) need a reader, anything else an
+/// admin. A request whose method is unknown needs an admin.
+pub fn role_needed(method: Option<&str>) -> Role {
+    match method {
+        Some(m) if m.starts_with("List") || m.starts_with("Get") => Role::Reader,
+        _ => Role::Admin,
+    }
+}
+
+/// The gRPC method a request calls (`CreateVpc`), put in its extensions by [`tag_method`]: a
+/// unary handler sees only its message and metadata, not the path.
+#[derive(Debug, Clone)]
+pub struct ApiMethod(pub String);
+
+/// Records the called method in the request's extensions (a `tower` map over every request
+/// the gRPC server takes, before routing).
+pub fn tag_method<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let method = req.uri().path().rsplit('/').next().unwrap_or_default();
+    let tag = ApiMethod(method.to_string());
+    req.extensions_mut().insert(tag);
+    req
+}
+
+/// A line of the token file that is not `<token> [admin|reader]`.
+#[derive(Debug, thiserror::Error)]
+#[error("token file line {line}: {why}")]
+pub struct TokenFileError {
+    pub line: usize,
+    pub why: String,
+}
+
+/// Bearer tokens accepted by the northbound API, with their roles. Only SHA-256 digests are
+/// kept, and a presented token is compared with every one of them in constant time, so
+/// neither the comparison nor the token's length shows in the answer's timing.
 #[derive(Clone, Default)]
-pub struct Tokens(HashSet<String>);
+pub struct Tokens(Vec<([u8; 32], Role)>);
+
+fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
 
 impl Tokens {
-    /// One token per non-empty line; lines starting with '#' are comments.
-    pub fn parse(text: &str) -> Self {
-        Tokens(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect(),
-        )
+    /// One token per non-empty line, optionally followed by its role (`admin`, the default,
+    /// or `reader`); lines starting with '#' are comments.
+    pub fn parse(text: &str) -> Result<Self, TokenFileError> {
+        let mut tokens = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut fields = line.split_whitespace();
+            let token = fields.next().unwrap_or_default();
+            let role = match (fields.next(), fields.next()) {
+                (None, _) => Role::Admin,
+                (Some(r), None) => Role::parse(r).ok_or_else(|| TokenFileError {
+                    line: i + 1,
+                    why: format!("role {r:?} is not admin or reader"),
+                })?,
+                (Some(_), Some(_)) => {
+                    return Err(TokenFileError {
+                        line: i + 1,
+                        why: "expected '<token> [admin|reader]'".into(),
+                    })
+                }
+            };
+            tokens.push((digest(token), role));
+        }
+        Ok(Tokens(tokens))
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    /// Checks the `authorization: Bearer <token>` metadata.
-    pub fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    /// The role of a presented token, compared in constant time with every entry.
+    fn role_of(&self, token: &str) -> Option<Role> {
+        use subtle::ConstantTimeEq;
+        let presented = digest(token);
+        let mut found = None;
+        for (d, role) in &self.0 {
+            if bool::from(d.ct_eq(&presented)) {
+                found = found.max(Some(*role));
+            }
+        }
+        found
+    }
+
+    /// Checks the `authorization: Bearer <token>` metadata and that the token's role may call
+    /// the request's method ([`ApiMethod`]).
+    pub fn check<T>(&self, req: &Request<T>) -> Result<Role, Status> {
         let header = req
             .metadata()
             .get("authorization")
@@ -59,11 +153,20 @@ impl Tokens {
         let token = header
             .strip_prefix("Bearer ")
             .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
-        if self.0.contains(token.trim()) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("invalid credential"))
+        let role = self
+            .role_of(token.trim())
+            .ok_or_else(|| Status::unauthenticated("invalid credential"))?;
+        let method = req.extensions().get::<ApiMethod>().map(|m| m.0.as_str());
+        let needed = role_needed(method);
+        if role < needed {
+            return Err(Status::permission_denied(format!(
+                "this token has the {} role; {} needs {}",
+                role.as_str(),
+                method.unwrap_or("this call"),
+                needed.as_str()
+            )));
         }
+        Ok(role)
     }
 }
 
@@ -71,22 +174,61 @@ impl Tokens {
 mod tests {
     use super::*;
 
+    fn bearer(token: &str, method: Option<&str>) -> Request<()> {
+        let mut r = Request::new(());
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        if let Some(m) = method {
+            r.extensions_mut().insert(ApiMethod(m.into()));
+        }
+        r
+    }
+
     #[test]
     fn tokens_accept_only_listed_bearers() {
-        let t = Tokens::parse("# admin\nsecret-1\n\n  secret-2  \n");
-        let mut ok = Request::new(());
-        ok.metadata_mut()
-            .insert("authorization", "Bearer secret-2".parse().unwrap());
-        assert!(t.check(&ok).is_ok());
-        let mut bad = Request::new(());
-        bad.metadata_mut()
-            .insert("authorization", "Bearer nope".parse().unwrap());
-        assert!(t.check(&bad).is_err());
+        let t = Tokens::parse("# admin\nsecret-1\n\n  secret-2  \n").unwrap();
+        assert!(t.check(&bearer("secret-2", Some("CreateVpc"))).is_ok());
+        assert!(t.check(&bearer("nope", Some("ListVpcs"))).is_err());
+        assert!(t.check(&bearer("secret", Some("ListVpcs"))).is_err());
         let mut basic = Request::new(());
         basic
             .metadata_mut()
             .insert("authorization", "Basic secret-1".parse().unwrap());
         assert!(t.check(&basic).is_err());
         assert!(t.check(&Request::new(())).is_err());
+    }
+
+    #[test]
+    fn a_reader_token_reads_and_cannot_write() {
+        let t = Tokens::parse("admin-token admin\nread-token reader\n").unwrap();
+        for m in ["ListVpcs", "GetFleetStatus", "GetLoadBalancer", "ListPlacements"] {
+            assert_eq!(t.check(&bearer("read-token", Some(m))).unwrap(), Role::Reader);
+        }
+        for m in ["CreateVpc", "DeleteTenant", "ApplyAclList", "DrainGateway"] {
+            let e = t.check(&bearer("read-token", Some(m))).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{m}");
+            assert!(e.message().contains(m), "{}", e.message());
+            assert_eq!(t.check(&bearer("admin-token", Some(m))).unwrap(), Role::Admin);
+        }
+        // A request whose method is not known needs an admin.
+        assert!(t.check(&bearer("read-token", None)).is_err());
+        assert!(t.check(&bearer("admin-token", None)).is_ok());
+    }
+
+    #[test]
+    fn the_token_file_names_a_bad_line() {
+        let e = Tokens::parse("ok\nbad owner\n").err().unwrap();
+        assert_eq!(e.line, 2);
+        assert!(Tokens::parse("a b c").is_err());
+    }
+
+    #[test]
+    fn the_method_is_read_off_the_path() {
+        let req = http::Request::builder()
+            .uri("/stackfabric.v1.FabricApi/ListVpcs")
+            .body(())
+            .unwrap();
+        let req = tag_method(req);
+        assert_eq!(req.extensions().get::<ApiMethod>().unwrap().0, "ListVpcs");
     }
 }

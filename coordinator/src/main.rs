@@ -68,7 +68,8 @@ async fn main() -> anyhow::Result<()> {
         .client_ca_root(Certificate::from_pem(read(&args.tls_ca)?))
         // API clients authenticate with a token; AgentSync insists on a certificate itself.
         .client_auth_optional(true);
-    let tokens = Tokens::parse(&String::from_utf8_lossy(&read(&args.api_token_file)?));
+    let tokens = Tokens::parse(&String::from_utf8_lossy(&read(&args.api_token_file)?))
+        .with_context(|| args.api_token_file.display().to_string())?;
     anyhow::ensure!(
         !tokens.is_empty(),
         "{} holds no token",
@@ -114,6 +115,10 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::builder()
         .tls_config(tls)
         .context("TLS configuration")?
+        // The API's handlers authorize by method (a reader token reads only).
+        .layer(tower::util::MapRequestLayer::new(
+            sf_coordinator::identity::tag_method::<tonic::body::Body>,
+        ))
         .add_service(FabricApiServer::new(Api {
             fabric: fabric.clone(),
             tokens,

@@ -141,6 +141,15 @@ check "the coordinator counts the open agent streams (>= 8 nodes)" test "$(metri
 check "leaf1 serves metrics too" bash -c "'$REPO/deploy/lab.sh' exec mgmt curl -s -m 3 http://172.31.255.11:9101/metrics | grep -q '^sf_agent_lease_up 1'"
 check "delete the probe port" L sfctl port delete metrics-probe --tenant demo
 
+section "6c. API roles: a reader token reads, and cannot write"
+check "sfctl status with the reader token" env LAB_TOKEN=reader "$REPO/deploy/lab.sh" sfctl status
+check "sfctl network list with the reader token" env LAB_TOKEN=reader "$REPO/deploy/lab.sh" sfctl network list
+out=$(LAB_TOKEN=reader "$REPO/deploy/lab.sh" sfctl tenant create reader-probe 2>&1)
+check "a write with the reader token is refused naming its role" grep -q "reader role; CreateTenant needs admin" <<<"$out"
+check "and changes nothing" bash -c "! '$REPO/deploy/lab.sh' sfctl tenant list | grep -q reader-probe"
+check "the admin token still writes" L sfctl tenant create reader-probe
+check "and deletes" L sfctl tenant delete reader-probe
+
 section "7. a node using another node's certificate gets no one else's scope"
 ONCE=(/usr/bin/env "$REPO/target/release/sf-hypervisor-agent" --once --coordinator https://172.31.255.3:7443
     --tls-ca "$STATE/pki/ca.pem" --tls-cert "$STATE/pki/hv1.pem" --tls-key "$STATE/pki/hv1.key" --state-dir "$STATE/once")

@@ -24,7 +24,7 @@ start_coordinator() {
     start_bg coordinator "${P}coord" "$SF_BIN_DIR/sf-coordinator" --listen 0.0.0.0:7443 \
         --etcd-endpoints "$ETCD_URL" \
         --tls-cert "$STATE/pki/coordinator.pem" --tls-key "$STATE/pki/coordinator.key" \
-        --tls-ca "$STATE/pki/ca.pem" --api-token-file "$STATE/api-token" \
+        --tls-ca "$STATE/pki/ca.pem" --api-token-file "$STATE/api-tokens" \
         --metrics-listen 0.0.0.0:9100 \
         --rest-listen 0.0.0.0:8080 --rest-users-file "$STATE/rest-users" --rest-site lab \
         --rest-tls-cert "$STATE/pki/coordinator.pem" --rest-tls-key "$STATE/pki/coordinator.key"
@@ -48,7 +48,7 @@ start_coord_replica() {
         --etcd-endpoints "$ETCD_ENDPOINTS" \
         --etcd-ca "$d/ca.pem" --etcd-cert "$d/coord$i.pem" --etcd-key "$d/coord$i.key" \
         --tls-cert "$d/coord$i.pem" --tls-key "$d/coord$i.key" \
-        --tls-ca "$d/ca.pem" --api-token-file "$STATE/api-token" \
+        --tls-ca "$d/ca.pem" --api-token-file "$STATE/api-tokens" \
         --metrics-listen 0.0.0.0:9100 \
         --rest-listen 0.0.0.0:8080 --rest-users-file "$STATE/rest-users" --rest-site lab \
         --rest-tls-cert "$d/coord$i.pem" --rest-tls-key "$d/coord$i.key"

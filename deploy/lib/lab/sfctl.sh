@@ -8,13 +8,14 @@ sfctl_bin() {
 }
 
 # sfctl_at URLS ARGS... - sfctl (from ${P}mgmt) against the coordinator(s) at URLS (one URL,
-# or a comma separated list of replicas).
+# or a comma separated list of replicas), with the admin token (LAB_TOKEN=reader: the
+# read-only one).
 sfctl_at() {
     local url=$1
     shift
     sfctl_bin
     ip netns exec "${P}mgmt" "$SF_BIN_DIR/sfctl" --endpoint "$url" --ca "$STATE/pki/ca.pem" \
-        --token-file "$STATE/api-token" "$@"
+        --token-file "$STATE/api-token${LAB_TOKEN:+-$LAB_TOKEN}" "$@"
 }
 
 # sfctl_cmd ARGS... - sfctl against the lab: every coordinator replica (plain lab: the one).
