@@ -14,25 +14,13 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use sf_agent::LeaseState;
 use sf_core::desired::VpcRouter;
+use sf_linux::links::Link;
 
 use crate::names::{
     self, dc_host, dc_ns, netns_name, parse_dc_ns, parse_host_link, parse_tier_ns, tier_host,
     tier_ns, transit_addrs, transit_host, HostLink, TRANSIT_NS,
 };
 use crate::{dc, nft};
-
-/// A link as observed (`ip -j -d addr show`), with its IPv4 addresses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NetLink {
-    pub name: String,
-    pub kind: Option<String>,
-    pub master: Option<String>,
-    /// Carries the `stackfabric` ifalias.
-    pub owned: bool,
-    pub up: bool,
-    pub mac: Option<String>,
-    pub addrs: Vec<Ipv4Net>,
-}
 
 /// A non-connected IPv4 route of the main table.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,7 +33,7 @@ pub struct Route {
 /// One VPC namespace as observed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NsState {
-    pub links: Vec<NetLink>,
+    pub links: Vec<Link>,
     pub routes: Vec<Route>,
     pub forwarding: bool,
     /// Digest comment of the `ip stackfabric` table, if the table exists.
@@ -57,18 +45,18 @@ pub struct NsState {
 /// The gateway host namespace as observed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostState {
-    pub links: Vec<NetLink>,
+    pub links: Vec<Link>,
     pub routes: Vec<Route>,
     pub forwarding: bool,
 }
 
 impl NsState {
-    pub fn link(&self, name: &str) -> Option<&NetLink> {
+    pub fn link(&self, name: &str) -> Option<&Link> {
         self.links.iter().find(|l| l.name == name)
     }
 }
 impl HostState {
-    pub fn link(&self, name: &str) -> Option<&NetLink> {
+    pub fn link(&self, name: &str) -> Option<&Link> {
         self.links.iter().find(|l| l.name == name)
     }
 }
@@ -686,7 +674,7 @@ pub fn apply_in_memory(
         vpcs: &'a mut BTreeMap<u32, NsState>,
         prefix: &str,
         ns: &Option<String>,
-    ) -> Option<&'a mut Vec<NetLink>> {
+    ) -> Option<&'a mut Vec<Link>> {
         match ns {
             None => Some(&mut host.links),
             Some(n) => vpcs
@@ -766,14 +754,14 @@ pub fn apply_in_memory(
                 }
             }
             Action::AddVeth { host: h, peer, ns } => {
-                host.links.push(NetLink {
+                host.links.push(Link {
                     name: h.clone(),
                     kind: Some("veth".into()),
                     owned: true,
                     ..Default::default()
                 });
                 if let Some(s) = names::netns_id(prefix, ns).and_then(|id| vpcs.get_mut(&id)) {
-                    s.links.push(NetLink {
+                    s.links.push(Link {
                         name: peer.clone(),
                         kind: Some("veth".into()),
                         owned: true,
@@ -859,8 +847,8 @@ mod tests {
             .collect()
     }
 
-    fn bridge(vni: u32) -> NetLink {
-        NetLink {
+    fn bridge(vni: u32) -> Link {
+        Link {
             name: format!("brvx-{vni}"),
             kind: Some("bridge".into()),
             owned: true,
@@ -1185,7 +1173,7 @@ mod tests {
         }));
         // A link with our name that we did not create is reported, not touched.
         let mut h2 = host();
-        h2.links.push(NetLink {
+        h2.links.push(Link {
             name: "gx7".into(),
             kind: Some("veth".into()),
             ..Default::default()
