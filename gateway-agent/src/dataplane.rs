@@ -26,11 +26,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sf_agent::{Dataplane, LeaseState, ReconcileContext, ReconcileReport};
-use sf_core::desired::{HealthCheck, NodeDesired, VpcRouter};
+use sf_core::desired::{HealthCheck, NodeDesired, Underlay, VpcRouter};
 use sf_core::status::{DcStatus, LbStatus};
+use sf_linux::converge::{OnFailure, Pass, Plan, ReconcileError, Stage, Step};
 use sf_linux::frr::{expected_lines, render, Frr};
-use sf_linux::l2::{execute as l2_execute, foreign_vnis, plan as l2_plan};
-use sf_linux::links;
+use sf_linux::l2::{self, foreign_vnis};
+use sf_linux::{blackhole, links};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
@@ -39,7 +40,7 @@ use crate::device;
 use crate::health::{Health, Probe};
 use crate::names::{netns_id, netns_name};
 use crate::nft;
-use crate::plan::{self, Action};
+use crate::plan::{self, Action, NsState};
 
 pub struct Gateway {
     pub node: String,
@@ -91,11 +92,11 @@ impl Gateway {
 
     /// Stops and removes the per-VPC FRR of namespace `ns`, if any (before its namespace is
     /// deleted: daemons left inside would keep a deleted namespace alive).
-    async fn remove_dc_frr(&mut self, ns: &str, report: &mut ReconcileReport) {
+    async fn remove_dc_frr(&mut self, ns: &str, pass: &mut Pass) {
         self.dc_frr.remove(ns);
         if dc::remove(&dc::instance_dir(&self.state_dir, ns)).await {
             info!(%ns, "per-VPC FRR stopped");
-            report.changes += 1;
+            pass.changes += 1;
         }
     }
 
@@ -192,31 +193,6 @@ impl Gateway {
             .collect()
     }
 
-    async fn run_actions(&self, actions: &[Action], report: &mut ReconcileReport) -> bool {
-        for action in actions {
-            match device::execute(action).await {
-                Ok(()) => {
-                    match action {
-                        Action::LoadNft { ns, lbs, .. } => {
-                            info!(%ns, lb_maps = lbs.maps.len(), "nftables table replaced")
-                        }
-                        Action::LoadLbMaps { ns, lbs } => {
-                            info!(%ns, ?lbs, "load balancer maps replaced")
-                        }
-                        _ => info!(?action, "applied"),
-                    }
-                    report.changes += 1;
-                }
-                Err(e) => {
-                    warn!(?action, error = %e, "action failed");
-                    report.errors.push(e.to_string());
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
     /// Whether frr-reload.py would change anything (first pass of a process only: after a
     /// restart, applying the same configuration must not count as a change).
     async fn frr_differs(&self, config: &str) -> bool {
@@ -277,32 +253,47 @@ pub fn frr_diff_is_real(test_output: &str) -> bool {
     false
 }
 
-#[async_trait::async_trait]
-impl Dataplane for Gateway {
-    async fn reconcile(
-        &mut self,
-        desired: &NodeDesired,
+/// The object name of VPC router `id` in errors and logs.
+fn vpc(id: u32) -> String {
+    format!("vpc {id}")
+}
+
+/// Per-pass inputs shared by the stages of a gateway's reconcile.
+struct Scope<'a> {
+    prefix: String,
+    routers: BTreeMap<u32, &'a VpcRouter>,
+    /// VPC routers whose namespace exists at the start of the pass.
+    running: BTreeSet<u32>,
+    d: plan::Decision,
+}
+
+impl Scope<'_> {
+    fn ns(&self, id: u32) -> String {
+        netns_name(&self.prefix, id)
+    }
+}
+
+impl Gateway {
+    /// Observes the running routers and decides, from the lease, what this pass may do.
+    async fn scope<'a>(
+        &self,
+        pass: &mut Pass,
+        desired: &'a NodeDesired,
         ctx: &ReconcileContext,
-    ) -> ReconcileReport {
-        let mut report = ReconcileReport::default();
-        self.passes += 1;
+    ) -> Option<Scope<'a>> {
         let prefix = self.netns_prefix.clone();
-        let Some(underlay) = desired.underlay() else {
-            report.errors.push("desired state has no underlay".into());
-            return report;
-        };
         let routers: BTreeMap<u32, &VpcRouter> = desired.routers().map(|r| (r.id, r)).collect();
         for r in routers.values() {
-            report.errors.extend(nft::validate(r));
-            report.errors.extend(dc::validate(r));
+            pass.refused(&vpc(r.id), nft::validate(r));
+            pass.refused(&vpc(r.id), dc::validate(r));
         }
-        let running: BTreeSet<u32> = match device::namespaces(&prefix).await {
-            Ok(n) => n.iter().filter_map(|n| netns_id(&prefix, n)).collect(),
-            Err(e) => {
-                report.errors.push(format!("listing namespaces: {e}"));
-                return report;
-            }
-        };
+        let namespaces = pass
+            .observe("namespaces", device::namespaces(&prefix))
+            .await?;
+        let running: BTreeSet<u32> = namespaces
+            .iter()
+            .filter_map(|n| netns_id(&prefix, n))
+            .collect();
         let wanted: BTreeSet<u32> = routers.keys().copied().collect();
         let d = plan::decide(&wanted, &running, ctx.lease, ctx.fresh);
         if d.stand_down && !d.remove.is_empty() {
@@ -318,152 +309,130 @@ impl Dataplane for Gateway {
         if ctx.lease == LeaseState::Unknown && !running.is_empty() {
             info!(routers = ?running, "lease unknown: running VPC routers left as they are");
         }
+        Some(Scope {
+            prefix,
+            routers,
+            running,
+            d,
+        })
+    }
 
-        // The pools' blackhole routes, before any removal: a public address this gateway
-        // stops serving must be dropped here, not routed back to the leaf that may still
-        // send it here (a loop, then an ICMP error that aborts the client's connect).
-        let (changes, errors) = sf_linux::blackhole::converge(&underlay.blackhole).await;
-        report.changes += changes;
-        report.errors.extend(errors);
-
-        // 2. Removals first (they free names, and withdraw before anything else).
-        if !d.remove.is_empty() {
-            match device::observe_host().await {
-                Ok(host) => {
-                    for &id in &d.remove {
-                        info!(id, "removing VPC router");
-                        self.remove_dc_frr(&netns_name(&prefix, id), &mut report)
-                            .await;
-                        let acts = plan::plan_removal(&prefix, id, &host);
-                        self.run_actions(&acts, &mut report).await;
-                    }
-                }
-                Err(e) => report.errors.push(format!("observing host: {e}")),
-            }
+    /// Removes the routers no longer served: per router, its per-VPC FRR, then its public
+    /// routes, veths and namespace (a failed step skips the rest of that router).
+    async fn remove_routers(&mut self, pass: &mut Pass, s: &Scope<'_>) {
+        if s.d.remove.is_empty() {
+            return;
         }
-
-        // 3. L2, exactly like a hypervisor.
-        let vnis: BTreeSet<u32> = desired.networks().map(|n| n.vni).collect();
-        match (links::observe().await, links::addresses("lo").await) {
-            (Ok(observed), Ok(lo)) => {
-                let p = l2_plan(&vnis, underlay.loopback, &lo, &observed);
-                report.errors.extend(p.errors);
-                for action in &p.actions {
-                    match l2_execute(action).await {
-                        Ok(()) => {
-                            info!(?action, "applied");
-                            report.changes += 1;
-                        }
-                        Err(e) => {
-                            warn!(?action, error = %e, "action failed");
-                            report.errors.push(e.to_string());
-                        }
-                    }
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => report.errors.push(format!("observing links: {e}")),
+        let Some(host) = pass.observe("host", device::observe_host()).await else {
+            return;
+        };
+        for &id in &s.d.remove {
+            info!(id, "removing VPC router");
+            self.remove_dc_frr(&s.ns(id), pass).await;
+            let steps = plan::plan_removal(&s.prefix, id, &host);
+            pass.execute(&vpc(id), &steps, OnFailure::Stop).await;
         }
+    }
 
-        // 4. Routers.
+    /// Converges each router this pass may converge; returns those that are served (built
+    /// without any error), whose load balancer tables are then installed.
+    async fn converge_routers(&mut self, pass: &mut Pass, s: &Scope<'_>) -> BTreeSet<u32> {
         let mut served = BTreeSet::new();
         let mut cache = HashMap::new();
-        if !d.converge.is_empty() {
-            match device::observe_host().await {
-                Ok(mut host) => {
-                    if !host.forwarding {
-                        self.run_actions(&[Action::SetForwarding { ns: None }], &mut report)
-                            .await;
-                        host.forwarding = true;
-                    }
-                    for &id in &d.converge {
-                        let r = routers[&id];
-                        let ns = if running.contains(&id) {
-                            match device::observe_ns(&netns_name(&prefix, id)).await {
-                                Ok(s) => Some(s),
-                                Err(e) => {
-                                    report.errors.push(format!("observing vpc {id}: {e}"));
-                                    continue;
-                                }
-                            }
-                        } else {
-                            None
-                        };
-                        let (tables, lb_status) =
-                            self.lb_tables(&netns_name(&prefix, id), r, &mut cache);
-                        let (acts, errs) =
-                            plan::plan_router(&prefix, r, &host, ns.as_ref(), &tables);
-                        let ok = errs.is_empty();
-                        report.errors.extend(errs);
-                        if self.run_actions(&acts, &mut report).await && ok {
-                            served.insert(id);
-                            self.lb_installed.insert(id, lb_status);
+        if !s.d.converge.is_empty() {
+            if let Some(mut host) = pass.observe("host", device::observe_host()).await {
+                if !host.forwarding {
+                    let forward = [Action::SetForwarding { ns: None }];
+                    pass.execute("host", &forward, OnFailure::Stop).await;
+                    host.forwarding = true;
+                }
+                for &id in &s.d.converge {
+                    let r = s.routers[&id];
+                    let ns = s.ns(id);
+                    let (tables, lb_status) = self.lb_tables(&ns, r, &mut cache);
+                    let observe = async {
+                        match s.running.contains(&id) {
+                            true => device::observe_ns(&ns).await.map(Some),
+                            false => Ok(None),
                         }
+                    };
+                    let plan = |st: &Option<NsState>| {
+                        let (steps, problems) =
+                            plan::plan_router(&s.prefix, r, &host, st.as_ref(), &tables);
+                        Plan::new(steps, problems)
+                    };
+                    let c = pass
+                        .converge(&vpc(id), observe, plan, OnFailure::Stop)
+                        .await;
+                    if c.clean {
+                        served.insert(id);
+                        self.lb_installed.insert(id, lb_status);
                     }
                 }
-                Err(e) => report.errors.push(format!("observing host: {e}")),
             }
         }
-        // 4b. Direct Connect speakers of the routers converged in this pass.
+        self.lb_cache = cache;
+        served
+    }
+
+    /// Direct Connect speakers: converged for the routers of this pass, kept (and reported)
+    /// for the routers left as they are, removed for namespaces that are gone.
+    async fn converge_dc(&mut self, pass: &mut Pass, s: &Scope<'_>, served: &BTreeSet<u32>) {
         let mut targets = BTreeMap::new();
-        for &id in &d.converge {
-            if !(served.contains(&id) || running.contains(&id)) {
+        for &id in &s.d.converge {
+            if !(served.contains(&id) || s.running.contains(&id)) {
                 continue;
             }
-            let r = routers[&id];
-            let ns = netns_name(&prefix, id);
+            let r = s.routers[&id];
+            let ns = s.ns(id);
             let dir = dc::instance_dir(&self.state_dir, &ns);
-            match dc::render(&ns, r) {
-                None => self.remove_dc_frr(&ns, &mut report).await,
-                Some(config) => {
-                    match self
-                        .sync_dc_frr(&ns, &dir, &config, &dc::expected_lines(r))
-                        .await
-                    {
-                        Ok(true) => report.changes += 1,
-                        Ok(false) => {}
-                        Err(e) => report.errors.push(e),
-                    }
-                    let peers = dc::usable(r)
-                        .0
-                        .iter()
-                        .map(|x| (dc::status_key(r, x), x.peer))
-                        .collect();
-                    targets.insert(ns, dc::Target { dir, peers });
-                }
+            let Some(config) = dc::render(&ns, r) else {
+                self.remove_dc_frr(&ns, pass).await;
+                continue;
+            };
+            match self
+                .sync_dc_frr(&ns, &dir, &config, &dc::expected_lines(r))
+                .await
+            {
+                Ok(true) => pass.changes += 1,
+                Ok(false) => {}
+                Err(detail) => pass.error(ReconcileError::Problem {
+                    object: ns.clone(),
+                    stage: Stage::Execute,
+                    detail,
+                }),
             }
+            targets.insert(ns, dc_target(r, dir));
         }
         // Routers left as they are (lease unknown): their speakers too, still reported.
-        for &id in running
+        for &id in s
+            .running
             .iter()
-            .filter(|id| !d.converge.contains(id) && !d.remove.contains(id))
+            .filter(|id| !s.d.converge.contains(id) && !s.d.remove.contains(id))
         {
-            let ns = netns_name(&prefix, id);
+            let ns = s.ns(id);
             let dir = dc::instance_dir(&self.state_dir, &ns);
-            if let (Some(r), true) = (routers.get(&id), dc::any_alive(&dir)) {
-                let peers = dc::usable(r)
-                    .0
-                    .iter()
-                    .map(|x| (dc::status_key(r, x), x.peer))
-                    .collect();
-                targets.insert(ns, dc::Target { dir, peers });
+            if let (Some(r), true) = (s.routers.get(&id), dc::any_alive(&dir)) {
+                targets.insert(ns, dc_target(r, dir));
             }
         }
         // Speakers of namespaces that no longer exist (removed behind our back, or before a
         // restart of the agent).
-        let live_ns: BTreeSet<String> = running
-            .union(&served)
-            .filter(|id| !d.remove.contains(id))
-            .map(|&id| netns_name(&prefix, id))
+        let live_ns: BTreeSet<String> = s
+            .running
+            .union(served)
+            .filter(|id| !s.d.remove.contains(id))
+            .map(|&id| s.ns(id))
             .collect();
         if let Ok(entries) = std::fs::read_dir(dc::root(&self.state_dir)) {
             let orphans: Vec<String> = entries
                 .filter_map(|e| e.ok())
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| netns_id(&prefix, n).is_some() && !live_ns.contains(n))
+                .filter(|n| netns_id(&s.prefix, n).is_some() && !live_ns.contains(n))
                 .collect();
             for ns in orphans {
                 warn!(%ns, "per-VPC FRR of a namespace that is gone: removing it");
-                self.remove_dc_frr(&ns, &mut report).await;
+                self.remove_dc_frr(&ns, pass).await;
             }
         }
         let polling = !targets.is_empty();
@@ -471,31 +440,37 @@ impl Dataplane for Gateway {
         if polling && self.dc_poll_task.is_none() {
             self.dc_poll_task = Some(tokio::spawn(self.dc_poller.clone().run(self.wake.clone())));
         }
+    }
 
-        // Announce what runs: a router whose creation failed is not announced; one that was
-        // already running keeps its announcements through a transient error.
-        let mut d = d;
-        d.announce
-            .retain(|id| served.contains(id) || running.contains(id));
-        self.lb_cache = cache;
-
-        // 6. Health checks for the load balancers of the routers that run.
-        let runs: BTreeSet<u32> = routers
+    /// Health checks for the load balancers of the routers that run.
+    fn sync_health(&mut self, pass: &mut Pass, s: &Scope<'_>, served: &BTreeSet<u32>) {
+        let runs: BTreeSet<u32> = s
+            .routers
             .keys()
             .copied()
-            .filter(|id| served.contains(id) || (running.contains(id) && !d.remove.contains(id)))
+            .filter(|id| {
+                served.contains(id) || (s.running.contains(id) && !s.d.remove.contains(id))
+            })
             .collect();
         self.lb_installed.retain(|id, _| runs.contains(id));
         let probes: BTreeMap<String, Vec<Probe>> = runs
             .iter()
-            .map(|&id| (netns_name(&prefix, id), Self::probes(routers[&id])))
+            .map(|&id| (s.ns(id), Self::probes(s.routers[&id])))
             .collect();
-        report.errors.extend(self.health.sync(probes));
+        for detail in self.health.sync(probes) {
+            pass.error(ReconcileError::Problem {
+                object: "health checks".into(),
+                stage: Stage::Execute,
+                detail,
+            });
+        }
+    }
 
-        // 5. FRR, after the host routes exist.
+    /// The node's FRR with the announcements of the routers actually served.
+    async fn converge_frr(&mut self, pass: &mut Pass, underlay: &Underlay, s: &Scope<'_>) {
         let mut u = underlay.clone();
-        let routers_v: Vec<&VpcRouter> = routers.values().copied().collect();
-        u.announce = plan::announce(&underlay.announce, &routers_v, &d);
+        let routers: Vec<&VpcRouter> = s.routers.values().copied().collect();
+        u.announce = plan::announce(&underlay.announce, &routers, &s.d);
         if u.announce.len() != underlay.announce.len() {
             warn!(
                 withheld = underlay.announce.len() - u.announce.len(),
@@ -505,23 +480,90 @@ impl Dataplane for Gateway {
         let config = render(&self.node, &u);
         let changed = self.last_frr.as_deref() != Some(config.as_str());
         let force = self.passes % 10 == 1;
-        if changed || force {
-            let counts = if self.last_frr.is_none() {
-                self.frr_differs(&config).await
-            } else {
-                changed
-            };
-            match self.frr.apply(&config, &expected_lines(&u), force).await {
-                Ok(_) => {
-                    if counts {
-                        report.changes += 1;
-                    }
-                    self.last_frr = Some(config);
-                }
-                Err(e) => report.errors.push(format!("FRR: {e}")),
-            }
+        if !(changed || force) {
+            return;
         }
-        report
+        let counts = if self.last_frr.is_none() {
+            self.frr_differs(&config).await
+        } else {
+            changed
+        };
+        match self.frr.apply(&config, &expected_lines(&u), force).await {
+            Ok(_) => {
+                if counts {
+                    pass.changes += 1;
+                }
+                self.last_frr = Some(config);
+            }
+            Err(source) => pass.error(ReconcileError::Apply {
+                object: "FRR".into(),
+                source,
+            }),
+        }
+    }
+}
+
+/// What the Direct Connect poller watches for router `r`.
+fn dc_target(r: &VpcRouter, dir: PathBuf) -> dc::Target {
+    let peers = dc::usable(r)
+        .0
+        .iter()
+        .map(|x| (dc::status_key(r, x), x.peer))
+        .collect();
+    dc::Target { dir, peers }
+}
+
+impl Step for Action {
+    fn describe(&self) -> String {
+        match self {
+            Action::LoadNft { ns, lbs, .. } => {
+                format!("LoadNft {{ ns: {ns:?}, lb_maps: {} }}", lbs.maps.len())
+            }
+            _ => format!("{self:?}"),
+        }
+    }
+    async fn execute(&self) -> Result<(), sf_linux::DeviceError> {
+        device::execute(self).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Dataplane for Gateway {
+    async fn reconcile(
+        &mut self,
+        desired: &NodeDesired,
+        ctx: &ReconcileContext,
+    ) -> ReconcileReport {
+        let mut pass = Pass::default();
+        self.passes += 1;
+        let Some(underlay) = desired.underlay() else {
+            pass.error(ReconcileError::NoUnderlay);
+            return pass.into();
+        };
+        let Some(mut s) = self.scope(&mut pass, desired, ctx).await else {
+            return pass.into();
+        };
+        // The pools' blackhole routes, before any removal: a public address this gateway
+        // stops serving must be dropped here, not routed back to the leaf that may still
+        // send it here (a loop, then an ICMP error that aborts the client's connect).
+        blackhole::converge(&mut pass, &underlay.blackhole).await;
+        // 2. Removals first (they free names, and withdraw before anything else).
+        self.remove_routers(&mut pass, &s).await;
+        // 3. L2, exactly like a hypervisor.
+        let vnis: BTreeSet<u32> = desired.networks().map(|n| n.vni).collect();
+        l2::converge(&mut pass, &vnis, underlay.loopback).await;
+        // 4. Routers, then (4b) their Direct Connect speakers.
+        let served = self.converge_routers(&mut pass, &s).await;
+        self.converge_dc(&mut pass, &s, &served).await;
+        // Announce what runs: a router whose creation failed is not announced; one that was
+        // already running keeps its announcements through a transient error.
+        let running = &s.running;
+        s.d.announce
+            .retain(|id| served.contains(id) || running.contains(id));
+        // 6. Health checks, then 5. FRR, after the host routes exist.
+        self.sync_health(&mut pass, &s, &served);
+        self.converge_frr(&mut pass, underlay, &s).await;
+        pass.into()
     }
 
     async fn lb_status(&mut self) -> BTreeMap<String, LbStatus> {

@@ -4,65 +4,22 @@
 //! `ip netns exec NS`, never entered by the agent itself.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::Deserialize;
-use sf_linux::links::OWNER_ALIAS;
+use sf_linux::links::{parse_links, Link, OWNER_ALIAS};
 use sf_linux::{run, DeviceError};
 
 use crate::nft;
-use crate::plan::{Action, HostState, NetLink, NsState, Route};
+use crate::plan::{Action, HostState, NsState, Route};
 
-#[derive(Deserialize)]
-struct RawAddrLink {
-    ifname: String,
-    #[serde(default)]
-    flags: Vec<String>,
-    master: Option<String>,
-    ifalias: Option<String>,
-    address: Option<String>,
-    linkinfo: Option<RawInfo>,
-    #[serde(default)]
-    addr_info: Vec<RawAddr>,
-}
-#[derive(Deserialize)]
-struct RawInfo {
-    info_kind: Option<String>,
-}
-#[derive(Deserialize)]
-struct RawAddr {
-    family: Option<String>,
-    local: Option<String>,
-    prefixlen: Option<u8>,
-}
-
-/// Parses `ip -j -d addr show`.
-pub fn parse_addr_links(json: &str) -> Result<Vec<NetLink>, String> {
+/// Parses `ip -j -d addr show` (sf-linux's link parser; a namespace without output has no
+/// links).
+pub fn parse_addr_links(json: &str) -> Result<Vec<Link>, String> {
     if json.trim().is_empty() {
         return Ok(vec![]);
     }
-    let raw: Vec<RawAddrLink> = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    Ok(raw
-        .into_iter()
-        .map(|r| NetLink {
-            name: r.ifname,
-            kind: r.linkinfo.and_then(|i| i.info_kind),
-            master: r.master,
-            owned: r.ifalias.as_deref() == Some(OWNER_ALIAS),
-            up: r.flags.iter().any(|f| f == "UP"),
-            mac: r.address,
-            addrs: r
-                .addr_info
-                .iter()
-                .filter(|a| a.family.as_deref() == Some("inet"))
-                .filter_map(|a| {
-                    let ip: Ipv4Addr = a.local.as_deref()?.parse().ok()?;
-                    Ipv4Net::new(ip, a.prefixlen?).ok()
-                })
-                .collect(),
-        })
-        .collect())
+    parse_links(json)
 }
 
 #[derive(Deserialize)]
@@ -129,7 +86,7 @@ pub async fn namespaces(prefix: &str) -> Result<BTreeSet<String>, DeviceError> {
         .collect())
 }
 
-async fn links_routes(ns: Option<&str>) -> Result<(Vec<NetLink>, Vec<Route>), DeviceError> {
+async fn links_routes(ns: Option<&str>) -> Result<(Vec<Link>, Vec<Route>), DeviceError> {
     let with_ns = |args: &[&'static str]| -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
         if let Some(n) = ns {

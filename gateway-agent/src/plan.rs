@@ -14,25 +14,13 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use sf_agent::LeaseState;
 use sf_core::desired::VpcRouter;
+use sf_linux::links::Link;
 
 use crate::names::{
     self, dc_host, dc_ns, netns_name, parse_dc_ns, parse_host_link, parse_tier_ns, tier_host,
     tier_ns, transit_addrs, transit_host, HostLink, TRANSIT_NS,
 };
 use crate::{dc, nft};
-
-/// A link as observed (`ip -j -d addr show`), with its IPv4 addresses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NetLink {
-    pub name: String,
-    pub kind: Option<String>,
-    pub master: Option<String>,
-    /// Carries the `stackfabric` ifalias.
-    pub owned: bool,
-    pub up: bool,
-    pub mac: Option<String>,
-    pub addrs: Vec<Ipv4Net>,
-}
 
 /// A non-connected IPv4 route of the main table.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,7 +33,7 @@ pub struct Route {
 /// One VPC namespace as observed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NsState {
-    pub links: Vec<NetLink>,
+    pub links: Vec<Link>,
     pub routes: Vec<Route>,
     pub forwarding: bool,
     /// Digest comment of the `ip stackfabric` table, if the table exists.
@@ -57,18 +45,18 @@ pub struct NsState {
 /// The gateway host namespace as observed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostState {
-    pub links: Vec<NetLink>,
+    pub links: Vec<Link>,
     pub routes: Vec<Route>,
     pub forwarding: bool,
 }
 
 impl NsState {
-    pub fn link(&self, name: &str) -> Option<&NetLink> {
+    pub fn link(&self, name: &str) -> Option<&Link> {
         self.links.iter().find(|l| l.name == name)
     }
 }
 impl HostState {
-    pub fn link(&self, name: &str) -> Option<&NetLink> {
+    pub fn link(&self, name: &str) -> Option<&Link> {
         self.links.iter().find(|l| l.name == name)
     }
 }
@@ -315,112 +303,69 @@ fn plan_addrs(
     }
 }
 
-/// One veth pair: creates it when either end is missing, else converges both ends.
-#[allow(clippy::too_many_arguments)]
-fn plan_pair(
-    ns_name: &str,
-    host: &HostState,
-    ns: &NsState,
-    host_name: &str,
-    peer: &str,
-    master: Option<&str>,
-    host_addrs: &[Ipv4Net],
-    peer_mac: Option<&str>,
-    peer_addrs: &[Ipv4Net],
-    a: &mut Vec<Action>,
-    errors: &mut Vec<String>,
-) {
-    let hl = host.link(host_name);
-    let pl = ns.link(peer);
-    if let Some(h) = hl {
-        if !h.owned {
-            errors.push(format!(
-                "{host_name} exists but was not created by StackFabric; left alone"
-            ));
-            return;
-        }
-    }
-    let ns_s = Some(ns_name.to_string());
-    match (hl, pl) {
-        (Some(h), Some(p))
-            if h.kind.as_deref() == Some("veth") && p.kind.as_deref() == Some("veth") =>
-        {
-            if let Some(m) = master {
-                if h.master.as_deref() != Some(m) {
-                    a.push(Action::SetMaster {
-                        link: host_name.into(),
-                        master: m.into(),
-                    });
-                }
+/// One veth pair of a router: `host` in the gateway's namespace (optionally in bridge
+/// `master`), `peer` in the router's namespace (optionally with MAC `peer_mac`), and the
+/// IPv4 addresses each end must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair<'a> {
+    pub host: String,
+    pub peer: String,
+    pub master: Option<String>,
+    pub host_addrs: Vec<Ipv4Net>,
+    pub peer_mac: Option<&'a str>,
+    pub peer_addrs: Vec<Ipv4Net>,
+}
+
+/// The veth pairs router `r` needs, in the order they are planned: tiers by VNI, Direct
+/// Connect hand-offs (joined like a tier: `brvx-<vni>`, virtual MAC, but with the DC's own
+/// address and none of a tier's NAT/ACL semantics, see [`crate::dc`]), then transit.
+pub fn pairs(r: &VpcRouter) -> Vec<Pair<'_>> {
+    let mut tiers: Vec<_> = r.tiers.iter().collect();
+    tiers.sort_by_key(|t| t.vni);
+    let mut v: Vec<Pair> = tiers
+        .iter()
+        .map(|t| {
+            let mut addrs = vec![Ipv4Net::new(t.gateway, t.cidr.prefix_len()).expect("valid")];
+            addrs.extend(nft::tier_vips(r, &t.cidr, t.gateway));
+            Pair {
+                host: tier_host(r.id, t.vni),
+                peer: tier_ns(t.vni),
+                master: Some(sf_linux::l2::bridge_name(t.vni)),
+                host_addrs: vec![],
+                peer_mac: Some(&r.mac),
+                peer_addrs: addrs,
             }
-            plan_addrs(None, host_name, &h.addrs, host_addrs, a);
-            if !h.up {
-                a.push(Action::SetUp {
-                    ns: None,
-                    link: host_name.into(),
-                });
-            }
-            if let Some(mac) = peer_mac {
-                if p.mac.as_deref().map(str::to_ascii_lowercase) != Some(mac.to_ascii_lowercase()) {
-                    a.push(Action::SetMac {
-                        ns: ns_name.into(),
-                        link: peer.into(),
-                        mac: mac.into(),
-                    });
-                }
-            }
-            plan_addrs(Some(ns_name), peer, &p.addrs, peer_addrs, a);
-            if !p.up {
-                a.push(Action::SetUp {
-                    ns: ns_s,
-                    link: peer.into(),
-                });
-            }
-        }
-        _ => {
-            // Half a pair (or a wrong kind): recreate from scratch.
-            if hl.is_some() {
-                a.push(Action::DelLink {
-                    ns: None,
-                    link: host_name.into(),
-                });
-            }
-            if pl.is_some() {
-                a.push(Action::DelLink {
-                    ns: ns_s.clone(),
-                    link: peer.into(),
-                });
-            }
-            a.push(Action::AddVeth {
-                host: host_name.into(),
-                peer: peer.into(),
-                ns: ns_name.into(),
-            });
-            if let Some(m) = master {
-                a.push(Action::SetMaster {
-                    link: host_name.into(),
-                    master: m.into(),
-                });
-            }
-            plan_addrs(None, host_name, &[], host_addrs, a);
-            a.push(Action::SetUp {
-                ns: None,
-                link: host_name.into(),
-            });
-            if let Some(mac) = peer_mac {
-                a.push(Action::SetMac {
-                    ns: ns_name.into(),
-                    link: peer.into(),
-                    mac: mac.into(),
-                });
-            }
-            plan_addrs(Some(ns_name), peer, &[], peer_addrs, a);
-            a.push(Action::SetUp {
-                ns: ns_s,
-                link: peer.into(),
-            });
-        }
-    }
+        })
+        .collect();
+    v.extend(dc::usable(r).0.iter().map(|d| Pair {
+        host: dc_host(r.id, d.vni),
+        peer: dc_ns(d.vni),
+        master: Some(sf_linux::l2::bridge_name(d.vni)),
+        host_addrs: vec![],
+        peer_mac: Some(&r.mac),
+        peer_addrs: vec![d.local],
+    }));
+    let (h, n) = transit_addrs(r.id).expect("validated id");
+    v.push(Pair {
+        host: transit_host(r.id),
+        peer: TRANSIT_NS.into(),
+        master: None,
+        host_addrs: vec![Ipv4Net::new(h, 31).expect("/31")],
+        peer_mac: None,
+        peer_addrs: vec![Ipv4Net::new(n, 31).expect("/31")],
+    });
+    v
+}
+
+/// The planning of one router: what was observed, and the plan so far.
+struct RouterPlan<'a> {
+    r: &'a VpcRouter,
+    /// The router's namespace.
+    ns: String,
+    host: &'a HostState,
+    st: &'a NsState,
+    a: Vec<Action>,
+    errors: Vec<String>,
 }
 
 /// Plan for one desired router; `ns` is its namespace's observed state (None: missing);
@@ -433,216 +378,312 @@ pub fn plan_router(
     ns: Option<&NsState>,
     lbs: &[Arc<nft::LbTable>],
 ) -> (Vec<Action>, Vec<String>) {
-    let mut a = Vec::new();
-    let mut errors = validate_router(r);
+    let errors = validate_router(r);
     if !errors.is_empty() {
-        return (a, errors);
+        return (Vec::new(), errors);
     }
-    let ns_name = netns_name(prefix, r.id);
     let empty = NsState::default();
-    let st = match ns {
-        Some(s) => s,
-        None => {
-            a.push(Action::AddNetns {
-                ns: ns_name.clone(),
-            });
-            &empty
-        }
-    };
-    if !st.forwarding {
-        a.push(Action::SetForwarding {
-            ns: Some(ns_name.clone()),
-        });
-    }
-    let mut tiers: Vec<_> = r.tiers.iter().collect();
-    tiers.sort_by_key(|t| t.vni);
-    for t in &tiers {
-        let mut addrs = vec![Ipv4Net::new(t.gateway, t.cidr.prefix_len()).expect("valid prefix")];
-        addrs.extend(nft::tier_vips(r, &t.cidr, t.gateway));
-        plan_pair(
-            &ns_name,
-            host,
-            st,
-            &tier_host(r.id, t.vni),
-            &tier_ns(t.vni),
-            Some(&sf_linux::l2::bridge_name(t.vni)),
-            &[],
-            Some(&r.mac),
-            &addrs,
-            &mut a,
-            &mut errors,
-        );
-    }
-    // Direct Connect hand-off segments: joined like a tier (brvx-<vni>, virtual MAC), but
-    // with the DC's own address and none of a tier's NAT/ACL semantics (see crate::dc).
-    let (dcs, _) = dc::usable(r);
-    for d in &dcs {
-        plan_pair(
-            &ns_name,
-            host,
-            st,
-            &dc_host(r.id, d.vni),
-            &dc_ns(d.vni),
-            Some(&sf_linux::l2::bridge_name(d.vni)),
-            &[],
-            Some(&r.mac),
-            &[d.local],
-            &mut a,
-            &mut errors,
-        );
-    }
-    let (h, n) = transit_addrs(r.id).expect("validated id");
-    plan_pair(
-        &ns_name,
+    let mut p = RouterPlan {
+        r,
+        ns: netns_name(prefix, r.id),
         host,
-        st,
-        &transit_host(r.id),
-        TRANSIT_NS,
-        None,
-        &[Ipv4Net::new(h, 31).expect("/31")],
-        None,
-        &[Ipv4Net::new(n, 31).expect("/31")],
-        &mut a,
-        &mut errors,
-    );
-    // Tiers that went away: deleting the host end removes the pair.
-    let vnis: BTreeSet<u32> = tiers.iter().map(|t| t.vni).collect();
-    for l in &host.links {
-        if let Some(HostLink::Tier { id, vni }) = parse_host_link(&l.name) {
-            if id == r.id && l.owned && !vnis.contains(&vni) {
-                a.push(Action::DelLink {
-                    ns: None,
-                    link: l.name.clone(),
-                });
-            }
-        }
+        st: ns.unwrap_or(&empty),
+        a: Vec::new(),
+        errors,
+    };
+    p.namespace(ns.is_some());
+    for pair in pairs(r) {
+        p.pair(&pair);
     }
-    for l in &st.links {
-        if parse_tier_ns(&l.name).is_some_and(|v| !vnis.contains(&v))
-            && !host.links.iter().any(|h| {
-                h.owned
-                    && parse_host_link(&h.name)
-                        == Some(HostLink::Tier {
-                            id: r.id,
-                            vni: parse_tier_ns(&l.name).unwrap(),
-                        })
-            })
-        {
-            a.push(Action::DelLink {
-                ns: Some(ns_name.clone()),
-                link: l.name.clone(),
-            });
-        }
-    }
-    // Direct Connects that went away.
-    let dc_vnis: BTreeSet<u32> = dcs.iter().map(|d| d.vni).collect();
-    for l in &host.links {
-        if let Some(HostLink::Dc { id, vni }) = parse_host_link(&l.name) {
-            if id == r.id && l.owned && !dc_vnis.contains(&vni) {
-                a.push(Action::DelLink {
-                    ns: None,
-                    link: l.name.clone(),
-                });
-            }
-        }
-    }
-    for l in &st.links {
-        if let Some(vni) = parse_dc_ns(&l.name) {
-            let host_end = host.links.iter().any(|h| {
-                h.owned && parse_host_link(&h.name) == Some(HostLink::Dc { id: r.id, vni })
-            });
-            if !dc_vnis.contains(&vni) && !host_end {
-                a.push(Action::DelLink {
-                    ns: Some(ns_name.clone()),
-                    link: l.name.clone(),
-                });
-            }
-        }
-    }
-    // Routes inside the VPC namespace.
-    let want = ns_routes(r);
-    for w in &want {
-        if !st.routes.iter().any(|o| satisfies(o, w)) {
-            a.push(Action::ReplaceRoute {
-                ns: Some(ns_name.clone()),
-                route: w.clone(),
-            });
-        }
-    }
-    for o in &st.routes {
-        if !want.iter().any(|w| w.dst == o.dst) {
-            a.push(Action::DelRoute {
-                ns: Some(ns_name.clone()),
-                route: o.clone(),
-            });
-        }
-    }
+    p.stale_tiers();
+    p.stale_dcs();
+    p.ns_routes();
     // NAT and load balancers, before the public routes attract traffic.
-    let table = nft::render_nft(r);
-    let table_digest = nft::digest_of(&table).unwrap_or_default();
-    let n_lbs = nft::load_balancers(r).len();
-    if lbs.len() != n_lbs {
-        errors.push(format!(
-            "vpc {}: {} Maglev tables for {n_lbs} load balancers",
-            r.id,
-            lbs.len()
-        ));
-        return (a, errors);
+    if p.nft(lbs) {
+        p.host_routes();
     }
-    let digests: BTreeMap<usize, String> = lbs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (i, t.digest.clone()))
-        .collect();
-    if st.nft_digest.as_deref() != Some(table_digest.as_str()) {
-        a.push(Action::LoadNft {
-            ns: ns_name.clone(),
-            table,
-            lbs: nft::LbLoad {
-                table_digest,
-                digests,
-                maps: lbs.iter().cloned().enumerate().collect(),
-            },
-        });
-    } else if st.lb_digests != digests {
-        a.push(Action::LoadLbMaps {
-            ns: ns_name.clone(),
-            lbs: nft::LbLoad {
-                table_digest,
-                maps: lbs
-                    .iter()
-                    .cloned()
-                    .enumerate()
-                    .filter(|(i, t)| st.lb_digests.get(i) != Some(&t.digest))
-                    .collect(),
-                digests,
-            },
-        });
+    (p.a, p.errors)
+}
+
+impl RouterPlan<'_> {
+    fn ns(&self) -> Option<String> {
+        Some(self.ns.clone())
     }
-    // Public /32s into the namespace (before FRR's `network` statements can activate).
-    let dev = transit_host(r.id);
-    let want = host_routes(r);
-    for w in &want {
-        if !host.routes.iter().any(|o| satisfies(o, w)) {
-            a.push(Action::ReplaceRoute {
+
+    /// The namespace (when missing) and its forwarding.
+    fn namespace(&mut self, exists: bool) {
+        if !exists {
+            self.a.push(Action::AddNetns {
+                ns: self.ns.clone(),
+            });
+        }
+        if !self.st.forwarding {
+            self.a.push(Action::SetForwarding { ns: self.ns() });
+        }
+    }
+
+    /// One veth pair: created when either end is missing (or of a wrong kind), else both
+    /// ends converged. A host end with our name that we did not create is left alone.
+    fn pair(&mut self, p: &Pair) {
+        let (host, st) = (self.host, self.st);
+        let (hl, pl) = (host.link(&p.host), st.link(&p.peer));
+        if hl.is_some_and(|h| !h.owned) {
+            self.errors.push(format!(
+                "{} exists but was not created by StackFabric; left alone",
+                p.host
+            ));
+            return;
+        }
+        match (hl, pl) {
+            (Some(h), Some(l)) if is_veth(h) && is_veth(l) => self.converge_pair(p, h, l),
+            _ => self.recreate_pair(p, hl.is_some(), pl.is_some()),
+        }
+    }
+
+    fn converge_pair(&mut self, p: &Pair, h: &Link, l: &Link) {
+        if let Some(m) = &p.master {
+            if h.master.as_deref() != Some(m.as_str()) {
+                self.a.push(Action::SetMaster {
+                    link: p.host.clone(),
+                    master: m.clone(),
+                });
+            }
+        }
+        plan_addrs(None, &p.host, &h.addrs, &p.host_addrs, &mut self.a);
+        if !h.up {
+            self.a.push(Action::SetUp {
                 ns: None,
-                route: w.clone(),
+                link: p.host.clone(),
+            });
+        }
+        if let Some(mac) = p.peer_mac {
+            if l.mac.as_deref().map(str::to_ascii_lowercase) != Some(mac.to_ascii_lowercase()) {
+                self.set_mac(p, mac);
+            }
+        }
+        plan_addrs(
+            Some(&self.ns),
+            &p.peer,
+            &l.addrs,
+            &p.peer_addrs,
+            &mut self.a,
+        );
+        if !l.up {
+            self.a.push(Action::SetUp {
+                ns: self.ns(),
+                link: p.peer.clone(),
             });
         }
     }
-    for o in host
-        .routes
-        .iter()
-        .filter(|o| o.dev.as_deref() == Some(dev.as_str()))
-    {
-        if !want.iter().any(|w| satisfies(o, w)) {
-            a.push(Action::DelRoute {
+
+    /// Half a pair (or a wrong kind): recreate from scratch.
+    fn recreate_pair(&mut self, p: &Pair, host_exists: bool, peer_exists: bool) {
+        if host_exists {
+            self.a.push(Action::DelLink {
                 ns: None,
-                route: o.clone(),
+                link: p.host.clone(),
             });
         }
+        if peer_exists {
+            self.a.push(Action::DelLink {
+                ns: self.ns(),
+                link: p.peer.clone(),
+            });
+        }
+        self.a.push(Action::AddVeth {
+            host: p.host.clone(),
+            peer: p.peer.clone(),
+            ns: self.ns.clone(),
+        });
+        if let Some(m) = &p.master {
+            self.a.push(Action::SetMaster {
+                link: p.host.clone(),
+                master: m.clone(),
+            });
+        }
+        plan_addrs(None, &p.host, &[], &p.host_addrs, &mut self.a);
+        self.a.push(Action::SetUp {
+            ns: None,
+            link: p.host.clone(),
+        });
+        if let Some(mac) = p.peer_mac {
+            self.set_mac(p, mac);
+        }
+        plan_addrs(Some(&self.ns), &p.peer, &[], &p.peer_addrs, &mut self.a);
+        self.a.push(Action::SetUp {
+            ns: self.ns(),
+            link: p.peer.clone(),
+        });
     }
-    (a, errors)
+
+    fn set_mac(&mut self, p: &Pair, mac: &str) {
+        self.a.push(Action::SetMac {
+            ns: self.ns.clone(),
+            link: p.peer.clone(),
+            mac: mac.into(),
+        });
+    }
+
+    /// Tiers that went away: deleting the host end removes the pair; a namespace end
+    /// without its host end is deleted itself.
+    fn stale_tiers(&mut self) {
+        let (r, host, st) = (self.r, self.host, self.st);
+        let vnis: BTreeSet<u32> = r.tiers.iter().map(|t| t.vni).collect();
+        for l in &host.links {
+            if let Some(HostLink::Tier { id, vni }) = parse_host_link(&l.name) {
+                if id == r.id && l.owned && !vnis.contains(&vni) {
+                    self.del_link(None, &l.name);
+                }
+            }
+        }
+        for l in &st.links {
+            let Some(vni) = parse_tier_ns(&l.name) else {
+                continue;
+            };
+            if !vnis.contains(&vni) && !owned_host_end(host, HostLink::Tier { id: r.id, vni }) {
+                self.del_link(self.ns(), &l.name);
+            }
+        }
+    }
+
+    /// Direct Connects that went away, like tiers.
+    fn stale_dcs(&mut self) {
+        let (r, host, st) = (self.r, self.host, self.st);
+        let vnis: BTreeSet<u32> = dc::usable(r).0.iter().map(|d| d.vni).collect();
+        for l in &host.links {
+            if let Some(HostLink::Dc { id, vni }) = parse_host_link(&l.name) {
+                if id == r.id && l.owned && !vnis.contains(&vni) {
+                    self.del_link(None, &l.name);
+                }
+            }
+        }
+        for l in &st.links {
+            let Some(vni) = parse_dc_ns(&l.name) else {
+                continue;
+            };
+            if !vnis.contains(&vni) && !owned_host_end(host, HostLink::Dc { id: r.id, vni }) {
+                self.del_link(self.ns(), &l.name);
+            }
+        }
+    }
+
+    fn del_link(&mut self, ns: Option<String>, link: &str) {
+        self.a.push(Action::DelLink {
+            ns,
+            link: link.into(),
+        });
+    }
+
+    /// Routes inside the VPC namespace.
+    fn ns_routes(&mut self) {
+        let st = self.st;
+        let want = ns_routes(self.r);
+        for w in &want {
+            if !st.routes.iter().any(|o| satisfies(o, w)) {
+                self.a.push(Action::ReplaceRoute {
+                    ns: self.ns(),
+                    route: w.clone(),
+                });
+            }
+        }
+        for o in &st.routes {
+            if !want.iter().any(|w| w.dst == o.dst) {
+                self.a.push(Action::DelRoute {
+                    ns: self.ns(),
+                    route: o.clone(),
+                });
+            }
+        }
+    }
+
+    /// The NAT table and load balancer maps: the whole table when its digest differs, else
+    /// only the maps whose content changed. False (and an error) when `lbs` does not match
+    /// the router's load balancers.
+    fn nft(&mut self, lbs: &[Arc<nft::LbTable>]) -> bool {
+        let (r, st) = (self.r, self.st);
+        let n_lbs = nft::load_balancers(r).len();
+        if lbs.len() != n_lbs {
+            self.errors.push(format!(
+                "vpc {}: {} Maglev tables for {n_lbs} load balancers",
+                r.id,
+                lbs.len()
+            ));
+            return false;
+        }
+        let table = nft::render_nft(r);
+        let table_digest = nft::digest_of(&table).unwrap_or_default();
+        let digests: BTreeMap<usize, String> = lbs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i, t.digest.clone()))
+            .collect();
+        if st.nft_digest.as_deref() != Some(table_digest.as_str()) {
+            self.a.push(Action::LoadNft {
+                ns: self.ns.clone(),
+                table,
+                lbs: nft::LbLoad {
+                    table_digest,
+                    digests,
+                    maps: lbs.iter().cloned().enumerate().collect(),
+                },
+            });
+        } else if st.lb_digests != digests {
+            let maps = lbs
+                .iter()
+                .cloned()
+                .enumerate()
+                .filter(|(i, t)| st.lb_digests.get(i) != Some(&t.digest))
+                .collect();
+            self.a.push(Action::LoadLbMaps {
+                ns: self.ns.clone(),
+                lbs: nft::LbLoad {
+                    table_digest,
+                    maps,
+                    digests,
+                },
+            });
+        }
+        true
+    }
+
+    /// Public /32s into the namespace (before FRR's `network` statements can activate);
+    /// stale ones through this router's transit link withdrawn.
+    fn host_routes(&mut self) {
+        let host = self.host;
+        let dev = transit_host(self.r.id);
+        let want = host_routes(self.r);
+        for w in &want {
+            if !host.routes.iter().any(|o| satisfies(o, w)) {
+                self.a.push(Action::ReplaceRoute {
+                    ns: None,
+                    route: w.clone(),
+                });
+            }
+        }
+        for o in host
+            .routes
+            .iter()
+            .filter(|o| o.dev.as_deref() == Some(dev.as_str()))
+        {
+            if !want.iter().any(|w| satisfies(o, w)) {
+                self.a.push(Action::DelRoute {
+                    ns: None,
+                    route: o.clone(),
+                });
+            }
+        }
+    }
+}
+
+fn is_veth(l: &Link) -> bool {
+    l.kind.as_deref() == Some("veth")
+}
+
+/// Whether the host has our end `which` of a pair.
+fn owned_host_end(host: &HostState, which: HostLink) -> bool {
+    host.links
+        .iter()
+        .any(|h| h.owned && parse_host_link(&h.name) == Some(which))
 }
 
 /// Removing router `id`: public routes first (withdrawal), then its host veths (which takes
@@ -686,7 +727,7 @@ pub fn apply_in_memory(
         vpcs: &'a mut BTreeMap<u32, NsState>,
         prefix: &str,
         ns: &Option<String>,
-    ) -> Option<&'a mut Vec<NetLink>> {
+    ) -> Option<&'a mut Vec<Link>> {
         match ns {
             None => Some(&mut host.links),
             Some(n) => vpcs
@@ -766,14 +807,14 @@ pub fn apply_in_memory(
                 }
             }
             Action::AddVeth { host: h, peer, ns } => {
-                host.links.push(NetLink {
+                host.links.push(Link {
                     name: h.clone(),
                     kind: Some("veth".into()),
                     owned: true,
                     ..Default::default()
                 });
                 if let Some(s) = names::netns_id(prefix, ns).and_then(|id| vpcs.get_mut(&id)) {
-                    s.links.push(NetLink {
+                    s.links.push(Link {
                         name: peer.clone(),
                         kind: Some("veth".into()),
                         owned: true,
@@ -859,8 +900,8 @@ mod tests {
             .collect()
     }
 
-    fn bridge(vni: u32) -> NetLink {
-        NetLink {
+    fn bridge(vni: u32) -> Link {
+        Link {
             name: format!("brvx-{vni}"),
             kind: Some("bridge".into()),
             owned: true,
@@ -1129,6 +1170,58 @@ mod tests {
     }
 
     #[test]
+    fn pairs_are_tiers_by_vni_then_direct_connects_then_transit() {
+        let mut r = nft::example();
+        r.tiers.push(RouterTier {
+            name: "db".into(),
+            vni: 1_000_000,
+            cidr: "10.10.2.0/24".parse().unwrap(),
+            gateway: "10.10.2.1".parse().unwrap(),
+            acl: None,
+        });
+        r.direct_connects
+            .push(sf_core::desired::DirectConnectPeering {
+                name: "hq".into(),
+                vni: 1_000_100,
+                local: "169.254.100.1/30".parse().unwrap(),
+                peer: "169.254.100.2".parse().unwrap(),
+                local_asn: 65010,
+                peer_asn: 65100,
+                accept: vec![],
+                announce: vec![],
+            });
+        let p = pairs(&r);
+        let names: Vec<(&str, &str)> = p
+            .iter()
+            .map(|p| (p.host.as_str(), p.peer.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("g7v1000000", "t1000000"),
+                ("g7v1000001", "t1000001"),
+                ("g7d1000100", "d1000100"),
+                ("gx7", "transit")
+            ]
+        );
+        assert_eq!(p[0].master.as_deref(), Some("brvx-1000000"));
+        assert_eq!(p[0].peer_mac, Some(r.mac.as_str()));
+        assert_eq!(
+            p[0].peer_addrs[0],
+            "10.10.2.1/24".parse::<Ipv4Net>().unwrap()
+        );
+        assert_eq!(
+            p[2].peer_addrs,
+            vec!["169.254.100.1/30".parse::<Ipv4Net>().unwrap()]
+        );
+        assert_eq!((p[3].master.as_deref(), p[3].peer_mac), (None, None));
+        assert_eq!(
+            p[3].host_addrs,
+            vec!["198.18.0.14/31".parse::<Ipv4Net>().unwrap()]
+        );
+    }
+
+    #[test]
     fn drift_is_repaired() {
         let r = nft::example();
         let (mut h, mut v) = (host(), BTreeMap::new());
@@ -1185,7 +1278,7 @@ mod tests {
         }));
         // A link with our name that we did not create is reported, not touched.
         let mut h2 = host();
-        h2.links.push(NetLink {
+        h2.links.push(Link {
             name: "gx7".into(),
             kind: Some("veth".into()),
             ..Default::default()

@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
 use sf_core::desired::{L2Network, NodeDesired};
+use sf_linux::converge::{Pass, ReconcileError};
 use sf_linux::frr::{expected_lines, render, Frr};
-use sf_linux::links;
+use sf_linux::l2::{self, foreign_vnis};
+use sf_linux::links::{self, Link};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::acl;
-
-use sf_linux::l2::{execute, foreign_vnis, plan};
 
 pub struct Hypervisor {
     pub node: String,
@@ -81,6 +81,22 @@ impl Hypervisor {
     }
 }
 
+impl Hypervisor {
+    /// East-west ACLs over the bridges (they exist now) and the observed VM ports.
+    async fn converge_acl(&mut self, pass: &mut Pass, nets: &[&L2Network], links: &[Link]) {
+        let rs = acl::render(nets, &acl::vm_ports(links));
+        pass.refused("ACL", rs.errors.iter().map(|e| format!("ACL: {e}")));
+        let t = std::time::Instant::now();
+        self.last_acl_change = None;
+        let applied = acl::apply(&rs).await;
+        if let Ok(true) = applied {
+            self.last_acl_change = Some(t.elapsed());
+            info!(digest = %rs.digest, tiers = rs.objects.len(), elapsed_ms = t.elapsed().as_millis() as u64, "ACL table applied");
+        }
+        pass.applied("ACL", applied);
+    }
+}
+
 #[async_trait::async_trait]
 impl Dataplane for Hypervisor {
     async fn reconcile(
@@ -88,67 +104,28 @@ impl Dataplane for Hypervisor {
         desired: &NodeDesired,
         _ctx: &ReconcileContext,
     ) -> ReconcileReport {
-        let mut report = ReconcileReport::default();
+        let mut pass = Pass::default();
         self.passes += 1;
         let Some(underlay) = desired.underlay() else {
-            report.errors.push("desired state has no underlay".into());
-            return report;
+            pass.error(ReconcileError::NoUnderlay);
+            return pass.into();
         };
         let vnis: BTreeSet<u32> = desired.networks().map(|n| n.vni).collect();
-        let (observed, lo) = match (links::observe().await, links::addresses("lo").await) {
-            (Ok(l), Ok(a)) => (l, a),
-            (Err(e), _) | (_, Err(e)) => {
-                report.errors.push(format!("observing links: {e}"));
-                return report;
-            }
+        let Some(observed) = l2::converge(&mut pass, &vnis, underlay.loopback).await else {
+            return pass.into();
         };
-        let p = plan(&vnis, underlay.loopback, &lo, &observed);
-        report.errors.extend(p.errors);
-        for action in &p.actions {
-            match execute(action).await {
-                Ok(()) => {
-                    info!(?action, "applied");
-                    report.changes += 1;
-                }
-                Err(e) => {
-                    warn!(?action, error = %e, "action failed");
-                    report.errors.push(e.to_string());
-                }
-            }
-        }
-        // East-west ACLs over the bridges (they exist now) and the observed VM ports.
         let nets: Vec<&L2Network> = desired.networks().collect();
-        let rs = acl::render(&nets, &acl::vm_ports(&observed));
-        report
-            .errors
-            .extend(rs.errors.iter().map(|e| format!("ACL: {e}")));
-        let t = std::time::Instant::now();
-        self.last_acl_change = None;
-        match acl::apply(&rs).await {
-            Ok(true) => {
-                self.last_acl_change = Some(t.elapsed());
-                info!(digest = %rs.digest, tiers = rs.objects.len(), elapsed_ms = t.elapsed().as_millis() as u64, "ACL table applied");
-                report.changes += 1;
-            }
-            Ok(false) => {}
-            Err(e) => report.errors.push(format!("ACL: {e}")),
-        }
+        self.converge_acl(&mut pass, &nets, &observed.links).await;
         if self.skip_frr {
-            return report;
+            return pass.into();
         }
         // FRR after the links, so the VTEP exists before advertise-all-vni sees the VNIs.
         // Re-verify FRR every 10th pass (cheap delta, catches drift).
         let config = render(&self.node, underlay);
-        match self
-            .frr
-            .apply(&config, &expected_lines(underlay), self.passes % 10 == 1)
-            .await
-        {
-            Ok(true) => report.changes += 1,
-            Ok(false) => {}
-            Err(e) => report.errors.push(format!("FRR: {e}")),
-        }
-        report
+        let force = self.passes % 10 == 1;
+        let expect = expected_lines(underlay);
+        pass.applied("FRR", self.frr.apply(&config, &expect, force).await);
+        pass.into()
     }
 
     fn wakeup(&self) -> Option<Arc<Notify>> {

@@ -5,11 +5,15 @@
 
 pub mod ports;
 
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
 use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
-use sf_core::desired::NodeDesired;
+use sf_core::desired::{L2Network, NodeDesired};
+use sf_linux::converge::{OnFailure, Pass, Plan, ReconcileError};
 use sf_linux::frr::{expected_lines, render, Frr};
-use sf_linux::{blackhole, l2, links};
-use tracing::info;
+use sf_linux::links::{self, Link};
+use sf_linux::{blackhole, l2};
 
 pub struct Switch {
     pub node: String,
@@ -34,75 +38,40 @@ impl Dataplane for Switch {
         desired: &NodeDesired,
         _ctx: &ReconcileContext,
     ) -> ReconcileReport {
-        let mut report = ReconcileReport::default();
+        let mut pass = Pass::default();
         self.passes += 1;
         let Some(u) = desired.underlay() else {
-            report.errors.push("desired state has no underlay".into());
-            return report;
+            pass.error(ReconcileError::NoUnderlay);
+            return pass.into();
         };
-        match links::addresses("lo").await {
-            Ok(a) if a.contains(&u.loopback) => {}
-            Ok(_) => match links::ip(&["addr", "add", &format!("{}/32", u.loopback), "dev", "lo"])
-                .await
-            {
-                Ok(()) => report.changes += 1,
-                Err(e) => report.errors.push(e.to_string()),
-            },
-            Err(e) => report.errors.push(e.to_string()),
-        }
+        let loopback = |lo: &Vec<Ipv4Addr>| {
+            let add =
+                (!lo.contains(&u.loopback)).then_some(l2::Action::AddLoopbackAddress(u.loopback));
+            Plan::new(add.into_iter().collect(), vec![])
+        };
+        pass.converge(
+            "loopback",
+            links::addresses("lo"),
+            loopback,
+            OnFailure::Continue,
+        )
+        .await;
         // VNIs this switch terminates: `vxlan<VNI>` in `brvx-<VNI>` (the same layout as a
         // hypervisor's), then the server-facing members of those bridges.
-        let nets: Vec<&sf_core::desired::L2Network> = desired.networks().collect();
-        let vnis: std::collections::BTreeSet<u32> = nets.iter().map(|n| n.vni).collect();
-        match (links::observe().await, links::addresses("lo").await) {
-            (Ok(observed), Ok(lo)) => {
-                let p = l2::plan(&vnis, u.loopback, &lo, &observed);
-                report.errors.extend(p.errors);
-                for a in &p.actions {
-                    match l2::execute(a).await {
-                        Ok(()) => {
-                            info!(action = ?a, "applied");
-                            report.changes += 1;
-                        }
-                        Err(e) => report.errors.push(e.to_string()),
-                    }
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => report.errors.push(format!("observing links: {e}")),
-        }
-        match links::observe().await {
-            Ok(observed) => {
-                let (actions, errors) = ports::plan(&ports::wanted(&nets), &observed);
-                report.errors.extend(errors);
-                for a in &actions {
-                    match ports::execute(a).await {
-                        Ok(()) => {
-                            info!(action = ?a, "applied");
-                            report.changes += 1;
-                        }
-                        Err(e) => report.errors.push(e.to_string()),
-                    }
-                }
-            }
-            Err(e) => report.errors.push(format!("observing links: {e}")),
-        }
+        let nets: Vec<&L2Network> = desired.networks().collect();
+        let vnis: BTreeSet<u32> = nets.iter().map(|n| n.vni).collect();
+        l2::converge(&mut pass, &vnis, u.loopback).await;
+        let ports = |observed: &Vec<Link>| {
+            let (actions, errors) = ports::plan(&ports::wanted(&nets), observed);
+            Plan::new(actions, errors)
+        };
+        pass.converge("links", links::observe(), ports, OnFailure::Continue)
+            .await;
         // Before FRR, so its `network` statements for the pools find their routes.
-        let (changes, errors) = blackhole::converge(&u.blackhole).await;
-        report.changes += changes;
-        report.errors.extend(errors);
-        match self
-            .frr
-            .apply(
-                &render(&self.node, u),
-                &expected_lines(u),
-                self.passes % 10 == 1,
-            )
-            .await
-        {
-            Ok(true) => report.changes += 1,
-            Ok(false) => {}
-            Err(e) => report.errors.push(format!("FRR: {e}")),
-        }
-        report
+        blackhole::converge(&mut pass, &u.blackhole).await;
+        let force = self.passes % 10 == 1;
+        let (config, expect) = (render(&self.node, u), expected_lines(u));
+        pass.applied("FRR", self.frr.apply(&config, &expect, force).await);
+        pass.into()
     }
 }

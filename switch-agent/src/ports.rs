@@ -131,6 +131,15 @@ pub fn plan(
     (actions, errors)
 }
 
+impl sf_linux::converge::Step for PortAction {
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+    async fn execute(&self) -> Result<(), sf_linux::DeviceError> {
+        execute(self).await
+    }
+}
+
 pub async fn execute(a: &PortAction) -> Result<(), sf_linux::DeviceError> {
     use sf_linux::links::{ip, OWNER_ALIAS};
     match a {

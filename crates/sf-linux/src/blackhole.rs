@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::converge::{OnFailure, Pass, Plan, Step};
 use crate::{links, run, DeviceError};
 use ipnet::Ipv4Net;
 
@@ -17,32 +18,39 @@ use ipnet::Ipv4Net;
 /// FRR uses 186-196, the kernel below 20).
 pub const PROTO: &str = "245";
 
-/// Converges the blackhole routes to `wanted`; returns the number of changes and the errors.
-pub async fn converge(wanted: &[Ipv4Net]) -> (usize, Vec<String>) {
-    let mut changes = 0;
-    let mut errors = Vec::new();
-    match observe().await {
-        Ok(observed) => {
-            let (to_add, to_remove) = plan(wanted, &observed);
-            let steps = to_add.iter().map(|n| (n, true));
-            for (net, adding) in steps.chain(to_remove.iter().map(|n| (n, false))) {
-                let done = if adding {
-                    add(net).await
-                } else {
-                    remove(net).await
-                };
-                match done {
-                    Ok(()) => {
-                        tracing::info!(pool = %net, added = adding, "blackhole route changed");
-                        changes += 1;
-                    }
-                    Err(e) => errors.push(e.to_string()),
-                }
-            }
-        }
-        Err(e) => errors.push(format!("observing blackhole routes: {e}")),
+/// Converges the blackhole routes to `wanted`: additions first, then removals.
+pub async fn converge(pass: &mut Pass, wanted: &[Ipv4Net]) {
+    let plan = |observed: &BTreeSet<Ipv4Net>| {
+        let (to_add, to_remove) = plan(wanted, observed);
+        let steps = to_add.into_iter().map(Blackhole::Add);
+        Plan::new(
+            steps
+                .chain(to_remove.into_iter().map(Blackhole::Remove))
+                .collect(),
+            vec![],
+        )
+    };
+    pass.converge("blackhole routes", observe(), plan, OnFailure::Continue)
+        .await;
+}
+
+/// One change to the blackhole routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blackhole {
+    Add(Ipv4Net),
+    Remove(Ipv4Net),
+}
+
+impl Step for Blackhole {
+    fn describe(&self) -> String {
+        format!("{self:?}")
     }
-    (changes, errors)
+    async fn execute(&self) -> Result<(), DeviceError> {
+        match self {
+            Blackhole::Add(net) => add(net).await,
+            Blackhole::Remove(net) => remove(net).await,
+        }
+    }
 }
 
 /// What to add and remove to go from `observed` to `wanted`.

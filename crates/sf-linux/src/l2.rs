@@ -172,6 +172,58 @@ pub fn plan(vnis: &BTreeSet<u32>, vtep: Ipv4Addr, lo_addrs: &[Ipv4Addr], links: 
     p
 }
 
+impl From<Plan> for crate::converge::Plan<Action> {
+    fn from(p: Plan) -> Self {
+        crate::converge::Plan::new(p.actions, p.errors)
+    }
+}
+
+/// What the L2 planner reads: every link (with the overlay links' IPv6 state) and the
+/// loopback's addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub links: Vec<Link>,
+    pub lo: Vec<Ipv4Addr>,
+}
+
+/// Reads the links and the loopback's addresses (both, even when the first fails).
+pub async fn observe() -> Result<Observed, crate::DeviceError> {
+    match (
+        crate::links::observe().await,
+        crate::links::addresses("lo").await,
+    ) {
+        (Ok(links), Ok(lo)) => Ok(Observed { links, lo }),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
+/// Observes, plans and executes the overlay of `vnis` with VTEP `vtep`; returns what was
+/// observed (None when observation failed).
+pub async fn converge(
+    pass: &mut crate::converge::Pass,
+    vnis: &BTreeSet<u32>,
+    vtep: Ipv4Addr,
+) -> Option<Observed> {
+    let plan = |o: &Observed| plan(vnis, vtep, &o.lo, &o.links).into();
+    pass.converge(
+        "links",
+        observe(),
+        plan,
+        crate::converge::OnFailure::Continue,
+    )
+    .await
+    .observed
+}
+
+impl crate::converge::Step for Action {
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+    async fn execute(&self) -> Result<(), crate::DeviceError> {
+        execute(self).await
+    }
+}
+
 /// Runs one planned action with iproute2; links we create get the owner alias.
 pub async fn execute(a: &Action) -> Result<(), crate::DeviceError> {
     use crate::links::{ip, OWNER_ALIAS};

@@ -1,10 +1,12 @@
 //! Linux device drivers shared by the agents: [`links`] observes and changes network links
 //! through iproute2 (its JSON output for observation), [`frr`] renders FRR configuration from
 //! desired state and applies it as a delta with FRR's own `frr-reload.py`, then verifies it;
-//! [`l2`] plans and executes the CloudStack-compatible VXLAN/bridge layout of a VTEP host.
+//! [`l2`] plans and executes the CloudStack-compatible VXLAN/bridge layout of a VTEP host;
+//! [`converge`] is the observe → plan → execute loop every agent's reconcile is made of.
 
 pub mod acl;
 pub mod blackhole;
+pub mod converge;
 pub mod frr;
 pub mod l2;
 pub mod links;
