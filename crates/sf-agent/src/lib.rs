@@ -41,14 +41,9 @@ impl Counters {
     }
 }
 
-/// Outcome of one reconcile pass.
-#[derive(Debug, Default, Clone)]
-pub struct ReconcileReport {
-    /// Changes made to the device in this pass (0 when already converged).
-    pub changes: usize,
-    /// Per-object problems; the pass continues past them and reports them in status.
-    pub errors: Vec<String>,
-}
+/// Outcome of one reconcile pass (defined with the status it feeds, so the device library
+/// builds it without depending on this runtime).
+pub use sf_core::status::ReconcileReport;
 
 /// Whether this node currently holds its etcd lease, as far as the agent can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+/// Outcome of one reconcile pass of an agent's dataplane.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Changes made to the device in this pass (0 when already converged).
+    pub changes: usize,
+    /// Per-object problems; the pass continues past them and reports them in status.
+    pub errors: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub node: String,

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use sf_agent::ReconcileReport;
+use sf_core::status::ReconcileReport;
 use tracing::{info, warn};
 
 use crate::DeviceError;
