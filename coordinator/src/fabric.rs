@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use sf_core::compile::{compile_node_indexed, PortsByNode};
 use sf_core::desired::NodeDesired;
-use sf_store::intent::{decode_event, ClusterView, IntentStore};
+use sf_store::intent::{decode_event, ClusterView, IntentStore, ViewEvent};
 use tokio::sync::watch;
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -288,9 +288,13 @@ impl Fabric {
                     }
                 };
                 kick_placement |= decoded.may_move_placement();
+                let new_observations = changed_observations(&s.view, &decoded);
                 match s.view.apply(decoded) {
                     Ok(nodes) => touched.extend(nodes),
                     Err(e) => warn!(key = %ev.kv.key, error = %e, "ignoring event"),
+                }
+                if let Some(node) = new_observations {
+                    log_refused_observations(&s.view.intent, &node);
                 }
             }
             s.revision = batch.revision;
@@ -442,5 +446,40 @@ impl Fabric {
             .await;
         }
         Err(sf_store::StoreError::WatchEnded("stream closed".into()))
+    }
+}
+
+/// The node whose status report changes its observed VNIs, if `ev` is one.
+fn changed_observations(view: &ClusterView, ev: &ViewEvent) -> Option<String> {
+    let ViewEvent::Status { node, status } = ev else {
+        return None;
+    };
+    let now = status.as_ref().map(|s| &s.observed_vnis);
+    let before = view.intent.observed_vnis.get(node);
+    let same = match (before, now) {
+        (Some(b), Some(n)) => b == n,
+        (None, n) => n.is_none_or(|n| n.is_empty()),
+        (Some(b), None) => b.is_empty(),
+    };
+    (!same).then(|| node.clone())
+}
+
+/// Says which of a node's reported bridges do not widen its scope, and why (once per change
+/// of its report: reports repeat every few seconds).
+fn log_refused_observations(intent: &sf_core::Intent, node: &str) {
+    const SHOWN: usize = 10;
+    let refused: Vec<(u32, sf_core::compile::Refusal)> =
+        sf_core::compile::observations(intent, node)
+            .filter_map(|(vni, judged)| judged.err().map(|why| (vni, why)))
+            .collect();
+    for (vni, why) in refused.iter().take(SHOWN) {
+        warn!(node, vni, reason = %why, "observed bridge refused: not in this node's scope");
+    }
+    if refused.len() > SHOWN {
+        warn!(
+            node,
+            refused = refused.len(),
+            "observed bridges refused (the first {SHOWN} shown)"
+        );
     }
 }

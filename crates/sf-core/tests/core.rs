@@ -126,6 +126,53 @@ fn observed_bridges_pull_networks_into_scope() {
     assert_eq!(vnis(&hv3), BTreeSet::from([1_000_001, 1_000_002]));
 }
 
+/// A hypervisor's own report cannot widen its scope past what it could carry: a VNI of a VPC
+/// in another site, an unknown VNI, and anything past the cap are refused, with the reason.
+#[test]
+fn observed_bridges_are_admitted_only_within_the_nodes_site_and_cap() {
+    use sf_core::compile::{observations, Refusal, MAX_OBSERVED_VNIS};
+    let mut i = demo();
+    // red moves to another site: hv3 reporting red-web's bridge must not receive red's tier.
+    let red_vni = i.networks.values().find(|n| n.vpc == "red").unwrap().vni;
+    let blue_vni = i.networks.values().find(|n| n.vpc == "blue").unwrap().vni;
+    i.vpcs
+        .get_mut(&("demo".to_string(), "red".to_string()))
+        .unwrap()
+        .site = "dc2".into();
+    i.ports.retain(|_, p| p.node != "hv3");
+    i.observed_vnis
+        .insert("hv3".into(), BTreeSet::from([blue_vni, red_vni, 4_242_424]));
+    let hv3 = compile_node(&i, "hv3", 1).unwrap();
+    assert_eq!(vnis(&hv3), BTreeSet::from([blue_vni]));
+    let judged: Vec<(u32, Result<String, Refusal>)> = observations(&i, "hv3")
+        .map(|(v, r)| (v, r.map(|n| n.name.clone())))
+        .collect();
+    assert_eq!(judged[0], (blue_vni, Ok("web".to_string())));
+    assert!(
+        matches!(&judged[1], (v, Err(Refusal::OtherSite { vpc_site, .. })) if *v == red_vni && vpc_site == "dc2"),
+        "{judged:?}"
+    );
+    assert_eq!(judged[2], (4_242_424, Err(Refusal::UnknownVni)));
+    // Red's tier change reaches no hypervisor through hv3's refused report.
+    assert!(!affected_nodes(
+        &i,
+        &ObjectRef::Network(VpcChildRef::new("demo", "red", "web"))
+    )
+    .contains("hv3"));
+    // Past the cap, even a VNI of the node's own site is refused.
+    let many: BTreeSet<u32> = (1..=MAX_OBSERVED_VNIS as u32).collect();
+    let mut seen = many.clone();
+    seen.insert(blue_vni);
+    i.observed_vnis.insert("hv3".into(), seen);
+    let last = observations(&i, "hv3").last().unwrap();
+    assert_eq!(last, (blue_vni, Err(Refusal::OverCap)));
+    assert!(compile_node(&i, "hv3", 1)
+        .unwrap()
+        .networks()
+        .next()
+        .is_none());
+}
+
 #[test]
 fn switch_gets_transit_underlay_and_no_networks() {
     let i = demo();

@@ -63,7 +63,7 @@ fn node_event() -> impl Strategy<Value = IntentEvent> {
 }
 
 fn vpc_event() -> impl Strategy<Value = IntentEvent> {
-    (pick(&VPCS), any::<bool>()).prop_map(|(vpc, delete)| {
+    (pick(&VPCS), pick(&["", "b"]), any::<bool>()).prop_map(|(vpc, site, delete)| {
         let r = ObjectRef::Vpc(VpcRef::new(TENANT, vpc));
         if delete {
             return IntentEvent::Delete(r);
@@ -74,7 +74,7 @@ fn vpc_event() -> impl Strategy<Value = IntentEvent> {
                 tenant: TENANT.into(),
                 name: vpc.into(),
                 cidr: "10.0.0.0/16".parse().unwrap(),
-                site: String::new(),
+                site: site.into(),
                 id: if vpc == "v1" { 1 } else { 2 },
             }),
         )

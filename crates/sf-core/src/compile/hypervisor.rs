@@ -11,7 +11,9 @@ use crate::desired::{network_key, DesiredObject, NodeDesired, PeerTier};
 use crate::event::ObjectRef;
 use crate::model::{Intent, Network, NodeRole, PortBinding};
 
-use super::{hosted_networks_of, local_port, of_role, tier_acl, tier_network, vpc_networks};
+use super::{
+    hosted_networks_of, local_port, observations, of_role, tier_acl, tier_network, vpc_networks,
+};
 
 /// Adds the hypervisor's tiers to `out`.
 pub(super) fn compile(
@@ -48,6 +50,8 @@ pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
         // A tier is known to its own hosts and, as an ACL peer, to every host of its VPC
         // (its own hosts are among those); an ACL list reaches the same hosts.
         ObjectRef::Network(c) | ObjectRef::Acl(c) => vpc_hosts(intent, &c.tenant, &c.vpc),
+        // Its site decides whether a host's observation of one of its tiers is admitted.
+        ObjectRef::Vpc(v) => observing_hosts(intent, &v.tenant, &v.vpc),
         _ => BTreeSet::new(),
     };
     of_role(intent, nodes, NodeRole::Hypervisor)
@@ -63,11 +67,27 @@ fn vpc_hosts(intent: &Intent, tenant: &str, vpc: &str) -> BTreeSet<String> {
         .collect();
     let vnis: BTreeSet<u32> = vpc_networks(intent, tenant, vpc).map(|n| n.vni).collect();
     for (node, seen) in &intent.observed_vnis {
-        if !seen.is_disjoint(&vnis) {
+        if seen.is_disjoint(&vnis) {
+            continue;
+        }
+        let admits_one =
+            observations(intent, node).any(|(vni, judged)| judged.is_ok() && vnis.contains(&vni));
+        if admits_one {
             nodes.insert(node.clone());
         }
     }
     nodes
+}
+
+/// Nodes reporting a bridge of one of the VPC's tiers, admitted or not.
+fn observing_hosts(intent: &Intent, tenant: &str, vpc: &str) -> BTreeSet<String> {
+    let vnis: BTreeSet<u32> = vpc_networks(intent, tenant, vpc).map(|n| n.vni).collect();
+    intent
+        .observed_vnis
+        .iter()
+        .filter(|(_, seen)| !seen.is_disjoint(&vnis))
+        .map(|(node, _)| node.clone())
+        .collect()
 }
 
 /// The other tiers of a network's VPC, with their ACLs.

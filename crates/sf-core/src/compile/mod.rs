@@ -175,14 +175,89 @@ pub(crate) fn hosted_networks_of(
         .map(|p| p.network_key())
         .filter(|k| intent.networks.contains_key(k))
         .collect();
-    if let Some(vnis) = intent.observed_vnis.get(node) {
-        for vni in vnis {
-            if let Some(net) = intent.network_by_vni(*vni) {
-                keys.insert(net.key());
-            }
+    for (vni, judged) in observations(intent, node) {
+        if let Ok(net) = judged {
+            debug_assert_eq!(net.vni, vni);
+            keys.insert(net.key());
         }
     }
     keys
+}
+
+/// Most observed VNIs of one hypervisor that may widen its scope; the rest are refused.
+pub const MAX_OBSERVED_VNIS: usize = 4096;
+
+/// Why a VNI a hypervisor reports having observed does not pull a network into its scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No network carries it.
+    UnknownVni,
+    /// The network's VPC belongs to another site than the node.
+    OtherSite {
+        network: String,
+        vpc_site: String,
+        node_site: String,
+    },
+    /// Beyond the first [`MAX_OBSERVED_VNIS`] (in VNI order).
+    OverCap,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::UnknownVni => write!(f, "no network carries it"),
+            Refusal::OtherSite {
+                network,
+                vpc_site,
+                node_site,
+            } => write!(
+                f,
+                "network {network} is in site {vpc_site:?}, the node in {node_site:?}"
+            ),
+            Refusal::OverCap => write!(f, "more than {MAX_OBSERVED_VNIS} observed VNIs"),
+        }
+    }
+}
+
+/// Each VNI the node reports having observed, with the network it admits or why not. A
+/// report may only bring in networks that exist and that the node could carry (its VPC is in
+/// the node's site), and only so many: a node cannot widen its own scope beyond that.
+pub fn observations<'a>(
+    intent: &'a Intent,
+    node: &str,
+) -> impl Iterator<Item = (u32, Result<&'a Network, Refusal>)> + 'a {
+    let node_site = intent.nodes.get(node).map_or("", |n| n.site.as_str());
+    intent
+        .observed_vnis
+        .get(node)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(move |(i, vni)| (*vni, judge_observation(intent, node_site, i, *vni)))
+}
+
+fn judge_observation<'a>(
+    intent: &'a Intent,
+    node_site: &str,
+    index: usize,
+    vni: u32,
+) -> Result<&'a Network, Refusal> {
+    if index >= MAX_OBSERVED_VNIS {
+        return Err(Refusal::OverCap);
+    }
+    let net = intent.network_by_vni(vni).ok_or(Refusal::UnknownVni)?;
+    let vpc_site = intent
+        .vpcs
+        .get(&(net.tenant.clone(), net.vpc.clone()))
+        .map_or("", |v| v.site.as_str());
+    if vpc_site != node_site {
+        return Err(Refusal::OtherSite {
+            network: format!("{}/{}/{}", net.tenant, net.vpc, net.name),
+            vpc_site: vpc_site.to_string(),
+            node_site: node_site.to_string(),
+        });
+    }
+    Ok(net)
 }
 
 /// A tier as an L2 network with no members, ACL or ACL peers (roles add what they carry).
