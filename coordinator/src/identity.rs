@@ -3,7 +3,6 @@
 //! bearer token from the coordinator's token file. Nothing a client *says* about itself is
 //! trusted beyond what these prove.
 
-
 use tonic::{Request, Status};
 use x509_parser::prelude::*;
 
@@ -201,14 +200,25 @@ mod tests {
     #[test]
     fn a_reader_token_reads_and_cannot_write() {
         let t = Tokens::parse("admin-token admin\nread-token reader\n").unwrap();
-        for m in ["ListVpcs", "GetFleetStatus", "GetLoadBalancer", "ListPlacements"] {
-            assert_eq!(t.check(&bearer("read-token", Some(m))).unwrap(), Role::Reader);
+        for m in [
+            "ListVpcs",
+            "GetFleetStatus",
+            "GetLoadBalancer",
+            "ListPlacements",
+        ] {
+            assert_eq!(
+                t.check(&bearer("read-token", Some(m))).unwrap(),
+                Role::Reader
+            );
         }
         for m in ["CreateVpc", "DeleteTenant", "ApplyAclList", "DrainGateway"] {
             let e = t.check(&bearer("read-token", Some(m))).unwrap_err();
             assert_eq!(e.code(), tonic::Code::PermissionDenied, "{m}");
             assert!(e.message().contains(m), "{}", e.message());
-            assert_eq!(t.check(&bearer("admin-token", Some(m))).unwrap(), Role::Admin);
+            assert_eq!(
+                t.check(&bearer("admin-token", Some(m))).unwrap(),
+                Role::Admin
+            );
         }
         // A request whose method is not known needs an admin.
         assert!(t.check(&bearer("read-token", None)).is_err());
