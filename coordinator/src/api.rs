@@ -381,6 +381,18 @@ impl FabricApi for Api {
     async fn create_node(&self, req: Request<pb::Node>) -> R<pb::WriteResult> {
         self.auth(&req)?;
         let n = node_in(req.into_inner())?;
+        // A coordinator replica's name is its etcd user too (as `root` is, in sf-core).
+        let replica = self.fabric.replica_name() == n.name
+            || self.fabric.with_view(|v, _| v.replicas.contains(&n.name));
+        if replica {
+            return Err(invalid(
+                "node.name",
+                format!(
+                    "{:?} is a coordinator replica's name (its etcd user)",
+                    n.name
+                ),
+            ));
+        }
         let store = self.fabric.store();
         self.write(
             "node added",

@@ -14,8 +14,27 @@ pub fn peer_node<T>(req: &Request<T>) -> Result<String, Status> {
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-    common_name(leaf.as_ref())
-        .ok_or_else(|| Status::unauthenticated("client certificate has no common name"))
+    node_of_certificate(leaf.as_ref())
+}
+
+/// The node a client certificate names (its subject common name), if the certificate is meant
+/// for TLS client authentication. The TLS layer already refuses a certificate whose extended
+/// key usage leaves out clientAuth; one without the extension at all (usable for anything)
+/// is refused here, so only certificates issued for nodes name nodes.
+pub fn node_of_certificate(der: &[u8]) -> Result<String, Status> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|_| Status::unauthenticated("unreadable client certificate"))?;
+    let for_clients = cert
+        .extended_key_usage()
+        .ok()
+        .flatten()
+        .is_some_and(|eku| eku.value.client_auth);
+    if !for_clients {
+        return Err(Status::unauthenticated(
+            "the client certificate's extendedKeyUsage does not name clientAuth",
+        ));
+    }
+    common_name(der).ok_or_else(|| Status::unauthenticated("client certificate has no common name"))
 }
 
 /// The subject common name of a DER certificate.
@@ -230,6 +249,30 @@ mod tests {
         let e = Tokens::parse("ok\nbad owner\n").err().unwrap();
         assert_eq!(e.line, 2);
         assert!(Tokens::parse("a b c").is_err());
+    }
+
+    fn certificate(name: &str, eku: Option<rcgen::ExtendedKeyUsagePurpose>) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = eku.into_iter().collect();
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn only_client_certificates_name_a_node() {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        assert_eq!(
+            node_of_certificate(&certificate("hv1", Some(ClientAuth))).unwrap(),
+            "hv1"
+        );
+        for eku in [None, Some(ServerAuth)] {
+            let e = node_of_certificate(&certificate("hv1", eku)).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unauthenticated);
+            assert!(e.message().contains("clientAuth"), "{}", e.message());
+        }
     }
 
     #[test]

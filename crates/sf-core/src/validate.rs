@@ -323,8 +323,22 @@ pub fn validate_port(intent: &Intent, p: &PortBinding) -> Result {
     Ok(())
 }
 
+/// Names a node may not take: a node's certificate names it, and under etcd's certificate
+/// authentication that name is an etcd user; `root` is etcd's administrator.
+pub const RESERVED_NODE_NAMES: &[&str] = &["root"];
+
 pub fn validate_node(intent: &Intent, n: &Node) -> Result {
     validate_name("node.name", &n.name)?;
+    if RESERVED_NODE_NAMES.contains(&n.name.as_str()) {
+        return Err(err(
+            ErrorKind::Invalid,
+            "node.name",
+            format!(
+                "{:?} is reserved (its certificate would be etcd's {:?} user)",
+                n.name, n.name
+            ),
+        ));
+    }
     if intent.nodes.contains_key(&n.name) {
         return Err(err(
             ErrorKind::AlreadyExists,

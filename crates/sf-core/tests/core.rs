@@ -419,6 +419,9 @@ fn names_and_nodes_are_checked() {
     n.asn = 65004;
     n.fabric_ports = vec!["this-name-is-too-long".into()];
     assert_eq!(field_of(validate_node(&i, &n)), "node.fabric_ports[0]");
+    // etcd's administrator: a node named so would hold its credential.
+    let root = node("root", NodeRole::Hypervisor, 65009, "10.255.1.9");
+    assert_eq!(field_of(validate_node(&i, &root)), "node.name");
 }
 
 #[test]
