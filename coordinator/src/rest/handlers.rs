@@ -1137,25 +1137,23 @@ fn created(kind: Kind, id: u64, msg: String, data: Value) -> Response {
     }
 }
 
+/// A free VPC id in `site`, picked from the index as the gRPC API's allocation does
+/// (`IntentStore::pick_vpc_id`); the transaction's compare on the id's claim keeps a racing
+/// allocation from ever sharing it.
 async fn free_vpc_id(s: &Rest, site: &str) -> ApiResult<u32> {
-    let keys = s.fabric.store().keys();
-    let (taken, _) = s
+    let known = s.intent(|i| sf_store::intent::IntentStore::known_vpc_ids(i, site));
+    match s
         .fabric
         .store()
-        .kv()
-        .list(&keys.vpc_id_prefix(site))
-        .await?;
-    let taken: std::collections::BTreeSet<u32> = taken
-        .iter()
-        .filter_map(|kv| match keys.parse(&kv.key) {
-            Some(sf_store::keys::KeyKind::VpcIdAlloc(s, i)) if s == site => Some(i),
-            _ => None,
-        })
-        .collect();
-    sf_core::VPC_ID_POOL
-        .clone()
-        .find(|i| !taken.contains(i))
-        .ok_or_else(|| ApiError::conflict("the VPC id pool is exhausted"))
+        .pick_vpc_id(site, sf_core::VPC_ID_POOL, &known)
+        .await
+    {
+        Ok(id) => Ok(id),
+        Err(sf_store::intent::WriteError::PoolExhausted(_)) => {
+            Err(ApiError::conflict("the VPC id pool is exhausted"))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
