@@ -208,33 +208,18 @@ async fn logout(State(s): St, headers: HeaderMap) -> Res {
 // shared helpers
 
 impl Rest {
-    async fn db(&self) -> ApiResult<Db> {
-        Db::load(self.fabric.store().kv().as_ref(), &self.keys).await
-    }
-
-    /// The metadata for a read-only answer. The coordinator's index follows a watch on the
-    /// whole root (REST metadata included), so while its revision is unchanged nothing was
-    /// written and the last read is still current: lists of 10,000 objects then skip reading
-    /// and decoding every record from etcd. The revision is taken before the read, so a read
-    /// is never tagged newer than it is; this replica's own writes wait for the index
-    /// (`commit`), so they are always seen. Writes read etcd afresh ([`Rest::db`]).
-    async fn db_read(&self) -> ApiResult<Arc<Db>> {
-        let rev = self.fabric.revision();
-        if rev > 0 {
-            if let Some((r, db)) = self.db_cache.lock().unwrap().as_ref() {
-                if *r == rev {
-                    return Ok(db.clone());
-                }
-            }
+    /// The REST metadata, from the coordinator's index (which follows a watch on the whole
+    /// root, REST metadata included): no etcd read per request. This replica's own writes
+    /// wait for the index ([`Rest::commit`]), so they are always seen; a view behind another
+    /// replica's write can only make a write fail (its transaction compares the records' and
+    /// the id counter's revisions, and the intent version), never corrupt.
+    async fn db(&self) -> ApiResult<Arc<Db>> {
+        if !self.fabric.wait_loaded().await {
+            return Err(ApiError::unavailable(
+                "etcd unavailable: the coordinator has not loaded its index yet",
+            ));
         }
-        let db = Arc::new(self.db().await?);
-        if rev > 0 {
-            let mut c = self.db_cache.lock().unwrap();
-            if c.as_ref().is_none_or(|(r, _)| *r < rev) {
-                *c = Some((rev, db.clone()));
-            }
-        }
-        Ok(db)
+        Ok(self.fabric.rest_db())
     }
 
     fn intent<T>(&self, f: impl FnOnce(&Intent) -> T) -> T {
@@ -615,7 +600,7 @@ async fn list_kind(s: &Rest, kind: Kind, q: &Params) -> Res {
     if let Some(r) = key.and_then(|k| cached_list(s, k, rev)) {
         return Ok(r);
     }
-    let db = s.db_read().await?;
+    let db = s.db().await?;
     let items: Vec<Value> = if site_matches(s, q) {
         s.intent(|i| {
             db.of(kind)
@@ -631,7 +616,7 @@ async fn list_kind(s: &Rest, kind: Kind, q: &Params) -> Res {
 
 async fn get_kind(s: &Rest, kind: Kind, id: &str) -> Res {
     let id = id_of(id)?;
-    let db = s.db_read().await?;
+    let db = s.db().await?;
     let r = db.get(kind, id).ok_or_else(|| not_found(kind, id))?;
     Ok(ok("", s.intent(|i| render(s, &db, i, r))))
 }
@@ -1098,7 +1083,7 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
     }
     txn.put_record(&p.rec, None);
     if matches!(kind, Kind::Acl | Kind::Vnet) {
-        let mut after = db.clone();
+        let mut after = (*db).clone();
         after.recs.insert(id, (p.rec.clone(), 0));
         s.intent(|i| {
             let mut i2 = i.clone();
@@ -1258,7 +1243,7 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
     }
     txn.put_record(&p.rec, Some(db.rev(id)));
     if kind == Kind::Acl {
-        let mut after = db.clone();
+        let mut after = (*db).clone();
         after.recs.insert(id, (p.rec.clone(), 0));
         s.intent(|i| {
             sync_acls(&mut txn, i, i, &after, old.vpc)?;
@@ -1334,7 +1319,7 @@ async fn delete_ids(s: &Rest, kind: Kind, ids: &[u64]) -> Res {
         gone.push(json!({"id": id, "name": r.name}));
     }
     if matches!(kind, Kind::Acl | Kind::Vnet) {
-        let mut after = db.clone();
+        let mut after = (*db).clone();
         let mut vpcs = std::collections::BTreeSet::new();
         for id in ids {
             if let Some((r, _)) = after.recs.remove(id) {
@@ -1417,7 +1402,7 @@ async fn list_vpcs(State(s): St, Query(q): Q) -> Res {
     if let Some(r) = key.and_then(|k| cached_list(&s, k, rev)) {
         return Ok(r);
     }
-    let db = s.db_read().await?;
+    let db = s.db().await?;
     let mut items = vec![];
     if site_matches(&s, &q) {
         let by_id = qall(&q, "filterByVpc");
@@ -1446,7 +1431,7 @@ async fn list_vpcs(State(s): St, Query(q): Q) -> Res {
 
 async fn get_vpc(State(s): St, Path(id): Path<String>) -> Res {
     if id_of(&id)? == SYSTEM_VPC_ID {
-        let db = s.db_read().await?;
+        let db = s.db().await?;
         return Ok(ok("", system_vpc(&s, &db)));
     }
     get_kind(&s, Kind::Vpc, &id).await
@@ -1454,7 +1439,7 @@ async fn get_vpc(State(s): St, Path(id): Path<String>) -> Res {
 
 async fn vpc_resources(State(s): St, Path(id): Path<String>) -> Res {
     let id = id_of(&id)?;
-    let db = s.db_read().await?;
+    let db = s.db().await?;
     if id != SYSTEM_VPC_ID && db.get(Kind::Vpc, id).is_none() {
         return Err(not_found(Kind::Vpc, id));
     }

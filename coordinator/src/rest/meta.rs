@@ -1,8 +1,9 @@
 //! REST metadata in etcd, and the one-transaction writes that change it together with the
 //! StackFabric objects it maps to.
 //!
-//! Layout (under the coordinator's etcd root; sf-store's parser ignores these keys, so the
-//! coordinator's index never sees them):
+//! Layout (under the coordinator's etcd root; sf-store's parser ignores these keys and hands
+//! them over raw, and the coordinator's index keeps them decoded as a [`Db`] beside its view,
+//! from the same load and watch: `Fabric::rest_db`):
 //!
 //! ```text
 //! {root}/rest/seq                       last Netris id handed out (decimal); ids are unique
@@ -29,7 +30,7 @@ use sf_core::model::{
 };
 use sf_core::validate::{self, ValidationError};
 use sf_store::write::WriteSet;
-use sf_store::{Compare, KvStore, Op};
+use sf_store::{Compare, EventKind, KeyValue, Op, WatchEvent};
 
 use super::wire::*;
 
@@ -333,7 +334,7 @@ pub fn without(intent: &Intent, r: &SfRef) -> Intent {
     i
 }
 
-/// Everything under `{root}/rest/`, read at one revision.
+/// Everything under `{root}/rest/`, as of one revision (the index's).
 #[derive(Debug, Default, Clone)]
 pub struct Db {
     pub tenants: BTreeMap<u64, String>,
@@ -374,33 +375,65 @@ struct TenantRec {
 }
 
 impl Db {
-    pub async fn load(kv: &dyn KvStore, keys: &RestKeys) -> ApiResult<Db> {
-        let (kvs, _) = kv.list(keys.prefix()).await?;
+    /// The metadata of the keys `kvs` (any keys; those outside `{root}/rest/` are skipped).
+    pub fn from_kvs(keys: &RestKeys, kvs: impl IntoIterator<Item = KeyValue>) -> Db {
         let mut db = Db::default();
-        for e in kvs {
-            let rest = &e.key[keys.prefix().len()..];
-            if rest == "seq" {
-                let n = String::from_utf8_lossy(&e.value)
+        for kv in kvs {
+            db.apply(
+                keys,
+                &WatchEvent {
+                    kind: EventKind::Put,
+                    kv,
+                },
+            );
+        }
+        db
+    }
+
+    /// Applies one watch event of a key under `{root}/rest/` (others are ignored); returns
+    /// whether it was one. An undecodable record is logged and skipped.
+    pub fn apply(&mut self, keys: &RestKeys, ev: &WatchEvent) -> bool {
+        let Some(rest) = ev.kv.key.strip_prefix(keys.prefix()) else {
+            return false;
+        };
+        let put = ev.kind == EventKind::Put;
+        // The id a tenant or record key ends with.
+        let key_id = |sub: &str| sub.rsplit('/').next().and_then(|i| i.parse::<u64>().ok());
+        if rest == "seq" {
+            self.seq = if put {
+                let n = String::from_utf8_lossy(&ev.kv.value)
                     .trim()
                     .parse()
                     .unwrap_or(0);
-                db.seq = (n, e.mod_revision);
-            } else if rest.starts_with("tenants/") {
-                if let Ok(t) = serde_json::from_slice::<TenantRec>(&e.value) {
-                    db.tenants.insert(t.id, t.name);
+                (n, ev.kv.mod_revision)
+            } else {
+                (0, 0)
+            };
+        } else if let Some(sub) = rest.strip_prefix("tenants/") {
+            if !put {
+                if let Some(id) = key_id(sub) {
+                    self.tenants.remove(&id);
                 }
-            } else if rest.starts_with("objects/") {
-                match serde_json::from_slice::<Record>(&e.value) {
+            } else if let Ok(t) = serde_json::from_slice::<TenantRec>(&ev.kv.value) {
+                self.tenants.insert(t.id, t.name);
+            }
+        } else if let Some(sub) = rest.strip_prefix("objects/") {
+            if !put {
+                if let Some(id) = key_id(sub) {
+                    self.recs.remove(&id);
+                }
+            } else {
+                match serde_json::from_slice::<Record>(&ev.kv.value) {
                     Ok(r) => {
-                        db.recs.insert(r.id, (r, e.mod_revision));
+                        self.recs.insert(r.id, (r, ev.kv.mod_revision));
                     }
                     Err(err) => {
-                        tracing::warn!(key = %e.key, error = %err, "undecodable REST record")
+                        tracing::warn!(key = %ev.kv.key, error = %err, "undecodable REST record")
                     }
                 }
             }
         }
-        Ok(db)
+        true
     }
 
     pub fn of(&self, kind: Kind) -> impl Iterator<Item = &Record> {
@@ -577,6 +610,7 @@ impl<'a> Txn<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sf_store::KvStore;
 
     #[test]
     fn records_round_trip() {

@@ -141,6 +141,13 @@ impl IntentStore {
 
     /// Reads everything under the root at one revision.
     pub async fn load(&self) -> Result<(ClusterView, i64)> {
+        self.load_with(|_| {}).await
+    }
+
+    /// [`Self::load`], handing every key the view does not hold (keys outside the layout,
+    /// such as the coordinator's REST metadata, and allocation claims) to `other`, raw and at
+    /// the same revision, so a caller can keep its own records beside the view.
+    pub async fn load_with(&self, mut other: impl FnMut(KeyValue)) -> Result<(ClusterView, i64)> {
         let (kvs, revision) = self.store.list(&format!("{}/", self.keys.root())).await?;
         let mut view = ClusterView::default();
         for kv in kvs {
@@ -148,9 +155,12 @@ impl IntentStore {
                 kind: EventKind::Put,
                 kv,
             };
-            if let Some(e) = decode_event(&self.keys, &ev)? {
-                view.apply(e)
-                    .expect("decode_event pairs each reference with its kind");
+            match decode_event(&self.keys, &ev)? {
+                Some(e) => {
+                    view.apply(e)
+                        .expect("decode_event pairs each reference with its kind");
+                }
+                None => other(ev.kv),
             }
         }
         Ok((view, revision))
