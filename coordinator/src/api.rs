@@ -152,12 +152,7 @@ impl FabricApi for Api {
         self.validate(|i| validate::validate_vpc(i, &v))?;
         // Ids the index knows in the site: allocation need not list every key in etcd.
         let known = self.fabric.with_view(|view, _| {
-            view.intent
-                .vpcs
-                .values()
-                .filter(|x| x.site == v.site)
-                .map(|x| x.id)
-                .collect()
+            sf_store::intent::IntentStore::known_vpc_ids(&view.intent, &v.site)
         });
         let (id, rev) = self
             .fabric

@@ -1,8 +1,11 @@
 //! The coordinator's in-memory index. It loads everything under the etcd root at one
 //! revision, then follows a watch from the next revision, applying each batch to the
 //! [`ClusterView`], recompiling only the nodes the batch touches and publishing each node's
-//! new [`NodeDesired`] on a per-node `watch` channel that Sync streams subscribe to. Nothing
-//! here is authoritative: a restart rebuilds the same state from etcd.
+//! new [`NodeDesired`] on a per-node `watch` channel that Sync streams subscribe to. The REST
+//! API's metadata (`{root}/rest/`, keys sf-store hands over raw) is kept decoded beside the
+//! view from the same load and watch ([`Fabric::rest_db`]), so a REST request reads it from
+//! memory and waiting for a revision covers it too. Nothing here is authoritative: a restart
+//! rebuilds the same state from etcd.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,11 +18,15 @@ use sf_store::intent::{decode_event, ClusterView, IntentStore, ViewEvent};
 use tokio::sync::watch;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::rest::meta::{Db as RestDb, RestKeys};
+
 /// What a Sync stream sees for one node: `None` while the node is not in the inventory.
 pub type DesiredRx = watch::Receiver<Option<Arc<NodeDesired>>>;
 
 struct State {
     view: ClusterView,
+    /// The REST metadata at the same revision as `view`.
+    rest: Arc<RestDb>,
     revision: i64,
     desired: BTreeMap<String, Arc<NodeDesired>>,
 }
@@ -27,6 +34,9 @@ struct State {
 /// Shared coordinator state.
 pub struct Fabric {
     store: IntentStore,
+    rest_keys: RestKeys,
+    /// Whether the index was loaded (its revision may be 0 on an empty store).
+    loaded: watch::Sender<bool>,
     state: RwLock<State>,
     channels: Mutex<HashMap<String, watch::Sender<Option<Arc<NodeDesired>>>>>,
     revision_tx: watch::Sender<i64>,
@@ -83,9 +93,12 @@ impl Fabric {
             acks: Mutex::new(HashMap::new()),
             metrics,
             registry: Arc::new(registry),
+            rest_keys: RestKeys::new(store.keys().root()),
+            loaded: watch::channel(false).0,
             store,
             state: RwLock::new(State {
                 view: ClusterView::default(),
+                rest: Arc::default(),
                 revision: 0,
                 desired: BTreeMap::new(),
             }),
@@ -200,6 +213,20 @@ impl Fabric {
         f(&s.view, s.revision)
     }
 
+    /// The REST metadata as of the index's revision (empty before the first load; see
+    /// [`Fabric::wait_loaded`]).
+    pub fn rest_db(&self) -> Arc<RestDb> {
+        self.state.read().unwrap().rest.clone()
+    }
+
+    /// Waits (at most 10 s) until the index has been loaded; returns whether it has.
+    pub async fn wait_loaded(&self) -> bool {
+        let mut rx = self.loaded.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|l| *l))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     pub fn desired(&self, node: &str) -> Option<Arc<NodeDesired>> {
         self.state.read().unwrap().desired.get(node).cloned()
     }
@@ -233,7 +260,7 @@ impl Fabric {
 
     /// Replaces the whole view (start-up, or after a watch had to be re-established) and
     /// recompiles every node. Nodes whose digest did not change keep their old revision.
-    fn reset(&self, view: ClusterView, revision: i64) {
+    fn reset(&self, view: ClusterView, rest: RestDb, revision: i64) {
         self.stamp(revision);
         let mut changed = Vec::new();
         {
@@ -258,6 +285,7 @@ impl Fabric {
                 changed.push(gone.clone());
             }
             s.view = view;
+            s.rest = Arc::new(rest);
             s.revision = revision;
             s.desired = desired;
         }
@@ -265,6 +293,7 @@ impl Fabric {
             self.publish(&node, self.desired(&node));
         }
         self.revision_tx.send_replace(revision);
+        self.loaded.send_replace(true);
         self.placement_kick.notify_one();
     }
 
@@ -281,7 +310,13 @@ impl Fabric {
                 // Decoded once; an undecodable value leaves the view as it was.
                 let decoded = match decode_event(keys, ev) {
                     Ok(Some(d)) => d,
-                    Ok(None) => continue,
+                    Ok(None) => {
+                        // Not the view's: REST metadata (or an allocation claim).
+                        if ev.kv.key.starts_with(self.rest_keys.prefix()) {
+                            Arc::make_mut(&mut s.rest).apply(&self.rest_keys, ev);
+                        }
+                        continue;
+                    }
                     Err(e) => {
                         warn!(key = %ev.kv.key, error = %e, "ignoring undecodable value");
                         continue;
@@ -423,14 +458,23 @@ impl Fabric {
     }
 
     async fn follow(self: Arc<Self>) -> Result<(), sf_store::StoreError> {
-        let (view, revision) = self.store.load().await?;
+        let mut rest = Vec::new();
+        let prefix = self.rest_keys.prefix().to_string();
+        let (view, revision) = self
+            .store
+            .load_with(|kv| {
+                if kv.key.starts_with(&prefix) {
+                    rest.push(kv)
+                }
+            })
+            .await?;
         info!(
             revision,
             nodes = view.intent.nodes.len(),
             networks = view.intent.networks.len(),
             "intent loaded"
         );
-        self.reset(view, revision);
+        self.reset(view, RestDb::from_kvs(&self.rest_keys, rest), revision);
         let prefix = format!("{}/", self.store.keys().root());
         let mut watch = self.store.kv().watch(&prefix, revision + 1).await?;
         while let Some(batch) = watch.next().await {

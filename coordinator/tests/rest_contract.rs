@@ -388,15 +388,27 @@ async fn serve() -> std::net::SocketAddr {
 }
 
 async fn serve_on(kv: Arc<MemStore>) -> std::net::SocketAddr {
+    serve_store(kv).await.0
+}
+
+/// Serves the REST API on `kv`; returns its address and the coordinator's index.
+async fn serve_store(kv: Arc<dyn sf_store::KvStore>) -> (std::net::SocketAddr, Arc<Fabric>) {
     let fabric = Fabric::new(IntentStore::new(kv.clone(), Keys::new("/t")));
     tokio::spawn(fabric.clone().run());
     tokio::spawn(fabric.clone().run_placement());
     let users = auth::Users::parse(&format!("cs:{}\n", auth::hash_password("pw"))).unwrap();
-    let state = rest::Rest::new(fabric, users, Duration::from_secs(3600), "lab", "", "Admin");
+    let state = rest::Rest::new(
+        fabric.clone(),
+        users,
+        Duration::from_secs(3600),
+        "lab",
+        "",
+        "Admin",
+    );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(rest::serve_title_case(l, rest::router(state)));
-    addr
+    (addr, fabric)
 }
 
 fn id(v: &Value) -> u64 {
@@ -1104,6 +1116,109 @@ async fn vpc_and_nat_lists_with_100_and_10000_objects() {
         ms(n10k),
         ms(n100),
         ms(n10k) / ms(n100)
+    );
+}
+
+/// An in-memory store that counts the reads touching the REST metadata (`/t/rest/`).
+#[derive(Default)]
+struct CountingStore {
+    inner: MemStore,
+    rest_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    fn count(&self, touches_rest: bool) {
+        if touches_rest {
+            self.rest_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn rest_reads(&self) -> usize {
+        self.rest_reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl sf_store::KvStore for CountingStore {
+    async fn get(&self, key: &str) -> sf_store::Result<Option<sf_store::KeyValue>> {
+        self.count(key.starts_with("/t/rest/"));
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> sf_store::Result<(Vec<sf_store::KeyValue>, i64)> {
+        self.count(prefix.starts_with("/t/rest/") || "/t/rest/".starts_with(prefix));
+        self.inner.list(prefix).await
+    }
+    async fn txn(
+        &self,
+        compares: Vec<sf_store::Compare>,
+        ops: Vec<sf_store::Op>,
+    ) -> sf_store::Result<sf_store::TxnOutcome> {
+        self.inner.txn(compares, ops).await
+    }
+    async fn watch(&self, prefix: &str, rev: i64) -> sf_store::Result<sf_store::WatchStream> {
+        self.inner.watch(prefix, rev).await
+    }
+    async fn lease_grant(&self, ttl: i64) -> sf_store::Result<i64> {
+        self.inner.lease_grant(ttl).await
+    }
+    async fn lease_keep_alive(&self, lease: i64) -> sf_store::Result<i64> {
+        self.inner.lease_keep_alive(lease).await
+    }
+    async fn lease_revoke(&self, lease: i64) -> sf_store::Result<()> {
+        self.inner.lease_revoke(lease).await
+    }
+}
+
+/// The REST metadata comes from the coordinator's index, not from etcd per request: a request
+/// right after a write sees the written record (read-your-writes), and a record another
+/// replica writes (here: straight into the store) arrives through the watch, both without
+/// reading `rest/` from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_metadata_is_read_from_the_index() {
+    use sf_coordinator::rest::meta::{Record, RestKeys, Spec};
+    use sf_store::KvStore;
+    let kv = Arc::new(CountingStore::default());
+    let (addr, fabric) = serve_store(kv.clone()).await;
+    let c = login(addr).await;
+    let t = c.call("GET", "/api/tenants", None).await["data"][0].clone();
+    let before = kv.rest_reads();
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/vpc",
+            Some(json!({"name": "D1-A2-Z1-V7-a", "adminTenant": t})),
+        )
+        .await;
+    let a = id(&b["data"]);
+    // Read-your-writes, on a list (filtered, so never a cached answer) and a get.
+    let l = c.call("GET", "/api/v2/vpc?vpc=D1-A2-Z1-V7-a", None).await;
+    assert_eq!(l["data"][0]["id"], json!(a), "{l}");
+    let g = c.call("GET", &format!("/api/v2/vpc/{a}"), None).await;
+    assert_eq!(g["data"]["name"], json!("D1-A2-Z1-V7-a"), "{g}");
+    // Another replica's record arrives through the watch.
+    let r = Record {
+        id: 500,
+        name: "D1-A2-Z1-V8-b".into(),
+        tenant: "Admin".into(),
+        vpc: 500,
+        spec: Spec::Vpc,
+        sf: None,
+    };
+    let rev = kv
+        .put(
+            &RestKeys::new("/t").object(r.kind(), r.id),
+            serde_json::to_vec(&r).unwrap(),
+            0,
+        )
+        .await
+        .unwrap();
+    fabric.wait_for_revision(rev).await;
+    let g = c.call("GET", "/api/v2/vpc/500", None).await;
+    assert_eq!(g["data"]["name"], json!("D1-A2-Z1-V8-b"), "{g}");
+    assert_eq!(
+        kv.rest_reads(),
+        before,
+        "the REST metadata was read from the store"
     );
 }
 

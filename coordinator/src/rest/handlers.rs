@@ -208,33 +208,18 @@ async fn logout(State(s): St, headers: HeaderMap) -> Res {
 // shared helpers
 
 impl Rest {
-    async fn db(&self) -> ApiResult<Db> {
-        Db::load(self.fabric.store().kv().as_ref(), &self.keys).await
-    }
-
-    /// The metadata for a read-only answer. The coordinator's index follows a watch on the
-    /// whole root (REST metadata included), so while its revision is unchanged nothing was
-    /// written and the last read is still current: lists of 10,000 objects then skip reading
-    /// and decoding every record from etcd. The revision is taken before the read, so a read
-    /// is never tagged newer than it is; this replica's own writes wait for the index
-    /// (`commit`), so they are always seen. Writes read etcd afresh ([`Rest::db`]).
-    async fn db_read(&self) -> ApiResult<Arc<Db>> {
-        let rev = self.fabric.revision();
-        if rev > 0 {
-            if let Some((r, db)) = self.db_cache.lock().unwrap().as_ref() {
-                if *r == rev {
-                    return Ok(db.clone());
-                }
-            }
+    /// The REST metadata, from the coordinator's index (which follows a watch on the whole
+    /// root, REST metadata included): no etcd read per request. This replica's own writes
+    /// wait for the index ([`Rest::commit`]), so they are always seen; a view behind another
+    /// replica's write can only make a write fail (its transaction compares the records' and
+    /// the id counter's revisions, and the intent version), never corrupt.
+    async fn db(&self) -> ApiResult<Arc<Db>> {
+        if !self.fabric.wait_loaded().await {
+            return Err(ApiError::unavailable(
+                "etcd unavailable: the coordinator has not loaded its index yet",
+            ));
         }
-        let db = Arc::new(self.db().await?);
-        if rev > 0 {
-            let mut c = self.db_cache.lock().unwrap();
-            if c.as_ref().is_none_or(|(r, _)| *r < rev) {
-                *c = Some((rev, db.clone()));
-            }
-        }
-        Ok(db)
+        Ok(self.fabric.rest_db())
     }
 
     fn intent<T>(&self, f: impl FnOnce(&Intent) -> T) -> T {
@@ -615,7 +600,7 @@ async fn list_kind(s: &Rest, kind: Kind, q: &Params) -> Res {
     if let Some(r) = key.and_then(|k| cached_list(s, k, rev)) {
         return Ok(r);
     }
-    let db = s.db_read().await?;
+    let db = s.db().await?;
     let items: Vec<Value> = if site_matches(s, q) {
         s.intent(|i| {
             db.of(kind)
@@ -631,7 +616,7 @@ async fn list_kind(s: &Rest, kind: Kind, q: &Params) -> Res {
 
 async fn get_kind(s: &Rest, kind: Kind, id: &str) -> Res {
     let id = id_of(id)?;
-    let db = s.db_read().await?;
+    let db = s.db().await?;
     let r = db.get(kind, id).ok_or_else(|| not_found(kind, id))?;
     Ok(ok("", s.intent(|i| render(s, &db, i, r))))
 }
@@ -707,209 +692,253 @@ fn pick_lb_ip(db: &Db, intent: &Intent) -> ApiResult<String> {
     ))
 }
 
-/// Plans the record and the StackFabric object for `spec` (a create when `old` is `None`).
-#[allow(clippy::too_many_arguments)]
-fn plan(
-    s: &Rest,
-    db: &Db,
-    intent: &Intent,
+/// What planning a create or update of one record works from.
+struct PlanCtx<'a> {
+    s: &'a Rest,
+    db: &'a Db,
+    intent: &'a Intent,
     id: u64,
-    name: String,
-    tenant: String,
+    name: &'a str,
+    tenant: &'a str,
     vpc: u64,
-    mut spec: Spec,
-    old: Option<&Record>,
-) -> ApiResult<Plan> {
-    // StackFabric name: kept from the old object on updates, else derived from the name.
-    let keep = |r: Option<&Record>| -> Option<String> {
-        r.and_then(|r| r.sf.as_ref()).map(|sf| match sf {
+    /// The record before an update; `None` for a create.
+    old: Option<&'a Record>,
+}
+
+impl PlanCtx<'_> {
+    /// The StackFabric name of the object: kept from the old object on updates, else derived
+    /// from the Netris name, avoiding the names `taken` answers true for.
+    fn sf_name(&self, taken: impl Fn(&str) -> bool) -> String {
+        let kept = self.old.and_then(|r| r.sf.as_ref()).map(|sf| match sf {
             SfRef::Vpc { name, .. }
             | SfRef::Pool { name, .. }
             | SfRef::Network { name, .. }
             | SfRef::Nat { name, .. }
             | SfRef::Lb { name, .. }
             | SfRef::Route { name, .. } => name.clone(),
-        })
-    };
-    let old_sf_name = keep(old);
-    let mut add = None;
-    let mut sf = old.and_then(|o| o.sf.clone());
-    match &mut spec {
-        Spec::Vpc | Spec::Acl(_) => {}
-        // Kept as records: the IPv6 dataplane comes with IPv6 support.
-        Spec::Ip6(_) => {}
-        Spec::Allocation(a) => {
-            if let Some(o) = old {
-                if o.spec != Spec::Allocation(a.clone()) {
-                    return Err(ApiError::bad(
-                        "invalid prefix: an allocation's prefix cannot change; delete and recreate it",
-                    ));
-                }
-            } else if vpc == SYSTEM_VPC_ID {
-                if let Some(o) = db.of(Kind::Allocation).find(|o| {
-                    o.vpc == SYSTEM_VPC_ID
-                        && matches!(&o.spec, Spec::Allocation(x) if overlaps(x.prefix, a.prefix))
-                }) {
-                    return Err(ApiError::conflict(format!(
-                        "invalid prefix: {} overlaps allocation {:?}",
-                        a.prefix, o.name
-                    )));
-                }
-                match intent
-                    .pools
-                    .values()
-                    .find(|p| p.cidr == a.prefix && p.site == s.fabric_site)
-                {
-                    Some(p) => {
-                        sf = Some(SfRef::Pool {
-                            name: p.name.clone(),
-                            adopted: true,
-                        })
-                    }
-                    None => {
-                        let pool = Pool {
-                            name: sf_name(&name, id, |n| intent.pools.contains_key(n)),
-                            cidr: a.prefix,
-                            site: s.fabric_site.clone(),
-                        };
-                        add = Some(SfObj::Pool(pool));
-                    }
-                }
-            } else {
-                if let Some(o) = db.of(Kind::Allocation).find(|o| {
-                    o.vpc == vpc
-                        && matches!(&o.spec, Spec::Allocation(x) if overlaps(x.prefix, a.prefix))
-                }) {
-                    return Err(ApiError::conflict(format!(
-                        "invalid prefix: {} overlaps allocation {:?} of the same VPC",
-                        a.prefix, o.name
-                    )));
-                }
-                if db.sf_vpc(vpc).is_none() {
-                    let vpc_name = db.vpc_name(vpc);
-                    add = Some(SfObj::Vpc(Vpc {
-                        tenant: tenant.clone(),
-                        name: sf_name(&vpc_name, vpc, |n| {
-                            intent.vpcs.contains_key(&(tenant.clone(), n.to_string()))
-                        }),
-                        cidr: a.prefix,
-                        site: s.fabric_site.clone(),
-                        id: 0,
-                    }));
-                }
-            }
-        }
+        });
+        kept.unwrap_or_else(|| sf_name(self.name, self.id, taken))
+    }
+}
+
+/// What a record's StackFabric object becomes.
+enum SfPlan {
+    /// The record keeps the object it owns (if any).
+    Keep,
+    /// This object is created (or replaces the record's own) and owned by the record.
+    Create(SfObj),
+    /// The record points at an object that exists already (an adopted pool).
+    Adopt(SfRef),
+    /// The record owns no object (a disabled NAT rule or load balancer).
+    Nothing,
+}
+
+/// Plans the record and the StackFabric object for `spec` (a create when `c.old` is `None`):
+/// one function per kind that maps onto an object.
+fn plan(c: &PlanCtx, mut spec: Spec) -> ApiResult<Plan> {
+    let sf_plan = match &mut spec {
+        // Kept as records (IPv6: the dataplane comes with IPv6 support).
+        Spec::Vpc | Spec::Acl(_) | Spec::Ip6(_) => SfPlan::Keep,
+        Spec::Allocation(a) => plan_allocation(c, a)?,
         Spec::Subnet(sn) => {
-            let inside = db.of(Kind::Allocation).any(|a| {
-                a.vpc == vpc
-                    && matches!(&a.spec, Spec::Allocation(x) if x.prefix.contains(&sn.prefix))
-            });
-            if !inside {
-                return Err(ApiError::bad(format!(
-                    "invalid prefix: {} is not inside an IPAM allocation of VPC {:?}",
-                    sn.prefix,
-                    db.vpc_name(vpc)
-                )));
-            }
+            check_subnet(c, sn)?;
+            SfPlan::Keep
         }
-        Spec::Vnet(v) => {
-            if let Some(o) = old {
-                match &o.spec {
-                    Spec::Vnet(ov) if ov.gateway == v.gateway && (v.vni == 0 || ov.vni == v.vni) => {
-                        v.vni = ov.vni;
-                    }
-                    _ => {
-                        return Err(ApiError::bad(
-                            "invalid vnet: vxlanID and gateways cannot change; delete and recreate the vnet",
-                        ))
-                    }
-                }
-            } else {
-                let (t, sv) = s.require_sf_vpc(db, vpc)?;
-                let subnets: Vec<Ipv4Net> = db
-                    .of(Kind::Subnet)
-                    .filter(|r| r.vpc == vpc)
-                    .filter_map(|r| match &r.spec {
-                        Spec::Subnet(sn) if sn.purpose == "common" => Some(sn.prefix),
-                        _ => None,
-                    })
-                    .collect();
-                let nname = sf_name(&name, id, |n| {
-                    intent
-                        .networks
-                        .contains_key(&(t.clone(), sv.clone(), n.to_string()))
-                });
-                let mut n = vnet_network(v, &subnets, &t, &sv, &nname);
-                if n.vni == 0 {
-                    let used = intent.used_vnis();
-                    n.vni = sf_core::VNI_POOL
-                        .clone()
-                        .find(|x| !used.contains(x))
-                        .ok_or_else(|| ApiError::conflict("the VNI pool is exhausted"))?;
-                    v.vni = n.vni;
-                }
-                add = Some(SfObj::Network(n));
-            }
-        }
-        Spec::Nat(n) => {
-            let (t, sv) = s.require_sf_vpc(db, vpc)?;
-            let nname = old_sf_name.clone().unwrap_or_else(|| {
-                sf_name(&name, id, |x| {
-                    intent
-                        .nat_rules
-                        .contains_key(&(t.clone(), sv.clone(), x.to_string()))
-                })
-            });
-            add = nat_rule(n, &t, &sv, &nname)?.map(SfObj::Nat);
-        }
-        Spec::L4lb(l) => {
-            let (t, sv) = s.require_sf_vpc(db, vpc)?;
-            if l.ip.is_empty() {
-                l.ip = match old.map(|o| &o.spec) {
-                    Some(Spec::L4lb(ol)) => ol.ip.clone(),
-                    _ => pick_lb_ip(db, intent)?,
-                };
-            }
-            let lname = old_sf_name.clone().unwrap_or_else(|| {
-                sf_name(&name, id, |x| {
-                    intent
-                        .load_balancers
-                        .contains_key(&(t.clone(), sv.clone(), x.to_string()))
-                })
-            });
-            add = load_balancer(l, &t, &sv, &lname)?.map(|mut lb| {
-                lb.source_cidrs = acl_map::lb_sources(db, l);
-                SfObj::Lb(lb)
-            });
-        }
-        Spec::Route(r) => {
-            let (t, sv) = s.require_sf_vpc(db, vpc)?;
-            let rname = old_sf_name.clone().unwrap_or_else(|| {
-                sf_name(&name, id, |x| {
-                    intent
-                        .routes
-                        .contains_key(&(t.clone(), sv.clone(), x.to_string()))
-                })
-            });
-            add = Some(SfObj::Route(static_route(r, &t, &sv, &rname)));
-        }
-    }
-    if let Some(a) = &add {
-        sf = Some(a.sf_ref());
-    } else if matches!(spec, Spec::Nat(_) | Spec::L4lb(_)) {
-        sf = None; // disabled: no StackFabric object
-    }
+        Spec::Vnet(v) => plan_vnet(c, v)?,
+        Spec::Nat(n) => plan_nat(c, n)?,
+        Spec::L4lb(l) => plan_lb(c, l)?,
+        Spec::Route(r) => plan_route(c, r)?,
+    };
+    let (sf, add) = match sf_plan {
+        SfPlan::Keep => (c.old.and_then(|o| o.sf.clone()), None),
+        SfPlan::Create(obj) => (Some(obj.sf_ref()), Some(obj)),
+        SfPlan::Adopt(r) => (Some(r), None),
+        SfPlan::Nothing => (None, None),
+    };
     Ok(Plan {
         rec: Record {
-            id,
-            name,
-            tenant,
-            vpc,
+            id: c.id,
+            name: c.name.to_string(),
+            tenant: c.tenant.to_string(),
+            vpc: c.vpc,
             spec,
             sf,
         },
         add,
     })
+}
+
+/// An IPAM allocation: in the System VPC a pool (one with the same CIDR in the fabric site is
+/// adopted), in a tenant VPC the StackFabric VPC, created with its first allocation. Its
+/// prefix cannot change.
+fn plan_allocation(c: &PlanCtx, a: &AllocSpec) -> ApiResult<SfPlan> {
+    let (s, db, intent, vpc) = (c.s, c.db, c.intent, c.vpc);
+    if let Some(o) = c.old {
+        if o.spec != Spec::Allocation(a.clone()) {
+            return Err(ApiError::bad(
+                "invalid prefix: an allocation's prefix cannot change; delete and recreate it",
+            ));
+        }
+        return Ok(SfPlan::Keep);
+    }
+    if vpc == SYSTEM_VPC_ID {
+        if let Some(o) = db.of(Kind::Allocation).find(|o| {
+            o.vpc == SYSTEM_VPC_ID
+                && matches!(&o.spec, Spec::Allocation(x) if overlaps(x.prefix, a.prefix))
+        }) {
+            return Err(ApiError::conflict(format!(
+                "invalid prefix: {} overlaps allocation {:?}",
+                a.prefix, o.name
+            )));
+        }
+        return Ok(
+            match intent
+                .pools
+                .values()
+                .find(|p| p.cidr == a.prefix && p.site == s.fabric_site)
+            {
+                Some(p) => SfPlan::Adopt(SfRef::Pool {
+                    name: p.name.clone(),
+                    adopted: true,
+                }),
+                None => SfPlan::Create(SfObj::Pool(Pool {
+                    name: sf_name(c.name, c.id, |n| intent.pools.contains_key(n)),
+                    cidr: a.prefix,
+                    site: s.fabric_site.clone(),
+                })),
+            },
+        );
+    }
+    if let Some(o) = db.of(Kind::Allocation).find(|o| {
+        o.vpc == vpc && matches!(&o.spec, Spec::Allocation(x) if overlaps(x.prefix, a.prefix))
+    }) {
+        return Err(ApiError::conflict(format!(
+            "invalid prefix: {} overlaps allocation {:?} of the same VPC",
+            a.prefix, o.name
+        )));
+    }
+    if db.sf_vpc(vpc).is_some() {
+        return Ok(SfPlan::Keep);
+    }
+    let tenant = c.tenant.to_string();
+    let vpc_name = db.vpc_name(vpc);
+    Ok(SfPlan::Create(SfObj::Vpc(Vpc {
+        tenant: tenant.clone(),
+        name: sf_name(&vpc_name, vpc, |n| {
+            intent.vpcs.contains_key(&(tenant.clone(), n.to_string()))
+        }),
+        cidr: a.prefix,
+        site: s.fabric_site.clone(),
+        id: 0,
+    })))
+}
+
+/// A subnet must lie in an allocation of its VPC.
+fn check_subnet(c: &PlanCtx, sn: &SubnetSpec) -> ApiResult<()> {
+    let inside = c.db.of(Kind::Allocation).any(|a| {
+        a.vpc == c.vpc && matches!(&a.spec, Spec::Allocation(x) if x.prefix.contains(&sn.prefix))
+    });
+    if !inside {
+        return Err(ApiError::bad(format!(
+            "invalid prefix: {} is not inside an IPAM allocation of VPC {:?}",
+            sn.prefix,
+            c.db.vpc_name(c.vpc)
+        )));
+    }
+    Ok(())
+}
+
+/// A vnet: a network of the VPC's StackFabric VPC, with the lowest free VNI when `vxlanID` is
+/// 0 (written back into the spec). Its VNI and gateway cannot change.
+fn plan_vnet(c: &PlanCtx, v: &mut VnetSpec) -> ApiResult<SfPlan> {
+    let (s, db, intent, vpc) = (c.s, c.db, c.intent, c.vpc);
+    if let Some(o) = c.old {
+        return match &o.spec {
+            Spec::Vnet(ov) if ov.gateway == v.gateway && (v.vni == 0 || ov.vni == v.vni) => {
+                v.vni = ov.vni;
+                Ok(SfPlan::Keep)
+            }
+            _ => Err(ApiError::bad(
+                "invalid vnet: vxlanID and gateways cannot change; delete and recreate the vnet",
+            )),
+        };
+    }
+    let (t, sv) = s.require_sf_vpc(db, vpc)?;
+    let subnets: Vec<Ipv4Net> = db
+        .of(Kind::Subnet)
+        .filter(|r| r.vpc == vpc)
+        .filter_map(|r| match &r.spec {
+            Spec::Subnet(sn) if sn.purpose == "common" => Some(sn.prefix),
+            _ => None,
+        })
+        .collect();
+    let nname = sf_name(c.name, c.id, |n| {
+        intent
+            .networks
+            .contains_key(&(t.clone(), sv.clone(), n.to_string()))
+    });
+    let mut n = vnet_network(v, &subnets, &t, &sv, &nname);
+    if n.vni == 0 {
+        let used = intent.used_vnis();
+        n.vni = sf_core::VNI_POOL
+            .clone()
+            .find(|x| !used.contains(x))
+            .ok_or_else(|| ApiError::conflict("the VNI pool is exhausted"))?;
+        v.vni = n.vni;
+    }
+    Ok(SfPlan::Create(SfObj::Network(n)))
+}
+
+/// A NAT rule of the VPC's StackFabric VPC (none while the record is disabled).
+fn plan_nat(c: &PlanCtx, n: &NatSpec) -> ApiResult<SfPlan> {
+    let (t, sv) = c.s.require_sf_vpc(c.db, c.vpc)?;
+    let name = c.sf_name(|x| {
+        c.intent
+            .nat_rules
+            .contains_key(&(t.clone(), sv.clone(), x.to_string()))
+    });
+    Ok(match nat_rule(n, &t, &sv, &name)? {
+        Some(r) => SfPlan::Create(SfObj::Nat(r)),
+        None => SfPlan::Nothing,
+    })
+}
+
+/// A load balancer of the VPC's StackFabric VPC (none while the record is disabled); an
+/// automatic VIP is kept on updates, else the first free one; its source list comes from the
+/// LB ACL records.
+fn plan_lb(c: &PlanCtx, l: &mut LbSpec) -> ApiResult<SfPlan> {
+    let (t, sv) = c.s.require_sf_vpc(c.db, c.vpc)?;
+    if l.ip.is_empty() {
+        l.ip = match c.old.map(|o| &o.spec) {
+            Some(Spec::L4lb(ol)) => ol.ip.clone(),
+            _ => pick_lb_ip(c.db, c.intent)?,
+        };
+    }
+    let name = c.sf_name(|x| {
+        c.intent
+            .load_balancers
+            .contains_key(&(t.clone(), sv.clone(), x.to_string()))
+    });
+    Ok(match load_balancer(l, &t, &sv, &name)? {
+        Some(mut lb) => {
+            lb.source_cidrs = acl_map::lb_sources(c.db, l);
+            SfPlan::Create(SfObj::Lb(lb))
+        }
+        None => SfPlan::Nothing,
+    })
+}
+
+/// A static route of the VPC's StackFabric VPC.
+fn plan_route(c: &PlanCtx, r: &RouteSpec) -> ApiResult<SfPlan> {
+    let (t, sv) = c.s.require_sf_vpc(c.db, c.vpc)?;
+    let name = c.sf_name(|x| {
+        c.intent
+            .routes
+            .contains_key(&(t.clone(), sv.clone(), x.to_string()))
+    });
+    Ok(SfPlan::Create(SfObj::Route(static_route(
+        r, &t, &sv, &name,
+    ))))
 }
 
 /// The Netris name of a posted object (routes are named by their description).
@@ -1088,7 +1117,19 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
         name
     };
     let vpc = if kind == Kind::Vpc { id } else { vpc };
-    let mut p = s.intent(|i| plan(s, &db, i, id, name, tenant, vpc, spec, None))?;
+    let mut p = s.intent(|i| {
+        let c = PlanCtx {
+            s,
+            db: &db,
+            intent: i,
+            id,
+            name: &name,
+            tenant: &tenant,
+            vpc,
+            old: None,
+        };
+        plan(&c, spec)
+    })?;
     if let Some(SfObj::Vpc(v)) = &mut p.add {
         v.id = free_vpc_id(s, &v.site).await?;
     }
@@ -1098,7 +1139,7 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
     }
     txn.put_record(&p.rec, None);
     if matches!(kind, Kind::Acl | Kind::Vnet) {
-        let mut after = db.clone();
+        let mut after = (*db).clone();
         after.recs.insert(id, (p.rec.clone(), 0));
         s.intent(|i| {
             let mut i2 = i.clone();
@@ -1137,25 +1178,23 @@ fn created(kind: Kind, id: u64, msg: String, data: Value) -> Response {
     }
 }
 
+/// A free VPC id in `site`, picked from the index as the gRPC API's allocation does
+/// (`IntentStore::pick_vpc_id`); the transaction's compare on the id's claim keeps a racing
+/// allocation from ever sharing it.
 async fn free_vpc_id(s: &Rest, site: &str) -> ApiResult<u32> {
-    let keys = s.fabric.store().keys();
-    let (taken, _) = s
+    let known = s.intent(|i| sf_store::intent::IntentStore::known_vpc_ids(i, site));
+    match s
         .fabric
         .store()
-        .kv()
-        .list(&keys.vpc_id_prefix(site))
-        .await?;
-    let taken: std::collections::BTreeSet<u32> = taken
-        .iter()
-        .filter_map(|kv| match keys.parse(&kv.key) {
-            Some(sf_store::keys::KeyKind::VpcIdAlloc(s, i)) if s == site => Some(i),
-            _ => None,
-        })
-        .collect();
-    sf_core::VPC_ID_POOL
-        .clone()
-        .find(|i| !taken.contains(i))
-        .ok_or_else(|| ApiError::conflict("the VPC id pool is exhausted"))
+        .pick_vpc_id(site, sf_core::VPC_ID_POOL, &known)
+        .await
+    {
+        Ok(id) => Ok(id),
+        Err(sf_store::intent::WriteError::PoolExhausted(_)) => {
+            Err(ApiError::conflict("the VPC id pool is exhausted"))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
@@ -1222,17 +1261,17 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
         return Ok(ok(message(&db, &old, "unchanged"), data));
     }
     let p = s.intent(|i| {
-        plan(
+        let c = PlanCtx {
             s,
-            &db,
-            i,
+            db: &db,
+            intent: i,
             id,
-            name,
-            old.tenant.clone(),
-            old.vpc,
-            spec,
-            Some(&old),
-        )
+            name: &name,
+            tenant: &old.tenant,
+            vpc: old.vpc,
+            old: Some(&old),
+        };
+        plan(&c, spec)
     })?;
     let sfk = s.fabric.store().keys().clone();
     let mut txn = Txn::new(&s.keys, &sfk, &db);
@@ -1260,7 +1299,7 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
     }
     txn.put_record(&p.rec, Some(db.rev(id)));
     if kind == Kind::Acl {
-        let mut after = db.clone();
+        let mut after = (*db).clone();
         after.recs.insert(id, (p.rec.clone(), 0));
         s.intent(|i| {
             sync_acls(&mut txn, i, i, &after, old.vpc)?;
@@ -1336,7 +1375,7 @@ async fn delete_ids(s: &Rest, kind: Kind, ids: &[u64]) -> Res {
         gone.push(json!({"id": id, "name": r.name}));
     }
     if matches!(kind, Kind::Acl | Kind::Vnet) {
-        let mut after = db.clone();
+        let mut after = (*db).clone();
         let mut vpcs = std::collections::BTreeSet::new();
         for id in ids {
             if let Some((r, _)) = after.recs.remove(id) {
@@ -1419,7 +1458,7 @@ async fn list_vpcs(State(s): St, Query(q): Q) -> Res {
     if let Some(r) = key.and_then(|k| cached_list(&s, k, rev)) {
         return Ok(r);
     }
-    let db = s.db_read().await?;
+    let db = s.db().await?;
     let mut items = vec![];
     if site_matches(&s, &q) {
         let by_id = qall(&q, "filterByVpc");
@@ -1448,7 +1487,7 @@ async fn list_vpcs(State(s): St, Query(q): Q) -> Res {
 
 async fn get_vpc(State(s): St, Path(id): Path<String>) -> Res {
     if id_of(&id)? == SYSTEM_VPC_ID {
-        let db = s.db_read().await?;
+        let db = s.db().await?;
         return Ok(ok("", system_vpc(&s, &db)));
     }
     get_kind(&s, Kind::Vpc, &id).await
@@ -1456,7 +1495,7 @@ async fn get_vpc(State(s): St, Path(id): Path<String>) -> Res {
 
 async fn vpc_resources(State(s): St, Path(id): Path<String>) -> Res {
     let id = id_of(&id)?;
-    let db = s.db_read().await?;
+    let db = s.db().await?;
     if id != SYSTEM_VPC_ID && db.get(Kind::Vpc, id).is_none() {
         return Err(not_found(Kind::Vpc, id));
     }

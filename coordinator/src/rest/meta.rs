@@ -1,8 +1,9 @@
 //! REST metadata in etcd, and the one-transaction writes that change it together with the
 //! StackFabric objects it maps to.
 //!
-//! Layout (under the coordinator's etcd root; sf-store's parser ignores these keys, so the
-//! coordinator's index never sees them):
+//! Layout (under the coordinator's etcd root; sf-store's parser ignores these keys and hands
+//! them over raw, and the coordinator's index keeps them decoded as a [`Db`] beside its view,
+//! from the same load and watch: `Fabric::rest_db`):
 //!
 //! ```text
 //! {root}/rest/seq                       last Netris id handed out (decimal); ids are unique
@@ -16,17 +17,20 @@
 //! normalized spec (compared for idempotent creates, rendered back on lists) and `sf`, the
 //! StackFabric object it owns, if any. Every REST write is one etcd transaction holding the
 //! record change, the id counter (compare on its revision), and the StackFabric object change
-//! with the same compares sf-store's own writes use (object absent, parent present, VNI and VPC
-//! id claims absent), so a rejected or raced write changes nothing.
+//! built by sf-store's write surface ([`sf_store::write`], the one the gRPC API's writes use:
+//! object absent, parent present, VNI and VPC id claims absent), so a rejected or raced write
+//! changes nothing.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sf_core::event::{Object, ObjectRef, VpcChildRef, VpcRef};
 use sf_core::model::{
     AclList, Intent, LoadBalancer, NatRule, Network, Pool, StaticRoute, Tenant, Vpc,
 };
 use sf_core::validate::{self, ValidationError};
-use sf_store::{Compare, KvStore, Op};
+use sf_store::write::WriteSet;
+use sf_store::{Compare, EventKind, KeyValue, Op, WatchEvent};
 
 use super::wire::*;
 
@@ -170,7 +174,39 @@ pub enum SfObj {
     Route(StaticRoute),
 }
 
+impl SfRef {
+    /// The StackFabric object's reference (an adopted pool's too).
+    pub fn object_ref(&self) -> ObjectRef {
+        match self.clone() {
+            SfRef::Vpc { tenant, name } => ObjectRef::Vpc(VpcRef::new(tenant, name)),
+            SfRef::Pool { name, .. } => ObjectRef::Pool(name),
+            SfRef::Network { tenant, vpc, name } => {
+                ObjectRef::Network(VpcChildRef::new(tenant, vpc, name))
+            }
+            SfRef::Nat { tenant, vpc, name } => ObjectRef::Nat(VpcChildRef::new(tenant, vpc, name)),
+            SfRef::Lb { tenant, vpc, name } => {
+                ObjectRef::LoadBalancer(VpcChildRef::new(tenant, vpc, name))
+            }
+            SfRef::Route { tenant, vpc, name } => {
+                ObjectRef::Route(VpcChildRef::new(tenant, vpc, name))
+            }
+        }
+    }
+}
+
 impl SfObj {
+    /// The object as sf-store's write surface takes it.
+    pub fn object(&self) -> Object {
+        match self.clone() {
+            SfObj::Vpc(v) => Object::Vpc(v),
+            SfObj::Pool(p) => Object::Pool(p),
+            SfObj::Network(n) => Object::Network(n),
+            SfObj::Nat(r) => Object::Nat(r),
+            SfObj::Lb(l) => Object::LoadBalancer(l),
+            SfObj::Route(r) => Object::Route(r),
+        }
+    }
+
     pub fn sf_ref(&self) -> SfRef {
         match self {
             SfObj::Vpc(v) => SfRef::Vpc {
@@ -298,7 +334,7 @@ pub fn without(intent: &Intent, r: &SfRef) -> Intent {
     i
 }
 
-/// Everything under `{root}/rest/`, read at one revision.
+/// Everything under `{root}/rest/`, as of one revision (the index's).
 #[derive(Debug, Default, Clone)]
 pub struct Db {
     pub tenants: BTreeMap<u64, String>,
@@ -339,33 +375,65 @@ struct TenantRec {
 }
 
 impl Db {
-    pub async fn load(kv: &dyn KvStore, keys: &RestKeys) -> ApiResult<Db> {
-        let (kvs, _) = kv.list(keys.prefix()).await?;
+    /// The metadata of the keys `kvs` (any keys; those outside `{root}/rest/` are skipped).
+    pub fn from_kvs(keys: &RestKeys, kvs: impl IntoIterator<Item = KeyValue>) -> Db {
         let mut db = Db::default();
-        for e in kvs {
-            let rest = &e.key[keys.prefix().len()..];
-            if rest == "seq" {
-                let n = String::from_utf8_lossy(&e.value)
+        for kv in kvs {
+            db.apply(
+                keys,
+                &WatchEvent {
+                    kind: EventKind::Put,
+                    kv,
+                },
+            );
+        }
+        db
+    }
+
+    /// Applies one watch event of a key under `{root}/rest/` (others are ignored); returns
+    /// whether it was one. An undecodable record is logged and skipped.
+    pub fn apply(&mut self, keys: &RestKeys, ev: &WatchEvent) -> bool {
+        let Some(rest) = ev.kv.key.strip_prefix(keys.prefix()) else {
+            return false;
+        };
+        let put = ev.kind == EventKind::Put;
+        // The id a tenant or record key ends with.
+        let key_id = |sub: &str| sub.rsplit('/').next().and_then(|i| i.parse::<u64>().ok());
+        if rest == "seq" {
+            self.seq = if put {
+                let n = String::from_utf8_lossy(&ev.kv.value)
                     .trim()
                     .parse()
                     .unwrap_or(0);
-                db.seq = (n, e.mod_revision);
-            } else if rest.starts_with("tenants/") {
-                if let Ok(t) = serde_json::from_slice::<TenantRec>(&e.value) {
-                    db.tenants.insert(t.id, t.name);
+                (n, ev.kv.mod_revision)
+            } else {
+                (0, 0)
+            };
+        } else if let Some(sub) = rest.strip_prefix("tenants/") {
+            if !put {
+                if let Some(id) = key_id(sub) {
+                    self.tenants.remove(&id);
                 }
-            } else if rest.starts_with("objects/") {
-                match serde_json::from_slice::<Record>(&e.value) {
+            } else if let Ok(t) = serde_json::from_slice::<TenantRec>(&ev.kv.value) {
+                self.tenants.insert(t.id, t.name);
+            }
+        } else if let Some(sub) = rest.strip_prefix("objects/") {
+            if !put {
+                if let Some(id) = key_id(sub) {
+                    self.recs.remove(&id);
+                }
+            } else {
+                match serde_json::from_slice::<Record>(&ev.kv.value) {
                     Ok(r) => {
-                        db.recs.insert(r.id, (r, e.mod_revision));
+                        self.recs.insert(r.id, (r, ev.kv.mod_revision));
                     }
                     Err(err) => {
-                        tracing::warn!(key = %e.key, error = %err, "undecodable REST record")
+                        tracing::warn!(key = %ev.kv.key, error = %err, "undecodable REST record")
                     }
                 }
             }
         }
-        Ok(db)
+        true
     }
 
     pub fn of(&self, kind: Kind) -> impl Iterator<Item = &Record> {
@@ -418,12 +486,12 @@ impl Db {
     }
 }
 
-/// One etcd transaction under construction.
+/// One etcd transaction under construction: the REST layer's own records, tenants and id
+/// counter, and StackFabric objects through sf-store's write surface.
 pub struct Txn<'a> {
     keys: &'a RestKeys,
     sf: &'a sf_store::keys::Keys,
-    pub compares: Vec<Compare>,
-    pub ops: Vec<Op>,
+    set: WriteSet,
     seq: Option<u64>,
     seq_base: (u64, i64),
 }
@@ -445,8 +513,7 @@ impl<'a> Txn<'a> {
         Txn {
             keys,
             sf,
-            compares: vec![],
-            ops: vec![],
+            set: WriteSet::new(),
             seq: None,
             seq_base: db.seq,
         }
@@ -462,23 +529,23 @@ impl<'a> Txn<'a> {
 
     pub fn put_record(&mut self, rec: &Record, prev_rev: Option<i64>) {
         let k = self.keys.object(rec.kind(), rec.id);
-        self.compares.push(match prev_rev {
+        self.set.compares.push(match prev_rev {
             None => Compare::Absent(k.clone()),
             Some(r) => Compare::ModRevision(k.clone(), r),
         });
-        self.ops.push(put(k, enc(rec)));
+        self.set.ops.push(put(k, enc(rec)));
     }
 
     pub fn delete_record(&mut self, rec: &Record, rev: i64) {
         let k = self.keys.object(rec.kind(), rec.id);
-        self.compares.push(Compare::ModRevision(k.clone(), rev));
-        self.ops.push(Op::Delete { key: k });
+        self.set.compares.push(Compare::ModRevision(k.clone(), rev));
+        self.set.ops.push(Op::Delete { key: k });
     }
 
     pub fn put_tenant(&mut self, id: u64, name: &str) {
         let k = self.keys.tenant(id);
-        self.compares.push(Compare::Absent(k.clone()));
-        self.ops.push(put(
+        self.set.compares.push(Compare::Absent(k.clone()));
+        self.set.ops.push(put(
             k,
             enc(&TenantRec {
                 id,
@@ -488,147 +555,62 @@ impl<'a> Txn<'a> {
     }
 
     pub fn create_sf_tenant(&mut self, t: &Tenant) {
-        let k = self.sf.tenant(&t.name);
-        self.compares.push(Compare::Absent(k.clone()));
-        self.ops.push(put(k, enc(t)));
+        self.set.create(self.sf, &Object::Tenant(t.clone()));
     }
 
     /// Creates (or, with `replace`, overwrites an existing object with the same key of) a
-    /// StackFabric object, with sf-store's compares. A VPC must carry its allocated id.
+    /// StackFabric object. A VPC must carry its allocated id, a network its VNI (both are
+    /// claimed by a create; a replace keeps them).
     pub fn add_sf(&mut self, obj: &SfObj, replace: bool) {
-        let k = &self.sf;
-        let cmp = |key: String| {
-            if replace {
-                Compare::Present(key)
-            } else {
-                Compare::Absent(key)
-            }
-        };
-        match obj {
-            SfObj::Vpc(v) => {
-                let key = k.vpc(&v.tenant, &v.name);
-                self.compares.extend([
-                    Compare::Absent(key.clone()),
-                    Compare::Absent(k.vpc_id(&v.site, v.id)),
-                    Compare::Present(k.tenant(&v.tenant)),
-                ]);
-                self.ops.push(put(key, enc(v)));
-                self.ops.push(put(
-                    k.vpc_id(&v.site, v.id),
-                    format!("{}/{}", v.tenant, v.name).into_bytes(),
-                ));
-            }
-            SfObj::Pool(p) => {
-                let key = k.pool(&p.name);
-                self.compares.push(Compare::Absent(key.clone()));
-                self.ops.push(put(key, enc(p)));
-            }
-            SfObj::Network(n) => {
-                let key = k.network(&n.tenant, &n.vpc, &n.name);
-                self.compares.extend([
-                    Compare::Absent(key.clone()),
-                    Compare::Absent(k.vni(n.vni)),
-                    Compare::Present(k.vpc(&n.tenant, &n.vpc)),
-                ]);
-                self.ops.push(put(key, enc(n)));
-                self.ops.push(put(
-                    k.vni(n.vni),
-                    format!("{}/{}/{}", n.tenant, n.vpc, n.name).into_bytes(),
-                ));
-            }
-            SfObj::Nat(r) => {
-                let key = k.nat(&r.tenant, &r.vpc, &r.name);
-                let c = cmp(key.clone());
-                self.compares
-                    .extend([c, Compare::Present(k.vpc(&r.tenant, &r.vpc))]);
-                self.ops.push(put(key, enc(r)));
-            }
-            SfObj::Lb(l) => {
-                let key = k.lb(&l.tenant, &l.vpc, &l.name);
-                let c = cmp(key.clone());
-                self.compares
-                    .extend([c, Compare::Present(k.vpc(&l.tenant, &l.vpc))]);
-                self.ops.push(put(key, enc(l)));
-            }
-            SfObj::Route(r) => {
-                let key = k.route(&r.tenant, &r.vpc, &r.name);
-                let c = cmp(key.clone());
-                self.compares
-                    .extend([c, Compare::Present(k.vpc(&r.tenant, &r.vpc))]);
-                self.ops.push(put(key, enc(r)));
-            }
+        let obj = obj.object();
+        if replace {
+            self.set.replace(self.sf, &obj);
+        } else {
+            self.set.create(self.sf, &obj);
         }
     }
 
     /// Creates or (with `replace`) overwrites an ACL list owned by the REST layer.
     pub fn put_acl(&mut self, l: &AclList, replace: bool) {
-        let key = self.sf.acl(&l.tenant, &l.vpc, &l.name);
-        self.compares.extend([
-            if replace {
-                Compare::Present(key.clone())
-            } else {
-                Compare::Absent(key.clone())
-            },
-            Compare::Present(self.sf.vpc(&l.tenant, &l.vpc)),
-        ]);
-        self.ops.push(put(key, enc(l)));
+        let obj = Object::Acl(l.clone());
+        if replace {
+            self.set.replace(self.sf, &obj);
+        } else {
+            self.set.create(self.sf, &obj);
+        }
     }
 
     pub fn delete_acl(&mut self, l: &AclList) {
-        let key = self.sf.acl(&l.tenant, &l.vpc, &l.name);
-        self.compares.push(Compare::Present(key.clone()));
-        self.ops.push(Op::Delete { key });
+        self.set.delete_object(self.sf, &Object::Acl(l.clone()));
     }
 
     /// Deletes a StackFabric object and its allocation keys (VNI, VPC id). Adopted pools stay.
     pub fn remove_sf(&mut self, intent: &Intent, r: &SfRef) {
-        let k = &self.sf;
-        let keys: Vec<String> = match r {
-            SfRef::Vpc { tenant, name } => {
-                let mut v = vec![k.vpc(tenant, name)];
-                if let Some(vpc) = intent.vpcs.get(&(tenant.clone(), name.clone())) {
-                    if vpc.id != 0 {
-                        v.push(k.vpc_id(&vpc.site, vpc.id));
-                    }
-                }
-                v
-            }
-            SfRef::Pool { adopted: true, .. } => return,
-            SfRef::Pool { name, .. } => vec![k.pool(name)],
-            SfRef::Network { tenant, vpc, name } => {
-                let mut v = vec![k.network(tenant, vpc, name)];
-                if let Some(n) = intent.networks.get(&k3(tenant, vpc, name)) {
-                    v.push(k.vni(n.vni));
-                }
-                v
-            }
-            SfRef::Nat { tenant, vpc, name } => vec![k.nat(tenant, vpc, name)],
-            SfRef::Lb { tenant, vpc, name } => vec![k.lb(tenant, vpc, name)],
-            SfRef::Route { tenant, vpc, name } => vec![k.route(tenant, vpc, name)],
-        };
-        self.compares.push(Compare::Present(keys[0].clone()));
-        self.ops
-            .extend(keys.into_iter().map(|key| Op::Delete { key }));
+        if matches!(r, SfRef::Pool { adopted: true, .. }) {
+            return;
+        }
+        self.set.delete(self.sf, &r.object_ref(), intent);
     }
 
     /// The compares and operations, with the id counter's update if ids were handed out.
     pub fn finish(mut self) -> (Vec<Compare>, Vec<Op>) {
         if let Some(last) = self.seq {
             let k = self.keys.seq();
-            self.compares.push(if self.seq_base.1 == 0 {
+            self.set.compares.push(if self.seq_base.1 == 0 {
                 Compare::Absent(k.clone())
             } else {
                 Compare::ModRevision(k.clone(), self.seq_base.1)
             });
-            self.ops.push(put(k, last.to_string().into_bytes()));
+            self.set.ops.push(put(k, last.to_string().into_bytes()));
         }
-        (self.compares, self.ops)
+        self.set.into_parts()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sf_store::KvStore;
 
     #[test]
     fn records_round_trip() {
@@ -653,6 +635,123 @@ mod tests {
             sf_store::keys::Keys::new("/sf").parse(&keys.object(Kind::Nat, 3)),
             None
         );
+    }
+
+    /// A store that records every transaction it is given (and applies it to a `MemStore`).
+    #[derive(Default)]
+    struct Recording {
+        inner: sf_store::mem::MemStore,
+        txns: std::sync::Mutex<Vec<(Vec<Compare>, Vec<Op>)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl KvStore for Recording {
+        async fn get(&self, key: &str) -> sf_store::Result<Option<sf_store::KeyValue>> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> sf_store::Result<(Vec<sf_store::KeyValue>, i64)> {
+            self.inner.list(prefix).await
+        }
+        async fn txn(
+            &self,
+            compares: Vec<Compare>,
+            ops: Vec<Op>,
+        ) -> sf_store::Result<sf_store::TxnOutcome> {
+            self.txns
+                .lock()
+                .unwrap()
+                .push((compares.clone(), ops.clone()));
+            self.inner.txn(compares, ops).await
+        }
+        async fn watch(&self, prefix: &str, rev: i64) -> sf_store::Result<sf_store::WatchStream> {
+            self.inner.watch(prefix, rev).await
+        }
+        async fn lease_grant(&self, ttl: i64) -> sf_store::Result<i64> {
+            self.inner.lease_grant(ttl).await
+        }
+        async fn lease_keep_alive(&self, lease: i64) -> sf_store::Result<i64> {
+            self.inner.lease_keep_alive(lease).await
+        }
+        async fn lease_revoke(&self, lease: i64) -> sf_store::Result<()> {
+            self.inner.lease_revoke(lease).await
+        }
+    }
+
+    /// The one write road: a network (and a VPC) created and deleted through the gRPC API's
+    /// `IntentStore` and through a REST transaction are guarded by the same compares and make
+    /// the same changes (REST only adds its own record and counter; sf-store adds the intent
+    /// version every coordinator write advances).
+    #[tokio::test]
+    async fn grpc_and_rest_writes_share_their_guards() {
+        use sf_store::intent::IntentStore;
+        let rec = std::sync::Arc::new(Recording::default());
+        let sfk = sf_store::keys::Keys::new("/sf");
+        let store = IntentStore::new(rec.clone(), sfk.clone());
+        let vpc = Vpc {
+            tenant: "Admin".into(),
+            name: "v".into(),
+            cidr: "10.20.0.0/16".parse().unwrap(),
+            site: String::new(),
+            id: 3,
+        };
+        let net = Network {
+            tenant: "Admin".into(),
+            vpc: "v".into(),
+            name: "tier1".into(),
+            cidr: "10.20.1.0/24".parse().unwrap(),
+            vni: 1_000_007,
+            gateway: "10.20.1.1".parse().unwrap(),
+        };
+        let mut intent = Intent::default();
+        intent.vpcs.insert(vpc.key(), vpc.clone());
+        intent.networks.insert(net.key(), net.clone());
+        // gRPC: the store's writes (they fail on the empty store; what they asked is recorded).
+        let _ = store.create_network(&net).await;
+        let _ = store.delete_network(&net).await;
+        let _ = store.delete_vpc(&vpc).await;
+        let grpc: Vec<(Vec<Compare>, Vec<Op>)> = rec
+            .txns
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(c, o)| {
+                // Every coordinator write also advances the intent version.
+                assert_eq!(o.last().map(op_key), Some(sfk.intent_seq()));
+                (c.clone(), o[..o.len() - 1].to_vec())
+            })
+            .collect();
+        // REST: the same objects through a REST transaction, without its records.
+        let keys = RestKeys::new("/sf");
+        let rest = |f: &dyn Fn(&mut Txn)| {
+            let mut t = Txn::new(&keys, &sfk, &Db::default());
+            f(&mut t);
+            t.finish()
+        };
+        let net_ref = SfObj::Network(net.clone()).sf_ref();
+        let vpc_ref = SfObj::Vpc(vpc.clone()).sf_ref();
+        assert_eq!(
+            grpc,
+            vec![
+                rest(&|t| t.add_sf(&SfObj::Network(net.clone()), false)),
+                rest(&|t| t.remove_sf(&intent, &net_ref)),
+                rest(&|t| t.remove_sf(&intent, &vpc_ref)),
+            ]
+        );
+        assert_eq!(
+            grpc[0].0,
+            vec![
+                Compare::Absent(sfk.network("Admin", "v", "tier1")),
+                Compare::Absent(sfk.vni(1_000_007)),
+                Compare::Present(sfk.vpc("Admin", "v")),
+            ]
+        );
+        assert_eq!(grpc[2].1.len(), 2, "a VPC's delete releases its id");
+    }
+
+    fn op_key(op: &Op) -> String {
+        match op {
+            Op::Put { key, .. } | Op::Delete { key } => key.clone(),
+        }
     }
 
     #[test]

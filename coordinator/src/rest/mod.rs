@@ -59,9 +59,11 @@
 //! - Creates are idempotent by name (per tenant and kind): posting an existing name with the
 //!   same content returns the existing object; with other content it is a 409.
 //!
-//! The etcd layout of the REST metadata is in [`meta`]. Writes run under the coordinator's
-//! write lock, validate with sf-core against the index, commit one guarded transaction and wait
-//! until the index has it, like the gRPC API.
+//! The etcd layout of the REST metadata is in [`meta`]; the coordinator's index keeps it in
+//! memory from its watch (`Fabric::rest_db`), so requests do not read etcd. Writes run under
+//! the coordinator's write lock, validate with sf-core against the index, commit one guarded
+//! transaction built with sf-store's write surface and wait until the index has it, like the
+//! gRPC API.
 
 pub mod acl_map;
 pub mod auth;
@@ -118,11 +120,8 @@ pub struct Rest {
     pub fabric_site: String,
     pub admin_tenant: String,
     pub keys: meta::RestKeys,
-    /// The REST metadata as last read, tagged with the index revision it was read at (see
-    /// `Rest::db_read`): lists answer from it while nothing under the root changed.
-    db_cache: std::sync::Mutex<Option<(i64, Arc<meta::Db>)>>,
     /// Answers of unfiltered lists (CloudStack lists VPCs and NAT rules unfiltered on nearly
-    /// every operation), per list, tagged with the index revision like `db_cache`.
+    /// every operation), per list, tagged with the index revision they were rendered at.
     list_cache: std::sync::Mutex<std::collections::HashMap<&'static str, (i64, axum::body::Bytes)>>,
 }
 
@@ -149,7 +148,6 @@ impl Rest {
             fabric_site: fabric_site.into(),
             admin_tenant: admin_tenant.into(),
             keys,
-            db_cache: std::sync::Mutex::new(None),
             list_cache: Default::default(),
         })
     }

@@ -1,6 +1,6 @@
 //! Typed intent operations on a [`KvStore`]: loading the whole intent at one revision, decoding
 //! each watch event once into a [`ViewEvent`] that [`ClusterView::apply`] applies, and the guarded writes the coordinator performs after
-//! validation. Every write is one etcd transaction whose compares re-check what validation
+//! validation (their compares and operations come from [`crate::write`]). Every write is one etcd transaction whose compares re-check what validation
 //! assumed (the object is new, its parents exist, its VNI is free), so a racing writer makes
 //! the write fail cleanly instead of corrupting intent.
 
@@ -18,6 +18,7 @@ use sf_core::model::{
 use sf_core::status::AgentStatus;
 
 use crate::keys::{KeyKind, Keys};
+use crate::write::WriteSet;
 use crate::{
     Compare, EventKind, KeyValue, KvStore, Op, Result, StoreError, TxnOutcome, WatchEvent,
 };
@@ -140,6 +141,13 @@ impl IntentStore {
 
     /// Reads everything under the root at one revision.
     pub async fn load(&self) -> Result<(ClusterView, i64)> {
+        self.load_with(|_| {}).await
+    }
+
+    /// [`Self::load`], handing every key the view does not hold (keys outside the layout,
+    /// such as the coordinator's REST metadata, and allocation claims) to `other`, raw and at
+    /// the same revision, so a caller can keep its own records beside the view.
+    pub async fn load_with(&self, mut other: impl FnMut(KeyValue)) -> Result<(ClusterView, i64)> {
         let (kvs, revision) = self.store.list(&format!("{}/", self.keys.root())).await?;
         let mut view = ClusterView::default();
         for kv in kvs {
@@ -147,20 +155,19 @@ impl IntentStore {
                 kind: EventKind::Put,
                 kv,
             };
-            if let Some(e) = decode_event(&self.keys, &ev)? {
-                view.apply(e)
-                    .expect("decode_event pairs each reference with its kind");
+            match decode_event(&self.keys, &ev)? {
+                Some(e) => {
+                    view.apply(e)
+                        .expect("decode_event pairs each reference with its kind");
+                }
+                None => other(ev.kv),
             }
         }
         Ok((view, revision))
     }
 
-    async fn guarded(
-        &self,
-        what: &str,
-        compares: Vec<Compare>,
-        ops: Vec<Op>,
-    ) -> Result<i64, WriteError> {
+    async fn guarded(&self, what: &str, w: WriteSet) -> Result<i64, WriteError> {
+        let (compares, ops) = w.into_parts();
         let out = self.fenced_txn(compares, ops).await?;
         if out.succeeded {
             Ok(out.revision)
@@ -179,14 +186,31 @@ impl IntentStore {
         }
     }
 
+    /// The write set of creating `obj` ([`crate::write`]).
+    fn creating(&self, obj: Object) -> WriteSet {
+        let mut w = WriteSet::new();
+        w.create(&self.keys, &obj);
+        w
+    }
+
+    /// The write set of deleting the object `r` names (for kinds without a claim, which
+    /// need no lookup).
+    fn deleting(&self, r: ObjectRef) -> WriteSet {
+        let mut w = WriteSet::new();
+        w.delete(&self.keys, &r, &Intent::default());
+        w
+    }
+
+    /// The write set of deleting `obj`, releasing its claim.
+    fn deleting_object(&self, obj: Object) -> WriteSet {
+        let mut w = WriteSet::new();
+        w.delete_object(&self.keys, &obj);
+        w
+    }
+
     pub async fn create_tenant(&self, t: &Tenant) -> Result<i64, WriteError> {
-        let k = self.keys.tenant(&t.name);
-        self.guarded(
-            "tenant",
-            vec![Compare::Absent(k.clone())],
-            vec![Self::put(k, encode(t))],
-        )
-        .await
+        self.guarded("tenant", self.creating(Object::Tenant(t.clone())))
+            .await
     }
 
     /// Creates a VPC, allocating its id (lowest free in `ids`) in the same transaction.
@@ -197,6 +221,46 @@ impl IntentStore {
         ids: RangeInclusive<u32>,
     ) -> Result<(u32, i64), WriteError> {
         self.create_vpc_hinted(v, ids, None).await
+    }
+
+    /// The VPC ids `intent` holds in `site`: what an allocation trusts before listing keys
+    /// ([`Self::create_vpc_hinted`]), and where the REST API picks a new VPC's id.
+    pub fn known_vpc_ids(intent: &Intent, site: &str) -> BTreeSet<u32> {
+        intent
+            .vpcs
+            .values()
+            .filter(|x| x.site == site)
+            .map(|x| x.id)
+            .collect()
+    }
+
+    /// A free VPC id of `ids` in `site` for a write that claims it in its own transaction (the
+    /// REST API's, which adds its records): the lowest id `known` (the caller's index) leaves
+    /// free, if its claim key is indeed absent; else (a claim the index does not show) the
+    /// lowest id free among the listed claim keys. The write's compare on the claim still
+    /// guards against a racing allocation.
+    pub async fn pick_vpc_id(
+        &self,
+        site: &str,
+        ids: RangeInclusive<u32>,
+        known: &BTreeSet<u32>,
+    ) -> Result<u32, WriteError> {
+        if let Some(id) = ids.clone().find(|i| !known.contains(i)) {
+            if self.store.get(&self.keys.vpc_id(site, id)).await?.is_none() {
+                return Ok(id);
+            }
+        }
+        let (kvs, _) = self.store.list(&self.keys.vpc_id_prefix(site)).await?;
+        let taken: BTreeSet<u32> = kvs
+            .iter()
+            .filter_map(|kv| match self.keys.parse(&kv.key) {
+                Some(KeyKind::VpcIdAlloc(s, i)) if s == site => Some(i),
+                _ => None,
+            })
+            .collect();
+        ids.clone()
+            .find(|i| !taken.contains(i))
+            .ok_or(WriteError::PoolExhausted(ids))
     }
 
     /// [`Self::create_vpc`] with the ids the caller's index already knows to be taken in the
@@ -236,22 +300,8 @@ impl IntentStore {
             };
             let mut with_id = v.clone();
             with_id.id = id;
-            let out = self
-                .fenced_txn(
-                    vec![
-                        Compare::Absent(k.clone()),
-                        Compare::Absent(self.keys.vpc_id(&v.site, id)),
-                        Compare::Present(self.keys.tenant(&v.tenant)),
-                    ],
-                    vec![
-                        Self::put(k.clone(), encode(&with_id)),
-                        Self::put(
-                            self.keys.vpc_id(&v.site, id),
-                            format!("{}/{}", v.tenant, v.name).into_bytes(),
-                        ),
-                    ],
-                )
-                .await?;
+            let (compares, ops) = self.creating(Object::Vpc(with_id)).into_parts();
+            let out = self.fenced_txn(compares, ops).await?;
             if out.succeeded {
                 return Ok((id, out.revision));
             }
@@ -280,85 +330,56 @@ impl IntentStore {
     }
 
     pub async fn create_pool(&self, p: &Pool) -> Result<i64, WriteError> {
-        let k = self.keys.pool(&p.name);
-        self.guarded(
-            "pool",
-            vec![Compare::Absent(k.clone())],
-            vec![Self::put(k, encode(p))],
-        )
-        .await
+        self.guarded("pool", self.creating(Object::Pool(p.clone())))
+            .await
     }
 
     pub async fn create_nat(&self, r: &NatRule) -> Result<i64, WriteError> {
-        let k = self.keys.nat(&r.tenant, &r.vpc, &r.name);
-        self.guarded(
-            "NAT rule",
-            vec![
-                Compare::Absent(k.clone()),
-                Compare::Present(self.keys.vpc(&r.tenant, &r.vpc)),
-            ],
-            vec![Self::put(k, encode(r))],
-        )
-        .await
+        self.guarded("NAT rule", self.creating(Object::Nat(r.clone())))
+            .await
     }
 
     pub async fn create_route(&self, r: &StaticRoute) -> Result<i64, WriteError> {
-        let k = self.keys.route(&r.tenant, &r.vpc, &r.name);
-        self.guarded(
-            "route",
-            vec![
-                Compare::Absent(k.clone()),
-                Compare::Present(self.keys.vpc(&r.tenant, &r.vpc)),
-            ],
-            vec![Self::put(k, encode(r))],
-        )
-        .await
+        self.guarded("route", self.creating(Object::Route(r.clone())))
+            .await
     }
 
     pub async fn create_lb(&self, l: &sf_core::model::LoadBalancer) -> Result<i64, WriteError> {
-        let k = self.keys.lb(&l.tenant, &l.vpc, &l.name);
         self.guarded(
             "load balancer",
-            vec![
-                Compare::Absent(k.clone()),
-                Compare::Present(self.keys.vpc(&l.tenant, &l.vpc)),
-            ],
-            vec![Self::put(k, encode(l))],
+            self.creating(Object::LoadBalancer(l.clone())),
         )
         .await
     }
 
     /// Creates or replaces an ACL list (a change applies as a delta on the agents).
     pub async fn put_acl(&self, l: &sf_core::model::AclList) -> Result<i64, WriteError> {
-        let k = self.keys.acl(&l.tenant, &l.vpc, &l.name);
-        self.guarded(
-            "ACL list",
-            vec![Compare::Present(self.keys.vpc(&l.tenant, &l.vpc))],
-            vec![Self::put(k, encode(l))],
-        )
-        .await
+        let mut w = WriteSet::new();
+        w.upsert(&self.keys, &Object::Acl(l.clone()));
+        self.guarded("ACL list", w).await
     }
 
     pub async fn delete_acl(&self, t: &str, v: &str, l: &str) -> Result<i64, WriteError> {
-        self.delete_keys("ACL list", vec![self.keys.acl(t, v, l)])
-            .await
+        let r = ObjectRef::Acl(VpcChildRef::new(t, v, l));
+        self.guarded("ACL list", self.deleting(r)).await
     }
 
     pub async fn delete_lb(&self, t: &str, v: &str, l: &str) -> Result<i64, WriteError> {
-        self.delete_keys("load balancer", vec![self.keys.lb(t, v, l)])
-            .await
+        let r = ObjectRef::LoadBalancer(VpcChildRef::new(t, v, l));
+        self.guarded("load balancer", self.deleting(r)).await
     }
 
     pub async fn delete_pool(&self, p: &str) -> Result<i64, WriteError> {
-        self.delete_keys("pool", vec![self.keys.pool(p)]).await
+        let r = ObjectRef::Pool(p.to_string());
+        self.guarded("pool", self.deleting(r)).await
     }
     pub async fn delete_nat(&self, t: &str, v: &str, r: &str) -> Result<i64, WriteError> {
-        self.delete_keys("NAT rule", vec![self.keys.nat(t, v, r)])
-            .await
+        let r = ObjectRef::Nat(VpcChildRef::new(t, v, r));
+        self.guarded("NAT rule", self.deleting(r)).await
     }
     pub async fn delete_route(&self, t: &str, v: &str, r: &str) -> Result<i64, WriteError> {
-        self.delete_keys("route", vec![self.keys.route(t, v, r)])
-            .await
+        let r = ObjectRef::Route(VpcChildRef::new(t, v, r));
+        self.guarded("route", self.deleting(r)).await
     }
 
     /// Marks a gateway drained (out of placement) or not.
@@ -369,12 +390,11 @@ impl IntentStore {
         } else {
             Op::Delete { key: k }
         };
-        self.guarded(
-            "drain",
-            vec![Compare::Present(self.keys.node(node))],
-            vec![op],
-        )
-        .await
+        let w = WriteSet {
+            compares: vec![Compare::Present(self.keys.node(node))],
+            ops: vec![op],
+        };
+        self.guarded("drain", w).await
     }
 
     /// Writes placement changes (None deletes the record) in transactions of at most
@@ -417,21 +437,8 @@ impl IntentStore {
 
     /// Creates a network whose VNI is already chosen, claiming the VNI in the same transaction.
     pub async fn create_network(&self, n: &Network) -> Result<i64, WriteError> {
-        let k = self.keys.network(&n.tenant, &n.vpc, &n.name);
-        let owner = format!("{}/{}/{}", n.tenant, n.vpc, n.name);
-        self.guarded(
-            "network or VNI",
-            vec![
-                Compare::Absent(k.clone()),
-                Compare::Absent(self.keys.vni(n.vni)),
-                Compare::Present(self.keys.vpc(&n.tenant, &n.vpc)),
-            ],
-            vec![
-                Self::put(k, encode(n)),
-                Self::put(self.keys.vni(n.vni), owner.into_bytes()),
-            ],
-        )
-        .await
+        self.guarded("network or VNI", self.creating(Object::Network(n.clone())))
+            .await
     }
 
     /// Allocates the lowest free VNI of `pool` and creates the network with it, atomically:
@@ -539,23 +546,8 @@ impl IntentStore {
             let vni = self.free_vni(&pool, &skip, known, attempt).await?;
             let mut with_vni = d.clone();
             with_vni.vni = vni;
-            let out = self
-                .fenced_txn(
-                    vec![
-                        Compare::Absent(k.clone()),
-                        Compare::Absent(self.keys.vni(vni)),
-                        Compare::Present(self.keys.vpc(&d.tenant, &d.vpc)),
-                        Compare::Present(self.keys.node(&d.switch)),
-                    ],
-                    vec![
-                        Self::put(k.clone(), encode(&with_vni)),
-                        Self::put(
-                            self.keys.vni(vni),
-                            format!("dc:{}/{}/{}", d.tenant, d.vpc, d.name).into_bytes(),
-                        ),
-                    ],
-                )
-                .await?;
+            let (compares, ops) = self.creating(Object::DirectConnect(with_vni)).into_parts();
+            let out = self.fenced_txn(compares, ops).await?;
             if out.succeeded {
                 return Ok((vni, out.revision));
             }
@@ -574,73 +566,41 @@ impl IntentStore {
 
     /// Deletes a Direct Connect and releases its VNI.
     pub async fn delete_dc(&self, d: &sf_core::model::DirectConnect) -> Result<i64, WriteError> {
-        self.delete_keys(
-            "Direct Connect",
-            vec![
-                self.keys.dc(&d.tenant, &d.vpc, &d.name),
-                self.keys.vni(d.vni),
-            ],
-        )
-        .await
+        let w = self.deleting_object(Object::DirectConnect(d.clone()));
+        self.guarded("Direct Connect", w).await
     }
 
     pub async fn create_port(&self, p: &PortBinding) -> Result<i64, WriteError> {
-        let k = self.keys.port(&p.tenant, &p.name);
-        self.guarded(
-            "port",
-            vec![
-                Compare::Absent(k.clone()),
-                Compare::Present(self.keys.network(&p.tenant, &p.vpc, &p.network)),
-                Compare::Present(self.keys.node(&p.node)),
-            ],
-            vec![Self::put(k, encode(p))],
-        )
-        .await
+        self.guarded("port", self.creating(Object::Port(p.clone())))
+            .await
     }
 
     pub async fn create_node(&self, n: &Node) -> Result<i64, WriteError> {
-        let k = self.keys.node(&n.name);
-        self.guarded(
-            "node",
-            vec![Compare::Absent(k.clone())],
-            vec![Self::put(k, encode(n))],
-        )
-        .await
-    }
-
-    async fn delete_keys(&self, what: &str, keys: Vec<String>) -> Result<i64, WriteError> {
-        let compares = vec![Compare::Present(keys[0].clone())];
-        let ops = keys.into_iter().map(|key| Op::Delete { key }).collect();
-        self.guarded(what, compares, ops).await
+        self.guarded("node", self.creating(Object::Node(n.clone())))
+            .await
     }
 
     pub async fn delete_tenant(&self, t: &str) -> Result<i64, WriteError> {
-        self.delete_keys("tenant", vec![self.keys.tenant(t)]).await
+        let r = ObjectRef::Tenant(t.to_string());
+        self.guarded("tenant", self.deleting(r)).await
     }
     /// Deletes the VPC, releasing its id.
     pub async fn delete_vpc(&self, vpc: &Vpc) -> Result<i64, WriteError> {
-        let mut keys = vec![self.keys.vpc(&vpc.tenant, &vpc.name)];
-        if vpc.id != 0 {
-            keys.push(self.keys.vpc_id(&vpc.site, vpc.id));
-        }
-        self.delete_keys("vpc", keys).await
+        let w = self.deleting_object(Object::Vpc(vpc.clone()));
+        self.guarded("vpc", w).await
     }
     /// Deletes the network and releases its VNI in one transaction.
     pub async fn delete_network(&self, n: &Network) -> Result<i64, WriteError> {
-        self.delete_keys(
-            "network",
-            vec![
-                self.keys.network(&n.tenant, &n.vpc, &n.name),
-                self.keys.vni(n.vni),
-            ],
-        )
-        .await
+        let w = self.deleting_object(Object::Network(n.clone()));
+        self.guarded("network", w).await
     }
     pub async fn delete_port(&self, t: &str, p: &str) -> Result<i64, WriteError> {
-        self.delete_keys("port", vec![self.keys.port(t, p)]).await
+        let r = ObjectRef::Port(PortRef::new(t, p));
+        self.guarded("port", self.deleting(r)).await
     }
     pub async fn delete_node(&self, n: &str) -> Result<i64, WriteError> {
-        self.delete_keys("node", vec![self.keys.node(n)]).await
+        let r = ObjectRef::Node(n.to_string());
+        self.guarded("node", self.deleting(r)).await
     }
 }
 

@@ -7,11 +7,14 @@
 //!   (`tests/conformance.rs`).
 //! - [`intent`]: typed, validated intent operations (create/delete objects, atomic VNI
 //!   allocation) and loading the whole intent at a revision.
+//! - [`write`]: the one write surface: per object kind, the compares and operations of a
+//!   create, replace or delete (allocation claims included), for the gRPC and REST APIs alike.
 
 pub mod etcd;
 pub mod intent;
 pub mod keys;
 pub mod mem;
+pub mod write;
 
 use std::pin::Pin;
 
