@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use sf_core::event::{PortRef, VpcChildRef, VpcRef};
 use sf_core::validate::{self, ValidationError};
 use sf_proto::v1 as pb;
 use sf_proto::v1::fabric_api_server::FabricApi;
@@ -183,7 +184,7 @@ impl FabricApi for Api {
         let r = req.into_inner();
         self.fabric
             .with_view(|v, _| {
-                let k = (r.tenant.clone(), r.name.clone());
+                let k = VpcRef::new(&r.tenant, &r.name);
                 v.intent
                     .vpcs
                     .get(&k)
@@ -205,12 +206,7 @@ impl FabricApi for Api {
         self.validate(|i| validate::check_delete_vpc(i, &r.tenant, &r.name))?;
         let vpc = self
             .fabric
-            .with_view(|v, _| {
-                v.intent
-                    .vpcs
-                    .get(&(r.tenant.clone(), r.name.clone()))
-                    .cloned()
-            })
+            .with_view(|v, _| v.intent.vpcs.get(&VpcRef::new(&r.tenant, &r.name)).cloned())
             .ok_or_else(|| not_found("vpc.name", format!("VPC {:?}", r.name)))?;
         let rev = self
             .fabric
@@ -281,7 +277,7 @@ impl FabricApi for Api {
     async fn get_network(&self, req: Request<pb::ObjectRef>) -> R<pb::Network> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        let key = VpcChildRef::new(&r.tenant, &r.vpc, &r.name);
         self.fabric
             .with_view(|v, _| v.intent.networks.get(&key).map(network_out))
             .map(Response::new)
@@ -301,7 +297,7 @@ impl FabricApi for Api {
         let r = req.into_inner();
         let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_network(i, &r.tenant, &r.vpc, &r.name))?;
-        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        let key = VpcChildRef::new(&r.tenant, &r.vpc, &r.name);
         let net = self
             .fabric
             .with_view(|v, _| v.intent.networks.get(&key).cloned())
@@ -349,7 +345,7 @@ impl FabricApi for Api {
             .with_view(|v, _| {
                 v.intent
                     .ports
-                    .get(&(r.tenant.clone(), r.name.clone()))
+                    .get(&PortRef::new(&r.tenant, &r.name))
                     .map(port_out)
             })
             .map(Response::new)
@@ -566,7 +562,7 @@ impl FabricApi for Api {
     async fn get_load_balancer(&self, req: Request<pb::ObjectRef>) -> R<pb::LoadBalancer> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        let key = VpcChildRef::new(&r.tenant, &r.vpc, &r.name);
         self.fabric
             .with_view(|v, _| v.intent.load_balancers.get(&key).map(|x| lb_out(x, v)))
             .map(Response::new)
@@ -630,7 +626,7 @@ impl FabricApi for Api {
     async fn get_direct_connect(&self, req: Request<pb::ObjectRef>) -> R<pb::DirectConnect> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        let key = VpcChildRef::new(&r.tenant, &r.vpc, &r.name);
         self.fabric
             .with_view(|v, _| v.intent.direct_connects.get(&key).map(|x| dc_out(x, v)))
             .map(Response::new)
@@ -650,7 +646,7 @@ impl FabricApi for Api {
         let r = req.into_inner();
         let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_dc(i, &r.tenant, &r.vpc, &r.name))?;
-        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        let key = VpcChildRef::new(&r.tenant, &r.vpc, &r.name);
         let d = self
             .fabric
             .with_view(|v, _| v.intent.direct_connects.get(&key).cloned())
@@ -694,7 +690,7 @@ impl FabricApi for Api {
     async fn get_acl_list(&self, req: Request<pb::ObjectRef>) -> R<pb::AclList> {
         self.auth(&req)?;
         let r = req.into_inner();
-        let key = (r.tenant.clone(), r.vpc.clone(), r.name.clone());
+        let key = VpcChildRef::new(&r.tenant, &r.vpc, &r.name);
         self.fabric
             .with_view(|v, _| v.intent.acls.get(&key).map(acl_out))
             .map(Response::new)

@@ -2,6 +2,7 @@
 //! validation/store errors to `tonic::Status` — the only place errors become RPC statuses.
 
 use sf_core::desired::L4Protocol;
+use sf_core::event::VpcRef;
 use sf_core::model::{
     NatKind, NatRule, Network, Node, NodeRole, Placement, Pool, PortBinding, StaticRoute, Tenant,
     Vpc,
@@ -328,7 +329,7 @@ pub fn dc_out(
     let gateway = view
         .intent
         .placements
-        .get(&(d.tenant.clone(), d.vpc.clone()))
+        .get(&VpcRef::new(&d.tenant, &d.vpc))
         .and_then(|p| p.primary.clone())
         .unwrap_or_default();
     let status = view
@@ -485,7 +486,7 @@ pub fn lb_out(
     let gateway = view
         .intent
         .placements
-        .get(&(l.tenant.clone(), l.vpc.clone()))
+        .get(&VpcRef::new(&l.tenant, &l.vpc))
         .and_then(|p| p.primary.clone())
         .unwrap_or_default();
     let status = view

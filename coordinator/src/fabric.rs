@@ -421,8 +421,8 @@ impl Fabric {
                 continue;
             }
             info!(vpcs = changes.len(), "placement changed");
-            for ((t, v), p) in &changes {
-                debug!(tenant = %t, vpc = %v, placement = ?p, "placement changed");
+            for (k, p) in &changes {
+                debug!(tenant = %k.tenant, vpc = %k.vpc, placement = ?p, "placement changed");
             }
             match self
                 .store

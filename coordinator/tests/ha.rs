@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::eventually;
 
 use sf_coordinator::fabric::Fabric;
+use sf_core::event::VpcRef;
 use sf_core::model::{Tenant, Vpc};
 use sf_store::intent::{IntentStore, WriteError};
 use sf_store::keys::Keys;
@@ -85,7 +86,7 @@ async fn one_leader_places_and_a_follower_takes_over() {
         f.with_view(|view, _| {
             view.intent
                 .placements
-                .get(&("demo".to_string(), v.to_string()))
+                .get(&VpcRef::new("demo", v))
                 .and_then(|p| p.primary.clone())
         })
     };

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use common::eventually;
 
 use sf_coordinator::fabric::Fabric;
+use sf_core::event::VpcRef;
 use sf_core::model::{Network, Vpc};
 use sf_store::intent::IntentStore;
 use sf_store::keys::Keys;
@@ -52,7 +53,7 @@ async fn vpc_router_follows_placement_and_fails_over_on_lease_loss() {
         Arc::new(tokio::sync::Notify::new()),
     ));
 
-    let key = ("demo".to_string(), "blue".to_string());
+    let key = VpcRef::new("demo", "blue");
     let placement = eventually("placement", || {
         fabric.with_view(|v, _| v.intent.placements.get(&key).cloned())
     })

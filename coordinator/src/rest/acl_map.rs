@@ -256,6 +256,7 @@ pub fn describe(db: &Db, r: &Record) -> String {
 mod tests {
     use super::*;
     use crate::rest::wire::VnetSpec;
+    use sf_core::event::{VpcChildRef, VpcRef};
 
     fn acl(id: u64, action: &str, proto: &str, src: &str, dst: &str, ports: (u16, u16)) -> Record {
         Record {
@@ -386,7 +387,7 @@ mod tests {
             },
         );
         intent.vpcs.insert(
-            ("Admin".into(), "v".into()),
+            VpcRef::new("Admin", "v"),
             Vpc {
                 tenant: "Admin".into(),
                 name: "v".into(),
@@ -396,7 +397,7 @@ mod tests {
             },
         );
         intent.networks.insert(
-            ("Admin".into(), "v".into(), "tier1".into()),
+            VpcChildRef::new("Admin", "v", "tier1"),
             Network {
                 tenant: "Admin".into(),
                 vpc: "v".into(),

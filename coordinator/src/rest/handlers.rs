@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
+use sf_core::event::{VpcChildRef, VpcRef};
 use sf_core::model::{Intent, Pool, Tenant, Vpc};
 use sf_core::validate::overlaps;
 
@@ -432,7 +433,7 @@ fn render(s: &Rest, db: &Db, intent: &Intent, r: &Record) -> Value {
             let vni = match &r.sf {
                 Some(SfRef::Network { tenant, vpc, name }) => intent
                     .networks
-                    .get(&(tenant.clone(), vpc.clone(), name.clone()))
+                    .get(&VpcChildRef::new(tenant, vpc, name))
                     .map(|n| n.vni)
                     .unwrap_or(v.vni),
                 _ => v.vni,
@@ -825,7 +826,7 @@ fn plan_allocation(c: &PlanCtx, a: &AllocSpec) -> ApiResult<SfPlan> {
     Ok(SfPlan::Create(SfObj::Vpc(Vpc {
         tenant: tenant.clone(),
         name: sf_name(&vpc_name, vpc, |n| {
-            intent.vpcs.contains_key(&(tenant.clone(), n.to_string()))
+            intent.vpcs.contains_key(&VpcRef::new(&tenant, n))
         }),
         cidr: a.prefix,
         site: s.fabric_site.clone(),
@@ -873,9 +874,7 @@ fn plan_vnet(c: &PlanCtx, v: &mut VnetSpec) -> ApiResult<SfPlan> {
         })
         .collect();
     let nname = sf_name(c.name, c.id, |n| {
-        intent
-            .networks
-            .contains_key(&(t.clone(), sv.clone(), n.to_string()))
+        intent.networks.contains_key(&VpcChildRef::new(&t, &sv, n))
     });
     let mut n = vnet_network(v, &subnets, &t, &sv, &nname);
     if n.vni == 0 {
@@ -895,7 +894,7 @@ fn plan_nat(c: &PlanCtx, n: &NatSpec) -> ApiResult<SfPlan> {
     let name = c.sf_name(|x| {
         c.intent
             .nat_rules
-            .contains_key(&(t.clone(), sv.clone(), x.to_string()))
+            .contains_key(&VpcChildRef::new(&t, &sv, x))
     });
     Ok(match nat_rule(n, &t, &sv, &name)? {
         Some(r) => SfPlan::Create(SfObj::Nat(r)),
@@ -917,7 +916,7 @@ fn plan_lb(c: &PlanCtx, l: &mut LbSpec) -> ApiResult<SfPlan> {
     let name = c.sf_name(|x| {
         c.intent
             .load_balancers
-            .contains_key(&(t.clone(), sv.clone(), x.to_string()))
+            .contains_key(&VpcChildRef::new(&t, &sv, x))
     });
     Ok(match load_balancer(l, &t, &sv, &name)? {
         Some(mut lb) => {
@@ -931,11 +930,7 @@ fn plan_lb(c: &PlanCtx, l: &mut LbSpec) -> ApiResult<SfPlan> {
 /// A static route of the VPC's StackFabric VPC.
 fn plan_route(c: &PlanCtx, r: &RouteSpec) -> ApiResult<SfPlan> {
     let (t, sv) = c.s.require_sf_vpc(c.db, c.vpc)?;
-    let name = c.sf_name(|x| {
-        c.intent
-            .routes
-            .contains_key(&(t.clone(), sv.clone(), x.to_string()))
-    });
+    let name = c.sf_name(|x| c.intent.routes.contains_key(&VpcChildRef::new(&t, &sv, x)));
     Ok(SfPlan::Create(SfObj::Route(static_route(
         r, &t, &sv, &name,
     ))))
@@ -992,10 +987,17 @@ fn sync_acls(
     let have: HashMap<&str, &sf_core::model::AclList> = intent
         .acls
         .iter()
-        .filter(|((t, v, n), _)| {
-            *t == tenant && *v == sf_vpc && n.starts_with(acl_map::LIST_PREFIX)
-        })
-        .map(|((_, _, n), l)| (n.as_str(), l))
+        .filter(
+            |(
+                VpcChildRef {
+                    tenant: t,
+                    vpc: v,
+                    name: n,
+                },
+                _,
+            )| { *t == tenant && *v == sf_vpc && n.starts_with(acl_map::LIST_PREFIX) },
+        )
+        .map(|(k, l)| (k.name.as_str(), l))
         .collect();
     for (name, l) in &want {
         let old = have.get(name.as_str());
@@ -1041,7 +1043,7 @@ fn sync_lb_sources(
         }
         let Some(lb) = intent
             .load_balancers
-            .get(&(tenant.clone(), vpc.clone(), name.clone()))
+            .get(&VpcChildRef::new(tenant, vpc, name))
         else {
             continue;
         };
@@ -1062,12 +1064,19 @@ fn sync_lb_sources(
 fn without_derived_acls(intent: &Intent, sf: &SfRef) -> Intent {
     let mut i = intent.clone();
     if let SfRef::Network { tenant, vpc, name } = sf {
-        i.acls.retain(|(t, v, n), l| {
-            !(t == tenant
-                && v == vpc
-                && n.starts_with(acl_map::LIST_PREFIX)
-                && l.tiers.contains(name))
-        });
+        i.acls.retain(
+            |VpcChildRef {
+                 tenant: t,
+                 vpc: v,
+                 name: n,
+             },
+             l| {
+                !(t == tenant
+                    && v == vpc
+                    && n.starts_with(acl_map::LIST_PREFIX)
+                    && l.tiers.contains(name))
+            },
+        );
     }
     i
 }
@@ -1386,8 +1395,7 @@ async fn delete_ids(s: &Rest, kind: Kind, ids: &[u64]) -> Res {
             let mut i2 = i.clone();
             for id in ids {
                 if let Some(SfRef::Network { tenant, vpc, name }) = db.recs[id].0.sf.as_ref() {
-                    i2.networks
-                        .remove(&(tenant.clone(), vpc.clone(), name.clone()));
+                    i2.networks.remove(&VpcChildRef::new(tenant, vpc, name));
                 }
             }
             for vpc in vpcs {

@@ -253,14 +253,14 @@ impl SfObj {
     }
 }
 
-fn k3(t: &str, v: &str, n: &str) -> (String, String, String) {
-    (t.to_string(), v.to_string(), n.to_string())
+fn k3(t: &str, v: &str, n: &str) -> VpcChildRef {
+    VpcChildRef::new(t, v, n)
 }
 
 /// Whether the referenced StackFabric object exists.
 pub fn sf_exists(intent: &Intent, r: &SfRef) -> bool {
     match r {
-        SfRef::Vpc { tenant, name } => intent.vpcs.contains_key(&(tenant.clone(), name.clone())),
+        SfRef::Vpc { tenant, name } => intent.vpcs.contains_key(&VpcRef::new(tenant, name)),
         SfRef::Pool { name, .. } => intent.pools.contains_key(name),
         SfRef::Network { tenant, vpc, name } => {
             intent.networks.contains_key(&k3(tenant, vpc, name))
@@ -313,7 +313,7 @@ pub fn without(intent: &Intent, r: &SfRef) -> Intent {
     let mut i = intent.clone();
     match r {
         SfRef::Vpc { tenant, name } => {
-            i.vpcs.remove(&(tenant.clone(), name.clone()));
+            i.vpcs.remove(&VpcRef::new(tenant, name));
         }
         SfRef::Pool { name, .. } => {
             i.pools.remove(name);

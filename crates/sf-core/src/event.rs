@@ -6,8 +6,8 @@
 use std::collections::{btree_map::Entry, BTreeMap, BTreeSet};
 
 use crate::model::{
-    AclList, DirectConnect, Intent, LoadBalancer, NatRule, Network, NetworkKey, Node, Placement,
-    Pool, PortBinding, PortKey, StaticRoute, Tenant, Vpc, VpcKey,
+    AclList, DirectConnect, Intent, LoadBalancer, NatRule, Network, Node, Placement, Pool,
+    PortBinding, StaticRoute, Tenant, Vpc,
 };
 
 /// A VPC, by tenant and name.
@@ -40,10 +40,6 @@ impl VpcRef {
             vpc: vpc.into(),
         }
     }
-    /// The model's map key.
-    pub fn key(&self) -> VpcKey {
-        (self.tenant.clone(), self.vpc.clone())
-    }
 }
 
 impl VpcChildRef {
@@ -53,10 +49,6 @@ impl VpcChildRef {
             vpc: vpc.into(),
             name: name.into(),
         }
-    }
-    /// The model's map key.
-    pub fn key(&self) -> NetworkKey {
-        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
     }
     /// The VPC this object belongs to.
     pub fn vpc_ref(&self) -> VpcRef {
@@ -70,10 +62,6 @@ impl PortRef {
             tenant: tenant.into(),
             name: name.into(),
         }
-    }
-    /// The model's map key.
-    pub fn key(&self) -> PortKey {
-        (self.tenant.clone(), self.name.clone())
     }
 }
 
@@ -197,21 +185,21 @@ impl Intent {
         }
         match r {
             ObjectRef::Tenant(n) => set(&mut self.tenants, n, take!(Tenant)),
-            ObjectRef::Vpc(v) => set(&mut self.vpcs, v.key(), take!(Vpc)),
-            ObjectRef::Network(c) => set(&mut self.networks, c.key(), take!(Network)),
-            ObjectRef::Port(p) => set(&mut self.ports, p.key(), take!(Port)),
+            ObjectRef::Vpc(v) => set(&mut self.vpcs, v.clone(), take!(Vpc)),
+            ObjectRef::Network(c) => set(&mut self.networks, c.clone(), take!(Network)),
+            ObjectRef::Port(p) => set(&mut self.ports, p.clone(), take!(Port)),
             ObjectRef::Node(n) => set(&mut self.nodes, n, take!(Node)),
             ObjectRef::Pool(n) => set(&mut self.pools, n, take!(Pool)),
-            ObjectRef::Nat(c) => set(&mut self.nat_rules, c.key(), take!(Nat)),
-            ObjectRef::Route(c) => set(&mut self.routes, c.key(), take!(Route)),
-            ObjectRef::Acl(c) => set(&mut self.acls, c.key(), take!(Acl)),
+            ObjectRef::Nat(c) => set(&mut self.nat_rules, c.clone(), take!(Nat)),
+            ObjectRef::Route(c) => set(&mut self.routes, c.clone(), take!(Route)),
+            ObjectRef::Acl(c) => set(&mut self.acls, c.clone(), take!(Acl)),
             ObjectRef::LoadBalancer(c) => {
-                set(&mut self.load_balancers, c.key(), take!(LoadBalancer))
+                set(&mut self.load_balancers, c.clone(), take!(LoadBalancer))
             }
             ObjectRef::DirectConnect(c) => {
-                set(&mut self.direct_connects, c.key(), take!(DirectConnect))
+                set(&mut self.direct_connects, c.clone(), take!(DirectConnect))
             }
-            ObjectRef::Placement(v) => set(&mut self.placements, v.key(), take!(Placement)),
+            ObjectRef::Placement(v) => set(&mut self.placements, v.clone(), take!(Placement)),
             ObjectRef::Drained(n) => match value {
                 None => {
                     self.drained.remove(&n);

@@ -128,8 +128,8 @@ pub struct LoadBalancer {
 }
 
 impl LoadBalancer {
-    pub fn key(&self) -> NetworkKey {
-        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
+    pub fn key(&self) -> VpcChildRef {
+        VpcChildRef::new(&self.tenant, &self.vpc, &self.name)
     }
 }
 
@@ -160,8 +160,8 @@ pub struct DirectConnect {
 }
 
 impl DirectConnect {
-    pub fn key(&self) -> NetworkKey {
-        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
+    pub fn key(&self) -> VpcChildRef {
+        VpcChildRef::new(&self.tenant, &self.vpc, &self.name)
     }
     pub fn attachment(&self) -> crate::desired::SwitchAttachment {
         crate::desired::SwitchAttachment {
@@ -200,8 +200,8 @@ pub struct AclList {
 }
 
 impl AclList {
-    pub fn key(&self) -> NetworkKey {
-        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
+    pub fn key(&self) -> VpcChildRef {
+        VpcChildRef::new(&self.tenant, &self.vpc, &self.name)
     }
 }
 
@@ -287,34 +287,27 @@ pub struct Node {
     pub fabric_ports: Vec<String>,
 }
 
-/// Identity of a VPC: (tenant, vpc).
-pub type VpcKey = (String, String);
-/// Identity of a network: (tenant, vpc, network).
-pub type NetworkKey = (String, String, String);
-/// Identity of a port binding: (tenant, port).
-pub type PortKey = (String, String);
+// Intent's maps are keyed by the typed references of `crate::event`: a VPC by `VpcRef`
+// (tenant, vpc), an object inside a VPC (network, NAT rule, route, ACL list, load balancer,
+// Direct Connect) by `VpcChildRef` (tenant, vpc, name), a port binding by `PortRef`.
+use crate::event::{PortRef, VpcChildRef, VpcRef};
 
 /// Everything the compiler reads: intent plus what agents observed locally.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Intent {
     pub tenants: BTreeMap<String, Tenant>,
-    pub vpcs: BTreeMap<VpcKey, Vpc>,
-    pub networks: BTreeMap<NetworkKey, Network>,
-    pub ports: BTreeMap<PortKey, PortBinding>,
+    pub vpcs: BTreeMap<VpcRef, Vpc>,
+    pub networks: BTreeMap<VpcChildRef, Network>,
+    pub ports: BTreeMap<PortRef, PortBinding>,
     pub nodes: BTreeMap<String, Node>,
     pub pools: BTreeMap<String, Pool>,
-    /// NAT rules by (tenant, vpc, name).
-    pub nat_rules: BTreeMap<NetworkKey, NatRule>,
-    /// Static routes by (tenant, vpc, name).
-    pub routes: BTreeMap<NetworkKey, StaticRoute>,
-    /// ACL lists by (tenant, vpc, name).
-    pub acls: BTreeMap<NetworkKey, AclList>,
-    /// Load balancers by (tenant, vpc, name).
-    pub load_balancers: BTreeMap<NetworkKey, LoadBalancer>,
-    /// Direct Connects by (tenant, vpc, name).
-    pub direct_connects: BTreeMap<NetworkKey, DirectConnect>,
+    pub nat_rules: BTreeMap<VpcChildRef, NatRule>,
+    pub routes: BTreeMap<VpcChildRef, StaticRoute>,
+    pub acls: BTreeMap<VpcChildRef, AclList>,
+    pub load_balancers: BTreeMap<VpcChildRef, LoadBalancer>,
+    pub direct_connects: BTreeMap<VpcChildRef, DirectConnect>,
     /// Gateway placement of each VPC (written by the coordinator, read by the compiler).
-    pub placements: BTreeMap<VpcKey, Placement>,
+    pub placements: BTreeMap<VpcRef, Placement>,
     /// Gateway nodes taken out of placement by `sfctl gateway drain`.
     pub drained: BTreeSet<String>,
     /// VNIs of `brvx-<VNI>` bridges a hypervisor reports that it did not create itself (for
@@ -323,35 +316,35 @@ pub struct Intent {
 }
 
 impl Vpc {
-    pub fn key(&self) -> VpcKey {
-        (self.tenant.clone(), self.name.clone())
+    pub fn key(&self) -> VpcRef {
+        VpcRef::new(&self.tenant, &self.name)
     }
 }
 
 impl NatRule {
-    pub fn key(&self) -> NetworkKey {
-        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
+    pub fn key(&self) -> VpcChildRef {
+        VpcChildRef::new(&self.tenant, &self.vpc, &self.name)
     }
 }
 
 impl StaticRoute {
-    pub fn key(&self) -> NetworkKey {
-        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
+    pub fn key(&self) -> VpcChildRef {
+        VpcChildRef::new(&self.tenant, &self.vpc, &self.name)
     }
 }
 
 impl Network {
-    pub fn key(&self) -> NetworkKey {
-        (self.tenant.clone(), self.vpc.clone(), self.name.clone())
+    pub fn key(&self) -> VpcChildRef {
+        VpcChildRef::new(&self.tenant, &self.vpc, &self.name)
     }
 }
 
 impl PortBinding {
-    pub fn key(&self) -> PortKey {
-        (self.tenant.clone(), self.name.clone())
+    pub fn key(&self) -> PortRef {
+        PortRef::new(&self.tenant, &self.name)
     }
-    pub fn network_key(&self) -> NetworkKey {
-        (self.tenant.clone(), self.vpc.clone(), self.network.clone())
+    pub fn network_key(&self) -> VpcChildRef {
+        VpcChildRef::new(&self.tenant, &self.vpc, &self.network)
     }
 }
 

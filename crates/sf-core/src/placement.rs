@@ -8,16 +8,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{Intent, NodeRole, Placement, VpcKey};
+use crate::event::VpcRef;
+use crate::model::{Intent, NodeRole, Placement};
 
 /// Score of `node` for a VPC: the first 8 bytes of SHA-256("tenant/vpc/node").
-pub fn score(vpc: &VpcKey, node: &str) -> u64 {
-    let h = Sha256::digest(format!("{}/{}/{}", vpc.0, vpc.1, node).as_bytes());
+pub fn score(vpc: &VpcRef, node: &str) -> u64 {
+    let h = Sha256::digest(format!("{}/{}/{}", vpc.tenant, vpc.vpc, node).as_bytes());
     u64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
 }
 
 /// Primary and standby among `candidates`.
-pub fn place(vpc: &VpcKey, candidates: &BTreeSet<String>) -> Placement {
+pub fn place(vpc: &VpcRef, candidates: &BTreeSet<String>) -> Placement {
     let mut ranked: Vec<(u64, &String)> = candidates.iter().map(|n| (score(vpc, n), n)).collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
     Placement {
@@ -27,7 +28,7 @@ pub fn place(vpc: &VpcKey, candidates: &BTreeSet<String>) -> Placement {
 }
 
 /// Placement of every VPC given which nodes are alive.
-pub fn compute(intent: &Intent, alive: &BTreeSet<String>) -> BTreeMap<VpcKey, Placement> {
+pub fn compute(intent: &Intent, alive: &BTreeSet<String>) -> BTreeMap<VpcRef, Placement> {
     let mut by_site: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for n in intent.nodes.values() {
         if n.role == NodeRole::Gateway
@@ -59,9 +60,9 @@ mod tests {
         (1..=n).map(|i| format!("gw{i}")).collect()
     }
 
-    fn vpcs(n: usize) -> Vec<VpcKey> {
+    fn vpcs(n: usize) -> Vec<VpcRef> {
         (0..n)
-            .map(|i| ("t".to_string(), format!("vpc{i}")))
+            .map(|i| VpcRef::new("t", format!("vpc{i}")))
             .collect()
     }
 

@@ -4,6 +4,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::event::{PortRef, VpcChildRef, VpcRef};
 use crate::model::{
     AclList, Intent, LoadBalancer, NatKind, NatRule, Network, Node, NodeRole, Pool, PortBinding,
     StaticRoute, Tenant, Vpc,
@@ -135,7 +136,7 @@ pub fn validate_network(intent: &Intent, n: &Network) -> Result {
     validate_name("network.name", &n.name)?;
     let vpc = intent
         .vpcs
-        .get(&(n.tenant.clone(), n.vpc.clone()))
+        .get(&VpcRef::new(&n.tenant, &n.vpc))
         .ok_or_else(|| {
             err(
                 ErrorKind::NotFound,
@@ -426,16 +427,13 @@ pub fn validate_pool(intent: &Intent, p: &Pool) -> Result {
 }
 
 fn vpc_of<'a>(intent: &'a Intent, field: &str, tenant: &str, vpc: &str) -> Result<&'a Vpc> {
-    intent
-        .vpcs
-        .get(&(tenant.to_string(), vpc.to_string()))
-        .ok_or_else(|| {
-            err(
-                ErrorKind::NotFound,
-                field,
-                format!("VPC {vpc:?} does not exist in tenant {tenant:?}"),
-            )
-        })
+    intent.vpcs.get(&VpcRef::new(tenant, vpc)).ok_or_else(|| {
+        err(
+            ErrorKind::NotFound,
+            field,
+            format!("VPC {vpc:?} does not exist in tenant {tenant:?}"),
+        )
+    })
 }
 
 /// A host address of one of the VPC's tiers.
@@ -985,7 +983,7 @@ fn validate_acl_rule(i: usize, rule: &crate::desired::AclRule) -> Result {
 /// The tiers the list applies to: networks of the VPC, none already under another list.
 fn validate_acl_tiers(intent: &Intent, l: &AclList) -> Result {
     for (i, t) in l.tiers.iter().enumerate() {
-        let key = (l.tenant.clone(), l.vpc.clone(), t.clone());
+        let key = VpcChildRef::new(&l.tenant, &l.vpc, t);
         if !intent.networks.contains_key(&key) {
             return Err(err(
                 ErrorKind::NotFound,
@@ -1378,10 +1376,7 @@ pub fn check_delete_route(intent: &Intent, tenant: &str, vpc: &str, name: &str) 
 }
 
 pub fn check_delete_vpc(intent: &Intent, tenant: &str, vpc: &str) -> Result {
-    if !intent
-        .vpcs
-        .contains_key(&(tenant.to_string(), vpc.to_string()))
-    {
+    if !intent.vpcs.contains_key(&VpcRef::new(tenant, vpc)) {
         return Err(err(
             ErrorKind::NotFound,
             "vpc.name",
@@ -1389,7 +1384,7 @@ pub fn check_delete_vpc(intent: &Intent, tenant: &str, vpc: &str) -> Result {
         ));
     }
     // Children named by (tenant, vpc, name) keys, in the order the message reports them.
-    let in_vpc = |k: &crate::model::NetworkKey| k.0 == tenant && k.1 == vpc;
+    let in_vpc = |k: &crate::event::VpcChildRef| k.tenant == tenant && k.vpc == vpc;
     let children = [
         ("network", intent.networks.keys().find(|k| in_vpc(k))),
         ("NAT rule", intent.nat_rules.keys().find(|k| in_vpc(k))),
@@ -1408,14 +1403,14 @@ pub fn check_delete_vpc(intent: &Intent, tenant: &str, vpc: &str) -> Result {
         return Err(err(
             ErrorKind::InUse,
             "vpc.name",
-            format!("VPC {vpc:?} still has {what} {:?}", k.2),
+            format!("VPC {vpc:?} still has {what} {:?}", k.name),
         ));
     }
     Ok(())
 }
 
 pub fn check_delete_network(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> Result {
-    let key = (tenant.to_string(), vpc.to_string(), name.to_string());
+    let key = VpcChildRef::new(tenant, vpc, name);
     if !intent.networks.contains_key(&key) {
         return Err(err(
             ErrorKind::NotFound,
@@ -1486,10 +1481,7 @@ pub fn check_delete_network(intent: &Intent, tenant: &str, vpc: &str, name: &str
 }
 
 pub fn check_delete_port(intent: &Intent, tenant: &str, name: &str) -> Result {
-    if !intent
-        .ports
-        .contains_key(&(tenant.to_string(), name.to_string()))
-    {
+    if !intent.ports.contains_key(&PortRef::new(tenant, name)) {
         return Err(err(
             ErrorKind::NotFound,
             "port.name",
@@ -1553,14 +1545,14 @@ pub fn default_gateway(net: ipnet::Ipv4Net) -> Ipv4Addr {
 
 /// NotFound naming `field` unless (tenant, vpc, name) is a key of `map`.
 fn vpc_child_exists<T>(
-    map: &std::collections::BTreeMap<crate::model::NetworkKey, T>,
+    map: &std::collections::BTreeMap<crate::event::VpcChildRef, T>,
     field: &str,
     what: &str,
     tenant: &str,
     vpc: &str,
     name: &str,
 ) -> Result {
-    if map.contains_key(&(tenant.to_string(), vpc.to_string(), name.to_string())) {
+    if map.contains_key(&VpcChildRef::new(tenant, vpc, name)) {
         return Ok(());
     }
     Err(err(

@@ -135,10 +135,7 @@ fn observed_bridges_are_admitted_only_within_the_nodes_site_and_cap() {
     // red moves to another site: hv3 reporting red-web's bridge must not receive red's tier.
     let red_vni = i.networks.values().find(|n| n.vpc == "red").unwrap().vni;
     let blue_vni = i.networks.values().find(|n| n.vpc == "blue").unwrap().vni;
-    i.vpcs
-        .get_mut(&("demo".to_string(), "red".to_string()))
-        .unwrap()
-        .site = "dc2".into();
+    i.vpcs.get_mut(&VpcRef::new("demo", "red")).unwrap().site = "dc2".into();
     i.ports.retain(|_, p| p.node != "hv3");
     i.observed_vnis
         .insert("hv3".into(), BTreeSet::from([blue_vni, red_vni, 4_242_424]));
@@ -469,7 +466,7 @@ fn with_gateways() -> Intent {
         },
     );
     i.placements.insert(
-        ("demo".into(), "blue".into()),
+        VpcRef::new("demo", "blue"),
         Placement {
             primary: Some("gw1".into()),
             standby: Some("gw2".into()),
@@ -764,7 +761,7 @@ fn load_balancer_source_cidrs_are_validated_and_compiled() {
     let mut i = i;
     l.source_cidrs = vec!["198.51.100.0/24".parse().unwrap()];
     i.load_balancers.insert(l.key(), l.clone());
-    let found = sf_core::compile::vpc_router(&i, &(l.tenant.clone(), l.vpc.clone()))
+    let found = sf_core::compile::vpc_router(&i, &VpcRef::new(&l.tenant, &l.vpc))
         .load_balancers
         .into_iter()
         .find(|d| d.name == l.name)

@@ -407,17 +407,17 @@ impl IntentStore {
     /// while it was partitioned or paused) cannot overwrite its successor's placement.
     pub async fn write_placements(
         &self,
-        changes: &[((String, String), Option<Placement>)],
+        changes: &[(sf_core::event::VpcRef, Option<Placement>)],
         leader_revision: Option<i64>,
     ) -> Result<i64, WriteError> {
         let mut revision = 0;
         for chunk in changes.chunks(MAX_TXN_OPS) {
             let ops = chunk
                 .iter()
-                .map(|((t, v), p)| match p {
-                    Some(p) => Self::put(self.keys.placement(t, v), encode(p)),
+                .map(|(k, p)| match p {
+                    Some(p) => Self::put(self.keys.placement(&k.tenant, &k.vpc), encode(p)),
                     None => Op::Delete {
-                        key: self.keys.placement(t, v),
+                        key: self.keys.placement(&k.tenant, &k.vpc),
                     },
                 })
                 .collect();
@@ -808,7 +808,7 @@ mod tests {
         .unwrap();
         assert!(apply_event(&keys, &mut view, &put(&nk, b"{not json".to_vec())).is_err());
         assert!(apply_event(&keys, &mut view, &put(&pk, b"{not json".to_vec())).is_err());
-        let key = ("t".to_string(), "v".to_string(), "n".to_string());
+        let key = sf_core::event::VpcChildRef::new("t", "v", "n");
         assert_eq!(view.intent.networks.get(&key), Some(&net));
         assert_eq!(
             view.intent.ports.len(),

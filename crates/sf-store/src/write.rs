@@ -140,11 +140,11 @@ fn release(keys: &Keys, obj: &Object) -> Option<String> {
 /// The object `r` names, as `intent` holds it (only the kinds with claims are looked up).
 fn claimant(intent: &Intent, r: &ObjectRef) -> Option<Object> {
     match r {
-        ObjectRef::Vpc(v) => intent.vpcs.get(&v.key()).cloned().map(Object::Vpc),
-        ObjectRef::Network(c) => intent.networks.get(&c.key()).cloned().map(Object::Network),
+        ObjectRef::Vpc(v) => intent.vpcs.get(v).cloned().map(Object::Vpc),
+        ObjectRef::Network(c) => intent.networks.get(c).cloned().map(Object::Network),
         ObjectRef::DirectConnect(c) => intent
             .direct_connects
-            .get(&c.key())
+            .get(c)
             .cloned()
             .map(Object::DirectConnect),
         _ => None,

@@ -538,7 +538,7 @@ async fn fenced_writes_serialize_replicas(s: Arc<dyn KvStore>) {
 
     // Placement is fenced on the leadership revision.
     let elected = s.put(&keys.leader(), b"c1".to_vec(), 0).await.unwrap();
-    let change = vec![(("t".to_string(), "v".to_string()), None)];
+    let change = vec![(sf_core::event::VpcRef::new("t", "v"), None)];
     a.write_placements(&change, Some(elected)).await.unwrap();
     s.put(&keys.leader(), b"c2".to_vec(), 0).await.unwrap();
     assert!(

@@ -14,7 +14,8 @@ use crate::desired::{
     VpcRouter,
 };
 use crate::event::ObjectRef;
-use crate::model::{Intent, NatKind, NodeRole, VpcKey};
+use crate::event::{VpcChildRef, VpcRef};
+use crate::model::{Intent, NatKind, NodeRole};
 
 use super::{dc_segment, of_role, tier_acl, tier_network, underlay_mut};
 
@@ -29,12 +30,13 @@ pub(super) fn compile(intent: &Intent, node: &str, out: &mut NodeDesired) {
         }
         for dc in &router.direct_connects {
             // The hand-off segment reaches the router like a tier does.
-            let segment = dc_segment(&vpc_key.0, &vpc_key.1, &dc.name, dc.vni, dc.local);
+            let segment = dc_segment(&vpc_key.tenant, &vpc_key.vpc, &dc.name, dc.vni, dc.local);
             out.objects
                 .insert(network_key(dc.vni), DesiredObject::L2Network(segment));
         }
         for tier in &router.tiers {
-            let net = &intent.networks[&(vpc_key.0.clone(), vpc_key.1.clone(), tier.name.clone())];
+            let net =
+                &intent.networks[&VpcChildRef::new(&vpc_key.tenant, &vpc_key.vpc, &tier.name)];
             // No members and no ACL: the router enforces north-south ACLs itself
             // (RouterTier.acl).
             out.objects.insert(
@@ -53,13 +55,13 @@ pub(super) fn compile(intent: &Intent, node: &str, out: &mut NodeDesired) {
 /// Gateways whose desired state may depend on `change` (evaluated on one side of it).
 pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
     let nodes: BTreeSet<String> = match change {
-        ObjectRef::Vpc(v) | ObjectRef::Placement(v) => primary_of(intent, &v.key()),
+        ObjectRef::Vpc(v) | ObjectRef::Placement(v) => primary_of(intent, v),
         ObjectRef::Network(c)
         | ObjectRef::Nat(c)
         | ObjectRef::Route(c)
         | ObjectRef::Acl(c)
         | ObjectRef::LoadBalancer(c)
-        | ObjectRef::DirectConnect(c) => primary_of(intent, &c.vpc_ref().key()),
+        | ObjectRef::DirectConnect(c) => primary_of(intent, &c.vpc_ref()),
         ObjectRef::Pool(_) => intent.nodes.keys().cloned().collect(),
         _ => BTreeSet::new(),
     };
@@ -67,7 +69,7 @@ pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
 }
 
 /// The gateway a VPC is placed on as primary, if any.
-fn primary_of(intent: &Intent, key: &VpcKey) -> BTreeSet<String> {
+fn primary_of(intent: &Intent, key: &VpcRef) -> BTreeSet<String> {
     intent
         .placements
         .get(key)
@@ -77,7 +79,7 @@ fn primary_of(intent: &Intent, key: &VpcKey) -> BTreeSet<String> {
 }
 
 /// VPCs whose active gateway is `node`.
-pub fn served_vpcs(intent: &Intent, node: &str) -> Vec<VpcKey> {
+pub fn served_vpcs(intent: &Intent, node: &str) -> Vec<VpcRef> {
     intent
         .placements
         .iter()
@@ -87,9 +89,9 @@ pub fn served_vpcs(intent: &Intent, node: &str) -> Vec<VpcKey> {
 }
 
 /// The router of a VPC: its tiers, routes and NAT, in a deterministic order.
-pub fn vpc_router(intent: &Intent, key: &VpcKey) -> VpcRouter {
+pub fn vpc_router(intent: &Intent, key: &VpcRef) -> VpcRouter {
     let vpc = &intent.vpcs[key];
-    let in_vpc = |t: &str, v: &str| t == key.0 && v == key.1;
+    let in_vpc = |t: &str, v: &str| t == key.tenant && v == key.vpc;
     let mut tiers: Vec<RouterTier> = intent
         .networks
         .values()

@@ -42,7 +42,7 @@ pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
     let nodes: BTreeSet<String> = match change {
         ObjectRef::Port(p) => intent
             .ports
-            .get(&p.key())
+            .get(p)
             .map(|p| p.node.clone())
             .into_iter()
             .collect(),

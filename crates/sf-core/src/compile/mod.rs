@@ -19,7 +19,8 @@ use crate::desired::{
     Underlay, UNDERLAY_KEY,
 };
 use crate::event::{IntentEvent, KindMismatch, ObjectRef};
-use crate::model::{Direction, Intent, Network, NetworkKey, Node, NodeRole, PortBinding};
+use crate::event::{VpcChildRef, VpcRef};
+use crate::model::{Direction, Intent, Network, Node, NodeRole, PortBinding};
 
 pub use gateway::{served_vpcs, vpc_router};
 pub use switch::switch_networks;
@@ -60,8 +61,8 @@ pub(crate) fn vpc_networks<'a>(
 ) -> impl Iterator<Item = &'a crate::model::Network> + 'a {
     intent
         .networks
-        .range((tenant.to_string(), vpc.to_string(), String::new())..)
-        .take_while(move |((t, v, _), _)| t == tenant && v == vpc)
+        .range(VpcChildRef::new(tenant, vpc, "")..)
+        .take_while(move |(k, _)| k.tenant == tenant && k.vpc == vpc)
         .map(|(_, n)| n)
 }
 
@@ -138,8 +139,8 @@ fn underlay_mut(out: &mut NodeDesired) -> &mut Underlay {
 pub fn tier_acl(intent: &Intent, tenant: &str, vpc: &str, network: &str) -> Option<TierAcl> {
     let list = intent
         .acls
-        .range((tenant.to_string(), vpc.to_string(), String::new())..)
-        .take_while(|((t, v, _), _)| t == tenant && v == vpc)
+        .range(VpcChildRef::new(tenant, vpc, "")..)
+        .take_while(|(k, _)| k.tenant == tenant && k.vpc == vpc)
         .map(|(_, l)| l)
         .find(|l| l.tiers.iter().any(|t| t == network))?;
     let mut rules = list.rules.clone();
@@ -161,7 +162,7 @@ pub fn tier_acl(intent: &Intent, tenant: &str, vpc: &str, network: &str) -> Opti
 
 /// Networks a hypervisor must carry: those with a port bound on it, plus those whose bridge it
 /// observed locally (made by CloudStack's agent rather than by us).
-pub fn hosted_networks(intent: &Intent, node: &str) -> BTreeSet<NetworkKey> {
+pub fn hosted_networks(intent: &Intent, node: &str) -> BTreeSet<VpcChildRef> {
     hosted_networks_of(intent, PortsByNode::for_node(intent, node).of(node), node)
 }
 
@@ -169,8 +170,8 @@ pub(crate) fn hosted_networks_of(
     intent: &Intent,
     node_ports: &[&PortBinding],
     node: &str,
-) -> BTreeSet<NetworkKey> {
-    let mut keys: BTreeSet<NetworkKey> = node_ports
+) -> BTreeSet<VpcChildRef> {
+    let mut keys: BTreeSet<VpcChildRef> = node_ports
         .iter()
         .map(|p| p.network_key())
         .filter(|k| intent.networks.contains_key(k))
@@ -248,7 +249,7 @@ fn judge_observation<'a>(
     let net = intent.network_by_vni(vni).ok_or(Refusal::UnknownVni)?;
     let vpc_site = intent
         .vpcs
-        .get(&(net.tenant.clone(), net.vpc.clone()))
+        .get(&VpcRef::new(&net.tenant, &net.vpc))
         .map_or("", |v| v.site.as_str());
     if vpc_site != node_site {
         return Err(Refusal::OtherSite {

@@ -39,12 +39,12 @@ pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
     let nodes: BTreeSet<String> = match change {
         ObjectRef::Port(p) => intent
             .ports
-            .get(&p.key())
+            .get(p)
             .map(|p| p.node.clone())
             .into_iter()
             .collect(),
         ObjectRef::Network(n) => {
-            let key = n.key();
+            let key = n.clone();
             intent
                 .ports
                 .values()
@@ -54,7 +54,7 @@ pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
         }
         ObjectRef::DirectConnect(d) => intent
             .direct_connects
-            .get(&d.key())
+            .get(d)
             .map(|d| d.switch.clone())
             .into_iter()
             .collect(),
