@@ -80,6 +80,13 @@ impl HostLink {
             HostLink::Tier { id, .. } | HostLink::Transit { id } | HostLink::Dc { id, .. } => *id,
         }
     }
+    /// The VNI a tier or Direct Connect link is named for.
+    pub fn vni(&self) -> Option<u32> {
+        match self {
+            HostLink::Tier { vni, .. } | HostLink::Dc { vni, .. } => Some(*vni),
+            HostLink::Transit { .. } => None,
+        }
+    }
 }
 
 fn canonical(s: &str) -> Option<u32> {

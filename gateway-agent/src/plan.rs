@@ -527,41 +527,40 @@ impl RouterPlan<'_> {
     /// Tiers that went away: deleting the host end removes the pair; a namespace end
     /// without its host end is deleted itself.
     fn stale_tiers(&mut self) {
-        let (r, host, st) = (self.r, self.host, self.st);
-        let vnis: BTreeSet<u32> = r.tiers.iter().map(|t| t.vni).collect();
-        for l in &host.links {
-            if let Some(HostLink::Tier { id, vni }) = parse_host_link(&l.name) {
-                if id == r.id && l.owned && !vnis.contains(&vni) {
-                    self.del_link(None, &l.name);
-                }
-            }
-        }
-        for l in &st.links {
-            let Some(vni) = parse_tier_ns(&l.name) else {
-                continue;
-            };
-            if !vnis.contains(&vni) && !owned_host_end(host, HostLink::Tier { id: r.id, vni }) {
-                self.del_link(self.ns(), &l.name);
-            }
-        }
+        let vnis = self.r.tiers.iter().map(|t| t.vni).collect();
+        self.stale_pairs(&vnis, |id, vni| HostLink::Tier { id, vni }, parse_tier_ns);
     }
 
     /// Direct Connects that went away, like tiers.
     fn stale_dcs(&mut self) {
+        let vnis = dc::usable(self.r).0.iter().map(|d| d.vni).collect();
+        self.stale_pairs(&vnis, |id, vni| HostLink::Dc { id, vni }, parse_dc_ns);
+    }
+
+    /// The pairs of one kind (`link` names its host end, `parse_ns` reads its namespace end)
+    /// whose VNI is not in `keep`.
+    fn stale_pairs(
+        &mut self,
+        keep: &BTreeSet<u32>,
+        link: fn(u32, u32) -> HostLink,
+        parse_ns: fn(&str) -> Option<u32>,
+    ) {
         let (r, host, st) = (self.r, self.host, self.st);
-        let vnis: BTreeSet<u32> = dc::usable(r).0.iter().map(|d| d.vni).collect();
         for l in &host.links {
-            if let Some(HostLink::Dc { id, vni }) = parse_host_link(&l.name) {
-                if id == r.id && l.owned && !vnis.contains(&vni) {
+            let Some(found) = parse_host_link(&l.name) else {
+                continue;
+            };
+            if let Some(vni) = found.vni() {
+                if found == link(r.id, vni) && l.owned && !keep.contains(&vni) {
                     self.del_link(None, &l.name);
                 }
             }
         }
         for l in &st.links {
-            let Some(vni) = parse_dc_ns(&l.name) else {
+            let Some(vni) = parse_ns(&l.name) else {
                 continue;
             };
-            if !vnis.contains(&vni) && !owned_host_end(host, HostLink::Dc { id: r.id, vni }) {
+            if !keep.contains(&vni) && !owned_host_end(host, link(r.id, vni)) {
                 self.del_link(self.ns(), &l.name);
             }
         }

@@ -8,11 +8,12 @@
 use std::collections::BTreeSet;
 
 use crate::desired::{network_key, DesiredObject, NodeDesired, PeerTier};
-use crate::event::ObjectRef;
+use crate::event::{ObjectRef, VpcRef};
 use crate::model::{Intent, Network, NodeRole, PortBinding};
 
 use super::{
-    hosted_networks_of, local_port, observations, of_role, tier_acl, tier_network, vpc_networks,
+    hosted_networks_of, local_port, of_role, tier_acl, tier_network, vpc_networks,
+    MAX_OBSERVED_VNIS,
 };
 
 /// Adds the hypervisor's tiers to `out`.
@@ -66,13 +67,22 @@ fn vpc_hosts(intent: &Intent, tenant: &str, vpc: &str) -> BTreeSet<String> {
         .map(|p| p.node.clone())
         .collect();
     let vnis: BTreeSet<u32> = vpc_networks(intent, tenant, vpc).map(|n| n.vni).collect();
+    // The rule of `observations`, for this VPC's tiers only: same site, within the cap.
+    // (Judging every observed VNI here would scan every network per VNI, on every change.)
+    let vpc_site = intent
+        .vpcs
+        .get(&VpcRef::new(tenant, vpc))
+        .map_or("", |v| v.site.as_str());
     for (node, seen) in &intent.observed_vnis {
-        if seen.is_disjoint(&vnis) {
+        let node_site = intent.nodes.get(node).map_or("", |n| n.site.as_str());
+        if node_site != vpc_site || seen.is_disjoint(&vnis) {
             continue;
         }
-        let admits_one =
-            observations(intent, node).any(|(vni, judged)| judged.is_ok() && vnis.contains(&vni));
-        if admits_one {
+        if seen
+            .iter()
+            .take(MAX_OBSERVED_VNIS)
+            .any(|v| vnis.contains(v))
+        {
             nodes.insert(node.clone());
         }
     }
