@@ -43,9 +43,14 @@ pub async fn etcd_watch_floor(endpoint: &str, samples: usize) -> anyhow::Result<
                 0,
             )
             .await?;
-        match tokio::time::timeout(Duration::from_secs(5), watch.next()).await {
-            Ok(Some(Ok(_))) => out.push(ms(t.elapsed())),
-            other => bail!("watch did not deliver the put: {other:?}"),
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), watch.next()).await {
+                // A progress notification, not the put.
+                Ok(Some(Ok(b))) if b.is_progress() => continue,
+                Ok(Some(Ok(_))) => out.push(ms(t.elapsed())),
+                other => bail!("watch did not deliver the put: {other:?}"),
+            }
+            break;
         }
     }
     Ok(out)

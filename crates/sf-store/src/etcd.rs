@@ -426,7 +426,9 @@ impl KvStore for EtcdStore {
                 async move { c.watch(prefix, Some(opts)).await }
             })
             .await?;
-        let out = stream.filter_map(move |item| async move {
+        let (requests, responses) = stream.split();
+        tokio::spawn(request_progress(requests));
+        let out = responses.filter_map(move |item| async move {
             match item {
                 Err(e) => Some(Err(StoreError::from(e))),
                 Ok(resp) => {
@@ -439,8 +441,18 @@ impl KvStore for EtcdStore {
                     if resp.canceled() {
                         return Some(Err(StoreError::WatchEnded(resp.cancel_reason().into())));
                     }
+                    if resp.created() {
+                        return None;
+                    }
                     if resp.events().is_empty() {
-                        return None; // created or progress notification
+                        // A progress notification: every event up to this revision was sent.
+                        let revision = header_revision(resp.header());
+                        return (revision > 0).then(|| {
+                            Ok(WatchBatch {
+                                revision,
+                                events: vec![],
+                            })
+                        });
                     }
                     let mut revision = 0;
                     let events = resp
@@ -543,14 +555,30 @@ impl KvStore for EtcdStore {
     }
 }
 
+/// Asks etcd for a progress notification every [`crate::PROGRESS_INTERVAL`] for as long as the
+/// watch lives (etcd answers once the watcher has caught up, with the store's revision; the
+/// periodic `progress_notify` alone comes only every ten minutes by default).
+async fn request_progress(mut requests: etcd_client::WatchRequestSender) {
+    let mut tick = tokio::time::interval(crate::PROGRESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Fails once the watch's stream is gone: the watch was dropped.
+        if requests.request_progress().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// etcd may deliver events of several revisions in one response; split them so each batch is
-/// exactly one revision, as the trait promises.
+/// exactly one revision, as the trait promises. Progress notifications pass through.
 fn split_by_revision(
     s: impl futures::Stream<Item = Result<WatchBatch>> + Send + 'static,
 ) -> impl futures::Stream<Item = Result<WatchBatch>> + Send + 'static {
     s.flat_map(|item| {
         let batches: Vec<Result<WatchBatch>> = match item {
             Err(e) => vec![Err(e)],
+            Ok(b) if b.is_progress() => vec![Ok(b)],
             Ok(b) => {
                 let mut out: Vec<WatchBatch> = Vec::new();
                 for e in b.events {

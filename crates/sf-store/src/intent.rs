@@ -155,12 +155,17 @@ impl IntentStore {
                 kind: EventKind::Put,
                 kv,
             };
-            match decode_event(&self.keys, &ev)? {
-                Some(e) => {
+            match decode_event(&self.keys, &ev) {
+                Ok(Some(e)) => {
                     view.apply(e)
                         .expect("decode_event pairs each reference with its kind");
                 }
-                None => other(ev.kv),
+                Ok(None) => other(ev.kv),
+                // One bad value (a node's oversized status, a hand-edited key) must not keep
+                // the whole fabric from loading: it is skipped here as the watch skips it.
+                Err(e) => {
+                    tracing::warn!(key = %ev.kv.key, error = %e, "skipping undecodable value")
+                }
             }
         }
         Ok((view, revision))
@@ -644,13 +649,29 @@ impl ViewEvent {
     }
 }
 
+/// The largest value a node may write under its own keys (heartbeat, status). Nodes write
+/// there with their own etcd credentials, so the coordinator cannot stop a bigger write; it
+/// ignores it instead (a status with 4,096 observed VNIs and its counters is ~60 KiB).
+pub const NODE_VALUE_MAX: usize = 256 * 1024;
+
 /// Decodes one watch event. Keys outside the layout (and allocation records, which carry no
 /// state the view needs) give `None`; an undecodable value is an error and changes nothing.
+/// A heartbeat counts only while it is attached to a lease (a node that wrote one without a
+/// lease would otherwise look alive forever); node-written values over [`NODE_VALUE_MAX`]
+/// are refused.
 pub fn decode_event(keys: &Keys, ev: &WatchEvent) -> Result<Option<ViewEvent>> {
     let Some(kind) = keys.parse(&ev.kv.key) else {
         return Ok(None);
     };
     let put = ev.kind == EventKind::Put;
+    let node_written = matches!(kind, KeyKind::Heartbeat(_) | KeyKind::Status(_));
+    if put && node_written && ev.kv.value.len() > NODE_VALUE_MAX {
+        return Err(crate::StoreError::TooLarge {
+            key: ev.kv.key.clone(),
+            len: ev.kv.value.len(),
+            max: NODE_VALUE_MAX,
+        });
+    }
     // An intent object: its reference, and (for a put) its decoded value.
     macro_rules! intent {
         ($r:expr, $variant:ident) => {{
@@ -693,7 +714,10 @@ pub fn decode_event(keys: &Keys, ev: &WatchEvent) -> Result<Option<ViewEvent>> {
             IntentEvent::Delete(ObjectRef::Drained(n))
         }),
         KeyKind::VniAlloc(_) | KeyKind::VpcIdAlloc(..) => return Ok(None),
-        KeyKind::Heartbeat(node) => ViewEvent::Heartbeat { node, alive: put },
+        KeyKind::Heartbeat(node) => ViewEvent::Heartbeat {
+            node,
+            alive: put && ev.kv.lease != 0,
+        },
         KeyKind::IntentSeq => ViewEvent::IntentSeq(if put { ev.kv.mod_revision } else { 0 }),
         KeyKind::Leader => ViewEvent::Leader(put.then(|| {
             (
@@ -815,5 +839,56 @@ mod tests {
             1,
             "the port survived its bad update"
         );
+    }
+    /// A node's own keys cannot lift it above its station: a heartbeat written without a lease
+    /// does not make the node alive, and an oversized status is refused.
+    #[test]
+    fn heartbeats_need_a_lease_and_node_values_are_capped() {
+        let keys = Keys::new("/sf");
+        let hb = |lease: i64| {
+            let mut e = event(EventKind::Put, keys.heartbeat("hv1"), b"1".to_vec());
+            e.kv.lease = lease;
+            decode_event(&keys, &e).unwrap()
+        };
+        let alive = |ev: Option<ViewEvent>| match ev {
+            Some(ViewEvent::Heartbeat { alive, .. }) => alive,
+            other => panic!("not a heartbeat: {other:?}"),
+        };
+        assert!(alive(hb(7)), "a leased heartbeat is alive");
+        assert!(!alive(hb(0)), "a heartbeat without a lease never counts");
+        let big = event(
+            EventKind::Put,
+            keys.status("hv1"),
+            vec![b' '; NODE_VALUE_MAX + 1],
+        );
+        assert!(matches!(
+            decode_event(&keys, &big),
+            Err(crate::StoreError::TooLarge { .. })
+        ));
+    }
+
+    /// One undecodable value must not keep the coordinator from loading the fabric.
+    #[tokio::test]
+    async fn load_skips_undecodable_values() {
+        use crate::KvStore;
+        let kv = std::sync::Arc::new(crate::mem::MemStore::new());
+        let store = IntentStore::new(kv.clone(), Keys::new("/sf"));
+        store
+            .create_tenant(&sf_core::model::Tenant {
+                name: "t".into(),
+                description: String::new(),
+            })
+            .await
+            .unwrap();
+        let keys = store.keys().clone();
+        kv.put(&keys.status("hv1"), b"{not json".to_vec(), 0)
+            .await
+            .unwrap();
+        kv.put(&keys.tenant("broken"), b"[]".to_vec(), 0)
+            .await
+            .unwrap();
+        let (view, _) = store.load().await.expect("loads despite two bad values");
+        assert_eq!(view.intent.tenants.len(), 1);
+        assert!(view.intent.tenants.keys().any(|t| t == "t"));
     }
 }

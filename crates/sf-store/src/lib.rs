@@ -76,12 +76,25 @@ pub struct WatchEvent {
     pub kv: KeyValue,
 }
 
-/// All events of one revision (one transaction), in order.
+/// All events of one revision (one transaction), in order. A batch with no events is a
+/// progress notification: the watch has delivered every event up to `revision` (etcd's
+/// watch progress). Watches send one at least every [`PROGRESS_INTERVAL`] while they are
+/// current, so a follower can tell a quiet store from a watch that fell behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchBatch {
     pub revision: i64,
     pub events: Vec<WatchEvent>,
 }
+
+impl WatchBatch {
+    /// Whether this is a progress notification (no events).
+    pub fn is_progress(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// How often a watch confirms its progress (see [`WatchBatch`]).
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchBatch, StoreError>> + Send>>;
 
@@ -96,6 +109,9 @@ pub enum StoreError {
     LeaseNotFound(i64),
     #[error("watch ended: {0}")]
     WatchEnded(String),
+    /// A node-written value over [`intent::NODE_VALUE_MAX`]: ignored wherever it is read.
+    #[error("value under {key} is {len} bytes, over the {max}-byte cap of node-written keys")]
+    TooLarge { key: String, len: usize, max: usize },
     #[error("stored value under {key} is not valid: {source}")]
     Decode {
         key: String,
@@ -115,7 +131,9 @@ pub trait KvStore: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)>;
     /// Applies `ops` atomically if every compare holds.
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome>;
-    /// Events under `prefix` from `start_revision` (inclusive) on.
+    /// Events under `prefix` from `start_revision` (inclusive) on, one batch per revision,
+    /// with progress notifications (empty batches) at least every [`PROGRESS_INTERVAL`]
+    /// while the watch is current.
     async fn watch(&self, prefix: &str, start_revision: i64) -> Result<WatchStream>;
     async fn lease_grant(&self, ttl_secs: i64) -> Result<i64>;
     /// Renews a lease; returns the remaining TTL, or `LeaseNotFound` if it expired.

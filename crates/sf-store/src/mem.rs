@@ -3,6 +3,7 @@
 //! server. Leases expire lazily, on the next operation after their deadline.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ struct Inner {
 pub struct MemStore {
     inner: Arc<Mutex<Inner>>,
     events: broadcast::Sender<WatchBatch>,
+    /// While set, watches deliver nothing (tests of a follower whose watch fell behind).
+    stalled: Arc<AtomicBool>,
 }
 
 impl Default for MemStore {
@@ -46,7 +49,14 @@ impl MemStore {
                 ..Default::default()
             })),
             events,
+            stalled: Arc::default(),
         }
+    }
+
+    /// Stalls (true) or resumes (false) every watch: a stalled watch delivers neither events
+    /// nor progress notifications, like one whose etcd member is partitioned away.
+    pub fn stall_watches(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::SeqCst);
     }
 
     fn commit(&self, inner: &mut Inner, events: Vec<WatchEvent>) {
@@ -224,7 +234,9 @@ impl KvStore for MemStore {
         };
         let last_backlog = backlog.last().map(|b| b.revision).unwrap_or(0);
         let (tx, out) = tokio::sync::mpsc::channel(1024);
+        let (inner, stalled) = (self.inner.clone(), self.stalled.clone());
         tokio::spawn(async move {
+            let mut delivered = last_backlog;
             for b in backlog {
                 if let Some(b) = filter(b) {
                     if tx.send(Ok(b)).await.is_err() {
@@ -232,10 +244,39 @@ impl KvStore for MemStore {
                     }
                 }
             }
+            let mut progress = tokio::time::interval(crate::PROGRESS_INTERVAL);
             loop {
-                match rx.recv().await {
-                    Ok(b) if b.revision <= last_backlog => continue,
+                if stalled.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                let next = tokio::select! {
+                    b = rx.recv() => b,
+                    _ = progress.tick() => {
+                        // Every batch up to `now` is already queued (commits send under the
+                        // lock): deliver them, then confirm `now`.
+                        let now = inner.lock().unwrap().revision;
+                        while delivered < now {
+                            match rx.try_recv() {
+                                Ok(b) if b.revision <= delivered => {}
+                                Ok(b) => {
+                                    delivered = b.revision;
+                                    if let Some(b) = filter(b) {
+                                        if tx.send(Ok(b)).await.is_err() { return; }
+                                    }
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let p = WatchBatch { revision: now.max(delivered), events: vec![] };
+                        if tx.send(Ok(p)).await.is_err() { return; }
+                        continue;
+                    }
+                };
+                match next {
+                    Ok(b) if b.revision <= delivered => continue,
                     Ok(b) => {
+                        delivered = b.revision;
                         if let Some(b) = filter(b) {
                             if tx.send(Ok(b)).await.is_err() {
                                 return;

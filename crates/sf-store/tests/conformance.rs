@@ -195,30 +195,56 @@ async fn txn_compares(s: Arc<dyn KvStore>) {
 }
 conformance!(txn_compares_case, txn_compares);
 
+/// The next batch with events (progress notifications skipped), within 5 s.
+async fn next_events(w: &mut sf_store::WatchStream) -> sf_store::WatchBatch {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let b = w.next().await.expect("watch open").expect("watch ok");
+            if !b.is_progress() {
+                return b;
+            }
+        }
+    })
+    .await
+    .expect("watch delivers within 5 s")
+}
+
+async fn watch_confirms_progress(s: Arc<dyn KvStore>) {
+    let r1 = s.put("/prog/a", b"1".to_vec(), 0).await.unwrap();
+    let mut w = s.watch("/prog/", r1 + 1).await.unwrap();
+    // A write outside the prefix: the watch has no event for it, but its progress covers it.
+    let r2 = s.put("/prog-elsewhere", b"x".to_vec(), 0).await.unwrap();
+    let confirmed = tokio::time::timeout(sf_store::PROGRESS_INTERVAL * 4, async {
+        loop {
+            let b = w.next().await.expect("watch open").expect("watch ok");
+            assert!(b.is_progress(), "no event under /prog/ was written: {b:?}");
+            if b.revision >= r2 {
+                return b.revision;
+            }
+        }
+    })
+    .await
+    .expect("a progress notification covering the store's revision");
+    assert!(confirmed >= r2);
+    // Events still come, and progress never runs ahead of an undelivered event.
+    let r3 = s.put("/prog/b", b"2".to_vec(), 0).await.unwrap();
+    let b = next_events(&mut w).await;
+    assert_eq!(b.revision, r3);
+}
+conformance!(progress_case, watch_confirms_progress);
+
 async fn watch_replays_and_follows(s: Arc<dyn KvStore>) {
     let r1 = s.put("/w/a", b"1".to_vec(), 0).await.unwrap();
     s.put("/elsewhere", b"x".to_vec(), 0).await.unwrap();
     let r2 = s.put("/w/b", b"2".to_vec(), 0).await.unwrap();
     let mut w = s.watch("/w/", r1).await.unwrap();
-    let b1 = tokio::time::timeout(Duration::from_secs(5), w.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let b1 = next_events(&mut w).await;
     assert_eq!(b1.revision, r1);
     assert_eq!(b1.events[0].kv.key, "/w/a");
-    let b2 = tokio::time::timeout(Duration::from_secs(5), w.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let b2 = next_events(&mut w).await;
     assert_eq!(b2.revision, r2, "keys outside the prefix are not delivered");
     let r3 = s.delete("/w/a").await.unwrap();
-    let b3 = tokio::time::timeout(Duration::from_secs(5), w.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let b3 = next_events(&mut w).await;
     assert_eq!(b3.revision, r3);
     assert_eq!(b3.events[0].kind, EventKind::Delete);
     assert_eq!(b3.events[0].kv.key, "/w/a");
@@ -483,11 +509,7 @@ async fn watch_events_rebuild_the_same_view(s: Arc<dyn KvStore>) {
     let last = st.create_network(&n).await.unwrap();
     let mut view = ClusterView::default();
     loop {
-        let b = tokio::time::timeout(Duration::from_secs(5), w.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let b = next_events(&mut w).await;
         for e in &b.events {
             if let Some(e) = decode_event(st.keys(), e).unwrap() {
                 view.apply(e).unwrap();
@@ -576,11 +598,7 @@ async fn etcd_requests_move_off_a_dead_member() {
             let lease = s.lease_grant(10).await.unwrap();
             assert!(s.lease_keep_alive(lease).await.unwrap() > 0);
             let mut w = s.watch(&key, rev).await.unwrap();
-            let first = tokio::time::timeout(Duration::from_secs(5), w.next())
-                .await
-                .expect("watch delivers")
-                .unwrap()
-                .unwrap();
+            let first = next_events(&mut w).await;
             assert_eq!(first.revision, rev);
             s.lease_revoke(lease).await.unwrap();
         }
