@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use sf_core::compile::{compile_node_indexed, PortsByNode};
@@ -53,6 +53,9 @@ pub struct Fabric {
     /// When this coordinator observed each recent intent revision (ms since the epoch): sent
     /// with Snapshots and Deltas, the origin of intent-to-dataplane latency.
     stamps: Mutex<BTreeMap<u64, u64>>,
+    /// When the watch last confirmed that the index is current: the load, or a progress
+    /// notification (etcd answers a progress request only once the watcher has caught up).
+    confirmed: Mutex<Option<Instant>>,
     /// What each connected agent last acknowledged on its Sync stream. Agents write the
     /// applied revision to etcd only every few seconds (see `sf_agent::lease`), so fleet
     /// status takes the fresher of the two.
@@ -81,6 +84,10 @@ pub struct AckState {
     pub errors: Vec<String>,
 }
 
+/// How long the index may go without its watch confirming it current before this replica
+/// stops serving agents and reports unhealthy (progress is confirmed every second).
+pub const INDEX_LAG_MAX: Duration = Duration::from_secs(5);
+
 /// Revisions whose stamps are kept (older ones are long applied or superseded).
 const STAMPS_KEPT: usize = 4096;
 
@@ -91,6 +98,7 @@ impl Fabric {
         Arc::new(Fabric {
             stamps: Mutex::new(BTreeMap::new()),
             acks: Mutex::new(HashMap::new()),
+            confirmed: Mutex::new(None),
             metrics,
             registry: Arc::new(registry),
             rest_keys: RestKeys::new(store.keys().root()),
@@ -239,6 +247,35 @@ impl Fabric {
             .subscribe()
     }
 
+    /// How long ago the watch last confirmed the index current (`None` before the load).
+    pub fn index_lag(&self) -> Option<Duration> {
+        self.confirmed.lock().unwrap().map(|t| t.elapsed())
+    }
+
+    /// Whether the index is loaded and its watch confirmed it current within
+    /// [`INDEX_LAG_MAX`]: only then does this replica serve agents (and `/healthz` say so). A
+    /// replica whose watch lags or keeps failing would otherwise hand an agent an older state
+    /// than the one it applied.
+    pub fn is_current(&self) -> bool {
+        self.index_lag().is_some_and(|lag| lag <= INDEX_LAG_MAX)
+    }
+
+    /// A progress notification: the index holds every change up to `revision`.
+    fn confirm(&self, revision: i64) {
+        let advanced = {
+            let mut s = self.state.write().unwrap();
+            let advanced = revision > s.revision;
+            if advanced {
+                s.revision = revision;
+            }
+            advanced
+        };
+        if advanced {
+            self.revision_tx.send_replace(revision);
+        }
+        *self.confirmed.lock().unwrap() = Some(Instant::now());
+    }
+
     /// The store revision the index reflects (0 before the first load).
     pub fn revision(&self) -> i64 {
         *self.revision_tx.borrow()
@@ -246,9 +283,14 @@ impl Fabric {
 
     /// Waits until the index reflects `revision` (read-your-writes for the API).
     pub async fn wait_for_revision(&self, revision: i64) {
+        self.wait_for_revision_within(revision, Duration::from_secs(10))
+            .await
+    }
+
+    /// Waits at most `limit` until the index reflects `revision`.
+    pub async fn wait_for_revision_within(&self, revision: i64, limit: Duration) {
         let mut rx = self.revision_tx.subscribe();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|r| *r >= revision)).await;
+        let _ = tokio::time::timeout(limit, rx.wait_for(|r| *r >= revision)).await;
     }
 
     fn publish(&self, node: &str, desired: Option<Arc<NodeDesired>>) {
@@ -293,6 +335,7 @@ impl Fabric {
             self.publish(&node, self.desired(&node));
         }
         self.revision_tx.send_replace(revision);
+        *self.confirmed.lock().unwrap() = Some(Instant::now());
         self.loaded.send_replace(true);
         self.placement_kick.notify_one();
     }
@@ -479,6 +522,10 @@ impl Fabric {
         let mut watch = self.store.kv().watch(&prefix, revision + 1).await?;
         while let Some(batch) = watch.next().await {
             let batch = batch?;
+            if batch.is_progress() {
+                self.confirm(batch.revision);
+                continue;
+            }
             let span = info_span!("apply", revision = batch.revision);
             async {
                 let changed = self.apply_batch(&batch);

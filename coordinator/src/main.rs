@@ -102,8 +102,8 @@ async fn main() -> anyhow::Result<()> {
         sf_metrics::serve(
             addr,
             fabric.registry.clone(),
-            // Healthy once the index has loaded intent from etcd.
-            Arc::new(move || f.with_view(|_, rev| rev > 0)),
+            // Healthy while the index is loaded and its etcd watch confirms it current.
+            Arc::new(move || f.is_current()),
         )
         .await
         .with_context(|| format!("serving metrics on {addr}"))?;
@@ -113,6 +113,10 @@ async fn main() -> anyhow::Result<()> {
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopping = stop.clone();
     let server = Server::builder()
+        // Ends a vanished agent's stream within ~10 s, so its reconnection (refused while
+        // the old stream looks live: one stream per node) is not held up for long.
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .tls_config(tls)
         .context("TLS configuration")?
         // The API's handlers authorize by method (a reader token reads only).
@@ -123,10 +127,10 @@ async fn main() -> anyhow::Result<()> {
             fabric: fabric.clone(),
             tokens,
         }))
-        .add_service(AgentSyncServer::new(Sync {
+        .add_service(AgentSyncServer::new(Sync::new(
             fabric,
-            always_snapshot: args.always_snapshot,
-        }))
+            args.always_snapshot,
+        )))
         .serve_with_shutdown(args.listen, async move {
             shutdown_signal().await;
             // Hand the leadership over first: a follower takes it within half a second.

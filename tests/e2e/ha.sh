@@ -189,6 +189,38 @@ check "coord1 answers again" wait_for 20 only_coord1 status
 check "three replicas again" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json status | python3 -c 'import json,sys; print(len(json.load(sys.stdin)[\"replicas\"]))')\" = 3 ]"
 check "delete the tenant through coord1 first" S tenant delete ha-hung
 
+section "2e. a replica cut off from etcd stops serving agents; they move on"
+# The replica serving the most agents loses etcd (its packets to 2379 are dropped inside its
+# own namespace): its index can no longer be confirmed current, so it must report unhealthy
+# and end its agents' streams rather than keep feeding them a frozen state; the agents move to
+# the other replicas.
+CUT=0 MOST=-1
+for i in 0 1 2; do
+    n=$(metric sf_coordinator_agent_streams "${COORD_IPS[$i]}")
+    if [ "${n:-0}" -gt "$MOST" ]; then CUT=$i MOST=${n:-0}; fi
+done
+CUT_NS=coord$((CUT + 1)) CUT_IP=${COORD_IPS[$CUT]}
+healthz_is() { [ "$(X mgmt curl -s -o /dev/null -w '%{http_code}' -m 2 "http://$CUT_IP:9100/healthz")" = "$1" ]; }
+cut_streams_are() { [ "$(metric sf_coordinator_agent_streams "$CUT_IP")" = "$1" ]; }
+check "$CUT_NS serves agent streams before ($MOST)" test "$MOST" -gt 0
+check "$CUT_NS is healthy before" healthz_is 200
+check "cut $CUT_NS off from etcd" X "$CUT_NS" nft -f - <<'EOF2'
+table inet sfha_cut {
+    chain out {
+        type filter hook output priority 0; policy accept;
+        tcp dport 2379 drop
+    }
+}
+EOF2
+check "$CUT_NS reports unhealthy within 15 s" wait_for 15 healthz_is 503
+check "$CUT_NS serves no agent stream within 15 s" wait_for 15 cut_streams_are 0
+check "all ${#NODES[@]} agents are connected to the other replicas" wait_for 30 streams_are "${#NODES[@]}"
+check "a change made now reaches every node (ACL list on blue web)" S acl apply ha-cut --tenant demo --vpc blue --tier web --default allow --rule "10 ingress allow all any 0.0.0.0/0"
+check "all ${#NODES[@]} nodes apply it" wait_for 30 all_in_sync "${#NODES[@]}"
+check "reconnect $CUT_NS to etcd" X "$CUT_NS" nft delete table inet sfha_cut
+check "$CUT_NS is healthy again within 20 s" wait_for 20 healthz_is 200
+check "delete the ACL list" S acl delete ha-cut --tenant demo --vpc blue
+
 section "3. kill one etcd member (the raft leader)"
 ETCD_LEADER=$(L status 2>/dev/null | awk '/^ *etcd[0-9]/ && /leader/ {print $1; exit}' | tr -d ':')
 check "found the etcd raft leader ($ETCD_LEADER)" test -n "$ETCD_LEADER"

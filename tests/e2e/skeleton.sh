@@ -157,9 +157,16 @@ X hv1 "${ONCE[@]}" --node hv2 >"$STATE/once-hv2.log" 2>&1; rc=$?
 check "hv1's certificate asking for hv2's scope is refused" test "$rc" -ne 0
 check "with PermissionDenied" grep -q "PermissionDenied" "$STATE/once-hv2.log"
 check "and receives no snapshot" bash -c "! grep -q snapshot '$STATE/once-hv2.log'"
-X hv1 "${ONCE[@]}" --node hv1 >"$STATE/once-hv1.log" 2>&1
+X hv1 "${ONCE[@]}" --node hv1 >"$STATE/once-live.log" 2>&1; rc=$?
+check "a second live stream for hv1 (its agent is connected) is refused" test "$rc" -ne 0
+check "with AlreadyExists" grep -q "AlreadyExists" "$STATE/once-live.log"
+check "stop hv1's agent" L agent-stop hv1
+check "with hv1's agent stopped, its certificate gets hv1's scope" \
+    wait_for 10 bash -c "ip netns exec '${LAB_PREFIX}hv1' ${ONCE[*]} --node hv1 >'$STATE/once-hv1.log' 2>&1"
 check "hv1's own scope has blue-web-1" grep -q '"blue-web-1"' "$STATE/once-hv1.log"
 check "hv1's own scope has red-web-1" grep -q '"red-web-1"' "$STATE/once-hv1.log"
 check "hv1's scope has nothing of hv2 or hv3" bash -c "! grep -qE '\"(blue-web-2|red-web-2)\"' '$STATE/once-hv1.log'"
+check "start hv1's agent again" L agent-start hv1
+check "hv1 back in sync" wait_for 30 node_is hv1 in_sync True
 
 lab_finish

@@ -32,7 +32,11 @@ pub async fn two_gateways_and_demo(store: &IntentStore, kv: &dyn KvStore, keys: 
             })
             .await
             .unwrap();
-        kv.put(&keys.heartbeat(n), b"{}".to_vec(), 0).await.unwrap();
+        // Heartbeats count only with a lease, as agents write them.
+        let lease = kv.lease_grant(3600).await.unwrap();
+        kv.put(&keys.heartbeat(n), b"{}".to_vec(), lease)
+            .await
+            .unwrap();
     }
     store
         .create_tenant(&Tenant {

@@ -3,6 +3,11 @@
 //! and Resume messages into the agent's desired state, verifying the digest after every
 //! message (a mismatch forces a fresh snapshot). It forwards the reconciler's acks. Any
 //! failure reconnects with jittered exponential backoff, cycling through the endpoints.
+//!
+//! Never backwards: every message carries the index revision of the replica that sent it,
+//! and a message older than one already accepted is refused (the session ends and the next
+//! replica is tried), so moving to a replica whose etcd watch lags cannot roll the node back.
+//! Large states arrive in parts (`more`), assembled before anything is applied.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,7 +126,7 @@ fn decode_entries(entries: &[pb::Entry]) -> anyhow::Result<Vec<(String, DesiredO
         .collect()
 }
 
-fn hello(node: &str, applied: &(u64, String), force_snapshot: bool) -> pb::AgentMessage {
+fn hello(node: &str, applied: &(u64, String), seen: u64, force_snapshot: bool) -> pb::AgentMessage {
     pb::AgentMessage {
         msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
             node: node.to_string(),
@@ -132,9 +137,14 @@ fn hello(node: &str, applied: &(u64, String), force_snapshot: bool) -> pb::Agent
                 applied.1.clone()
             },
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            index_revision: seen,
+            schema_version: sf_core::desired::SCHEMA_VERSION,
         })),
     }
 }
+
+/// The largest message accepted (one desired object larger than a part travels alone).
+const MAX_MESSAGE: usize = 64 << 20;
 
 /// Why a session ended.
 enum End {
@@ -144,9 +154,33 @@ enum End {
     Diverged(String),
 }
 
+/// Why a coordinator message was not applied.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    /// Older than a message already accepted: this replica is behind; try another.
+    #[error("replica is behind: message at index revision {got}, already accepted {seen}")]
+    Stale { got: u64, seen: u64 },
+    /// Did not verify or does not fit the state held: ask for a snapshot.
+    #[error("{0:#}")]
+    Diverged(#[from] anyhow::Error),
+}
+
+/// What the client keeps across sessions.
+#[derive(Default)]
+struct Received {
+    /// The bytes of the current state's objects.
+    raw: RawObjects,
+    /// The highest index revision of any message accepted (never goes down).
+    seen: u64,
+}
+
 /// Runs sessions forever (until the process exits).
 pub async fn run(args: AgentArgs, mut link: SyncLink) {
-    let mut raw = RawObjects::new();
+    // The cached state's revision is a floor too: its replica's index had reached it.
+    let mut received = Received {
+        seen: link.deliver.current().map_or(0, |d| d.revision),
+        ..Default::default()
+    };
     let mut attempt: u32 = 0;
     let mut force_snapshot = false;
     // Agents spread over the coordinator replicas (each starts at its own, by name) and move
@@ -155,7 +189,7 @@ pub async fn run(args: AgentArgs, mut link: SyncLink) {
     loop {
         let endpoint = args.coordinator[endpoint_idx % args.coordinator.len()].clone();
         let started = Instant::now();
-        match session(&args, &endpoint, &mut link, &mut raw, force_snapshot).await {
+        match session(&args, &endpoint, &mut link, &mut received, force_snapshot).await {
             End::Diverged(why) => {
                 warn!(%why, "desired state diverged; requesting a snapshot");
                 force_snapshot = true;
@@ -198,18 +232,18 @@ async fn session(
     args: &AgentArgs,
     endpoint: &str,
     link: &mut SyncLink,
-    raw: &mut RawObjects,
+    received: &mut Received,
     force_snapshot: bool,
 ) -> End {
     let channel = match connect(args, endpoint).await {
         Ok(c) => c,
         Err(e) => return End::Failed(e),
     };
-    let mut client = AgentSyncClient::new(channel);
+    let mut client = AgentSyncClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     let (out_tx, out_rx) = mpsc::channel::<pb::AgentMessage>(16);
     let applied = link.applied.borrow().clone();
     out_tx
-        .send(hello(&args.node, &applied, force_snapshot))
+        .send(hello(&args.node, &applied, received.seen, force_snapshot))
         .await
         .expect("receiver alive");
     let mut inbound = match client
@@ -231,6 +265,7 @@ async fn session(
         }
     }
     let _connected = Connected(&link.deliver.metrics);
+    let mut partial = None;
     loop {
         tokio::select! {
             msg = inbound.message() => {
@@ -239,8 +274,13 @@ async fn session(
                     Ok(None) => return End::Failed(anyhow::anyhow!("coordinator closed the stream")),
                     Err(s) => return End::Failed(anyhow::anyhow!("stream error: {}", s.message())),
                 };
-                if let Err(e) = handle(msg, &link.deliver, raw) {
-                    return End::Diverged(format!("{e:#}"));
+                match receive(msg, &mut partial, &link.deliver, received) {
+                    Ok(()) => {}
+                    Err(e @ Refused::Stale { .. }) => {
+                        link.deliver.counters.incr("stale_refused");
+                        return End::Failed(e.into());
+                    }
+                    Err(Refused::Diverged(e)) => return End::Diverged(format!("{e:#}")),
                 }
             }
             _ = link.resync.notified() => {
@@ -254,6 +294,81 @@ async fn session(
             }
         }
     }
+}
+
+/// The index revision a message was sent at (0: a coordinator older than the field).
+fn index_revision(msg: &pb::coordinator_message::Msg) -> u64 {
+    use pb::coordinator_message::Msg;
+    match msg {
+        Msg::Snapshot(s) => s.index_revision,
+        Msg::Delta(d) => d.index_revision,
+        Msg::Resume(r) => r.index_revision,
+    }
+}
+
+/// Adds one part to the message being assembled; returns the whole once its last part came.
+fn assemble(
+    partial: &mut Option<pb::coordinator_message::Msg>,
+    part: pb::coordinator_message::Msg,
+) -> anyhow::Result<Option<pb::coordinator_message::Msg>> {
+    use pb::coordinator_message::Msg;
+    let whole = match (partial.take(), part) {
+        (None, part) => part,
+        (Some(Msg::Snapshot(mut a)), Msg::Snapshot(b))
+            if (a.revision, &a.digest) == (b.revision, &b.digest) =>
+        {
+            a.entries.extend(b.entries);
+            a.more = b.more;
+            Msg::Snapshot(a)
+        }
+        (Some(Msg::Delta(mut a)), Msg::Delta(b))
+            if (a.revision, &a.digest) == (b.revision, &b.digest) =>
+        {
+            a.upserts.extend(b.upserts);
+            a.deletes.extend(b.deletes);
+            a.more = b.more;
+            Msg::Delta(a)
+        }
+        (Some(_), _) => bail!("a message interrupted the parts of another"),
+    };
+    let more = match &whole {
+        Msg::Snapshot(s) => s.more,
+        Msg::Delta(d) => d.more,
+        Msg::Resume(_) => false,
+    };
+    if more {
+        *partial = Some(whole);
+        return Ok(None);
+    }
+    Ok(Some(whole))
+}
+
+/// Takes one message off the stream: refuses it if it is older than what was accepted,
+/// assembles parts, and applies a whole message.
+fn receive(
+    msg: pb::CoordinatorMessage,
+    partial: &mut Option<pb::coordinator_message::Msg>,
+    out: &Deliver,
+    received: &mut Received,
+) -> Result<(), Refused> {
+    let Some(part) = msg.msg else { return Ok(()) };
+    let got = index_revision(&part);
+    if got != 0 && got < received.seen {
+        return Err(Refused::Stale {
+            got,
+            seen: received.seen,
+        });
+    }
+    let Some(whole) = assemble(partial, part)? else {
+        return Ok(());
+    };
+    handle(
+        pb::CoordinatorMessage { msg: Some(whole) },
+        out,
+        &mut received.raw,
+    )?;
+    received.seen = received.seen.max(got);
+    Ok(())
 }
 
 /// Applies one coordinator message to the desired state. Digests are checked over the raw
@@ -344,23 +459,30 @@ fn handle(msg: pb::CoordinatorMessage, out: &Deliver, raw: &mut RawObjects) -> a
 /// Debug helper behind `--once`: open the stream, print the first message, return.
 pub async fn once(args: &AgentArgs) -> anyhow::Result<String> {
     let endpoint = args.coordinator.first().context("no --coordinator given")?;
-    let mut client = AgentSyncClient::new(connect(args, endpoint).await?);
+    let mut client =
+        AgentSyncClient::new(connect(args, endpoint).await?).max_decoding_message_size(MAX_MESSAGE);
     let (out_tx, out_rx) = mpsc::channel(1);
     out_tx
-        .send(hello(&args.node, &(0, String::new()), true))
+        .send(hello(&args.node, &(0, String::new()), 0, true))
         .await?;
     let mut inbound = client
         .sync(tokio_stream::wrappers::ReceiverStream::new(out_rx))
         .await
         .map_err(|s| anyhow::anyhow!("coordinator refused: {:?}: {}", s.code(), s.message()))?
         .into_inner();
-    let msg = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-        .await
-        .context("no answer within 10 s")?
-        .map_err(|s| anyhow::anyhow!("coordinator refused: {:?}: {}", s.code(), s.message()))?
-        .context("stream closed")?;
+    let mut partial = None;
+    let whole = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .context("no answer within 10 s")?
+            .map_err(|s| anyhow::anyhow!("coordinator refused: {:?}: {}", s.code(), s.message()))?
+            .context("stream closed")?;
+        if let Some(whole) = assemble(&mut partial, msg.msg.context("empty message")?)? {
+            break whole;
+        }
+    };
     use pb::coordinator_message::Msg;
-    let value = match msg.msg {
+    let value = match Some(whole) {
         Some(Msg::Snapshot(s)) => {
             let objects: serde_json::Map<String, serde_json::Value> = decode_entries(&s.entries)?
                 .into_iter()
@@ -417,6 +539,7 @@ mod tests {
                 digest: digest.clone(),
                 entries,
                 intent_time_ms: 0,
+                ..Default::default()
             })),
             &s,
             &mut held,
@@ -446,6 +569,7 @@ mod tests {
                 upserts: vec![entry("net/1000001", net)],
                 deletes: vec![],
                 intent_time_ms: 0,
+                ..Default::default()
             })),
             &s,
             &mut held,
@@ -460,12 +584,143 @@ mod tests {
                 upserts: vec![],
                 deletes: vec!["net/1000001".into()],
                 intent_time_ms: 0,
+                ..Default::default()
             })),
             &s,
             &mut held,
         );
         assert!(bad.is_err());
         assert_eq!(s.current().unwrap().revision, 6, "unchanged");
+    }
+
+    const UNDERLAY: &str = r#"{"kind":"underlay","asn":65001,"router_id":"10.255.1.1","loopback":"10.255.1.1","neighbors":["leaf1"],"evpn":"vtep"}"#;
+
+    fn snapshot(
+        revision: u64,
+        index_revision: u64,
+        entries: Vec<pb::Entry>,
+        more: bool,
+        digest: &str,
+    ) -> pb::CoordinatorMessage {
+        msg(pb::coordinator_message::Msg::Snapshot(pb::Snapshot {
+            revision,
+            digest: digest.into(),
+            entries,
+            index_revision,
+            more,
+            ..Default::default()
+        }))
+    }
+
+    fn digest_of(entries: &[pb::Entry]) -> String {
+        raw_digest(
+            &entries
+                .iter()
+                .map(|e| (e.key.clone(), e.value.clone()))
+                .collect(),
+        )
+    }
+
+    /// A replica whose index is behind what the agent accepted is refused, whatever it sends:
+    /// the state stays as it was (a gateway would otherwise re-create a router that moved).
+    #[test]
+    fn a_message_older_than_one_accepted_is_refused() {
+        let out = deliver();
+        let mut got = Received::default();
+        let mut partial = None;
+        let new = vec![entry("underlay", UNDERLAY)];
+        receive(
+            snapshot(10, 20, new.clone(), false, &digest_of(&new)),
+            &mut partial,
+            &out,
+            &mut got,
+        )
+        .expect("first snapshot");
+        assert_eq!(got.seen, 20);
+        let old: Vec<pb::Entry> = vec![];
+        let r = receive(
+            snapshot(8, 15, old.clone(), false, &digest_of(&old)),
+            &mut partial,
+            &out,
+            &mut got,
+        );
+        assert!(
+            matches!(r, Err(Refused::Stale { got: 15, seen: 20 })),
+            "{r:?}"
+        );
+        let resume = msg(pb::coordinator_message::Msg::Resume(pb::Resume {
+            revision: 10,
+            digest: digest_of(&new),
+            index_revision: 19,
+        }));
+        assert!(matches!(
+            receive(resume, &mut partial, &out, &mut got),
+            Err(Refused::Stale { .. })
+        ));
+        let d = out.current().unwrap();
+        assert_eq!((d.revision, d.objects.len()), (10, 1), "state unchanged");
+        // The same or a newer index is fine.
+        let resume = msg(pb::coordinator_message::Msg::Resume(pb::Resume {
+            revision: 10,
+            digest: digest_of(&new),
+            index_revision: 20,
+        }));
+        receive(resume, &mut partial, &out, &mut got).expect("current replica");
+    }
+
+    /// Parts are assembled: nothing is delivered until the last, then the whole verifies.
+    #[test]
+    fn parts_are_applied_only_whole() {
+        let out = deliver();
+        let mut got = Received::default();
+        let mut partial = None;
+        let all: Vec<pb::Entry> = (0..3)
+            .map(|i| entry(&format!("underlay{i}"), UNDERLAY))
+            .collect();
+        let digest = digest_of(&all);
+        for (i, e) in all.iter().enumerate() {
+            let last = i == all.len() - 1;
+            receive(
+                snapshot(7, 9, vec![e.clone()], !last, &digest),
+                &mut partial,
+                &out,
+                &mut got,
+            )
+            .expect("part");
+            assert_eq!(
+                out.current().is_some(),
+                last,
+                "delivered only after part {i}"
+            );
+        }
+        assert_eq!(out.current().unwrap().objects.len(), 3);
+        // A part of another message in the middle is a divergence, not a silent mix.
+        receive(
+            snapshot(8, 9, vec![all[0].clone()], true, "d1"),
+            &mut partial,
+            &out,
+            &mut got,
+        )
+        .unwrap();
+        let r = receive(
+            snapshot(9, 9, vec![], false, "d2"),
+            &mut partial,
+            &out,
+            &mut got,
+        );
+        assert!(matches!(r, Err(Refused::Diverged(_))), "{r:?}");
+    }
+
+    #[test]
+    fn hello_carries_the_floor_and_the_schema() {
+        let Some(pb::agent_message::Msg::Hello(h)) = hello("hv1", &(3, "d".into()), 77, false).msg
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (h.index_revision, h.schema_version),
+            (77, sf_core::desired::SCHEMA_VERSION)
+        );
     }
 
     #[test]

@@ -475,6 +475,13 @@ impl NodeDesired {
     }
 }
 
+/// The desired-state schema this build speaks. Bump it whenever a change to
+/// [`DesiredObject`] is one an older agent must not silently ignore (a new field that changes
+/// what the dataplane does): agents send the version they understand in their hello, and a
+/// coordinator with a newer schema refuses them, so a stale agent shows as refused instead of
+/// dropping the field and reporting itself in sync. Upgrade agents before coordinators.
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// The bytes an object travels as (`Entry.value`).
 pub fn encode_object(o: &DesiredObject) -> Vec<u8> {
     serde_json::to_vec(o).expect("desired state always serializes")

@@ -245,14 +245,21 @@ impl KvStore for MemStore {
                 }
             }
             let mut progress = tokio::time::interval(crate::PROGRESS_INTERVAL);
-            loop {
-                if stalled.load(Ordering::SeqCst) {
+            let wait_unstalled = || async {
+                while stalled.load(Ordering::SeqCst) {
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
                 }
+            };
+            loop {
+                wait_unstalled().await;
                 let next = tokio::select! {
-                    b = rx.recv() => b,
+                    b = rx.recv() => {
+                        // Received just as the stall began: held back like the rest.
+                        wait_unstalled().await;
+                        b
+                    }
                     _ = progress.tick() => {
+                        wait_unstalled().await;
                         // Every batch up to `now` is already queued (commits send under the
                         // lock): deliver them, then confirm `now`.
                         let now = inner.lock().unwrap().revision;
