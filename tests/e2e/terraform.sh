@@ -38,7 +38,11 @@ plan_empty() {
 # tenant_objects: every object of tenant tfdemo, as sfctl lists them.
 tenant_objects() {
     local k
-    for k in network nat route acl port lb; do S -o json "$k" list --tenant tfdemo; done
+    for k in network nat route acl port; do S -o json "$k" list --tenant tfdemo; done
+    # Without the fields the gateway reports (health, BGP state and counters), which move.
+    for k in lb dc; do
+        S -o json "$k" list --tenant tfdemo | json "[{f: v for f, v in x.items() if f not in ('gateway', 'table_digest', 'bgp_state') and not f.startswith('prefixes_')} | {'backends': [(b['ip'], b['port'], b['weight']) for b in x.get('backends', [])]} for x in d]"
+    done
 }
 has() { grep -qF -- "$2" "$WORK/$1"; }
 # has_msg FILE MESSAGE: FILE holds MESSAGE, however Terraform wrapped its lines.
@@ -186,6 +190,23 @@ check_eq "plan sees the undrain as drift" "2" "$(plan_rc plan-drain.log)"
 check "the plan drains it again" has plan-drain.log "stackfabric_gateway_drain.gw9 will be created"
 check "apply repairs the drain" tf apply -auto-approve -no-color -input=false
 check_eq "sfctl lists tf-gw9 as drained again" "tf-gw9" "$(drained)"
+cat >"$DEMO/dc.tf" <<'TF'
+resource "stackfabric_direct_connect" "office" {
+  tenant        = stackfabric_vpc.green.tenant
+  vpc           = stackfabric_vpc.green.name
+  name          = "office"
+  switch        = "leaf2"
+  interface     = "cdc"
+  local_address = "169.254.100.1/30"
+  peer_address  = "169.254.100.2"
+  customer_asn  = 65300
+  accept        = ["192.168.100.0/24", "10.0.0.0/8 ge 16 le 24"]
+}
+TF
+check "apply creates Direct Connect office on leaf2 port cdc" tf apply -auto-approve -no-color -input=false
+check_eq "sfctl shows it with the coordinator's default local ASN and its VNI" "leaf2 64512 True" \
+    "$(S -o json dc show office --tenant tfdemo --vpc green | json "d['switch'], d['local_asn'], d['vni'] > 0" | tr -d "(),'")"
+plan_empty plan-dc.log "the plan after the Direct Connect is empty"
 
 section "7. a bad value fails with the coordinator's message and changes nothing"
 EXPECT=$(S network create bad --tenant tfdemo --vpc green --cidr 10.99.1.0/24 2>&1 | grep -o 'invalid [a-z_.]*: .*' | head -1)
@@ -233,11 +254,12 @@ section "8. destroy leaves nothing behind"
 check "remove VM tf-app-2 (its port is not Terraform's)" L vm-del tf-app-2
 if tf_out destroy.log destroy -auto-approve -no-color -input=false; then pass "terraform destroy"; else
     fail "terraform destroy: $(tail -c 1500 "$WORK/destroy.log")"; fi
-check "destroy removed 11 objects (8 + the imported port and node + the drain)" has destroy.log "Destroy complete! Resources: 11 destroyed."
+check "destroy removed 12 objects (8 + the imported port and node + the drain + the DC)" has destroy.log "Destroy complete! Resources: 12 destroyed."
 L vm-del tf-app-1 >/dev/null 2>&1 || true
 check_eq "the tenant list holds demo only" "demo" "$(tenants)"
 check_eq "no NAT rule of tfdemo left" "0" "$(S -o json nat list | json "len([r for r in d if r['tenant']=='tfdemo'])")"
 check_eq "no port of tfdemo left" "0" "$(S -o json port list | json "len([r for r in d if r['tenant']=='tfdemo'])")"
+check_eq "no Direct Connect of tfdemo left" "0" "$(S -o json dc list | json "len([r for r in d if r['tenant']=='tfdemo'])")"
 check_eq "no load balancer of tfdemo left" "0" "$(S -o json lb list | json "len([r for r in d if r['tenant']=='tfdemo'])")"
 check_eq "node tf-gw9 is gone" "0" "$(S -o json node list | json "len([n for n in d if n['name']=='tf-gw9'])")"
 check_eq "no gateway is drained" "" "$(drained)"
