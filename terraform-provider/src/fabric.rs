@@ -1,6 +1,7 @@
 //! The FabricApi side: connecting like sfctl does, and mapping each resource's attribute
 //! object to and from the coordinator's messages. Reads use Get where the API has one, else
-//! List + filter; the only update call is ApplyAclList.
+//! List + filter; the only update call is ApplyAclList. The operations-side resources (load
+//! balancers, Direct Connects, nodes, gateway drains) are mapped in `ops`.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -152,6 +153,8 @@ macro_rules! obj {
         m
     }};
 }
+
+mod ops;
 
 /// The resource's flat NAT attributes (`kind` = snat | port-forward | static-nat) as the
 /// API's oneof; an unknown kind is sent as none, which the server refuses on `nat.kind`.
@@ -364,7 +367,10 @@ pub async fn read(c: &mut Client, ty: &str, o: &Obj) -> Result<Option<Obj>, Stat
                 "rule" => Value::List(x.rules.iter().map(acl_rule_out).collect()),
             }
         }),
-        other => return Err(Status::unimplemented(format!("unknown resource {other}"))),
+        other => match ops::read(c, other, o).await? {
+            Some(r) => r,
+            None => return Err(Status::unimplemented(format!("unknown resource {other}"))),
+        },
     })
 }
 
@@ -459,7 +465,11 @@ pub async fn create(c: &mut Client, ty: &str, o: &Obj) -> Result<(), Status> {
         "stackfabric_acl_list" => {
             c.apply_acl_list(acl_in(o)).await?;
         }
-        other => return Err(Status::unimplemented(format!("unknown resource {other}"))),
+        other => {
+            if !ops::create(c, other, o).await? {
+                return Err(Status::unimplemented(format!("unknown resource {other}")));
+            }
+        }
     }
     Ok(())
 }
@@ -488,7 +498,10 @@ pub async fn delete(c: &mut Client, ty: &str, o: &Obj) -> Result<(), Status> {
         "stackfabric_public_pool" => c.delete_pool(oref("", "", &name)).await,
         "stackfabric_port_binding" => c.delete_port_binding(oref(&t, "", &name)).await,
         "stackfabric_acl_list" => c.delete_acl_list(oref(&t, &v, &name)).await,
-        other => return Err(Status::unimplemented(format!("unknown resource {other}"))),
+        other => match ops::delete(c, other, o).await {
+            Some(r) => r,
+            None => return Err(Status::unimplemented(format!("unknown resource {other}"))),
+        },
     };
     match r {
         Ok(_) => Ok(()),

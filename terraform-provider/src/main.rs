@@ -10,6 +10,7 @@ mod fabric;
 mod msgpack;
 mod provider;
 mod schema;
+mod schema_ops;
 
 pub mod tf {
     tonic::include_proto!("tfplugin6");

@@ -52,30 +52,82 @@ fn error(summary: impl Into<String>, detail: impl Into<String>) -> tf::Diagnosti
 }
 
 fn attr_path(name: &str) -> tf::AttributePath {
+    path_of(&[Step::Attr(name.to_string())])
+}
+
+/// One step of a path into a resource's value: an attribute or a list element.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Attr(String),
+    Index(i64),
+}
+
+fn path_of(steps: &[Step]) -> tf::AttributePath {
+    use tf::attribute_path::step::Selector;
     tf::AttributePath {
-        steps: vec![tf::attribute_path::Step {
-            selector: Some(tf::attribute_path::step::Selector::AttributeName(
-                name.to_string(),
-            )),
-        }],
+        steps: steps
+            .iter()
+            .map(|s| tf::attribute_path::Step {
+                selector: Some(match s {
+                    Step::Attr(a) => Selector::AttributeName(a.clone()),
+                    Step::Index(i) => Selector::ElementKeyInt(*i),
+                }),
+            })
+            .collect(),
     }
 }
 
+/// "backends[2]" as ("backends", Some(2)); '-' in names reads as '_'.
+fn segment(seg: &str) -> (String, Option<i64>) {
+    let (name, idx) = match seg.split_once('[') {
+        Some((n, rest)) => (n, rest.trim_end_matches(']').parse().ok()),
+        None => (seg, None),
+    };
+    (name.replace('-', "_"), idx)
+}
+
+/// The path of the attribute a server field names ("lb.backends[0].ip" is element 0 of the
+/// `backend` blocks, its `ip`; "dc.accept[1]" is element 1 of `accept`), or None.
+fn field_path(def: &Def, field: &str) -> Option<Vec<Step>> {
+    let rest = field.split_once('.').map_or(field, |(_, r)| r);
+    if let Some((_, a)) = def.aliases.iter().find(|(f, _)| *f == rest) {
+        return Some(vec![Step::Attr(a.to_string())]);
+    }
+    let mut segs = rest.split('.');
+    let (first, idx) = segment(segs.next()?);
+    let mut steps = vec![];
+    if def.attr(&first).is_some() {
+        steps.push(Step::Attr(first));
+        steps.extend(idx.map(Step::Index));
+        return Some(steps);
+    }
+    let b = def
+        .blocks
+        .iter()
+        .find(|b| b.name == first || format!("{}s", b.name) == first)?;
+    steps.push(Step::Attr(b.name.to_string()));
+    if let Some(i) = idx {
+        steps.push(Step::Index(i));
+        if let Some((inner, _)) = segs.next().map(segment) {
+            if b.attrs.iter().any(|a| a.name == inner) {
+                steps.push(Step::Attr(inner));
+            }
+        }
+    }
+    Some(steps)
+}
+
 /// The coordinator names the offending field first ("invalid nat.public_ip: ..."); when that
-/// field is an attribute of the resource, the diagnostic points at it.
-fn offending_attr(def: &Def, msg: &str) -> Option<String> {
+/// field is an attribute (or block element) of the resource, the diagnostic points at it.
+fn offending_attr(def: &Def, msg: &str) -> Option<Vec<Step>> {
     let rest = msg.strip_prefix("invalid ")?;
     let field = rest.split(':').next()?.trim();
-    let last = field.rsplit('.').next()?;
-    let last = last.split('[').next()?.replace('-', "_");
-    if def.attr(&last).is_some() {
-        return Some(last);
+    if let Some(p) = field_path(def, field) {
+        return Some(p);
     }
-    // "rules" names the list of `rule` blocks.
-    def.blocks
-        .iter()
-        .find(|b| b.name == last || format!("{}s", b.name) == last)
-        .map(|b| b.name.to_string())
+    // Fields nested deeper than the resource ("nat.kind.public_ip"): the last name.
+    let (last, _) = segment(field.rsplit('.').next()?);
+    def.attr(&last).map(|_| vec![Step::Attr(last)])
 }
 
 fn server_diag(def: &Def, what: &str, id: &str, e: &Status) -> tf::Diagnostic {
@@ -88,7 +140,7 @@ fn server_diag(def: &Def, what: &str, id: &str, e: &Status) -> tf::Diagnostic {
             e.message()
         ),
     );
-    d.attribute = offending_attr(def, e.message()).map(|a| attr_path(&a));
+    d.attribute = offending_attr(def, e.message()).map(|p| path_of(&p));
     d
 }
 
@@ -130,6 +182,30 @@ fn shape(def: &Def, mut o: Obj) -> Obj {
         out.insert("id".into(), Value::Str(id));
     }
     out
+}
+
+/// Block attributes left out of the configuration plan as the API's default (a backend's
+/// weight 1), so a value set outside Terraform shows as a change rather than being kept.
+fn fill_block_defaults(def: &Def, planned: &mut Obj, config: &Obj) {
+    for b in &def.blocks {
+        let (Some(Value::List(items)), Some(Value::List(cfg))) =
+            (planned.get_mut(b.name), config.get(b.name))
+        else {
+            continue;
+        };
+        for (item, c) in items.iter_mut().zip(cfg) {
+            let (Value::Map(item), Value::Map(c)) = (item, c) else {
+                continue;
+            };
+            for a in &b.attrs {
+                if let Some(d) = a.default {
+                    if c.get(a.name).is_none_or(Value::is_null) {
+                        item.insert(a.name.to_string(), Value::Int(d));
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
@@ -310,6 +386,7 @@ impl tf::provider_server::Provider for StackFabric {
             resp.planned_state = dyn_value(&proposed);
             return Ok(Response::new(resp));
         };
+        fill_block_defaults(&def, &mut planned, &config);
         let null = Value::Null;
         let cfg_null = |k: &str| config.get(k).unwrap_or(&null).is_null();
         match &prior {
@@ -504,5 +581,88 @@ impl tf::provider_server::Provider for StackFabric {
         _: Request<tf::stop_provider::Request>,
     ) -> Result<Response<tf::stop_provider::Response>, Status> {
         Ok(Response::new(Default::default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(ty: &str) -> Def {
+        find(schema::resources(), ty).expect("known type")
+    }
+
+    #[test]
+    fn a_backend_field_points_into_its_block_element() {
+        let d = def("stackfabric_load_balancer");
+        let p = offending_attr(
+            &d,
+            "invalid lb.backends[1].ip: 10.9.9.9 is not a host address",
+        );
+        assert_eq!(
+            p,
+            Some(vec![
+                Step::Attr("backend".into()),
+                Step::Index(1),
+                Step::Attr("ip".into())
+            ])
+        );
+        let p = offending_attr(&d, "invalid lb.port: 0 is not a port (1-65535)");
+        assert_eq!(p, Some(vec![Step::Attr("port".into())]));
+        let p = offending_attr(&d, "invalid lb.health.type: \"x\" is not none, tcp or http");
+        assert_eq!(p, Some(vec![Step::Attr("health_type".into())]));
+    }
+
+    #[test]
+    fn list_elements_aliases_and_old_fields_resolve() {
+        let dc = def("stackfabric_direct_connect");
+        assert_eq!(
+            offending_attr(&dc, "invalid dc.accept[2]: not a prefix"),
+            Some(vec![Step::Attr("accept".into()), Step::Index(2)])
+        );
+        let drain = def("stackfabric_gateway_drain");
+        assert_eq!(
+            offending_attr(
+                &drain,
+                "invalid node.name: \"leaf1\" is a switch, not a gateway"
+            ),
+            Some(vec![Step::Attr("gateway".into())])
+        );
+        let net = def("stackfabric_network");
+        assert_eq!(
+            offending_attr(&net, "invalid network.cidr: outside the VPC"),
+            Some(vec![Step::Attr("cidr".into())])
+        );
+        assert_eq!(offending_attr(&net, "node \"x\" not found"), None);
+    }
+
+    #[test]
+    fn a_left_out_backend_weight_plans_as_the_api_default() {
+        let d = def("stackfabric_load_balancer");
+        let backend = |w: Value| {
+            let mut m = Obj::new();
+            m.insert("ip".into(), Value::Str("10.0.0.1".into()));
+            m.insert("port".into(), Value::Int(80));
+            m.insert("weight".into(), w);
+            Value::Map(m)
+        };
+        let mut planned = Obj::new();
+        planned.insert(
+            "backend".into(),
+            Value::List(vec![backend(Value::Int(5)), backend(Value::Int(7))]),
+        );
+        let mut config = Obj::new();
+        config.insert(
+            "backend".into(),
+            Value::List(vec![backend(Value::Null), backend(Value::Int(7))]),
+        );
+        fill_block_defaults(&d, &mut planned, &config);
+        assert_eq!(
+            planned.get("backend"),
+            Some(&Value::List(vec![
+                backend(Value::Int(1)),
+                backend(Value::Int(7))
+            ]))
+        );
     }
 }

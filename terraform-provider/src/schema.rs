@@ -1,8 +1,9 @@
 //! Resource and data source schemas, and how they become Terraform's `Schema` messages.
 //!
-//! The FabricApi has no Update calls except `ApplyAclList` (create-or-replace), so every
-//! configurable attribute of the other resources is `force_new` (RequiresReplace); the ACL
-//! list is updated in place.
+//! The FabricApi has no Update calls except `ApplyAclList` (create-or-replace) and the drain
+//! switch (`DrainGateway`/`UndrainGateway`), so every configurable attribute of the other
+//! resources is `force_new` (RequiresReplace); the ACL list is updated in place, and a gateway's
+//! drain state is a resource of its own whose existence is the drain.
 use crate::tf;
 
 #[derive(Debug, Clone)]
@@ -11,6 +12,8 @@ pub enum Ty {
     Num,
     Bool,
     List(Box<Ty>),
+    /// A map with string keys.
+    Map(Box<Ty>),
     Obj(Vec<(&'static str, Ty)>),
 }
 
@@ -21,6 +24,7 @@ impl Ty {
             Ty::Num => "number".into(),
             Ty::Bool => "bool".into(),
             Ty::List(t) => serde_json::json!(["list", t.json()]),
+            Ty::Map(t) => serde_json::json!(["map", t.json()]),
             Ty::Obj(fields) => {
                 let m: serde_json::Map<String, serde_json::Value> = fields
                     .iter()
@@ -54,6 +58,9 @@ pub struct Attr {
     pub force_new: bool,
     pub sensitive: bool,
     pub desc: &'static str,
+    /// The coordinator's value when the attribute is left out, filled in by the plan (nested
+    /// block attributes; top-level optional ones are simply computed).
+    pub default: Option<i64>,
 }
 
 /// A nested `block_name { ... }` list block (ACL rules, load-balancer backends).
@@ -73,6 +80,9 @@ pub struct Def {
     pub blocks: Vec<Block>,
     /// Attributes that identify the object, joined by '/' into `id` and the import ID.
     pub key: &'static [&'static str],
+    /// Server field names (after the object prefix, e.g. "name" of "node.name") that name a
+    /// differently called attribute here.
+    pub aliases: &'static [(&'static str, &'static str)],
 }
 
 impl Def {
@@ -92,6 +102,7 @@ pub fn req(name: &'static str, ty: Ty, desc: &'static str) -> Attr {
         force_new: true,
         sensitive: false,
         desc,
+        default: None,
     }
 }
 pub fn opt(name: &'static str, ty: Ty, desc: &'static str) -> Attr {
@@ -105,6 +116,13 @@ pub fn out(name: &'static str, ty: Ty, desc: &'static str) -> Attr {
         mode: Mode::Computed,
         force_new: false,
         ..req(name, ty, desc)
+    }
+}
+/// An optional attribute of a nested block whose left-out value is the API's `d`.
+pub fn dflt(name: &'static str, ty: Ty, d: i64, desc: &'static str) -> Attr {
+    Attr {
+        default: Some(d),
+        ..opt(name, ty, desc)
     }
 }
 /// Marks an attribute as updatable in place.
@@ -126,7 +144,8 @@ fn to_tf_attr(a: &Attr, plain_optional: bool) -> tf::schema::Attribute {
         description: desc,
         required: a.mode == Mode::Required,
         optional: a.mode == Mode::Optional,
-        computed: a.mode == Mode::Computed || (a.mode == Mode::Optional && !plain_optional),
+        computed: a.mode == Mode::Computed
+            || (a.mode == Mode::Optional && (!plain_optional || a.default.is_some())),
         sensitive: a.sensitive,
         ..Default::default()
     }
@@ -205,6 +224,7 @@ pub fn resources() -> Vec<Def> {
         ),
         blocks: vec![],
         key: k,
+        aliases: &[],
     });
     let k: &[&str] = &["tenant", "name"];
     v.push(Def {
@@ -226,6 +246,7 @@ pub fn resources() -> Vec<Def> {
         ),
         blocks: vec![],
         key: k,
+        aliases: &[],
     });
     let k: &[&str] = &["tenant", "vpc", "name"];
     v.push(Def {
@@ -253,6 +274,7 @@ pub fn resources() -> Vec<Def> {
         ),
         blocks: vec![],
         key: k,
+        aliases: &[],
     });
     v.push(Def {
         type_name: "stackfabric_nat_rule",
@@ -274,6 +296,7 @@ pub fn resources() -> Vec<Def> {
         ),
         blocks: vec![],
         key: k,
+        aliases: &[],
     });
     v.push(Def {
         type_name: "stackfabric_static_route",
@@ -295,6 +318,7 @@ pub fn resources() -> Vec<Def> {
         ),
         blocks: vec![],
         key: k,
+        aliases: &[],
     });
     let k: &[&str] = &["name"];
     v.push(Def {
@@ -313,6 +337,7 @@ pub fn resources() -> Vec<Def> {
         ),
         blocks: vec![],
         key: k,
+        aliases: &[],
     });
     let k: &[&str] = &["tenant", "name"];
     v.push(Def {
@@ -344,6 +369,7 @@ pub fn resources() -> Vec<Def> {
         ),
         blocks: vec![],
         key: k,
+        aliases: &[],
     });
     let k: &[&str] = &["tenant", "vpc", "name"];
     v.push(Def {
@@ -377,7 +403,9 @@ pub fn resources() -> Vec<Def> {
             ],
         }],
         key: k,
+        aliases: &[],
     });
+    v.extend(crate::schema_ops::resources());
     v
 }
 
@@ -415,6 +443,7 @@ pub fn data_sources() -> Vec<Def> {
             ],
             blocks: vec![],
             key: &[],
+            aliases: &[],
         },
         Def {
             type_name: "stackfabric_gateway_placement",
@@ -433,6 +462,7 @@ pub fn data_sources() -> Vec<Def> {
             ],
             blocks: vec![],
             key: &[],
+            aliases: &[],
         },
     ]
 }
@@ -455,5 +485,49 @@ pub fn provider() -> Def {
         ],
         blocks: vec![],
         key: &[],
+        aliases: &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every resource has a registry page naming each attribute and its import ID format.
+    #[test]
+    fn every_resource_has_a_doc_page_with_its_attributes_and_import_id() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/resources");
+        for d in resources() {
+            let short = d.type_name.trim_start_matches("stackfabric_");
+            let page = std::fs::read_to_string(dir.join(format!("{short}.md")))
+                .unwrap_or_else(|e| panic!("{}: no doc page: {e}", d.type_name));
+            let names = d.attrs.iter().map(|a| a.name).chain(
+                d.blocks
+                    .iter()
+                    .flat_map(|b| std::iter::once(b.name).chain(b.attrs.iter().map(|a| a.name))),
+            );
+            for n in names {
+                assert!(
+                    page.contains(&format!("`{n}`")),
+                    "{}: `{n}` undocumented",
+                    d.type_name
+                );
+            }
+            let id = d.key.iter().map(|k| k.to_uppercase()).collect::<Vec<_>>();
+            let import = format!("terraform import {}.example {}", d.type_name, id.join("/"));
+            assert!(page.contains(&import), "{}: no `{import}`", d.type_name);
+        }
+    }
+
+    #[test]
+    fn operations_resources_are_replace_only_with_a_key_per_id() {
+        for d in crate::schema_ops::resources() {
+            for a in d.attrs.iter().filter(|a| a.mode != Mode::Computed) {
+                assert!(a.force_new, "{}.{} has no update call", d.type_name, a.name);
+            }
+            for k in d.key {
+                assert_eq!(d.attr(k).map(|a| a.mode), Some(Mode::Required), "{k}");
+            }
+        }
     }
 }

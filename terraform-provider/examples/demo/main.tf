@@ -1,5 +1,6 @@
 # A second tenant next to the lab's demo tenant: one VPC with an app tier, outbound SNAT, a port
-# forward, a static route and an ACL list, plus the fleet's status and the VPC's gateways.
+# forward, a static route, an ACL list and a load balancer on a public VIP, plus the fleet's
+# status and the VPC's gateways.
 #
 #   export SF_ENDPOINT=https://172.31.255.3:7443 SF_CA=/tmp/sf-lab.X/pki/ca.pem \
 #          SF_TOKEN_FILE=/tmp/sf-lab.X/api-token
@@ -40,6 +41,12 @@ variable "snat_ip" {
 variable "forward_ip" {
   type    = string
   default = "203.0.113.41"
+}
+
+# Public VIP of the load balancer in front of the app tier's web servers.
+variable "lb_vip" {
+  type    = string
+  default = "203.0.113.42"
 }
 
 variable "ssh_private_port" {
@@ -134,6 +141,32 @@ resource "stackfabric_acl_list" "app" {
   }
 }
 
+# HTTP on the VIP, spread over two app servers, each checked by TCP every second.
+resource "stackfabric_load_balancer" "web" {
+  tenant      = stackfabric_vpc.green.tenant
+  vpc         = stackfabric_vpc.green.name
+  name        = "web"
+  vip         = var.lb_vip
+  port        = 80
+  health_type = "tcp"
+  interval_ms = 1000
+  timeout_ms  = 500
+  rise        = 2
+  fall        = 2
+
+  backend {
+    ip   = "10.20.1.11"
+    port = 80
+  }
+
+  backend {
+    ip   = "10.20.1.12"
+    port = 80
+  }
+
+  depends_on = [stackfabric_network.app]
+}
+
 data "stackfabric_gateway_placement" "this" {
   tenant     = stackfabric_vpc.green.tenant
   depends_on = [stackfabric_vpc.green]
@@ -151,6 +184,14 @@ output "app_gateway" {
 
 output "primary_gateway" {
   value = stackfabric_vpc.green.primary_gateway
+}
+
+output "lb_vip" {
+  value = stackfabric_load_balancer.web.vip
+}
+
+output "lb_gateway" {
+  value = stackfabric_load_balancer.web.gateway
 }
 
 output "placements" {
