@@ -43,6 +43,30 @@ check "spine1 is EVPN transit (no advertise-all-vni)" bash -c "! vtysh --vty_soc
 check "leaf1 is transit while it hands no port into a VNI" bash -c "! vtysh --vty_socket '$STATE/frr/leaf1' -c 'show running-config' | grep -q advertise-all-vni"
 check "leaf1 reaches leaf2's loopback over the fabric" X leaf1 ping -c 1 -W 1 -I 10.255.0.1 10.255.0.2
 
+section "1b. a leaf accepts from a hypervisor only its VTEP (rogue announcements are dropped)"
+# hv1 is made to announce a foreign prefix and a public /32 (as a compromised hypervisor
+# could, to pull traffic to itself); hv1 really sends them, and leaf1 must install neither,
+# while hv1's VTEP route stays.
+advertised_by_hv1() { vtysh_in hv1 -c 'show ip bgp neighbors leaf1 advertised-routes' | grep -q "$1"; }
+leaf1_has() { vtysh_in leaf1 -c "show ip bgp $1 json" | grep -q '"paths"'; }
+check "hv1 injects 192.0.2.0/24 and 203.0.113.99/32 (blackholes + network statements)" bash -c "
+    ip -n ${LAB_PREFIX}hv1 route add blackhole 192.0.2.0/24 &&
+    ip -n ${LAB_PREFIX}hv1 route add blackhole 203.0.113.99/32 &&
+    vtysh --vty_socket '$STATE/frr/hv1' -c 'configure' -c 'router bgp 65001' -c 'address-family ipv4 unicast' \
+        -c 'network 192.0.2.0/24' -c 'network 203.0.113.99/32'"
+check "hv1 advertises 192.0.2.0/24 to leaf1" wait_for 10 advertised_by_hv1 192.0.2.0/24
+check "hv1 advertises 203.0.113.99/32 to leaf1" wait_for 10 advertised_by_hv1 203.0.113.99/32
+sleep 2
+check "leaf1 did not accept 192.0.2.0/24 from hv1" bash -c "! vtysh --vty_socket '$STATE/frr/leaf1' -c 'show ip bgp 192.0.2.0/24 json' | grep -q '\"paths\"'"
+check "leaf1 did not accept 203.0.113.99/32 from hv1" bash -c "! vtysh --vty_socket '$STATE/frr/leaf1' -c 'show ip bgp 203.0.113.99/32 json' | grep -q '\"paths\"'"
+check "no kernel route to 192.0.2.0/24 on leaf1" bash -c "[ -z \"\$(ip -n ${LAB_PREFIX}leaf1 route show 192.0.2.0/24)\" ]"
+check "leaf1 still has hv1's VTEP 10.255.1.1/32" leaf1_has 10.255.1.1/32
+check "hv1 withdraws the rogue announcements" bash -c "
+    vtysh --vty_socket '$STATE/frr/hv1' -c 'configure' -c 'router bgp 65001' -c 'address-family ipv4 unicast' \
+        -c 'no network 192.0.2.0/24' -c 'no network 203.0.113.99/32' &&
+    ip -n ${LAB_PREFIX}hv1 route del blackhole 192.0.2.0/24 &&
+    ip -n ${LAB_PREFIX}hv1 route del blackhole 203.0.113.99/32"
+
 section "2. bare metal: bm1 (leaf1 port bm1) joins blue's web tier"
 X bm1 ip addr add 10.10.1.50/24 dev leaf1
 X bm1 ip route add default via 10.10.1.1

@@ -44,6 +44,28 @@ pub struct Underlay {
     /// Routes IP between its ports (switches), whatever its EVPN role.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forwarding: bool,
+    /// On switches: what each hypervisor or gateway neighbour may announce in IPv4 unicast;
+    /// anything else it sends is not accepted. Neighbours not listed (switches, the border's
+    /// external peers) are not filtered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_filters: Vec<PeerFilter>,
+}
+
+/// The IPv4 unicast prefixes a switch accepts from one fabric neighbour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerFilter {
+    /// The fabric interface (named after the neighbour node).
+    pub neighbor: String,
+    /// Accepted announcements, in order.
+    pub permit: Vec<PrefixMatch>,
+}
+
+/// A prefix, or (with `host_routes`) any /32 inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixMatch {
+    pub prefix: Ipv4Net,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_routes: bool,
 }
 
 /// A port bound on this node.
@@ -480,7 +502,7 @@ impl NodeDesired {
 /// what the dataplane does): agents send the version they understand in their hello, and a
 /// coordinator with a newer schema refuses them, so a stale agent shows as refused instead of
 /// dropping the field and reporting itself in sync. Upgrade agents before coordinators.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The bytes an object travels as (`Entry.value`).
 pub fn encode_object(o: &DesiredObject) -> Vec<u8> {

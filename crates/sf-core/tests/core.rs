@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use sf_core::compile::{affected_nodes, compile_node};
 use sf_core::desired::{network_key, DesiredObject, EvpnRole};
-use sf_core::event::{ObjectRef, PortRef, VpcChildRef, VpcRef};
+use sf_core::event::{IntentEvent, Object, ObjectRef, PortRef, VpcChildRef, VpcRef};
 use sf_core::model::*;
 use sf_core::model::{AclList, AclListRule, Direction};
 use sf_core::validate::*;
@@ -506,6 +506,65 @@ fn with_gateways() -> Intent {
         i.nat_rules.insert(r.key(), r);
     }
     i
+}
+
+/// A leaf accepts from each hypervisor only its VTEP, from each gateway its loopback and host
+/// routes inside its site's pools; switches and the border's external peers are not
+/// filtered; a neighbour's new loopback reaches the leaf's filter.
+#[test]
+fn leaves_filter_what_each_node_may_announce() {
+    use sf_core::desired::PrefixMatch;
+    let mut i = with_gateways();
+    let leaf1 = i.nodes.get_mut("leaf1").unwrap();
+    leaf1.fabric_ports = ["hv1", "hv2", "hv3", "gw1", "gw2", "spine1", "internet"]
+        .map(String::from)
+        .to_vec();
+    i.nodes.insert(
+        "spine1".into(),
+        node("spine1", NodeRole::Switch, 65100, "10.255.0.101"),
+    );
+    let filters = |i: &Intent| {
+        compile_node(i, "leaf1", 1)
+            .unwrap()
+            .underlay()
+            .unwrap()
+            .peer_filters
+            .clone()
+    };
+    let f = filters(&i);
+    let names: Vec<&str> = f.iter().map(|f| f.neighbor.as_str()).collect();
+    assert_eq!(names, ["hv1", "hv2", "hv3", "gw1", "gw2"]);
+    let host = |p: &str| PrefixMatch {
+        prefix: p.parse().unwrap(),
+        host_routes: false,
+    };
+    assert_eq!(f[0].permit, [host("10.255.1.1/32")]);
+    assert_eq!(
+        f[3].permit,
+        [
+            host("10.255.2.1/32"),
+            PrefixMatch {
+                prefix: "203.0.113.0/24".parse().unwrap(),
+                host_routes: true
+            }
+        ]
+    );
+    assert!(compile_node(&i, "hv1", 1)
+        .unwrap()
+        .underlay()
+        .unwrap()
+        .peer_filters
+        .is_empty());
+    // hv1 gets a new loopback: leaf1 is among the nodes the change touches, and follows.
+    let mut hv1 = i.nodes["hv1"].clone();
+    hv1.loopback = "10.255.1.9".parse().unwrap();
+    let touched = sf_core::compile::apply(
+        &mut i,
+        IntentEvent::Put(ObjectRef::Node("hv1".into()), Object::Node(hv1)),
+    )
+    .unwrap();
+    assert!(touched.contains("leaf1"), "{touched:?}");
+    assert_eq!(filters(&i)[0].permit, [host("10.255.1.9/32")]);
 }
 
 #[test]

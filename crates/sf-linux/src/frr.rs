@@ -10,7 +10,7 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use sf_core::desired::{EvpnRole, Underlay};
+use sf_core::desired::{EvpnRole, PeerFilter, Underlay};
 use tracing::info;
 
 use crate::{run, DeviceError};
@@ -25,6 +25,7 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
         let _ = writeln!(c, "ipv6 forwarding");
     }
     let _ = writeln!(c, "!");
+    render_filters(&mut c, &u.peer_filters);
     let _ = writeln!(c, "router bgp {}", u.asn);
     let _ = writeln!(c, " bgp router-id {}", u.router_id);
     let _ = writeln!(c, " no bgp ebgp-requires-policy");
@@ -42,6 +43,14 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     for p in u.announce.iter().chain(pools) {
         let _ = writeln!(c, "  network {p}");
     }
+    for f in &u.peer_filters {
+        let _ = writeln!(
+            c,
+            "  neighbor {} route-map {} in",
+            f.neighbor,
+            filter_name(f)
+        );
+    }
     let _ = writeln!(c, " exit-address-family");
     let _ = writeln!(c, " !");
     let _ = writeln!(c, " address-family l2vpn evpn");
@@ -56,6 +65,33 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     c
 }
 
+/// The prefix list and route map holding what a switch accepts from one neighbour.
+fn filter_name(f: &PeerFilter) -> String {
+    format!("SF-FROM-{}", f.neighbor)
+}
+
+/// One prefix list and one route map per filtered neighbour: a route the list does not permit
+/// meets the route map's implicit deny. Applied inbound in IPv4 unicast only (EVPN routes are
+/// not filtered here).
+fn render_filters(c: &mut String, filters: &[PeerFilter]) {
+    for f in filters {
+        let name = filter_name(f);
+        for (i, m) in f.permit.iter().enumerate() {
+            let ge = if m.host_routes { " ge 32" } else { "" };
+            let _ = writeln!(
+                c,
+                "ip prefix-list {name} seq {} permit {}{ge}",
+                (i + 1) * 5,
+                m.prefix
+            );
+        }
+        let _ = writeln!(c, "route-map {name} permit 10");
+        let _ = writeln!(c, " match ip address prefix-list {name}");
+        let _ = writeln!(c, "exit");
+        let _ = writeln!(c, "!");
+    }
+}
+
 /// Lines that must appear in `show running-config` once `u` is applied.
 pub fn expected_lines(u: &Underlay) -> Vec<String> {
     let mut v = vec![format!("router bgp {}", u.asn)];
@@ -67,6 +103,11 @@ pub fn expected_lines(u: &Underlay) -> Vec<String> {
     if u.evpn == EvpnRole::Vtep {
         v.push("advertise-all-vni".into());
     }
+    v.extend(
+        u.peer_filters
+            .iter()
+            .map(|f| format!("neighbor {} route-map {} in", f.neighbor, filter_name(f))),
+    );
     v
 }
 
@@ -165,7 +206,45 @@ mod tests {
             announce: vec![],
             blackhole: vec![],
             forwarding: false,
+            peer_filters: vec![],
         }
+    }
+
+    /// A leaf accepts from a hypervisor only its VTEP, from a gateway its loopback and host
+    /// routes in the pools; everything else meets the route map's implicit deny.
+    #[test]
+    fn switches_filter_what_hypervisors_and_gateways_announce() {
+        use sf_core::desired::PrefixMatch;
+        let mut u = underlay(EvpnRole::Transit);
+        u.neighbors = vec!["hv1".into(), "gw1".into(), "spine1".into()];
+        let m = |p: &str, host_routes| PrefixMatch {
+            prefix: p.parse().unwrap(),
+            host_routes,
+        };
+        u.peer_filters = vec![
+            PeerFilter {
+                neighbor: "hv1".into(),
+                permit: vec![m("10.255.3.1/32", false)],
+            },
+            PeerFilter {
+                neighbor: "gw1".into(),
+                permit: vec![m("10.255.2.1/32", false), m("203.0.113.0/24", true)],
+            },
+        ];
+        let c = render("leaf1", &u);
+        assert!(c.contains("ip prefix-list SF-FROM-hv1 seq 5 permit 10.255.3.1/32\n"));
+        assert!(c.contains("ip prefix-list SF-FROM-gw1 seq 10 permit 203.0.113.0/24 ge 32\n"));
+        assert!(c.contains(
+            "route-map SF-FROM-gw1 permit 10\n match ip address prefix-list SF-FROM-gw1\n"
+        ));
+        assert!(c.contains("  neighbor hv1 route-map SF-FROM-hv1 in\n"));
+        assert!(
+            !c.contains("neighbor spine1 route-map"),
+            "switches are not filtered"
+        );
+        // The filters are defined before BGP refers to them.
+        assert!(c.find("route-map SF-FROM-hv1 permit").unwrap() < c.find("router bgp").unwrap());
+        assert!(expected_lines(&u).contains(&"neighbor gw1 route-map SF-FROM-gw1 in".to_string()));
     }
 
     #[test]

@@ -124,6 +124,7 @@ fn underlay(intent: &Intent, n: &Node) -> Underlay {
         announce: Vec::new(),
         blackhole,
         forwarding: n.role == NodeRole::Switch,
+        peer_filters: Vec::new(),
     }
 }
 

@@ -7,9 +7,12 @@
 
 use std::collections::BTreeSet;
 
-use crate::desired::{network_key, DesiredObject, EvpnRole, L2Network, LocalPort, NodeDesired};
+use crate::desired::{
+    network_key, DesiredObject, EvpnRole, L2Network, LocalPort, NodeDesired, PeerFilter,
+    PrefixMatch,
+};
 use crate::event::ObjectRef;
-use crate::model::{Intent, NodeRole, PortBinding};
+use crate::model::{Intent, Node, NodeRole, PortBinding};
 
 use super::{
     dc_segment, hosted_networks_of, local_port, of_role, tier_network, underlay_mut, PortsByNode,
@@ -23,11 +26,15 @@ pub(super) fn compile(
     out: &mut NodeDesired,
 ) {
     let nets = switch_networks_of(intent, node_ports, node);
-    underlay_mut(out).evpn = if nets.is_empty() {
+    let underlay = underlay_mut(out);
+    underlay.evpn = if nets.is_empty() {
         EvpnRole::Transit
     } else {
         EvpnRole::Vtep
     };
+    if let Some(n) = intent.nodes.get(node) {
+        underlay.peer_filters = peer_filters(intent, n);
+    }
     for net in nets {
         out.objects
             .insert(network_key(net.vni), DesiredObject::L2Network(net));
@@ -59,9 +66,59 @@ pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
             .into_iter()
             .collect(),
         ObjectRef::Pool(_) => intent.nodes.keys().cloned().collect(),
+        // A neighbour's identity or role decides what the switch accepts from it.
+        ObjectRef::Node(name) => intent
+            .nodes
+            .values()
+            .filter(|s| s.fabric_ports.iter().any(|p| p == name))
+            .map(|s| s.name.clone())
+            .collect(),
         _ => BTreeSet::new(),
     };
     of_role(intent, nodes, NodeRole::Switch)
+}
+
+/// What the switch accepts from each hypervisor and gateway on its fabric ports: a hypervisor
+/// its VTEP /32; a gateway its loopback and host routes inside the public pools of its site
+/// (not only the /32s placement gives it today: the leaf must accept a new primary's routes
+/// the moment it announces them, without waiting for its own configuration to follow a
+/// failover). A neighbour's other announcements (a default route, another node's VTEP, a
+/// tenant's address) are dropped at the leaf.
+fn peer_filters(intent: &Intent, switch: &Node) -> Vec<PeerFilter> {
+    let host = |ip: std::net::Ipv4Addr| PrefixMatch {
+        prefix: ipnet::Ipv4Net::new(ip, 32).expect("/32 is valid"),
+        host_routes: false,
+    };
+    let mut out = Vec::new();
+    for port in &switch.fabric_ports {
+        let Some(peer) = intent.nodes.get(port) else {
+            continue; // not a node of ours: the border's external peers
+        };
+        let mut permit = vec![host(peer.loopback)];
+        match peer.role {
+            NodeRole::Switch => continue,
+            NodeRole::Hypervisor => {}
+            NodeRole::Gateway => {
+                let mut pools: Vec<_> = intent
+                    .pools
+                    .values()
+                    .filter(|p| p.site == peer.site)
+                    .map(|p| p.cidr.trunc())
+                    .collect();
+                pools.sort();
+                pools.dedup();
+                permit.extend(pools.into_iter().map(|prefix| PrefixMatch {
+                    prefix,
+                    host_routes: true,
+                }));
+            }
+        }
+        out.push(PeerFilter {
+            neighbor: port.clone(),
+            permit,
+        });
+    }
+    out
 }
 
 /// What a switch carries: each tier with a bare-metal port bound on one of its interfaces,
