@@ -73,6 +73,8 @@ pub mod limits;
 pub mod meta;
 pub mod tls;
 pub mod wire;
+#[cfg(test)]
+mod wire_props;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
