@@ -1673,6 +1673,40 @@ async fn delete_route_v1(State(s): St, body: Bytes) -> Res {
 mod tests {
     use super::*;
 
+    /// `GET /api/tenants` once the tenants are recorded is a read: it answers while a write
+    /// holds the coordinator's write lock (it used to take that lock on every call).
+    #[tokio::test]
+    async fn tenant_lists_do_not_wait_for_the_write_lock() {
+        use sf_store::{intent::IntentStore, keys::Keys, mem::MemStore};
+        use tower::ServiceExt;
+        let kv: Arc<dyn sf_store::KvStore> = Arc::new(MemStore::new());
+        let fabric = crate::fabric::Fabric::new(IntentStore::new(kv, Keys::new("/t")));
+        tokio::spawn(fabric.clone().run());
+        let users = auth::Users::default();
+        let ttl = std::time::Duration::from_secs(60);
+        let s = Rest::new(fabric.clone(), users, ttl, "lab", "", "Admin");
+        let token = s.sessions.create("cs").await.unwrap();
+        let app = router(s);
+        let get = || {
+            axum::http::Request::get("/api/tenants")
+                .header(header::COOKIE, format!("{COOKIE}={token}"))
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let first = app.clone().oneshot(get()).await.unwrap();
+        assert_eq!(
+            first.status(),
+            200,
+            "the first call records the admin tenant"
+        );
+        let _writer = fabric.write_guard().await;
+        let again = tokio::time::timeout(std::time::Duration::from_secs(3), app.oneshot(get()))
+            .await
+            .expect("answered while a write holds the lock")
+            .unwrap();
+        assert_eq!(again.status(), 200);
+    }
+
     #[test]
     fn v1_delete_bodies() {
         assert_eq!(

@@ -225,6 +225,74 @@ impl IntoResponse for Throttled {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::ServiceExt;
+
+    /// A router with both middlewares around a handler that echoes the body's length.
+    fn app() -> axum::Router {
+        async fn echo(body: Bytes) -> String {
+            body.len().to_string()
+        }
+        axum::Router::new()
+            .route("/e", axum::routing::post(echo))
+            .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(axum::middleware::from_fn(limit_body))
+            .layer(axum::middleware::from_fn(envelope_errors))
+    }
+
+    async fn send(req: Request) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
+        let r = app().oneshot(req).await.unwrap();
+        let (parts, body) = r.into_parts();
+        let b = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (parts.status, b.to_vec(), parts.headers)
+    }
+
+    fn envelope(b: &[u8]) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_slice(b).expect("a JSON envelope");
+        assert_eq!(v["isSuccess"], false, "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v
+    }
+
+    fn post(body: Body, len: Option<usize>) -> Request {
+        let mut b = Request::post("/e");
+        if let Some(n) = len {
+            b = b.header(header::CONTENT_LENGTH, n);
+        }
+        b.body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn bodies_up_to_the_limit_pass() {
+        let (st, b, _) = send(post(Body::from(vec![b'x'; BODY_LIMIT]), None)).await;
+        assert_eq!(
+            (st, b),
+            (StatusCode::OK, BODY_LIMIT.to_string().into_bytes())
+        );
+    }
+
+    #[tokio::test]
+    async fn larger_bodies_get_413_with_the_envelope() {
+        // Sent (chunked, no length) and declared (Content-Length).
+        let n = BODY_LIMIT + 1;
+        for req in [
+            post(Body::from(vec![b'x'; n]), None),
+            post(Body::from(vec![b'x'; n]), Some(n)),
+        ] {
+            let (st, b, h) = send(req).await;
+            assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+            envelope(&b);
+            assert_eq!(h[header::CONNECTION], "close");
+        }
+    }
+
+    #[tokio::test]
+    async fn axums_own_errors_get_the_envelope() {
+        let req = Request::get("/e").body(Body::empty()).unwrap();
+        let (st, b, h) = send(req).await;
+        assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+        envelope(&b);
+        assert!(h.contains_key(header::ALLOW), "the Allow header is kept");
+    }
 
     #[test]
     fn one_address_is_limited_before_the_others() {
