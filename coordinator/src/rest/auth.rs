@@ -8,7 +8,9 @@
 //! TTL, so every coordinator replica accepts a session any of them created, a logout through
 //! one ends it everywhere, and an unused session expires with its lease; each authenticated
 //! request renews the lease (at most every [`RENEW_EVERY`], from a per-replica cache). A client
-//! that gets 401 logs in again, which is what CloudStack's Netris client does.
+//! that gets 401 logs in again, which is what CloudStack's Netris client does. A user holds at
+//! most `--rest-max-sessions` sessions; a login beyond that ends unused, then old ones
+//! ([`Sessions::create`]). Login rate limits are in [`super::limits`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
