@@ -8,7 +8,9 @@
 //! TTL, so every coordinator replica accepts a session any of them created, a logout through
 //! one ends it everywhere, and an unused session expires with its lease; each authenticated
 //! request renews the lease (at most every [`RENEW_EVERY`], from a per-replica cache). A client
-//! that gets 401 logs in again, which is what CloudStack's Netris client does.
+//! that gets 401 logs in again, which is what CloudStack's Netris client does. A user holds at
+//! most `--rest-max-sessions` sessions; a login beyond that ends unused, then old ones
+//! ([`Sessions::create`]). Login rate limits are in [`super::limits`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -99,13 +101,28 @@ pub fn hash_password_cli() -> anyhow::Result<()> {
 /// another replica takes at most this long to reach it).
 pub const RENEW_EVERY: Duration = Duration::from_secs(10);
 
+/// A session used through this replica within this long is spared by the session cap while
+/// others can go.
+const IN_USE: Duration = Duration::from_secs(300);
+
 /// Live sessions, shared by every replica through etcd.
 pub struct Sessions {
     ttl: Duration,
     kv: Arc<dyn KvStore>,
     prefix: String,
-    /// Token hash -> (user, lease, last time etcd confirmed it).
-    cache: Mutex<HashMap<String, (String, i64, Instant)>>,
+    /// Live sessions one user may hold (see [`Sessions::create`]).
+    max_per_user: usize,
+    /// Token hash -> what this replica knows of the session.
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    user: String,
+    /// Last time etcd confirmed the session.
+    confirmed: Instant,
+    /// Last authenticated request through this replica (none yet after login).
+    used: Option<Instant>,
 }
 
 impl Sessions {
@@ -115,8 +132,15 @@ impl Sessions {
             ttl,
             kv,
             prefix: format!("{}/rest-sessions/", root.trim_end_matches('/')),
+            max_per_user: super::DEFAULT_MAX_SESSIONS,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Caps the live sessions of one user at `n` (at least 1).
+    pub fn with_max_per_user(mut self, n: usize) -> Self {
+        self.max_per_user = n.max(1);
+        self
     }
 
     fn key(&self, token: &str) -> (String, String) {
@@ -124,8 +148,13 @@ impl Sessions {
         (format!("{}{hash}", self.prefix), hash)
     }
 
-    /// A new session for `user`; returns its token.
+    /// A new session for `user`; returns its token. When the user already holds the maximum,
+    /// sessions are ended first to make room: never used through this replica, then oldest
+    /// first, a session in use here within [`IN_USE`] last. Refusing instead would lock out
+    /// a restarted CloudStack (it never logs out, so its dead sessions linger for the TTL).
+    /// Concurrent logins may overshoot the cap by their number, briefly.
     pub async fn create(&self, user: &str) -> Result<String, sf_store::StoreError> {
+        self.make_room(user).await?;
         let bytes: [u8; 32] = rand::rng().random();
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let lease = self
@@ -134,20 +163,58 @@ impl Sessions {
             .await?;
         let (key, hash) = self.key(&token);
         self.kv.put(&key, user.as_bytes().to_vec(), lease).await?;
-        self.cache
-            .lock()
-            .unwrap()
-            .insert(hash, (user.to_string(), lease, Instant::now()));
+        let entry = Cached {
+            user: user.to_string(),
+            confirmed: Instant::now(),
+            used: None,
+        };
+        self.cache.lock().unwrap().insert(hash, entry);
         Ok(token)
+    }
+
+    /// Ends `user`'s sessions beyond `max_per_user - 1` (see [`Sessions::create`]).
+    async fn make_room(&self, user: &str) -> Result<(), sf_store::StoreError> {
+        let (all, _) = self.kv.list(&self.prefix).await?;
+        let mut mine: Vec<_> = all
+            .into_iter()
+            .filter(|kv| kv.lease != 0 && kv.value == user.as_bytes())
+            .collect();
+        if mine.len() < self.max_per_user {
+            return Ok(());
+        }
+        let in_use = |key: &str| {
+            let hash = key.strip_prefix(&self.prefix).unwrap_or(key);
+            let cache = self.cache.lock().unwrap();
+            cache
+                .get(hash)
+                .and_then(|c| c.used)
+                .map(|t| t.elapsed() < IN_USE)
+        };
+        // None (never used here) < Some(false) (used long ago) < Some(true), then by age.
+        mine.sort_by_cached_key(|kv| (in_use(&kv.key), kv.create_revision));
+        let excess = mine.len() + 1 - self.max_per_user;
+        for kv in mine.into_iter().take(excess) {
+            tracing::info!(
+                user,
+                "REST session cap reached: ending the user's oldest session"
+            );
+            let hash = kv.key.strip_prefix(&self.prefix).unwrap_or(&kv.key);
+            self.cache.lock().unwrap().remove(hash);
+            self.kv.lease_revoke(kv.lease).await?;
+        }
+        Ok(())
     }
 
     /// The session's user if the token is live; renews it.
     pub async fn check(&self, token: &str) -> Option<String> {
         let (key, hash) = self.key(token);
-        let cached = self.cache.lock().unwrap().get(&hash).cloned();
-        if let Some((user, _, confirmed)) = &cached {
-            if confirmed.elapsed() < RENEW_EVERY.min(self.ttl / 2) {
-                return Some(user.clone());
+        {
+            let mut cache = self.cache.lock().unwrap();
+            if let Some(c) = cache.get_mut(&hash) {
+                c.used = Some(Instant::now());
+                if c.confirmed.elapsed() < RENEW_EVERY.min(self.ttl / 2) {
+                    return Some(c.user.clone());
+                }
             }
         }
         let found = match self.kv.get(&key).await {
@@ -168,8 +235,14 @@ impl Sessions {
         let user = String::from_utf8_lossy(&found.value).into_owned();
         let mut cache = self.cache.lock().unwrap();
         // Forget sessions nobody used for a whole TTL (their leases expire in etcd).
-        cache.retain(|_, (_, _, t)| t.elapsed() < self.ttl);
-        cache.insert(hash, (user.clone(), found.lease, Instant::now()));
+        cache.retain(|_, c| c.confirmed.elapsed() < self.ttl);
+        let now = Instant::now();
+        let entry = Cached {
+            user: user.clone(),
+            confirmed: now,
+            used: Some(now),
+        };
+        cache.insert(hash, entry);
         Some(user)
     }
 
@@ -276,6 +349,36 @@ mod tests {
         a.remove(&t2).await;
         tokio::time::sleep(Duration::from_millis(600)).await; // past b's cache window (ttl/2)
         assert_eq!(b.check(&t2).await, None);
+    }
+
+    #[tokio::test]
+    async fn the_session_cap_ends_unused_then_oldest_sessions() {
+        let kv: Arc<dyn KvStore> = Arc::new(sf_store::mem::MemStore::new());
+        let s = Sessions::new(Duration::from_secs(60), kv.clone(), "/t").with_max_per_user(3);
+        let used = s.create("u").await.unwrap();
+        assert!(s.check(&used).await.is_some());
+        let idle1 = s.create("u").await.unwrap();
+        let idle2 = s.create("u").await.unwrap();
+        let other = s.create("v").await.unwrap();
+        // A fourth session of u ends the oldest unused one, not the older one in use.
+        let newest = s.create("u").await.unwrap();
+        let (keys, _) = kv.list("/t/rest-sessions/").await.unwrap();
+        assert_eq!(keys.len(), 4, "3 of u and 1 of v");
+        let fresh = Sessions::new(Duration::from_secs(60), kv.clone(), "/t");
+        assert!(
+            fresh.check(&used).await.is_some(),
+            "the session in use stays"
+        );
+        assert!(
+            fresh.check(&idle1).await.is_none(),
+            "the oldest unused one went"
+        );
+        assert!(fresh.check(&idle2).await.is_some());
+        assert!(fresh.check(&newest).await.is_some());
+        assert!(
+            fresh.check(&other).await.is_some(),
+            "other users are not counted"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use sf_core::validate::overlaps;
 
 use super::acl_map;
 use super::auth::{self, COOKIE};
+use super::limits;
 use super::meta::*;
 use super::wire::*;
 use super::Rest;
@@ -111,6 +112,11 @@ pub fn router(state: Arc<Rest>) -> Router {
         .route("/api/auth", get(auth_check).post(login).delete(logout))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        // limit_body enforces the limit with a 413 envelope; the extractor's own limit (a
+        // plain-text 413) is set to match so it can never be the one that answers.
+        .layer(axum::extract::DefaultBodyLimit::max(limits::BODY_LIMIT))
+        .layer(middleware::from_fn(limits::limit_body))
+        .layer(middleware::from_fn(limits::envelope_errors))
         .with_state(state)
 }
 
@@ -145,14 +151,63 @@ async fn auth_check(State(s): St, headers: HeaderMap) -> Res {
     Ok(ok("session is valid", json!({"user": user})))
 }
 
-async fn login(State(s): St, headers: HeaderMap, body: Bytes) -> Res {
+async fn login(
+    State(s): St,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Response> {
+    // Budget first: a refused attempt costs no parsing and no argon2.
+    let client = peer.map(|p| p.0 .0.ip());
+    s.login_guard
+        .admit(client)
+        .map_err(IntoResponse::into_response)?;
+    let (user, password) = credentials(&headers, &body).map_err(IntoResponse::into_response)?;
+    // Bounded: at most half the cores verify passwords, the API keeps the rest. The slot
+    // moves into the blocking task so a client that hangs up does not free it early.
+    let slot = s
+        .login_guard
+        .verify_slot()
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let (st, u) = (s.clone(), user.clone());
+    let good = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        st.users.verify(&u, &password)
+    })
+    .await
+    .unwrap_or(false);
+    if !good {
+        tracing::warn!(user = %user, client = ?client, "REST login failed");
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "invalid user or password",
+        )
+        .into_response());
+    }
+    let token = s
+        .sessions
+        .create(&user)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("etcd unavailable: {e}")).into_response())?;
+    let mut resp = ok("Login successful", json!({"user": user}));
+    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("ascii cookie"),
+    );
+    Ok(resp)
+}
+
+/// User and password of a login body (JSON or form).
+fn credentials(headers: &HeaderMap, body: &[u8]) -> ApiResult<(String, String)> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.contains("json"))
         || body.first() == Some(&b'{');
     let (user, password) = if is_json {
-        let v = parse_body(&body)?;
+        let v = parse_body(body)?;
         (
             opt_str(&v, "user")
                 .or_else(|| opt_str(&v, "login"))
@@ -160,7 +215,7 @@ async fn login(State(s): St, headers: HeaderMap, body: Bytes) -> Res {
             opt_str(&v, "password"),
         )
     } else {
-        let f = auth::parse_form(&String::from_utf8_lossy(&body));
+        let f = auth::parse_form(&String::from_utf8_lossy(body));
         (
             f.get("user")
                 .or_else(|| f.get("login"))
@@ -172,30 +227,7 @@ async fn login(State(s): St, headers: HeaderMap, body: Bytes) -> Res {
     let (Some(user), Some(password)) = (user.filter(|u| !u.is_empty()), password) else {
         return Err(ApiError::bad("invalid user/password: both are required"));
     };
-    let st = s.clone();
-    let u = user.clone();
-    let good = tokio::task::spawn_blocking(move || st.users.verify(&u, &password))
-        .await
-        .unwrap_or(false);
-    if !good {
-        tracing::warn!(user = %user, "REST login failed");
-        return Err(ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            "invalid user or password",
-        ));
-    }
-    let token = s
-        .sessions
-        .create(&user)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("etcd unavailable: {e}")))?;
-    let mut resp = ok("Login successful", json!({"user": user}));
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("ascii cookie"),
-    );
-    Ok(resp)
+    Ok((user, password))
 }
 
 async fn logout(State(s): St, headers: HeaderMap) -> Res {
@@ -322,6 +354,16 @@ impl Rest {
                 "invalid vpc: VPC {:?} has no IPAM allocation yet (its CIDR); post one first",
                 db.vpc_name(vpc)
             ))
+        })
+    }
+
+    /// Whether the admin tenant exists in StackFabric and every tenant has a Netris id.
+    fn tenants_complete(&self, db: &Db) -> bool {
+        self.intent(|i| {
+            i.tenants.contains_key(&self.admin_tenant)
+                && i.tenants
+                    .keys()
+                    .all(|n| db.tenants.values().any(|x| x == n))
         })
     }
 
@@ -1446,7 +1488,9 @@ async fn sites(State(s): St) -> Res {
 }
 
 async fn tenants(State(s): St) -> Res {
-    {
+    // Reads take no lock; only the first call (admin tenant or ids missing) writes, under
+    // the write lock, and ensure_tenants checks again there.
+    if !s.tenants_complete(&*s.db().await?) {
         let _g = s.fabric.write_guard().await;
         s.ensure_tenants().await?;
     }
@@ -1628,6 +1672,40 @@ async fn delete_route_v1(State(s): St, body: Bytes) -> Res {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `GET /api/tenants` once the tenants are recorded is a read: it answers while a write
+    /// holds the coordinator's write lock (it used to take that lock on every call).
+    #[tokio::test]
+    async fn tenant_lists_do_not_wait_for_the_write_lock() {
+        use sf_store::{intent::IntentStore, keys::Keys, mem::MemStore};
+        use tower::ServiceExt;
+        let kv: Arc<dyn sf_store::KvStore> = Arc::new(MemStore::new());
+        let fabric = crate::fabric::Fabric::new(IntentStore::new(kv, Keys::new("/t")));
+        tokio::spawn(fabric.clone().run());
+        let users = auth::Users::default();
+        let ttl = std::time::Duration::from_secs(60);
+        let s = Rest::new(fabric.clone(), users, ttl, "lab", "", "Admin");
+        let token = s.sessions.create("cs").await.unwrap();
+        let app = router(s);
+        let get = || {
+            axum::http::Request::get("/api/tenants")
+                .header(header::COOKIE, format!("{COOKIE}={token}"))
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let first = app.clone().oneshot(get()).await.unwrap();
+        assert_eq!(
+            first.status(),
+            200,
+            "the first call records the admin tenant"
+        );
+        let _writer = fabric.write_guard().await;
+        let again = tokio::time::timeout(std::time::Duration::from_secs(3), app.oneshot(get()))
+            .await
+            .expect("answered while a write holds the lock")
+            .unwrap();
+        assert_eq!(again.status(), 200);
+    }
 
     #[test]
     fn v1_delete_bodies() {

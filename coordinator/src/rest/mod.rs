@@ -6,7 +6,8 @@
 //!
 //! Every answer is `{"isSuccess", "message", "data"}`; failures carry the HTTP status (400 bad
 //! input or malformed JSON, 401 no session, 404 unknown id or reference, 409 duplicate name with
-//! other content, object in use, or a raced write; 503 etcd unavailable).
+//! other content, object in use, or a raced write; 413 body over 1 MiB; 429 too many logins,
+//! with `Retry-After`; 503 etcd unavailable). Limits: [`limits`].
 //!
 //! - Session: `POST /api/auth` (JSON `{user, password}` or form `user=…&password=…`; sets the
 //!   `connect.sid` cookie), `GET /api/auth` (200 with a live session, else 401),
@@ -68,9 +69,12 @@
 pub mod acl_map;
 pub mod auth;
 mod handlers;
+pub mod limits;
 pub mod meta;
 pub mod tls;
 pub mod wire;
+#[cfg(test)]
+mod wire_props;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +84,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::fabric::Fabric;
+
+/// Default of `--rest-max-sessions`.
+pub const DEFAULT_MAX_SESSIONS: usize = 64;
 
 /// REST settings (from `sf-coordinator`'s flags).
 #[derive(Debug, Clone, clap::Args)]
@@ -109,6 +116,10 @@ pub struct RestArgs {
     /// never again, so a shorter idle lifetime strands an idle provider; see ARCHITECTURE.md).
     #[arg(long, env = "SF_REST_SESSION_TTL", default_value_t = 30 * 24 * 3600)]
     pub rest_session_ttl: u64,
+    /// Live sessions one user may hold; a login beyond it ends that user's oldest session
+    /// (see ARCHITECTURE.md, "REST limits").
+    #[arg(long, env = "SF_REST_MAX_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS)]
+    pub rest_max_sessions: usize,
 }
 
 /// Shared state of the REST handlers.
@@ -120,12 +131,15 @@ pub struct Rest {
     pub fabric_site: String,
     pub admin_tenant: String,
     pub keys: meta::RestKeys,
+    /// Login rate limits and the bound on concurrent password checks.
+    pub login_guard: limits::LoginGuard,
     /// Answers of unfiltered lists (CloudStack lists VPCs and NAT rules unfiltered on nearly
     /// every operation), per list, tagged with the index revision they were rendered at.
     list_cache: std::sync::Mutex<std::collections::HashMap<&'static str, (i64, axum::body::Bytes)>>,
 }
 
 impl Rest {
+    /// State with the default session cap ([`DEFAULT_MAX_SESSIONS`]).
     pub fn new(
         fabric: Arc<Fabric>,
         users: auth::Users,
@@ -134,12 +148,28 @@ impl Rest {
         fabric_site: &str,
         admin_tenant: &str,
     ) -> Arc<Self> {
+        let sessions = SessionLimits {
+            ttl: session_ttl,
+            max_per_user: DEFAULT_MAX_SESSIONS,
+        };
+        Self::with_sessions(fabric, users, sessions, site, fabric_site, admin_tenant)
+    }
+
+    pub fn with_sessions(
+        fabric: Arc<Fabric>,
+        users: auth::Users,
+        sessions: SessionLimits,
+        site: &str,
+        fabric_site: &str,
+        admin_tenant: &str,
+    ) -> Arc<Self> {
         let keys = meta::RestKeys::new(fabric.store().keys().root());
         let sessions = auth::Sessions::new(
-            session_ttl,
+            sessions.ttl,
             fabric.store().kv().clone(),
             fabric.store().keys().root(),
-        );
+        )
+        .with_max_per_user(sessions.max_per_user);
         Arc::new(Rest {
             fabric,
             users,
@@ -148,9 +178,19 @@ impl Rest {
             fabric_site: fabric_site.into(),
             admin_tenant: admin_tenant.into(),
             keys,
+            login_guard: limits::LoginGuard::new(),
             list_cache: Default::default(),
         })
     }
+}
+
+/// Lifetime and number of REST sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Idle lifetime.
+    pub ttl: Duration,
+    /// Live sessions per user (at least 1).
+    pub max_per_user: usize,
 }
 
 /// The axum router of the REST API.
@@ -177,10 +217,13 @@ pub async fn spawn(args: &RestArgs, fabric: Arc<Fabric>) -> anyhow::Result<()> {
         "--rest-admin-tenant {:?} is not a valid tenant name",
         args.rest_admin_tenant
     );
-    let state = Rest::new(
+    let state = Rest::with_sessions(
         fabric,
         users,
-        Duration::from_secs(args.rest_session_ttl.max(1)),
+        SessionLimits {
+            ttl: Duration::from_secs(args.rest_session_ttl.max(1)),
+            max_per_user: args.rest_max_sessions.max(1),
+        },
         &args.rest_site,
         &args.rest_fabric_site,
         &args.rest_admin_tenant,
@@ -209,15 +252,24 @@ pub async fn spawn(args: &RestArgs, fabric: Arc<Fabric>) -> anyhow::Result<()> {
 /// Serves `app` over HTTP/1 with Title-Case header names (`Set-Cookie`, `Content-Type`):
 /// the Netris Java SDK (okhttp 2.7.5) keeps header names as sent and looks the login cookie
 /// up under exactly `Set-Cookie`; hyper's default (and `axum::serve`) sends lowercase names.
+/// Each request carries the peer's address as [`axum::extract::ConnectInfo`] (login limits).
 pub async fn serve_title_case<L>(mut listener: L, app: axum::Router)
 where
-    L: axum::serve::Listener,
+    L: axum::serve::Listener<Addr = SocketAddr>,
     L::Io: Send + 'static,
 {
     use hyper_util::rt::TokioIo;
+    use tower::ServiceExt;
     loop {
-        let (io, _addr) = listener.accept().await;
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let (io, addr) = listener.accept().await;
+        let app = app
+            .clone()
+            .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(addr));
+                req
+            });
+        let svc = hyper_util::service::TowerToHyperService::new(app);
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .title_case_headers(true)
