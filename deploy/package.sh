@@ -28,7 +28,8 @@ deps_of() {
     case "$1" in
         sf-coordinator | sfctl) echo "" ;;
         sf-switch-agent) echo "$FRR_DEPS" ;;
-        sf-hypervisor-agent | sf-gateway-agent) echo "$FRR_DEPS, nftables (>= 1.0.6)" ;;
+        sf-hypervisor-agent) echo "$FRR_DEPS, nftables (>= 1.0.6)" ;;
+        sf-gateway-agent) echo "$FRR_DEPS, nftables (>= 1.0.6), conntrack" ;;
     esac
 }
 

@@ -35,6 +35,7 @@ use sf_linux::{blackhole, links};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use crate::conntrack;
 use crate::dc;
 use crate::device;
 use crate::health::{Health, Probe};
@@ -54,6 +55,9 @@ pub struct Gateway {
     lb_cache: HashMap<String, Arc<nft::LbTable>>,
     /// What is installed, per router id: "tenant/vpc/lb" → status.
     lb_installed: BTreeMap<u32, BTreeMap<String, LbStatus>>,
+    /// The destination translations each router performs, as last converged by this process:
+    /// what they lose is cut from conntrack (see [`conntrack`]).
+    dnat_installed: BTreeMap<u32, BTreeSet<conntrack::Target>>,
     /// The agent's state dir: per-VPC FRR instances live in `<state_dir>/vpc-frr/<netns>`.
     pub state_dir: PathBuf,
     /// Per-VPC FRR instances configured by this process, by namespace.
@@ -83,6 +87,7 @@ impl Gateway {
             wake,
             lb_cache: HashMap::new(),
             lb_installed: BTreeMap::new(),
+            dnat_installed: BTreeMap::new(),
             state_dir,
             dc_frr: BTreeMap::new(),
             dc_poller: dc::Poller::default(),
@@ -367,12 +372,37 @@ impl Gateway {
                     if c.clean {
                         served.insert(id);
                         self.lb_installed.insert(id, lb_status);
+                        self.cut_lost_translations(pass, &ns, id, r).await;
                     }
                 }
             }
         }
         self.lb_cache = cache;
         served
+    }
+
+    /// After router `id` converged: cuts the established flows of translations it no longer
+    /// performs (a deleted port forward or static NAT, a backend down or removed).
+    async fn cut_lost_translations(&mut self, pass: &mut Pass, ns: &str, id: u32, r: &VpcRouter) {
+        let up = |lb: &sf_core::desired::LoadBalancer, b: &sf_core::desired::LbBackend| {
+            lb.health == HealthCheck::None || self.health.is_up(ns, &lb.name, &b.name)
+        };
+        let now = conntrack::targets(r, &up);
+        let Some(before) = self.dnat_installed.insert(id, now.clone()) else {
+            return;
+        };
+        let filters = conntrack::cuts(&before, &now);
+        if filters.is_empty() {
+            return;
+        }
+        let result = conntrack::cut(ns, &filters).await;
+        if result.is_ok() {
+            info!(%ns, cuts = filters.len(), "cut the flows of removed translations");
+        } else {
+            // Tried again on the next pass.
+            self.dnat_installed.insert(id, before);
+        }
+        pass.applied(&format!("conntrack {}", vpc(id)), result.map(|()| true));
     }
 
     /// Direct Connect speakers: converged for the routers of this pass, kept (and reported)

@@ -9,9 +9,11 @@
 //! - [`health`]: load balancer health checks, one thread per VPC namespace.
 //! - [`plan`]: lease decisions and the observed → actions planner with its in-memory twin.
 //! - [`device`]: observation (`ip -j`, `nft`) and execution.
+//! - [`conntrack`]: cutting the flows of translations the router no longer performs.
 //! - [`dc`]: Direct Connect: per-VPC FRR (eBGP with the customer) and its status poller.
 //! - [`dataplane`]: the [`sf_agent::Dataplane`] implementation.
 
+pub mod conntrack;
 pub mod dataplane;
 pub mod dc;
 pub mod device;

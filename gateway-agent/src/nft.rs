@@ -457,10 +457,9 @@ fn body(r: &VpcRouter) -> String {
         c,
         "\t\ttype filter hook forward priority filter; policy accept;"
     );
-    let _ = writeln!(c, "\t\tct state established,related accept");
-    if !acls.is_empty() {
-        // The router sees both directions of every flow it forwards: invalid is safe to drop.
-        let _ = writeln!(c, "\t\tct state invalid drop");
+    if acls.is_empty() {
+        let _ = writeln!(c, "\t\tct state established,related accept");
+    } else {
         let ins: Vec<String> = acls
             .iter()
             .map(|t| format!("{} : jump acl_in_{}", t.cidr.trunc(), t.vni))
@@ -469,16 +468,27 @@ fn body(r: &VpcRouter) -> String {
             .iter()
             .map(|t| format!("{} : jump acl_eg_{}", t.cidr.trunc(), t.vni))
             .collect();
-        let _ = writeln!(
-            c,
-            "\t\tiifname \"{t}\" ct status dnat ip daddr vmap {{ {} }}",
-            ins.join(", ")
-        );
-        let _ = writeln!(
-            c,
-            "\t\toifname \"{t}\" ip saddr vmap {{ {} }}",
+        let vmaps = format!(
+            "\t\tiifname \"{t}\" ct status dnat ip daddr vmap {{ {} }}\n\t\toifname \"{t}\" ip saddr vmap {{ {} }}\n",
+            ins.join(", "),
             egs.join(", ")
         );
+        let generation = acl_generation(&vmaps, &acl_chains);
+        // Established flows pass at once only if admitted under these very rules (their
+        // conntrack mark). One admitted under earlier rules is checked again, once, in its
+        // original direction: allowed, it is re-marked; newly denied, it is cut (dropped).
+        let _ = writeln!(
+            c,
+            "\t\tct state established,related ct mark {generation:#010x} accept"
+        );
+        let _ = writeln!(
+            c,
+            "\t\tct direction reply ct state established,related accept"
+        );
+        // The router sees both directions of every flow it forwards: invalid is safe to drop.
+        let _ = writeln!(c, "\t\tct state invalid drop");
+        c.push_str(&vmaps);
+        let _ = writeln!(c, "\t\tct mark set {generation:#010x}");
     }
     if !dcs.is_empty() {
         // A Direct Connect reaches the VPC, not the internet through it (and would leak its
@@ -550,6 +560,13 @@ pub fn tier_acls(r: &VpcRouter) -> Vec<&RouterTier> {
         kept.push(t);
     }
     kept
+}
+
+/// The conntrack mark of flows admitted under one set of north-south ACLs: a hash of their
+/// rendering, never 0 (the mark of flows admitted before any ACL existed).
+fn acl_generation(vmaps: &str, chains: &str) -> u32 {
+    let h = Sha256::digest(format!("{vmaps}{chains}").as_bytes());
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]]).max(1)
 }
 
 /// Short digest identifying a rendering (carried in the table's comment).
@@ -1023,6 +1040,54 @@ mod tests {
             ],
             egress: vec![rule(10, AclAction::Allow, Some((443, 443)), &[])],
         }
+    }
+
+    /// The mark of the current rules.
+    fn generation(t: &str) -> String {
+        let l = t
+            .lines()
+            .find(|l| l.contains("ct state established,related ct mark"))
+            .expect("marked fast path");
+        l.split_whitespace().nth(5).unwrap().to_string()
+    }
+
+    /// Established flows are re-checked once when the rules change, so a rule that newly
+    /// denies a flow cuts it: the fast path accepts only flows marked with the current rules'
+    /// generation, and every flow passing the ACLs is re-marked.
+    #[test]
+    fn an_acl_change_rechecks_established_flows_once() {
+        let mut r = example();
+        r.tiers[0].acl = Some(db_acl());
+        let t = render_nft(&r);
+        let g = generation(&t);
+        assert_ne!(g, "0x00000000");
+        let fwd = &t[t.find("\tchain forward {").unwrap()..];
+        let fast = fwd
+            .find(&format!("ct state established,related ct mark {g} accept"))
+            .unwrap();
+        let replies = fwd
+            .find("ct direction reply ct state established,related accept")
+            .unwrap();
+        let out = fwd.find("oifname \"transit\" ip saddr vmap").unwrap();
+        let mark = fwd.find(&format!("ct mark set {g}")).unwrap();
+        let keep = fwd
+            .find("iifname \"transit\" ct status dnat accept")
+            .unwrap();
+        assert!(
+            fast < replies && replies < out && out < mark && mark < keep,
+            "{fwd}"
+        );
+        assert!(
+            !fwd.contains("\t\tct state established,related accept\n"),
+            "no unconditional fast path"
+        );
+        // A changed rule is a new generation; a NAT change is not.
+        let mut denied = r.clone();
+        denied.tiers[0].acl.as_mut().unwrap().ingress.remove(1);
+        assert_ne!(generation(&render_nft(&denied)), g);
+        let mut nat = r.clone();
+        nat.snat = Some("203.0.113.99".parse().unwrap());
+        assert_eq!(generation(&render_nft(&nat)), g);
     }
 
     #[test]

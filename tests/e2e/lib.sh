@@ -88,3 +88,48 @@ lab_finish() {
     check "no namespace of this run remains" bash -c "! ip netns list | grep -q '^$LAB_PREFIX'"
     finish
 }
+
+# echo_server VM PORT - a TCP server in VM answering a greeting, then "ok N" for each line
+# read (killed with the VM's namespace at lab down).
+echo_server() {
+    X "$1" setsid python3 -c '
+import socket, sys, threading
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1]))); srv.listen(64)
+def serve(c):
+    c.sendall(b"hello\n"); n = 0
+    for line in c.makefile("rb"):
+        n += 1
+        c.sendall(b"ok %d\n" % n)
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+' "$2" >/dev/null 2>&1 </dev/null &
+}
+
+# stream LOG FROM IP PORT - a client in FROM sending a line to IP:PORT every 0.2 s (for up to
+# 40 s) and reading each answer; $STATE/LOG.log gains "ok N" per answer and ends with
+# "cut after N" once the connection breaks (reset, or no answer within 2 s).
+stream() {
+    X "$2" python3 -c '
+import socket, sys, time
+n = 0
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    s.settimeout(2)
+    f = s.makefile("rb"); f.readline()
+    for i in range(200):
+        s.sendall(b"x\n")
+        if not f.readline():
+            raise OSError("closed")
+        n += 1
+        print("ok", n, flush=True)
+        time.sleep(0.2)
+    print("lived", flush=True)
+except OSError as e:
+    print("cut after", n, repr(e), flush=True)' "$3" "$4" >"$STATE/$1.log" 2>&1 &
+    BG+=($!)
+}
+# streamed LOG N - the stream has had at least N answers and is not cut.
+streamed() { grep -q "^ok $2\$" "$STATE/$1.log" && ! grep -q "cut after" "$STATE/$1.log"; }

@@ -44,6 +44,51 @@ check_eq "hairpin: blue-web-1 reaches blue-web-2 via 203.0.113.11:8080" "blue-we
 check_eq "hairpin: blue-db-1 reaches blue-web-1 via its Elastic IP" "blue-web-1" "$(X blue-db-1 curl -s -m 3 http://203.0.113.12/)"
 check_not "red has no NAT: red-web-2 cannot reach the internet" X red-web-2 curl -s -m 2 http://198.51.100.10/
 
+section "2b. established flows are cut when their translation goes or an ACL newly denies them"
+# Seen at the gateway itself: its conntrack entries go, and its ACL re-checks the flow (the
+# hypervisors also filter the tier, and an unrouted address also ends a stream).
+BLUE_NS=$(placement blue primary)-vpc$(vpc_id blue)
+WEB_VNI=$(S -o json network show web --tenant demo --vpc blue | json "d['vni']")
+gw_conntrack() { X "$BLUE_NS" conntrack -L "$@" 2>/dev/null | grep -c "dst=$2"; }
+gw_denied() {
+    X "$BLUE_NS" nft -j list chain ip stackfabric "acl_in_$WEB_VNI" | python3 -c '
+import json, sys
+n = 0
+for o in json.load(sys.stdin)["nftables"]:
+    r = o.get("rule")
+    if r and r.get("comment") == "ingress 10":
+        n += sum(e["counter"]["packets"] for e in r["expr"] if "counter" in e)
+print(n)'
+}
+gw_denied_some() { [ "$(gw_denied)" -gt 0 ]; }
+echo_server blue-web-2 7000
+echo_server blue-db-1 7000
+check "port forward 203.0.113.11:7000 -> blue-web-2:7000" S nat forward echo --tenant demo --vpc blue --public-ip 203.0.113.11 --protocol tcp --public-port 7000 --private-ip 10.10.1.12 --private-port 7000
+check "static NAT 203.0.113.14 <-> blue-db-1" S nat static eip2 --tenant demo --vpc blue --public-ip 203.0.113.14 --private-ip 10.10.2.11
+check "the internet reaches both" wait_for 30 bash -c "X() { '$REPO/deploy/lab.sh' exec \"\$@\"; }; X internet curl -s -m 1 telnet://203.0.113.11:7000 </dev/null | grep -q hello; X internet curl -s -m 1 telnet://203.0.113.14:7000 </dev/null | grep -q hello"
+stream pf internet 203.0.113.11 7000
+stream eip internet 203.0.113.14 7000
+stream keep internet 203.0.113.14 7000
+check "streams through the port forward and the Elastic IP flow" wait_for 10 bash -c "grep -q '^ok 5$' '$STATE/pf.log' && grep -q '^ok 5$' '$STATE/eip.log'"
+check "delete the port forward" S nat delete echo --tenant demo --vpc blue
+check "its established stream is cut within 10 s" wait_for 10 grep -q "cut after" "$STATE/pf.log"
+check_eq "the gateway keeps no conntrack entry of it" 0 "$(gw_conntrack --orig-dst 203.0.113.11 -p tcp --dport 7000)"
+check "the Elastic IP streams are untouched" streamed eip 15
+check "delete the static NAT" S nat delete eip2 --tenant demo --vpc blue
+check "its established streams are cut within 10 s" wait_for 10 bash -c "grep -q 'cut after' '$STATE/eip.log' && grep -q 'cut after' '$STATE/keep.log'"
+check_eq "the gateway keeps no conntrack entry of them" 0 "$(gw_conntrack --orig-dst 203.0.113.14)"
+check "port forward 203.0.113.11:7000 again" S nat forward echo --tenant demo --vpc blue --public-ip 203.0.113.11 --protocol tcp --public-port 7000 --private-ip 10.10.1.12 --private-port 7000
+check "the internet reaches it" wait_for 30 bash -c "'$REPO/deploy/lab.sh' exec internet curl -s -m 1 telnet://203.0.113.11:7000 </dev/null | grep -q hello"
+check "ACL on web: allow all (rule 10), default allow" S acl apply cut --tenant demo --vpc blue --tier web --default allow --rule "10 ingress allow all any 0.0.0.0/0"
+check "the internet reaches the port forward through the ACL" wait_for 20 bash -c "'$REPO/deploy/lab.sh' exec internet curl -s -m 1 telnet://203.0.113.11:7000 </dev/null | grep -q hello"
+stream acl internet 203.0.113.11 7000
+check "a stream through it flows" wait_for 10 streamed acl 5
+check "change rule 10 to deny tcp 7000 from anywhere" S acl apply cut --tenant demo --vpc blue --tier web --default allow --rule "10 ingress deny tcp 7000 0.0.0.0/0"
+check "the established stream the new rule denies is cut within 10 s" wait_for 10 grep -q "cut after" "$STATE/acl.log"
+check "the gateway's rule 10 dropped its packets (re-checked there, not waved through)" wait_for 10 gw_denied_some
+check_eq "the port forward on 8080 (allowed) still answers" "blue-web-2" "$(curl_i http://203.0.113.11:8080/)"
+check "delete the ACL list and the port forward" bash -c "'$REPO/deploy/lab.sh' sfctl acl delete cut --tenant demo --vpc blue && '$REPO/deploy/lab.sh' sfctl nat delete echo --tenant demo --vpc blue"
+
 section "3. bad input names the field and changes nothing"
 before=$(S -o json nat list | json "len(d)")
 bad() { # bad FIELD ARGS... : the create fails with exit 1, naming FIELD

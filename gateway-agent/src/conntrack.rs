@@ -1,0 +1,219 @@
+//! Cutting translated flows the router no longer serves. The kernel keeps a connection's NAT
+//! binding in conntrack for as long as the connection lives, so without this a deleted port
+//! forward or static NAT keeps forwarding its established connections, and a load balancer
+//! keeps sending a connection to a backend that went down or was removed. After a router's
+//! rules are applied, the DNAT targets it had before and no longer has are cut: their
+//! conntrack entries are deleted (`conntrack -D` by filter, in the VPC namespace), so the next
+//! packet of such a connection meets the current rules (no translation: the router answers
+//! with a reset; a load balancer: another backend, which resets it). This is what
+//! kube-proxy does for UDP endpoints and IPVS's `expire_nodest_conn` for removed backends.
+//!
+//! [`targets`] and [`cuts`] are pure; [`cut`] runs the commands. Flows newly denied by a
+//! north-south ACL are cut by the ruleset itself (see `nft`'s generation mark).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use sf_core::desired::{L4Protocol, LbBackend, LoadBalancer, VpcRouter};
+use sf_linux::{run_with, DeviceError};
+
+use crate::nft;
+
+/// One destination translation the router performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// Port forward or load balancer backend: (protocol, public address and port) → backend.
+    Port {
+        protocol: L4Protocol,
+        public: (Ipv4Addr, u16),
+        private: (Ipv4Addr, u16),
+    },
+    /// Static NAT: every protocol, both ways.
+    Static { public: Ipv4Addr, private: Ipv4Addr },
+}
+
+/// What router `r` translates now: its port forwards, its static NATs and, per load
+/// balancer, the backends `up` says receive new connections.
+pub fn targets(r: &VpcRouter, up: &dyn Fn(&LoadBalancer, &LbBackend) -> bool) -> BTreeSet<Target> {
+    let mut out: BTreeSet<Target> = r
+        .port_forwards
+        .iter()
+        .map(|p| Target::Port {
+            protocol: p.protocol,
+            public: (p.public_ip, p.public_port),
+            private: (p.private_ip, p.private_port),
+        })
+        .collect();
+    out.extend(r.static_nats.iter().map(|s| Target::Static {
+        public: s.public_ip,
+        private: s.private_ip,
+    }));
+    for lb in nft::load_balancers(r) {
+        for b in nft::lb_backends(lb)
+            .into_iter()
+            .filter(|b| b.weight > 0 && up(lb, b))
+        {
+            out.insert(Target::Port {
+                protocol: lb.protocol,
+                public: (lb.vip, lb.port),
+                private: (b.ip, b.port),
+            });
+        }
+    }
+    out
+}
+
+/// The `conntrack -D` filters cutting the flows of targets in `before` but not in `after`.
+pub fn cuts(before: &BTreeSet<Target>, after: &BTreeSet<Target>) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for t in before.difference(after) {
+        match *t {
+            Target::Port {
+                protocol,
+                public,
+                private,
+            } => {
+                let p = match protocol {
+                    L4Protocol::Tcp => "tcp",
+                    L4Protocol::Udp => "udp",
+                };
+                out.push(args(&[
+                    ("-p", p.to_string()),
+                    ("--orig-dst", public.0.to_string()),
+                    ("--dport", public.1.to_string()),
+                    ("--reply-src", private.0.to_string()),
+                    ("--reply-port-src", private.1.to_string()),
+                ]));
+            }
+            Target::Static { public, private } => {
+                // Connections to the public address, and the VM's own connections that left
+                // through it.
+                out.push(args(&[
+                    ("--orig-dst", public.to_string()),
+                    ("--reply-src", private.to_string()),
+                ]));
+                out.push(args(&[
+                    ("--orig-src", private.to_string()),
+                    ("--reply-dst", public.to_string()),
+                ]));
+            }
+        }
+    }
+    out
+}
+
+fn args(pairs: &[(&str, String)]) -> Vec<String> {
+    let mut v = vec!["-D".to_string()];
+    for (k, val) in pairs {
+        v.push(k.to_string());
+        v.push(val.clone());
+    }
+    v
+}
+
+/// How long one `conntrack -D` may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Deletes the conntrack entries matching each filter in namespace `ns`.
+pub async fn cut(ns: &str, filters: &[Vec<String>]) -> Result<(), DeviceError> {
+    for f in filters {
+        let mut argv: Vec<&str> = vec!["netns", "exec", ns, "conntrack"];
+        argv.extend(f.iter().map(String::as_str));
+        match run_with("ip", &argv, None, TIMEOUT).await {
+            Ok(_) => {}
+            // conntrack exits 1 when the filter matched nothing ("0 flow entries ...").
+            Err(DeviceError::Command { stderr, .. }) if stderr.contains("0 flow entries") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sf_core::desired::{HealthCheck, PortForward, StaticNat};
+
+    fn router() -> VpcRouter {
+        serde_json::from_value(serde_json::json!({
+            "tenant": "demo", "vpc": "blue", "id": 1, "cidr": "10.10.0.0/16",
+            "mac": "02:00:00:00:00:01", "tiers": [], "routes": [],
+            "port_forwards": [], "static_nats": [], "load_balancers": []
+        }))
+        .expect("a router")
+    }
+
+    fn lb(backends: &[(&str, &str, u16)]) -> LoadBalancer {
+        LoadBalancer {
+            name: "web".into(),
+            vip: "203.0.113.20".parse().unwrap(),
+            protocol: L4Protocol::Tcp,
+            port: 80,
+            backends: backends
+                .iter()
+                .map(|(n, ip, port)| LbBackend {
+                    name: n.to_string(),
+                    ip: ip.parse().unwrap(),
+                    port: *port,
+                    weight: 1,
+                })
+                .collect(),
+            health: HealthCheck::None,
+            table_size: 251,
+            public: true,
+            source_cidrs: vec![],
+        }
+    }
+
+    /// Removing a port forward, changing one's target, removing a static NAT and a backend
+    /// going down each cut exactly their flows; what stays is not touched.
+    #[test]
+    fn cuts_are_what_is_no_longer_translated() {
+        let mut before = router();
+        before.port_forwards = vec![
+            PortForward {
+                protocol: L4Protocol::Tcp,
+                public_ip: "203.0.113.11".parse().unwrap(),
+                public_port: 8080,
+                private_ip: "10.10.1.12".parse().unwrap(),
+                private_port: 80,
+            },
+            PortForward {
+                protocol: L4Protocol::Udp,
+                public_ip: "203.0.113.11".parse().unwrap(),
+                public_port: 53,
+                private_ip: "10.10.1.13".parse().unwrap(),
+                private_port: 53,
+            },
+        ];
+        before.static_nats = vec![StaticNat {
+            public_ip: "203.0.113.12".parse().unwrap(),
+            private_ip: "10.10.1.11".parse().unwrap(),
+        }];
+        before.load_balancers = vec![lb(&[("a", "10.10.1.21", 80), ("b", "10.10.1.22", 80)])];
+        let all_up = |_: &LoadBalancer, _: &LbBackend| true;
+        let old = targets(&before, &all_up);
+        assert_eq!(old.len(), 5);
+        assert!(
+            cuts(&old, &targets(&before, &all_up)).is_empty(),
+            "no change, no cut"
+        );
+
+        let mut after = before.clone();
+        after.port_forwards[0].private_port = 8000; // moved: the old target's flows go
+        after.static_nats.clear();
+        let b_down = |_: &LoadBalancer, b: &LbBackend| b.name != "b";
+        let c = cuts(&old, &targets(&after, &b_down));
+        let lines: Vec<String> = c.iter().map(|a| a.join(" ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "-D -p tcp --orig-dst 203.0.113.11 --dport 8080 --reply-src 10.10.1.12 --reply-port-src 80",
+                "-D -p tcp --orig-dst 203.0.113.20 --dport 80 --reply-src 10.10.1.22 --reply-port-src 80",
+                "-D --orig-dst 203.0.113.12 --reply-src 10.10.1.11",
+                "-D --orig-src 10.10.1.11 --reply-dst 203.0.113.12",
+            ]
+        );
+    }
+}
