@@ -7,7 +7,8 @@
 //! networks in scope and the VM ports observed on their bridges, and reloaded only when its
 //! digest changed (see [`crate::acl`]). A watcher of link changes (`ip monitor link`) wakes
 //! the agent up, so a VM port CloudStack plugs into a filtered bridge is dispatched to its
-//! tier's chains within one pass, not at the next periodic resync.
+//! tier's chains within one pass, not at the next periodic resync. When the ACL stages
+//! change, established flows they now deny are cut ([`crate::cut`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct Hypervisor {
     pub skip_frr: bool,
     /// Duration of the last ACL table change (None: the last pass changed nothing).
     pub last_acl_change: Option<Duration>,
+    /// The ACL stages' digest whose denied flows were last cut (None: not yet).
+    cut_for: Option<String>,
     passes: u64,
     wake: Arc<Notify>,
 }
@@ -42,6 +45,7 @@ impl Hypervisor {
             frr,
             skip_frr: false,
             last_acl_change: None,
+            cut_for: None,
             passes: 0,
             wake: Arc::new(Notify::new()),
         }
@@ -84,7 +88,7 @@ impl Hypervisor {
 impl Hypervisor {
     /// East-west ACLs over the bridges (they exist now) and the observed VM ports.
     async fn converge_acl(&mut self, pass: &mut Pass, nets: &[&L2Network], links: &[Link]) {
-        let rs = acl::render(nets, &acl::vm_ports(links));
+        let rs = acl::render(nets, &acl::bridge_taps(links));
         pass.refused("ACL", rs.errors.iter().map(|e| format!("ACL: {e}")));
         let t = std::time::Instant::now();
         self.last_acl_change = None;
@@ -93,7 +97,30 @@ impl Hypervisor {
             self.last_acl_change = Some(t.elapsed());
             info!(digest = %rs.digest, tiers = rs.objects.len(), elapsed_ms = t.elapsed().as_millis() as u64, "ACL table applied");
         }
+        let ok = applied.is_ok();
         pass.applied("ACL", applied);
+        if ok && !rs.is_empty() && self.cut_for.as_deref() != Some(rs.acl_digest.as_str()) {
+            self.cut_denied(nets, &rs.acl_digest).await;
+        }
+    }
+
+    /// After an ACL change (or a restart): established flows the new rules deny are cut.
+    async fn cut_denied(&mut self, nets: &[&L2Network], acl_digest: &str) {
+        let t = std::time::Instant::now();
+        match crate::cut::cut_denied(nets).await {
+            Ok(n) => {
+                if n > 0 {
+                    info!(
+                        flows = n,
+                        elapsed_ms = t.elapsed().as_millis() as u64,
+                        "cut flows the changed ACL denies"
+                    );
+                }
+                self.cut_for = Some(acl_digest.to_string());
+            }
+            // Retried at the next pass.
+            Err(e) => warn!(error = %e, "cutting flows the changed ACL denies"),
+        }
     }
 }
 
