@@ -157,9 +157,6 @@ pub struct Ruleset {
     pub objects: BTreeMap<u32, VniObjects>,
     /// Problems rendering resolved on its own (reported, not fatal).
     pub errors: Vec<String>,
-    /// Digest of the ACL stages alone: when it changes, established flows are re-judged
-    /// ([`crate::cut`]).
-    pub acl_digest: String,
 }
 
 impl Ruleset {
@@ -228,13 +225,6 @@ pub fn render(networks: &[&L2Network], taps: &[Tap]) -> Ruleset {
             .insert("in".into());
     }
     let (acl_sets, acl_chains) = acl_chains(&local, &ingress, &mut rs.objects);
-    let mut h = Sha256::new();
-    for n in &local {
-        h.update(format!("{} {} {}\n", n.vni, n.cidr, n.gateway));
-    }
-    h.update(&acl_sets);
-    h.update(&acl_chains);
-    rs.acl_digest = hex::encode(&h.finalize()[..12]);
 
     let mut b = String::new();
     let _ = writeln!(b, "table bridge {TABLE} {{");
@@ -263,6 +253,20 @@ pub fn render(networks: &[&L2Network], taps: &[Tap]) -> Ruleset {
     rs.digest = hex::encode(&Sha256::digest(b.as_bytes())[..12]);
     rs.body = b;
     rs
+}
+
+/// Per ACL tier: a digest of what judges its flows (its ACL, addresses and peer tiers with
+/// their ACLs). A tier whose digest changed has its established flows re-judged
+/// ([`crate::cut`]).
+pub fn tier_acl_digests(networks: &[&L2Network]) -> BTreeMap<u32, String> {
+    networks
+        .iter()
+        .filter(|n| involved(n))
+        .map(|n| {
+            let what = format!("{:?} {} {} {:?}", n.acl, n.cidr, n.gateway, n.peer_tiers);
+            (n.vni, hex::encode(&Sha256::digest(what.as_bytes())[..12]))
+        })
+        .collect()
 }
 
 /// Per tier: its pinned taps and the CIDRs of its VPC's tiers.
@@ -1120,6 +1124,25 @@ pub(crate) mod tests {
         let refs: Vec<&L2Network> = nets.iter().collect();
         let rs = render(&refs, &taps);
         assert!(section(&rs.body, "chain to_1000002 {").contains("ether type != ip accept"));
+    }
+
+    #[test]
+    fn tier_digests_follow_the_rules_not_the_ports() {
+        let (mut nets, _) = example();
+        let d = |nets: &[L2Network]| tier_acl_digests(&nets.iter().collect::<Vec<_>>());
+        let a = d(&nets);
+        assert_eq!(
+            a.keys().copied().collect::<Vec<_>>(),
+            vec![1_000_001, 1_000_002]
+        );
+        nets[1].ports.pop();
+        assert_eq!(d(&nets), a, "a port leaving judges no flow anew");
+        // db's ACL changes: db and web (which applies db's ingress at the source) re-judge.
+        nets[1].acl.as_mut().unwrap().ingress.pop();
+        nets[0].peer_tiers[0].acl = nets[1].acl.clone();
+        let b = d(&nets);
+        assert_ne!(b[&1_000_001], a[&1_000_001]);
+        assert_ne!(b[&1_000_002], a[&1_000_002]);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! VM of the tier (its address is one of the tier's ports, or, for a tier without port
 //! records, inside the tier's CIDR), `to_<vni>` otherwise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
@@ -158,13 +158,16 @@ pub fn cut_script(vni: u32, flows: &[Flow]) -> String {
     s
 }
 
-/// Lists the flow sets of the ACL tiers among `networks` (the networks in scope), deletes
-/// the flows the current ACLs deny. Returns how many flows were cut.
-pub async fn cut_denied(networks: &[&L2Network]) -> Result<usize, sf_linux::DeviceError> {
+/// Lists the flow sets of the ACL tiers `vnis` among `networks` (the networks in scope),
+/// deletes the flows the current ACLs deny. Returns how many flows were cut.
+pub async fn cut_denied(
+    networks: &[&L2Network],
+    vnis: &BTreeSet<u32>,
+) -> Result<usize, sf_linux::DeviceError> {
     let local: Vec<&L2Network> = networks.iter().copied().filter(|n| involved(n)).collect();
     let ingress = ingress_acls(&local, &mut Vec::new());
     let mut cut = 0;
-    for n in local {
+    for n in local.into_iter().filter(|n| vnis.contains(&n.vni)) {
         let set = format!("orig_{}", n.vni);
         let listing = sf_linux::run("nft", &["-j", "list", "set", "bridge", TABLE, &set]).await?;
         let flows: Vec<Flow> = parse_flows(&listing)

@@ -10,7 +10,7 @@
 //! tier's chains within one pass, not at the next periodic resync. When the ACL stages
 //! change, established flows they now deny are cut ([`crate::cut`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +32,9 @@ pub struct Hypervisor {
     pub skip_frr: bool,
     /// Duration of the last ACL table change (None: the last pass changed nothing).
     pub last_acl_change: Option<Duration>,
-    /// The ACL stages' digest whose denied flows were last cut (None: not yet).
-    cut_for: Option<String>,
+    /// Per ACL tier, the digest of the rules its established flows were last judged by
+    /// (None: no pass yet).
+    cut_for: Option<BTreeMap<u32, String>>,
     passes: u64,
     wake: Arc<Notify>,
 }
@@ -97,29 +98,45 @@ impl Hypervisor {
             self.last_acl_change = Some(t.elapsed());
             info!(digest = %rs.digest, tiers = rs.objects.len(), elapsed_ms = t.elapsed().as_millis() as u64, "ACL table applied");
         }
+        let changed_table = matches!(applied, Ok(true));
         let ok = applied.is_ok();
         pass.applied("ACL", applied);
-        if ok && !rs.is_empty() && self.cut_for.as_deref() != Some(rs.acl_digest.as_str()) {
-            self.cut_denied(nets, &rs.acl_digest).await;
+        if ok {
+            self.cut_denied(nets, changed_table).await;
         }
     }
 
-    /// After an ACL change (or a restart): established flows the new rules deny are cut.
-    async fn cut_denied(&mut self, nets: &[&L2Network], acl_digest: &str) {
+    /// Established flows that changed rules deny are cut: on the tiers whose rules changed
+    /// since the last pass, or, on the first pass, on every tier if the table changed (the
+    /// rules may have changed while the agent was down).
+    async fn cut_denied(&mut self, nets: &[&L2Network], changed_table: bool) {
+        let now = acl::tier_acl_digests(nets);
+        let vnis: BTreeSet<u32> = match &self.cut_for {
+            None if changed_table => now.keys().copied().collect(),
+            None => BTreeSet::new(),
+            Some(old) => now
+                .iter()
+                .filter(|(v, d)| old.get(v).is_some_and(|o| o != *d))
+                .map(|(v, _)| *v)
+                .collect(),
+        };
+        if vnis.is_empty() {
+            self.cut_for = Some(now);
+            return;
+        }
         let t = std::time::Instant::now();
-        match crate::cut::cut_denied(nets).await {
+        match crate::cut::cut_denied(nets, &vnis).await {
             Ok(n) => {
-                if n > 0 {
-                    info!(
-                        flows = n,
-                        elapsed_ms = t.elapsed().as_millis() as u64,
-                        "cut flows the changed ACL denies"
-                    );
-                }
-                self.cut_for = Some(acl_digest.to_string());
+                info!(
+                    flows = n,
+                    tiers = vnis.len(),
+                    elapsed_ms = t.elapsed().as_millis() as u64,
+                    "cut the established flows changed ACLs deny"
+                );
+                self.cut_for = Some(now);
             }
-            // Retried at the next pass.
-            Err(e) => warn!(error = %e, "cutting flows the changed ACL denies"),
+            // Retried at the next pass (cut_for keeps the old digests).
+            Err(e) => warn!(error = %e, "cutting flows changed ACLs deny"),
         }
     }
 }

@@ -245,7 +245,12 @@ sleep 1
 N1=$(hv3_counter "new flow" "new_$DB_VNI")
 echo "  sent $(cat "$STATE/churn.out") SYNs in $((SECONDS - T0)) s; hv3 admitted $((N1 - N0)) new flows; flow table full drops: $(hv3_counter "flow table full")"
 check "hv3 admitted at least 290,000 of the 300,000 connections" test $((N1 - N0)) -ge 290000
-ORIG=$(X hv3 nft -j list set bridge stackfabric "orig_$DB_VNI" 2>/dev/null | python3 -c "import json,sys; print(sum(len(i['set'].get('elem', [])) for i in json.load(sys.stdin)['nftables'] if 'set' in i))" 2>/dev/null || echo none)
+# set_size NAME: elements in hv3's set NAME_<db VNI> ("none" when there is no such set).
+set_size() {
+    X hv3 nft -j list set bridge stackfabric "$1_$DB_VNI" 2>/dev/null | python3 -c "import json,sys; print(sum(len(i['set'].get('elem', [])) for i in json.load(sys.stdin)['nftables'] if 'set' in i))" 2>/dev/null || echo none
+}
+ORIG=$(set_size orig)
+echo "  flow sets on hv3 after the churn: orig $ORIG, reply $(set_size reply), (before this change: flows $(set_size flows))"
 check "the flow set stays bounded: $ORIG entries left in orig_$DB_VNI (a RST deletes its flow)" test "$ORIG" -lt 10000
 check_eq "after the churn a new real connection blue-db-2 -> blue-db-1:5432 still works" "blue-db-1:5432" "$(connect blue-db-2 10.10.2.11 5432)"
 
