@@ -18,10 +18,11 @@
 //!   frames its address (or 0.0.0.0 for a DHCP request), ARP its MAC and address (or
 //!   0.0.0.0 for a probe). IPv6 and other ethertypes only have the MAC pinned: the model
 //!   carries no IPv6 addresses.
-//! - [`TapFate::Stray`]: the tier has ports, none matches: every frame from and to the tap
-//!   is dropped (fail closed) until a port for it arrives.
+//! - [`TapFate::Stray`]: the tier has ports, all with a MAC, none matches: every frame from
+//!   and to the tap is dropped (fail closed) until a port for it arrives.
 //! - [`TapFate::Unpinned`]: the tier has no ports at all (CloudStack's Netris plugin never
-//!   tells the network about VM NICs): nothing to pin with; the tap is only dispatched.
+//!   tells the network about VM NICs), or one without a MAC that the tap may be: nothing to
+//!   pin with; the tap is only dispatched.
 //!
 //! Taps named `vnet*` that did not exist at the last rendering are dropped by the table
 //! until the agent's next pass (woken by the link monitor). This kernel has no
@@ -71,20 +72,20 @@ pub fn tap_mac(vm_mac: &str) -> Option<String> {
     Some(format!("fe{}", &m[2..]))
 }
 
-/// Maps the taps of `n`'s bridge to its ports. Errors name ports that cannot be pinned.
+/// Maps the taps of `n`'s bridge to its ports. Errors name taps that match several ports.
 pub fn plan(n: &L2Network, taps: &[&Tap], errors: &mut Vec<String>) -> TierTaps {
     let mut by_tap_mac: BTreeMap<String, Vec<(String, Ipv4Addr)>> = BTreeMap::new();
+    // A port without a (valid) MAC is not an error (the model allows it), but then a tap
+    // no port matches may be that port's: it is left unpinned instead of dropped.
+    let mut all_identifiable = true;
     for p in &n.ports {
-        match p
+        let macs = p
             .mac
             .as_deref()
-            .and_then(|m| Some((canonical_mac(m)?, tap_mac(m)?)))
-        {
+            .and_then(|m| Some((canonical_mac(m)?, tap_mac(m)?)));
+        match macs {
             Some((mac, t)) => by_tap_mac.entry(t).or_default().push((mac, p.ip)),
-            None => errors.push(format!(
-                "net {}: port {} has no usable MAC ({:?}); its tap cannot be identified",
-                n.vni, p.name, p.mac
-            )),
+            None => all_identifiable = false,
         }
     }
     let mut out = TierTaps::new();
@@ -108,7 +109,7 @@ pub fn plan(n: &L2Network, taps: &[&Tap], errors: &mut Vec<String>) -> TierTaps 
                 ));
                 TapFate::Stray
             }
-            None if n.ports.is_empty() => TapFate::Unpinned,
+            None if n.ports.is_empty() || !all_identifiable => TapFate::Unpinned,
             None => TapFate::Stray,
         };
         out.insert(t.name.clone(), fate);
@@ -235,11 +236,27 @@ mod tests {
                 ip: "10.0.0.11".parse().unwrap()
             }
         );
-        // Not the libvirt convention (the VM's own MAC on the tap) and unknown MAC: stray.
+        // Port c has no MAC: a tap no port matches may be c's, so it is left unpinned.
+        assert_eq!(p["vnet1"], TapFate::Unpinned);
+        assert_eq!(p["vnet2"], TapFate::Unpinned);
+        assert!(errors.is_empty(), "{errors:?}");
+        // Every port identifiable: not the libvirt convention (the VM's own MAC on the tap)
+        // or an unknown MAC is a stray tap.
+        let n = net(&[
+            ("a", "10.0.0.11", Some("52:54:00:AA:BB:01")),
+            ("b", "10.0.0.12", Some("52:54:00:aa:bb:02")),
+        ]);
+        let p = plan(&n, &[&t0, &t1, &t2], &mut errors);
+        assert!(matches!(p["vnet0"], TapFate::Pinned { .. }));
         assert_eq!(p["vnet1"], TapFate::Stray);
         assert_eq!(p["vnet2"], TapFate::Stray);
+        // Two ports with the same MAC: the tap is refused, and said so.
+        let n = net(&[
+            ("a", "10.0.0.11", Some("52:54:00:aa:bb:01")),
+            ("b", "10.0.0.12", Some("52:54:00:aa:bb:01")),
+        ]);
+        assert_eq!(plan(&n, &[&t0], &mut errors)["vnet0"], TapFate::Stray);
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("port c"));
         // A tier without ports (CloudStack-managed NICs) cannot be pinned.
         let p = plan(&net(&[]), &[&t0], &mut errors);
         assert_eq!(p["vnet0"], TapFate::Unpinned);
