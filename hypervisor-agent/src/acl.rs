@@ -202,7 +202,7 @@ pub fn render(networks: &[&L2Network], taps: &[Tap]) -> Ruleset {
     if networks.is_empty() {
         return rs;
     }
-    let fates = tap_fates(networks, taps, &mut rs.errors);
+    let fates = tap_fates(networks, taps);
     let local: Vec<&L2Network> = networks.iter().copied().filter(|n| involved(n)).collect();
     let ingress = ingress_acls(&local, &mut rs.errors);
     for n in &local {
@@ -238,9 +238,12 @@ pub fn render(networks: &[&L2Network], taps: &[Tap]) -> Ruleset {
         .values()
         .flat_map(|t| t.iter())
         .filter_map(|(name, f)| match f {
-            TapFate::Pinned { mac, ip } => Some((name.clone(), mac.clone(), *ip)),
+            TapFate::Pinned { mac, ips } => {
+                Some(ips.iter().map(|ip| (name.clone(), mac.clone(), *ip)))
+            }
             _ => None,
         })
+        .flatten()
         .collect();
     if let Some(c) = render_pin(&pinned, &spaces(networks, &fates)) {
         b.push_str(&c);
@@ -293,17 +296,13 @@ fn spaces(networks: &[&L2Network], fates: &BTreeMap<u32, TierTaps>) -> Vec<Space
 }
 
 /// The fate of every tap of every tier in scope, by VNI.
-fn tap_fates(
-    networks: &[&L2Network],
-    taps: &[Tap],
-    errors: &mut Vec<String>,
-) -> BTreeMap<u32, TierTaps> {
+fn tap_fates(networks: &[&L2Network], taps: &[Tap]) -> BTreeMap<u32, TierTaps> {
     networks
         .iter()
         .map(|n| {
             let br = format!("brvx-{}", n.vni);
             let mine: Vec<&Tap> = taps.iter().filter(|t| t.bridge == br).collect();
-            (n.vni, pin::plan(n, &mine, errors))
+            (n.vni, pin::plan(n, &mine))
         })
         .collect()
 }

@@ -14,7 +14,8 @@
 //!
 //! # What happens to a tap
 //!
-//! - [`TapFate::Pinned`]: the tap matches a port: frames must carry the port's MAC, IPv4
+//! - [`TapFate::Pinned`]: the tap matches a port (several ports with one MAC are one NIC's
+//!   addresses, e.g. secondary IPs): frames must carry the port's MAC, IPv4
 //!   frames its address (or 0.0.0.0 for a DHCP request), ARP its MAC and address (or
 //!   0.0.0.0 for a probe). IPv6 and other ethertypes only have the MAC pinned: the model
 //!   carries no IPv6 addresses.
@@ -48,7 +49,11 @@ pub struct Tap {
 /// What the table does with one tap of a tier in scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TapFate {
-    Pinned { mac: String, ip: Ipv4Addr },
+    /// Several ports with the tap's MAC are one NIC's addresses (secondary IPs).
+    Pinned {
+        mac: String,
+        ips: Vec<Ipv4Addr>,
+    },
     Stray,
     Unpinned,
 }
@@ -72,8 +77,8 @@ pub fn tap_mac(vm_mac: &str) -> Option<String> {
     Some(format!("fe{}", &m[2..]))
 }
 
-/// Maps the taps of `n`'s bridge to its ports. Errors name taps that match several ports.
-pub fn plan(n: &L2Network, taps: &[&Tap], errors: &mut Vec<String>) -> TierTaps {
+/// Maps the taps of `n`'s bridge to its ports.
+pub fn plan(n: &L2Network, taps: &[&Tap]) -> TierTaps {
     let mut by_tap_mac: BTreeMap<String, Vec<(String, Ipv4Addr)>> = BTreeMap::new();
     // A port without a (valid) MAC is not an error (the model allows it), but then a tap
     // no port matches may be that port's: it is left unpinned instead of dropped.
@@ -96,18 +101,14 @@ pub fn plan(n: &L2Network, taps: &[&Tap], errors: &mut Vec<String>) -> TierTaps 
             .and_then(canonical_mac)
             .and_then(|m| by_tap_mac.get(&m));
         let fate = match found.map(Vec::as_slice) {
-            Some([(mac, ip)]) => TapFate::Pinned {
-                mac: mac.clone(),
-                ip: *ip,
-            },
-            Some(many) => {
-                errors.push(format!(
-                    "net {}: tap {} matches {} ports (same MAC); dropped",
-                    n.vni,
-                    t.name,
-                    many.len()
-                ));
-                TapFate::Stray
+            Some(ports) => {
+                let mut ips: Vec<Ipv4Addr> = ports.iter().map(|(_, ip)| *ip).collect();
+                ips.sort();
+                ips.dedup();
+                TapFate::Pinned {
+                    mac: ports[0].0.clone(),
+                    ips,
+                }
             }
             None if n.ports.is_empty() || !all_identifiable => TapFate::Unpinned,
             None => TapFate::Stray,
@@ -141,7 +142,12 @@ pub fn render_pin(pinned: &[(String, String, Ipv4Addr)], spaces: &[Space]) -> Op
     let j = |f: &dyn Fn(&(String, String, Ipv4Addr)) -> String| {
         pinned.iter().map(f).collect::<Vec<_>>().join(", ")
     };
-    let macs = j(&|(t, m, _)| format!("{} . {m}", quote(t)));
+    let mut macs: Vec<String> = pinned
+        .iter()
+        .map(|(t, m, _)| format!("{} . {m}", quote(t)))
+        .collect();
+    macs.dedup();
+    let macs = macs.join(", ");
     let arps = j(&|(t, m, ip)| format!("{} . {m} . {ip}", quote(t)));
     let ips = j(&|(t, _, ip)| format!("{} . {ip}", quote(t)));
     let mut c = String::from("\tchain pin {\n");
@@ -227,38 +233,41 @@ mod tests {
             tap("vnet1", "52:54:00:aa:bb:02"),
             tap("vnet2", "fe:54:00:aa:bb:99"),
         );
-        let mut errors = vec![];
-        let p = plan(&n, &[&t0, &t1, &t2], &mut errors);
+        let p = plan(&n, &[&t0, &t1, &t2]);
         assert_eq!(
             p["vnet0"],
             TapFate::Pinned {
                 mac: "52:54:00:aa:bb:01".into(),
-                ip: "10.0.0.11".parse().unwrap()
+                ips: vec!["10.0.0.11".parse().unwrap()]
             }
         );
         // Port c has no MAC: a tap no port matches may be c's, so it is left unpinned.
         assert_eq!(p["vnet1"], TapFate::Unpinned);
         assert_eq!(p["vnet2"], TapFate::Unpinned);
-        assert!(errors.is_empty(), "{errors:?}");
         // Every port identifiable: not the libvirt convention (the VM's own MAC on the tap)
         // or an unknown MAC is a stray tap.
         let n = net(&[
             ("a", "10.0.0.11", Some("52:54:00:AA:BB:01")),
             ("b", "10.0.0.12", Some("52:54:00:aa:bb:02")),
         ]);
-        let p = plan(&n, &[&t0, &t1, &t2], &mut errors);
+        let p = plan(&n, &[&t0, &t1, &t2]);
         assert!(matches!(p["vnet0"], TapFate::Pinned { .. }));
         assert_eq!(p["vnet1"], TapFate::Stray);
         assert_eq!(p["vnet2"], TapFate::Stray);
-        // Two ports with the same MAC: the tap is refused, and said so.
+        // Two ports with the same MAC: one NIC with two addresses.
         let n = net(&[
+            ("a2", "10.0.0.99", Some("52:54:00:aa:bb:01")),
             ("a", "10.0.0.11", Some("52:54:00:aa:bb:01")),
-            ("b", "10.0.0.12", Some("52:54:00:aa:bb:01")),
         ]);
-        assert_eq!(plan(&n, &[&t0], &mut errors)["vnet0"], TapFate::Stray);
-        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            plan(&n, &[&t0])["vnet0"],
+            TapFate::Pinned {
+                mac: "52:54:00:aa:bb:01".into(),
+                ips: vec!["10.0.0.11".parse().unwrap(), "10.0.0.99".parse().unwrap()]
+            }
+        );
         // A tier without ports (CloudStack-managed NICs) cannot be pinned.
-        let p = plan(&net(&[]), &[&t0], &mut errors);
+        let p = plan(&net(&[]), &[&t0]);
         assert_eq!(p["vnet0"], TapFate::Unpinned);
     }
 

@@ -147,7 +147,7 @@ if sys.argv[1] == "recv":
         try: f = s.recv(2048)
         except socket.timeout: continue
         if f[12:14] == b"\x08\x06" and f[28:32] == ip("10.10.2.99"): seen["arp-spoof"] = seen.get("arp-spoof", 0) + 1
-        for m in (b"sf-legit", b"sf-spoof-ip", b"sf-spoof-mac", b"sf-dhcp", b"sf-stray"):
+        for m in (b"sf-legit", b"sf-spoof-ip", b"sf-spoof-mac", b"sf-dhcp", b"sf-stray", b"sf-second"):
             if m in f: seen[m.decode()] = seen.get(m.decode(), 0) + 1
     print(" ".join("%s=%d" % kv for kv in sorted(seen.items())) or "nothing")
     sys.exit(0)
@@ -159,6 +159,7 @@ for k in kinds:
     for _ in range(3):
         if k == "legit": s.send(eth(dst_mac, src_mac, 0x800) + udp(src_ip, "10.10.2.11", 40000, 9999, b"sf-legit"))
         if k == "stray": s.send(eth(dst_mac, src_mac, 0x800) + udp(src_ip, "10.10.2.11", 40000, 9999, b"sf-stray"))
+        if k == "second": s.send(eth(dst_mac, src_mac, 0x800) + udp("10.10.2.98", "10.10.2.11", 40000, 9999, b"sf-second"))
         if k == "spoof-ip": s.send(eth(dst_mac, src_mac, 0x800) + udp("10.10.2.99", "10.10.2.11", 40000, 9999, b"sf-spoof-ip"))
         if k == "spoof-mac": s.send(eth(dst_mac, "52:54:00:de:ad:01", 0x800) + udp(src_ip, "10.10.2.11", 40000, 9999, b"sf-spoof-mac"))
         if k == "dhcp": s.send(eth("ff:ff:ff:ff:ff:ff", src_mac, 0x800) + udp("0.0.0.0", "255.255.255.255", 68, 67, b"sf-dhcp"))
@@ -195,6 +196,12 @@ check_not "a spoofed source MAC never arrives" grep -q "sf-spoof-mac" <<<"$got"
 check_not "an ARP claiming 10.10.2.99 never arrives" grep -q "arp-spoof" <<<"$got"
 check "hv3 counted the drops (IPv4 $S0 -> $(hv3_counter "spoofed IPv4 source"), MAC $M0 -> $(hv3_counter "spoofed source MAC"), ARP $A0 -> $(hv3_counter "spoofed ARP"))" \
     test "$(hv3_counter "spoofed IPv4 source")" -ge $((S0 + 3)) -a "$(hv3_counter "spoofed source MAC")" -ge $((M0 + 3)) -a "$(hv3_counter "spoofed ARP")" -ge $((A0 + 3))
+check "a second port with blue-db-2's MAC (a secondary IP, 10.10.2.98)" S port create blue-db-2-b --tenant demo --vpc blue --network db --node hv3 --ip 10.10.2.98 --mac "$(L exec blue-db-2 cat /sys/class/net/eth0/address)"
+check "hv3 pins blue-db-2's tap to both addresses" wait_for 15 bash -c "'$REPO/deploy/lab.sh' exec hv3 nft list chain bridge stackfabric pin | grep -q '10.10.2.98'"
+got=$(frames_to_db1 blue-db-2 second spoof-ip)
+echo "  blue-db-1 received: $got"
+check "the secondary address now arrives" grep -q "sf-second=" <<<"$got"
+check_not "10.10.2.99 still does not" grep -q "sf-spoof-ip" <<<"$got"
 check "blue-db-2 still reaches blue-db-1 by ARP and IPv4 (udp 9999 via the kernel)" X blue-db-2 python3 -c '
 import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("10.10.2.11", 9999))'
 
