@@ -364,9 +364,9 @@ check "hv2 applies the changed ACL" hv_apply 2 changed
 check "gw1 applies the changed ACL" gw_apply changed
 log "ACL change applied on hv1, hv2, gw1 in $(( $(now_ms) - T_C )) ms (stream running)"
 check "the change reached hv1 (rule 25 present)" bash -c "ip netns exec ${P}hv1 nft list chain bridge stackfabric in_$DB | grep -q 'ingress 25'"
-check "flow state survived the reload (web1<->db1 :5432 entries in flows_$WEB on hv1, flows_$DB on hv2)" \
-    bash -c "ip netns exec ${P}hv1 nft list set bridge stackfabric flows_$WEB | grep -Eq '10.10.1.11 . 10.10.2.21 . (tcp|6) . [0-9]+ . (5432|postgresql)' &&
-             ip netns exec ${P}hv2 nft list set bridge stackfabric flows_$DB | grep -Eq '10.10.2.21 . 10.10.1.11 . (tcp|6) . (5432|postgresql) . [0-9]+'"
+check "flow state survived the reload (web1<->db1 :5432 entries in orig_$WEB on hv1, reply_$DB on hv2)" \
+    bash -c "ip netns exec ${P}hv1 nft list set bridge stackfabric orig_$WEB | grep -Eq '10.10.1.11 . 10.10.2.21 . (tcp|6) . [0-9]+ . (5432|postgresql)' &&
+             ip netns exec ${P}hv2 nft list set bridge stackfabric reply_$DB | grep -Eq '10.10.2.21 . 10.10.1.11 . (tcp|6) . (5432|postgresql) . [0-9]+'"
 wait "$SP"
 s=$(cat "$NETLAB_DIR/stream.out")
 log "stream result: $s (ok BYTES MB/s MAX_SEND_GAP_MS); old in_$DB rules: $h0"

@@ -173,7 +173,9 @@ netlab_vxlan_add() {
 
 # netlab_vm_add VMNS HVNS BRIDGE IP/LEN MAC - a "VM" namespace whose eth0 is a
 # veth whose hypervisor end is called vnet<N> (libvirt tap naming, first free N
-# in HVNS), enslaved to BRIDGE. Prints the vnet name on stdout.
+# in HVNS), enslaved to BRIDGE. Like libvirt, the vnet end gets the VM's MAC with
+# the first byte 0xfe (the hypervisor agent maps taps to ports that way).
+# Prints the vnet name on stdout.
 netlab_vm_add() {
     local vm=$1 hv=$2 br=$3 ip=$4 mac=$5 n=0
     netlab__own "$vm" && netlab__own "$hv" || return 1
@@ -184,6 +186,7 @@ netlab_vm_add() {
     ip -n "$vm" link set eth0 address "$mac" || return 1
     ip -n "$vm" link set eth0 up
     ip -n "$vm" addr add "$ip" dev eth0 || return 1
+    ip -n "$hv" link set "vnet$n" address "fe:${mac#*:}" || return 1
     ip -n "$hv" link set "vnet$n" master "$br" || return 1
     echo "vnet$n"
 }

@@ -1,7 +1,9 @@
-//! East-west network ACLs on a hypervisor: one nftables table `bridge stackfabric`, owned by
-//! the agent, filtering the bridged traffic of VM ports on the `brvx-<VNI>` bridges whose
-//! tier (or a peer tier of its VPC) carries an ACL. [`render`] is pure; [`apply`] observes
-//! the kernel cheaply and changes it only when the rendering's digest differs.
+//! East-west network ACLs and port pinning on a hypervisor: one nftables table
+//! `bridge stackfabric`, owned by the agent, filtering the bridged traffic of VM ports on the
+//! `brvx-<VNI>` bridges of the networks in scope. Every tier's ports are pinned to their
+//! MAC and IPv4 address ([`crate::pin`]); the tiers whose ACL (or a peer tier's) applies get
+//! the stateful ACL chains below. [`render`] is pure; [`apply`] observes the kernel cheaply
+//! and changes it only when the rendering's digest differs.
 //!
 //! # Why no `ct state` here
 //!
@@ -11,35 +13,53 @@
 //! `br_netfilter` (handing bridged frames to the IPv4 hooks) would push every bridge of the
 //! host through the host's own IP firewall, so it is not used. Instead the table keeps its
 //! own flow state in dynamic sets, per tier (so overlapping tenant addresses in different
-//! VNIs never share state):
+//! VNIs never share state), bounded like conntrack's table:
 //!
-//! - `flows_<vni>`: TCP/UDP 5-tuples (`saddr . daddr . proto . sport . dport`), both
-//!   directions are inserted when a new flow is allowed; a hit is accepted and refreshes the
-//!   entry's timeout (TCP 1 day, UDP 3 min). This is the "established" of conntrack.
+//! - `orig_<vni>` / `reply_<vni>`: TCP/UDP 5-tuples (`saddr . daddr . proto . sport .
+//!   dport`) of a flow's originator packets and of its replies; one entry each per flow.
+//!   A new allowed flow inserts the reply's entry first, then the originator's, with a short
+//!   timeout (30 s, conntrack's "unconfirmed"). A reply (for TCP, one that is not the
+//!   SYN-ACK) confirms: both get the long timeout (TCP 1 day, UDP 3 min). Originator packets
+//!   only look up (an unanswered flow expires). A FIN shrinks both entries to 10 s; a RST
+//!   deletes both, so SYN/RST churn never accumulates.
+//! - Full sets fail closed for new flows only: the insert is an `update` statement, which
+//!   stops its rule when the set is full, so the rule's `accept` is skipped and the next
+//!   rule drops ("flow table full"). Replies of admitted flows match existing entries,
+//!   whose refresh never needs room, before any ACL stage.
 //! - `pings_<vni>`: `saddr . daddr . icmp id` of the expected echo replies (30 s).
 //! - ICMP errors (unreachable, time exceeded, parameter problem) pass as the "related" of
 //!   conntrack (needed for path MTU discovery); non-first IPv4 fragments pass (their first
 //!   fragment, which carries the ports, was filtered); DHCP (udp 67/68) passes.
+//! - IPv6: neighbour/router discovery and MLD always pass (as ARP does); other IPv6 and any
+//!   other ethertype get the tier's default action: the model's ACL rules are IPv4-only, so
+//!   with a default deny no IPv6 flow is ever admitted (and none needs state).
 //!
-//! Per packet an established flow costs a port lookup (vmap), one hash lookup and a timeout
-//! refresh, whatever the size of the ACLs. On a kernel with `nf_conntrack_bridge` the same
-//! layout works with `ct state established,related accept` in place of the set lookups.
+//! Per packet an established flow costs a port lookup (vmap), the pin lookups, one or two
+//! hash lookups and a timeout refresh, whatever the size of the ACLs. On a kernel with
+//! `nf_conntrack_bridge` the same layout works with `ct state established,related accept`
+//! in place of the set lookups. An ACL change that denies established flows cuts them
+//! ([`crate::cut`]).
 //!
 //! # Layout
 //!
 //! ```text
 //! table bridge stackfabric {
 //!   set sfmeta    { type mark }   # 0xffffffff "sf:digest=<d>", <vni> "sf:c=…;s=…" (what exists)
-//!   set flows_V / pings_V          # per local tier with ACL involvement
+//!   set orig_V / reply_V / pings_V # per local tier with ACL involvement
 //!   chain forward { type filter hook forward priority filter; policy accept;
+//!     iifname/oifname { stray taps } drop          # the tier has ports, none has its MAC
+//!     iifname/oifname "vnet*" != { known } drop    # plugged since the last pass: fail closed
+//!     iifname vmap { "vnet0" : jump pin, … }      # pinned ports: MAC, IPv4, ARP
 //!     iifname vmap { "vnet0" : goto from_V, … }   # frames leaving a local VM of tier V
 //!     oifname vmap { "vnet0" : goto to_V, … } }   # frames to a local VM from elsewhere
-//!   chain from_V { non-IPv4 accept; established accept; jump eg_V;
+//!   chain pin    { see crate::pin }
+//!   chain from_V { ARP/ND accept; other non-IPv4: default; RST/FIN/confirm/established;
+//!                  jump eg_V;
 //!                  ip daddr <V cidr> (not the gateway) jump in_V;   # same tier: drop at source
 //!                  ip daddr vmap { <U cidr> : jump in_U, … };       # peer tiers of the VPC
 //!                  goto new_V }
-//!   chain to_V   { non-IPv4 accept; established accept; jump in_V; goto new_V }
-//!   chain new_V  { remember both directions; accept }
+//!   chain to_V   { same head; jump in_V; goto new_V }
+//!   chain new_V  { remember both directions or drop when full; accept }
 //!   chain in_V / eg_V { one rule per ACL rule: allow → return, deny → drop; default }
 //! }
 //! ```
@@ -52,28 +72,39 @@
 //! A change is one `nft -f` transaction that flushes the table's rules, deletes its chains
 //! and defines them anew, re-declares the flow sets (a no-op for existing ones) and deletes
 //! the sets of tiers that left. The flow sets survive, so established flows keep passing
-//! across any ACL change, and packets see either the old or the new ruleset. The digest of
-//! the rendering sits in `sfmeta`, whose listing is instant however many rules the table
-//! holds. The table is deleted only when no tier needs it.
+//! across any ACL change that still allows them, and packets see either the old or the new
+//! ruleset. The digest of the rendering sits in `sfmeta`, whose listing is instant however
+//! many rules the table holds. The table is deleted only when no network is in scope.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use sf_core::desired::{L2Network, TierAcl};
+use sf_core::desired::{AclAction, L2Network, TierAcl};
 use sf_linux::acl::{render_chain, Direction, Verdicts};
 use sf_linux::l2::vxlan_name;
 use sf_linux::links::Link;
 use sha2::{Digest, Sha256};
+
+use crate::pin::{self, quote, render_pin, Space, Tap, TapFate, TierTaps};
 
 pub const TABLE: &str = "stackfabric";
 pub const META_SET: &str = "sfmeta";
 const FORWARD_HOOK: &str = "type filter hook forward priority filter; policy accept;";
 const DIGEST_KEY: u32 = u32::MAX;
 const DIGEST_TAG: &str = "sf:digest=";
-/// Capacity of one tier's flow set (entries; two per flow).
+/// Capacity of one tier's flow sets (`orig_V` and `reply_V` each; one entry per flow).
 pub const FLOWS_SIZE: u32 = 262_144;
+/// Timeouts in the spirit of conntrack's: short until a reply confirms the flow, long
+/// once confirmed, short again once a FIN or RST is seen (so churn frees the set).
+pub const TCP_NEW_TIMEOUT: &str = "30s";
 pub const TCP_TIMEOUT: &str = "1d";
+/// After a FIN (a RST deletes the flow's entries at once).
+pub const TCP_CLOSE: &str = "10s";
+pub const UDP_NEW_TIMEOUT: &str = "30s";
 pub const UDP_TIMEOUT: &str = "3m";
+/// ICMPv6 that IPv6 cannot work without (neighbour discovery, router discovery, MLD):
+/// always passes, like ARP.
+const ND_TYPES: &str = "nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report";
 pub const PING_TIMEOUT: &str = "30s";
 
 /// What the table holds for one VNI: chain and set kinds (names are `<kind>_<vni>`).
@@ -129,79 +160,57 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
-    /// No tier needs filtering: the table should not exist.
+    /// No network in scope: the table should not exist.
     pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
+        self.body.is_empty()
     }
 }
 
-/// The VM ports of each bridge `brvx-<VNI>`: every port other than `vxlan<VNI>`, sorted.
-pub fn vm_ports(links: &[Link]) -> BTreeMap<u32, Vec<String>> {
-    let mut m: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for l in links {
-        let Some(master) = l.master.as_deref() else {
-            continue;
-        };
-        let Some(vni) = master
-            .strip_prefix("brvx-")
-            .and_then(|v| v.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if l.name != vxlan_name(vni) {
-            m.entry(vni).or_default().push(l.name.clone());
-        }
-    }
-    for v in m.values_mut() {
-        v.sort();
-    }
-    m
+/// Every bridge port of the host except the `vxlan<VNI>` of `brvx-<VNI>`, sorted by name:
+/// the VM taps of the tiers and the ports of bridges the agent does not manage.
+pub fn bridge_taps(links: &[Link]) -> Vec<Tap> {
+    let mut v: Vec<Tap> = links
+        .iter()
+        .filter_map(|l| {
+            let master = l.master.as_deref()?;
+            let vni = master.strip_prefix("brvx-").and_then(|v| v.parse().ok());
+            if vni.is_some_and(|v| l.name == vxlan_name(v)) {
+                return None;
+            }
+            Some(Tap {
+                name: l.name.clone(),
+                mac: l.mac.as_deref().map(str::to_ascii_lowercase),
+                bridge: master.to_string(),
+            })
+        })
+        .collect();
+    v.sort();
+    v
 }
 
-fn involved(n: &L2Network) -> bool {
+pub(crate) fn involved(n: &L2Network) -> bool {
     n.acl.is_some() || n.peer_tiers.iter().any(|p| p.acl.is_some())
 }
 
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', ""))
-}
+/// The 5-tuple of a packet as sent, and as its reply would be sent.
+const FLOW: &str = "ip saddr . ip daddr . meta l4proto . th sport . th dport";
+const REV: &str = "ip daddr . ip saddr . meta l4proto . th dport . th sport";
 
-/// Renders the table for the networks in scope and their observed VM ports.
-pub fn render(networks: &[&L2Network], ports: &BTreeMap<u32, Vec<String>>) -> Ruleset {
+/// Renders the table for the networks in scope and the observed bridge ports.
+pub fn render(networks: &[&L2Network], taps: &[Tap]) -> Ruleset {
     let mut rs = Ruleset::default();
-    let local: Vec<&L2Network> = networks.iter().copied().filter(|n| involved(n)).collect();
-    if local.is_empty() {
+    if networks.is_empty() {
         return rs;
     }
-    // Every ACL whose ingress chain is needed: local tiers first (authoritative), then peers.
-    let mut ingress: BTreeMap<u32, &TierAcl> = BTreeMap::new();
-    for n in &local {
-        if let Some(a) = &n.acl {
-            ingress.insert(n.vni, a);
-        }
-    }
-    for n in &local {
-        for p in &n.peer_tiers {
-            if let Some(a) = &p.acl {
-                match ingress.get(&p.vni) {
-                    None => {
-                        ingress.insert(p.vni, a);
-                    }
-                    Some(have) if *have != a => rs.errors.push(format!(
-                        "net {}: peer tier {} ACL differs from another view of it (first kept)",
-                        n.vni, p.vni
-                    )),
-                    Some(_) => {}
-                }
-            }
-        }
-    }
+    let fates = tap_fates(networks, taps);
+    let local: Vec<&L2Network> = networks.iter().copied().filter(|n| involved(n)).collect();
+    let ingress = ingress_acls(&local, &mut rs.errors);
     for n in &local {
         let o = rs.objects.entry(n.vni).or_default();
         for c in ["from", "to", "new"] {
             o.chains.insert(c.into());
         }
-        for s in ["flows", "pings"] {
+        for s in ["orig", "reply", "pings"] {
             o.sets.insert(s.into());
         }
         if n.acl.is_some() {
@@ -215,20 +224,138 @@ pub fn render(networks: &[&L2Network], ports: &BTreeMap<u32, Vec<String>>) -> Ru
             .chains
             .insert("in".into());
     }
+    let (acl_sets, acl_chains) = acl_chains(&local, &ingress, &mut rs.objects);
 
-    // ACL chains first: their prefix-list sets must precede every chain in the table.
-    let mut acl_sets = String::new();
-    let mut acl_chains = String::new();
+    let mut b = String::new();
+    let _ = writeln!(b, "table bridge {TABLE} {{");
+    let _ = writeln!(b, "\tset {META_SET} {{\n\t\ttype mark\n\t}}");
     for n in &local {
+        flow_sets(&mut b, n.vni);
+    }
+    b.push_str(&acl_sets);
+    forward_chain(&mut b, taps, &fates, &local);
+    let pinned: Vec<(String, String, std::net::Ipv4Addr)> = fates
+        .values()
+        .flat_map(|t| t.iter())
+        .filter_map(|(name, f)| match f {
+            TapFate::Pinned { mac, ips } => {
+                Some(ips.iter().map(|ip| (name.clone(), mac.clone(), *ip)))
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if let Some(c) = render_pin(&pinned, &spaces(networks, &fates)) {
+        b.push_str(&c);
+    }
+    for n in &local {
+        tier_chains(&mut b, n, &mut rs.errors);
+    }
+    b.push_str(&acl_chains);
+    let _ = writeln!(b, "}}");
+    rs.digest = hex::encode(&Sha256::digest(b.as_bytes())[..12]);
+    rs.body = b;
+    rs
+}
+
+/// Per ACL tier: a digest of what judges its flows (its ACL, addresses and peer tiers with
+/// their ACLs). A tier whose digest changed has its established flows re-judged
+/// ([`crate::cut`]).
+pub fn tier_acl_digests(networks: &[&L2Network]) -> BTreeMap<u32, String> {
+    networks
+        .iter()
+        .filter(|n| involved(n))
+        .map(|n| {
+            let what = format!("{:?} {} {} {:?}", n.acl, n.cidr, n.gateway, n.peer_tiers);
+            (n.vni, hex::encode(&Sha256::digest(what.as_bytes())[..12]))
+        })
+        .collect()
+}
+
+/// Per tier: its pinned taps and the CIDRs of its VPC's tiers.
+fn spaces(networks: &[&L2Network], fates: &BTreeMap<u32, TierTaps>) -> Vec<Space> {
+    networks
+        .iter()
+        .map(|n| {
+            let taps = fates.get(&n.vni).into_iter().flatten();
+            let mut cidrs: Vec<String> = std::iter::once(n.cidr)
+                .chain(n.peer_tiers.iter().map(|p| p.cidr))
+                .map(|c| c.trunc().to_string())
+                .collect();
+            cidrs.sort();
+            cidrs.dedup();
+            Space {
+                taps: taps
+                    .filter(|(_, f)| matches!(f, TapFate::Pinned { .. }))
+                    .map(|(t, _)| t.clone())
+                    .collect(),
+                cidrs,
+            }
+        })
+        .collect()
+}
+
+/// The fate of every tap of every tier in scope, by VNI.
+fn tap_fates(networks: &[&L2Network], taps: &[Tap]) -> BTreeMap<u32, TierTaps> {
+    networks
+        .iter()
+        .map(|n| {
+            let br = format!("brvx-{}", n.vni);
+            let mine: Vec<&Tap> = taps.iter().filter(|t| t.bridge == br).collect();
+            (n.vni, pin::plan(n, &mine))
+        })
+        .collect()
+}
+
+/// Every ACL whose ingress chain is needed: local tiers first (authoritative), then peers.
+pub(crate) fn ingress_acls<'a>(
+    local: &[&'a L2Network],
+    errors: &mut Vec<String>,
+) -> BTreeMap<u32, &'a TierAcl> {
+    let mut ingress: BTreeMap<u32, &TierAcl> = BTreeMap::new();
+    for n in local {
+        if let Some(a) = &n.acl {
+            ingress.insert(n.vni, a);
+        }
+    }
+    for n in local {
+        for p in &n.peer_tiers {
+            if let Some(a) = &p.acl {
+                match ingress.get(&p.vni) {
+                    None => {
+                        ingress.insert(p.vni, a);
+                    }
+                    Some(have) if *have != a => errors.push(format!(
+                        "net {}: peer tier {} ACL differs from another view of it (first kept)",
+                        n.vni, p.vni
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    ingress
+}
+
+/// The ACL stages (`eg_V`, `in_V`) and their prefix-list sets, which must precede every
+/// chain of the table.
+fn acl_chains(
+    local: &[&L2Network],
+    ingress: &BTreeMap<u32, &TierAcl>,
+    objects: &mut BTreeMap<u32, VniObjects>,
+) -> (String, String) {
+    let mut acl_sets = String::new();
+    let mut chains = String::new();
+    for n in local {
         if let Some(a) = &n.acl {
             let v = n.vni;
             let c = render_chain(a, Direction::Egress, Verdicts::STAGE, &format!("egs_{v}_"));
             acl_sets.push_str(&c.sets);
-            let _ = write!(acl_chains, "\tchain eg_{v} {{\n{}\t}}\n", c.rules);
-            rs.objects.entry(v).or_default().eg_sets = c.set_count;
+            let _ = write!(chains, "\tchain eg_{v} {{\n{}\t}}\n", c.rules);
+            objects.entry(v).or_default().eg_sets = c.set_count;
         }
     }
-    for (vni, a) in &ingress {
+    for (vni, a) in ingress {
         let c = render_chain(
             a,
             Direction::Ingress,
@@ -236,145 +363,239 @@ pub fn render(networks: &[&L2Network], ports: &BTreeMap<u32, Vec<String>>) -> Ru
             &format!("ins_{vni}_"),
         );
         acl_sets.push_str(&c.sets);
-        let _ = write!(acl_chains, "\tchain in_{vni} {{\n{}\t}}\n", c.rules);
-        rs.objects.entry(*vni).or_default().in_sets = c.set_count;
+        let _ = write!(chains, "\tchain in_{vni} {{\n{}\t}}\n", c.rules);
+        objects.entry(*vni).or_default().in_sets = c.set_count;
     }
+    (acl_sets, chains)
+}
 
-    let mut b = String::new();
-    let _ = writeln!(b, "table bridge {TABLE} {{");
-    let _ = writeln!(b, "\tset {META_SET} {{\n\t\ttype mark\n\t}}");
-    for n in &local {
-        let v = n.vni;
+/// The flow state of one tier: `orig_V` holds the 5-tuples of the originators' packets,
+/// `reply_V` those their replies will carry; `pings_V` the expected echo replies.
+fn flow_sets(b: &mut String, v: u32) {
+    for s in ["orig", "reply"] {
         let _ = writeln!(
             b,
-            "\tset flows_{v} {{\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service\n\t\tsize {FLOWS_SIZE}\n\t\tflags dynamic,timeout\n\t}}"
-        );
-        let _ = writeln!(
-            b,
-            "\tset pings_{v} {{\n\t\ttypeof ip saddr . ip daddr . icmp id\n\t\tsize {}\n\t\tflags dynamic,timeout\n\t}}",
-            FLOWS_SIZE / 4
+            "\tset {s}_{v} {{\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service\n\t\tsize {FLOWS_SIZE}\n\t\tflags dynamic,timeout\n\t}}"
         );
     }
-    b.push_str(&acl_sets);
-    // Dispatch by port.
-    let mut from = Vec::new();
-    let mut to = Vec::new();
-    for n in &local {
-        for p in ports.get(&n.vni).map(Vec::as_slice).unwrap_or_default() {
-            from.push(format!("{} : goto from_{}", quote(p), n.vni));
-            to.push(format!("{} : goto to_{}", quote(p), n.vni));
-        }
-    }
+    let _ = writeln!(
+        b,
+        "\tset pings_{v} {{\n\t\ttypeof ip saddr . ip daddr . icmp id\n\t\tsize {}\n\t\tflags dynamic,timeout\n\t}}",
+        FLOWS_SIZE / 4
+    );
+}
+
+/// The hook: unknown and stray taps dropped (fail closed), pinned taps through `pin`, the
+/// taps of ACL tiers dispatched to their tier's chains.
+fn forward_chain(
+    b: &mut String,
+    taps: &[Tap],
+    fates: &BTreeMap<u32, TierTaps>,
+    local: &[&L2Network],
+) {
+    let fate = |name: &str| fates.values().find_map(|t| t.get(name));
+    let stray: Vec<String> = taps
+        .iter()
+        .filter(|t| fate(&t.name) == Some(&TapFate::Stray))
+        .map(|t| quote(&t.name))
+        .collect();
+    let known: Vec<String> = taps
+        .iter()
+        .filter(|t| fate(&t.name) != Some(&TapFate::Stray))
+        .map(|t| quote(&t.name))
+        .collect();
     let _ = writeln!(b, "\tchain forward {{");
     let _ = writeln!(b, "\t\t{FORWARD_HOOK}");
+    for dir in ["iifname", "oifname"] {
+        if !stray.is_empty() {
+            let _ = writeln!(
+                b,
+                "\t\t{dir} {{ {} }} counter drop comment \"no port has this tap's MAC\"",
+                stray.join(", ")
+            );
+        }
+        let not_known = if known.is_empty() {
+            String::new()
+        } else {
+            format!(" {dir} != {{ {} }}", known.join(", "))
+        };
+        let _ = writeln!(
+            b,
+            "\t\t{dir} \"vnet*\"{not_known} counter drop comment \"port not dispatched yet\""
+        );
+    }
+    let pin: Vec<String> = fates
+        .values()
+        .flat_map(|t| t.iter())
+        .filter(|(_, f)| matches!(f, TapFate::Pinned { .. }))
+        .map(|(name, _)| format!("{} : jump pin", quote(name)))
+        .collect();
+    if !pin.is_empty() {
+        let _ = writeln!(b, "\t\tiifname vmap {{ {} }}", pin.join(", "));
+    }
+    let mut from = Vec::new();
+    let mut to = Vec::new();
+    for n in local {
+        for (name, f) in fates.get(&n.vni).into_iter().flatten() {
+            if *f != TapFate::Stray {
+                from.push(format!("{} : goto from_{}", quote(name), n.vni));
+                to.push(format!("{} : goto to_{}", quote(name), n.vni));
+            }
+        }
+    }
     if !from.is_empty() {
         let _ = writeln!(b, "\t\tiifname vmap {{ {} }}", from.join(", "));
         let _ = writeln!(b, "\t\toifname vmap {{ {} }}", to.join(", "));
     }
     let _ = writeln!(b, "\t}}");
+}
 
-    let flow = "ip saddr . ip daddr . meta l4proto . th sport . th dport";
-    let rev = "ip daddr . ip saddr . meta l4proto . th dport . th sport";
-    let common = |b: &mut String, v: u32| {
-        let _ = writeln!(
-            b,
-            "\t\tether type {{ 8021q, 8021ad }} counter drop comment \"tagged frames would bypass the ACL\""
-        );
-        let _ = writeln!(b, "\t\tether type != ip accept");
-        for (p, t) in [("tcp", TCP_TIMEOUT), ("udp", UDP_TIMEOUT)] {
-            let _ = writeln!(
-                b,
-                "\t\tmeta l4proto {p} {flow} @flows_{v} update @flows_{v} {{ {flow} timeout {t} }} accept"
-            );
-        }
-        let _ = writeln!(
-            b,
-            "\t\ticmp type echo-reply ip saddr . ip daddr . icmp id @pings_{v} accept"
-        );
-        let _ = writeln!(
-            b,
-            "\t\ticmp type {{ destination-unreachable, time-exceeded, parameter-problem }} accept"
-        );
-        let _ = writeln!(b, "\t\tip frag-off & 0x1fff != 0 accept");
-        let _ = writeln!(b, "\t\tudp sport 68 udp dport 67 accept");
-        let _ = writeln!(b, "\t\tudp sport 67 udp dport 68 accept");
+/// What every tier chain does before the ACL stages: drop tagged frames, pass ARP (pinned
+/// at the port) and IPv6 neighbour discovery, give other non-IPv4 traffic `other` (the
+/// tier's default: the model's ACL rules are IPv4-only), then let known flows pass.
+fn common(b: &mut String, v: u32, other: &str) {
+    let mut r = |s: String| {
+        let _ = writeln!(b, "\t\t{s}");
     };
-    for n in &local {
-        let v = n.vni;
-        // Leaving a local VM.
-        let _ = writeln!(b, "\tchain from_{v} {{");
-        common(&mut b, v);
-        if n.acl.is_some() {
-            let _ = writeln!(b, "\t\tjump eg_{v}");
-            let _ = writeln!(
-                b,
-                "\t\tip daddr {} ip daddr != {} jump in_{v}",
-                n.cidr.trunc(),
-                n.gateway
-            );
-        }
-        let mut peers: Vec<(String, u32)> = Vec::new();
-        let mut seen = vec![n.cidr.trunc()];
-        for p in &n.peer_tiers {
-            if p.acl.is_none() || p.vni == v {
-                continue;
-            }
-            let c = p.cidr.trunc();
-            if seen
-                .iter()
-                .any(|s| s.contains(&c.network()) || c.contains(&s.network()))
-            {
-                rs.errors.push(format!(
-                    "net {v}: peer tier {} cidr {} overlaps another tier (its ACL is not applied at the source)",
-                    p.vni, p.cidr
-                ));
-                continue;
-            }
-            seen.push(c);
-            peers.push((p.cidr.trunc().to_string(), p.vni));
-        }
-        peers.sort();
-        if !peers.is_empty() {
-            let items: Vec<String> = peers
-                .iter()
-                .map(|(c, u)| format!("{c} : jump in_{u}"))
-                .collect();
-            let _ = writeln!(b, "\t\tip daddr vmap {{ {} }}", items.join(", "));
-        }
-        let _ = writeln!(b, "\t\tgoto new_{v}");
-        let _ = writeln!(b, "\t}}");
-        // To a local VM from elsewhere (remote VMs, the router).
-        let _ = writeln!(b, "\tchain to_{v} {{");
-        common(&mut b, v);
-        if n.acl.is_some() {
-            let _ = writeln!(b, "\t\tjump in_{v}");
-        }
-        let _ = writeln!(b, "\t\tgoto new_{v}");
-        let _ = writeln!(b, "\t}}");
-        // An allowed new flow: remember both directions.
-        let _ = writeln!(b, "\tchain new_{v} {{");
-        for (p, t) in [("tcp", TCP_TIMEOUT), ("udp", UDP_TIMEOUT)] {
-            let _ = writeln!(
-                b,
-                "\t\tmeta l4proto {p} update @flows_{v} {{ {flow} timeout {t} }}"
-            );
-            let _ = writeln!(
-                b,
-                "\t\tmeta l4proto {p} update @flows_{v} {{ {rev} timeout {t} }}"
-            );
-        }
+    r(
+        "ether type { 8021q, 8021ad } counter drop comment \"tagged frames would bypass the ACL\""
+            .into(),
+    );
+    r("ether type arp accept".into());
+    r(format!(
+        "ether type ip6 meta l4proto ipv6-icmp icmpv6 type {{ {ND_TYPES} }} accept"
+    ));
+    r(format!("ether type != ip {other}"));
+    // A reset ends the flow: both entries go at once, so SYN/RST churn never fills the
+    // sets. A FIN shrinks both to a short timeout (the last ACKs still pass).
+    for (set, other_set) in [("reply", "orig"), ("orig", "reply")] {
+        r(format!(
+            "tcp flags & rst != 0 {FLOW} @{set}_{v} delete @{set}_{v} {{ {FLOW} }} delete @{other_set}_{v} {{ {REV} }} accept"
+        ));
+        r(format!(
+            "tcp flags & fin != 0 {FLOW} @{set}_{v} update @{set}_{v} {{ {FLOW} timeout {TCP_CLOSE} }} update @{other_set}_{v} {{ {REV} timeout {TCP_CLOSE} }} accept"
+        ));
+    }
+    // A reply confirms the flow: both entries get the established timeout (TCP: not on the
+    // SYN-ACK, like conntrack, so a handshake whose last packet is lost does not hold
+    // entries for a day). An update of an existing entry never fails, full set or not.
+    for (p, t) in [
+        ("tcp tcp flags & syn == 0", TCP_TIMEOUT),
+        ("udp", UDP_TIMEOUT),
+    ] {
+        r(format!(
+            "meta l4proto {p} {FLOW} @reply_{v} update @reply_{v} {{ {FLOW} timeout {t} }} update @orig_{v} {{ {REV} timeout {t} }} accept"
+        ));
+    }
+    // Originator packets do not refresh: an unanswered flow expires as unconfirmed.
+    for s in ["reply", "orig"] {
+        r(format!(
+            "meta l4proto {{ tcp, udp }} {FLOW} @{s}_{v} accept"
+        ));
+    }
+    r(format!(
+        "icmp type echo-reply ip saddr . ip daddr . icmp id @pings_{v} accept"
+    ));
+    r("icmp type { destination-unreachable, time-exceeded, parameter-problem } accept".into());
+    r("ip frag-off & 0x1fff != 0 accept".into());
+    r("udp sport 68 udp dport 67 accept".into());
+    r("udp sport 67 udp dport 68 accept".into());
+}
+
+/// The verdict for non-IPv4 traffic of a tier with this ACL (None: no ACL of its own).
+fn other_verdict(acl: Option<&TierAcl>) -> String {
+    match acl.map(|a| &a.default_action) {
+        Some(AclAction::Deny) => "counter drop comment \"non-IPv4 default\"".into(),
+        _ => "accept".into(),
+    }
+}
+
+/// `from_V` (leaving a local VM), `to_V` (to a local VM from elsewhere) and `new_V`.
+fn tier_chains(b: &mut String, n: &L2Network, errors: &mut Vec<String>) {
+    let v = n.vni;
+    let other = other_verdict(n.acl.as_ref());
+    let _ = writeln!(b, "\tchain from_{v} {{");
+    common(b, v, &other);
+    if n.acl.is_some() {
+        let _ = writeln!(b, "\t\tjump eg_{v}");
         let _ = writeln!(
             b,
-            "\t\ticmp type echo-request update @pings_{v} {{ ip daddr . ip saddr . icmp id timeout {PING_TIMEOUT} }}"
+            "\t\tip daddr {} ip daddr != {} jump in_{v}",
+            n.cidr.trunc(),
+            n.gateway
         );
-        let _ = writeln!(b, "\t\taccept");
-        let _ = writeln!(b, "\t}}");
     }
-    b.push_str(&acl_chains);
-    let _ = writeln!(b, "}}");
-    rs.digest = hex::encode(&Sha256::digest(b.as_bytes())[..12]);
-    rs.body = b;
-    rs
+    let peers = peer_dispatch(n, errors);
+    if !peers.is_empty() {
+        let items: Vec<String> = peers
+            .iter()
+            .map(|(c, u)| format!("{c} : jump in_{u}"))
+            .collect();
+        let _ = writeln!(b, "\t\tip daddr vmap {{ {} }}", items.join(", "));
+    }
+    let _ = writeln!(b, "\t\tgoto new_{v}");
+    let _ = writeln!(b, "\t}}");
+    let _ = writeln!(b, "\tchain to_{v} {{");
+    common(b, v, &other);
+    if n.acl.is_some() {
+        let _ = writeln!(b, "\t\tjump in_{v}");
+    }
+    let _ = writeln!(b, "\t\tgoto new_{v}");
+    let _ = writeln!(b, "\t}}");
+    new_chain(b, v);
+}
+
+/// An allowed new flow: the reply's entry first (so that a flow is never admitted without
+/// its replies), then the originator's, both with the unconfirmed timeout. When the set is
+/// full the update fails, the rule stops, and the flow is dropped: full fails closed for
+/// new flows, never for the replies of admitted ones.
+fn new_chain(b: &mut String, v: u32) {
+    let _ = writeln!(b, "\tchain new_{v} {{");
+    // A reset opens nothing (conntrack calls it invalid); pass it unrecorded.
+    let mut lines = vec!["tcp flags rst accept".to_string()];
+    for (p, t) in [("tcp", TCP_NEW_TIMEOUT), ("udp", UDP_NEW_TIMEOUT)] {
+        lines.push(format!(
+            "meta l4proto {p} update @reply_{v} {{ {REV} timeout {t} }} update @orig_{v} {{ {FLOW} timeout {t} }} counter accept comment \"new flow\""
+        ));
+    }
+    lines.push("meta l4proto { tcp, udp } counter drop comment \"flow table full\"".into());
+    lines.push(format!(
+        "icmp type echo-request update @pings_{v} {{ ip daddr . ip saddr . icmp id timeout {PING_TIMEOUT} }} accept"
+    ));
+    lines.push("icmp type echo-request counter drop comment \"flow table full\"".into());
+    lines.push("accept".into());
+    for l in lines {
+        let _ = writeln!(b, "\t\t{l}");
+    }
+    let _ = writeln!(b, "\t}}");
+}
+
+/// Peer tiers with an ACL whose ingress is applied at the source, by CIDR (overlaps
+/// reported and skipped).
+fn peer_dispatch(n: &L2Network, errors: &mut Vec<String>) -> Vec<(String, u32)> {
+    let v = n.vni;
+    let mut peers: Vec<(String, u32)> = Vec::new();
+    let mut seen = vec![n.cidr.trunc()];
+    for p in &n.peer_tiers {
+        if p.acl.is_none() || p.vni == v {
+            continue;
+        }
+        let c = p.cidr.trunc();
+        if seen
+            .iter()
+            .any(|s| s.contains(&c.network()) || c.contains(&s.network()))
+        {
+            errors.push(format!(
+                "net {v}: peer tier {} cidr {} overlaps another tier (its ACL is not applied at the source)",
+                p.vni, p.cidr
+            ));
+            continue;
+        }
+        seen.push(c);
+        peers.push((p.cidr.trunc().to_string(), p.vni));
+    }
+    peers.sort();
+    peers
 }
 
 /// What the kernel holds, read from `nft list set bridge stackfabric sfmeta`.
@@ -443,7 +664,7 @@ fn meta_elements(rs: &Ruleset) -> String {
 pub fn update_script(old: &BTreeMap<u32, VniObjects>, rs: &Ruleset) -> String {
     // Declared first so that the delete cannot fail on a new table.
     let mut s = format!(
-        "add table bridge {TABLE}\nadd chain bridge {TABLE} forward {{ {FORWARD_HOOK} }}\nflush table bridge {TABLE}\ndelete chain bridge {TABLE} forward\n"
+        "add table bridge {TABLE}\nadd chain bridge {TABLE} forward {{ {FORWARD_HOOK} }}\nflush table bridge {TABLE}\ndelete chain bridge {TABLE} forward\nadd chain bridge {TABLE} pin\ndelete chain bridge {TABLE} pin\n"
     );
     for (vni, o) in old {
         for c in &o.chains {
@@ -542,9 +763,9 @@ pub async fn run_stdin(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use sf_core::desired::{AclAction, AclProtocol, AclRule, PeerTier};
+    use sf_core::desired::{AclProtocol, AclRule, LocalPort, PeerTier};
 
     pub fn db_acl() -> TierAcl {
         TierAcl {
@@ -610,11 +831,33 @@ mod tests {
         }
     }
 
+    fn tap(name: &str, vni: u32, mac: &str) -> Tap {
+        Tap {
+            name: name.into(),
+            mac: Some(mac.into()),
+            bridge: format!("brvx-{vni}"),
+        }
+    }
+
+    fn port(name: &str, ip: &str, mac: &str) -> LocalPort {
+        LocalPort {
+            name: name.into(),
+            ip: ip.parse().unwrap(),
+            mac: Some(mac.into()),
+            attach: None,
+        }
+    }
+
     /// web (1000001, no ACL) and db (1000002, ACL) on one hypervisor, each tier knowing the
-    /// other as a peer; plus an unrelated network without ACLs.
-    fn example() -> (Vec<L2Network>, BTreeMap<u32, Vec<String>>) {
+    /// other as a peer; plus an unrelated network without ACLs. The tiers' taps follow
+    /// libvirt's MAC convention; web has no port records (CloudStack-managed NICs).
+    fn example() -> (Vec<L2Network>, Vec<Tap>) {
         let mut web = net(1_000_001, "web", 1, None);
         let mut db = net(1_000_002, "db", 2, Some(db_acl()));
+        db.ports = vec![
+            port("db-1", "10.10.2.11", "52:54:00:00:02:11"),
+            port("db-2", "10.10.2.12", "52:54:00:00:02:12"),
+        ];
         web.peer_tiers = vec![PeerTier {
             vni: db.vni,
             cidr: db.cidr,
@@ -626,12 +869,13 @@ mod tests {
             acl: None,
         }];
         let other = net(2_000_000, "other", 9, None);
-        let ports = BTreeMap::from([
-            (1_000_001, vec!["vnet0".to_string()]),
-            (1_000_002, vec!["vnet1".to_string(), "vnet2".to_string()]),
-            (2_000_000, vec!["vnet3".to_string()]),
-        ]);
-        (vec![web, db, other], ports)
+        let taps = vec![
+            tap("vnet0", 1_000_001, "fe:54:00:00:01:11"),
+            tap("vnet1", 1_000_002, "fe:54:00:00:02:11"),
+            tap("vnet2", 1_000_002, "fe:54:00:00:02:12"),
+            tap("vnet3", 2_000_000, "fe:54:00:00:09:11"),
+        ];
+        (vec![web, db, other], taps)
     }
 
     #[test]
@@ -644,7 +888,7 @@ mod tests {
         // Only ACL-involved tiers are dispatched; the unrelated network is untouched.
         assert!(b.contains("iifname vmap { \"vnet0\" : goto from_1000001, \"vnet1\" : goto from_1000002, \"vnet2\" : goto from_1000002 }"), "{b}");
         assert!(b.contains("oifname vmap { \"vnet0\" : goto to_1000001, "));
-        assert!(!b.contains("vnet3") && !b.contains("2000000"));
+        assert!(!b.contains("goto from_2000000") && !b.contains("chain from_2000000"));
         // web has no ACL of its own but applies db's ingress at the source.
         let from_web = section(b, "chain from_1000001 {");
         assert!(!from_web.contains("jump eg_1000001"));
@@ -662,9 +906,12 @@ mod tests {
         assert!(eg < same && same < from_db.find("goto new_1000002").unwrap());
         // Established before any ACL, non-IPv4 passes.
         let est = from_db
-            .find("@flows_1000002 update @flows_1000002")
+            .find("@reply_1000002 update @reply_1000002")
             .unwrap();
-        assert!(from_db.find("ether type != ip accept").unwrap() < est && est < eg);
+        let other = from_db
+            .find("ether type != ip counter drop comment \"non-IPv4 default\"")
+            .unwrap();
+        assert!(other < est && est < eg);
         let to_db = section(b, "chain to_1000002 {");
         assert!(to_db.contains("jump in_1000002"));
         assert!(!section(b, "chain to_1000001 {").contains("jump in_"));
@@ -682,7 +929,7 @@ mod tests {
         assert!(d < a && a < def);
         // New flows are remembered both ways.
         let new = section(b, "chain new_1000002 {");
-        assert!(new.contains("update @flows_1000002 { ip daddr . ip saddr . meta l4proto . th dport . th sport timeout 1d }"));
+        assert!(new.contains("meta l4proto tcp update @reply_1000002 { ip daddr . ip saddr . meta l4proto . th dport . th sport timeout 30s } update @orig_1000002 { ip saddr . ip daddr . meta l4proto . th sport . th dport timeout 30s } counter accept"));
         assert!(new.trim_end().ends_with("accept\n\t}") || new.contains("\t\taccept\n"));
         // Objects bookkeeping.
         assert_eq!(rs.objects.len(), 2);
@@ -709,7 +956,7 @@ mod tests {
         let a = render(&refs, &ports);
         assert_eq!(render(&refs, &ports), a, "deterministic");
         let mut p2 = ports.clone();
-        p2.get_mut(&1_000_002).unwrap().push("vnet9".into());
+        p2.push(tap("vnet9", 1_000_002, "fe:54:00:00:02:99"));
         assert_ne!(
             render(&refs, &p2).digest,
             a.digest,
@@ -720,7 +967,14 @@ mod tests {
             n.peer_tiers.clear();
         }
         let refs: Vec<&L2Network> = nets.iter().collect();
-        assert!(render(&refs, &ports).is_empty());
+        // Without ACLs the table still pins the ports (anti-spoofing), with no tier chains.
+        let plain = render(&refs, &ports);
+        assert!(!plain.is_empty() && plain.objects.is_empty());
+        assert!(plain.body.contains("chain pin {") && !plain.body.contains("chain from_"));
+        assert!(
+            render(&[], &ports).is_empty(),
+            "no network in scope: no table"
+        );
     }
 
     #[test]
@@ -729,7 +983,7 @@ mod tests {
         let refs: Vec<&L2Network> = nets.iter().collect();
         let rs = render(&refs, &ports);
         let fresh = update_script(&BTreeMap::new(), &rs);
-        assert!(fresh.starts_with("add table bridge stackfabric\nadd chain bridge stackfabric forward { type filter hook forward priority filter; policy accept; }\nflush table bridge stackfabric\ndelete chain bridge stackfabric forward\ntable bridge"), "{fresh}");
+        assert!(fresh.starts_with("add table bridge stackfabric\nadd chain bridge stackfabric forward { type filter hook forward priority filter; policy accept; }\nflush table bridge stackfabric\ndelete chain bridge stackfabric forward\nadd chain bridge stackfabric pin\ndelete chain bridge stackfabric pin\ntable bridge"), "{fresh}");
         assert!(!fresh.contains("delete set"));
         assert!(fresh
             .contains("add element bridge stackfabric sfmeta { 4294967295 comment \"sf:digest="));
@@ -751,10 +1005,11 @@ mod tests {
         let s = update_script(&objects, &rs2);
         assert!(s.contains("delete chain bridge stackfabric from_1000002\n"));
         assert!(s.contains("delete chain bridge stackfabric in_1000002\n"));
-        assert!(s.contains("delete set bridge stackfabric flows_1000002\n"));
+        assert!(s.contains("delete set bridge stackfabric orig_1000002\n"));
+        assert!(s.contains("delete set bridge stackfabric reply_1000002\n"));
         assert!(s.contains("delete set bridge stackfabric egs_1000002_0\n"));
         assert!(!s.contains("egs_1000002_1"));
-        assert!(!s.contains("delete set bridge stackfabric flows_1000001"));
+        assert!(!s.contains("delete set bridge stackfabric orig_1000001"));
         // Sets are deleted after the flush (no rule refers to them any more).
         assert!(s.find("flush table").unwrap() < s.find("delete set").unwrap());
         assert!(full_script(&rs2)
@@ -762,10 +1017,139 @@ mod tests {
     }
 
     #[test]
-    fn vm_ports_are_bridge_ports_other_than_the_vxlan() {
+    fn forward_pins_ports_and_fails_closed_for_unknown_taps() {
+        let (nets, mut taps) = example();
+        // A tap of db whose MAC is no port's, and a tap of a bridge the agent does not manage.
+        taps.push(tap("vnet7", 1_000_002, "fe:54:00:00:02:77"));
+        taps.push(Tap {
+            name: "vnet8".into(),
+            mac: None,
+            bridge: "cloudbr0".into(),
+        });
+        let refs: Vec<&L2Network> = nets.iter().collect();
+        let rs = render(&refs, &taps);
+        let fwd = section(&rs.body, "chain forward {");
+        let stray = fwd
+            .find("iifname { \"vnet7\" } counter drop comment \"no port has this tap's MAC\"")
+            .unwrap();
+        let unknown = fwd
+            .find("iifname \"vnet*\" iifname != { \"vnet0\", \"vnet1\", \"vnet2\", \"vnet3\", \"vnet8\" } counter drop comment \"port not dispatched yet\"")
+            .unwrap();
+        assert!(fwd.contains("oifname { \"vnet7\" } counter drop"));
+        assert!(fwd.contains("oifname \"vnet*\" oifname != { \"vnet0\", "));
+        // Pinned: db's two ports and the unrelated network's none (it has no ports: web and
+        // other are CloudStack-managed, nothing to pin with).
+        let pin = fwd
+            .find("iifname vmap { \"vnet1\" : jump pin, \"vnet2\" : jump pin }")
+            .unwrap();
+        let from = fwd
+            .find("iifname vmap { \"vnet0\" : goto from_1000001")
+            .unwrap();
+        assert!(stray < unknown && unknown < pin && pin < from);
+        assert!(!fwd.contains("\"vnet7\" : goto"));
+        let pc = section(&rs.body, "chain pin {");
+        assert!(pc.contains("{ \"vnet1\" . 52:54:00:00:02:11, \"vnet2\" . 52:54:00:00:02:12 }"));
+        assert!(pc.contains("{ \"vnet1\" . 10.10.2.11, \"vnet2\" . 10.10.2.12 }"));
+        // Sources outside the VPC's tiers pass (static-route next hops); inside, only its own.
+        assert!(pc.contains(
+            "iifname { \"vnet1\", \"vnet2\" } ip saddr != { 10.10.1.0/24, 10.10.2.0/24 } return"
+        ));
+        // No tap at all: every vnet is unknown.
+        let rs = render(&refs, &[]);
+        assert!(rs.body.contains("\t\tiifname \"vnet*\" counter drop"));
+        assert!(!rs.body.contains("chain pin"));
+    }
+
+    #[test]
+    fn state_is_bounded_and_full_fails_closed_for_new_flows_only() {
+        let (nets, taps) = example();
+        let refs: Vec<&L2Network> = nets.iter().collect();
+        let rs = render(&refs, &taps);
+        let to_db = section(&rs.body, "chain to_1000002 {");
+        let rst = to_db
+            .find("tcp flags & rst != 0 ip saddr . ip daddr . meta l4proto . th sport . th dport @reply_1000002 delete @reply_1000002 { ip saddr . ip daddr . meta l4proto . th sport . th dport } delete @orig_1000002 { ip daddr . ip saddr . meta l4proto . th dport . th sport } accept")
+            .unwrap();
+        let close = to_db
+            .find("tcp flags & fin != 0 ip saddr . ip daddr . meta l4proto . th sport . th dport @reply_1000002 update @reply_1000002 { ip saddr . ip daddr . meta l4proto . th sport . th dport timeout 10s } update @orig_1000002 { ip daddr . ip saddr . meta l4proto . th dport . th sport timeout 10s } accept")
+            .unwrap();
+        assert!(rst < close);
+        assert!(to_db.contains("tcp flags & rst != 0 ip saddr . ip daddr . meta l4proto . th sport . th dport @orig_1000002 delete @orig_1000002 {"));
+        assert!(to_db.contains("@orig_1000002 update @orig_1000002 { ip saddr . ip daddr . meta l4proto . th sport . th dport timeout 10s } update @reply_1000002 {"));
+        let confirm = to_db
+            .find("meta l4proto tcp tcp flags & syn == 0 ip saddr . ip daddr . meta l4proto . th sport . th dport @reply_1000002 update @reply_1000002 { ip saddr . ip daddr . meta l4proto . th sport . th dport timeout 1d }")
+            .unwrap();
+        // Without an update statement: a lookup cannot fail on a full set.
+        let lookup = to_db
+            .find("meta l4proto { tcp, udp } ip saddr . ip daddr . meta l4proto . th sport . th dport @reply_1000002 accept")
+            .unwrap();
+        let orig = to_db
+            .find("meta l4proto { tcp, udp } ip saddr . ip daddr . meta l4proto . th sport . th dport @orig_1000002 accept")
+            .unwrap();
+        let acl = to_db.find("jump in_1000002").unwrap();
+        assert!(close < confirm && confirm < lookup && lookup < orig && orig < acl);
+        let new = section(&rs.body, "chain new_1000002 {");
+        let rst = new.find("tcp flags rst accept").unwrap();
+        let tcp = new.find("meta l4proto tcp update @reply_1000002").unwrap();
+        let full = new
+            .find("meta l4proto { tcp, udp } counter drop comment \"flow table full\"")
+            .unwrap();
+        let ping_full = new
+            .find("icmp type echo-request counter drop comment \"flow table full\"")
+            .unwrap();
+        assert!(rst < tcp && tcp < full && full < ping_full);
+        assert!(new.trim_end().ends_with("\t\taccept\n\t}"));
+        assert!(rs.body.contains("set orig_1000002 {\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service\n\t\tsize 262144\n"));
+    }
+
+    #[test]
+    fn ipv6_gets_neighbour_discovery_and_the_tier_default() {
+        let (mut nets, taps) = example();
+        let refs: Vec<&L2Network> = nets.iter().collect();
+        let rs = render(&refs, &taps);
+        for c in ["chain from_1000002 {", "chain to_1000002 {"] {
+            let ch = section(&rs.body, c);
+            let nd = ch.find("ether type ip6 meta l4proto ipv6-icmp icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert,").unwrap();
+            let def = ch
+                .find("ether type != ip counter drop comment \"non-IPv4 default\"")
+                .unwrap();
+            assert!(
+                ch.find("ether type arp accept").unwrap() < nd && nd < def,
+                "{ch}"
+            );
+        }
+        // web has no ACL of its own: its IPv6 passes here (db's hypervisor applies db's).
+        assert!(section(&rs.body, "chain from_1000001 {").contains("ether type != ip accept"));
+        nets[1].acl.as_mut().unwrap().default_action = AclAction::Allow;
+        let refs: Vec<&L2Network> = nets.iter().collect();
+        let rs = render(&refs, &taps);
+        assert!(section(&rs.body, "chain to_1000002 {").contains("ether type != ip accept"));
+    }
+
+    #[test]
+    fn tier_digests_follow_the_rules_not_the_ports() {
+        let (mut nets, _) = example();
+        let d = |nets: &[L2Network]| tier_acl_digests(&nets.iter().collect::<Vec<_>>());
+        let a = d(&nets);
+        assert_eq!(
+            a.keys().copied().collect::<Vec<_>>(),
+            vec![1_000_001, 1_000_002]
+        );
+        nets[1].ports.pop();
+        assert_eq!(d(&nets), a, "a port leaving judges no flow anew");
+        // db's ACL changes: db and web (which applies db's ingress at the source) re-judge.
+        nets[1].acl.as_mut().unwrap().ingress.pop();
+        nets[0].peer_tiers[0].acl = nets[1].acl.clone();
+        let b = d(&nets);
+        assert_ne!(b[&1_000_001], a[&1_000_001]);
+        assert_ne!(b[&1_000_002], a[&1_000_002]);
+    }
+
+    #[test]
+    fn bridge_taps_are_bridge_ports_other_than_the_vxlan() {
         let l = |name: &str, master: Option<&str>| Link {
             name: name.into(),
             master: master.map(str::to_string),
+            mac: Some("FE:00:00:00:00:01".into()),
             ..Default::default()
         };
         let links = vec![
@@ -775,9 +1159,22 @@ mod tests {
             l("vnet0", Some("brvx-1000001")),
             l("eth0", Some("br0")),
         ];
+        let names: Vec<(String, String)> = bridge_taps(&links)
+            .into_iter()
+            .map(|t| (t.name, t.bridge))
+            .collect();
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
-            vm_ports(&links),
-            BTreeMap::from([(1_000_001, vec!["vnet0".to_string(), "vnet2".to_string()])])
+            names,
+            vec![
+                pair("eth0", "br0"),
+                pair("vnet0", "brvx-1000001"),
+                pair("vnet2", "brvx-1000001")
+            ]
+        );
+        assert_eq!(
+            bridge_taps(&links)[0].mac.as_deref(),
+            Some("fe:00:00:00:00:01")
         );
     }
 }

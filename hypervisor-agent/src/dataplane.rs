@@ -7,9 +7,10 @@
 //! networks in scope and the VM ports observed on their bridges, and reloaded only when its
 //! digest changed (see [`crate::acl`]). A watcher of link changes (`ip monitor link`) wakes
 //! the agent up, so a VM port CloudStack plugs into a filtered bridge is dispatched to its
-//! tier's chains within one pass, not at the next periodic resync.
+//! tier's chains within one pass, not at the next periodic resync. When the ACL stages
+//! change, established flows they now deny are cut ([`crate::cut`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ pub struct Hypervisor {
     pub skip_frr: bool,
     /// Duration of the last ACL table change (None: the last pass changed nothing).
     pub last_acl_change: Option<Duration>,
+    /// Per ACL tier, the digest of the rules its established flows were last judged by
+    /// (None: no pass yet).
+    cut_for: Option<BTreeMap<u32, String>>,
     passes: u64,
     wake: Arc<Notify>,
 }
@@ -42,6 +46,7 @@ impl Hypervisor {
             frr,
             skip_frr: false,
             last_acl_change: None,
+            cut_for: None,
             passes: 0,
             wake: Arc::new(Notify::new()),
         }
@@ -84,7 +89,7 @@ impl Hypervisor {
 impl Hypervisor {
     /// East-west ACLs over the bridges (they exist now) and the observed VM ports.
     async fn converge_acl(&mut self, pass: &mut Pass, nets: &[&L2Network], links: &[Link]) {
-        let rs = acl::render(nets, &acl::vm_ports(links));
+        let rs = acl::render(nets, &acl::bridge_taps(links));
         pass.refused("ACL", rs.errors.iter().map(|e| format!("ACL: {e}")));
         let t = std::time::Instant::now();
         self.last_acl_change = None;
@@ -93,7 +98,46 @@ impl Hypervisor {
             self.last_acl_change = Some(t.elapsed());
             info!(digest = %rs.digest, tiers = rs.objects.len(), elapsed_ms = t.elapsed().as_millis() as u64, "ACL table applied");
         }
+        let changed_table = matches!(applied, Ok(true));
+        let ok = applied.is_ok();
         pass.applied("ACL", applied);
+        if ok {
+            self.cut_denied(nets, changed_table).await;
+        }
+    }
+
+    /// Established flows that changed rules deny are cut: on the tiers whose rules changed
+    /// since the last pass, or, on the first pass, on every tier if the table changed (the
+    /// rules may have changed while the agent was down).
+    async fn cut_denied(&mut self, nets: &[&L2Network], changed_table: bool) {
+        let now = acl::tier_acl_digests(nets);
+        let vnis: BTreeSet<u32> = match &self.cut_for {
+            None if changed_table => now.keys().copied().collect(),
+            None => BTreeSet::new(),
+            Some(old) => now
+                .iter()
+                .filter(|(v, d)| old.get(v).is_some_and(|o| o != *d))
+                .map(|(v, _)| *v)
+                .collect(),
+        };
+        if vnis.is_empty() {
+            self.cut_for = Some(now);
+            return;
+        }
+        let t = std::time::Instant::now();
+        match crate::cut::cut_denied(nets, &vnis).await {
+            Ok(n) => {
+                info!(
+                    flows = n,
+                    tiers = vnis.len(),
+                    elapsed_ms = t.elapsed().as_millis() as u64,
+                    "cut the established flows changed ACLs deny"
+                );
+                self.cut_for = Some(now);
+            }
+            // Retried at the next pass (cut_for keeps the old digests).
+            Err(e) => warn!(error = %e, "cutting flows changed ACLs deny"),
+        }
     }
 }
 

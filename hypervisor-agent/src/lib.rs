@@ -2,4 +2,6 @@
 //! (VTEP, CloudStack-layout VXLAN bridges planned by `sf_linux::l2`, FRR EVPN).
 
 pub mod acl;
+pub mod cut;
 pub mod dataplane;
+pub mod pin;

@@ -108,4 +108,186 @@ check "hv1's /metrics exports the rule's packets (sf_rule_packets_total, >= $((H
 check "blue-web-2 still pings blue-web-1 (rule 10 only matches web-1 as the source)" X blue-web-2 ping -c 2 -W 1 10.10.1.11
 check_eq "HTTP from blue-web-1 to blue-web-2 still works" "blue-web-2" "$(X blue-web-1 curl -s -m 3 http://10.10.1.12/)"
 
+# ---------------------------------------------------------------- hypervisor dataplane hardening
+DB_VNI=$(S -o json network show db --tenant demo --vpc blue | python3 -c "import json,sys; print(json.load(sys.stdin)['vni'])")
+mac_of() { X "$1" cat /sys/class/net/eth0/address; }
+# hv3_counter COMMENT [CHAIN]: packets counted by the rules with that comment on hv3.
+hv3_counter() {
+    X hv3 nft -j list table bridge stackfabric 2>/dev/null | python3 -c "
+import json, sys
+n = 0
+for item in json.load(sys.stdin)['nftables']:
+    r = item.get('rule')
+    if r and r.get('comment') == sys.argv[1] and sys.argv[2] in ('', r['chain']):
+        n += sum(e['counter']['packets'] for e in r['expr'] if 'counter' in e)
+print(n)" "$1" "${2:-}" 2>/dev/null || echo 0
+}
+# frames.py: `recv SECONDS` counts marked frames arriving on eth0; `send SRC_MAC DST_MAC
+# KIND...` sends crafted frames (AF_PACKET, through the real bridge and table).
+cat >"$STATE/frames.py" <<'EOF'
+import socket, struct, sys, time
+def mac(s): return bytes.fromhex(s.replace(":", ""))
+def ip(s): return socket.inet_aton(s)
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def udp(src, dst, sport, dport, payload):
+    u = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(u), 1, 0, 64, 17, 0, ip(src), ip(dst))
+    h = h[:10] + struct.pack("!H", csum(h)) + h[12:]
+    return h + u
+if sys.argv[1] == "recv":
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    s.bind(("eth0", 0)); s.settimeout(0.2)
+    seen = {}
+    end = time.time() + float(sys.argv[2])
+    while time.time() < end:
+        try: f = s.recv(2048)
+        except socket.timeout: continue
+        if f[12:14] == b"\x08\x06" and f[28:32] == ip("10.10.2.99"): seen["arp-spoof"] = seen.get("arp-spoof", 0) + 1
+        for m in (b"sf-legit", b"sf-spoof-ip", b"sf-spoof-mac", b"sf-dhcp", b"sf-stray", b"sf-second"):
+            if m in f: seen[m.decode()] = seen.get(m.decode(), 0) + 1
+    print(" ".join("%s=%d" % kv for kv in sorted(seen.items())) or "nothing")
+    sys.exit(0)
+_, _, src_mac, dst_mac, src_ip, *kinds = sys.argv
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+eth = lambda d, sm, t: mac(d) + mac(sm) + struct.pack("!H", t)
+for k in kinds:
+    for _ in range(3):
+        if k == "legit": s.send(eth(dst_mac, src_mac, 0x800) + udp(src_ip, "10.10.2.11", 40000, 9999, b"sf-legit"))
+        if k == "stray": s.send(eth(dst_mac, src_mac, 0x800) + udp(src_ip, "10.10.2.11", 40000, 9999, b"sf-stray"))
+        if k == "second": s.send(eth(dst_mac, src_mac, 0x800) + udp("10.10.2.98", "10.10.2.11", 40000, 9999, b"sf-second"))
+        if k == "spoof-ip": s.send(eth(dst_mac, src_mac, 0x800) + udp("10.10.2.99", "10.10.2.11", 40000, 9999, b"sf-spoof-ip"))
+        if k == "spoof-mac": s.send(eth(dst_mac, "52:54:00:de:ad:01", 0x800) + udp(src_ip, "10.10.2.11", 40000, 9999, b"sf-spoof-mac"))
+        if k == "dhcp": s.send(eth("ff:ff:ff:ff:ff:ff", src_mac, 0x800) + udp("0.0.0.0", "255.255.255.255", 68, 67, b"sf-dhcp"))
+        if k == "arp-spoof":
+            a = struct.pack("!HHBBH6s4s6s4s", 1, 0x800, 6, 4, 2, mac(src_mac), ip("10.10.2.99"), mac(dst_mac), ip("10.10.2.11"))
+            s.send(eth(dst_mac, src_mac, 0x806) + a)
+        time.sleep(0.05)
+EOF
+# frames_to_db1 FROM_VM KIND...: what blue-db-1 received of the frames FROM_VM sent.
+frames_to_db1() {
+    local from=$1 out
+    shift
+    X blue-db-1 python3 "$STATE/frames.py" recv 3 >"$STATE/recv.out" 2>&1 &
+    local rp=$!
+    sleep 0.7
+    X "$from" python3 "$STATE/frames.py" send "$(mac_of "$from")" "$(mac_of blue-db-1)" "$(X "$from" ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)" "$@"
+    wait "$rp"
+    out=$(cat "$STATE/recv.out")
+    echo "$out"
+}
+
+section "6. anti-spoofing: each VM port is pinned to its MAC and IPv4 address (ARP too)"
+check "blue-db-2 on hv3 (10.10.2.12)" L vm-add blue-db-2 hv3 demo blue db 10.10.2.12
+check "the tap follows libvirt's MAC convention (fe:...)" bash -c "ip -n ${LAB_PREFIX}hv3 -br link show master brvx-$DB_VNI | grep -q ' fe:'"
+check "db-acl: udp 9999 allowed inside the tier (so only anti-spoofing can stop it)" apply_db_acl --rule "10 ingress allow udp 9999 10.10.2.0/24" --rule "20 egress allow all any 0.0.0.0/0"
+check "the new list is on hv3" wait_for 15 bash -c "'$REPO/deploy/lab.sh' exec hv3 nft list chain bridge stackfabric in_$DB_VNI | grep -q 'dport 9999'"
+S0=$(hv3_counter "spoofed IPv4 source"); M0=$(hv3_counter "spoofed source MAC"); A0=$(hv3_counter "spoofed ARP")
+got=$(frames_to_db1 blue-db-2 legit spoof-ip spoof-mac arp-spoof dhcp)
+echo "  blue-db-1 received: $got"
+check "control: blue-db-2's own address and MAC arrive" grep -q "sf-legit=" <<<"$got"
+check "a DHCP request from 0.0.0.0 passes" grep -q "sf-dhcp=" <<<"$got"
+check_not "a spoofed IPv4 source (10.10.2.99) never arrives" grep -q "sf-spoof-ip" <<<"$got"
+check_not "a spoofed source MAC never arrives" grep -q "sf-spoof-mac" <<<"$got"
+check_not "an ARP claiming 10.10.2.99 never arrives" grep -q "arp-spoof" <<<"$got"
+check "hv3 counted the drops (IPv4 $S0 -> $(hv3_counter "spoofed IPv4 source"), MAC $M0 -> $(hv3_counter "spoofed source MAC"), ARP $A0 -> $(hv3_counter "spoofed ARP"))" \
+    test "$(hv3_counter "spoofed IPv4 source")" -ge $((S0 + 3)) -a "$(hv3_counter "spoofed source MAC")" -ge $((M0 + 3)) -a "$(hv3_counter "spoofed ARP")" -ge $((A0 + 3))
+check "a second port with blue-db-2's MAC (a secondary IP, 10.10.2.98)" S port create blue-db-2-b --tenant demo --vpc blue --network db --node hv3 --ip 10.10.2.98 --mac "$(L exec blue-db-2 cat /sys/class/net/eth0/address)"
+check "hv3 pins blue-db-2's tap to both addresses" wait_for 15 bash -c "'$REPO/deploy/lab.sh' exec hv3 nft list chain bridge stackfabric pin | grep -q '10.10.2.98'"
+got=$(frames_to_db1 blue-db-2 second spoof-ip)
+echo "  blue-db-1 received: $got"
+check "the secondary address now arrives" grep -q "sf-second=" <<<"$got"
+check_not "10.10.2.99 still does not" grep -q "sf-spoof-ip" <<<"$got"
+check "blue-db-2 still reaches blue-db-1 by ARP and IPv4 (udp 9999 via the kernel)" X blue-db-2 python3 -c '
+import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("10.10.2.11", 9999))'
+
+section "7. fail closed: a tap no port claims gets nothing through"
+check "vm-plug blue-db-9 into db on hv3 without a port record (10.10.2.19)" L vm-plug blue-db-9 hv3 "$DB_VNI" 10.10.2.19/24 10.10.2.1
+check "hv3's agent has seen the tap (it is dispatched as stray)" wait_for 15 bash -c "'$REPO/deploy/lab.sh' exec hv3 nft list chain bridge stackfabric forward | grep -q 'no port has this tap'"
+got=$(frames_to_db1 blue-db-9 stray)
+echo "  blue-db-1 received: $got"
+check_not "its frames (allowed by the ACL: udp 9999 from the tier) never arrive" grep -q "sf-stray" <<<"$got"
+check "hv3 counted them as a tap no port claims" test "$(hv3_counter "no port has this tap's MAC")" -ge 3
+check "vm-del blue-db-9" L vm-del blue-db-9
+
+section "8. IPv6: neighbour discovery passes, other IPv6 gets the tier's default (deny)"
+X blue-db-1 ip -6 addr add fd00:db::11/64 dev eth0 nodad
+X blue-db-2 ip -6 addr add fd00:db::12/64 dev eth0 nodad
+X blue-db-1 sysctl -qw net.ipv6.conf.all.disable_ipv6=0 2>/dev/null
+check_not "blue-db-2 -> blue-db-1 ping over IPv6 is dropped (default deny; rules are IPv4-only)" X blue-db-2 ping -6 -c 2 -W 1 fd00:db::11
+check "but neighbour discovery resolved blue-db-1's MAC" bash -c "'$REPO/deploy/lab.sh' exec blue-db-2 ip -6 neigh show fd00:db::11 | grep -q lladdr"
+check "hv3 counted the IPv6 drop under the tier's default" test "$(hv3_counter "non-IPv4 default")" -ge 2
+
+section "9. bounded flow state: 300,000 short connections through a default-deny tier, then a new one"
+check "db-acl: tcp 5432-5441 within the tier, both ways; default deny" apply_db_acl --rule "10 ingress allow tcp 5432-5441 10.10.2.0/24" --rule "20 egress allow tcp 5432-5441 10.10.2.0/24"
+check "the new list is on hv3" wait_for 15 bash -c "'$REPO/deploy/lab.sh' exec hv3 nft list chain bridge stackfabric eg_$DB_VNI | grep -q 'egress 20'"
+check_eq "before: blue-db-2 -> blue-db-1:5432 connects" "blue-db-1:5432" "$(connect blue-db-2 10.10.2.11 5432)"
+N0=$(hv3_counter "new flow" "new_$DB_VNI")
+T0=$SECONDS
+# SYNs from blue-db-2's own address (raw socket: the kernel routes and resolves), source
+# ports 1024-32767 (below the ephemeral range the final real connection uses) x 10 ports;
+# blue-db-1's kernel answers SYN-ACK (5432) or RST, blue-db-2's kernel resets the SYN-ACKs.
+X blue-db-2 python3 -c '
+import socket, struct, time
+src, dst = socket.inet_aton("10.10.2.12"), socket.inet_aton("10.10.2.11")
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+n = 0
+for dport in range(5432, 5442):
+    for sport in range(1024, 31024):
+        h = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 0x50, 0x02, 64240, 0, 0)
+        c = csum(src + dst + struct.pack("!BBH", 0, 6, 20) + h)
+        s.sendto(h[:16] + struct.pack("!H", c) + h[18:], ("10.10.2.11", 0))
+        n += 1
+        if n % 200 == 0: time.sleep(0.002)
+print(n)' >"$STATE/churn.out" 2>&1
+sleep 1
+N1=$(hv3_counter "new flow" "new_$DB_VNI")
+echo "  sent $(cat "$STATE/churn.out") SYNs in $((SECONDS - T0)) s; hv3 admitted $((N1 - N0)) new flows; flow table full drops: $(hv3_counter "flow table full")"
+check "hv3 admitted at least 290,000 of the 300,000 connections" test $((N1 - N0)) -ge 290000
+# set_size NAME: elements in hv3's set NAME_<db VNI> ("none" when there is no such set).
+set_size() {
+    X hv3 nft -j list set bridge stackfabric "$1_$DB_VNI" 2>/dev/null | python3 -c "import json,sys; print(sum(len(i['set'].get('elem', [])) for i in json.load(sys.stdin)['nftables'] if 'set' in i))" 2>/dev/null || echo none
+}
+ORIG=$(set_size orig)
+echo "  flow sets on hv3 after the churn: orig $ORIG, reply $(set_size reply), (before this change: flows $(set_size flows))"
+check "the flow set stays bounded: $ORIG entries left in orig_$DB_VNI (a RST deletes its flow)" test "$ORIG" -lt 10000
+check_eq "after the churn a new real connection blue-db-2 -> blue-db-1:5432 still works" "blue-db-1:5432" "$(connect blue-db-2 10.10.2.11 5432)"
+
+section "10. an ACL change that denies a running flow cuts it; an allowed one survives"
+listen blue-db-1 5433
+check "blue-db-1 listens on 5433 too" wait_for 10 connect blue-db-2 10.10.2.11 5433
+# stream PORT: 80 lines over 8 s to blue-db-1:PORT, each answered within 2 s.
+stream() {
+    X blue-db-2 python3 -c '
+import socket, sys, time
+s = socket.create_connection(("10.10.2.11", int(sys.argv[1])), timeout=2)
+f = s.makefile("rb"); f.readline()
+for i in range(1, 81):
+    try:
+        s.sendall(b"x\n")
+        assert f.readline().strip() == b"ok %d" % i
+    except Exception as e:
+        print("stream cut at line %d (%s)" % (i, type(e).__name__)); sys.exit(1)
+    time.sleep(0.1)
+print("stream ok")' "$1"
+}
+stream 5432 >"$STATE/stream-5432.log" 2>&1 &
+SA=$!
+stream 5433 >"$STATE/stream-5433.log" 2>&1 &
+SB=$!
+sleep 1.5
+check "apply db-acl allowing only tcp 5433 inside the tier (5432 now denied)" apply_db_acl --rule "10 ingress allow tcp 5433 10.10.2.0/24" --rule "20 egress allow tcp 5433 10.10.2.0/24"
+wait "$SA" "$SB"
+check "the denied stream to 5432 was cut ($(tail -1 "$STATE/stream-5432.log"))" grep -q "stream cut" "$STATE/stream-5432.log"
+check "the still-allowed stream to 5433 survived ($(tail -1 "$STATE/stream-5433.log"))" grep -q "stream ok" "$STATE/stream-5433.log"
+check_not "a new connection to 5432 is refused by the ACL" connect blue-db-2 10.10.2.11 5432
+
 lab_finish

@@ -1,0 +1,333 @@
+//! Cutting established flows that a changed ACL denies. The flow sets of the
+//! `bridge stackfabric` table (see [`crate::acl`]) let an admitted flow pass whatever the
+//! rules say afterwards, so an operator blocking an attack could not stop a running one.
+//! After an ACL change the agent lists each tier's `orig_<vni>` set (off the packet path),
+//! evaluates every flow against the new rules here in pure Rust, the way the tier chains
+//! would for a new flow, and deletes the denied flows' entries from `orig_<vni>` and
+//! `reply_<vni>`; their next packet meets the ACL and is dropped.
+//!
+//! Which chain a flow took on this hypervisor: `from_<vni>` when its originator is a local
+//! VM of the tier (its address is one of the tier's ports, or, for a tier without port
+//! records, inside the tier's CIDR), `to_<vni>` otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+use sf_core::desired::{AclAction, AclProtocol, AclRule, L2Network, TierAcl};
+use sf_linux::acl::Direction;
+
+use crate::acl::{ingress_acls, involved, TABLE};
+
+/// The 5-tuple of a flow's originator packet (an `orig_<vni>` element).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Flow {
+    pub saddr: Ipv4Addr,
+    pub daddr: Ipv4Addr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl Flow {
+    fn key(&self) -> String {
+        format!(
+            "{} . {} . {} . {} . {}",
+            self.saddr, self.daddr, self.proto, self.sport, self.dport
+        )
+    }
+    fn rev_key(&self) -> String {
+        format!(
+            "{} . {} . {} . {} . {}",
+            self.daddr, self.saddr, self.proto, self.dport, self.sport
+        )
+    }
+}
+
+fn rule_matches(r: &AclRule, dir: Direction, f: &Flow) -> bool {
+    let proto = match r.protocol {
+        AclProtocol::All => true,
+        AclProtocol::Tcp => f.proto == 6,
+        AclProtocol::Udp => f.proto == 17,
+        AclProtocol::Icmp => false,
+    };
+    let ports = r.ports.is_none_or(|(lo, hi)| (lo..=hi).contains(&f.dport))
+        || r.protocol == AclProtocol::All;
+    let remote = match dir {
+        Direction::Ingress => f.saddr,
+        Direction::Egress => f.daddr,
+    };
+    proto && ports && (r.cidrs.is_empty() || r.cidrs.iter().any(|c| c.contains(&remote)))
+}
+
+/// Whether one direction of an ACL allows the flow as a new flow (first match wins).
+pub fn allows(acl: &TierAcl, dir: Direction, f: &Flow) -> bool {
+    let rules = match dir {
+        Direction::Ingress => &acl.ingress,
+        Direction::Egress => &acl.egress,
+    };
+    let action = rules
+        .iter()
+        .find(|r| rule_matches(r, dir, f))
+        .map_or(acl.default_action, |r| r.action);
+    action == AclAction::Allow
+}
+
+fn originates_here(n: &L2Network, f: &Flow) -> bool {
+    if n.ports.is_empty() {
+        n.cidr.contains(&f.saddr)
+    } else {
+        n.ports.iter().any(|p| p.ip == f.saddr)
+    }
+}
+
+/// Whether tier `n`'s chains, with the ingress ACLs of the VPC's tiers by VNI, now deny
+/// the flow.
+pub fn denied(n: &L2Network, ingress: &BTreeMap<u32, &TierAcl>, f: &Flow) -> bool {
+    let ing = |vni: u32| {
+        ingress
+            .get(&vni)
+            .is_some_and(|a| !allows(a, Direction::Ingress, f))
+    };
+    if !originates_here(n, f) {
+        return n.acl.is_some() && ing(n.vni);
+    }
+    if let Some(a) = &n.acl {
+        if !allows(a, Direction::Egress, f) {
+            return true;
+        }
+        if n.cidr.contains(&f.daddr) && f.daddr != n.gateway && ing(n.vni) {
+            return true;
+        }
+    }
+    n.peer_tiers
+        .iter()
+        .filter(|p| p.vni != n.vni && p.acl.is_some() && !n.cidr.contains(&p.cidr.network()))
+        .any(|p| p.cidr.contains(&f.daddr) && ing(p.vni))
+}
+
+/// The flows of an `nft -j list set` listing of an `orig_<vni>` set. Elements that do not
+/// parse (a service name instead of a port, say) are skipped: never cut by mistake.
+pub fn parse_flows(json: &str) -> Vec<Flow> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return vec![];
+    };
+    let elems = v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["set"]["elem"].as_array())
+        .flatten();
+    elems
+        .filter_map(|e| {
+            let c = e["elem"]["val"]["concat"]
+                .as_array()
+                .or_else(|| e["concat"].as_array())?;
+            let addr = |i: usize| c.get(i)?.as_str()?.parse::<Ipv4Addr>().ok();
+            let num = |i: usize| c.get(i)?.as_u64().and_then(|n| u16::try_from(n).ok());
+            let proto = match &c.get(2)? {
+                serde_json::Value::String(s) if s == "tcp" => 6,
+                serde_json::Value::String(s) if s == "udp" => 17,
+                x => x.as_u64().and_then(|n| u8::try_from(n).ok())?,
+            };
+            Some(Flow {
+                saddr: addr(0)?,
+                daddr: addr(1)?,
+                proto,
+                sport: num(3)?,
+                dport: num(4)?,
+            })
+        })
+        .collect()
+}
+
+/// One transaction removing the flows from a tier's sets. Each delete is preceded by an
+/// add (a no-op for an existing element) so that an entry that expired since the listing
+/// cannot fail the transaction.
+pub fn cut_script(vni: u32, flows: &[Flow]) -> String {
+    let mut s = String::new();
+    for f in flows {
+        for (set, k) in [("orig", f.key()), ("reply", f.rev_key())] {
+            let _ = writeln!(
+                s,
+                "add element bridge {TABLE} {set}_{vni} {{ {k} timeout 1s }}"
+            );
+            let _ = writeln!(s, "delete element bridge {TABLE} {set}_{vni} {{ {k} }}");
+        }
+    }
+    s
+}
+
+/// Lists the flow sets of the ACL tiers `vnis` among `networks` (the networks in scope),
+/// deletes the flows the current ACLs deny. Returns how many flows were cut.
+pub async fn cut_denied(
+    networks: &[&L2Network],
+    vnis: &BTreeSet<u32>,
+) -> Result<usize, sf_linux::DeviceError> {
+    let local: Vec<&L2Network> = networks.iter().copied().filter(|n| involved(n)).collect();
+    let ingress = ingress_acls(&local, &mut Vec::new());
+    let mut cut = 0;
+    for n in local.into_iter().filter(|n| vnis.contains(&n.vni)) {
+        let set = format!("orig_{}", n.vni);
+        let listing = sf_linux::run("nft", &["-j", "list", "set", "bridge", TABLE, &set]).await?;
+        let flows: Vec<Flow> = parse_flows(&listing)
+            .into_iter()
+            .filter(|f| denied(n, &ingress, f))
+            .collect();
+        if flows.is_empty() {
+            continue;
+        }
+        sf_linux::run_stdin("nft", &["-f", "-"], &cut_script(n.vni, &flows)).await?;
+        cut += flows.len();
+    }
+    Ok(cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::tests::db_acl;
+    use sf_core::desired::{LocalPort, PeerTier};
+
+    fn flow(s: &str, d: &str, proto: u8, sport: u16, dport: u16) -> Flow {
+        Flow {
+            saddr: s.parse().unwrap(),
+            daddr: d.parse().unwrap(),
+            proto,
+            sport,
+            dport,
+        }
+    }
+
+    fn db(ports: bool) -> L2Network {
+        L2Network {
+            vni: 2,
+            tenant: "t".into(),
+            vpc: "v".into(),
+            network: "db".into(),
+            cidr: "10.10.2.0/24".parse().unwrap(),
+            gateway: "10.10.2.1".parse().unwrap(),
+            ports: if ports {
+                vec![LocalPort {
+                    name: "db-1".into(),
+                    ip: "10.10.2.11".parse().unwrap(),
+                    mac: None,
+                    attach: None,
+                }]
+            } else {
+                vec![]
+            },
+            acl: Some(db_acl()),
+            peer_tiers: vec![PeerTier {
+                vni: 1,
+                cidr: "10.10.1.0/24".parse().unwrap(),
+                acl: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn flows_are_judged_by_the_chain_they_took() {
+        let n = db(true);
+        let acl = db_acl();
+        let ingress = BTreeMap::from([(2, &acl)]);
+        // web -> db:5432 arrives (to_db): ingress 10 allows from web, 5 denies web-66.
+        assert!(!denied(
+            &n,
+            &ingress,
+            &flow("10.10.1.12", "10.10.2.11", 6, 40000, 5432)
+        ));
+        assert!(denied(
+            &n,
+            &ingress,
+            &flow("10.10.1.66", "10.10.2.11", 6, 40000, 5432)
+        ));
+        assert!(denied(
+            &n,
+            &ingress,
+            &flow("10.10.1.12", "10.10.2.11", 6, 40000, 22)
+        ));
+        assert!(denied(
+            &n,
+            &ingress,
+            &flow("10.10.1.12", "10.10.2.11", 17, 40000, 5432)
+        ));
+        // db-1 originates (from_db): egress allows all; to the same tier its ingress applies.
+        assert!(!denied(
+            &n,
+            &ingress,
+            &flow("10.10.2.11", "10.10.1.12", 6, 40000, 22)
+        ));
+        assert!(denied(
+            &n,
+            &ingress,
+            &flow("10.10.2.11", "10.10.2.12", 6, 40000, 22)
+        ));
+        assert!(!denied(
+            &n,
+            &ingress,
+            &flow("10.10.2.11", "10.10.2.1", 6, 40000, 22)
+        ));
+        // A tier without port records: the CIDR says who is local.
+        let n = db(false);
+        assert!(denied(
+            &n,
+            &ingress,
+            &flow("10.10.2.13", "10.10.2.12", 6, 40000, 22)
+        ));
+    }
+
+    #[test]
+    fn a_peer_tiers_ingress_applies_at_the_source() {
+        let mut web = db(true);
+        web.vni = 1;
+        web.network = "web".into();
+        web.cidr = "10.10.1.0/24".parse().unwrap();
+        web.gateway = "10.10.1.1".parse().unwrap();
+        web.ports[0].ip = "10.10.1.66".parse().unwrap();
+        web.acl = None;
+        web.peer_tiers = vec![PeerTier {
+            vni: 2,
+            cidr: "10.10.2.0/24".parse().unwrap(),
+            acl: Some(db_acl()),
+        }];
+        let acl = db_acl();
+        let ingress = BTreeMap::from([(2, &acl)]);
+        assert!(denied(
+            &web,
+            &ingress,
+            &flow("10.10.1.66", "10.10.2.11", 6, 40000, 5432)
+        ));
+        assert!(!denied(
+            &web,
+            &ingress,
+            &flow("10.10.1.66", "10.10.9.9", 6, 40000, 5432)
+        ));
+    }
+
+    #[test]
+    fn listing_parses_and_script_survives_expiry() {
+        let json = r#"{"nftables": [{"metainfo": {}}, {"set": {"family": "bridge", "name": "orig_2", "elem": [
+            {"elem": {"val": {"concat": ["10.10.1.12", "10.10.2.11", "tcp", 40000, 5432]}, "timeout": 86400, "expires": 86399}},
+            {"elem": {"val": {"concat": ["10.10.1.12", "10.10.2.11", 17, 40001, 53]}, "timeout": 30}},
+            {"elem": {"val": {"concat": ["10.10.1.12", "10.10.2.11", "tcp", "ssh", 5432]}}}
+        ]}}]}"#;
+        let f = parse_flows(json);
+        assert_eq!(
+            f,
+            vec![
+                flow("10.10.1.12", "10.10.2.11", 6, 40000, 5432),
+                flow("10.10.1.12", "10.10.2.11", 17, 40001, 53)
+            ]
+        );
+        assert!(parse_flows("not json").is_empty());
+        let s = cut_script(2, &f[..1]);
+        assert_eq!(
+            s,
+            "add element bridge stackfabric orig_2 { 10.10.1.12 . 10.10.2.11 . 6 . 40000 . 5432 timeout 1s }\n\
+             delete element bridge stackfabric orig_2 { 10.10.1.12 . 10.10.2.11 . 6 . 40000 . 5432 }\n\
+             add element bridge stackfabric reply_2 { 10.10.2.11 . 10.10.1.12 . 6 . 5432 . 40000 timeout 1s }\n\
+             delete element bridge stackfabric reply_2 { 10.10.2.11 . 10.10.1.12 . 6 . 5432 . 40000 }\n"
+        );
+    }
+}
