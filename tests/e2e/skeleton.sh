@@ -45,14 +45,18 @@ check_eq "blue-web-1 resolves 10.10.1.12 to blue-web-2's MAC" "$BLUE2_MAC" \
 X red-web-1 ping -c 1 -W 2 10.10.1.12 >/dev/null 2>&1
 check_eq "red-web-1 resolves 10.10.1.12 to red-web-2's MAC" "$RED2_MAC" \
     "$(X red-web-1 ip -j neigh show 10.10.1.12 | json "d[0]['lladdr']")"
+# A second address of red-web-2 is declared as a port with its MAC first: hypervisors pin a
+# VM's sources to its ports (anti-spoofing), as CloudStack's security groups do.
+check "declare red-web-2's second address 10.10.1.99" S port create red-web-2-b --tenant demo --vpc red --network web --node hv3 --ip 10.10.1.99 --mac "$RED2_MAC"
 X red-web-2 ip addr add 10.10.1.99/24 dev eth0
-check "red-web-1 reaches red-only address 10.10.1.99" X red-web-1 ping -c 2 -W 2 10.10.1.99
+check "red-web-1 reaches red-only address 10.10.1.99" wait_for 15 X red-web-1 ping -c 1 -W 1 10.10.1.99
 check_not "blue-web-1 cannot reach red-only address 10.10.1.99" X blue-web-1 ping -c 3 -W 1 10.10.1.99
 X blue-web-1 ip neigh replace 10.10.1.12 lladdr "$RED2_MAC" dev eth0 nud permanent
 check_not "a frame from blue addressed to red-web-2's MAC is not delivered" X blue-web-1 ping -c 3 -W 1 10.10.1.12
 X blue-web-1 ip neigh del 10.10.1.12 dev eth0
 check_not "hv2 (blue only) has no trace of red-web-2's MAC" bash -c "'$REPO/deploy/lab.sh' exec hv2 bridge fdb show | grep -qi '$RED2_MAC'"
 X red-web-2 ip addr del 10.10.1.99/24 dev eth0
+check "remove the second address's port" S port delete red-web-2-b --tenant demo
 
 section "3. a tier created with sfctl while the lab runs is reachable, and its deletion cleans up"
 check "sfctl network create app" L sfctl network create app --tenant demo --vpc blue --cidr 10.10.3.0/24
