@@ -92,6 +92,58 @@ pub fn tag_method<B>(mut req: http::Request<B>) -> http::Request<B> {
     req
 }
 
+/// Messages tonic's codec gives a request it cannot decode (undecodable protobuf, broken
+/// framing), percent-decoded.
+const UNDECODABLE: [&str; 3] = [
+    "failed to decode protobuf message",
+    "protocol error",
+    "unexpected eof decoding stream",
+];
+
+/// tonic answers a request whose protobuf it cannot decode with INTERNAL, as if the server
+/// had failed; it is the client's bad input. Rewrites such a trailers-only answer to
+/// INVALID_ARGUMENT (a `tower` map over every response of the gRPC server).
+pub fn undecodable_is_invalid_argument<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let h = resp.headers_mut();
+    if h.get("grpc-status").map(|v| v.as_bytes()) != Some(b"13") {
+        return resp;
+    }
+    let message = h
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(|m| percent_decode(m).to_lowercase())
+        .unwrap_or_default();
+    if UNDECODABLE.iter().any(|p| message.starts_with(p)) {
+        h.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    resp
+}
+
+/// `%XX` escapes of a grpc-message header (the spaces are what matters here).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|c| hex(*c)),
+            b.get(i + 2).and_then(|c| hex(*c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A line of the token file that is not `<token> [admin|reader]`.
 #[derive(Debug, thiserror::Error)]
 #[error("token file line {line}: {why}")]
@@ -283,5 +335,32 @@ mod tests {
             .unwrap();
         let req = tag_method(req);
         assert_eq!(req.extensions().get::<ApiMethod>().unwrap().0, "ListVpcs");
+    }
+
+    #[test]
+    fn undecodable_requests_are_the_clients_error() {
+        let answer = |status: &str, message: &str| {
+            let r = http::Response::builder()
+                .header("grpc-status", status)
+                .header("grpc-message", message)
+                .body(())
+                .unwrap();
+            let r = undecodable_is_invalid_argument(r);
+            r.headers()["grpc-status"].to_str().unwrap().to_string()
+        };
+        assert_eq!(
+            answer(
+                "13",
+                "failed%20to%20decode%20Protobuf%20message:%20invalid%20wire%20type"
+            ),
+            "3"
+        );
+        assert_eq!(answer("13", "Unexpected EOF decoding stream."), "3");
+        assert_eq!(
+            answer("13", "etcd: connection refused"),
+            "13",
+            "a real server fault stays"
+        );
+        assert_eq!(answer("5", "failed to decode Protobuf message"), "5");
     }
 }

@@ -123,6 +123,9 @@ async fn main() -> anyhow::Result<()> {
         .layer(tower::util::MapRequestLayer::new(
             sf_coordinator::identity::tag_method::<tonic::body::Body>,
         ))
+        .layer(tower::util::MapResponseLayer::new(
+            sf_coordinator::identity::undecodable_is_invalid_argument::<tonic::body::Body>,
+        ))
         .add_service(FabricApiServer::new(Api {
             fabric: fabric.clone(),
             tokens,

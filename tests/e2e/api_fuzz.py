@@ -143,9 +143,14 @@ def throttle():
     ra = h.get("Retry-After", "")
     result(is_error_envelope(429, env) and ra.isdigit() and int(ra) >= 1,
            f"the 429 (after {i} attempts) has the envelope and Retry-After: {ra}", f"{env} {h}")
-    st, _, _ = login()
-    result(st == 429, "a right password from that address is refused too while throttled",
-           f"HTTP {st}")
+    # The bucket refills one login a second, so right-password logins sent back to back get
+    # through at most once per second elapsed (plus one): the rest meet the 429 too. (One
+    # login alone may come after a refill on a busy machine.)
+    t0, answers = time.time(), [login()[0] for _ in range(6)]
+    allowed = answers.count(200)
+    result(429 in answers and allowed <= int(time.time() - t0) + 1,
+           "right-password logins from that address are throttled too "
+           f"({allowed} of 6 let through in {time.time() - t0:.1f} s)", f"HTTP {answers}")
     time.sleep(int(ra) + 1)
     st, _, _ = login()
     result(st == 200, f"after Retry-After ({ra} s) a login succeeds again", f"HTTP {st}")
@@ -359,9 +364,9 @@ def grpc_call(method, msg, frame=None):
 
 
 # Answers tonic's codec gives before the coordinator's code sees a request: status, message
-# start. Clear and harmless, but INTERNAL rather than INVALID_ARGUMENT (see the report).
-TONIC_CODEC = [(13, "failed to decode protobuf message"), (13, "protocol error"),
-               (13, "unexpected eof decoding stream"), (11, "error, decoded message length too large")]
+# start. (Undecodable protobuf and broken framing, INTERNAL in tonic, reach the client as
+# INVALID_ARGUMENT: the coordinator rewrites them; only an oversized length is OUT_OF_RANGE.)
+TONIC_CODEC = [(11, "error, decoded message length too large")]
 
 
 def fuzz_grpc(rng, until):
