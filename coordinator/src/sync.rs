@@ -482,6 +482,58 @@ mod tests {
         sync.current_for(newer).await.expect("caught up");
     }
 
+    /// An agent whose schema is older than the coordinator's is refused (it would drop the
+    /// fields it does not know and report itself in sync), and so is a second stream of a
+    /// node whose first one is live; once that one ends, the node is admitted again.
+    #[tokio::test]
+    async fn older_schemas_and_second_streams_are_refused() {
+        use sf_store::{intent::IntentStore, keys::Keys, mem::MemStore};
+        let fabric = Fabric::new(IntentStore::new(Arc::new(MemStore::new()), Keys::new("/t")));
+        tokio::spawn(fabric.clone().run());
+        assert!(fabric.wait_loaded().await);
+        let sync = Sync::new(fabric, false);
+        let hello = |schema_version| pb::Hello {
+            node: "hv1".into(),
+            agent_version: "0.0.9".into(),
+            schema_version,
+            ..Default::default()
+        };
+        let old = sync
+            .admit("hv1", &hello(SCHEMA_VERSION - 1))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(old.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            old.message().contains("upgrade the agent"),
+            "{}",
+            old.message()
+        );
+        let first = sync
+            .admit("hv1", &hello(SCHEMA_VERSION))
+            .await
+            .expect("admitted");
+        let second = sync
+            .admit("hv1", &hello(SCHEMA_VERSION))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(second.code(), tonic::Code::AlreadyExists);
+        sync.admit(
+            "hv2",
+            &pb::Hello {
+                node: "hv2".into(),
+                ..hello(SCHEMA_VERSION)
+            },
+        )
+        .await
+        .expect("another node is not affected");
+        drop(first);
+        sync.admit("hv1", &hello(SCHEMA_VERSION))
+            .await
+            .expect("admitted once the first ended");
+    }
+
     #[test]
     fn parts_respect_the_budget_and_keep_order() {
         let items: Vec<usize> = vec![400, 400, 400, 1500, 10, 10];
