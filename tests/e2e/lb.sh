@@ -125,6 +125,30 @@ check_eq "TCP check: blue-web-2 still up" "up" "$(backend_health web-tcp 10.10.1
 AFTER=$(spread 60 203.0.113.20)
 check "web sends no new connection to blue-web-2 ($(echo "$AFTER" | tr '\n' ' '))" bash -c "! grep -q blue-web-2 <<<'$AFTER'"
 
+section "3b. a backend that goes down loses its established connections (cut at the gateway)"
+# The backend's server keeps running and its established connection stays open at the VM; only
+# the health checks (from the VPC router's addresses) are refused, so only the gateway can end
+# the stream: it deletes the conntrack entries of a backend leaving the table.
+backend_is() { [ "$(backend_health "$1" "$2")" = "$3" ]; }
+echo_server blue-web-1 7000
+check "create LB echo 203.0.113.23:7000 -> blue-web-1:7000 with a TCP check" S lb create echo --tenant demo --vpc blue \
+    --vip 203.0.113.23 --port 7000 --backend 10.10.1.11:7000 --health tcp --interval-ms 1000 --timeout-ms 500 --rise 2 --fall 2
+check "echo: blue-web-1 up" wait_for 20 backend_is echo 10.10.1.11 up
+check "the VIP answers" wait_for 30 bash -c "'$REPO/deploy/lab.sh' exec internet curl -s -m 1 telnet://203.0.113.23:7000 </dev/null | grep -q hello"
+stream lbecho internet 203.0.113.23 7000
+check "a stream from the internet through the VIP flows" wait_for 10 streamed lbecho 5
+check "blue-web-1 refuses new connections from inside the VPC (the health checks)" X blue-web-1 nft -f - <<'EOF2'
+table inet sfcut {
+    chain in {
+        type filter hook input priority 0; policy accept;
+        ip saddr 10.10.0.0/16 tcp dport 7000 tcp flags syn drop
+    }
+}
+EOF2
+check "echo: blue-web-1 down" wait_for 15 backend_is echo 10.10.1.11 down
+check "the established stream through the VIP is cut within 10 s" wait_for 10 grep -q "cut after" "$STATE/lbecho.log"
+check "clean up: LB echo and the VM's filter" bash -c "'$REPO/deploy/lab.sh' sfctl lb delete echo --tenant demo --vpc blue && '$REPO/deploy/lab.sh' exec blue-web-1 nft delete table inet sfcut"
+
 section "4. same table on every gateway; a failover keeps each 5-tuple on its backend"
 DIGEST1=$(lb_json web | json "d['table_digest']"); GW1=$(lb_json web | json "d['gateway']")
 check "gateway $GW1 reports table digest $DIGEST1" test -n "$DIGEST1" -a -n "$GW1"
