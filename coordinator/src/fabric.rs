@@ -56,6 +56,9 @@ pub struct Fabric {
     /// When the watch last confirmed that the index is current: the load, or a progress
     /// notification (etcd answers a progress request only once the watcher has caught up).
     confirmed: Mutex<Option<Instant>>,
+    /// [`Fabric::is_current`] as a channel, kept by one task ([`Fabric::run`]), so Sync
+    /// streams learn that the replica fell behind without each polling the clock.
+    current: watch::Sender<bool>,
     /// What each connected agent last acknowledged on its Sync stream. Agents write the
     /// applied revision to etcd only every few seconds (see `sf_agent::lease`), so fleet
     /// status takes the fresher of the two.
@@ -99,6 +102,7 @@ impl Fabric {
             stamps: Mutex::new(BTreeMap::new()),
             acks: Mutex::new(HashMap::new()),
             confirmed: Mutex::new(None),
+            current: watch::channel(false).0,
             metrics,
             registry: Arc::new(registry),
             rest_keys: RestKeys::new(store.keys().root()),
@@ -260,6 +264,23 @@ impl Fabric {
         self.index_lag().is_some_and(|lag| lag <= INDEX_LAG_MAX)
     }
 
+    /// Follows [`Fabric::is_current`]: true while the index is confirmed current.
+    pub fn current(&self) -> watch::Receiver<bool> {
+        self.current.subscribe()
+    }
+
+    /// Keeps the `current` channel equal to [`Fabric::is_current`]: confirmations set it at
+    /// once; falling behind is noticed here, within a second of the limit.
+    async fn watch_currency(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = self.is_current();
+            self.current
+                .send_if_modified(|c| std::mem::replace(c, now) != now);
+        }
+    }
+
     /// A progress notification: the index holds every change up to `revision`.
     fn confirm(&self, revision: i64) {
         let advanced = {
@@ -274,6 +295,8 @@ impl Fabric {
             self.revision_tx.send_replace(revision);
         }
         *self.confirmed.lock().unwrap() = Some(Instant::now());
+        self.current
+            .send_if_modified(|c| !std::mem::replace(c, true));
     }
 
     /// The store revision the index reflects (0 before the first load).
@@ -336,6 +359,8 @@ impl Fabric {
         }
         self.revision_tx.send_replace(revision);
         *self.confirmed.lock().unwrap() = Some(Instant::now());
+        self.current
+            .send_if_modified(|c| !std::mem::replace(c, true));
         self.loaded.send_replace(true);
         self.placement_kick.notify_one();
     }
@@ -487,6 +512,7 @@ impl Fabric {
 
     /// Loads from etcd and follows the watch forever, re-loading after any watch failure.
     pub async fn run(self: Arc<Self>) {
+        tokio::spawn(self.clone().watch_currency());
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.clone().follow().await {

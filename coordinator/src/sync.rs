@@ -368,7 +368,7 @@ impl Session {
             return;
         }
         let mut last: Arc<NodeDesired> = first;
-        let mut freshness = tokio::time::interval(Duration::from_secs(1));
+        let mut current = fabric.current();
         loop {
             tokio::select! {
                 changed = self.rx.changed() => {
@@ -385,8 +385,8 @@ impl Session {
                     if !send_all(&fabric, &tx, parts).await { return; }
                     last = next;
                 }
-                _ = freshness.tick() => {
-                    if !fabric.is_current() {
+                changed = current.changed() => {
+                    if changed.is_err() || !*current.borrow_and_update() {
                         // Stop serving: the agent moves to a replica that is current.
                         warn!("index not current with etcd; ending the stream");
                         let _ = tx.send(Err(behind(&fabric))).await;
