@@ -78,3 +78,7 @@ print(f"acl_apply_ms_10000_rules_2_cidrs_each,{sets:.0f},{small:.0f} (10 rules),
 print(f"vm_to_vm_stream_MBps_10000_rules,{tp_big:.0f},{tp_small:.0f} (10 rules),{tp_big/tp_small:.2f}")
 print(f"200_new_connections_ms_10000_rules,{c_big:.0f},{c_small:.0f} (10 rules),{c_big/c_small:.2f}")
 PY
+
+echo
+echo "== SoftGate failover: outage (20 ms ping) vs a keepalived VRRP pair, same run"
+deploy/lib/failover-bench.sh || echo "failover benchmark failed"

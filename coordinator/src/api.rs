@@ -89,10 +89,11 @@ impl Api {
         self.fabric.wait_for_revision(rev).await;
         for _ in 0..50 {
             let settled = self.fabric.with_view(|v, _| {
-                v.intent
-                    .placements
-                    .values()
-                    .all(|p| !drained || p.primary.as_deref() != Some(r.name.as_str()))
+                v.intent.placements.values().all(|p| {
+                    !drained
+                        || (p.primary.as_deref() != Some(r.name.as_str())
+                            && p.standby.as_deref() != Some(r.name.as_str()))
+                })
             });
             if settled {
                 break;

@@ -390,7 +390,8 @@ impl Fabric {
                         continue;
                     }
                 };
-                kick_placement |= decoded.may_move_placement();
+                kick_placement |=
+                    decoded.may_move_placement() || failover_report_changed(&s.view, &decoded);
                 let new_observations = changed_observations(&s.view, &decoded);
                 match s.view.apply(decoded) {
                     Ok(nodes) => touched.extend(nodes),
@@ -449,8 +450,8 @@ impl Fabric {
         republish
     }
 
-    /// The placement controller: keeps `placement/…` in etcd equal to rendezvous placement
-    /// over the live, undrained gateways. Runs on every relevant change, only on the elected
+    /// The placement controller: keeps `placement/…` in etcd following what the gateways
+    /// report of the fabric, sticky otherwise (see [`sf_core::placement`]). Runs on every relevant change, only on the elected
     /// leader (its writes are fenced on the leadership); writes only differences.
     pub async fn run_placement(self: Arc<Self>) {
         loop {
@@ -465,7 +466,7 @@ impl Fabric {
                     .filter(|(_, l)| l.alive)
                     .map(|(n, _)| n.clone())
                     .collect();
-                let want = sf_core::placement::compute(&view.intent, &alive);
+                let want = sf_core::placement::compute(&view.intent, &alive, &fabric_reports(view));
                 let mut changes = Vec::new();
                 for (k, p) in &want {
                     let unplaced = p.primary.is_none() && p.standby.is_none();
@@ -599,4 +600,35 @@ fn log_refused_observations(intent: &sf_core::Intent, node: &str) {
             "observed bridges refused (the first {SHOWN} shown)"
         );
     }
+}
+
+/// Whether a status report changes what a gateway says of the fabric (placement follows it).
+fn failover_report_changed(view: &ClusterView, ev: &ViewEvent) -> bool {
+    let ViewEvent::Status { node, status } = ev else {
+        return false;
+    };
+    let old = view
+        .nodes
+        .get(node)
+        .and_then(|n| n.status.as_ref())
+        .map(|s| &s.failover);
+    old != status.as_ref().map(|s| &s.failover)
+}
+
+/// The gateways' reports of the fabric, per VPC, from the live statuses in the view.
+fn fabric_reports(view: &ClusterView) -> sf_core::placement::FabricReports {
+    let mut r = sf_core::placement::FabricReports::default();
+    let key = |k: &str| {
+        k.split_once('/')
+            .map(|(t, v)| sf_core::event::VpcRef::new(t, v))
+    };
+    for (node, live) in &view.nodes {
+        let Some(st) = &live.status else { continue };
+        for k in st.failover.serving.iter().filter_map(|k| key(k)) {
+            r.serving.entry(k).or_default().insert(node.clone());
+        }
+        r.seen_elsewhere
+            .extend(st.failover.seen_elsewhere.iter().filter_map(|k| key(k)));
+    }
+    r
 }

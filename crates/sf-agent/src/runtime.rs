@@ -287,13 +287,16 @@ impl<D: Dataplane> Reconciler<D> {
         }
         let lbs = self.dataplane.lb_status().await;
         let dcs = self.dataplane.dc_status().await;
+        let failover = self.dataplane.failover_status().await;
         let status = &mut self.status;
         let changed = observed != status.observed_vnis
             || lbs != status.load_balancers
-            || dcs != status.direct_connects;
+            || dcs != status.direct_connects
+            || failover != status.failover;
         status.observed_vnis = observed;
         status.load_balancers = lbs;
         status.direct_connects = dcs;
+        status.failover = failover;
         changed
     }
 
