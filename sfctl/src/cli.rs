@@ -8,7 +8,7 @@ Exit codes:
   0   success
   1   the coordinator refused the request (invalid, conflicting, not permitted)
   2   no coordinator could be used (unreachable, not serving, timed out) or bad local
-      configuration (CA or token file, config file, context)
+      configuration (CA or token file, config file)
   3   not found (the object, or the context named)
   4   --wait: not every live node applied the write within --wait-timeout
   64  usage error (unknown command or flag, bad value)";
