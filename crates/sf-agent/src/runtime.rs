@@ -142,6 +142,8 @@ pub async fn run<D: Dataplane>(
 async fn serve_metrics(args: &AgentArgs) -> anyhow::Result<sf_metrics::AgentMetrics> {
     let mut registry = sf_metrics::MetricsRegistry::default();
     let metrics = sf_metrics::AgentMetrics::register(&mut registry);
+    metrics.rules.set_detail(args.rule_metrics.clone());
+    sf_metrics::set_cert_expiry(&metrics.cert_expiry, &args.tls_cert);
     if let Some(addr) = args.metrics_listen {
         let m = metrics.clone();
         sf_metrics::serve(
@@ -303,6 +305,7 @@ impl<D: Dataplane> Reconciler<D> {
     /// Converges the device to `d`, then records, caches and acks the outcome.
     async fn reconcile(&mut self, d: &Delivered, ctx: &ReconcileContext) {
         let desired = &d.desired;
+        self.metrics.desired_revision.set(desired.revision as i64);
         let span = info_span!(parent: &self.span, "reconcile", revision = desired.revision);
         let report = self
             .dataplane
