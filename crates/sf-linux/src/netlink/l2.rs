@@ -20,6 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use futures::{StreamExt, TryStreamExt};
+use tracing::{debug, info};
 
 use super::{address, bridge, link, observe, port, vxlan, Netlink, NetlinkError, Request};
 use crate::converge::Pass;
@@ -51,7 +52,13 @@ pub async fn converge(
     vnis: &BTreeSet<u32>,
     vtep: Ipv4Addr,
 ) -> Option<Observed> {
+    let t = std::time::Instant::now();
     let observed = pass.observe("links", observe(nl)).await?;
+    debug!(
+        links = observed.links.len(),
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        "observed links"
+    );
     let p = plan(vnis, vtep, &observed.lo, &observed.links);
     pass.refused("links", p.errors);
     let results = execute(nl, &p.actions, &observed.links).await;
@@ -72,10 +79,56 @@ pub async fn execute(
         .iter()
         .find(|l| l.name == "lo")
         .map_or(1, |l| l.ifindex);
+    let mut lap = Lap::default();
     run_batch(nl, actions, &mut out, |a| creations(a, lo)).await;
+    let create_ms = lap.ms();
     // Only after the creations succeeded: a pipelined alias would also mark a link that
     // already existed (a failed creation) as ours.
     run_batch(nl, actions, &mut out, ownership).await;
+    let alias_ms = lap.ms();
+    ipv6_off(actions, &mut out);
+    let ipv6_ms = lap.ms();
+    let masters = resolve_masters(nl, actions, links).await;
+    for (a, r) in actions.iter().zip(out.iter_mut()) {
+        if let (Action::SetMaster { link, master }, true) = (a, r.is_ok()) {
+            if !masters.contains_key(master) {
+                let e = NetlinkError::Other(format!("no link named {master}"));
+                *r = Err(e.on(format!("set master of {link} to {master}")));
+            }
+        }
+    }
+    let resolve_ms = lap.ms();
+    run_batch(nl, actions, &mut out, |a| settings(a, &masters)).await;
+    if !actions.is_empty() {
+        let set_ms = lap.ms();
+        info!(
+            actions = actions.len(),
+            create_ms, alias_ms, ipv6_ms, resolve_ms, set_ms, "netlink batches done"
+        );
+    }
+    out
+}
+
+/// Milliseconds since the last call (or creation): where a pass's time goes.
+struct Lap(std::time::Instant);
+
+impl Default for Lap {
+    fn default() -> Self {
+        Lap(std::time::Instant::now())
+    }
+}
+
+impl Lap {
+    fn ms(&mut self) -> u64 {
+        let now = std::time::Instant::now();
+        let ms = (now - self.0).as_millis() as u64;
+        self.0 = now;
+        ms
+    }
+}
+
+/// The host's IPv6 off on each link created (before it comes up) and where the plan asks.
+fn ipv6_off(actions: &[Action], out: &mut [Result<(), DeviceError>]) {
     for (a, r) in actions.iter().zip(out.iter_mut()) {
         if r.is_ok() {
             *r = match a {
@@ -87,17 +140,6 @@ pub async fn execute(
             };
         }
     }
-    let masters = resolve_masters(nl, actions, links).await;
-    for (a, r) in actions.iter().zip(out.iter_mut()) {
-        if let (Action::SetMaster { link, master }, true) = (a, r.is_ok()) {
-            if !masters.contains_key(master) {
-                let e = NetlinkError::Other(format!("no link named {master}"));
-                *r = Err(e.on(format!("set master of {link} to {master}")));
-            }
-        }
-    }
-    run_batch(nl, actions, &mut out, |a| settings(a, &masters)).await;
-    out
 }
 
 /// The requests of the first batch for `a` (deletions, creations, the VTEP address).
