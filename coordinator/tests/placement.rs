@@ -13,8 +13,8 @@ use common::eventually;
 use sf_coordinator::fabric::Fabric;
 use sf_core::desired::RouterRole;
 use sf_core::event::VpcRef;
-use sf_core::status::{AgentStatus, FailoverStatus};
 use sf_core::model::{Network, Vpc};
+use sf_core::status::{AgentStatus, FailoverStatus};
 use sf_store::intent::IntentStore;
 use sf_store::keys::Keys;
 use sf_store::mem::MemStore;
@@ -121,7 +121,11 @@ async fn vpc_router_follows_placement_and_fails_over_on_lease_loss() {
         (role_on(&standby) == Some(RouterRole::Primary)).then_some(())
     })
     .await;
-    assert_eq!(role_on(&primary), None, "the dead primary no longer holds it");
+    assert_eq!(
+        role_on(&primary),
+        None,
+        "the dead primary no longer holds it"
+    );
     assert!(rx.has_changed().unwrap());
 
     // The old primary returns: it takes nothing back and becomes the standby.
