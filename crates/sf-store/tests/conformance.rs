@@ -433,14 +433,14 @@ async fn vpc_ids_are_allocated_per_site(s: Arc<dyn KvStore>) {
     );
     // An index that is behind (knows no ids) cannot cause a duplicate: the compare on the
     // allocation key turns each stale guess into a retry with the next id.
-    let stale = std::collections::BTreeSet::new();
+    let stale = sf_store::alloc::IdSet::new();
     let (id, _) = st
         .create_vpc_hinted(&vpc("h", ""), 1..=100, Some(&stale))
         .await
         .unwrap();
     assert_eq!(id, 4, "default site holds 1 (a), 2 (e), 3 (f)");
     // An index that is right skips straight to the free id.
-    let known = std::collections::BTreeSet::from([1, 2, 3, 4]);
+    let known: sf_store::alloc::IdSet = [1, 2, 3, 4].into_iter().collect();
     let (id, _) = st
         .create_vpc_hinted(&vpc("i", ""), 1..=100, Some(&known))
         .await
