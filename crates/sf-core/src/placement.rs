@@ -27,8 +27,11 @@ pub fn place(vpc: &VpcRef, candidates: &BTreeSet<String>) -> Placement {
     }
 }
 
-/// Placement of every VPC given which nodes are alive.
-pub fn compute(intent: &Intent, alive: &BTreeSet<String>) -> BTreeMap<VpcRef, Placement> {
+/// The gateways eligible in each site: in the inventory, alive and not drained.
+pub fn candidates<'a>(
+    intent: &'a Intent,
+    alive: &BTreeSet<String>,
+) -> BTreeMap<&'a str, BTreeSet<String>> {
     let mut by_site: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for n in intent.nodes.values() {
         if n.role == NodeRole::Gateway
@@ -41,13 +44,19 @@ pub fn compute(intent: &Intent, alive: &BTreeSet<String>) -> BTreeMap<VpcRef, Pl
                 .insert(n.name.clone());
         }
     }
+    by_site
+}
+
+/// Placement of every VPC given which nodes are alive.
+pub fn compute(intent: &Intent, alive: &BTreeSet<String>) -> BTreeMap<VpcRef, Placement> {
+    let by_site = candidates(intent, alive);
     let empty = BTreeSet::new();
     intent
         .vpcs
-        .values()
-        .map(|v| {
-            let candidates = by_site.get(v.site.as_str()).unwrap_or(&empty);
-            (v.key(), place(&v.key(), candidates))
+        .iter()
+        .map(|(k, v)| {
+            let c = by_site.get(v.site.as_str()).unwrap_or(&empty);
+            (k.clone(), place(k, c))
         })
         .collect()
 }
