@@ -700,3 +700,110 @@ fn log_refused_observations(intent: &sf_core::Intent, node: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use sf_store::mem::MemStore;
+    use sf_store::{Compare, KeyValue, KvStore, Op, TxnOutcome, WatchBatch, WatchStream};
+
+    /// etcd before 3.4.24 (#15220): a progress notification carrying revision R may arrive
+    /// before R's events. This store's watch sends one ahead of every event batch, and the
+    /// events 300 ms later.
+    struct EarlyProgress(MemStore);
+
+    #[async_trait::async_trait]
+    impl KvStore for EarlyProgress {
+        async fn get(&self, key: &str) -> sf_store::Result<Option<KeyValue>> {
+            self.0.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> sf_store::Result<(Vec<KeyValue>, i64)> {
+            self.0.list(prefix).await
+        }
+        async fn txn(&self, c: Vec<Compare>, o: Vec<Op>) -> sf_store::Result<TxnOutcome> {
+            self.0.txn(c, o).await
+        }
+        async fn watch(&self, prefix: &str, start: i64) -> sf_store::Result<WatchStream> {
+            let inner = self.0.watch(prefix, start).await?;
+            Ok(Box::pin(inner.flat_map(|item| {
+                let early = match &item {
+                    Ok(b) if !b.is_progress() => vec![Ok(WatchBatch {
+                        revision: b.revision,
+                        events: vec![],
+                    })],
+                    _ => vec![],
+                };
+                futures::stream::iter(early).chain(futures::stream::once(async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    item
+                }))
+            })))
+        }
+        async fn lease_grant(&self, ttl: i64) -> sf_store::Result<i64> {
+            self.0.lease_grant(ttl).await
+        }
+        async fn lease_keep_alive(&self, lease: i64) -> sf_store::Result<i64> {
+            self.0.lease_keep_alive(lease).await
+        }
+        async fn lease_revoke(&self, lease: i64) -> sf_store::Result<()> {
+            self.0.lease_revoke(lease).await
+        }
+    }
+
+    /// Waiting for a write's revision means the index holds the write, even when the store
+    /// confirms the revision before delivering its events.
+    #[tokio::test]
+    async fn a_progress_notification_ahead_of_its_events_does_not_answer_a_wait() {
+        let kv = Arc::new(EarlyProgress(MemStore::new()));
+        let store = IntentStore::new(kv, sf_store::keys::Keys::new("/t"));
+        let fabric = Fabric::new(store.clone());
+        tokio::spawn(fabric.clone().run());
+        assert!(fabric.wait_loaded().await);
+        let node = sf_core::model::Node {
+            name: "hv1".into(),
+            role: sf_core::NodeRole::Hypervisor,
+            site: String::new(),
+            asn: 65001,
+            loopback: "10.255.1.1".parse().unwrap(),
+            fabric_ports: vec![],
+        };
+        let rev = store.create_node(&node).await.unwrap();
+        fabric.wait_for_revision(rev).await;
+        assert!(
+            fabric.with_view(|v, _| v.intent.nodes.contains_key("hv1")),
+            "the wait for revision {rev} returned before the index held the write"
+        );
+    }
+
+    /// A compiled state carries its digest, so sends and status calls do not recompute it;
+    /// it is the digest of its objects, as the agent will verify it.
+    #[tokio::test]
+    async fn compiled_states_carry_their_digest() {
+        let store = IntentStore::new(Arc::new(MemStore::new()), sf_store::keys::Keys::new("/t"));
+        let node = sf_core::model::Node {
+            name: "hv1".into(),
+            role: sf_core::NodeRole::Hypervisor,
+            site: String::new(),
+            asn: 65001,
+            loopback: "10.255.1.1".parse().unwrap(),
+            fabric_ports: vec![],
+        };
+        store.create_node(&node).await.unwrap();
+        let fabric = Fabric::new(store.clone());
+        tokio::spawn(fabric.clone().run());
+        assert!(fabric.wait_loaded().await);
+        let d = fabric.desired("hv1").expect("compiled at load");
+        let want = sf_core::desired::digest_objects(&d.objects);
+        assert_eq!(d.wire_digest.as_deref(), Some(want.as_str()));
+        // And after a change applied from the watch.
+        let mut moved = node.clone();
+        moved.asn = 65002;
+        store.delete_node("hv1").await.unwrap();
+        let rev = store.create_node(&moved).await.unwrap();
+        fabric.wait_for_revision(rev).await;
+        let d = fabric.desired("hv1").expect("recompiled");
+        let want = sf_core::desired::digest_objects(&d.objects);
+        assert_eq!(d.wire_digest.as_deref(), Some(want.as_str()));
+    }
+}
