@@ -604,3 +604,28 @@ async fn etcd_requests_move_off_a_dead_member() {
         }
     }
 }
+
+/// `list_except` returns every key under the prefix but those under the excluded sub-prefix,
+/// in key order, all at one revision (etcd reads the two ranges around it).
+async fn list_except_skips_one_sub_prefix(s: Arc<dyn KvStore>) {
+    for k in [
+        "/le/a/1",
+        "/le/alloc/vni/7",
+        "/le/alloc/x",
+        "/le/allocx",
+        "/le/alloc0",
+        "/le/z/9",
+        "/lf/outside",
+    ] {
+        s.put(k, k.as_bytes().to_vec(), 0).await.unwrap();
+    }
+    let rev = s.put("/le/b", b"last".to_vec(), 0).await.unwrap();
+    let (kvs, at) = s.list_except("/le/", "/le/alloc/").await.unwrap();
+    let keys: Vec<&str> = kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["/le/a/1", "/le/alloc0", "/le/allocx", "/le/b", "/le/z/9"]
+    );
+    assert!(at >= rev);
+}
+conformance!(list_except_case, list_except_skips_one_sub_prefix);
