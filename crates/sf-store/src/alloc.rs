@@ -1,14 +1,14 @@
 //! The coordinator's index of allocated ids: which VNIs (networks and Direct Connect hand-offs)
 //! and which VPC ids (per site) the view holds, kept up to date event by event by
-//! [`crate::intent::ClusterView::apply`]. It answers "the lowest free id of a pool" and "who
-//! holds this VNI" in O(log n), so creating a network or VPC costs the same with 100 or
+//! [`crate::intent::ClusterView::apply`]. It answers "the lowest free id of a pool" and "is
+//! this VNI taken" in O(log n), so creating a network or VPC costs the same with 100 or
 //! 100,000 of them present (a scan of the whole intent per create cost 40-50 ms at 100,000).
 //! The store's compare on each claim key stays the authority; this only picks candidates.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 
-use sf_core::event::{IntentEvent, Object, ObjectRef, VpcChildRef};
+use sf_core::event::{IntentEvent, Object, ObjectRef};
 use sf_core::model::Intent;
 
 /// A set of `u32` kept as maximal runs of consecutive members (start -> end, inclusive).
@@ -111,20 +111,14 @@ impl FromIterator<u32> for IdSet {
     }
 }
 
-/// Who holds a VNI.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum VniHolder {
-    Network(VpcChildRef),
-    DirectConnect(VpcChildRef),
-}
-
 /// The allocated VNIs and VPC ids of a view.
 #[derive(Debug, Clone, Default)]
 pub struct AllocIndex {
     vnis: IdSet,
-    /// (VNI, holder) pairs: one per VNI, unless hand-edited intent gives two objects the same
-    /// VNI. One flat set, not a set per VNI: 200,000 one-element sets cost ~200 MB.
-    holders: BTreeSet<(u32, VniHolder)>,
+    /// How many objects hold each VNI: one, unless hand-edited intent gives two objects the
+    /// same VNI (a VNI leaves `vnis` with its last holder). Counts, not the holders' keys: at
+    /// 200,000 networks the keys cost ~40 MB, and only a refused create asks who holds a VNI.
+    holders: HashMap<u32, u32>,
     /// VPC ids per site, with how many VPCs hold each (normally one).
     vpc_ids: BTreeMap<String, (IdSet, BTreeMap<u32, u32>)>,
 }
@@ -151,36 +145,32 @@ impl AllocIndex {
         }
     }
 
-    /// The holders of `vni`, in order.
-    fn holders_of(&self, vni: u32) -> impl Iterator<Item = &VniHolder> {
-        // The least holder: the first variant with empty names.
-        let first = (vni, VniHolder::Network(VpcChildRef::new("", "", "")));
-        self.holders
-            .range(first..)
-            .take_while(move |(v, _)| *v == vni)
-            .map(|(_, h)| h)
-    }
-
-    /// The network holding `vni` in `intent` (the intent this index follows), if any.
+    /// The network holding `vni` in `intent` (the intent this index follows), if any: `None`
+    /// at once for a free VNI (every create's check), a scan of the networks for a taken one
+    /// (a create about to be refused, which names the holder).
     pub fn network_by_vni<'a>(
         &self,
         intent: &'a Intent,
         vni: u32,
     ) -> Option<&'a sf_core::model::Network> {
-        self.holders_of(vni).find_map(|h| match h {
-            VniHolder::Network(k) => intent.networks.get(k).filter(|n| n.vni == vni),
-            VniHolder::DirectConnect(_) => None,
-        })
+        if !self.vnis.contains(vni) {
+            return None;
+        }
+        intent.network_by_vni(vni)
     }
 
-    fn add_vni(&mut self, vni: u32, h: VniHolder) {
-        self.holders.insert((vni, h));
+    fn add_vni(&mut self, vni: u32) {
+        *self.holders.entry(vni).or_default() += 1;
         self.vnis.insert(vni);
     }
 
-    fn drop_vni(&mut self, vni: u32, h: VniHolder) {
-        if self.holders.remove(&(vni, h)) && self.holders_of(vni).next().is_none() {
-            self.vnis.remove(vni);
+    fn drop_vni(&mut self, vni: u32) {
+        if let Some(c) = self.holders.get_mut(&vni) {
+            *c -= 1;
+            if *c == 0 {
+                self.holders.remove(&vni);
+                self.vnis.remove(vni);
+            }
         }
     }
 
@@ -218,21 +208,19 @@ impl AllocIndex {
         };
         match r {
             ObjectRef::Network(k) => {
-                let h = VniHolder::Network(k.clone());
                 if let Some(old) = intent.networks.get(k) {
-                    self.drop_vni(old.vni, h.clone());
+                    self.drop_vni(old.vni);
                 }
                 if let Some(vni) = new {
-                    self.add_vni(vni, h);
+                    self.add_vni(vni);
                 }
             }
             ObjectRef::DirectConnect(k) => {
-                let h = VniHolder::DirectConnect(k.clone());
                 if let Some(old) = intent.direct_connects.get(k) {
-                    self.drop_vni(old.vni, h.clone());
+                    self.drop_vni(old.vni);
                 }
                 if let Some(vni) = new {
-                    self.add_vni(vni, h);
+                    self.add_vni(vni);
                 }
             }
             ObjectRef::Vpc(k) => {
@@ -303,7 +291,7 @@ mod tests {
             let (name, vni, id) = (format!("n{}", next(300)), next(400) as u32, next(50) as u32);
             let site = format!("s{}", next(3));
             let (nk, vk) = (
-                VpcChildRef::new("t", "v", &name),
+                sf_core::event::VpcChildRef::new("t", "v", &name),
                 sf_core::event::VpcRef::new("t", &name),
             );
             let ev = match next(4) {
