@@ -6,10 +6,10 @@
 #
 #   deploy/bench.sh [--only PART[,PART...]] [--smoke]
 #
-# PARTS: maglev, rest, fanout, scale, hv, acl (default: all of them, in that order).
+# PARTS: maglev, rest, fanout, scale, hv, acl, failover (default: all, in that order).
 # --smoke runs each part at tiny sizes (under a minute in all): not figures, a check that the
 # benchmarks still run and print their lines. deploy/test.sh runs it, so they cannot rot.
-# fanout and scale start a real etcd and sf-coordinator; hv and acl build network-namespace
+# fanout and scale start a real etcd and sf-coordinator; hv, acl and failover build network-namespace
 # labs and need root (they are skipped, and say so, without it); SF_BENCH_LAB_PREFIX names
 # their namespaces (default sfbh<pid>- and sfbench<pid>-).
 set -euo pipefail
@@ -17,7 +17,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
-ALL_PARTS=(maglev rest fanout scale hv acl)
+ALL_PARTS=(maglev rest fanout scale hv acl failover)
 ONLY=""
 SMOKE=0
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -154,6 +154,25 @@ print(f"acl_apply_ms_10000_rules_2_cidrs_each,{sets:.0f},{small:.0f} (10 rules),
 print(f"vm_to_vm_stream_MBps_10000_rules,{tp_big:.0f},{tp_small:.0f} (10 rules),{tp_big/tp_small:.2f}")
 print(f"200_new_connections_ms_10000_rules,{c_big:.0f},{c_small:.0f} (10 rules),{c_big/c_small:.2f}")
 PY
+}
+
+part_failover() {
+    echo "# SoftGate failover: outage (20 ms ping) vs a keepalived VRRP pair, same run"
+    is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
+    if [ "$SMOKE" = 1 ]; then
+        echo "# smoke: skipped (a whole lab; SF_BENCH_FAILOVER_SMOKE=1 is its small size)"
+        return 0
+    fi
+    # Its names read "failover outage ms, node death, 1 VPC (vs keepalived ...)": one name in
+    # snake case, the "(vs ...)" moved to the baseline, so each line has four fields.
+    deploy/lib/failover-bench.sh | grep -v '^figure,value,baseline,ratio$' | awk -F, '{
+        r = $NF; b = $(NF - 1); v = $(NF - 2); n = $1
+        for (i = 2; i <= NF - 3; i++) n = n "," $i
+        base = ""
+        if (match(n, /\(vs [^)]*\)/)) { base = substr(n, RSTART + 1, RLENGTH - 2); n = substr(n, 1, RSTART - 1) }
+        gsub(/,/, ";", base); gsub(/[^A-Za-z0-9]+/, "_", n); sub(/_$/, "", n)
+        print n "," v "," b (base == "" ? "" : " (" base ")") "," r
+    }' || { echo "failover benchmark failed" >&2; return 1; }
 }
 
 # Checks that a part printed at least one well-formed figure line: in the smoke run a part

@@ -12,7 +12,9 @@ SF_DEPS_BUILD=(gcc libc6-dev pkg-config ca-certificates
 SF_DEPS_LAB=(etcd-server etcd-client frr frr-pythontools nftables iproute2 iputils-ping curl
     openssl python3 procps psmisc kmod conntrack) # conntrack: the gateway cuts removed NAT flows
 SF_DEPS_TEST=(systemd ansible-core ansible-lint shellcheck    # unit verify, playbook lint, lint
-    debootstrap systemd-container dpkg-dev)                    # clean room, booted units, .debs
+    debootstrap systemd-container dpkg-dev                     # clean room, booted units, .debs
+    prometheus         # promtool: deploy/monitoring/check.sh (19 MB; its service is not used)
+    python3-grpcio)    # tests/e2e/sfctl.sh asks the coordinator's gRPC health and reflection
 
 sf_missing_pkgs() {
     local p

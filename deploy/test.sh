@@ -10,6 +10,7 @@
 #   5. unit and conformance tests (the etcd half starts real etcd servers; required here),
 #   6. the benchmarks at tiny sizes (deploy/bench.sh --smoke), so they cannot rot,
 #   7. shell lint of every script (shellcheck; installed by 1., never skipped),
+#   7b. the monitoring files (deploy/monitoring/check.sh: promtool check and test rules),
 #   8. end-to-end tests with real packets (tests/e2e/*.sh), each in its own lab prefix; among
 #      them tests/e2e/systemd.sh boots the packages under systemd in a container.
 # Exits non-zero on the first failing stage; every lab is torn down even on failure.
@@ -47,7 +48,10 @@ stage "benchmark smoke (deploy/bench.sh --smoke: every part at tiny sizes)"
 deploy/bench.sh --smoke
 
 stage "shellcheck"
-shellcheck -x deploy/*.sh deploy/lib/*.sh deploy/lib/lab/*.sh tests/*.sh tests/e2e/*.sh
+shellcheck -x deploy/*.sh deploy/lib/*.sh deploy/lib/lab/*.sh deploy/monitoring/*.sh tests/*.sh tests/e2e/*.sh
+
+stage "monitoring: promtool check and test rules, dashboard queries"
+deploy/monitoring/check.sh
 
 stage "end-to-end lab tests"
 for t in tests/e2e/[0-9a-z]*.sh; do

@@ -3,7 +3,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; setting PROTOC before codegen is the documented way.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    tonic_prost_build::configure().compile_protos(&["stackfabric.proto"], &["."])?;
+    // The descriptor set feeds the coordinator's gRPC reflection service (grpcurl needs no
+    // local .proto file).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("stackfabric_descriptor.bin"))
+        .compile_protos(&["stackfabric.proto"], &["."])?;
     println!("cargo:rerun-if-changed=stackfabric.proto");
     Ok(())
 }

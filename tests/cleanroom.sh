@@ -62,8 +62,8 @@ check "the Rust toolchain is usable in the root" inside cargo --version
 
 section "README quickstart, inside the root"
 timed "deploy/deps.sh installs the packages" inside "$REPO/deploy/deps.sh" || { finish; exit 1; }
-check "frr-reload.py, descriptor.proto and shellcheck are now present" \
-    bash -c "[ -e '$ROOT/usr/lib/frr/frr-reload.py' ] && [ -e '$ROOT/usr/include/google/protobuf/descriptor.proto' ] && [ -x '$ROOT/usr/bin/shellcheck' ]"
+check "frr-reload.py, descriptor.proto, shellcheck and promtool are now present" \
+    bash -c "[ -e '$ROOT/usr/lib/frr/frr-reload.py' ] && [ -e '$ROOT/usr/include/google/protobuf/descriptor.proto' ] && [ -x '$ROOT/usr/bin/shellcheck' ] && [ -x '$ROOT/usr/bin/promtool' ]"
 timed "the workspace builds (cargo build --release --locked --workspace --all-targets)" \
     inside bash -c "cd '$REPO' && cargo build --release --locked --workspace --all-targets" ||
     { finish; exit 1; }

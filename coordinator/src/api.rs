@@ -40,17 +40,33 @@ impl Api {
 
     /// The one shape of a plain write: under the write lock, `check` the request against the
     /// index, then run `commit` (the store's guarded transaction: a future, so nothing is
-    /// sent before validation passed) and answer once the index reflects it.
+    /// sent before validation passed) and answer once the index reflects it. A dry run stops
+    /// after the check: `commit` is dropped unpolled, so nothing reaches etcd.
     async fn write(
         &self,
         what: &str,
+        dry: DryRun,
         check: impl FnOnce(&sf_core::Intent) -> Result<(), ValidationError>,
         commit: impl std::future::Future<Output = Result<i64, sf_store::intent::WriteError>>,
     ) -> R<pb::WriteResult> {
         let _g = self.fabric.write_guard().await;
         self.validate(check)?;
+        if dry.0 {
+            return Ok(self.dry_run_answer(what));
+        }
         let rev = commit.await.map_err(write_status)?;
         self.committed(what, rev).await
+    }
+
+    /// The answer to a dry run that passed validation: the revision it was validated
+    /// against, and `dry_run` set.
+    fn dry_run_answer(&self, what: &str) -> Response<pb::WriteResult> {
+        let revision = self.fabric.with_view(|_, rev| rev) as u64;
+        info!(revision, "dry run: {what} (nothing written)");
+        Response::new(pb::WriteResult {
+            revision,
+            dry_run: true,
+        })
     }
 
     async fn committed(&self, what: &str, rev: i64) -> R<pb::WriteResult> {
@@ -59,13 +75,56 @@ impl Api {
         info!(revision = rev, "{what}");
         Ok(Response::new(pb::WriteResult {
             revision: rev as u64,
+            dry_run: false,
         }))
     }
 }
 
+/// Whether a write request asked to be validated only (`sf-dry-run: true` metadata; see
+/// `stackfabric.proto`). Metadata rather than a field, so that every write — whose request
+/// message is the object itself, or an `ObjectRef` — takes it the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DryRun(pub bool);
+
+/// The metadata key of a dry run.
+pub const DRY_RUN_HEADER: &str = "sf-dry-run";
+
+impl DryRun {
+    pub fn of<T>(req: &Request<T>) -> Self {
+        DryRun(
+            req.metadata()
+                .get(DRY_RUN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| matches!(v.trim(), "true" | "1" | "yes")),
+        )
+    }
+}
+
 impl Api {
+    /// A network create's dry run: validated as the real create would be, the VNI (when the
+    /// request left it to the pool) being the first free one at this revision.
+    fn dry_run_network(&self, mut n: sf_core::Network) -> R<pb::NetworkCreated> {
+        self.validate(|i| {
+            if n.vni == 0 {
+                let used = i.used_vnis();
+                n.vni = sf_core::VNI_POOL
+                    .clone()
+                    .find(|v| !used.contains(v))
+                    .unwrap_or(0);
+            }
+            validate::validate_network(i, &n)
+        })?;
+        let answer = self.dry_run_answer("network created").into_inner();
+        Ok(Response::new(pb::NetworkCreated {
+            network: Some(network_out(&n)),
+            revision: answer.revision,
+            dry_run: true,
+        }))
+    }
+
     async fn set_drained(&self, req: Request<pb::ObjectRef>, drained: bool) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let _g = self.fabric.write_guard().await;
         let role = self
@@ -79,6 +138,9 @@ impl Api {
                 role.as_str()
             )));
         }
+        if dry.0 {
+            return Ok(self.dry_run_answer("gateway drain"));
+        }
         let rev = self
             .fabric
             .store()
@@ -89,10 +151,11 @@ impl Api {
         self.fabric.wait_for_revision(rev).await;
         for _ in 0..50 {
             let settled = self.fabric.with_view(|v, _| {
-                v.intent
-                    .placements
-                    .values()
-                    .all(|p| !drained || p.primary.as_deref() != Some(r.name.as_str()))
+                v.intent.placements.values().all(|p| {
+                    !drained
+                        || (p.primary.as_deref() != Some(r.name.as_str())
+                            && p.standby.as_deref() != Some(r.name.as_str()))
+                })
             });
             if settled {
                 break;
@@ -116,10 +179,12 @@ fn not_found(field: &str, what: String) -> Status {
 impl FabricApi for Api {
     async fn create_tenant(&self, req: Request<pb::Tenant>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let t = tenant_in(req.into_inner());
         let store = self.fabric.store();
         self.write(
             "tenant created",
+            dry,
             |i| validate::validate_tenant(i, &t),
             store.create_tenant(&t),
         )
@@ -134,12 +199,23 @@ impl FabricApi for Api {
         Ok(Response::new(pb::TenantList { items }))
     }
 
+    async fn get_tenant(&self, req: Request<pb::ObjectRef>) -> R<pb::Tenant> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        self.fabric
+            .with_view(|v, _| v.intent.tenants.get(&r.name).map(tenant_out))
+            .map(Response::new)
+            .ok_or_else(|| not_found("tenant.name", format!("tenant {:?}", r.name)))
+    }
+
     async fn delete_tenant(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let store = self.fabric.store();
         self.write(
             "tenant deleted",
+            dry,
             |i| validate::check_delete_tenant(i, &r.name),
             store.delete_tenant(&r.name),
         )
@@ -148,9 +224,13 @@ impl FabricApi for Api {
 
     async fn create_vpc(&self, req: Request<pb::Vpc>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let v = vpc_in(req.into_inner())?;
         let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_vpc(i, &v))?;
+        if dry.0 {
+            return Ok(self.dry_run_answer("vpc created"));
+        }
         // Ids the index knows in the site: allocation need not list every key in etcd.
         let known = self
             .fabric
@@ -201,6 +281,7 @@ impl FabricApi for Api {
 
     async fn delete_vpc(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_vpc(i, &r.tenant, &r.name))?;
@@ -208,6 +289,9 @@ impl FabricApi for Api {
             .fabric
             .with_view(|v, _| v.intent.vpcs.get(&VpcRef::new(&r.tenant, &r.name)).cloned())
             .ok_or_else(|| not_found("vpc.name", format!("VPC {:?}", r.name)))?;
+        if dry.0 {
+            return Ok(self.dry_run_answer("vpc deleted"));
+        }
         let rev = self
             .fabric
             .store()
@@ -219,8 +303,12 @@ impl FabricApi for Api {
 
     async fn create_network(&self, req: Request<pb::Network>) -> R<pb::NetworkCreated> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let mut n = network_in(req.into_inner())?;
         let _g = self.fabric.write_guard().await;
+        if dry.0 {
+            return self.dry_run_network(n);
+        }
         let rev = if n.vni == 0 {
             // Validate everything but the VNI with a free placeholder, then let the store
             // allocate atomically (a racing allocator can never hand out the same VNI).
@@ -267,6 +355,7 @@ impl FabricApi for Api {
         Ok(Response::new(pb::NetworkCreated {
             network: Some(network_out(&n)),
             revision: rev as u64,
+            dry_run: false,
         }))
     }
 
@@ -305,6 +394,7 @@ impl FabricApi for Api {
 
     async fn delete_network(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_network(i, &r.tenant, &r.vpc, &r.name))?;
@@ -313,6 +403,9 @@ impl FabricApi for Api {
             .fabric
             .with_view(|v, _| v.intent.networks.get(&key).cloned())
             .ok_or_else(|| not_found("network.name", format!("network {:?}", r.name)))?;
+        if dry.0 {
+            return Ok(self.dry_run_answer("network deleted"));
+        }
         let rev = self
             .fabric
             .store()
@@ -324,10 +417,12 @@ impl FabricApi for Api {
 
     async fn create_port_binding(&self, req: Request<pb::PortBinding>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let p = port_in(req.into_inner())?;
         let store = self.fabric.store();
         self.write(
             "port bound",
+            dry,
             |i| validate::validate_port(i, &p),
             store.create_port(&p),
         )
@@ -370,10 +465,12 @@ impl FabricApi for Api {
 
     async fn delete_port_binding(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let store = self.fabric.store();
         self.write(
             "port unbound",
+            dry,
             |i| validate::check_delete_port(i, &r.tenant, &r.name),
             store.delete_port(&r.tenant, &r.name),
         )
@@ -382,6 +479,7 @@ impl FabricApi for Api {
 
     async fn create_node(&self, req: Request<pb::Node>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let n = node_in(req.into_inner())?;
         // A coordinator replica's name is its etcd user too (as `root` is, in sf-core).
         let replica = self.fabric.replica_name() == n.name
@@ -398,6 +496,7 @@ impl FabricApi for Api {
         let store = self.fabric.store();
         self.write(
             "node added",
+            dry,
             |i| validate::validate_node(i, &n),
             store.create_node(&n),
         )
@@ -423,10 +522,12 @@ impl FabricApi for Api {
 
     async fn delete_node(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let store = self.fabric.store();
         self.write(
             "node removed",
+            dry,
             |i| validate::check_delete_node(i, &r.name),
             store.delete_node(&r.name),
         )
@@ -435,10 +536,12 @@ impl FabricApi for Api {
 
     async fn create_pool(&self, req: Request<pb::Pool>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let p = pool_in(req.into_inner())?;
         let store = self.fabric.store();
         self.write(
             "pool created",
+            dry,
             |i| validate::validate_pool(i, &p),
             store.create_pool(&p),
         )
@@ -453,12 +556,23 @@ impl FabricApi for Api {
         Ok(Response::new(pb::PoolList { items }))
     }
 
+    async fn get_pool(&self, req: Request<pb::ObjectRef>) -> R<pb::Pool> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        self.fabric
+            .with_view(|v, _| v.intent.pools.get(&r.name).map(pool_out))
+            .map(Response::new)
+            .ok_or_else(|| not_found("pool.name", format!("pool {:?}", r.name)))
+    }
+
     async fn delete_pool(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let store = self.fabric.store();
         self.write(
             "pool deleted",
+            dry,
             |i| validate::check_delete_pool(i, &r.name),
             store.delete_pool(&r.name),
         )
@@ -467,10 +581,12 @@ impl FabricApi for Api {
 
     async fn create_nat_rule(&self, req: Request<pb::NatRule>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let n = nat_in(req.into_inner())?;
         let store = self.fabric.store();
         self.write(
             "NAT rule created",
+            dry,
             |i| validate::validate_nat(i, &n),
             store.create_nat(&n),
         )
@@ -492,12 +608,32 @@ impl FabricApi for Api {
         Ok(Response::new(pb::NatRuleList { items }))
     }
 
+    async fn get_nat_rule(&self, req: Request<pb::ObjectRef>) -> R<pb::NatRule> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let key = VpcChildRef::new(&r.tenant, &r.vpc, &r.name);
+        self.fabric
+            .with_view(|v, _| v.intent.nat_rules.get(&key).map(nat_out))
+            .map(Response::new)
+            .ok_or_else(|| {
+                not_found(
+                    "nat.name",
+                    format!(
+                        "NAT rule {:?} in VPC {:?} of tenant {:?}",
+                        r.name, r.vpc, r.tenant
+                    ),
+                )
+            })
+    }
+
     async fn delete_nat_rule(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let store = self.fabric.store();
         self.write(
             "NAT rule deleted",
+            dry,
             |i| validate::check_delete_nat(i, &r.tenant, &r.vpc, &r.name),
             store.delete_nat(&r.tenant, &r.vpc, &r.name),
         )
@@ -506,10 +642,12 @@ impl FabricApi for Api {
 
     async fn create_route(&self, req: Request<pb::Route>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = route_in(req.into_inner())?;
         let store = self.fabric.store();
         self.write(
             "route created",
+            dry,
             |i| validate::validate_route(i, &r),
             store.create_route(&r),
         )
@@ -531,12 +669,32 @@ impl FabricApi for Api {
         Ok(Response::new(pb::RouteList { items }))
     }
 
+    async fn get_route(&self, req: Request<pb::ObjectRef>) -> R<pb::Route> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let key = VpcChildRef::new(&r.tenant, &r.vpc, &r.name);
+        self.fabric
+            .with_view(|v, _| v.intent.routes.get(&key).map(route_out))
+            .map(Response::new)
+            .ok_or_else(|| {
+                not_found(
+                    "route.name",
+                    format!(
+                        "route {:?} in VPC {:?} of tenant {:?}",
+                        r.name, r.vpc, r.tenant
+                    ),
+                )
+            })
+    }
+
     async fn delete_route(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let store = self.fabric.store();
         self.write(
             "route deleted",
+            dry,
             |i| validate::check_delete_route(i, &r.tenant, &r.vpc, &r.name),
             store.delete_route(&r.tenant, &r.vpc, &r.name),
         )
@@ -545,10 +703,12 @@ impl FabricApi for Api {
 
     async fn create_load_balancer(&self, req: Request<pb::LoadBalancer>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let l = lb_in(req.into_inner())?;
         let store = self.fabric.store();
         self.write(
             "load balancer created",
+            dry,
             |i| validate::validate_lb(i, &l),
             store.create_lb(&l),
         )
@@ -590,10 +750,12 @@ impl FabricApi for Api {
 
     async fn delete_load_balancer(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let store = self.fabric.store();
         self.write(
             "load balancer deleted",
+            dry,
             |i| validate::check_delete_lb(i, &r.tenant, &r.vpc, &r.name),
             store.delete_lb(&r.tenant, &r.vpc, &r.name),
         )
@@ -602,9 +764,13 @@ impl FabricApi for Api {
 
     async fn create_direct_connect(&self, req: Request<pb::DirectConnect>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let d = dc_in(req.into_inner())?;
         let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::validate_dc(i, &d))?;
+        if dry.0 {
+            return Ok(self.dry_run_answer("Direct Connect created"));
+        }
         let known = self.fabric.with_view(|v, _| v.alloc.vnis().clone());
         let (vni, rev) = self
             .fabric
@@ -654,6 +820,7 @@ impl FabricApi for Api {
 
     async fn delete_direct_connect(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let _g = self.fabric.write_guard().await;
         self.validate(|i| validate::check_delete_dc(i, &r.tenant, &r.vpc, &r.name))?;
@@ -662,6 +829,9 @@ impl FabricApi for Api {
             .fabric
             .with_view(|v, _| v.intent.direct_connects.get(&key).cloned())
             .ok_or_else(|| not_found("dc.name", format!("Direct Connect {:?}", r.name)))?;
+        if dry.0 {
+            return Ok(self.dry_run_answer("Direct Connect deleted"));
+        }
         let rev = self
             .fabric
             .store()
@@ -673,10 +843,12 @@ impl FabricApi for Api {
 
     async fn apply_acl_list(&self, req: Request<pb::AclList>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let l = acl_in(req.into_inner())?;
         let store = self.fabric.store();
         self.write(
             "ACL list applied",
+            dry,
             |i| validate::validate_acl(i, &l),
             store.put_acl(&l),
         )
@@ -715,10 +887,12 @@ impl FabricApi for Api {
 
     async fn delete_acl_list(&self, req: Request<pb::ObjectRef>) -> R<pb::WriteResult> {
         self.auth(&req)?;
+        let dry = DryRun::of(&req);
         let r = req.into_inner();
         let store = self.fabric.store();
         self.write(
             "ACL list deleted",
+            dry,
             |i| validate::check_delete_acl(i, &r.tenant, &r.vpc, &r.name),
             store.delete_acl(&r.tenant, &r.vpc, &r.name),
         )

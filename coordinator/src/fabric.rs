@@ -390,6 +390,10 @@ impl Fabric {
                     }
                 };
                 placement.add(&decoded, &s.view.intent);
+                if failover_report_changed(&s.view, &decoded) {
+                    // What a gateway says it forwards moves any VPC it names.
+                    placement.merge(PlacementDirty::All);
+                }
                 let new_observations = changed_observations(&s.view, &decoded);
                 match s.view.apply(decoded) {
                     Ok(nodes) => touched.extend(nodes),
@@ -455,8 +459,8 @@ impl Fabric {
         self.placement_kick.notify_one();
     }
 
-    /// The placement controller: keeps `placement/…` in etcd equal to rendezvous placement
-    /// over the live, undrained gateways. Runs on every relevant change, only on the elected
+    /// The placement controller: keeps `placement/…` in etcd following what the gateways
+    /// report of the fabric, sticky otherwise (see [`sf_core::placement`]). Runs on every relevant change, only on the elected
     /// leader (its writes are fenced on the leadership); writes only differences.
     pub async fn run_placement(self: Arc<Self>) {
         loop {
@@ -558,7 +562,7 @@ fn sealed(mut d: NodeDesired) -> NodeDesired {
 }
 
 /// What the placement controller must recompute. A VPC change moves only that VPC's
-/// placement; a gateway's inventory, drain mark or liveness may move any VPC. Recomputing every
+/// placement; a gateway's inventory, drain mark, liveness or fabric report may move any VPC. Recomputing every
 /// VPC on each VPC create cost ~25 ms at 100,000 VPCs, under the index's read lock, which the
 /// next write's watch batch then waited for.
 #[derive(Debug, Default)]
@@ -610,8 +614,9 @@ impl PlacementDirty {
     }
 }
 
-/// The placement records to write so that `placement/…` equals rendezvous placement over the
-/// live, undrained gateways, for the VPCs `dirty` names (`None` deletes a record).
+/// The placement records to write so that `placement/…` equals sticky placement (see
+/// [`sf_core::placement`]) over the live, undrained gateways and their reports, for the VPCs
+/// `dirty` names (`None` deletes a record).
 fn placement_changes(
     view: &ClusterView,
     dirty: &PlacementDirty,
@@ -624,6 +629,7 @@ fn placement_changes(
         .map(|(n, _)| n.clone())
         .collect();
     let by_site = sf_core::placement::candidates(intent, &alive);
+    let reports = fabric_reports(view);
     let empty = BTreeSet::new();
     let mut changes = Vec::new();
     let mut check = |k: &sf_core::event::VpcRef| {
@@ -640,7 +646,14 @@ fn placement_changes(
         if c.is_empty() && current.is_none() {
             return;
         }
-        let p = sf_core::placement::place(k, c);
+        let p = sf_core::placement::place_sticky(
+            k,
+            c,
+            current,
+            reports.serving.get(k),
+            reports.seen_elsewhere.contains(k),
+            &intent.drained,
+        );
         let unplaced = p.primary.is_none() && p.standby.is_none();
         // A VPC that never had a gateway needs no "none" record.
         if current.is_none() && unplaced {
@@ -699,6 +712,37 @@ fn log_refused_observations(intent: &sf_core::Intent, node: &str) {
             "observed bridges refused (the first {SHOWN} shown)"
         );
     }
+}
+
+/// Whether a status report changes what a gateway says of the fabric (placement follows it).
+fn failover_report_changed(view: &ClusterView, ev: &ViewEvent) -> bool {
+    let ViewEvent::Status { node, status } = ev else {
+        return false;
+    };
+    let old = view
+        .nodes
+        .get(node)
+        .and_then(|n| n.status.as_ref())
+        .map(|s| &s.failover);
+    old != status.as_ref().map(|s| &s.failover)
+}
+
+/// The gateways' reports of the fabric, per VPC, from the live statuses in the view.
+fn fabric_reports(view: &ClusterView) -> sf_core::placement::FabricReports {
+    let mut r = sf_core::placement::FabricReports::default();
+    let key = |k: &str| {
+        k.split_once('/')
+            .map(|(t, v)| sf_core::event::VpcRef::new(t, v))
+    };
+    for (node, live) in &view.nodes {
+        let Some(st) = &live.status else { continue };
+        for k in st.failover.serving.iter().filter_map(|k| key(k)) {
+            r.serving.entry(k).or_default().insert(node.clone());
+        }
+        r.seen_elsewhere
+            .extend(st.failover.seen_elsewhere.iter().filter_map(|k| key(k)));
+    }
+    r
 }
 
 #[cfg(test)]

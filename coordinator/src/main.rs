@@ -76,12 +76,25 @@ async fn main() -> anyhow::Result<()> {
         args.api_token_file.display()
     );
 
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let (reflection_v1, reflection_v1alpha) =
+        sf_coordinator::grpc_health::reflection().context("gRPC reflection")?;
+
     let kv = args
         .etcd
         .connect()
         .await
         .with_context(|| format!("connecting to etcd at {:?}", args.etcd.endpoints))?;
     let fabric = Fabric::new(IntentStore::new(Arc::new(kv), args.etcd.keys()));
+    sf_metrics::set_cert_expiry(&fabric.metrics.cert_expiry, &args.tls_cert);
+    tokio::spawn(sf_coordinator::grpc_health::follow_currency(
+        health,
+        fabric.current(),
+    ));
+    tokio::spawn(sf_coordinator::grpc_health::gauge_currency(
+        fabric.metrics.index_current.clone(),
+        fabric.current(),
+    ));
     tokio::spawn(fabric.clone().run());
     tokio::spawn(fabric.clone().run_placement());
     let name = args.name.clone().unwrap_or_else(|| {
@@ -134,6 +147,9 @@ async fn main() -> anyhow::Result<()> {
             fabric,
             args.always_snapshot,
         )))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_shutdown(args.listen, async move {
             shutdown_signal().await;
             // Hand the leadership over first: a follower takes it within half a second.

@@ -4,9 +4,12 @@
 # CloudStack's per-network script does it: one `ip`/`bridge` process per command.
 #
 #   sudo LAB_PREFIX=sfh- deploy/lib/hv-scale-proof.sh [--keep] [--bin DIR] [--networks N]
+#       [--idle-s S]
 #
 # DIR (default target/release) holds sf-hypervisor-agent (built with
-# `cargo build --release -p sf-hypervisor-agent` if missing). N defaults to 5000.
+# `cargo build --release -p sf-hypervisor-agent` if missing). N defaults to 5000, S (the idle
+# CPU window) to 30. With OLD_AGENT=PATH (e.g. an agent built from an older commit), that
+# agent's idle CPU is measured the same way right after, as a baseline.
 #
 # Two independent fabrics in namespaces (prefix $LAB_PREFIX, default sfh-), so neither run
 # imports the other's routes:
@@ -20,6 +23,11 @@
 #      state); timed until the apply returns (all links exist), until zebra on hv1 knows N
 #      L2 VNIs and until leaf1 has received N EVPN routes (type-3, one per VNI) from hv1.
 #   2. hv1: the same desired state applied again (nothing to change): the resync cost.
+#   2b. hv1: one network more (N+1 in the desired state), --no-frr: the cost of a change of
+#      one network among N (the agent's own elapsed time for the pass).
+#   2c. hv1: the agent as a daemon (desired state from its on-disk cache, coordinator and
+#      etcd unreachable, so nothing but its own loop runs), idle: CPU over S seconds from
+#      /proc/PID/stat (utime+stime), after its first pass.
 #   3. hv2: the same N networks with one process per command, as CloudStack's per-network
 #      script does, in the agent's own order and with the agent's own options (see
 #      baseline.sh below; 8 processes per network on both sides), timed the same way
@@ -44,17 +52,20 @@ export LAB_PREFIX=${LAB_PREFIX:-sfh-}
 
 KEEP=0
 N=5000
+IDLE_S=30
 BIN=
 while [ $# -gt 0 ]; do
     case "$1" in
         --keep) KEEP=1 ;;
         --bin) BIN=$(realpath "$2") || exit 2; shift ;;
         --networks) N=$2; shift ;;
-        *) echo "usage: $0 [--keep] [--bin DIR] [--networks N]" >&2; exit 2 ;;
+        --idle-s) IDLE_S=$2; shift ;;
+        *) echo "usage: $0 [--keep] [--bin DIR] [--networks N] [--idle-s S]" >&2; exit 2 ;;
     esac
     shift
 done
 case "$N" in ''|*[!0-9]*|0) echo "bad --networks '$N'" >&2; exit 2 ;; esac
+case "$IDLE_S" in ''|*[!0-9]*|0) echo "bad --idle-s '$IDLE_S'" >&2; exit 2 ;; esac
 if [ -z "$BIN" ]; then
     BIN=$(realpath "$HERE/../../target/release")
     if ! [ -x "$BIN/sf-hypervisor-agent" ]; then
@@ -163,8 +174,9 @@ EOF
 # master brvx-<VNI>), in the agent's order and with the agent's options: stp_state 0 and the
 # bridge-port flags the agent sets (neigh_suppress on, learning off, with `ip link set type
 # bridge_slave`, as the agent does). Left out: CloudStack's `bridge link show | grep` check
-# per network. 8 processes per network; the agent runs 8 too (the same 6 ip commands plus
-# `ip link set dev X alias stackfabric` on both links; it writes disable_ipv6 to /proc).
+# per network. 8 processes per network; the agent runs none: the same 8 changes (the 6 link
+# changes, an ownership alias on both links) as pipelined rtnetlink requests on one socket,
+# and disable_ipv6 written to /proc.
 write_baseline() {
     cat >"$NETLAB_DIR/baseline.sh" <<'EOF'
 vtep=$1 first=$2 n=$3 fails=0
@@ -338,12 +350,48 @@ zebra_alive() { # zebra_alive K - zebra of hvK still running, no netlink overrun
     ! grep -qiE 'overrun|No buffer space' "$d/zebra.log" 2>/dev/null
 }
 link_actions() { # link actions an agent log reports (its text log is coloured)
-    sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -c ' applied action='
+    sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -c ' applied object="links" action='
+}
+ratio2() { # ratio2 A B -> A/B for decimals, n/a unless both are numbers and B > 0
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 == a && b + 0 == b && b > 0) printf "%.2f", a / b; else print "n/a" }'
 }
 ratio() { # ratio A B -> A/B with two decimals, n/a if either is not a number
     case "$1$2" in *[!0-9]*|'') echo n/a; return ;; esac
     [ "$2" -gt 0 ] || { echo n/a; return; }
     awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+}
+
+# idle_cpu AGENT TAG - AGENT as a daemon in hv1 (desired state from its cache; coordinator
+# and etcd unreachable); prints "<cpu ms> <window ms> <cpu ms with children>": CPU
+# (utime+stime) it used over IDLE_S seconds, measured once its first pass is done, and the
+# same with its finished child processes (cutime+cstime: ip, nft, vtysh).
+idle_cpu() {
+    local agent=$1 tag=$2 dir pid hz c0 c1 t0 t1 k0 k1
+    dir=$NETLAB_DIR/$tag-state
+    mkdir -p "$dir"
+    jq -c '{desired: ., applied_revision: 0, applied_digest: ""}' "$NETLAB_DIR/hv1.json" >"$dir/desired.json"
+    nsenter --net="/run/netns/${P}hv1" "$agent" --node hv1 --coordinator https://127.0.0.1:9 \
+        --etcd-endpoints http://127.0.0.1:9 --tls-cert "$dir/none" --tls-key "$dir/none" \
+        --tls-ca "$dir/none" --state-dir "$dir" --frr-dir "$NETLAB_DIR/${P}hv1" \
+        >"$NETLAB_DIR/$tag.log" 2>&1 &
+    pid=$!
+    BG_PIDS+=("$pid")
+    hz=$(getconf CLK_TCK)
+    # its first pass (from the cache) is over once 2 s go by with under 5% of a core used
+    for _ in $(seq 60); do
+        c0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null) || break
+        sleep 2
+        c1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null) || break
+        [ $(( (c1 - c0) * 100 / hz )) -lt 10 ] && break
+    done
+    read -r c0 k0 < <(awk '{ print $14 + $15, $14 + $15 + $16 + $17 }' "/proc/$pid/stat")
+    t0=$(now_ms)
+    sleep "$IDLE_S"
+    read -r c1 k1 < <(awk '{ print $14 + $15, $14 + $15 + $16 + $17 }' "/proc/$pid/stat")
+    t1=$(now_ms)
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    echo "$(( (c1 - c0) * 1000 / hz )) $(( t1 - t0 )) $(( (k1 - k0) * 1000 / hz ))"
 }
 
 # ---------------------------------------------------------------- lab
@@ -400,6 +448,35 @@ R2_MS=$(( $(now_ms) - t ))
 log "resync without FRR (--no-frr: observe + plan + ACL check): wall ${R2_MS} ms" \
     "($(grep -E '^reconcile' "$NETLAB_DIR/resync-nofrr.log"))"
 
+log "2b. agent: hv1 gets one network more ($((N + 1)) in the desired state, --no-frr)"
+python3 "$NETLAB_DIR/gen.py" hv1 "$((N + 1))" "$VNI0" >"$NETLAB_DIR/hv1-plus1.json" || exit 1
+nice -n 10 nsenter --net="/run/netns/${P}hv1" "$HV_AGENT" --apply-file "$NETLAB_DIR/hv1-plus1.json" \
+    --node hv1 --frr-dir "$NETLAB_DIR/${P}hv1" --no-frr >"$NETLAB_DIR/plus1.log" 2>&1; rc=$?
+ONE_MS=$(sed -n 's/^reconcile: .*elapsed_ms=\([0-9]*\).*/\1/p' "$NETLAB_DIR/plus1.log")
+log "one network more: rc=$rc $(grep -E '^reconcile' "$NETLAB_DIR/plus1.log"); link actions $(link_actions "$NETLAB_DIR/plus1.log")"
+check "one network more: pass succeeded with 6 link actions" \
+    [ "$rc/$(link_actions "$NETLAB_DIR/plus1.log")" = 0/6 ]
+# back to N, so the end-state checks below see exactly N networks
+nice -n 10 nsenter --net="/run/netns/${P}hv1" "$HV_AGENT" --apply-file "$NETLAB_DIR/hv1.json" \
+    --node hv1 --frr-dir "$NETLAB_DIR/${P}hv1" --no-frr >"$NETLAB_DIR/minus1.log" 2>&1 ||
+    { log "FAIL: removing the extra network"; FAIL=1; }
+
+log "2c. agent: idle daemon with $N networks, CPU over ${IDLE_S} s"
+pct() { awk -v c="$1" -v w="$2" 'BEGIN { printf "%.2f", 100 * c / w }'; }
+read -r IDLE_CPU_MS IDLE_WIN_MS IDLE_ALL_MS <<<"$(idle_cpu "$HV_AGENT" idle)"
+IDLE_PCT=$(pct "$IDLE_CPU_MS" "$IDLE_WIN_MS") IDLE_ALL_PCT=$(pct "$IDLE_ALL_MS" "$IDLE_WIN_MS")
+log "idle agent: ${IDLE_CPU_MS} ms CPU in ${IDLE_WIN_MS} ms = ${IDLE_PCT}% of a core;" \
+    "with its child processes ${IDLE_ALL_MS} ms = ${IDLE_ALL_PCT}%" \
+    "($(link_actions "$NETLAB_DIR/idle.log") link actions in its log)"
+check "idle agent made no link change" [ "$(link_actions "$NETLAB_DIR/idle.log")" = 0 ]
+OLD_IDLE_PCT=n/a OLD_IDLE_ALL_PCT=n/a
+if [ -n "${OLD_AGENT:-}" ] && [ -x "$OLD_AGENT" ]; then
+    read -r c w a <<<"$(idle_cpu "$OLD_AGENT" idle-old)"
+    OLD_IDLE_PCT=$(pct "$c" "$w") OLD_IDLE_ALL_PCT=$(pct "$a" "$w")
+    log "idle agent, OLD_AGENT=$OLD_AGENT: ${c} ms CPU in ${w} ms = ${OLD_IDLE_PCT}% of a core;" \
+        "with its child processes ${a} ms = ${OLD_IDLE_ALL_PCT}%"
+fi
+
 # ---------------------------------------------------------------- 3. baseline
 log "3. baseline: hv2 creates the same $N networks, one process per command (ip, sysctl)"
 measure baseline 2 baseline_run 2
@@ -425,7 +502,7 @@ log "hv1 zebra: $(grep -ciE 'overrun|No buffer space' "$NETLAB_DIR/${P}hv1/zebra
 log "agent log lines: $(wc -l <"$NETLAB_DIR/agent.log"); link actions: $(link_actions "$NETLAB_DIR/agent.log")"
 
 echo "===== summary ($N networks, VNIs $VNI0..$((VNI0 + N - 1)))"
-echo "agent program (8 processes per network: 6 ip commands + 2 ownership aliases): ${A_MS} ms"
+echo "agent program (no process: 8 netlink requests per network, pipelined on one socket): ${A_MS} ms"
 echo "one process per command (8 per network: 6 ip commands + 2 sysctl, same options): ${B_MS} ms"
 echo "advertised (leaf holds all type-3 routes), from the start: agent ${A_ADV} ms, baseline ${B_ADV} ms"
 echo "zebra knows all VNIs, from the start: agent ${A_ZEBRA} ms, baseline ${B_ZEBRA} ms"
@@ -434,5 +511,8 @@ echo "figure,value,baseline,ratio"
 echo "hv_program_${N}_networks_ms,$A_MS,$B_MS (ip per network),$(ratio "$A_MS" "$B_MS")"
 echo "hv_advertise_${N}_vnis_ms,$A_ADV,$B_ADV,$(ratio "$A_ADV" "$B_ADV")"
 echo "hv_resync_${N}_networks_noop_ms,$R_MS,$A_MS (first apply),$(ratio "$R_MS" "$A_MS")"
+echo "hv_one_network_more_among_${N}_ms,${ONE_MS:-n/a},$A_MS (first apply),$(ratio "${ONE_MS:-x}" "$A_MS")"
+echo "hv_idle_cpu_pct_${N}_networks,$IDLE_PCT,$OLD_IDLE_PCT (OLD_AGENT),$(ratio2 "$IDLE_PCT" "$OLD_IDLE_PCT")"
+echo "hv_idle_cpu_pct_with_children_${N}_networks,$IDLE_ALL_PCT,$OLD_IDLE_ALL_PCT (OLD_AGENT),$(ratio2 "$IDLE_ALL_PCT" "$OLD_IDLE_ALL_PCT")"
 [ "$FAIL" = 0 ] && echo "HV SCALE PROOF: ALL CHECKS PASSED" || echo "HV SCALE PROOF: SOME CHECKS FAILED"
 exit "$FAIL"

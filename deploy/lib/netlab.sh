@@ -203,7 +203,7 @@ netlab_wait() {
 
 # netlab_frr_start NS DIR CONF [DAEMONS="zebra bgpd staticd"]
 # Copies CONF to DIR/frr.conf (DIR owned by frr) and starts each daemon in NS:
-#   ip netns exec NS /usr/lib/frr/<d> -d -u frr -g frr -N NS -P 0 \
+#   ip netns exec NS /usr/lib/frr/<d> -d -u frr -g frr -N NS -P 0 [-s 90000000 for zebra] \
 #      -f DIR/frr.conf -i DIR/<d>.pid -z DIR/zserv.api --vty_socket DIR \
 #      --log file:DIR/<d>.log
 # Waits until every daemon's DIR/<d>.vty socket answers vtysh.
@@ -214,7 +214,12 @@ netlab_frr_start() {
     [ "$(realpath "$conf")" = "$(realpath -m "$dir/frr.conf")" ] || cp "$conf" "$dir/frr.conf" || return 1
     chown -R frr:frr "$dir" && chmod 755 "$dir"
     for d in $daemons; do
-        ip netns exec "$ns" "$NETLAB_FRR_BIN/$d" -d -u frr -g frr -N "$ns" -P 0 \
+        # zebra with the netlink receive buffer of FRR's packaged /etc/frr/daemons
+        # (`-s 90000000`): with the default (4 MB) it silently lost link events when an
+        # agent programmed 1,000 networks at netlink speed (VNIs never advertised).
+        local opts=()
+        [ "$d" = zebra ] && opts=(-s 90000000)
+        ip netns exec "$ns" "$NETLAB_FRR_BIN/$d" -d -u frr -g frr -N "$ns" -P 0 "${opts[@]}" \
             -f "$dir/frr.conf" -i "$dir/$d.pid" -z "$dir/zserv.api" \
             --vty_socket "$dir" --log "file:$dir/$d.log" 2>>"$dir/start.err" ||
             { netlab__err "$ns: $d failed to start (see $dir/$d.log)"; return 1; }

@@ -1,16 +1,18 @@
 //! The gateway's Linux dataplane. Each pass:
 //!
-//! 1. observes the VPC namespaces (`<prefix><id>`) and decides, from the lease, which routers
-//!    may be converged, removed or must wait ([`plan::decide`]);
+//! 1. observes the VPC namespaces (`<prefix><id>`): every desired router (primary or warm
+//!    standby) is converged, the others removed ([`plan::decide`]), and tells the failover
+//!    controller ([`crate::failover`]) which routers are placed here;
 //! 2. removes routers no longer served (public routes first, then veths, then namespace);
 //! 3. converges L2 exactly like a hypervisor (`sf_linux::l2`: VTEP, `vxlan<VNI>`/`brvx-<VNI>`);
-//! 4. converges each served router ([`plan::plan_router`]: namespace, tier, Direct Connect
-//!    and transit veths, addresses, virtual MAC, routes, nftables, host /32 routes), then the
+//! 4. converges each router ([`plan::plan_router`]: namespace, tier, Direct Connect
+//!    and transit veths, addresses, virtual MAC, routes, nftables; segments up and host /32
+//!    routes only on a router the controller made active), then the
 //!    per-VPC FRR of the routers with Direct Connects ([`crate::dc`]: started when missing or
 //!    dead, configured by diff, stopped when the last DC goes; stopped *before* a router's
 //!    namespace is deleted);
-//! 5. applies FRR with the announcements of the routers actually served (none when the lease
-//!    is lost), after the host routes exist so `network` statements activate at once;
+//! 5. applies FRR (which announces the active routers' host routes by redistribution: its
+//!    configuration names no VPC, so a failover never reloads it);
 //! 6. (between 4 and 5 in code) points the health checkers ([`crate::health`]) at the load
 //!    balancers of the routers that run. A backend's health flip triggers [`Dataplane::wakeup`], so the next pass follows at
 //!    once and rewrites only that load balancer's map.
@@ -25,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sf_agent::{Dataplane, LeaseState, ReconcileContext, ReconcileReport};
+use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
 use sf_core::desired::{HealthCheck, NodeDesired, Underlay, VpcRouter};
 use sf_core::status::{DcStatus, LbStatus};
 use sf_linux::converge::{OnFailure, Pass, Plan, ReconcileError, Stage, Step};
@@ -33,11 +35,12 @@ use sf_linux::frr::{expected_lines, render, Frr};
 use sf_linux::l2::{self, foreign_vnis};
 use sf_linux::{blackhole, links};
 use tokio::sync::Notify;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::conntrack;
 use crate::dc;
 use crate::device;
+use crate::failover::{self, RouterSpec};
 use crate::health::{Health, Probe};
 use crate::names::{netns_id, netns_name};
 use crate::nft;
@@ -64,11 +67,17 @@ pub struct Gateway {
     dc_frr: BTreeMap<String, Frr>,
     dc_poller: dc::Poller,
     dc_poll_task: Option<tokio::task::JoinHandle<()>>,
+    /// Which built routers forward (see [`failover`]).
+    pub failover: failover::Controller,
+    failover_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(t) = self.dc_poll_task.take() {
+        for t in [self.dc_poll_task.take(), self.failover_task.take()]
+            .into_iter()
+            .flatten()
+        {
             t.abort();
         }
     }
@@ -84,6 +93,8 @@ impl Gateway {
             passes: 0,
             last_frr: None,
             health: Health::new(wake.clone()),
+            failover: failover::Controller::new(wake.clone()),
+            failover_task: None,
             wake,
             lb_cache: HashMap::new(),
             lb_installed: BTreeMap::new(),
@@ -279,13 +290,9 @@ impl Scope<'_> {
 }
 
 impl Gateway {
-    /// Observes the running routers and decides, from the lease, what this pass may do.
-    async fn scope<'a>(
-        &self,
-        pass: &mut Pass,
-        desired: &'a NodeDesired,
-        ctx: &ReconcileContext,
-    ) -> Option<Scope<'a>> {
+    /// Observes the running routers, decides what this pass converges and removes, and tells
+    /// the failover controller which routers are placed here.
+    async fn scope<'a>(&self, pass: &mut Pass, desired: &'a NodeDesired) -> Option<Scope<'a>> {
         let prefix = self.netns_prefix.clone();
         let routers: BTreeMap<u32, &VpcRouter> = desired.routers().map(|r| (r.id, r)).collect();
         for r in routers.values() {
@@ -300,20 +307,14 @@ impl Gateway {
             .filter_map(|n| netns_id(&prefix, n))
             .collect();
         let wanted: BTreeSet<u32> = routers.keys().copied().collect();
-        let d = plan::decide(&wanted, &running, ctx.lease, ctx.fresh);
-        if d.stand_down && !d.remove.is_empty() {
-            error!(
-                routers = ?d.remove,
-                "LEASE LOST: standing down, removing VPC routers and withdrawing their public addresses"
-            );
-        }
-        if !d.waiting.is_empty() {
-            warn!(routers = ?d.waiting, lease = ?ctx.lease, fresh = ctx.fresh,
-                  "not bringing up VPC routers until the lease is held and the state is fresh");
-        }
-        if ctx.lease == LeaseState::Unknown && !running.is_empty() {
-            info!(routers = ?running, "lease unknown: running VPC routers left as they are");
-        }
+        let d = plan::decide(&wanted, &running);
+        let host = pass.observe("host", device::observe_host()).await?;
+        let specs = routers
+            .values()
+            .filter(|r| plan::validate_router(r).is_empty())
+            .map(|r| router_spec(r))
+            .collect();
+        self.failover.sync(specs, &host);
         Some(Scope {
             prefix,
             routers,
@@ -361,15 +362,20 @@ impl Gateway {
                             false => Ok(None),
                         }
                     };
+                    // The controller flips no router while one is converged.
+                    let kernel = self.failover.kernel.clone();
+                    let _kernel = kernel.lock().await;
+                    let active = self.failover.is_active(id);
                     let plan = |st: &Option<NsState>| {
                         let (steps, problems) =
-                            plan::plan_router(&s.prefix, r, &host, st.as_ref(), &tables);
+                            plan::plan_router(&s.prefix, r, &host, st.as_ref(), &tables, active);
                         Plan::new(steps, problems)
                     };
                     let c = pass
                         .converge(&vpc(id), observe, plan, OnFailure::Stop)
                         .await;
                     if c.clean {
+                        self.failover.built(id);
                         served.insert(id);
                         self.lb_installed.insert(id, lb_status);
                         self.cut_lost_translations(pass, &ns, id, r).await;
@@ -472,14 +478,17 @@ impl Gateway {
         }
     }
 
-    /// Health checks for the load balancers of the routers that run.
+    /// Health checks for the load balancers of the routers that forward (a passive router's
+    /// segments are down: it could not reach a backend, and must not show its MAC there).
     fn sync_health(&mut self, pass: &mut Pass, s: &Scope<'_>, served: &BTreeSet<u32>) {
+        let active = self.failover.active();
         let runs: BTreeSet<u32> = s
             .routers
             .keys()
             .copied()
             .filter(|id| {
-                served.contains(id) || (s.running.contains(id) && !s.d.remove.contains(id))
+                (served.contains(id) || (s.running.contains(id) && !s.d.remove.contains(id)))
+                    && active.contains(id)
             })
             .collect();
         self.lb_installed.retain(|id, _| runs.contains(id));
@@ -496,17 +505,12 @@ impl Gateway {
         }
     }
 
-    /// The node's FRR with the announcements of the routers actually served.
-    async fn converge_frr(&mut self, pass: &mut Pass, underlay: &Underlay, s: &Scope<'_>) {
+    /// The node's FRR. It announces the active routers' host routes by redistribution
+    /// (`Underlay::redistribute_host_routes`), never per-VPC `network` statements: a gateway
+    /// announces only what its failover controller routes.
+    async fn converge_frr(&mut self, pass: &mut Pass, underlay: &Underlay) {
         let mut u = underlay.clone();
-        let routers: Vec<&VpcRouter> = s.routers.values().copied().collect();
-        u.announce = plan::announce(&underlay.announce, &routers, &s.d);
-        if u.announce.len() != underlay.announce.len() {
-            warn!(
-                withheld = underlay.announce.len() - u.announce.len(),
-                "announcing only the public addresses of VPC routers this node serves"
-            );
-        }
+        u.announce.clear();
         let config = render(&self.node, &u);
         let changed = self.last_frr.as_deref() != Some(config.as_str());
         let force = self.passes % 10 == 1;
@@ -530,6 +534,23 @@ impl Gateway {
                 source,
             }),
         }
+    }
+}
+
+/// What the failover controller needs of router `r` (validated).
+fn router_spec(r: &VpcRouter) -> RouterSpec {
+    let segments = plan::pairs(r)
+        .into_iter()
+        .filter(|p| p.master.is_some())
+        .map(|p| p.host)
+        .collect();
+    RouterSpec {
+        id: r.id,
+        vpc: format!("{}/{}", r.tenant, r.vpc),
+        role: r.role,
+        anchor: crate::names::transit_addrs(r.id).expect("validated id").0,
+        segments,
+        routes: plan::host_routes(r),
     }
 }
 
@@ -570,7 +591,11 @@ impl Dataplane for Gateway {
             pass.error(ReconcileError::NoUnderlay);
             return pass.into();
         };
-        let Some(mut s) = self.scope(&mut pass, desired, ctx).await else {
+        let _ = ctx; // the lease does not decide who forwards: the fabric does
+        if self.failover_task.is_none() {
+            self.failover_task = Some(tokio::spawn(self.failover.clone().run()));
+        }
+        let Some(s) = self.scope(&mut pass, desired).await else {
             return pass.into();
         };
         // The pools' blackhole routes, before any removal: a public address this gateway
@@ -585,14 +610,9 @@ impl Dataplane for Gateway {
         // 4. Routers, then (4b) their Direct Connect speakers.
         let served = self.converge_routers(&mut pass, &s).await;
         self.converge_dc(&mut pass, &s, &served).await;
-        // Announce what runs: a router whose creation failed is not announced; one that was
-        // already running keeps its announcements through a transient error.
-        let running = &s.running;
-        s.d.announce
-            .retain(|id| served.contains(id) || running.contains(id));
-        // 6. Health checks, then 5. FRR, after the host routes exist.
+        // 6. Health checks, then 5. FRR.
         self.sync_health(&mut pass, &s, &served);
-        self.converge_frr(&mut pass, underlay, &s).await;
+        self.converge_frr(&mut pass, underlay).await;
         pass.into()
     }
 
@@ -605,6 +625,10 @@ impl Dataplane for Gateway {
 
     async fn dc_status(&mut self) -> BTreeMap<String, DcStatus> {
         self.dc_poller.status()
+    }
+
+    async fn failover_status(&mut self) -> sf_core::status::FailoverStatus {
+        self.failover.status()
     }
 
     fn wakeup(&self) -> Option<Arc<Notify>> {

@@ -272,6 +272,7 @@ pub async fn execute(a: &Action) -> Result<(), DeviceError> {
             .await
         }
         Action::SetUp { ns, link } => ip_in(ns, &["link", "set", "dev", link, "up"]).await,
+        Action::SetDown { link } => ip_in(&None, &["link", "set", "dev", link, "down"]).await,
         Action::AddAddr { ns, dev, addr } => {
             ip_in(ns, &["addr", "add", &addr.to_string(), "dev", dev]).await
         }

@@ -1,26 +1,61 @@
 //! The fence: a small process the gateway agent leaves running beside itself, which stands
-//! the node down if the agent dies and stays dead past its lease.
+//! the node down when the agent is dead or hung.
 //!
-//! Without it, a killed agent leaves its VPC routers and FRR announcements in place while the
-//! coordinator, once the lease expires, moves the VPCs to their standby: two nodes would
-//! announce the same public addresses. The fence watches two things only: whether the agent
-//! process is alive, and the on-disk mark of the last lease renewal
-//! (`sf_agent::lease::lease_ok_age`). When the agent is gone *and* two renewals were missed
-//! (2/3 of the TTL, the same rule the agent applies to itself, i.e. before the lease can
-//! expire at etcd), it runs the gateway dataplane once with `LeaseState::Lost` over the last
-//! desired state on disk — exactly the agent's own stand-down (VPC routers and their /32
-//! announcements removed, their per-VPC FRRs stopped) — and exits. A supervisor restart within the TTL finds the lease
-//! still held, so nothing is withdrawn; the new agent replaces the fence on start.
+//! The failover controller runs inside the agent: without it nobody on this node follows the
+//! fabric or the intent, while the kernel and FRR keep forwarding and announcing its active
+//! VPC routers. The fence watches two things only: whether the agent process is alive, and
+//! the agent's liveness mark (`alive` in its state dir: a `CLOCK_BOOTTIME` reading the agent
+//! writes every [`MARK_INTERVAL`]; monotonic, so a wall-clock step cannot fool it). When the
+//! agent is dead, or its mark is older than the grace (2/3 of the lease TTL, so a supervisor
+//! restart keeps everything in place), the fence makes every router passive from what it
+//! observes in the kernel ([`failover::stand_down_script`]: host routes withdrawn, segment
+//! links down; namespaces kept warm). The standbys see the anchors leave the fabric and take
+//! over. A dead agent's fence then exits; a hung agent's fence keeps watching (if the agent
+//! resumes, its controller sees the standby serving and stays passive).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sf_agent::{Dataplane, LeaseState, ReconcileContext};
-use sf_linux::frr::Frr;
-
-use crate::dataplane::Gateway;
+use crate::failover;
 
 const PID_FILE: &str = "fence.pid";
+const MARK_FILE: &str = "alive";
+/// How often the agent writes its liveness mark.
+pub const MARK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// `CLOCK_BOOTTIME` now: monotonic across processes of one boot, counting suspend.
+fn boottime() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Writes the agent's liveness mark forever (a task of the agent process: a SIGSTOP or a
+/// wedged runtime stops it with the rest).
+pub async fn keep_alive_mark(state_dir: PathBuf) {
+    let file = state_dir.join(MARK_FILE);
+    loop {
+        let now = boottime().as_millis().to_string();
+        if let Err(e) = tokio::fs::write(&file, now).await {
+            tracing::warn!(file = %file.display(), error = %e, "cannot write the liveness mark");
+        }
+        tokio::time::sleep(MARK_INTERVAL).await;
+    }
+}
+
+/// Age of the agent's liveness mark; None when there is none (never written).
+fn mark_age(state_dir: &Path) -> Option<Duration> {
+    let ms: u64 = std::fs::read_to_string(state_dir.join(MARK_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(boottime().saturating_sub(Duration::from_millis(ms)))
+}
 
 /// Whether `pid` is alive and is a StackFabric gateway process (not a recycled pid).
 fn alive(pid: u32, marker: &str) -> bool {
@@ -117,44 +152,67 @@ fn ignore_stop_signals() {
     }
 }
 
-/// The fence's whole life: wait, and stand down at most once.
+/// The fence's whole life: watch; stand down when the agent is dead or hung; exit once a
+/// dead agent's node stood down.
 pub async fn run(a: FenceArgs) -> anyhow::Result<()> {
     ignore_stop_signals();
-    let limit = Duration::from_secs(a.lease_ttl.max(1)) * 2 / 3;
+    let grace = Duration::from_secs(a.lease_ttl.max(1)) * 2 / 3;
+    let mut dead_since: Option<std::time::Instant> = None;
+    let mut stood_down = false;
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if alive(a.agent_pid, "sf-gateway-agent") {
-            continue; // the agent is responsible for itself
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let alive = alive(a.agent_pid, "sf-gateway-agent");
+        let dead_for = match (alive, dead_since) {
+            (true, _) => {
+                dead_since = None;
+                Duration::ZERO
+            }
+            (false, None) => {
+                dead_since = Some(std::time::Instant::now());
+                Duration::ZERO
+            }
+            (false, Some(t)) => t.elapsed(),
+        };
+        let hung = alive && mark_age(&a.state_dir).is_some_and(|age| age >= grace);
+        if !(hung || dead_for >= grace) {
+            stood_down = false;
+            continue;
         }
-        let stale = sf_agent::lease::lease_ok_age(&a.state_dir).is_none_or(|age| age >= limit);
-        if !stale {
-            continue; // a restart within the TTL keeps everything in place
-        }
-        let Some(cached) = sf_agent::cache::Cache::new(&a.state_dir).load() else {
-            tracing::warn!(
-                "agent gone and lease stale, but no cached desired state: nothing to withdraw"
+        if !stood_down {
+            let why = if hung {
+                "hung (no liveness mark)"
+            } else {
+                "dead"
+            };
+            tracing::error!(
+                agent_pid = a.agent_pid,
+                "FENCE: agent {why} for {grace:?}: standing down"
             );
+            match stand_down().await {
+                Ok(n) => tracing::error!(changes = n, "FENCE: stood down"),
+                Err(e) => {
+                    tracing::error!(error = %e, "FENCE: stand-down failed; retrying");
+                    continue;
+                }
+            }
+            stood_down = true;
+        }
+        if !alive {
+            let _ = std::fs::remove_file(a.state_dir.join(PID_FILE));
             return Ok(());
-        };
-        tracing::error!(
-            agent_pid = a.agent_pid,
-            "FENCE: agent dead and lease not renewed for {limit:?}: standing down"
-        );
-        // Same state dir as the agent: the stand-down also stops the per-VPC FRRs (Direct
-        // Connect) before deleting their namespaces.
-        let mut dp = Gateway::new(
-            a.node,
-            Frr::new(a.frr_dir),
-            a.netns_prefix,
-            a.state_dir.clone(),
-        );
-        let ctx = ReconcileContext {
-            lease: LeaseState::Lost,
-            fresh: false,
-        };
-        let report = dp.reconcile(&cached.desired, &ctx).await;
-        tracing::error!(changes = report.changes, errors = ?report.errors, "FENCE: stood down");
-        let _ = std::fs::remove_file(a.state_dir.join(PID_FILE));
-        return Ok(());
+        }
     }
+}
+
+/// Makes every VPC router of the node passive, from what the kernel shows.
+async fn stand_down() -> anyhow::Result<usize> {
+    let host = crate::device::observe_host().await?;
+    let lines = failover::stand_down_script(&host);
+    if !lines.is_empty() {
+        let script = lines.join("\n") + "\n";
+        if let Err(e) = sf_linux::run_stdin("ip", &["-force", "-batch", "-"], &script).await {
+            tracing::warn!(error = %e, "some stand-down changes failed");
+        }
+    }
+    Ok(lines.len())
 }

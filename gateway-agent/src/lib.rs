@@ -2,12 +2,14 @@
 //! namespace per VPC router (the Neutron L3-agent model, no VRF needed), joined to each tier's
 //! `brvx-<VNI>` by a veth carrying the tier gateway address and the VPC's virtual MAC, and to
 //! the host by a transit veth; NAT in one nftables table per VPC built on maps; the VPC's
-//! public /32s routed into the namespace and announced by the host's FRR.
+//! public /32s routed into the namespace and announced by the host's FRR. Each VPC has a
+//! primary and a warm standby gateway; the fabric decides which one forwards.
 //!
 //! - [`names`]: names and transit addresses derived from the router id (pure).
 //! - [`nft`]: the NAT and load balancer ruleset (pure renderer, Maglev maps).
 //! - [`health`]: load balancer health checks, one thread per VPC namespace.
-//! - [`plan`]: lease decisions and the observed → actions planner with its in-memory twin.
+//! - [`plan`]: the observed → actions planner with its in-memory twin.
+//! - [`failover`]: which built routers forward, from the fabric's view (BFD, anchors).
 //! - [`device`]: observation (`ip -j`, `nft`) and execution.
 //! - [`conntrack`]: cutting the flows of translations the router no longer performs.
 //! - [`dc`]: Direct Connect: per-VPC FRR (eBGP with the customer) and its status poller.
@@ -17,6 +19,7 @@ pub mod conntrack;
 pub mod dataplane;
 pub mod dc;
 pub mod device;
+pub mod failover;
 pub mod fence;
 pub mod health;
 pub mod names;

@@ -112,6 +112,8 @@ async fn apply_file(a: ApplyArgs) -> anyhow::Result<()> {
         a.local.netns_prefix,
         a.state_dir,
     );
+    // No fabric to ask here: every router this file places forwards.
+    dp.failover.force_active();
     let lease = match a.lease.as_str() {
         "held" => LeaseState::Held { continuous: true },
         "unknown" => LeaseState::Unknown,
@@ -190,6 +192,9 @@ async fn main() -> anyhow::Result<()> {
         Ok(pid) => tracing::info!(pid, "fence started"),
         Err(e) => tracing::warn!(error = %e, "cannot start the fence"),
     }
+    tokio::spawn(sf_gateway_agent::fence::keep_alive_mark(
+        args.agent.state_dir.clone(),
+    ));
     let dp = Gateway::new(
         args.agent.node.clone(),
         Frr::new(args.local.frr_dir),

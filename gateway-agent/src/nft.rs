@@ -705,6 +705,7 @@ mod tests {
 
     pub fn example() -> VpcRouter {
         VpcRouter {
+            role: Default::default(),
             tenant: "acme".into(),
             vpc: "prod".into(),
             id: 7,

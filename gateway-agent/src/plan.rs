@@ -12,7 +12,6 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use sf_agent::LeaseState;
 use sf_core::desired::VpcRouter;
 use sf_linux::links::Link;
 
@@ -99,6 +98,11 @@ pub enum Action {
         ns: Option<String>,
         link: String,
     },
+    /// A passive router's tier and Direct Connect host ends are down: its namespace keeps
+    /// the virtual MAC and addresses but is invisible on the segments (see [`crate::failover`]).
+    SetDown {
+        link: String,
+    },
     AddAddr {
         ns: Option<String>,
         dev: String,
@@ -131,76 +135,24 @@ pub enum Action {
     },
 }
 
-/// What this pass may do with VPC routers, given the lease.
+/// What this pass does with VPC routers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
     /// Routers to create if missing and converge.
     pub converge: BTreeSet<u32>,
     /// Routers to remove (namespace, veths, host routes).
     pub remove: BTreeSet<u32>,
-    /// Desired routers not brought up in this pass (lease unknown or state not fresh).
-    pub waiting: BTreeSet<u32>,
-    /// Routers whose public addresses may be announced after this pass.
-    pub announce: BTreeSet<u32>,
-    /// Lease lost: standing down.
-    pub stand_down: bool,
 }
 
-/// Exclusivity rules. `Unknown`: touch no router (a restart must not flap one). `Lost`: stand
-/// down, remove every running router. `Held` with fresh state: serve exactly the desired
-/// routers. `Held` with state not fresh (cache, or from before a lease re-grant): keep and
-/// converge what runs, bring up nothing new, remove nothing.
-pub fn decide(
-    desired: &BTreeSet<u32>,
-    running: &BTreeSet<u32>,
-    lease: LeaseState,
-    fresh: bool,
-) -> Decision {
-    let mut d = Decision::default();
-    match lease {
-        LeaseState::Unknown => {
-            d.waiting = desired - running;
-            d.announce = desired & running;
-        }
-        LeaseState::Lost => {
-            d.remove = running.clone();
-            d.stand_down = true;
-        }
-        LeaseState::Held { .. } if fresh => {
-            d.converge = desired.clone();
-            d.remove = running - desired;
-            d.announce = desired.clone();
-        }
-        LeaseState::Held { .. } => {
-            d.converge = desired & running;
-            d.waiting = desired - running;
-            d.announce = d.converge.clone();
-        }
+/// Every desired router is built and converged, whatever the lease: which one forwards is
+/// the failover controller's decision, taken from the fabric (a gateway that cannot reach
+/// etcd but is alive in the fabric keeps serving, see [`crate::failover`]). Routers no longer
+/// desired are removed.
+pub fn decide(desired: &BTreeSet<u32>, running: &BTreeSet<u32>) -> Decision {
+    Decision {
+        converge: desired.clone(),
+        remove: running - desired,
     }
-    d
-}
-
-/// The prefixes to announce: the desired ones, minus the public addresses of routers that
-/// are desired but not served after this pass (all of them when standing down).
-pub fn announce(
-    desired_announce: &[Ipv4Net],
-    routers: &[&VpcRouter],
-    d: &Decision,
-) -> Vec<Ipv4Net> {
-    if d.stand_down {
-        return Vec::new();
-    }
-    let withheld: BTreeSet<Ipv4Net> = routers
-        .iter()
-        .filter(|r| !d.announce.contains(&r.id))
-        .flat_map(|r| r.public_ips())
-        .map(|ip| Ipv4Net::new(ip, 32).expect("/32"))
-        .collect();
-    desired_announce
-        .iter()
-        .filter(|p| !withheld.contains(p))
-        .copied()
-        .collect()
 }
 
 /// Problems that make a router impossible to build (it is then left alone and reported).
@@ -255,17 +207,21 @@ pub fn ns_routes(r: &VpcRouter) -> Vec<Route> {
     v
 }
 
-/// Routes the host needs: every public address of the router via its transit link.
+/// Routes the host of an active router needs: its anchor (announced, watched by the
+/// standby) and every public address of the router via its transit link.
 pub fn host_routes(r: &VpcRouter) -> Vec<Route> {
-    let (_, ns_side) = transit_addrs(r.id).expect("validated id");
-    r.public_ips()
-        .into_iter()
-        .map(|ip| Route {
-            dst: Ipv4Net::new(ip, 32).expect("/32"),
-            via: Some(ns_side),
-            dev: Some(transit_host(r.id)),
-        })
-        .collect()
+    let (anchor, ns_side) = transit_addrs(r.id).expect("validated id");
+    let mut v = vec![Route {
+        dst: Ipv4Net::new(anchor, 32).expect("/32"),
+        via: None,
+        dev: Some(transit_host(r.id)),
+    }];
+    v.extend(r.public_ips().into_iter().map(|ip| Route {
+        dst: Ipv4Net::new(ip, 32).expect("/32"),
+        via: Some(ns_side),
+        dev: Some(transit_host(r.id)),
+    }));
+    v
 }
 
 /// Does an observed route satisfy a desired one (the kernel fills in dev)?
@@ -364,12 +320,15 @@ struct RouterPlan<'a> {
     ns: String,
     host: &'a HostState,
     st: &'a NsState,
+    /// Whether the router forwards: tier host ends up, host routes (announcements) present.
+    active: bool,
     a: Vec<Action>,
     errors: Vec<String>,
 }
 
 /// Plan for one desired router; `ns` is its namespace's observed state (None: missing);
-/// `lbs` the Maglev tables to install, one per [`nft::load_balancers`] entry.
+/// `lbs` the Maglev tables to install, one per [`nft::load_balancers`] entry; `active`
+/// whether it forwards (else it is built whole but passive: segments down, no host routes).
 /// Returns the actions and the problems no action can fix.
 pub fn plan_router(
     prefix: &str,
@@ -377,6 +336,7 @@ pub fn plan_router(
     host: &HostState,
     ns: Option<&NsState>,
     lbs: &[Arc<nft::LbTable>],
+    active: bool,
 ) -> (Vec<Action>, Vec<String>) {
     let errors = validate_router(r);
     if !errors.is_empty() {
@@ -388,6 +348,7 @@ pub fn plan_router(
         ns: netns_name(prefix, r.id),
         host,
         st: ns.unwrap_or(&empty),
+        active,
         a: Vec::new(),
         errors,
     };
@@ -450,9 +411,14 @@ impl RouterPlan<'_> {
             }
         }
         plan_addrs(None, &p.host, &h.addrs, &p.host_addrs, &mut self.a);
-        if !h.up {
+        let up = self.host_end_up(p);
+        if up && !h.up {
             self.a.push(Action::SetUp {
                 ns: None,
+                link: p.host.clone(),
+            });
+        } else if !up && h.up {
+            self.a.push(Action::SetDown {
                 link: p.host.clone(),
             });
         }
@@ -502,10 +468,12 @@ impl RouterPlan<'_> {
             });
         }
         plan_addrs(None, &p.host, &[], &p.host_addrs, &mut self.a);
-        self.a.push(Action::SetUp {
-            ns: None,
-            link: p.host.clone(),
-        });
+        if self.host_end_up(p) {
+            self.a.push(Action::SetUp {
+                ns: None,
+                link: p.host.clone(),
+            });
+        }
         if let Some(mac) = p.peer_mac {
             self.set_mac(p, mac);
         }
@@ -514,6 +482,12 @@ impl RouterPlan<'_> {
             ns: self.ns(),
             link: p.peer.clone(),
         });
+    }
+
+    /// Segment host ends (tiers, Direct Connects) are up only on an active router; the
+    /// transit link always is.
+    fn host_end_up(&self, p: &Pair) -> bool {
+        self.active || p.master.is_none()
     }
 
     fn set_mac(&mut self, p: &Pair, mac: &str) {
@@ -645,12 +619,16 @@ impl RouterPlan<'_> {
         true
     }
 
-    /// Public /32s into the namespace (before FRR's `network` statements can activate);
-    /// stale ones through this router's transit link withdrawn.
+    /// An active router's anchor and public /32s into the namespace (FRR announces them);
+    /// stale ones through this router's transit link withdrawn, all of them when passive.
     fn host_routes(&mut self) {
         let host = self.host;
         let dev = transit_host(self.r.id);
-        let want = host_routes(self.r);
+        let want = if self.active {
+            host_routes(self.r)
+        } else {
+            Vec::new()
+        };
         for w in &want {
             if !host.routes.iter().any(|o| satisfies(o, w)) {
                 self.a.push(Action::ReplaceRoute {
@@ -841,6 +819,11 @@ pub fn apply_in_memory(
                     l.up = true;
                 }
             }
+            Action::SetDown { link } => {
+                if let Some(l) = host.links.iter_mut().find(|l| &l.name == link) {
+                    l.up = false;
+                }
+            }
             Action::AddAddr { ns, dev, addr } => {
                 if let Some(l) = links(host, vpcs, prefix, ns)
                     .and_then(|v| v.iter_mut().find(|l| &l.name == dev))
@@ -922,7 +905,7 @@ mod tests {
         host: &mut HostState,
         vpcs: &mut BTreeMap<u32, NsState>,
     ) -> Vec<Action> {
-        let (a, e) = plan_router(P, r, host, vpcs.get(&r.id), &tables(r));
+        let (a, e) = plan_router(P, r, host, vpcs.get(&r.id), &tables(r), true);
         assert!(e.is_empty(), "{e:?}");
         apply_in_memory(P, host, vpcs, &a);
         a
@@ -980,7 +963,12 @@ mod tests {
             .collect();
         assert_eq!(
             host_routes,
-            ["203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"]
+            [
+                "198.18.0.14/32",
+                "203.0.113.10/32",
+                "203.0.113.11/32",
+                "203.0.113.12/32"
+            ]
         );
         // NAT is loaded before the public routes attract traffic.
         let nft_at = a
@@ -993,7 +981,7 @@ mod tests {
             .unwrap();
         assert!(nft_at < route_at);
         // Converged: nothing to do, nothing recreated, nft not reloaded.
-        let (again, e) = plan_router(P, &r, &h, v.get(&7), &tables(&r));
+        let (again, e) = plan_router(P, &r, &h, v.get(&7), &tables(&r), true);
         assert!(e.is_empty());
         assert_eq!(again, vec![]);
     }
@@ -1029,7 +1017,10 @@ mod tests {
             !a.iter().any(|x| matches!(x, Action::LoadNft { .. })),
             "inside set unchanged (10.10.0.0/16)"
         );
-        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+        assert_eq!(
+            plan_router(P, &r, &h, v.get(&7), &tables(&r), true).0,
+            vec![]
+        );
         // Drop the first tier, the static route and the SNAT address.
         r.tiers.retain(|t| t.vni != 1_000_001);
         r.routes.clear();
@@ -1043,7 +1034,10 @@ mod tests {
         assert!(a.iter().any(|x| matches!(x, Action::DelRoute { ns: None, route } if route.dst.to_string() == "203.0.113.10/32")));
         assert!(a.iter().any(|x| matches!(x, Action::LoadNft { .. })));
         assert!(v[&7].link("t1000001").is_none());
-        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+        assert_eq!(
+            plan_router(P, &r, &h, v.get(&7), &tables(&r), true).0,
+            vec![]
+        );
     }
 
     #[test]
@@ -1061,20 +1055,23 @@ mod tests {
             })
             .unwrap();
         assert_eq!(load.maps.len(), 1);
-        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+        assert_eq!(
+            plan_router(P, &r, &h, v.get(&7), &tables(&r), true).0,
+            vec![]
+        );
         // A backend goes down: only its load balancer's map is rewritten, NAT untouched.
         let lb = &r.load_balancers[0];
         let down = vec![Arc::new(nft::lb_table(lb, &|b| b.name != "10.10.1.22:80"))];
-        let (a, e) = plan_router(P, &r, &h, v.get(&7), &down);
+        let (a, e) = plan_router(P, &r, &h, v.get(&7), &down, true);
         assert!(e.is_empty());
         assert_eq!(a.len(), 1, "{a:?}");
         assert!(
             matches!(&a[0], Action::LoadLbMaps { lbs, .. } if lbs.maps.len() == 1 && lbs.maps[0].0 == 0)
         );
         apply_in_memory(P, &mut h, &mut v, &a);
-        assert_eq!(plan_router(P, &r, &h, v.get(&7), &down).0, vec![]);
+        assert_eq!(plan_router(P, &r, &h, v.get(&7), &down, true).0, vec![]);
         // Wrong number of tables is refused rather than guessed.
-        assert!(!plan_router(P, &r, &h, v.get(&7), &[]).1.is_empty());
+        assert!(!plan_router(P, &r, &h, v.get(&7), &[], true).1.is_empty());
         // An internal VIP in a tier is answered on that tier's link.
         let mut internal = r.load_balancers[0].clone();
         internal.name = "internal".into();
@@ -1089,7 +1086,10 @@ mod tests {
         }));
         assert!(a.iter().any(|x| matches!(x, Action::LoadNft { .. })));
         assert!(!a.iter().any(|x| matches!(x, Action::ReplaceRoute { ns: None, route } if route.dst.to_string() == "10.10.1.200/32")));
-        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+        assert_eq!(
+            plan_router(P, &r, &h, v.get(&7), &tables(&r), true).0,
+            vec![]
+        );
     }
 
     #[test]
@@ -1137,7 +1137,10 @@ mod tests {
         assert!(!nft::inside(&r)
             .iter()
             .any(|n| n.contains(&"169.254.100.1".parse::<Ipv4Addr>().unwrap())));
-        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+        assert_eq!(
+            plan_router(P, &r, &h, v.get(&7), &tables(&r), true).0,
+            vec![]
+        );
         // A BGP-learned route (not observed by the planner) is never in a plan; removal.
         r.direct_connects.clear();
         let a = converge(&r, &mut h, &mut v);
@@ -1147,7 +1150,10 @@ mod tests {
         }));
         assert!(v[&7].link("d1000100").is_none());
         assert!(v[&7].link("t1000001").is_some());
-        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+        assert_eq!(
+            plan_router(P, &r, &h, v.get(&7), &tables(&r), true).0,
+            vec![]
+        );
         // plan_removal takes DC veths with the router.
         r.direct_connects
             .push(sf_core::desired::DirectConnectPeering {
@@ -1253,7 +1259,10 @@ mod tests {
         let a = converge(&r, &mut h, &mut v);
         assert_eq!(a.len(), 5, "{a:#?}");
         assert!(h.routes.iter().any(|r| r.dev.as_deref() == Some("leaf1")));
-        assert_eq!(plan_router(P, &r, &h, v.get(&7), &tables(&r)).0, vec![]);
+        assert_eq!(
+            plan_router(P, &r, &h, v.get(&7), &tables(&r), true).0,
+            vec![]
+        );
     }
 
     #[test]
@@ -1262,7 +1271,7 @@ mod tests {
         let (mut h, mut v) = (host(), BTreeMap::new());
         converge(&r, &mut h, &mut v);
         v.get_mut(&7).unwrap().links.retain(|l| l.name != "transit");
-        let (a, _) = plan_router(P, &r, &h, v.get(&7), &tables(&r));
+        let (a, _) = plan_router(P, &r, &h, v.get(&7), &tables(&r), true);
         assert_eq!(
             a[0],
             Action::DelLink {
@@ -1282,7 +1291,7 @@ mod tests {
             kind: Some("veth".into()),
             ..Default::default()
         });
-        let (a, e) = plan_router(P, &r, &h2, None, &tables(&r));
+        let (a, e) = plan_router(P, &r, &h2, None, &tables(&r), true);
         assert_eq!(e.len(), 1);
         assert!(!a.iter().any(|x| matches!(x, Action::DelLink { link, .. } | Action::AddVeth { host: link, .. } if link == "gx7")));
     }
@@ -1311,7 +1320,10 @@ mod tests {
         assert!(!v.contains_key(&7));
         assert!(h.link("gx8").is_some() && h.link("g8v1000001").is_some());
         assert!(h.link("gx7").is_none() && h.link("g7v1000001").is_none());
-        assert_eq!(plan_router(P, &r8, &h, v.get(&8), &tables(&r8)).0, vec![]);
+        assert_eq!(
+            plan_router(P, &r8, &h, v.get(&8), &tables(&r8), true).0,
+            vec![]
+        );
     }
 
     #[test]
@@ -1319,76 +1331,72 @@ mod tests {
         let mut r = nft::example();
         r.id = names::MAX_ID + 1;
         r.mac = "nope".into();
-        let (a, e) = plan_router(P, &r, &host(), None, &tables(&r));
+        let (a, e) = plan_router(P, &r, &host(), None, &tables(&r), true);
         assert!(a.is_empty());
         assert_eq!(e.len(), 2);
     }
 
+    /// Etcd's view no longer decides: every desired router is built (primary or standby),
+    /// whatever the lease; only routers no longer placed here are removed.
     #[test]
-    fn lease_decides_what_may_change() {
+    fn every_placed_router_is_built_and_only_unplaced_ones_removed() {
         let desired = BTreeSet::from([1, 2]);
         let running = BTreeSet::from([2, 3]);
-        let unknown = decide(&desired, &running, LeaseState::Unknown, true);
-        assert!(unknown.converge.is_empty() && unknown.remove.is_empty());
-        assert_eq!(unknown.waiting, BTreeSet::from([1]));
-        assert_eq!(unknown.announce, BTreeSet::from([2]));
-        let lost = decide(&desired, &running, LeaseState::Lost, true);
-        assert_eq!(lost.remove, running);
-        assert!(lost.stand_down && lost.converge.is_empty());
-        let held = decide(
-            &desired,
-            &running,
-            LeaseState::Held { continuous: true },
-            true,
-        );
-        assert_eq!(held.converge, desired);
-        assert_eq!(held.remove, BTreeSet::from([3]));
-        let stale = decide(
-            &desired,
-            &running,
-            LeaseState::Held { continuous: false },
-            false,
-        );
-        assert_eq!(stale.converge, BTreeSet::from([2]));
-        assert!(stale.remove.is_empty());
-        assert_eq!(stale.waiting, BTreeSet::from([1]));
+        let d = decide(&desired, &running);
+        assert_eq!(d.converge, desired);
+        assert_eq!(d.remove, BTreeSet::from([3]));
     }
 
+    /// A passive router is built whole, with its segments down and no host route; turning it
+    /// active adds exactly the segment ups and the host routes (anchor first).
     #[test]
-    fn announcements_follow_what_is_served() {
-        let r7 = nft::example();
-        let desired: Vec<Ipv4Net> = [
-            "203.0.113.10/32",
-            "203.0.113.11/32",
-            "203.0.113.12/32",
-            "192.0.2.1/32",
-        ]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
-        let serve = decide(
-            &BTreeSet::from([7]),
-            &BTreeSet::new(),
-            LeaseState::Held { continuous: true },
-            true,
-        );
-        assert_eq!(announce(&desired, &[&r7], &serve), desired);
-        let wait = decide(
-            &BTreeSet::from([7]),
-            &BTreeSet::new(),
-            LeaseState::Unknown,
-            false,
-        );
+    fn a_passive_router_is_built_but_invisible() {
+        let r = nft::example();
+        let (mut h, mut v) = (host(), BTreeMap::new());
+        for t in &r.tiers {
+            h.links.push(bridge(t.vni));
+        }
+        let (a, e) = plan_router(P, &r, &h, None, &tables(&r), false);
+        assert!(e.is_empty(), "{e:?}");
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, Action::ReplaceRoute { ns: None, .. })));
+        apply_in_memory(P, &mut h, &mut v, &a);
+        for t in &r.tiers {
+            let l = h.link(&tier_host(r.id, t.vni)).expect("tier host end");
+            assert!(!l.up, "{} must be down while passive", l.name);
+        }
+        assert!(h.link(&transit_host(r.id)).unwrap().up);
         assert_eq!(
-            announce(&desired, &[&r7], &wait),
-            vec!["192.0.2.1/32".parse::<Ipv4Net>().unwrap()]
+            plan_router(P, &r, &h, v.get(&7), &tables(&r), false).0,
+            vec![]
         );
-        let lost = decide(
-            &BTreeSet::from([7]),
-            &BTreeSet::from([7]),
-            LeaseState::Lost,
-            true,
+        let (up, _) = plan_router(P, &r, &h, v.get(&7), &tables(&r), true);
+        let routes: Vec<&Route> = up
+            .iter()
+            .filter_map(|x| match x {
+                Action::ReplaceRoute { ns: None, route } => Some(route),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(routes.len(), 1 + r.public_ips().len());
+        assert_eq!(
+            routes[0].dst.addr(),
+            transit_addrs(r.id).unwrap().0,
+            "anchor first"
         );
-        assert!(announce(&desired, &[&r7], &lost).is_empty());
+        let ups = up
+            .iter()
+            .filter(|x| matches!(x, Action::SetUp { ns: None, .. }))
+            .count();
+        assert_eq!(ups, r.tiers.len());
+        apply_in_memory(P, &mut h, &mut v, &up);
+        let (down, _) = plan_router(P, &r, &h, v.get(&7), &tables(&r), false);
+        assert_eq!(
+            down.iter()
+                .filter(|x| matches!(x, Action::DelRoute { ns: None, .. }))
+                .count(),
+            routes.len()
+        );
     }
 }

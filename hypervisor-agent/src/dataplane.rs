@@ -3,14 +3,22 @@
 //! with [`sf_linux::l2`] and runs only the planned commands, so a converged host sees no change
 //! at all (no interface is ever recreated by a restart).
 //!
+//! Links go through one rtnetlink socket of the hypervisor's namespace
+//! ([`sf_linux::netlink`]): observed with one dump, changed with the plan's requests
+//! pipelined. A subscription to link events (RTNLGRP_LINK) wakes the agent when a port joins
+//! or leaves a bridge and tells it when the foreign VNIs it reports may have changed, so the
+//! runtime's 3 s status check no longer dumps every link: it re-reads them only after a
+//! `brvx-*` change, a lost event, or without a live subscription.
+//!
 //! East-west ACLs: after the links, the `bridge stackfabric` table is rendered from the
 //! networks in scope and the VM ports observed on their bridges, and reloaded only when its
-//! digest changed (see [`crate::acl`]). A watcher of link changes (`ip monitor link`) wakes
-//! the agent up, so a VM port CloudStack plugs into a filtered bridge is dispatched to its
-//! tier's chains within one pass, not at the next periodic resync. When the ACL stages
-//! change, established flows they now deny are cut ([`crate::cut`]).
+//! digest changed (see [`crate::acl`]). The link events wake the agent up, so a VM port
+//! CloudStack plugs into a filtered bridge is dispatched to its tier's chains within one
+//! pass, not at the next periodic resync. When the ACL stages change, established flows they
+//! now deny are cut ([`crate::cut`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +26,11 @@ use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
 use sf_core::desired::{L2Network, NodeDesired};
 use sf_linux::converge::{Pass, ReconcileError};
 use sf_linux::frr::{expected_lines, render, Frr};
-use sf_linux::l2::{self, foreign_vnis};
-use sf_linux::links::{self, Link};
+use sf_linux::l2::foreign_vnis;
+use sf_linux::links::Link;
+use sf_linux::netlink::events::LinkEvent;
+use sf_linux::netlink::Netlink;
+use sf_linux::DeviceError;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -37,6 +48,15 @@ pub struct Hypervisor {
     cut_for: Option<BTreeMap<u32, String>>,
     passes: u64,
     wake: Arc<Notify>,
+    /// The netlink socket of this namespace, opened at the first pass.
+    nl: Option<Netlink>,
+    /// Foreign VNIs as last observed (None: not yet).
+    foreign: Option<BTreeSet<u32>>,
+    /// Set by the link watcher: a `brvx-*` link changed or events were lost since the
+    /// foreign VNIs were read.
+    links_dirty: Arc<AtomicBool>,
+    /// The link watcher's subscription is live (without it, every status check re-reads).
+    watching: Arc<AtomicBool>,
 }
 
 impl Hypervisor {
@@ -49,40 +69,88 @@ impl Hypervisor {
             cut_for: None,
             passes: 0,
             wake: Arc::new(Notify::new()),
+            nl: None,
+            foreign: None,
+            links_dirty: Arc::new(AtomicBool::new(true)),
+            watching: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Wakes the agent on link changes (`ip monitor link`): new or moved bridge ports.
-    /// Restarts the monitor if it dies. Must be called inside a tokio runtime.
+    /// The namespace's netlink socket, opened on first use.
+    fn netlink(&mut self) -> Result<Netlink, DeviceError> {
+        if self.nl.is_none() {
+            self.nl = Some(Netlink::open().map_err(|e| e.on("open socket"))?);
+        }
+        Ok(self.nl.clone().expect("opened"))
+    }
+
+    /// Wakes the agent on link changes (netlink RTNLGRP_LINK): new or moved bridge ports,
+    /// deleted links, lost events. Resubscribes if the socket fails. Must be called inside a
+    /// tokio runtime.
     pub fn watch_links(&self) {
-        let wake = self.wake.clone();
+        let (wake, dirty, watching) = (
+            self.wake.clone(),
+            self.links_dirty.clone(),
+            self.watching.clone(),
+        );
         tokio::spawn(async move {
             loop {
-                match tokio::process::Command::new("ip")
-                    .args(["monitor", "link"])
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .spawn()
-                {
-                    Ok(mut child) => {
-                        use tokio::io::AsyncBufReadExt;
-                        let out = child.stdout.take().expect("piped");
-                        let mut lines = tokio::io::BufReader::new(out).lines();
-                        while let Ok(Some(l)) = lines.next_line().await {
-                            if l.contains("master ") || l.starts_with("Deleted") {
-                                // Let a burst of changes settle into one pass.
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                wake.notify_one();
-                            }
-                        }
-                        let _ = child.wait().await;
+                match sf_linux::netlink::events::link_events() {
+                    Ok(events) => {
+                        // Whatever changed before the subscription is read once more.
+                        dirty.store(true, Ordering::SeqCst);
+                        watching.store(true, Ordering::SeqCst);
+                        settle_and_wake(Box::pin(events), &wake, &dirty).await;
+                        watching.store(false, Ordering::SeqCst);
+                        warn!("link event subscription ended; resubscribing");
                     }
-                    Err(e) => warn!(error = %e, "ip monitor link"),
+                    Err(e) => warn!(error = %e, "subscribing to link events"),
                 }
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });
+    }
+}
+
+/// Reads link events until the stream ends. A burst (one pass creating thousands of links)
+/// settles into one wakeup 100 ms after its first relevant event; the events are read on
+/// meanwhile, so the socket's buffer keeps draining.
+async fn settle_and_wake(
+    mut events: std::pin::Pin<Box<impl futures::Stream<Item = LinkEvent>>>,
+    wake: &Notify,
+    dirty: &AtomicBool,
+) {
+    use futures::StreamExt;
+    let mut due: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match due {
+            Some(at) => match tokio::time::timeout_at(at, events.next()).await {
+                Ok(e) => e,
+                Err(_) => {
+                    due = None;
+                    wake.notify_one();
+                    continue;
+                }
+            },
+            None => events.next().await,
+        };
+        let Some(e) = next else {
+            if due.is_some() {
+                wake.notify_one();
+            }
+            return;
+        };
+        let (relevant, foreign) = match &e {
+            LinkEvent::Changed { name, master } => (*master, name.starts_with("brvx-")),
+            LinkEvent::Deleted { name } => (true, name.starts_with("brvx-")),
+            LinkEvent::Overrun => (true, true),
+        };
+        if foreign {
+            dirty.store(true, Ordering::SeqCst);
+        }
+        if relevant && due.is_none() {
+            due = Some(tokio::time::Instant::now() + Duration::from_millis(100));
+        }
     }
 }
 
@@ -155,9 +223,25 @@ impl Dataplane for Hypervisor {
             return pass.into();
         };
         let vnis: BTreeSet<u32> = desired.networks().map(|n| n.vni).collect();
-        let Some(observed) = l2::converge(&mut pass, &vnis, underlay.loopback).await else {
+        let nl = match self.netlink() {
+            Ok(nl) => nl,
+            Err(source) => {
+                pass.error(ReconcileError::Observe {
+                    object: "links".into(),
+                    source,
+                });
+                return pass.into();
+            }
+        };
+        // Cleared before observing: an event during the pass marks it again.
+        self.links_dirty.store(false, Ordering::SeqCst);
+        let converged =
+            sf_linux::netlink::l2::converge(&mut pass, &nl, &vnis, underlay.loopback).await;
+        let Some(observed) = converged else {
+            self.links_dirty.store(true, Ordering::SeqCst);
             return pass.into();
         };
+        self.foreign = Some(foreign_vnis(&observed.links));
         let nets: Vec<&L2Network> = desired.networks().collect();
         self.converge_acl(&mut pass, &nets, &observed.links).await;
         if self.skip_frr {
@@ -187,13 +271,83 @@ impl Dataplane for Hypervisor {
         }
     }
 
+    /// Called every 3 s by the runtime: answers from the last observation unless a link
+    /// event (or a missing subscription) says the foreign bridges may have changed.
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {
-        match links::observe().await {
-            Ok(l) => foreign_vnis(&l),
+        let stale =
+            self.links_dirty.swap(false, Ordering::SeqCst) || !self.watching.load(Ordering::SeqCst);
+        if let (Some(f), false) = (&self.foreign, stale) {
+            return f.clone();
+        }
+        let observed = match self.netlink() {
+            Ok(nl) => sf_linux::netlink::observe::links(&nl)
+                .await
+                .map_err(|e| e.on("dump links")),
+            Err(e) => Err(e),
+        };
+        match observed {
+            Ok(l) => {
+                let f = foreign_vnis(&l);
+                self.foreign = Some(f.clone());
+                f
+            }
             Err(e) => {
+                self.links_dirty.store(true, Ordering::SeqCst);
                 warn!(error = %e, "observing links");
                 BTreeSet::new()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc;
+
+    fn changed(name: &str, master: bool) -> LinkEvent {
+        LinkEvent::Changed {
+            name: name.into(),
+            master,
+        }
+    }
+
+    /// Whether `wake` fires within `ms` milliseconds.
+    async fn woke(wake: &Notify, ms: u64) -> bool {
+        tokio::time::timeout(Duration::from_millis(ms), wake.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn link_events_wake_on_ports_and_mark_foreign_bridges() {
+        let (tx, rx) = mpsc::unbounded();
+        let (wake, dirty) = (Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
+        let (w, d) = (wake.clone(), dirty.clone());
+        let task = tokio::spawn(async move { settle_and_wake(Box::pin(rx), &w, &d).await });
+        // A bridge of ours or CloudStack's appears: foreign VNIs may have changed, no pass.
+        tx.unbounded_send(changed("brvx-2000000", false)).unwrap();
+        assert!(!woke(&wake, 300).await);
+        assert!(dirty.swap(false, Ordering::SeqCst));
+        // A burst of VM ports plugged into bridges: one wakeup, no foreign change.
+        for i in 0..50 {
+            tx.unbounded_send(changed(&format!("vnet{i}"), true))
+                .unwrap();
+        }
+        assert!(woke(&wake, 1_000).await);
+        assert!(!woke(&wake, 300).await, "one wakeup for the burst");
+        assert!(!dirty.load(Ordering::SeqCst));
+        // Lost events: wake and re-read.
+        tx.unbounded_send(LinkEvent::Overrun).unwrap();
+        assert!(woke(&wake, 1_000).await);
+        assert!(dirty.load(Ordering::SeqCst));
+        // A deletion just before the subscription ends still wakes.
+        tx.unbounded_send(LinkEvent::Deleted {
+            name: "vnet3".into(),
+        })
+        .unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert!(woke(&wake, 100).await);
     }
 }

@@ -5,4 +5,8 @@
 
 pub mod v1 {
     tonic::include_proto!("stackfabric.v1");
+
+    /// The encoded `FileDescriptorSet` of `stackfabric.proto`, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("stackfabric_descriptor");
 }

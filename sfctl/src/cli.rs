@@ -2,9 +2,20 @@
 //! subcommand. Nothing here talks to the network; `commands` turns these into RPCs.
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Exit codes, in `sfctl --help` and the README.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  1   the coordinator refused the request (invalid, conflicting, not permitted)
+  2   no coordinator could be used (unreachable, not serving, timed out) or bad local
+      configuration (CA or token file, config file)
+  3   not found (the object, or the context named)
+  4   --wait: not every live node applied the write within --wait-timeout
+  64  usage error (unknown command or flag, bad value)";
+
 /// Operator CLI for the StackFabric coordinator's FabricApi.
 #[derive(Debug, Parser)]
-#[command(name = "sfctl", version, about)]
+#[command(name = "sfctl", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalOpts,
@@ -19,26 +30,18 @@ pub struct GlobalOpts {
     /// Coordinator FabricApi endpoint (http:// or https://); several replicas as a comma
     /// separated list, tried in order: the first that accepts a connection (TCP and TLS within
     /// --timeout) is used; a read-only command also moves on when a replica fails mid-call.
-    #[arg(
-        long,
-        global = true,
-        env = "SF_ENDPOINT",
-        default_value = "https://127.0.0.1:7443"
-    )]
-    pub endpoint: String,
+    /// (Default: the context's endpoints, else https://127.0.0.1:7443.)
+    #[arg(long, global = true, env = "SF_ENDPOINT")]
+    pub endpoint: Option<String>,
 
     /// PEM file of the CA that signed the coordinator's certificate (required for https).
     #[arg(long, global = true, env = "SF_CA", value_name = "PEM")]
     pub ca: Option<std::path::PathBuf>,
 
-    /// TLS server name to verify in the coordinator's certificate.
-    #[arg(
-        long,
-        global = true,
-        env = "SF_SERVER_NAME",
-        default_value = "coordinator"
-    )]
-    pub server_name: String,
+    /// TLS server name to verify in the coordinator's certificate (default: the context's,
+    /// else "coordinator").
+    #[arg(long, global = true, env = "SF_SERVER_NAME")]
+    pub server_name: Option<String>,
 
     /// File holding the bearer token (surrounding whitespace is ignored).
     #[arg(long, global = true, env = "SF_TOKEN_FILE", value_name = "PATH")]
@@ -52,9 +55,51 @@ pub struct GlobalOpts {
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 
+    /// Tables without their header line (for scripts).
+    #[arg(long, global = true)]
+    pub no_headers: bool,
+
     /// Connect and per-request timeout, in seconds.
     #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
     pub timeout: u64,
+
+    /// Writes: validate exactly as the write would be, change nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Writes: return only once every live node (lease up) has applied the write: the fleet
+    /// status comes from a replica at or past the write's revision and shows each live node
+    /// in sync. Nodes whose lease is down are not waited for (named on stderr).
+    #[arg(long, global = true)]
+    pub wait: bool,
+
+    /// How long --wait waits, in seconds (then exit code 4).
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS")]
+    pub wait_timeout: u64,
+
+    /// Config file with contexts (default: $XDG_CONFIG_HOME/sfctl/config.toml, else
+    /// ~/.config/sfctl/config.toml).
+    #[arg(long, global = true, env = "SF_CONFIG", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Context of the config file to use (default: its current-context).
+    #[arg(long, global = true, env = "SF_CONTEXT")]
+    pub context: Option<String>,
+}
+
+/// Used when neither a flag, the environment nor a context names the endpoint.
+pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7443";
+
+impl GlobalOpts {
+    /// The endpoint list as given, or the default.
+    pub fn endpoint(&self) -> &str {
+        self.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT)
+    }
+
+    /// The TLS server name as given, or "coordinator".
+    pub fn server_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or("coordinator")
+    }
 }
 
 /// How results are rendered on stdout.
@@ -64,6 +109,10 @@ pub enum Output {
     Table,
     /// JSON documents (arrays for lists, objects otherwise).
     Json,
+    /// The same documents as YAML.
+    Yaml,
+    /// One `KIND/NAME` line per object (the object's kind as sfctl's subcommands name it).
+    Name,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -105,7 +154,32 @@ pub enum Command {
     #[command(subcommand)]
     Gateway(GatewayCmd),
     /// Show fleet sync status (GetFleetStatus).
-    Status,
+    Status {
+        /// Keep showing it: print it again whenever it changes (Ctrl-C ends).
+        #[arg(short, long)]
+        watch: bool,
+        /// Seconds between polls with --watch.
+        #[arg(long, default_value_t = 2, value_name = "SECONDS")]
+        interval: u64,
+    },
+    /// Print a shell completion script (e.g. `sfctl completion bash > /etc/bash_completion.d/sfctl`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Show or choose contexts of the config file (endpoint list, CA, token file).
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCmd {
+    /// The contexts, the current one marked with `*`.
+    GetContexts,
+    /// The current context's name.
+    CurrentContext,
+    /// Make NAME the current context (rewrites the config file's current-context).
+    UseContext { name: String },
 }
 
 impl Command {
@@ -114,17 +188,17 @@ impl Command {
     /// The match is exhaustive so that every new command has to be classified.
     pub fn is_read_only(&self) -> bool {
         match self {
-            Command::Status => true,
-            Command::Tenant(c) => matches!(c, TenantCmd::List),
+            Command::Status { .. } | Command::Completion { .. } | Command::Config(_) => true,
+            Command::Tenant(c) => matches!(c, TenantCmd::List | TenantCmd::Show { .. }),
             Command::Vpc(c) => matches!(c, VpcCmd::List { .. } | VpcCmd::Show { .. }),
             Command::Network(c) => {
                 matches!(c, NetworkCmd::List { .. } | NetworkCmd::Show { .. })
             }
             Command::Port(c) => matches!(c, PortCmd::List { .. } | PortCmd::Show { .. }),
             Command::Node(c) => matches!(c, NodeCmd::List | NodeCmd::Show { .. }),
-            Command::Pool(c) => matches!(c, PoolCmd::List),
-            Command::Nat(c) => matches!(c, NatCmd::List { .. }),
-            Command::Route(c) => matches!(c, RouteCmd::List { .. }),
+            Command::Pool(c) => matches!(c, PoolCmd::List | PoolCmd::Show { .. }),
+            Command::Nat(c) => matches!(c, NatCmd::List { .. } | NatCmd::Show { .. }),
+            Command::Route(c) => matches!(c, RouteCmd::List { .. } | RouteCmd::Show { .. }),
             Command::Acl(c) => matches!(c, AclCmd::List { .. } | AclCmd::Show { .. }),
             Command::Lb(c) => matches!(c, LbCmd::List { .. } | LbCmd::Show { .. }),
             Command::Dc(c) => matches!(c, DcCmd::List { .. } | DcCmd::Show { .. }),
@@ -145,7 +219,11 @@ pub enum PoolCmd {
         site: String,
     },
     /// List pools.
+    #[command(visible_alias = "ls")]
     List,
+    /// Show one pool.
+    #[command(visible_alias = "get")]
+    Show { name: String },
     /// Delete a pool (refused while NAT rules use it).
     Delete { name: String },
 }
@@ -194,10 +272,20 @@ pub enum NatCmd {
         private_ip: String,
     },
     /// List NAT rules.
+    #[command(visible_alias = "ls")]
     List {
         #[arg(long, default_value = "")]
         tenant: String,
         #[arg(long, default_value = "")]
+        vpc: String,
+    },
+    /// Show one NAT rule.
+    #[command(visible_alias = "get")]
+    Show {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
         vpc: String,
     },
     /// Delete a NAT rule.
@@ -225,10 +313,20 @@ pub enum RouteCmd {
         nexthop: String,
     },
     /// List routes.
+    #[command(visible_alias = "ls")]
     List {
         #[arg(long, default_value = "")]
         tenant: String,
         #[arg(long, default_value = "")]
+        vpc: String,
+    },
+    /// Show one route.
+    #[command(visible_alias = "get")]
+    Show {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
         vpc: String,
     },
     /// Delete a route.
@@ -263,6 +361,7 @@ pub enum AclCmd {
         rules: Vec<String>,
     },
     /// List ACL lists.
+    #[command(visible_alias = "ls")]
     List {
         #[arg(long, default_value = "")]
         tenant: String,
@@ -270,6 +369,7 @@ pub enum AclCmd {
         vpc: String,
     },
     /// Show an ACL list with its rules.
+    #[command(visible_alias = "get")]
     Show {
         name: String,
         #[arg(long)]
@@ -332,6 +432,7 @@ pub enum LbCmd {
         source_cidrs: Vec<String>,
     },
     /// List load balancers.
+    #[command(visible_alias = "ls")]
     List {
         #[arg(long, default_value = "")]
         tenant: String,
@@ -339,6 +440,7 @@ pub enum LbCmd {
         vpc: String,
     },
     /// Show a load balancer with each backend's health and the table digest.
+    #[command(visible_alias = "get")]
     Show {
         name: String,
         #[arg(long)]
@@ -375,7 +477,11 @@ pub enum TenantCmd {
         description: String,
     },
     /// List tenants.
+    #[command(visible_alias = "ls")]
     List,
+    /// Show one tenant.
+    #[command(visible_alias = "get")]
+    Show { name: String },
     /// Delete a tenant.
     Delete { name: String },
 }
@@ -394,11 +500,13 @@ pub enum VpcCmd {
         site: String,
     },
     /// List VPCs.
+    #[command(visible_alias = "ls")]
     List {
         #[arg(long, default_value = "")]
         tenant: String,
     },
     /// Show one VPC.
+    #[command(visible_alias = "get")]
     Show {
         name: String,
         #[arg(long)]
@@ -432,6 +540,7 @@ pub enum NetworkCmd {
         gateway: String,
     },
     /// List networks.
+    #[command(visible_alias = "ls")]
     List {
         #[arg(long, default_value = "")]
         tenant: String,
@@ -439,6 +548,7 @@ pub enum NetworkCmd {
         vpc: String,
     },
     /// Show one network.
+    #[command(visible_alias = "get")]
     Show {
         name: String,
         #[arg(long)]
@@ -482,6 +592,7 @@ pub enum PortCmd {
         vlan: u32,
     },
     /// List port bindings.
+    #[command(visible_alias = "ls")]
     List {
         #[arg(long, default_value = "")]
         tenant: String,
@@ -489,6 +600,7 @@ pub enum PortCmd {
         vpc: String,
     },
     /// Show one port binding.
+    #[command(visible_alias = "get")]
     Show {
         name: String,
         #[arg(long)]
@@ -521,8 +633,10 @@ pub enum NodeCmd {
         site: String,
     },
     /// List nodes.
+    #[command(visible_alias = "ls")]
     List,
     /// Show one node.
+    #[command(visible_alias = "get")]
     Show { name: String },
     /// Delete a node.
     Delete { name: String },
@@ -673,6 +787,7 @@ pub enum DcCmd {
         accept: Vec<String>,
     },
     /// List Direct Connects with their BGP session state and prefix counts.
+    #[command(visible_alias = "ls")]
     List {
         #[arg(long, default_value = "")]
         tenant: String,
@@ -680,6 +795,7 @@ pub enum DcCmd {
         vpc: String,
     },
     /// Show one Direct Connect.
+    #[command(visible_alias = "get")]
     Show {
         name: String,
         #[arg(long)]

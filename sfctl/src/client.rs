@@ -31,10 +31,12 @@ impl fmt::Display for SetupError {
 
 impl std::error::Error for SetupError {}
 
-/// Adds `authorization: Bearer <token>` to each outgoing request when a token is configured.
+/// Adds `authorization: Bearer <token>` to each outgoing request when a token is configured,
+/// and `sf-dry-run: true` under `--dry-run` (the coordinator validates a write, writes nothing).
 #[derive(Clone)]
 pub struct AuthInterceptor {
     header: Option<MetadataValue<Ascii>>,
+    dry_run: bool,
 }
 
 impl AuthInterceptor {
@@ -48,7 +50,16 @@ impl AuthInterceptor {
                     .map_err(|_| anyhow!("token contains characters not allowed in a header"))?,
             ),
         };
-        Ok(Self { header })
+        Ok(Self {
+            header,
+            dry_run: false,
+        })
+    }
+
+    /// Marks every request as a dry run.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
     }
 }
 
@@ -56,6 +67,10 @@ impl Interceptor for AuthInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(v) = &self.header {
             req.metadata_mut().insert("authorization", v.clone());
+        }
+        if self.dry_run {
+            req.metadata_mut()
+                .insert("sf-dry-run", MetadataValue::from_static("true"));
         }
         Ok(req)
     }
@@ -95,7 +110,7 @@ pub struct Replicas {
 impl Replicas {
     /// Parses the endpoint list; fails (a setup error) when it names no endpoint.
     pub fn new(opts: &GlobalOpts) -> Result<Self, SetupError> {
-        let urls = parse_endpoints(&opts.endpoint).map_err(SetupError)?;
+        let urls = parse_endpoints(opts.endpoint()).map_err(SetupError)?;
         Ok(Self {
             opts: opts.clone(),
             urls,
@@ -179,7 +194,9 @@ enum ConnectError {
 /// Opens a channel to one coordinator and wraps it in an authenticated FabricApi client.
 async fn connect_one(opts: &GlobalOpts, url: &str) -> Result<Client, ConnectError> {
     let token = load_token(opts).map_err(ConnectError::Setup)?;
-    let interceptor = AuthInterceptor::new(token.as_deref()).map_err(ConnectError::Setup)?;
+    let interceptor = AuthInterceptor::new(token.as_deref())
+        .map_err(ConnectError::Setup)?
+        .with_dry_run(opts.dry_run);
     let timeout = Duration::from_secs(opts.timeout.max(1));
     let endpoint = endpoint_for(opts, url, timeout).map_err(ConnectError::Setup)?;
     // connect_timeout bounds the TCP connect; the outer timeout also bounds the TLS handshake.
@@ -209,7 +226,7 @@ fn endpoint_for(opts: &GlobalOpts, url: &str, timeout: Duration) -> anyhow::Resu
         .with_context(|| format!("cannot read CA file {}", ca_path.display()))?;
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(pem))
-        .domain_name(opts.server_name.clone());
+        .domain_name(opts.server_name().to_string());
     endpoint
         .tls_config(tls)
         .context("invalid TLS configuration")
@@ -234,6 +251,10 @@ mod tests {
         let mut none = AuthInterceptor::new(None).unwrap();
         let req = none.call(tonic::Request::new(())).unwrap();
         assert!(req.metadata().get("authorization").is_none());
+        assert!(req.metadata().get("sf-dry-run").is_none());
+        let mut dry = AuthInterceptor::new(None).unwrap().with_dry_run(true);
+        let req = dry.call(tonic::Request::new(())).unwrap();
+        assert_eq!(req.metadata().get("sf-dry-run").unwrap(), "true");
     }
 
     #[test]

@@ -1,31 +1,56 @@
 //! Dispatch: maps each parsed subcommand to its FabricApi RPC, builds the request messages
-//! (ObjectRef / ListRequest conventions per object kind), and prints the rendered result.
-//! RPC failures surface as `tonic::Status` inside the returned `anyhow::Error`.
+//! (ObjectRef / ListRequest conventions per object kind), and prints the rendered result;
+//! then, for a write under `--wait`, waits for the fleet to apply it, and for
+//! `status --watch`, keeps polling. RPC failures surface as `tonic::Status` inside the
+//! returned `anyhow::Error`.
 use sf_proto::v1::nat_rule::Kind as NatKind;
 use sf_proto::v1::{
     AclList, AclRule, Backend, DirectConnect, Empty, ListRequest, LoadBalancer, NatRule, Network,
     Node, ObjectRef, Pool, PortBinding, PortForward, Route, Snat, StaticNat, Tenant, Vpc,
+    WriteResult,
 };
 
 use crate::cli::{
-    AclCmd, Cli, Command, DcCmd, GatewayCmd, LbCmd, NatCmd, NetworkCmd, NodeCmd, Output, PoolCmd,
-    PortCmd, RouteCmd, TenantCmd, VpcCmd,
+    AclCmd, Cli, Command, DcCmd, GatewayCmd, LbCmd, NatCmd, NetworkCmd, NodeCmd, PoolCmd, PortCmd,
+    RouteCmd, TenantCmd, VpcCmd,
 };
 use crate::client::{self, Client};
-use crate::output;
+use crate::output::{self, Fmt, Wrote};
+use crate::wait;
+
+/// What a command produced: text to print, and for a write the revision it committed (or,
+/// for a dry run, `None`: there is nothing to wait for).
+#[derive(Debug)]
+pub enum Done {
+    Read(String),
+    Write { text: String, revision: Option<u64> },
+}
+
+impl Done {
+    fn text(&self) -> &str {
+        match self {
+            Done::Read(t) | Done::Write { text: t, .. } => t,
+        }
+    }
+}
 
 /// Connects to the first coordinator replica that answers and runs the selected subcommand.
 /// A read-only command that fails in transit (the replica hung or died mid-call) is sent to the
 /// next replica; a write is never sent twice, because it may have been applied.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    if let Some(text) = crate::local::run(&cli)? {
+        print!("{text}");
+        return Ok(());
+    }
+    crate::config::apply(&mut cli.global).map_err(|e| client::SetupError(e.into()))?;
     let mut replicas = client::Replicas::new(&cli.global)?;
     let read_only = cli.command.is_read_only();
     loop {
         let (mut client, url) = replicas.connect_next().await?;
         match send(&mut client, &cli).await {
-            Ok(text) => {
-                print!("{text}");
-                return Ok(());
+            Ok(done) => {
+                print!("{}", done.text());
+                return after(&mut client, &cli, done).await;
             }
             Err(e) => {
                 let e = transport_failure(e, &url);
@@ -39,11 +64,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// What follows a command's first answer: `--wait` after a write, `status --watch`.
+async fn after(client: &mut Client, cli: &Cli, done: Done) -> anyhow::Result<()> {
+    match (&cli.command, done) {
+        (
+            Command::Status {
+                watch: true,
+                interval,
+            },
+            Done::Read(first),
+        ) => {
+            let every = std::time::Duration::from_secs((*interval).max(1));
+            wait::watch_status(client, fmt_of(cli), every, first).await
+        }
+        (
+            _,
+            Done::Write {
+                revision: Some(rev),
+                ..
+            },
+        ) if cli.global.wait => {
+            let limit = std::time::Duration::from_secs(cli.global.wait_timeout);
+            wait::until_applied(client, rev, limit).await
+        }
+        _ => Ok(()),
+    }
+}
+
+fn fmt_of(cli: &Cli) -> Fmt {
+    Fmt {
+        out: cli.global.output,
+        headers: !cli.global.no_headers,
+    }
+}
+
 /// Runs the command on one replica, sending a write again when it was refused as stale.
-async fn send(client: &mut Client, cli: &Cli) -> anyhow::Result<String> {
+async fn send(client: &mut Client, cli: &Cli) -> anyhow::Result<Done> {
     let mut attempt = 0;
     loop {
-        match dispatch(client, cli.global.output, cli.command.clone()).await {
+        match dispatch(client, fmt_of(cli), cli.command.clone()).await {
             // Refused before anything was written: validate and send again.
             Err(e) if attempt < STALE_RETRIES && is_stale(&e) => {
                 attempt += 1;
@@ -111,7 +170,7 @@ fn list_req(tenant: String, vpc: String) -> ListRequest {
 }
 
 /// Runs one command on one replica: each object kind has its own function below.
-async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<String> {
+async fn dispatch(c: &mut Client, fmt: Fmt, cmd: Command) -> anyhow::Result<Done> {
     match cmd {
         Command::Tenant(cmd) => tenant(c, fmt, cmd).await,
         Command::Vpc(cmd) => vpc(c, fmt, cmd).await,
@@ -125,19 +184,44 @@ async fn dispatch(c: &mut Client, fmt: Output, cmd: Command) -> anyhow::Result<S
         Command::Lb(cmd) => lb(c, fmt, cmd).await,
         Command::Dc(cmd) => dc(c, fmt, cmd).await,
         Command::Gateway(cmd) => gateway(c, fmt, cmd).await,
-        Command::Status => status(c, fmt).await,
+        Command::Status { .. } => status(c, fmt).await,
+        Command::Completion { .. } | Command::Config(_) => {
+            unreachable!("local commands never reach a coordinator")
+        }
     }
 }
 
-fn created(fmt: Output, kind: &str, name: &str, rev: u64) -> String {
-    output::write_result(fmt, "created", kind, name, rev, None)
+/// The confirmation of a write and the revision `--wait` waits for.
+fn wrote(fmt: Fmt, verb: &str, kind: &str, name: &str, r: &WriteResult) -> Done {
+    written(
+        fmt,
+        &Wrote {
+            verb,
+            kind,
+            name,
+            revision: r.revision,
+            vni: None,
+            dry_run: r.dry_run,
+        },
+    )
 }
 
-fn deleted(fmt: Output, kind: &str, name: &str, rev: u64) -> String {
-    output::write_result(fmt, "deleted", kind, name, rev, None)
+fn written(fmt: Fmt, w: &Wrote) -> Done {
+    Done::Write {
+        text: output::write_result(fmt, w),
+        revision: (!w.dry_run).then_some(w.revision),
+    }
 }
 
-async fn tenant(c: &mut Client, fmt: Output, cmd: TenantCmd) -> anyhow::Result<String> {
+fn created(fmt: Fmt, kind: &str, name: &str, r: &WriteResult) -> Done {
+    wrote(fmt, "created", kind, name, r)
+}
+
+fn deleted(fmt: Fmt, kind: &str, name: &str, r: &WriteResult) -> Done {
+    wrote(fmt, "deleted", kind, name, r)
+}
+
+async fn tenant(c: &mut Client, fmt: Fmt, cmd: TenantCmd) -> anyhow::Result<Done> {
     Ok(match cmd {
         TenantCmd::Create { name, description } => {
             let r = c
@@ -147,20 +231,24 @@ async fn tenant(c: &mut Client, fmt: Output, cmd: TenantCmd) -> anyhow::Result<S
                 })
                 .await?
                 .into_inner();
-            created(fmt, "tenant", &name, r.revision)
+            created(fmt, "tenant", &name, &r)
         }
         TenantCmd::List => {
             let l = c.list_tenants(Empty {}).await?.into_inner();
-            output::list(fmt, &l.items)
+            Done::Read(output::list(fmt, &l.items))
+        }
+        TenantCmd::Show { name } => {
+            let t = c.get_tenant(obj_ref("", "", &name)).await?.into_inner();
+            Done::Read(output::show(fmt, &t))
         }
         TenantCmd::Delete { name } => {
             let r = c.delete_tenant(obj_ref("", "", &name)).await?.into_inner();
-            deleted(fmt, "tenant", &name, r.revision)
+            deleted(fmt, "tenant", &name, &r)
         }
     })
 }
 
-async fn vpc(c: &mut Client, fmt: Output, cmd: VpcCmd) -> anyhow::Result<String> {
+async fn vpc(c: &mut Client, fmt: Fmt, cmd: VpcCmd) -> anyhow::Result<Done> {
     Ok(match cmd {
         VpcCmd::Create {
             name,
@@ -178,30 +266,30 @@ async fn vpc(c: &mut Client, fmt: Output, cmd: VpcCmd) -> anyhow::Result<String>
                 })
                 .await?
                 .into_inner();
-            created(fmt, "vpc", &name, r.revision)
+            created(fmt, "vpc", &name, &r)
         }
         VpcCmd::List { tenant } => {
             let l = c
                 .list_vpcs(list_req(tenant, String::new()))
                 .await?
                 .into_inner();
-            output::list(fmt, &l.items)
+            Done::Read(output::list(fmt, &l.items))
         }
         VpcCmd::Show { name, tenant } => {
             let v = c.get_vpc(obj_ref(&tenant, "", &name)).await?.into_inner();
-            output::show(fmt, &v)
+            Done::Read(output::show(fmt, &v))
         }
         VpcCmd::Delete { name, tenant } => {
             let r = c
                 .delete_vpc(obj_ref(&tenant, "", &name))
                 .await?
                 .into_inner();
-            deleted(fmt, "vpc", &name, r.revision)
+            deleted(fmt, "vpc", &name, &r)
         }
     })
 }
 
-async fn network(c: &mut Client, fmt: Output, cmd: NetworkCmd) -> anyhow::Result<String> {
+async fn network(c: &mut Client, fmt: Fmt, cmd: NetworkCmd) -> anyhow::Result<Done> {
     Ok(match cmd {
         NetworkCmd::Create {
             name,
@@ -224,30 +312,40 @@ async fn network(c: &mut Client, fmt: Output, cmd: NetworkCmd) -> anyhow::Result
                 .into_inner();
             // Fall back to the requested VNI if the coordinator omitted the echoed network.
             let vni = r.network.as_ref().map_or(vni, |n| n.vni);
-            output::write_result(fmt, "created", "network", &name, r.revision, Some(vni))
+            written(
+                fmt,
+                &Wrote {
+                    verb: "created",
+                    kind: "network",
+                    name: &name,
+                    revision: r.revision,
+                    vni: Some(vni),
+                    dry_run: r.dry_run,
+                },
+            )
         }
         NetworkCmd::List { tenant, vpc } => {
             let l = c.list_networks(list_req(tenant, vpc)).await?.into_inner();
-            output::list(fmt, &l.items)
+            Done::Read(output::list(fmt, &l.items))
         }
         NetworkCmd::Show { name, tenant, vpc } => {
             let n = c
                 .get_network(obj_ref(&tenant, &vpc, &name))
                 .await?
                 .into_inner();
-            output::show(fmt, &n)
+            Done::Read(output::show(fmt, &n))
         }
         NetworkCmd::Delete { name, tenant, vpc } => {
             let r = c
                 .delete_network(obj_ref(&tenant, &vpc, &name))
                 .await?
                 .into_inner();
-            deleted(fmt, "network", &name, r.revision)
+            deleted(fmt, "network", &name, &r)
         }
     })
 }
 
-async fn port(c: &mut Client, fmt: Output, cmd: PortCmd) -> anyhow::Result<String> {
+async fn port(c: &mut Client, fmt: Fmt, cmd: PortCmd) -> anyhow::Result<Done> {
     Ok(match cmd {
         PortCmd::Create {
             name,
@@ -274,33 +372,33 @@ async fn port(c: &mut Client, fmt: Output, cmd: PortCmd) -> anyhow::Result<Strin
                 })
                 .await?
                 .into_inner();
-            created(fmt, "port", &name, r.revision)
+            created(fmt, "port", &name, &r)
         }
         PortCmd::List { tenant, vpc } => {
             let l = c
                 .list_port_bindings(list_req(tenant, vpc))
                 .await?
                 .into_inner();
-            output::list(fmt, &l.items)
+            Done::Read(output::list(fmt, &l.items))
         }
         PortCmd::Show { name, tenant } => {
             let p = c
                 .get_port_binding(obj_ref(&tenant, "", &name))
                 .await?
                 .into_inner();
-            output::show(fmt, &p)
+            Done::Read(output::show(fmt, &p))
         }
         PortCmd::Delete { name, tenant } => {
             let r = c
                 .delete_port_binding(obj_ref(&tenant, "", &name))
                 .await?
                 .into_inner();
-            deleted(fmt, "port", &name, r.revision)
+            deleted(fmt, "port", &name, &r)
         }
     })
 }
 
-async fn node(c: &mut Client, fmt: Output, cmd: NodeCmd) -> anyhow::Result<String> {
+async fn node(c: &mut Client, fmt: Fmt, cmd: NodeCmd) -> anyhow::Result<Done> {
     Ok(match cmd {
         NodeCmd::Create {
             name,
@@ -321,24 +419,24 @@ async fn node(c: &mut Client, fmt: Output, cmd: NodeCmd) -> anyhow::Result<Strin
                 })
                 .await?
                 .into_inner();
-            created(fmt, "node", &name, r.revision)
+            created(fmt, "node", &name, &r)
         }
         NodeCmd::List => {
             let l = c.list_nodes(Empty {}).await?.into_inner();
-            output::list(fmt, &l.items)
+            Done::Read(output::list(fmt, &l.items))
         }
         NodeCmd::Show { name } => {
             let n = c.get_node(obj_ref("", "", &name)).await?.into_inner();
-            output::show(fmt, &n)
+            Done::Read(output::show(fmt, &n))
         }
         NodeCmd::Delete { name } => {
             let r = c.delete_node(obj_ref("", "", &name)).await?.into_inner();
-            deleted(fmt, "node", &name, r.revision)
+            deleted(fmt, "node", &name, &r)
         }
     })
 }
 
-async fn pool(c: &mut Client, fmt: Output, cmd: PoolCmd) -> anyhow::Result<String> {
+async fn pool(c: &mut Client, fmt: Fmt, cmd: PoolCmd) -> anyhow::Result<Done> {
     Ok(match cmd {
         PoolCmd::Create { name, cidr, site } => {
             let r = c
@@ -349,31 +447,42 @@ async fn pool(c: &mut Client, fmt: Output, cmd: PoolCmd) -> anyhow::Result<Strin
                 })
                 .await?
                 .into_inner();
-            created(fmt, "pool", &name, r.revision)
+            created(fmt, "pool", &name, &r)
         }
         PoolCmd::List => {
             let l = c.list_pools(Empty {}).await?.into_inner();
-            output::list(fmt, &l.items)
+            Done::Read(output::list(fmt, &l.items))
+        }
+        PoolCmd::Show { name } => {
+            let p = c.get_pool(obj_ref("", "", &name)).await?.into_inner();
+            Done::Read(output::show(fmt, &p))
         }
         PoolCmd::Delete { name } => {
             let r = c.delete_pool(obj_ref("", "", &name)).await?.into_inner();
-            deleted(fmt, "pool", &name, r.revision)
+            deleted(fmt, "pool", &name, &r)
         }
     })
 }
 
-async fn nat(c: &mut Client, fmt: Output, cmd: NatCmd) -> anyhow::Result<String> {
+async fn nat(c: &mut Client, fmt: Fmt, cmd: NatCmd) -> anyhow::Result<Done> {
     let rule = match cmd {
         NatCmd::List { tenant, vpc } => {
             let l = c.list_nat_rules(list_req(tenant, vpc)).await?.into_inner();
-            return Ok(output::list(fmt, &l.items));
+            return Ok(Done::Read(output::list(fmt, &l.items)));
+        }
+        NatCmd::Show { name, tenant, vpc } => {
+            let r = c
+                .get_nat_rule(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            return Ok(Done::Read(output::show(fmt, &r)));
         }
         NatCmd::Delete { name, tenant, vpc } => {
             let r = c
                 .delete_nat_rule(obj_ref(&tenant, &vpc, &name))
                 .await?
                 .into_inner();
-            return Ok(deleted(fmt, "NAT rule", &name, r.revision));
+            return Ok(deleted(fmt, "NAT rule", &name, &r));
         }
         NatCmd::Snat {
             name,
@@ -425,10 +534,10 @@ async fn nat(c: &mut Client, fmt: Output, cmd: NatCmd) -> anyhow::Result<String>
     };
     let name = rule.name.clone();
     let r = c.create_nat_rule(rule).await?.into_inner();
-    Ok(created(fmt, "NAT rule", &name, r.revision))
+    Ok(created(fmt, "NAT rule", &name, &r))
 }
 
-async fn route(c: &mut Client, fmt: Output, cmd: RouteCmd) -> anyhow::Result<String> {
+async fn route(c: &mut Client, fmt: Fmt, cmd: RouteCmd) -> anyhow::Result<Done> {
     Ok(match cmd {
         RouteCmd::Create {
             name,
@@ -447,23 +556,30 @@ async fn route(c: &mut Client, fmt: Output, cmd: RouteCmd) -> anyhow::Result<Str
                 })
                 .await?
                 .into_inner();
-            created(fmt, "route", &name, r.revision)
+            created(fmt, "route", &name, &r)
         }
         RouteCmd::List { tenant, vpc } => {
             let l = c.list_routes(list_req(tenant, vpc)).await?.into_inner();
-            output::list(fmt, &l.items)
+            Done::Read(output::list(fmt, &l.items))
+        }
+        RouteCmd::Show { name, tenant, vpc } => {
+            let r = c
+                .get_route(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            Done::Read(output::show(fmt, &r))
         }
         RouteCmd::Delete { name, tenant, vpc } => {
             let r = c
                 .delete_route(obj_ref(&tenant, &vpc, &name))
                 .await?
                 .into_inner();
-            deleted(fmt, "route", &name, r.revision)
+            deleted(fmt, "route", &name, &r)
         }
     })
 }
 
-async fn acl(c: &mut Client, fmt: Output, cmd: AclCmd) -> anyhow::Result<String> {
+async fn acl(c: &mut Client, fmt: Fmt, cmd: AclCmd) -> anyhow::Result<Done> {
     Ok(match cmd {
         AclCmd::Apply {
             name,
@@ -488,30 +604,30 @@ async fn acl(c: &mut Client, fmt: Output, cmd: AclCmd) -> anyhow::Result<String>
                 })
                 .await?
                 .into_inner();
-            output::write_line(fmt, &format!("applied ACL list {name}"), r.revision)
+            wrote(fmt, "applied", "ACL list", &name, &r)
         }
         AclCmd::List { tenant, vpc } => {
             let l = c.list_acl_lists(list_req(tenant, vpc)).await?.into_inner();
-            output::list(fmt, &l.items)
+            Done::Read(output::list(fmt, &l.items))
         }
         AclCmd::Show { name, tenant, vpc } => {
             let l = c
                 .get_acl_list(obj_ref(&tenant, &vpc, &name))
                 .await?
                 .into_inner();
-            output::acl_detail(fmt, &l)
+            Done::Read(output::acl_detail(fmt, &l))
         }
         AclCmd::Delete { name, tenant, vpc } => {
             let r = c
                 .delete_acl_list(obj_ref(&tenant, &vpc, &name))
                 .await?
                 .into_inner();
-            deleted(fmt, "ACL list", &name, r.revision)
+            deleted(fmt, "ACL list", &name, &r)
         }
     })
 }
 
-async fn lb(c: &mut Client, fmt: Output, cmd: LbCmd) -> anyhow::Result<String> {
+async fn lb(c: &mut Client, fmt: Fmt, cmd: LbCmd) -> anyhow::Result<Done> {
     Ok(match cmd {
         LbCmd::Create {
             name,
@@ -557,33 +673,33 @@ async fn lb(c: &mut Client, fmt: Output, cmd: LbCmd) -> anyhow::Result<String> {
                 })
                 .await?
                 .into_inner();
-            created(fmt, "load balancer", &name, r.revision)
+            created(fmt, "load balancer", &name, &r)
         }
         LbCmd::List { tenant, vpc } => {
             let l = c
                 .list_load_balancers(list_req(tenant, vpc))
                 .await?
                 .into_inner();
-            output::list(fmt, &l.items)
+            Done::Read(output::list(fmt, &l.items))
         }
         LbCmd::Show { name, tenant, vpc } => {
             let l = c
                 .get_load_balancer(obj_ref(&tenant, &vpc, &name))
                 .await?
                 .into_inner();
-            output::lb_detail(fmt, &l)
+            Done::Read(output::lb_detail(fmt, &l))
         }
         LbCmd::Delete { name, tenant, vpc } => {
             let r = c
                 .delete_load_balancer(obj_ref(&tenant, &vpc, &name))
                 .await?
                 .into_inner();
-            deleted(fmt, "load balancer", &name, r.revision)
+            deleted(fmt, "load balancer", &name, &r)
         }
     })
 }
 
-async fn dc(c: &mut Client, fmt: Output, cmd: DcCmd) -> anyhow::Result<String> {
+async fn dc(c: &mut Client, fmt: Fmt, cmd: DcCmd) -> anyhow::Result<Done> {
     Ok(match cmd {
         DcCmd::Create {
             name,
@@ -615,56 +731,56 @@ async fn dc(c: &mut Client, fmt: Output, cmd: DcCmd) -> anyhow::Result<String> {
                 })
                 .await?
                 .into_inner();
-            created(fmt, "Direct Connect", &name, r.revision)
+            created(fmt, "Direct Connect", &name, &r)
         }
         DcCmd::List { tenant, vpc } => {
             let l = c
                 .list_direct_connects(list_req(tenant, vpc))
                 .await?
                 .into_inner();
-            output::list(fmt, &l.items)
+            Done::Read(output::list(fmt, &l.items))
         }
         DcCmd::Show { name, tenant, vpc } => {
             let d = c
                 .get_direct_connect(obj_ref(&tenant, &vpc, &name))
                 .await?
                 .into_inner();
-            output::show(fmt, &d)
+            Done::Read(output::show(fmt, &d))
         }
         DcCmd::Delete { name, tenant, vpc } => {
             let r = c
                 .delete_direct_connect(obj_ref(&tenant, &vpc, &name))
                 .await?
                 .into_inner();
-            deleted(fmt, "Direct Connect", &name, r.revision)
+            deleted(fmt, "Direct Connect", &name, &r)
         }
     })
 }
 
-async fn gateway(c: &mut Client, fmt: Output, cmd: GatewayCmd) -> anyhow::Result<String> {
+async fn gateway(c: &mut Client, fmt: Fmt, cmd: GatewayCmd) -> anyhow::Result<Done> {
     Ok(match cmd {
         GatewayCmd::List => {
             let l = c.list_placements(Empty {}).await?.into_inner();
-            output::placements(fmt, &l)
+            Done::Read(output::placements(fmt, &l))
         }
         GatewayCmd::Drain { node } => {
             let r = c.drain_gateway(obj_ref("", "", &node)).await?.into_inner();
-            output::write_line(fmt, &format!("drained gateway {node}"), r.revision)
+            wrote(fmt, "drained", "gateway", &node, &r)
         }
         GatewayCmd::Undrain { node } => {
             let r = c
                 .undrain_gateway(obj_ref("", "", &node))
                 .await?
                 .into_inner();
-            output::write_line(fmt, &format!("undrained gateway {node}"), r.revision)
+            wrote(fmt, "undrained", "gateway", &node, &r)
         }
     })
 }
 
-async fn status(c: &mut Client, fmt: Output) -> anyhow::Result<String> {
+async fn status(c: &mut Client, fmt: Fmt) -> anyhow::Result<Done> {
     Ok({
         let s = c.get_fleet_status(Empty {}).await?.into_inner();
-        output::fleet(fmt, &s)
+        Done::Read(output::fleet(fmt, &s))
     })
 }
 

@@ -1,6 +1,7 @@
 //! Rendering of results: the aligned table formatter, per-type table rows, hand-written
-//! prost-to-JSON conversions, and the one-line create/delete confirmations. Functions here
-//! return strings; printing is left to `commands`.
+//! prost-to-JSON conversions (YAML is the same document), `-o name` lines (`KIND/NAME`), and
+//! the one-line write confirmations. Functions here return strings; printing is left to
+//! `commands`.
 use serde_json::{json, Value};
 use sf_proto::v1::{
     AclList, DirectConnect, FleetStatus, LoadBalancer, NatRule, Network, Node, NodeStatus,
@@ -8,6 +9,45 @@ use sf_proto::v1::{
 };
 
 use crate::cli::Output;
+
+/// How to render: the format and, for tables, whether to print the header line
+/// (`--no-headers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fmt {
+    pub out: Output,
+    pub headers: bool,
+}
+
+impl From<Output> for Fmt {
+    fn from(out: Output) -> Self {
+        Fmt { out, headers: true }
+    }
+}
+
+/// A table under `fmt`: with or without its header line.
+fn grid(fmt: Fmt, headers: &[&str], rows: &[Vec<String>]) -> String {
+    let t = table(headers, rows);
+    if fmt.headers {
+        t
+    } else {
+        t.split_once('\n')
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// A JSON value as a document of `fmt`: pretty JSON, or YAML.
+fn doc(fmt: Fmt, v: &Value) -> String {
+    match fmt.out {
+        Output::Yaml => serde_yaml_ng::to_string(v).unwrap_or_else(|e| format!("# {e}\n")),
+        _ => pretty(v),
+    }
+}
+
+/// `KIND/NAME` lines, as `kubectl get -o name` prints them.
+fn names<'a>(kind: &str, items: impl IntoIterator<Item = &'a str>) -> String {
+    items.into_iter().map(|n| format!("{kind}/{n}\n")).collect()
+}
 
 /// Formats rows under a header, each column padded to its widest cell and separated by two
 /// spaces. Trailing padding is trimmed; every line ends with a newline.
@@ -49,14 +89,21 @@ fn cell(s: &str) -> String {
     }
 }
 
-/// A printable object type: its table header, one table row, and its JSON form.
+/// A printable object type: its kind (as sfctl's subcommand names it), its name, its table
+/// header, one table row, and its JSON form.
 pub trait Render {
+    const KIND: &'static str;
     const HEADERS: &'static [&'static str];
+    fn name(&self) -> &str;
     fn row(&self) -> Vec<String>;
     fn to_json(&self) -> Value;
 }
 
 impl Render for Tenant {
+    const KIND: &'static str = "tenant";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] = &["NAME", "DESCRIPTION"];
     fn row(&self) -> Vec<String> {
         vec![cell(&self.name), cell(&self.description)]
@@ -67,6 +114,10 @@ impl Render for Tenant {
 }
 
 impl Render for Vpc {
+    const KIND: &'static str = "vpc";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] =
         &["TENANT", "NAME", "CIDR", "SITE", "ID", "GATEWAY", "STANDBY"];
     fn row(&self) -> Vec<String> {
@@ -88,6 +139,10 @@ impl Render for Vpc {
 }
 
 impl Render for Pool {
+    const KIND: &'static str = "pool";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] = &["NAME", "CIDR", "SITE"];
     fn row(&self) -> Vec<String> {
         vec![cell(&self.name), cell(&self.cidr), cell(&self.site)]
@@ -136,6 +191,10 @@ fn flat_nat(r: &NatRule) -> FlatNat<'_> {
 }
 
 impl Render for NatRule {
+    const KIND: &'static str = "nat";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] =
         &["TENANT", "VPC", "NAME", "KIND", "PUBLIC", "PRIVATE"];
     fn row(&self) -> Vec<String> {
@@ -166,6 +225,10 @@ impl Render for NatRule {
 }
 
 impl Render for Route {
+    const KIND: &'static str = "route";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] = &["TENANT", "VPC", "NAME", "PREFIX", "NEXTHOP"];
     fn row(&self) -> Vec<String> {
         vec![
@@ -183,6 +246,10 @@ impl Render for Route {
 }
 
 impl Render for Placement {
+    const KIND: &'static str = "vpc";
+    fn name(&self) -> &str {
+        &self.vpc
+    }
     const HEADERS: &'static [&'static str] = &["TENANT", "VPC", "ID", "PRIMARY", "STANDBY"];
     fn row(&self) -> Vec<String> {
         vec![
@@ -200,6 +267,10 @@ impl Render for Placement {
 }
 
 impl Render for LoadBalancer {
+    const KIND: &'static str = "lb";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] = &[
         "TENANT", "VPC", "NAME", "VIP", "BACKENDS", "HEALTH", "GATEWAY", "TABLE",
     ];
@@ -231,6 +302,10 @@ impl Render for LoadBalancer {
 }
 
 impl Render for AclList {
+    const KIND: &'static str = "acl";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] =
         &["TENANT", "VPC", "NAME", "DEFAULT", "TIERS", "RULES"];
     fn row(&self) -> Vec<String> {
@@ -255,12 +330,11 @@ impl Render for AclList {
 }
 
 /// One ACL list with a row per rule.
-pub fn acl_detail(fmt: Output, l: &AclList) -> String {
-    match fmt {
-        Output::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&l.to_json()).unwrap_or_default()
-        ),
+pub fn acl_detail(fmt: impl Into<Fmt>, l: &AclList) -> String {
+    let fmt = fmt.into();
+    match fmt.out {
+        Output::Json | Output::Yaml => doc(fmt, &l.to_json()),
+        Output::Name => names(AclList::KIND, [l.name()]),
         Output::Table => {
             let rows: Vec<Vec<String>> = l
                 .rules
@@ -289,8 +363,9 @@ pub fn acl_detail(fmt: Output, l: &AclList) -> String {
                 .collect();
             format!(
                 "{}{}",
-                table(AclList::HEADERS, &[l.row()]),
-                table(
+                grid(fmt, AclList::HEADERS, &[l.row()]),
+                grid(
+                    fmt,
                     &[
                         "NUMBER",
                         "DIRECTION",
@@ -307,12 +382,11 @@ pub fn acl_detail(fmt: Output, l: &AclList) -> String {
 }
 
 /// One load balancer with a row per backend.
-pub fn lb_detail(fmt: Output, l: &LoadBalancer) -> String {
-    match fmt {
-        Output::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&l.to_json()).unwrap_or_default()
-        ),
+pub fn lb_detail(fmt: impl Into<Fmt>, l: &LoadBalancer) -> String {
+    let fmt = fmt.into();
+    match fmt.out {
+        Output::Json | Output::Yaml => doc(fmt, &l.to_json()),
+        Output::Name => names(LoadBalancer::KIND, [l.name()]),
         Output::Table => {
             let rows: Vec<Vec<String>> = l
                 .backends
@@ -332,25 +406,27 @@ pub fn lb_detail(fmt: Output, l: &LoadBalancer) -> String {
             };
             format!(
                 "{}\ngateway {}  table {} (M={})  check {}\nsources {sources}\n{}",
-                table(LoadBalancer::HEADERS, &[l.row()]).trim_end(),
+                grid(fmt, LoadBalancer::HEADERS, &[l.row()]).trim_end(),
                 cell(&l.gateway),
                 cell(&l.table_digest),
                 l.table_size,
                 cell(&l.health_type),
-                table(&["BACKEND", "WEIGHT", "HEALTH"], &rows)
+                grid(fmt, &["BACKEND", "WEIGHT", "HEALTH"], &rows)
             )
         }
     }
 }
 
 /// Gateway placement, with the drained gateways on a header line.
-pub fn placements(fmt: Output, l: &PlacementList) -> String {
-    match fmt {
-        Output::Json => {
-            let v = json!({"drained": l.drained,
-                           "vpcs": l.items.iter().map(Render::to_json).collect::<Vec<_>>()});
-            format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
-        }
+pub fn placements(fmt: impl Into<Fmt>, l: &PlacementList) -> String {
+    let fmt = fmt.into();
+    match fmt.out {
+        Output::Json | Output::Yaml => doc(
+            fmt,
+            &json!({"drained": l.drained,
+                    "vpcs": l.items.iter().map(Render::to_json).collect::<Vec<_>>()}),
+        ),
+        Output::Name => names(Placement::KIND, l.items.iter().map(Render::name)),
         Output::Table => {
             let drained = if l.drained.is_empty() {
                 "-".to_string()
@@ -358,20 +434,19 @@ pub fn placements(fmt: Output, l: &PlacementList) -> String {
                 l.drained.join(", ")
             };
             let rows: Vec<Vec<String>> = l.items.iter().map(Render::row).collect();
-            format!("drained: {drained}\n{}", table(Placement::HEADERS, &rows))
+            format!(
+                "drained: {drained}\n{}",
+                grid(fmt, Placement::HEADERS, &rows)
+            )
         }
     }
 }
 
-/// A one-line confirmation of a write that is neither a create nor a delete.
-pub fn write_line(fmt: Output, what: &str, revision: u64) -> String {
-    match fmt {
-        Output::Json => format!("{}\n", json!({"revision": revision})),
-        Output::Table => format!("{what} at revision {revision}\n"),
-    }
-}
-
 impl Render for Network {
+    const KIND: &'static str = "network";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] = &["TENANT", "VPC", "NAME", "CIDR", "VNI", "GATEWAY"];
     fn row(&self) -> Vec<String> {
         vec![
@@ -405,6 +480,10 @@ fn attachment_cell(interface: &str, vlan: u32) -> String {
 }
 
 impl Render for PortBinding {
+    const KIND: &'static str = "port";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] = &[
         "TENANT",
         "NAME",
@@ -443,6 +522,10 @@ impl Render for PortBinding {
 }
 
 impl Render for DirectConnect {
+    const KIND: &'static str = "dc";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] = &[
         "TENANT", "VPC", "NAME", "SWITCH", "PORT", "VNI", "PEER", "ASN", "GATEWAY", "BGP", "RCVD",
         "ACCEPTED", "SENT",
@@ -488,6 +571,10 @@ impl Render for DirectConnect {
 }
 
 impl Render for Node {
+    const KIND: &'static str = "node";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] =
         &["NAME", "ROLE", "SITE", "ASN", "LOOPBACK", "FABRIC-PORTS"];
     fn row(&self) -> Vec<String> {
@@ -513,6 +600,10 @@ impl Render for Node {
 }
 
 impl Render for NodeStatus {
+    const KIND: &'static str = "node";
+    fn name(&self) -> &str {
+        &self.name
+    }
     const HEADERS: &'static [&'static str] = &[
         "NODE", "ROLE", "LEASE", "APPLIED", "DESIRED", "SYNC", "ERRORS",
     ];
@@ -554,25 +645,35 @@ fn pretty(v: &Value) -> String {
     s
 }
 
-/// Renders a list: a table, or a JSON array of objects.
-pub fn list<T: Render>(fmt: Output, items: &[T]) -> String {
-    match fmt {
-        Output::Table => table(T::HEADERS, &items.iter().map(T::row).collect::<Vec<_>>()),
-        Output::Json => pretty(&Value::Array(items.iter().map(T::to_json).collect())),
+/// Renders a list: a table, a JSON (YAML) array of objects, or `KIND/NAME` lines.
+pub fn list<T: Render>(fmt: impl Into<Fmt>, items: &[T]) -> String {
+    let fmt = fmt.into();
+    match fmt.out {
+        Output::Table => grid(
+            fmt,
+            T::HEADERS,
+            &items.iter().map(T::row).collect::<Vec<_>>(),
+        ),
+        Output::Json | Output::Yaml => {
+            doc(fmt, &Value::Array(items.iter().map(T::to_json).collect()))
+        }
+        Output::Name => names(T::KIND, items.iter().map(T::name)),
     }
 }
 
-/// Renders one object: a one-row table, or a JSON object.
-pub fn show<T: Render>(fmt: Output, item: &T) -> String {
-    match fmt {
-        Output::Table => table(T::HEADERS, &[item.row()]),
-        Output::Json => pretty(&item.to_json()),
+/// Renders one object: a one-row table, a JSON (YAML) object, or its `KIND/NAME`.
+pub fn show<T: Render>(fmt: impl Into<Fmt>, item: &T) -> String {
+    let fmt = fmt.into();
+    match fmt.out {
+        Output::Json | Output::Yaml => doc(fmt, &item.to_json()),
+        Output::Table | Output::Name => list(fmt, std::slice::from_ref(item)),
     }
 }
 
 /// Renders fleet status: an intent-revision header line (and the coordinator replicas, when
 /// the coordinator reports them) plus the node table, or a JSON object.
-pub fn fleet(fmt: Output, status: &FleetStatus) -> String {
+pub fn fleet(fmt: impl Into<Fmt>, status: &FleetStatus) -> String {
+    let fmt = fmt.into();
     let coordinators = if status.replicas.is_empty() && status.leader.is_empty() {
         String::new()
     } else {
@@ -587,7 +688,12 @@ pub fn fleet(fmt: Output, status: &FleetStatus) -> String {
             status.served_by
         )
     };
-    match fmt {
+    match fmt.out {
+        Output::Table if !fmt.headers => grid(
+            fmt,
+            NodeStatus::HEADERS,
+            &status.nodes.iter().map(NodeStatus::row).collect::<Vec<_>>(),
+        ),
         Output::Table => format!(
             "intent revision: {}\n{coordinators}{}",
             status.intent_revision,
@@ -596,37 +702,73 @@ pub fn fleet(fmt: Output, status: &FleetStatus) -> String {
                 &status.nodes.iter().map(NodeStatus::row).collect::<Vec<_>>()
             )
         ),
-        Output::Json => pretty(&json!({
-            "intent_revision": status.intent_revision,
-            "leader": status.leader,
-            "replicas": status.replicas,
-            "served_by": status.served_by,
-            "nodes": status.nodes.iter().map(NodeStatus::to_json).collect::<Vec<_>>(),
-        })),
+        Output::Name => names(NodeStatus::KIND, status.nodes.iter().map(Render::name)),
+        Output::Json | Output::Yaml => doc(
+            fmt,
+            &json!({
+                "intent_revision": status.intent_revision,
+                "leader": status.leader,
+                "replicas": status.replicas,
+                "served_by": status.served_by,
+                "nodes": status.nodes.iter().map(NodeStatus::to_json).collect::<Vec<_>>(),
+            }),
+        ),
     }
 }
 
-/// Renders a create/delete confirmation, e.g. `created network web (vni 1000001) at revision 42`
-/// or `{"revision":42,"vni":1000001}`.
-pub fn write_result(
-    fmt: Output,
-    verb: &str,
-    kind: &str,
-    name: &str,
-    revision: u64,
-    vni: Option<u32>,
-) -> String {
-    match fmt {
-        Output::Table => match vni {
-            Some(v) => format!("{verb} {kind} {name} (vni {v}) at revision {revision}\n"),
-            None => format!("{verb} {kind} {name} at revision {revision}\n"),
-        },
-        Output::Json => {
-            let mut v = json!({"revision": revision});
-            if let Some(vni) = vni {
+/// What a write did, for its confirmation line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wrote<'a> {
+    /// "created", "deleted", "applied", "drained", ...
+    pub verb: &'a str,
+    /// The object's kind as people read it ("load balancer"); `-o name` uses [`kind_slug`].
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub revision: u64,
+    /// The VNI a network create allocated.
+    pub vni: Option<u32>,
+    /// Validated only, nothing written (`--dry-run`).
+    pub dry_run: bool,
+}
+
+/// The subcommand name of a kind as write confirmations spell it ("load balancer" -> "lb").
+pub fn kind_slug(kind: &str) -> &str {
+    match kind {
+        "load balancer" => "lb",
+        "NAT rule" => "nat",
+        "ACL list" => "acl",
+        "Direct Connect" => "dc",
+        k => k,
+    }
+}
+
+/// Renders a write confirmation, e.g. `created network web (vni 1000001) at revision 42`,
+/// `{"revision":42,"vni":1000001}` or `network/web`; a dry run says so in each format.
+pub fn write_result(fmt: impl Into<Fmt>, w: &Wrote) -> String {
+    let fmt = fmt.into();
+    let vni = w.vni.map(|v| format!(" (vni {v})")).unwrap_or_default();
+    match fmt.out {
+        Output::Table if w.dry_run => format!(
+            "dry run: {} {}{vni} would be {} (validated at revision {}; nothing written)\n",
+            w.kind, w.name, w.verb, w.revision
+        ),
+        Output::Table => format!(
+            "{} {} {}{vni} at revision {}\n",
+            w.verb, w.kind, w.name, w.revision
+        ),
+        Output::Name => format!("{}/{}\n", kind_slug(w.kind), w.name),
+        Output::Json | Output::Yaml => {
+            let mut v = json!({"revision": w.revision});
+            if let Some(vni) = w.vni {
                 v["vni"] = json!(vni);
             }
-            format!("{v}\n")
+            if w.dry_run {
+                v["dry_run"] = json!(true);
+            }
+            match fmt.out {
+                Output::Json => format!("{v}\n"),
+                _ => doc(fmt, &v),
+            }
         }
     }
 }
@@ -829,30 +971,88 @@ mod tests {
         );
     }
 
+    fn wrote<'a>(verb: &'a str, kind: &'a str, name: &'a str, rev: u64) -> Wrote<'a> {
+        Wrote {
+            verb,
+            kind,
+            name,
+            revision: rev,
+            vni: None,
+            dry_run: false,
+        }
+    }
+
     #[test]
     fn write_results() {
+        let net = Wrote {
+            vni: Some(1000001),
+            ..wrote("created", "network", "web", 42)
+        };
         assert_eq!(
-            write_result(
-                Output::Table,
-                "created",
-                "network",
-                "web",
-                42,
-                Some(1000001)
-            ),
+            write_result(Output::Table, &net),
             "created network web (vni 1000001) at revision 42\n"
         );
+        let del = wrote("deleted", "vpc", "blue", 43);
         assert_eq!(
-            write_result(Output::Table, "deleted", "vpc", "blue", 43, None),
+            write_result(Output::Table, &del),
             "deleted vpc blue at revision 43\n"
         );
         assert_eq!(
-            write_result(Output::Json, "created", "network", "web", 42, Some(1000001)),
+            write_result(Output::Json, &net),
             "{\"revision\":42,\"vni\":1000001}\n"
         );
+        assert_eq!(write_result(Output::Json, &del), "{\"revision\":43}\n");
+        assert_eq!(write_result(Output::Yaml, &del), "revision: 43\n");
+        let lb = wrote("created", "load balancer", "web-lb", 44);
+        assert_eq!(write_result(Output::Name, &lb), "lb/web-lb\n");
+    }
+
+    #[test]
+    fn a_dry_run_says_nothing_was_written() {
+        let w = Wrote {
+            dry_run: true,
+            ..wrote("created", "tenant", "demo", 7)
+        };
         assert_eq!(
-            write_result(Output::Json, "deleted", "vpc", "blue", 43, None),
-            "{\"revision\":43}\n"
+            write_result(Output::Table, &w),
+            "dry run: tenant demo would be created (validated at revision 7; nothing written)\n"
         );
+        let v: Value = serde_json::from_str(&write_result(Output::Json, &w)).unwrap();
+        assert_eq!(v, json!({"revision": 7, "dry_run": true}));
+    }
+
+    #[test]
+    fn yaml_name_and_headerless_lists() {
+        let items = vec![
+            Tenant {
+                name: "demo".into(),
+                description: "the demo".into(),
+            },
+            Tenant {
+                name: "other".into(),
+                description: String::new(),
+            },
+        ];
+        assert_eq!(list(Output::Name, &items), "tenant/demo\ntenant/other\n");
+        let yaml = list(Output::Yaml, &items);
+        assert_eq!(
+            yaml,
+            // serde_json keeps keys sorted, in JSON and YAML alike.
+            "- description: the demo\n  name: demo\n- description: ''\n  name: other\n"
+        );
+        let headless = Fmt {
+            out: Output::Table,
+            headers: false,
+        };
+        assert_eq!(list(headless, &items), "demo   the demo\nother  -\n");
+        assert_eq!(
+            list(Output::Table, &items).lines().next(),
+            Some("NAME   DESCRIPTION")
+        );
+        assert_eq!(
+            show(Output::Yaml, &items[0]),
+            "description: the demo\nname: demo\n"
+        );
+        assert_eq!(show(Output::Name, &items[1]), "tenant/other\n");
     }
 }

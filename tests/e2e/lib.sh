@@ -79,6 +79,39 @@ node_is() {
     [ "$(S -o json status 2>/dev/null | json "[n for n in d['nodes'] if n['name']=='$1'][0]['$2']")" = "$3" ]
 }
 
+# announcers ADDR - the gateways announcing ADDR/32, as BGP paths at leaf1 and leaf2 show them.
+announcers() {
+    local l
+    for l in leaf1 leaf2; do
+        vtysh --vty_socket "$STATE/frr/$l" -c "show ip bgp $1/32 json" 2>/dev/null |
+            python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+for p in d.get("paths", []):
+    if " " in p.get("aspath", {}).get("string", "").strip():
+        continue  # relayed by another node, not originated by this neighbour
+    peer = p.get("peer", {})
+    name = peer.get("hostname") or peer.get("interface") or peer.get("peerId")
+    if name and name.startswith("gw"):
+        print(name)'
+    done | sort -u | tr '\n' ' ' | sed 's/ $//'
+}
+# announced_by ADDR NODE - NODE alone announces ADDR/32.
+announced_by() { [ "$(announcers "$1")" = "$2" ]; }
+one_announcer() { local a; a=$(announcers "$1"); [ -n "$a" ] && [ "$a" = "${a%% *}" ]; }
+
+# never_two SECONDS ADDR - samples the leaves every 0.2 s: never more than one announcer.
+never_two() {
+    local end=$((SECONDS + $1)) a
+    while [ $SECONDS -lt "$end" ]; do
+        a=$(announcers "$2")
+        if [ "$a" != "${a%% *}" ]; then
+            echo "two announcers: $a" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
 # lab_finish - a lab test's last step: takes the lab down, checks that no namespace of this
 # run remains, and prints the result (finish).
 lab_finish() {

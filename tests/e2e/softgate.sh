@@ -108,15 +108,19 @@ section "4. placement, drain and undrain"
 PRIMARY=$(placement blue primary); STANDBY=$(placement blue standby)
 check "blue has a primary and a different standby ($PRIMARY, $STANDBY)" test -n "$PRIMARY" -a -n "$STANDBY" -a "$PRIMARY" != "$STANDBY"
 ID=$(vpc_id blue)
-check "blue's router namespace runs on $PRIMARY only" bash -c "ip netns list | grep -q '^${LAB_PREFIX}$PRIMARY-vpc$ID\b' && ! ip netns list | grep -q '^${LAB_PREFIX}$STANDBY-vpc$ID\b'"
+check "blue's router is built on $PRIMARY and warm on $STANDBY" bash -c "ip netns list | grep -q '^${LAB_PREFIX}$PRIMARY-vpc$ID\b' && ip netns list | grep -q '^${LAB_PREFIX}$STANDBY-vpc$ID\b'"
+check "only $PRIMARY announces blue's port forward (leaves)" wait_for 20 announced_by 203.0.113.11 "$PRIMARY"
 check "drain $PRIMARY" S gateway drain "$PRIMARY"
 check_eq "blue moved to $STANDBY" "$STANDBY" "$(placement blue primary)"
 check "traffic flows through $STANDBY: port forward" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.11:8080/)\" = blue-web-2 ]"
 check "and across tiers" wait_for 10 X blue-web-1 ping -c 1 -W 1 10.10.2.11
 check "$PRIMARY no longer runs blue's router" wait_for 10 bash -c "! ip netns list | grep -q '^${LAB_PREFIX}$PRIMARY-vpc$ID\b'"
 check "undrain $PRIMARY" S gateway undrain "$PRIMARY"
-check_eq "blue returns to $PRIMARY" "$PRIMARY" "$(placement blue primary)"
-check "traffic flows again through $PRIMARY" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+check "blue stays on $STANDBY (no failback), $PRIMARY becomes its standby again" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json gateway list | python3 -c \"import json,sys; v=[v for v in json.load(sys.stdin)['vpcs'] if v['vpc']=='blue'][0]; print(v['primary'], v['standby'])\")\" = '$STANDBY $PRIMARY' ]"
+check "only $STANDBY announces blue" wait_for 10 announced_by 203.0.113.11 "$STANDBY"
+check "traffic flows through $STANDBY" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+# From here on the serving gateway is PRIMARY in the tests below.
+PRIMARY=$STANDBY
 
 section "4b. an agent restarted within its lease TTL keeps the VPC in place"
 NS_INODE=$(stat -L -c %i "/run/netns/${LAB_PREFIX}$PRIMARY-vpc$ID")
@@ -131,33 +135,40 @@ check_eq "every port-forward request during the restart succeeded" 40 "$(cat "$S
 check_eq "blue stayed on $PRIMARY" "$PRIMARY" "$(placement blue primary)"
 check_eq "its router namespace was not recreated" "$NS_INODE" "$(stat -L -c %i "/run/netns/${LAB_PREFIX}$PRIMARY-vpc$ID")"
 
-section "4c. an agent dead past its TTL on a live node: the fence withdraws the VPC"
-check "kill -9 $PRIMARY's agent (node and links stay up)" L agent-kill "$PRIMARY"
-check "blue moves to $STANDBY once the lease expires" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json gateway list | python3 -c \"import json,sys; print([v for v in json.load(sys.stdin)['vpcs'] if v['vpc']=='blue'][0]['primary'])\")\" = $STANDBY ]"
-check "the fence removed blue's router from $PRIMARY" wait_for 10 bash -c "! ip netns list | grep -q '^${LAB_PREFIX}$PRIMARY-vpc$ID\b'"
-check "$PRIMARY no longer routes or announces blue's public addresses" bash -c "[ -z \"\$('$REPO/deploy/lab.sh' exec $PRIMARY ip route show 203.0.113.11/32)\" ] && ! '$REPO/deploy/lab.sh' exec $PRIMARY vtysh --vty_socket $STATE/frr/$PRIMARY -c 'show running-config' | grep -q 'network 203.0.113.11/32'"
-check "the port forward works through $STANDBY" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
-grep -h FENCE "$STATE"/agents/"$PRIMARY"/fence.log | sed 's/^/    /' | tail -2
-check "restart $PRIMARY's agent" L agent-start "$PRIMARY"
-check "blue returns to $PRIMARY" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json gateway list | python3 -c \"import json,sys; print([v for v in json.load(sys.stdin)['vpcs'] if v['vpc']=='blue'][0]['primary'])\")\" = $PRIMARY ]"
-check "traffic flows through $PRIMARY again" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+section "4c. the serving gateway's agent dead past its grace: the fence hands blue over"
+SERVING=$(announcers 203.0.113.11)
+OTHER=$([ "$SERVING" = gw1 ] && echo gw2 || echo gw1)
+check "kill -9 $SERVING's agent (node and links stay up)" L agent-kill "$SERVING"
+check "the fence stands $SERVING down and $OTHER takes blue over" wait_for 15 announced_by 203.0.113.11 "$OTHER"
+check "blue's router stays built on $SERVING (warm)" bash -c "ip netns list | grep -q '^${LAB_PREFIX}$SERVING-vpc$ID\b'"
+check "the port forward works through $OTHER" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+grep -h FENCE "$STATE"/agents/"$SERVING"/fence.log | sed 's/^/    /' | tail -2
+check "restart $SERVING's agent" L agent-start "$SERVING"
+check "$SERVING's lease up" wait_for 30 node_is "$SERVING" lease up
+check "it takes nothing back: never two announcers" never_two 5 203.0.113.11
+check_eq "$OTHER still announces blue alone" "$OTHER" "$(announcers 203.0.113.11)"
+check "traffic flows" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
 
-section "5. gateway node death: its VPCs move to their standby and traffic is restored"
-# Power loss of the primary: its agent dies and its fabric links go down.
-check "kill $PRIMARY's agent" L agent-kill "$PRIMARY"
-X "$PRIMARY" ip link set leaf1 down; X "$PRIMARY" ip link set leaf2 down
+section "5. node death of the serving gateway: the standby takes over, placement follows"
+SERVING=$(announcers 203.0.113.11)
+OTHER=$([ "$SERVING" = gw1 ] && echo gw2 || echo gw1)
+# Power loss: its agent dies and its fabric links go down.
+check "kill $SERVING's agent" L agent-kill "$SERVING"
+X "$SERVING" ip link set leaf1 down; X "$SERVING" ip link set leaf2 down
 t0=$SECONDS
-check "blue moves to $STANDBY once $PRIMARY's lease expires" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json gateway list | python3 -c \"import json,sys; print([v for v in json.load(sys.stdin)['vpcs'] if v['vpc']=='blue'][0]['primary'])\")\" = $STANDBY ]"
-check "internet reaches blue-web-2 again through $STANDBY" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
-pass "traffic restored $((SECONDS - t0)) s after the node died (lease TTL 6 s)"
-check "blue-web-1 reaches blue-db-1 across tiers through $STANDBY" wait_for 10 X blue-web-1 ping -c 1 -W 1 10.10.2.11
+check "internet reaches blue-web-2 again through $OTHER" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
+pass "traffic restored $((SECONDS - t0)) s after the node died"
+check_eq "$OTHER announces blue" "$OTHER" "$(announcers 203.0.113.11)"
+check "placement names $OTHER once $SERVING's lease expires" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json gateway list | python3 -c \"import json,sys; print([v for v in json.load(sys.stdin)['vpcs'] if v['vpc']=='blue'][0]['primary'])\")\" = $OTHER ]"
+check "blue-web-1 reaches blue-db-1 across tiers through $OTHER" wait_for 10 X blue-web-1 ping -c 1 -W 1 10.10.2.11
 check "red is unaffected" X red-web-1 curl -s -m 3 http://10.10.1.12/
 
-section "6. a gateway that comes back stands down where it lost its VPCs"
-X "$PRIMARY" ip link set leaf1 up; X "$PRIMARY" ip link set leaf2 up
-check "restart $PRIMARY's agent" L agent-start "$PRIMARY"
-check "$PRIMARY lease up again" wait_for 20 node_is "$PRIMARY" lease up
-check "one router for blue at any time after settling" wait_for 30 bash -c "[ \$(ip netns list | grep -c '^${LAB_PREFIX}gw[0-9]-vpc$ID\b') -eq 1 ]"
+section "6. a gateway that comes back takes nothing back"
+X "$SERVING" ip link set leaf1 up; X "$SERVING" ip link set leaf2 up
+check "restart $SERVING's agent" L agent-start "$SERVING"
+check "$SERVING lease up again" wait_for 20 node_is "$SERVING" lease up
+check "one announcer for blue while it settles" never_two 6 203.0.113.11
+check_eq "$OTHER still announces blue alone" "$OTHER" "$(announcers 203.0.113.11)"
 check "port forward works after the return" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 1 http://203.0.113.11:8080/)\" = blue-web-2 ]"
 
 lab_finish

@@ -37,6 +37,11 @@ pub struct AgentArgs {
     /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 0.0.0.0:9101).
     #[arg(long, env = "SF_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Which kernel rule counters get a series of their own in /metrics: `aggregate` (each
+    /// chain kind summed: a handful of series however many rules), `per-rule`, or a comma
+    /// separated list of chains (e.g. `in_1000001`) whose rules are exported one by one.
+    #[arg(long, env = "SF_RULE_METRICS", default_value = "aggregate")]
+    pub rule_metrics: sf_metrics::RuleDetail,
     /// Log format: text or json.
     #[arg(long, env = "SF_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

@@ -85,6 +85,11 @@ pub trait Dataplane: Send + 'static {
         std::collections::BTreeMap::new()
     }
 
+    /// What the gateway's failover controller sees (gateways).
+    async fn failover_status(&mut self) -> sf_core::status::FailoverStatus {
+        sf_core::status::FailoverStatus::default()
+    }
+
     /// A notifier the dataplane triggers when it needs a reconcile pass outside of desired
     /// state changes (for example a backend's health changed).
     fn wakeup(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {

@@ -142,6 +142,8 @@ pub async fn run<D: Dataplane>(
 async fn serve_metrics(args: &AgentArgs) -> anyhow::Result<sf_metrics::AgentMetrics> {
     let mut registry = sf_metrics::MetricsRegistry::default();
     let metrics = sf_metrics::AgentMetrics::register(&mut registry);
+    metrics.rules.set_detail(args.rule_metrics.clone());
+    sf_metrics::set_cert_expiry(&metrics.cert_expiry, &args.tls_cert);
     if let Some(addr) = args.metrics_listen {
         let m = metrics.clone();
         sf_metrics::serve(
@@ -287,19 +289,23 @@ impl<D: Dataplane> Reconciler<D> {
         }
         let lbs = self.dataplane.lb_status().await;
         let dcs = self.dataplane.dc_status().await;
+        let failover = self.dataplane.failover_status().await;
         let status = &mut self.status;
         let changed = observed != status.observed_vnis
             || lbs != status.load_balancers
-            || dcs != status.direct_connects;
+            || dcs != status.direct_connects
+            || failover != status.failover;
         status.observed_vnis = observed;
         status.load_balancers = lbs;
         status.direct_connects = dcs;
+        status.failover = failover;
         changed
     }
 
     /// Converges the device to `d`, then records, caches and acks the outcome.
     async fn reconcile(&mut self, d: &Delivered, ctx: &ReconcileContext) {
         let desired = &d.desired;
+        self.metrics.desired_revision.set(desired.revision as i64);
         let span = info_span!(parent: &self.span, "reconcile", revision = desired.revision);
         let report = self
             .dataplane

@@ -131,6 +131,7 @@ pub async fn spawn_agents(
             lease_ttl: cfg.lease_ttl,
             resync_secs: 60,
             metrics_listen: None,
+            rule_metrics: Default::default(),
             log_format: "text".into(),
             once: false,
         };

@@ -49,6 +49,53 @@ pub struct Underlay {
     /// external peers) are not filtered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peer_filters: Vec<PeerFilter>,
+    /// Fabric neighbours whose BGP session is watched by BFD (switches: their gateways;
+    /// gateways: every fabric port), so a dead gateway's routes leave the fabric in well
+    /// under a second instead of at the BGP hold time. See [`BFD_INTERVAL_MS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bfd_neighbors: Vec<String>,
+    /// Gateways: host routes in the kernel inside these prefixes are announced (FRR
+    /// `redistribute kernel`): the site's public pools and [`ANCHOR_RANGE`]. Which VPC a
+    /// gateway announces is then decided by the routes its failover controller installs, not
+    /// by FRR configuration, so a failover never waits for an FRR reload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redistribute_host_routes: Vec<Ipv4Net>,
+}
+
+/// BFD on the fabric sessions of gateways: transmit and receive interval and the detect
+/// multiplier (a silent gateway is declared down after `BFD_INTERVAL_MS * BFD_MULTIPLIER`).
+pub const BFD_INTERVAL_MS: u32 = 100;
+pub const BFD_MULTIPLIER: u32 = 5;
+
+/// Per-VPC anchors: the VPC router with id `n` is announced by its active gateway as the
+/// /32 `198.18.0.0 + 2n` (the host end of its transit link), whether or not the VPC has any
+/// public address. A standby watches its VPCs' anchors: when one leaves the fabric, the
+/// primary is gone and the standby takes over.
+pub const ANCHOR_RANGE: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(198, 18, 0, 0), 15) {
+    Ok(n) => n,
+    Err(_) => panic!("valid prefix"),
+};
+
+/// The anchor /32 of VPC router `id` (see [`ANCHOR_RANGE`]); None when `id` does not fit.
+pub fn vpc_anchor(id: u32) -> Option<Ipv4Addr> {
+    (id <= 65_535).then(|| Ipv4Addr::from(u32::from(ANCHOR_RANGE.network()) + 2 * id))
+}
+
+/// Whether a gateway holds a VPC router as the placement's primary or as its warm standby.
+/// Both build it whole; which one forwards is decided by the fabric (see the gateway agent's
+/// failover controller).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouterRole {
+    #[default]
+    Primary,
+    Standby,
+}
+
+impl RouterRole {
+    fn is_primary(&self) -> bool {
+        *self == RouterRole::Primary
+    }
 }
 
 /// The IPv4 unicast prefixes a switch accepts from one fabric neighbour.
@@ -282,6 +329,9 @@ pub struct VpcRouter {
     pub cidr: Ipv4Net,
     /// Virtual gateway MAC of the VPC, derived from `id` (locally administered).
     pub mac: String,
+    /// This gateway's role for the VPC.
+    #[serde(default, skip_serializing_if = "RouterRole::is_primary")]
+    pub role: RouterRole,
     pub tiers: Vec<RouterTier>,
     #[serde(default)]
     pub routes: Vec<RouterRoute>,

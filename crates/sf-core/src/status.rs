@@ -37,9 +37,29 @@ pub struct AgentStatus {
     /// Direct Connect BGP sessions of the VPC routers this node serves, by "tenant/vpc/name".
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub direct_connects: BTreeMap<String, DcStatus>,
+    /// Gateways: what the failover controller sees of the fabric (placement follows it).
+    #[serde(default, skip_serializing_if = "FailoverStatus::is_empty")]
+    pub failover: FailoverStatus,
     /// Unix time (ms) of this report.
     #[serde(default)]
     pub reported_at_ms: u64,
+}
+
+/// A gateway's view of the VPCs placed on it, by "tenant/vpc".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverStatus {
+    /// VPCs this gateway forwards (active, announced).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub serving: BTreeSet<String>,
+    /// VPCs this gateway holds passive while it sees another gateway announce them.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub seen_elsewhere: BTreeSet<String>,
+}
+
+impl FailoverStatus {
+    pub fn is_empty(&self) -> bool {
+        self.serving.is_empty() && self.seen_elsewhere.is_empty()
+    }
 }
 
 /// What a gateway reports about one load balancer it serves.

@@ -1531,6 +1531,21 @@ pub fn check_delete_node(intent: &Intent, name: &str) -> Result {
             ),
         ));
     }
+    // A gateway holding VPCs (primary or standby) is drained first: removing it while it
+    // serves would leave its agent forwarding from its cache with nobody to follow.
+    let holds = |p: &crate::model::Placement| {
+        p.primary.as_deref() == Some(name) || p.standby.as_deref() == Some(name)
+    };
+    if let Some((k, _)) = intent.placements.iter().find(|(_, p)| holds(p)) {
+        return Err(err(
+            ErrorKind::InUse,
+            "node.name",
+            format!(
+                "gateway {name:?} still holds VPC {}/{}: drain it first (sfctl gateway drain)",
+                k.tenant, k.vpc
+            ),
+        ));
+    }
     Ok(())
 }
 

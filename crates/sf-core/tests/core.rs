@@ -544,6 +544,10 @@ fn leaves_filter_what_each_node_may_announce() {
         [
             host("10.255.2.1/32"),
             PrefixMatch {
+                prefix: sf_core::desired::ANCHOR_RANGE,
+                host_routes: true
+            },
+            PrefixMatch {
                 prefix: "203.0.113.0/24".parse().unwrap(),
                 host_routes: true
             }
@@ -588,33 +592,45 @@ fn active_gateway_gets_router_tiers_and_public_announcements() {
         BTreeSet::from([1_000_001]),
         "gateway carries the VPC's tiers"
     );
-    let announce: Vec<String> = gw1
-        .underlay()
-        .unwrap()
-        .announce
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
+    // Gateways announce by redistributing the host routes their failover controller
+    // installs (pools and anchors), watched by BFD: no per-VPC announcement in the intent.
+    let u = gw1.underlay().unwrap();
+    assert!(u.announce.is_empty());
     assert_eq!(
-        announce,
-        ["203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"]
+        u.redistribute_host_routes,
+        vec![
+            "203.0.113.0/24".parse().unwrap(),
+            sf_core::desired::ANCHOR_RANGE
+        ]
     );
-    // The standby serves nothing until placement moves the VPC to it.
+    assert_eq!(u.bfd_neighbors, u.neighbors);
+    assert_eq!(r.role, sf_core::desired::RouterRole::Primary);
+    // The standby holds the same router warm, marked as standby.
     let gw2 = compile_node(&i, "gw2", 1).unwrap();
-    assert_eq!(gw2.routers().count(), 0);
-    assert!(gw2.underlay().unwrap().announce.is_empty());
-    // The VPC record touches its gateway only; an ACL list of it also the hypervisors of its
+    let standby: Vec<_> = gw2.routers().collect();
+    assert_eq!(standby.len(), 1);
+    assert_eq!(standby[0].role, sf_core::desired::RouterRole::Standby);
+    let mut same = standby[0].clone();
+    same.role = sf_core::desired::RouterRole::Primary;
+    assert_eq!(&same, r, "identical tables on both");
+    assert_eq!(vnis(&gw2), BTreeSet::from([1_000_001]));
+    // The VPC record touches its two gateways; an ACL list of it also the hypervisors of its
     // tiers (they enforce the tiers' ACLs), nothing else.
     assert_eq!(
         affected_nodes(&i, &ObjectRef::Vpc(VpcRef::new("demo", "blue"))),
-        BTreeSet::from(["gw1".to_string()])
+        BTreeSet::from(["gw1".to_string(), "gw2".to_string()])
     );
     assert_eq!(
         affected_nodes(
             &i,
             &ObjectRef::Acl(VpcChildRef::new("demo", "blue", "any-list"))
         ),
-        BTreeSet::from(["gw1".to_string(), "hv1".to_string(), "hv2".to_string()])
+        BTreeSet::from([
+            "gw1".to_string(),
+            "gw2".to_string(),
+            "hv1".to_string(),
+            "hv2".to_string()
+        ])
     );
     // A network change of blue touches its gateway as well as its hypervisors.
     assert!(affected_nodes(&i, &network_ref(&i, 1_000_001)).contains("gw1"));
@@ -624,19 +640,23 @@ fn active_gateway_gets_router_tiers_and_public_announcements() {
 fn placement_from_liveness_moves_only_the_dead_gateways_vpcs() {
     let i = with_gateways();
     let both = BTreeSet::from(["gw1".to_string(), "gw2".to_string()]);
-    let p = sf_core::placement::compute(&i, &both);
+    let none = sf_core::placement::FabricReports::default();
+    let p = sf_core::placement::compute(&i, &both, &none);
     assert_eq!(p.len(), 2);
     for (k, pl) in &p {
         let only_standby =
-            sf_core::placement::compute(&i, &BTreeSet::from([pl.standby.clone().unwrap()]));
+            sf_core::placement::compute(&i, &BTreeSet::from([pl.standby.clone().unwrap()]), &none);
         assert_eq!(
             only_standby[k].primary, pl.standby,
             "primary death moves {k:?} to its standby"
         );
     }
+    // A gateway that holds VPCs cannot leave the inventory before it is drained.
+    let e = sf_core::validate::check_delete_node(&i, "gw1").unwrap_err();
+    assert!(e.to_string().contains("drain it first"), "{e}");
     let mut drained = i.clone();
     drained.drained.insert("gw1".into());
-    let p = sf_core::placement::compute(&drained, &both);
+    let p = sf_core::placement::compute(&drained, &both, &none);
     assert!(p
         .values()
         .all(|pl| pl.primary.as_deref() == Some("gw2") && pl.standby.is_none()));
@@ -905,18 +925,13 @@ fn load_balancer_validation_names_the_field() {
         },
     };
     assert_eq!(field_of(validate_nat(&with, &take)), "nat.public_ip");
-    // The compiled router carries the LB with sorted backend names and announces the VIP.
+    // The compiled router carries the LB with sorted backend names and routes the VIP.
     let gw1 = compile_node(&with, "gw1", 1).unwrap();
     let r = gw1.routers().next().unwrap();
     assert_eq!(r.load_balancers.len(), 1);
     assert_eq!(r.load_balancers[0].backends[0].name, "10.10.1.11:80");
     assert!(r.load_balancers[0].public);
-    assert!(gw1
-        .underlay()
-        .unwrap()
-        .announce
-        .iter()
-        .any(|p| p.to_string() == "203.0.113.20/32"));
+    assert!(r.public_ips().contains(&"203.0.113.20".parse().unwrap()));
 }
 
 fn acl_rule(
@@ -1355,12 +1370,11 @@ fn switch_and_gateway_compile_bare_metal_and_direct_connect() {
     assert_eq!((p.peer_asn, p.local_asn), (65300, 64512));
     assert_eq!(p.announce, vec!["10.10.1.0/24".parse().unwrap()]);
     assert_eq!(p.accept[0].to_string(), "192.168.0.0/16 le 24");
-    // The standby gateway carries nothing of it; a DC change touches the gateway and leaf1.
+    // The standby gateway holds it warm too; a DC change touches the gateways and leaf1.
     assert!(compile_node(&i, "gw2", 1)
         .unwrap()
         .networks()
-        .next()
-        .is_none());
+        .any(|n| n.vni == p.vni));
     let dc = i.direct_connects.values().next().unwrap();
     let touched = affected_nodes(
         &i,

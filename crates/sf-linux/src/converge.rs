@@ -196,27 +196,40 @@ impl Pass {
     ) -> bool {
         let mut all = true;
         for step in steps {
-            match step.execute().await {
-                Ok(()) => {
-                    info!(object, action = %step.describe(), "applied");
-                    self.changes += 1;
-                }
-                Err(source) => {
-                    let step = step.describe();
-                    warn!(object, action = %step, error = %source, "action failed");
-                    self.error(ReconcileError::Step {
-                        object: object.into(),
-                        step,
-                        source,
-                    });
-                    all = false;
-                    if on_failure == OnFailure::Stop {
-                        break;
-                    }
-                }
+            let ok = self.record(object, step, step.execute().await);
+            all &= ok;
+            if !ok && on_failure == OnFailure::Stop {
+                break;
             }
         }
         all
+    }
+
+    /// Records the outcome of one step run elsewhere (e.g. in a batch): a success is one
+    /// change, a failure a typed error. Returns whether it succeeded.
+    pub fn record<S: Step>(
+        &mut self,
+        object: &str,
+        step: &S,
+        outcome: Result<(), DeviceError>,
+    ) -> bool {
+        match outcome {
+            Ok(()) => {
+                info!(object, action = %step.describe(), "applied");
+                self.changes += 1;
+                true
+            }
+            Err(source) => {
+                let step = step.describe();
+                warn!(object, action = %step, error = %source, "action failed");
+                self.error(ReconcileError::Step {
+                    object: object.into(),
+                    step,
+                    source,
+                });
+                false
+            }
+        }
     }
 
     /// Observe → plan → execute for one object. The planner is pure; its problems are

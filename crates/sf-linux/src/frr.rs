@@ -10,7 +10,7 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use sf_core::desired::{EvpnRole, PeerFilter, Underlay};
+use sf_core::desired::{EvpnRole, PeerFilter, Underlay, BFD_INTERVAL_MS, BFD_MULTIPLIER};
 use tracing::info;
 
 use crate::{run, DeviceError};
@@ -26,6 +26,8 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     }
     let _ = writeln!(c, "!");
     render_filters(&mut c, &u.peer_filters);
+    render_bfd(&mut c, u);
+    render_redistribution(&mut c, u);
     let _ = writeln!(c, "router bgp {}", u.asn);
     let _ = writeln!(c, " bgp router-id {}", u.router_id);
     let _ = writeln!(c, " no bgp ebgp-requires-policy");
@@ -35,6 +37,13 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     for n in &u.neighbors {
         let _ = writeln!(c, " neighbor {n} interface peer-group FABRIC");
     }
+    for n in &u.bfd_neighbors {
+        // Both lines, as `show running-config` has them: without the first, frr-reload
+        // deletes `neighbor N bfd` on every reload, which resets the BFD session and with it
+        // the BGP session (the gateway leaves the fabric for seconds).
+        let _ = writeln!(c, " neighbor {n} bfd");
+        let _ = writeln!(c, " neighbor {n} bfd profile {BFD_PROFILE}");
+    }
     let _ = writeln!(c, " !");
     let _ = writeln!(c, " address-family ipv4 unicast");
     let _ = writeln!(c, "  network {}/32", u.loopback);
@@ -42,6 +51,10 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     let pools = if u.forwarding { &u.blackhole[..] } else { &[] };
     for p in u.announce.iter().chain(pools) {
         let _ = writeln!(c, "  network {p}");
+    }
+    if !u.redistribute_host_routes.is_empty() {
+        let _ = writeln!(c, "  redistribute kernel route-map {REDISTRIBUTE}");
+        let _ = writeln!(c, "  neighbor FABRIC route-map {LOCAL_ONLY} out");
     }
     for f in &u.peer_filters {
         let _ = writeln!(
@@ -63,6 +76,54 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     let _ = writeln!(c, " exit-address-family");
     let _ = writeln!(c, "exit");
     c
+}
+
+const BFD_PROFILE: &str = "sf-fabric";
+const REDISTRIBUTE: &str = "SF-HOST-ROUTES";
+const LOCAL_ONLY: &str = "SF-LOCAL-ONLY";
+
+/// The BFD profile of the fabric sessions that have it (see [`BFD_INTERVAL_MS`]).
+fn render_bfd(c: &mut String, u: &Underlay) {
+    if u.bfd_neighbors.is_empty() {
+        return;
+    }
+    let _ = writeln!(c, "bfd");
+    let _ = writeln!(c, " profile {BFD_PROFILE}");
+    let _ = writeln!(c, "  detect-multiplier {BFD_MULTIPLIER}");
+    let _ = writeln!(c, "  receive-interval {BFD_INTERVAL_MS}");
+    let _ = writeln!(c, "  transmit-interval {BFD_INTERVAL_MS}");
+    let _ = writeln!(c, " exit");
+    let _ = writeln!(c, "exit");
+    let _ = writeln!(c, "!");
+}
+
+/// Which kernel routes a gateway announces: host routes (/32) inside its pools and the anchor
+/// range, i.e. exactly the routes its failover controller installs for the VPCs it serves.
+/// The pools' own blackhole routes are shorter and stay unannounced.
+fn render_redistribution(c: &mut String, u: &Underlay) {
+    if u.redistribute_host_routes.is_empty() {
+        return;
+    }
+    for (i, p) in u.redistribute_host_routes.iter().enumerate() {
+        let _ = writeln!(
+            c,
+            "ip prefix-list {REDISTRIBUTE} seq {} permit {p} ge 32",
+            (i + 1) * 5
+        );
+    }
+    let _ = writeln!(c, "route-map {REDISTRIBUTE} permit 10");
+    let _ = writeln!(c, " match ip address prefix-list {REDISTRIBUTE}");
+    let _ = writeln!(c, "exit");
+    let _ = writeln!(c, "!");
+    // A gateway is not transit: it sends the fabric only what it originates (an empty AS
+    // path), never another gateway's VPC routes learned from one leaf back to the other leaf
+    // (a second, longer path to an address that gateway does not serve).
+    let _ = writeln!(c, "bgp as-path access-list {LOCAL_ONLY} seq 5 permit ^$");
+    let _ = writeln!(c, "!");
+    let _ = writeln!(c, "route-map {LOCAL_ONLY} permit 10");
+    let _ = writeln!(c, " match as-path {LOCAL_ONLY}");
+    let _ = writeln!(c, "exit");
+    let _ = writeln!(c, "!");
 }
 
 /// The prefix list and route map holding what a switch accepts from one neighbour.
@@ -108,6 +169,15 @@ pub fn expected_lines(u: &Underlay) -> Vec<String> {
             .iter()
             .map(|f| format!("neighbor {} route-map {} in", f.neighbor, filter_name(f))),
     );
+    v.extend(
+        u.bfd_neighbors
+            .iter()
+            .map(|n| format!("neighbor {n} bfd profile {BFD_PROFILE}")),
+    );
+    if !u.redistribute_host_routes.is_empty() {
+        v.push(format!("redistribute kernel route-map {REDISTRIBUTE}"));
+        v.push(format!("neighbor FABRIC route-map {LOCAL_ONLY} out"));
+    }
     v
 }
 
@@ -207,6 +277,8 @@ mod tests {
             blackhole: vec![],
             forwarding: false,
             peer_filters: vec![],
+            bfd_neighbors: vec![],
+            redistribute_host_routes: vec![],
         }
     }
 
@@ -247,6 +319,20 @@ mod tests {
         assert!(expected_lines(&u).contains(&"neighbor gw1 route-map SF-FROM-gw1 in".to_string()));
     }
 
+    /// Sessions to gateways are watched by BFD with the fabric profile; others are not.
+    #[test]
+    fn bfd_watches_the_listed_sessions() {
+        let mut u = underlay(EvpnRole::Transit);
+        assert!(!render("leaf1", &u).contains("bfd"));
+        u.neighbors = vec!["hv1".into(), "gw1".into()];
+        u.bfd_neighbors = vec!["gw1".into()];
+        let c = render("leaf1", &u);
+        assert!(c.contains("bfd\n profile sf-fabric\n  detect-multiplier 5\n  receive-interval 100\n  transmit-interval 100\n exit\nexit\n"), "{c}");
+        assert!(c.contains(" neighbor gw1 bfd\n neighbor gw1 bfd profile sf-fabric\n"));
+        assert!(!c.contains("neighbor hv1 bfd"));
+        assert!(expected_lines(&u).contains(&"neighbor gw1 bfd profile sf-fabric".to_string()));
+    }
+
     #[test]
     fn vtep_config_advertises_all_vnis_over_unnumbered_peers() {
         let c = render("hv1", &underlay(EvpnRole::Vtep));
@@ -276,14 +362,25 @@ mod tests {
         assert!(c.contains("  advertise-all-vni\n"));
     }
 
+    /// A gateway announces what its failover controller routes (host routes in the pools and
+    /// anchors), by redistribution: its FRR configuration does not name a single VPC.
     #[test]
     fn switches_announce_the_pools_gateways_only_hold_them() {
         let mut u = underlay(EvpnRole::Vtep);
         u.blackhole = vec!["203.0.113.0/24".parse().unwrap()];
-        u.announce = vec!["203.0.113.11/32".parse().unwrap()];
+        u.redistribute_host_routes = vec![
+            "203.0.113.0/24".parse().unwrap(),
+            sf_core::desired::ANCHOR_RANGE,
+        ];
         let gw = render("gw1", &u);
-        assert!(gw.contains("  network 203.0.113.11/32\n"));
-        assert!(!gw.contains("203.0.113.0/24"), "{gw}");
+        assert!(gw.contains("ip prefix-list SF-HOST-ROUTES seq 5 permit 203.0.113.0/24 ge 32\n"));
+        assert!(gw.contains("ip prefix-list SF-HOST-ROUTES seq 10 permit 198.18.0.0/15 ge 32\n"));
+        assert!(gw.contains("  redistribute kernel route-map SF-HOST-ROUTES\n"));
+        assert!(gw.contains("bgp as-path access-list SF-LOCAL-ONLY seq 5 permit ^$\n"));
+        assert!(gw.contains("  neighbor FABRIC route-map SF-LOCAL-ONLY out\n"));
+        assert!(!gw.contains("network 203.0.113"), "{gw}");
+        u.redistribute_host_routes.clear();
+        u.announce = vec!["203.0.113.11/32".parse().unwrap()];
         u.forwarding = true;
         u.announce.clear();
         assert!(render("leaf1", &u).contains("  network 203.0.113.0/24\n"));

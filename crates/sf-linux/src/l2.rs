@@ -281,7 +281,7 @@ pub async fn execute(a: &Action) -> Result<(), crate::DeviceError> {
 
 /// Turns the host's IPv6 off on a link we just created, before it goes up (no link-local
 /// address, no per-device IPv6 routes). A kernel without IPv6 has nothing to turn off.
-fn disable_ipv6(link: &str) -> Result<(), crate::DeviceError> {
+pub(crate) fn disable_ipv6(link: &str) -> Result<(), crate::DeviceError> {
     let path = format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6");
     match std::fs::write(&path, "1") {
         Ok(()) => Ok(()),

@@ -2,7 +2,9 @@
 //! through iproute2 (its JSON output for observation), [`frr`] renders FRR configuration from
 //! desired state and applies it as a delta with FRR's own `frr-reload.py`, then verifies it;
 //! [`l2`] plans and executes the CloudStack-compatible VXLAN/bridge layout of a VTEP host;
-//! [`converge`] is the observe → plan → execute loop every agent's reconcile is made of.
+//! [`converge`] is the observe → plan → execute loop every agent's reconcile is made of;
+//! [`netlink`] observes and changes links through rtnetlink sockets instead (the hypervisor's
+//! executor of the [`l2`] plans).
 
 pub mod acl;
 pub mod blackhole;
@@ -10,6 +12,7 @@ pub mod converge;
 pub mod frr;
 pub mod l2;
 pub mod links;
+pub mod netlink;
 pub mod nft_counters;
 
 /// A failed device operation, with the command that failed.
@@ -29,6 +32,12 @@ pub enum DeviceError {
     Verify(String),
     #[error("`{cmd}` did not finish within {secs} s and was killed")]
     Timeout { cmd: String, secs: f64 },
+    #[error("netlink: {op}: {source}")]
+    Netlink {
+        op: String,
+        #[source]
+        source: netlink::NetlinkError,
+    },
 }
 
 /// How long any device command may take. A hung `ip`, `nft`, `vtysh` or `frr-reload.py`

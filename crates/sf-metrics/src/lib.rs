@@ -10,6 +10,12 @@
 //! it without error; the coordinator observes the same at each ack. So an operator reads in
 //! production the figure `deploy/bench.sh` measures (clocks synchronized by NTP, as etcd and
 //! TLS already require).
+//!
+//! Every binary also exports `sf_build_info{component, version}` and, once it has read its
+//! certificate, `sf_tls_cert_expiry_timestamp_seconds` (the certificate's notAfter), which the
+//! alert rules in `deploy/monitoring/` watch. Per-rule kernel counters are summed per chain
+//! kind unless an operator opts rules in ([`RuleDetail`]): 10,000 rules on 1,000 nodes must
+//! not become 10 million series.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,10 +26,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+pub use prometheus_client::metrics::gauge::Gauge;
 pub use prometheus_client::registry::Registry as MetricsRegistry;
 
 /// Latency buckets: 5 ms doubling to about 41 s.
@@ -55,20 +61,106 @@ pub struct RuleSample {
     pub bytes: u64,
 }
 
+/// Which rules get a series of their own (`--rule-metrics`). The others are summed per chain
+/// kind (the chain name without its VNI or id: `in_1000001` -> `in`) into one series labelled
+/// `scope="_all", chain=KIND, rule="_all"`, so a node exports a handful of series however many
+/// rules it holds, and `sum(rate(sf_rule_packets_total[5m]))` means the same in every mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RuleDetail {
+    /// Every rule summed per chain kind (the default).
+    #[default]
+    Aggregate,
+    /// One series per rule (small fleets, labs, debugging).
+    PerRule,
+    /// One series per rule of the named chains (exactly, e.g. `in_1000001`), the rest summed.
+    Chains(Vec<String>),
+}
+
+impl std::str::FromStr for RuleDetail {
+    type Err = String;
+
+    /// `aggregate`, `per-rule`, or a comma separated list of chain names.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "aggregate" => Ok(RuleDetail::Aggregate),
+            "per-rule" => Ok(RuleDetail::PerRule),
+            "" => Err("expected aggregate, per-rule or a list of chain names".into()),
+            list => Ok(RuleDetail::Chains(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            )),
+        }
+    }
+}
+
+impl RuleDetail {
+    fn per_rule(&self, chain: &str) -> bool {
+        match self {
+            RuleDetail::Aggregate => false,
+            RuleDetail::PerRule => true,
+            RuleDetail::Chains(c) => c.iter().any(|x| x == chain),
+        }
+    }
+}
+
+/// The kind of a chain: its name without trailing ids (`acl_in_1000001` -> `acl_in`,
+/// `vip-12` -> `vip`); a name that is all digits stays as it is.
+pub fn chain_kind(chain: &str) -> &str {
+    let kind = chain.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_' || c == '-');
+    if kind.is_empty() {
+        chain
+    } else {
+        kind
+    }
+}
+
 /// The latest per-rule counters an agent read from the kernel, exported on each scrape as
-/// `sf_rule_packets_total` and `sf_rule_bytes_total{scope, chain, rule}`. They are the
-/// kernel's own counters (they restart at 0 when a rule is replaced, which Prometheus'
-/// `rate()` treats as a counter reset).
+/// `sf_rule_packets_total` and `sf_rule_bytes_total{scope, chain, rule}`, per rule or summed
+/// as [`RuleDetail`] says. They are the kernel's own counters (they restart at 0 when a rule is
+/// replaced, which Prometheus' `rate()` treats as a counter reset).
 #[derive(Debug, Clone, Default)]
-pub struct RuleCounters(Arc<std::sync::Mutex<Vec<RuleSample>>>);
+pub struct RuleCounters(Arc<std::sync::Mutex<(Vec<RuleSample>, RuleDetail)>>);
 
 impl RuleCounters {
     pub fn replace(&self, samples: Vec<RuleSample>) {
-        *self.0.lock().unwrap() = samples;
+        self.0.lock().unwrap().0 = samples;
     }
 
     pub fn snapshot(&self) -> Vec<RuleSample> {
-        self.0.lock().unwrap().clone()
+        self.0.lock().unwrap().0.clone()
+    }
+
+    /// Chooses which rules get series of their own (default: none, all summed).
+    pub fn set_detail(&self, detail: RuleDetail) {
+        self.0.lock().unwrap().1 = detail;
+    }
+
+    /// The series to export: the opted-in rules as they are, the rest summed per chain kind
+    /// (in a stable order, so scrapes list them alike).
+    pub fn exported(&self) -> Vec<RuleSample> {
+        let (samples, detail) = &*self.0.lock().unwrap();
+        let mut out = Vec::new();
+        let mut sums: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for s in samples {
+            if detail.per_rule(&s.chain) {
+                out.push(s.clone());
+            } else {
+                let e = sums.entry(chain_kind(&s.chain)).or_default();
+                e.0 = e.0.wrapping_add(s.packets);
+                e.1 = e.1.wrapping_add(s.bytes);
+            }
+        }
+        out.extend(sums.into_iter().map(|(kind, (packets, bytes))| RuleSample {
+            scope: "_all".into(),
+            chain: kind.to_string(),
+            rule: "_all".into(),
+            packets,
+            bytes,
+        }));
+        out
     }
 }
 
@@ -79,7 +171,7 @@ impl prometheus_client::collector::Collector for RuleCounters {
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::counter::ConstCounter;
-        let samples = self.0.lock().unwrap().clone();
+        let samples = self.exported();
         if samples.is_empty() {
             return Ok(());
         }
@@ -110,11 +202,63 @@ impl prometheus_client::collector::Collector for RuleCounters {
     }
 }
 
+/// Registers `sf_build_info{component, version} 1`: which build runs where (and, with
+/// `count by (version)`, how far a rolling upgrade got).
+pub fn register_build_info(reg: &mut Registry, component: &str) {
+    let info = prometheus_client::metrics::info::Info::new(vec![
+        ("component".to_string(), component.to_string()),
+        ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+    ]);
+    reg.register("sf_build", "The running StackFabric build", info);
+}
+
+/// A certificate's expiry could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("not a PEM certificate: {0}")]
+    Pem(String),
+    #[error("not an X.509 certificate: {0}")]
+    X509(String),
+}
+
+/// The notAfter of the first certificate in `pem`, in seconds since the Unix epoch.
+pub fn cert_not_after(pem: &[u8]) -> Result<i64, CertError> {
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(pem).map_err(|e| CertError::Pem(e.to_string()))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| CertError::X509(e.to_string()))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Sets `gauge` to the expiry of the certificate in the PEM file at `path`; a certificate
+/// that cannot be read is logged and leaves the gauge unset (0), which the expiry alert does
+/// not mistake for an expired certificate.
+pub fn set_cert_expiry(gauge: &Gauge, path: &std::path::Path) {
+    match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| cert_not_after(&pem).map_err(|e| e.to_string()))
+    {
+        Ok(t) => {
+            gauge.set(t);
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read certificate expiry")
+        }
+    }
+}
+
+const CERT_EXPIRY_HELP: &str =
+    "notAfter of this process's TLS certificate, seconds since the Unix epoch (0: unknown)";
+
 /// What every agent exports.
 #[derive(Clone)]
 pub struct AgentMetrics {
     pub intent_to_dataplane: Histogram,
     pub applied_revision: Gauge,
+    /// Revision of the desired state last received (applied or not): with
+    /// `applied_revision` it shows a node stuck behind.
+    pub desired_revision: Gauge,
     pub desired_objects: Gauge,
     pub reconciles: Counter,
     pub reconcile_errors: Counter,
@@ -124,6 +268,8 @@ pub struct AgentMetrics {
     pub deltas: Counter,
     /// Per-rule packet and byte counters read from the kernel (nftables `counter`s).
     pub rules: RuleCounters,
+    /// The agent's client certificate's notAfter (Unix seconds).
+    pub cert_expiry: Gauge,
 }
 
 impl AgentMetrics {
@@ -131,6 +277,7 @@ impl AgentMetrics {
         let m = AgentMetrics {
             intent_to_dataplane: latency_histogram(),
             applied_revision: Gauge::default(),
+            desired_revision: Gauge::default(),
             desired_objects: Gauge::default(),
             reconciles: Counter::default(),
             reconcile_errors: Counter::default(),
@@ -139,7 +286,14 @@ impl AgentMetrics {
             snapshots: Counter::default(),
             deltas: Counter::default(),
             rules: RuleCounters::default(),
+            cert_expiry: Gauge::default(),
         };
+        register_build_info(reg, "agent");
+        reg.register(
+            "sf_tls_cert_expiry_timestamp_seconds",
+            CERT_EXPIRY_HELP,
+            m.cert_expiry.clone(),
+        );
         reg.register_collector(Box::new(m.rules.clone()));
         reg.register(
             "sf_agent_intent_to_dataplane_seconds",
@@ -150,6 +304,11 @@ impl AgentMetrics {
             "sf_agent_applied_revision",
             "Intent revision last applied without error",
             m.applied_revision.clone(),
+        );
+        reg.register(
+            "sf_agent_desired_revision",
+            "Revision of the desired state this node last received from a coordinator",
+            m.desired_revision.clone(),
         );
         reg.register(
             "sf_agent_desired_objects",
@@ -204,6 +363,10 @@ pub struct CoordinatorMetrics {
     /// 1 while this replica holds the coordinator leadership.
     pub is_leader: Gauge,
     pub leader_elections: Counter,
+    /// The server certificate's notAfter (Unix seconds).
+    pub cert_expiry: Gauge,
+    /// 1 while this replica's etcd watch confirms its index current.
+    pub index_current: Gauge,
 }
 
 impl CoordinatorMetrics {
@@ -222,7 +385,20 @@ impl CoordinatorMetrics {
             sync_bytes: Counter::default(),
             is_leader: Gauge::default(),
             leader_elections: Counter::default(),
+            cert_expiry: Gauge::default(),
+            index_current: Gauge::default(),
         };
+        register_build_info(reg, "coordinator");
+        reg.register(
+            "sf_coordinator_index_current",
+            "1 while this replica's etcd watch confirms its index current (etcd reachable), else 0",
+            m.index_current.clone(),
+        );
+        reg.register(
+            "sf_tls_cert_expiry_timestamp_seconds",
+            CERT_EXPIRY_HELP,
+            m.cert_expiry.clone(),
+        );
         reg.register(
             "sf_coordinator_is_leader",
             "1 while this replica is the elected leader (runs placement), else 0",
@@ -372,6 +548,7 @@ mod tests {
         );
         assert!(text.contains("sf_agent_reconciles_total 0"), "{text}");
         assert!(!text.contains("sf_rule_"), "no rule, no family: {text}");
+        a.rules.set_detail(RuleDetail::PerRule);
         a.rules.replace(vec![RuleSample {
             scope: "vpc3".into(),
             chain: "acl_in_1000001".into(),
@@ -388,6 +565,149 @@ mod tests {
         );
         assert!(text.contains("# TYPE sf_rule_bytes counter"), "{text}");
         assert!(text.contains("rule=\"ingress 10\"} 588"), "{text}");
+    }
+
+    fn sample(scope: &str, chain: &str, rule: &str, packets: u64) -> RuleSample {
+        RuleSample {
+            scope: scope.into(),
+            chain: chain.into(),
+            rule: rule.into(),
+            packets,
+            bytes: packets * 100,
+        }
+    }
+
+    #[test]
+    fn rules_are_summed_per_chain_kind_unless_opted_in() {
+        let r = RuleCounters::default();
+        r.replace(vec![
+            sample("node", "in_1000001", "ingress 10", 3),
+            sample("node", "in_1000002", "ingress 10", 4),
+            sample("node", "eg_1000001", "egress 20", 5),
+        ]);
+        let by_chain = |v: Vec<RuleSample>| -> Vec<(String, String, u64, u64)> {
+            v.into_iter()
+                .map(|s| (s.chain, s.rule, s.packets, s.bytes))
+                .collect()
+        };
+        assert_eq!(
+            by_chain(r.exported()),
+            [
+                ("eg".into(), "_all".into(), 5, 500),
+                ("in".into(), "_all".into(), 7, 700)
+            ]
+        );
+        r.set_detail("in_1000002".parse().unwrap());
+        assert_eq!(
+            by_chain(r.exported()),
+            [
+                ("in_1000002".into(), "ingress 10".into(), 4, 400),
+                ("eg".into(), "_all".into(), 5, 500),
+                ("in".into(), "_all".into(), 3, 300)
+            ]
+        );
+        r.set_detail("per-rule".parse().unwrap());
+        assert_eq!(r.exported().len(), 3);
+        assert!("".parse::<RuleDetail>().is_err());
+        assert_eq!(chain_kind("acl_in_1000001"), "acl_in");
+        assert_eq!(chain_kind("vip-12"), "vip");
+        assert_eq!(chain_kind("42"), "42");
+    }
+
+    #[test]
+    fn ten_thousand_rules_stay_a_handful_of_series() {
+        let r = RuleCounters::default();
+        let samples = (0..10_000)
+            .map(|i| {
+                let chain = match i % 3 {
+                    0 => format!("in_{}", 1_000_000 + i / 10),
+                    1 => format!("eg_{}", 1_000_000 + i / 10),
+                    _ => format!("dnat_{}", i / 10),
+                };
+                sample(
+                    &format!("vpc{}", i / 100),
+                    &chain,
+                    &format!("ingress {i}"),
+                    1,
+                )
+            })
+            .collect();
+        r.replace(samples);
+        let out = r.exported();
+        assert_eq!(out.len(), 3, "one series per chain kind");
+        assert_eq!(out.iter().map(|s| s.packets).sum::<u64>(), 10_000);
+    }
+
+    #[test]
+    fn build_info_and_certificate_expiry() {
+        let mut reg = Registry::default();
+        let c = CoordinatorMetrics::register(&mut reg);
+        let mut params = rcgen::CertificateParams::new(vec!["coordinator".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 1, 2);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        // 2031-01-02T00:00:00Z
+        assert_eq!(cert_not_after(pem.as_bytes()).unwrap(), 1_925_078_400);
+        assert!(cert_not_after(b"not a certificate").is_err());
+        let dir = std::env::temp_dir().join(format!("sf-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cert.pem");
+        std::fs::write(&path, &pem).unwrap();
+        set_cert_expiry(&c.cert_expiry, &path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let text = render(&reg);
+        assert!(
+            text.contains("sf_tls_cert_expiry_timestamp_seconds 1925078400"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "sf_build_info{{component=\"coordinator\",version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+    }
+
+    /// Every `sf_*` series the alert rules and the Grafana dashboard in deploy/monitoring
+    /// query is one these families render: a renamed metric fails here, not as an alert
+    /// that can never fire.
+    #[test]
+    fn monitoring_queries_name_existing_series() {
+        let mut reg = Registry::default();
+        let a = AgentMetrics::register(&mut reg);
+        let c = CoordinatorMetrics::register(&mut reg);
+        a.intent_to_dataplane.observe(0.1);
+        c.intent_to_ack.observe(0.1);
+        a.rules
+            .replace(vec![sample("node", "in_1", "ingress 10", 1)]);
+        let text = render(&reg);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/monitoring");
+        let mut checked = 0;
+        for file in ["alerts.yml", "grafana-dashboard.json"] {
+            let body = std::fs::read_to_string(dir.join(file)).unwrap();
+            let mut rest = body.as_str();
+            while let Some(i) = rest.find("sf_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                let before = body.len() - rest.len() - name.len();
+                // Only whole words (not e.g. `xsf_`).
+                let prev = body[..before].chars().last();
+                if prev.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    continue;
+                }
+                assert!(
+                    text.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                    "{file} queries {name}, which no family renders"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "found only {checked} names");
     }
 
     #[tokio::test]

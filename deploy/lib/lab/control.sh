@@ -116,13 +116,15 @@ start_agent() {
             --etcd-key "$STATE/pki/$n.key")
     fi
     mkdir -p "$STATE/agents/$n"
+    # --rule-metrics per-rule: the lab's tests read single rules' counters (production keeps
+    # the default, each chain kind summed).
     START_NSENTER=$nsenter start_bg "$n" "${P}$n" "$bin" --node "$n" \
         --coordinator "$COORD_ENDPOINTS" \
         --etcd-endpoints "$ETCD_ENDPOINTS" "${etcd_tls[@]}" \
         --tls-cert "$STATE/pki/$n.pem" --tls-key "$STATE/pki/$n.key" \
         --tls-ca "$STATE/pki/ca.pem" \
         --state-dir "$STATE/agents/$n" --frr-dir "$STATE/frr/$n" \
-        --metrics-listen 0.0.0.0:9101 "${extra[@]}"
+        --metrics-listen 0.0.0.0:9101 --rule-metrics per-rule "${extra[@]}"
 }
 
 # kill_proc NAME - SIGKILL (a crash, for tests), only if the pid is still ours.

@@ -4,7 +4,9 @@
 # not runnable on its own.
 
 frr_node_start() {
-    local node=$1 dir=$STATE/frr/$1
+    local node=$1 dir=$STATE/frr/$1 daemons="zebra bgpd staticd"
+    # bfdd on switches and gateways: BFD watches the gateways' fabric sessions.
+    case "$node" in hv*) ;; *) daemons="$daemons bfdd" ;; esac
     mkdir -p "$dir"
     cat >"$dir/frr.conf" <<EOF
 frr defaults datacenter
@@ -14,7 +16,7 @@ ipv6 forwarding
 !
 EOF
     : >"$dir/vtysh.conf"
-    netlab_frr_start "${P}$node" "$dir" "$dir/frr.conf" || die "FRR failed to start on $node"
+    netlab_frr_start "${P}$node" "$dir" "$dir/frr.conf" "$daemons" || die "FRR failed to start on $node"
 }
 
 # internet_start - the internet edge: an FRR StackFabric does not manage (static config), eBGP

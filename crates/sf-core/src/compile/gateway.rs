@@ -1,6 +1,7 @@
 //! What a gateway (SoftGate) receives beyond its underlay: the router of every VPC placed on
-//! it as primary (tiers, NAT, routes, load balancers, Direct Connect peerings), an L2 network
-//! per tier and hand-off segment, and the public /32s it announces.
+//! it, as primary or as warm standby (tiers, NAT, routes, load balancers, Direct Connect
+//! peerings), an L2 network per tier and hand-off segment, and what it may announce (the
+//! site's pools and the VPC anchors, as host routes its failover controller installs).
 //!
 //! Inputs: placements naming the gateway, and everything of those VPCs (the VPC, its
 //! networks, ACL lists, NAT rules, routes, load balancers, Direct Connects); public pools (an
@@ -10,8 +11,8 @@ use std::collections::BTreeSet;
 
 use crate::desired::{
     network_key, vpc_mac, vpc_router_key, DesiredObject, DirectConnectPeering, LbBackend,
-    LoadBalancer as DesiredLb, NodeDesired, PortForward, RouterRoute, RouterTier, StaticNat,
-    VpcRouter,
+    LoadBalancer as DesiredLb, NodeDesired, PortForward, RouterRole, RouterRoute, RouterTier,
+    StaticNat, VpcRouter, ANCHOR_RANGE,
 };
 use crate::event::ObjectRef;
 use crate::event::{VpcChildRef, VpcRef};
@@ -19,15 +20,12 @@ use crate::model::{Intent, NatKind, NodeRole};
 
 use super::{dc_segment, of_role, tier_acl, tier_network, underlay_mut};
 
-/// Adds the routers of the VPCs `node` serves to `out`, and their public /32s to its
-/// underlay's announcements.
+/// Adds the routers of the VPCs placed on `node` to `out`, with their L2 networks, and sets
+/// what its underlay may announce and watch with BFD.
 pub(super) fn compile(intent: &Intent, node: &str, out: &mut NodeDesired) {
-    let mut announce = Vec::new();
-    for vpc_key in served_vpcs(intent, node) {
-        let router = vpc_router(intent, &vpc_key);
-        for ip in router.public_ips() {
-            announce.push(ipnet::Ipv4Net::new(ip, 32).expect("/32 is valid"));
-        }
+    for (vpc_key, role) in placed_vpcs(intent, node) {
+        let mut router = vpc_router(intent, &vpc_key);
+        router.role = role;
         for dc in &router.direct_connects {
             // The hand-off segment reaches the router like a tier does.
             let segment = dc_segment(&vpc_key.tenant, &vpc_key.vpc, &dc.name, dc.vni, dc.local);
@@ -47,44 +45,53 @@ pub(super) fn compile(intent: &Intent, node: &str, out: &mut NodeDesired) {
         out.objects
             .insert(vpc_router_key(router.id), DesiredObject::VpcRouter(router));
     }
-    announce.sort();
-    announce.dedup();
-    underlay_mut(out).announce = announce;
+    let u = underlay_mut(out);
+    let mut redistribute = u.blackhole.clone();
+    redistribute.push(ANCHOR_RANGE);
+    u.redistribute_host_routes = redistribute;
+    u.bfd_neighbors = u.neighbors.clone();
 }
 
 /// Gateways whose desired state may depend on `change` (evaluated on one side of it).
 pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
     let nodes: BTreeSet<String> = match change {
-        ObjectRef::Vpc(v) | ObjectRef::Placement(v) => primary_of(intent, v),
+        ObjectRef::Vpc(v) | ObjectRef::Placement(v) => placed_on(intent, v),
         ObjectRef::Network(c)
         | ObjectRef::Nat(c)
         | ObjectRef::Route(c)
         | ObjectRef::Acl(c)
         | ObjectRef::LoadBalancer(c)
-        | ObjectRef::DirectConnect(c) => primary_of(intent, &c.vpc_ref()),
+        | ObjectRef::DirectConnect(c) => placed_on(intent, &c.vpc_ref()),
         ObjectRef::Pool(_) => intent.nodes.keys().cloned().collect(),
         _ => BTreeSet::new(),
     };
     of_role(intent, nodes, NodeRole::Gateway)
 }
 
-/// The gateway a VPC is placed on as primary, if any.
-fn primary_of(intent: &Intent, key: &VpcRef) -> BTreeSet<String> {
+/// The gateways a VPC is placed on (primary and standby).
+fn placed_on(intent: &Intent, key: &VpcRef) -> BTreeSet<String> {
     intent
         .placements
         .get(key)
-        .and_then(|p| p.primary.clone())
-        .into_iter()
-        .collect()
+        .map(|p| p.primary.iter().chain(p.standby.iter()).cloned().collect())
+        .unwrap_or_default()
 }
 
-/// VPCs whose active gateway is `node`.
-pub fn served_vpcs(intent: &Intent, node: &str) -> Vec<VpcRef> {
+/// VPCs placed on `node`, with its role for each.
+pub fn placed_vpcs(intent: &Intent, node: &str) -> Vec<(VpcRef, RouterRole)> {
     intent
         .placements
         .iter()
-        .filter(|(k, p)| p.primary.as_deref() == Some(node) && intent.vpcs.contains_key(*k))
-        .map(|(k, _)| k.clone())
+        .filter(|(k, _)| intent.vpcs.contains_key(*k))
+        .filter_map(|(k, p)| {
+            if p.primary.as_deref() == Some(node) {
+                Some((k.clone(), RouterRole::Primary))
+            } else if p.standby.as_deref() == Some(node) {
+                Some((k.clone(), RouterRole::Standby))
+            } else {
+                None
+            }
+        })
         .collect()
 }
 
@@ -120,6 +127,7 @@ pub fn vpc_router(intent: &Intent, key: &VpcRef) -> VpcRouter {
         id: vpc.id,
         cidr: vpc.cidr,
         mac: vpc_mac(vpc.id),
+        role: RouterRole::Primary,
         tiers,
         routes,
         snat: None,

@@ -22,7 +22,7 @@ use crate::event::{IntentEvent, KindMismatch, ObjectRef};
 use crate::event::{VpcChildRef, VpcRef};
 use crate::model::{Direction, Intent, Network, Node, NodeRole, PortBinding};
 
-pub use gateway::{served_vpcs, vpc_router};
+pub use gateway::{placed_vpcs, vpc_router};
 pub use switch::switch_networks;
 
 /// Port bindings grouped by node: built once for a batch of nodes to compile, so compiling
@@ -125,6 +125,8 @@ fn underlay(intent: &Intent, n: &Node) -> Underlay {
         blackhole,
         forwarding: n.role == NodeRole::Switch,
         peer_filters: Vec::new(),
+        bfd_neighbors: Vec::new(),
+        redistribute_host_routes: Vec::new(),
     }
 }
 

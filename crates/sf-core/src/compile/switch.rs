@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::desired::{
     network_key, DesiredObject, EvpnRole, L2Network, LocalPort, NodeDesired, PeerFilter,
-    PrefixMatch,
+    PrefixMatch, ANCHOR_RANGE,
 };
 use crate::event::ObjectRef;
 use crate::model::{Intent, Node, NodeRole, PortBinding};
@@ -34,6 +34,12 @@ pub(super) fn compile(
     };
     if let Some(n) = intent.nodes.get(node) {
         underlay.peer_filters = peer_filters(intent, n);
+        underlay.bfd_neighbors = n
+            .fabric_ports
+            .iter()
+            .filter(|p| intent.nodes.get(*p).map(|x| x.role) == Some(NodeRole::Gateway))
+            .cloned()
+            .collect();
     }
     for net in nets {
         out.objects
@@ -80,6 +86,7 @@ pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
 
 /// What the switch accepts from each hypervisor and gateway on its fabric ports: a hypervisor
 /// its VTEP /32; a gateway its loopback and host routes inside the public pools of its site
+/// and the VPC anchor range
 /// (not only the /32s placement gives it today: the leaf must accept a new primary's routes
 /// the moment it announces them, without waiting for its own configuration to follow a
 /// failover). A neighbour's other announcements (a default route, another node's VTEP, a
@@ -105,6 +112,7 @@ fn peer_filters(intent: &Intent, switch: &Node) -> Vec<PeerFilter> {
                     .filter(|p| p.site == peer.site)
                     .map(|p| p.cidr.trunc())
                     .collect();
+                pools.push(ANCHOR_RANGE);
                 pools.sort();
                 pools.dedup();
                 permit.extend(pools.into_iter().map(|prefix| PrefixMatch {

@@ -1,0 +1,67 @@
+//! Link changes as they happen: a socket subscribed to RTNLGRP_LINK, so that an agent
+//! re-observes when something changed instead of dumping every link on a timer. Each
+//! RTM_NEWLINK / RTM_DELLINK is handed on as a [`LinkEvent`]; a full receive buffer (events
+//! lost) becomes [`LinkEvent::Overrun`], after which only a full observation is trustworthy.
+
+use futures::StreamExt;
+use netlink_packet_core::NetlinkPayload;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::MulticastGroup;
+
+use super::{NetlinkError, RCVBUF};
+
+/// One link change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// A link appeared or changed; `master` is whether it is some bridge's (or VRF's) port.
+    Changed {
+        name: String,
+        master: bool,
+    },
+    Deleted {
+        name: String,
+    },
+    /// The kernel dropped events (our receive buffer was full).
+    Overrun,
+}
+
+/// The stream of link changes of the calling thread's network namespace. Must run inside a
+/// tokio runtime; the stream ends if the socket fails.
+pub fn link_events() -> Result<impl futures::Stream<Item = LinkEvent>, NetlinkError> {
+    let (mut conn, _handle, messages) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Link]).map_err(NetlinkError::Open)?;
+    let _ = netlink_sys::AsyncSocket::socket_ref(conn.socket_mut()).set_rx_buf_sz(RCVBUF);
+    tokio::spawn(conn);
+    // `_handle` may go: unsolicited messages keep flowing while `messages` is alive.
+    Ok(messages.filter_map(|(m, _)| async move {
+        match m.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => Some(changed(&l)),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
+                Some(LinkEvent::Deleted { name: name(&l) })
+            }
+            NetlinkPayload::Overrun(_) => Some(LinkEvent::Overrun),
+            _ => None,
+        }
+    }))
+}
+
+fn name(l: &LinkMessage) -> String {
+    l.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn changed(l: &LinkMessage) -> LinkEvent {
+    LinkEvent::Changed {
+        name: name(l),
+        master: l
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::Controller(_))),
+    }
+}

@@ -1,0 +1,282 @@
+//! Kernel tests of the netlink executor: each test runs on its own thread in a network
+//! namespace of its own (`unshare(CLONE_NEWNET)`, gone when the thread ends), drives the
+//! executor there and reads the kernel back, through netlink and independently through
+//! `ip -j -d link show` (a child process inherits the thread's namespace). Skipped, with a
+//! note, when not root.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use sf_linux::converge::Pass;
+use sf_linux::l2::{self, Action};
+use sf_linux::links::{self, Link};
+use sf_linux::netlink::{self, Netlink};
+
+fn vtep() -> Ipv4Addr {
+    "10.255.1.1".parse().unwrap()
+}
+
+/// Runs `test` in a fresh network namespace (lo up), or skips it when not root.
+fn in_netns<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("{name}: skipped (needs root for a network namespace)");
+        return;
+    }
+    std::thread::spawn(move || {
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            ip(&["link", "set", "lo", "up"]).await;
+            test().await
+        });
+    })
+    .join()
+    .expect("test thread");
+}
+
+async fn ip(args: &[&str]) {
+    sf_linux::run("ip", args).await.expect("ip");
+}
+
+/// The links as iproute2 shows them, parsed by the iproute2 parser.
+async fn ip_links() -> Vec<Link> {
+    let out = sf_linux::run("ip", &["-j", "-d", "link", "show"])
+        .await
+        .unwrap();
+    links::parse_links(&out).unwrap()
+}
+
+fn by_name<'a>(links: &'a [Link], name: &str) -> &'a Link {
+    links
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("no link {name}"))
+}
+
+async fn converge(nl: &Netlink, vnis: &[u32]) -> (usize, Vec<String>) {
+    let mut pass = Pass::default();
+    let vnis: BTreeSet<u32> = vnis.iter().copied().collect();
+    netlink::l2::converge(&mut pass, nl, &vnis, vtep()).await;
+    let r = pass.into_report();
+    (r.changes, r.errors)
+}
+
+fn ipv6_disabled(link: &str) -> bool {
+    let p = format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6");
+    std::fs::read_to_string(p).unwrap().trim() == "1"
+}
+
+#[test]
+fn creates_the_layout_owned_and_is_idempotent() {
+    in_netns("creates_the_layout", || async {
+        let nl = Netlink::open().unwrap();
+        let (changes, errors) = converge(&nl, &[1_000_001, 1_000_002]).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(changes, 1 + 2 * 6, "VTEP + 6 actions per network");
+        let seen = ip_links().await;
+        for vni in [1_000_001, 1_000_002] {
+            let (br, vx) = (l2::bridge_name(vni), l2::vxlan_name(vni));
+            let b = by_name(&seen, &br);
+            assert!(b.owned && b.up, "{b:?}");
+            assert_eq!(b.kind.as_deref(), Some("bridge"));
+            let v = by_name(&seen, &vx);
+            assert!(v.owned && v.up, "{v:?}");
+            assert_eq!(v.master.as_deref(), Some(br.as_str()));
+            let info = v.vxlan.as_ref().unwrap();
+            assert_eq!(
+                (info.vni, info.local, info.port, info.learning),
+                (vni, Some(vtep()), 4789, false)
+            );
+            assert_eq!(
+                (v.port_learning, v.port_neigh_suppress),
+                (Some(false), Some(true))
+            );
+            assert!(ipv6_disabled(&br) && ipv6_disabled(&vx));
+        }
+        let lo = netlink::l2::observe(&nl).await.unwrap().lo;
+        assert!(lo.contains(&vtep()), "{lo:?}");
+        // A second pass changes nothing (same ifindexes: nothing recreated).
+        assert_eq!(converge(&nl, &[1_000_001, 1_000_002]).await, (0, vec![]));
+        let again = ip_links().await;
+        assert_eq!(
+            by_name(&again, "vxlan1000001").ifindex,
+            by_name(&seen, "vxlan1000001").ifindex
+        );
+    });
+}
+
+#[test]
+fn netlink_observation_matches_iproute2() {
+    in_netns("observation", || async {
+        let nl = Netlink::open().unwrap();
+        converge(&nl, &[1_000_001]).await;
+        ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]).await;
+        ip(&["link", "add", "br7", "type", "bridge"]).await;
+        let mut by_ip = ip_links().await;
+        let mut by_nl = netlink::observe::links(&nl).await.unwrap();
+        // iproute2's observer reads the overlay links' IPv6 state from /proc, netlink's from
+        // the dump: both must say "off".
+        for l in by_ip.iter_mut().filter(|l| l2::vni_of(&l.name).is_some()) {
+            l.ipv6_enabled = links::ipv6_enabled(&l.name);
+        }
+        by_ip.sort_by_key(|l| l.ifindex);
+        by_nl.sort_by_key(|l| l.ifindex);
+        assert_eq!(by_nl, by_ip);
+        assert_eq!(by_name(&by_nl, "brvx-1000001").ipv6_enabled, Some(false));
+    });
+}
+
+#[test]
+fn fixes_the_port_flags_of_an_adopted_foreign_vxlan() {
+    in_netns("port_flags", || async {
+        let nl = Netlink::open().unwrap();
+        // CloudStack made these (no alias), with the bridge-port defaults.
+        ip(&[
+            "link",
+            "add",
+            "brvx-1000005",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+        ])
+        .await;
+        ip(&[
+            "link",
+            "add",
+            "vxlan1000005",
+            "type",
+            "vxlan",
+            "id",
+            "1000005",
+            "dstport",
+            "4789",
+            "local",
+            "10.255.1.1",
+            "nolearning",
+        ])
+        .await;
+        ip(&["link", "set", "vxlan1000005", "master", "brvx-1000005"]).await;
+        ip(&["link", "set", "vxlan1000005", "up"]).await;
+        ip(&["link", "set", "brvx-1000005", "up"]).await;
+        let before = by_name(&ip_links().await, "vxlan1000005").clone();
+        assert_eq!(
+            (before.port_learning, before.port_neigh_suppress),
+            (Some(true), Some(false))
+        );
+        let (_, errors) = converge(&nl, &[1_000_005]).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        let after = ip_links().await;
+        let v = by_name(&after, "vxlan1000005");
+        assert_eq!(
+            (v.port_learning, v.port_neigh_suppress),
+            (Some(false), Some(true))
+        );
+        assert_eq!(v.ifindex, before.ifindex, "adopted, not recreated");
+        assert!(
+            !v.owned && !by_name(&after, "brvx-1000005").owned,
+            "stays foreign"
+        );
+    });
+}
+
+#[test]
+fn deletes_only_the_links_it_owns() {
+    in_netns("delete_owned", || async {
+        let nl = Netlink::open().unwrap();
+        converge(&nl, &[1_000_001, 1_000_002]).await;
+        ip(&["link", "add", "brvx-2000000", "type", "bridge"]).await;
+        let before = ip_links().await;
+        let (_, errors) = converge(&nl, &[1_000_001]).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        let after = ip_links().await;
+        let names: BTreeSet<&str> = after.iter().map(|l| l.name.as_str()).collect();
+        assert!(!names.contains("vxlan1000002") && !names.contains("brvx-1000002"));
+        assert!(names.contains("brvx-2000000"), "foreign bridge kept");
+        assert_eq!(
+            by_name(&after, "brvx-1000001").ifindex,
+            by_name(&before, "brvx-1000001").ifindex
+        );
+        assert_eq!(l2::foreign_vnis(&after), BTreeSet::from([2_000_000]));
+    });
+}
+
+#[test]
+fn a_failed_request_fails_its_action_only() {
+    in_netns("errors", || async {
+        let nl = Netlink::open().unwrap();
+        // A plan made from a stale view: brvx-1000009 exists already (EEXIST).
+        ip(&["link", "add", "brvx-1000009", "type", "bridge"]).await;
+        let actions = vec![
+            Action::AddBridge {
+                name: "brvx-1000009".into(),
+            },
+            Action::AddBridge {
+                name: "brvx-1000010".into(),
+            },
+            Action::SetMaster {
+                link: "nosuch0".into(),
+                master: "brvx-1000010".into(),
+            },
+            Action::SetUp {
+                link: "brvx-1000010".into(),
+            },
+        ];
+        let out = netlink::l2::execute(&nl, &actions, &[]).await;
+        let errno = |r: &Result<(), sf_linux::DeviceError>| match r {
+            Err(sf_linux::DeviceError::Netlink { source, .. }) => source.errno(),
+            _ => None,
+        };
+        assert_eq!(errno(&out[0]), Some(libc::EEXIST), "{:?}", out[0]);
+        assert!(out[1].is_ok(), "{:?}", out[1]);
+        assert_eq!(errno(&out[2]), Some(libc::ENODEV), "{:?}", out[2]);
+        assert!(out[3].is_ok(), "{:?}", out[3]);
+        let seen = ip_links().await;
+        assert!(!by_name(&seen, "brvx-1000009").owned, "not marked ours");
+        assert!(by_name(&seen, "brvx-1000010").owned && by_name(&seen, "brvx-1000010").up);
+    });
+}
+
+#[test]
+fn link_events_arrive() {
+    use futures::StreamExt;
+    in_netns("events", || async {
+        let mut events = Box::pin(netlink::events::link_events().unwrap());
+        ip(&["link", "add", "brvx-7", "type", "bridge"]).await;
+        ip(&["link", "add", "d7", "type", "veth", "peer", "name", "d7p"]).await;
+        ip(&["link", "set", "d7", "master", "brvx-7"]).await;
+        ip(&["link", "del", "d7"]).await;
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, events.next()).await {
+            let done = matches!(&e, netlink::events::LinkEvent::Deleted { name } if name == "d7");
+            seen.push(e);
+            if done {
+                break;
+            }
+        }
+        use netlink::events::LinkEvent::*;
+        assert!(
+            seen.contains(&Changed {
+                name: "brvx-7".into(),
+                master: false
+            }),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&Changed {
+                name: "d7".into(),
+                master: true
+            }),
+            "{seen:?}"
+        );
+        assert!(seen.contains(&Deleted { name: "d7".into() }), "{seen:?}");
+    });
+}

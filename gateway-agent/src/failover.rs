@@ -1,0 +1,688 @@
+//! The failover controller: which of the VPC routers built on this gateway forward, decided
+//! from the fabric's view, not from etcd.
+//!
+//! Placement gives every VPC a primary and a warm standby; both build the router whole
+//! (namespace, addresses, virtual MAC, nftables with the same NAT and Maglev tables). Only the
+//! *active* one has its segment host ends up (the virtual MAC is seen on the tiers) and its
+//! host routes installed: the VPC's anchor /32 (see [`sf_core::desired::ANCHOR_RANGE`]) and
+//! public /32s, which FRR announces by redistribution. Activating or deactivating a router is
+//! therefore one `ip -batch` of link and route changes, whatever the number of VPCs, and never
+//! waits for an FRR reload or a reconcile pass.
+//!
+//! The standby learns the active router's anchor from the fabric (a BGP route in its kernel).
+//! BFD on the gateways' fabric sessions withdraws a dead gateway's routes in about half a
+//! second; the standby sees its VPCs' anchors leave and takes them over at once. The rules
+//! ([`decide`]) never let two gateways announce one VPC:
+//! - a gateway that sees the VPC's anchor from another gateway stays passive (a returning
+//!   primary does not take its VPCs back: failback is the coordinator's planned move);
+//! - a primary activates when no one else announces the VPC once its fabric has settled;
+//! - a standby activates only after it saw the anchor (armed) and saw it gone for [`HOLD`];
+//! - a gateway with no fabric routes at all deactivates everything (no one can reach it, and
+//!   on its return it must first learn who serves now).
+//!
+//! Losing etcd changes none of this: a partitioned gateway that the fabric still sees keeps
+//! serving. The fence ([`crate::fence`]) stands a node down when its agent is dead or hung,
+//! with [`stand_down_script`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use sf_core::desired::RouterRole;
+use sf_core::status::FailoverStatus;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use crate::names::parse_host_link;
+use crate::plan::{HostState, Route};
+
+/// How long a standby waits after its VPC's anchor left before taking over: a withdrawal
+/// followed at once by another path (one of the primary's two leaves failing) is not a death.
+pub const HOLD: Duration = Duration::from_millis(150);
+/// How long the fabric must have been reachable before a gateway activates anything: on a
+/// return, first learn who serves now.
+pub const SETTLE: Duration = Duration::from_secs(3);
+/// Re-evaluation period (timers) when no route changes.
+const TICK: Duration = Duration::from_millis(100);
+
+/// One router as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterSpec {
+    pub id: u32,
+    /// "tenant/vpc", as reported in status.
+    pub vpc: String,
+    pub role: RouterRole,
+    /// The anchor /32 this router's active gateway announces.
+    pub anchor: Ipv4Addr,
+    /// Segment host ends (tiers, Direct Connects): up only while active.
+    pub segments: Vec<String>,
+    /// Host routes while active (anchor first, then public /32s).
+    pub routes: Vec<Route>,
+}
+
+/// The node's view of the fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fabric {
+    /// No BGP route at all: no session is up.
+    Lost,
+    /// Routes are arriving, for less than [`SETTLE`].
+    Settling,
+    Ready,
+}
+
+/// What the fabric says of one VPC's anchor, from this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// Another gateway announces it.
+    pub present: bool,
+    /// For how long no one has announced it (None while present, or never seen).
+    pub absent_for: Option<Duration>,
+}
+
+/// Whether the router should forward. `armed`: this node has seen the anchor from another
+/// gateway since it became standby (see the module documentation for the rules).
+pub fn decide(role: RouterRole, active: bool, armed: bool, peer: Peer, fabric: Fabric) -> bool {
+    match fabric {
+        Fabric::Lost => false,
+        Fabric::Settling => active && !peer.present,
+        Fabric::Ready if peer.present => false,
+        Fabric::Ready if active => true,
+        Fabric::Ready => match role {
+            RouterRole::Primary => true,
+            RouterRole::Standby => armed && peer.absent_for.is_some_and(|t| t >= HOLD),
+        },
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    spec: RouterSpec,
+    built: bool,
+    active: bool,
+    armed: bool,
+    absent_since: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: BTreeMap<u32, Entry>,
+    /// Prefixes of the BGP routes in the main table, as last read.
+    bgp: BTreeSet<Ipv4Net>,
+    fabric_since: Option<Instant>,
+    /// Activate every built router without asking the fabric (`--apply-file`).
+    force_active: bool,
+    /// The kernel's BGP routes were read at least once (nothing is decided before).
+    read: bool,
+}
+
+impl Inner {
+    /// What the status reports: the VPCs forwarded here, and those held passive while
+    /// another gateway announces them.
+    fn status(&self) -> FailoverStatus {
+        let mut st = FailoverStatus::default();
+        for e in self.entries.values() {
+            if e.active || self.force_active {
+                st.serving.insert(e.spec.vpc.clone());
+            } else if self.bgp.contains(&host(e.spec.anchor)) {
+                st.seen_elsewhere.insert(e.spec.vpc.clone());
+            }
+        }
+        st
+    }
+
+    fn fabric(&self, now: Instant) -> Fabric {
+        match self.fabric_since {
+            None => Fabric::Lost,
+            Some(t) if now.duration_since(t) >= SETTLE => Fabric::Ready,
+            Some(_) => Fabric::Settling,
+        }
+    }
+
+    /// Updates the per-VPC views from `self.bgp` and returns the routers to flip (id, active).
+    fn evaluate(&mut self, now: Instant) -> Vec<(u32, bool)> {
+        let fabric = self.fabric(now);
+        let mut flips = Vec::new();
+        if !(self.read || self.force_active) {
+            return flips;
+        }
+        for (id, e) in self.entries.iter_mut() {
+            let present = self.bgp.contains(&host(e.spec.anchor));
+            if present {
+                e.absent_since = None;
+                e.armed = true;
+            } else if e.armed && e.absent_since.is_none() {
+                e.absent_since = Some(now);
+            }
+            let peer = Peer {
+                present,
+                absent_for: e.absent_since.map(|t| now.duration_since(t)),
+            };
+            // A router not built yet (or not yet seen by this process's passes) is left as
+            // it is: an agent restarted in place keeps serving until its pass converged it.
+            if !e.built {
+                continue;
+            }
+            let want = self.force_active || decide(e.spec.role, e.active, e.armed, peer, fabric);
+            if want != e.active {
+                flips.push((*id, want));
+            }
+        }
+        flips
+    }
+}
+
+fn host(ip: Ipv4Addr) -> Ipv4Net {
+    Ipv4Net::new(ip, 32).expect("/32")
+}
+
+/// Shared between the reconcile pass (which builds routers and tells the controller about
+/// them) and the controller's task (which flips them).
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Mutex<Inner>>,
+    kick: Arc<Notify>,
+    /// Held while a router's links and routes change: by the pass for each router it
+    /// converges, by the controller for each flip, so neither undoes the other.
+    pub kernel: Arc<tokio::sync::Mutex<()>>,
+    /// Woken after flips, so the pass follows (health checks of the routers that now run).
+    wake: Arc<Notify>,
+}
+
+impl Controller {
+    pub fn new(wake: Arc<Notify>) -> Self {
+        Controller {
+            inner: Arc::default(),
+            kick: Arc::new(Notify::new()),
+            kernel: Arc::default(),
+            wake,
+        }
+    }
+
+    /// Every built router forwards, without asking the fabric (the `--apply-file` debug path).
+    pub fn force_active(&self) {
+        self.inner.lock().expect("failover lock").force_active = true;
+    }
+
+    pub fn is_active(&self, id: u32) -> bool {
+        let g = self.inner.lock().expect("failover lock");
+        g.force_active || g.entries.get(&id).is_some_and(|e| e.active)
+    }
+
+    pub fn status(&self) -> FailoverStatus {
+        self.inner.lock().expect("failover lock").status()
+    }
+
+    /// The active router ids.
+    pub fn active(&self) -> BTreeSet<u32> {
+        let g = self.inner.lock().expect("failover lock");
+        g.entries
+            .iter()
+            .filter(|(_, e)| e.active || g.force_active)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The routers placed here now. A router the controller does not know yet starts active
+    /// when its anchor route is already installed (an agent restarted in place keeps serving)
+    /// and unbuilt; a role change disarms it.
+    pub fn sync(&self, specs: Vec<RouterSpec>, host: &HostState) {
+        let mut g = self.inner.lock().expect("failover lock");
+        let keep: BTreeSet<u32> = specs.iter().map(|s| s.id).collect();
+        g.entries.retain(|id, _| keep.contains(id));
+        for spec in specs {
+            match g.entries.get_mut(&spec.id) {
+                Some(e) => {
+                    if e.spec.role != spec.role {
+                        e.armed = false;
+                        e.absent_since = None;
+                    }
+                    e.spec = spec;
+                }
+                None => {
+                    let active = anchor_installed(host, &spec);
+                    g.entries.insert(
+                        spec.id,
+                        Entry {
+                            spec,
+                            built: false,
+                            active,
+                            armed: false,
+                            absent_since: None,
+                        },
+                    );
+                }
+            }
+        }
+        drop(g);
+        self.kick.notify_one();
+    }
+
+    /// Router `id` is built (its pass converged it cleanly): it may be activated.
+    pub fn built(&self, id: u32) {
+        let mut g = self.inner.lock().expect("failover lock");
+        if let Some(e) = g.entries.get_mut(&id) {
+            if !e.built {
+                e.built = true;
+                drop(g);
+                self.kick.notify_one();
+            }
+        }
+    }
+
+    /// Watches the kernel's routes and flips routers, forever.
+    pub async fn run(self) {
+        let monitor = tokio::spawn(watch_routes(self.kick.clone()));
+        let mut reported = FailoverStatus::default();
+        loop {
+            let kicked = tokio::select! {
+                _ = self.kick.notified() => true,
+                _ = tokio::time::sleep(TICK) => false,
+            };
+            if kicked {
+                // A withdrawal comes as a burst of route deletions: read once after it.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                self.read_bgp().await;
+            }
+            let flips = {
+                let mut g = self.inner.lock().expect("failover lock");
+                g.evaluate(Instant::now())
+            };
+            if !flips.is_empty() {
+                self.flip(flips).await;
+            }
+            let now = self.status();
+            if now != reported {
+                // The agent's next pass reports it (placement follows the fabric).
+                reported = now;
+                self.wake.notify_one();
+            }
+            if monitor.is_finished() {
+                error!("route monitor ended; failover follows the fabric by polling only");
+            }
+        }
+    }
+
+    async fn read_bgp(&self) {
+        match sf_linux::run("ip", &["-j", "-4", "route", "show", "proto", "bgp"]).await {
+            Ok(out) => {
+                let bgp = parse_bgp_routes(&out);
+                let mut g = self.inner.lock().expect("failover lock");
+                match (bgp.is_empty(), g.fabric_since) {
+                    (true, Some(_)) => {
+                        warn!("no BGP route left: fabric lost, every VPC router goes passive");
+                        g.fabric_since = None;
+                    }
+                    (false, None) => {
+                        info!(routes = bgp.len(), "fabric reachable");
+                        g.fabric_since = Some(Instant::now());
+                    }
+                    _ => {}
+                }
+                g.bgp = bgp;
+                g.read = true;
+            }
+            Err(e) => warn!(error = %e, "reading BGP routes"),
+        }
+    }
+
+    /// Activates and deactivates routers in one `ip -batch`.
+    async fn flip(&self, flips: Vec<(u32, bool)>) {
+        let _kernel = self.kernel.lock().await;
+        let (script, done) = {
+            let g = self.inner.lock().expect("failover lock");
+            let mut lines = Vec::new();
+            let mut done = Vec::new();
+            for (id, up) in &flips {
+                if let Some(e) = g.entries.get(id) {
+                    lines.extend(if *up {
+                        activate_lines(&e.spec)
+                    } else {
+                        deactivate_lines(&e.spec)
+                    });
+                    done.push((*id, *up, e.spec.role));
+                }
+            }
+            (lines.join("\n") + "\n", done)
+        };
+        let t = Instant::now();
+        let result = sf_linux::run_stdin("ip", &["-force", "-batch", "-"], &script).await;
+        let elapsed_ms = t.elapsed().as_millis();
+        if let Err(e) = &result {
+            // -force: the other lines were applied; a missing route to delete is expected.
+            warn!(error = %e, "some failover changes failed");
+        }
+        let mut g = self.inner.lock().expect("failover lock");
+        for (id, up, role) in done {
+            if let Some(e) = g.entries.get_mut(&id) {
+                e.active = up;
+            }
+            if up {
+                info!(
+                    id,
+                    ?role,
+                    elapsed_ms,
+                    "VPC router ACTIVE: forwarding and announced"
+                );
+            } else {
+                info!(id, ?role, elapsed_ms, "VPC router passive: withdrawn");
+            }
+        }
+        drop(g);
+        self.wake.notify_one();
+    }
+}
+
+/// Whether `spec`'s anchor route is installed on the host (the router is active).
+fn anchor_installed(host: &HostState, spec: &RouterSpec) -> bool {
+    spec.routes
+        .first()
+        .is_some_and(|anchor| host.routes.iter().any(|r| r == anchor))
+}
+
+fn route_words(r: &Route) -> String {
+    let mut s = r.dst.to_string();
+    if let Some(v) = r.via {
+        s.push_str(&format!(" via {v}"));
+    }
+    if let Some(d) = &r.dev {
+        s.push_str(&format!(" dev {d}"));
+    }
+    s
+}
+
+/// `ip -batch` lines that make a router forward: segments up, then its routes (the anchor
+/// last, so the standby sees it only once everything else is in place).
+pub fn activate_lines(spec: &RouterSpec) -> Vec<String> {
+    let mut v: Vec<String> = spec
+        .segments
+        .iter()
+        .map(|l| format!("link set dev {l} up"))
+        .collect();
+    v.extend(
+        spec.routes
+            .iter()
+            .rev()
+            .map(|r| format!("route replace {}", route_words(r))),
+    );
+    v
+}
+
+/// `ip -batch` lines that make a router passive: routes first (withdrawal, anchor first), then
+/// its segments down (its virtual MAC leaves the tiers).
+pub fn deactivate_lines(spec: &RouterSpec) -> Vec<String> {
+    let mut v: Vec<String> = spec
+        .routes
+        .iter()
+        .map(|r| format!("route del {}", route_words(r)))
+        .collect();
+    v.extend(
+        spec.segments
+            .iter()
+            .map(|l| format!("link set dev {l} down")),
+    );
+    v
+}
+
+/// `ip -batch` lines that make every router of the host passive, from what is observed alone
+/// (the fence has no desired state to trust): every route through a router's transit link
+/// deleted, every segment host end we own set down.
+pub fn stand_down_script(host: &HostState) -> Vec<String> {
+    let mut v = Vec::new();
+    for r in &host.routes {
+        let transit = r
+            .dev
+            .as_deref()
+            .and_then(parse_host_link)
+            .is_some_and(|h| h.vni().is_none());
+        if transit {
+            v.push(format!("route del {}", route_words(r)));
+        }
+    }
+    for l in &host.links {
+        let segment = parse_host_link(&l.name).is_some_and(|h| h.vni().is_some());
+        if segment && l.owned && l.up {
+            v.push(format!("link set dev {} down", l.name));
+        }
+    }
+    v
+}
+
+/// Prefixes of `ip -j -4 route show proto bgp`.
+pub fn parse_bgp_routes(json: &str) -> BTreeSet<Ipv4Net> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        dst: String,
+    }
+    let raw: Vec<Raw> = serde_json::from_str(json).unwrap_or_default();
+    raw.into_iter()
+        .filter_map(|r| {
+            if r.dst == "default" {
+                Some(Ipv4Net::default())
+            } else if r.dst.contains('/') {
+                r.dst.parse().ok()
+            } else {
+                r.dst.parse().ok().map(host)
+            }
+        })
+        .collect()
+}
+
+/// Follows `ip -o monitor route` and kicks the controller on every change (restarted if it
+/// ends; it has no timeout by nature, it is killed with the agent).
+async fn watch_routes(kick: Arc<Notify>) {
+    loop {
+        let child = tokio::process::Command::new("ip")
+            .args(["-o", "-4", "monitor", "route"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        match child {
+            Ok(mut c) => {
+                kick.notify_one();
+                if let Some(out) = c.stdout.take() {
+                    let mut lines = tokio::io::BufReader::new(out).lines();
+                    while let Ok(Some(_)) = lines.next_line().await {
+                        kick.notify_one();
+                    }
+                }
+                let _ = c.kill().await;
+                warn!("ip monitor route ended; restarting it");
+            }
+            Err(e) => warn!(error = %e, "cannot start ip monitor route"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sf_linux::links::Link;
+
+    const P: RouterRole = RouterRole::Primary;
+    const S: RouterRole = RouterRole::Standby;
+
+    fn peer(present: bool, absent_ms: Option<u64>) -> Peer {
+        Peer {
+            present,
+            absent_for: absent_ms.map(Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn the_fabric_decides_who_forwards() {
+        let ready = Fabric::Ready;
+        // A primary forwards when no one else announces the VPC...
+        assert!(decide(P, false, false, peer(false, None), ready));
+        // ...and stays passive while another gateway does (no failback).
+        assert!(!decide(P, false, true, peer(true, None), ready));
+        // A standby takes over only once armed and after the hold.
+        assert!(
+            !decide(S, false, false, peer(false, None), ready),
+            "never saw a primary"
+        );
+        assert!(
+            !decide(S, false, true, peer(false, Some(50)), ready),
+            "within the hold"
+        );
+        assert!(decide(S, false, true, peer(false, Some(150)), ready));
+        // An active standby keeps forwarding; anyone yields to an announcement it sees.
+        assert!(decide(S, true, true, peer(false, None), ready));
+        assert!(!decide(S, true, true, peer(true, None), ready));
+        assert!(!decide(P, true, true, peer(true, None), ready));
+        // No fabric: nothing forwards. Settling: nothing new, the active stay.
+        assert!(!decide(P, true, false, peer(false, None), Fabric::Lost));
+        assert!(!decide(
+            P,
+            false,
+            false,
+            peer(false, None),
+            Fabric::Settling
+        ));
+        assert!(decide(P, true, false, peer(false, None), Fabric::Settling));
+    }
+
+    fn spec(id: u32, role: RouterRole) -> RouterSpec {
+        let anchor = Ipv4Addr::new(198, 18, 0, 2 * id as u8);
+        RouterSpec {
+            id,
+            vpc: format!("t/v{id}"),
+            role,
+            anchor,
+            segments: vec![format!("g{id}v100")],
+            routes: vec![
+                Route {
+                    dst: host(anchor),
+                    via: None,
+                    dev: Some(format!("gx{id}")),
+                },
+                Route {
+                    dst: "203.0.113.10/32".parse().unwrap(),
+                    via: Some(Ipv4Addr::new(198, 18, 0, 2 * id as u8 + 1)),
+                    dev: Some(format!("gx{id}")),
+                },
+            ],
+        }
+    }
+
+    fn controller() -> Controller {
+        Controller::new(Arc::new(Notify::new()))
+    }
+
+    /// A standby arms on the primary's anchor, takes over after the hold once it leaves,
+    /// and nothing flips before its router is built.
+    #[test]
+    fn a_standby_takes_over_when_the_anchor_leaves() {
+        let c = controller();
+        c.sync(vec![spec(7, S)], &HostState::default());
+        let t0 = Instant::now();
+        let mut g = c.inner.lock().unwrap();
+        g.read = true;
+        g.fabric_since = Some(t0 - SETTLE);
+        g.bgp.insert(host(Ipv4Addr::new(198, 18, 0, 14)));
+        assert!(g.evaluate(t0).is_empty());
+        g.entries.get_mut(&7).unwrap().built = true;
+        assert!(g.evaluate(t0).is_empty(), "the primary announces");
+        g.bgp.clear();
+        assert!(
+            g.evaluate(t0 + Duration::from_millis(10)).is_empty(),
+            "hold"
+        );
+        assert_eq!(g.evaluate(t0 + Duration::from_millis(200)), vec![(7, true)]);
+    }
+
+    /// An agent restarted in place finds its anchor installed: the router stays active.
+    #[test]
+    fn a_restarted_agent_keeps_what_it_serves() {
+        let c = controller();
+        let s = spec(3, P);
+        let host = HostState {
+            routes: s.routes.clone(),
+            ..Default::default()
+        };
+        c.sync(vec![s], &host);
+        assert!(c.is_active(3));
+        let mut g = c.inner.lock().unwrap();
+        g.read = true;
+        let now = Instant::now();
+        g.fabric_since = None;
+        assert!(
+            g.evaluate(now).is_empty(),
+            "not built by this process yet: left alone"
+        );
+        g.entries.get_mut(&3).unwrap().built = true;
+        g.fabric_since = Some(now);
+        assert!(g.evaluate(now).is_empty(), "settling keeps it");
+        g.fabric_since = None;
+        assert_eq!(g.evaluate(now), vec![(3, false)], "fabric lost");
+    }
+
+    #[test]
+    fn flips_are_batches_of_links_and_routes() {
+        let s = spec(7, P);
+        assert_eq!(
+            activate_lines(&s),
+            vec![
+                "link set dev g7v100 up",
+                "route replace 203.0.113.10/32 via 198.18.0.15 dev gx7",
+                "route replace 198.18.0.14/32 dev gx7",
+            ]
+        );
+        assert_eq!(
+            deactivate_lines(&s),
+            vec![
+                "route del 198.18.0.14/32 dev gx7",
+                "route del 203.0.113.10/32 via 198.18.0.15 dev gx7",
+                "link set dev g7v100 down",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_fence_stands_down_what_it_observes() {
+        let s = spec(7, P);
+        let mut host = HostState {
+            routes: s.routes.clone(),
+            ..Default::default()
+        };
+        host.routes.push(Route {
+            dst: "10.0.0.0/8".parse().unwrap(),
+            via: None,
+            dev: Some("eth0".into()),
+        });
+        let link = |name: &str, owned, up| Link {
+            name: name.into(),
+            owned,
+            up,
+            ..Default::default()
+        };
+        host.links = vec![
+            link("g7v100", true, true),
+            link("g7v101", true, false),
+            link("g8v100", false, true),
+            link("gx7", true, true),
+            link("eth0", false, true),
+        ];
+        assert_eq!(
+            stand_down_script(&host),
+            vec![
+                "route del 198.18.0.14/32 dev gx7",
+                "route del 203.0.113.10/32 via 198.18.0.15 dev gx7",
+                "link set dev g7v100 down",
+            ]
+        );
+    }
+
+    #[test]
+    fn bgp_routes_are_read_from_ip_json() {
+        let j = r#"[{"dst":"198.18.0.14","nhid":8,"protocol":"bgp"},{"dst":"default"},{"dst":"10.255.0.0/24"}]"#;
+        let r = parse_bgp_routes(j);
+        assert!(r.contains(&"198.18.0.14/32".parse().unwrap()));
+        assert!(r.contains(&Ipv4Net::default()));
+        assert_eq!(r.len(), 3);
+    }
+}
