@@ -1,65 +1,142 @@
 #!/usr/bin/env bash
 # deploy/bench.sh - StackFabric's benchmarks. Every figure is printed next to a baseline
-# measured in the same run (figure,value,baseline,ratio), so numbers from a busy or slow
-# machine still compare honestly. Figures are recorded in docs/PERFORMANCE.md.
+# measured in the same run, as one CSV line `figure,value,baseline,ratio` (lines starting with
+# `#` say what a part measures), so numbers from a busy or slow machine still compare
+# honestly. Figures are recorded in docs/PERFORMANCE.md.
+#
+#   deploy/bench.sh [--only PART[,PART...]] [--smoke]
+#
+# PARTS: maglev, rest, fanout, scale, hv, acl, failover (default: all, in that order).
+# --smoke runs each part at tiny sizes (under a minute in all): not figures, a check that the
+# benchmarks still run and print their lines. deploy/test.sh runs it, so they cannot rot.
+# fanout and scale start a real etcd and sf-coordinator; hv, acl and failover build network-namespace
+# labs and need root (they are skipped, and say so, without it); SF_BENCH_LAB_PREFIX names
+# their namespaces (default sfbh<pid>- and sfbench<pid>-).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
-echo "# Maglev: table build and disruption, baseline hash-mod-N and ideal 1/N"
-cargo run --release --locked -q -p sf-core --example maglev_bench
-
-echo
-echo "# CloudStack's REST lists: GET /api/v2/vpc and /api/v2/nat, median of 5, in-memory store"
-cargo test --release --locked -q -p sf-coordinator --test rest_contract \
-    vpc_and_nat_lists_with_100_and_10000_objects -- --nocapture 2>/dev/null | grep -E '^(figure|rest )'
-
-echo
-echo "# Fleet fan-out and reconnect: real coordinator + etcd, simulated agents"
-echo "# (the real agent runtime and Sync client, in-memory dataplane), N = ${SF_BENCH_AGENTS:-100,1000,5000}"
-if [ "$(id -u)" = 0 ]; then
-    # shellcheck source=deploy/deps.sh
-    source "$REPO/deploy/deps.sh"
-    sf_install_deps >/dev/null
+ALL_PARTS=(maglev rest fanout scale hv acl failover)
+ONLY=""
+SMOKE=0
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --only) ONLY=${2:?--only needs a list of parts}; shift 2 ;;
+        --only=*) ONLY=${1#--only=}; shift ;;
+        --smoke) SMOKE=1; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+PARTS=("${ALL_PARTS[@]}")
+if [ -n "$ONLY" ]; then
+    IFS=, read -r -a PARTS <<<"$ONLY"
+    for p in "${PARTS[@]}"; do
+        case " ${ALL_PARTS[*]} " in
+            *" $p "*) ;;
+            *) echo "unknown part: $p (parts: ${ALL_PARTS[*]})" >&2; exit 2 ;;
+        esac
+    done
 fi
-command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || { echo "etcd not installed (run as root to install)"; exit 1; }
-cargo build --release --locked -q -p sf-coordinator -p sf-bench
-# One socket per agent in each of the simulator, the coordinator and etcd.
-ulimit -n "$(ulimit -Hn)"
-target/release/sf-bench --bin-dir target/release fanout --agents "${SF_BENCH_AGENTS:-100,1000,5000}"
-
-echo
-echo "# Intent scale: coordinator start-up and per-change cost, 1,000 vs 100,000 VPCs"
-target/release/sf-bench --bin-dir target/release scale --vpcs "${SF_BENCH_VPCS:-1000,100000}"
-
-echo
-echo "# One hypervisor with ${SF_BENCH_NETWORKS:-5000} networks: agent vs one ip command per step"
-if [ "$(id -u)" = 0 ]; then
-    HV_LOG=$(mktemp)
-    LAB_PREFIX="sfbh$$-" deploy/lib/hv-scale-proof.sh --networks "${SF_BENCH_NETWORKS:-5000}" >"$HV_LOG" 2>&1 || {
-        tail -30 "$HV_LOG"
-        rm -f "$HV_LOG"
-        echo "hypervisor scale benchmark failed"
-        exit 1
-    }
-    sed -n '/^figure,value/,$p' "$HV_LOG" | grep -v "HV SCALE PROOF"
-    rm -f "$HV_LOG"
+# Sizes: full figures, or tiny ones for the smoke run.
+if [ "$SMOKE" = 1 ]; then
+    AGENTS=${SF_BENCH_AGENTS:-3,6}
+    VPCS=${SF_BENCH_VPCS:-10,100}
+    NETWORKS=${SF_BENCH_NETWORKS:-10}
 else
-    echo "needs root (network namespaces); skipped"
+    AGENTS=${SF_BENCH_AGENTS:-100,1000,5000}
+    VPCS=${SF_BENCH_VPCS:-1000,100000}
+    NETWORKS=${SF_BENCH_NETWORKS:-5000}
 fi
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
 
-echo
-echo "# Network ACLs: one hypervisor, 10 vs 10,000 rules (real FRR/EVPN lab in namespaces)"
-[ "$(id -u)" = 0 ] || { echo "ACL benchmark needs root (network namespaces); skipped"; exit 0; }
-ACL_LOG=$(mktemp)
-trap 'rm -f "$ACL_LOG"' EXIT
-LAB_PREFIX="sfbench$$-" deploy/lib/acl-proof.sh >"$ACL_LOG" 2>&1 || {
-    tail -20 "$ACL_LOG"
-    echo "ACL benchmark failed"
-    exit 1
+# Keeps a part's figure lines and `#` comments; drops its own CSV header (this script prints
+# one for all) and any progress lines.
+rows() { grep -E '^([A-Za-z0-9_]+,|#)' | grep -v '^figure,value,baseline,ratio$' || true; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+part_maglev() {
+    echo "# Maglev: table build and disruption, baseline hash-mod-N and ideal 1/N"
+    local smoke=()
+    [ "$SMOKE" = 1 ] && smoke=(--smoke)
+    cargo run --release --locked -q -p sf-core --example maglev_bench -- "${smoke[@]}" | rows
 }
-python3 - "$ACL_LOG" <<'PY'
+
+part_rest() {
+    echo "# CloudStack's REST lists: GET /api/v2/vpc and /api/v2/nat, median of 5, in-memory store"
+    cargo test --release --locked -q -p sf-coordinator --test rest_contract \
+        vpc_and_nat_lists_with_100_and_10000_objects -- --nocapture 2>/dev/null |
+        grep -E '^rest ' |
+        # "rest GET /api/v2/vpc ms at 10000 (baseline: at 100),v,b,r" -> one figure name.
+        sed -E 's#^rest GET /api/v2/([a-z]+) ms at ([0-9]+) \(baseline: at ([0-9]+)\),([^,]+),([^,]+),#rest_get_\1_ms_\2_objects,\4,\5 (\3 objects),#' |
+        rows
+}
+
+# The fleet benchmarks need etcd, the coordinator and sf-bench.
+fleet_ready() {
+    if is_root; then
+        # shellcheck source=deploy/deps.sh
+        source "$REPO/deploy/deps.sh"
+        sf_install_deps >/dev/null
+    fi
+    command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || {
+        echo "etcd not installed (run as root to install)" >&2
+        return 1
+    }
+    cargo build --release --locked -q -p sf-coordinator -p sf-bench
+    # One socket per agent in each of the simulator, the coordinator and etcd.
+    ulimit -n "$(ulimit -Hn)"
+}
+
+part_fanout() {
+    echo "# Fleet fan-out and reconnect: real coordinator + etcd, simulated agents"
+    echo "# (the real agent runtime and Sync client, in-memory dataplane), N = $AGENTS"
+    fleet_ready
+    local extra=()
+    [ "$SMOKE" = 1 ] && extra=(--samples-all 2 --samples-one 3 --lease-ttl 5)
+    "$BIN/sf-bench" --bin-dir "$BIN" fanout --agents "$AGENTS" "${extra[@]}" | rows
+}
+
+part_scale() {
+    echo "# Intent scale: coordinator start-up and per-change cost, VPCs = $VPCS"
+    fleet_ready
+    local extra=()
+    [ "$SMOKE" = 1 ] && extra=(--samples 3)
+    "$BIN/sf-bench" --bin-dir "$BIN" scale --vpcs "$VPCS" "${extra[@]}" | rows
+}
+
+part_hv() {
+    echo "# One hypervisor with $NETWORKS networks: agent vs one ip command per step"
+    is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
+    local log="$TMP/hv.log"
+    LAB_PREFIX="${SF_BENCH_LAB_PREFIX:-sfbh$$-}" deploy/lib/hv-scale-proof.sh --bin "$BIN" --networks "$NETWORKS" >"$log" 2>&1 || {
+        tail -30 "$log" >&2
+        echo "hypervisor scale benchmark failed" >&2
+        return 1
+    }
+    sed -n '/^figure,value/,$p' "$log" | grep -v "HV SCALE PROOF" | rows
+}
+
+part_acl() {
+    echo "# Network ACLs: one hypervisor, 10 vs 10,000 rules (real FRR/EVPN lab in namespaces)"
+    is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
+    # acl-proof.sh has one size (10 and 10,000 rules in a full FRR lab): minutes, too long
+    # for the smoke run.
+    if [ "$SMOKE" = 1 ]; then
+        echo "# smoke: skipped (acl-proof.sh has no small size)"
+        return 0
+    fi
+    local log="$TMP/acl.log"
+    LAB_PREFIX="${SF_BENCH_LAB_PREFIX:-sfbench$$-}" deploy/lib/acl-proof.sh --bin "$BIN" >"$log" 2>&1 || {
+        tail -20 "$log" >&2
+        echo "ACL benchmark failed" >&2
+        return 1
+    }
+    python3 - "$log" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 def grab(pattern):
@@ -72,13 +149,47 @@ tp_small = grab(r"10 rules: ok \d+ ([\d.]+)")
 tp_big = grab(r"10,000 rules: ok \d+ ([\d.]+)")
 c_small = grab(r"new connections.*?10 rules: (\d+) ms")
 c_big = grab(r"10,000 rules: (\d+) ms")
-print("figure,value,baseline,ratio")
 print(f"acl_apply_ms_10000_rules,{big:.0f},{small:.0f} (10 rules),{big/small:.1f}")
 print(f"acl_apply_ms_10000_rules_2_cidrs_each,{sets:.0f},{small:.0f} (10 rules),{sets/small:.1f}")
 print(f"vm_to_vm_stream_MBps_10000_rules,{tp_big:.0f},{tp_small:.0f} (10 rules),{tp_big/tp_small:.2f}")
 print(f"200_new_connections_ms_10000_rules,{c_big:.0f},{c_small:.0f} (10 rules),{c_big/c_small:.2f}")
 PY
+}
 
-echo
-echo "== SoftGate failover: outage (20 ms ping) vs a keepalived VRRP pair, same run"
-deploy/lib/failover-bench.sh || echo "failover benchmark failed"
+part_failover() {
+    echo "# SoftGate failover: outage (20 ms ping) vs a keepalived VRRP pair, same run"
+    is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
+    if [ "$SMOKE" = 1 ]; then
+        echo "# smoke: skipped (a whole lab; SF_BENCH_FAILOVER_SMOKE=1 is its small size)"
+        return 0
+    fi
+    # Its names read "failover outage ms, node death, 1 VPC (vs keepalived ...)": one name in
+    # snake case, the "(vs ...)" moved to the baseline, so each line has four fields.
+    deploy/lib/failover-bench.sh | grep -v '^figure,value,baseline,ratio$' | awk -F, '{
+        r = $NF; b = $(NF - 1); v = $(NF - 2); n = $1
+        for (i = 2; i <= NF - 3; i++) n = n "," $i
+        base = ""
+        if (match(n, /\(vs [^)]*\)/)) { base = substr(n, RSTART + 1, RLENGTH - 2); n = substr(n, 1, RSTART - 1) }
+        gsub(/,/, ";", base); gsub(/[^A-Za-z0-9]+/, "_", n); sub(/_$/, "", n)
+        print n "," v "," b (base == "" ? "" : " (" base ")") "," r
+    }' || { echo "failover benchmark failed" >&2; return 1; }
+}
+
+# Checks that a part printed at least one well-formed figure line: in the smoke run a part
+# that prints nothing (its output format changed, a grep no longer matches) fails here.
+check_rows() {
+    local part=$1 out=$2
+    if ! grep -qE '^[A-Za-z0-9_]+,[^,]+,[^,]+,[^,]+$' "$out"; then
+        echo "bench part $part printed no figure line" >&2
+        return 1
+    fi
+}
+
+echo "figure,value,baseline,ratio"
+for p in "${PARTS[@]}"; do
+    out="$TMP/$p.out"
+    "part_$p" | tee "$out"
+    if [ "$SMOKE" = 1 ] && ! grep -q '^# .*skipped' "$out"; then
+        check_rows "$p" "$out"
+    fi
+done

@@ -8,9 +8,10 @@
 #      finds the build done),
 #   4. the Debian packages (deploy/package.sh -> target/debian),
 #   5. unit and conformance tests (the etcd half starts real etcd servers; required here),
-#   6. shell lint of every script (shellcheck; installed by 1., never skipped),
-#   6b. the monitoring files (deploy/monitoring/check.sh: promtool check and test rules),
-#   7. end-to-end tests with real packets (tests/e2e/*.sh), each in its own lab prefix; among
+#   6. the benchmarks at tiny sizes (deploy/bench.sh --smoke), so they cannot rot,
+#   7. shell lint of every script (shellcheck; installed by 1., never skipped),
+#   7b. the monitoring files (deploy/monitoring/check.sh: promtool check and test rules),
+#   8. end-to-end tests with real packets (tests/e2e/*.sh), each in its own lab prefix; among
 #      them tests/e2e/systemd.sh boots the packages under systemd in a container.
 # Exits non-zero on the first failing stage; every lab is torn down even on failure.
 set -euo pipefail
@@ -42,6 +43,9 @@ deploy/package.sh
 
 stage "unit and conformance tests"
 SF_REQUIRE_ETCD=1 cargo test --release --locked --workspace
+
+stage "benchmark smoke (deploy/bench.sh --smoke: every part at tiny sizes)"
+deploy/bench.sh --smoke
 
 stage "shellcheck"
 shellcheck -x deploy/*.sh deploy/lib/*.sh deploy/lib/lab/*.sh deploy/monitoring/*.sh tests/*.sh tests/e2e/*.sh

@@ -42,6 +42,8 @@ pub struct Fabric {
     revision_tx: watch::Sender<i64>,
     /// Wakes the placement controller after any change.
     placement_kick: tokio::sync::Notify,
+    /// Which VPCs' placement the changes since the controller's last pass may have moved.
+    placement_dirty: Mutex<PlacementDirty>,
     /// Serializes validate-then-write sequences of the API, so validation sees every earlier
     /// write of this replica; the intent-version fence (see [`Fabric::write_guard`]) covers
     /// writes through other replicas.
@@ -117,6 +119,7 @@ impl Fabric {
             channels: Mutex::new(HashMap::new()),
             revision_tx: watch::channel(0).0,
             placement_kick: tokio::sync::Notify::new(),
+            placement_dirty: Mutex::new(PlacementDirty::All),
             write_lock: tokio::sync::Mutex::new(()),
             leadership: watch::channel(None).0,
             name: std::sync::OnceLock::new(),
@@ -157,7 +160,7 @@ impl Fabric {
         self.metrics.is_leader.set(elected_at.is_some() as i64);
         if elected_at.is_some() {
             self.metrics.leader_elections.inc();
-            self.placement_kick.notify_one();
+            self.kick_placement(PlacementDirty::All);
         }
     }
 
@@ -281,19 +284,13 @@ impl Fabric {
         }
     }
 
-    /// A progress notification: the index holds every change up to `revision`.
-    fn confirm(&self, revision: i64) {
-        let advanced = {
-            let mut s = self.state.write().unwrap();
-            let advanced = revision > s.revision;
-            if advanced {
-                s.revision = revision;
-            }
-            advanced
-        };
-        if advanced {
-            self.revision_tx.send_replace(revision);
-        }
+    /// A progress notification: the watch is alive and caught up. It confirms currency only;
+    /// it does not move the index's revision, because etcd before 3.4.24 / 3.5.8 (#15220)
+    /// may answer a progress request with the store's revision while that revision's events
+    /// are still on their way (seen right after the watch starts): a write's caller waiting
+    /// for its revision was then answered before the index held the write. Every write under
+    /// the root arrives as an event, which moves the revision in [`Fabric::apply_batch`].
+    fn confirm(&self, _revision: i64) {
         *self.confirmed.lock().unwrap() = Some(Instant::now());
         self.current
             .send_if_modified(|c| !std::mem::replace(c, true));
@@ -333,8 +330,10 @@ impl Fabric {
             let mut desired = BTreeMap::new();
             let ports = PortsByNode::new(&view.intent);
             for name in view.intent.nodes.keys() {
-                let new = compile_node_indexed(&view.intent, &ports, name, revision as u64)
-                    .expect("node exists");
+                let new = sealed(
+                    compile_node_indexed(&view.intent, &ports, name, revision as u64)
+                        .expect("node exists"),
+                );
                 let keep = s
                     .desired
                     .get(name)
@@ -362,7 +361,7 @@ impl Fabric {
         self.current
             .send_if_modified(|c| !std::mem::replace(c, true));
         self.loaded.send_replace(true);
-        self.placement_kick.notify_one();
+        self.kick_placement(PlacementDirty::All);
     }
 
     /// Applies one watch batch; returns the nodes whose desired state changed.
@@ -370,7 +369,7 @@ impl Fabric {
         self.stamp(batch.revision);
         let mut touched = BTreeSet::new();
         let mut republish = BTreeSet::new();
-        let mut kick_placement = false;
+        let mut placement = PlacementDirty::Clean;
         {
             let mut s = self.state.write().unwrap();
             let keys = self.store.keys();
@@ -390,8 +389,11 @@ impl Fabric {
                         continue;
                     }
                 };
-                kick_placement |=
-                    decoded.may_move_placement() || failover_report_changed(&s.view, &decoded);
+                placement.add(&decoded, &s.view.intent);
+                if failover_report_changed(&s.view, &decoded) {
+                    // What a gateway says it forwards moves any VPC it names.
+                    placement.merge(PlacementDirty::All);
+                }
                 let new_observations = changed_observations(&s.view, &decoded);
                 match s.view.apply(decoded) {
                     Ok(nodes) => touched.extend(nodes),
@@ -427,7 +429,7 @@ impl Fabric {
                 }
                 match new {
                     Some(n) => {
-                        state.desired.insert(node.clone(), Arc::new(n));
+                        state.desired.insert(node.clone(), Arc::new(sealed(n)));
                     }
                     None => {
                         state.desired.remove(node);
@@ -443,11 +445,18 @@ impl Fabric {
             .desired_publishes
             .inc_by(republish.len() as u64);
         self.revision_tx.send_replace(batch.revision);
-        // Placement is recomputed (over every VPC) only when its inputs changed.
-        if kick_placement {
-            self.placement_kick.notify_one();
+        // Placement is recomputed only when its inputs changed: for the VPCs changed, or over
+        // every VPC when the gateways or their liveness did.
+        if !matches!(placement, PlacementDirty::Clean) {
+            self.kick_placement(placement);
         }
         republish
+    }
+
+    /// Marks `dirty` for the placement controller and wakes it.
+    fn kick_placement(&self, dirty: PlacementDirty) {
+        self.placement_dirty.lock().unwrap().merge(dirty);
+        self.placement_kick.notify_one();
     }
 
     /// The placement controller: keeps `placement/…` in etcd following what the gateways
@@ -456,36 +465,12 @@ impl Fabric {
     pub async fn run_placement(self: Arc<Self>) {
         loop {
             self.placement_kick.notified().await;
+            // A follower drops what it was told: election marks every VPC dirty.
+            let dirty = std::mem::take(&mut *self.placement_dirty.lock().unwrap());
             let Some(elected_at) = self.leader_revision() else {
                 continue;
             };
-            let changes = self.with_view(|view, _| {
-                let alive: BTreeSet<String> = view
-                    .nodes
-                    .iter()
-                    .filter(|(_, l)| l.alive)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                let want = sf_core::placement::compute(&view.intent, &alive, &fabric_reports(view));
-                let mut changes = Vec::new();
-                for (k, p) in &want {
-                    let unplaced = p.primary.is_none() && p.standby.is_none();
-                    let current = view.intent.placements.get(k);
-                    // A VPC that never had a gateway needs no "none" record.
-                    if current.is_none() && unplaced {
-                        continue;
-                    }
-                    if current != Some(p) {
-                        changes.push((k.clone(), Some(p.clone())));
-                    }
-                }
-                for k in view.intent.placements.keys() {
-                    if !want.contains_key(k) {
-                        changes.push((k.clone(), None));
-                    }
-                }
-                changes
-            });
+            let changes = self.with_view(|view, _| placement_changes(view, &dirty));
             if changes.is_empty() {
                 continue;
             }
@@ -505,7 +490,7 @@ impl Fabric {
                 Err(e) => {
                     warn!(error = %e, "writing placement failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    self.placement_kick.notify_one();
+                    self.kick_placement(dirty);
                 }
             }
         }
@@ -565,6 +550,133 @@ impl Fabric {
         }
         Err(sf_store::StoreError::WatchEnded("stream closed".into()))
     }
+}
+
+/// `d` with its digest computed once, here, where it is compiled: every Sync send (snapshot,
+/// delta, resume check) and every fleet status call asks for it, and without the stored value
+/// each asked re-encodes and hashes the node's whole state (5,000 times per status call at
+/// 5,000 nodes). The digest is of this build's encoding, which is what the coordinator sends.
+fn sealed(mut d: NodeDesired) -> NodeDesired {
+    d.wire_digest = Some(sf_core::desired::digest_objects(&d.objects));
+    d
+}
+
+/// What the placement controller must recompute. A VPC change moves only that VPC's
+/// placement; a gateway's inventory, drain mark, liveness or fabric report may move any VPC. Recomputing every
+/// VPC on each VPC create cost ~25 ms at 100,000 VPCs, under the index's read lock, which the
+/// next write's watch batch then waited for.
+#[derive(Debug, Default)]
+enum PlacementDirty {
+    #[default]
+    Clean,
+    Vpcs(BTreeSet<sf_core::event::VpcRef>),
+    All,
+}
+
+impl PlacementDirty {
+    fn merge(&mut self, other: PlacementDirty) {
+        match (&mut *self, other) {
+            (_, PlacementDirty::Clean) | (PlacementDirty::All, _) => {}
+            (PlacementDirty::Vpcs(a), PlacementDirty::Vpcs(b)) => a.extend(b),
+            (me, other) => *me = other,
+        }
+    }
+
+    /// Marks what `ev` may move (`intent`: before the event).
+    fn add(&mut self, ev: &ViewEvent, intent: &sf_core::Intent) {
+        use sf_core::event::ObjectRef;
+        if !ev.may_move_placement() {
+            return;
+        }
+        let vpc = match ev {
+            ViewEvent::Intent(e) => match e.object_ref() {
+                ObjectRef::Vpc(k) | ObjectRef::Placement(k) => Some(k.clone()),
+                _ => None,
+            },
+            // Only a gateway's liveness counts (hypervisors' heartbeats come by thousands when a
+            // fleet reconnects); a node joining the inventory as a gateway is a Node event.
+            ViewEvent::Heartbeat { node, .. } => {
+                let gateway = intent
+                    .nodes
+                    .get(node)
+                    .is_some_and(|n| n.role == sf_core::NodeRole::Gateway);
+                if !gateway {
+                    return;
+                }
+                None
+            }
+            _ => None,
+        };
+        self.merge(match vpc {
+            Some(k) => PlacementDirty::Vpcs(BTreeSet::from([k])),
+            None => PlacementDirty::All,
+        });
+    }
+}
+
+/// The placement records to write so that `placement/…` equals sticky placement (see
+/// [`sf_core::placement`]) over the live, undrained gateways and their reports, for the VPCs
+/// `dirty` names (`None` deletes a record).
+fn placement_changes(
+    view: &ClusterView,
+    dirty: &PlacementDirty,
+) -> Vec<(sf_core::event::VpcRef, Option<sf_core::model::Placement>)> {
+    let intent = &view.intent;
+    let alive: BTreeSet<String> = view
+        .nodes
+        .iter()
+        .filter(|(_, l)| l.alive)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let by_site = sf_core::placement::candidates(intent, &alive);
+    let reports = fabric_reports(view);
+    let empty = BTreeSet::new();
+    let mut changes = Vec::new();
+    let mut check = |k: &sf_core::event::VpcRef| {
+        let current = intent.placements.get(k);
+        let Some(v) = intent.vpcs.get(k) else {
+            if current.is_some() {
+                changes.push((k.clone(), None));
+            }
+            return;
+        };
+        let c = by_site.get(v.site.as_str()).unwrap_or(&empty);
+        // No gateway and no record: nothing to compute or write (the common case while a
+        // site has no gateways).
+        if c.is_empty() && current.is_none() {
+            return;
+        }
+        let p = sf_core::placement::place_sticky(
+            k,
+            c,
+            current,
+            reports.serving.get(k),
+            reports.seen_elsewhere.contains(k),
+            &intent.drained,
+        );
+        let unplaced = p.primary.is_none() && p.standby.is_none();
+        // A VPC that never had a gateway needs no "none" record.
+        if current.is_none() && unplaced {
+            return;
+        }
+        if current != Some(&p) {
+            changes.push((k.clone(), Some(p)));
+        }
+    };
+    match dirty {
+        PlacementDirty::Clean => {}
+        PlacementDirty::Vpcs(ks) => ks.iter().for_each(&mut check),
+        PlacementDirty::All => {
+            intent.vpcs.keys().for_each(&mut check);
+            // Records of VPCs that are gone.
+            for k in intent.placements.keys() {
+                if !intent.vpcs.contains_key(k) {
+                    check(k);
+                }
+            }
+        }
+    }
+    changes
 }
 
 /// The node whose status report changes its observed VNIs, if `ev` is one.
@@ -631,4 +743,111 @@ fn fabric_reports(view: &ClusterView) -> sf_core::placement::FabricReports {
             .extend(st.failover.seen_elsewhere.iter().filter_map(|k| key(k)));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use sf_store::mem::MemStore;
+    use sf_store::{Compare, KeyValue, KvStore, Op, TxnOutcome, WatchBatch, WatchStream};
+
+    /// etcd before 3.4.24 (#15220): a progress notification carrying revision R may arrive
+    /// before R's events. This store's watch sends one ahead of every event batch, and the
+    /// events 300 ms later.
+    struct EarlyProgress(MemStore);
+
+    #[async_trait::async_trait]
+    impl KvStore for EarlyProgress {
+        async fn get(&self, key: &str) -> sf_store::Result<Option<KeyValue>> {
+            self.0.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> sf_store::Result<(Vec<KeyValue>, i64)> {
+            self.0.list(prefix).await
+        }
+        async fn txn(&self, c: Vec<Compare>, o: Vec<Op>) -> sf_store::Result<TxnOutcome> {
+            self.0.txn(c, o).await
+        }
+        async fn watch(&self, prefix: &str, start: i64) -> sf_store::Result<WatchStream> {
+            let inner = self.0.watch(prefix, start).await?;
+            Ok(Box::pin(inner.flat_map(|item| {
+                let early = match &item {
+                    Ok(b) if !b.is_progress() => vec![Ok(WatchBatch {
+                        revision: b.revision,
+                        events: vec![],
+                    })],
+                    _ => vec![],
+                };
+                futures::stream::iter(early).chain(futures::stream::once(async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    item
+                }))
+            })))
+        }
+        async fn lease_grant(&self, ttl: i64) -> sf_store::Result<i64> {
+            self.0.lease_grant(ttl).await
+        }
+        async fn lease_keep_alive(&self, lease: i64) -> sf_store::Result<i64> {
+            self.0.lease_keep_alive(lease).await
+        }
+        async fn lease_revoke(&self, lease: i64) -> sf_store::Result<()> {
+            self.0.lease_revoke(lease).await
+        }
+    }
+
+    /// Waiting for a write's revision means the index holds the write, even when the store
+    /// confirms the revision before delivering its events.
+    #[tokio::test]
+    async fn a_progress_notification_ahead_of_its_events_does_not_answer_a_wait() {
+        let kv = Arc::new(EarlyProgress(MemStore::new()));
+        let store = IntentStore::new(kv, sf_store::keys::Keys::new("/t"));
+        let fabric = Fabric::new(store.clone());
+        tokio::spawn(fabric.clone().run());
+        assert!(fabric.wait_loaded().await);
+        let node = sf_core::model::Node {
+            name: "hv1".into(),
+            role: sf_core::NodeRole::Hypervisor,
+            site: String::new(),
+            asn: 65001,
+            loopback: "10.255.1.1".parse().unwrap(),
+            fabric_ports: vec![],
+        };
+        let rev = store.create_node(&node).await.unwrap();
+        fabric.wait_for_revision(rev).await;
+        assert!(
+            fabric.with_view(|v, _| v.intent.nodes.contains_key("hv1")),
+            "the wait for revision {rev} returned before the index held the write"
+        );
+    }
+
+    /// A compiled state carries its digest, so sends and status calls do not recompute it;
+    /// it is the digest of its objects, as the agent will verify it.
+    #[tokio::test]
+    async fn compiled_states_carry_their_digest() {
+        let store = IntentStore::new(Arc::new(MemStore::new()), sf_store::keys::Keys::new("/t"));
+        let node = sf_core::model::Node {
+            name: "hv1".into(),
+            role: sf_core::NodeRole::Hypervisor,
+            site: String::new(),
+            asn: 65001,
+            loopback: "10.255.1.1".parse().unwrap(),
+            fabric_ports: vec![],
+        };
+        store.create_node(&node).await.unwrap();
+        let fabric = Fabric::new(store.clone());
+        tokio::spawn(fabric.clone().run());
+        assert!(fabric.wait_loaded().await);
+        let d = fabric.desired("hv1").expect("compiled at load");
+        let want = sf_core::desired::digest_objects(&d.objects);
+        assert_eq!(d.wire_digest.as_deref(), Some(want.as_str()));
+        // And after a change applied from the watch.
+        let mut moved = node.clone();
+        moved.asn = 65002;
+        store.delete_node("hv1").await.unwrap();
+        let rev = store.create_node(&moved).await.unwrap();
+        fabric.wait_for_revision(rev).await;
+        let d = fabric.desired("hv1").expect("recompiled");
+        let want = sf_core::desired::digest_objects(&d.objects);
+        assert_eq!(d.wire_digest.as_deref(), Some(want.as_str()));
+    }
 }

@@ -1233,7 +1233,9 @@ fn created(kind: Kind, id: u64, msg: String, data: Value) -> Response {
 /// (`IntentStore::pick_vpc_id`); the transaction's compare on the id's claim keeps a racing
 /// allocation from ever sharing it.
 async fn free_vpc_id(s: &Rest, site: &str) -> ApiResult<u32> {
-    let known = s.intent(|i| sf_store::intent::IntentStore::known_vpc_ids(i, site));
+    let known = s
+        .fabric
+        .with_view(|v, _| sf_store::intent::IntentStore::known_vpc_ids(v, site));
     match s
         .fabric
         .store()

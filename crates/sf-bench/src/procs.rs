@@ -84,7 +84,9 @@ impl Etcd {
             .spawn()
             .context("starting etcd")?;
         let etcd = Etcd { child, endpoint };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: on a loaded shared machine (CI, builds beside it) etcd's first fsyncs
+        // have taken over 20 s.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(s) =
                 sf_store::etcd::EtcdStore::connect(std::slice::from_ref(&etcd.endpoint)).await

@@ -94,6 +94,26 @@ pub fn place_sticky(
     Placement { primary, standby }
 }
 
+/// The gateways eligible in each site: in the inventory, alive and not drained.
+pub fn candidates<'a>(
+    intent: &'a Intent,
+    alive: &BTreeSet<String>,
+) -> BTreeMap<&'a str, BTreeSet<String>> {
+    let mut by_site: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for n in intent.nodes.values() {
+        if n.role == NodeRole::Gateway
+            && alive.contains(&n.name)
+            && !intent.drained.contains(&n.name)
+        {
+            by_site
+                .entry(n.site.as_str())
+                .or_default()
+                .insert(n.name.clone());
+        }
+    }
+    by_site
+}
+
 /// Placement of every VPC given which nodes are alive and what the fabric reports.
 pub fn compute(
     intent: &Intent,

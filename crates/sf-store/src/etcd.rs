@@ -78,8 +78,11 @@ fn unavailable(e: &etcd_client::Error) -> bool {
     }
 }
 
-/// Keys per range request when listing a prefix.
-const LIST_PAGE: i64 = 5000;
+/// Keys per range request when listing a prefix (see [`EtcdStore::list_range`]).
+const LIST_PAGE: i64 = 50_000;
+
+/// The largest range response the client accepts: 50,000 intent objects are ~10-15 MB.
+const LIST_MESSAGE_MAX: usize = 64 << 20;
 
 /// The smallest key greater than every key starting with `prefix` (etcd's range end).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
@@ -274,6 +277,57 @@ impl EtcdStore {
 
     /// Runs `f` against the member in use, moving to the next member and trying again when
     /// the failure allows it (see [`Retry`]).
+    /// Keys in `[from, end)` at `revision` (0: the current one), and the revision read at. A
+    /// single range response over a large prefix would exceed a gRPC message, so this reads
+    /// in pages, all at the first page's revision. etcd 3.4 walks (counts) the whole remaining
+    /// range for every page, so the cost is ~ keys² / page: pages are large ([`LIST_PAGE`]
+    /// keys, with the client's message limit raised to [`LIST_MESSAGE_MAX`]) and halve only
+    /// when a page of large values does not fit.
+    async fn list_range(
+        &self,
+        from: &[u8],
+        end: &[u8],
+        mut revision: i64,
+    ) -> Result<(Vec<KeyValue>, i64)> {
+        let mut from = from.to_vec();
+        let mut out = Vec::new();
+        let mut page = LIST_PAGE;
+        loop {
+            let mut opts = GetOptions::new().with_range(end.to_vec()).with_limit(page);
+            if revision != 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = match self
+                .call(Retry::Idempotent, |c| {
+                    let (from, opts) = (from.clone(), opts.clone());
+                    let mut kv = c.kv_client().max_decoding_message_size(LIST_MESSAGE_MAX);
+                    async move { kv.get(from, Some(opts)).await }
+                })
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if page > 1 && e.to_string().contains("message length too large") => {
+                    page /= 2;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if revision == 0 {
+                revision = header_revision(resp.header());
+            }
+            out.extend(resp.kvs().iter().map(kv));
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    // The next page starts just after the last key returned.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok((out, revision))
+    }
+
     async fn call<T, F, Fut>(&self, retry: Retry, f: F) -> Result<T, etcd_client::Error>
     where
         F: Fn(Client) -> Fut,
@@ -331,49 +385,25 @@ impl KvStore for EtcdStore {
         Ok(resp.kvs().first().map(kv))
     }
 
-    /// Lists in pages, all read at the revision of the first page (one consistent snapshot):
-    /// a single range response over a large prefix would exceed the client's 4 MiB message
-    /// limit (100,000 VPCs' intent is well over that). etcd counts the whole remaining range
-    /// for every page, so pages are large ([`LIST_PAGE`] keys) and halve only when a page of
-    /// large values does not fit in one message.
+    /// Lists in pages, all read at the revision of the first page (one consistent snapshot);
+    /// see [`EtcdStore::list_range`].
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
-        let end = prefix_end(prefix.as_bytes());
-        let mut from = prefix.as_bytes().to_vec();
-        let mut out = Vec::new();
-        let mut revision = 0;
-        let mut page = LIST_PAGE;
-        loop {
-            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(page);
-            if revision != 0 {
-                opts = opts.with_revision(revision);
-            }
-            let resp = match self
-                .call(Retry::Idempotent, |mut c| {
-                    let (from, opts) = (from.clone(), opts.clone());
-                    async move { c.get(from, Some(opts)).await }
-                })
-                .await
-            {
-                Ok(r) => r,
-                Err(e) if page > 1 && e.to_string().contains("message length too large") => {
-                    page /= 2;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if revision == 0 {
-                revision = header_revision(resp.header());
-            }
-            out.extend(resp.kvs().iter().map(kv));
-            match resp.kvs().last() {
-                Some(last) if resp.more() => {
-                    // The next page starts just after the last key returned.
-                    from = last.key().to_vec();
-                    from.push(0);
-                }
-                _ => break,
-            }
+        self.list_range(prefix.as_bytes(), &prefix_end(prefix.as_bytes()), 0)
+            .await
+    }
+
+    /// The two key ranges around `except`, the second read at the first's revision: at start-up
+    /// the coordinator skips the allocation claims (most of the keys at scale) this way.
+    async fn list_except(&self, prefix: &str, except: &str) -> Result<(Vec<KeyValue>, i64)> {
+        let (p, x) = (prefix.as_bytes(), except.as_bytes());
+        if !x.starts_with(p) {
+            return self.list(prefix).await;
         }
+        let (mut out, revision) = self.list_range(p, x, 0).await?;
+        let (rest, _) = self
+            .list_range(&prefix_end(x), &prefix_end(p), revision)
+            .await?;
+        out.extend(rest);
         Ok((out, revision))
     }
 

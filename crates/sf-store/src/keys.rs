@@ -111,6 +111,10 @@ impl Keys {
     pub fn vpc_id(&self, site: &str, id: u32) -> String {
         format!("{}{id}", self.vpc_id_prefix(site))
     }
+    /// Prefix of every allocation claim (VNIs and VPC ids).
+    pub fn alloc_prefix(&self) -> String {
+        format!("{}/alloc/", self.root)
+    }
     pub fn vni_prefix(&self) -> String {
         format!("{}/alloc/vni/", self.root)
     }

@@ -7,9 +7,11 @@
 //!   (`tests/conformance.rs`).
 //! - [`intent`]: typed, validated intent operations (create/delete objects, atomic VNI
 //!   allocation) and loading the whole intent at a revision.
+//! - [`alloc`]: the index of allocated VNIs and VPC ids a view keeps, for O(log n) allocation.
 //! - [`write`]: the one write surface: per object kind, the compares and operations of a
 //!   create, replace or delete (allocation claims included), for the gRPC and REST APIs alike.
 
+pub mod alloc;
 pub mod etcd;
 pub mod intent;
 pub mod keys;
@@ -129,6 +131,13 @@ pub trait KvStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     /// All keys under `prefix`, sorted by key, and the store revision they were read at.
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)>;
+    /// [`KvStore::list`] without the keys under `except` (a sub-prefix of `prefix`), all at
+    /// one revision. Stores that can read a key range directly skip those keys' cost.
+    async fn list_except(&self, prefix: &str, except: &str) -> Result<(Vec<KeyValue>, i64)> {
+        let (mut kvs, revision) = self.list(prefix).await?;
+        kvs.retain(|kv| !kv.key.starts_with(except));
+        Ok((kvs, revision))
+    }
     /// Applies `ops` atomically if every compare holds.
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome>;
     /// Events under `prefix` from `start_revision` (inclusive) on, one batch per revision,

@@ -433,14 +433,14 @@ async fn vpc_ids_are_allocated_per_site(s: Arc<dyn KvStore>) {
     );
     // An index that is behind (knows no ids) cannot cause a duplicate: the compare on the
     // allocation key turns each stale guess into a retry with the next id.
-    let stale = std::collections::BTreeSet::new();
+    let stale = sf_store::alloc::IdSet::new();
     let (id, _) = st
         .create_vpc_hinted(&vpc("h", ""), 1..=100, Some(&stale))
         .await
         .unwrap();
     assert_eq!(id, 4, "default site holds 1 (a), 2 (e), 3 (f)");
     // An index that is right skips straight to the free id.
-    let known = std::collections::BTreeSet::from([1, 2, 3, 4]);
+    let known: sf_store::alloc::IdSet = [1, 2, 3, 4].into_iter().collect();
     let (id, _) = st
         .create_vpc_hinted(&vpc("i", ""), 1..=100, Some(&known))
         .await
@@ -604,3 +604,28 @@ async fn etcd_requests_move_off_a_dead_member() {
         }
     }
 }
+
+/// `list_except` returns every key under the prefix but those under the excluded sub-prefix,
+/// in key order, all at one revision (etcd reads the two ranges around it).
+async fn list_except_skips_one_sub_prefix(s: Arc<dyn KvStore>) {
+    for k in [
+        "/le/a/1",
+        "/le/alloc/vni/7",
+        "/le/alloc/x",
+        "/le/allocx",
+        "/le/alloc0",
+        "/le/z/9",
+        "/lf/outside",
+    ] {
+        s.put(k, k.as_bytes().to_vec(), 0).await.unwrap();
+    }
+    let rev = s.put("/le/b", b"last".to_vec(), 0).await.unwrap();
+    let (kvs, at) = s.list_except("/le/", "/le/alloc/").await.unwrap();
+    let keys: Vec<&str> = kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["/le/a/1", "/le/alloc0", "/le/allocx", "/le/b", "/le/z/9"]
+    );
+    assert!(at >= rev);
+}
+conformance!(list_except_case, list_except_skips_one_sub_prefix);
