@@ -23,7 +23,10 @@ MANY=${SF_BENCH_FAILOVER_VPCS:-200}
 [ "${SF_BENCH_FAILOVER_SMOKE:-0}" = 1 ] && MANY=5
 EIP=203.0.113.12 # blue's static NAT
 KA_DIR=$(mktemp -d /tmp/sf-bench-ka.XXXXXX)
-KA_NS=("${P}kc" "${P}ka" "${P}kb")
+# The keepalived pair's namespaces have their own prefix: lab.sh takes any namespace with the
+# lab's prefix for a running lab.
+KP=sfka$$-
+KA_NS=("${KP}kc" "${KP}ka" "${KP}kb")
 
 log() { printf '[failover-bench] %s\n' "$*" >&2; }
 cleanup() {
@@ -57,13 +60,13 @@ keepalived_outage() {
         { log "keepalived not installable"; echo -1; return; }
     local ns n prio
     for ns in "${KA_NS[@]}"; do ip netns add "$ns" && ip -n "$ns" link set lo up; done
-    ip -n "${P}kc" link add br0 type bridge && ip -n "${P}kc" link set br0 up
-    ip -n "${P}kc" addr add 10.77.0.1/24 dev br0
+    ip -n "${KP}kc" link add br0 type bridge && ip -n "${KP}kc" link set br0 up
+    ip -n "${KP}kc" addr add 10.77.0.1/24 dev br0
     for n in a b; do
-        ip -n "${P}kc" link add "k$n" type veth peer name eth0 netns "${P}k$n"
-        ip -n "${P}kc" link set "k$n" master br0 up
-        ip -n "${P}k$n" link set eth0 up
-        ip -n "${P}k$n" addr add "10.77.0.1$([ $n = a ] && echo 1 || echo 2)/24" dev eth0
+        ip -n "${KP}kc" link add "k$n" type veth peer name eth0 netns "${KP}k$n"
+        ip -n "${KP}kc" link set "k$n" master br0 up
+        ip -n "${KP}k$n" link set eth0 up
+        ip -n "${KP}k$n" addr add "10.77.0.1$([ $n = a ] && echo 1 || echo 2)/24" dev eth0
         prio=$([ $n = a ] && echo 150 || echo 100)
         cat >"$KA_DIR/$n.conf" <<EOF
 global_defs {
@@ -80,20 +83,20 @@ vrrp_instance V {
     }
 }
 EOF
-        ip netns exec "${P}k$n" keepalived -n -l -P -f "$KA_DIR/$n.conf" \
+        ip netns exec "${KP}k$n" keepalived -n -l -P -f "$KA_DIR/$n.conf" \
             -p "$KA_DIR/$n.main.pid" -r "$KA_DIR/$n.vrrp.pid" >"$KA_DIR/$n.log" 2>&1 &
         echo $! >"$KA_DIR/$n.pid"
     done
     local i
     for i in $(seq 100); do
-        ip -n "${P}ka" -br addr show eth0 | grep -q 10.77.0.100 && break
+        ip -n "${KP}ka" -br addr show eth0 | grep -q 10.77.0.100 && break
         sleep 0.2
     done
-    ip netns exec "${P}kc" ping -c 3 -W 1 10.77.0.100 >/dev/null || { log "VIP not answering"; echo -1; return; }
-    ip netns exec "${P}kc" ping -D -n -i 0.02 -w 12 10.77.0.100 >"$KA_DIR/ping.log" 2>&1 &
+    ip netns exec "${KP}kc" ping -c 3 -W 1 10.77.0.100 >/dev/null || { log "VIP not answering"; echo -1; return; }
+    ip netns exec "${KP}kc" ping -D -n -i 0.02 -w 12 10.77.0.100 >"$KA_DIR/ping.log" 2>&1 &
     local ping=$!
     sleep 2
-    ip -n "${P}ka" link set eth0 down
+    ip -n "${KP}ka" link set eth0 down
     wait "$ping"
     gap_ms "$KA_DIR/ping.log"
 }
@@ -174,10 +177,12 @@ many_vpcs() {
     local n=$1 a b i
     a=$(serving); b=$(other "$a")
     S gateway drain "$b" >/dev/null
+    S tenant create bench >/dev/null || { log "tenant create bench failed"; return 1; }
     for i in $(seq 2 "$n"); do
         if ! { S vpc create "b$i" --tenant bench --cidr "10.$((100 + i / 250)).$((i % 250)).0/24" &&
             S network create t --tenant bench --vpc "b$i" --cidr "10.$((100 + i / 250)).$((i % 250)).0/25"; } >/dev/null; then
             log "creating VPC b$i failed"
+            return 1
         fi
     done
     S gateway undrain "$b" >/dev/null
@@ -196,7 +201,7 @@ S nat static eip --tenant demo --vpc blue --public-ip "$EIP" --private-ip 10.10.
     { log "static NAT failed"; exit 1; }
 D1=$(sf_outage death one-death)
 F1=$(sf_outage freeze one-freeze)
-many_vpcs "$MANY"
+many_vpcs "$MANY" || exit 1
 DN=$(sf_outage death many-death)
 FN=$(sf_outage freeze many-freeze)
 echo "figure,value,baseline,ratio"
