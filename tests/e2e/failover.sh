@@ -11,6 +11,8 @@
 #   5. a hung agent (SIGSTOP): the fence stands the node down, the standby takes over; the
 #      agent resumes and does not take its VPC back
 #   6. node death (links down) and return: takeover, no failback
+#   7. a hung vtysh on the standby (its reconcile pass stuck) does not delay its takeover
+#   8. a flapping standby (links down/up three times) moves nothing
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -127,6 +129,39 @@ X "$A" ip link set leaf2 up
 check "restart $A's agent" L agent-start "$A"
 check "$A's lease up" wait_for 30 node_is "$A" lease up
 check "never two announcers while $A returns" never_two 10 "$PF"
+check_eq "blue stays on $B" "$B" "$(announcers "$PF")"
+check "port forward works" wait_for 10 pf_ok
+
+section "7. a hung vtysh on the standby ($A) does not delay its takeover"
+A=$(serving); B=$(other "$A")
+# staticd stopped: every vtysh that asks it (frr-reload's `show running-config`) hangs, so
+# the standby's reconcile pass hangs in its FRR step; the failover controller runs beside it.
+kill -STOP "$(cat "$STATE/frr/$B/staticd.pid")"
+check "a pass on $B that changes its FRR (a new pool) starts" S pool create extra --cidr 100.64.50.0/24
+check "$B's FRR step is stuck (vtysh waits on staticd)" wait_for 10 pgrep -f "(vtysh|frr-reload).*$STATE/frr/$B( |$)"
+L agent-kill "$A"
+X "$A" ip link set leaf1 down
+X "$A" ip link set leaf2 down
+t0=$(date +%s%N)
+check "$B takes blue over within 3 s all the same" wait_for 3 announced_by "$PF" "$B"
+pass "takeover $(( ($(date +%s%N) - t0) / 1000000 )) ms after $A died"
+check "port forward works through $B" wait_for 10 pf_ok
+kill -CONT "$(cat "$STATE/frr/$B/staticd.pid")"
+X "$A" ip link set leaf1 up
+X "$A" ip link set leaf2 up
+check "restart $A's agent" L agent-start "$A"
+check "$A's lease up" wait_for 30 node_is "$A" lease up
+
+section "8. a flapping standby ($A) moves nothing"
+for _ in 1 2 3; do
+    X "$A" ip link set leaf1 down
+    X "$A" ip link set leaf2 down
+    sleep 1
+    X "$A" ip link set leaf1 up
+    X "$A" ip link set leaf2 up
+    sleep 2
+done
+check "never two announcers while it settles" never_two 8 "$PF"
 check_eq "blue stays on $B" "$B" "$(announcers "$PF")"
 check "port forward works" wait_for 10 pf_ok
 
