@@ -114,7 +114,8 @@ anchors_from() { # NODE - anchor routes leaf1 has from NODE
     vtysh --vty_socket "$STATE/frr/leaf1" -c "show ip bgp json" 2>/dev/null | python3 -c '
 import json, sys
 d = json.load(sys.stdin).get("routes", {})
-print(sum(1 for k, ps in d.items() if k.startswith("198.1") and any(p.get("peer", {}).get("hostname") == sys.argv[1] for p in ps)))' "$1"
+origin = lambda p: any(n.get("hostname") == sys.argv[1] for n in p.get("nexthops", [])) and " " not in p.get("path", "").strip()
+print(sum(1 for k, ps in d.items() if k.startswith("198.18.") and any(origin(p) for p in ps)))' "$1"
 }
 wait_until() { # SECONDS CMD...
     local end=$((SECONDS + $1)); shift

@@ -130,7 +130,7 @@ check "the Direct Connect is served by the other gateway, Established" wait_for 
 check "blue-web-1 reaches cdc-host through the new gateway" wait_for 30 pings blue-web-1 192.168.100.10
 check_not "the drained gateway runs no FRR for blue any more" bash -c "pgrep -f -- '-N [${LAB_PREFIX:0:1}]${LAB_PREFIX:1}$BLUE_GW-vpc$BLUE_ID' >/dev/null"
 check "sfctl gateway undrain $BLUE_GW" S gateway undrain "$BLUE_GW"
-check "back on $BLUE_GW, Established" wait_for 60 bash -c "'$REPO/deploy/lab.sh' sfctl -o json dc show cdc --tenant demo --vpc blue | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d[\"gateway\"] == \"$BLUE_GW\" and d[\"bgp_state\"] == \"Established\" else 1)'"
+check "it stays on the other gateway (no failback), Established" wait_for 60 bash -c "'$REPO/deploy/lab.sh' sfctl -o json dc show cdc --tenant demo --vpc blue | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d[\"gateway\"] not in (\"\", \"$BLUE_GW\") and d[\"bgp_state\"] == \"Established\" else 1)'"
 check "blue-web-1 reaches cdc-host again" wait_for 30 pings blue-web-1 192.168.100.10
 
 section "5. removing the Direct Connect tears down the session and the routes, and nothing else"
