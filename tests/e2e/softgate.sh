@@ -91,11 +91,16 @@ check "delete the ACL list and the port forward" bash -c "'$REPO/deploy/lab.sh' 
 
 section "3. bad input names the field and changes nothing"
 before=$(S -o json nat list | json "len(d)")
-bad() { # bad FIELD ARGS... : the create fails with exit 1, naming FIELD
+bad() { # bad FIELD ARGS... : the create fails naming FIELD, with exit 1 (refused) or, for an
+    # object that does not exist, 3 (sfctl's "not found")
     local field=$1; shift
     local out rc
     out=$(S nat "$@" 2>&1); rc=$?
-    if [ $rc -eq 1 ] && grep -q "$field" <<<"$out"; then pass "rejected, names $field: $out"; else fail "expected rejection naming $field, got rc=$rc: $out"; fi
+    if { [ $rc -eq 1 ] || { [ $rc -eq 3 ] && grep -q "does not exist" <<<"$out"; }; } && grep -q "$field" <<<"$out"; then
+        pass "rejected, names $field: $out"
+    else
+        fail "expected rejection naming $field, got rc=$rc: $out"
+    fi
 }
 bad nat.public_ip forward x1 --tenant demo --vpc blue --public-ip 192.0.2.7 --public-port 80 --private-ip 10.10.1.12 --private-port 80
 bad nat.public_port forward x2 --tenant demo --vpc blue --public-ip 203.0.113.11 --public-port 8080 --private-ip 10.10.1.11 --private-port 80
