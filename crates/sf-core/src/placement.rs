@@ -120,18 +120,7 @@ pub fn compute(
     alive: &BTreeSet<String>,
     fabric: &FabricReports,
 ) -> BTreeMap<VpcRef, Placement> {
-    let mut by_site: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for n in intent.nodes.values() {
-        if n.role == NodeRole::Gateway
-            && alive.contains(&n.name)
-            && !intent.drained.contains(&n.name)
-        {
-            by_site
-                .entry(n.site.as_str())
-                .or_default()
-                .insert(n.name.clone());
-        }
-    }
+    let by_site = candidates(intent, alive);
     let empty = BTreeSet::new();
     intent
         .vpcs
