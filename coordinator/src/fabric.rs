@@ -797,6 +797,17 @@ mod tests {
 
     /// Waiting for a write's revision means the index holds the write, even when the store
     /// confirms the revision before delivering its events.
+    fn hv1() -> sf_core::model::Node {
+        sf_core::model::Node {
+            name: "hv1".into(),
+            role: sf_core::NodeRole::Hypervisor,
+            site: String::new(),
+            asn: 65001,
+            loopback: "10.255.1.1".parse().unwrap(),
+            fabric_ports: vec![],
+        }
+    }
+
     #[tokio::test]
     async fn a_progress_notification_ahead_of_its_events_does_not_answer_a_wait() {
         let kv = Arc::new(EarlyProgress(MemStore::new()));
@@ -804,14 +815,7 @@ mod tests {
         let fabric = Fabric::new(store.clone());
         tokio::spawn(fabric.clone().run());
         assert!(fabric.wait_loaded().await);
-        let node = sf_core::model::Node {
-            name: "hv1".into(),
-            role: sf_core::NodeRole::Hypervisor,
-            site: String::new(),
-            asn: 65001,
-            loopback: "10.255.1.1".parse().unwrap(),
-            fabric_ports: vec![],
-        };
+        let node = hv1();
         let rev = store.create_node(&node).await.unwrap();
         fabric.wait_for_revision(rev).await;
         assert!(
@@ -825,14 +829,7 @@ mod tests {
     #[tokio::test]
     async fn compiled_states_carry_their_digest() {
         let store = IntentStore::new(Arc::new(MemStore::new()), sf_store::keys::Keys::new("/t"));
-        let node = sf_core::model::Node {
-            name: "hv1".into(),
-            role: sf_core::NodeRole::Hypervisor,
-            site: String::new(),
-            asn: 65001,
-            loopback: "10.255.1.1".parse().unwrap(),
-            fabric_ports: vec![],
-        };
+        let node = hv1();
         store.create_node(&node).await.unwrap();
         let fabric = Fabric::new(store.clone());
         tokio::spawn(fabric.clone().run());
