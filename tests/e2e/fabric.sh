@@ -67,6 +67,26 @@ check "hv1 withdraws the rogue announcements" bash -c "
     ip -n ${LAB_PREFIX}hv1 route del blackhole 192.0.2.0/24 &&
     ip -n ${LAB_PREFIX}hv1 route del blackhole 203.0.113.99/32"
 
+section "1c. a leaf accepts from a hypervisor only EVPN routes of the VNIs it carries"
+# hv2 carries blue only. Made to hold a VXLAN of red's VNI outside the agent's naming (so it is
+# not reported as an observed bridge), its FRR announces a multicast (type 3) route for red:
+# were it accepted, red's hypervisors would flood red's broadcasts to hv2.
+RED_VNI=$(S -o json network show web --tenant demo --vpc red | json "d['vni']")
+rt_on() { vtysh_in "$1" -c 'show bgp l2vpn evpn route detail' | grep -q "RT:65002:$RED_VNI\b"; }
+check "hv2 does not carry red's VNI $RED_VNI" bash -c "! ip -n ${LAB_PREFIX}hv2 -d link show | grep -q 'vxlan id $RED_VNI '"
+check "hv2 gets a rogue VXLAN of red's VNI in a bridge" bash -c "
+    ip -n ${LAB_PREFIX}hv2 link add brrogue type bridge &&
+    ip -n ${LAB_PREFIX}hv2 link add vxrogue type vxlan id $RED_VNI local 10.255.1.2 dstport 4789 nolearning &&
+    ip -n ${LAB_PREFIX}hv2 link set vxrogue master brrogue &&
+    ip -n ${LAB_PREFIX}hv2 link set brrogue up && ip -n ${LAB_PREFIX}hv2 link set vxrogue up"
+check "hv2's FRR originates red's VNI (route target 65002:$RED_VNI)" wait_for 15 rt_on hv2
+sleep 3
+check "leaf1 did not accept hv2's route for red's VNI" bash -c "! vtysh --vty_socket '$STATE/frr/leaf1' -c 'show bgp l2vpn evpn route detail' | grep -q 'RT:65002:$RED_VNI\b'"
+check "leaf2 did not accept hv2's route for red's VNI" bash -c "! vtysh --vty_socket '$STATE/frr/leaf2' -c 'show bgp l2vpn evpn route detail' | grep -q 'RT:65002:$RED_VNI\b'"
+check "hv1 does not flood red's VNI to hv2" bash -c "! bridge -n ${LAB_PREFIX}hv1 fdb show dev vxlan$RED_VNI | grep -q 'dst 10.255.1.2 '"
+check "hv1 still floods blue's VNI to hv2" bash -c "bridge -n ${LAB_PREFIX}hv1 fdb show dev vxlan$WEB_VNI | grep -q 'dst 10.255.1.2 '"
+check "the rogue VXLAN is removed" bash -c "ip -n ${LAB_PREFIX}hv2 link del vxrogue && ip -n ${LAB_PREFIX}hv2 link del brrogue"
+
 section "2. bare metal: bm1 (leaf1 port bm1) joins blue's web tier"
 X bm1 ip addr add 10.10.1.50/24 dev leaf1
 X bm1 ip route add default via 10.10.1.1

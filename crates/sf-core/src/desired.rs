@@ -98,13 +98,28 @@ impl RouterRole {
     }
 }
 
-/// The IPv4 unicast prefixes a switch accepts from one fabric neighbour.
+/// What a switch accepts from one fabric neighbour: IPv4 unicast prefixes and the VNIs of its
+/// EVPN routes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerFilter {
     /// The fabric interface (named after the neighbour node).
     pub neighbor: String,
     /// Accepted announcements, in order.
     pub permit: Vec<PrefixMatch>,
+    /// The EVPN routes the neighbour may announce. `None` leaves its EVPN routes unfiltered
+    /// (an older coordinator's desired state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evpn: Option<EvpnScope>,
+}
+
+/// The EVPN routes a switch accepts from a hypervisor or gateway: those it originated itself
+/// (AS path exactly its ASN) for the VNIs of the networks it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvpnScope {
+    /// The neighbour's ASN, the only AS path accepted.
+    pub asn: u32,
+    /// VNIs of the networks in its scope, ascending.
+    pub vnis: Vec<u32>,
 }
 
 /// A prefix, or (with `host_routes`) any /32 inside it.

@@ -1,7 +1,7 @@
 //! Unit tests of the pure core: validation rejects with the right field, the compiler scopes
 //! each node to exactly its networks, and deltas/digests round-trip.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sf_core::compile::{affected_nodes, compile_node};
 use sf_core::desired::{network_key, DesiredObject, EvpnRole};
@@ -569,6 +569,84 @@ fn leaves_filter_what_each_node_may_announce() {
     .unwrap();
     assert!(touched.contains("leaf1"), "{touched:?}");
     assert_eq!(filters(&i)[0].permit, [host("10.255.1.9/32")]);
+}
+
+/// In EVPN a leaf accepts from each hypervisor and gateway only the VNIs of the networks that
+/// node carries (exactly its compiled L2 networks: a gateway's include the VPCs it stands by
+/// for), and follows a port bound on a new tier.
+#[test]
+fn leaves_accept_evpn_routes_only_for_each_nodes_vnis() {
+    use sf_core::desired::EvpnScope;
+    let mut i = with_gateways();
+    i.nodes.get_mut("leaf1").unwrap().fabric_ports = ["hv1", "hv2", "hv3", "gw1", "gw2", "spine1"]
+        .map(String::from)
+        .to_vec();
+    i.nodes.insert(
+        "spine1".into(),
+        node("spine1", NodeRole::Switch, 65100, "10.255.0.101"),
+    );
+    let scopes = |i: &Intent| -> BTreeMap<String, Option<EvpnScope>> {
+        compile_node(i, "leaf1", 1)
+            .unwrap()
+            .underlay()
+            .unwrap()
+            .peer_filters
+            .iter()
+            .map(|f| (f.neighbor.clone(), f.evpn.clone()))
+            .collect()
+    };
+    let s = scopes(&i);
+    for n in ["hv1", "hv2", "hv3", "gw1", "gw2"] {
+        let scope = s[n]
+            .clone()
+            .unwrap_or_else(|| panic!("{n} has no EVPN scope"));
+        let carried: Vec<u32> = vnis(&compile_node(&i, n, 1).unwrap()).into_iter().collect();
+        assert_eq!(scope.vnis, carried, "{n}");
+        assert_eq!(scope.asn, i.nodes[n].asn, "{n}");
+    }
+    assert_eq!(s["hv2"].as_ref().unwrap().vnis, [1_000_001]);
+    assert_eq!(
+        s["gw2"].as_ref().unwrap().vnis,
+        [1_000_001],
+        "the standby too"
+    );
+    assert!(!s.contains_key("spine1"), "switches are not filtered");
+    // A red port bound on hv2: leaf1 is touched and now accepts red's VNI from hv2.
+    let mut p = i
+        .ports
+        .values()
+        .find(|p| p.name == "red-web-2")
+        .unwrap()
+        .clone();
+    p.name = "red-web-3".into();
+    p.node = "hv2".into();
+    let touched = sf_core::compile::apply(
+        &mut i,
+        IntentEvent::Put(ObjectRef::Port(p.key()), Object::Port(p)),
+    )
+    .unwrap();
+    assert!(touched.contains("leaf1"), "{touched:?}");
+    assert_eq!(
+        scopes(&i)["hv2"].as_ref().unwrap().vnis,
+        [1_000_001, 1_000_002]
+    );
+    // Red placed on gw2 too: leaf1 follows.
+    let touched = sf_core::compile::apply(
+        &mut i,
+        IntentEvent::Put(
+            ObjectRef::Placement(VpcRef::new("demo", "red")),
+            Object::Placement(Placement {
+                primary: Some("gw2".into()),
+                standby: None,
+            }),
+        ),
+    )
+    .unwrap();
+    assert!(touched.contains("leaf1"), "{touched:?}");
+    assert_eq!(
+        scopes(&i)["gw2"].as_ref().unwrap().vnis,
+        [1_000_001, 1_000_002]
+    );
 }
 
 #[test]

@@ -41,8 +41,10 @@ fn node_event() -> impl Strategy<Value = IntentEvent> {
         pick(&[NodeRole::Hypervisor, NodeRole::Switch, NodeRole::Gateway]),
         pick(&["", "b"]),
         any::<bool>(),
+        // Fabric neighbours among the nodes: a switch's filters follow its neighbours' scope.
+        prop::sample::subsequence(NODES.to_vec(), 0..=NODES.len()),
     )
-        .prop_map(|(name, role, site, delete)| {
+        .prop_map(|(name, role, site, delete, neighbours)| {
             let r = ObjectRef::Node(name.to_string());
             if delete {
                 return IntentEvent::Delete(r);
@@ -56,7 +58,12 @@ fn node_event() -> impl Strategy<Value = IntentEvent> {
                     site: site.to_string(),
                     asn: 65000 + idx as u32,
                     loopback: ip(10, 255, 0, idx + 1),
-                    fabric_ports: vec!["eth1".into()],
+                    fabric_ports: neighbours
+                        .into_iter()
+                        .filter(|n| *n != name)
+                        .map(String::from)
+                        .chain(["eth1".to_string()])
+                        .collect(),
                 }),
             )
         })

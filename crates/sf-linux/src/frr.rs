@@ -26,6 +26,11 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     }
     let _ = writeln!(c, "!");
     render_filters(&mut c, &u.peer_filters);
+    render_evpn_filters(&mut c, &u.peer_filters);
+    if u.peer_filters.iter().any(|f| f.evpn.is_some()) {
+        let _ = writeln!(c, "bgp route-map delay-timer {EVPN_FILTER_DELAY_S}");
+        let _ = writeln!(c, "!");
+    }
     render_bfd(&mut c, u);
     render_redistribution(&mut c, u);
     let _ = writeln!(c, "router bgp {}", u.asn);
@@ -68,6 +73,14 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     let _ = writeln!(c, " !");
     let _ = writeln!(c, " address-family l2vpn evpn");
     let _ = writeln!(c, "  neighbor FABRIC activate");
+    for f in u.peer_filters.iter().filter(|f| f.evpn.is_some()) {
+        let _ = writeln!(
+            c,
+            "  neighbor {} route-map {} in",
+            f.neighbor,
+            evpn_filter_name(f)
+        );
+    }
     if u.evpn == EvpnRole::Vtep {
         // Every local VNI (vxlan<VNI> in a bridge) is advertised without per-VNI config; route
         // targets are auto-derived and FRR imports them on the VNI alone, across ASNs.
@@ -153,6 +166,65 @@ fn render_filters(c: &mut String, filters: &[PeerFilter]) {
     }
 }
 
+/// The route map holding which EVPN routes a switch accepts from one neighbour.
+fn evpn_filter_name(f: &PeerFilter) -> String {
+    format!("SF-EVPN-FROM-{}", f.neighbor)
+}
+
+/// Routes carrying more than one route target: never sent by our nodes, which derive one
+/// route target per VNI; refused so a node cannot smuggle a foreign VNI's target onto a
+/// route of its own VNI (FRR imports by route target).
+const EVPN_MULTI_RT: &str = "SF-EVPN-MULTI-RT";
+
+/// Seconds FRR waits after a policy change before re-reading the neighbours' routes through
+/// it (a route refresh). FRR's default is 5 s; a node's new VNI is refused at the leaf until
+/// then, so a VM on a newly used tier would wait that long. 0 would disable the update.
+const EVPN_FILTER_DELAY_S: u32 = 1;
+
+/// EVPN routes a switch accepts from a hypervisor or gateway: MAC/IP (type 2) and multicast
+/// (type 3) routes it originated (so not another node's routes relayed between two leaves)
+/// whose only route target names a VNI in the neighbour's scope. Prefix
+/// routes, Ethernet-segment routes and any other VNI meet the route map's implicit deny. The
+/// route target's AS half is not checked (FRR imports auto-derived targets on the VNI alone).
+fn render_evpn_filters(c: &mut String, filters: &[PeerFilter]) {
+    if filters.iter().all(|f| f.evpn.is_none()) {
+        return;
+    }
+    let _ = writeln!(
+        c,
+        "bgp extcommunity-list expanded {EVPN_MULTI_RT} seq 5 permit RT:.*RT:"
+    );
+    let _ = writeln!(c, "!");
+    for f in filters {
+        let Some(scope) = &f.evpn else { continue };
+        let name = evpn_filter_name(f);
+        let _ = writeln!(
+            c,
+            "bgp as-path access-list {name} seq 5 permit ^{}$",
+            scope.asn
+        );
+        // `_` is FRR's delimiter class in BGP regular expressions (start, end or a space).
+        for (i, vni) in scope.vnis.iter().enumerate() {
+            let _ = writeln!(
+                c,
+                "bgp extcommunity-list expanded {name} seq {} permit _RT:[0-9.]+:{vni}_",
+                (i + 1) * 5
+            );
+        }
+        let _ = writeln!(c, "route-map {name} deny 5");
+        let _ = writeln!(c, " match extcommunity {EVPN_MULTI_RT}");
+        let _ = writeln!(c, "exit");
+        for (seq, kind) in [(10, "macip"), (20, "multicast")] {
+            let _ = writeln!(c, "route-map {name} permit {seq}");
+            let _ = writeln!(c, " match as-path {name}");
+            let _ = writeln!(c, " match evpn route-type {kind}");
+            let _ = writeln!(c, " match extcommunity {name}");
+            let _ = writeln!(c, "exit");
+        }
+        let _ = writeln!(c, "!");
+    }
+}
+
 /// Lines that must appear in `show running-config` once `u` is applied.
 pub fn expected_lines(u: &Underlay) -> Vec<String> {
     let mut v = vec![format!("router bgp {}", u.asn)];
@@ -169,6 +241,13 @@ pub fn expected_lines(u: &Underlay) -> Vec<String> {
             .iter()
             .map(|f| format!("neighbor {} route-map {} in", f.neighbor, filter_name(f))),
     );
+    v.extend(u.peer_filters.iter().filter(|f| f.evpn.is_some()).map(|f| {
+        format!(
+            "neighbor {} route-map {} in",
+            f.neighbor,
+            evpn_filter_name(f)
+        )
+    }));
     v.extend(
         u.bfd_neighbors
             .iter()
@@ -297,10 +376,12 @@ mod tests {
             PeerFilter {
                 neighbor: "hv1".into(),
                 permit: vec![m("10.255.3.1/32", false)],
+                evpn: None,
             },
             PeerFilter {
                 neighbor: "gw1".into(),
                 permit: vec![m("10.255.2.1/32", false), m("203.0.113.0/24", true)],
+                evpn: None,
             },
         ];
         let c = render("leaf1", &u);
@@ -317,6 +398,86 @@ mod tests {
         // The filters are defined before BGP refers to them.
         assert!(c.find("route-map SF-FROM-hv1 permit").unwrap() < c.find("router bgp").unwrap());
         assert!(expected_lines(&u).contains(&"neighbor gw1 route-map SF-FROM-gw1 in".to_string()));
+    }
+
+    /// EVPN: a leaf accepts from a hypervisor only MAC/IP and multicast routes it originated,
+    /// carrying exactly one route target, of a VNI in its scope; an empty scope accepts
+    /// nothing, and a neighbour without a scope is not filtered.
+    #[test]
+    fn switches_filter_evpn_routes_by_origin_and_vni() {
+        use sf_core::desired::EvpnScope;
+        let mut u = underlay(EvpnRole::Transit);
+        u.neighbors = vec!["hv1".into(), "hv2".into(), "gw1".into()];
+        let scoped = |n: &str, asn, vnis: &[u32]| PeerFilter {
+            neighbor: n.into(),
+            permit: vec![],
+            evpn: Some(EvpnScope {
+                asn,
+                vnis: vnis.to_vec(),
+            }),
+        };
+        u.peer_filters = vec![
+            scoped("hv1", 65001, &[100, 1_000_001]),
+            scoped("hv2", 65002, &[]),
+            PeerFilter {
+                neighbor: "gw1".into(),
+                permit: vec![],
+                evpn: None,
+            },
+        ];
+        let c = render("leaf1", &u);
+        assert!(c.contains(
+            "bgp as-path access-list SF-EVPN-FROM-hv1 seq 5 permit ^65001$
+"
+        ));
+        assert!(c.contains(
+            "bgp extcommunity-list expanded SF-EVPN-FROM-hv1 seq 5 permit _RT:[0-9.]+:100_
+\
+             bgp extcommunity-list expanded SF-EVPN-FROM-hv1 seq 10 permit _RT:[0-9.]+:1000001_
+"
+        ));
+        assert!(c.contains(
+            "route-map SF-EVPN-FROM-hv1 deny 5
+ match extcommunity SF-EVPN-MULTI-RT
+exit
+"
+        ));
+        assert!(c.contains(
+            "route-map SF-EVPN-FROM-hv1 permit 20
+ match as-path SF-EVPN-FROM-hv1
+ match evpn route-type multicast
+ match extcommunity SF-EVPN-FROM-hv1
+exit
+"
+        ));
+        assert!(
+            !c.contains("extcommunity-list expanded SF-EVPN-FROM-hv2"),
+            "empty scope: no list, so no route matches"
+        );
+        assert!(c.contains(
+            "route-map SF-EVPN-FROM-hv2 permit 10
+"
+        ));
+        assert!(c.contains(
+            " address-family l2vpn evpn
+  neighbor FABRIC activate
+  neighbor hv1 route-map SF-EVPN-FROM-hv1 in
+  neighbor hv2 route-map SF-EVPN-FROM-hv2 in
+"
+        ));
+        assert!(!c.contains("SF-EVPN-FROM-gw1"), "no scope, no filter");
+        assert!(c.contains(
+            "bgp route-map delay-timer 1
+"
+        ));
+        assert!(
+            c.find("route-map SF-EVPN-FROM-hv1 permit").unwrap() < c.find("router bgp").unwrap()
+        );
+        assert!(
+            expected_lines(&u).contains(&"neighbor hv2 route-map SF-EVPN-FROM-hv2 in".to_string())
+        );
+        u.peer_filters.truncate(0);
+        assert!(!render("leaf1", &u).contains("delay-timer"));
     }
 
     /// Sessions to gateways are watched by BFD with the fabric profile; others are not.

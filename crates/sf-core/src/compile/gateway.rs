@@ -18,7 +18,7 @@ use crate::event::ObjectRef;
 use crate::event::{VpcChildRef, VpcRef};
 use crate::model::{Intent, NatKind, NodeRole};
 
-use super::{dc_segment, of_role, tier_acl, tier_network, underlay_mut};
+use super::{dc_segment, of_role, tier_acl, tier_network, underlay_mut, vpc_networks};
 
 /// Adds the routers of the VPCs placed on `node` to `out`, with their L2 networks, and sets
 /// what its underlay may announce and watch with BFD.
@@ -75,6 +75,23 @@ fn placed_on(intent: &Intent, key: &VpcRef) -> BTreeSet<String> {
         .get(key)
         .map(|p| p.primary.iter().chain(p.standby.iter()).cloned().collect())
         .unwrap_or_default()
+}
+
+/// The VNIs of the L2 networks `node` carries: every tier and Direct Connect hand-off segment
+/// of the VPCs placed on it (what [`compile`] inserts).
+pub fn carried_vnis(intent: &Intent, node: &str) -> BTreeSet<u32> {
+    let mut vnis = BTreeSet::new();
+    for (key, _) in placed_vpcs(intent, node) {
+        vnis.extend(vpc_networks(intent, &key.tenant, &key.vpc).map(|n| n.vni));
+        vnis.extend(
+            intent
+                .direct_connects
+                .range(VpcChildRef::new(&key.tenant, &key.vpc, "")..)
+                .take_while(|(k, _)| k.tenant == key.tenant && k.vpc == key.vpc)
+                .map(|(_, d)| d.vni),
+        );
+    }
+    vnis
 }
 
 /// VPCs placed on `node`, with its role for each.

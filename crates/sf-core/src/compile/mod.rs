@@ -12,7 +12,7 @@ pub mod gateway;
 pub mod hypervisor;
 pub mod switch;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::desired::{
     AclRule, DesiredObject, EvpnRole, L2Network, LocalPort, NodeDesired, SwitchAttachment, TierAcl,
@@ -39,10 +39,23 @@ impl<'a> PortsByNode<'a> {
         PortsByNode(by)
     }
 
-    /// The index of one node's ports only (a scan of all ports, once).
+    /// The index of the ports one node's compilation reads (a scan of all ports, once): its
+    /// own, and for a switch also its fabric neighbours' (their EVPN scope).
     pub fn for_node(intent: &'a Intent, node: &str) -> Self {
+        let mut wanted: HashSet<&str> = HashSet::from([node]);
+        if let Some(n) = intent
+            .nodes
+            .get(node)
+            .filter(|n| n.role == NodeRole::Switch)
+        {
+            wanted.extend(n.fabric_ports.iter().map(String::as_str));
+        }
         let mut by: HashMap<&str, Vec<&PortBinding>> = HashMap::new();
-        for p in intent.ports.values().filter(|p| p.node == node) {
+        for p in intent
+            .ports
+            .values()
+            .filter(|p| wanted.contains(p.node.as_str()))
+        {
             by.entry(p.node.as_str()).or_default().push(p);
         }
         PortsByNode(by)
@@ -90,7 +103,7 @@ pub fn compile_node_indexed(
         DesiredObject::Underlay(underlay(intent, n)),
     );
     match n.role {
-        NodeRole::Switch => switch::compile(intent, node_ports, node, &mut out),
+        NodeRole::Switch => switch::compile(intent, ports_by_node, node, &mut out),
         NodeRole::Gateway => gateway::compile(intent, node, &mut out),
         NodeRole::Hypervisor => hypervisor::compile(intent, node_ports, node, &mut out),
     }

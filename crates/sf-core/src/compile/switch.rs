@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use crate::desired::{
-    network_key, DesiredObject, EvpnRole, L2Network, LocalPort, NodeDesired, PeerFilter,
+    network_key, DesiredObject, EvpnRole, EvpnScope, L2Network, LocalPort, NodeDesired, PeerFilter,
     PrefixMatch, ANCHOR_RANGE,
 };
 use crate::event::ObjectRef;
@@ -21,11 +21,11 @@ use super::{
 /// Adds the switch's networks to `out` and sets its EVPN role.
 pub(super) fn compile(
     intent: &Intent,
-    node_ports: &[&PortBinding],
+    ports_by_node: &PortsByNode,
     node: &str,
     out: &mut NodeDesired,
 ) {
-    let nets = switch_networks_of(intent, node_ports, node);
+    let nets = switch_networks_of(intent, ports_by_node.of(node), node);
     let underlay = underlay_mut(out);
     underlay.evpn = if nets.is_empty() {
         EvpnRole::Transit
@@ -33,7 +33,7 @@ pub(super) fn compile(
         EvpnRole::Vtep
     };
     if let Some(n) = intent.nodes.get(node) {
-        underlay.peer_filters = peer_filters(intent, n);
+        underlay.peer_filters = peer_filters(intent, ports_by_node, n);
         underlay.bfd_neighbors = n
             .fabric_ports
             .iter()
@@ -81,7 +81,48 @@ pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
             .collect(),
         _ => BTreeSet::new(),
     };
-    of_role(intent, nodes, NodeRole::Switch)
+    let mut switches = of_role(intent, nodes, NodeRole::Switch);
+    switches.extend(neighbours_of(
+        intent,
+        &evpn_scope_affected_by(intent, change),
+    ));
+    switches
+}
+
+/// Hypervisors and gateways whose EVPN scope ([`evpn_scope`]) may change with `change`: the
+/// kinds that decide which networks a node carries, not those that only shape them (ACLs,
+/// NAT, load balancers).
+fn evpn_scope_affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
+    let mut nodes = BTreeSet::new();
+    if matches!(
+        change,
+        ObjectRef::Port(_) | ObjectRef::Observed(_) | ObjectRef::Network(_) | ObjectRef::Vpc(_)
+    ) {
+        nodes.extend(super::hypervisor::affected_by(intent, change));
+    }
+    if matches!(
+        change,
+        ObjectRef::Vpc(_)
+            | ObjectRef::Placement(_)
+            | ObjectRef::Network(_)
+            | ObjectRef::DirectConnect(_)
+    ) {
+        nodes.extend(super::gateway::affected_by(intent, change));
+    }
+    nodes
+}
+
+/// The switches with a fabric port to any of `nodes`.
+fn neighbours_of(intent: &Intent, nodes: &BTreeSet<String>) -> BTreeSet<String> {
+    if nodes.is_empty() {
+        return BTreeSet::new();
+    }
+    intent
+        .nodes
+        .values()
+        .filter(|s| s.role == NodeRole::Switch && s.fabric_ports.iter().any(|p| nodes.contains(p)))
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// What the switch accepts from each hypervisor and gateway on its fabric ports: a hypervisor
@@ -90,8 +131,9 @@ pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
 /// (not only the /32s placement gives it today: the leaf must accept a new primary's routes
 /// the moment it announces them, without waiting for its own configuration to follow a
 /// failover). A neighbour's other announcements (a default route, another node's VTEP, a
-/// tenant's address) are dropped at the leaf.
-fn peer_filters(intent: &Intent, switch: &Node) -> Vec<PeerFilter> {
+/// tenant's address) are dropped at the leaf. In EVPN, each may announce only the VNIs of
+/// the networks it carries ([`evpn_scope`]).
+fn peer_filters(intent: &Intent, ports_by_node: &PortsByNode, switch: &Node) -> Vec<PeerFilter> {
     let host = |ip: std::net::Ipv4Addr| PrefixMatch {
         prefix: ipnet::Ipv4Net::new(ip, 32).expect("/32 is valid"),
         host_routes: false,
@@ -124,9 +166,31 @@ fn peer_filters(intent: &Intent, switch: &Node) -> Vec<PeerFilter> {
         out.push(PeerFilter {
             neighbor: port.clone(),
             permit,
+            evpn: Some(EvpnScope {
+                asn: peer.asn,
+                vnis: evpn_scope(intent, ports_by_node, peer),
+            }),
         });
     }
     out
+}
+
+/// The VNIs of the L2 networks a hypervisor or gateway carries: exactly those its own
+/// compiled desired state holds (a hypervisor's hosted networks; a gateway's tiers and
+/// hand-off segments of the VPCs placed on it, as primary or standby, so that a failover
+/// needs no change at the leaf), ascending.
+pub fn evpn_scope(intent: &Intent, ports_by_node: &PortsByNode, peer: &Node) -> Vec<u32> {
+    let vnis: BTreeSet<u32> = match peer.role {
+        NodeRole::Switch => BTreeSet::new(),
+        NodeRole::Hypervisor => {
+            hosted_networks_of(intent, ports_by_node.of(&peer.name), &peer.name)
+                .iter()
+                .filter_map(|k| intent.networks.get(k).map(|n| n.vni))
+                .collect()
+        }
+        NodeRole::Gateway => super::gateway::carried_vnis(intent, &peer.name),
+    };
+    vnis.into_iter().collect()
 }
 
 /// What a switch carries: each tier with a bare-metal port bound on one of its interfaces,
