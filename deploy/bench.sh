@@ -6,7 +6,7 @@
 #
 #   deploy/bench.sh [--only PART[,PART...]] [--smoke]
 #
-# PARTS: maglev, rest, fanout, scale, hv, acl, failover (default: all, in that order).
+# PARTS: maglev, compile, rest, fanout, scale, hv, acl, failover (default: all, in that order).
 # --smoke runs each part at tiny sizes (under a minute in all): not figures, a check that the
 # benchmarks still run and print their lines. deploy/test.sh runs it, so they cannot rot.
 # fanout and scale start a real etcd and sf-coordinator; hv, acl and failover build network-namespace
@@ -17,7 +17,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
-ALL_PARTS=(maglev rest fanout scale hv acl failover)
+ALL_PARTS=(maglev compile rest fanout scale hv acl failover)
 ONLY=""
 SMOKE=0
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -64,6 +64,13 @@ part_maglev() {
     local smoke=()
     [ "$SMOKE" = 1 ] && smoke=(--smoke)
     cargo run --release --locked -q -p sf-core --example maglev_bench -- "${smoke[@]}" | rows
+}
+
+part_compile() {
+    echo "# Compiling one gateway and its leaf with N VPCs on the gateway pair, baseline linear from the smallest N"
+    local smoke=()
+    [ "$SMOKE" = 1 ] && smoke=(--smoke)
+    cargo run --release --locked -q -p sf-core --example gateway_compile_bench -- "${smoke[@]}" | rows
 }
 
 part_rest() {

@@ -18,7 +18,7 @@ use crate::event::ObjectRef;
 use crate::event::{VpcChildRef, VpcRef};
 use crate::model::{Intent, NatKind, NodeRole};
 
-use super::{dc_segment, of_role, tier_acl, tier_network, underlay_mut, vpc_networks};
+use super::{dc_segment, of_role, of_vpc, tier_acl, tier_network, underlay_mut};
 
 /// Adds the routers of the VPCs placed on `node` to `out`, with their L2 networks, and sets
 /// what its underlay may announce and watch with BFD.
@@ -82,14 +82,8 @@ fn placed_on(intent: &Intent, key: &VpcRef) -> BTreeSet<String> {
 pub fn carried_vnis(intent: &Intent, node: &str) -> BTreeSet<u32> {
     let mut vnis = BTreeSet::new();
     for (key, _) in placed_vpcs(intent, node) {
-        vnis.extend(vpc_networks(intent, &key.tenant, &key.vpc).map(|n| n.vni));
-        vnis.extend(
-            intent
-                .direct_connects
-                .range(VpcChildRef::new(&key.tenant, &key.vpc, "")..)
-                .take_while(|(k, _)| k.tenant == key.tenant && k.vpc == key.vpc)
-                .map(|(_, d)| d.vni),
-        );
+        vnis.extend(of_vpc(&intent.networks, &key.tenant, &key.vpc).map(|n| n.vni));
+        vnis.extend(of_vpc(&intent.direct_connects, &key.tenant, &key.vpc).map(|d| d.vni));
     }
     vnis
 }
@@ -115,11 +109,10 @@ pub fn placed_vpcs(intent: &Intent, node: &str) -> Vec<(VpcRef, RouterRole)> {
 /// The router of a VPC: its tiers, routes and NAT, in a deterministic order.
 pub fn vpc_router(intent: &Intent, key: &VpcRef) -> VpcRouter {
     let vpc = &intent.vpcs[key];
-    let in_vpc = |t: &str, v: &str| t == key.tenant && v == key.vpc;
-    let mut tiers: Vec<RouterTier> = intent
-        .networks
-        .values()
-        .filter(|n| in_vpc(&n.tenant, &n.vpc))
+    // Every object kind below is keyed by (tenant, vpc, name): one key range per VPC, never a
+    // scan of the fabric's objects (a gateway compiles every VPC placed on it).
+    let (tenant, vpc_name) = (key.tenant.as_str(), key.vpc.as_str());
+    let mut tiers: Vec<RouterTier> = of_vpc(&intent.networks, tenant, vpc_name)
         .map(|n| RouterTier {
             name: n.name.clone(),
             vni: n.vni,
@@ -129,10 +122,7 @@ pub fn vpc_router(intent: &Intent, key: &VpcRef) -> VpcRouter {
         })
         .collect();
     tiers.sort_by_key(|t| t.vni);
-    let routes = intent
-        .routes
-        .values()
-        .filter(|r| in_vpc(&r.tenant, &r.vpc))
+    let routes = of_vpc(&intent.routes, tenant, vpc_name)
         .map(|r| RouterRoute {
             prefix: r.prefix,
             nexthop: r.nexthop,
@@ -155,11 +145,7 @@ pub fn vpc_router(intent: &Intent, key: &VpcRef) -> VpcRouter {
     };
     let mut announce: Vec<ipnet::Ipv4Net> = router.tiers.iter().map(|t| t.cidr).collect();
     announce.sort();
-    for dc in intent
-        .direct_connects
-        .values()
-        .filter(|d| in_vpc(&d.tenant, &d.vpc))
-    {
+    for dc in of_vpc(&intent.direct_connects, tenant, vpc_name) {
         let mut accept = dc.accept.clone();
         accept.sort();
         router.direct_connects.push(DirectConnectPeering {
@@ -173,11 +159,7 @@ pub fn vpc_router(intent: &Intent, key: &VpcRef) -> VpcRouter {
             announce: announce.clone(),
         });
     }
-    for lb in intent
-        .load_balancers
-        .values()
-        .filter(|l| in_vpc(&l.tenant, &l.vpc))
-    {
+    for lb in of_vpc(&intent.load_balancers, tenant, vpc_name) {
         let mut backends: Vec<LbBackend> = lb
             .backends
             .iter()
@@ -201,11 +183,7 @@ pub fn vpc_router(intent: &Intent, key: &VpcRef) -> VpcRouter {
             source_cidrs: lb.source_cidrs.clone(),
         });
     }
-    for r in intent
-        .nat_rules
-        .values()
-        .filter(|r| in_vpc(&r.tenant, &r.vpc))
-    {
+    for r in of_vpc(&intent.nat_rules, tenant, vpc_name) {
         match &r.kind {
             NatKind::Snat { public_ip } => router.snat = Some(*public_ip),
             NatKind::PortForward {

@@ -12,7 +12,7 @@ pub mod gateway;
 pub mod hypervisor;
 pub mod switch;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::desired::{
     AclRule, DesiredObject, EvpnRole, L2Network, LocalPort, NodeDesired, SwitchAttachment, TierAcl,
@@ -66,17 +66,25 @@ impl<'a> PortsByNode<'a> {
     }
 }
 
-/// The networks of one VPC, by key range (not a scan of every network of the fabric).
+/// The objects of one VPC in a map keyed by [`VpcChildRef`], by key range (not a scan of
+/// every object of the fabric), in key order.
+pub(crate) fn of_vpc<'a, T>(
+    map: &'a BTreeMap<VpcChildRef, T>,
+    tenant: &'a str,
+    vpc: &'a str,
+) -> impl Iterator<Item = &'a T> + 'a {
+    map.range(VpcChildRef::new(tenant, vpc, "")..)
+        .take_while(move |(k, _)| k.tenant == tenant && k.vpc == vpc)
+        .map(|(_, v)| v)
+}
+
+/// The networks of one VPC, by key range.
 pub(crate) fn vpc_networks<'a>(
     intent: &'a Intent,
     tenant: &'a str,
     vpc: &'a str,
 ) -> impl Iterator<Item = &'a crate::model::Network> + 'a {
-    intent
-        .networks
-        .range(VpcChildRef::new(tenant, vpc, "")..)
-        .take_while(move |(k, _)| k.tenant == tenant && k.vpc == vpc)
-        .map(|(_, n)| n)
+    of_vpc(&intent.networks, tenant, vpc)
 }
 
 /// Compiles the desired state of `node` at `revision`. Unknown nodes get `None`.
