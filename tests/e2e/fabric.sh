@@ -86,6 +86,13 @@ check "leaf2 did not accept hv2's route for red's VNI" bash -c "! vtysh --vty_so
 check "hv1 does not flood red's VNI to hv2" bash -c "! bridge -n ${LAB_PREFIX}hv1 fdb show dev vxlan$RED_VNI | grep -q 'dst 10.255.1.2 '"
 check "hv1 still floods blue's VNI to hv2" bash -c "bridge -n ${LAB_PREFIX}hv1 fdb show dev vxlan$WEB_VNI | grep -q 'dst 10.255.1.2 '"
 check "the rogue VXLAN is removed" bash -c "ip -n ${LAB_PREFIX}hv2 link del vxrogue && ip -n ${LAB_PREFIX}hv2 link del brrogue"
+# A red VM placed on hv2: the leaves widen hv2's scope by one list line (no full reload) and
+# take hv2's routes for red from then on (FRR re-reads them after its route-map delay).
+check "red-web-3 on hv2 (red is new to hv2)" L vm-add red-web-3 hv2 demo red web 10.10.1.23
+check "leaf1 now accepts hv2's routes for red's VNI" wait_for 30 bash -c "vtysh --vty_socket '$STATE/frr/leaf1' -c 'show bgp l2vpn evpn route detail' | grep -q 'RT:65002:$RED_VNI\b'"
+check "red-web-1 reaches red-web-3 on hv2" wait_for 30 pings red-web-1 10.10.1.23
+check "leaf1 applied hv2's new VNI as a list delta, not a full reload" bash -c "grep -h 'FRR list delta applied' '$STATE'/logs/*leaf1*.log | grep -q 'added=1'"
+check "vm-del red-web-3" L vm-del red-web-3
 
 section "2. bare metal: bm1 (leaf1 port bm1) joins blue's web tier"
 X bm1 ip addr add 10.10.1.50/24 dev leaf1

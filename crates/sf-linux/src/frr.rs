@@ -7,11 +7,12 @@
 //! the reload. Daemons are addressed through their vty socket directory, which works the same
 //! inside a network namespace.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::path::PathBuf;
 
 use sf_core::desired::{EvpnRole, PeerFilter, Underlay, BFD_INTERVAL_MS, BFD_MULTIPLIER};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{run, DeviceError};
 
@@ -204,11 +205,12 @@ fn render_evpn_filters(c: &mut String, filters: &[PeerFilter]) {
             scope.asn
         );
         // `_` is FRR's delimiter class in BGP regular expressions (start, end or a space).
-        for (i, vni) in scope.vnis.iter().enumerate() {
+        // The sequence number is the VNI: a VNI joining or leaving the scope is one line
+        // added or removed, never a renumbering of the others (see `list_delta`).
+        for vni in &scope.vnis {
             let _ = writeln!(
                 c,
-                "bgp extcommunity-list expanded {name} seq {} permit _RT:[0-9.]+:{vni}_",
-                (i + 1) * 5
+                "bgp extcommunity-list expanded {name} seq {vni} permit _RT:[0-9.]+:{vni}_"
             );
         }
         let _ = writeln!(c, "route-map {name} deny 5");
@@ -260,6 +262,43 @@ pub fn expected_lines(u: &Underlay) -> Vec<String> {
     v
 }
 
+/// Top-level one-line statements FRR keys by list name and sequence number: adding or
+/// removing one changes nothing else in the configuration.
+const LIST_STATEMENTS: [&str; 3] = [
+    "bgp extcommunity-list ",
+    "ip prefix-list ",
+    "bgp as-path access-list ",
+];
+
+/// The list lines to add and remove to go from one rendered configuration to the next.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ListDelta<'a> {
+    pub added: Vec<&'a str>,
+    pub removed: Vec<&'a str>,
+}
+
+/// When two configurations differ only in list lines ([`LIST_STATEMENTS`]: a leaf's EVPN
+/// scope growing or shrinking by a VNI), the lines to add and remove; `None` when anything
+/// else differs. Applying this through vtysh costs a fraction of a second where
+/// frr-reload.py reads back and diffs the whole configuration (seconds on a leaf with
+/// thousands of filter lines; docs/PERFORMANCE.md).
+pub fn list_delta<'a>(old: &'a str, new: &'a str) -> Option<ListDelta<'a>> {
+    let is_list = |l: &&str| LIST_STATEMENTS.iter().any(|p| l.starts_with(p));
+    if !old
+        .lines()
+        .filter(|l| !is_list(l))
+        .eq(new.lines().filter(|l| !is_list(l)))
+    {
+        return None;
+    }
+    let o: BTreeSet<&str> = old.lines().filter(is_list).collect();
+    let n: BTreeSet<&str> = new.lines().filter(is_list).collect();
+    Some(ListDelta {
+        added: n.difference(&o).copied().collect(),
+        removed: o.difference(&n).copied().collect(),
+    })
+}
+
 /// One FRR instance, addressed through its vty socket directory.
 pub struct Frr {
     pub dir: PathBuf,
@@ -286,6 +325,22 @@ impl Frr {
     ) -> Result<bool, DeviceError> {
         if !force && self.last_applied.as_deref() == Some(config) {
             return Ok(false);
+        }
+        if !force {
+            if let Some(delta) = self
+                .last_applied
+                .as_deref()
+                .and_then(|o| list_delta(o, config))
+            {
+                match self.apply_list_delta(&delta).await {
+                    Ok(()) => {
+                        self.last_applied = Some(config.to_string());
+                        return Ok(true);
+                    }
+                    // Whatever went wrong, the full reload below converges.
+                    Err(e) => warn!(error = %e, "FRR list delta failed; reloading in full"),
+                }
+            }
         }
         let dir = self.dir.to_string_lossy().to_string();
         let conf = self.dir.join("stackfabric.conf");
@@ -329,6 +384,46 @@ impl Frr {
         info!(dir = %dir, "FRR configuration applied");
         self.last_applied = Some(config.to_string());
         Ok(true)
+    }
+
+    /// Applies a [`ListDelta`] through `vtysh -f` (removals first, so a sequence number
+    /// that changes content is freed before it is reused), then checks the running
+    /// configuration holds every added line and none of the removed ones.
+    async fn apply_list_delta(&self, delta: &ListDelta<'_>) -> Result<(), DeviceError> {
+        let dir = self.dir.to_string_lossy().to_string();
+        let file = self.dir.join("stackfabric-delta.conf");
+        let mut script = String::new();
+        for l in &delta.removed {
+            let _ = writeln!(script, "no {l}");
+        }
+        for l in &delta.added {
+            let _ = writeln!(script, "{l}");
+        }
+        std::fs::write(&file, &script).map_err(|e| DeviceError::Spawn {
+            cmd: format!("write {}", file.display()),
+            source: e,
+        })?;
+        let file_s = file.to_string_lossy().to_string();
+        let out = run("vtysh", &["--vty_socket", &dir, "-f", &file_s]).await?;
+        if let Some(err) = out.lines().find(|l| l.starts_with('%')) {
+            return Err(DeviceError::Verify(format!("vtysh: {err}")));
+        }
+        let running = self.running_config().await?;
+        let lines: BTreeSet<&str> = running.lines().map(str::trim_end).collect();
+        let missing = delta.added.iter().filter(|l| !lines.contains(*l)).count();
+        let left = delta.removed.iter().filter(|l| lines.contains(*l)).count();
+        if missing + left > 0 {
+            return Err(DeviceError::Verify(format!(
+                "list delta: {missing} added lines missing, {left} removed lines left"
+            )));
+        }
+        info!(
+            dir = %dir,
+            added = delta.added.len(),
+            removed = delta.removed.len(),
+            "FRR list delta applied"
+        );
+        Ok(())
     }
 
     pub async fn running_config(&self) -> Result<String, DeviceError> {
@@ -431,9 +526,9 @@ mod tests {
 "
         ));
         assert!(c.contains(
-            "bgp extcommunity-list expanded SF-EVPN-FROM-hv1 seq 5 permit _RT:[0-9.]+:100_
+            "bgp extcommunity-list expanded SF-EVPN-FROM-hv1 seq 100 permit _RT:[0-9.]+:100_
 \
-             bgp extcommunity-list expanded SF-EVPN-FROM-hv1 seq 10 permit _RT:[0-9.]+:1000001_
+             bgp extcommunity-list expanded SF-EVPN-FROM-hv1 seq 1000001 permit _RT:[0-9.]+:1000001_
 "
         ));
         assert!(c.contains(
@@ -478,6 +573,50 @@ exit
         );
         u.peer_filters.truncate(0);
         assert!(!render("leaf1", &u).contains("delay-timer"));
+    }
+
+    /// A VNI joining a neighbour's scope is one list line added (sequence numbers are the
+    /// VNIs, so the others do not move); any other difference needs the full reload.
+    #[test]
+    fn a_scope_change_is_a_list_delta() {
+        use sf_core::desired::EvpnScope;
+        let mut u = underlay(EvpnRole::Transit);
+        u.neighbors = vec!["hv1".into()];
+        let with = |vnis: &[u32]| {
+            let mut u = u.clone();
+            u.peer_filters = vec![PeerFilter {
+                neighbor: "hv1".into(),
+                permit: vec![],
+                evpn: Some(EvpnScope {
+                    asn: 65001,
+                    vnis: vnis.to_vec(),
+                }),
+            }];
+            render("leaf1", &u)
+        };
+        let (old, new) = (with(&[100, 300]), with(&[100, 200, 300]));
+        assert_eq!(
+            list_delta(&old, &new),
+            Some(ListDelta {
+                added: vec![
+                    "bgp extcommunity-list expanded SF-EVPN-FROM-hv1 seq 200 permit _RT:[0-9.]+:200_"
+                ],
+                removed: vec![],
+            })
+        );
+        let shrunk = with(&[300]);
+        assert_eq!(list_delta(&old, &shrunk).unwrap().removed.len(), 1);
+        // A new neighbour adds route-map entries and a session line: not a list delta.
+        let mut two = u.clone();
+        two.neighbors.push("hv2".into());
+        assert_eq!(list_delta(&old, &render("leaf1", &two)), None);
+        assert_eq!(
+            list_delta(&old, &old),
+            Some(ListDelta {
+                added: vec![],
+                removed: vec![]
+            })
+        );
     }
 
     /// Sessions to gateways are watched by BFD with the fabric profile; others are not.
