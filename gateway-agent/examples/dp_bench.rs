@@ -1,0 +1,248 @@
+//! Dataplane figures for `deploy/bench.sh` (parts `lb` and `nat`), driving the real ruleset
+//! renderer of [`sf_gateway_agent::nft`], never a hand copy of it.
+//!
+//! - `lb-flip --netns NS --backends 3,10 [--rounds R]`: loads a VPC router's table with one
+//!   65,537-slot Maglev load balancer into the (existing, empty) namespace NS, then flips one
+//!   backend down and up R times through each of two paths, timing each `nft -f`:
+//!   the whole-map reload (`flush map` + every slot: what the agent did before) and the slot
+//!   diff the agent does now ([`nft::map_load`]). After the last flip the kernel's map is read
+//!   back and compared with the expected table, so a diff that leaves the map wrong fails the
+//!   bench. Prints `figure,value,baseline,ratio` lines (median ms).
+//! - `nat-table --forwards N`: prints the `nft -f` transaction the agent loads for a VPC
+//!   router with N UDP port forwards on 203.0.113.0/24 (ports 1000 + i / 250 per address)
+//!   to 10.10.1.11, ports 5000 + i (see `deploy/lib/nat-bench.sh`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use sf_core::desired::{
+    vpc_mac, HealthCheck, L4Protocol, LbBackend, LoadBalancer, PortForward, RouterTier, VpcRouter,
+};
+use sf_gateway_agent::nft::{self, LbLoad, LbTable, MapLoad};
+
+const SLOTS: u32 = 65_537;
+
+fn router(backends: usize) -> VpcRouter {
+    VpcRouter {
+        role: Default::default(),
+        tenant: "bench".into(),
+        vpc: "bench".into(),
+        id: 1,
+        cidr: "10.10.0.0/16".parse().expect("cidr"),
+        mac: vpc_mac(1),
+        tiers: vec![RouterTier {
+            name: "web".into(),
+            vni: 1_000_001,
+            cidr: "10.10.1.0/24".parse().expect("cidr"),
+            gateway: "10.10.1.1".parse().expect("ip"),
+            acl: None,
+        }],
+        routes: vec![],
+        snat: Some("203.0.113.10".parse().expect("ip")),
+        port_forwards: vec![],
+        static_nats: vec![],
+        load_balancers: (backends > 0)
+            .then(|| LoadBalancer {
+                name: "web".into(),
+                vip: "203.0.113.20".parse().expect("ip"),
+                protocol: L4Protocol::Tcp,
+                port: 80,
+                backends: (0..backends)
+                    .map(|i| LbBackend {
+                        name: format!("10.10.1.{}:80", 20 + i),
+                        ip: Ipv4Addr::new(10, 10, 1, 20 + i as u8),
+                        port: 80,
+                        weight: 1,
+                    })
+                    .collect(),
+                health: HealthCheck::None,
+                table_size: SLOTS,
+                public: true,
+                source_cidrs: vec![],
+            })
+            .into_iter()
+            .collect(),
+        direct_connects: vec![],
+    }
+}
+
+/// Runs `nft -f -` with `script` in namespace `ns`; returns the wall time in ms.
+fn nft_in(ns: &str, script: &str) -> Result<f64> {
+    let t = Instant::now();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("ip netns exec nft")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(script.as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("nft -f failed in {ns}");
+    }
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+fn load(table_digest: &str, i: usize, m: MapLoad) -> String {
+    nft::lb_script(&LbLoad {
+        table_digest: table_digest.into(),
+        digests: BTreeMap::from([(i, m.table().digest.clone())]),
+        maps: vec![(i, m)],
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The map `lb0` as the kernel holds it: slot → "ip . port".
+fn kernel_map(ns: &str) -> Result<BTreeMap<u32, String>> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "-j",
+            "list",
+            "map",
+            "ip",
+            nft::TABLE,
+            "lb0",
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!("nft list map failed");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut m = BTreeMap::new();
+    for o in v["nftables"].as_array().context("nftables")? {
+        let Some(elem) = o["map"]["elem"].as_array() else {
+            continue;
+        };
+        for e in elem {
+            let slot = e[0].as_u64().context("slot")? as u32;
+            let c = &e[1]["concat"];
+            m.insert(slot, format!("{} . {}", c[0].as_str().unwrap_or("?"), c[1]));
+        }
+    }
+    Ok(m)
+}
+
+fn expected(t: &LbTable) -> BTreeMap<u32, String> {
+    t.table
+        .iter()
+        .enumerate()
+        .map(|(s, &i)| {
+            (
+                s as u32,
+                format!("{} . {}", t.targets[i as usize].0, t.targets[i as usize].1),
+            )
+        })
+        .collect()
+}
+
+/// One size: (whole-map ms, diff ms, slots written by the diff), medians over `rounds`.
+fn flip(ns: &str, backends: usize, rounds: usize) -> Result<(f64, f64, usize)> {
+    let r = router(backends);
+    let lb = &r.load_balancers[0];
+    let table = nft::render_nft(&r);
+    let td = nft::digest_of(&table).unwrap_or_default();
+    let up = Arc::new(nft::lb_table(lb, &|_| true));
+    let leaver = lb.backends[backends / 2].name.clone();
+    let down = Arc::new(nft::lb_table(lb, &|b| b.name != leaver));
+    nft_in(
+        ns,
+        &(nft::transaction(&table) + &load(&td, 0, MapLoad::Full(up.clone()))),
+    )?;
+    let (mut whole, mut diff, mut written) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..rounds {
+        // The agent before: the whole map on each flip (it does not depend on the contents).
+        for t in [&down, &up] {
+            whole.push(nft_in(ns, &load(&td, 0, MapLoad::Full(t.clone())))?);
+        }
+        // Now: the slots that change between what is installed and the new table.
+        for (from, to) in [(&up, &down), (&down, &up)] {
+            let m = nft::map_load(lb, Some(&from.digest), to.clone());
+            let MapLoad::Slots(_, slots) = &m else {
+                bail!("{backends} backends: the flip is not incremental");
+            };
+            written = slots.len();
+            diff.push(nft_in(ns, &load(&td, 0, m))?);
+        }
+    }
+    // The last diff brought the map back to all-up: check it slot by slot.
+    if kernel_map(ns)? != expected(&up) {
+        bail!("{backends} backends: the kernel's map differs from the table after the diffs");
+    }
+    let m = nft::map_load(lb, Some(&up.digest), down.clone());
+    nft_in(ns, &load(&td, 0, m))?;
+    if kernel_map(ns)? != expected(&down) {
+        bail!("{backends} backends: the kernel's map differs from the table after a down diff");
+    }
+    Ok((median(whole), median(diff), written))
+}
+
+fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn lb_flip(args: &[String]) -> Result<()> {
+    let ns = arg(args, "--netns").context("--netns NS")?;
+    let rounds: usize = arg(args, "--rounds").unwrap_or("5").parse()?;
+    let sizes = arg(args, "--backends").unwrap_or("3,10");
+    println!("figure,value,baseline,ratio");
+    for n in sizes.split(',') {
+        let n: usize = n.parse()?;
+        if !(2..=200).contains(&n) {
+            bail!("--backends: 2 to 200 each");
+        }
+        let (whole, diff, written) = flip(ns, n, rounds)?;
+        eprintln!("{n} backends: a flip writes {written} of {SLOTS} slots");
+        println!(
+            "lb_health_flip_ms_{n}_backends,{diff:.1},{whole:.1} (whole 65537-slot map; diff writes {written}),{:.2}",
+            diff / whole
+        );
+    }
+    Ok(())
+}
+
+fn nat_table(args: &[String]) -> Result<()> {
+    let n: usize = arg(args, "--forwards").context("--forwards N")?.parse()?;
+    if n == 0 || n > 250 * 250 {
+        bail!("--forwards: 1 to 62500");
+    }
+    let mut r = router(0);
+    r.port_forwards = (0..n)
+        .map(|i| PortForward {
+            protocol: L4Protocol::Udp,
+            public_ip: Ipv4Addr::new(203, 0, 113, 1 + (i % 250) as u8),
+            public_port: 1000 + (i / 250) as u16,
+            private_ip: "10.10.1.11".parse().expect("ip"),
+            private_port: 5000 + (i % 60000) as u16,
+        })
+        .collect();
+    print!("{}", nft::transaction(&nft::render_nft(&r)));
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("lb-flip") => lb_flip(&args[1..]),
+        Some("nat-table") => nat_table(&args[1..]),
+        _ => bail!("usage: dp_bench lb-flip --netns NS [--backends 3,10] [--rounds R] | nat-table --forwards N"),
+    }
+}
