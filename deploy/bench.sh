@@ -6,10 +6,10 @@
 #
 #   deploy/bench.sh [--only PART[,PART...]] [--smoke]
 #
-# PARTS: maglev, rest, fanout, scale, hv, acl, failover, lb (default: all, in that order).
+# PARTS: maglev, rest, fanout, scale, hv, acl, failover, nat, lb (default: all, in that order).
 # --smoke runs each part at tiny sizes (under a minute in all): not figures, a check that the
 # benchmarks still run and print their lines. deploy/test.sh runs it, so they cannot rot.
-# fanout and scale start a real etcd and sf-coordinator; hv, acl, failover and lb build
+# fanout and scale start a real etcd and sf-coordinator; hv, acl, failover, nat and lb build
 # network-namespace labs and need root (they are skipped, and say so, without it);
 # SF_BENCH_LAB_PREFIX names their namespaces (default sfbh<pid>-, sfbench<pid>-, sfbl<pid>-).
 set -euo pipefail
@@ -17,7 +17,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
-ALL_PARTS=(maglev rest fanout scale hv acl failover lb)
+ALL_PARTS=(maglev rest fanout scale hv acl failover nat lb)
 ONLY=""
 SMOKE=0
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -184,6 +184,21 @@ part_failover() {
         gsub(/,/, ";", base); gsub(/[^A-Za-z0-9]+/, "_", n); sub(/_$/, "", n)
         print n "," v "," b (base == "" ? "" : " (" base ")") "," r
     }' || { echo "failover benchmark failed" >&2; return 1; }
+}
+
+part_nat() {
+    echo "# NAT packet rate, every packet a new flow: SoftGate's nftables vs an iptables DNAT chain"
+    is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
+    cargo build --release --locked -q -p sf-gateway-agent --example dp_bench
+    local extra=()
+    [ "$SMOKE" = 1 ] && extra=(--sizes "10,100" --seconds 0.5 --repeat 1)
+    local log="$TMP/nat.log"
+    LAB_PREFIX="${SF_BENCH_LAB_PREFIX:-sfbn$$-}" deploy/lib/nat-bench.sh --bin "$BIN" "${extra[@]}" >"$log" 2>&1 || {
+        tail -20 "$log" >&2
+        echo "NAT benchmark failed" >&2
+        return 1
+    }
+    rows <"$log"
 }
 
 part_lb() {

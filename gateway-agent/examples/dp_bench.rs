@@ -8,9 +8,16 @@
 //!   diff the agent does now ([`nft::map_load`]). After the last flip the kernel's map is read
 //!   back and compared with the expected table, so a diff that leaves the map wrong fails the
 //!   bench. Prints `figure,value,baseline,ratio` lines (median ms).
-//! - `nat-table --forwards N`: prints the `nft -f` transaction the agent loads for a VPC
-//!   router with N UDP port forwards on 203.0.113.0/24 (ports 1000 + i / 250 per address)
-//!   to 10.10.1.11, ports 5000 + i (see `deploy/lib/nat-bench.sh`).
+//! - `nat-table --forwards N [--iptables]`: prints the `nft -f` transaction the agent loads
+//!   for a VPC router with N UDP port forwards (forward i: 203.0.113.(1 + i % 250), port
+//!   1000 + i / 250, to 10.10.1.11, port 5000 + i); with `--iptables`, the same forwards as
+//!   an `iptables-restore` file in CloudStack's virtual-router layout (one DNAT rule per
+//!   forward in PREROUTING), the baseline of `deploy/lib/nat-bench.sh`.
+//! - `udp-flood --dev DEV --dst-mac MAC --forwards N --seconds S`: sends 60-byte UDP frames
+//!   on DEV (AF_PACKET, batches of 64 by `sendmmsg`) for S seconds, round robin over the N
+//!   forwards' public address and port, each from a source address and port not used
+//!   before in the run, so every packet is a new connection and walks the NAT rules
+//!   (conntrack serves the rest of a connection). Prints the number of frames sent.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -219,22 +226,166 @@ fn lb_flip(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn nat_table(args: &[String]) -> Result<()> {
+/// Public address and port of forward `i` (see the module doc).
+fn forward_public(i: usize) -> (Ipv4Addr, u16) {
+    (
+        Ipv4Addr::new(203, 0, 113, 1 + (i % 250) as u8),
+        1000 + (i / 250) as u16,
+    )
+}
+
+fn forwards(args: &[String]) -> Result<usize> {
     let n: usize = arg(args, "--forwards").context("--forwards N")?.parse()?;
-    if n == 0 || n > 250 * 250 {
-        bail!("--forwards: 1 to 62500");
+    if n == 0 || n > 60_000 {
+        bail!("--forwards: 1 to 60000");
     }
+    Ok(n)
+}
+
+fn nat_table(args: &[String]) -> Result<()> {
+    let n = forwards(args)?;
     let mut r = router(0);
     r.port_forwards = (0..n)
-        .map(|i| PortForward {
-            protocol: L4Protocol::Udp,
-            public_ip: Ipv4Addr::new(203, 0, 113, 1 + (i % 250) as u8),
-            public_port: 1000 + (i / 250) as u16,
-            private_ip: "10.10.1.11".parse().expect("ip"),
-            private_port: 5000 + (i % 60000) as u16,
+        .map(|i| {
+            let (public_ip, public_port) = forward_public(i);
+            PortForward {
+                protocol: L4Protocol::Udp,
+                public_ip,
+                public_port,
+                private_ip: "10.10.1.11".parse().expect("ip"),
+                private_port: 5000 + i as u16,
+            }
         })
         .collect();
-    print!("{}", nft::transaction(&nft::render_nft(&r)));
+    if args.iter().any(|a| a == "--iptables") {
+        println!("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]");
+        for p in &r.port_forwards {
+            println!(
+                "-A PREROUTING -d {}/32 -i transit -p udp -m udp --dport {} -j DNAT --to-destination {}:{}",
+                p.public_ip, p.public_port, p.private_ip, p.private_port
+            );
+        }
+        println!("COMMIT");
+    } else {
+        print!("{}", nft::transaction(&nft::render_nft(&r)));
+    }
+    Ok(())
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16))
+        .collect::<Result<_, _>>()?;
+    v.try_into()
+        .map_err(|_| anyhow::anyhow!("MAC needs 6 bytes: {s}"))
+}
+
+/// A 60-byte Ethernet/IPv4/UDP frame (UDP checksum 0: none).
+fn frame(dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> [u8; 60] {
+    let mut f = [0u8; 60];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&46u16.to_be_bytes()); // 20 + 8 + 18 bytes of payload
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.0.octets());
+    ip[16..20].copy_from_slice(&dst.0.octets());
+    let sum = (0..10)
+        .map(|i| u16::from_be_bytes([ip[2 * i], ip[2 * i + 1]]) as u32)
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f[34..36].copy_from_slice(&src.1.to_be_bytes());
+    f[36..38].copy_from_slice(&dst.1.to_be_bytes());
+    f[38..40].copy_from_slice(&26u16.to_be_bytes());
+    f
+}
+
+/// An AF_PACKET socket bound to `dev`.
+fn packet_socket(dev: &str) -> Result<(i32, libc::sockaddr_ll)> {
+    let name = std::ffi::CString::new(dev)?;
+    // SAFETY: plain libc calls with valid arguments; the descriptor is owned by the caller.
+    let (fd, index) = unsafe {
+        (
+            libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0),
+            libc::if_nametoindex(name.as_ptr()),
+        )
+    };
+    if fd < 0 || index == 0 {
+        bail!(
+            "AF_PACKET socket on {dev}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = index as i32;
+    sll.sll_halen = 6;
+    Ok((fd, sll))
+}
+
+fn udp_flood(args: &[String]) -> Result<()> {
+    const BATCH: usize = 64;
+    let n = forwards(args)?;
+    let dev = arg(args, "--dev").context("--dev DEV")?;
+    let mac = parse_mac(arg(args, "--dst-mac").context("--dst-mac MAC")?)?;
+    let seconds: f64 = arg(args, "--seconds").unwrap_or("3").parse()?;
+    let (fd, mut sll) = packet_socket(dev)?;
+    let mut frames = vec![[0u8; 60]; BATCH];
+    let (start, mut sent, mut k) = (Instant::now(), 0u64, 0usize);
+    while start.elapsed().as_secs_f64() < seconds {
+        for f in frames.iter_mut() {
+            // Source: 198.18.0.0/15 (65,536 hosts) x ports 1024-65535: no 5-tuple repeats
+            // within 4 billion packets.
+            let (host, port) = (k / n % 65_536, 1024 + k / n / 65_536 % 64_000);
+            let src = Ipv4Addr::new(
+                198,
+                18 + (host >> 8 >> 8) as u8,
+                (host >> 8) as u8,
+                host as u8,
+            );
+            *f = frame(mac, (src, port as u16), forward_public(k % n));
+            k += 1;
+        }
+        let mut iov: Vec<libc::iovec> = frames
+            .iter_mut()
+            .map(|f| libc::iovec {
+                iov_base: f.as_mut_ptr().cast(),
+                iov_len: f.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; every pointer set below outlives the call.
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|io| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                m.msg_hdr.msg_iov = io;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        // SAFETY: `msgs` holds BATCH valid headers pointing into `frames`, `iov` and `sll`.
+        let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOBUFS) {
+                bail!("sendmmsg: {e}");
+            }
+        } else {
+            sent += r as u64;
+        }
+    }
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    println!("{sent}");
     Ok(())
 }
 
@@ -243,6 +394,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("lb-flip") => lb_flip(&args[1..]),
         Some("nat-table") => nat_table(&args[1..]),
-        _ => bail!("usage: dp_bench lb-flip --netns NS [--backends 3,10] [--rounds R] | nat-table --forwards N"),
+        Some("udp-flood") => udp_flood(&args[1..]),
+        _ => bail!("usage: dp_bench lb-flip --netns NS [--backends 3,10] [--rounds R] | nat-table --forwards N [--iptables] | udp-flood --dev DEV --dst-mac MAC --forwards N [--seconds S]"),
     }
 }
