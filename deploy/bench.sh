@@ -205,11 +205,20 @@ part_lb() {
     echo "# Load balancer: a health flip in a 65,537-slot Maglev map, slot diff vs whole-map reload"
     is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
     cargo build --release --locked -q -p sf-gateway-agent --example dp_bench
-    local ns="${SF_BENCH_LAB_PREFIX:-sfbl$$-}flip" sizes=3,10 rounds=5
+    local prefix="${SF_BENCH_LAB_PREFIX:-sfbl$$-}" sizes=3,10 rounds=5
     [ "$SMOKE" = 1 ] && { sizes=3; rounds=1; }
-    netns_add "$ns"
-    "$BIN/examples/dp_bench" lb-flip --netns "$ns" --backends "$sizes" --rounds "$rounds" | rows
-    ip netns del "$ns"
+    netns_add "${prefix}flip"
+    "$BIN/examples/dp_bench" lb-flip --netns "${prefix}flip" --backends "$sizes" --rounds "$rounds" | rows
+    ip netns del "${prefix}flip"
+    echo "# Load balancer: new connections/s and latency through the Maglev VIP vs HAProxy (wrk, 3 backends)"
+    local extra=() log="$TMP/lb.log"
+    [ "$SMOKE" = 1 ] && extra=(--seconds 1 --repeat 1)
+    LAB_PREFIX="$prefix" deploy/lib/lb-bench.sh --bin "$BIN" "${extra[@]}" >"$log" 2>&1 || {
+        tail -20 "$log" >&2
+        echo "load balancer benchmark failed" >&2
+        return 1
+    }
+    rows <"$log"
 }
 
 # Checks that a part printed at least one well-formed figure line: in the smoke run a part

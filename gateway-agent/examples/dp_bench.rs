@@ -18,6 +18,13 @@
 //!   forwards' public address and port, each from a source address and port not used
 //!   before in the run, so every packet is a new connection and walks the NAT rules
 //!   (conntrack serves the rest of a connection). Prints the number of frames sent.
+//! - `lb-table --backends N`: prints the `nft -f` transaction the agent loads for a VPC
+//!   router with one load balancer, 203.0.113.20:80 over N backends 10.10.1.20+i:80
+//!   (65,537 slots, all healthy), maps filled: the Maglev side of `deploy/lib/lb-bench.sh`.
+//! - `http-serve --port P --name NAME [--threads T]`: a minimal HTTP/1.x server answering
+//!   every request with `NAME` and closing the connection: a backend that costs less than
+//!   the balancers it serves (python's http.server would be the bottleneck). T threads
+//!   share the blocking accept (default 2).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -272,6 +279,65 @@ fn nat_table(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn lb_table_script(args: &[String]) -> Result<()> {
+    let n: usize = arg(args, "--backends").context("--backends N")?.parse()?;
+    if !(1..=200).contains(&n) {
+        bail!("--backends: 1 to 200");
+    }
+    let r = router(n);
+    let table = nft::render_nft(&r);
+    let td = nft::digest_of(&table).unwrap_or_default();
+    let all = Arc::new(nft::lb_table(&r.load_balancers[0], &|_| true));
+    print!(
+        "{}{}",
+        nft::transaction(&table),
+        load(&td, 0, MapLoad::Full(all))
+    );
+    Ok(())
+}
+
+/// Answers one connection: reads the request head, writes the response, closes.
+fn answer(mut c: std::net::TcpStream, response: &[u8]) {
+    use std::io::Read;
+    let mut buf = [0u8; 2048];
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = c.write_all(response);
+}
+
+fn http_serve(args: &[String]) -> Result<()> {
+    let port: u16 = arg(args, "--port").unwrap_or("80").parse()?;
+    let name = arg(args, "--name").context("--name NAME")?;
+    let threads: usize = arg(args, "--threads").unwrap_or("2").parse()?;
+    let body = format!("{name}\n");
+    let response: Arc<[u8]> = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+    .into();
+    let listener = Arc::new(std::net::TcpListener::bind(("0.0.0.0", port))?);
+    let workers: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let (l, r) = (listener.clone(), response.clone());
+            std::thread::spawn(move || {
+                for c in l.incoming().flatten() {
+                    answer(c, &r);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
 fn parse_mac(s: &str) -> Result<[u8; 6]> {
     let v: Vec<u8> = s
         .split(':')
@@ -395,6 +461,8 @@ fn main() -> Result<()> {
         Some("lb-flip") => lb_flip(&args[1..]),
         Some("nat-table") => nat_table(&args[1..]),
         Some("udp-flood") => udp_flood(&args[1..]),
-        _ => bail!("usage: dp_bench lb-flip --netns NS [--backends 3,10] [--rounds R] | nat-table --forwards N [--iptables] | udp-flood --dev DEV --dst-mac MAC --forwards N [--seconds S]"),
+        Some("lb-table") => lb_table_script(&args[1..]),
+        Some("http-serve") => http_serve(&args[1..]),
+        _ => bail!("usage: dp_bench lb-flip --netns NS [--backends 3,10] [--rounds R] | nat-table --forwards N [--iptables] | udp-flood --dev DEV --dst-mac MAC --forwards N [--seconds S] | lb-table --backends N | http-serve --port P --name NAME [--threads T]"),
     }
 }
