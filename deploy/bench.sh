@@ -6,21 +6,22 @@
 #
 #   deploy/bench.sh [--only PART[,PART...]] [--smoke]
 #
-# PARTS: maglev, compile, rest, fanout, scale, hv, acl, failover (default: all, in that order).
-# --smoke runs each part at tiny sizes (under a minute in all): not figures, a check that the
+# PARTS: maglev, compile, rest, fanout, scale, hv, acl, failover, nat, lb (default: all, in
+# that order).
+# --smoke runs each part at tiny sizes (about two minutes in all): not figures, a check that the
 # benchmarks still run and print their lines. deploy/test.sh runs it, so they cannot rot.
-# fanout and scale start a real etcd and sf-coordinator; hv, acl and failover build network-namespace
-# labs and need root (they are skipped, and say so, without it); SF_BENCH_LAB_PREFIX names
-# their namespaces (default sfbh<pid>- and sfbench<pid>-).
+# fanout and scale start a real etcd and sf-coordinator; hv, acl, failover, nat and lb build
+# network-namespace labs and need root (they are skipped, and say so, without it);
+# SF_BENCH_LAB_PREFIX names their namespaces (default sfbh<pid>-, sfbench<pid>-, sfbl<pid>-).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
-ALL_PARTS=(maglev compile rest fanout scale hv acl failover)
+ALL_PARTS=(maglev compile rest fanout scale hv acl failover nat lb)
 ONLY=""
 SMOKE=0
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --only) ONLY=${2:?--only needs a list of parts}; shift 2 ;;
@@ -52,7 +53,18 @@ else
 fi
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+# Namespaces a part creates are listed in $TMP/netns (parts run in a pipeline's subshell) and
+# removed here, also after a failure.
+cleanup() {
+    local ns
+    if [ -f "$TMP/netns" ]; then
+        while read -r ns; do ip netns del "$ns" 2>/dev/null || true; done <"$TMP/netns"
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+# netns_add NAME: a namespace removed at exit.
+netns_add() { ip netns add "$1" && echo "$1" >>"$TMP/netns"; }
 
 # Keeps a part's figure lines and `#` comments; drops its own CSV header (this script prints
 # one for all) and any progress lines.
@@ -180,6 +192,41 @@ part_failover() {
         gsub(/,/, ";", base); gsub(/[^A-Za-z0-9]+/, "_", n); sub(/_$/, "", n)
         print n "," v "," b (base == "" ? "" : " (" base ")") "," r
     }' || { echo "failover benchmark failed" >&2; return 1; }
+}
+
+part_nat() {
+    echo "# NAT packet rate, every packet a new flow: SoftGate's nftables vs an iptables DNAT chain"
+    is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
+    cargo build --release --locked -q -p sf-gateway-agent --example dp_bench
+    local extra=()
+    [ "$SMOKE" = 1 ] && extra=(--sizes "10,100" --seconds 0.5 --repeat 1)
+    local log="$TMP/nat.log"
+    LAB_PREFIX="${SF_BENCH_LAB_PREFIX:-sfbn$$-}" deploy/lib/nat-bench.sh --bin "$BIN" "${extra[@]}" >"$log" 2>&1 || {
+        tail -20 "$log" >&2
+        echo "NAT benchmark failed" >&2
+        return 1
+    }
+    rows <"$log"
+}
+
+part_lb() {
+    echo "# Load balancer: a health flip in a 65,537-slot Maglev map, slot diff vs whole-map reload"
+    is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
+    cargo build --release --locked -q -p sf-gateway-agent --example dp_bench
+    local prefix="${SF_BENCH_LAB_PREFIX:-sfbl$$-}" sizes=3,10 rounds=5
+    [ "$SMOKE" = 1 ] && { sizes=3; rounds=1; }
+    netns_add "${prefix}flip"
+    "$BIN/examples/dp_bench" lb-flip --netns "${prefix}flip" --backends "$sizes" --rounds "$rounds" | rows
+    ip netns del "${prefix}flip"
+    echo "# Load balancer: new connections/s and latency through the Maglev VIP vs HAProxy (wrk, 3 backends)"
+    local extra=() log="$TMP/lb.log"
+    [ "$SMOKE" = 1 ] && extra=(--seconds 1 --repeat 1)
+    LAB_PREFIX="$prefix" deploy/lib/lb-bench.sh --bin "$BIN" "${extra[@]}" >"$log" 2>&1 || {
+        tail -20 "$log" >&2
+        echo "load balancer benchmark failed" >&2
+        return 1
+    }
+    rows <"$log"
 }
 
 # Checks that a part printed at least one well-formed figure line: in the smoke run a part

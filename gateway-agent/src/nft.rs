@@ -45,15 +45,20 @@
 //! never reaches routing) and rejects new connections to a VIP that were not translated
 //! (no healthy backend: the map is empty). Hairpin (a VM of the VPC using the VIP) is
 //! masqueraded like port forwards. The maps are filled outside the table body: a health
-//! change rewrites only the affected map (`flush map` + `add element` in one transaction,
-//! [`lb_script`]), never the NAT. The set `lbsum` carries, as element comments, the digest
-//! of the table body (`sf:table=`) and of each map's contents (`sf:lb<i>=`); listing that
-//! small set is instant, whereas any listing of the table makes nft fetch every element of
-//! the 65,537-slot maps (about 0.5 s).
+//! change rewrites only the affected map, never the NAT, and in that map only the slots
+//! whose backend changes (`delete element` + `add element` of about 1/N of the slots, in
+//! one transaction, [`lb_script`], [`map_load`]). The set `lbsum` carries, as element
+//! comments, the digest of the table body (`sf:table=`) and of each map's contents
+//! (`sf:lb<i>=`); listing that small set is instant, whereas any listing of the table makes
+//! nft fetch every element of the 65,537-slot maps (about 0.5 s). A map's digest ends with
+//! the mask of the backends in it, so the installed table can be rebuilt, and the slot diff
+//! computed, from `lbsum` alone, also by a restarted agent ([`installed_table`]); a
+//! rebuild that does not reproduce the digest means the contents are unknown: whole load.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use sf_core::desired::{HealthCheck, L4Protocol, LbBackend, LoadBalancer, RouterTier, VpcRouter};
@@ -117,17 +122,28 @@ pub fn lb_backends(lb: &LoadBalancer) -> Vec<&LbBackend> {
     m.into_values().collect()
 }
 
+/// Longest member mask (hex digits) carried in a map's `lbsum` comment: nft limits a comment
+/// to 128 bytes. Load balancers with more backends (4 per digit) are always loaded whole.
+const LB_MASK_MAX_DIGITS: usize = 96;
+
 /// The installed contents of one load balancer map.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LbTable {
     /// `sf_core::maglev::digest` of the table in backend names (what gateways compare).
     pub maglev_digest: String,
-    /// Digest of the map contents as loaded (slots, addresses, ports); carried in `lbsum`.
+    /// Digest of the map contents as loaded (slots, addresses, ports), then `-` and the
+    /// member mask (hex; bit i: the i-th of [`lb_backends`] is in the table), so the table
+    /// a map holds can be rebuilt from its `lbsum` comment alone ([`installed_table`]).
+    /// Carried in `lbsum`.
     pub digest: String,
     /// `slot : ip . port, ...` (empty: no healthy backend).
     pub elements: String,
     /// Backend name → slots it holds (healthy backends with weight only).
     pub slots: BTreeMap<String, usize>,
+    /// The Maglev table: slot → index into `targets`.
+    pub table: Vec<u32>,
+    /// The backends in the table (address, port), in name order.
+    pub targets: Vec<(Ipv4Addr, u16)>,
 }
 
 impl std::fmt::Debug for LbTable {
@@ -154,6 +170,10 @@ pub fn lb_table(lb: &LoadBalancer, healthy: &dyn Fn(&LbBackend) -> bool) -> LbTa
         maglev::build(&input, lb.table_size)
     };
     let names: Vec<&str> = input.iter().map(|x| x.0).collect();
+    let members: Vec<bool> = lb_backends(lb)
+        .iter()
+        .map(|b| up.iter().any(|u| std::ptr::eq(*u, *b)))
+        .collect();
     let mut elements = String::with_capacity(table.len() * 24);
     let mut slots: BTreeMap<String, usize> = BTreeMap::new();
     for (slot, &i) in table.iter().enumerate() {
@@ -164,11 +184,83 @@ pub fn lb_table(lb: &LoadBalancer, healthy: &dyn Fn(&LbBackend) -> bool) -> LbTa
         let _ = write!(elements, "{slot} : {} . {}", b.ip, b.port);
         *slots.entry(b.name.clone()).or_default() += 1;
     }
+    let content = digest(&format!("{}\n{elements}", lb.table_size));
     LbTable {
         maglev_digest: maglev::digest(&table, &names),
-        digest: digest(&format!("{}\n{elements}", lb.table_size)),
+        digest: match member_mask(&members) {
+            Some(mask) => format!("{content}-{mask}"),
+            None => content,
+        },
         elements,
         slots,
+        targets: up.iter().map(|b| (b.ip, b.port)).collect(),
+        table,
+    }
+}
+
+/// Hex digits of a member mask, 4 members per digit, first member in the lowest bit of the
+/// last digit; `None` when it would not fit in a comment.
+fn member_mask(members: &[bool]) -> Option<String> {
+    let digits = members.len().div_ceil(4).max(1);
+    if digits > LB_MASK_MAX_DIGITS {
+        return None;
+    }
+    let mut mask = String::with_capacity(digits);
+    for d in (0..digits).rev() {
+        let nibble = (0..4)
+            .filter(|b| members.get(d * 4 + b).copied().unwrap_or(false))
+            .fold(0u32, |n, b| n | 1 << b);
+        mask.push(char::from_digit(nibble, 16).expect("a nibble"));
+    }
+    Some(mask)
+}
+
+/// Whether member `i` is set in a mask from [`member_mask`].
+fn mask_has(mask: &str, i: usize) -> bool {
+    let digits = mask.as_bytes();
+    let Some(&c) = digits
+        .len()
+        .checked_sub(1 + i / 4)
+        .and_then(|d| digits.get(d))
+    else {
+        return false;
+    };
+    (c as char)
+        .to_digit(16)
+        .is_some_and(|n| n >> (i % 4) & 1 == 1)
+}
+
+/// The table a map of `lb` holds, rebuilt from the digest its `lbsum` comment carries: the
+/// members named by the mask, under `lb`'s current backends, weights and size. `None`
+/// unless the rebuilt table has exactly that digest (no mask, a backend's address, weight
+/// or the table size changed since): then the map's contents are unknown.
+pub fn installed_table(lb: &LoadBalancer, installed_digest: &str) -> Option<LbTable> {
+    let (_, mask) = installed_digest.split_once('-')?;
+    if mask.is_empty() || !mask.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let backends = lb_backends(lb);
+    let member = |b: &LbBackend| {
+        backends
+            .iter()
+            .position(|x| std::ptr::eq(*x, b))
+            .is_some_and(|i| mask_has(mask, i))
+    };
+    let t = lb_table(lb, &member);
+    (t.digest == installed_digest).then_some(t)
+}
+
+/// How to bring a map of `lb` from what it holds (`installed`: its `lbsum` digest, if any)
+/// to `new`: only the slots that change when the old table is known (a health flip moves
+/// about 1/N of them), else the whole map. Rewriting a slot costs a delete and an add, so
+/// past half of the slots a whole load is cheaper.
+pub fn map_load(lb: &LoadBalancer, installed: Option<&str>, new: Arc<LbTable>) -> MapLoad {
+    let changed = installed
+        .and_then(|d| installed_table(lb, d))
+        .and_then(|old| maglev::changed_slots(&old.table, &old.targets, &new.table, &new.targets));
+    match changed {
+        Some(slots) if slots.len() * 2 < new.table.len() => MapLoad::Slots(new, slots),
+        _ => MapLoad::Full(new),
     }
 }
 
@@ -600,18 +692,51 @@ pub fn transaction(table: &str) -> String {
     format!("table ip {TABLE}\ndelete table ip {TABLE}\n{table}")
 }
 
+/// How one load balancer map is rewritten.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MapLoad {
+    /// Flush it and add every slot (a new map, or one whose contents are unknown).
+    Full(Arc<LbTable>),
+    /// Rewrite only these slots of the installed map (see [`map_load`]): `delete element`
+    /// then `add element` in the same transaction, since nft refuses to `add` over an
+    /// existing key with another value.
+    Slots(Arc<LbTable>, Vec<u32>),
+}
+
+impl MapLoad {
+    pub fn table(&self) -> &Arc<LbTable> {
+        match self {
+            MapLoad::Full(t) | MapLoad::Slots(t, _) => t,
+        }
+    }
+}
+
+impl std::fmt::Debug for MapLoad {
+    /// What the agent logs for a load: how many slots it writes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MapLoad::Full(t) => write!(f, "all {} slots", t.table.len()),
+            MapLoad::Slots(t, s) => write!(f, "{} of {} slots", s.len(), t.table.len()),
+        }
+    }
+}
+
 /// The load balancer maps to (re)load with a table digest: `digests` are every map's
 /// digest (the `lbsum` contents), `maps` the maps whose contents are rewritten.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct LbLoad {
     pub table_digest: String,
     pub digests: BTreeMap<usize, String>,
-    pub maps: Vec<(usize, std::sync::Arc<LbTable>)>,
+    pub maps: Vec<(usize, MapLoad)>,
 }
 
 impl std::fmt::Debug for LbLoad {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let maps: Vec<usize> = self.maps.iter().map(|m| m.0).collect();
+        let maps: Vec<String> = self
+            .maps
+            .iter()
+            .map(|(i, m)| format!("lb{i}: {m:?}"))
+            .collect();
         f.debug_struct("LbLoad")
             .field("table_digest", &self.table_digest)
             .field("digests", &self.digests)
@@ -636,13 +761,43 @@ pub fn lb_script(load: &LbLoad) -> String {
         let _ = write!(s, ", {i} comment \"{COMMENT_PREFIX}lb{i}={d}\"");
     }
     s.push_str(" }\n");
-    for (i, t) in &load.maps {
-        let _ = writeln!(s, "flush map ip {TABLE} lb{i}");
-        if !t.elements.is_empty() {
-            let _ = writeln!(s, "add element ip {TABLE} lb{i} {{ {} }}", t.elements);
+    for (i, m) in &load.maps {
+        match m {
+            MapLoad::Full(t) => {
+                let _ = writeln!(s, "flush map ip {TABLE} lb{i}");
+                if !t.elements.is_empty() {
+                    let _ = writeln!(s, "add element ip {TABLE} lb{i} {{ {} }}", t.elements);
+                }
+            }
+            MapLoad::Slots(t, slots) => slot_script(&mut s, *i, t, slots),
         }
     }
     s
+}
+
+/// Rewrites `slots` of map `lb<i>` with their backend in `t` (nothing when none changed).
+fn slot_script(s: &mut String, i: usize, t: &LbTable, slots: &[u32]) {
+    if slots.is_empty() {
+        return;
+    }
+    let keys: Vec<String> = slots.iter().map(u32::to_string).collect();
+    let _ = writeln!(
+        s,
+        "delete element ip {TABLE} lb{i} {{ {} }}",
+        keys.join(", ")
+    );
+    let values: Vec<String> = slots
+        .iter()
+        .map(|&slot| {
+            let (ip, port) = t.targets[t.table[slot as usize] as usize];
+            format!("{slot} : {ip} . {port}")
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "add element ip {TABLE} lb{i} {{ {} }}",
+        values.join(", ")
+    );
 }
 
 /// Parses `nft list set ip stackfabric lbsum`: (table digest, map digests).
@@ -825,13 +980,134 @@ mod tests {
     }
 
     #[test]
+    fn installed_table_is_rebuilt_from_its_digest_and_a_flip_writes_only_changed_slots() {
+        let r = lb_example();
+        let lb = &r.load_balancers[0];
+        let all = Arc::new(lb_table(lb, &|_| true));
+        let two = Arc::new(lb_table(lb, &|b| b.name != "10.10.1.22:80"));
+        // Members in name order, first in the lowest bit: 21, 22, 23 -> 0b111, 0b101.
+        assert!(
+            all.digest.ends_with("-7") && two.digest.ends_with("-5"),
+            "{}",
+            two.digest
+        );
+        assert_eq!(installed_table(lb, &two.digest).as_ref(), Some(&*two));
+        assert_eq!(installed_table(lb, &all.digest).as_ref(), Some(&*all));
+        // Unknown contents: no mask (an older agent), a changed backend, a foreign digest.
+        assert_eq!(
+            installed_table(lb, all.digest.split('-').next().unwrap()),
+            None
+        );
+        let mut moved = lb.clone();
+        moved.backends[0].ip = "10.10.1.99".parse().unwrap();
+        assert_eq!(installed_table(&moved, &all.digest), None);
+        assert_eq!(installed_table(lb, "0011223344556677-z"), None);
+        // A flip rewrites the slots of the leaving backend (and Maglev's few others).
+        let MapLoad::Slots(t, slots) = map_load(lb, Some(&all.digest), two.clone()) else {
+            panic!("not incremental")
+        };
+        assert!(Arc::ptr_eq(&t, &two));
+        let share = all.slots["10.10.1.22:80"];
+        assert!(
+            slots.len() >= share && slots.len() < share * 3 / 2,
+            "{}",
+            slots.len()
+        );
+        let s = lb_script(&LbLoad {
+            table_digest: "x".into(),
+            digests: BTreeMap::from([(0, two.digest.clone())]),
+            maps: vec![(0, MapLoad::Slots(two.clone(), slots.clone()))],
+        });
+        let del = s.lines().find(|l| l.starts_with("delete element")).unwrap();
+        let add = s
+            .lines()
+            .find(|l| l.starts_with("add element ip stackfabric lb0"))
+            .unwrap();
+        assert!(!s.contains("flush map"), "{s}");
+        assert_eq!(del.matches(", ").count() + 1, slots.len());
+        assert_eq!(add.matches(" : ").count(), slots.len());
+        assert!(!add.contains("10.10.1.22"), "no slot goes to the leaver");
+        // Applying the rewrite to the old contents gives exactly the new contents.
+        let mut map: BTreeMap<String, String> = all
+            .elements
+            .split(", ")
+            .map(|e| {
+                e.split_once(" : ")
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .unwrap()
+            })
+            .collect();
+        for e in add
+            .split_once("{ ")
+            .unwrap()
+            .1
+            .trim_end_matches(" }")
+            .split(", ")
+        {
+            let (k, v) = e.split_once(" : ").unwrap();
+            assert!(map.insert(k.into(), v.into()).is_some(), "slot {k} existed");
+        }
+        let want: BTreeMap<String, String> = two
+            .elements
+            .split(", ")
+            .map(|e| {
+                e.split_once(" : ")
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(map, want);
+        // Unknown or empty on either side: whole map.
+        assert!(matches!(map_load(lb, None, two.clone()), MapLoad::Full(_)));
+        let none = Arc::new(lb_table(lb, &|_| false));
+        assert!(matches!(
+            map_load(lb, Some(&all.digest), none.clone()),
+            MapLoad::Full(_)
+        ));
+        assert!(matches!(
+            map_load(lb, Some(&none.digest), all.clone()),
+            MapLoad::Full(_)
+        ));
+        // No change in the slots (a zero-weight member is no member): nothing to write.
+        let s = lb_script(&LbLoad {
+            table_digest: "x".into(),
+            digests: BTreeMap::from([(0, all.digest.clone())]),
+            maps: vec![(0, MapLoad::Slots(all.clone(), Vec::new()))],
+        });
+        assert!(!s.contains("lb0 {"), "{s}");
+        assert_eq!(
+            format!("{:?}", MapLoad::Slots(two, slots.clone())),
+            format!("{} of 251 slots", slots.len())
+        );
+    }
+
+    #[test]
+    fn member_masks_round_trip_and_stay_within_a_comment() {
+        let members: Vec<bool> = (0..9).map(|i| i % 3 == 0).collect();
+        let m = member_mask(&members).unwrap();
+        assert_eq!(m, "049"); // 0, 3, 6 in the first two digits, 9 absent: 0b1_0100_1001
+        for (i, &want) in members.iter().enumerate() {
+            assert_eq!(mask_has(&m, i), want, "member {i}");
+        }
+        assert!(!mask_has(&m, 40));
+        assert_eq!(member_mask(&[]).as_deref(), Some("0"));
+        assert_eq!(
+            member_mask(&vec![true; 4 * LB_MASK_MAX_DIGITS]).map(|m| m.len()),
+            Some(96)
+        );
+        assert_eq!(member_mask(&vec![true; 4 * LB_MASK_MAX_DIGITS + 1]), None);
+        // "sf:lb<i>=" + 16 + "-" + 96 stays within nft's 128-byte comments.
+        assert!("sf:lb99=".len() + 16 + 1 + LB_MASK_MAX_DIGITS <= 128);
+    }
+
+    #[test]
     fn lb_script_rewrites_only_given_maps_and_lbsum_parses_back() {
         let r = lb_example();
         let t = Arc::new(lb_table(&r.load_balancers[0], &|_| true));
         let load = LbLoad {
             table_digest: digest_of(&render_nft(&r)).unwrap(),
             digests: BTreeMap::from([(0, t.digest.clone()), (1, "00ff".into())]),
-            maps: vec![(0, t.clone())],
+            maps: vec![(0, MapLoad::Full(t.clone()))],
         };
         let s = lb_script(&load);
         assert!(s.starts_with("flush set ip stackfabric lbsum\nadd element ip stackfabric lbsum { 4294967295 comment \"sf:table="));
@@ -849,7 +1125,7 @@ mod tests {
         let s = lb_script(&LbLoad {
             table_digest: "x".into(),
             digests: BTreeMap::from([(0, empty.digest.clone())]),
-            maps: vec![(0, empty)],
+            maps: vec![(0, MapLoad::Full(empty))],
         });
         assert!(
             s.contains("flush map ip stackfabric lb0\n")

@@ -570,7 +570,8 @@ impl RouterPlan<'_> {
     }
 
     /// The NAT table and load balancer maps: the whole table when its digest differs, else
-    /// only the maps whose content changed. False (and an error) when `lbs` does not match
+    /// only the maps whose content changed, and in those only the changed slots when the
+    /// installed table is known ([`nft::map_load`]). False (and an error) when `lbs` does not match
     /// the router's load balancers.
     fn nft(&mut self, lbs: &[Arc<nft::LbTable>]) -> bool {
         let (r, st) = (self.r, self.st);
@@ -597,15 +598,23 @@ impl RouterPlan<'_> {
                 lbs: nft::LbLoad {
                     table_digest,
                     digests,
-                    maps: lbs.iter().cloned().enumerate().collect(),
+                    maps: lbs
+                        .iter()
+                        .map(|t| nft::MapLoad::Full(t.clone()))
+                        .enumerate()
+                        .collect(),
                 },
             });
         } else if st.lb_digests != digests {
-            let maps = lbs
-                .iter()
-                .cloned()
+            let maps = nft::load_balancers(r)
+                .into_iter()
+                .zip(lbs)
                 .enumerate()
-                .filter(|(i, t)| st.lb_digests.get(i) != Some(&t.digest))
+                .filter(|(i, (_, t))| st.lb_digests.get(i) != Some(&t.digest))
+                .map(|(i, (lb, t))| {
+                    let installed = st.lb_digests.get(&i).map(String::as_str);
+                    (i, nft::map_load(lb, installed, t.clone()))
+                })
                 .collect();
             self.a.push(Action::LoadLbMaps {
                 ns: self.ns.clone(),
@@ -1068,8 +1077,24 @@ mod tests {
         assert!(
             matches!(&a[0], Action::LoadLbMaps { lbs, .. } if lbs.maps.len() == 1 && lbs.maps[0].0 == 0)
         );
+        // And in that map only the slots that change: about a third of 251, not all of them.
+        let Action::LoadLbMaps { lbs, .. } = &a[0] else {
+            unreachable!()
+        };
+        let nft::MapLoad::Slots(_, slots) = &lbs.maps[0].1 else {
+            panic!("a health flip reloads the whole map: {lbs:?}")
+        };
+        assert!((60..=110).contains(&slots.len()), "{lbs:?}");
         apply_in_memory(P, &mut h, &mut v, &a);
         assert_eq!(plan_router(P, &r, &h, v.get(&7), &down, true).0, vec![]);
+        // A map whose contents cannot be rebuilt from its digest is loaded whole.
+        let mut unknown = v[&7].clone();
+        unknown.lb_digests.insert(0, "0011223344556677".into());
+        let (a, _) = plan_router(P, &r, &h, Some(&unknown), &down, true);
+        assert!(
+            matches!(&a[..], [Action::LoadLbMaps { lbs, .. }] if matches!(lbs.maps[0].1, nft::MapLoad::Full(_))),
+            "{a:?}"
+        );
         // Wrong number of tables is refused rather than guessed.
         assert!(!plan_router(P, &r, &h, v.get(&7), &[], true).1.is_empty());
         // An internal VIP in a tier is answered on that tier's link.

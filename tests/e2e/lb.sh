@@ -92,6 +92,16 @@ check "stop blue-web-3's server" L vm-http-stop blue-web-3
 t0=$(date +%s.%N)
 check "blue-web-3 is marked down" wait_for 10 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; print([b['health'] for b in json.load(sys.stdin)['backends'] if b['ip']=='10.10.1.13'][0])\")\" = down ]"
 pass "detected down after $(python3 -c "import time; print(round(time.time()-$t0,1))") s (interval 1 s x fall 2, plus status reporting)"
+# The flip rewrote only the slots that changed hands (about 1/3 of 65,537 here), not the
+# whole map: the serving gateway logs each load as "lb0: K of 65537 slots" (a whole load is
+# "lb0: all 65537 slots").
+flip_slots() {
+    grep -ao 'LoadLbMaps.*lb0: [0-9]* of 65537 slots' "$STATE/logs/$(lb_json web | json "d['gateway']").log" |
+        tail -1 | grep -o '[0-9]* of 65537' | cut -d' ' -f1
+}
+K=$(flip_slots)
+check "the flip rewrote ${K:-no} slots of 65537 (0 < K < half), not the whole map" \
+    test "${K:-0}" -gt 0 -a "${K:-65537}" -lt 32768
 AFTER=$(spread 60 203.0.113.20)
 check "no new connection reaches blue-web-3 ($(echo "$AFTER" | tr '\n' ' '))" bash -c "! grep -q blue-web-3 <<<'$AFTER'"
 wait $HELD

@@ -221,6 +221,30 @@ pub fn digest(table: &[u32], names: &[&str]) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
+/// The slots whose backend differs between two tables of the same size, in slot order;
+/// each table is read through its own backend list (`old[s]` indexes `old_ids`), so tables
+/// built from different backend sets compare by backend identity, not by index. `None` when
+/// the sizes differ (an empty table, no backend, is size 0): then nothing can be kept.
+/// What a health flip must rewrite in an installed table: about 1/N of the slots.
+pub fn changed_slots<T: PartialEq>(
+    old: &[u32],
+    old_ids: &[T],
+    new: &[u32],
+    new_ids: &[T],
+) -> Option<Vec<u32>> {
+    if old.len() != new.len() {
+        return None;
+    }
+    let changed = old
+        .iter()
+        .zip(new)
+        .enumerate()
+        .filter(|(_, (&o, &n))| old_ids[o as usize] != new_ids[n as usize])
+        .map(|(slot, _)| slot as u32)
+        .collect();
+    Some(changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +354,48 @@ mod tests {
             let e: Vec<(&str, u32)> = ns.iter().map(|x| (x.as_str(), 1)).collect();
             assert_eq!(digest(&build(&e, m), &names), equal, "N={n} M={m}");
         }
+    }
+
+    #[test]
+    fn changed_slots_compare_by_identity_and_are_about_one_nth() {
+        let ns = names(10);
+        let all: Vec<(&str, u32)> = ns.iter().map(|n| (n.as_str(), 1)).collect();
+        let nine: Vec<(&str, u32)> = all.iter().copied().filter(|b| b.0 != ns[4]).collect();
+        let (t10, t9) = (build(&all, 65_537), build(&nine, 65_537));
+        let ids10: Vec<&str> = all.iter().map(|b| b.0).collect();
+        let ids9: Vec<&str> = nine.iter().map(|b| b.0).collect();
+        let down = changed_slots(&t10, &ids10, &t9, &ids9).unwrap();
+        // Indices shift when a backend leaves the list: an index comparison would see most
+        // slots change; by identity it is the leaver's share plus Maglev's small disruption.
+        let share = t10.iter().filter(|&&i| ids10[i as usize] == ns[4]).count();
+        assert!(
+            down.len() >= share && down.len() < share * 13 / 10,
+            "{} vs {share}",
+            down.len()
+        );
+        for &s in &down {
+            assert_ne!(
+                ids10[t10[s as usize] as usize],
+                ids9[t9[s as usize] as usize]
+            );
+        }
+        assert!(down.windows(2).all(|w| w[0] < w[1]), "slot order");
+        // Every slot outside the list keeps its backend.
+        let moved: std::collections::BTreeSet<u32> = down.iter().copied().collect();
+        for s in (0..65_537u32).filter(|s| !moved.contains(s)) {
+            assert_eq!(
+                ids10[t10[s as usize] as usize],
+                ids9[t9[s as usize] as usize]
+            );
+        }
+        // Coming back changes the same slots.
+        assert_eq!(changed_slots(&t9, &ids9, &t10, &ids10).unwrap(), down);
+        assert_eq!(
+            changed_slots(&t10, &ids10, &t10, &ids10).unwrap(),
+            Vec::<u32>::new()
+        );
+        assert_eq!(changed_slots(&t10, &ids10, &[], &ids9), None);
+        assert_eq!(changed_slots(&t10, &ids10, &build(&all, 251), &ids10), None);
     }
 
     #[test]
