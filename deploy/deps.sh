@@ -14,7 +14,8 @@ SF_DEPS_LAB=(etcd-server etcd-client frr frr-pythontools nftables iproute2 iputi
 SF_DEPS_TEST=(systemd ansible-core ansible-lint shellcheck    # unit verify, playbook lint, lint
     debootstrap systemd-container dpkg-dev                     # clean room, booted units, .debs
     prometheus         # promtool: deploy/monitoring/check.sh (19 MB; its service is not used)
-    python3-grpcio)    # tests/e2e/sfctl.sh asks the coordinator's gRPC health and reflection
+    python3-grpcio     # tests/e2e/sfctl.sh asks the coordinator's gRPC health and reflection
+    chromium chromium-driver python3-selenium) # tests/e2e/console.sh: the web console in a browser
 
 sf_missing_pkgs() {
     local p
