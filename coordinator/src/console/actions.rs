@@ -44,14 +44,22 @@ fn object_ref(v: &Value) -> pb::ObjectRef {
     }
 }
 
-/// `ip:port[*weight]` items separated by commas or spaces.
+/// `IP:PORT[:WEIGHT]` items (sfctl's `--backend` syntax) separated by commas or spaces.
 fn backends(text: &str) -> Result<Vec<pb::Backend>, Status> {
     text.split([',', ' '])
         .filter(|b| !b.is_empty())
         .map(|b| {
-            let (addr, weight) = b.split_once('*').unwrap_or((b, "0"));
-            let bad = || Status::invalid_argument(format!("invalid backend {b:?}: not IP:PORT"));
-            let (ip, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+            let bad = || {
+                Status::invalid_argument(format!(
+                    "invalid backend {b:?}: not IP:PORT or IP:PORT:WEIGHT"
+                ))
+            };
+            let parts: Vec<&str> = b.split(':').collect();
+            let (ip, port, weight) = match parts.as_slice() {
+                [ip, port] => (*ip, *port, "0"),
+                [ip, port, w] => (*ip, *port, *w),
+                _ => return Err(bad()),
+            };
             Ok(pb::Backend {
                 ip: ip.to_string(),
                 port: port.parse().map_err(|_| bad())?,
@@ -213,7 +221,7 @@ mod tests {
 
     #[test]
     fn backends_are_ip_port_and_optional_weight() {
-        let b = backends("10.0.0.1:80, 10.0.0.2:8080*3").unwrap();
+        let b = backends("10.0.0.1:80, 10.0.0.2:8080:3").unwrap();
         assert_eq!(b.len(), 2);
         assert_eq!(
             (b[1].ip.as_str(), b[1].port, b[1].weight),
