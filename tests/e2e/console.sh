@@ -8,7 +8,9 @@
 #      shows hv1..hv3 (green), the switches, gateways and the internet edge; draining the
 #      serving gateway turns it grey and moves the VPC, undrain makes it green; a VPC created
 #      through the form appears without a reload, a bad CIDR shows sfctl's message word for
-#      word, a VPC sfctl creates appears live, a delete removes it;
+#      word, a VPC sfctl creates appears live, a delete removes it; a port forward and a
+#      load balancer created through the forms are listed (the LB with its gateway, Maglev
+#      digest and both backends up by its TCP check), their delete buttons remove them;
 #   3. a screenshot kept in $SF_E2E_ARTEFACTS/console/ (default <repo>/target/e2e-artefacts).
 #
 # Usage: tests/e2e/console.sh   (as root; builds nothing: run after `cargo build --release`)

@@ -18,6 +18,7 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 GREY = "rgb(158, 158, 158)"  # --drained in app.css
 GREEN = "rgb(46, 125, 50)"  # --ok
@@ -60,6 +61,9 @@ def fill(d, form, values):
     f = d.find_element(By.ID, form)
     for name, value in values.items():
         field = f.find_element(By.NAME, name)
+        if field.tag_name == "select":
+            Select(field).select_by_visible_text(value)
+            continue
         field.clear()
         field.send_keys(value)
     f.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
@@ -172,6 +176,36 @@ def vpcs(d, a):
     report(still == 42, "the page was never reloaded", repr(still))
 
 
+ROWS_JS = """return [...document.querySelectorAll(arguments[0] + ' tbody tr')].map(
+  tr => [...tr.querySelectorAll('td')].map(td => td.textContent));"""
+
+
+def row(d, table, name):
+    """The cells of the row of `table` whose second cell is `name`, or None."""
+    return next((r for r in d.execute_script(ROWS_JS, table) if len(r) > 1 and r[1] == name),
+                None)
+
+
+def services(d):
+    fill(d, "nat-form", {"tenant": "demo", "vpc": "blue", "name": "cfwd", "kind": "port_forward",
+                         "public_ip": "203.0.113.40", "private_ip": "10.10.1.11",
+                         "protocol": "tcp", "public_port": "8080", "private_port": "80"})
+    r = wait(lambda: row(d, "#nat", "cfwd"))
+    report(r is not None and r[3] == "203.0.113.40:8080/tcp -> 10.10.1.11:80",
+           "a port forward created through the form is listed", repr(r))
+    fill(d, "lb-form", {"tenant": "demo", "vpc": "blue", "name": "cweb", "vip": "203.0.113.41",
+                        "port": "80", "backends": "10.10.1.11:80,10.10.1.12:80",
+                        "health_type": "tcp"})
+    r = wait(lambda: (lambda x: x if x and x[3] and x[4] and x[5].count(" up") == 2 else None)(
+        row(d, "#lbs", "cweb")), 40)
+    report(r is not None, "a load balancer created through the form shows its gateway, Maglev "
+           "digest and both backends up", repr(row(d, "#lbs", "cweb")))
+    for table, name in [("#nat", "cfwd"), ("#lbs", "cweb")]:
+        click(d, By.XPATH, f"//*[@id='{table[1:]}']//tr[td[2]='{name}']//button")
+        gone = wait(lambda: row(d, table, name) is None)
+        report(gone is not None, f"deleting {name} removes it from the page")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
@@ -187,6 +221,7 @@ def main():
             topology(d)
             drain(d, a)
             vpcs(d, a)
+            services(d)
         except Exception as e:  # a broken page: one failure with its reason
             report(False, "the console test ran to its end", repr(e))
         finally:
