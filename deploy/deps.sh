@@ -16,7 +16,8 @@ SF_DEPS_TEST=(systemd ansible-core ansible-lint shellcheck    # unit verify, pla
     prometheus         # promtool: deploy/monitoring/check.sh (19 MB; its service is not used)
     python3-grpcio     # tests/e2e/sfctl.sh asks the coordinator's gRPC health and reflection
     iptables           # deploy/bench.sh nat: the baseline, CloudStack VR's DNAT chain
-    haproxy wrk)       # deploy/bench.sh lb: the baseline (CloudStack VR's balancer), the client
+    haproxy wrk        # deploy/bench.sh lb: the baseline (CloudStack VR's balancer), the client
+    chromium chromium-driver python3-selenium) # tests/e2e/console.sh: the web console in a browser
 
 sf_missing_pkgs() {
     local p

@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // local .proto file).
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // The coordinator's web console answers its browser with these messages as JSON.
+        .type_attribute(".stackfabric.v1", "#[derive(serde::Serialize)]")
         .file_descriptor_set_path(out.join("stackfabric_descriptor.bin"))
         .compile_protos(&["stackfabric.proto"], &["."])?;
     println!("cargo:rerun-if-changed=stackfabric.proto");

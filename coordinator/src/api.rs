@@ -191,6 +191,20 @@ impl FabricApi for Api {
         .await
     }
 
+    async fn update_tenant(&self, req: Request<pb::Tenant>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let dry = DryRun::of(&req);
+        let t = tenant_in(req.into_inner());
+        let store = self.fabric.store();
+        self.write(
+            "tenant updated",
+            dry,
+            |i| validate::validate_tenant_update(i, &t),
+            store.update_tenant(&t),
+        )
+        .await
+    }
+
     async fn list_tenants(&self, req: Request<pb::Empty>) -> R<pb::TenantList> {
         self.auth(&req)?;
         let items = self
@@ -711,6 +725,20 @@ impl FabricApi for Api {
             dry,
             |i| validate::validate_lb(i, &l),
             store.create_lb(&l),
+        )
+        .await
+    }
+
+    async fn update_load_balancer(&self, req: Request<pb::LoadBalancer>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let dry = DryRun::of(&req);
+        let l = lb_in(req.into_inner())?;
+        let store = self.fabric.store();
+        self.write(
+            "load balancer updated",
+            dry,
+            |i| validate::validate_lb_update(i, &l),
+            store.update_lb(&l),
         )
         .await
     }

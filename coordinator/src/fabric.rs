@@ -87,6 +87,9 @@ pub struct AckState {
     pub applied_revision: u64,
     pub applied_digest: String,
     pub errors: Vec<String>,
+    /// When the last error-free ack arrived (ms since the epoch): with the revision's stamp,
+    /// the intent-to-ack latency the web console plots per role.
+    pub acked_at_ms: u64,
 }
 
 /// How long the index may go without its watch confirming it current before this replica
@@ -178,6 +181,7 @@ impl Fabric {
             if revision >= a.applied_revision {
                 a.applied_revision = revision;
                 a.applied_digest = digest.to_string();
+                a.acked_at_ms = sf_metrics::now_ms();
             }
             a.errors.clear();
         } else {

@@ -61,7 +61,7 @@ impl Role {
             _ => None,
         }
     }
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Reader => "reader",
             Role::Admin => "admin",
@@ -91,6 +91,12 @@ pub fn tag_method<B>(mut req: http::Request<B>) -> http::Request<B> {
     req.extensions_mut().insert(tag);
     req
 }
+
+/// A caller the coordinator authenticated itself before calling the API in-process (the web
+/// console's session, [`crate::console`]), with the role its login proved. Only server code
+/// can put it in a request's extensions: nothing on the wire becomes an extension.
+#[derive(Debug, Clone, Copy)]
+pub struct Preauthorized(pub Role);
 
 /// Messages tonic's codec gives a request it cannot decode (undecodable protobuf, broken
 /// framing), percent-decoded.
@@ -198,7 +204,7 @@ impl Tokens {
     }
 
     /// The role of a presented token, compared in constant time with every entry.
-    fn role_of(&self, token: &str) -> Option<Role> {
+    pub fn role_of(&self, token: &str) -> Option<Role> {
         use subtle::ConstantTimeEq;
         let presented = digest(token);
         let mut found = None;
@@ -212,7 +218,11 @@ impl Tokens {
 
     /// Checks the `authorization: Bearer <token>` metadata and that the token's role may call
     /// the request's method ([`ApiMethod`]).
+    /// A request carrying [`Preauthorized`] is checked with that role instead.
     pub fn check<T>(&self, req: &Request<T>) -> Result<Role, Status> {
+        if let Some(Preauthorized(role)) = req.extensions().get::<Preauthorized>() {
+            return Self::permit(*role, req);
+        }
         let header = req
             .metadata()
             .get("authorization")
@@ -226,6 +236,11 @@ impl Tokens {
         let role = self
             .role_of(token.trim())
             .ok_or_else(|| Status::unauthenticated("invalid credential"))?;
+        Self::permit(role, req)
+    }
+
+    /// Whether `role` may call the request's method.
+    fn permit<T>(role: Role, req: &Request<T>) -> Result<Role, Status> {
         let method = req.extensions().get::<ApiMethod>().map(|m| m.0.as_str());
         let needed = role_needed(method);
         if role < needed {
@@ -294,6 +309,20 @@ mod tests {
         // A request whose method is not known needs an admin.
         assert!(t.check(&bearer("read-token", None)).is_err());
         assert!(t.check(&bearer("admin-token", None)).is_ok());
+    }
+
+    #[test]
+    fn a_preauthorized_request_keeps_its_roles_limits() {
+        let t = Tokens::parse("admin-token").unwrap();
+        let mut r = Request::new(());
+        r.extensions_mut().insert(ApiMethod("CreateVpc".into()));
+        r.extensions_mut().insert(Preauthorized(Role::Reader));
+        assert_eq!(
+            t.check(&r).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        r.extensions_mut().insert(Preauthorized(Role::Admin));
+        assert_eq!(t.check(&r).unwrap(), Role::Admin);
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! etcd and each node's compiled desired state; [`api`] serves the northbound FabricApi;
 //! [`sync`] serves the southbound AgentSync streams; [`convert`] maps proto ↔ model;
 //! [`grpc_health`] serves gRPC health and reflection; [`identity`] extracts node identity from mTLS certificates and checks API credentials;
-//! [`rest`] serves the Netris-compatible REST API CloudStack drives.
+//! [`rest`] serves the Netris-compatible REST API CloudStack drives; [`console`] serves the
+//! operator's web console.
 
 pub mod api;
+pub mod console;
 pub mod convert;
 pub mod election;
 pub mod fabric;

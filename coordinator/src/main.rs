@@ -40,6 +40,8 @@ struct Args {
     api_token_file: PathBuf,
     #[command(flatten)]
     rest: sf_coordinator::rest::RestArgs,
+    #[command(flatten)]
+    console: sf_coordinator::console::ConsoleArgs,
     /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 0.0.0.0:9100).
     #[arg(long, env = "SF_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -110,6 +112,14 @@ async fn main() -> anyhow::Result<()> {
         resign.clone(),
     ));
     sf_coordinator::rest::spawn(&args.rest, fabric.clone()).await?;
+    sf_coordinator::console::spawn(
+        &args.console,
+        fabric.clone(),
+        tokens.clone(),
+        args.rest.rest_users_file.as_deref(),
+        (&args.tls_cert, &args.tls_key),
+    )
+    .await?;
     if let Some(addr) = args.metrics_listen {
         let f = fabric.clone();
         sf_metrics::serve(

@@ -448,6 +448,30 @@ pub enum LbCmd {
         #[arg(long)]
         vpc: String,
     },
+    /// Change a load balancer in place: the options given replace the current values, the
+    /// others are kept.
+    Update {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        /// The new backends, IP:PORT or IP:PORT:WEIGHT; repeat for each (replaces them all).
+        #[arg(long = "backend")]
+        backends: Vec<String>,
+        /// Health check: none, tcp or http.
+        #[arg(long)]
+        health: Option<String>,
+        /// HTTP check path.
+        #[arg(long)]
+        path: Option<String>,
+        /// The new allowed sources (IPv4 CIDRs; replaces them all).
+        #[arg(long = "source-cidr", conflicts_with = "any_source")]
+        source_cidrs: Vec<String>,
+        /// Allow every source again (clears the source CIDRs).
+        #[arg(long)]
+        any_source: bool,
+    },
     /// Delete a load balancer.
     Delete {
         name: String,
@@ -482,6 +506,12 @@ pub enum TenantCmd {
     /// Show one tenant.
     #[command(visible_alias = "get")]
     Show { name: String },
+    /// Change a tenant's description.
+    Update {
+        name: String,
+        #[arg(long)]
+        description: String,
+    },
     /// Delete a tenant.
     Delete { name: String },
 }

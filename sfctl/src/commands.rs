@@ -233,6 +233,16 @@ async fn tenant(c: &mut Client, fmt: Fmt, cmd: TenantCmd) -> anyhow::Result<Done
                 .into_inner();
             created(fmt, "tenant", &name, &r)
         }
+        TenantCmd::Update { name, description } => {
+            let r = c
+                .update_tenant(Tenant {
+                    name: name.clone(),
+                    description,
+                })
+                .await?
+                .into_inner();
+            wrote(fmt, "updated", "tenant", &name, &r)
+        }
         TenantCmd::List => {
             let l = c.list_tenants(Empty {}).await?.into_inner();
             Done::Read(output::list(fmt, &l.items))
@@ -688,6 +698,40 @@ async fn lb(c: &mut Client, fmt: Fmt, cmd: LbCmd) -> anyhow::Result<Done> {
                 .await?
                 .into_inner();
             Done::Read(output::lb_detail(fmt, &l))
+        }
+        LbCmd::Update {
+            name,
+            tenant,
+            vpc,
+            backends,
+            health,
+            path,
+            source_cidrs,
+            any_source,
+        } => {
+            let mut l = c
+                .get_load_balancer(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            if !backends.is_empty() {
+                l.backends = backends
+                    .iter()
+                    .map(|b| parse_backend(b))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+            }
+            if let Some(h) = health {
+                l.health_type = h;
+            }
+            if let Some(p) = path {
+                l.health_path = p;
+            }
+            if any_source {
+                l.source_cidrs.clear();
+            } else if !source_cidrs.is_empty() {
+                l.source_cidrs = source_cidrs;
+            }
+            let r = c.update_load_balancer(l).await?.into_inner();
+            wrote(fmt, "updated", "load balancer", &name, &r)
         }
         LbCmd::Delete { name, tenant, vpc } => {
             let r = c

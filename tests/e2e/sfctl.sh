@@ -234,4 +234,35 @@ EOF
 check_eq "Health SERVING (server, FabricApi, AgentSync); reflection lists FabricApi and Health and describes GetTenant" \
     "1 1 1 True True True" "$(grpc_probe 172.31.255.3:7443 2>&1 | tail -1)"
 
+section "9. update in place"
+check "tenant update" S tenant update demo --description "the demo tenant"
+check_eq "its description is read back" "the demo tenant" "$(S -o json tenant get demo | json "d['description']")"
+check_eq "updating a missing tenant: not found (3)" 3 "$(rc S tenant update nobody --description x)"
+lb_get() { S -o json lb get upd --tenant demo --vpc blue; }
+# who VIP: the VM that answers an HTTP request from the internet host.
+who() { X internet curl -s -m 2 "http://$1/"; }
+check "lb create upd 203.0.113.30:80 -> blue-web-1" S lb create upd --tenant demo --vpc blue \
+    --vip 203.0.113.30 --port 80 --backend 10.10.1.11:80 --health none
+check "the VIP answers from blue-web-1" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.30/)\" = blue-web-1 ]"
+check "the gateway reports its Maglev digest" wait_for 15 bash -c \
+    "'$REPO/deploy/lab.sh' sfctl -o json lb get upd --tenant demo --vpc blue | grep -q '\"table_digest\": \"[0-9a-f]'"
+digest1=$(lb_get | json "d['table_digest']")
+check_eq "a dry-run update writes nothing" "['10.10.1.11']" \
+    "$(S --dry-run lb update upd --tenant demo --vpc blue --backend 10.10.1.12:80 >/dev/null && lb_get | json "[b['ip'] for b in d['backends']]")"
+check_eq "an update with a backend outside every tier is refused (1)" 1 \
+    "$(rc S lb update upd --tenant demo --vpc blue --backend 10.99.0.1:80)"
+check "with the create's message" grep -q "is not a host address of any tier" "$STATE/rc.out"
+check_eq "and changes nothing" "['10.10.1.11']" "$(lb_get | json "[b['ip'] for b in d['backends']]")"
+check_eq "updating a missing load balancer: not found (3)" 3 \
+    "$(rc S lb update nope --tenant demo --vpc blue --backend 10.10.1.12:80)"
+check "lb update upd --backend blue-web-2" S lb update upd --tenant demo --vpc blue --backend 10.10.1.12:80
+check_eq "the backends are read back" "['10.10.1.12']" "$(lb_get | json "[b['ip'] for b in d['backends']]")"
+check_eq "the VIP, protocol and port are kept" "203.0.113.30 tcp 80" "$(lb_get | json "f\"{d['vip']} {d['protocol']} {d['port']}\"")"
+check "new connections to the VIP reach blue-web-2" wait_for 30 bash -c "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.30/)\" = blue-web-2 ]"
+check_eq "ten more go to blue-web-2 only" "blue-web-2" \
+    "$(for _ in $(seq 10); do who 203.0.113.30; echo; done | sort -u | xargs)"
+check "the gateway's Maglev digest changed" wait_for 15 bash -c \
+    "d=\$('$REPO/deploy/lab.sh' sfctl -o json lb get upd --tenant demo --vpc blue | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"table_digest\"])'); [ -n \"\$d\" ] && [ \"\$d\" != '$digest1' ]"
+check "lb delete upd" S lb delete upd --tenant demo --vpc blue
+
 lab_finish

@@ -93,6 +93,19 @@ pub fn validate_tenant(intent: &Intent, t: &Tenant) -> Result {
     Ok(())
 }
 
+/// A tenant update (`UpdateTenant`: its description): the tenant must exist.
+pub fn validate_tenant_update(intent: &Intent, t: &Tenant) -> Result {
+    validate_name("tenant.name", &t.name)?;
+    if !intent.tenants.contains_key(&t.name) {
+        return Err(err(
+            ErrorKind::NotFound,
+            "tenant.name",
+            format!("tenant {:?} does not exist", t.name),
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_vpc(intent: &Intent, v: &Vpc) -> Result {
     validate_name("vpc.tenant", &v.tenant)?;
     validate_name("vpc.name", &v.name)?;
@@ -673,11 +686,31 @@ pub fn validate_lb_source_cidrs(cidrs: &[ipnet::Ipv4Net]) -> Result {
 }
 
 pub fn validate_lb(intent: &Intent, lb: &LoadBalancer) -> Result {
+    validate_lb_as(intent, lb, false)
+}
+
+/// An update of an existing load balancer (`UpdateLoadBalancer`): validated as its create,
+/// except that the load balancer itself is neither a duplicate nor a VIP conflict.
+pub fn validate_lb_update(intent: &Intent, lb: &LoadBalancer) -> Result {
+    if !intent.load_balancers.contains_key(&lb.key()) {
+        return Err(err(
+            ErrorKind::NotFound,
+            "lb.name",
+            format!(
+                "load balancer {:?} does not exist in VPC {:?}",
+                lb.name, lb.vpc
+            ),
+        ));
+    }
+    validate_lb_as(intent, lb, true)
+}
+
+fn validate_lb_as(intent: &Intent, lb: &LoadBalancer, replacing: bool) -> Result {
     validate_name("lb.tenant", &lb.tenant)?;
     validate_name("lb.vpc", &lb.vpc)?;
     validate_name("lb.name", &lb.name)?;
     let vpc = vpc_of(intent, "lb.vpc", &lb.tenant, &lb.vpc)?;
-    if intent.load_balancers.contains_key(&lb.key()) {
+    if !replacing && intent.load_balancers.contains_key(&lb.key()) {
         return Err(err(
             ErrorKind::AlreadyExists,
             "lb.name",
@@ -735,6 +768,7 @@ fn validate_lb_vip(intent: &Intent, vpc: &Vpc, lb: &LoadBalancer) -> Result {
     }
     if let Some(o) = intent.load_balancers.values().find(|o| {
         o.vip == lb.vip
+            && o.key() != lb.key()
             && (o.tenant != lb.tenant
                 || o.vpc != lb.vpc
                 || (o.protocol == lb.protocol && o.port == lb.port))

@@ -1469,3 +1469,45 @@ fn switch_and_gateway_compile_bare_metal_and_direct_connect() {
     assert_eq!(leaf.underlay().unwrap().evpn, EvpnRole::Transit);
     assert!(leaf.networks().next().is_none());
 }
+
+#[test]
+fn a_load_balancer_update_is_validated_as_its_create_without_conflicting_with_itself() {
+    let mut i = with_gateways();
+    let old = lb("203.0.113.20", &[("10.10.1.11", 80)]);
+    assert_eq!(
+        validate_lb_update(&i, &old).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    i.load_balancers.insert(old.key(), old.clone());
+    // Its own name and VIP:port are no conflict; a create of the same is one.
+    let new = lb("203.0.113.20", &[("10.10.1.12", 80)]);
+    assert!(validate_lb_update(&i, &new).is_ok());
+    assert_eq!(
+        validate_lb(&i, &new).unwrap_err().kind,
+        ErrorKind::AlreadyExists
+    );
+    // The create's checks still apply, with the create's fields.
+    let bad = lb("203.0.113.20", &[("10.10.9.9", 80)]);
+    assert_eq!(field_of(validate_lb_update(&i, &bad)), "lb.backends[0].ip");
+    // Another load balancer's VIP:port stays taken.
+    let mut other = lb("203.0.113.21", &[("10.10.1.11", 80)]);
+    other.name = "other".into();
+    i.load_balancers.insert(other.key(), other);
+    let taken = lb("203.0.113.21", &[("10.10.1.11", 80)]);
+    assert_eq!(field_of(validate_lb_update(&i, &taken)), "lb.vip");
+}
+
+#[test]
+fn a_tenant_update_needs_the_tenant() {
+    let mut i = Intent::default();
+    let t = Tenant {
+        name: "demo".into(),
+        description: "new".into(),
+    };
+    assert_eq!(
+        validate_tenant_update(&i, &t).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    i.tenants.insert("demo".into(), t.clone());
+    assert!(validate_tenant_update(&i, &t).is_ok());
+}

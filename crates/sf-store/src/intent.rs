@@ -203,6 +203,13 @@ impl IntentStore {
         w
     }
 
+    /// The write set of overwriting an existing object (of a kind without claims).
+    fn replacing(&self, obj: Object) -> WriteSet {
+        let mut w = WriteSet::new();
+        w.replace(&self.keys, &obj);
+        w
+    }
+
     /// The write set of deleting the object `r` names (for kinds without a claim, which
     /// need no lookup).
     fn deleting(&self, r: ObjectRef) -> WriteSet {
@@ -350,6 +357,22 @@ impl IntentStore {
         self.guarded(
             "load balancer",
             self.creating(Object::LoadBalancer(l.clone())),
+        )
+        .await
+    }
+
+    /// Overwrites an existing tenant (its description); refused if it vanished meanwhile.
+    pub async fn update_tenant(&self, t: &Tenant) -> Result<i64, WriteError> {
+        self.guarded("tenant", self.replacing(Object::Tenant(t.clone())))
+            .await
+    }
+
+    /// Overwrites an existing load balancer (backends, health check, sources...); the
+    /// compiled change reaches the serving gateway as a delta.
+    pub async fn update_lb(&self, l: &sf_core::model::LoadBalancer) -> Result<i64, WriteError> {
+        self.guarded(
+            "load balancer",
+            self.replacing(Object::LoadBalancer(l.clone())),
         )
         .await
     }

@@ -19,7 +19,7 @@ rest_users_init() {
 }
 
 start_coordinator() {
-    log "coordinator in ${P}coord ($COORD_URL, Netris REST API on https://$MGMT_NET.3:8080)"
+    log "coordinator in ${P}coord ($COORD_URL, Netris REST API on https://$MGMT_NET.3:8080, console https://$MGMT_NET.3:8443)"
     rest_users_init
     start_bg coordinator "${P}coord" "$SF_BIN_DIR/sf-coordinator" --listen 0.0.0.0:7443 \
         --etcd-endpoints "$ETCD_URL" \
@@ -27,7 +27,8 @@ start_coordinator() {
         --tls-ca "$STATE/pki/ca.pem" --api-token-file "$STATE/api-tokens" \
         --metrics-listen 0.0.0.0:9100 \
         --rest-listen 0.0.0.0:8080 --rest-users-file "$STATE/rest-users" --rest-site lab \
-        --rest-tls-cert "$STATE/pki/coordinator.pem" --rest-tls-key "$STATE/pki/coordinator.key"
+        --rest-tls-cert "$STATE/pki/coordinator.pem" --rest-tls-key "$STATE/pki/coordinator.key" \
+        --console-listen 0.0.0.0:8443
     wait_for 20 "coordinator" sfctl_cmd status || {
         log_tail coordinator 30
         sfctl_cmd status || true
@@ -41,7 +42,7 @@ start_coordinator() {
 start_coord_replica() {
     local i=$1 d=$STATE/pki ip
     ip=$(mgmt_ip "coord$i")
-    log "coordinator coord$i in ${P}coord$i (${COORD_URLS[i - 1]}, REST https://$ip:8080)"
+    log "coordinator coord$i in ${P}coord$i (${COORD_URLS[i - 1]}, REST https://$ip:8080, console https://$ip:8443)"
     rest_users_init
     start_bg "coord$i" "${P}coord$i" "$SF_BIN_DIR/sf-coordinator" --name "coord$i" \
         --listen 0.0.0.0:7443 \
@@ -51,7 +52,8 @@ start_coord_replica() {
         --tls-ca "$d/ca.pem" --api-token-file "$STATE/api-tokens" \
         --metrics-listen 0.0.0.0:9100 \
         --rest-listen 0.0.0.0:8080 --rest-users-file "$STATE/rest-users" --rest-site lab \
-        --rest-tls-cert "$d/coord$i.pem" --rest-tls-key "$d/coord$i.key"
+        --rest-tls-cert "$d/coord$i.pem" --rest-tls-key "$d/coord$i.key" \
+        --console-listen 0.0.0.0:8443
 }
 
 # coord_replica_wait N - wait until coordN itself answers sfctl status.

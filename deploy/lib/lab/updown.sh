@@ -166,7 +166,7 @@ EOF
         if [ "$NO_BINARIES" = 1 ]; then
             echo "  coordinators       (none: SF_LAB_NO_BINARIES=1)"
         else
-            echo "  coordinators       gRPC :7443, REST :8080, metrics :9100; sfctl tries coord1 first"
+            echo "  coordinators       gRPC :7443, REST :8080, console :8443, metrics :9100; sfctl tries coord1 first"
             for i in "${HA_IDS[@]}"; do
                 printf '    coord%s           %s  ns %s\n' "$i" "${COORD_URLS[i - 1]}" "${P}coord$i"
             done
@@ -178,6 +178,8 @@ EOF
 StackFabric lab is up (prefix $P, state $STATE).
   management net     $MGMT_NET.0/24: mgmt .1, etcd .2, coord .3, leaf1-2 .11-.12, hv1-3 .21-.23
   coordinator        $COORD_URL   etcd $ETCD_URL
+  web console        https://$MGMT_NET.3:8443 (user cloudstack, password in $STATE/rest-password,
+                     or the API token $STATE/api-token); see README "Console"
   logs               $STATE/logs/
 EOF
     fi
