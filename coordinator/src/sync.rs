@@ -85,6 +85,9 @@ impl Sync {
 
     /// Whether this replica may answer an agent that has seen `index_revision`.
     async fn current_for(&self, index_revision: u64) -> Result<(), Status> {
+        if self.fabric.index_lag().is_none() {
+            self.wait_first_load().await;
+        }
         if !self.fabric.is_current() {
             return Err(behind(&self.fabric));
         }
@@ -99,6 +102,17 @@ impl Sync {
             )));
         }
         Ok(())
+    }
+
+    /// A replica that is starting (its index not loaded yet) holds a hello up to
+    /// [`CATCH_UP`] for the load instead of refusing it. The agent has already paid its TLS
+    /// handshake; a refusal costs it another, after a backoff that doubles with each
+    /// refusal: a coordinator restarted under 2,000 agents refused every early one that way,
+    /// and the fleet's resync took as long as the slowest agents' backoff. A replica that was
+    /// loaded and fell behind still refuses at once (its agents move to a current replica).
+    async fn wait_first_load(&self) {
+        let mut current = self.fabric.current();
+        let _ = tokio::time::timeout(CATCH_UP, current.wait_for(|c| *c)).await;
     }
 }
 
@@ -480,6 +494,24 @@ mod tests {
         tokio::time::sleep(sf_store::PROGRESS_INTERVAL * 2).await;
         assert!(fabric.is_current());
         sync.current_for(newer).await.expect("caught up");
+    }
+
+    /// A replica still loading its index holds a hello until the load instead of refusing
+    /// it (a refused agent backs off, doubling each time: a restart under a fleet then lasts
+    /// as long as the slowest backoff).
+    #[tokio::test]
+    async fn a_starting_replica_holds_a_hello_until_its_index_is_loaded() {
+        use sf_store::{intent::IntentStore, keys::Keys, mem::MemStore};
+        let fabric = Fabric::new(IntentStore::new(Arc::new(MemStore::new()), Keys::new("/t")));
+        let sync = Sync::new(fabric.clone(), false);
+        let started = tokio::time::Instant::now();
+        let loader = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::spawn(fabric.clone().run());
+        };
+        let (answer, ()) = tokio::join!(sync.current_for(0), loader);
+        answer.expect("served once the index loaded, not refused while it loaded");
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 
     /// An agent whose schema is older than the coordinator's is refused (it would drop the
