@@ -17,8 +17,8 @@
 //!   applies nothing until the last part), under gRPC's 4 MiB message limit.
 //! - An agent whose schema is older than this coordinator's is refused (FAILED_PRECONDITION),
 //!   not fed objects whose new fields it would drop.
-//! - One live stream per node on a replica: a second one is refused (ALREADY_EXISTS) while
-//!   the first is open. HTTP/2 keep-alive ends a dead peer's stream within about 10 s.
+//! - One live stream per node on a replica: a second one waits up to 2 s for the first to
+//!   end (an agent's own immediate reconnect), then is refused (ALREADY_EXISTS). HTTP/2 keep-alive ends a dead peer's stream within about 10 s.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -43,6 +43,9 @@ pub const PART_BYTES: usize = 1 << 20;
 
 /// How long a hello waits for this replica's index to reach the agent's index revision.
 const CATCH_UP: Duration = Duration::from_secs(5);
+
+/// How long a hello waits for the node's previous stream on this replica to end.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Sync {
     pub fabric: Arc<Fabric>,
@@ -80,7 +83,28 @@ impl Sync {
             )));
         }
         self.current_for(hello.index_revision).await?;
-        LiveStream::register(&self.live, identity)
+        self.register_live(identity).await
+    }
+
+    /// Registers the node's stream; if one is still live, waits up to [`RELEASE_WAIT`] for it
+    /// to end before refusing. An agent that ends its own session (a lease re-grant, a digest
+    /// mismatch) reconnects at once on a new connection, and its Hello can arrive before this
+    /// replica has seen the old stream close: at 5,000 agents 284 such Hellos were refused in
+    /// one run, and each refusal sent its agent into a backoff of up to 10 s.
+    async fn register_live(&self, node: &str) -> Result<LiveStream, Status> {
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        loop {
+            if let Some(stream) = LiveStream::register(&self.live, node) {
+                return Ok(stream);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(%node, "refusing a second live stream for one node");
+                return Err(Status::already_exists(format!(
+                    "node {node:?} already has a live Sync stream on this replica"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether this replica may answer an agent that has seen `index_revision`.
@@ -132,14 +156,12 @@ struct LiveStream {
 }
 
 impl LiveStream {
-    fn register(live: &Arc<Mutex<HashSet<String>>>, node: &str) -> Result<Self, Status> {
+    /// The node's stream, or None while another one of the node's is live.
+    fn register(live: &Arc<Mutex<HashSet<String>>>, node: &str) -> Option<Self> {
         if !live.lock().unwrap().insert(node.to_string()) {
-            warn!(%node, "refusing a second live stream for one node");
-            return Err(Status::already_exists(format!(
-                "node {node:?} already has a live Sync stream on this replica"
-            )));
+            return None;
         }
-        Ok(LiveStream {
+        Some(LiveStream {
             live: live.clone(),
             node: node.to_string(),
         })
@@ -512,6 +534,30 @@ mod tests {
         let (answer, ()) = tokio::join!(sync.current_for(0), loader);
         answer.expect("served once the index loaded, not refused while it loaded");
         assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    /// An agent that ends its session and reconnects at once can say hello before this
+    /// replica saw its old stream close: the hello waits for the close instead of being
+    /// refused (a refusal costs the agent a backoff).
+    #[tokio::test]
+    async fn a_reconnect_racing_its_old_streams_close_is_admitted() {
+        use sf_store::{intent::IntentStore, keys::Keys, mem::MemStore};
+        let fabric = Fabric::new(IntentStore::new(Arc::new(MemStore::new()), Keys::new("/t")));
+        tokio::spawn(fabric.clone().run());
+        assert!(fabric.wait_loaded().await);
+        let sync = Sync::new(fabric, false);
+        let hello = pb::Hello {
+            node: "hv1".into(),
+            schema_version: SCHEMA_VERSION,
+            ..Default::default()
+        };
+        let old = sync.admit("hv1", &hello).await.expect("first stream");
+        let closes = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(old);
+        };
+        let (again, ()) = tokio::join!(sync.admit("hv1", &hello), closes);
+        again.expect("admitted once the old stream closed");
     }
 
     /// An agent whose schema is older than the coordinator's is refused (it would drop the
