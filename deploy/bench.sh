@@ -11,7 +11,8 @@
 # benchmarks still run and print their lines. deploy/test.sh runs it, so they cannot rot.
 # fanout and scale start a real etcd and sf-coordinator; hv, acl and failover build network-namespace
 # labs and need root (they are skipped, and say so, without it); SF_BENCH_LAB_PREFIX names
-# their namespaces (default sfbh<pid>- and sfbench<pid>-).
+# their namespaces (default sfbh<pid>- and sfbench<pid>-). SF_BENCH_ETCD_TMPFS=1 keeps the
+# fanout and scale parts' etcd data on tmpfs (their figures then leave out this disk's fsync).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -20,7 +21,7 @@ cd "$REPO"
 ALL_PARTS=(maglev rest fanout scale hv acl failover)
 ONLY=""
 SMOKE=0
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --only) ONLY=${2:?--only needs a list of parts}; shift 2 ;;
