@@ -13,6 +13,8 @@
 # fanout and scale start a real etcd and sf-coordinator; hv, acl, failover, nat and lb build
 # network-namespace labs and need root (they are skipped, and say so, without it);
 # SF_BENCH_LAB_PREFIX names their namespaces (default sfbh<pid>-, sfbench<pid>-, sfbl<pid>-).
+# SF_BENCH_ETCD_TMPFS=1 keeps the fanout and scale parts' etcd data on tmpfs (their figures
+# then leave out this disk's fsync).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -21,7 +23,7 @@ cd "$REPO"
 ALL_PARTS=(maglev compile rest fanout scale hv acl failover nat lb)
 ONLY=""
 SMOKE=0
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --only) ONLY=${2:?--only needs a list of parts}; shift 2 ;;

@@ -1,7 +1,8 @@
 //! The StackFabric coordinator as a library: [`fabric`] keeps the intent index rebuilt from
 //! etcd and each node's compiled desired state; [`api`] serves the northbound FabricApi;
 //! [`sync`] serves the southbound AgentSync streams; [`convert`] maps proto ↔ model;
-//! [`grpc_health`] serves gRPC health and reflection; [`identity`] extracts node identity from mTLS certificates and checks API credentials;
+//! [`grpc_health`] serves gRPC health and reflection; [`listen`] binds the gRPC socket;
+//! [`identity`] extracts node identity from mTLS certificates and checks API credentials;
 //! [`rest`] serves the Netris-compatible REST API CloudStack drives; [`console`] serves the
 //! operator's web console.
 
@@ -12,5 +13,6 @@ pub mod election;
 pub mod fabric;
 pub mod grpc_health;
 pub mod identity;
+pub mod listen;
 pub mod rest;
 pub mod sync;

@@ -135,6 +135,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, "serving FabricApi and AgentSync");
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopping = stop.clone();
+    let incoming = sf_coordinator::listen::grpc_listener(args.listen)
+        .with_context(|| format!("listening on {}", args.listen))?;
     let server = Server::builder()
         // Ends a vanished agent's stream within ~10 s, so its reconnection (refused while
         // the old stream looks live: one stream per node) is not held up for long.
@@ -160,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_shutdown(args.listen, async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             shutdown_signal().await;
             // Hand the leadership over first: a follower takes it within half a second.
             resign.notify_one();

@@ -17,8 +17,8 @@
 //!   applies nothing until the last part), under gRPC's 4 MiB message limit.
 //! - An agent whose schema is older than this coordinator's is refused (FAILED_PRECONDITION),
 //!   not fed objects whose new fields it would drop.
-//! - One live stream per node on a replica: a second one is refused (ALREADY_EXISTS) while
-//!   the first is open. HTTP/2 keep-alive ends a dead peer's stream within about 10 s.
+//! - One live stream per node on a replica: a second one waits up to 2 s for the first to
+//!   end (an agent's own immediate reconnect), then is refused (ALREADY_EXISTS). HTTP/2 keep-alive ends a dead peer's stream within about 10 s.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -43,6 +43,9 @@ pub const PART_BYTES: usize = 1 << 20;
 
 /// How long a hello waits for this replica's index to reach the agent's index revision.
 const CATCH_UP: Duration = Duration::from_secs(5);
+
+/// How long a hello waits for the node's previous stream on this replica to end.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Sync {
     pub fabric: Arc<Fabric>,
@@ -80,11 +83,35 @@ impl Sync {
             )));
         }
         self.current_for(hello.index_revision).await?;
-        LiveStream::register(&self.live, identity)
+        self.register_live(identity).await
+    }
+
+    /// Registers the node's stream; if one is still live, waits up to [`RELEASE_WAIT`] for it
+    /// to end before refusing. An agent that ends its own session (a lease re-grant, a digest
+    /// mismatch) reconnects at once on a new connection, and its Hello can arrive before this
+    /// replica has seen the old stream close: at 5,000 agents 284 such Hellos were refused in
+    /// one run, and each refusal sent its agent into a backoff of up to 10 s.
+    async fn register_live(&self, node: &str) -> Result<LiveStream, Status> {
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        loop {
+            if let Some(stream) = LiveStream::register(&self.live, node) {
+                return Ok(stream);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(%node, "refusing a second live stream for one node");
+                return Err(Status::already_exists(format!(
+                    "node {node:?} already has a live Sync stream on this replica"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether this replica may answer an agent that has seen `index_revision`.
     async fn current_for(&self, index_revision: u64) -> Result<(), Status> {
+        if self.fabric.index_lag().is_none() {
+            self.wait_first_load().await;
+        }
         if !self.fabric.is_current() {
             return Err(behind(&self.fabric));
         }
@@ -99,6 +126,17 @@ impl Sync {
             )));
         }
         Ok(())
+    }
+
+    /// A replica that is starting (its index not loaded yet) holds a hello up to
+    /// [`CATCH_UP`] for the load instead of refusing it. The agent has already paid its TLS
+    /// handshake; a refusal costs it another, after a backoff that doubles with each
+    /// refusal: a coordinator restarted under 2,000 agents refused every early one that way,
+    /// and the fleet's resync took as long as the slowest agents' backoff. A replica that was
+    /// loaded and fell behind still refuses at once (its agents move to a current replica).
+    async fn wait_first_load(&self) {
+        let mut current = self.fabric.current();
+        let _ = tokio::time::timeout(CATCH_UP, current.wait_for(|c| *c)).await;
     }
 }
 
@@ -118,14 +156,12 @@ struct LiveStream {
 }
 
 impl LiveStream {
-    fn register(live: &Arc<Mutex<HashSet<String>>>, node: &str) -> Result<Self, Status> {
+    /// The node's stream, or None while another one of the node's is live.
+    fn register(live: &Arc<Mutex<HashSet<String>>>, node: &str) -> Option<Self> {
         if !live.lock().unwrap().insert(node.to_string()) {
-            warn!(%node, "refusing a second live stream for one node");
-            return Err(Status::already_exists(format!(
-                "node {node:?} already has a live Sync stream on this replica"
-            )));
+            return None;
         }
-        Ok(LiveStream {
+        Some(LiveStream {
             live: live.clone(),
             node: node.to_string(),
         })
@@ -480,6 +516,48 @@ mod tests {
         tokio::time::sleep(sf_store::PROGRESS_INTERVAL * 2).await;
         assert!(fabric.is_current());
         sync.current_for(newer).await.expect("caught up");
+    }
+
+    /// A replica still loading its index holds a hello until the load instead of refusing
+    /// it (a refused agent backs off, doubling each time: a restart under a fleet then lasts
+    /// as long as the slowest backoff).
+    #[tokio::test]
+    async fn a_starting_replica_holds_a_hello_until_its_index_is_loaded() {
+        use sf_store::{intent::IntentStore, keys::Keys, mem::MemStore};
+        let fabric = Fabric::new(IntentStore::new(Arc::new(MemStore::new()), Keys::new("/t")));
+        let sync = Sync::new(fabric.clone(), false);
+        let started = tokio::time::Instant::now();
+        let loader = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::spawn(fabric.clone().run());
+        };
+        let (answer, ()) = tokio::join!(sync.current_for(0), loader);
+        answer.expect("served once the index loaded, not refused while it loaded");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    /// An agent that ends its session and reconnects at once can say hello before this
+    /// replica saw its old stream close: the hello waits for the close instead of being
+    /// refused (a refusal costs the agent a backoff).
+    #[tokio::test]
+    async fn a_reconnect_racing_its_old_streams_close_is_admitted() {
+        use sf_store::{intent::IntentStore, keys::Keys, mem::MemStore};
+        let fabric = Fabric::new(IntentStore::new(Arc::new(MemStore::new()), Keys::new("/t")));
+        tokio::spawn(fabric.clone().run());
+        assert!(fabric.wait_loaded().await);
+        let sync = Sync::new(fabric, false);
+        let hello = pb::Hello {
+            node: "hv1".into(),
+            schema_version: SCHEMA_VERSION,
+            ..Default::default()
+        };
+        let old = sync.admit("hv1", &hello).await.expect("first stream");
+        let closes = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(old);
+        };
+        let (again, ()) = tokio::join!(sync.admit("hv1", &hello), closes);
+        again.expect("admitted once the old stream closed");
     }
 
     /// An agent whose schema is older than the coordinator's is refused (it would drop the

@@ -24,6 +24,8 @@ pub struct FanoutArgs {
     pub samples_all: usize,
     pub samples_one: usize,
     pub lease_ttl: i64,
+    /// Agents' state directories on this machine's disk instead of tmpfs (the old setup).
+    pub state_on_disk: bool,
 }
 
 const TENANT: &str = "bench";
@@ -120,11 +122,12 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
 
     let max = *args.sizes.iter().max().context("no fleet sizes")?;
     let board = Board::new(max);
+    let state_root = crate::fleet::agent_state_root(dir, args.state_on_disk)?;
     let fleet = FleetConfig {
         coordinator: spec.endpoint(),
         etcd: etcd.endpoint.clone(),
         pki,
-        state_root: &dir.join("agents"),
+        state_root: &state_root,
         lease_ttl: args.lease_ttl,
     };
     let mut have = 0usize;
@@ -187,7 +190,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         have = n;
         // Agents reconnect once after their first lease grant (to get state that is fresh
         // for that lease): wait until every stream is open and the fleet is quiet.
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let streams = coord.metric("sf_coordinator_agent_streams").await?;
@@ -319,8 +322,12 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for always_snapshot in [false, true] {
         coord.stop()?;
-        let (c, _) = spec.start(always_snapshot).await?;
+        let (c, healthy) = spec.start(always_snapshot).await?;
         coord = c;
+        eprintln!(
+            "restart (always_snapshot={always_snapshot}): coordinator healthy after {:.0} ms",
+            ms(healthy)
+        );
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let done = coord.metric("sf_coordinator_sync_resumes").await?

@@ -39,6 +39,10 @@ enum Cmd {
         /// Lease TTL of the simulated agents, seconds.
         #[arg(long, default_value_t = 30)]
         lease_ttl: i64,
+        /// Keep the simulated agents' state directories on disk, under the run's directory,
+        /// instead of on tmpfs (see `fleet::agent_state_root`).
+        #[arg(long)]
+        agent_state_on_disk: bool,
     },
     /// Coordinator start-up and per-change cost with 1,000 vs 100,000 VPCs present.
     Scale {
@@ -51,9 +55,37 @@ enum Cmd {
     },
 }
 
+/// Raises this process's open-files limit to its hard limit: every simulated agent holds a
+/// gRPC connection, an etcd connection and, while it writes, a file, so thousands of agents
+/// pass the usual soft limit of 1,024; the coordinator and etcd, started from here, inherit
+/// the raised limit and hold one socket per agent each. deploy/bench.sh raises `ulimit -n`
+/// too; this covers a direct run.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                ..lim
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    eprintln!("open files limit: {}", lim.rlim_cur);
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Thousands of agents' sockets need `ulimit -n` raised (deploy/bench.sh does).
+    raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -65,6 +97,7 @@ fn main() -> anyhow::Result<()> {
                 samples_all,
                 samples_one,
                 lease_ttl,
+                agent_state_on_disk,
             } => {
                 fanout::run(fanout::FanoutArgs {
                     sizes: agents,
@@ -72,6 +105,7 @@ fn main() -> anyhow::Result<()> {
                     samples_all,
                     samples_one,
                     lease_ttl,
+                    state_on_disk: agent_state_on_disk,
                 })
                 .await
             }

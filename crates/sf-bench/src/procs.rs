@@ -65,12 +65,13 @@ impl Etcd {
             .into_iter()
             .find(|p| Path::new(p).exists())
             .context("etcd is not installed (deploy/deps.sh installs etcd-server)")?;
+        let data_dir = etcd_data_dir(dir)?;
         let (client, peer) = (free_port(), free_port());
         let endpoint = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let child = Command::new(bin)
             .args(["--name", "bench", "--data-dir"])
-            .arg(dir.join("etcd"))
+            .arg(&data_dir)
             .args(["--listen-client-urls", &endpoint])
             .args(["--advertise-client-urls", &endpoint])
             .args(["--listen-peer-urls", &peer_url])
@@ -85,8 +86,8 @@ impl Etcd {
             .context("starting etcd")?;
         let etcd = Etcd { child, endpoint };
         // Generous: on a loaded shared machine (CI, builds beside it) etcd's first fsyncs
-        // have taken over 20 s.
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // have taken over 20 s, and one 5,000-agent run gave up at 60 s.
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             if let Ok(s) =
                 sf_store::etcd::EtcdStore::connect(std::slice::from_ref(&etcd.endpoint)).await
@@ -102,6 +103,25 @@ impl Etcd {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// etcd's data directory: under the run's directory (this machine's disk, fsync on), or with
+/// `SF_BENCH_ETCD_TMPFS=1` on tmpfs. On this 2-core machine shared with builders writing
+/// gigabytes, etcd's fsyncs stalled for seconds at 5,000 agents: agents' lease renewals and
+/// the coordinator's etcd calls timed out ("etcd member unavailable", the leader lease lost),
+/// agents re-acquired their leases and resynced, and the fleet never settled. tmpfs measures
+/// the control plane without the shared disk; the put→watch baseline uses the same etcd.
+fn etcd_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    if std::env::var("SF_BENCH_ETCD_TMPFS").as_deref() != Ok("1") {
+        return Ok(dir.join("etcd"));
+    }
+    let d = tempfile::Builder::new()
+        .prefix("sf-bench-etcd")
+        .tempdir_in("/dev/shm")?
+        .keep();
+    LEFT_TO_REMOVE.lock().unwrap().push(d.clone());
+    eprintln!("etcd data on tmpfs: {}", d.display());
+    Ok(d)
 }
 
 impl Drop for Etcd {
