@@ -30,10 +30,10 @@ use std::sync::Arc;
 use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
 use sf_core::desired::{HealthCheck, NodeDesired, Underlay, VpcRouter};
 use sf_core::status::{DcStatus, LbStatus};
+use sf_linux::blackhole;
 use sf_linux::converge::{OnFailure, Pass, Plan, ReconcileError, Stage, Step};
 use sf_linux::frr::{expected_lines, render, Frr};
 use sf_linux::l2::{self, foreign_vnis};
-use sf_linux::{blackhole, links};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -673,8 +673,16 @@ impl Dataplane for Gateway {
         out
     }
 
+    /// Every 3 s (the runtime's status check): one link dump on the host socket, not an
+    /// `ip -j -d link show` process.
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {
-        match links::observe().await {
+        let links = async {
+            let nl = self.kernel.host()?;
+            sf_linux::netlink::observe::links(&nl)
+                .await
+                .map_err(|e| e.on("dump links"))
+        };
+        match links.await {
             Ok(l) => foreign_vnis(&l),
             Err(e) => {
                 warn!(error = %e, "observing links");

@@ -222,3 +222,30 @@ fn nft_runs_again_only_after_an_nftables_change() {
         assert_eq!((gone.nft_digest, k.nft_reads()), (None, 4));
     });
 }
+
+#[test]
+fn rule_counters_are_read_without_the_map_elements() {
+    if !root() {
+        eprintln!("skipped (needs root for network namespaces)");
+        return;
+    }
+    let a = Ns::new(5);
+    let elements: Vec<String> = (0..5000)
+        .map(|i| format!("{i} : 10.0.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    nft(
+        &a,
+        &format!(
+            "table ip stackfabric {{\n map lb0 {{\n  type mark : ipv4_addr\n  elements = {{ {} }}\n }}\n chain pre {{\n  type nat hook prerouting priority -100;\n  ip daddr 203.0.113.1 counter dnat ip to meta mark map @lb0 comment \"lb 203.0.113.1:80/tcp\"\n }}\n}}\n",
+            elements.join(", ")
+        ),
+    );
+    rt().block_on(async {
+        let prefix = ["ip", "netns", "exec", a.0.as_str()];
+        let samples = sf_linux::nft_counters::read(&prefix, "ip", "stackfabric", &a.0)
+            .await
+            .unwrap();
+        assert_eq!(samples.len(), 1, "{samples:?}");
+        assert_eq!(samples[0].rule, "lb 203.0.113.1:80/tcp");
+    });
+}
