@@ -6,18 +6,18 @@
 #
 #   deploy/bench.sh [--only PART[,PART...]] [--smoke]
 #
-# PARTS: maglev, rest, fanout, scale, hv, acl, failover (default: all, in that order).
+# PARTS: maglev, rest, fanout, scale, hv, acl, failover, gw (default: all, in that order).
 # --smoke runs each part at tiny sizes (under a minute in all): not figures, a check that the
 # benchmarks still run and print their lines. deploy/test.sh runs it, so they cannot rot.
-# fanout and scale start a real etcd and sf-coordinator; hv, acl and failover build network-namespace
-# labs and need root (they are skipped, and say so, without it); SF_BENCH_LAB_PREFIX names
+# fanout and scale start a real etcd and sf-coordinator; hv, acl, failover and gw build
+# network-namespace labs and need root (they are skipped, and say so, without it); SF_BENCH_LAB_PREFIX names
 # their namespaces (default sfbh<pid>- and sfbench<pid>-).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
-ALL_PARTS=(maglev rest fanout scale hv acl failover)
+ALL_PARTS=(maglev rest fanout scale hv acl failover gw)
 ONLY=""
 SMOKE=0
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -45,10 +45,12 @@ if [ "$SMOKE" = 1 ]; then
     AGENTS=${SF_BENCH_AGENTS:-3,6}
     VPCS=${SF_BENCH_VPCS:-10,100}
     NETWORKS=${SF_BENCH_NETWORKS:-10}
+    ROUTERS=${SF_BENCH_ROUTERS:-5}
 else
     AGENTS=${SF_BENCH_AGENTS:-100,1000,5000}
     VPCS=${SF_BENCH_VPCS:-1000,100000}
     NETWORKS=${SF_BENCH_NETWORKS:-5000}
+    ROUTERS=${SF_BENCH_ROUTERS:-1000}
 fi
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 TMP=$(mktemp -d)
@@ -173,6 +175,14 @@ part_failover() {
         gsub(/,/, ";", base); gsub(/[^A-Za-z0-9]+/, "_", n); sub(/_$/, "", n)
         print n "," v "," b (base == "" ? "" : " (" base ")") "," r
     }' || { echo "failover benchmark failed" >&2; return 1; }
+}
+
+part_gw() {
+    echo "# One gateway's observation of $ROUTERS VPC routers: netlink sockets vs the iproute2 observer"
+    is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
+    cargo build --release --locked -q -p sf-gateway-agent --example gw_observe_bench
+    "$BIN/examples/gw_observe_bench" --routers "$ROUTERS" \
+        --prefix "${SF_BENCH_LAB_PREFIX:-sfgw$$-}" | rows
 }
 
 # Checks that a part printed at least one well-formed figure line: in the smoke run a part
