@@ -7,6 +7,7 @@
 #   deploy/bench.sh [--only PART[,PART...]] [--smoke]
 #
 # PARTS: maglev, rest, fanout, scale, hv, acl, failover, gw (default: all, in that order).
+# gw: OLD_GW_AGENT=PATH adds the idle CPU of that build as a baseline.
 # --smoke runs each part at tiny sizes (under a minute in all): not figures, a check that the
 # benchmarks still run and print their lines. deploy/test.sh runs it, so they cannot rot.
 # fanout and scale start a real etcd and sf-coordinator; hv, acl, failover and gw build
@@ -20,7 +21,7 @@ cd "$REPO"
 ALL_PARTS=(maglev rest fanout scale hv acl failover gw)
 ONLY=""
 SMOKE=0
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --only) ONLY=${2:?--only needs a list of parts}; shift 2 ;;
@@ -183,6 +184,19 @@ part_gw() {
     cargo build --release --locked -q -p sf-gateway-agent --example gw_observe_bench
     "$BIN/examples/gw_observe_bench" --routers "$ROUTERS" \
         --prefix "${SF_BENCH_LAB_PREFIX:-sfgw$$-}" | rows
+    # The agent itself idle in a lab with SF_BENCH_GW_VPCS VPCs (default 200); the baseline
+    # is OLD_GW_AGENT (another build), when given. A whole lab: not in the smoke run.
+    if [ "$SMOKE" = 1 ]; then
+        echo "# smoke: idle agent skipped (a whole lab)"
+        return 0
+    fi
+    local log="$TMP/gw-idle.log"
+    LAB_PREFIX="${SF_BENCH_LAB_PREFIX:-sfgi$$-}" SF_BIN_DIR="$BIN" \
+        deploy/lib/gw-idle.sh --vpcs "${SF_BENCH_GW_VPCS:-200}" 2>"$log" | rows || {
+        tail -20 "$log" >&2
+        echo "gateway idle benchmark failed" >&2
+        return 1
+    }
 }
 
 # Checks that a part printed at least one well-formed figure line: in the smoke run a part
