@@ -664,8 +664,7 @@ impl Dataplane for Gateway {
         };
         let mut out = Vec::new();
         for ns in namespaces {
-            let prefix = ["ip", "netns", "exec", ns.as_str()];
-            match sf_linux::nft_counters::read(&prefix, "ip", crate::nft::TABLE, &ns).await {
+            match sf_linux::nft_counters::read_in_netns(&ns, "ip", crate::nft::TABLE, &ns).await {
                 Ok(samples) => out.extend(samples),
                 Err(e) => warn!(netns = %ns, error = %e, "reading rule counters"),
             }

@@ -247,5 +247,15 @@ fn rule_counters_are_read_without_the_map_elements() {
             .unwrap();
         assert_eq!(samples.len(), 1, "{samples:?}");
         assert_eq!(samples[0].rule, "lb 203.0.113.1:80/tcp");
+        // nft started inside the namespace reads the same table (the test's own namespace
+        // has none: it would read nothing).
+        let inside = sf_linux::nft_counters::read_in_netns(&a.0, "ip", "stackfabric", &a.0)
+            .await
+            .unwrap();
+        assert_eq!(inside, samples);
+        let none = sf_linux::nft_counters::read_in_netns(&a.0, "ip", "nosuchtable", &a.0)
+            .await
+            .unwrap();
+        assert!(none.is_empty());
     });
 }

@@ -69,7 +69,33 @@ pub async fn read(
         args.push("nft");
     }
     args.extend(["-j", "-t", "list", "table", family, table]);
-    match run(program, &args).await {
+    samples(run(program, &args).await, family, table, scope)
+}
+
+/// Counters of table `family name` in named network namespace `ns`, `nft` started inside
+/// it (no `ip netns exec` process, see [`crate::run_in_netns`]); an absent table has none.
+pub async fn read_in_netns(
+    ns: &str,
+    family: &str,
+    table: &str,
+    scope: &str,
+) -> Result<Vec<RuleSample>, DeviceError> {
+    let args = ["-j", "-t", "list", "table", family, table];
+    samples(
+        crate::run_in_netns(ns, "nft", &args).await,
+        family,
+        table,
+        scope,
+    )
+}
+
+fn samples(
+    listing: Result<String, DeviceError>,
+    family: &str,
+    table: &str,
+    scope: &str,
+) -> Result<Vec<RuleSample>, DeviceError> {
+    match listing {
         Ok(out) => parse(&out, scope).map_err(|detail| DeviceError::Parse {
             cmd: format!("nft -j -t list table {family} {table}"),
             detail,
