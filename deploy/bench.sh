@@ -6,12 +6,12 @@
 #
 #   deploy/bench.sh [--only PART[,PART...]] [--smoke]
 #
-# PARTS: maglev, compile, rest, fanout, scale, hv, acl, failover, nat, lb (default: all, in
-# that order).
+# PARTS: maglev, compile, rest, fanout, scale, hv, acl, failover, nat, lb, gw (default: all, in
+# that order). gw: OLD_GW_AGENT=PATH adds the idle CPU of that build as a baseline.
 # --smoke runs each part at tiny sizes (about two minutes in all): not figures, a check that the
 # benchmarks still run and print their lines. deploy/test.sh runs it, so they cannot rot.
-# fanout and scale start a real etcd and sf-coordinator; hv, acl, failover, nat and lb build
-# network-namespace labs and need root (they are skipped, and say so, without it);
+# fanout and scale start a real etcd and sf-coordinator; hv, acl, failover, nat, lb and gw
+# build network-namespace labs and need root (they are skipped, and say so, without it);
 # SF_BENCH_LAB_PREFIX names their namespaces (default sfbh<pid>-, sfbench<pid>-, sfbl<pid>-).
 # SF_BENCH_ETCD_TMPFS=1 keeps the fanout and scale parts' etcd data on tmpfs (their figures
 # then leave out this disk's fsync).
@@ -20,7 +20,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
-ALL_PARTS=(maglev compile rest fanout scale hv acl failover nat lb)
+ALL_PARTS=(maglev compile rest fanout scale hv acl failover nat lb gw)
 ONLY=""
 SMOKE=0
 usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -48,10 +48,12 @@ if [ "$SMOKE" = 1 ]; then
     AGENTS=${SF_BENCH_AGENTS:-3,6}
     VPCS=${SF_BENCH_VPCS:-10,100}
     NETWORKS=${SF_BENCH_NETWORKS:-10}
+    ROUTERS=${SF_BENCH_ROUTERS:-5}
 else
     AGENTS=${SF_BENCH_AGENTS:-100,1000,5000}
     VPCS=${SF_BENCH_VPCS:-1000,100000}
     NETWORKS=${SF_BENCH_NETWORKS:-5000}
+    ROUTERS=${SF_BENCH_ROUTERS:-1000}
 fi
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 TMP=$(mktemp -d)
@@ -229,6 +231,27 @@ part_lb() {
         return 1
     }
     rows <"$log"
+}
+
+part_gw() {
+    echo "# One gateway's observation of $ROUTERS VPC routers: netlink sockets vs the iproute2 observer"
+    is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
+    cargo build --release --locked -q -p sf-gateway-agent --example gw_observe_bench
+    "$BIN/examples/gw_observe_bench" --routers "$ROUTERS" \
+        --prefix "${SF_BENCH_LAB_PREFIX:-sfgw$$-}" | rows
+    # The agent itself idle in a lab with SF_BENCH_GW_VPCS VPCs (default 200); the baseline
+    # is OLD_GW_AGENT (another build), when given. A whole lab: not in the smoke run.
+    if [ "$SMOKE" = 1 ]; then
+        echo "# smoke: idle agent skipped (a whole lab)"
+        return 0
+    fi
+    local log="$TMP/gw-idle.log"
+    LAB_PREFIX="${SF_BENCH_LAB_PREFIX:-sfgi$$-}" SF_BIN_DIR="$BIN" \
+        deploy/lib/gw-idle.sh --vpcs "${SF_BENCH_GW_VPCS:-200}" 2>"$log" | rows || {
+        tail -20 "$log" >&2
+        echo "gateway idle benchmark failed" >&2
+        return 1
+    }
 }
 
 # Checks that a part printed at least one well-formed figure line: in the smoke run a part

@@ -30,10 +30,10 @@ use std::sync::Arc;
 use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
 use sf_core::desired::{HealthCheck, NodeDesired, Underlay, VpcRouter};
 use sf_core::status::{DcStatus, LbStatus};
+use sf_linux::blackhole;
 use sf_linux::converge::{OnFailure, Pass, Plan, ReconcileError, Stage, Step};
 use sf_linux::frr::{expected_lines, render, Frr};
 use sf_linux::l2::{self, foreign_vnis};
-use sf_linux::{blackhole, links};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -42,6 +42,7 @@ use crate::dc;
 use crate::device;
 use crate::failover::{self, RouterSpec};
 use crate::health::{Health, Probe};
+use crate::kernel::Kernel;
 use crate::names::{netns_id, netns_name};
 use crate::nft;
 use crate::plan::{self, Action, NsState};
@@ -70,6 +71,8 @@ pub struct Gateway {
     /// Which built routers forward (see [`failover`]).
     pub failover: failover::Controller,
     failover_task: Option<tokio::task::JoinHandle<()>>,
+    /// The netlink sockets of the host and of each VPC namespace.
+    pub kernel: Arc<Kernel>,
 }
 
 impl Drop for Gateway {
@@ -103,6 +106,7 @@ impl Gateway {
             dc_frr: BTreeMap::new(),
             dc_poller: dc::Poller::default(),
             dc_poll_task: None,
+            kernel: Arc::new(Kernel::default()),
         }
     }
 
@@ -302,13 +306,17 @@ impl Gateway {
         let namespaces = pass
             .observe("namespaces", device::namespaces(&prefix))
             .await?;
+        // Sockets of namespaces that are gone would keep them alive.
+        self.kernel.retain(&namespaces);
         let running: BTreeSet<u32> = namespaces
             .iter()
             .filter_map(|n| netns_id(&prefix, n))
             .collect();
         let wanted: BTreeSet<u32> = routers.keys().copied().collect();
         let d = plan::decide(&wanted, &running);
-        let host = pass.observe("host", device::observe_host()).await?;
+        let host = pass
+            .observe("host", device::observe_host(&self.kernel))
+            .await?;
         let specs = routers
             .values()
             .filter(|r| plan::validate_router(r).is_empty())
@@ -329,12 +337,17 @@ impl Gateway {
         if s.d.remove.is_empty() {
             return;
         }
-        let Some(host) = pass.observe("host", device::observe_host()).await else {
+        let Some(host) = pass
+            .observe("host", device::observe_host(&self.kernel))
+            .await
+        else {
             return;
         };
         for &id in &s.d.remove {
             info!(id, "removing VPC router");
             self.remove_dc_frr(&s.ns(id), pass).await;
+            // Our socket in it would keep the namespace alive after `ip netns del`.
+            self.kernel.forget(&s.ns(id));
             let steps = plan::plan_removal(&s.prefix, id, &host);
             pass.execute(&vpc(id), &steps, OnFailure::Stop).await;
         }
@@ -346,7 +359,10 @@ impl Gateway {
         let mut served = BTreeSet::new();
         let mut cache = HashMap::new();
         if !s.d.converge.is_empty() {
-            if let Some(mut host) = pass.observe("host", device::observe_host()).await {
+            if let Some(mut host) = pass
+                .observe("host", device::observe_host(&self.kernel))
+                .await
+            {
                 if !host.forwarding {
                     let forward = [Action::SetForwarding { ns: None }];
                     pass.execute("host", &forward, OnFailure::Stop).await;
@@ -356,9 +372,10 @@ impl Gateway {
                     let r = s.routers[&id];
                     let ns = s.ns(id);
                     let (tables, lb_status) = self.lb_tables(&ns, r, &mut cache);
+                    let k = self.kernel.clone();
                     let observe = async {
                         match s.running.contains(&id) {
-                            true => device::observe_ns(&ns).await.map(Some),
+                            true => device::observe_ns(&k, &ns).await.map(Some),
                             false => Ok(None),
                         }
                     };
@@ -647,8 +664,7 @@ impl Dataplane for Gateway {
         };
         let mut out = Vec::new();
         for ns in namespaces {
-            let prefix = ["ip", "netns", "exec", ns.as_str()];
-            match sf_linux::nft_counters::read(&prefix, "ip", crate::nft::TABLE, &ns).await {
+            match sf_linux::nft_counters::read_in_netns(&ns, "ip", crate::nft::TABLE, &ns).await {
                 Ok(samples) => out.extend(samples),
                 Err(e) => warn!(netns = %ns, error = %e, "reading rule counters"),
             }
@@ -656,8 +672,16 @@ impl Dataplane for Gateway {
         out
     }
 
+    /// Every 3 s (the runtime's status check): one link dump on the host socket, not an
+    /// `ip -j -d link show` process.
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {
-        match links::observe().await {
+        let links = async {
+            let nl = self.kernel.host()?;
+            sf_linux::netlink::observe::links(&nl)
+                .await
+                .map_err(|e| e.on("dump links"))
+        };
+        match links.await {
             Ok(l) => foreign_vnis(&l),
             Err(e) => {
                 warn!(error = %e, "observing links");

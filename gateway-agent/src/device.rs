@@ -1,15 +1,20 @@
-//! Observing and changing the kernel with iproute2 and nft: the only impure part of the
-//! VPC router dataplane. Observation parses JSON output (`ip -j`); every planned
-//! [`Action`] is one or a few commands. VPC namespaces are addressed with `ip -n NS` /
-//! `ip netns exec NS`, never entered by the agent itself.
+//! Observing and changing the kernel: the only impure part of the VPC router dataplane.
+//! Links, addresses, routes and forwarding are observed through the long-lived netlink
+//! sockets of [`crate::kernel`] (dumps parsed into the same [`Link`] / [`Route`] model the
+//! iproute2 parsers fill, which stay as the [`iproute2`] baseline); nftables is read with
+//! `nft` (`-t`, or the small `lbsum` set). Every planned [`Action`] is one or a few `ip` / `nft`
+//! commands, VPC namespaces addressed with `ip -n NS` / `ip netns exec NS`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use sf_linux::links::{parse_links, Link, OWNER_ALIAS};
+use sf_linux::netlink::route::{self, RouteProtocol, RouteType, RouteV4};
+use sf_linux::netlink::{observe, Netlink};
 use sf_linux::{run, DeviceError};
 
+use crate::kernel::{Kernel, NftSeen};
 use crate::nft;
 use crate::plan::{Action, HostState, NsState, Route};
 
@@ -69,76 +74,179 @@ fn parse_err(cmd: &str, detail: String) -> DeviceError {
     }
 }
 
-/// Network namespaces whose name starts with `prefix`.
+/// Network namespaces whose name starts with `prefix`: the names `ip netns add` mounted
+/// under /run/netns (read directly, as `ip netns list` does, without a process).
 pub async fn namespaces(prefix: &str) -> Result<BTreeSet<String>, DeviceError> {
-    let out = run("ip", &["-j", "netns", "list"]).await?;
-    if out.trim().is_empty() {
-        return Ok(BTreeSet::new());
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&out).map_err(|e| parse_err("ip -j netns list", e.to_string()))?;
-    Ok(v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| n.get("name").and_then(|s| s.as_str()))
+    let dir = sf_linux::netlink::netns::NETNS_RUN_DIR;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        // No namespace was ever added on this host.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(source) => {
+            return Err(DeviceError::Spawn {
+                cmd: format!("list {dir}"),
+                source,
+            })
+        }
+    };
+    Ok(entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
         .collect())
 }
 
-async fn links_routes(ns: Option<&str>) -> Result<(Vec<Link>, Vec<Route>), DeviceError> {
-    let with_ns = |args: &[&'static str]| -> Vec<String> {
-        let mut v: Vec<String> = Vec::new();
-        if let Some(n) = ns {
-            v.push("-n".into());
-            v.push(n.into());
-        }
-        v.extend(args.iter().map(|s| s.to_string()));
-        v
-    };
-    let a = with_ns(&["-j", "-d", "addr", "show"]);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let links =
-        parse_addr_links(&run("ip", &a).await?).map_err(|e| parse_err("ip -j -d addr show", e))?;
-    let r = with_ns(&["-j", "-4", "route", "show", "table", "main"]);
-    let r: Vec<&str> = r.iter().map(String::as_str).collect();
-    let routes =
-        parse_routes(&run("ip", &r).await?).map_err(|e| parse_err("ip -j -4 route show", e))?;
+/// Links (with addresses) and configured routes of a namespace, from one link, one address
+/// and one route dump on its socket.
+pub async fn links_routes(nl: &Netlink) -> Result<(Vec<Link>, Vec<Route>), DeviceError> {
+    // One dump after the other: a socket runs one dump at a time (EBUSY otherwise).
+    let links = observe::links_with_addresses(nl)
+        .await
+        .map_err(|e| e.on("dump links and addresses"))?;
+    let routes = route::dump_v4(nl, route::MAIN)
+        .await
+        .map_err(|e| e.on("dump routes"))?;
+    let routes = configured_routes(&routes, &links);
     Ok((links, routes))
 }
 
+/// The routes somebody configured, as [`parse_routes`] keeps them from `ip -j -4 route show
+/// table main`: not the kernel's connected routes, only unicast, not FRR's (`proto bgp`);
+/// the output device by name (none for a multipath route).
+pub fn configured_routes(routes: &[RouteV4], links: &[Link]) -> Vec<Route> {
+    let names: HashMap<u32, &str> = links.iter().map(|l| (l.ifindex, l.name.as_str())).collect();
+    routes
+        .iter()
+        .filter(|r| !matches!(r.protocol, RouteProtocol::Kernel | RouteProtocol::Bgp))
+        .filter(|r| r.kind == RouteType::Unicast)
+        .map(|r| Route {
+            dst: r.dst,
+            via: r.gateway,
+            dev: r.oif.and_then(|i| names.get(&i)).map(|n| n.to_string()),
+        })
+        .collect()
+}
+
 /// The gateway host namespace (the one the agent runs in).
-pub async fn observe_host() -> Result<HostState, DeviceError> {
-    let (links, routes) = links_routes(None).await?;
+pub async fn observe_host(k: &Kernel) -> Result<HostState, DeviceError> {
+    let (links, routes) = links_routes(&k.host()?).await?;
+    Ok(HostState {
+        links,
+        routes,
+        forwarding: host_forwarding().await?,
+    })
+}
+
+async fn host_forwarding() -> Result<bool, DeviceError> {
     let fwd = tokio::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
         .await
         .map_err(|source| DeviceError::Spawn {
             cmd: "read /proc/sys/net/ipv4/ip_forward".into(),
             source,
         })?;
-    Ok(HostState {
-        links,
-        routes,
-        forwarding: fwd.trim() == "1",
-    })
+    Ok(fwd.trim() == "1")
 }
 
-/// One VPC namespace.
-pub async fn observe_ns(ns: &str) -> Result<NsState, DeviceError> {
-    let (links, routes) = links_routes(Some(ns)).await?;
-    let fwd = run(
-        "ip",
-        &["netns", "exec", ns, "sysctl", "-n", "net.ipv4.ip_forward"],
-    )
-    .await?;
-    let (nft_digest, lb_digests) = observe_nft(ns).await?;
+/// Links, addresses, configured routes and forwarding of VPC namespace `ns`, through its
+/// sockets. A failure drops the namespace's sockets: the next pass opens new ones.
+pub async fn observe_links(
+    k: &Kernel,
+    ns: &str,
+) -> Result<(Vec<Link>, Vec<Route>, bool), DeviceError> {
+    let seen = async {
+        let s = k.ns(ns)?;
+        let (links, routes) = links_routes(&s.nl).await?;
+        Ok((links, routes, s.forwarding()?))
+    }
+    .await;
+    seen.inspect_err(|_| k.forget(ns))
+}
+
+/// One VPC namespace: [`observe_links`], and the nftables digests: from `nft` when the
+/// namespace's ruleset generation moved since `nft` was last run there, else as then.
+pub async fn observe_ns(k: &Kernel, ns: &str) -> Result<NsState, DeviceError> {
+    let (links, routes, forwarding) = observe_links(k, ns).await?;
+    let (nft_digest, lb_digests) = observe_nft_cached(k, ns).await?;
     Ok(NsState {
         links,
         routes,
-        forwarding: fwd.trim() == "1",
+        forwarding,
         nft_digest,
         lb_digests,
     })
+}
+
+/// The former observer: `ip -j -d addr show` and `ip -j -4 route show` processes (through
+/// `ip -n`), `sysctl` through `ip netns exec`. Kept as the baseline of `deploy/bench.sh gw`
+/// and as the reference the kernel tests hold the netlink observer to.
+pub mod iproute2 {
+    use super::*;
+
+    async fn links_routes(ns: Option<&str>) -> Result<(Vec<Link>, Vec<Route>), DeviceError> {
+        let with_ns = |args: &[&'static str]| -> Vec<String> {
+            let mut v: Vec<String> = Vec::new();
+            if let Some(n) = ns {
+                v.push("-n".into());
+                v.push(n.into());
+            }
+            v.extend(args.iter().map(|s| s.to_string()));
+            v
+        };
+        let a = with_ns(&["-j", "-d", "addr", "show"]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let links = parse_addr_links(&run("ip", &a).await?)
+            .map_err(|e| parse_err("ip -j -d addr show", e))?;
+        let r = with_ns(&["-j", "-4", "route", "show", "table", "main"]);
+        let r: Vec<&str> = r.iter().map(String::as_str).collect();
+        let routes =
+            parse_routes(&run("ip", &r).await?).map_err(|e| parse_err("ip -j -4 route show", e))?;
+        Ok((links, routes))
+    }
+
+    /// The host namespace.
+    pub async fn observe_host() -> Result<HostState, DeviceError> {
+        let (links, routes) = links_routes(None).await?;
+        Ok(HostState {
+            links,
+            routes,
+            forwarding: host_forwarding().await?,
+        })
+    }
+
+    /// Links, addresses, configured routes and forwarding of VPC namespace `ns`.
+    pub async fn observe_links(ns: &str) -> Result<(Vec<Link>, Vec<Route>, bool), DeviceError> {
+        let (links, routes) = links_routes(Some(ns)).await?;
+        let fwd = run(
+            "ip",
+            &["netns", "exec", ns, "sysctl", "-n", "net.ipv4.ip_forward"],
+        )
+        .await?;
+        Ok((links, routes, fwd.trim() == "1"))
+    }
+
+    /// One VPC namespace.
+    pub async fn observe_ns(ns: &str) -> Result<NsState, DeviceError> {
+        let (links, routes, forwarding) = observe_links(ns).await?;
+        let (nft_digest, lb_digests) = observe_nft(ns).await?;
+        Ok(NsState {
+            links,
+            routes,
+            forwarding,
+            nft_digest,
+            lb_digests,
+        })
+    }
+}
+
+async fn observe_nft_cached(k: &Kernel, ns: &str) -> Result<NftSeen, DeviceError> {
+    let s = k.ns(ns)?;
+    let generation = s.nft_generation().inspect_err(|_| k.forget(ns))?;
+    if let Some(seen) = s.nft_cached(generation) {
+        return Ok(seen);
+    }
+    k.count_nft_read();
+    let seen = observe_nft(ns).await?;
+    s.nft_store(generation, seen.clone());
+    Ok(seen)
 }
 
 fn missing(e: &DeviceError) -> bool {
@@ -148,9 +256,7 @@ fn missing(e: &DeviceError) -> bool {
 /// The table digest and load balancer map digests of a VPC namespace. A table with load
 /// balancers is read from its small `lbsum` set (listing the table itself would make nft
 /// fetch every map element); one without, from the table comment (`nft -t`).
-async fn observe_nft(
-    ns: &str,
-) -> Result<(Option<String>, std::collections::BTreeMap<usize, String>), DeviceError> {
+async fn observe_nft(ns: &str) -> Result<NftSeen, DeviceError> {
     let nft = |args: &'static [&'static str]| {
         let mut v = vec!["netns", "exec", ns, "nft"];
         v.extend_from_slice(args);

@@ -206,7 +206,8 @@ pub async fn run(a: FenceArgs) -> anyhow::Result<()> {
 
 /// Makes every VPC router of the node passive, from what the kernel shows.
 async fn stand_down() -> anyhow::Result<usize> {
-    let host = crate::device::observe_host().await?;
+    // A socket of its own: the fence runs beside the agent's loop, and only rarely.
+    let host = crate::device::observe_host(&crate::kernel::Kernel::default()).await?;
     let lines = failover::stand_down_script(&host);
     if !lines.is_empty() {
         let script = lines.join("\n") + "\n";

@@ -10,7 +10,8 @@
 //! - [`health`]: load balancer health checks, one thread per VPC namespace.
 //! - [`plan`]: the observed → actions planner with its in-memory twin.
 //! - [`failover`]: which built routers forward, from the fabric's view (BFD, anchors).
-//! - [`device`]: observation (`ip -j`, `nft`) and execution.
+//! - [`kernel`]: the long-lived netlink sockets, one per VPC namespace.
+//! - [`device`]: observation (netlink, `nft`) and execution.
 //! - [`conntrack`]: cutting the flows of translations the router no longer performs.
 //! - [`dc`]: Direct Connect: per-VPC FRR (eBGP with the customer) and its status poller.
 //! - [`dataplane`]: the [`sf_agent::Dataplane`] implementation.
@@ -22,6 +23,7 @@ pub mod device;
 pub mod failover;
 pub mod fence;
 pub mod health;
+pub mod kernel;
 pub mod names;
 pub mod nft;
 pub mod plan;

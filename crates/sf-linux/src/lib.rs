@@ -113,6 +113,45 @@ pub async fn run_with(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs a command inside named network namespace `ns` (see [`netlink::netns`]): forked from
+/// a thread that entered the namespace, so the child starts there, without `ip netns exec`
+/// (a process of its own that also unshares and remounts). Killed at [`COMMAND_TIMEOUT`].
+pub async fn run_in_netns(ns: &str, program: &str, args: &[&str]) -> Result<String, DeviceError> {
+    use std::process::Stdio;
+    let cmd = format!("{program} {} (in {ns})", args.join(" "));
+    let spawn_err = |source| DeviceError::Spawn {
+        cmd: cmd.clone(),
+        source,
+    };
+    let path = netlink::netns::path_of(ns);
+    let (child, _) = netlink::netns::within(&path, || {
+        tokio::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+    })
+    .map_err(spawn_err)?;
+    let child = child.map_err(spawn_err)?;
+    let out = match tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output()).await {
+        Ok(out) => out.map_err(spawn_err)?,
+        Err(_) => {
+            return Err(DeviceError::Timeout {
+                cmd,
+                secs: COMMAND_TIMEOUT.as_secs_f64(),
+            })
+        }
+    };
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr: String = stderr.trim().lines().take(6).collect::<Vec<_>>().join("\n");
+        return Err(DeviceError::Command { cmd, stderr });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

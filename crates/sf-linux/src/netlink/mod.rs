@@ -3,7 +3,9 @@
 //! (sent back to back, their acks awaited afterwards, a bounded window in flight), link
 //! observation from one dump ([`observe`]) and link changes from multicast events
 //! ([`events`]). Each kind of request is built in its own module ([`bridge`], [`vxlan`],
-//! [`port`], [`link`], [`address`]); [`l2`] runs the L2 planner's `Action`s with them.
+//! [`port`], [`link`], [`address`], [`route`]); [`l2`] runs the L2 planner's `Action`s with
+//! them. [`netns`] opens sockets in other named namespaces (a gateway's VPC routers);
+//! [`nfgen`] reads a namespace's nftables generation, so `nft` runs only after a change.
 //!
 //! This module owns only the transport and the message builders: what to change is decided by
 //! the pure planners ([`crate::l2`]), unchanged, so the in-memory twin still tests them.
@@ -13,8 +15,11 @@ pub mod bridge;
 pub mod events;
 pub mod l2;
 pub mod link;
+pub mod netns;
+pub mod nfgen;
 pub mod observe;
 pub mod port;
+pub mod route;
 pub mod vxlan;
 
 use std::collections::VecDeque;

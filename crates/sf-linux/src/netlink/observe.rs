@@ -2,10 +2,13 @@
 //! `ip -j -d link show` parser fills (kind, master, ownership alias, up, MAC, VXLAN data,
 //! bridge-port flags), with the overlay links' IPv6 state read from the same dump
 //! (IFLA_AF_SPEC / AF_INET6 / IFLA_INET6_CONF), so no per-link file read is needed; and the
-//! IPv4 addresses of one link from an RTM_GETADDR dump.
+//! IPv4 addresses of one link, or of all links (the `ip -j -d addr show` view), from an
+//! RTM_GETADDR dump.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
@@ -150,6 +153,45 @@ pub async fn addresses_v4(nl: &Netlink, index: u32) -> Result<Vec<Ipv4Addr>, Net
         .filter_map(|a| match a {
             AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
             _ => None,
+        })
+        .collect())
+}
+
+/// Every IPv4 address of the namespace in one RTM_GETADDR dump, by link ifindex, in the
+/// kernel's order (the order `ip addr show` prints).
+pub async fn addresses_v4_by_link(
+    nl: &Netlink,
+) -> Result<HashMap<u32, Vec<Ipv4Net>>, NetlinkError> {
+    let msgs: Vec<_> = nl.handle().address().get().execute().try_collect().await?;
+    let mut by_link: HashMap<u32, Vec<Ipv4Net>> = HashMap::new();
+    for m in msgs
+        .iter()
+        .filter(|m| m.header.family == AddressFamily::Inet)
+    {
+        let local = m.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        if let Some(net) = local.and_then(|ip| Ipv4Net::new(ip, m.header.prefix_len).ok()) {
+            by_link.entry(m.header.index).or_default().push(net);
+        }
+    }
+    Ok(by_link)
+}
+
+/// Every link with its IPv4 addresses, as `ip -j -d addr show` and the iproute2 parser give
+/// them (so without the IPv6 state, which only the L2 observer reads): one link dump and one
+/// address dump, one after the other (a netlink socket runs one dump at a time: a second
+/// one started meanwhile fails with EBUSY).
+pub async fn links_with_addresses(nl: &Netlink) -> Result<Vec<Link>, NetlinkError> {
+    let links = links(nl).await?;
+    let mut addrs = addresses_v4_by_link(nl).await?;
+    Ok(links
+        .into_iter()
+        .map(|mut l| {
+            l.addrs = addrs.remove(&l.ifindex).unwrap_or_default();
+            l.ipv6_enabled = None;
+            l
         })
         .collect())
 }

@@ -1,0 +1,149 @@
+//! The nftables ruleset generation of a network namespace: a counter the kernel bumps on
+//! every committed nftables transaction in that namespace (`NFT_MSG_GETGEN` on a
+//! NETLINK_NETFILTER socket, what `nft monitor` and `nft -e` read). An agent that cached
+//! what it last read with `nft` re-reads only when the generation moved, instead of running
+//! `nft` for every namespace on every pass.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+/// nfnetlink subsystem of nftables, and its generation messages.
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+/// Attribute of NEWGEN carrying the generation (big endian u32).
+const NFTA_GEN_ID: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+
+/// A NETLINK_NETFILTER socket of the namespace it was opened in.
+#[derive(Debug)]
+pub struct NfGen {
+    socket: Socket,
+    seq: std::sync::atomic::AtomicU32,
+}
+
+impl NfGen {
+    /// Opens the socket in the calling thread's network namespace. Answers are bounded by a
+    /// 2 s receive timeout (the kernel answers at once; a lost answer must not hang a pass).
+    pub fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        let tv = libc::timeval {
+            tv_sec: 2,
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt with a valid fd and a timeval of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(NfGen {
+            socket,
+            seq: 0.into(),
+        })
+    }
+
+    /// The namespace's current ruleset generation (a blocking round trip of microseconds).
+    pub fn generation(&self) -> io::Result<u32> {
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.socket.send(&request(seq), 0)?;
+        let mut buf = vec![0u8; 512];
+        loop {
+            buf.clear();
+            let n = self.socket.recv(&mut buf, 0)?;
+            if let Some(g) = parse_reply(&buf[..n], seq)? {
+                return Ok(g);
+            }
+        }
+    }
+}
+
+/// NFT_MSG_GETGEN: nlmsghdr + nfgenmsg (family unspec, version 0, resource 0).
+fn request(seq: u32) -> Vec<u8> {
+    let mut m = Vec::with_capacity(20);
+    m.extend_from_slice(&20u32.to_ne_bytes());
+    m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
+    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    m
+}
+
+/// The generation in the answer to request `seq`; None for a message about another request.
+fn parse_reply(buf: &[u8], seq: u32) -> io::Result<Option<u32>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "short nfnetlink answer");
+    let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]));
+    let u32_at = |b: &[u8], i: usize| {
+        b.get(i..i + 4)
+            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+    };
+    let len = u32_at(buf, 0).ok_or_else(bad)? as usize;
+    let kind = u16_at(buf, 4).ok_or_else(bad)?;
+    if u32_at(buf, 8).ok_or_else(bad)? != seq {
+        return Ok(None);
+    }
+    let msg = buf.get(..len).ok_or_else(bad)?;
+    if kind == NLMSG_ERROR {
+        let errno = u32_at(msg, 16).ok_or_else(bad)? as i32;
+        return Err(io::Error::from_raw_os_error(-errno));
+    }
+    if kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a NEWGEN"));
+    }
+    // Attributes follow the 16-byte nlmsghdr and the 4-byte nfgenmsg, each 4-aligned.
+    let mut i = 20;
+    while let (Some(alen), Some(atype)) = (u16_at(msg, i), u16_at(msg, i + 2)) {
+        let alen = alen as usize;
+        if alen < 4 {
+            break;
+        }
+        if atype & 0x3fff == NFTA_GEN_ID {
+            let v = msg.get(i + 4..i + 8).ok_or_else(bad)?;
+            return Ok(Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]])));
+        }
+        i += (alen + 3) & !3;
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "NEWGEN without a generation",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_newgen_answer() {
+        let mut m = Vec::new();
+        m.extend_from_slice(&44u32.to_ne_bytes());
+        m.extend_from_slice(&((10u16 << 8) | 15).to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&7u32.to_ne_bytes());
+        m.extend_from_slice(&1234u32.to_ne_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        // NFTA_GEN_PROC_PID first, then NFTA_GEN_ID.
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&2u16.to_ne_bytes());
+        m.extend_from_slice(&99u32.to_be_bytes());
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&1u16.to_ne_bytes());
+        m.extend_from_slice(&41u32.to_be_bytes());
+        m.extend_from_slice(&[0; 8]);
+        assert_eq!(parse_reply(&m, 7).unwrap(), Some(41));
+        assert_eq!(parse_reply(&m, 8).unwrap(), None);
+    }
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# deploy/lib/gw-idle.sh - idle CPU of a gateway agent holding N VPC routers (called by
+# deploy/bench.sh gw; needs root). The lab (deploy/lab.sh up --no-build) gets N-1 VPCs more
+# (one tier each) next to the demo tenant's; once both gateways hold them all and gw1's
+# agent has settled, its CPU (utime+stime, and with its finished children: ip, nft, vtysh)
+# is read from /proc/PID/stat over S seconds (one 30 s resync falls in). The baseline is
+# the same measurement, same lab, of OLD_GW_AGENT (another build of sf-gateway-agent, e.g.
+# the one before the netlink observer); without it the baseline is empty.
+#
+#   gw-idle.sh [--vpcs N] [--idle-s S]     (defaults 200 and 30)
+# Prints `figure,value,baseline,ratio` lines. LAB_PREFIX names the lab (default sfgi<pid>-).
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$REPO" || exit 1
+[ "$(id -u)" = 0 ] || { echo "gw-idle.sh needs root (network namespaces)" >&2; exit 1; }
+N=200
+IDLE_S=30
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --vpcs) N=$2; shift 2 ;;
+        --idle-s) IDLE_S=$2; shift 2 ;;
+        *) echo "usage: $0 [--vpcs N] [--idle-s S]" >&2; exit 2 ;;
+    esac
+done
+export LAB_PREFIX=${LAB_PREFIX:-sfgi$$-}
+P=$LAB_PREFIX
+STATE=/tmp/sf-lab.${P%-}
+BIN=${SF_BIN_DIR:-$REPO/target/release}
+OLD=${OLD_GW_AGENT:-}
+OLD_DIR=$(mktemp -d /tmp/sf-gw-idle.XXXXXX)
+
+log() { printf '[gw-idle] %s\n' "$*" >&2; }
+cleanup() {
+    deploy/lab.sh down >/dev/null 2>&1 || true
+    rm -rf "$OLD_DIR"
+}
+trap cleanup EXIT
+S() { deploy/lab.sh sfctl "$@"; }
+wait_until() { # SECONDS CMD...
+    local end=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do [ $SECONDS -ge $end ] && return 1; sleep 1; done
+}
+namespaces_on() { ip netns list | grep -c "^${P}$1-vpc"; }
+holds_all() { [ "$(namespaces_on gw1)" -ge "$N" ] && [ "$(namespaces_on gw2)" -ge "$N" ]; }
+stat_of() { # PID -> "own own+children" in clock ticks
+    awk '{ print $14 + $15, $14 + $15 + $16 + $17 }' "/proc/$1/stat"
+}
+
+# idle PID - "<own %> <own+children %>" of a core over IDLE_S s, once the agent used under
+# 5% over 2 s (its first pass is over).
+idle() {
+    local pid=$1 hz c0 c1 k0 k1 t0 t1
+    hz=$(getconf CLK_TCK)
+    for _ in $(seq 90); do
+        read -r _ k0 < <(stat_of "$pid") || return 1
+        sleep 2
+        read -r _ k1 < <(stat_of "$pid") || return 1
+        [ $(((k1 - k0) * 100 / hz)) -lt 10 ] && break
+    done
+    read -r c0 k0 < <(stat_of "$pid")
+    t0=$(date +%s%N)
+    sleep "$IDLE_S"
+    read -r c1 k1 < <(stat_of "$pid")
+    t1=$(date +%s%N)
+    awk -v c="$((c1 - c0))" -v k="$((k1 - k0))" -v hz="$hz" -v ns="$((t1 - t0))" \
+        'BEGIN { w = ns / 1e9; printf "%.2f %.2f\n", c / hz / w * 100, k / hz / w * 100 }'
+}
+
+log "lab up ($BIN)"
+SF_BIN_DIR=$BIN deploy/lab.sh up --no-build >"$OLD_DIR/up.log" 2>&1 ||
+    { tail -20 "$OLD_DIR/up.log" >&2; log "lab up failed"; exit 1; }
+S tenant create bench >/dev/null || { log "tenant create bench failed"; exit 1; }
+for i in $(seq 2 "$N"); do
+    { S vpc create "b$i" --tenant bench --cidr "10.$((100 + i / 250)).$((i % 250)).0/24" &&
+        S network create t --tenant bench --vpc "b$i" \
+            --cidr "10.$((100 + i / 250)).$((i % 250)).0/25"; } >/dev/null ||
+        { log "creating VPC b$i failed"; exit 1; }
+done
+wait_until 900 holds_all || { log "gw1 $(namespaces_on gw1), gw2 $(namespaces_on gw2) routers"; exit 1; }
+log "gw1 holds $(namespaces_on gw1) routers, gw2 $(namespaces_on gw2)"
+read -r NEW_OWN NEW_ALL < <(idle "$(cat "$STATE/pids/gw1.pid")")
+log "gw1 agent idle: ${NEW_OWN}% own, ${NEW_ALL}% with children"
+OLD_OWN="" OLD_ALL=""
+if [ -n "$OLD" ]; then
+    for b in "$BIN"/*; do ln -s "$b" "$OLD_DIR/"; done
+    rm -f "$OLD_DIR/sf-gateway-agent"
+    ln -s "$OLD" "$OLD_DIR/sf-gateway-agent"
+    deploy/lab.sh agent-stop gw1 >/dev/null
+    SF_BIN_DIR=$OLD_DIR deploy/lab.sh agent-start gw1 >/dev/null || { log "old agent did not start"; exit 1; }
+    read -r OLD_OWN OLD_ALL < <(idle "$(cat "$STATE/pids/gw1.pid")")
+    log "gw1 old agent idle: ${OLD_OWN}% own, ${OLD_ALL}% with children"
+fi
+ratio() { [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.1f", b / a }'; }
+echo "figure,value,baseline,ratio"
+echo "gw_idle_agent_cpu_pct_${N}_vpcs_own,$NEW_OWN,${OLD_OWN:-n/a},$(ratio "$NEW_OWN" "$OLD_OWN")"
+echo "gw_idle_agent_cpu_pct_${N}_vpcs_with_children,$NEW_ALL,${OLD_ALL:-n/a},$(ratio "$NEW_ALL" "$OLD_ALL")"
