@@ -262,13 +262,13 @@ pub fn expected_lines(u: &Underlay) -> Vec<String> {
     v
 }
 
-/// Top-level one-line statements FRR keys by list name and sequence number: adding or
-/// removing one changes nothing else in the configuration.
-const LIST_STATEMENTS: [&str; 3] = [
-    "bgp extcommunity-list ",
-    "ip prefix-list ",
-    "bgp as-path access-list ",
-];
+/// Top-level one-line statements applied as a delta: the EVPN scope lists, keyed by list
+/// name and sequence number (the VNI), so a VNI joining or leaving is one line and nothing is
+/// renumbered; bgpd alone takes them, so a hung other daemon cannot leave a delta half
+/// applied. Prefix lists are not among them: vtysh sends those to every daemon (a stopped
+/// staticd held a gateway's delta after its first removal, and the gateway stopped
+/// announcing), and their sequence numbers shift when a pool sorts in before the others.
+const LIST_STATEMENTS: [&str; 1] = ["bgp extcommunity-list "];
 
 /// The list lines to add and remove to go from one rendered configuration to the next.
 #[derive(Debug, PartialEq, Eq)]
@@ -277,9 +277,9 @@ pub struct ListDelta<'a> {
     pub removed: Vec<&'a str>,
 }
 
-/// When two configurations differ only in list lines ([`LIST_STATEMENTS`]: a leaf's EVPN
-/// scope growing or shrinking by a VNI), the lines to add and remove; `None` when anything
-/// else differs. Applying this through vtysh costs a fraction of a second where
+/// When two configurations differ only in [`LIST_STATEMENTS`] lines (a leaf's EVPN scope
+/// growing or shrinking by a VNI), the lines to add and remove; `None` when anything else
+/// differs. Applying this through vtysh costs a fraction of a second where
 /// frr-reload.py reads back and diffs the whole configuration (seconds on a leaf with
 /// thousands of filter lines; docs/PERFORMANCE.md).
 pub fn list_delta<'a>(old: &'a str, new: &'a str) -> Option<ListDelta<'a>> {
@@ -617,6 +617,13 @@ exit
                 removed: vec![]
             })
         );
+        // A pool added on a gateway renumbers its redistribution prefix list: full reload.
+        let mut gw = underlay(EvpnRole::Vtep);
+        gw.redistribute_host_routes = vec!["203.0.113.0/24".parse().unwrap()];
+        let before = render("gw1", &gw);
+        gw.redistribute_host_routes
+            .insert(0, "100.64.50.0/24".parse().unwrap());
+        assert_eq!(list_delta(&before, &render("gw1", &gw)), None);
     }
 
     /// Sessions to gateways are watched by BFD with the fabric profile; others are not.
