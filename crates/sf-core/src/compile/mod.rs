@@ -329,9 +329,11 @@ fn local_port(p: &PortBinding, attach: Option<SwitchAttachment>) -> LocalPort {
 /// Nodes whose desired state may differ because of a change to `change`, evaluated on the
 /// intent as it is (call it before and after the change: [`apply`] does).
 pub fn affected_nodes(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
-    let mut nodes = switch::affected_by(intent, change);
-    nodes.extend(gateway::affected_by(intent, change));
-    nodes.extend(hypervisor::affected_by(intent, change));
+    let hypervisors = hypervisor::affected_by(intent, change);
+    let gateways = gateway::affected_by(intent, change);
+    let mut nodes = switch::affected_by(intent, change, &hypervisors, &gateways);
+    nodes.extend(gateways);
+    nodes.extend(hypervisors);
     if let ObjectRef::Node(name) = change {
         // Its own record: identity, role, sessions (also a node that just appeared or left).
         nodes.insert(name.clone());

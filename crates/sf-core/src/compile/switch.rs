@@ -47,8 +47,16 @@ pub(super) fn compile(
     }
 }
 
-/// Switches whose desired state may depend on `change` (evaluated on one side of it).
-pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
+/// Switches whose desired state may depend on `change` (evaluated on one side of it), given
+/// the hypervisors and gateways the same change touches (their EVPN scope is part of what a
+/// neighbouring switch accepts; the caller has them already, so they are not worked out
+/// twice).
+pub fn affected_by(
+    intent: &Intent,
+    change: &ObjectRef,
+    hypervisors: &BTreeSet<String>,
+    gateways: &BTreeSet<String>,
+) -> BTreeSet<String> {
     let nodes: BTreeSet<String> = match change {
         ObjectRef::Port(p) => intent
             .ports
@@ -82,23 +90,25 @@ pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
         _ => BTreeSet::new(),
     };
     let mut switches = of_role(intent, nodes, NodeRole::Switch);
-    switches.extend(neighbours_of(
-        intent,
-        &evpn_scope_affected_by(intent, change),
-    ));
+    let scope_moved = evpn_scope_affected_by(change, hypervisors, gateways);
+    switches.extend(neighbours_of(intent, &scope_moved));
     switches
 }
 
-/// Hypervisors and gateways whose EVPN scope ([`evpn_scope`]) may change with `change`: the
-/// kinds that decide which networks a node carries, not those that only shape them (ACLs,
-/// NAT, load balancers).
-fn evpn_scope_affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
+/// Of the hypervisors and gateways `change` touches, those whose EVPN scope ([`evpn_scope`])
+/// may move with it: only kinds that decide which networks a node carries, not those that
+/// only shape them (ACLs, NAT, load balancers).
+fn evpn_scope_affected_by(
+    change: &ObjectRef,
+    hypervisors: &BTreeSet<String>,
+    gateways: &BTreeSet<String>,
+) -> BTreeSet<String> {
     let mut nodes = BTreeSet::new();
     if matches!(
         change,
         ObjectRef::Port(_) | ObjectRef::Observed(_) | ObjectRef::Network(_) | ObjectRef::Vpc(_)
     ) {
-        nodes.extend(super::hypervisor::affected_by(intent, change));
+        nodes.extend(hypervisors.iter().cloned());
     }
     if matches!(
         change,
@@ -107,7 +117,7 @@ fn evpn_scope_affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<Strin
             | ObjectRef::Network(_)
             | ObjectRef::DirectConnect(_)
     ) {
-        nodes.extend(super::gateway::affected_by(intent, change));
+        nodes.extend(gateways.iter().cloned());
     }
     nodes
 }
