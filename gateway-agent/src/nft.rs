@@ -1028,35 +1028,21 @@ mod tests {
         assert_eq!(add.matches(" : ").count(), slots.len());
         assert!(!add.contains("10.10.1.22"), "no slot goes to the leaver");
         // Applying the rewrite to the old contents gives exactly the new contents.
-        let mut map: BTreeMap<String, String> = all
-            .elements
-            .split(", ")
-            .map(|e| {
-                e.split_once(" : ")
-                    .map(|(k, v)| (k.into(), v.into()))
-                    .unwrap()
-            })
-            .collect();
-        for e in add
-            .split_once("{ ")
-            .unwrap()
-            .1
-            .trim_end_matches(" }")
-            .split(", ")
-        {
-            let (k, v) = e.split_once(" : ").unwrap();
-            assert!(map.insert(k.into(), v.into()).is_some(), "slot {k} existed");
+        let parse = |elements: &str| -> BTreeMap<String, String> {
+            elements
+                .split(", ")
+                .map(|e| {
+                    let (k, v) = e.split_once(" : ").unwrap();
+                    (k.into(), v.into())
+                })
+                .collect()
+        };
+        let mut map = parse(&all.elements);
+        let rewritten = parse(add.split_once("{ ").unwrap().1.trim_end_matches(" }"));
+        for (k, v) in rewritten {
+            assert!(map.insert(k.clone(), v).is_some(), "slot {k} existed");
         }
-        let want: BTreeMap<String, String> = two
-            .elements
-            .split(", ")
-            .map(|e| {
-                e.split_once(" : ")
-                    .map(|(k, v)| (k.into(), v.into()))
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(map, want);
+        assert_eq!(map, parse(&two.elements));
         // Unknown or empty on either side: whole map.
         assert!(matches!(map_load(lb, None, two.clone()), MapLoad::Full(_)));
         let none = Arc::new(lb_table(lb, &|_| false));
