@@ -198,19 +198,28 @@ part_failover() {
     }' || { echo "failover benchmark failed" >&2; return 1; }
 }
 
+# lab_bench WHAT CMD... - runs a lab benchmark script with its output in a log; prints its
+# figure lines, or the log's tail when it fails.
+lab_bench() {
+    local what=$1 log
+    shift
+    log=$(mktemp "$TMP/bench.XXXXXX")
+    "$@" >"$log" 2>&1 || {
+        tail -20 "$log" >&2
+        echo "$what benchmark failed" >&2
+        return 1
+    }
+    rows <"$log"
+}
+
 part_nat() {
     echo "# NAT packet rate, every packet a new flow: SoftGate's nftables vs an iptables DNAT chain"
     is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
     cargo build --release --locked -q -p sf-gateway-agent --example dp_bench
     local extra=()
     [ "$SMOKE" = 1 ] && extra=(--sizes "10,100" --seconds 0.5 --repeat 1)
-    local log="$TMP/nat.log"
-    LAB_PREFIX="${SF_BENCH_LAB_PREFIX:-sfbn$$-}" deploy/lib/nat-bench.sh --bin "$BIN" "${extra[@]}" >"$log" 2>&1 || {
-        tail -20 "$log" >&2
-        echo "NAT benchmark failed" >&2
-        return 1
-    }
-    rows <"$log"
+    LAB_PREFIX="${SF_BENCH_LAB_PREFIX:-sfbn$$-}" \
+        lab_bench NAT deploy/lib/nat-bench.sh --bin "$BIN" "${extra[@]}"
 }
 
 part_lb() {
@@ -223,14 +232,9 @@ part_lb() {
     "$BIN/examples/dp_bench" lb-flip --netns "${prefix}flip" --backends "$sizes" --rounds "$rounds" | rows
     ip netns del "${prefix}flip"
     echo "# Load balancer: new connections/s and latency through the Maglev VIP vs HAProxy (wrk, 3 backends)"
-    local extra=() log="$TMP/lb.log"
+    local extra=()
     [ "$SMOKE" = 1 ] && extra=(--seconds 1 --repeat 1)
-    LAB_PREFIX="$prefix" deploy/lib/lb-bench.sh --bin "$BIN" "${extra[@]}" >"$log" 2>&1 || {
-        tail -20 "$log" >&2
-        echo "load balancer benchmark failed" >&2
-        return 1
-    }
-    rows <"$log"
+    LAB_PREFIX="$prefix" lab_bench "load balancer" deploy/lib/lb-bench.sh --bin "$BIN" "${extra[@]}"
 }
 
 part_gw() {
