@@ -40,6 +40,7 @@ use tracing::{info, warn};
 use crate::conntrack;
 use crate::dc;
 use crate::device;
+use crate::exec::Exec;
 use crate::failover::{self, RouterSpec};
 use crate::health::{Health, Probe};
 use crate::kernel::Kernel;
@@ -348,7 +349,7 @@ impl Gateway {
             self.remove_dc_frr(&s.ns(id), pass).await;
             // Our socket in it would keep the namespace alive after `ip netns del`.
             self.kernel.forget(&s.ns(id));
-            let steps = plan::plan_removal(&s.prefix, id, &host);
+            let steps = Exec::all(plan::plan_removal(&s.prefix, id, &host), &self.kernel);
             pass.execute(&vpc(id), &steps, OnFailure::Stop).await;
         }
     }
@@ -364,7 +365,7 @@ impl Gateway {
                 .await
             {
                 if !host.forwarding {
-                    let forward = [Action::SetForwarding { ns: None }];
+                    let forward = [Exec::new(Action::SetForwarding { ns: None }, &self.kernel)];
                     pass.execute("host", &forward, OnFailure::Stop).await;
                     host.forwarding = true;
                 }
@@ -386,7 +387,7 @@ impl Gateway {
                     let plan = |st: &Option<NsState>| {
                         let (steps, problems) =
                             plan::plan_router(&s.prefix, r, &host, st.as_ref(), &tables, active);
-                        Plan::new(steps, problems)
+                        Plan::new(Exec::all(steps, &k), problems)
                     };
                     let c = pass
                         .converge(&vpc(id), observe, plan, OnFailure::Stop)

@@ -11,7 +11,8 @@
 //! - [`plan`]: the observed → actions planner with its in-memory twin.
 //! - [`failover`]: which built routers forward, from the fabric's view (BFD, anchors).
 //! - [`kernel`]: the long-lived netlink sockets, one per VPC namespace.
-//! - [`device`]: observation (netlink, `nft`) and execution.
+//! - [`device`]: observation (netlink, `nft`) and the former `ip` executor.
+//! - [`exec`]: the netlink executor of the planner's actions.
 //! - [`conntrack`]: cutting the flows of translations the router no longer performs.
 //! - [`dc`]: Direct Connect: per-VPC FRR (eBGP with the customer) and its status poller.
 //! - [`dataplane`]: the [`sf_agent::Dataplane`] implementation.
@@ -20,6 +21,7 @@ pub mod conntrack;
 pub mod dataplane;
 pub mod dc;
 pub mod device;
+pub mod exec;
 pub mod failover;
 pub mod fence;
 pub mod health;
