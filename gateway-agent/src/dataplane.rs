@@ -654,7 +654,8 @@ impl Dataplane for Gateway {
     }
 
     /// Counters of each running VPC router's NAT, load balancer and ACL rules, scoped by
-    /// the router's namespace name (`<prefix><id>`).
+    /// the router's namespace name (`<prefix><id>`): one rule dump on each namespace's
+    /// netfilter socket (see [`crate::nfrules`]), no process.
     async fn rule_counters(&mut self) -> Vec<sf_metrics::RuleSample> {
         let namespaces = match device::namespaces(&self.netns_prefix).await {
             Ok(n) => n,
@@ -665,7 +666,16 @@ impl Dataplane for Gateway {
         };
         let mut out = Vec::new();
         for ns in namespaces {
-            match sf_linux::nft_counters::read_in_netns(&ns, "ip", crate::nft::TABLE, &ns).await {
+            let read = if crate::exec::iproute2_selected() {
+                // The former reader (bench baseline): an `nft` process per router.
+                sf_linux::nft_counters::read_in_netns(&ns, "ip", crate::nft::TABLE, &ns).await
+            } else {
+                self.kernel
+                    .ns(&ns)
+                    .and_then(|s| s.rule_counters(crate::nft::TABLE, &ns))
+                    .inspect_err(|_| self.kernel.forget(&ns))
+            };
+            match read {
                 Ok(samples) => out.extend(samples),
                 Err(e) => warn!(netns = %ns, error = %e, "reading rule counters"),
             }

@@ -1,7 +1,8 @@
 //! The gateway's long-lived netlink sockets: one in the host namespace and one per VPC
 //! namespace, each opened once (the VPC ones by a thread that `setns`es into the namespace,
 //! see [`sf_linux::netlink::netns`]) and kept while the namespace lives, with the namespace's
-//! `ip_forward` sysctl file and a NETLINK_NETFILTER socket opened there too. Observing a
+//! `ip_forward` sysctl file and two NETLINK_NETFILTER sockets opened there too (the ruleset
+//! generation, and rule dumps for the counters, see [`crate::nfrules`]). Observing a
 //! router is then three dumps on an open socket, a `pread` and a ruleset-generation query,
 //! instead of `ip -n`, `ip netns exec … sysctl` and `ip netns exec … nft` processes per pass:
 //! what `nft` showed is kept with the generation it was read at, and `nft` runs again only
@@ -22,6 +23,9 @@ use sf_linux::netlink::netns::{self, NsId};
 use sf_linux::netlink::nfgen::NfGen;
 use sf_linux::netlink::Netlink;
 use sf_linux::DeviceError;
+use sf_metrics::RuleSample;
+
+use crate::nfrules::NfRules;
 
 /// Where a namespace's IPv4 forwarding switch is (per namespace: the file opened inside one
 /// reads and writes that namespace's value).
@@ -34,6 +38,7 @@ pub struct NsSocket {
     pub id: NsId,
     ip_forward: File,
     nfgen: NfGen,
+    nfrules: NfRules,
     /// What `nft` last showed, with the ruleset generation it was read at.
     nft_seen: Mutex<Option<(u32, NftSeen)>>,
 }
@@ -52,6 +57,13 @@ impl NsSocket {
         self.nfgen
             .generation()
             .map_err(|source| io_err("read the nftables generation", source))
+    }
+
+    /// The rule counters of table `ip <table>` in this namespace, from one netlink dump.
+    pub fn rule_counters(&self, table: &str, scope: &str) -> Result<Vec<RuleSample>, DeviceError> {
+        self.nfrules
+            .counters(table, scope)
+            .map_err(|source| io_err("dump the nftables rules", source))
     }
 
     /// What `nft` showed at generation `generation`, if that is what was last read.
@@ -127,9 +139,9 @@ impl Kernel {
         let opened = netns::within(&path, || {
             let nl = Netlink::open();
             let f = File::options().read(true).write(true).open(IP_FORWARD);
-            (nl, f, NfGen::open())
+            (nl, f, NfGen::open(), NfRules::open())
         });
-        let ((nl, f, nfgen), id) =
+        let ((nl, f, nfgen, nfrules), id) =
             opened.map_err(|source| io_err(&format!("enter namespace {ns}"), source))?;
         let s = Arc::new(NsSocket {
             nl: nl.map_err(|e| e.on(format!("open a netlink socket in {ns}")))?,
@@ -137,6 +149,8 @@ impl Kernel {
             ip_forward: f
                 .map_err(|source| io_err(&format!("open {IP_FORWARD} in {ns}"), source))?,
             nfgen: nfgen
+                .map_err(|source| io_err(&format!("open a nfnetlink socket in {ns}"), source))?,
+            nfrules: nfrules
                 .map_err(|source| io_err(&format!("open a nfnetlink socket in {ns}"), source))?,
             nft_seen: Mutex::new(None),
         });

@@ -11,6 +11,7 @@
 //! - [`plan`]: the observed → actions planner with its in-memory twin.
 //! - [`failover`]: which built routers forward, from the fabric's view (BFD, anchors).
 //! - [`kernel`]: the long-lived netlink sockets, one per VPC namespace.
+//! - [`nfrules`]: rule counters from a netfilter netlink dump.
 //! - [`device`]: observation (netlink, `nft`) and the former `ip` executor.
 //! - [`exec`]: the netlink executor of the planner's actions.
 //! - [`conntrack`]: cutting the flows of translations the router no longer performs.
@@ -27,5 +28,6 @@ pub mod fence;
 pub mod health;
 pub mod kernel;
 pub mod names;
+pub mod nfrules;
 pub mod nft;
 pub mod plan;

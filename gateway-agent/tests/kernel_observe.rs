@@ -259,3 +259,42 @@ fn rule_counters_are_read_without_the_map_elements() {
         assert!(none.is_empty());
     });
 }
+
+#[test]
+fn rule_counters_from_a_netlink_dump_match_nft() {
+    if !root() {
+        eprintln!("skipped (needs root for network namespaces)");
+        return;
+    }
+    let a = Ns::new(6);
+    rt().block_on(async {
+        let k = Kernel::default();
+        // No table yet: no samples, no error.
+        let none = k.ns(&a.0).unwrap().rule_counters("stackfabric", &a.0);
+        assert!(none.unwrap().is_empty());
+        let elements: Vec<String> = (0..3000)
+            .map(|i| format!("{i} : 10.0.{}.{}", i / 250, i % 250 + 1))
+            .collect();
+        nft(
+            &a,
+            &format!(
+                "table ip stackfabric {{\n map lb0 {{\n  type mark : ipv4_addr\n  elements = {{ {} }}\n }}\n \
+                 chain pre {{\n  type nat hook prerouting priority -100;\n  \
+                 ip daddr 203.0.113.1 counter dnat ip to meta mark map @lb0 comment \"lb 203.0.113.1:80/tcp\"\n  \
+                 ip daddr 203.0.113.2 counter dnat ip to 10.0.0.2\n  ip daddr 203.0.113.3 dnat ip to 10.0.0.3\n }}\n \
+                 chain post {{\n  type nat hook postrouting priority 100;\n  oifname \"lo\" counter packets 5 bytes 420 masquerade comment \"snat\"\n }}\n}}\n\
+                 table ip other {{\n chain c {{\n  type filter hook input priority 0;\n  counter comment \"not ours\"\n }}\n}}\n",
+                elements.join(", ")
+            ),
+        );
+        let by_nl = k.ns(&a.0).unwrap().rule_counters("stackfabric", &a.0).unwrap();
+        let by_nft = sf_linux::nft_counters::read_in_netns(&a.0, "ip", "stackfabric", &a.0)
+            .await
+            .unwrap();
+        assert_eq!(by_nl, by_nft);
+        assert_eq!(by_nl.len(), 3, "{by_nl:?}");
+        let snat = by_nl.iter().find(|s| s.rule == "snat").unwrap();
+        assert_eq!((snat.chain.as_str(), snat.packets, snat.bytes), ("post", 5, 420));
+        assert!(by_nl.iter().any(|s| s.rule.starts_with("handle ")));
+    });
+}
