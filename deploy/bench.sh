@@ -7,7 +7,8 @@
 #   deploy/bench.sh [--only PART[,PART...]] [--smoke]
 #
 # PARTS: maglev, compile, rest, fanout, scale, hv, acl, failover, nat, lb, gw (default: all, in
-# that order). gw: OLD_GW_AGENT=PATH adds the idle CPU of that build as a baseline.
+# that order). gw: OLD_GW_AGENT=PATH adds the idle CPU of that build as a baseline; the
+# agent's former process-based paths (SF_GW_EXECUTOR=iproute2) are the programming baseline.
 # --smoke runs each part at tiny sizes (about two minutes in all): not figures, a check that the
 # benchmarks still run and print their lines. deploy/test.sh runs it, so they cannot rot.
 # fanout and scale start a real etcd and sf-coordinator; hv, acl, failover, nat, lb and gw
@@ -240,9 +241,13 @@ part_lb() {
 part_gw() {
     echo "# One gateway's observation of $ROUTERS VPC routers: netlink sockets vs the iproute2 observer"
     is_root || { echo "# needs root (network namespaces); skipped"; return 0; }
-    cargo build --release --locked -q -p sf-gateway-agent --example gw_observe_bench
+    cargo build --release --locked -q -p sf-gateway-agent --example gw_observe_bench \
+        --example gw_program_bench
     "$BIN/examples/gw_observe_bench" --routers "$ROUTERS" \
         --prefix "${SF_BENCH_LAB_PREFIX:-sfgw$$-}" | rows
+    echo "# One gateway programming $ROUTERS VPC routers, and one change among them: netlink executor vs the ip executor"
+    "$BIN/examples/gw_program_bench" --routers "$ROUTERS" \
+        --prefix "${SF_BENCH_LAB_PREFIX:-sfgp$$-}p" | rows
     # The agent itself idle in a lab with SF_BENCH_GW_VPCS VPCs (default 200); the baseline
     # is OLD_GW_AGENT (another build), when given. A whole lab: not in the smoke run.
     if [ "$SMOKE" = 1 ]; then

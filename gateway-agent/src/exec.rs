@@ -65,10 +65,11 @@ impl Exec {
         }
     }
 
-    /// `action` through netlink, whatever the environment says (tests).
-    pub fn netlink(action: Action, kernel: &Arc<Kernel>) -> Self {
+    /// `action` through netlink (`iproute2` false) or `ip` processes, whatever the
+    /// environment says (tests and the bench run both in one process).
+    pub fn with(action: Action, kernel: &Arc<Kernel>, iproute2: bool) -> Self {
         Exec {
-            iproute2: false,
+            iproute2,
             ..Exec::new(action, kernel)
         }
     }
