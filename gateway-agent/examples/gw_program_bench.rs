@@ -5,7 +5,8 @@
 //! reconcile pass does it: every router observed, re-planned, the changed one executed.
 //! The "host" is a network namespace of this process (`unshare` before the runtime starts),
 //! the VPC namespaces are `<prefix>{n,o}<id>` (`--prefix`, default `sfgp<pid>-`); all are
-//! removed at the end, also after a failure. Prints `figure,value,baseline,ratio`; needs root.
+//! removed at the end, also after a failure or SIGINT/SIGTERM. Prints
+//! `figure,value,baseline,ratio`; needs root.
 //!
 //!   gw_program_bench [--routers N] [--prefix P]
 
@@ -201,7 +202,16 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(bench(n, &prefix))
+        .block_on(async {
+            // Interrupted: return, so that the namespaces are removed (Lab's drop).
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = bench(n, &prefix) => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+                _ = term.recv() => Err(anyhow::anyhow!("terminated")),
+            }
+        })
 }
 
 async fn bench(n: u32, prefix: &str) -> anyhow::Result<()> {
