@@ -53,12 +53,7 @@ async fn apply_file(a: ApplyArgs) -> anyhow::Result<()> {
     if a.apply_file.len() > 1 {
         // Later passes follow the link messages, as the daemon does.
         dp.watch_links();
-        for _ in 0..100 {
-            if dp.watching() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        wait_watching(&dp).await;
     }
     let mut errors = 0;
     for (i, file) in a.apply_file.iter().enumerate() {
@@ -111,5 +106,18 @@ async fn main() -> anyhow::Result<()> {
     sf_agent::runtime::init_logging(&args.agent.log_format);
     let dp = Hypervisor::new(args.agent.node.clone(), Frr::new(args.frr_dir));
     dp.watch_links();
+    // The first pass's dump then starts the view: a subscription that began after it would
+    // make the view stale again, and cost a second dump and full pass right after.
+    wait_watching(&dp).await;
     sf_agent::run(args.agent, "hypervisor", dp).await
+}
+
+/// Waits up to 1 s for the link subscription (without it, passes are full ones).
+async fn wait_watching(dp: &Hypervisor) {
+    for _ in 0..100 {
+        if dp.watching() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
