@@ -168,9 +168,9 @@ impl Ruleset {
 
 /// Every bridge port of the host except the `vxlan<VNI>` of `brvx-<VNI>`, sorted by name:
 /// the VM taps of the tiers and the ports of bridges the agent does not manage.
-pub fn bridge_taps(links: &[Link]) -> Vec<Tap> {
+pub fn bridge_taps<'a>(links: impl IntoIterator<Item = &'a Link>) -> Vec<Tap> {
     let mut v: Vec<Tap> = links
-        .iter()
+        .into_iter()
         .filter_map(|l| {
             let master = l.master.as_deref()?;
             let vni = master.strip_prefix("brvx-").and_then(|v| v.parse().ok());

@@ -18,23 +18,31 @@
 //! now deny are cut ([`crate::cut`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
 use sf_core::desired::{L2Network, NodeDesired};
 use sf_linux::converge::{Pass, ReconcileError};
 use sf_linux::frr::{expected_lines, render, Frr};
-use sf_linux::l2::foreign_vnis;
+use sf_linux::l2::{bridge_name, foreign_vnis, plan, plan_delta, vni_of, vxlan_name, Action};
 use sf_linux::links::Link;
-use sf_linux::netlink::events::LinkEvent;
+use sf_linux::netlink::events::{LinkEvent, LinkUpdate};
+use sf_linux::netlink::view::LinkView;
 use sf_linux::netlink::Netlink;
 use sf_linux::DeviceError;
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::acl;
+use crate::pin::Tap;
+
+/// A full pass (dump every link, plan every network, check the ACL table and FRR against
+/// the host) at least this often, whatever the link messages say: drift that sends no
+/// message (an address, a devconf write, an nft table) is caught within this time.
+const FULL_RESYNC: Duration = Duration::from_secs(300);
 
 pub struct Hypervisor {
     pub node: String,
@@ -46,17 +54,30 @@ pub struct Hypervisor {
     /// Per ACL tier, the digest of the rules its established flows were last judged by
     /// (None: no pass yet).
     cut_for: Option<BTreeMap<u32, String>>,
-    passes: u64,
     wake: Arc<Notify>,
     /// The netlink socket of this namespace, opened at the first pass.
     nl: Option<Netlink>,
-    /// Foreign VNIs as last observed (None: not yet).
-    foreign: Option<BTreeSet<u32>>,
-    /// Set by the link watcher: a `brvx-*` link changed or events were lost since the
-    /// foreign VNIs were read.
-    links_dirty: Arc<AtomicBool>,
-    /// The link watcher's subscription is live (without it, every status check re-reads).
+    /// The links as the last dump and the link messages since show them.
+    view: Arc<Mutex<LinkView>>,
+    /// The link watcher's subscription is live (without it, every pass dumps).
     watching: Arc<AtomicBool>,
+    /// What the last passes established: the loopback's addresses, the VNIs and VTEP
+    /// planned for, the planner's refusals by VNI, when the last full pass ran.
+    lo: Vec<Ipv4Addr>,
+    planned: Option<(BTreeSet<u32>, Ipv4Addr)>,
+    refusals: BTreeMap<u32, Vec<String>>,
+    last_full: Option<Instant>,
+    /// The ACL table's inputs at its last successful check (None: check next pass).
+    acl_inputs: Option<(Vec<L2Network>, Vec<Tap>)>,
+    /// What the last pass planned: whether it was a full pass, and how many networks.
+    pub last_pass: PassScope,
+}
+
+/// How much of the host a pass looked at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassScope {
+    pub full: bool,
+    pub networks: usize,
 }
 
 impl Hypervisor {
@@ -67,12 +88,16 @@ impl Hypervisor {
             skip_frr: false,
             last_acl_change: None,
             cut_for: None,
-            passes: 0,
             wake: Arc::new(Notify::new()),
             nl: None,
-            foreign: None,
-            links_dirty: Arc::new(AtomicBool::new(true)),
+            view: Arc::new(Mutex::new(LinkView::new())),
             watching: Arc::new(AtomicBool::new(false)),
+            lo: Vec::new(),
+            planned: None,
+            refusals: BTreeMap::new(),
+            last_full: None,
+            acl_inputs: None,
+            last_pass: PassScope::default(),
         }
     }
 
@@ -84,24 +109,30 @@ impl Hypervisor {
         Ok(self.nl.clone().expect("opened"))
     }
 
-    /// Wakes the agent on link changes (netlink RTNLGRP_LINK): new or moved bridge ports,
-    /// deleted links, lost events. Resubscribes if the socket fails. Must be called inside a
-    /// tokio runtime.
+    fn view(&self) -> MutexGuard<'_, LinkView> {
+        lock(&self.view)
+    }
+
+    /// Whether the link messages are being received (the view follows the kernel).
+    pub fn watching(&self) -> bool {
+        self.watching.load(Ordering::SeqCst)
+    }
+
+    /// Keeps the link view up to date from netlink link messages (RTNLGRP_LINK) and wakes
+    /// the agent on changes: new or moved bridge ports, overlay links, deletions, lost
+    /// messages. Resubscribes if the socket fails. Must be called inside a tokio runtime.
     pub fn watch_links(&self) {
-        let (wake, dirty, watching) = (
-            self.wake.clone(),
-            self.links_dirty.clone(),
-            self.watching.clone(),
-        );
+        let (wake, view, watching) = (self.wake.clone(), self.view.clone(), self.watching.clone());
         tokio::spawn(async move {
             loop {
-                match sf_linux::netlink::events::link_events() {
-                    Ok(events) => {
-                        // Whatever changed before the subscription is read once more.
-                        dirty.store(true, Ordering::SeqCst);
+                match sf_linux::netlink::events::link_updates() {
+                    Ok(updates) => {
+                        // Whatever changed before the subscription is read by a dump.
+                        lock(&view).mark_stale();
                         watching.store(true, Ordering::SeqCst);
-                        settle_and_wake(Box::pin(events), &wake, &dirty).await;
+                        settle_and_wake(Box::pin(updates), &wake, &view).await;
                         watching.store(false, Ordering::SeqCst);
+                        lock(&view).mark_stale();
                         warn!("link event subscription ended; resubscribing");
                     }
                     Err(e) => warn!(error = %e, "subscribing to link events"),
@@ -112,19 +143,25 @@ impl Hypervisor {
     }
 }
 
-/// Reads link events until the stream ends. A burst (one pass creating thousands of links)
-/// settles into one wakeup 100 ms after its first relevant event; the events are read on
-/// meanwhile, so the socket's buffer keeps draining.
+/// The view, also after a panic elsewhere while it was held (it holds no invariant that a
+/// half-applied message could break beyond what the next dump repairs).
+fn lock(view: &Mutex<LinkView>) -> MutexGuard<'_, LinkView> {
+    view.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Applies link messages to the view until the stream ends. A burst (one pass creating
+/// thousands of links) settles into one wakeup 100 ms after its first relevant message;
+/// the messages are read on meanwhile, so the socket's buffer keeps draining.
 async fn settle_and_wake(
-    mut events: std::pin::Pin<Box<impl futures::Stream<Item = LinkEvent>>>,
+    mut updates: std::pin::Pin<Box<impl futures::Stream<Item = LinkUpdate>>>,
     wake: &Notify,
-    dirty: &AtomicBool,
+    view: &Mutex<LinkView>,
 ) {
     use futures::StreamExt;
     let mut due: Option<tokio::time::Instant> = None;
     loop {
         let next = match due {
-            Some(at) => match tokio::time::timeout_at(at, events.next()).await {
+            Some(at) => match tokio::time::timeout_at(at, updates.next()).await {
                 Ok(e) => e,
                 Err(_) => {
                     due = None;
@@ -132,22 +169,21 @@ async fn settle_and_wake(
                     continue;
                 }
             },
-            None => events.next().await,
+            None => updates.next().await,
         };
-        let Some(e) = next else {
+        let Some(u) = next else {
             if due.is_some() {
                 wake.notify_one();
             }
             return;
         };
-        let (relevant, foreign) = match &e {
-            LinkEvent::Changed { name, master } => (*master, name.starts_with("brvx-")),
-            LinkEvent::Deleted { name } => (true, name.starts_with("brvx-")),
-            LinkEvent::Overrun => (true, true),
-        };
-        if foreign {
-            dirty.store(true, Ordering::SeqCst);
+        if !lock(view).apply(&u) {
+            continue;
         }
+        let relevant = match u.event() {
+            LinkEvent::Changed { name, master } => master || vni_of(&name).is_some(),
+            LinkEvent::Deleted { .. } | LinkEvent::Overrun => true,
+        };
         if relevant && due.is_none() {
             due = Some(tokio::time::Instant::now() + Duration::from_millis(100));
         }
@@ -155,12 +191,146 @@ async fn settle_and_wake(
 }
 
 impl Hypervisor {
-    /// East-west ACLs over the bridges (they exist now) and the observed VM ports.
-    async fn converge_acl(&mut self, pass: &mut Pass, nets: &[&L2Network], links: &[Link]) {
-        let rs = acl::render(nets, &acl::bridge_taps(links));
-        pass.refused("ACL", rs.errors.iter().map(|e| format!("ACL: {e}")));
-        let t = std::time::Instant::now();
+    /// Whether this pass must dump and plan everything: no trustworthy view (first pass,
+    /// lost messages, no subscription), a new VTEP, or the periodic full resync is due.
+    fn needs_full(&self, vtep: Ipv4Addr) -> bool {
+        self.view().is_stale()
+            || !self.watching()
+            || self.planned.as_ref().is_none_or(|(_, v)| *v != vtep)
+            || self.last_full.is_none_or(|t| t.elapsed() >= FULL_RESYNC)
+    }
+
+    /// Dumps every link, plans every network and runs the plan. False when the dump failed.
+    async fn converge_links_full(
+        &mut self,
+        pass: &mut Pass,
+        nl: &Netlink,
+        vnis: &BTreeSet<u32>,
+        vtep: Ipv4Addr,
+    ) -> bool {
+        self.view().begin_dump();
+        let t = Instant::now();
+        let Some(observed) = pass
+            .observe("links", sf_linux::netlink::l2::observe(nl))
+            .await
+        else {
+            self.view().abort_dump();
+            return false;
+        };
+        let links = {
+            let mut v = self.view();
+            v.finish_dump(observed.links);
+            // Planned from the view just below: what changed so far is in it.
+            v.take_dirty();
+            v.to_vec()
+        };
+        debug!(
+            links = links.len(),
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "dumped links"
+        );
+        self.lo = observed.lo;
+        let p = plan(vnis, vtep, &self.lo, &links);
+        self.refusals.clear();
+        self.last_full = Some(Instant::now());
+        self.last_pass = PassScope {
+            full: true,
+            networks: vnis.len(),
+        };
+        self.run_plan(pass, nl, p, &links).await;
+        true
+    }
+
+    /// Plans and runs only the networks whose desired presence changed since the last pass
+    /// or whose links sent a message since: no dump.
+    async fn converge_links_delta(
+        &mut self,
+        pass: &mut Pass,
+        nl: &Netlink,
+        vnis: &BTreeSet<u32>,
+        vtep: Ipv4Addr,
+    ) {
+        // Links whose last message was a bridge port's only are read back first.
+        if let Err(e) = sf_linux::netlink::view::refresh(nl, &self.view).await {
+            warn!(error = %e, "reading back changed bridge ports");
+        }
+        let mut dirty: BTreeSet<u32> = self
+            .view()
+            .take_dirty()
+            .iter()
+            .filter_map(|n| vni_of(n))
+            .collect();
+        if let Some((before, _)) = &self.planned {
+            dirty.extend(vnis.symmetric_difference(before));
+        }
+        self.last_pass = PassScope {
+            full: false,
+            networks: dirty.len(),
+        };
+        if dirty.is_empty() && self.lo.contains(&vtep) {
+            return;
+        }
+        let links: Vec<Link> = {
+            let v = self.view();
+            dirty
+                .iter()
+                .flat_map(|&vni| [bridge_name(vni), vxlan_name(vni)])
+                .chain(["lo".to_string()])
+                .filter_map(|n| v.get(&n).cloned())
+                .collect()
+        };
+        let p = plan_delta(vnis, &dirty, vtep, &self.lo, &links);
+        for v in &dirty {
+            self.refusals.remove(v);
+        }
+        self.run_plan(pass, nl, p, &links).await;
+    }
+
+    /// Runs a plan made from `links`; remembers its refusals and what the kernel announces
+    /// no message for. A failed action makes the next pass a full one (it retries).
+    async fn run_plan(
+        &mut self,
+        pass: &mut Pass,
+        nl: &Netlink,
+        p: sf_linux::l2::Plan,
+        links: &[Link],
+    ) {
+        for e in p.errors {
+            let vni = e.split_whitespace().next().and_then(vni_of).unwrap_or(0);
+            self.refusals.entry(vni).or_default().push(e);
+        }
+        let results = sf_linux::netlink::l2::execute(nl, &p.actions, links).await;
+        for (a, r) in p.actions.iter().zip(results) {
+            let ok = pass.record("links", a, r);
+            match (a, ok) {
+                (_, false) => self.last_full = None,
+                (Action::AddLoopbackAddress(ip), true) => self.lo.push(*ip),
+                (
+                    Action::DisableIpv6 { link: name }
+                    | Action::AddBridge { name }
+                    | Action::AddVxlan { name, .. },
+                    true,
+                ) => self.view().set_ipv6_disabled(name),
+                _ => {}
+            }
+        }
+    }
+
+    /// East-west ACLs over the bridges (they exist now) and the observed VM ports: rendered
+    /// and checked against the table when a full pass asks or their inputs changed.
+    async fn converge_acl(&mut self, pass: &mut Pass, nets: &[&L2Network], full: bool) {
+        let taps = acl::bridge_taps(self.view().iter());
         self.last_acl_change = None;
+        let same = self.acl_inputs.as_ref().is_some_and(|(n, t)| {
+            *t == taps && n.len() == nets.len() && n.iter().zip(nets).all(|(a, b)| a == *b)
+        });
+        if same && !full {
+            return;
+        }
+        self.acl_inputs = None;
+        let rs = acl::render(nets, &taps);
+        pass.refused("ACL", rs.errors.iter().map(|e| format!("ACL: {e}")));
+        let t = Instant::now();
         let applied = acl::apply(&rs).await;
         if let Ok(true) = applied {
             self.last_acl_change = Some(t.elapsed());
@@ -170,10 +340,10 @@ impl Hypervisor {
         let ok = applied.is_ok();
         pass.applied("ACL", applied);
         if ok {
+            self.acl_inputs = Some((nets.iter().map(|n| (*n).clone()).collect(), taps));
             self.cut_denied(nets, changed_table).await;
         }
     }
-
     /// Established flows that changed rules deny are cut: on the tiers whose rules changed
     /// since the last pass, or, on the first pass, on every tier if the table changed (the
     /// rules may have changed while the agent was down).
@@ -217,7 +387,6 @@ impl Dataplane for Hypervisor {
         _ctx: &ReconcileContext,
     ) -> ReconcileReport {
         let mut pass = Pass::default();
-        self.passes += 1;
         let Some(underlay) = desired.underlay() else {
             pass.error(ReconcileError::NoUnderlay);
             return pass.into();
@@ -233,26 +402,35 @@ impl Dataplane for Hypervisor {
                 return pass.into();
             }
         };
-        // Cleared before observing: an event during the pass marks it again.
-        self.links_dirty.store(false, Ordering::SeqCst);
-        let converged =
-            sf_linux::netlink::l2::converge(&mut pass, &nl, &vnis, underlay.loopback).await;
-        let Some(observed) = converged else {
-            self.links_dirty.store(true, Ordering::SeqCst);
-            return pass.into();
-        };
-        self.foreign = Some(foreign_vnis(&observed.links));
+        let vtep = underlay.loopback;
+        let full = self.needs_full(vtep);
+        let t = Instant::now();
+        if full {
+            if !self.converge_links_full(&mut pass, &nl, &vnis, vtep).await {
+                return pass.into();
+            }
+        } else {
+            self.converge_links_delta(&mut pass, &nl, &vnis, vtep).await;
+        }
+        self.planned = Some((vnis, vtep));
+        pass.refused("links", self.refusals.values().flatten().cloned());
+        debug!(
+            full,
+            networks = self.last_pass.networks,
+            elapsed_us = t.elapsed().as_micros() as u64,
+            "links converged"
+        );
         let nets: Vec<&L2Network> = desired.networks().collect();
-        self.converge_acl(&mut pass, &nets, &observed.links).await;
+        self.converge_acl(&mut pass, &nets, full).await;
         if self.skip_frr {
             return pass.into();
         }
         // FRR after the links, so the VTEP exists before advertise-all-vni sees the VNIs.
-        // Re-verify FRR every 10th pass (cheap delta, catches drift).
+        // Reloaded only when its rendered configuration changed (`Frr::apply` compares with
+        // what it last applied); re-verified against the running config on full passes.
         let config = render(&self.node, underlay);
-        let force = self.passes % 10 == 1;
         let expect = expected_lines(underlay);
-        pass.applied("FRR", self.frr.apply(&config, &expect, force).await);
+        pass.applied("FRR", self.frr.apply(&config, &expect, full).await);
         pass.into()
     }
 
@@ -271,29 +449,32 @@ impl Dataplane for Hypervisor {
         }
     }
 
-    /// Called every 3 s by the runtime: answers from the last observation unless a link
-    /// event (or a missing subscription) says the foreign bridges may have changed.
+    /// Called every 3 s by the runtime: answers from the link view, which the link
+    /// messages keep current; dumps only when the view cannot be trusted.
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {
-        let stale =
-            self.links_dirty.swap(false, Ordering::SeqCst) || !self.watching.load(Ordering::SeqCst);
-        if let (Some(f), false) = (&self.foreign, stale) {
-            return f.clone();
+        if !self.view().is_stale() && self.watching() {
+            return foreign_vnis(self.view().iter());
         }
-        let observed = match self.netlink() {
-            Ok(nl) => sf_linux::netlink::observe::links(&nl)
-                .await
-                .map_err(|e| e.on("dump links")),
-            Err(e) => Err(e),
+        let nl = match self.netlink() {
+            Ok(nl) => nl,
+            Err(e) => {
+                warn!(error = %e, "observing links");
+                return BTreeSet::new();
+            }
         };
-        match observed {
+        self.view().begin_dump();
+        match sf_linux::netlink::observe::links(&nl).await {
             Ok(l) => {
-                let f = foreign_vnis(&l);
-                self.foreign = Some(f.clone());
-                f
+                // Whatever changed while the view was stale was never marked: the next
+                // pass plans everything.
+                self.last_full = None;
+                let mut v = self.view();
+                v.finish_dump(l);
+                foreign_vnis(v.iter())
             }
             Err(e) => {
-                self.links_dirty.store(true, Ordering::SeqCst);
-                warn!(error = %e, "observing links");
+                self.view().abort_dump();
+                warn!(error = %e.on("dump links"), "observing links");
                 BTreeSet::new()
             }
         }
@@ -304,12 +485,28 @@ impl Dataplane for Hypervisor {
 mod tests {
     use super::*;
     use futures::channel::mpsc;
+    use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 
-    fn changed(name: &str, master: bool) -> LinkEvent {
-        LinkEvent::Changed {
-            name: name.into(),
-            master,
-        }
+    fn link(index: u32, name: &str, attrs: Vec<LinkAttribute>) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        m.attributes.extend(attrs);
+        m
+    }
+
+    fn bridge(index: u32, name: &str) -> LinkUpdate {
+        LinkUpdate::New(link(
+            index,
+            name,
+            vec![LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )])],
+        ))
+    }
+
+    fn port(index: u32, name: &str, master: u32) -> LinkUpdate {
+        LinkUpdate::New(link(index, name, vec![LinkAttribute::Controller(master)]))
     }
 
     /// Whether `wake` fires within `ms` milliseconds.
@@ -320,34 +517,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn link_events_wake_on_ports_and_mark_foreign_bridges() {
+    async fn link_messages_update_the_view_and_wake_once_per_burst() {
         let (tx, rx) = mpsc::unbounded();
-        let (wake, dirty) = (Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
-        let (w, d) = (wake.clone(), dirty.clone());
-        let task = tokio::spawn(async move { settle_and_wake(Box::pin(rx), &w, &d).await });
-        // A bridge of ours or CloudStack's appears: foreign VNIs may have changed, no pass.
-        tx.unbounded_send(changed("brvx-2000000", false)).unwrap();
-        assert!(!woke(&wake, 300).await);
-        assert!(dirty.swap(false, Ordering::SeqCst));
-        // A burst of VM ports plugged into bridges: one wakeup, no foreign change.
+        let wake = Arc::new(Notify::new());
+        let view = Arc::new(Mutex::new(LinkView::new()));
+        lock(&view).begin_dump();
+        lock(&view).finish_dump(vec![]);
+        let (w, v) = (wake.clone(), view.clone());
+        let task = tokio::spawn(async move { settle_and_wake(Box::pin(rx), &w, &v).await });
+        // CloudStack's bridge appears: a foreign VNI, and a pass for its network.
+        tx.unbounded_send(bridge(10, "brvx-2000000")).unwrap();
+        assert!(woke(&wake, 1_000).await);
+        assert_eq!(
+            foreign_vnis(lock(&view).iter()),
+            BTreeSet::from([2_000_000])
+        );
+        // A burst of VM ports plugged into it: one wakeup, the ports in the view.
         for i in 0..50 {
-            tx.unbounded_send(changed(&format!("vnet{i}"), true))
+            tx.unbounded_send(port(100 + i, &format!("vnet{i}"), 10))
                 .unwrap();
         }
         assert!(woke(&wake, 1_000).await);
         assert!(!woke(&wake, 300).await, "one wakeup for the burst");
-        assert!(!dirty.load(Ordering::SeqCst));
-        // Lost events: wake and re-read.
-        tx.unbounded_send(LinkEvent::Overrun).unwrap();
+        let taps = acl::bridge_taps(lock(&view).iter());
+        assert_eq!(taps.len(), 50);
+        assert!(taps.iter().all(|t| t.bridge == "brvx-2000000"));
+        // A link outside the overlay with no master: no pass.
+        tx.unbounded_send(bridge(7, "eth9")).unwrap();
+        assert!(!woke(&wake, 300).await);
+        // Lost messages: wake, and the view is stale (the next pass dumps).
+        tx.unbounded_send(LinkUpdate::Overrun).unwrap();
         assert!(woke(&wake, 1_000).await);
-        assert!(dirty.load(Ordering::SeqCst));
+        assert!(lock(&view).is_stale());
         // A deletion just before the subscription ends still wakes.
-        tx.unbounded_send(LinkEvent::Deleted {
-            name: "vnet3".into(),
-        })
-        .unwrap();
+        tx.unbounded_send(LinkUpdate::Deleted(link(103, "vnet3", vec![])))
+            .unwrap();
         drop(tx);
         task.await.unwrap();
         assert!(woke(&wake, 100).await);
+        assert!(lock(&view).get("vnet3").is_none());
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Debug aid: `--apply-file FILE` reads a `NodeDesired` JSON, runs one reconcile pass (links,
 //! east-west ACL table, FRR unless `--no-frr`), prints the outcome and exits (non-zero on
-//! errors). It needs no coordinator, etcd or certificates. It changes the network namespace
+//! errors). Given more than once, the files are applied one after the other by the same
+//! agent, as a daemon would apply successive desired states: the first pass is a full one,
+//! the next ones plan only what changed (the link view kept from netlink link messages). It needs no coordinator, etcd or certificates. It changes the network namespace
 //! it runs in: run it only inside the hypervisor's namespace (`nsenter --net=/run/netns/HV`).
 
 use std::path::PathBuf;
@@ -33,8 +35,8 @@ struct Args {
 struct ApplyArgs {
     #[arg(long, env = "SF_NODE")]
     node: String,
-    #[arg(long)]
-    apply_file: PathBuf,
+    #[arg(long, required = true)]
+    apply_file: Vec<PathBuf>,
     #[arg(long, env = "SF_FRR_DIR", default_value = "/var/run/frr")]
     frr_dir: PathBuf,
     /// Links and ACLs only; leave FRR alone.
@@ -46,20 +48,45 @@ struct ApplyArgs {
 
 async fn apply_file(a: ApplyArgs) -> anyhow::Result<()> {
     sf_agent::runtime::init_logging(&a.log_format);
-    let desired: NodeDesired = serde_json::from_slice(&std::fs::read(&a.apply_file)?)?;
     let mut dp = Hypervisor::new(a.node, Frr::new(a.frr_dir));
     dp.skip_frr = a.no_frr;
+    if a.apply_file.len() > 1 {
+        // Later passes follow the link messages, as the daemon does.
+        dp.watch_links();
+        wait_watching(&dp).await;
+    }
+    let mut errors = 0;
+    for (i, file) in a.apply_file.iter().enumerate() {
+        if i > 0 {
+            // The messages of the previous pass's changes reach the view.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        let desired: NodeDesired = serde_json::from_slice(&std::fs::read(file)?)?;
+        errors += apply_once(&mut dp, &desired).await;
+    }
+    if errors == 0 {
+        Ok(())
+    } else {
+        anyhow::bail!("{errors} errors")
+    }
+}
+
+/// One pass; prints its outcome and returns its error count.
+async fn apply_once(dp: &mut Hypervisor, desired: &NodeDesired) -> usize {
     let ctx = ReconcileContext {
         lease: LeaseState::Held { continuous: true },
         fresh: true,
     };
     let t = std::time::Instant::now();
-    let report = dp.reconcile(&desired, &ctx).await;
+    let report = dp.reconcile(desired, &ctx).await;
     println!(
-        "reconcile: changes={} errors={} elapsed_ms={} acl_change_ms={}",
+        "reconcile: changes={} errors={} elapsed_ms={} elapsed_us={} scope={} networks_planned={} acl_change_ms={}",
         report.changes,
         report.errors.len(),
         t.elapsed().as_millis(),
+        t.elapsed().as_micros(),
+        if dp.last_pass.full { "full" } else { "delta" },
+        dp.last_pass.networks,
         dp.last_acl_change
             .map(|d| d.as_millis().to_string())
             .unwrap_or_else(|| "-".into())
@@ -67,11 +94,7 @@ async fn apply_file(a: ApplyArgs) -> anyhow::Result<()> {
     for e in &report.errors {
         println!("error: {e}");
     }
-    if report.errors.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!("{} errors", report.errors.len())
-    }
+    report.errors.len()
 }
 
 #[tokio::main]
@@ -83,5 +106,18 @@ async fn main() -> anyhow::Result<()> {
     sf_agent::runtime::init_logging(&args.agent.log_format);
     let dp = Hypervisor::new(args.agent.node.clone(), Frr::new(args.frr_dir));
     dp.watch_links();
+    // The first pass's dump then starts the view: a subscription that began after it would
+    // make the view stale again, and cost a second dump and full pass right after.
+    wait_watching(&dp).await;
     sf_agent::run(args.agent, "hypervisor", dp).await
+}
+
+/// Waits up to 1 s for the link subscription (without it, passes are full ones).
+async fn wait_watching(dp: &Hypervisor) {
+    for _ in 0..100 {
+        if dp.watching() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

@@ -172,6 +172,26 @@ pub fn plan(vnis: &BTreeSet<u32>, vtep: Ipv4Addr, lo_addrs: &[Ipv4Addr], links: 
     p
 }
 
+/// The plan for the networks whose VNI is in `dirty` only (their desired presence changed,
+/// or their links did): the same plan as [`plan`] restricted to them, so the cost of a change
+/// of one network does not grow with the networks around it. `links` may be every link or
+/// just those of the dirty VNIs; the others are left out either way.
+pub fn plan_delta(
+    vnis: &BTreeSet<u32>,
+    dirty: &BTreeSet<u32>,
+    vtep: Ipv4Addr,
+    lo_addrs: &[Ipv4Addr],
+    links: &[Link],
+) -> Plan {
+    let scope: BTreeSet<u32> = vnis.intersection(dirty).copied().collect();
+    let touched: Vec<Link> = links
+        .iter()
+        .filter(|l| vni_of(&l.name).is_some_and(|v| dirty.contains(&v)))
+        .cloned()
+        .collect();
+    plan(&scope, vtep, lo_addrs, &touched)
+}
+
 impl From<Plan> for crate::converge::Plan<Action> {
     fn from(p: Plan) -> Self {
         crate::converge::Plan::new(p.actions, p.errors)
@@ -295,9 +315,9 @@ pub(crate) fn disable_ipv6(link: &str) -> Result<(), crate::DeviceError> {
 
 /// VNIs of `brvx-<VNI>` bridges present that we did not create (CloudStack's): they widen
 /// this hypervisor's scope.
-pub fn foreign_vnis(links: &[Link]) -> BTreeSet<u32> {
+pub fn foreign_vnis<'a>(links: impl IntoIterator<Item = &'a Link>) -> BTreeSet<u32> {
     links
-        .iter()
+        .into_iter()
         .filter(|l| !l.owned && l.kind.as_deref() == Some("bridge") && l.name.starts_with("brvx-"))
         .filter_map(|l| vni_of(&l.name))
         .collect()
@@ -379,6 +399,79 @@ mod tests {
         assert!(first.errors.is_empty(), "{:?}", first.errors);
         apply_in_memory(links, lo, &first.actions);
         first.actions.len()
+    }
+
+    /// `n` networks from VNI 1,000,001, converged in memory.
+    fn converged(n: u32) -> (BTreeSet<u32>, Vec<Link>, Vec<Ipv4Addr>) {
+        let (mut links, mut lo) = (vec![], vec![]);
+        let vnis: BTreeSet<u32> = (1_000_001..1_000_001 + n).collect();
+        converge(&vnis, &mut links, &mut lo);
+        (vnis, links, lo)
+    }
+
+    #[test]
+    fn delta_plans_only_the_changed_networks() {
+        let (mut vnis, mut links, mut lo) = converged(2_000);
+        // One network more: its six actions, nothing about the 2,000 others.
+        vnis.insert(1_100_000);
+        let one = BTreeSet::from([1_100_000]);
+        let p = plan_delta(&vnis, &one, vtep(), &lo, &links);
+        assert!(p.errors.is_empty());
+        assert_eq!(p.actions.len(), 6, "{:?}", p.actions);
+        assert!(p
+            .actions
+            .iter()
+            .all(|a| format!("{a:?}").contains("1100000")));
+        apply_in_memory(&mut links, &mut lo, &p.actions);
+        // The full plan agrees: nothing left anywhere.
+        assert_eq!(plan(&vnis, vtep(), &lo, &links), Plan::default());
+        // One network less: its two links go, vxlan first.
+        vnis.remove(&1_000_005);
+        let gone = BTreeSet::from([1_000_005]);
+        let p = plan_delta(&vnis, &gone, vtep(), &lo, &links);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Delete {
+                    link: "vxlan1000005".into()
+                },
+                Action::Delete {
+                    link: "brvx-1000005".into()
+                }
+            ]
+        );
+        apply_in_memory(&mut links, &mut lo, &p.actions);
+        assert_eq!(plan(&vnis, vtep(), &lo, &links), Plan::default());
+    }
+
+    #[test]
+    fn delta_repairs_a_changed_link_and_matches_the_full_plan() {
+        let (vnis, mut links, lo) = converged(50);
+        // Someone set a vxlan down and took another bridge's port away.
+        for l in links.iter_mut() {
+            match l.name.as_str() {
+                "vxlan1000003" => l.up = false,
+                "vxlan1000007" => l.master = None,
+                _ => {}
+            }
+        }
+        let full = plan(&vnis, vtep(), &lo, &links);
+        let dirty = BTreeSet::from([1_000_003, 1_000_007]);
+        assert_eq!(plan_delta(&vnis, &dirty, vtep(), &lo, &links), full);
+        assert_eq!(full.actions.len(), 3, "{:?}", full.actions);
+        // Only the dirty networks' links need be passed.
+        let few: Vec<Link> = links
+            .iter()
+            .filter(|l| vni_of(&l.name).is_some_and(|v| dirty.contains(&v)))
+            .cloned()
+            .collect();
+        assert_eq!(plan_delta(&vnis, &dirty, vtep(), &lo, &few), full);
+        // A network not marked dirty is not looked at.
+        let other = BTreeSet::from([1_000_010]);
+        assert_eq!(
+            plan_delta(&vnis, &other, vtep(), &lo, &links),
+            Plan::default()
+        );
     }
 
     #[test]

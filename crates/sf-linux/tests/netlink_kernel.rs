@@ -280,3 +280,61 @@ fn link_events_arrive() {
         assert!(seen.contains(&Deleted { name: "d7".into() }), "{seen:?}");
     });
 }
+
+#[test]
+fn the_link_view_follows_the_kernel_without_a_dump() {
+    use futures::StreamExt;
+    use netlink::view::LinkView;
+    use std::sync::{Arc, Mutex};
+    in_netns("view", || async {
+        let nl = Netlink::open().unwrap();
+        converge(&nl, &[1_000_001]).await;
+        let view = Arc::new(Mutex::new(LinkView::new()));
+        let mut updates = Box::pin(netlink::events::link_updates().unwrap());
+        let v = view.clone();
+        tokio::spawn(async move {
+            while let Some(u) = updates.next().await {
+                v.lock().unwrap().apply(&u);
+            }
+        });
+        view.lock().unwrap().begin_dump();
+        let dumped = netlink::observe::links(&nl).await.unwrap();
+        view.lock().unwrap().finish_dump(dumped);
+        view.lock().unwrap().take_dirty();
+        // Changes by the executor and by someone else, none of them dumped.
+        converge(&nl, &[1_000_001, 1_000_002]).await;
+        ip(&["link", "set", "vxlan1000001", "down"]).await;
+        ip(&[
+            "link",
+            "set",
+            "vxlan1000001",
+            "type",
+            "bridge_slave",
+            "learning",
+            "on",
+        ])
+        .await;
+        ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]).await;
+        ip(&["link", "set", "v0", "master", "brvx-1000001"]).await;
+        ip(&["link", "del", "v1"]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // The learning flag of the down vxlan came as a bridge-port message only (and v0's
+        // enslaving ended with one): read back.
+        assert!(netlink::view::refresh(&nl, &view).await.unwrap() >= 1);
+        let mut kernel = netlink::observe::links(&nl).await.unwrap();
+        kernel.sort_by_key(|l| l.ifindex);
+        let (seen, dirty) = {
+            let mut v = view.lock().unwrap();
+            (v.to_vec(), v.take_dirty())
+        };
+        assert_eq!(seen, kernel);
+        assert!(!view.lock().unwrap().is_stale());
+        let vx = by_name(&seen, "vxlan1000001");
+        assert!(!vx.up && vx.port_learning == Some(true), "{vx:?}");
+        assert!(by_name(&seen, "vxlan1000002").owned);
+        for n in ["vxlan1000001", "brvx-1000002", "vxlan1000002", "v0", "v1"] {
+            assert!(dirty.contains(n), "{n} not marked changed: {dirty:?}");
+        }
+        assert!(!dirty.contains("lo"), "{dirty:?}");
+    });
+}

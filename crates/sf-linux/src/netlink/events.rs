@@ -2,6 +2,8 @@
 //! re-observes when something changed instead of dumping every link on a timer. Each
 //! RTM_NEWLINK / RTM_DELLINK is handed on as a [`LinkEvent`]; a full receive buffer (events
 //! lost) becomes [`LinkEvent::Overrun`], after which only a full observation is trustworthy.
+//! [`link_updates`] hands on the messages themselves ([`LinkUpdate`]), so that a
+//! [`super::view::LinkView`] can keep the links' state without dumping them again.
 
 use futures::StreamExt;
 use netlink_packet_core::NetlinkPayload;
@@ -26,9 +28,31 @@ pub enum LinkEvent {
     Overrun,
 }
 
-/// The stream of link changes of the calling thread's network namespace. Must run inside a
+/// One link message as the kernel sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkUpdate {
+    /// RTM_NEWLINK: the link's whole state (AF_UNSPEC), or its bridge-port state (AF_BRIDGE).
+    New(LinkMessage),
+    /// RTM_DELLINK.
+    Deleted(LinkMessage),
+    /// The kernel dropped messages (our receive buffer was full).
+    Overrun,
+}
+
+impl LinkUpdate {
+    /// The short form the wakeup logic reads.
+    pub fn event(&self) -> LinkEvent {
+        match self {
+            LinkUpdate::New(l) => changed(l),
+            LinkUpdate::Deleted(l) => LinkEvent::Deleted { name: name(l) },
+            LinkUpdate::Overrun => LinkEvent::Overrun,
+        }
+    }
+}
+
+/// The stream of link messages of the calling thread's network namespace. Must run inside a
 /// tokio runtime; the stream ends if the socket fails.
-pub fn link_events() -> Result<impl futures::Stream<Item = LinkEvent>, NetlinkError> {
+pub fn link_updates() -> Result<impl futures::Stream<Item = LinkUpdate>, NetlinkError> {
     let (mut conn, _handle, messages) =
         rtnetlink::new_multicast_connection(&[MulticastGroup::Link]).map_err(NetlinkError::Open)?;
     let _ = netlink_sys::AsyncSocket::socket_ref(conn.socket_mut()).set_rx_buf_sz(RCVBUF);
@@ -36,14 +60,22 @@ pub fn link_events() -> Result<impl futures::Stream<Item = LinkEvent>, NetlinkEr
     // `_handle` may go: unsolicited messages keep flowing while `messages` is alive.
     Ok(messages.filter_map(|(m, _)| async move {
         match m.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => Some(changed(&l)),
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
-                Some(LinkEvent::Deleted { name: name(&l) })
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                Some(LinkUpdate::New(l))
             }
-            NetlinkPayload::Overrun(_) => Some(LinkEvent::Overrun),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
+                Some(LinkUpdate::Deleted(l))
+            }
+            NetlinkPayload::Overrun(_) => Some(LinkUpdate::Overrun),
             _ => None,
         }
     }))
+}
+
+/// The stream of link changes of the calling thread's network namespace. Must run inside a
+/// tokio runtime; the stream ends if the socket fails.
+pub fn link_events() -> Result<impl futures::Stream<Item = LinkEvent>, NetlinkError> {
+    Ok(link_updates()?.map(|u| u.event()))
 }
 
 fn name(l: &LinkMessage) -> String {

@@ -4,7 +4,8 @@
 //! observation from one dump ([`observe`]) and link changes from multicast events
 //! ([`events`]). Each kind of request is built in its own module ([`bridge`], [`vxlan`],
 //! [`port`], [`link`], [`address`], [`route`]); [`l2`] runs the L2 planner's `Action`s with
-//! them. [`netns`] opens sockets in other named namespaces (a gateway's VPC routers);
+//! them; [`view`] keeps the links' state from the link messages, so a change of one network
+//! is planned without a dump. [`netns`] opens sockets in other named namespaces (a gateway's VPC routers);
 //! [`nfgen`] reads a namespace's nftables generation, so `nft` runs only after a change.
 //!
 //! This module owns only the transport and the message builders: what to change is decided by
@@ -20,6 +21,7 @@ pub mod nfgen;
 pub mod observe;
 pub mod port;
 pub mod route;
+pub mod view;
 pub mod vxlan;
 
 use std::collections::VecDeque;

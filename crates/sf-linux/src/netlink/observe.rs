@@ -54,6 +54,15 @@ fn name_of(m: &LinkMessage) -> Option<&str> {
 
 /// One link; None for a message without a name (never sent by the kernel).
 pub fn parse_link(m: &LinkMessage, names: &HashMap<u32, String>) -> Option<Link> {
+    parse_link_with(m, |i| names.get(&i).cloned())
+}
+
+/// One link, its master's name resolved by `master_name` (a dump's own table, or the link
+/// view the events keep up to date).
+pub fn parse_link_with(
+    m: &LinkMessage,
+    master_name: impl Fn(u32) -> Option<String>,
+) -> Option<Link> {
     let mut l = Link {
         name: name_of(m)?.to_string(),
         ifindex: m.header.index,
@@ -64,7 +73,7 @@ pub fn parse_link(m: &LinkMessage, names: &HashMap<u32, String>) -> Option<Link>
     for a in &m.attributes {
         match a {
             LinkAttribute::IfAlias(s) => l.owned = s == OWNER_ALIAS,
-            LinkAttribute::Controller(i) => l.master = names.get(i).cloned(),
+            LinkAttribute::Controller(i) => l.master = master_name(*i),
             LinkAttribute::Address(mac) => l.mac = Some(format_mac(mac)),
             LinkAttribute::LinkInfo(infos) => parse_info(&mut l, infos),
             LinkAttribute::AfSpecUnspec(specs) => ipv6_disabled = ipv6_disabled_of(specs),
