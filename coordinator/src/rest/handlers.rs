@@ -866,6 +866,7 @@ fn plan_allocation(c: &PlanCtx, a: &AllocSpec) -> ApiResult<SfPlan> {
     let tenant = c.tenant.to_string();
     let vpc_name = db.vpc_name(vpc);
     Ok(SfPlan::Create(SfObj::Vpc(Vpc {
+        ipv6_ranges: Vec::new(),
         tenant: tenant.clone(),
         name: sf_name(&vpc_name, vpc, |n| {
             intent.vpcs.contains_key(&VpcRef::new(&tenant, n))

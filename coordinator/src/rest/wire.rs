@@ -824,6 +824,7 @@ pub fn vnet_network(
         cidr,
         vni: s.vni,
         gateway: gw,
+        ipv6_prefix: None,
     }
 }
 
