@@ -230,3 +230,126 @@ fn a_vpc_range_change_keeps_every_tier_inside() {
         ErrorKind::NotFound
     );
 }
+
+mod compiled {
+    use super::*;
+    use sf_core::compile::compile_node;
+    use sf_core::desired::{vpc_link_local, DesiredObject, NodeDesired, RouterRole};
+
+    /// `dual()` with gateways gw1 (primary of blue and red) and gw2 (standby of blue).
+    fn placed() -> Intent {
+        let mut i = dual();
+        for (n, lo) in [("gw1", "10.255.2.1"), ("gw2", "10.255.2.2")] {
+            i.nodes.insert(n.into(), node(n, NodeRole::Gateway, lo));
+        }
+        let red = VpcChildRef::new("demo", "red", "web").vpc_ref();
+        let mut red_vpc = i.vpcs[&red].clone();
+        red_vpc.id = 2;
+        i.vpcs.insert(red.clone(), red_vpc);
+        let red_web = tier("red", "web", 5, None);
+        i.networks.insert(red_web.key(), red_web);
+        i.placements.insert(
+            VpcChildRef::new("demo", "blue", "x").vpc_ref(),
+            Placement {
+                primary: Some("gw1".into()),
+                standby: Some("gw2".into()),
+            },
+        );
+        i.placements.insert(
+            red,
+            Placement {
+                primary: Some("gw1".into()),
+                standby: None,
+            },
+        );
+        i
+    }
+
+    fn object<'a>(d: &'a NodeDesired, key: &str) -> Option<&'a DesiredObject> {
+        d.objects.get(key)
+    }
+
+    #[test]
+    fn the_link_local_follows_the_virtual_mac() {
+        // 02:5f:00:00:00:01 -> EUI-64 005f:00ff:fe00:0001.
+        assert_eq!(
+            vpc_link_local(1),
+            "fe80::5f:ff:fe00:1".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            vpc_link_local(0x0102_0304),
+            "fe80::5f:1ff:fe02:304"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn gateways_get_the_vpcs_ipv6_router_the_same_on_primary_and_standby() {
+        let i = placed();
+        let gw1 = compile_node(&i, "gw1", 1).unwrap();
+        let gw2 = compile_node(&i, "gw2", 1).unwrap();
+        let Some(DesiredObject::VpcRouter6(p)) = object(&gw1, "vpc6/1") else {
+            panic!(
+                "no vpc6/1 on gw1: {:?}",
+                gw1.objects.keys().collect::<Vec<_>>()
+            )
+        };
+        let Some(DesiredObject::VpcRouter6(s)) = object(&gw2, "vpc6/1") else {
+            panic!("no vpc6/1 on gw2")
+        };
+        assert_eq!((p.role, s.role), (RouterRole::Primary, RouterRole::Standby));
+        assert_eq!(p.link_local, s.link_local, "stable across failover");
+        assert_eq!(p.link_local, vpc_link_local(1));
+        assert_eq!(p.tiers, s.tiers);
+        assert_eq!(p.tiers.len(), 1);
+        assert_eq!(p.tiers[0].prefix, "2001:db8:100:1::/64".parse().unwrap());
+        assert_eq!(
+            p.tiers[0].gateway,
+            "2001:db8:100:1::1".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(p.announce, vec!["2001:db8:100::/56".parse().unwrap()]);
+        assert!(
+            object(&gw1, "vpc6/2").is_none(),
+            "an IPv4-only VPC has no IPv6 router"
+        );
+        assert!(object(&gw1, "vpc/2").is_some());
+        // The IPv4 router is unchanged by IPv6: same as with the IPv6 fields cleared.
+        let mut v4 = i.clone();
+        for n in v4.networks.values_mut() {
+            n.ipv6_prefix = None;
+        }
+        for v in v4.vpcs.values_mut() {
+            v.ipv6_ranges.clear();
+        }
+        let gw1_v4 = compile_node(&v4, "gw1", 1).unwrap();
+        assert_eq!(object(&gw1, "vpc/1"), object(&gw1_v4, "vpc/1"));
+        assert!(object(&gw1_v4, "vpc6/1").is_none());
+    }
+
+    #[test]
+    fn hypervisors_get_the_ports_ipv6_for_anti_spoofing() {
+        let mut i = placed();
+        let p2 = port("web-2", "10.10.1.12", None);
+        i.ports.insert(p2.key(), p2);
+        let hv = compile_node(&i, "hv1", 1).unwrap();
+        let Some(DesiredObject::L2Network6(n)) = object(&hv, "net6/1000001") else {
+            panic!(
+                "no net6/1000001: {:?}",
+                hv.objects.keys().collect::<Vec<_>>()
+            )
+        };
+        assert_eq!(n.prefix, "2001:db8:100:1::/64".parse().unwrap());
+        assert_eq!(n.router_link_local, vpc_link_local(1));
+        let ports: Vec<(&str, String)> = n
+            .ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.ipv6.to_string()))
+            .collect();
+        assert_eq!(ports, vec![("web-1", "2001:db8:100:1::11".to_string())]);
+        // The desired state still round-trips through its wire encoding.
+        let bytes = serde_json::to_vec(&hv.objects["net6/1000001"]).unwrap();
+        let back: DesiredObject = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(&back, &hv.objects["net6/1000001"]);
+    }
+}
