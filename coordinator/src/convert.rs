@@ -64,6 +64,12 @@ pub fn vpc_in(v: pb::Vpc) -> Result<Vpc, Status> {
         name: v.name,
         site: v.site,
         id: 0,
+        ipv6_ranges: v
+            .ipv6_ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| parse(&format!("vpc.ipv6_ranges[{i}]"), r))
+            .collect::<Result<_, _>>()?,
     })
 }
 pub fn vpc_out(v: &Vpc, p: Option<&Placement>) -> pb::Vpc {
@@ -75,6 +81,7 @@ pub fn vpc_out(v: &Vpc, p: Option<&Placement>) -> pb::Vpc {
         id: v.id,
         primary_gateway: p.and_then(|p| p.primary.clone()).unwrap_or_default(),
         standby_gateway: p.and_then(|p| p.standby.clone()).unwrap_or_default(),
+        ipv6_ranges: v.ipv6_ranges.iter().map(|r| r.to_string()).collect(),
     }
 }
 
@@ -100,14 +107,26 @@ fn port(field: &str, p: u32) -> Result<u16, Status> {
         .ok_or_else(|| invalid(field, format!("{p} is not a port (1-65535)")))
 }
 
+/// A NAT address: IPv4 only. IPv6 is routed (CloudStack's routed mode), never translated,
+/// so an IPv6 address is refused with that reason rather than a parse error.
+fn nat_v4(field: &str, s: &str) -> Result<std::net::Ipv4Addr, Status> {
+    if s.trim().parse::<std::net::Ipv6Addr>().is_ok() {
+        return Err(invalid(
+            field,
+            format!("{s:?}: NAT is IPv4 only (IPv6 tiers are routed, not translated)"),
+        ));
+    }
+    parse(field, s)
+}
+
 pub fn nat_in(r: pb::NatRule) -> Result<NatRule, Status> {
     use pb::nat_rule::Kind;
     let kind = match r.kind {
         Some(Kind::Snat(s)) => NatKind::Snat {
-            public_ip: parse("nat.public_ip", &s.public_ip)?,
+            public_ip: nat_v4("nat.public_ip", &s.public_ip)?,
         },
         Some(Kind::PortForward(f)) => NatKind::PortForward {
-            public_ip: parse("nat.public_ip", &f.public_ip)?,
+            public_ip: nat_v4("nat.public_ip", &f.public_ip)?,
             protocol: match f.protocol.as_str() {
                 "tcp" => L4Protocol::Tcp,
                 "udp" => L4Protocol::Udp,
@@ -119,12 +138,12 @@ pub fn nat_in(r: pb::NatRule) -> Result<NatRule, Status> {
                 }
             },
             public_port: port("nat.public_port", f.public_port)?,
-            private_ip: parse("nat.private_ip", &f.private_ip)?,
+            private_ip: nat_v4("nat.private_ip", &f.private_ip)?,
             private_port: port("nat.private_port", f.private_port)?,
         },
         Some(Kind::StaticNat(s)) => NatKind::StaticNat {
-            public_ip: parse("nat.public_ip", &s.public_ip)?,
-            private_ip: parse("nat.private_ip", &s.private_ip)?,
+            public_ip: nat_v4("nat.public_ip", &s.public_ip)?,
+            private_ip: nat_v4("nat.private_ip", &s.private_ip)?,
         },
         None => {
             return Err(invalid(
@@ -214,7 +233,19 @@ pub fn network_in(n: pb::Network) -> Result<Network, Status> {
         cidr,
         vni: n.vni,
         gateway,
+        ipv6_prefix: optional("network.ipv6_prefix", &n.ipv6_prefix)?,
     })
+}
+
+/// An optional field of the wire: empty means absent.
+fn optional<T: std::str::FromStr>(field: &str, s: &str) -> Result<Option<T>, Status>
+where
+    T::Err: std::fmt::Display,
+{
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    parse(field, s).map(Some)
 }
 pub fn network_out(n: &Network) -> pb::Network {
     pb::Network {
@@ -224,6 +255,7 @@ pub fn network_out(n: &Network) -> pb::Network {
         cidr: n.cidr.to_string(),
         vni: n.vni,
         gateway: n.gateway.to_string(),
+        ipv6_prefix: n.ipv6_prefix.map(|p| p.to_string()).unwrap_or_default(),
     }
 }
 
@@ -259,6 +291,7 @@ fn attachment(
 pub fn port_in(p: pb::PortBinding) -> Result<PortBinding, Status> {
     Ok(PortBinding {
         ip: parse("port.ip", &p.ip)?,
+        ipv6: optional("port.ipv6", &p.ipv6)?,
         mac: (!p.mac.trim().is_empty()).then(|| p.mac.trim().to_lowercase()),
         attach: attachment("port", &p.interface, p.vlan)?,
         tenant: p.tenant,
@@ -283,6 +316,7 @@ pub fn port_out(p: &PortBinding) -> pb::PortBinding {
             .map(|a| a.interface.clone())
             .unwrap_or_default(),
         vlan: p.attach.as_ref().and_then(|a| a.vlan).unwrap_or(0) as u32,
+        ipv6: p.ipv6.map(|a| a.to_string()).unwrap_or_default(),
     }
 }
 
@@ -743,6 +777,118 @@ mod tests {
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(
             e.message().starts_with("invalid nat.kind:"),
+            "{}",
+            e.message()
+        );
+    }
+
+    /// The IPv6 fields of VPCs, tiers and ports cross the API and come back the same; empty
+    /// wire strings (old clients) mean IPv4 only.
+    #[test]
+    fn ipv6_fields_round_trip_and_default_to_ipv4_only() {
+        let vpc = Vpc {
+            tenant: "demo".into(),
+            name: "blue".into(),
+            cidr: "10.10.0.0/16".parse().unwrap(),
+            site: "lab".into(),
+            id: 0,
+            ipv6_ranges: vec!["2001:db8:100::/56".parse().unwrap()],
+        };
+        assert_eq!(vpc_in(vpc_out(&vpc, None)).unwrap(), vpc);
+        let net = Network {
+            tenant: "demo".into(),
+            vpc: "blue".into(),
+            name: "web".into(),
+            cidr: "10.10.1.0/24".parse().unwrap(),
+            vni: 1_000_001,
+            gateway: "10.10.1.1".parse().unwrap(),
+            ipv6_prefix: Some("2001:db8:100:1::/64".parse().unwrap()),
+        };
+        let wire = network_out(&net);
+        assert_eq!(wire.ipv6_prefix, "2001:db8:100:1::/64");
+        assert_eq!(network_in(wire).unwrap(), net);
+        let old = pb::Network {
+            ipv6_prefix: String::new(),
+            ..network_out(&net)
+        };
+        assert_eq!(network_in(old).unwrap().ipv6_prefix, None);
+        let port = PortBinding {
+            tenant: "demo".into(),
+            name: "web-1".into(),
+            vpc: "blue".into(),
+            network: "web".into(),
+            node: "hv1".into(),
+            ip: "10.10.1.11".parse().unwrap(),
+            ipv6: Some("2001:db8:100:1::11".parse().unwrap()),
+            mac: None,
+            attach: None,
+        };
+        assert_eq!(port_in(port_out(&port)).unwrap(), port);
+    }
+
+    #[test]
+    fn malformed_ipv6_fields_are_refused_on_their_field() {
+        let bad_vpc = pb::Vpc {
+            cidr: "10.10.0.0/16".into(),
+            ipv6_ranges: vec!["2001:db8::/48".into(), "2001:db8::zz/48".into()],
+            ..Default::default()
+        };
+        let e = vpc_in(bad_vpc).unwrap_err();
+        assert!(
+            e.message().starts_with("invalid vpc.ipv6_ranges[1]:"),
+            "{}",
+            e.message()
+        );
+        let bad_net = pb::Network {
+            cidr: "10.10.1.0/24".into(),
+            ipv6_prefix: "10.10.1.0/24".into(),
+            ..Default::default()
+        };
+        let e = network_in(bad_net).unwrap_err();
+        assert!(
+            e.message().starts_with("invalid network.ipv6_prefix:"),
+            "{}",
+            e.message()
+        );
+        let bad_port = pb::PortBinding {
+            ip: "10.10.1.11".into(),
+            ipv6: "2001:db8::1::2".into(),
+            ..Default::default()
+        };
+        let e = port_in(bad_port).unwrap_err();
+        assert!(
+            e.message().starts_with("invalid port.ipv6:"),
+            "{}",
+            e.message()
+        );
+    }
+
+    /// NAT stays IPv4: an IPv6 public or private address is refused naming its field and why.
+    #[test]
+    fn nat_refuses_ipv6_naming_the_field() {
+        let mut wire = nat_out(&rule(NatKind::StaticNat {
+            public_ip: "203.0.113.10".parse().unwrap(),
+            private_ip: "10.10.1.11".parse().unwrap(),
+        }));
+        let Some(pb::nat_rule::Kind::StaticNat(s)) = wire.kind.as_mut() else {
+            unreachable!()
+        };
+        s.private_ip = "2001:db8:100:1::11".into();
+        let e = nat_in(wire.clone()).unwrap_err();
+        assert!(
+            e.message().starts_with("invalid nat.private_ip:"),
+            "{}",
+            e.message()
+        );
+        assert!(e.message().contains("IPv4 only"), "{}", e.message());
+        let Some(pb::nat_rule::Kind::StaticNat(s)) = wire.kind.as_mut() else {
+            unreachable!()
+        };
+        s.private_ip = "10.10.1.11".into();
+        s.public_ip = "2001:db8::10".into();
+        let e = nat_in(wire).unwrap_err();
+        assert!(
+            e.message().starts_with("invalid nat.public_ip:"),
             "{}",
             e.message()
         );

@@ -75,6 +75,7 @@ async fn one_leader_places_and_a_follower_takes_over() {
 
     // The leader places a new VPC.
     let vpc = |name: &str| Vpc {
+        ipv6_ranges: Vec::new(),
         tenant: "demo".into(),
         name: name.into(),
         cidr: "10.10.0.0/16".parse().unwrap(),

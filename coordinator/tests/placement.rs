@@ -27,6 +27,7 @@ async fn vpc_router_follows_placement_and_fails_over_on_lease_loss() {
     let store = IntentStore::new(kv.clone(), keys.clone());
     common::two_gateways_and_demo(&store, kv.as_ref(), &keys).await;
     let vpc = Vpc {
+        ipv6_ranges: Vec::new(),
         tenant: "demo".into(),
         name: "blue".into(),
         cidr: "10.10.0.0/16".parse().unwrap(),
@@ -36,6 +37,7 @@ async fn vpc_router_follows_placement_and_fails_over_on_lease_loss() {
     let (id, _) = store.create_vpc(&vpc, 1..=10).await.unwrap();
     store
         .create_network(&Network {
+            ipv6_prefix: None,
             tenant: "demo".into(),
             vpc: "blue".into(),
             name: "web".into(),

@@ -1247,3 +1247,234 @@ async fn serve_for_the_sdk() {
     tokio::spawn(rest::serve_title_case(l, rest::router(state)));
     tokio::time::sleep(Duration::from_secs(secs)).await;
 }
+
+/// The stored StackFabric objects under `/t/intent/{kind}/` (JSON), whose key ends `suffix`.
+async fn stored(kv: &MemStore, kind: &str, suffix: &str) -> Vec<Value> {
+    use sf_store::KvStore;
+    let (kvs, _) = kv.list(&format!("/t/intent/{kind}/")).await.unwrap();
+    kvs.iter()
+        .filter(|e| e.key.ends_with(suffix))
+        .map(|e| serde_json::from_slice(&e.value).unwrap())
+        .collect()
+}
+
+/// Issue 21: a dual-stack tier created in CloudStack's shapes (IPv6 allocation, `common`
+/// subnet with `globalRouting`, the vNet's second gateway) carries IPv6 into the intent: the
+/// VPC's range, the tier's /64; a PUT may add the IPv6 gateway later; refusals name the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
+    let kv = Arc::new(MemStore::new());
+    let addr = serve_on(kv.clone()).await;
+    let c = login(addr).await;
+    let raw = |m: &'static str, p: String, b: Value| {
+        let cookie = c.cookie.clone();
+        async move { http(addr, m, &p, &cookie, Some(&b)).await }
+    };
+    let b = c.call("GET", "/api/tenants", None).await;
+    let tenant = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "Admin")
+        .unwrap()["id"]
+        .clone();
+    let t = json!({"id": tenant, "name": "Admin"});
+    let name = "D1-A2-Z1-V7-dual";
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/vpc",
+            Some(json!({"name": name, "adminTenant": t, "guestTenant": [], "tags": []})),
+        )
+        .await;
+    let vpc = id(&b["data"]);
+    let alloc = |n: &str, prefix: &str, family: &str| json!({"name": n, "prefix": prefix, "tenant": t, "vpc": {"id": vpc}, "ipFamily": family});
+    // The IPv6 allocation may come before the VPC's IPv4 one: the VPC picks it up.
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/allocation",
+            Some(alloc("a6", "fd00:70::/48", "ipv6")),
+        )
+        .await;
+    check(
+        "POST ipam/allocation IPv6 first",
+        &b,
+        "InlineResponse2004Data",
+    );
+    let a6 = id(&b["data"]);
+    c.call(
+        "POST",
+        "/api/v2/ipam/allocation",
+        Some(alloc("a4", "10.70.0.0/16", "ipv4")),
+    )
+    .await;
+    let v = stored(&kv, "vpcs", "/D1-A2-Z1-V7-dual").await;
+    assert_eq!(v[0]["ipv6_ranges"], json!(["fd00:70::/48"]), "{v:?}");
+    // A second IPv6 allocation is added to the StackFabric VPC's ranges.
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/allocation",
+            Some(alloc("a6b", "2001:db8:70::/48", "ipv6")),
+        )
+        .await;
+    let a6b = id(&b["data"]);
+    let v = stored(&kv, "vpcs", "/D1-A2-Z1-V7-dual").await;
+    assert_eq!(
+        v[0]["ipv6_ranges"],
+        json!(["fd00:70::/48", "2001:db8:70::/48"])
+    );
+    let a = raw(
+        "POST",
+        "/api/v2/ipam/allocation".into(),
+        alloc("bad", "fd00:71::/48", "ipv4"),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid ipFamily"),
+        "{}",
+        a.body
+    );
+    // CloudStack's IPv6 `common` subnet with globalRouting, then the vNet with two gateways.
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/subnet",
+            Some(
+                json!({"name": format!("{name}-N1-web"), "prefix": "fd00:70:0:1::/64",
+                "purpose": "common", "globalRouting": true, "ipFamily": "ipv6", "vpc": {"id": vpc},
+                "tenant": t, "sites": [{"id": 1, "name": "lab"}]}),
+            ),
+        )
+        .await;
+    let sn6 = id(&b["data"]);
+    let vnet = |n: &str, vni: u32, gws: &[&str]| {
+        json!({"name": n, "vpc": {"id": vpc}, "tenant": t, "sites": [{"id": 1, "name": "lab"}],
+            "vxlanID": vni, "tags": [],
+            "gateways": gws.iter().map(|g| json!({"prefix": g})).collect::<Vec<_>>()})
+    };
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/vnet",
+            Some(vnet(
+                "web",
+                1_700_001,
+                &["10.70.1.1/24", "fd00:70:0:1::1/64"],
+            )),
+        )
+        .await;
+    check("POST vnet dual-stack", &b, "ResAddEditBodyData");
+    let web = id(&b["data"]);
+    let n = stored(&kv, "networks", "/web").await;
+    assert_eq!(n[0]["ipv6_prefix"], json!("fd00:70:0:1::/64"), "{n:?}");
+    // Refusals name the field.
+    for (gws, want) in [
+        (["10.70.2.1/24", "fd00:99:0:2::1/64"], "network.ipv6_prefix"),
+        (["10.70.2.1/24", "fd00:70:0:2::5/64"], "gateways[1].prefix"),
+        (["10.70.2.1/24", "fd00:70:0:1::1/64"], "network.ipv6_prefix"),
+        (["10.70.2.1/24", "fd00:70:0:2::1/56"], "gateways[1].prefix"),
+    ] {
+        let a = raw("POST", "/api/v2/vnet".into(), vnet("db", 1_700_002, &gws)).await;
+        assert_eq!(a.status, 400, "{gws:?}: {}", a.body);
+        let m = a.body["message"].as_str().unwrap_or_default();
+        assert!(m.contains(want), "{gws:?}: {m}");
+    }
+    // An IPv4-only vnet gains its IPv6 gateway by a PUT.
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/vnet",
+            Some(vnet("db", 1_700_002, &["10.70.2.1/24"])),
+        )
+        .await;
+    let db = id(&b["data"]);
+    assert_eq!(
+        stored(&kv, "networks", "/db").await[0].get("ipv6_prefix"),
+        None
+    );
+    c.call(
+        "PUT",
+        &format!("/api/v2/vnet/{db}"),
+        Some(json!({"gateways": [{"prefix": "10.70.2.1/24"}, {"prefix": "2001:db8:70:2::1/64"}]})),
+    )
+    .await;
+    assert_eq!(
+        stored(&kv, "networks", "/db").await[0]["ipv6_prefix"],
+        json!("2001:db8:70:2::/64")
+    );
+    let a = raw(
+        "PUT",
+        format!("/api/v2/vnet/{db}"),
+        json!({"gateways": [{"prefix": "10.70.2.1/24"}, {"prefix": "2001:db8:70:3::1/64"}]}),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    // L4LB: ipFamily must match the VIP and backends; IPv6 ones are refused for now.
+    let lb = |family: &str, ip: &str, backend: &str| {
+        json!({"name": "lb6", "tenant": t, "site": {"id": 1}, "vpc": {"id": vpc}, "protocol": "TCP",
+            "ip": ip, "port": 80, "status": "enable", "ipFamily": family,
+            "backendIps": [{"ip": backend, "port": 80}]})
+    };
+    for (body, want) in [
+        (
+            lb("ipv4", "203.0.113.60", "fd00:70:0:1::11"),
+            "backend[0].ip",
+        ),
+        (lb("IPv6", "203.0.113.60", "10.70.1.11"), "invalid ip"),
+        (
+            lb("IPv6", "2001:db8:70::60", "fd00:70:0:1::11"),
+            "invalid ipFamily",
+        ),
+    ] {
+        let a = raw("POST", "/api/v2/l4lb".into(), body).await;
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert!(
+            a.body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(want),
+            "{}",
+            a.body
+        );
+    }
+    // A range in use stays: a tier's /64 in it blocks the allocation's removal (its IPv6
+    // subnet does not: CloudStack deletes a VPC's allocations before its subnets).
+    let a = raw("DELETE", format!("/api/v2/ipam/allocation/{a6}"), json!({})).await;
+    assert_eq!(a.status, 409, "{}", a.body);
+    let a = raw(
+        "DELETE",
+        format!("/api/v2/ipam/allocation/{a6b}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("vpc.ipv6_ranges"),
+        "{}",
+        a.body
+    );
+    // CloudStack's teardown: vnets, subnet, then the allocations; the ranges go with them.
+    for path in [
+        format!("/api/v2/vnet/{web}"),
+        format!("/api/v2/vnet/{db}"),
+        format!("/api/v2/ipam/subnet/{sn6}"),
+        format!("/api/v2/ipam/allocation/{a6b}"),
+    ] {
+        c.call("DELETE", &path, None).await;
+    }
+    let v = stored(&kv, "vpcs", "/D1-A2-Z1-V7-dual").await;
+    assert_eq!(v[0]["ipv6_ranges"], json!(["fd00:70::/48"]), "{v:?}");
+    c.call("DELETE", &format!("/api/v2/ipam/allocation/{a6}"), None)
+        .await;
+    let v = stored(&kv, "vpcs", "/D1-A2-Z1-V7-dual").await;
+    assert_eq!(v[0].get("ipv6_ranges"), None, "{v:?}");
+}

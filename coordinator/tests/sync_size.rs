@@ -79,6 +79,7 @@ async fn big_scope(kv: &MemStore, keys: &Keys) {
         ops.push(put(
             keys.vpc("t", &format!("v{v}")),
             json(&Vpc {
+                ipv6_ranges: Vec::new(),
                 tenant: "t".into(),
                 name: format!("v{v}"),
                 cidr: "10.0.0.0/8".parse().unwrap(),
@@ -94,6 +95,7 @@ async fn big_scope(kv: &MemStore, keys: &Keys) {
         ops.push(put(
             keys.network("t", &vpc, &name),
             json(&Network {
+                ipv6_prefix: None,
                 tenant: "t".into(),
                 vpc: vpc.clone(),
                 name: name.clone(),
@@ -106,6 +108,7 @@ async fn big_scope(kv: &MemStore, keys: &Keys) {
         ops.push(put(
             keys.port("t", &port),
             json(&PortBinding {
+                ipv6: None,
                 tenant: "t".into(),
                 name: port.clone(),
                 vpc,

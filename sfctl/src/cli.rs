@@ -528,6 +528,10 @@ pub enum VpcCmd {
         cidr: String,
         #[arg(long, default_value = "")]
         site: String,
+        /// IPv6 range of a dual-stack VPC, e.g. 2001:db8:100::/56 (repeatable); tiers take
+        /// their /64 from it.
+        #[arg(long = "ipv6-range", value_name = "PREFIX")]
+        ipv6_ranges: Vec<String>,
     },
     /// List VPCs.
     #[command(visible_alias = "ls")]
@@ -568,6 +572,10 @@ pub enum NetworkCmd {
         /// Gateway address; omitted means the first host address.
         #[arg(long, default_value = "")]
         gateway: String,
+        /// The tier's IPv6 /64 from the VPC's IPv6 ranges, e.g. 2001:db8:100:1::/64 (its ::1
+        /// is the router); omitted = IPv4 only.
+        #[arg(long = "ipv6-prefix", default_value = "", value_name = "PREFIX")]
+        ipv6_prefix: String,
     },
     /// List networks.
     #[command(visible_alias = "ls")]
@@ -620,6 +628,9 @@ pub enum PortCmd {
         /// Bare metal: 802.1Q VLAN on --interface (omit for untagged).
         #[arg(long, default_value_t = 0)]
         vlan: u32,
+        /// IPv6 address inside the network's IPv6 /64 (the VM's SLAAC address).
+        #[arg(long, default_value = "")]
+        ipv6: String,
     },
     /// List port bindings.
     #[command(visible_alias = "ls")]
@@ -739,6 +750,75 @@ mod tests {
                 assert_eq!(vni, 0);
                 assert_eq!(gateway, "");
             }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ipv6_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "sfctl",
+            "vpc",
+            "create",
+            "v1",
+            "--tenant",
+            "t",
+            "--cidr",
+            "10.0.0.0/16",
+            "--ipv6-range",
+            "2001:db8:1::/56",
+            "--ipv6-range",
+            "fd00:1::/48",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Vpc(VpcCmd::Create { ipv6_ranges, .. }) => {
+                assert_eq!(ipv6_ranges, ["2001:db8:1::/56", "fd00:1::/48"])
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "sfctl",
+            "network",
+            "create",
+            "web",
+            "--tenant",
+            "t",
+            "--vpc",
+            "v1",
+            "--cidr",
+            "10.0.1.0/24",
+            "--ipv6-prefix",
+            "2001:db8:1:1::/64",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Network(NetworkCmd::Create { ipv6_prefix, .. }) => {
+                assert_eq!(ipv6_prefix, "2001:db8:1:1::/64")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "sfctl",
+            "port",
+            "create",
+            "p1",
+            "--tenant",
+            "t",
+            "--vpc",
+            "v1",
+            "--network",
+            "web",
+            "--node",
+            "hv1",
+            "--ip",
+            "10.0.1.5",
+            "--ipv6",
+            "2001:db8:1:1::5",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Port(PortCmd::Create { ipv6, .. }) => assert_eq!(ipv6, "2001:db8:1:1::5"),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -265,6 +265,7 @@ async fn vpc(c: &mut Client, fmt: Fmt, cmd: VpcCmd) -> anyhow::Result<Done> {
             tenant,
             cidr,
             site,
+            ipv6_ranges,
         } => {
             let r = c
                 .create_vpc(Vpc {
@@ -272,6 +273,7 @@ async fn vpc(c: &mut Client, fmt: Fmt, cmd: VpcCmd) -> anyhow::Result<Done> {
                     name: name.clone(),
                     cidr,
                     site,
+                    ipv6_ranges,
                     ..Default::default()
                 })
                 .await?
@@ -308,6 +310,7 @@ async fn network(c: &mut Client, fmt: Fmt, cmd: NetworkCmd) -> anyhow::Result<Do
             cidr,
             vni,
             gateway,
+            ipv6_prefix,
         } => {
             let r = c
                 .create_network(Network {
@@ -317,6 +320,7 @@ async fn network(c: &mut Client, fmt: Fmt, cmd: NetworkCmd) -> anyhow::Result<Do
                     cidr,
                     vni,
                     gateway,
+                    ipv6_prefix,
                 })
                 .await?
                 .into_inner();
@@ -367,6 +371,7 @@ async fn port(c: &mut Client, fmt: Fmt, cmd: PortCmd) -> anyhow::Result<Done> {
             mac,
             interface,
             vlan,
+            ipv6,
         } => {
             let r = c
                 .create_port_binding(PortBinding {
@@ -379,6 +384,7 @@ async fn port(c: &mut Client, fmt: Fmt, cmd: PortCmd) -> anyhow::Result<Done> {
                     mac,
                     interface,
                     vlan,
+                    ipv6,
                 })
                 .await?
                 .into_inner();

@@ -132,9 +132,13 @@ impl Render for Vpc {
         ]
     }
     fn to_json(&self) -> Value {
-        json!({"tenant": self.tenant, "name": self.name, "cidr": self.cidr, "site": self.site,
-               "id": self.id, "primary_gateway": self.primary_gateway,
-               "standby_gateway": self.standby_gateway})
+        let mut v = json!({"tenant": self.tenant, "name": self.name, "cidr": self.cidr,
+               "site": self.site, "id": self.id, "primary_gateway": self.primary_gateway,
+               "standby_gateway": self.standby_gateway});
+        if !self.ipv6_ranges.is_empty() {
+            v["ipv6_ranges"] = json!(self.ipv6_ranges);
+        }
+        v
     }
 }
 
@@ -459,15 +463,25 @@ impl Render for Network {
         ]
     }
     fn to_json(&self) -> Value {
-        json!({
+        let v = json!({
             "tenant": self.tenant,
             "vpc": self.vpc,
             "name": self.name,
             "cidr": self.cidr,
             "vni": self.vni,
             "gateway": self.gateway,
-        })
+        });
+        with_ipv6(v, "ipv6_prefix", &self.ipv6_prefix)
     }
+}
+
+/// `v` with `key: value` added when the value is set: IPv4-only objects print the JSON they
+/// always did, so scripts comparing it keep working.
+fn with_ipv6(mut v: Value, key: &str, value: &str) -> Value {
+    if !value.is_empty() {
+        v[key] = json!(value);
+    }
+    v
 }
 
 /// "swp5", "swp5.100" or "" (VM port).
@@ -507,7 +521,7 @@ impl Render for PortBinding {
         ]
     }
     fn to_json(&self) -> Value {
-        json!({
+        let v = json!({
             "tenant": self.tenant,
             "name": self.name,
             "vpc": self.vpc,
@@ -517,7 +531,8 @@ impl Render for PortBinding {
             "vlan": self.vlan,
             "ip": self.ip,
             "mac": self.mac,
-        })
+        });
+        with_ipv6(v, "ipv6", &self.ipv6)
     }
 }
 
@@ -802,6 +817,7 @@ mod tests {
     #[test]
     fn network_table_and_json() {
         let n = Network {
+            ipv6_prefix: String::new(),
             tenant: "blue".into(),
             vpc: "v1".into(),
             name: "web".into(),
@@ -844,6 +860,30 @@ mod tests {
         );
     }
 
+    /// IPv6 fields show in JSON when set, and IPv4-only objects print what they always did.
+    #[test]
+    fn ipv6_fields_show_in_json_only_when_set() {
+        let v = Vpc {
+            name: "v1".into(),
+            ipv6_ranges: vec!["2001:db8:100::/56".into()],
+            ..Default::default()
+        };
+        assert_eq!(v.to_json()["ipv6_ranges"], json!(["2001:db8:100::/56"]));
+        assert!(Vpc::default().to_json().get("ipv6_ranges").is_none());
+        let n = Network {
+            ipv6_prefix: "2001:db8:100:1::/64".into(),
+            ..Default::default()
+        };
+        assert_eq!(n.to_json()["ipv6_prefix"], json!("2001:db8:100:1::/64"));
+        assert!(Network::default().to_json().get("ipv6_prefix").is_none());
+        let p = PortBinding {
+            ipv6: "2001:db8:100:1::11".into(),
+            ..Default::default()
+        };
+        assert_eq!(p.to_json()["ipv6"], json!("2001:db8:100:1::11"));
+        assert!(PortBinding::default().to_json().get("ipv6").is_none());
+    }
+
     #[test]
     fn tenant_vpc_port_json() {
         let t = Tenant {
@@ -855,6 +895,7 @@ mod tests {
             json!({"name":"blue","description":"Blue team"})
         );
         let v = Vpc {
+            ipv6_ranges: Vec::new(),
             tenant: "blue".into(),
             name: "v1".into(),
             cidr: "10.10.0.0/16".into(),
@@ -869,6 +910,7 @@ mod tests {
                    "primary_gateway":"gw1","standby_gateway":"gw2"})
         );
         let p = PortBinding {
+            ipv6: String::new(),
             tenant: "blue".into(),
             name: "web-1".into(),
             vpc: "v1".into(),

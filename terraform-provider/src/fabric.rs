@@ -412,6 +412,7 @@ pub async fn create(c: &mut Client, ty: &str, o: &Obj) -> Result<(), Status> {
         }
         "stackfabric_network" => {
             c.create_network(pb::Network {
+                ipv6_prefix: String::new(),
                 tenant: t,
                 vpc: v,
                 name,
@@ -450,6 +451,7 @@ pub async fn create(c: &mut Client, ty: &str, o: &Obj) -> Result<(), Status> {
         }
         "stackfabric_port_binding" => {
             c.create_port_binding(pb::PortBinding {
+                ipv6: String::new(),
                 tenant: t,
                 name,
                 vpc: v,

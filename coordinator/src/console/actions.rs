@@ -159,6 +159,7 @@ pub async fn run(c: &Console, role: Role, v: &Value) -> Result<u64, Status> {
                 cidr: s(v, "cidr"),
                 vni: n(v, "vni")?,
                 gateway: s(v, "gateway"),
+                ..Default::default()
             };
             let r = Console::request("CreateNetwork", net, role);
             api.create_network(r).await?.into_inner().revision

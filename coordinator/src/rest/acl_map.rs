@@ -389,6 +389,7 @@ mod tests {
         intent.vpcs.insert(
             VpcRef::new("Admin", "v"),
             Vpc {
+                ipv6_ranges: Vec::new(),
                 tenant: "Admin".into(),
                 name: "v".into(),
                 cidr: "10.20.0.0/16".parse().unwrap(),
@@ -399,6 +400,7 @@ mod tests {
         intent.networks.insert(
             VpcChildRef::new("Admin", "v", "tier1"),
             Network {
+                ipv6_prefix: None,
                 tenant: "Admin".into(),
                 vpc: "v".into(),
                 name: "tier1".into(),

@@ -12,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{json, Value};
 use sf_core::event::{VpcChildRef, VpcRef};
 use sf_core::model::{Intent, Pool, Tenant, Vpc};
@@ -680,6 +680,13 @@ struct Plan {
 fn parse_spec(kind: Kind, v: &Value) -> ApiResult<Spec> {
     Ok(match kind {
         Kind::Vpc => Spec::Vpc,
+        Kind::Allocation | Kind::Subnet if ip_family_mismatch(v) => {
+            return Err(ApiError::bad(format!(
+                "invalid ipFamily: {:?} does not match prefix {:?}",
+                opt_str(v, "ipFamily").unwrap_or_default(),
+                opt_str(v, "prefix").unwrap_or_default()
+            )))
+        }
         Kind::Allocation if is_ip6(v) => Spec::Ip6(ip6_spec(v, true)?),
         Kind::Subnet if is_ip6(v) => Spec::Ip6(ip6_spec(v, false)?),
         Kind::Allocation => Spec::Allocation(alloc_spec(v)?),
@@ -696,7 +703,10 @@ fn parse_spec(kind: Kind, v: &Value) -> ApiResult<Spec> {
 fn same_content(old: &Spec, new: &Spec) -> bool {
     match (old, new) {
         (Spec::Vnet(a), Spec::Vnet(b)) if b.vni == 0 => {
-            a.gateway == b.gateway && a.state == b.state && a.tags == b.tags
+            a.gateway == b.gateway
+                && a.state == b.state
+                && a.tags == b.tags
+                && a.more_gateways == b.more_gateways
         }
         (Spec::L4lb(a), Spec::L4lb(b)) if b.ip.is_empty() => {
             let mut b = b.clone();
@@ -866,6 +876,7 @@ fn plan_allocation(c: &PlanCtx, a: &AllocSpec) -> ApiResult<SfPlan> {
     let tenant = c.tenant.to_string();
     let vpc_name = db.vpc_name(vpc);
     Ok(SfPlan::Create(SfObj::Vpc(Vpc {
+        ipv6_ranges: ip6_ranges(db, vpc, None, &[]),
         tenant: tenant.clone(),
         name: sf_name(&vpc_name, vpc, |n| {
             intent.vpcs.contains_key(&VpcRef::new(&tenant, n))
@@ -891,15 +902,62 @@ fn check_subnet(c: &PlanCtx, sn: &SubnetSpec) -> ApiResult<()> {
     Ok(())
 }
 
+/// The IPv6 ranges of Netris VPC `vpc`: its IPv6 allocations' prefixes (with `added`,
+/// without the records `removed`), in id order.
+fn ip6_ranges(db: &Db, vpc: u64, added: Option<&Record>, removed: &[u64]) -> Vec<Ipv6Net> {
+    db.of(Kind::Allocation)
+        .filter(|r| !removed.contains(&r.id))
+        .chain(added)
+        .filter(|r| r.vpc == vpc)
+        .filter_map(|r| match &r.spec {
+            Spec::Ip6(a) if a.allocation => Some(a.prefix),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An IPv6 allocation of a tenant VPC is one of the StackFabric VPC's `ipv6_ranges`: after
+/// `added` is created or `removed` deleted, the VPC with its new ranges (validated), when the
+/// VPC exists (it comes with the first IPv4 allocation, which picks the ranges up) and they
+/// changed.
+fn vpc_ranges_update(
+    db: &Db,
+    intent: &Intent,
+    vpc: u64,
+    added: Option<&Record>,
+    removed: &[u64],
+) -> ApiResult<Option<SfObj>> {
+    if vpc == SYSTEM_VPC_ID {
+        return Ok(None);
+    }
+    let Some((t, name)) = db.sf_vpc(vpc) else {
+        return Ok(None);
+    };
+    let Some(old) = intent.vpcs.get(&VpcRef::new(&t, &name)) else {
+        return Ok(None);
+    };
+    let ranges = ip6_ranges(db, vpc, added, removed);
+    if ranges == old.ipv6_ranges {
+        return Ok(None);
+    }
+    let v = Vpc {
+        ipv6_ranges: ranges,
+        ..old.clone()
+    };
+    sf_core::validate::validate_vpc_ipv6_ranges_update(intent, &v)?;
+    Ok(Some(SfObj::Vpc(v)))
+}
+
 /// A vnet: a network of the VPC's StackFabric VPC, with the lowest free VNI when `vxlanID` is
 /// 0 (written back into the spec). Its VNI and gateway cannot change.
 fn plan_vnet(c: &PlanCtx, v: &mut VnetSpec) -> ApiResult<SfPlan> {
     let (s, db, intent, vpc) = (c.s, c.db, c.intent, c.vpc);
+    let ipv6_prefix = vnet_ipv6_prefix(v)?;
     if let Some(o) = c.old {
         return match &o.spec {
             Spec::Vnet(ov) if ov.gateway == v.gateway && (v.vni == 0 || ov.vni == v.vni) => {
                 v.vni = ov.vni;
-                Ok(SfPlan::Keep)
+                vnet_ipv6_update(c, o, ipv6_prefix)
             }
             _ => Err(ApiError::bad(
                 "invalid vnet: vxlanID and gateways cannot change; delete and recreate the vnet",
@@ -919,6 +977,7 @@ fn plan_vnet(c: &PlanCtx, v: &mut VnetSpec) -> ApiResult<SfPlan> {
         intent.networks.contains_key(&VpcChildRef::new(&t, &sv, n))
     });
     let mut n = vnet_network(v, &subnets, &t, &sv, &nname);
+    n.ipv6_prefix = ipv6_prefix;
     if n.vni == 0 {
         let used = intent.used_vnis();
         n.vni = sf_core::VNI_POOL
@@ -928,6 +987,31 @@ fn plan_vnet(c: &PlanCtx, v: &mut VnetSpec) -> ApiResult<SfPlan> {
         v.vni = n.vni;
     }
     Ok(SfPlan::Create(SfObj::Network(n)))
+}
+
+/// A PUT of a vnet may add its IPv6 gateway (the tier becomes dual-stack: its network is
+/// replaced with the /64); changing or removing it is refused like the other gateways.
+fn vnet_ipv6_update(c: &PlanCtx, old: &Record, ipv6_prefix: Option<Ipv6Net>) -> ApiResult<SfPlan> {
+    let net = match &old.sf {
+        Some(SfRef::Network { tenant, vpc, name }) => {
+            c.intent.networks.get(&VpcChildRef::new(tenant, vpc, name))
+        }
+        _ => None,
+    };
+    match net {
+        Some(n) if n.ipv6_prefix != ipv6_prefix => {
+            if n.ipv6_prefix.is_some() {
+                return Err(ApiError::bad(
+                    "invalid gateways: a tier's IPv6 gateway cannot change; delete and recreate the vnet",
+                ));
+            }
+            Ok(SfPlan::Create(SfObj::Network(sf_core::model::Network {
+                ipv6_prefix,
+                ..n.clone()
+            })))
+        }
+        _ => Ok(SfPlan::Keep),
+    }
 }
 
 /// A NAT rule of the VPC's StackFabric VPC (none while the record is disabled).
@@ -1188,6 +1272,9 @@ async fn create(s: &Rest, kind: Kind, body: &[u8]) -> Res {
         s.intent(|i| a.validate(i))?;
         txn.add_sf(a, false);
     }
+    if let Some(v) = s.intent(|i| vpc_ranges_update(&db, i, vpc, Some(&p.rec), &[]))? {
+        txn.add_sf(&v, true);
+    }
     txn.put_record(&p.rec, None);
     if matches!(kind, Kind::Acl | Kind::Vnet) {
         let mut after = (*db).clone();
@@ -1328,8 +1415,11 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
     })?;
     let sfk = s.fabric.store().keys().clone();
     let mut txn = Txn::new(&s.keys, &sfk, &db);
-    // Only NAT, LB and route records replace their StackFabric object on update.
-    if matches!(kind, Kind::Nat | Kind::L4lb | Kind::Route) {
+    // Only NAT, LB and route records replace their StackFabric object on update (and a vnet
+    // that gains its IPv6 gateway).
+    if matches!(kind, Kind::Nat | Kind::L4lb | Kind::Route)
+        || (kind == Kind::Vnet && p.add.is_some())
+    {
         s.intent(|i| -> ApiResult<()> {
             let base = match &old.sf {
                 Some(r) if sf_exists(i, r) => without(i, r),
@@ -1426,6 +1516,28 @@ async fn delete_ids(s: &Rest, kind: Kind, ids: &[u64]) -> Res {
         }
         txn.delete_record(r, db.rev(id));
         gone.push(json!({"id": id, "name": r.name}));
+    }
+    if kind == Kind::Allocation {
+        let removed: Vec<&Record> = ids
+            .iter()
+            .filter_map(|id| db.recs.get(id))
+            .map(|(r, _)| r)
+            .collect();
+        // A VPC whose owning (IPv4) allocation goes too is deleted, not updated.
+        let vpcs: BTreeSet<u64> = removed
+            .iter()
+            .filter(|r| {
+                !removed
+                    .iter()
+                    .any(|o| o.vpc == r.vpc && matches!(o.sf, Some(SfRef::Vpc { .. })))
+            })
+            .map(|r| r.vpc)
+            .collect();
+        for vpc in vpcs {
+            if let Some(v) = s.intent(|i| vpc_ranges_update(&db, i, vpc, None, ids))? {
+                txn.add_sf(&v, true);
+            }
+        }
     }
     if matches!(kind, Kind::Acl | Kind::Vnet) {
         let mut after = (*db).clone();

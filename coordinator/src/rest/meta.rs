@@ -688,6 +688,7 @@ mod tests {
         let sfk = sf_store::keys::Keys::new("/sf");
         let store = IntentStore::new(rec.clone(), sfk.clone());
         let vpc = Vpc {
+            ipv6_ranges: Vec::new(),
             tenant: "Admin".into(),
             name: "v".into(),
             cidr: "10.20.0.0/16".parse().unwrap(),
@@ -695,6 +696,7 @@ mod tests {
             id: 3,
         };
         let net = Network {
+            ipv6_prefix: None,
             tenant: "Admin".into(),
             vpc: "v".into(),
             name: "tier1".into(),

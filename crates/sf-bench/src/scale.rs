@@ -32,6 +32,7 @@ const VPCS_PER_SITE: usize = 50_000;
 
 fn vpc_of(i: usize) -> Vpc {
     Vpc {
+        ipv6_ranges: Vec::new(),
         tenant: TENANT.into(),
         name: format!("v{i:06}"),
         cidr: "10.0.0.0/16".parse().expect("cidr"),
@@ -43,6 +44,7 @@ fn vpc_of(i: usize) -> Vpc {
 fn tiers_of(i: usize) -> [Network; 2] {
     let v = format!("v{i:06}");
     let net = |name: &str, third: u8, vni: u32| Network {
+        ipv6_prefix: None,
         tenant: TENANT.into(),
         vpc: v.clone(),
         name: name.into(),

@@ -41,6 +41,7 @@ fn intent(vpcs: u32) -> Intent {
     for v in 0..vpcs {
         let name = format!("vpc{v:06}");
         let vpc = Vpc {
+            ipv6_ranges: Vec::new(),
             tenant: "t".into(),
             name: name.clone(),
             cidr: "10.0.0.0/16".parse().unwrap(),
@@ -49,6 +50,7 @@ fn intent(vpcs: u32) -> Intent {
         };
         i.vpcs.insert(vpc.key(), vpc);
         let net = Network {
+            ipv6_prefix: None,
             tenant: "t".into(),
             vpc: name.clone(),
             name: "web".into(),

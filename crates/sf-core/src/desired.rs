@@ -3,9 +3,9 @@
 //! hold the same state by comparing a digest of the canonical encoding.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -457,6 +457,85 @@ pub fn vpc_mac(id: u32) -> String {
     format!("02:5f:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
 }
 
+/// The IPv6 side of a dual-stack VPC router (issue 21), beside its [`VpcRouter`] of the same
+/// `id`: a separate object so the IPv4 router's shape, and every agent that builds one, stay
+/// unchanged. Compiled only for VPCs with IPv6 (ranges or a tier's /64). IPv6 is routed, never
+/// NATed: the VMs take addresses by SLAAC from the router advertisements the router sends on
+/// each tier's /64, from `link_local`. No agent implements it yet; agents skip objects they do
+/// not build ([`NodeDesired::routers`] and [`NodeDesired::networks`] filter by kind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpcRouter6 {
+    pub tenant: String,
+    pub vpc: String,
+    pub id: u32,
+    /// As the IPv4 router's: the primary forwards and announces, the standby stays ready.
+    #[serde(default, skip_serializing_if = "RouterRole::is_primary")]
+    pub role: RouterRole,
+    /// The router's link-local address on every tier, derived from the VPC's virtual MAC
+    /// ([`vpc_link_local`]): the same on primary and standby, so the VMs' default routes (learnt
+    /// from RAs) and neighbour caches survive a failover.
+    pub link_local: Ipv6Addr,
+    /// Dual-stack tiers, by VNI.
+    pub tiers: Vec<RouterTier6>,
+    /// The VPC's IPv6 ranges, announced to the fabric and the internet by the serving
+    /// gateway (CloudStack's routed mode: global routing, no NAT).
+    pub announce: Vec<Ipv6Net>,
+}
+
+/// One dual-stack tier as the VPC router sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterTier6 {
+    pub name: String,
+    pub vni: u32,
+    /// The tier's /64: the prefix the RAs carry (SLAAC).
+    pub prefix: Ipv6Net,
+    /// The router's global address on the tier: the prefix's `::1`.
+    pub gateway: Ipv6Addr,
+}
+
+/// The IPv6 side of a tier on a hypervisor (beside its [`L2Network`] of the same VNI): the
+/// inputs of IPv6 anti-spoofing and ACLs. Compiled only for tiers with a /64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2Network6 {
+    pub vni: u32,
+    pub prefix: Ipv6Net,
+    /// The router's addresses on the tier: the source of RAs (link-local) and `::1`. Only
+    /// the router may send RAs into the tier.
+    pub gateway: Ipv6Addr,
+    pub router_link_local: Ipv6Addr,
+    /// Local ports with an IPv6 address (ports without one may still use SLAAC addresses
+    /// once anti-spoofing learns them; that is the dataplane's decision).
+    pub ports: Vec<LocalPort6>,
+}
+
+/// A local port's IPv6 address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalPort6 {
+    pub name: String,
+    pub ipv6: Ipv6Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// The link-local address of VPC `id`'s router: fe80::/64 with the modified EUI-64 interface
+/// identifier of [`vpc_mac`] (RFC 4291 appendix A), so it follows the virtual MAC everywhere.
+pub fn vpc_link_local(id: u32) -> Ipv6Addr {
+    let b = id.to_be_bytes();
+    // 02:5f:b0:b1:b2:b3 -> (0x02 ^ 0x02) 5f b0 ff fe b1 b2 b3.
+    let iid = u64::from_be_bytes([0x00, 0x5f, b[0], 0xff, 0xfe, b[1], b[2], b[3]]);
+    Ipv6Addr::from((0xfe80u128 << 112) | u128::from(iid))
+}
+
+/// Key of a VPC's IPv6 router object.
+pub fn vpc_router6_key(id: u32) -> String {
+    format!("vpc6/{id}")
+}
+
+/// Key of a tier's IPv6 object on a hypervisor.
+pub fn network6_key(vni: u32) -> String {
+    format!("net6/{vni}")
+}
+
 /// Key of a VPC router object.
 pub fn vpc_router_key(id: u32) -> String {
     format!("vpc/{id}")
@@ -469,6 +548,10 @@ pub enum DesiredObject {
     Underlay(Underlay),
     L2Network(L2Network),
     VpcRouter(VpcRouter),
+    /// IPv6 side of a dual-stack VPC router (key `vpc6/<id>`).
+    VpcRouter6(VpcRouter6),
+    /// IPv6 side of a dual-stack tier on a hypervisor (key `net6/<vni>`).
+    L2Network6(L2Network6),
 }
 
 /// The key of the node's underlay object.

@@ -3,9 +3,9 @@
 //! is also how their etcd keys are built (see `sf-store`'s key layout).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// A tenant: the owner of VPCs (a CloudStack domain/account).
@@ -27,6 +27,10 @@ pub struct Vpc {
     /// Small number allocated by the coordinator at creation (names on gateways, virtual MAC).
     #[serde(default)]
     pub id: u32,
+    /// IPv6 ranges of a dual-stack VPC (CloudStack's routed IPv6: globally routed, no NAT);
+    /// each tier's /64 comes from one of them. Empty = IPv4 only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv6_ranges: Vec<Ipv6Net>,
 }
 
 /// A pool of public addresses of a site, from which NAT and load-balancer addresses come.
@@ -221,6 +225,19 @@ pub struct Network {
     pub cidr: Ipv4Net,
     pub vni: u32,
     pub gateway: Ipv4Addr,
+    /// The tier's IPv6 /64 (from one of the VPC's `ipv6_ranges`); its `::1` is the router's
+    /// IPv6 gateway address. None = IPv4-only tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefix: Option<Ipv6Net>,
+}
+
+impl Network {
+    /// The router's global IPv6 address on the tier: the prefix's `::1`, as CloudStack's
+    /// vNet "second gateway" gives it.
+    pub fn ipv6_gateway(&self) -> Option<Ipv6Addr> {
+        self.ipv6_prefix
+            .map(|p| Ipv6Addr::from(u128::from(p.network()) + 1))
+    }
 }
 
 /// A VM NIC (or any endpoint) bound to a network on a given node.
@@ -232,6 +249,10 @@ pub struct PortBinding {
     pub network: String,
     pub node: String,
     pub ip: Ipv4Addr,
+    /// The port's IPv6 address inside its tier's /64 (the VM takes it by SLAAC; the fabric
+    /// needs it for anti-spoofing, ACLs and EVPN). None = IPv4 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     /// On a switch node: the server-facing interface (and VLAN) of a bare-metal server.

@@ -2,7 +2,9 @@
 //! (`network.cidr`, `port.node`, ...) so API users and CloudStack see what to fix, and the
 //! caller only writes when validation passed, so a rejected request changes nothing.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::Ipv6Net;
 
 use crate::event::{PortRef, VpcChildRef, VpcRef};
 use crate::model::{
@@ -131,11 +133,46 @@ pub fn validate_vpc(intent: &Intent, v: &Vpc) -> Result {
             ),
         ));
     }
+    validate_ipv6_ranges(&v.ipv6_ranges)?;
     if intent.vpcs.contains_key(&v.key()) {
         return Err(err(
             ErrorKind::AlreadyExists,
             "vpc.name",
             format!("VPC {:?} already exists in tenant {:?}", v.name, v.tenant),
+        ));
+    }
+    Ok(())
+}
+
+/// A change of an existing VPC's IPv6 ranges (the REST API adds one per IPv6 allocation):
+/// only `ipv6_ranges` differs from the stored VPC, the ranges are valid, and every tier's /64
+/// stays inside one of them.
+pub fn validate_vpc_ipv6_ranges_update(intent: &Intent, v: &Vpc) -> Result {
+    let old = vpc_of(intent, "vpc.name", &v.tenant, &v.name)?;
+    if old.cidr != v.cidr || old.site != v.site || old.id != v.id {
+        return Err(err(
+            ErrorKind::Invalid,
+            "vpc.cidr",
+            "only the IPv6 ranges of an existing VPC change here",
+        ));
+    }
+    validate_ipv6_ranges(&v.ipv6_ranges)?;
+    let first = VpcChildRef::new(&v.tenant, &v.name, "");
+    if let Some((n, p)) = intent
+        .networks
+        .range(first..)
+        .map(|(_, o)| o)
+        .take_while(|o| o.tenant == v.tenant && o.vpc == v.name)
+        .filter_map(|o| o.ipv6_prefix.map(|p| (o, p)))
+        .find(|(_, p)| !v.ipv6_ranges.iter().any(|r| r.contains(p)))
+    {
+        return Err(err(
+            ErrorKind::InUse,
+            "vpc.ipv6_ranges",
+            format!(
+                "network {:?} uses {p}, which would be outside every IPv6 range",
+                n.name
+            ),
         ));
     }
     Ok(())
@@ -240,6 +277,170 @@ pub fn validate_network_with<'a>(
             ErrorKind::Invalid,
             "network.gateway",
             format!("{} is not a host address of {}", n.gateway, n.cidr),
+        ));
+    }
+    validate_network_ipv6(intent, vpc, n)
+}
+
+/// Smallest IPv6 range a VPC may have: room for at least one /64 tier.
+const IPV6_TIER_LEN: u8 = 64;
+
+/// A VPC's IPv6 ranges: unicast networks (host bits clear) of /64 or shorter, not overlapping
+/// each other. ULA (fc00::/7) and documentation (2001:db8::/32) prefixes are fine: labs and
+/// private clouds use them. Two VPCs may hold the same range (each is its own VRF).
+fn validate_ipv6_ranges(ranges: &[Ipv6Net]) -> Result {
+    for (i, r) in ranges.iter().enumerate() {
+        let field = format!("vpc.ipv6_ranges[{i}]");
+        if r.trunc() != *r {
+            return Err(err(
+                ErrorKind::Invalid,
+                &field,
+                format!("{r} has host bits set (did you mean {}?)", r.trunc()),
+            ));
+        }
+        if r.prefix_len() > IPV6_TIER_LEN {
+            return Err(err(
+                ErrorKind::Invalid,
+                &field,
+                format!("{r} is longer than /64: a tier needs a whole /64"),
+            ));
+        }
+        if let Some(why) = non_unicast_v6(r.network()) {
+            return Err(err(ErrorKind::Invalid, &field, format!("{r} is {why}")));
+        }
+        if let Some((j, o)) = ranges[..i]
+            .iter()
+            .enumerate()
+            .find(|(_, o)| overlaps_v6(**o, *r))
+        {
+            return Err(err(
+                ErrorKind::Invalid,
+                &field,
+                format!("{r} overlaps vpc.ipv6_ranges[{j}] ({o})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why `a` cannot start a routed unicast range, if it cannot.
+fn non_unicast_v6(a: Ipv6Addr) -> Option<&'static str> {
+    let first = a.segments()[0];
+    if a.is_unspecified() || a.is_loopback() {
+        Some("the unspecified or loopback range")
+    } else if first & 0xff00 == 0xff00 {
+        Some("multicast (ff00::/8)")
+    } else if first & 0xffc0 == 0xfe80 {
+        Some("link-local (fe80::/10): the fabric routes global or ULA prefixes")
+    } else {
+        None
+    }
+}
+
+/// The tier's IPv6 /64: exactly /64 (SLAAC needs it), inside one of the VPC's ranges, and
+/// overlapping no other tier's of the VPC.
+fn validate_network_ipv6(intent: &Intent, vpc: &Vpc, n: &Network) -> Result {
+    let Some(p) = n.ipv6_prefix else {
+        return Ok(());
+    };
+    let field = "network.ipv6_prefix";
+    if p.prefix_len() != IPV6_TIER_LEN {
+        return Err(err(
+            ErrorKind::Invalid,
+            field,
+            format!("{p} must be a /64 (SLAAC needs 64-bit interface identifiers)"),
+        ));
+    }
+    if p.trunc() != p {
+        return Err(err(
+            ErrorKind::Invalid,
+            field,
+            format!("{p} has host bits set (did you mean {}?)", p.trunc()),
+        ));
+    }
+    if vpc.ipv6_ranges.is_empty() {
+        return Err(err(
+            ErrorKind::Invalid,
+            field,
+            format!("VPC {:?} has no IPv6 range (vpc.ipv6_ranges)", vpc.name),
+        ));
+    }
+    if !vpc.ipv6_ranges.iter().any(|r| r.contains(&p)) {
+        let ranges: Vec<String> = vpc.ipv6_ranges.iter().map(|r| r.to_string()).collect();
+        return Err(err(
+            ErrorKind::Invalid,
+            field,
+            format!(
+                "{p} is outside the VPC's IPv6 ranges ({})",
+                ranges.join(", ")
+            ),
+        ));
+    }
+    let first = VpcChildRef::new(&n.tenant, &n.vpc, "");
+    if let Some(other) = intent
+        .networks
+        .range(first..)
+        .map(|(_, o)| o)
+        .take_while(|o| o.tenant == n.tenant && o.vpc == n.vpc)
+        .find(|o| o.name != n.name && o.ipv6_prefix.is_some_and(|q| overlaps_v6(q, p)))
+    {
+        return Err(err(
+            ErrorKind::Invalid,
+            field,
+            format!(
+                "{p} overlaps network {:?} ({}) in the same VPC",
+                other.name,
+                other.ipv6_prefix.unwrap_or(p)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The port's IPv6 address: its tier has a /64, the address is in it, is neither the
+/// subnet-router anycast address (`::`) nor the router's `::1`, and no other port of the
+/// tier has it.
+fn validate_port_ipv6(intent: &Intent, net: &Network, p: &PortBinding) -> Result {
+    let Some(ip) = p.ipv6 else {
+        return Ok(());
+    };
+    let field = "port.ipv6";
+    let Some(prefix) = net.ipv6_prefix else {
+        return Err(err(
+            ErrorKind::Invalid,
+            field,
+            format!(
+                "network {:?} has no IPv6 prefix (network.ipv6_prefix)",
+                net.name
+            ),
+        ));
+    };
+    if !prefix.contains(&ip) || ip == prefix.network() {
+        return Err(err(
+            ErrorKind::Invalid,
+            field,
+            format!(
+                "{ip} is not a host address of network {:?} ({prefix})",
+                net.name
+            ),
+        ));
+    }
+    if Some(ip) == net.ipv6_gateway() {
+        return Err(err(
+            ErrorKind::Invalid,
+            field,
+            format!("{ip} is the network's IPv6 gateway address"),
+        ));
+    }
+    if let Some(other) = intent
+        .ports
+        .values()
+        .find(|o| o.network_key() == p.network_key() && o.ipv6 == Some(ip))
+    {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            field,
+            format!("{ip} is already used by port {:?}", other.name),
         ));
     }
     Ok(())
@@ -349,7 +550,7 @@ pub fn validate_port(intent: &Intent, p: &PortBinding) -> Result {
             ));
         }
     }
-    Ok(())
+    validate_port_ipv6(intent, net, p)
 }
 
 /// Names a node may not take: a node's certificate names it, and under etcd's certificate
@@ -1581,6 +1782,11 @@ pub fn check_delete_node(intent: &Intent, name: &str) -> Result {
         ));
     }
     Ok(())
+}
+
+/// [`overlaps`] for IPv6 prefixes.
+pub fn overlaps_v6(a: Ipv6Net, b: Ipv6Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// Whether two prefixes share an address (one contains the other's network address); host

@@ -50,6 +50,7 @@ fn demo() -> Intent {
         .enumerate()
     {
         let v = Vpc {
+            ipv6_ranges: Vec::new(),
             tenant: "demo".into(),
             name: vpc.into(),
             cidr: "10.10.0.0/16".parse().unwrap(),
@@ -58,6 +59,7 @@ fn demo() -> Intent {
         };
         i.vpcs.insert(v.key(), v);
         let n = Network {
+            ipv6_prefix: None,
             tenant: "demo".into(),
             vpc: vpc.into(),
             name: "web".into(),
@@ -74,6 +76,7 @@ fn demo() -> Intent {
         ("red-web-2", "red", "hv3", "10.10.1.12"),
     ] {
         let p = PortBinding {
+            ipv6: None,
             tenant: "demo".into(),
             name: name.into(),
             vpc: vpc.into(),
@@ -196,6 +199,7 @@ fn delta_round_trips_and_digest_changes() {
     let before = compile_node(&i, "hv2", 1).unwrap();
     // Bind red-web-3 on hv2: hv2 gains VNI 1000002.
     let p = PortBinding {
+        ipv6: None,
         tenant: "demo".into(),
         name: "red-web-3".into(),
         vpc: "red".into(),
@@ -286,6 +290,7 @@ fn field_of(r: Result<(), ValidationError>) -> String {
 fn network_validation_names_the_field() {
     let i = demo();
     let base = Network {
+        ipv6_prefix: None,
         tenant: "demo".into(),
         vpc: "blue".into(),
         name: "db".into(),
@@ -332,6 +337,7 @@ fn overlapping_addresses_across_vpcs_are_allowed() {
     let i = demo();
     // red and blue both use 10.10.1.0/24: that is the point of VPCs.
     let n = Network {
+        ipv6_prefix: None,
         tenant: "demo".into(),
         vpc: "red".into(),
         name: "db".into(),
@@ -346,6 +352,7 @@ fn overlapping_addresses_across_vpcs_are_allowed() {
 fn port_validation_names_the_field() {
     let i = demo();
     let base = PortBinding {
+        ipv6: None,
         tenant: "demo".into(),
         name: "blue-web-3".into(),
         vpc: "blue".into(),
@@ -401,6 +408,7 @@ fn names_and_nodes_are_checked() {
     };
     assert_eq!(field_of(validate_tenant(&i, &t)), "tenant.name");
     let v = Vpc {
+        ipv6_ranges: Vec::new(),
         tenant: "nobody".into(),
         name: "x".into(),
         cidr: "10.0.0.0/8".parse().unwrap(),
@@ -1040,6 +1048,7 @@ fn acl_rule(
 fn with_db() -> Intent {
     let mut i = with_gateways();
     let db = Network {
+        ipv6_prefix: None,
         tenant: "demo".into(),
         vpc: "blue".into(),
         name: "db".into(),
@@ -1049,6 +1058,7 @@ fn with_db() -> Intent {
     };
     i.networks.insert(db.key(), db);
     let p = PortBinding {
+        ipv6: None,
         tenant: "demo".into(),
         name: "blue-db-1".into(),
         vpc: "blue".into(),
@@ -1212,6 +1222,7 @@ fn attach(interface: &str, vlan: Option<u16>) -> Option<sf_core::desired::Switch
 
 fn bare_metal(name: &str, ip: &str, a: Option<sf_core::desired::SwitchAttachment>) -> PortBinding {
     PortBinding {
+        ipv6: None,
         tenant: "demo".into(),
         name: name.into(),
         vpc: "blue".into(),

@@ -78,6 +78,7 @@ fn vpc_event() -> impl Strategy<Value = IntentEvent> {
         IntentEvent::Put(
             r,
             Object::Vpc(Vpc {
+                ipv6_ranges: Vec::new(),
                 tenant: TENANT.into(),
                 name: vpc.into(),
                 cidr: "10.0.0.0/16".parse().unwrap(),
@@ -97,6 +98,7 @@ fn network_event() -> impl Strategy<Value = IntentEvent> {
         IntentEvent::Put(
             r,
             Object::Network(Network {
+                ipv6_prefix: None,
                 tenant: TENANT.into(),
                 vpc: vpc.into(),
                 name: net.into(),
@@ -126,6 +128,7 @@ fn port_event() -> impl Strategy<Value = IntentEvent> {
             IntentEvent::Put(
                 r,
                 Object::Port(PortBinding {
+                    ipv6: None,
                     tenant: TENANT.into(),
                     name: name.into(),
                     vpc: vpc.into(),

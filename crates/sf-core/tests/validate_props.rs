@@ -49,6 +49,7 @@ fn demo() -> Intent {
         .enumerate()
     {
         let v = Vpc {
+            ipv6_ranges: Vec::new(),
             tenant: "demo".into(),
             name: vpc.into(),
             cidr: "10.10.0.0/16".parse().unwrap(),
@@ -57,6 +58,7 @@ fn demo() -> Intent {
         };
         i.vpcs.insert(v.key(), v);
         let n = Network {
+            ipv6_prefix: None,
             tenant: "demo".into(),
             vpc: vpc.into(),
             name: "web".into(),
@@ -128,21 +130,21 @@ proptest! {
 
     #[test]
     fn vpcs(t in name(), n in name(), cidr in net(), site in name(), id in any::<u32>()) {
-        let v = Vpc { tenant: t, name: n, cidr, site, id };
+        let v = Vpc { ipv6_ranges: Vec::new(), tenant: t, name: n, cidr, site, id };
         named(validate_vpc(&demo(), &v), &["vpc", "tenant"])?;
     }
 
     #[test]
     fn networks(t in name(), v in name(), n in name(), cidr in net(), vni in any::<u32>(),
                 gw in ip()) {
-        let net = Network { tenant: t, vpc: v, name: n, cidr, vni, gateway: gw };
+        let net = Network { ipv6_prefix: None, tenant: t, vpc: v, name: n, cidr, vni, gateway: gw };
         named(validate_network(&demo(), &net), &["network", "tenant", "vpc"])?;
     }
 
     #[test]
     fn ports(t in name(), n in name(), v in name(), nw in name(), node in name(), ip in ip(),
              mac in proptest::option::of(".{0,20}")) {
-        let p = PortBinding { tenant: t, name: n, vpc: v, network: nw, node, ip, mac,
+        let p = PortBinding { ipv6: None, tenant: t, name: n, vpc: v, network: nw, node, ip, mac,
                               attach: None };
         named(validate_port(&demo(), &p), &["port", "tenant", "vpc", "network", "node"])?;
     }

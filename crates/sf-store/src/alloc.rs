@@ -300,6 +300,7 @@ mod tests {
                 2 => IntentEvent::Put(
                     ObjectRef::Vpc(vk),
                     Object::Vpc(Vpc {
+                        ipv6_ranges: Vec::new(),
                         tenant: "t".into(),
                         name: name.clone(),
                         cidr: "10.0.0.0/16".parse().unwrap(),
@@ -310,6 +311,7 @@ mod tests {
                 _ => IntentEvent::Put(
                     ObjectRef::Network(nk),
                     Object::Network(Network {
+                        ipv6_prefix: None,
                         tenant: "t".into(),
                         vpc: "v".into(),
                         name,

@@ -849,6 +849,7 @@ mod tests {
         let keys = Keys::new("/sf");
         let mut view = ClusterView::default();
         let net = Network {
+            ipv6_prefix: None,
             tenant: "t".into(),
             vpc: "v".into(),
             name: "n".into(),
@@ -857,6 +858,7 @@ mod tests {
             gateway: "10.0.1.1".parse().unwrap(),
         };
         let port = PortBinding {
+            ipv6: None,
             tenant: "t".into(),
             vpc: "v".into(),
             network: "n".into(),
@@ -929,6 +931,7 @@ mod tests {
         };
         store.create_tenant(&t).await.unwrap();
         let v = Vpc {
+            ipv6_ranges: Vec::new(),
             tenant: "t".into(),
             name: "v".into(),
             cidr: "10.0.0.0/16".parse().unwrap(),
@@ -937,6 +940,7 @@ mod tests {
         };
         let (vpc_id, _) = store.create_vpc(&v, 1..=100).await.unwrap();
         let net = Network {
+            ipv6_prefix: None,
             tenant: "t".into(),
             vpc: "v".into(),
             name: "n".into(),

@@ -264,6 +264,7 @@ mod tests {
 
     fn net() -> Network {
         Network {
+            ipv6_prefix: None,
             tenant: "t".into(),
             vpc: "v".into(),
             name: "n".into(),
@@ -318,6 +319,7 @@ mod tests {
     fn a_vpc_without_id_releases_nothing_and_replace_claims_nothing() {
         let k = Keys::new("/sf");
         let v = Vpc {
+            ipv6_ranges: Vec::new(),
             tenant: "t".into(),
             name: "v".into(),
             cidr: "10.0.0.0/16".parse().unwrap(),

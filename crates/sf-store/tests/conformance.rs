@@ -295,6 +295,7 @@ async fn concurrent_vni_allocation_is_unique(s: Arc<dyn KvStore>) {
     .unwrap();
     st.create_vpc(
         &Vpc {
+            ipv6_ranges: Vec::new(),
             tenant: "t".into(),
             name: "v".into(),
             cidr: "10.0.0.0/8".parse().unwrap(),
@@ -310,6 +311,7 @@ async fn concurrent_vni_allocation_is_unique(s: Arc<dyn KvStore>) {
         let st = st.clone();
         tasks.push(tokio::spawn(async move {
             let n = Network {
+                ipv6_prefix: None,
                 tenant: "t".into(),
                 vpc: "v".into(),
                 name: format!("n{i}"),
@@ -341,6 +343,7 @@ async fn concurrent_vni_allocation_is_unique(s: Arc<dyn KvStore>) {
     assert_eq!(stored, unique);
     // A second create of the same name is a conflict and allocates nothing.
     let dup = Network {
+        ipv6_prefix: None,
         tenant: "t".into(),
         vpc: "v".into(),
         name: "n0".into(),
@@ -406,6 +409,7 @@ async fn vpc_ids_are_allocated_per_site(s: Arc<dyn KvStore>) {
     .await
     .unwrap();
     let vpc = |name: &str, site: &str| Vpc {
+        ipv6_ranges: Vec::new(),
         tenant: "t".into(),
         name: name.into(),
         cidr: "10.0.0.0/8".parse().unwrap(),
@@ -488,6 +492,7 @@ async fn watch_events_rebuild_the_same_view(s: Arc<dyn KvStore>) {
     .unwrap();
     st.create_vpc(
         &Vpc {
+            ipv6_ranges: Vec::new(),
             tenant: "t".into(),
             name: "v".into(),
             cidr: "10.0.0.0/16".parse().unwrap(),
@@ -499,6 +504,7 @@ async fn watch_events_rebuild_the_same_view(s: Arc<dyn KvStore>) {
     .await
     .unwrap();
     let n = Network {
+        ipv6_prefix: None,
         tenant: "t".into(),
         vpc: "v".into(),
         name: "n".into(),

@@ -1,7 +1,8 @@
 //! What a gateway (SoftGate) receives beyond its underlay: the router of every VPC placed on
 //! it, as primary or as warm standby (tiers, NAT, routes, load balancers, Direct Connect
 //! peerings), an L2 network per tier and hand-off segment, and what it may announce (the
-//! site's pools and the VPC anchors, as host routes its failover controller installs).
+//! site's pools and the VPC anchors, as host routes its failover controller installs). A
+//! dual-stack VPC's router also has its IPv6 side (`vpc6/<id>`).
 //!
 //! Inputs: placements naming the gateway, and everything of those VPCs (the VPC, its
 //! networks, ACL lists, NAT rules, routes, load balancers, Direct Connects); public pools (an
@@ -12,8 +13,9 @@ use std::collections::BTreeSet;
 use crate::desired::{
     network_key, vpc_mac, vpc_router_key, DesiredObject, DirectConnectPeering, LbBackend,
     LoadBalancer as DesiredLb, NodeDesired, PortForward, RouterRole, RouterRoute, RouterTier,
-    StaticNat, VpcRouter, ANCHOR_RANGE,
+    RouterTier6, StaticNat, VpcRouter, VpcRouter6, ANCHOR_RANGE,
 };
+use crate::desired::{vpc_link_local, vpc_router6_key};
 use crate::event::ObjectRef;
 use crate::event::{VpcChildRef, VpcRef};
 use crate::model::{Intent, NatKind, NodeRole};
@@ -41,6 +43,10 @@ pub(super) fn compile(intent: &Intent, node: &str, out: &mut NodeDesired) {
                 network_key(net.vni),
                 DesiredObject::L2Network(tier_network(net)),
             );
+        }
+        if let Some(r6) = vpc_router6(intent, &vpc_key, role) {
+            out.objects
+                .insert(vpc_router6_key(r6.id), DesiredObject::VpcRouter6(r6));
         }
         out.objects
             .insert(vpc_router_key(router.id), DesiredObject::VpcRouter(router));
@@ -104,6 +110,36 @@ pub fn placed_vpcs(intent: &Intent, node: &str) -> Vec<(VpcRef, RouterRole)> {
             }
         })
         .collect()
+}
+
+/// The IPv6 side of a VPC's router: its dual-stack tiers (each /64 and its `::1`), the
+/// link-local derived from the VPC's virtual MAC, and the ranges to announce. None for an
+/// IPv4-only VPC.
+pub fn vpc_router6(intent: &Intent, key: &VpcRef, role: RouterRole) -> Option<VpcRouter6> {
+    let vpc = &intent.vpcs[key];
+    let mut tiers: Vec<RouterTier6> = of_vpc(&intent.networks, &key.tenant, &key.vpc)
+        .filter_map(|n| {
+            Some(RouterTier6 {
+                name: n.name.clone(),
+                vni: n.vni,
+                prefix: n.ipv6_prefix?,
+                gateway: n.ipv6_gateway()?,
+            })
+        })
+        .collect();
+    if tiers.is_empty() && vpc.ipv6_ranges.is_empty() {
+        return None;
+    }
+    tiers.sort_by_key(|t| t.vni);
+    Some(VpcRouter6 {
+        tenant: vpc.tenant.clone(),
+        vpc: vpc.name.clone(),
+        id: vpc.id,
+        role,
+        link_local: vpc_link_local(vpc.id),
+        tiers,
+        announce: vpc.ipv6_ranges.clone(),
+    })
 }
 
 /// The router of a VPC: its tiers, routes and NAT, in a deterministic order.

@@ -2,12 +2,18 @@
 //! bound on it, or a bridge it found locally that CloudStack's agent made), with the tier's ACL
 //! and the VPC's other tiers as ACL peers.
 //!
+//! Dual-stack tiers also get their IPv6 side (`net6/<VNI>`: the /64, the router's addresses,
+//! the local ports' IPv6 addresses).
+//!
 //! Inputs: port bindings on the hypervisor, networks (its tiers and their VPC peers), ACL
-//! lists of those VPCs, the bridges it observed.
+//! lists of those VPCs, the bridges it observed, the VPC's id (the router's link-local).
 
 use std::collections::BTreeSet;
 
-use crate::desired::{network_key, DesiredObject, NodeDesired, PeerTier};
+use crate::desired::{
+    network6_key, network_key, vpc_link_local, DesiredObject, L2Network6, LocalPort6, NodeDesired,
+    PeerTier,
+};
 use crate::event::{ObjectRef, VpcRef};
 use crate::model::{Intent, Network, NodeRole, PortBinding};
 
@@ -35,7 +41,39 @@ pub(super) fn compile(
         l2.peer_tiers = peer_tiers(intent, net);
         out.objects
             .insert(network_key(net.vni), DesiredObject::L2Network(l2));
+        if let Some(l2v6) = tier_network6(intent, net, node_ports) {
+            out.objects
+                .insert(network6_key(net.vni), DesiredObject::L2Network6(l2v6));
+        }
     }
+}
+
+/// The IPv6 side of a dual-stack tier on this hypervisor: the tier's /64, the router's
+/// addresses on it and the local ports' IPv6 addresses (anti-spoofing and ACL inputs).
+fn tier_network6(
+    intent: &Intent,
+    net: &Network,
+    node_ports: &[&PortBinding],
+) -> Option<L2Network6> {
+    let prefix = net.ipv6_prefix?;
+    let vpc = intent.vpcs.get(&VpcRef::new(&net.tenant, &net.vpc))?;
+    Some(L2Network6 {
+        vni: net.vni,
+        prefix,
+        gateway: net.ipv6_gateway()?,
+        router_link_local: vpc_link_local(vpc.id),
+        ports: node_ports
+            .iter()
+            .filter(|p| p.network_key() == net.key())
+            .filter_map(|p| {
+                p.ipv6.map(|ipv6| LocalPort6 {
+                    name: p.name.clone(),
+                    ipv6,
+                    mac: p.mac.clone(),
+                })
+            })
+            .collect(),
+    })
 }
 
 /// Hypervisors whose desired state may depend on `change` (evaluated on one side of it).

@@ -1,0 +1,355 @@
+//! IPv6 dual-stack intent (issue 21): VPC ranges, tier /64s and port addresses are validated
+//! with the offending field named, and objects stored before IPv6 existed still load.
+
+use sf_core::event::VpcChildRef;
+use sf_core::model::*;
+use sf_core::validate::*;
+
+fn field_of(r: Result<(), ValidationError>) -> String {
+    r.expect_err("must be rejected").field
+}
+
+fn node(name: &str, role: NodeRole, lo: &str) -> Node {
+    Node {
+        name: name.into(),
+        role,
+        site: "lab".into(),
+        asn: 65001,
+        loopback: lo.parse().unwrap(),
+        fabric_ports: vec![],
+    }
+}
+
+fn vpc(name: &str, ranges: &[&str]) -> Vpc {
+    Vpc {
+        tenant: "demo".into(),
+        name: name.into(),
+        cidr: "10.10.0.0/16".parse().unwrap(),
+        site: "lab".into(),
+        id: 1,
+        ipv6_ranges: ranges.iter().map(|r| r.parse().unwrap()).collect(),
+    }
+}
+
+fn tier(vpc: &str, name: &str, third: u8, v6: Option<&str>) -> Network {
+    Network {
+        tenant: "demo".into(),
+        vpc: vpc.into(),
+        name: name.into(),
+        cidr: format!("10.10.{third}.0/24").parse().unwrap(),
+        vni: 1_000_000 + u32::from(third),
+        gateway: format!("10.10.{third}.1").parse().unwrap(),
+        ipv6_prefix: v6.map(|p| p.parse().unwrap()),
+    }
+}
+
+fn port(name: &str, ip: &str, v6: Option<&str>) -> PortBinding {
+    PortBinding {
+        tenant: "demo".into(),
+        name: name.into(),
+        vpc: "blue".into(),
+        network: "web".into(),
+        node: "hv1".into(),
+        ip: ip.parse().unwrap(),
+        ipv6: v6.map(|a| a.parse().unwrap()),
+        mac: None,
+        attach: None,
+    }
+}
+
+/// Tenant demo, dual-stack VPC blue (2001:db8:100::/56) with tier web (…:1::/64) and one
+/// port, and an IPv4-only VPC red.
+fn dual() -> Intent {
+    let mut i = Intent::default();
+    i.nodes.insert(
+        "hv1".into(),
+        node("hv1", NodeRole::Hypervisor, "10.255.1.1"),
+    );
+    i.tenants.insert(
+        "demo".into(),
+        Tenant {
+            name: "demo".into(),
+            description: String::new(),
+        },
+    );
+    for v in [vpc("blue", &["2001:db8:100::/56"]), vpc("red", &[])] {
+        i.vpcs.insert(v.key(), v);
+    }
+    let web = tier("blue", "web", 1, Some("2001:db8:100:1::/64"));
+    i.networks.insert(web.key(), web);
+    let p = port("web-1", "10.10.1.11", Some("2001:db8:100:1::11"));
+    i.ports.insert(p.key(), p);
+    i
+}
+
+#[test]
+fn vpc_ipv6_ranges_are_checked_by_index() {
+    let i = dual();
+    let ok = |r: &[&str]| {
+        let mut v = vpc("green", r);
+        v.id = 3;
+        validate_vpc(&i, &v)
+    };
+    assert!(ok(&[]).is_ok(), "IPv4-only VPCs stay valid");
+    assert!(
+        ok(&["fd00:1::/48", "2001:db8:5::/48"]).is_ok(),
+        "ULA and documentation"
+    );
+    assert!(
+        ok(&["2001:db8:100::/56"]).is_ok(),
+        "two VPCs may hold the same range"
+    );
+    for (bad, why) in [
+        (vec!["2001:db8:1::1/48"], "host bits"),
+        (vec!["2001:db8:1::/96"], "longer than /64"),
+        (vec!["ff02::/16"], "multicast"),
+        (vec!["fe80::/10"], "link-local"),
+        (vec!["::/64"], "unspecified"),
+    ] {
+        let e = ok(&bad).unwrap_err();
+        assert_eq!(e.field, "vpc.ipv6_ranges[0]", "{bad:?}");
+        assert!(e.message.contains(why), "{bad:?}: {e}");
+    }
+    let e = ok(&["2001:db8::/48", "2001:db8:0:5::/64"]).unwrap_err();
+    assert_eq!(e.field, "vpc.ipv6_ranges[1]");
+    assert!(e.message.contains("overlaps vpc.ipv6_ranges[0]"), "{e}");
+}
+
+#[test]
+fn tier_ipv6_prefix_must_be_a_free_64_of_the_vpc() {
+    let i = dual();
+    let db = |p: Option<&str>| validate_network(&i, &tier("blue", "db", 2, p));
+    assert!(
+        db(None).is_ok(),
+        "a tier of a dual-stack VPC may stay IPv4 only"
+    );
+    assert!(db(Some("2001:db8:100:2::/64")).is_ok());
+    for (bad, why) in [
+        ("2001:db8:100:2::/56", "must be a /64"),
+        ("2001:db8:100:2::/80", "must be a /64"),
+        ("2001:db8:100:2::5/64", "host bits"),
+        ("2001:db8:200:2::/64", "outside the VPC's IPv6 ranges"),
+        ("2001:db8:100:1::/64", "overlaps network \"web\""),
+    ] {
+        let e = db(Some(bad)).unwrap_err();
+        assert_eq!(e.field, "network.ipv6_prefix", "{bad}");
+        assert!(e.message.contains(why), "{bad}: {e}");
+    }
+    let red = validate_network(&i, &tier("red", "db", 2, Some("2001:db8:100:2::/64")));
+    let e = red.unwrap_err();
+    assert_eq!(e.field, "network.ipv6_prefix");
+    assert!(e.message.contains("no IPv6 range"), "{e}");
+}
+
+#[test]
+fn the_tier_gateway_is_the_prefix_one() {
+    let t = tier("blue", "web", 1, Some("2001:db8:100:1::/64"));
+    assert_eq!(t.ipv6_gateway(), Some("2001:db8:100:1::1".parse().unwrap()));
+    assert_eq!(tier("blue", "web", 1, None).ipv6_gateway(), None);
+}
+
+#[test]
+fn port_ipv6_must_be_a_free_host_of_its_tier() {
+    let mut i = dual();
+    assert!(validate_port(&i, &port("web-2", "10.10.1.12", None)).is_ok());
+    assert!(validate_port(&i, &port("web-2", "10.10.1.12", Some("2001:db8:100:1::12"))).is_ok());
+    for (bad, why) in [
+        ("2001:db8:100:2::12", "not a host address"),
+        ("2001:db8:100:1::", "not a host address"),
+        ("2001:db8:100:1::1", "IPv6 gateway"),
+        ("2001:db8:100:1::11", "already used by port \"web-1\""),
+    ] {
+        let e = validate_port(&i, &port("web-2", "10.10.1.12", Some(bad))).unwrap_err();
+        assert_eq!(e.field, "port.ipv6", "{bad}");
+        assert!(e.message.contains(why), "{bad}: {e}");
+    }
+    // A tier without a /64 takes no IPv6 port address.
+    let key = VpcChildRef::new("demo", "blue", "web");
+    i.networks.get_mut(&key).unwrap().ipv6_prefix = None;
+    let e = validate_port(&i, &port("web-2", "10.10.1.12", Some("2001:db8:100:1::12")));
+    assert_eq!(field_of(e), "port.ipv6");
+}
+
+#[test]
+fn objects_stored_before_ipv6_still_load_and_store_unchanged() {
+    let v: Vpc = serde_json::from_str(
+        r#"{"tenant":"demo","name":"blue","cidr":"10.10.0.0/16","site":"lab","id":1}"#,
+    )
+    .unwrap();
+    assert!(v.ipv6_ranges.is_empty());
+    let n_json = r#"{"tenant":"demo","vpc":"blue","name":"web","cidr":"10.10.1.0/24","vni":1000001,"gateway":"10.10.1.1"}"#;
+    let n: Network = serde_json::from_str(n_json).unwrap();
+    assert_eq!(n.ipv6_prefix, None);
+    assert_eq!(
+        serde_json::to_string(&n).unwrap(),
+        n_json,
+        "IPv4-only JSON unchanged"
+    );
+    let p: PortBinding = serde_json::from_str(
+        r#"{"tenant":"demo","name":"web-1","vpc":"blue","network":"web","node":"hv1","ip":"10.10.1.11"}"#,
+    )
+    .unwrap();
+    assert_eq!(p.ipv6, None);
+    let mut dual = n.clone();
+    dual.ipv6_prefix = Some("2001:db8:100:1::/64".parse().unwrap());
+    let back: Network = serde_json::from_str(&serde_json::to_string(&dual).unwrap()).unwrap();
+    assert_eq!(back, dual);
+}
+
+#[test]
+fn a_vpc_range_change_keeps_every_tier_inside() {
+    let i = dual();
+    let mut v = vpc("blue", &["2001:db8:100::/56", "fd00:1::/48"]);
+    assert!(
+        validate_vpc_ipv6_ranges_update(&i, &v).is_ok(),
+        "adding a range"
+    );
+    v.ipv6_ranges = vec!["fd00:1::/48".parse().unwrap()];
+    let e = validate_vpc_ipv6_ranges_update(&i, &v).unwrap_err();
+    assert_eq!(
+        (e.field.as_str(), e.kind),
+        ("vpc.ipv6_ranges", ErrorKind::InUse)
+    );
+    assert!(e.message.contains("\"web\""), "{e}");
+    let mut moved = vpc("blue", &["2001:db8:100::/56"]);
+    moved.cidr = "10.11.0.0/16".parse().unwrap();
+    assert_eq!(
+        field_of(validate_vpc_ipv6_ranges_update(&i, &moved)),
+        "vpc.cidr"
+    );
+    let bad = vpc("blue", &["2001:db8:100::/56", "2001:db8:100:8::/64"]);
+    assert_eq!(
+        field_of(validate_vpc_ipv6_ranges_update(&i, &bad)),
+        "vpc.ipv6_ranges[1]"
+    );
+    let missing = vpc("green", &[]);
+    assert_eq!(
+        validate_vpc_ipv6_ranges_update(&i, &missing)
+            .unwrap_err()
+            .kind,
+        ErrorKind::NotFound
+    );
+}
+
+mod compiled {
+    use super::*;
+    use sf_core::compile::compile_node;
+    use sf_core::desired::{vpc_link_local, DesiredObject, NodeDesired, RouterRole};
+
+    /// `dual()` with gateways gw1 (primary of blue and red) and gw2 (standby of blue).
+    fn placed() -> Intent {
+        let mut i = dual();
+        for (n, lo) in [("gw1", "10.255.2.1"), ("gw2", "10.255.2.2")] {
+            i.nodes.insert(n.into(), node(n, NodeRole::Gateway, lo));
+        }
+        let red = VpcChildRef::new("demo", "red", "web").vpc_ref();
+        let mut red_vpc = i.vpcs[&red].clone();
+        red_vpc.id = 2;
+        i.vpcs.insert(red.clone(), red_vpc);
+        let red_web = tier("red", "web", 5, None);
+        i.networks.insert(red_web.key(), red_web);
+        i.placements.insert(
+            VpcChildRef::new("demo", "blue", "x").vpc_ref(),
+            Placement {
+                primary: Some("gw1".into()),
+                standby: Some("gw2".into()),
+            },
+        );
+        i.placements.insert(
+            red,
+            Placement {
+                primary: Some("gw1".into()),
+                standby: None,
+            },
+        );
+        i
+    }
+
+    fn object<'a>(d: &'a NodeDesired, key: &str) -> Option<&'a DesiredObject> {
+        d.objects.get(key)
+    }
+
+    #[test]
+    fn the_link_local_follows_the_virtual_mac() {
+        // 02:5f:00:00:00:01 -> EUI-64 005f:00ff:fe00:0001.
+        assert_eq!(
+            vpc_link_local(1),
+            "fe80::5f:ff:fe00:1".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            vpc_link_local(0x0102_0304),
+            "fe80::5f:1ff:fe02:304"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn gateways_get_the_vpcs_ipv6_router_the_same_on_primary_and_standby() {
+        let i = placed();
+        let gw1 = compile_node(&i, "gw1", 1).unwrap();
+        let gw2 = compile_node(&i, "gw2", 1).unwrap();
+        let Some(DesiredObject::VpcRouter6(p)) = object(&gw1, "vpc6/1") else {
+            panic!(
+                "no vpc6/1 on gw1: {:?}",
+                gw1.objects.keys().collect::<Vec<_>>()
+            )
+        };
+        let Some(DesiredObject::VpcRouter6(s)) = object(&gw2, "vpc6/1") else {
+            panic!("no vpc6/1 on gw2")
+        };
+        assert_eq!((p.role, s.role), (RouterRole::Primary, RouterRole::Standby));
+        assert_eq!(p.link_local, s.link_local, "stable across failover");
+        assert_eq!(p.link_local, vpc_link_local(1));
+        assert_eq!(p.tiers, s.tiers);
+        assert_eq!(p.tiers.len(), 1);
+        assert_eq!(p.tiers[0].prefix, "2001:db8:100:1::/64".parse().unwrap());
+        assert_eq!(
+            p.tiers[0].gateway,
+            "2001:db8:100:1::1".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(p.announce, vec!["2001:db8:100::/56".parse().unwrap()]);
+        assert!(
+            object(&gw1, "vpc6/2").is_none(),
+            "an IPv4-only VPC has no IPv6 router"
+        );
+        assert!(object(&gw1, "vpc/2").is_some());
+        // The IPv4 router is unchanged by IPv6: same as with the IPv6 fields cleared.
+        let mut v4 = i.clone();
+        for n in v4.networks.values_mut() {
+            n.ipv6_prefix = None;
+        }
+        for v in v4.vpcs.values_mut() {
+            v.ipv6_ranges.clear();
+        }
+        let gw1_v4 = compile_node(&v4, "gw1", 1).unwrap();
+        assert_eq!(object(&gw1, "vpc/1"), object(&gw1_v4, "vpc/1"));
+        assert!(object(&gw1_v4, "vpc6/1").is_none());
+    }
+
+    #[test]
+    fn hypervisors_get_the_ports_ipv6_for_anti_spoofing() {
+        let mut i = placed();
+        let p2 = port("web-2", "10.10.1.12", None);
+        i.ports.insert(p2.key(), p2);
+        let hv = compile_node(&i, "hv1", 1).unwrap();
+        let Some(DesiredObject::L2Network6(n)) = object(&hv, "net6/1000001") else {
+            panic!(
+                "no net6/1000001: {:?}",
+                hv.objects.keys().collect::<Vec<_>>()
+            )
+        };
+        assert_eq!(n.prefix, "2001:db8:100:1::/64".parse().unwrap());
+        assert_eq!(n.router_link_local, vpc_link_local(1));
+        let ports: Vec<(&str, String)> = n
+            .ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.ipv6.to_string()))
+            .collect();
+        assert_eq!(ports, vec![("web-1", "2001:db8:100:1::11".to_string())]);
+        // The desired state still round-trips through its wire encoding.
+        let bytes = serde_json::to_vec(&hv.objects["net6/1000001"]).unwrap();
+        let back: DesiredObject = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(&back, &hv.objects["net6/1000001"]);
+    }
+}
