@@ -1018,6 +1018,15 @@ impl FabricApi for Api {
                     status_json: status
                         .map(|s| serde_json::to_string(s).unwrap_or_default())
                         .unwrap_or_default(),
+                    bgp_sessions: status
+                        .map(|s| {
+                            s.bgp_sessions
+                                .iter()
+                                .map(crate::convert::bgp_session)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    bgp_error: status.map(|s| s.bgp_error.clone()).unwrap_or_default(),
                 }
             })
             .collect();

@@ -162,6 +162,11 @@ pub enum Command {
         #[arg(long, default_value_t = 2, value_name = "SECONDS")]
         interval: u64,
     },
+    /// Show the nodes' underlay BGP sessions as their agents report them (GetFleetStatus).
+    Bgp {
+        /// Only this node's sessions.
+        node: Option<String>,
+    },
     /// Print a shell completion script (e.g. `sfctl completion bash > /etc/bash_completion.d/sfctl`).
     Completion {
         #[arg(value_enum)]
@@ -188,7 +193,10 @@ impl Command {
     /// The match is exhaustive so that every new command has to be classified.
     pub fn is_read_only(&self) -> bool {
         match self {
-            Command::Status { .. } | Command::Completion { .. } | Command::Config(_) => true,
+            Command::Status { .. }
+            | Command::Bgp { .. }
+            | Command::Completion { .. }
+            | Command::Config(_) => true,
             Command::Tenant(c) => matches!(c, TenantCmd::List | TenantCmd::Show { .. }),
             Command::Vpc(c) => matches!(c, VpcCmd::List { .. } | VpcCmd::Show { .. }),
             Command::Network(c) => {

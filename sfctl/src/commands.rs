@@ -185,6 +185,7 @@ async fn dispatch(c: &mut Client, fmt: Fmt, cmd: Command) -> anyhow::Result<Done
         Command::Dc(cmd) => dc(c, fmt, cmd).await,
         Command::Gateway(cmd) => gateway(c, fmt, cmd).await,
         Command::Status { .. } => status(c, fmt).await,
+        Command::Bgp { node } => bgp(c, fmt, node.as_deref()).await,
         Command::Completion { .. } | Command::Config(_) => {
             unreachable!("local commands never reach a coordinator")
         }
@@ -826,6 +827,17 @@ async fn status(c: &mut Client, fmt: Fmt) -> anyhow::Result<Done> {
         let s = c.get_fleet_status(Empty {}).await?.into_inner();
         Done::Read(output::fleet(fmt, &s))
     })
+}
+
+async fn bgp(c: &mut Client, fmt: Fmt, node: Option<&str>) -> anyhow::Result<Done> {
+    let mut s = c.get_fleet_status(Empty {}).await?.into_inner();
+    if let Some(n) = node {
+        s.nodes.retain(|x| x.name == n);
+        if s.nodes.is_empty() {
+            return Err(tonic::Status::not_found(format!("node {n} has no status")).into());
+        }
+    }
+    Ok(Done::Read(output::bgp_sessions(fmt, &s)))
 }
 
 /// Parses IP:PORT or IP:PORT:WEIGHT.
