@@ -304,6 +304,25 @@ pub enum NatCmd {
         #[arg(long)]
         vpc: String,
     },
+    /// Change a NAT rule in place (UpdateNatRule): the options given replace the current
+    /// values, the rule keeps its kind. Options its kind does not have are refused.
+    Update {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        public_ip: Option<String>,
+        #[arg(long)]
+        protocol: Option<String>,
+        #[arg(long)]
+        public_port: Option<u32>,
+        #[arg(long)]
+        private_ip: Option<String>,
+        #[arg(long)]
+        private_port: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -344,6 +363,18 @@ pub enum RouteCmd {
         tenant: String,
         #[arg(long)]
         vpc: String,
+    },
+    /// Change a route's prefix or next hop in place (UpdateRoute).
+    Update {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        nexthop: Option<String>,
     },
 }
 
