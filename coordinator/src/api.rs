@@ -607,6 +607,20 @@ impl FabricApi for Api {
         .await
     }
 
+    async fn update_nat_rule(&self, req: Request<pb::NatRule>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let dry = DryRun::of(&req);
+        let n = nat_in(req.into_inner())?;
+        let store = self.fabric.store();
+        self.write(
+            "NAT rule updated",
+            dry,
+            |i| validate::validate_nat_update(i, &n),
+            store.update_nat(&n),
+        )
+        .await
+    }
+
     async fn list_nat_rules(&self, req: Request<pb::ListRequest>) -> R<pb::NatRuleList> {
         self.auth(&req)?;
         let f = req.into_inner();
@@ -664,6 +678,20 @@ impl FabricApi for Api {
             dry,
             |i| validate::validate_route(i, &r),
             store.create_route(&r),
+        )
+        .await
+    }
+
+    async fn update_route(&self, req: Request<pb::Route>) -> R<pb::WriteResult> {
+        self.auth(&req)?;
+        let dry = DryRun::of(&req);
+        let r = route_in(req.into_inner())?;
+        let store = self.fabric.store();
+        self.write(
+            "route updated",
+            dry,
+            |i| validate::validate_route_update(i, &r),
+            store.update_route(&r),
         )
         .await
     }
@@ -1018,6 +1046,15 @@ impl FabricApi for Api {
                     status_json: status
                         .map(|s| serde_json::to_string(s).unwrap_or_default())
                         .unwrap_or_default(),
+                    bgp_sessions: status
+                        .map(|s| {
+                            s.bgp_sessions
+                                .iter()
+                                .map(crate::convert::bgp_session)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    bgp_error: status.map(|s| s.bgp_error.clone()).unwrap_or_default(),
                 }
             })
             .collect();

@@ -730,6 +730,26 @@ pub fn acl_out(l: &sf_core::model::AclList) -> pb::AclList {
     }
 }
 
+/// A node's reported BGP session in the API's shape.
+pub fn bgp_session(s: &sf_core::status::BgpSession) -> pb::BgpSession {
+    pb::BgpSession {
+        peer: s.peer.clone(),
+        hostname: s.hostname.clone(),
+        remote_as: s.remote_as,
+        state: s.state.clone(),
+        established_epoch: s.established_epoch,
+        prefixes: s
+            .prefixes
+            .iter()
+            .map(|(family, c)| pb::BgpPrefixCounts {
+                family: family.clone(),
+                received: c.received,
+                sent: c.sent,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

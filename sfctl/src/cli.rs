@@ -162,6 +162,11 @@ pub enum Command {
         #[arg(long, default_value_t = 2, value_name = "SECONDS")]
         interval: u64,
     },
+    /// Show the nodes' underlay BGP sessions as their agents report them (GetFleetStatus).
+    Bgp {
+        /// Only this node's sessions.
+        node: Option<String>,
+    },
     /// Print a shell completion script (e.g. `sfctl completion bash > /etc/bash_completion.d/sfctl`).
     Completion {
         #[arg(value_enum)]
@@ -188,7 +193,10 @@ impl Command {
     /// The match is exhaustive so that every new command has to be classified.
     pub fn is_read_only(&self) -> bool {
         match self {
-            Command::Status { .. } | Command::Completion { .. } | Command::Config(_) => true,
+            Command::Status { .. }
+            | Command::Bgp { .. }
+            | Command::Completion { .. }
+            | Command::Config(_) => true,
             Command::Tenant(c) => matches!(c, TenantCmd::List | TenantCmd::Show { .. }),
             Command::Vpc(c) => matches!(c, VpcCmd::List { .. } | VpcCmd::Show { .. }),
             Command::Network(c) => {
@@ -296,6 +304,25 @@ pub enum NatCmd {
         #[arg(long)]
         vpc: String,
     },
+    /// Change a NAT rule in place (UpdateNatRule): the options given replace the current
+    /// values, the rule keeps its kind. Options its kind does not have are refused.
+    Update {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        public_ip: Option<String>,
+        #[arg(long)]
+        protocol: Option<String>,
+        #[arg(long)]
+        public_port: Option<u32>,
+        #[arg(long)]
+        private_ip: Option<String>,
+        #[arg(long)]
+        private_port: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -336,6 +363,18 @@ pub enum RouteCmd {
         tenant: String,
         #[arg(long)]
         vpc: String,
+    },
+    /// Change a route's prefix or next hop in place (UpdateRoute).
+    Update {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        nexthop: Option<String>,
     },
 }
 

@@ -185,6 +185,7 @@ async fn dispatch(c: &mut Client, fmt: Fmt, cmd: Command) -> anyhow::Result<Done
         Command::Dc(cmd) => dc(c, fmt, cmd).await,
         Command::Gateway(cmd) => gateway(c, fmt, cmd).await,
         Command::Status { .. } => status(c, fmt).await,
+        Command::Bgp { node } => bgp(c, fmt, node.as_deref()).await,
         Command::Completion { .. } | Command::Config(_) => {
             unreachable!("local commands never reach a coordinator")
         }
@@ -500,6 +501,31 @@ async fn nat(c: &mut Client, fmt: Fmt, cmd: NatCmd) -> anyhow::Result<Done> {
                 .into_inner();
             return Ok(deleted(fmt, "NAT rule", &name, &r));
         }
+        NatCmd::Update {
+            name,
+            tenant,
+            vpc,
+            public_ip,
+            protocol,
+            public_port,
+            private_ip,
+            private_port,
+        } => {
+            let mut rule = c
+                .get_nat_rule(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            let change = NatChange {
+                public_ip,
+                protocol,
+                public_port,
+                private_ip,
+                private_port,
+            };
+            change.apply(&mut rule)?;
+            let r = c.update_nat_rule(rule).await?.into_inner();
+            return Ok(wrote(fmt, "updated", "NAT rule", &name, &r));
+        }
         NatCmd::Snat {
             name,
             tenant,
@@ -592,7 +618,89 @@ async fn route(c: &mut Client, fmt: Fmt, cmd: RouteCmd) -> anyhow::Result<Done> 
                 .into_inner();
             deleted(fmt, "route", &name, &r)
         }
+        RouteCmd::Update {
+            name,
+            tenant,
+            vpc,
+            prefix,
+            nexthop,
+        } => {
+            let mut route = c
+                .get_route(obj_ref(&tenant, &vpc, &name))
+                .await?
+                .into_inner();
+            route.prefix = prefix.unwrap_or(route.prefix);
+            route.nexthop = nexthop.unwrap_or(route.nexthop);
+            let r = c.update_route(route).await?.into_inner();
+            wrote(fmt, "updated", "route", &name, &r)
+        }
     })
+}
+
+/// The options of `sfctl nat update`: each given one replaces the rule's value.
+struct NatChange {
+    public_ip: Option<String>,
+    protocol: Option<String>,
+    public_port: Option<u32>,
+    private_ip: Option<String>,
+    private_port: Option<u32>,
+}
+
+impl NatChange {
+    /// Applies the options to `rule`, refusing one its kind does not have (an SNAT rule has
+    /// no private address): silently ignoring it would make the update look done.
+    fn apply(self, rule: &mut NatRule) -> anyhow::Result<()> {
+        let kind = rule
+            .kind
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("NAT rule {:?} has no kind", rule.name))?;
+        let set = |v: Option<String>, f: &mut String| {
+            if let Some(v) = v {
+                *f = v;
+            }
+        };
+        let unused: Vec<&str> = match kind {
+            NatKind::Snat(s) => {
+                set(self.public_ip, &mut s.public_ip);
+                [
+                    ("--protocol", self.protocol.is_some()),
+                    ("--public-port", self.public_port.is_some()),
+                    ("--private-ip", self.private_ip.is_some()),
+                    ("--private-port", self.private_port.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(n, given)| given.then_some(n))
+                .collect()
+            }
+            NatKind::StaticNat(s) => {
+                set(self.public_ip, &mut s.public_ip);
+                set(self.private_ip, &mut s.private_ip);
+                [
+                    ("--protocol", self.protocol.is_some()),
+                    ("--public-port", self.public_port.is_some()),
+                    ("--private-port", self.private_port.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(n, given)| given.then_some(n))
+                .collect()
+            }
+            NatKind::PortForward(p) => {
+                set(self.public_ip, &mut p.public_ip);
+                set(self.protocol, &mut p.protocol);
+                set(self.private_ip, &mut p.private_ip);
+                p.public_port = self.public_port.unwrap_or(p.public_port);
+                p.private_port = self.private_port.unwrap_or(p.private_port);
+                Vec::new()
+            }
+        };
+        anyhow::ensure!(
+            unused.is_empty(),
+            "NAT rule {:?} has no {} (its kind has none)",
+            rule.name,
+            unused.join(", ")
+        );
+        Ok(())
+    }
 }
 
 async fn acl(c: &mut Client, fmt: Fmt, cmd: AclCmd) -> anyhow::Result<Done> {
@@ -834,6 +942,17 @@ async fn status(c: &mut Client, fmt: Fmt) -> anyhow::Result<Done> {
     })
 }
 
+async fn bgp(c: &mut Client, fmt: Fmt, node: Option<&str>) -> anyhow::Result<Done> {
+    let mut s = c.get_fleet_status(Empty {}).await?.into_inner();
+    if let Some(n) = node {
+        s.nodes.retain(|x| x.name == n);
+        if s.nodes.is_empty() {
+            return Err(tonic::Status::not_found(format!("node {n} has no status")).into());
+        }
+    }
+    Ok(Done::Read(output::bgp_sessions(fmt, &s)))
+}
+
 /// Parses IP:PORT or IP:PORT:WEIGHT.
 fn parse_backend(s: &str) -> anyhow::Result<Backend> {
     let parts: Vec<&str> = s.split(':').collect();
@@ -958,5 +1077,79 @@ mod tests {
         assert!(!failed_in_transit(
             &tonic::Status::invalid_argument("bad cidr").into()
         ));
+    }
+}
+
+#[cfg(test)]
+mod nat_change_tests {
+    use super::*;
+
+    fn change() -> NatChange {
+        NatChange {
+            public_ip: None,
+            protocol: None,
+            public_port: None,
+            private_ip: None,
+            private_port: None,
+        }
+    }
+
+    fn rule(kind: NatKind) -> NatRule {
+        NatRule {
+            tenant: "demo".into(),
+            vpc: "blue".into(),
+            name: "r".into(),
+            kind: Some(kind),
+        }
+    }
+
+    #[test]
+    fn only_the_options_given_replace_the_rules_values() {
+        let mut r = rule(NatKind::PortForward(PortForward {
+            public_ip: "203.0.113.40".into(),
+            protocol: "tcp".into(),
+            public_port: 8080,
+            private_ip: "10.10.1.11".into(),
+            private_port: 80,
+        }));
+        NatChange {
+            private_ip: Some("10.10.1.12".into()),
+            ..change()
+        }
+        .apply(&mut r)
+        .unwrap();
+        let Some(NatKind::PortForward(p)) = &r.kind else {
+            panic!("kind changed: {r:?}")
+        };
+        assert_eq!(
+            (
+                p.public_ip.as_str(),
+                p.public_port,
+                p.private_ip.as_str(),
+                p.private_port
+            ),
+            ("203.0.113.40", 8080, "10.10.1.12", 80)
+        );
+    }
+
+    #[test]
+    fn an_option_the_kind_lacks_is_refused() {
+        let mut r = rule(NatKind::Snat(Snat {
+            public_ip: "203.0.113.40".into(),
+        }));
+        let e = NatChange {
+            private_ip: Some("10.10.1.12".into()),
+            ..change()
+        }
+        .apply(&mut r)
+        .unwrap_err();
+        assert!(e.to_string().contains("--private-ip"), "{e}");
+        NatChange {
+            public_ip: Some("203.0.113.41".into()),
+            ..change()
+        }
+        .apply(&mut r)
+        .unwrap();
+        assert!(matches!(&r.kind, Some(NatKind::Snat(s)) if s.public_ip == "203.0.113.41"));
     }
 }

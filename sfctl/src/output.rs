@@ -4,8 +4,8 @@
 //! `commands`.
 use serde_json::{json, Value};
 use sf_proto::v1::{
-    AclList, DirectConnect, FleetStatus, LoadBalancer, NatRule, Network, Node, NodeStatus,
-    Placement, PlacementList, Pool, PortBinding, Route, Tenant, Vpc,
+    AclList, BgpSession, DirectConnect, FleetStatus, LoadBalancer, NatRule, Network, Node,
+    NodeStatus, Placement, PlacementList, Pool, PortBinding, Route, Tenant, Vpc,
 };
 
 use crate::cli::Output;
@@ -620,7 +620,7 @@ impl Render for NodeStatus {
         &self.name
     }
     const HEADERS: &'static [&'static str] = &[
-        "NODE", "ROLE", "LEASE", "APPLIED", "DESIRED", "SYNC", "ERRORS",
+        "NODE", "ROLE", "LEASE", "APPLIED", "DESIRED", "SYNC", "BGP", "ERRORS",
     ];
     fn row(&self) -> Vec<String> {
         vec![
@@ -630,6 +630,7 @@ impl Render for NodeStatus {
             self.applied_revision.to_string(),
             self.desired_revision.to_string(),
             if self.in_sync { "yes" } else { "no" }.to_string(),
+            bgp_cell(self),
             cell(&self.errors.join("; ")),
         ]
     }
@@ -649,9 +650,97 @@ impl Render for NodeStatus {
             "desired_revision": self.desired_revision,
             "in_sync": self.in_sync,
             "errors": self.errors,
+            "bgp_sessions": self.bgp_sessions.iter().map(bgp_json).collect::<Vec<_>>(),
+            "bgp_error": self.bgp_error,
             "status": status,
         })
     }
+}
+
+/// The status table's BGP cell: sessions Established of those reported ("2/2"), "?" when
+/// the agent could not read FRR, "-" when it reports none.
+fn bgp_cell(n: &NodeStatus) -> String {
+    if !n.bgp_error.is_empty() {
+        return "?".into();
+    }
+    if n.bgp_sessions.is_empty() {
+        return "-".into();
+    }
+    let up = n
+        .bgp_sessions
+        .iter()
+        .filter(|s| s.state == "Established")
+        .count();
+    format!("{up}/{}", n.bgp_sessions.len())
+}
+
+fn bgp_json(s: &BgpSession) -> Value {
+    let prefixes: serde_json::Map<String, Value> = s
+        .prefixes
+        .iter()
+        .map(|p| {
+            (
+                p.family.clone(),
+                json!({"received": p.received, "sent": p.sent}),
+            )
+        })
+        .collect();
+    json!({
+        "peer": s.peer,
+        "hostname": s.hostname,
+        "remote_as": s.remote_as,
+        "state": s.state,
+        "established_epoch": s.established_epoch,
+        "prefixes": prefixes,
+    })
+}
+
+/// One row per BGP session of the nodes in `status` (`sfctl bgp`): the node, its peer, the
+/// peer's hostname, state, and prefixes received/sent summed over the address families.
+pub fn bgp_sessions(fmt: impl Into<Fmt>, status: &FleetStatus) -> String {
+    let fmt = fmt.into();
+    match fmt.out {
+        Output::Json | Output::Yaml => {
+            let rows: Vec<Value> = status
+                .nodes
+                .iter()
+                .flat_map(|n| {
+                    n.bgp_sessions.iter().map(|s| {
+                        let mut v = bgp_json(s);
+                        v["node"] = json!(n.name);
+                        v
+                    })
+                })
+                .collect();
+            doc(fmt, &Value::Array(rows))
+        }
+        Output::Table | Output::Name => {
+            let rows: Vec<Vec<String>> = status
+                .nodes
+                .iter()
+                .flat_map(|n| n.bgp_sessions.iter().map(|s| bgp_row(&n.name, s)))
+                .collect();
+            grid(fmt, BGP_HEADERS, &rows)
+        }
+    }
+}
+
+const BGP_HEADERS: &[&str] = &[
+    "NODE", "PEER", "HOSTNAME", "AS", "STATE", "PFX-RCVD", "PFX-SENT",
+];
+
+fn bgp_row(node: &str, s: &BgpSession) -> Vec<String> {
+    let rcvd: u64 = s.prefixes.iter().map(|p| p.received).sum();
+    let sent: u64 = s.prefixes.iter().map(|p| p.sent).sum();
+    vec![
+        cell(node),
+        cell(&s.peer),
+        cell(&s.hostname),
+        s.remote_as.to_string(),
+        cell(&s.state),
+        rcvd.to_string(),
+        sent.to_string(),
+    ]
 }
 
 fn pretty(v: &Value) -> String {
@@ -949,6 +1038,7 @@ mod tests {
                     in_sync: true,
                     errors: vec![],
                     status_json: r#"{"vnis":[1000001]}"#.into(),
+                    ..Default::default()
                 },
                 NodeStatus {
                     name: "leaf1".into(),
@@ -959,10 +1049,60 @@ mod tests {
                     in_sync: false,
                     errors: vec!["bgp: peer down".into(), "vrf: missing".into()],
                     status_json: String::new(),
+                    ..Default::default()
                 },
             ],
             ..FleetStatus::default()
         }
+    }
+
+    #[test]
+    fn bgp_sessions_show_in_status_and_in_their_own_table() {
+        let session = |peer: &str, state: &str| BgpSession {
+            peer: peer.into(),
+            hostname: peer.into(),
+            remote_as: 65101,
+            state: state.into(),
+            established_epoch: 0,
+            prefixes: vec![
+                sf_proto::v1::BgpPrefixCounts {
+                    family: "ipv4Unicast".into(),
+                    received: 10,
+                    sent: 11,
+                },
+                sf_proto::v1::BgpPrefixCounts {
+                    family: "l2VpnEvpn".into(),
+                    received: 8,
+                    sent: 12,
+                },
+            ],
+        };
+        let mut fleet = sample_fleet();
+        fleet.nodes[0].bgp_sessions =
+            vec![session("leaf1", "Established"), session("leaf2", "Idle")];
+        fleet.nodes[1].bgp_error = "vtysh timed out".into();
+        let fmt = Fmt {
+            out: Output::Table,
+            headers: false,
+        };
+        assert_eq!(fleet.nodes[0].row()[6], "1/2");
+        assert_eq!(fleet.nodes[1].row()[6], "?");
+        assert_eq!(NodeStatus::default().row()[6], "-");
+        let table = bgp_sessions(fmt, &fleet);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ["hv1", "leaf1", "leaf1", "65101", "Established", "18", "23"],
+                ["hv1", "leaf2", "leaf2", "65101", "Idle", "18", "23"],
+            ]
+        );
+        let json = fleet.nodes[0].to_json();
+        assert_eq!(json["bgp_sessions"][1]["state"], "Idle");
+        assert_eq!(json["bgp_sessions"][0]["prefixes"]["l2VpnEvpn"]["sent"], 12);
     }
 
     #[test]
@@ -987,9 +1127,9 @@ mod tests {
         assert_eq!(
             fleet(Output::Table, &sample_fleet()),
             "intent revision: 42\n\
-             NODE   ROLE        LEASE  APPLIED  DESIRED  SYNC  ERRORS\n\
-             hv1    hypervisor  up     42       42       yes   -\n\
-             leaf1  switch      down   40       42       no    bgp: peer down; vrf: missing\n"
+             NODE   ROLE        LEASE  APPLIED  DESIRED  SYNC  BGP  ERRORS\n\
+             hv1    hypervisor  up     42       42       yes   -    -\n\
+             leaf1  switch      down   40       42       no    -    bgp: peer down; vrf: missing\n"
         );
     }
 
@@ -1004,10 +1144,11 @@ mod tests {
                 "nodes": [
                     {"name":"hv1","role":"hypervisor","lease":"up","applied_revision":42,
                      "desired_revision":42,"in_sync":true,"errors":[],
+                     "bgp_sessions":[],"bgp_error":"",
                      "status":{"vnis":[1000001]}},
                     {"name":"leaf1","role":"switch","lease":"down","applied_revision":40,
                      "desired_revision":42,"in_sync":false,
-                     "errors":["bgp: peer down","vrf: missing"],"status":null}
+                     "errors":["bgp: peer down","vrf: missing"],"bgp_sessions":[],"bgp_error":"","status":null}
                 ]
             })
         );

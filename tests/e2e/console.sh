@@ -5,7 +5,9 @@
 #   1. HTTPS with the coordinator's certificate (verified against the lab CA), assets compiled
 #      in, no session no data, CSRF header required, a reader token cannot write;
 #   2. in the browser (tests/e2e/console_browser.py): log in with the REST user; the topology
-#      shows hv1..hv3 (green), the switches, gateways and the internet edge; draining the
+#      shows hv1..hv3 (green), the switches, gateways and the internet edge; the hv1-leaf1
+#      link is green while BGP is Established at both ends, turns red when hv1's leaf1 port
+#      is taken down inside its namespace, and green again when it is back up; draining the
 #      serving gateway turns it grey and moves the VPC, undrain makes it green; a VPC created
 #      through the form appears without a reload, a bad CIDR shows sfctl's message word for
 #      word, a VPC sfctl creates appears live, a delete removes it; a port forward and a
@@ -83,7 +85,10 @@ shot="$ART/console-$(date +%Y%m%dT%H%M%S).png"
 sfctl_line="$SFCTL --endpoint https://172.31.255.3:7443 --ca $STATE/pki/ca.pem --token-file $STATE/api-token"
 X mgmt env HOME="$STATE" "$PY" "$REPO/tests/e2e/console_browser.py" --url "$URL" \
     --password-file "$STATE/rest-password" --expect-error "$expect" \
-    --sfctl "$sfctl_line" --screenshot "$shot" >"$STATE/browser.out" 2>"$STATE/browser.err"
+    --sfctl "$sfctl_line" --screenshot "$shot" \
+    --link-down "ip netns exec ${LAB_PREFIX}hv1 ip link set leaf1 down" \
+    --link-up "ip netns exec ${LAB_PREFIX}hv1 ip link set leaf1 up" \
+    >"$STATE/browser.out" 2>"$STATE/browser.err"
 rc=$?
 while IFS= read -r line; do
     case "$line" in

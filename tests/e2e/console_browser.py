@@ -134,6 +134,45 @@ def topology(d):
     report(rows == 8, "the fleet table lists the 8 nodes", f"{rows} rows")
 
 
+def link_class(d, a, b):
+    return d.execute_script(
+        "const l = document.querySelector(`#topology line[data-a='${arguments[0]}'][data-b='${arguments[1]}']`);"
+        " return l ? l.getAttribute('class') + ' | ' + l.textContent : '';", a, b)
+
+
+def hv1_down_in_tip(d):
+    """The hv1-leaf1 tooltip has one line per end ("hv1: Idle (rcvd/sent ...)"), and hv1,
+    whose port went down, no longer reports the session Established."""
+    tip = link_class(d, "hv1", "leaf1").split("\n")
+    ends = {line.split(":")[0]: line for line in tip[1:]}
+    return sorted(ends) == ["hv1", "leaf1"] and "Established" not in ends["hv1"]
+
+
+def link_flap(d, a):
+    """Takes hv1's port towards leaf1 down inside the lab: the link's BGP session drops at both
+    ends, and the console must draw it red, then green again once the port is back up."""
+    up = wait(lambda: "link-up" in link_class(d, "hv1", "leaf1"), 60)
+    report(up is not None, "the hv1-leaf1 link is green (BGP Established at both ends)",
+           link_class(d, "hv1", "leaf1"))
+    try:
+        r = subprocess.run(shlex.split(a.link_down), capture_output=True, text=True, timeout=20)
+        report(r.returncode == 0, "hv1's leaf1 port is taken down in its namespace", r.stderr)
+        down = wait(lambda: "link-down" in link_class(d, "hv1", "leaf1"), 40)
+        report(down is not None, "the hv1-leaf1 link turns red in the browser",
+               link_class(d, "hv1", "leaf1"))
+        report(wait(lambda: hv1_down_in_tip(d), 20) is not None,
+               "its tooltip shows the session state at both ends, hv1's not Established",
+               link_class(d, "hv1", "leaf1").replace("\n", " / "))
+        other = link_class(d, "hv2", "leaf1")
+        report("link-up" in other, "hv2-leaf1 stays green", other)
+    finally:
+        r = subprocess.run(shlex.split(a.link_up), capture_output=True, text=True, timeout=20)
+    report(r.returncode == 0, "the port is brought back up", r.stderr)
+    back = wait(lambda: "link-up" in link_class(d, "hv1", "leaf1"), 90)
+    report(back is not None, "the hv1-leaf1 link turns green again",
+           link_class(d, "hv1", "leaf1"))
+
+
 def drain(d, a):
     before = vpc_text(d, "demo/blue")
     serving = "gw1" if "serving gw1" in before else "gw2"
@@ -213,12 +252,15 @@ def main():
     p.add_argument("--expect-error", required=True)
     p.add_argument("--sfctl", required=True, help="sfctl command line (with lab flags)")
     p.add_argument("--screenshot", required=True)
+    p.add_argument("--link-down", required=True, help="command taking hv1's leaf1 port down")
+    p.add_argument("--link-up", required=True, help="command bringing it back up")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as profile:
         d = browser(profile)
         try:
             login(d, a)
             topology(d)
+            link_flap(d, a)
             drain(d, a)
             vpcs(d, a)
             services(d)

@@ -12,7 +12,10 @@
 #      gives up after --wait-timeout with exit code 4 and names the node;
 #   6. status --watch prints the fleet status again when it changes;
 #   7. shell completion, and a config file with contexts (no --endpoint/--ca/--token-file);
-#   8. gRPC health (grpc.health.v1) and server reflection, as grpcurl uses them.
+#   8. gRPC health (grpc.health.v1) and server reflection, as grpcurl uses them;
+#   9. update in place: tenant, load balancer (real connections follow the new backend);
+#  10. update in place: a route's next hop, a port forward's target (real connections from
+#      the internet host follow it); a bad value is refused with the create's message.
 #
 # Usage: tests/e2e/sfctl.sh   (as root; builds nothing: run after `cargo build --release`)
 set -uo pipefail
@@ -264,5 +267,35 @@ check_eq "ten more go to blue-web-2 only" "blue-web-2" \
 check "the gateway's Maglev digest changed" wait_for 15 bash -c \
     "d=\$('$REPO/deploy/lab.sh' sfctl -o json lb get upd --tenant demo --vpc blue | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"table_digest\"])'); [ -n \"\$d\" ] && [ \"\$d\" != '$digest1' ]"
 check "lb delete upd" S lb delete upd --tenant demo --vpc blue
+
+section "10. NAT rules and routes update in place"
+route_get() { S -o json route get r1 --tenant demo --vpc blue | json "d['prefix'] + ' ' + d['nexthop']"; }
+check "route update r1 --nexthop blue-web-2" S route update r1 --tenant demo --vpc blue --nexthop 10.10.1.12
+check_eq "the new next hop is read back, the prefix kept" "192.168.50.0/24 10.10.1.12" "$(route_get)"
+check_eq "a next hop outside every tier is refused (1)" 1 \
+    "$(rc S route update r1 --tenant demo --vpc blue --nexthop 10.99.0.1)"
+check "with the create's message" grep -q "is not a host address of any tier" "$STATE/rc.out"
+check_eq "and changes nothing" "192.168.50.0/24 10.10.1.12" "$(route_get)"
+check_eq "updating a missing route: not found (3)" 3 \
+    "$(rc S route update nope --tenant demo --vpc blue --nexthop 10.10.1.12)"
+nat_get() { S -o json nat get pf --tenant demo --vpc blue | json "f\"{d['public_ip']}:{d['public_port']} {d['private_ip']}:{d['private_port']}\""; }
+check "nat forward pf 203.0.113.40:8080 -> blue-web-1:80" S nat forward pf --tenant demo --vpc blue \
+    --public-ip 203.0.113.40 --public-port 8080 --private-ip 10.10.1.11 --private-port 80
+check "the internet host reaches blue-web-1 through it" wait_for 30 bash -c \
+    "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.40:8080/)\" = blue-web-1 ]"
+check_eq "an update to a private address outside every tier is refused (1)" 1 \
+    "$(rc S nat update pf --tenant demo --vpc blue --private-ip 10.99.0.1)"
+check "with the create's message" grep -q "is not a host address of any tier" "$STATE/rc.out"
+check_eq "a dry-run update writes nothing" "203.0.113.40:8080 10.10.1.11:80" \
+    "$(S --dry-run nat update pf --tenant demo --vpc blue --private-ip 10.10.1.12 >/dev/null && nat_get)"
+check "nat update pf --private-ip blue-web-2" S nat update pf --tenant demo --vpc blue --private-ip 10.10.1.12
+check_eq "the new target is read back, the public side kept" "203.0.113.40:8080 10.10.1.12:80" "$(nat_get)"
+check "the same public port now reaches blue-web-2" wait_for 30 bash -c \
+    "[ \"\$('$REPO/deploy/lab.sh' exec internet curl -s -m 2 http://203.0.113.40:8080/)\" = blue-web-2 ]"
+check_eq "an option the kind lacks is refused (SNAT has no private address)" 1 \
+    "$(rc S nat update out --tenant demo --vpc blue --private-ip 10.10.1.12)"
+check_eq "updating a missing NAT rule: not found (3)" 3 \
+    "$(rc S nat update nope --tenant demo --vpc blue --public-ip 203.0.113.41)"
+check "nat delete pf" S nat delete pf --tenant demo --vpc blue
 
 lab_finish

@@ -156,9 +156,9 @@ fn tier(n: &pb::Node, roles: &BTreeMap<&str, &str>) -> &'static str {
 
 /// Nodes (inventory plus the internet edge and customer DCs) and links. Fabric ports are
 /// named after their peer (the lab's and the packaged inventory's convention); a port naming
-/// no node is an external edge. A fabric link is "up" while both ends hold their lease
-/// (agents report no per-session BGP state of the underlay); a Direct Connect's link carries
-/// its BGP session state as the serving gateway reports it.
+/// no node is an external edge. A fabric link takes the BGP state both ends' agents report
+/// for it ([`link_state`]); a Direct Connect's link carries its BGP session state as the
+/// serving gateway reports it.
 fn topology(r: &Reads) -> (Vec<Value>, Vec<Value>) {
     let roles: BTreeMap<&str, &str> = r
         .nodes
@@ -167,30 +167,16 @@ fn topology(r: &Reads) -> (Vec<Value>, Vec<Value>) {
         .collect();
     let status: BTreeMap<&str, &pb::NodeStatus> =
         r.fleet.nodes.iter().map(|s| (s.name.as_str(), s)).collect();
-    let drained: BTreeSet<&str> = r.placements.drained.iter().map(String::as_str).collect();
-    let up = |n: &str| status.get(n).is_some_and(|s| s.lease == "up");
     let mut out = Vec::new();
-    let mut links = BTreeMap::new();
+    // (a, b) -> (state, the sessions seen at each end)
+    let mut links: BTreeMap<(String, String), (String, Value)> = BTreeMap::new();
     for n in &r.nodes {
-        let s = status.get(n.name.as_str()).copied();
-        let serving: Vec<String> = r
-            .placements
-            .items
-            .iter()
-            .filter(|p| p.primary == n.name)
-            .map(|p| format!("{}/{}", p.tenant, p.vpc))
-            .collect();
-        out.push(json!({
-            "name": n.name, "role": n.role, "tier": tier(n, &roles), "asn": n.asn,
-            "loopback": n.loopback, "drained": drained.contains(n.name.as_str()),
-            "state": node_state(s, drained.contains(n.name.as_str())),
-            "lease": s.map(|s| s.lease.as_str()).unwrap_or("down"),
-            "in_sync": s.is_some_and(|s| s.in_sync),
-            "applied_revision": s.map(|s| s.applied_revision).unwrap_or(0),
-            "desired_revision": s.map(|s| s.desired_revision).unwrap_or(0),
-            "errors": s.map(|s| s.errors.clone()).unwrap_or_default(),
-            "serving": serving,
-        }));
+        out.push(node_json(
+            r,
+            n,
+            status.get(n.name.as_str()).copied(),
+            &roles,
+        ));
         for p in &n.fabric_ports {
             if roles.contains_key(p.as_str()) {
                 let (a, b) = if n.name < *p {
@@ -198,32 +184,103 @@ fn topology(r: &Reads) -> (Vec<Value>, Vec<Value>) {
                 } else {
                     (p, &n.name)
                 };
-                let state = if up(a) && up(b) { "up" } else { "down" };
-                links.insert((a.clone(), b.clone()), state.to_string());
+                let ends = [end(&status, a, b), end(&status, b, a)];
+                let state = link_state(&ends).to_string();
+                links.insert((a.clone(), b.clone()), (state, json!(ends)));
             } else {
                 out.push(json!({"name": p, "role": "edge", "tier": "edge", "state": "external"}));
-                links.insert((n.name.clone(), p.clone()), "external".into());
+                links.insert((n.name.clone(), p.clone()), ("external".into(), json!([])));
             }
         }
     }
     for dc in &r.dcs {
         let name = format!("{}/{}/{}", dc.tenant, dc.vpc, dc.name);
         let state = if dc.bgp_state.is_empty() {
-            "unknown"
+            "unknown".to_string()
         } else {
-            &dc.bgp_state
+            dc.bgp_state.clone()
         };
         out.push(json!({"name": name, "role": "customer-dc", "tier": "edge",
             "state": if state.eq_ignore_ascii_case("established") { "ok" } else { "down" }}));
-        links.insert((dc.switch.clone(), name), state.to_string());
+        links.insert((dc.switch.clone(), name), (state, json!([])));
     }
     let mut seen = BTreeSet::new();
     out.retain(|n| seen.insert(n["name"].to_string()));
     let links = links
         .into_iter()
-        .map(|((a, b), state)| json!({"a": a, "b": b, "state": state}))
+        .map(|((a, b), (state, ends))| json!({"a": a, "b": b, "state": state, "ends": ends}))
         .collect();
     (out, links)
+}
+
+/// One inventory node as the page draws it, with its status and BGP sessions.
+fn node_json(
+    r: &Reads,
+    n: &pb::Node,
+    s: Option<&pb::NodeStatus>,
+    roles: &BTreeMap<&str, &str>,
+) -> Value {
+    let drained = r.placements.drained.contains(&n.name);
+    let serving: Vec<String> = r
+        .placements
+        .items
+        .iter()
+        .filter(|p| p.primary == n.name)
+        .map(|p| format!("{}/{}", p.tenant, p.vpc))
+        .collect();
+    json!({
+        "name": n.name, "role": n.role, "tier": tier(n, roles), "asn": n.asn,
+        "loopback": n.loopback, "drained": drained,
+        "state": node_state(s, drained),
+        "lease": s.map(|s| s.lease.as_str()).unwrap_or("down"),
+        "in_sync": s.is_some_and(|s| s.in_sync),
+        "applied_revision": s.map(|s| s.applied_revision).unwrap_or(0),
+        "desired_revision": s.map(|s| s.desired_revision).unwrap_or(0),
+        "errors": s.map(|s| s.errors.clone()).unwrap_or_default(),
+        "serving": serving,
+        "bgp_sessions": s.map(|s| s.bgp_sessions.clone()).unwrap_or_default(),
+        "bgp_error": s.map(|s| s.bgp_error.as_str()).unwrap_or(""),
+    })
+}
+
+/// What `node` reports of its BGP session towards `peer`: the session whose configured
+/// neighbor (the interface, named after the peer) or learnt hostname is `peer`. `state` is
+/// "" when the node reports no such session (no status, FRR unread, or not configured).
+fn end(status: &BTreeMap<&str, &pb::NodeStatus>, node: &str, peer: &str) -> Value {
+    let s = status.get(node).copied();
+    let session = s.and_then(|s| {
+        s.bgp_sessions
+            .iter()
+            .find(|b| b.peer == peer || b.hostname == peer)
+    });
+    json!({
+        "node": node,
+        "lease": s.map(|s| s.lease.as_str()).unwrap_or("down"),
+        "state": session.map(|b| b.state.as_str()).unwrap_or(""),
+        "prefixes": session.map(|b| b.prefixes.clone()).unwrap_or_default(),
+    })
+}
+
+/// A fabric link's colour from its two ends: "up" when both report the session
+/// Established, "down" when either reports it in another state or holds no lease (a dead
+/// node's sessions are down whatever was last reported), "unknown" when an end reports
+/// nothing about it.
+pub fn link_state(ends: &[Value; 2]) -> &'static str {
+    let state = |e: &Value| e["state"].as_str().unwrap_or("").to_string();
+    if ends.iter().any(|e| e["lease"] != "up") {
+        return "down";
+    }
+    if ends
+        .iter()
+        .any(|e| !state(e).is_empty() && state(e) != "Established")
+    {
+        return "down";
+    }
+    if ends.iter().all(|e| state(e) == "Established") {
+        "up"
+    } else {
+        "unknown"
+    }
 }
 
 /// tenants -> VPCs (with serving and standby gateway) -> tiers -> ports.
@@ -386,9 +443,34 @@ mod tests {
         assert_eq!(state("t/v/dc1").1, json!("ok"));
     }
 
+    fn session(peer: &str, state: &str) -> pb::BgpSession {
+        pb::BgpSession {
+            peer: peer.into(),
+            state: state.into(),
+            ..Default::default()
+        }
+    }
+
     #[test]
-    fn links_follow_fabric_ports_and_leases() {
-        let d = document(&reads(), Role::Admin, json!({}));
+    fn links_follow_fabric_ports_and_bgp_state_of_both_ends() {
+        let mut r = reads();
+        let sessions = |r: &mut Reads, node: &str, s: Vec<pb::BgpSession>| {
+            let n = r.fleet.nodes.iter_mut().find(|n| n.name == node).unwrap();
+            n.bgp_sessions = s;
+        };
+        sessions(&mut r, "spine1", vec![session("leaf1", "Established")]);
+        sessions(
+            &mut r,
+            "leaf1",
+            vec![
+                session("spine1", "Established"),
+                session("hv1", "Active"),
+                session("hv2", "Active"),
+            ],
+        );
+        // hv1 says its side is up; leaf1 sees the session down: the link is down.
+        sessions(&mut r, "hv1", vec![session("leaf1", "Established")]);
+        let d = document(&r, Role::Admin, json!({}));
         let links = d["links"].as_array().unwrap();
         let state = |a: &str, b: &str| {
             links
@@ -402,8 +484,18 @@ mod tests {
             "one link per pair"
         );
         assert_eq!(state("spine1", "leaf1"), None);
-        assert_eq!(state("hv2", "leaf1"), Some(json!("down")));
+        assert_eq!(state("hv1", "leaf1"), Some(json!("down")));
+        assert_eq!(
+            state("hv2", "leaf1"),
+            Some(json!("down")),
+            "hv2 has no lease"
+        );
+        // Both leases up, neither end reports the session: not known to be up.
+        assert_eq!(state("gw1", "leaf1"), Some(json!("unknown")));
         assert_eq!(state("leaf1", "internet"), Some(json!("external")));
         assert_eq!(state("leaf1", "t/v/dc1"), Some(json!("Established")));
+        let hv1 = links.iter().find(|l| l["a"] == "hv1").unwrap();
+        assert_eq!(hv1["ends"][0]["state"], "Established");
+        assert_eq!(hv1["ends"][1]["state"], "Active");
     }
 }

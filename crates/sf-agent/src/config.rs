@@ -42,6 +42,11 @@ pub struct AgentArgs {
     /// separated list of chains (e.g. `in_1000001`) whose rules are exported one by one.
     #[arg(long, env = "SF_RULE_METRICS", default_value = "aggregate")]
     pub rule_metrics: sf_metrics::RuleDetail,
+    /// FRR vty socket directory whose underlay BGP sessions the agent reports in its status
+    /// (read every 5 s, off the reconcile loop). Reads the same SF_FRR_DIR as the agents'
+    /// `--frr-dir`; unset, no session is reported.
+    #[arg(long, env = "SF_FRR_DIR")]
+    pub bgp_status_frr_dir: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "SF_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

@@ -174,16 +174,22 @@ async fn hold(
 pub const STATUS_FLUSH: Duration = Duration::from_secs(3);
 
 /// The part of a status report that must reach etcd at once: errors, observed VNIs, load
-/// balancer and Direct Connect state, identity (what placement, compilation and operators
-/// act on).
+/// balancer and Direct Connect state, BGP session states, identity (what placement,
+/// compilation and operators act on). A BGP session's prefix counts and established time
+/// wait for the flush: prefix counts move on every VNI or route anywhere in the fabric.
 fn significant(s: &AgentStatus) -> AgentStatus {
-    AgentStatus {
+    let mut out = AgentStatus {
         applied_revision: 0,
         applied_digest: String::new(),
         counters: Default::default(),
         reported_at_ms: 0,
         ..s.clone()
+    };
+    for b in &mut out.bgp_sessions {
+        b.prefixes.clear();
+        b.established_epoch = 0;
     }
+    out
 }
 
 pub fn ttl_of(args: &AgentArgs) -> Duration {
@@ -235,5 +241,28 @@ mod tests {
         let mut observed = moved.clone();
         observed.observed_vnis.insert(1_000_001);
         assert_ne!(significant(&base), significant(&observed));
+    }
+
+    #[test]
+    fn bgp_state_goes_at_once_prefix_counts_wait() {
+        let session = |state: &str, received: u64| sf_core::status::BgpSession {
+            peer: "leaf1".into(),
+            state: state.into(),
+            established_epoch: received,
+            prefixes: [(
+                "ipv4Unicast".to_string(),
+                sf_core::status::PrefixCounts { received, sent: 1 },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let mut base = AgentStatus::default();
+        base.bgp_sessions.push(session("Established", 10));
+        let mut counted = base.clone();
+        counted.bgp_sessions[0] = session("Established", 11);
+        assert_eq!(significant(&base), significant(&counted));
+        let mut down = base.clone();
+        down.bgp_sessions[0] = session("Idle", 0);
+        assert_ne!(significant(&base), significant(&down));
     }
 }

@@ -8,11 +8,13 @@
 //!   snapshot/delta/resume handling, reconnect with jittered exponential backoff).
 //! - [`lease`]: the node's etcd lease, heartbeat key and status key.
 //! - [`cache`]: the desired state persisted on local disk.
+//! - [`bgp`]: the underlay BGP sessions read from FRR for the status, off the loop.
 //! - [`runtime`]: wiring and the reconcile loop. The tasks talk over channels only: the sync
 //!   client hands the loop a `watch` of delivered states and takes its acks on an `mpsc`;
 //!   the lease task publishes the lease's health on a `watch` and reports the status the
 //!   loop publishes on another.
 
+pub mod bgp;
 pub mod cache;
 pub mod config;
 pub mod lease;

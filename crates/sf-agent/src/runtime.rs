@@ -106,6 +106,7 @@ pub async fn run<D: Dataplane>(
     };
     let (status_tx, status_rx) = watch::channel(status.clone());
     let (health_tx, health) = watch::channel(LeaseHealth::default());
+    let bgp = crate::bgp::spawn(args.bgp_status_frr_dir.clone());
     tokio::spawn(
         crate::lease::run(args.clone(), status_rx, counters.clone(), health_tx)
             .instrument(node_span.clone()),
@@ -122,6 +123,7 @@ pub async fn run<D: Dataplane>(
         ack_tx,
         resync,
         health,
+        bgp,
         status,
         status_tx,
         counters,
@@ -172,6 +174,8 @@ struct Reconciler<D> {
     /// Asks the sync client for a fresh snapshot.
     resync: Arc<Notify>,
     health: watch::Receiver<LeaseHealth>,
+    /// The latest read of the underlay BGP sessions (`crate::bgp`).
+    bgp: watch::Receiver<crate::bgp::BgpRead>,
     status: AgentStatus,
     status_tx: watch::Sender<AgentStatus>,
     counters: Arc<Counters>,
@@ -194,6 +198,7 @@ impl<D: Dataplane> Reconciler<D> {
         let mut resync = tokio::time::interval(Duration::from_secs(self.args.resync_secs.max(1)));
         let mut observe = tokio::time::interval(Duration::from_secs(3));
         let wake = self.dataplane.wakeup();
+        let mut bgp_open = true;
         self.deliveries.mark_changed();
         loop {
             let mut pass = false;
@@ -204,6 +209,10 @@ impl<D: Dataplane> Reconciler<D> {
                 }
                 _ = resync.tick() => { pass = true; }
                 _ = observe.tick() => {}
+                // A BGP session changed state: report it now, not at the next observe tick.
+                changed = self.bgp.changed(), if bgp_open => {
+                    bgp_open = changed.is_ok();
+                }
                 _ = async {
                     match &wake {
                         Some(n) => n.notified().await,
@@ -290,11 +299,20 @@ impl<D: Dataplane> Reconciler<D> {
         let lbs = self.dataplane.lb_status().await;
         let dcs = self.dataplane.dc_status().await;
         let failover = self.dataplane.failover_status().await;
+        let bgp = self.bgp.borrow_and_update().clone();
         let status = &mut self.status;
         let changed = observed != status.observed_vnis
             || lbs != status.load_balancers
             || dcs != status.direct_connects
-            || failover != status.failover;
+            || failover != status.failover
+            || bgp.sessions != status.bgp_sessions
+            || bgp.error != status.bgp_error;
+        if bgp.sessions != status.bgp_sessions {
+            self.metrics
+                .set_bgp_states(bgp.sessions.iter().map(|s| s.state.as_str()));
+        }
+        status.bgp_sessions = bgp.sessions;
+        status.bgp_error = bgp.error;
         status.observed_vnis = observed;
         status.load_balancers = lbs;
         status.direct_connects = dcs;

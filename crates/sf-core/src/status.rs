@@ -40,6 +40,13 @@ pub struct AgentStatus {
     /// Gateways: what the failover controller sees of the fabric (placement follows it).
     #[serde(default, skip_serializing_if = "FailoverStatus::is_empty")]
     pub failover: FailoverStatus,
+    /// Underlay BGP sessions of the node's FRR (default VRF), sorted by peer; empty when the
+    /// agent does not read FRR or could not (then `bgp_error` says why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bgp_sessions: Vec<BgpSession>,
+    /// Why the last read of the BGP sessions failed ("" when it worked or is not configured).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bgp_error: String,
     /// Unix time (ms) of this report.
     #[serde(default)]
     pub reported_at_ms: u64,
@@ -81,5 +88,40 @@ pub struct DcStatus {
     /// Prefixes accepted and installed in the VPC.
     pub accepted: u64,
     /// Prefixes announced to the customer.
+    pub sent: u64,
+}
+
+/// One underlay BGP session as FRR reports it (`show bgp summary json`), merged over the
+/// address families the node uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpSession {
+    /// The neighbor as configured: the interface of an unnumbered session, else its address.
+    pub peer: String,
+    /// The peer's hostname as FRR learnt it (hostname capability); "" when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    pub remote_as: u32,
+    /// FRR's state: Idle, Connect, Active, OpenSent, OpenConfirm, Established (or a
+    /// qualified form such as "Idle (Admin)").
+    pub state: String,
+    /// Unix time (s) the session became Established (0 when it is not). Kept stable by the
+    /// reader while the state holds: FRR derives it from "now - uptime", which wobbles.
+    #[serde(default)]
+    pub established_epoch: u64,
+    /// Prefix counts per address family (FRR's key, e.g. "ipv4Unicast", "l2VpnEvpn").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prefixes: BTreeMap<String, PrefixCounts>,
+}
+
+impl BgpSession {
+    pub fn established(&self) -> bool {
+        self.state == "Established"
+    }
+}
+
+/// Prefixes received from and sent to a BGP peer in one address family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixCounts {
+    pub received: u64,
     pub sent: u64,
 }

@@ -674,11 +674,42 @@ fn in_some_tier(intent: &Intent, tenant: &str, vpc: &str, ip: Ipv4Addr) -> bool 
 }
 
 pub fn validate_nat(intent: &Intent, r: &NatRule) -> Result {
+    validate_nat_as(intent, r, false)
+}
+
+/// An in-place update of a NAT rule: it must exist and keep its kind (SNAT, port forward and
+/// static NAT program different chains: another kind is another rule, delete and create);
+/// its addresses and ports are validated as a create's, the rule itself not counting as a
+/// conflict.
+pub fn validate_nat_update(intent: &Intent, r: &NatRule) -> Result {
+    let Some(old) = intent.nat_rules.get(&r.key()) else {
+        return Err(err(
+            ErrorKind::NotFound,
+            "nat.name",
+            format!("NAT rule {:?} does not exist in VPC {:?}", r.name, r.vpc),
+        ));
+    };
+    if old.kind.name() != r.kind.name() {
+        return Err(err(
+            ErrorKind::Invalid,
+            "nat.kind",
+            format!(
+                "NAT rule {:?} is a {} rule and cannot become a {} rule (delete it and create another)",
+                r.name,
+                old.kind.name(),
+                r.kind.name()
+            ),
+        ));
+    }
+    validate_nat_as(intent, r, true)
+}
+
+fn validate_nat_as(intent: &Intent, r: &NatRule, replacing: bool) -> Result {
     validate_name("nat.tenant", &r.tenant)?;
     validate_name("nat.vpc", &r.vpc)?;
     validate_name("nat.name", &r.name)?;
     let vpc = vpc_of(intent, "nat.vpc", &r.tenant, &r.vpc)?;
-    if intent.nat_rules.contains_key(&r.key()) {
+    if !replacing && intent.nat_rules.contains_key(&r.key()) {
         return Err(err(
             ErrorKind::AlreadyExists,
             "nat.name",
@@ -734,7 +765,7 @@ fn validate_nat_sharing(intent: &Intent, r: &NatRule) -> Result {
     for o in intent
         .nat_rules
         .values()
-        .filter(|o| o.kind.public_ip() == public)
+        .filter(|o| o.kind.public_ip() == public && o.key() != r.key())
     {
         let same_vpc = o.tenant == r.tenant && o.vpc == r.vpc;
         if !same_vpc {
@@ -792,7 +823,10 @@ fn validate_nat_kind(intent: &Intent, r: &NatRule) -> Result {
     match &r.kind {
         NatKind::Snat { .. } => {
             if let Some(o) = intent.nat_rules.values().find(|o| {
-                o.tenant == r.tenant && o.vpc == r.vpc && matches!(o.kind, NatKind::Snat { .. })
+                o.tenant == r.tenant
+                    && o.vpc == r.vpc
+                    && o.key() != r.key()
+                    && matches!(o.kind, NatKind::Snat { .. })
             }) {
                 return Err(err(
                     ErrorKind::AlreadyExists,
@@ -844,7 +878,7 @@ fn validate_nat_kind(intent: &Intent, r: &NatRule) -> Result {
                 ));
             }
             if let Some(o) = intent.nat_rules.values().find(|o| {
-                o.tenant == r.tenant && o.vpc == r.vpc && matches!(&o.kind, NatKind::StaticNat { private_ip: p, .. } if p == private_ip)
+                o.tenant == r.tenant && o.vpc == r.vpc && o.key() != r.key() && matches!(&o.kind, NatKind::StaticNat { private_ip: p, .. } if p == private_ip)
             }) {
                 return Err(err(ErrorKind::AlreadyExists, "nat.private_ip", format!("{private_ip} already has static NAT rule {:?}", o.name)));
             }
@@ -1536,11 +1570,28 @@ pub fn check_delete_lb(intent: &Intent, tenant: &str, vpc: &str, name: &str) -> 
 }
 
 pub fn validate_route(intent: &Intent, r: &StaticRoute) -> Result {
+    validate_route_as(intent, r, false)
+}
+
+/// An in-place update of a route (its prefix or next hop): it must exist; validated as a
+/// create, the route itself not counting as a duplicate prefix.
+pub fn validate_route_update(intent: &Intent, r: &StaticRoute) -> Result {
+    if !intent.routes.contains_key(&r.key()) {
+        return Err(err(
+            ErrorKind::NotFound,
+            "route.name",
+            format!("route {:?} does not exist in VPC {:?}", r.name, r.vpc),
+        ));
+    }
+    validate_route_as(intent, r, true)
+}
+
+fn validate_route_as(intent: &Intent, r: &StaticRoute, replacing: bool) -> Result {
     validate_name("route.tenant", &r.tenant)?;
     validate_name("route.vpc", &r.vpc)?;
     validate_name("route.name", &r.name)?;
     vpc_of(intent, "route.vpc", &r.tenant, &r.vpc)?;
-    if intent.routes.contains_key(&r.key()) {
+    if !replacing && intent.routes.contains_key(&r.key()) {
         return Err(err(
             ErrorKind::AlreadyExists,
             "route.name",
@@ -1564,11 +1615,9 @@ pub fn validate_route(intent: &Intent, r: &StaticRoute) -> Result {
             ),
         ));
     }
-    if let Some(o) = intent
-        .routes
-        .values()
-        .find(|o| o.tenant == r.tenant && o.vpc == r.vpc && o.prefix == r.prefix)
-    {
+    if let Some(o) = intent.routes.values().find(|o| {
+        o.tenant == r.tenant && o.vpc == r.vpc && o.prefix == r.prefix && o.key() != r.key()
+    }) {
         return Err(err(
             ErrorKind::AlreadyExists,
             "route.prefix",

@@ -1522,3 +1522,78 @@ fn a_tenant_update_needs_the_tenant() {
     i.tenants.insert("demo".into(), t.clone());
     assert!(validate_tenant_update(&i, &t).is_ok());
 }
+
+#[test]
+fn a_nat_rule_update_keeps_its_kind_and_does_not_conflict_with_itself() {
+    let mut i = with_gateways();
+    let ip = |s: &str| s.parse().unwrap();
+    let fwd = |private: &str| {
+        nat(NatKind::PortForward {
+            public_ip: ip("203.0.113.30"),
+            protocol: sf_core::desired::L4Protocol::Tcp,
+            public_port: 8080,
+            private_ip: ip(private),
+            private_port: 80,
+        })
+    };
+    let old = fwd("10.10.1.11");
+    assert_eq!(
+        validate_nat_update(&i, &old).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    i.nat_rules.insert(old.key(), old.clone());
+    // Its own public address and port are no conflict; a create of the same is one.
+    let new = fwd("10.10.1.12");
+    assert!(validate_nat_update(&i, &new).is_ok());
+    assert_eq!(
+        validate_nat(&i, &new).unwrap_err().kind,
+        ErrorKind::AlreadyExists
+    );
+    // The create's checks still apply, with the create's fields.
+    assert_eq!(
+        field_of(validate_nat_update(&i, &fwd("10.10.9.9"))),
+        "nat.private_ip"
+    );
+    // Another kind is another rule.
+    let as_static = nat(NatKind::StaticNat {
+        public_ip: ip("203.0.113.30"),
+        private_ip: ip("10.10.1.12"),
+    });
+    assert_eq!(field_of(validate_nat_update(&i, &as_static)), "nat.kind");
+}
+
+#[test]
+fn a_route_update_is_validated_as_its_create_without_conflicting_with_itself() {
+    let mut i = with_gateways();
+    let r = |name: &str, prefix: &str, nexthop: &str| StaticRoute {
+        tenant: "demo".into(),
+        vpc: "blue".into(),
+        name: name.into(),
+        prefix: prefix.parse().unwrap(),
+        nexthop: nexthop.parse().unwrap(),
+    };
+    let old = r("r", "192.168.0.0/16", "10.10.1.20");
+    assert_eq!(
+        validate_route_update(&i, &old).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    i.routes.insert(old.key(), old.clone());
+    assert!(validate_route_update(&i, &r("r", "192.168.0.0/16", "10.10.1.21")).is_ok());
+    assert_eq!(
+        field_of(validate_route_update(
+            &i,
+            &r("r", "192.168.0.0/16", "10.99.0.1")
+        )),
+        "route.nexthop"
+    );
+    // Another route's prefix stays taken.
+    let other = r("o", "172.16.0.0/12", "10.10.1.20");
+    i.routes.insert(other.key(), other);
+    assert_eq!(
+        field_of(validate_route_update(
+            &i,
+            &r("r", "172.16.0.0/12", "10.10.1.20")
+        )),
+        "route.prefix"
+    );
+}

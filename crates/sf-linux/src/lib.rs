@@ -10,6 +10,7 @@ pub mod acl;
 pub mod blackhole;
 pub mod converge;
 pub mod frr;
+pub mod frr_status;
 pub mod l2;
 pub mod links;
 pub mod netlink;

@@ -270,6 +270,8 @@ pub struct AgentMetrics {
     pub rules: RuleCounters,
     /// The agent's client certificate's notAfter (Unix seconds).
     pub cert_expiry: Gauge,
+    /// Underlay BGP sessions by state (see [`AgentMetrics::set_bgp_states`]).
+    pub bgp_sessions: prometheus_client::metrics::family::Family<Vec<(String, String)>, Gauge>,
 }
 
 impl AgentMetrics {
@@ -287,6 +289,7 @@ impl AgentMetrics {
             deltas: Counter::default(),
             rules: RuleCounters::default(),
             cert_expiry: Gauge::default(),
+            bgp_sessions: Default::default(),
         };
         register_build_info(reg, "agent");
         reg.register(
@@ -341,7 +344,36 @@ impl AgentMetrics {
             m.snapshots.clone(),
         );
         reg.register("sf_agent_deltas", "Deltas received", m.deltas.clone());
+        reg.register(
+            "sf_agent_bgp_sessions",
+            "Underlay BGP sessions of this node's FRR by state",
+            m.bgp_sessions.clone(),
+        );
         m
+    }
+
+    /// Sets the session count of every BGP state from `states` (one entry per session). The
+    /// label takes FRR's six states and "other", so the series stay bounded whatever FRR says.
+    pub fn set_bgp_states<'a>(&self, states: impl IntoIterator<Item = &'a str>) {
+        const KNOWN: [&str; 6] = [
+            "Idle",
+            "Connect",
+            "Active",
+            "OpenSent",
+            "OpenConfirm",
+            "Established",
+        ];
+        let mut counts = [0i64; 7];
+        for s in states {
+            let i = KNOWN.iter().position(|k| *k == s).unwrap_or(6);
+            counts[i] += 1;
+        }
+        for (i, n) in counts.iter().enumerate() {
+            let label = KNOWN.get(i).copied().unwrap_or("other");
+            self.bgp_sessions
+                .get_or_create(&vec![("state".to_string(), label.to_string())])
+                .set(*n);
+        }
     }
 }
 

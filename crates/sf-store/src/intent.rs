@@ -377,6 +377,18 @@ impl IntentStore {
         .await
     }
 
+    /// Overwrites an existing NAT rule (its addresses and ports); refused if it vanished.
+    pub async fn update_nat(&self, r: &NatRule) -> Result<i64, WriteError> {
+        self.guarded("NAT rule", self.replacing(Object::Nat(r.clone())))
+            .await
+    }
+
+    /// Overwrites an existing route (its prefix and next hop); refused if it vanished.
+    pub async fn update_route(&self, r: &StaticRoute) -> Result<i64, WriteError> {
+        self.guarded("route", self.replacing(Object::Route(r.clone())))
+            .await
+    }
+
     /// Creates or replaces an ACL list (a change applies as a delta on the agents).
     pub async fn put_acl(&self, l: &sf_core::model::AclList) -> Result<i64, WriteError> {
         let mut w = WriteSet::new();

@@ -118,6 +118,8 @@ start_agent() {
             --etcd-key "$STATE/pki/$n.key")
     fi
     mkdir -p "$STATE/agents/$n"
+    # --bgp-status-frr-dir: the agent reports this FRR's underlay BGP sessions (systemd units
+    # set SF_FRR_DIR, which both options read).
     # --rule-metrics per-rule: the lab's tests read single rules' counters (production keeps
     # the default, each chain kind summed).
     START_NSENTER=$nsenter start_bg "$n" "${P}$n" "$bin" --node "$n" \
@@ -126,6 +128,7 @@ start_agent() {
         --tls-cert "$STATE/pki/$n.pem" --tls-key "$STATE/pki/$n.key" \
         --tls-ca "$STATE/pki/ca.pem" \
         --state-dir "$STATE/agents/$n" --frr-dir "$STATE/frr/$n" \
+        --bgp-status-frr-dir "$STATE/frr/$n" \
         --metrics-listen 0.0.0.0:9101 --rule-metrics per-rule "${extra[@]}"
 }
 

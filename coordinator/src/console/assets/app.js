@@ -63,6 +63,25 @@ function linkClass(state) {
   return "link-down";
 }
 
+// A link's tooltip: its state, and for a fabric link the BGP session as each end reports it.
+function linkTip(l) {
+  const ends = (l.ends || []).map((e) => {
+    const pfx = (e.prefixes || []).map((p) => `${p.family} ${p.received}/${p.sent}`).join(", ");
+    const state = e.state || (e.lease === "up" ? "not reported" : "lease down");
+    return `\n${e.node}: ${state}${pfx ? ` (rcvd/sent ${pfx})` : ""}`;
+  });
+  return `${l.a} - ${l.b}: ${l.state}${ends.join("")}`;
+}
+
+// The fleet table's BGP cell: sessions Established of those reported.
+function bgpCell(n) {
+  if (n.bgp_error) return "?";
+  const s = n.bgp_sessions || [];
+  if (!s.length) return "-";
+  const down = s.filter((x) => x.state !== "Established").map((x) => `${x.peer} ${x.state}`);
+  return `${s.length - down.length}/${s.length}` + (down.length ? ` (${down.join(", ")})` : "");
+}
+
 function drawTopology(doc) {
   const svg = $("#topology");
   const width = 960, rowH = 90, boxW = 96, boxH = 34;
@@ -82,9 +101,9 @@ function drawTopology(doc) {
     if (!a || !b) continue;
     const line = el("svg:line", {
       x1: a.x, y1: a.y, x2: b.x, y2: b.y,
-      class: `link ${linkClass(l.state)}`, "data-a": l.a, "data-b": l.b,
+      class: `link ${linkClass(l.state)}`, "data-a": l.a, "data-b": l.b, "data-state": l.state,
     });
-    line.append(el("svg:title", { text: `${l.a} - ${l.b}: ${l.state}` }));
+    line.append(el("svg:title", { text: linkTip(l) }));
     svg.append(line);
   }
   for (const n of doc.nodes) {
@@ -126,6 +145,7 @@ function drawFleet(doc) {
       el("td", { text: String(n.applied_revision) }),
       el("td", { text: String(n.desired_revision) }),
       el("td", { text: n.in_sync ? "yes" : "no" }),
+      el("td", { class: "bgp", text: bgpCell(n), title: n.bgp_error || "" }),
       el("td", { text: (n.errors || []).join("; ") }),
       el("td", {}, button)));
   }
