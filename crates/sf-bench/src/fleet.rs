@@ -155,6 +155,8 @@ pub async fn spawn_agents(
             resync_secs: 60,
             metrics_listen: None,
             rule_metrics: Default::default(),
+            // Simulated agents run no FRR: no BGP sessions to report.
+            bgp_status_frr_dir: None,
             log_format: "text".into(),
             once: false,
         };
