@@ -16,6 +16,9 @@
 #   9. update in place: tenant, load balancer (real connections follow the new backend);
 #  10. update in place: a route's next hop, a port forward's target (real connections from
 #      the internet host follow it); a bad value is refused with the create's message.
+#  11. IPv6 dual-stack intent (issue 21): --ipv6-range, --ipv6-prefix and --ipv6 are stored
+#      and read back, refusals name the field, NAT refuses IPv6, and the agents stay in sync
+#      with a dual-stack port bound (they ignore what they do not implement yet).
 #
 # Usage: tests/e2e/sfctl.sh   (as root; builds nothing: run after `cargo build --release`)
 set -uo pipefail
@@ -297,5 +300,41 @@ check_eq "an option the kind lacks is refused (SNAT has no private address)" 1 \
 check_eq "updating a missing NAT rule: not found (3)" 3 \
     "$(rc S nat update nope --tenant demo --vpc blue --public-ip 203.0.113.41)"
 check "nat delete pf" S nat delete pf --tenant demo --vpc blue
+section "11. IPv6 dual-stack intent"
+check "vpc create green with two IPv6 ranges" S vpc create green --tenant demo --cidr 10.30.0.0/16 \
+    --ipv6-range 2001:db8:300::/56 --ipv6-range fd00:30::/48
+check_eq "vpc get green: its IPv6 ranges" "['2001:db8:300::/56', 'fd00:30::/48']" \
+    "$(getj vpc get green --tenant demo | json "d['ipv6_ranges']")"
+check_eq "an IPv4-only VPC's JSON has no IPv6 key" "False" "$(getj vpc get blue --tenant demo | json "'ipv6_ranges' in d")"
+check_eq "a range longer than /64 is refused (1)" 1 \
+    "$(rc S vpc create bad6 --tenant demo --cidr 10.31.0.0/16 --ipv6-range 2001:db8:301::/96)"
+check "  naming the field" grep -q "vpc.ipv6_ranges\[0\]" "$STATE/rc.out"
+check "network create gweb with a /64" S network create gweb --tenant demo --vpc green \
+    --cidr 10.30.1.0/24 --ipv6-prefix 2001:db8:300:1::/64
+check_eq "network get gweb: its /64" "2001:db8:300:1::/64" \
+    "$(getj network get gweb --tenant demo --vpc green | json "d['ipv6_prefix']")"
+check_eq "a /64 outside the VPC's ranges is refused (1)" 1 \
+    "$(rc S network create gdb --tenant demo --vpc green --cidr 10.30.2.0/24 --ipv6-prefix 2001:db8:999:2::/64)"
+check "  naming the field" grep -q "network.ipv6_prefix.*outside the VPC's IPv6 ranges" "$STATE/rc.out"
+check_eq "an overlapping /64 is refused (1)" 1 \
+    "$(rc S network create gdb --tenant demo --vpc green --cidr 10.30.2.0/24 --ipv6-prefix 2001:db8:300:1::/64)"
+check "  naming the field" grep -q "network.ipv6_prefix.*overlaps" "$STATE/rc.out"
+check_eq "the router's ::1 is refused as a port address (1)" 1 \
+    "$(rc S port create g1 --tenant demo --vpc green --network gweb --node hv3 --ip 10.30.1.11 --ipv6 2001:db8:300:1::1)"
+check "  naming the field" grep -q "port.ipv6" "$STATE/rc.out"
+check "port create g1, dual-stack, on hv3" S port create g1 --tenant demo --vpc green --network gweb \
+    --node hv3 --ip 10.30.1.11 --ipv6 2001:db8:300:1::11
+check_eq "port get g1: both addresses" "10.30.1.11 2001:db8:300:1::11" \
+    "$(getj port get g1 --tenant demo | json "d['ip'] + ' ' + d['ipv6']")"
+check_eq "SNAT to an IPv6 address is refused (1)" 1 \
+    "$(rc S nat snat out6 --tenant demo --vpc green --public-ip 2001:db8::40)"
+check "  naming the field and why" grep -q "nat.public_ip.*IPv4 only" "$STATE/rc.out"
+check "every live node applies the dual-stack port (agents ignore the IPv6 fields)" wait_for 20 bash -c \
+    "'$REPO/deploy/lab.sh' sfctl -o json status | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(not all(n[\"in_sync\"] and not n[\"errors\"] for n in d[\"nodes\"] if n[\"lease\"] == \"up\"))'"
+check "blue-web-1 still pings blue-web-2" X blue-web-1 ping -c 2 -W 1 10.10.1.12
+check "delete the dual-stack port, network and VPC" bash -c "
+    '$REPO/deploy/lab.sh' sfctl port delete g1 --tenant demo >/dev/null &&
+    '$REPO/deploy/lab.sh' sfctl network delete gweb --tenant demo --vpc green >/dev/null &&
+    '$REPO/deploy/lab.sh' sfctl vpc delete green --tenant demo >/dev/null"
 
 lab_finish
