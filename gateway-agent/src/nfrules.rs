@@ -7,9 +7,9 @@
 //! test holds both to the same list).
 
 use std::io;
-use std::os::fd::AsRawFd;
 
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use netlink_sys::Socket;
+use sf_linux::netlink::nfgen;
 use sf_metrics::RuleSample;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -46,28 +46,8 @@ impl NfRules {
     /// Opens the socket in the calling thread's network namespace; a read waits at most 2 s
     /// for each part of the answer.
     pub fn open() -> io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_NETFILTER)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        let tv = libc::timeval {
-            tv_sec: 2,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt with a valid fd and a timeval of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(NfRules {
-            socket,
+            socket: nfgen::open_socket()?,
             seq: 0.into(),
         })
     }
@@ -101,16 +81,13 @@ fn request(table: &str, seq: u32) -> Vec<u8> {
         NFTA_RULE_TABLE,
         &[table.as_bytes(), &[0]].concat(),
     );
-    let len = 16 + 4 + attrs.len();
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE).to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[NFPROTO_IPV4, 0, 0, 0]);
-    m.extend_from_slice(&attrs);
-    m
+    nfgen::nftables_request(
+        NFT_MSG_GETRULE,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        NFPROTO_IPV4,
+        &attrs,
+    )
 }
 
 fn put_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {

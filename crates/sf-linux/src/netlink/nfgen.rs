@@ -29,28 +29,8 @@ impl NfGen {
     /// Opens the socket in the calling thread's network namespace. Answers are bounded by a
     /// 2 s receive timeout (the kernel answers at once; a lost answer must not hang a pass).
     pub fn open() -> io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_NETFILTER)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        let tv = libc::timeval {
-            tv_sec: 2,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt with a valid fd and a timeval of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(NfGen {
-            socket,
+            socket: open_socket()?,
             seq: 0.into(),
         })
     }
@@ -70,16 +50,50 @@ impl NfGen {
     }
 }
 
-/// NFT_MSG_GETGEN: nlmsghdr + nfgenmsg (family unspec, version 0, resource 0).
-fn request(seq: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(20);
-    m.extend_from_slice(&20u32.to_ne_bytes());
-    m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
-    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+/// A NETLINK_NETFILTER socket of the calling thread's network namespace. A read waits at
+/// most 2 s (the kernel answers at once; a lost answer must not hang a pass).
+pub fn open_socket() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let tv = libc::timeval {
+        tv_sec: 2,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a valid fd and a timeval of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
+/// An nftables request: nlmsghdr (type `NFNL_SUBSYS_NFTABLES << 8 | msg`), nfgenmsg (`family`,
+/// version 0, resource 0), then `attrs` (already 4-aligned).
+pub fn nftables_request(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
+    let len = 16 + 4 + attrs.len();
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
     m.extend_from_slice(&seq.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[0, 0, 0, 0]);
+    m.extend_from_slice(&[family, 0, 0, 0]);
+    m.extend_from_slice(attrs);
     m
+}
+
+/// NFT_MSG_GETGEN (family unspec, no attributes).
+fn request(seq: u32) -> Vec<u8> {
+    nftables_request(NFT_MSG_GETGEN, NLM_F_REQUEST, seq, 0, &[])
 }
 
 /// The generation in the answer to request `seq`; None for a message about another request.
