@@ -910,9 +910,9 @@ pub fn vnet_ipv6_prefix(s: &VnetSpec) -> ApiResult<Option<ipnet::Ipv6Net>> {
             j + 1
         )));
     }
-    let net: ipnet::Ipv6Net = gw.parse().map_err(|_| {
+    let net = parse_ipv6_gateway(gw).ok_or_else(|| {
         ApiError::bad(format!(
-            "invalid {field}: {gw:?} is not an IPv6 gateway/length"
+            "invalid {field}: {gw:?} is not an IPv6 gateway address or gateway/length"
         ))
     })?;
     if net.prefix_len() != 64 {
@@ -928,6 +928,17 @@ pub fn vnet_ipv6_prefix(s: &VnetSpec) -> ApiResult<Option<ipnet::Ipv6Net>> {
         )));
     }
     Ok(Some(prefix))
+}
+
+/// An IPv6 gateway as a vnet carries it: `addr/len`, or a bare address, which names the /64
+/// holding it. CloudStack's provider sends `NetUtils.getIpv6Gateway(cidr)` there; which of the
+/// two forms that yields was not confirmed against a running CloudStack, so both are taken.
+fn parse_ipv6_gateway(gw: &str) -> Option<ipnet::Ipv6Net> {
+    if gw.contains('/') {
+        return gw.parse().ok();
+    }
+    let addr: std::net::Ipv6Addr = gw.parse().ok()?;
+    ipnet::Ipv6Net::new(addr, 64).ok()
 }
 
 /// `{id, name}` of a referenced object.
@@ -1020,6 +1031,29 @@ mod tests {
         assert_eq!(n.cidr, wider);
         assert!(vnet_spec(&json!({"vxlanID": 5})).is_err());
         assert!(vnet_spec(&json!({"gateways": [{"prefix": "10.0.0.1"}]})).is_err());
+    }
+
+    #[test]
+    fn a_vnets_ipv6_gateway_is_taken_with_or_without_its_length() {
+        let prefix = |gw: &str| {
+            let v = json!({"vxlanID": 7, "gateways": [{"prefix": "10.20.1.1/24"}, {"prefix": gw}]});
+            vnet_ipv6_prefix(&vnet_spec(&v).unwrap()).map(|p| p.map(|p| p.to_string()))
+        };
+        for gw in ["2001:db8:7:1::1/64", "2001:db8:7:1::1"] {
+            assert_eq!(
+                prefix(gw).unwrap().as_deref(),
+                Some("2001:db8:7:1::/64"),
+                "{gw}"
+            );
+        }
+        let err = |gw: &str| prefix(gw).unwrap_err().message;
+        assert!(
+            err("2001:db8:7:1::2").contains("::1"),
+            "{}",
+            err("2001:db8:7:1::2")
+        );
+        assert!(err("2001:db8:7::1/48").contains("/64"));
+        assert!(err("2001:db8:7:1::zz").contains("gateways[1].prefix"));
     }
 
     #[test]

@@ -133,6 +133,44 @@ public class CloudStackReplay {
             return l.get(0).getVxlanID();
         });
 
+        // A dual-stack tier, as NetrisApiClientImpl.createVnet sends it: an IPv6 allocation for
+        // the tier's /64 (the SDK's AllocationBody has no ipFamily: the prefix says it), the IPv4
+        // and the IPv6 common subnets each named from the VPC and its own CIDR, the IPv6 one with
+        // globalRouting, and the vNet's second gateway. Sent here as a bare address (the form
+        // NetUtils.getIpv6Gateway may yield); the REST contract test covers `addr/64`.
+        String v6 = "fd00:40:0:2::/64";
+        step("POST ipam/allocation (tier IPv6 /64, no ipFamily)", () -> ipam.apiV2IpamAllocationPost(new AllocationBody()
+                .name(vname + "-" + v6).prefix(v6).tenant(ten)
+                .vpc(new AllocationBodyVpc().id(vpcId).name(vname))).getData().getId());
+        step("POST ipam/subnet (dual-stack tier, IPv4 common)", () -> ipam.apiV2IpamSubnetPost(new SubnetBody()
+                .name(vname + "-10.40.2.0/24").prefix("10.40.2.0/24").tenant(ten).sites(siteList)
+                .purpose(SubnetBody.PurposeEnum.COMMON).globalRouting(false)
+                .vpc(new AllocationBodyVpc().id(vpcId).name(vname))).getData().getId());
+        step("POST ipam/subnet (dual-stack tier, IPv6 common, globalRouting)", () -> ipam.apiV2IpamSubnetPost(new SubnetBody()
+                .name(vname + "-" + v6).prefix(v6).tenant(ten).sites(siteList)
+                .purpose(SubnetBody.PurposeEnum.COMMON).globalRouting(true)
+                .vpc(new AllocationBodyVpc().id(vpcId).name(vname))).getData().getId());
+        Integer vnet6Id = step("POST vnet (dual-stack: second gateway fd00:40:0:2::1)", () -> {
+            VnetAddBody b = new VnetAddBody().name(vname + "-N10-tier2").tenant(ten).sites(siteList)
+                    .vpc(new VnetAddBodyVpc().id(vpcId).name(vname));
+            b.setVxlanID(1600010);
+            List<VnetAddBodyGateways> gws = new ArrayList<>();
+            gws.add(new VnetAddBodyGateways().prefix("10.40.2.1/24").dhcpEnabled(false));
+            gws.add(new VnetAddBodyGateways().prefix("fd00:40:0:2::1").dhcpEnabled(false));
+            b.setGateways(gws);
+            return vnetApi.apiV2VnetPost(b).getData().getId();
+        });
+        step("GET vnet (the dual-stack tier lists both gateways)", () -> {
+            for (VnetsBody v : vnetApi.apiV2VnetGet(fs, fv).getData()) {
+                if (!vnet6Id.equals(v.getId().intValue())) continue;
+                check(v.getGateways().size() == 2, "two gateways, got " + v.getGateways().size());
+                check(v.getGateways().get(1).getPrefix().startsWith("fd00:40:0:2::1"),
+                        "IPv6 gateway listed back, got " + v.getGateways().get(1).getPrefix());
+                return 1;
+            }
+            throw new IllegalStateException("dual-stack vnet not listed");
+        });
+
         // SNAT, port forward, static NAT: public /32s, rules, list.
         for (String ip : new String[]{pub + ".40", pub + ".41", pub + ".42"}) {
             step("POST ipam/subnet nat " + ip, () -> ipam.apiV2IpamSubnetPost(new SubnetBody()
@@ -307,14 +345,21 @@ public class CloudStackReplay {
             return 1;
         });
         step("DELETE vnet", () -> vnetApi.apiV2VnetIdDelete(vnetId).isIsSuccess());
-        step("DELETE tier subnet", () -> {
+        step("DELETE vnet (dual-stack tier)", () -> vnetApi.apiV2VnetIdDelete(vnet6Id).isIsSuccess());
+        step("DELETE tier subnets", () -> {
+            int n = 0;
             for (IpTreeSubnet s : ipam.apiV2IpamSubnetsGet(null).getData())
-                if ((vname + "-N9-tier1").equals(s.getName())) ipam.apiV2IpamTypeIdDelete("subnet", s.getId().intValue());
+                if ((vname + "-N9-tier1").equals(s.getName()) || (vname + "-10.40.2.0/24").equals(s.getName())
+                        || (vname + "-" + v6).equals(s.getName())) {
+                    ipam.apiV2IpamTypeIdDelete("subnet", s.getId().intValue());
+                    n++;
+                }
+            check(n == 3, "three tier subnets, got " + n);
             return 1;
         });
         step("GET vpc resources, delete allocations", () -> {
             List<VPCResource> r = vpcApi.apiV2VpcVpcIdResourcesGet(vpcId).getData();
-            check(r.get(0).getAllocation().size() == 1, "one allocation");
+            check(r.get(0).getAllocation().size() == 2, "two allocations (IPv4 and the tier's IPv6 /64), got " + r.get(0).getAllocation().size());
             for (VPCResourceIpam al : r.get(0).getAllocation()) ipam.apiV2IpamTypeIdDelete("allocation", al.getId());
             return 1;
         });
