@@ -683,14 +683,15 @@ impl Dataplane for Gateway {
         out
     }
 
-    /// Every 3 s (the runtime's status check): one link dump on the host socket, not an
-    /// `ip -j -d link show` process.
+    /// Every 3 s (the runtime's status check): one dump of the host's bridges on the host
+    /// socket, filtered by the kernel (all links would be ~4 per VPC router, each veth costing
+    /// the kernel a walk of every namespace id: see `observe::bridges`).
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {
         let links = async {
             let nl = self.kernel.host()?;
-            sf_linux::netlink::observe::links(&nl)
+            sf_linux::netlink::observe::bridges(&nl)
                 .await
-                .map_err(|e| e.on("dump links"))
+                .map_err(|e| e.on("dump bridges"))
         };
         match links.await {
             Ok(l) => foreign_vnis(&l),

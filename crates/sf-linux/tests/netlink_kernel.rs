@@ -209,6 +209,35 @@ fn deletes_only_the_links_it_owns() {
 }
 
 #[test]
+fn the_bridge_dump_holds_every_bridge_and_nothing_else() {
+    in_netns("bridge_dump", || async {
+        let nl = Netlink::open().unwrap();
+        converge(&nl, &[1_000_001]).await;
+        ip(&["link", "add", "brvx-2000000", "type", "bridge"]).await;
+        ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]).await;
+        let all = netlink::observe::links(&nl).await.unwrap();
+        let bridges = netlink::observe::bridges(&nl).await.unwrap();
+        let names = |l: &[Link]| l.iter().map(|l| l.name.clone()).collect::<BTreeSet<_>>();
+        let want: BTreeSet<String> = all
+            .iter()
+            .filter(|l| l.kind.as_deref() == Some("bridge"))
+            .map(|l| l.name.clone())
+            .collect();
+        assert_eq!(names(&bridges), want);
+        assert!(want.contains("brvx-1000001") && want.contains("brvx-2000000"));
+        assert!(
+            all.len() > bridges.len(),
+            "the filter left the veths and the vxlan out"
+        );
+        assert_eq!(
+            by_name(&bridges, "brvx-1000001"),
+            by_name(&all, "brvx-1000001")
+        );
+        assert_eq!(l2::foreign_vnis(&bridges), l2::foreign_vnis(&all));
+    });
+}
+
+#[test]
 fn a_failed_request_fails_its_action_only() {
     in_netns("errors", || async {
         let nl = Netlink::open().unwrap();
