@@ -46,7 +46,7 @@ use crate::health::{Health, Probe};
 use crate::kernel::Kernel;
 use crate::names::{netns_id, netns_name};
 use crate::nft;
-use crate::plan::{self, Action, NsState};
+use crate::plan::{self, Action, HostState, NsState};
 
 pub struct Gateway {
     pub node: String,
@@ -369,8 +369,14 @@ impl Gateway {
                     pass.execute("host", &forward, OnFailure::Stop).await;
                     host.forwarding = true;
                 }
+                let views = host.by_router();
+                let unseen = HostState {
+                    forwarding: host.forwarding,
+                    ..HostState::default()
+                };
                 for &id in &s.d.converge {
                     let r = s.routers[&id];
+                    let host = views.get(&id).unwrap_or(&unseen);
                     let ns = s.ns(id);
                     let (tables, lb_status) = self.lb_tables(&ns, r, &mut cache);
                     let k = self.kernel.clone();
@@ -386,7 +392,7 @@ impl Gateway {
                     let active = self.failover.is_active(id);
                     let plan = |st: &Option<NsState>| {
                         let (steps, problems) =
-                            plan::plan_router(&s.prefix, r, &host, st.as_ref(), &tables, active);
+                            plan::plan_router(&s.prefix, r, host, st.as_ref(), &tables, active);
                         Plan::new(Exec::all(steps, &k), problems)
                     };
                     let c = pass
