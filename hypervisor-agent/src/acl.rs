@@ -30,6 +30,9 @@
 //! - ICMP errors (unreachable, time exceeded, parameter problem) pass as the "related" of
 //!   conntrack (needed for path MTU discovery); non-first IPv4 fragments pass (their first
 //!   fragment, which carries the ports, was filtered); DHCP (udp 67/68) passes.
+//! - Router advertisements, redirects and DHCPv6 server messages from any VM tap of a tier
+//!   in scope are dropped in `forward` before any dispatch (RA guard): only the VPC router,
+//!   behind `vxlan<VNI>`, may send them.
 //! - IPv6: neighbour/router discovery and MLD always pass (as ARP does); other IPv6 and any
 //!   other ethertype get the tier's default action: the model's ACL rules are IPv4-only, so
 //!   with a default deny no IPv6 flow is ever admitted (and none needs state).
@@ -49,6 +52,7 @@
 //!   chain forward { type filter hook forward priority filter; policy accept;
 //!     iifname/oifname { stray taps } drop          # the tier has ports, none has its MAC
 //!     iifname/oifname "vnet*" != { known } drop    # plugged since the last pass: fail closed
+//!     iifname { VM taps } RA, redirect, DHCPv6 server drop   # RA guard
 //!     iifname vmap { "vnet0" : jump pin, … }      # pinned ports: MAC, IPv4, ARP, IPv6
 //!     iifname vmap { "vnet0" : goto from_V, … }   # frames leaving a local VM of tier V
 //!     oifname vmap { "vnet0" : goto to_V, … } }   # frames to a local VM from elsewhere
@@ -455,6 +459,7 @@ fn forward_chain(
             "\t\t{dir} \"vnet*\"{not_known} counter drop comment \"port not dispatched yet\""
         );
     }
+    ra_guard(b, fates);
     let pin: Vec<String> = fates
         .values()
         .flat_map(|t| t.iter())
@@ -479,6 +484,31 @@ fn forward_chain(
         let _ = writeln!(b, "\t\toifname vmap {{ {} }}", to.join(", "));
     }
     let _ = writeln!(b, "\t}}");
+}
+
+/// RA guard (RFC 6105) on every VM tap of every tier, pinned or not: router advertisements
+/// and redirects come only from the VPC router, over VXLAN, and so do DHCPv6 server
+/// messages; a VM sending them could become its neighbours' default router. (Linux ignores
+/// fragmented ND messages, RFC 6980, so an RA hidden behind fragmentation is no way round.)
+fn ra_guard(b: &mut String, fates: &BTreeMap<u32, TierTaps>) {
+    let taps: BTreeSet<String> = fates
+        .values()
+        .flat_map(|t| t.iter())
+        .filter(|(_, f)| **f != TapFate::Stray)
+        .map(|(name, _)| quote(name))
+        .collect();
+    if taps.is_empty() {
+        return;
+    }
+    let taps = taps.into_iter().collect::<Vec<_>>().join(", ");
+    let _ = writeln!(
+        b,
+        "\t\tiifname {{ {taps} }} ether type ip6 icmpv6 type {{ nd-router-advert, nd-redirect }} counter drop comment \"RA guard\""
+    );
+    let _ = writeln!(
+        b,
+        "\t\tiifname {{ {taps} }} ether type ip6 udp sport 547 udp dport 546 counter drop comment \"DHCPv6 server on a VM port\""
+    );
 }
 
 /// What every tier chain does before the ACL stages: drop tagged frames, pass ARP (pinned
@@ -1208,6 +1238,29 @@ pub(crate) mod tests {
         // Without an IPv6 side the tier's taps are not pinned in IPv6 (as before).
         let rs = render(&refs, &[], &taps);
         assert!(!rs.body.contains("pin6 {") && !rs.body.contains("goto pin6"));
+    }
+
+    #[test]
+    fn router_advertisements_and_dhcpv6_servers_are_dropped_from_every_vm_tap() {
+        let (nets, mut taps) = example();
+        taps.push(tap("vnet7", 1_000_002, "fe:54:00:00:02:77"));
+        let refs: Vec<&L2Network> = nets.iter().collect();
+        let rs = render(&refs, &[], &taps);
+        let fwd = section(&rs.body, "chain forward {");
+        // Every tap of every tier in scope (ACL or not, pinned or not), but not the stray
+        // one (already dropped whole), before any dispatch.
+        let all = "iifname { \"vnet0\", \"vnet1\", \"vnet2\", \"vnet3\" } ether type ip6";
+        let ra = fwd
+            .find(&format!("{all} icmpv6 type {{ nd-router-advert, nd-redirect }} counter drop comment \"RA guard\""))
+            .unwrap_or_else(|| panic!("{fwd}"));
+        let dhcp = fwd
+            .find(&format!("{all} udp sport 547 udp dport 546 counter drop comment \"DHCPv6 server on a VM port\""))
+            .unwrap();
+        let stray = fwd.find("iifname { \"vnet7\" } counter drop").unwrap();
+        let pin = fwd.find("jump pin").unwrap();
+        assert!(stray < ra && ra < dhcp && dhcp < pin);
+        // No tap: no guard lines.
+        assert!(!render(&refs, &[], &[]).body.contains("RA guard"));
     }
 
     #[test]
