@@ -30,6 +30,9 @@
 //! - ICMP errors (unreachable, time exceeded, parameter problem) pass as the "related" of
 //!   conntrack (needed for path MTU discovery); non-first IPv4 fragments pass (their first
 //!   fragment, which carries the ports, was filtered); DHCP (udp 67/68) passes.
+//! - Router advertisements, redirects and DHCPv6 server messages from any VM tap of a tier
+//!   in scope are dropped in `forward` before any dispatch (RA guard): only the VPC router,
+//!   behind `vxlan<VNI>`, may send them.
 //! - IPv6: neighbour/router discovery and MLD always pass (as ARP does); other IPv6 and any
 //!   other ethertype get the tier's default action: the model's ACL rules are IPv4-only, so
 //!   with a default deny no IPv6 flow is ever admitted (and none needs state).
@@ -49,10 +52,12 @@
 //!   chain forward { type filter hook forward priority filter; policy accept;
 //!     iifname/oifname { stray taps } drop          # the tier has ports, none has its MAC
 //!     iifname/oifname "vnet*" != { known } drop    # plugged since the last pass: fail closed
-//!     iifname vmap { "vnet0" : jump pin, … }      # pinned ports: MAC, IPv4, ARP
+//!     iifname { VM taps } RA, redirect, DHCPv6 server drop   # RA guard
+//!     iifname vmap { "vnet0" : jump pin, … }      # pinned ports: MAC, IPv4, ARP, IPv6
 //!     iifname vmap { "vnet0" : goto from_V, … }   # frames leaving a local VM of tier V
 //!     oifname vmap { "vnet0" : goto to_V, … } }   # frames to a local VM from elsewhere
 //!   chain pin    { see crate::pin }
+//!   chain pin6   { IPv6 sources and ND targets of the dual-stack tiers' ports }
 //!   chain from_V { ARP/ND accept; other non-IPv4: default; RST/FIN/confirm/established;
 //!                  jump eg_V;
 //!                  ip daddr <V cidr> (not the gateway) jump in_V;   # same tier: drop at source
@@ -79,7 +84,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use sf_core::desired::{AclAction, L2Network, TierAcl};
+use std::net::Ipv6Addr;
+
+use sf_core::desired::{AclAction, L2Network, L2Network6, TierAcl};
 use sf_linux::acl::{render_chain, Direction, Verdicts};
 use sf_linux::l2::vxlan_name;
 use sf_linux::links::Link;
@@ -196,8 +203,9 @@ pub(crate) fn involved(n: &L2Network) -> bool {
 const FLOW: &str = "ip saddr . ip daddr . meta l4proto . th sport . th dport";
 const REV: &str = "ip daddr . ip saddr . meta l4proto . th dport . th sport";
 
-/// Renders the table for the networks in scope and the observed bridge ports.
-pub fn render(networks: &[&L2Network], taps: &[Tap]) -> Ruleset {
+/// Renders the table for the networks in scope (with the IPv6 sides of the dual-stack ones)
+/// and the observed bridge ports.
+pub fn render(networks: &[&L2Network], nets6: &[&L2Network6], taps: &[Tap]) -> Ruleset {
     let mut rs = Ruleset::default();
     if networks.is_empty() {
         return rs;
@@ -245,7 +253,8 @@ pub fn render(networks: &[&L2Network], taps: &[Tap]) -> Ruleset {
         })
         .flatten()
         .collect();
-    if let Some(c) = render_pin(&pinned, &spaces(networks, &fates)) {
+    let v6 = pinned6(nets6, &fates);
+    if let Some(c) = render_pin(&pinned, &spaces(networks, &fates), &v6) {
         b.push_str(&c);
     }
     for n in &local {
@@ -270,6 +279,32 @@ pub fn tier_acl_digests(networks: &[&L2Network]) -> BTreeMap<u32, String> {
             (n.vni, hex::encode(&Sha256::digest(what.as_bytes())[..12]))
         })
         .collect()
+}
+
+/// The pinned taps of the dual-stack tiers and the IPv6 addresses each may use: its MAC's
+/// link-local and the `ipv6` of every port with its MAC (secondary addresses are ports
+/// too, as in IPv4).
+fn pinned6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<(String, Vec<Ipv6Addr>)> {
+    let mut out = Vec::new();
+    for n6 in nets6 {
+        for (tap, fate) in fates.get(&n6.vni).into_iter().flatten() {
+            let TapFate::Pinned { mac, .. } = fate else {
+                continue;
+            };
+            let mut addrs: Vec<Ipv6Addr> = pin::mac_link_local(mac).into_iter().collect();
+            addrs.extend(
+                n6.ports
+                    .iter()
+                    .filter(|p| p.mac.as_deref().and_then(pin::canonical_mac).as_ref() == Some(mac))
+                    .map(|p| p.ipv6),
+            );
+            addrs.sort();
+            addrs.dedup();
+            out.push((tap.clone(), addrs));
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Per tier: its pinned taps and the CIDRs of its VPC's tiers.
@@ -424,6 +459,7 @@ fn forward_chain(
             "\t\t{dir} \"vnet*\"{not_known} counter drop comment \"port not dispatched yet\""
         );
     }
+    ra_guard(b, fates);
     let pin: Vec<String> = fates
         .values()
         .flat_map(|t| t.iter())
@@ -448,6 +484,31 @@ fn forward_chain(
         let _ = writeln!(b, "\t\toifname vmap {{ {} }}", to.join(", "));
     }
     let _ = writeln!(b, "\t}}");
+}
+
+/// RA guard (RFC 6105) on every VM tap of every tier, pinned or not: router advertisements
+/// and redirects come only from the VPC router, over VXLAN, and so do DHCPv6 server
+/// messages; a VM sending them could become its neighbours' default router. (Linux ignores
+/// fragmented ND messages, RFC 6980, so an RA hidden behind fragmentation is no way round.)
+fn ra_guard(b: &mut String, fates: &BTreeMap<u32, TierTaps>) {
+    let taps: BTreeSet<String> = fates
+        .values()
+        .flat_map(|t| t.iter())
+        .filter(|(_, f)| **f != TapFate::Stray)
+        .map(|(name, _)| quote(name))
+        .collect();
+    if taps.is_empty() {
+        return;
+    }
+    let taps = taps.into_iter().collect::<Vec<_>>().join(", ");
+    let _ = writeln!(
+        b,
+        "\t\tiifname {{ {taps} }} ether type ip6 icmpv6 type {{ nd-router-advert, nd-redirect }} counter drop comment \"RA guard\""
+    );
+    let _ = writeln!(
+        b,
+        "\t\tiifname {{ {taps} }} ether type ip6 udp sport 547 udp dport 546 counter drop comment \"DHCPv6 server on a VM port\""
+    );
 }
 
 /// What every tier chain does before the ACL stages: drop tagged frames, pass ARP (pinned
@@ -664,7 +725,7 @@ fn meta_elements(rs: &Ruleset) -> String {
 pub fn update_script(old: &BTreeMap<u32, VniObjects>, rs: &Ruleset) -> String {
     // Declared first so that the delete cannot fail on a new table.
     let mut s = format!(
-        "add table bridge {TABLE}\nadd chain bridge {TABLE} forward {{ {FORWARD_HOOK} }}\nflush table bridge {TABLE}\ndelete chain bridge {TABLE} forward\nadd chain bridge {TABLE} pin\ndelete chain bridge {TABLE} pin\n"
+        "add table bridge {TABLE}\nadd chain bridge {TABLE} forward {{ {FORWARD_HOOK} }}\nflush table bridge {TABLE}\ndelete chain bridge {TABLE} forward\nadd chain bridge {TABLE} pin\ndelete chain bridge {TABLE} pin\nadd chain bridge {TABLE} pin6\ndelete chain bridge {TABLE} pin6\n"
     );
     for (vni, o) in old {
         for c in &o.chains {
@@ -882,7 +943,7 @@ pub(crate) mod tests {
     fn renders_dispatch_stages_and_state() {
         let (nets, ports) = example();
         let refs: Vec<&L2Network> = nets.iter().collect();
-        let rs = render(&refs, &ports);
+        let rs = render(&refs, &[], &ports);
         let b = &rs.body;
         assert!(rs.errors.is_empty(), "{:?}", rs.errors);
         // Only ACL-involved tiers are dispatched; the unrelated network is untouched.
@@ -953,12 +1014,12 @@ pub(crate) mod tests {
     fn no_acl_means_no_table_and_digest_tracks_content() {
         let (mut nets, ports) = example();
         let refs: Vec<&L2Network> = nets.iter().collect();
-        let a = render(&refs, &ports);
-        assert_eq!(render(&refs, &ports), a, "deterministic");
+        let a = render(&refs, &[], &ports);
+        assert_eq!(render(&refs, &[], &ports), a, "deterministic");
         let mut p2 = ports.clone();
         p2.push(tap("vnet9", 1_000_002, "fe:54:00:00:02:99"));
         assert_ne!(
-            render(&refs, &p2).digest,
+            render(&refs, &[], &p2).digest,
             a.digest,
             "a new VM port changes it"
         );
@@ -968,11 +1029,11 @@ pub(crate) mod tests {
         }
         let refs: Vec<&L2Network> = nets.iter().collect();
         // Without ACLs the table still pins the ports (anti-spoofing), with no tier chains.
-        let plain = render(&refs, &ports);
+        let plain = render(&refs, &[], &ports);
         assert!(!plain.is_empty() && plain.objects.is_empty());
         assert!(plain.body.contains("chain pin {") && !plain.body.contains("chain from_"));
         assert!(
-            render(&[], &ports).is_empty(),
+            render(&[], &[], &ports).is_empty(),
             "no network in scope: no table"
         );
     }
@@ -981,9 +1042,9 @@ pub(crate) mod tests {
     fn update_keeps_flow_sets_and_meta_round_trips() {
         let (nets, ports) = example();
         let refs: Vec<&L2Network> = nets.iter().collect();
-        let rs = render(&refs, &ports);
+        let rs = render(&refs, &[], &ports);
         let fresh = update_script(&BTreeMap::new(), &rs);
-        assert!(fresh.starts_with("add table bridge stackfabric\nadd chain bridge stackfabric forward { type filter hook forward priority filter; policy accept; }\nflush table bridge stackfabric\ndelete chain bridge stackfabric forward\nadd chain bridge stackfabric pin\ndelete chain bridge stackfabric pin\ntable bridge"), "{fresh}");
+        assert!(fresh.starts_with("add table bridge stackfabric\nadd chain bridge stackfabric forward { type filter hook forward priority filter; policy accept; }\nflush table bridge stackfabric\ndelete chain bridge stackfabric forward\nadd chain bridge stackfabric pin\ndelete chain bridge stackfabric pin\nadd chain bridge stackfabric pin6\ndelete chain bridge stackfabric pin6\ntable bridge"), "{fresh}");
         assert!(!fresh.contains("delete set"));
         assert!(fresh
             .contains("add element bridge stackfabric sfmeta { 4294967295 comment \"sf:digest="));
@@ -1001,7 +1062,7 @@ pub(crate) mod tests {
         assert_eq!(objects, rs.objects);
         // db leaves this hypervisor: its chains and sets go, web's flow set stays.
         let web_only: Vec<&L2Network> = nets.iter().filter(|n| n.vni == 1_000_001).collect();
-        let rs2 = render(&web_only, &ports);
+        let rs2 = render(&web_only, &[], &ports);
         let s = update_script(&objects, &rs2);
         assert!(s.contains("delete chain bridge stackfabric from_1000002\n"));
         assert!(s.contains("delete chain bridge stackfabric in_1000002\n"));
@@ -1027,7 +1088,7 @@ pub(crate) mod tests {
             bridge: "cloudbr0".into(),
         });
         let refs: Vec<&L2Network> = nets.iter().collect();
-        let rs = render(&refs, &taps);
+        let rs = render(&refs, &[], &taps);
         let fwd = section(&rs.body, "chain forward {");
         let stray = fwd
             .find("iifname { \"vnet7\" } counter drop comment \"no port has this tap's MAC\"")
@@ -1055,7 +1116,7 @@ pub(crate) mod tests {
             "iifname { \"vnet1\", \"vnet2\" } ip saddr != { 10.10.1.0/24, 10.10.2.0/24 } return"
         ));
         // No tap at all: every vnet is unknown.
-        let rs = render(&refs, &[]);
+        let rs = render(&refs, &[], &[]);
         assert!(rs.body.contains("\t\tiifname \"vnet*\" counter drop"));
         assert!(!rs.body.contains("chain pin"));
     }
@@ -1064,7 +1125,7 @@ pub(crate) mod tests {
     fn state_is_bounded_and_full_fails_closed_for_new_flows_only() {
         let (nets, taps) = example();
         let refs: Vec<&L2Network> = nets.iter().collect();
-        let rs = render(&refs, &taps);
+        let rs = render(&refs, &[], &taps);
         let to_db = section(&rs.body, "chain to_1000002 {");
         let rst = to_db
             .find("tcp flags & rst != 0 ip saddr . ip daddr . meta l4proto . th sport . th dport @reply_1000002 delete @reply_1000002 { ip saddr . ip daddr . meta l4proto . th sport . th dport } delete @orig_1000002 { ip daddr . ip saddr . meta l4proto . th dport . th sport } accept")
@@ -1105,7 +1166,7 @@ pub(crate) mod tests {
     fn ipv6_gets_neighbour_discovery_and_the_tier_default() {
         let (mut nets, taps) = example();
         let refs: Vec<&L2Network> = nets.iter().collect();
-        let rs = render(&refs, &taps);
+        let rs = render(&refs, &[], &taps);
         for c in ["chain from_1000002 {", "chain to_1000002 {"] {
             let ch = section(&rs.body, c);
             let nd = ch.find("ether type ip6 meta l4proto ipv6-icmp icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert,").unwrap();
@@ -1121,8 +1182,85 @@ pub(crate) mod tests {
         assert!(section(&rs.body, "chain from_1000001 {").contains("ether type != ip accept"));
         nets[1].acl.as_mut().unwrap().default_action = AclAction::Allow;
         let refs: Vec<&L2Network> = nets.iter().collect();
-        let rs = render(&refs, &taps);
+        let rs = render(&refs, &[], &taps);
         assert!(section(&rs.body, "chain to_1000002 {").contains("ether type != ip accept"));
+    }
+
+    fn db6(ports: &[(&str, &str, &str)]) -> L2Network6 {
+        L2Network6 {
+            vni: 1_000_002,
+            prefix: "fd10:10:0:2::/64".parse().unwrap(),
+            gateway: "fd10:10:0:2::1".parse().unwrap(),
+            router_link_local: "fe80::5f:ff:fe00:1".parse().unwrap(),
+            ports: ports
+                .iter()
+                .map(|(n, ip, mac)| sf_core::desired::LocalPort6 {
+                    name: n.to_string(),
+                    ipv6: ip.parse().unwrap(),
+                    mac: Some(mac.to_string()),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn ipv6_sources_and_nd_targets_are_pinned_per_port() {
+        let (nets, taps) = example();
+        let refs: Vec<&L2Network> = nets.iter().collect();
+        // db-1 has an IPv6 address and a secondary one (a second port with its MAC); db-2
+        // has none: only its link-local.
+        let n6 = db6(&[
+            ("db-1", "fd10:10:0:2::11", "52:54:00:00:02:11"),
+            ("db-1b", "fd10:10:0:2::99", "52:54:00:00:02:11"),
+        ]);
+        let rs = render(&refs, &[&n6], &taps);
+        let pin = section(&rs.body, "chain pin {");
+        assert!(
+            pin.contains("ether type ip6 iifname { \"vnet1\", \"vnet2\" } goto pin6"),
+            "{pin}"
+        );
+        let p6 = section(&rs.body, "chain pin6 {");
+        let own = "\"vnet1\" . fd10:10:0:2::11, \"vnet1\" . fd10:10:0:2::99, \"vnet1\" . fe80::5054:ff:fe00:211, \"vnet2\" . fe80::5054:ff:fe00:212";
+        let src = p6
+            .find(&format!("ip6 saddr != :: iifname . ip6 saddr != {{ {own} }} counter drop comment \"spoofed IPv6 source\""))
+            .unwrap_or_else(|| panic!("{p6}"));
+        let dad = p6
+            .find("ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } counter drop")
+            .unwrap();
+        let na = p6
+            .find("icmpv6 type nd-neighbor-advert iifname . @th,64,128 != { \"vnet1\" . 0xfd100010000000020000000000000011, ")
+            .unwrap();
+        let dad_target = p6
+            .find("ip6 saddr :: icmpv6 type nd-neighbor-solicit iifname . @th,64,128 != {")
+            .unwrap();
+        assert!(src < dad && dad < na && na < dad_target);
+        assert!(p6.contains("\"vnet2\" . 0xfe80000000000000505400fffe000212 }"));
+        // Without an IPv6 side the tier's taps are not pinned in IPv6 (as before).
+        let rs = render(&refs, &[], &taps);
+        assert!(!rs.body.contains("pin6 {") && !rs.body.contains("goto pin6"));
+    }
+
+    #[test]
+    fn router_advertisements_and_dhcpv6_servers_are_dropped_from_every_vm_tap() {
+        let (nets, mut taps) = example();
+        taps.push(tap("vnet7", 1_000_002, "fe:54:00:00:02:77"));
+        let refs: Vec<&L2Network> = nets.iter().collect();
+        let rs = render(&refs, &[], &taps);
+        let fwd = section(&rs.body, "chain forward {");
+        // Every tap of every tier in scope (ACL or not, pinned or not), but not the stray
+        // one (already dropped whole), before any dispatch.
+        let all = "iifname { \"vnet0\", \"vnet1\", \"vnet2\", \"vnet3\" } ether type ip6";
+        let ra = fwd
+            .find(&format!("{all} icmpv6 type {{ nd-router-advert, nd-redirect }} counter drop comment \"RA guard\""))
+            .unwrap_or_else(|| panic!("{fwd}"));
+        let dhcp = fwd
+            .find(&format!("{all} udp sport 547 udp dport 546 counter drop comment \"DHCPv6 server on a VM port\""))
+            .unwrap();
+        let stray = fwd.find("iifname { \"vnet7\" } counter drop").unwrap();
+        let pin = fwd.find("jump pin").unwrap();
+        assert!(stray < ra && ra < dhcp && dhcp < pin);
+        // No tap: no guard lines.
+        assert!(!render(&refs, &[], &[]).body.contains("RA guard"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
-use sf_core::desired::{L2Network, NodeDesired};
+use sf_core::desired::{DesiredObject, L2Network, L2Network6, NodeDesired};
 use sf_linux::converge::{Pass, ReconcileError};
 use sf_linux::frr::{expected_lines, render, Frr};
 use sf_linux::l2::{bridge_name, foreign_vnis, plan, plan_delta, vni_of, vxlan_name, Action};
@@ -68,7 +68,7 @@ pub struct Hypervisor {
     refusals: BTreeMap<u32, Vec<String>>,
     last_full: Option<Instant>,
     /// The ACL table's inputs at its last successful check (None: check next pass).
-    acl_inputs: Option<(Vec<L2Network>, Vec<Tap>)>,
+    acl_inputs: Option<(Vec<L2Network>, Vec<L2Network6>, Vec<Tap>)>,
     /// What the last pass planned: whether it was a full pass, and how many networks.
     pub last_pass: PassScope,
 }
@@ -318,17 +318,27 @@ impl Hypervisor {
 
     /// East-west ACLs over the bridges (they exist now) and the observed VM ports: rendered
     /// and checked against the table when a full pass asks or their inputs changed.
-    async fn converge_acl(&mut self, pass: &mut Pass, nets: &[&L2Network], full: bool) {
+    async fn converge_acl(
+        &mut self,
+        pass: &mut Pass,
+        nets: &[&L2Network],
+        nets6: &[&L2Network6],
+        full: bool,
+    ) {
         let taps = acl::bridge_taps(self.view().iter());
         self.last_acl_change = None;
-        let same = self.acl_inputs.as_ref().is_some_and(|(n, t)| {
-            *t == taps && n.len() == nets.len() && n.iter().zip(nets).all(|(a, b)| a == *b)
+        let same = self.acl_inputs.as_ref().is_some_and(|(n, n6, t)| {
+            *t == taps
+                && n.len() == nets.len()
+                && n.iter().zip(nets).all(|(a, b)| a == *b)
+                && n6.len() == nets6.len()
+                && n6.iter().zip(nets6).all(|(a, b)| a == *b)
         });
         if same && !full {
             return;
         }
         self.acl_inputs = None;
-        let rs = acl::render(nets, &taps);
+        let rs = acl::render(nets, nets6, &taps);
         pass.refused("ACL", rs.errors.iter().map(|e| format!("ACL: {e}")));
         let t = Instant::now();
         let applied = acl::apply(&rs).await;
@@ -340,7 +350,11 @@ impl Hypervisor {
         let ok = applied.is_ok();
         pass.applied("ACL", applied);
         if ok {
-            self.acl_inputs = Some((nets.iter().map(|n| (*n).clone()).collect(), taps));
+            self.acl_inputs = Some((
+                nets.iter().map(|n| (*n).clone()).collect(),
+                nets6.iter().map(|n| (*n).clone()).collect(),
+                taps,
+            ));
             self.cut_denied(nets, changed_table).await;
         }
     }
@@ -421,7 +435,16 @@ impl Dataplane for Hypervisor {
             "links converged"
         );
         let nets: Vec<&L2Network> = desired.networks().collect();
-        self.converge_acl(&mut pass, &nets, full).await;
+        // The IPv6 sides of dual-stack tiers (anti-spoofing of their ports' IPv6).
+        let nets6: Vec<&L2Network6> = desired
+            .objects
+            .values()
+            .filter_map(|o| match o {
+                DesiredObject::L2Network6(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        self.converge_acl(&mut pass, &nets, &nets6, full).await;
         if self.skip_frr {
             return pass.into();
         }

@@ -1,6 +1,6 @@
 //! Anti-spoofing on a hypervisor's VM ports: which observed tap is which desired port, and
 //! the `pin` chain of the `bridge stackfabric` table that holds every frame a VM sends to
-//! its port's source MAC and IPv4 address (CloudStack's security groups do the same).
+//! its port's source MAC and IPv4 (and on dual-stack tiers IPv6) address (CloudStack's security groups do the same).
 //! Pure: [`plan`] maps taps to ports, [`render_pin`] writes the chain; [`crate::acl`]
 //! places it in the table.
 //!
@@ -17,8 +17,11 @@
 //! - [`TapFate::Pinned`]: the tap matches a port (several ports with one MAC are one NIC's
 //!   addresses, e.g. secondary IPs): frames must carry the port's MAC, IPv4
 //!   frames its address (or 0.0.0.0 for a DHCP request), ARP its MAC and address (or
-//!   0.0.0.0 for a probe). IPv6 and other ethertypes only have the MAC pinned: the model
-//!   carries no IPv6 addresses.
+//!   0.0.0.0 for a probe). On a dual-stack tier (a `net6/<VNI>` object), IPv6 frames
+//!   must come from the port's `ipv6`, its MAC's link-local or `::` (duplicate address
+//!   detection), and neighbour advertisements may only name those addresses
+//!   ([`render_pin6`]). Other ethertypes, and IPv6 on IPv4-only tiers, only have the MAC
+//!   pinned.
 //! - [`TapFate::Stray`]: the tier has ports, all with a MAC, none matches: every frame from
 //!   and to the tap is dropped (fail closed) until a port for it arrives.
 //! - [`TapFate::Unpinned`]: the tier has no ports at all (CloudStack's Netris plugin never
@@ -32,7 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use sf_core::desired::L2Network;
 
@@ -75,6 +78,19 @@ pub fn canonical_mac(s: &str) -> Option<String> {
 pub fn tap_mac(vm_mac: &str) -> Option<String> {
     let m = canonical_mac(vm_mac)?;
     Some(format!("fe{}", &m[2..]))
+}
+
+/// The IPv6 link-local address of a MAC: fe80::/64 with the modified EUI-64 interface id
+/// (RFC 4291 appendix A: universal/local bit flipped, ff:fe in the middle), the address a
+/// VM's kernel gives itself.
+pub fn mac_link_local(mac: &str) -> Option<Ipv6Addr> {
+    let m = canonical_mac(mac)?;
+    let b: Vec<u8> = m
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).ok())
+        .collect::<Option<_>>()?;
+    let iid = u64::from_be_bytes([b[0] ^ 0x02, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]]);
+    Some(Ipv6Addr::from((0xfe80u128 << 112) | u128::from(iid)))
 }
 
 /// Maps the taps of `n`'s bridge to its ports.
@@ -135,7 +151,14 @@ pub struct Space {
 /// others: CloudStack's static routes name VMs as next hops, and the hypervisor is not
 /// told which prefixes): inside them it must be the port's own address, so no VM can pass
 /// an ACL keyed on another VM's or tier's addresses.
-pub fn render_pin(pinned: &[(String, String, Ipv4Addr)], spaces: &[Space]) -> Option<String> {
+///
+/// `v6` are the pinned taps of dual-stack tiers with their IPv6 addresses (the port's own and
+/// its MAC's link-local): their IPv6 frames go through [`render_pin6`]'s chain.
+pub fn render_pin(
+    pinned: &[(String, String, Ipv4Addr)],
+    spaces: &[Space],
+    v6: &[(String, Vec<Ipv6Addr>)],
+) -> Option<String> {
     if pinned.is_empty() {
         return None;
     }
@@ -182,6 +205,60 @@ pub fn render_pin(pinned: &[(String, String, Ipv4Addr)], spaces: &[Space]) -> Op
         ));
     }
     r("ether type ip counter drop comment \"spoofed IPv4 source\"".into());
+    if !v6.is_empty() {
+        let taps: Vec<String> = v6.iter().map(|(t, _)| quote(t)).collect();
+        r(format!(
+            "ether type ip6 iifname {{ {} }} goto pin6",
+            taps.join(", ")
+        ));
+    }
+    c.push_str("\t}\n");
+    if let Some(p6) = render_pin6(v6) {
+        c.push_str(&p6);
+    }
+    Some(c)
+}
+
+/// The `pin6` chain: IPv6 from a pinned tap of a dual-stack tier must come from one of the
+/// port's addresses (its `ipv6`, its MAC's link-local) or from `::`, which only duplicate
+/// address detection (a neighbour solicitation) and MLD reports use. Neighbour
+/// advertisements may only name the port's own addresses as their target, and so may the
+/// solicitations of its duplicate address detection (a VM claiming a neighbour's tentative
+/// address would stop the neighbour from using it). Ordinary solicitations name the
+/// address being resolved, anyone's, and pass. No exception for sources outside the tier,
+/// unlike IPv4: the model has no IPv6 static routes that could name a VM as next hop.
+///
+/// The target is matched as raw payload (`@th,64,128`: after type, code, checksum and the
+/// 32 reserved/flag bits) because nft 1.0.6 has no `icmpv6 taddr`.
+pub fn render_pin6(v6: &[(String, Vec<Ipv6Addr>)]) -> Option<String> {
+    if v6.is_empty() {
+        return None;
+    }
+    let addrs: Vec<String> = v6
+        .iter()
+        .flat_map(|(t, a)| a.iter().map(move |ip| format!("{} . {ip}", quote(t))))
+        .collect();
+    let targets: Vec<String> = v6
+        .iter()
+        .flat_map(|(t, a)| {
+            a.iter()
+                .map(move |ip| format!("{} . {:#034x}", quote(t), u128::from(*ip)))
+        })
+        .collect();
+    let (addrs, targets) = (addrs.join(", "), targets.join(", "));
+    let spoofed = "counter drop comment \"spoofed IPv6 source\"";
+    let target = "counter drop comment \"spoofed ND target\"";
+    let lines = [
+        format!("ip6 saddr != :: iifname . ip6 saddr != {{ {addrs} }} {spoofed}"),
+        format!("ip6 saddr :: meta l4proto != ipv6-icmp {spoofed}"),
+        format!("ip6 saddr :: icmpv6 type != {{ nd-neighbor-solicit, mld-listener-report, mld2-listener-report }} {spoofed}"),
+        format!("icmpv6 type nd-neighbor-advert iifname . @th,64,128 != {{ {targets} }} {target}"),
+        format!("ip6 saddr :: icmpv6 type nd-neighbor-solicit iifname . @th,64,128 != {{ {targets} }} {target}"),
+    ];
+    let mut c = String::from("\tchain pin6 {\n");
+    for l in lines {
+        let _ = writeln!(c, "\t\t{l}");
+    }
     c.push_str("\t}\n");
     Some(c)
 }
@@ -273,7 +350,7 @@ mod tests {
 
     #[test]
     fn pin_chain_pins_mac_arp_and_ipv4() {
-        assert!(render_pin(&[], &[]).is_none());
+        assert!(render_pin(&[], &[], &[]).is_none());
         let space = Space {
             taps: vec!["vnet0".into(), "vnet1".into()],
             cidrs: vec!["10.0.0.0/24".into(), "10.0.1.0/24".into()],
@@ -292,6 +369,7 @@ mod tests {
                 ),
             ],
             &[space],
+            &[],
         )
         .unwrap();
         let mac = c
@@ -315,6 +393,20 @@ mod tests {
         assert!(c
             .trim_end()
             .ends_with("comment \"spoofed IPv4 source\"\n\t}"));
+    }
+
+    #[test]
+    fn link_local_is_the_modified_eui64_of_the_mac() {
+        assert_eq!(
+            mac_link_local("52:54:00:AA:bb:0c"),
+            Some("fe80::5054:ff:feaa:bb0c".parse().unwrap())
+        );
+        // The universal/local bit flips both ways (RFC 4291 appendix A).
+        assert_eq!(
+            mac_link_local("02:5f:00:00:00:01"),
+            Some("fe80::5f:ff:fe00:1".parse().unwrap())
+        );
+        assert_eq!(mac_link_local("52:54:00"), None);
     }
 
     #[test]

@@ -304,4 +304,121 @@ check "the denied stream to 5432 was cut ($(tail -1 "$STATE/stream-5432.log"))" 
 check "the still-allowed stream to 5433 survived ($(tail -1 "$STATE/stream-5433.log"))" grep -q "stream ok" "$STATE/stream-5433.log"
 check_not "a new connection to 5432 is refused by the ACL" connect blue-db-2 10.10.2.11 5432
 
+
+section "11. IPv6 on a dual-stack tier: sources and ND targets pinned per port, RA guard"
+# Its own dual-stack VPC (ULA range) and tier, three VMs on hv3 whose ports carry IPv6
+# addresses; the VMs use static addresses (nodad), no RAs needed.
+check "vpc v6acl with fd40:40::/48" S vpc create v6acl --tenant demo --cidr 10.40.0.0/16 --ipv6-range fd40:40::/48
+check "tier s6 with fd40:40:0:1::/64" S network create s6 --tenant demo --vpc v6acl --cidr 10.40.1.0/24 --ipv6-prefix fd40:40:0:1::/64
+S6_VNI=$(S -o json network show s6 --tenant demo --vpc v6acl | python3 -c "import json,sys; print(json.load(sys.stdin)['vni'])")
+# lab_mac NAME: the MAC deploy/lab.sh gives a VM (vm_mac).
+lab_mac() { local h; h=$(printf '%s' "$1" | md5sum); echo "52:54:00:${h:0:2}:${h:2:2}:${h:4:2}"; }
+# vm6 NAME N: port NAME (10.40.1.N, fd40:40:0:1::N) on hv3, then the VM plugged into it.
+vm6() {
+    S port create "$1" --tenant demo --vpc v6acl --network s6 --node hv3 --ip "10.40.1.$2" \
+        --mac "$(lab_mac "$1")" --ipv6 "fd40:40:0:1::$2" >/dev/null &&
+        wait_for 15 ip -n "${LAB_PREFIX}hv3" link show "brvx-$S6_VNI" &&
+        L vm-plug "$1" hv3 "$S6_VNI" "10.40.1.$2/24" 10.40.1.1 >/dev/null &&
+        X "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.eth0.disable_ipv6=0 \
+            net.ipv6.conf.eth0.accept_ra=1 net.ipv6.conf.all.forwarding=0 &&
+        X "$1" ip -6 addr add "fd40:40:0:1::$2/64" dev eth0 nodad
+}
+for v in "s6-a 11" "s6-b 12" "s6-c 13"; do
+    # shellcheck disable=SC2086  # NAME N
+    check "VM ${v% *} on hv3 with fd40:40:0:1::${v#* }" vm6 $v
+done
+check "hv3 pins the tier's ports in IPv6" wait_for 15 bash -c "'$REPO/deploy/lab.sh' exec hv3 nft list chain bridge stackfabric pin6 | grep -q 'fd40:40:0:1::13'"
+check "s6-b pings s6-a over IPv6 (no ACL: neighbour discovery under the pinning)" wait_for 10 X s6-b ping -6 -c 1 -W 1 fd40:40:0:1::11
+check "s6-b resolved s6-a by neighbour discovery" bash -c "'$REPO/deploy/lab.sh' exec s6-b ip -6 neigh show fd40:40:0:1::11 | grep -q lladdr"
+check "s6-a's link-local (DAD from ::, then its own) answers s6-c" wait_for 10 X s6-c ping -6 -c 1 -W 1 "$(X s6-a ip -6 -o addr show dev eth0 scope link | awk '{print $4}' | cut -d/ -f1)%eth0"
+# frames6.py: `recv SECONDS` reports what arrives on eth0; `send SRC_MAC DST_MAC SRC_LL
+# DST_IP KIND...` sends crafted IPv6 frames (AF_PACKET, through the real bridge and table).
+cat >"$STATE/frames6.py" <<'EOF'
+import socket, struct, sys, time
+def mac(s): return bytes.fromhex(s.replace(":", ""))
+def ip6(s): return socket.inet_pton(socket.AF_INET6, s)
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def ipv6(src, dst, nh, payload, hops=64, cs_at=None):
+    if cs_at is not None:  # checksum over the pseudo-header (RFC 8200 8.1)
+        pseudo = ip6(src) + ip6(dst) + struct.pack("!I3xB", len(payload), nh)
+        c = csum(pseudo + payload)
+        payload = payload[:cs_at] + struct.pack("!H", c) + payload[cs_at + 2:]
+    return struct.pack("!IHBB", 0x60000000, len(payload), nh, hops) + ip6(src) + ip6(dst) + payload
+def udp(src, dst, sport, dport, data):
+    return ipv6(src, dst, 17, struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data, cs_at=6)
+def na(src, dst, target, src_mac):
+    body = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + ip6(target) + struct.pack("!BB", 2, 1) + mac(src_mac)
+    return ipv6(src, dst, 58, body, hops=255, cs_at=2)
+def ra(src, src_mac):
+    body = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0) + struct.pack("!BB", 1, 1) + mac(src_mac)
+    body += struct.pack("!BBBBIII", 3, 4, 64, 0xc0, 86400, 14400, 0) + ip6("fd40:40:0:99::")
+    return ipv6(src, "ff02::1", 58, body, hops=255, cs_at=2)
+if sys.argv[1] == "recv":
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    s.bind(("eth0", 0)); s.settimeout(0.2)
+    seen = {}
+    def count(k): seen[k] = seen.get(k, 0) + 1
+    end = time.time() + float(sys.argv[2])
+    while time.time() < end:
+        try: f = s.recv(2048)
+        except socket.timeout: continue
+        if f[12:14] != b"\x86\xdd": continue
+        if f[20] == 58 and f[54] == 134: count("ra")
+        if f[20] == 58 and f[54] == 136 and f[62:78] == ip6("fd40:40:0:1::77"): count("na-spoof")
+        if f[20] == 58 and f[54] == 136 and f[62:78] == ip6("fd40:40:0:1::12"): count("na-legit")
+        for m in (b"sf6-legit", b"sf6-ll", b"sf6-spoof", b"sf6-dhcp6"):
+            if m in f: count(m.decode())
+    print(" ".join("%s=%d" % kv for kv in sorted(seen.items())) or "nothing")
+    sys.exit(0)
+_, _, src_mac, dst_mac, src_ll, dst, *kinds = sys.argv
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+eth = lambda d: mac(d) + mac(src_mac) + b"\x86\xdd"
+for k in kinds:
+    for _ in range(3):
+        if k == "legit": s.send(eth(dst_mac) + udp("fd40:40:0:1::12", dst, 40000, 9999, b"sf6-legit"))
+        if k == "ll": s.send(eth(dst_mac) + udp(src_ll, dst, 40000, 9999, b"sf6-ll"))
+        if k == "spoof": s.send(eth(dst_mac) + udp("fd40:40:0:1::99", dst, 40000, 9999, b"sf6-spoof"))
+        if k == "na-legit": s.send(eth(dst_mac) + na("fd40:40:0:1::12", dst, "fd40:40:0:1::12", src_mac))
+        if k == "na-spoof": s.send(eth(dst_mac) + na("fd40:40:0:1::12", dst, "fd40:40:0:1::77", src_mac))
+        if k == "ra": s.send(eth("33:33:00:00:00:01") + ra(src_ll, src_mac))
+        if k == "dhcp6": s.send(eth(dst_mac) + udp(src_ll, dst, 547, 546, b"sf6-dhcp6"))
+        time.sleep(0.05)
+EOF
+# frames6_to_a KIND...: what s6-a received of the frames s6-b sent it (controls last: one
+# that arrives shows the receiver was still listening when the frames before it came).
+frames6_to_a() {
+    X s6-a python3 "$STATE/frames6.py" recv 6 >"$STATE/recv6.out" 2>&1 &
+    local rp=$!
+    sleep 0.7
+    X s6-b python3 "$STATE/frames6.py" send "$(mac_of s6-b)" "$(mac_of s6-a)" \
+        "$(X s6-b ip -6 -o addr show dev eth0 scope link | awk '{print $4}' | cut -d/ -f1)" fd40:40:0:1::11 "$@"
+    wait "$rp"
+    cat "$STATE/recv6.out"
+}
+P0=$(hv3_counter "spoofed IPv6 source"); T0=$(hv3_counter "spoofed ND target"); R0=$(hv3_counter "RA guard"); D0=$(hv3_counter "DHCPv6 server on a VM port")
+got=$(frames6_to_a spoof na-spoof legit ll na-legit)
+echo "  s6-a received: $got"
+check "control: s6-b's own IPv6 address arrives" grep -q "sf6-legit=" <<<"$got"
+check "control: s6-b's own link-local arrives" grep -q "sf6-ll=" <<<"$got"
+check "control: an advertisement of s6-b's own address arrives" grep -q "na-legit=" <<<"$got"
+check_not "a spoofed IPv6 source (fd40:40:0:1::99) never arrives" grep -q "sf6-spoof" <<<"$got"
+check_not "an advertisement for another address (::77) never arrives" grep -q "na-spoof" <<<"$got"
+check "hv3 counted them (source $P0 -> $(hv3_counter "spoofed IPv6 source"), ND target $T0 -> $(hv3_counter "spoofed ND target"))" \
+    test "$(hv3_counter "spoofed IPv6 source")" -ge $((P0 + 3)) -a "$(hv3_counter "spoofed ND target")" -ge $((T0 + 3))
+got=$(frames6_to_a ra dhcp6 legit)
+echo "  s6-a received: $got"
+check "control: s6-b's own IPv6 address still arrives" grep -q "sf6-legit=" <<<"$got"
+check_not "a router advertisement from s6-b never arrives" grep -q "ra=" <<<"$got"
+check_not "a DHCPv6 server message from s6-b never arrives" grep -q "sf6-dhcp6" <<<"$got"
+check_not "s6-a has no default route learnt from it" bash -c "'$REPO/deploy/lab.sh' exec s6-a ip -6 route show default | grep -q ."
+check_not "nor s6-c (no address from its prefix)" bash -c "'$REPO/deploy/lab.sh' exec s6-c ip -6 addr show | grep -q 'fd40:40:0:99:'"
+check "hv3 counted the RA guard's drops (RA $R0 -> $(hv3_counter "RA guard"), DHCPv6 $D0 -> $(hv3_counter "DHCPv6 server on a VM port"))" \
+    test "$(hv3_counter "RA guard")" -ge $((R0 + 3)) -a "$(hv3_counter "DHCPv6 server on a VM port")" -ge $((D0 + 3))
+check "s6-b still reaches s6-a over IPv6 afterwards" X s6-b ping -6 -c 1 -W 1 fd40:40:0:1::11
+
 lab_finish
