@@ -848,7 +848,7 @@ fn plan_allocation(c: &PlanCtx, a: &AllocSpec) -> ApiResult<SfPlan> {
             match intent
                 .pools
                 .values()
-                .find(|p| p.cidr == a.prefix && p.site == s.fabric_site)
+                .find(|p| p.cidr == a.prefix.into() && p.site == s.fabric_site)
             {
                 Some(p) => SfPlan::Adopt(SfRef::Pool {
                     name: p.name.clone(),
@@ -856,7 +856,7 @@ fn plan_allocation(c: &PlanCtx, a: &AllocSpec) -> ApiResult<SfPlan> {
                 }),
                 None => SfPlan::Create(SfObj::Pool(Pool {
                     name: sf_name(c.name, c.id, |n| intent.pools.contains_key(n)),
-                    cidr: a.prefix,
+                    cidr: a.prefix.into(),
                     site: s.fabric_site.clone(),
                 })),
             },

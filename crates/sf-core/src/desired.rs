@@ -60,6 +60,16 @@ pub struct Underlay {
     /// by FRR configuration, so a failover never waits for an FRR reload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redistribute_host_routes: Vec<Ipv4Net>,
+    /// Switches and gateways of a site with IPv6 pools: IPv6 unicast runs on the fabric
+    /// sessions (over the same BGP unnumbered sessions; the VTEP underlay stays IPv4). Off
+    /// elsewhere, so a fabric without IPv6 pools renders exactly as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6_unicast: bool,
+    /// Gateways: kernel routes inside these prefixes (the site's IPv6 pools) are announced in
+    /// IPv6 unicast, like [`Underlay::redistribute_host_routes`]: the routed IPv6 ranges of
+    /// the VPCs a gateway serves as the active router.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redistribute_host_routes6: Vec<Ipv6Net>,
 }
 
 /// BFD on the fabric sessions of gateways: transmit and receive interval and the detect
@@ -110,6 +120,10 @@ pub struct PeerFilter {
     /// (an older coordinator's desired state).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evpn: Option<EvpnScope>,
+    /// Accepted IPv6 unicast announcements, when the switch runs IPv6 unicast: any prefix
+    /// inside one of these (a gateway: its site's IPv6 pools). Empty: nothing (a hypervisor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permit6: Vec<Ipv6Net>,
 }
 
 /// The EVPN routes a switch accepts from a hypervisor or gateway: those it originated itself
@@ -477,8 +491,9 @@ pub struct VpcRouter6 {
     pub link_local: Ipv6Addr,
     /// Dual-stack tiers, by VNI.
     pub tiers: Vec<RouterTier6>,
-    /// The VPC's IPv6 ranges, announced to the fabric and the internet by the serving
-    /// gateway (CloudStack's routed mode: global routing, no NAT).
+    /// The VPC's routed IPv6 ranges (those inside one of its site's IPv6 pools), announced
+    /// to the fabric and the internet by the serving gateway (CloudStack's routed mode:
+    /// global routing, no NAT). Ranges outside every pool (ULA) stay inside the VPC.
     pub announce: Vec<Ipv6Net>,
 }
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// A tenant: the owner of VPCs (a CloudStack domain/account).
@@ -33,13 +33,40 @@ pub struct Vpc {
     pub ipv6_ranges: Vec<Ipv6Net>,
 }
 
-/// A pool of public addresses of a site, from which NAT and load-balancer addresses come.
+/// A pool of public addresses of a site. An IPv4 pool is where NAT and load-balancer
+/// addresses come from; an IPv6 pool holds the site's routed IPv6: a VPC's IPv6 range inside
+/// one is announced by its serving gateway (and must not overlap another VPC's range).
+/// Stored as the same string as before IPv6 (`"203.0.113.0/24"`), so IPv4 pools stored by an
+/// older build decode unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
     pub name: String,
-    pub cidr: Ipv4Net,
+    pub cidr: IpNet,
     #[serde(default)]
     pub site: String,
+}
+
+impl Pool {
+    /// The pool's prefix if it is an IPv4 pool.
+    pub fn v4(&self) -> Option<Ipv4Net> {
+        match self.cidr {
+            IpNet::V4(n) => Some(n),
+            IpNet::V6(_) => None,
+        }
+    }
+
+    /// The pool's prefix if it is an IPv6 pool.
+    pub fn v6(&self) -> Option<Ipv6Net> {
+        match self.cidr {
+            IpNet::V6(n) => Some(n),
+            IpNet::V4(_) => None,
+        }
+    }
+
+    /// Whether this IPv4 pool holds `ip` (an IPv6 pool holds no IPv4 address).
+    pub fn contains4(&self, ip: &Ipv4Addr) -> bool {
+        self.v4().is_some_and(|n| n.contains(ip))
+    }
 }
 
 /// What a NAT rule does.
@@ -370,6 +397,25 @@ impl PortBinding {
 }
 
 impl Intent {
+    /// The IPv6 pools of `site`: the site's routed IPv6 space.
+    pub fn ipv6_pools<'a>(&'a self, site: &'a str) -> impl Iterator<Item = Ipv6Net> + 'a {
+        self.pools
+            .values()
+            .filter(move |p| p.site == site)
+            .filter_map(Pool::v6)
+    }
+
+    /// The routed IPv6 ranges of `vpc`: those inside one of its site's IPv6 pools. They are
+    /// announced by the serving gateway and unique across VPCs; the VPC's other ranges (ULA,
+    /// say) stay inside it and may overlap other VPCs'.
+    pub fn routed_ipv6_ranges(&self, vpc: &Vpc) -> Vec<Ipv6Net> {
+        vpc.ipv6_ranges
+            .iter()
+            .filter(|r| self.ipv6_pools(&vpc.site).any(|p| p.contains(*r)))
+            .copied()
+            .collect()
+    }
+
     /// The network carrying `vni`, if any.
     pub fn network_by_vni(&self, vni: u32) -> Option<&Network> {
         self.networks.values().find(|n| n.vni == vni)

@@ -134,6 +134,7 @@ pub fn validate_vpc(intent: &Intent, v: &Vpc) -> Result {
         ));
     }
     validate_ipv6_ranges(&v.ipv6_ranges)?;
+    validate_routed_ipv6_ranges(intent, v)?;
     if intent.vpcs.contains_key(&v.key()) {
         return Err(err(
             ErrorKind::AlreadyExists,
@@ -157,6 +158,7 @@ pub fn validate_vpc_ipv6_ranges_update(intent: &Intent, v: &Vpc) -> Result {
         ));
     }
     validate_ipv6_ranges(&v.ipv6_ranges)?;
+    validate_routed_ipv6_ranges(intent, v)?;
     let first = VpcChildRef::new(&v.tenant, &v.name, "");
     if let Some((n, p)) = intent
         .networks
@@ -321,6 +323,53 @@ fn validate_ipv6_ranges(ranges: &[Ipv6Net]) -> Result {
         }
     }
     Ok(())
+}
+
+/// A VPC's ranges against its site's IPv6 pools: a range inside a pool is routed (announced
+/// by the serving gateway), so it must not overlap another VPC's routed range, which would
+/// pull that VPC's traffic; a range partly in a pool (it holds a pool, or straddles one) is
+/// refused, as it would be neither routed nor private.
+fn validate_routed_ipv6_ranges(intent: &Intent, v: &Vpc) -> Result {
+    let pools: Vec<Ipv6Net> = intent.ipv6_pools(&v.site).collect();
+    for (i, r) in v.ipv6_ranges.iter().enumerate() {
+        let field = format!("vpc.ipv6_ranges[{i}]");
+        let Some(pool) = pools.iter().find(|p| overlaps_v6(**p, *r)) else {
+            continue; // VPC-internal: never announced, may overlap other VPCs'
+        };
+        if !pool.contains(r) {
+            return Err(err(
+                ErrorKind::Invalid,
+                &field,
+                format!("{r} overlaps IPv6 pool {pool} without being inside it"),
+            ));
+        }
+        if let Some((o, or)) = other_routed_overlap(intent, v, *r) {
+            return Err(err(
+                ErrorKind::Invalid,
+                &field,
+                format!(
+                    "{r} is routed (inside pool {pool}) and overlaps {or} of VPC {}/{}",
+                    o.tenant, o.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Another VPC of the same site whose routed range overlaps `r`.
+fn other_routed_overlap<'a>(intent: &'a Intent, v: &Vpc, r: Ipv6Net) -> Option<(&'a Vpc, Ipv6Net)> {
+    intent
+        .vpcs
+        .values()
+        .filter(|o| o.site == v.site && (o.tenant != v.tenant || o.name != v.name))
+        .find_map(|o| {
+            intent
+                .routed_ipv6_ranges(o)
+                .into_iter()
+                .find(|or| overlaps_v6(*or, r))
+                .map(|or| (o, or))
+        })
 }
 
 /// Why `a` cannot start a routed unicast range, if it cannot.
@@ -645,12 +694,54 @@ pub fn validate_pool(intent: &Intent, p: &Pool) -> Result {
             ),
         ));
     }
-    if let Some(o) = intent.pools.values().find(|o| overlaps(o.cidr, p.cidr)) {
+    if let Some(o) = intent
+        .pools
+        .values()
+        .find(|o| o.cidr.contains(&p.cidr.network()) || p.cidr.contains(&o.cidr.network()))
+    {
         return Err(err(
             ErrorKind::Invalid,
             "pool.cidr",
             format!("{} overlaps pool {:?} ({})", p.cidr, o.name, o.cidr),
         ));
+    }
+    match p.v6() {
+        Some(pool) => validate_pool6_ranges(intent, p, pool),
+        None => Ok(()),
+    }
+}
+
+/// A new IPv6 pool makes the VPC ranges inside it routed: refused if two VPCs' ranges inside
+/// it overlap (both would be announced) or a VPC range straddles it.
+fn validate_pool6_ranges(intent: &Intent, p: &Pool, pool: Ipv6Net) -> Result {
+    let mut inside: Vec<(&Vpc, Ipv6Net)> = Vec::new();
+    for v in intent.vpcs.values().filter(|v| v.site == p.site) {
+        for r in v.ipv6_ranges.iter().filter(|r| overlaps_v6(**r, pool)) {
+            let clash = if !pool.contains(r) {
+                Some(format!(
+                    "VPC {}/{} holds {r}, which it would split",
+                    v.tenant, v.name
+                ))
+            } else {
+                inside
+                    .iter()
+                    .find(|(o, or)| o.key() != v.key() && overlaps_v6(*or, *r))
+                    .map(|(o, or)| {
+                        format!(
+                            "VPCs {}/{} ({or}) and {}/{} ({r}) would both be routed",
+                            o.tenant, o.name, v.tenant, v.name
+                        )
+                    })
+            };
+            if let Some(why) = clash {
+                return Err(err(
+                    ErrorKind::Invalid,
+                    "pool.cidr",
+                    format!("{pool}: {why}"),
+                ));
+            }
+            inside.push((v, *r));
+        }
     }
     Ok(())
 }
@@ -724,10 +815,11 @@ fn validate_nat_as(intent: &Intent, r: &NatRule, replacing: bool) -> Result {
 /// The public address: a usable host of a public pool of the VPC's site.
 fn validate_nat_pool(intent: &Intent, vpc: &Vpc, r: &NatRule) -> Result {
     let public = r.kind.public_ip();
-    let Some(pool) = intent
+    let Some((pool, cidr)) = intent
         .pools
         .values()
-        .find(|p| p.cidr.contains(&public) && p.site == vpc.site)
+        .filter(|p| p.site == vpc.site)
+        .find_map(|p| p.v4().filter(|c| c.contains(&public)).map(|c| (p, c)))
     else {
         return Err(err(
             ErrorKind::Invalid,
@@ -735,9 +827,7 @@ fn validate_nat_pool(intent: &Intent, vpc: &Vpc, r: &NatRule) -> Result {
             format!("{public} is not in any public pool of site {:?}", vpc.site),
         ));
     };
-    if public == pool.cidr.network()
-        || (pool.cidr.prefix_len() < 31 && public == pool.cidr.broadcast())
-    {
+    if public == cidr.network() || (cidr.prefix_len() < 31 && public == cidr.broadcast()) {
         return Err(err(
             ErrorKind::Invalid,
             "nat.public_ip",
@@ -971,7 +1061,7 @@ fn validate_lb_vip(intent: &Intent, vpc: &Vpc, lb: &LoadBalancer) -> Result {
     let public = intent
         .pools
         .values()
-        .any(|p| p.cidr.contains(&lb.vip) && p.site == vpc.site);
+        .any(|p| p.contains4(&lb.vip) && p.site == vpc.site);
     let internal = vpc.cidr.contains(&lb.vip)
         && !intent
             .networks
@@ -1638,7 +1728,7 @@ pub fn check_delete_pool(intent: &Intent, name: &str) -> Result {
     if let Some(l) = intent
         .load_balancers
         .values()
-        .find(|l| pool.cidr.contains(&l.vip))
+        .find(|l| pool.contains4(&l.vip))
     {
         return Err(err(
             ErrorKind::InUse,
@@ -1652,7 +1742,7 @@ pub fn check_delete_pool(intent: &Intent, name: &str) -> Result {
     if let Some(r) = intent
         .nat_rules
         .values()
-        .find(|r| pool.cidr.contains(&r.kind.public_ip()))
+        .find(|r| pool.contains4(&r.kind.public_ip()))
     {
         return Err(err(
             ErrorKind::InUse,

@@ -286,7 +286,14 @@ mod compiled {
 
     #[test]
     fn gateways_get_the_vpcs_ipv6_router_the_same_on_primary_and_standby() {
-        let i = placed();
+        let mut i = placed();
+        // blue's range is routed: inside the site's IPv6 pool (announce keeps only such).
+        let pool6 = Pool {
+            name: "v6".into(),
+            cidr: "2001:db8:100::/40".parse().unwrap(),
+            site: "lab".into(),
+        };
+        i.pools.insert(pool6.name.clone(), pool6);
         let gw1 = compile_node(&i, "gw1", 1).unwrap();
         let gw2 = compile_node(&i, "gw2", 1).unwrap();
         let Some(DesiredObject::VpcRouter6(p)) = object(&gw1, "vpc6/1") else {

@@ -159,7 +159,7 @@ proptest! {
 
     #[test]
     fn pools(n in name(), cidr in net(), site in name()) {
-        named(validate_pool(&demo(), &Pool { name: n, cidr, site }), &["pool"])?;
+        named(validate_pool(&demo(), &Pool { name: n, cidr: cidr.into(), site }), &["pool"])?;
     }
 
     #[test]

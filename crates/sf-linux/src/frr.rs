@@ -27,6 +27,9 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     }
     let _ = writeln!(c, "!");
     render_filters(&mut c, &u.peer_filters);
+    if u.ipv6_unicast {
+        render_filters6(&mut c, &u.peer_filters);
+    }
     render_evpn_filters(&mut c, &u.peer_filters);
     if u.peer_filters.iter().any(|f| f.evpn.is_some()) {
         let _ = writeln!(c, "bgp route-map delay-timer {EVPN_FILTER_DELAY_S}");
@@ -34,6 +37,8 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     }
     render_bfd(&mut c, u);
     render_redistribution(&mut c, u);
+    render_redistribution6(&mut c, u);
+    render_local_only(&mut c, u);
     let _ = writeln!(c, "router bgp {}", u.asn);
     let _ = writeln!(c, " bgp router-id {}", u.router_id);
     let _ = writeln!(c, " no bgp ebgp-requires-policy");
@@ -60,6 +65,8 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     }
     if !u.redistribute_host_routes.is_empty() {
         let _ = writeln!(c, "  redistribute kernel route-map {REDISTRIBUTE}");
+    }
+    if local_only(u) {
         let _ = writeln!(c, "  neighbor FABRIC route-map {LOCAL_ONLY} out");
     }
     for f in &u.peer_filters {
@@ -72,6 +79,9 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
     }
     let _ = writeln!(c, " exit-address-family");
     let _ = writeln!(c, " !");
+    if u.ipv6_unicast {
+        render_ipv6_unicast(&mut c, u);
+    }
     let _ = writeln!(c, " address-family l2vpn evpn");
     let _ = writeln!(c, "  neighbor FABRIC activate");
     for f in u.peer_filters.iter().filter(|f| f.evpn.is_some()) {
@@ -94,6 +104,7 @@ pub fn render(hostname: &str, u: &Underlay) -> String {
 
 const BFD_PROFILE: &str = "sf-fabric";
 const REDISTRIBUTE: &str = "SF-HOST-ROUTES";
+const REDISTRIBUTE6: &str = "SF-HOST-ROUTES6";
 const LOCAL_ONLY: &str = "SF-LOCAL-ONLY";
 
 /// The BFD profile of the fabric sessions that have it (see [`BFD_INTERVAL_MS`]).
@@ -129,6 +140,18 @@ fn render_redistribution(c: &mut String, u: &Underlay) {
     let _ = writeln!(c, " match ip address prefix-list {REDISTRIBUTE}");
     let _ = writeln!(c, "exit");
     let _ = writeln!(c, "!");
+}
+
+/// Whether the node announces only what it originates (a gateway: it redistributes).
+fn local_only(u: &Underlay) -> bool {
+    !u.redistribute_host_routes.is_empty() || !u.redistribute_host_routes6.is_empty()
+}
+
+/// The outbound policy of a gateway's fabric sessions, in both families.
+fn render_local_only(c: &mut String, u: &Underlay) {
+    if !local_only(u) {
+        return;
+    }
     // A gateway is not transit: it sends the fabric only what it originates (an empty AS
     // path), never another gateway's VPC routes learned from one leaf back to the other leaf
     // (a second, longer path to an address that gateway does not serve).
@@ -138,6 +161,83 @@ fn render_redistribution(c: &mut String, u: &Underlay) {
     let _ = writeln!(c, " match as-path {LOCAL_ONLY}");
     let _ = writeln!(c, "exit");
     let _ = writeln!(c, "!");
+}
+
+/// Which kernel routes a gateway announces in IPv6: any prefix inside its site's IPv6 pools
+/// (`le 128`, so a VPC range that is a whole pool matches too, which a `ge` longer than the
+/// pool would miss), i.e. the routed ranges of the VPCs it serves as the active
+/// router, as the gateway agent installs them. As in IPv4, no VPC is named here.
+fn render_redistribution6(c: &mut String, u: &Underlay) {
+    if u.redistribute_host_routes6.is_empty() {
+        return;
+    }
+    for (i, p) in u.redistribute_host_routes6.iter().enumerate() {
+        let _ = writeln!(
+            c,
+            "ipv6 prefix-list {REDISTRIBUTE6} seq {} permit {p} le 128",
+            (i + 1) * 5
+        );
+    }
+    let _ = writeln!(c, "route-map {REDISTRIBUTE6} permit 10");
+    let _ = writeln!(c, " match ipv6 address prefix-list {REDISTRIBUTE6}");
+    let _ = writeln!(c, "exit");
+    let _ = writeln!(c, "!");
+}
+
+/// IPv6 unicast on the fabric sessions (BGP unnumbered: IPv6 NLRI over the link-local
+/// session, next hop the peer's link-local), with the same policies as IPv4: a gateway
+/// redistributes its routed ranges and sends only its own; a switch filters each hypervisor
+/// and gateway.
+fn render_ipv6_unicast(c: &mut String, u: &Underlay) {
+    let _ = writeln!(c, " address-family ipv6 unicast");
+    if !u.redistribute_host_routes6.is_empty() {
+        let _ = writeln!(c, "  redistribute kernel route-map {REDISTRIBUTE6}");
+    }
+    let _ = writeln!(c, "  neighbor FABRIC activate");
+    if local_only(u) {
+        let _ = writeln!(c, "  neighbor FABRIC route-map {LOCAL_ONLY} out");
+    }
+    for f in &u.peer_filters {
+        let _ = writeln!(
+            c,
+            "  neighbor {} route-map {} in",
+            f.neighbor,
+            filter6_name(f)
+        );
+    }
+    let _ = writeln!(c, " exit-address-family");
+    let _ = writeln!(c, " !");
+}
+
+/// The IPv6 prefix list and route map holding what a switch accepts from one neighbour.
+fn filter6_name(f: &PeerFilter) -> String {
+    format!("SF-FROM6-{}", f.neighbor)
+}
+
+/// IPv6 unicast filters, one per filtered neighbour: any prefix inside the permitted ones
+/// (a gateway's site IPv6 pools); a neighbour with none (a hypervisor) gets a route map that
+/// denies everything, so it cannot announce any IPv6 prefix (a default route, say).
+fn render_filters6(c: &mut String, filters: &[PeerFilter]) {
+    for f in filters {
+        let name = filter6_name(f);
+        if f.permit6.is_empty() {
+            let _ = writeln!(c, "route-map {name} deny 10");
+            let _ = writeln!(c, "exit");
+            let _ = writeln!(c, "!");
+            continue;
+        }
+        for (i, p) in f.permit6.iter().enumerate() {
+            let _ = writeln!(
+                c,
+                "ipv6 prefix-list {name} seq {} permit {p} le 128",
+                (i + 1) * 5
+            );
+        }
+        let _ = writeln!(c, "route-map {name} permit 10");
+        let _ = writeln!(c, " match ipv6 address prefix-list {name}");
+        let _ = writeln!(c, "exit");
+        let _ = writeln!(c, "!");
+    }
 }
 
 /// The prefix list and route map holding what a switch accepts from one neighbour.
@@ -258,6 +358,17 @@ pub fn expected_lines(u: &Underlay) -> Vec<String> {
     if !u.redistribute_host_routes.is_empty() {
         v.push(format!("redistribute kernel route-map {REDISTRIBUTE}"));
         v.push(format!("neighbor FABRIC route-map {LOCAL_ONLY} out"));
+    }
+    if u.ipv6_unicast {
+        v.push("address-family ipv6 unicast".into());
+        v.extend(
+            u.peer_filters
+                .iter()
+                .map(|f| format!("neighbor {} route-map {} in", f.neighbor, filter6_name(f))),
+        );
+    }
+    if !u.redistribute_host_routes6.is_empty() {
+        v.push(format!("redistribute kernel route-map {REDISTRIBUTE6}"));
     }
     v
 }
@@ -453,6 +564,8 @@ mod tests {
             peer_filters: vec![],
             bfd_neighbors: vec![],
             redistribute_host_routes: vec![],
+            ipv6_unicast: false,
+            redistribute_host_routes6: vec![],
         }
     }
 
@@ -472,11 +585,13 @@ mod tests {
                 neighbor: "hv1".into(),
                 permit: vec![m("10.255.3.1/32", false)],
                 evpn: None,
+                permit6: vec![],
             },
             PeerFilter {
                 neighbor: "gw1".into(),
                 permit: vec![m("10.255.2.1/32", false), m("203.0.113.0/24", true)],
                 evpn: None,
+                permit6: vec![],
             },
         ];
         let c = render("leaf1", &u);
@@ -510,6 +625,7 @@ mod tests {
                 asn,
                 vnis: vnis.to_vec(),
             }),
+            permit6: vec![],
         };
         u.peer_filters = vec![
             scoped("hv1", 65001, &[100, 1_000_001]),
@@ -518,6 +634,7 @@ mod tests {
                 neighbor: "gw1".into(),
                 permit: vec![],
                 evpn: None,
+                permit6: vec![],
             },
         ];
         let c = render("leaf1", &u);
@@ -591,6 +708,7 @@ exit
                     asn: 65001,
                     vnis: vnis.to_vec(),
                 }),
+                permit6: vec![],
             }];
             render("leaf1", &u)
         };
@@ -691,5 +809,94 @@ exit
         u.forwarding = true;
         u.announce.clear();
         assert!(render("leaf1", &u).contains("  network 203.0.113.0/24\n"));
+    }
+
+    /// IPv6 unicast on a leaf of a site with IPv6 pools: a gateway may announce any prefix
+    /// inside them, a hypervisor nothing; switches (not listed) are unfiltered. Without
+    /// IPv6 the rendering is exactly the IPv4 one.
+    #[test]
+    fn switches_filter_ipv6_from_gateways_and_refuse_it_from_hypervisors() {
+        let mut u = underlay(EvpnRole::Transit);
+        u.forwarding = true;
+        u.neighbors = vec!["hv1".into(), "gw1".into(), "spine1".into()];
+        let filter = |n: &str, permit6: &[&str]| PeerFilter {
+            neighbor: n.into(),
+            permit: vec![],
+            evpn: None,
+            permit6: permit6.iter().map(|p| p.parse().unwrap()).collect(),
+        };
+        u.peer_filters = vec![filter("hv1", &[]), filter("gw1", &["2001:db8:100::/40"])];
+        let v4_only = render("leaf1", &u);
+        assert!(!v4_only.contains("ipv6 unicast") && !v4_only.contains("SF-FROM6"));
+        u.ipv6_unicast = true;
+        let c = render("leaf1", &u);
+        assert!(c.starts_with(&v4_only[..v4_only.find("route-map SF-FROM-gw1").unwrap()]));
+        assert!(c.contains(
+            "ipv6 prefix-list SF-FROM6-gw1 seq 5 permit 2001:db8:100::/40 le 128\n\
+             route-map SF-FROM6-gw1 permit 10\n match ipv6 address prefix-list SF-FROM6-gw1\nexit\n"
+        ), "{c}");
+        assert!(c.contains("route-map SF-FROM6-hv1 deny 10\nexit\n"), "{c}");
+        assert!(!c.contains("prefix-list SF-FROM6-hv1"));
+        assert!(
+            c.contains(
+                " address-family ipv6 unicast\n  neighbor FABRIC activate\n\
+             \x20 neighbor hv1 route-map SF-FROM6-hv1 in\n\
+             \x20 neighbor gw1 route-map SF-FROM6-gw1 in\n exit-address-family\n"
+            ),
+            "{c}"
+        );
+        assert!(!c.contains("SF-FROM6-spine1"));
+        assert!(
+            !c.contains("SF-LOCAL-ONLY"),
+            "a switch is transit in IPv6 too"
+        );
+        assert!(c.find("route-map SF-FROM6-hv1").unwrap() < c.find("router bgp").unwrap());
+        assert!(expected_lines(&u).contains(&"neighbor hv1 route-map SF-FROM6-hv1 in".to_string()));
+    }
+
+    /// A gateway of a site with IPv6 pools redistributes kernel routes inside them (any
+    /// length from the pool's down) in IPv6 unicast and sends only its own routes; its IPv4
+    /// lines stay as they were.
+    #[test]
+    fn gateways_redistribute_routed_ipv6_inside_the_pools() {
+        let mut u = underlay(EvpnRole::Vtep);
+        u.blackhole = vec!["203.0.113.0/24".parse().unwrap()];
+        u.redistribute_host_routes = vec!["203.0.113.0/24".parse().unwrap()];
+        let v4_only = render("gw1", &u);
+        u.ipv6_unicast = true;
+        u.redistribute_host_routes6 = vec![
+            "2001:db8:100::/40".parse().unwrap(),
+            "2001:db8:300::/44".parse().unwrap(),
+        ];
+        let c = render("gw1", &u);
+        assert!(
+            c.contains("ipv6 prefix-list SF-HOST-ROUTES6 seq 5 permit 2001:db8:100::/40 le 128\n")
+        );
+        assert!(
+            c.contains("ipv6 prefix-list SF-HOST-ROUTES6 seq 10 permit 2001:db8:300::/44 le 128\n")
+        );
+        assert!(c.contains(
+            "route-map SF-HOST-ROUTES6 permit 10\n match ipv6 address prefix-list SF-HOST-ROUTES6\n"
+        ));
+        assert!(
+            c.contains(
+                " address-family ipv6 unicast\n  redistribute kernel route-map SF-HOST-ROUTES6\n\
+             \x20 neighbor FABRIC activate\n  neighbor FABRIC route-map SF-LOCAL-ONLY out\n\
+             \x20exit-address-family\n"
+            ),
+            "{c}"
+        );
+        // The IPv4 address family is unchanged.
+        let af4 = |c: &str| {
+            let s = c.find(" address-family ipv4 unicast").unwrap();
+            c[s..s + c[s..].find("exit-address-family").unwrap()].to_string()
+        };
+        assert_eq!(af4(&c), af4(&v4_only));
+        assert_eq!(
+            c.matches("bgp as-path access-list SF-LOCAL-ONLY").count(),
+            1
+        );
+        assert!(expected_lines(&u)
+            .contains(&"redistribute kernel route-map SF-HOST-ROUTES6".to_string()));
     }
 }

@@ -55,7 +55,21 @@ pub(super) fn compile(intent: &Intent, node: &str, out: &mut NodeDesired) {
     let mut redistribute = u.blackhole.clone();
     redistribute.push(ANCHOR_RANGE);
     u.redistribute_host_routes = redistribute;
+    u.redistribute_host_routes6 = site_ipv6_pools(intent, node);
+    u.ipv6_unicast = !u.redistribute_host_routes6.is_empty();
     u.bfd_neighbors = u.neighbors.clone();
+}
+
+/// The IPv6 pools of `node`'s site, sorted: what a gateway may announce in IPv6 (any prefix
+/// inside), whichever VPCs it serves at the moment.
+pub(super) fn site_ipv6_pools(intent: &Intent, node: &str) -> Vec<ipnet::Ipv6Net> {
+    let Some(n) = intent.nodes.get(node) else {
+        return Vec::new();
+    };
+    let mut pools: Vec<_> = intent.ipv6_pools(&n.site).map(|p| p.trunc()).collect();
+    pools.sort();
+    pools.dedup();
+    pools
 }
 
 /// Gateways whose desired state may depend on `change` (evaluated on one side of it).
@@ -138,7 +152,9 @@ pub fn vpc_router6(intent: &Intent, key: &VpcRef, role: RouterRole) -> Option<Vp
         role,
         link_local: vpc_link_local(vpc.id),
         tiers,
-        announce: vpc.ipv6_ranges.clone(),
+        // Only routed ranges (inside a site IPv6 pool) leave the VPC; ULA and other
+        // VPC-internal ranges may overlap other VPCs' and are never announced.
+        announce: intent.routed_ipv6_ranges(vpc),
     })
 }
 
@@ -215,7 +231,7 @@ pub fn vpc_router(intent: &Intent, key: &VpcRef) -> VpcRouter {
             backends,
             health: lb.health.clone(),
             table_size: lb.table_size,
-            public: intent.pools.values().any(|p| p.cidr.contains(&lb.vip)),
+            public: intent.pools.values().any(|p| p.contains4(&lb.vip)),
             source_cidrs: lb.source_cidrs.clone(),
         });
     }

@@ -20,7 +20,7 @@ use crate::desired::{
 };
 use crate::event::{IntentEvent, KindMismatch, ObjectRef};
 use crate::event::{VpcChildRef, VpcRef};
-use crate::model::{Direction, Intent, Network, Node, NodeRole, PortBinding};
+use crate::model::{Direction, Intent, Network, Node, NodeRole, Pool, PortBinding};
 
 pub use gateway::{placed_vpcs, vpc_router};
 pub use switch::switch_networks;
@@ -129,7 +129,8 @@ fn underlay(intent: &Intent, n: &Node) -> Underlay {
             .pools
             .values()
             .filter(|p| p.site == n.site)
-            .map(|p| p.cidr.trunc())
+            .filter_map(Pool::v4)
+            .map(|c| c.trunc())
             .collect()
     } else {
         Vec::new()
@@ -148,6 +149,8 @@ fn underlay(intent: &Intent, n: &Node) -> Underlay {
         peer_filters: Vec::new(),
         bfd_neighbors: Vec::new(),
         redistribute_host_routes: Vec::new(),
+        ipv6_unicast: false,
+        redistribute_host_routes6: Vec::new(),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::desired::{
     PrefixMatch, ANCHOR_RANGE,
 };
 use crate::event::ObjectRef;
-use crate::model::{Intent, Node, NodeRole, PortBinding};
+use crate::model::{Intent, Node, NodeRole, Pool, PortBinding};
 
 use super::{
     dc_segment, hosted_networks_of, local_port, of_role, tier_network, underlay_mut, PortsByNode,
@@ -33,6 +33,9 @@ pub(super) fn compile(
         EvpnRole::Vtep
     };
     if let Some(n) = intent.nodes.get(node) {
+        // IPv6 unicast only where the site has IPv6 pools: a fabric without them renders
+        // as before (no session reset on upgrade).
+        underlay.ipv6_unicast = intent.ipv6_pools(&n.site).next().is_some();
         underlay.peer_filters = peer_filters(intent, ports_by_node, n);
         underlay.bfd_neighbors = n
             .fabric_ports
@@ -136,8 +139,9 @@ fn neighbours_of(intent: &Intent, nodes: &BTreeSet<String>) -> BTreeSet<String> 
 }
 
 /// What the switch accepts from each hypervisor and gateway on its fabric ports: a hypervisor
-/// its VTEP /32; a gateway its loopback and host routes inside the public pools of its site
-/// and the VPC anchor range
+/// its VTEP /32 (and nothing in IPv6); a gateway its loopback and host routes inside the
+/// public pools of its site and the VPC anchor range, and in IPv6 any prefix inside its
+/// site's IPv6 pools
 /// (not only the /32s placement gives it today: the leaf must accept a new primary's routes
 /// the moment it announces them, without waiting for its own configuration to follow a
 /// failover). A neighbour's other announcements (a default route, another node's VTEP, a
@@ -154,15 +158,18 @@ fn peer_filters(intent: &Intent, ports_by_node: &PortsByNode, switch: &Node) -> 
             continue; // not a node of ours: the border's external peers
         };
         let mut permit = vec![host(peer.loopback)];
+        let mut permit6 = Vec::new();
         match peer.role {
             NodeRole::Switch => continue,
             NodeRole::Hypervisor => {}
             NodeRole::Gateway => {
+                permit6 = super::gateway::site_ipv6_pools(intent, &peer.name);
                 let mut pools: Vec<_> = intent
                     .pools
                     .values()
                     .filter(|p| p.site == peer.site)
-                    .map(|p| p.cidr.trunc())
+                    .filter_map(Pool::v4)
+                    .map(|c| c.trunc())
                     .collect();
                 pools.push(ANCHOR_RANGE);
                 pools.sort();
@@ -180,6 +187,7 @@ fn peer_filters(intent: &Intent, ports_by_node: &PortsByNode, switch: &Node) -> 
                 asn: peer.asn,
                 vnis: evpn_scope(intent, ports_by_node, peer),
             }),
+            permit6,
         });
     }
     out
