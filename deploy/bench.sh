@@ -14,6 +14,8 @@
 # fanout and scale start a real etcd and sf-coordinator; hv, acl, failover, nat, lb and gw
 # build network-namespace labs and need root (they are skipped, and say so, without it);
 # SF_BENCH_LAB_PREFIX names their namespaces (default sfbh<pid>-, sfbench<pid>-, sfbl<pid>-).
+# The fanout part runs twice, the second time with the liveness intervals from before issue 22
+# as its baseline (SF_BENCH_FANOUT_LEGACY=0 skips that run).
 # SF_BENCH_ETCD_TMPFS=1 keeps the fanout and scale parts' etcd data on tmpfs (their figures
 # then leave out this disk's fsync).
 set -euo pipefail
@@ -24,7 +26,7 @@ cd "$REPO"
 ALL_PARTS=(maglev compile rest fanout scale hv acl failover nat lb gw)
 ONLY=""
 SMOKE=0
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --only) ONLY=${2:?--only needs a list of parts}; shift 2 ;;
@@ -123,6 +125,12 @@ part_fanout() {
     local extra=()
     [ "$SMOKE" = 1 ] && extra=(--samples-all 2 --samples-one 3 --lease-ttl 5)
     "$BIN/sf-bench" --bin-dir "$BIN" fanout --agents "$AGENTS" "${extra[@]}" | rows
+    # The same-run baseline: keep-alive and status flush as before issue 22 (pings every 5 s
+    # from both ends, status flushed after 3 s); figures end in _legacy_liveness.
+    if [ "$SMOKE" != 1 ] && [ "${SF_BENCH_FANOUT_LEGACY:-1}" = 1 ]; then
+        echo "# Baseline: the same fleet with the old liveness intervals"
+        "$BIN/sf-bench" --bin-dir "$BIN" fanout --agents "$AGENTS" --legacy-liveness | rows
+    fi
 }
 
 part_scale() {

@@ -52,6 +52,13 @@ struct Args {
     /// (benchmarks compare this with resume).
     #[arg(long, env = "SF_ALWAYS_SNAPSHOT")]
     always_snapshot: bool,
+    /// Seconds of silence on a connection after which the coordinator sends an HTTP/2 ping
+    /// (no answer within 5 s more ends the connection and its agent's stream, so the agent's
+    /// reconnection is no longer refused as a second stream). Agents ping at 15 s by default
+    /// (`--sync-keepalive-secs`); a connection that read anything, such as the agent's ping,
+    /// does not ping back, so each idle connection costs one ping per the shorter interval.
+    #[arg(long, env = "SF_AGENT_KEEPALIVE_SECS", default_value_t = 15)]
+    agent_keepalive_secs: u64,
 }
 
 #[tokio::main]
@@ -138,9 +145,10 @@ async fn main() -> anyhow::Result<()> {
     let incoming = sf_coordinator::listen::grpc_listener(args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
     let server = Server::builder()
-        // Ends a vanished agent's stream within ~10 s, so its reconnection (refused while
-        // the old stream looks live: one stream per node) is not held up for long.
-        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        // Ends a vanished agent's stream within ~20 s, so its reconnection (refused while
+        // the old stream looks live: one stream per node) is not held up for long. At 5 s,
+        // 5,000 idle agents cost 1,000 pings a second (docs/PERFORMANCE.md, issue 22).
+        .http2_keepalive_interval(Some(Duration::from_secs(args.agent_keepalive_secs.max(1))))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .tls_config(tls)
         .context("TLS configuration")?

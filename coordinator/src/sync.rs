@@ -18,7 +18,8 @@
 //! - An agent whose schema is older than this coordinator's is refused (FAILED_PRECONDITION),
 //!   not fed objects whose new fields it would drop.
 //! - One live stream per node on a replica: a second one waits up to 2 s for the first to
-//!   end (an agent's own immediate reconnect), then is refused (ALREADY_EXISTS). HTTP/2 keep-alive ends a dead peer's stream within about 10 s.
+//!   end (an agent's own immediate reconnect), then is refused (ALREADY_EXISTS). HTTP/2 keep-alive (`--agent-keepalive-secs`, 15 s, plus
+//!   5 s for the answer) ends a dead peer's stream within about 20 s.
 
 use std::collections::HashSet;
 use std::pin::Pin;

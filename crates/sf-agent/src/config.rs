@@ -31,6 +31,18 @@ pub struct AgentArgs {
     /// Lease TTL in seconds; the heartbeat is renewed every TTL/3.
     #[arg(long, env = "SF_LEASE_TTL", default_value_t = 6)]
     pub lease_ttl: i64,
+    /// Seconds of silence on the Sync connection after which the agent sends an HTTP/2 ping
+    /// (a coordinator that does not answer within 5 s more is left for the next one). Every
+    /// ping costs both ends a TLS record, a write and a wake-up; at 5 s a coordinator with
+    /// 5,000 agents answered 1,000 pings a second. 15 s still notices a hung coordinator
+    /// within 20 s; a crashed one closes its connections and is noticed at once.
+    #[arg(long, env = "SF_SYNC_KEEPALIVE_SECS", default_value_t = 15)]
+    pub sync_keepalive_secs: u64,
+    /// Longest delay, in seconds, of a status report that only moves the applied revision,
+    /// digest or counters (the coordinators have those from the Sync stream's acks); each agent
+    /// adds its own jitter of up to as much again. See `lease::status_flush`.
+    #[arg(long, env = "SF_STATUS_FLUSH_SECS", default_value_t = 10)]
+    pub status_flush_secs: u64,
     /// Seconds between level-triggered resyncs even without changes.
     #[arg(long, env = "SF_RESYNC_SECS", default_value_t = 30)]
     pub resync_secs: u64,

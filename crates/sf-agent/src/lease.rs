@@ -130,9 +130,7 @@ async fn hold(
     mark_lease_ok(args);
     let period = Duration::from_millis((args.lease_ttl.max(1) as u64 * 1000) / 3);
     let mut tick = tokio::time::interval(period);
-    // Jittered, so a fleet's deferred reports after one change spread out instead of arriving
-    // together.
-    let flush_every = STATUS_FLUSH + Duration::from_millis(rand::random_range(0..1000));
+    let flush_every = status_flush(args);
     let mut flush = tokio::time::interval(flush_every);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending: Option<AgentStatus> = None;
@@ -167,11 +165,22 @@ async fn hold(
     }
 }
 
-/// Longest delay of a status report that only moves the applied revision, digest or counters.
-/// Writing those at once would make every change that reaches N agents cost N etcd writes
-/// (and N watch events at every coordinator) within the same second; the coordinators learn
-/// the applied revision from the Sync stream's acks instead.
-pub const STATUS_FLUSH: Duration = Duration::from_secs(3);
+/// How often this agent writes a status report that only moves the applied revision, digest
+/// or counters: `--status-flush-secs` plus a jitter of up to as much again, drawn once per
+/// agent. Writing those at once would make every change that reaches N agents cost N etcd
+/// writes (and N watch events at every coordinator) within the same second; the coordinators
+/// learn the applied revision from the Sync stream's acks instead. The jitter spreads a
+/// fleet's deferred reports after one change over the whole window: with 3 s + up to 1 s, the
+/// 5,000 reports of a change to every agent reached etcd within 4 s, and a port bound for one
+/// agent during those seconds waited behind them (`sf-bench fanout`, change to one).
+pub fn status_flush(args: &AgentArgs) -> Duration {
+    flush_with_jitter(args.status_flush_secs, rand::random_range(0.0..1.0))
+}
+
+fn flush_with_jitter(secs: u64, jitter: f64) -> Duration {
+    let base = Duration::from_secs(secs.max(1));
+    base + base.mul_f64(jitter.clamp(0.0, 1.0))
+}
 
 /// The part of a status report that must reach etcd at once: errors, observed VNIs, load
 /// balancer and Direct Connect state, BGP session states, identity (what placement,
@@ -241,6 +250,15 @@ mod tests {
         let mut observed = moved.clone();
         observed.observed_vnis.insert(1_000_001);
         assert_ne!(significant(&base), significant(&observed));
+    }
+
+    /// A fleet's deferred reports spread over a window as long as the flush itself.
+    #[test]
+    fn deferred_reports_spread_over_a_window_as_long_as_the_flush() {
+        assert_eq!(flush_with_jitter(10, 0.0), Duration::from_secs(10));
+        assert_eq!(flush_with_jitter(10, 0.5), Duration::from_secs(15));
+        assert_eq!(flush_with_jitter(10, 1.0), Duration::from_secs(20));
+        assert_eq!(flush_with_jitter(0, 0.0), Duration::from_secs(1));
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub async fn connect(args: &AgentArgs, endpoint: &str) -> anyhow::Result<Channel
         .with_context(|| format!("bad endpoint {endpoint}"))?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(3))
-        .http2_keep_alive_interval(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(args.sync_keepalive_secs.max(1)))
         .keep_alive_timeout(Duration::from_secs(5))
         .connect()
         .await

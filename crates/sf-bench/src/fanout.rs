@@ -14,7 +14,7 @@ use sf_proto::v1 as pb;
 use sf_store::KvStore;
 
 use crate::api;
-use crate::fleet::{node_name, spawn_agents, Board, FleetConfig};
+use crate::fleet::{node_name, spawn_agents, Board, FleetConfig, Liveness};
 use crate::procs::{cpu_secs, rss_kib};
 use crate::stats::{ms, quantile, row};
 
@@ -26,9 +26,16 @@ pub struct FanoutArgs {
     pub lease_ttl: i64,
     /// Agents' state directories on this machine's disk instead of tmpfs (the old setup).
     pub state_on_disk: bool,
+    /// Agents' and coordinator's keep-alive and status-flush intervals; figures of a run with
+    /// [`Liveness::LEGACY`] are named with a `_legacy_liveness` suffix.
+    pub liveness: Liveness,
 }
 
 const TENANT: &str = "bench";
+
+/// How long the coordinator's CPU is sampled with the fleet connected and idle (two of the old
+/// 5 s keep-alive periods).
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
 const VPC: &str = "v";
 
 /// The floor any etcd-based control plane pays: put a key, see it on a watch.
@@ -84,7 +91,13 @@ fn t1_ip(i: usize) -> String {
 }
 
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
-    let b = crate::procs::Bench::start("fanout", &args.bin_dir).await?;
+    let mut b = crate::procs::Bench::start("fanout", &args.bin_dir).await?;
+    let sfx = if args.liveness == Liveness::LEGACY {
+        "_legacy_liveness"
+    } else {
+        ""
+    };
+    b.spec.keepalive_secs = Some(args.liveness.coordinator_keepalive_secs);
     let (dir, etcd, pki, token, spec) = (&b.dir, &b.etcd, &b.pki, &b.token, &b.spec);
 
     let floor = etcd_watch_floor(&etcd.endpoint, 200).await?;
@@ -129,6 +142,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         pki,
         state_root: &state_root,
         lease_ttl: args.lease_ttl,
+        liveness: args.liveness,
     };
     let mut have = 0usize;
     let mut acl_port = 1000u32;
@@ -203,6 +217,14 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         }
         let rss = rss_kib(coord.pid());
         let self_rss = rss_kib(std::process::id());
+        // The fleet connected and nothing changing: what keeping it costs the coordinator
+        // (keep-alive pings, lease renewals' and status reports' watch events).
+        let cpu0 = cpu_secs(coord.pid());
+        tokio::time::sleep(IDLE_WINDOW).await;
+        let idle_cpu = (cpu_secs(coord.pid()) - cpu0) * 1000.0 / IDLE_WINDOW.as_secs_f64();
+        eprintln!(
+            "N={n}: fleet settled, coordinator idle CPU {idle_cpu:.0} ms/s; measuring changes"
+        );
 
         // A change for every agent.
         let all: Vec<usize> = (0..n).collect();
@@ -263,55 +285,61 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         }
         let floor_what = "etcd put->watch";
         row(
-            &format!("fanout_all_p50_ms_N{n}"),
+            &format!("fanout_all_p50_ms_N{n}{sfx}"),
             quantile(&lat_all, 0.5),
             floor50,
             &format!("{floor_what} p50"),
         );
         row(
-            &format!("fanout_all_p99_ms_N{n}"),
+            &format!("fanout_all_p99_ms_N{n}{sfx}"),
             quantile(&lat_all, 0.99),
             floor99,
             &format!("{floor_what} p99"),
         );
         row(
-            &format!("fanout_all_last_agent_ms_N{n}"),
+            &format!("fanout_all_last_agent_ms_N{n}{sfx}"),
             quantile(&last_agent, 0.5),
             floor50,
             "etcd put->watch p50; median over changes of the slowest agent",
         );
         row(
-            &format!("fanout_one_p50_ms_N{n}"),
+            &format!("fanout_one_p50_ms_N{n}{sfx}"),
             quantile(&lat_one, 0.5),
             floor50,
             &format!("{floor_what} p50"),
         );
         row(
-            &format!("fanout_one_p99_ms_N{n}"),
+            &format!("fanout_one_p99_ms_N{n}{sfx}"),
             quantile(&lat_one, 0.99),
             floor99,
             &format!("{floor_what} p99"),
         );
         row(
-            &format!("api_write_p50_ms_N{n}"),
+            &format!("api_write_p50_ms_N{n}{sfx}"),
             quantile(&api_ms, 0.5),
             floor50,
             &format!("{floor_what} p50; the call itself, committed and indexed"),
         );
         row(
-            &format!("coordinator_cpu_ms_per_change_all_N{n}"),
+            &format!("coordinator_cpu_ms_per_change_all_N{n}{sfx}"),
             quantile(&cpu, 0.5),
             0.0,
             "none",
         );
         row(
-            &format!("coordinator_rss_kib_per_agent_N{n}"),
+            &format!("coordinator_idle_cpu_ms_per_s_N{n}{sfx}"),
+            idle_cpu,
+            0.0,
+            "none; the fleet connected, nothing changing",
+        );
+        row(
+            &format!("coordinator_rss_kib_per_agent_N{n}{sfx}"),
             (rss.saturating_sub(rss_base)) as f64 / n as f64,
             rss_base as f64,
             "coordinator RSS KiB with no nodes",
         );
         row(
-            &format!("sim_agent_rss_kib_per_agent_N{n}"),
+            &format!("sim_agent_rss_kib_per_agent_N{n}{sfx}"),
             (self_rss.saturating_sub(self_base)) as f64 / n as f64,
             0.0,
             "none; the simulating process, all agents share it",
@@ -347,13 +375,13 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         results.push((took, bytes));
     }
     row(
-        &format!("reconnect_resync_ms_N{have}"),
+        &format!("reconnect_resync_ms_N{have}{sfx}"),
         results[0].0,
         results[1].0,
         "forced full snapshots",
     );
     row(
-        &format!("reconnect_sent_bytes_N{have}"),
+        &format!("reconnect_sent_bytes_N{have}{sfx}"),
         results[0].1,
         results[1].1,
         "forced full snapshots",

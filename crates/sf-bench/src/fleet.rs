@@ -101,6 +101,33 @@ pub struct FleetConfig<'a> {
     /// Longer than production's 6 s so thousands of keep-alives from one 2-core box do not
     /// dominate what is measured (each agent still holds and renews its own lease).
     pub lease_ttl: i64,
+    pub liveness: Liveness,
+}
+
+/// How often agents and the coordinator ping idle Sync connections and how long agents defer
+/// revision-only status reports: this build's defaults, or the values before issue 22's
+/// profiling (`--legacy-liveness`, the same-run baseline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    pub agent_keepalive_secs: u64,
+    pub coordinator_keepalive_secs: u64,
+    pub status_flush_secs: u64,
+}
+
+impl Liveness {
+    pub const DEFAULT: Liveness = Liveness {
+        agent_keepalive_secs: 15,
+        coordinator_keepalive_secs: 15,
+        status_flush_secs: 10,
+    };
+    /// Pings every 5 s from both ends; status flushed after 3 s (then 3–4 s jittered; the
+    /// flush now jitters by up to its own length, so this gives 3–6 s: if anything it spreads
+    /// the baseline's status writes more than the old code did).
+    pub const LEGACY: Liveness = Liveness {
+        agent_keepalive_secs: 5,
+        coordinator_keepalive_secs: 5,
+        status_flush_secs: 3,
+    };
 }
 
 /// Where the simulated agents keep their state directories (desired-state cache, lease id,
@@ -153,6 +180,8 @@ pub async fn spawn_agents(
             state_dir: cfg.state_root.join(&name),
             lease_ttl: cfg.lease_ttl,
             resync_secs: 60,
+            sync_keepalive_secs: cfg.liveness.agent_keepalive_secs,
+            status_flush_secs: cfg.liveness.status_flush_secs,
             metrics_listen: None,
             rule_metrics: Default::default(),
             // Simulated agents run no FRR: no BGP sessions to report.

@@ -43,6 +43,11 @@ enum Cmd {
         /// instead of on tmpfs (see `fleet::agent_state_root`).
         #[arg(long)]
         agent_state_on_disk: bool,
+        /// Agents and coordinator ping idle Sync connections every 5 s and agents flush
+        /// revision-only status after 3 s, as before issue 22 (the same-run baseline of
+        /// `deploy/bench.sh --only fanout`); figure names get a `_legacy_liveness` suffix.
+        #[arg(long)]
+        legacy_liveness: bool,
     },
     /// Coordinator start-up and per-change cost with 1,000 vs 100,000 VPCs present.
     Scale {
@@ -98,6 +103,7 @@ fn main() -> anyhow::Result<()> {
                 samples_one,
                 lease_ttl,
                 agent_state_on_disk,
+                legacy_liveness,
             } => {
                 fanout::run(fanout::FanoutArgs {
                     sizes: agents,
@@ -106,6 +112,11 @@ fn main() -> anyhow::Result<()> {
                     samples_one,
                     lease_ttl,
                     state_on_disk: agent_state_on_disk,
+                    liveness: if legacy_liveness {
+                        fleet::Liveness::LEGACY
+                    } else {
+                        fleet::Liveness::DEFAULT
+                    },
                 })
                 .await
             }

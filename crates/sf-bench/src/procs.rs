@@ -142,6 +142,8 @@ pub struct CoordinatorSpec {
     pub token_file: PathBuf,
     pub grpc_port: u16,
     pub metrics_port: u16,
+    /// `--agent-keepalive-secs` (None: the coordinator's default).
+    pub keepalive_secs: Option<u64>,
 }
 
 pub struct Coordinator {
@@ -186,6 +188,9 @@ impl CoordinatorSpec {
             .stderr(log);
         if always_snapshot {
             cmd.arg("--always-snapshot");
+        }
+        if let Some(secs) = self.keepalive_secs {
+            cmd.args(["--agent-keepalive-secs", &secs.to_string()]);
         }
         let started = Instant::now();
         let child = cmd.spawn().context("starting sf-coordinator")?;
@@ -327,6 +332,7 @@ impl Bench {
             token_file: dir.join("token"),
             grpc_port: free_port(),
             metrics_port: free_port(),
+            keepalive_secs: None,
         };
         Ok(Bench {
             dir,

@@ -123,6 +123,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         pki,
         state_root: &dir.join("agents"),
         lease_ttl: 6,
+        liveness: crate::fleet::Liveness::DEFAULT,
     };
     let mut have = 0usize;
     let mut probe = 0usize;
