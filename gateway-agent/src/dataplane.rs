@@ -48,6 +48,7 @@ use crate::names::{netns_id, netns_name};
 use crate::nft;
 use crate::plan::{self, Action, NsState};
 use crate::plan6;
+use crate::ra;
 
 pub struct Gateway {
     pub node: String,
@@ -57,6 +58,8 @@ pub struct Gateway {
     last_frr: Option<String>,
     wake: Arc<Notify>,
     health: Health,
+    /// Router advertisements of the active dual-stack routers.
+    ra: ra::Advertisers,
     /// Maglev tables by input (table size and the UP backends).
     lb_cache: HashMap<String, Arc<nft::LbTable>>,
     /// What is installed, per router id: "tenant/vpc/lb" → status.
@@ -98,6 +101,7 @@ impl Gateway {
             passes: 0,
             last_frr: None,
             health: Health::new(wake.clone()),
+            ra: ra::Advertisers::default(),
             failover: failover::Controller::new(wake.clone()),
             failover_task: None,
             wake,
@@ -512,6 +516,36 @@ impl Gateway {
         }
     }
 
+    /// Router advertisements on the dual-stack tiers of the routers that forward (a passive
+    /// router sends none; the failover controller's flip wakes a pass, which starts them).
+    fn sync_ra(&mut self, pass: &mut Pass, s: &Scope<'_>, served: &BTreeSet<u32>) {
+        let active = self.failover.active();
+        let wanted: BTreeMap<String, ra::RaConfig> = s
+            .routers6
+            .iter()
+            .filter(|(id, _)| served.contains(id) && active.contains(id))
+            .filter_map(|(&id, r6)| {
+                let mac = ra::parse_mac(&s.routers[&id].mac)?;
+                let tiers = r6
+                    .tiers
+                    .iter()
+                    .map(|t| ra::RaTier {
+                        link: crate::names::tier_ns(t.vni),
+                        prefix: t.prefix,
+                    })
+                    .collect();
+                Some((s.ns(id), ra::RaConfig { mac, tiers }))
+            })
+            .collect();
+        for detail in self.ra.sync(wanted) {
+            pass.error(ReconcileError::Problem {
+                object: "router advertisements".into(),
+                stage: Stage::Execute,
+                detail,
+            });
+        }
+    }
+
     /// Health checks for the load balancers of the routers that forward (a passive router's
     /// segments are down: it could not reach a backend, and must not show its MAC there).
     fn sync_health(&mut self, pass: &mut Pass, s: &Scope<'_>, served: &BTreeSet<u32>) {
@@ -667,6 +701,7 @@ impl Dataplane for Gateway {
         self.converge_dc(&mut pass, &s, &served).await;
         // 6. Health checks, then 5. FRR.
         self.sync_health(&mut pass, &s, &served);
+        self.sync_ra(&mut pass, &s, &served);
         self.converge_frr(&mut pass, underlay).await;
         pass.into()
     }

@@ -68,11 +68,22 @@ pub fn ns_routes6(r6: Option<&VpcRouter6>) -> Vec<Route6> {
     }
 }
 
-/// The host routes of an active router: each announced range into its namespace.
+/// Unique local addresses (RFC 4193): never routed beyond a site.
+const ULA: Ipv6Net = match Ipv6Net::new(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7) {
+    Ok(n) => n,
+    Err(_) => panic!("fc00::/7"),
+};
+
+/// The host routes of an active router: each announced range into its namespace. A ULA
+/// range is never routed out of its VPC, even if announced: VPCs may hold the same one (the
+/// demo tenant does), and one host route per VPC for the same prefix would hand one VPC's
+/// traffic to another. Deciding which ranges are announced (those inside a site pool) is
+/// the compiler's; this is the gateway's own guard.
 pub fn host_routes6(r6: &VpcRouter6) -> Vec<Route6> {
     let mut v: Vec<Route6> = r6
         .announce
         .iter()
+        .filter(|n| !ULA.contains(*n))
         .map(|n| Route6 {
             dst: n.trunc(),
             via: Some(TRANSIT_NS_LL),
@@ -359,6 +370,21 @@ mod tests {
         let a = converge(&r, Some(&r6), true, &mut h, &mut v);
         assert_eq!(a.len(), 3, "{a:#?}");
         assert!(h.routes6.contains(&foreign));
+    }
+
+    #[test]
+    fn a_ula_range_is_never_routed_out_of_its_vpc() {
+        let r = nft::example();
+        let mut r6 = router6(&r);
+        r6.announce = vec![
+            "fd10:10::/48".parse().unwrap(),
+            "2001:db8:100::/48".parse().unwrap(),
+        ];
+        let dsts: Vec<String> = host_routes6(&r6)
+            .iter()
+            .map(|x| x.dst.to_string())
+            .collect();
+        assert_eq!(dsts, ["2001:db8:100::/48"]);
     }
 
     #[test]
