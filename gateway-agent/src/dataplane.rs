@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sf_agent::{Dataplane, ReconcileContext, ReconcileReport};
-use sf_core::desired::{HealthCheck, NodeDesired, Underlay, VpcRouter};
+use sf_core::desired::{DesiredObject, HealthCheck, NodeDesired, Underlay, VpcRouter, VpcRouter6};
 use sf_core::status::{DcStatus, LbStatus};
 use sf_linux::blackhole;
 use sf_linux::converge::{OnFailure, Pass, Plan, ReconcileError, Stage, Step};
@@ -47,6 +47,8 @@ use crate::kernel::Kernel;
 use crate::names::{netns_id, netns_name};
 use crate::nft;
 use crate::plan::{self, Action, HostState, NsState};
+use crate::plan6;
+use crate::ra;
 
 pub struct Gateway {
     pub node: String,
@@ -56,6 +58,8 @@ pub struct Gateway {
     last_frr: Option<String>,
     wake: Arc<Notify>,
     health: Health,
+    /// Router advertisements of the active dual-stack routers.
+    ra: ra::Advertisers,
     /// Maglev tables by input (table size and the UP backends).
     lb_cache: HashMap<String, Arc<nft::LbTable>>,
     /// What is installed, per router id: "tenant/vpc/lb" → status.
@@ -97,6 +101,7 @@ impl Gateway {
             passes: 0,
             last_frr: None,
             health: Health::new(wake.clone()),
+            ra: ra::Advertisers::default(),
             failover: failover::Controller::new(wake.clone()),
             failover_task: None,
             wake,
@@ -283,6 +288,8 @@ fn vpc(id: u32) -> String {
 struct Scope<'a> {
     prefix: String,
     routers: BTreeMap<u32, &'a VpcRouter>,
+    /// The IPv6 sides of the dual-stack routers, by id.
+    routers6: BTreeMap<u32, &'a VpcRouter6>,
     /// VPC routers whose namespace exists at the start of the pass.
     running: BTreeSet<u32>,
     d: plan::Decision,
@@ -300,6 +307,7 @@ impl Gateway {
     async fn scope<'a>(&self, pass: &mut Pass, desired: &'a NodeDesired) -> Option<Scope<'a>> {
         let prefix = self.netns_prefix.clone();
         let routers: BTreeMap<u32, &VpcRouter> = desired.routers().map(|r| (r.id, r)).collect();
+        let routers6 = routers6(desired);
         for r in routers.values() {
             pass.refused(&vpc(r.id), nft::validate(r));
             pass.refused(&vpc(r.id), dc::validate(r));
@@ -321,12 +329,13 @@ impl Gateway {
         let specs = routers
             .values()
             .filter(|r| plan::validate_router(r).is_empty())
-            .map(|r| router_spec(r))
+            .map(|r| router_spec(r, routers6.get(&r.id).copied()))
             .collect();
         self.failover.sync(specs, &host);
         Some(Scope {
             prefix,
             routers,
+            routers6,
             running,
             d,
         })
@@ -369,6 +378,10 @@ impl Gateway {
                     pass.execute("host", &forward, OnFailure::Stop).await;
                     host.forwarding = true;
                 }
+                if !s.routers6.is_empty() && !host6_forwarding() {
+                    let forward = [Exec::new(Action::SetForwarding6 { ns: None }, &self.kernel)];
+                    pass.execute("host", &forward, OnFailure::Stop).await;
+                }
                 let views = host.by_router();
                 let unseen = HostState {
                     forwarding: host.forwarding,
@@ -390,9 +403,16 @@ impl Gateway {
                     let kernel = self.failover.kernel.clone();
                     let _kernel = kernel.lock().await;
                     let active = self.failover.is_active(id);
+                    let r6 = s.routers6.get(&id).copied();
                     let plan = |st: &Option<NsState>| {
-                        let (steps, problems) =
+                        let (mut steps, mut problems) =
                             plan::plan_router(&s.prefix, r, host, st.as_ref(), &tables, active);
+                        if problems.is_empty() {
+                            let (more, p6) =
+                                plan6::plan_router6(r, r6, host, st.as_ref(), &ns, active);
+                            steps.extend(more);
+                            problems.extend(p6);
+                        }
                         Plan::new(Exec::all(steps, &k), problems)
                     };
                     let c = pass
@@ -502,6 +522,36 @@ impl Gateway {
         }
     }
 
+    /// Router advertisements on the dual-stack tiers of the routers that forward (a passive
+    /// router sends none; the failover controller's flip wakes a pass, which starts them).
+    fn sync_ra(&mut self, pass: &mut Pass, s: &Scope<'_>, served: &BTreeSet<u32>) {
+        let active = self.failover.active();
+        let wanted: BTreeMap<String, ra::RaConfig> = s
+            .routers6
+            .iter()
+            .filter(|(id, _)| served.contains(id) && active.contains(id))
+            .filter_map(|(&id, r6)| {
+                let mac = ra::parse_mac(&s.routers[&id].mac)?;
+                let tiers = r6
+                    .tiers
+                    .iter()
+                    .map(|t| ra::RaTier {
+                        link: crate::names::tier_ns(t.vni),
+                        prefix: t.prefix,
+                    })
+                    .collect();
+                Some((s.ns(id), ra::RaConfig { mac, tiers }))
+            })
+            .collect();
+        for detail in self.ra.sync(wanted) {
+            pass.error(ReconcileError::Problem {
+                object: "router advertisements".into(),
+                stage: Stage::Execute,
+                detail,
+            });
+        }
+    }
+
     /// Health checks for the load balancers of the routers that forward (a passive router's
     /// segments are down: it could not reach a backend, and must not show its MAC there).
     fn sync_health(&mut self, pass: &mut Pass, s: &Scope<'_>, served: &BTreeSet<u32>) {
@@ -561,8 +611,25 @@ impl Gateway {
     }
 }
 
-/// What the failover controller needs of router `r` (validated).
-fn router_spec(r: &VpcRouter) -> RouterSpec {
+/// The IPv6 sides of the node's dual-stack routers, by id.
+fn routers6(desired: &NodeDesired) -> BTreeMap<u32, &VpcRouter6> {
+    desired
+        .objects
+        .values()
+        .filter_map(|o| match o {
+            DesiredObject::VpcRouter6(r) => Some((r.id, r)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the host forwards IPv6 (false when it cannot tell, so the write is tried).
+fn host6_forwarding() -> bool {
+    std::fs::read_to_string(crate::kernel::IP6_FORWARD).is_ok_and(|v| v.trim() == "1")
+}
+
+/// What the failover controller needs of router `r` (validated) and its IPv6 side.
+fn router_spec(r: &VpcRouter, r6: Option<&VpcRouter6>) -> RouterSpec {
     let segments = plan::pairs(r)
         .into_iter()
         .filter(|p| p.master.is_some())
@@ -575,6 +642,10 @@ fn router_spec(r: &VpcRouter) -> RouterSpec {
         anchor: crate::names::transit_addrs(r.id).expect("validated id").0,
         segments,
         routes: plan::host_routes(r),
+        routes6: r6
+            .filter(|x| plan6::validate6(r, x).is_empty())
+            .map(plan6::host_routes6)
+            .unwrap_or_default(),
     }
 }
 
@@ -636,6 +707,7 @@ impl Dataplane for Gateway {
         self.converge_dc(&mut pass, &s, &served).await;
         // 6. Health checks, then 5. FRR.
         self.sync_health(&mut pass, &s, &served);
+        self.sync_ra(&mut pass, &s, &served);
         self.converge_frr(&mut pass, underlay).await;
         pass.into()
     }

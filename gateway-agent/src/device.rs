@@ -5,9 +5,14 @@
 //! `nft` (`-t`, or the small `lbsum` set). Every planned [`Action`] is one or a few `ip` / `nft`
 //! commands, VPC namespaces addressed with `ip -n NS` / `ip netns exec NS`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use futures::TryStreamExt;
+use ipnet::{Ipv4Net, Ipv6Net};
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::AddressFamily;
 use serde::Deserialize;
 use sf_linux::links::{parse_links, Link, OWNER_ALIAS};
 use sf_linux::netlink::route::{self, RouteProtocol, RouteType, RouteV4};
@@ -17,6 +22,7 @@ use sf_linux::{run, DeviceError};
 use crate::kernel::{Kernel, NftSeen};
 use crate::nft;
 use crate::plan::{Action, HostState, NsState, Route};
+use crate::plan6::Route6;
 
 /// Parses `ip -j -d addr show` (sf-linux's link parser; a namespace without output has no
 /// links).
@@ -126,13 +132,94 @@ pub fn configured_routes(routes: &[RouteV4], links: &[Link]) -> Vec<Route> {
         .collect()
 }
 
+/// The IPv6 addresses of a namespace by link name, and its configured IPv6 routes of the
+/// main table (not the kernel's, not FRR's, not learnt from RAs), from one address and one
+/// route dump; `links` names the ifindexes.
+pub async fn observe6(
+    nl: &Netlink,
+    links: &[Link],
+) -> Result<(BTreeMap<String, Vec<Ipv6Net>>, Vec<Route6>), DeviceError> {
+    let names: HashMap<u32, &str> = links.iter().map(|l| (l.ifindex, l.name.as_str())).collect();
+    let msgs: Vec<_> = nl
+        .handle()
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| sf_linux::netlink::NetlinkError::from(e).on("dump IPv6 addresses"))?;
+    let mut addrs: BTreeMap<String, Vec<Ipv6Net>> = BTreeMap::new();
+    for m in msgs
+        .iter()
+        .filter(|m| m.header.family == AddressFamily::Inet6)
+    {
+        let a = m.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+            _ => None,
+        });
+        let net = a.and_then(|ip| Ipv6Net::new(ip, m.header.prefix_len).ok());
+        if let (Some(net), Some(name)) = (net, names.get(&m.header.index)) {
+            addrs.entry(name.to_string()).or_default().push(net);
+        }
+    }
+    let req = rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new().build();
+    let msgs: Vec<RouteMessage> = nl
+        .handle()
+        .route()
+        .get(req)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| sf_linux::netlink::NetlinkError::from(e).on("dump IPv6 routes"))?;
+    let routes = msgs
+        .iter()
+        .filter_map(|m| parse_route6(m, &names))
+        .collect();
+    Ok((addrs, routes))
+}
+
+/// One configured IPv6 unicast route of the main table, as [`configured_routes`] keeps
+/// IPv4 ones (and not the ones RAs installed).
+fn parse_route6(m: &RouteMessage, names: &HashMap<u32, &str>) -> Option<Route6> {
+    if m.header.address_family != AddressFamily::Inet6
+        || matches!(
+            m.header.protocol,
+            RouteProtocol::Kernel | RouteProtocol::Bgp | RouteProtocol::Ra
+        )
+        || m.header.kind != RouteType::Unicast
+    {
+        return None;
+    }
+    let mut table = m.header.table as u32;
+    let (mut dst, mut via, mut dev) = (Ipv6Addr::UNSPECIFIED, None, None);
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = *ip,
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => via = Some(*ip),
+            RouteAttribute::Oif(i) => dev = names.get(i).map(|n| n.to_string()),
+            RouteAttribute::Table(t) => table = *t,
+            _ => {}
+        }
+    }
+    (table == route::MAIN).then_some(())?;
+    Some(Route6 {
+        dst: Ipv6Net::new(dst, m.header.destination_prefix_length).ok()?,
+        via,
+        dev,
+    })
+}
+
 /// The gateway host namespace (the one the agent runs in).
 pub async fn observe_host(k: &Kernel) -> Result<HostState, DeviceError> {
-    let (links, routes) = links_routes(&k.host()?).await?;
+    let nl = k.host()?;
+    let (links, routes) = links_routes(&nl).await?;
+    let (addrs6, routes6) = observe6(&nl, &links).await?;
     Ok(HostState {
         links,
         routes,
         forwarding: host_forwarding().await?,
+        addrs6,
+        routes6,
     })
 }
 
@@ -165,6 +252,13 @@ pub async fn observe_links(
 /// namespace's ruleset generation moved since `nft` was last run there, else as then.
 pub async fn observe_ns(k: &Kernel, ns: &str) -> Result<NsState, DeviceError> {
     let (links, routes, forwarding) = observe_links(k, ns).await?;
+    let v6 = async {
+        let s = k.ns(ns)?;
+        let (addrs6, routes6) = observe6(&s.nl, &links).await?;
+        Ok::<_, DeviceError>((addrs6, routes6, s.forwarding6()?))
+    }
+    .await
+    .inspect_err(|_| k.forget(ns))?;
     let (nft_digest, lb_digests) = observe_nft_cached(k, ns).await?;
     Ok(NsState {
         links,
@@ -172,6 +266,9 @@ pub async fn observe_ns(k: &Kernel, ns: &str) -> Result<NsState, DeviceError> {
         forwarding,
         nft_digest,
         lb_digests,
+        addrs6: v6.0,
+        routes6: v6.1,
+        forwarding6: v6.2,
     })
 }
 
@@ -209,6 +306,7 @@ pub mod iproute2 {
             links,
             routes,
             forwarding: host_forwarding().await?,
+            ..Default::default()
         })
     }
 
@@ -233,6 +331,7 @@ pub mod iproute2 {
             forwarding,
             nft_digest,
             lb_digests,
+            ..Default::default()
         })
     }
 }
@@ -403,6 +502,15 @@ pub async fn execute(a: &Action) -> Result<(), DeviceError> {
             nft_in(ns, &script).await
         }
         Action::LoadLbMaps { ns, lbs } => nft_in(ns, &nft::lb_script(lbs)).await,
+        // The former executor is the IPv4 bench baseline only; IPv6 goes through netlink.
+        Action::SetForwarding6 { .. }
+        | Action::AddAddr6 { .. }
+        | Action::DelAddr6 { .. }
+        | Action::ReplaceRoute6 { .. }
+        | Action::DelRoute6 { .. } => Err(DeviceError::Parse {
+            cmd: format!("{a:?}"),
+            detail: "IPv6 actions run through the netlink executor only".into(),
+        }),
     }
 }
 

@@ -20,10 +20,12 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use netlink_packet_core::NLM_F_REQUEST;
 use netlink_packet_core::{NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute};
 use netlink_packet_route::route::{RouteProtocol, RouteScope};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -35,6 +37,7 @@ use sf_linux::{run, DeviceError};
 
 use crate::kernel::Kernel;
 use crate::plan::{Action, Route};
+use crate::plan6::Route6;
 
 /// Environment variable selecting the former `ip` executor (`iproute2`); bench baseline only.
 pub const EXECUTOR_ENV: &str = "SF_GW_EXECUTOR";
@@ -85,7 +88,8 @@ impl sf_linux::converge::Step for Exec {
         sf_linux::converge::Step::describe(&self.action)
     }
     async fn execute(&self) -> Result<(), DeviceError> {
-        if self.iproute2 {
+        // The former executor is the IPv4 baseline of the bench: IPv6 always takes netlink.
+        if self.iproute2 && !self.action.is_ipv6() {
             crate::device::execute(&self.action).await
         } else {
             execute(&self.kernel, &self.action).await
@@ -222,6 +226,88 @@ pub fn route(r: &Route, oif: Option<u32>, replace: bool) -> Request {
     }
 }
 
+/// RTM_NEWADDR (with `nodad`) / RTM_DELADDR of IPv6 `addr` on the link with ifindex `index`.
+pub fn address6(index: u32, addr: Ipv6Net, add: bool) -> Request {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet6;
+    msg.header.prefix_len = addr.prefix_len();
+    msg.header.index = index;
+    msg.attributes
+        .push(AddressAttribute::Address(IpAddr::V6(addr.addr())));
+    if add {
+        // Both places, as `ip addr add … nodad` sends it (IFA_FLAGS wins on new kernels).
+        msg.header.flags = AddressHeaderFlags::Nodad;
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        request(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    } else {
+        request(RouteNetlinkMessage::DelAddress(msg), 0)
+    }
+}
+
+/// RTM_NEWROUTE (replace) or RTM_DELROUTE of IPv6 route `r` in the main table, as
+/// [`route`] does for IPv4.
+pub fn route6(r: &Route6, oif: Option<u32>, replace: bool) -> Request {
+    let mut b = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+        .destination_prefix(r.dst.addr(), r.dst.prefix_len());
+    if let Some(g) = r.via {
+        b = b.gateway(g);
+    }
+    if let Some(i) = oif {
+        b = b.output_interface(i);
+    }
+    if replace {
+        let msg = b
+            .protocol(RouteProtocol::Boot)
+            .scope(RouteScope::Universe)
+            .build();
+        request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    } else {
+        let mut msg = b.scope(RouteScope::NoWhere).build();
+        msg.header.protocol = RouteProtocol::Unspec;
+        msg.header.kind = netlink_packet_route::route::RouteType::Unspec;
+        request(RouteNetlinkMessage::DelRoute(msg), 0)
+    }
+}
+
+/// The IPv6 actions (see [`crate::plan6`]).
+async fn execute6(k: &Kernel, a: &Action) -> Result<(), DeviceError> {
+    match a {
+        Action::SetForwarding6 { ns: None } => std::fs::write(crate::kernel::IP6_FORWARD, b"1\n")
+            .map_err(|source| DeviceError::Spawn {
+                cmd: format!("write {}", crate::kernel::IP6_FORWARD),
+                source,
+            }),
+        Action::SetForwarding6 { ns: Some(ns) } => k.ns(ns)?.set_forwarding6(),
+        Action::AddAddr6 { ns, dev, addr } | Action::DelAddr6 { ns, dev, addr } => {
+            let add = matches!(a, Action::AddAddr6 { .. });
+            let i = index(k, ns.as_deref(), dev).await?;
+            let op = format!("{} {addr} on {dev}", if add { "add" } else { "delete" });
+            send(k, ns.as_deref(), &op, vec![address6(i, *addr, add)]).await
+        }
+        Action::ReplaceRoute6 { ns, route: r } | Action::DelRoute6 { ns, route: r } => {
+            let replace = matches!(a, Action::ReplaceRoute6 { .. });
+            let oif = match &r.dev {
+                Some(d) => Some(index(k, ns.as_deref(), d).await?),
+                None => None,
+            };
+            let op = format!(
+                "{} route {}",
+                if replace { "replace" } else { "delete" },
+                r.dst
+            );
+            send(k, ns.as_deref(), &op, vec![route6(r, oif, replace)]).await
+        }
+        _ => unreachable!("not an IPv6 action: {a:?}"),
+    }
+}
+
 /// RTM_SETLINK setting the MAC address of `link`.
 fn set_mac(link: &str, mac: &str) -> Result<Request, DeviceError> {
     let bytes: Result<Vec<u8>, _> = mac.split(':').map(|h| u8::from_str_radix(h, 16)).collect();
@@ -321,6 +407,11 @@ pub async fn execute(k: &Kernel, a: &Action) -> Result<(), DeviceError> {
             send(k, ns.as_deref(), &op, vec![route(r, oif, replace)]).await
         }
         Action::LoadNft { .. } | Action::LoadLbMaps { .. } => crate::device::execute(a).await,
+        Action::SetForwarding6 { .. }
+        | Action::AddAddr6 { .. }
+        | Action::DelAddr6 { .. }
+        | Action::ReplaceRoute6 { .. }
+        | Action::DelRoute6 { .. } => execute6(k, a).await,
     }
 }
 

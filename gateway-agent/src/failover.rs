@@ -38,6 +38,7 @@ use tracing::{error, info, warn};
 
 use crate::names::parse_host_link;
 use crate::plan::{HostState, Route};
+use crate::plan6::Route6;
 
 /// How long a standby waits after its VPC's anchor left before taking over: a withdrawal
 /// followed at once by another path (one of the primary's two leaves failing) is not a death.
@@ -61,6 +62,9 @@ pub struct RouterSpec {
     pub segments: Vec<String>,
     /// Host routes while active (anchor first, then public /32s).
     pub routes: Vec<Route>,
+    /// IPv6 host routes while active: the announced ranges into the namespace
+    /// ([`crate::plan6::host_routes6`]).
+    pub routes6: Vec<Route6>,
 }
 
 /// The node's view of the fabric.
@@ -388,6 +392,17 @@ fn anchor_installed(host: &HostState, spec: &RouterSpec) -> bool {
         .is_some_and(|anchor| host.routes.iter().any(|r| r == anchor))
 }
 
+fn route6_words(r: &Route6) -> String {
+    let mut s = r.dst.to_string();
+    if let Some(v) = r.via {
+        s.push_str(&format!(" via {v}"));
+    }
+    if let Some(d) = &r.dev {
+        s.push_str(&format!(" dev {d}"));
+    }
+    s
+}
+
 fn route_words(r: &Route) -> String {
     let mut s = r.dst.to_string();
     if let Some(v) = r.via {
@@ -407,6 +422,12 @@ pub fn activate_lines(spec: &RouterSpec) -> Vec<String> {
         .iter()
         .map(|l| format!("link set dev {l} up"))
         .collect();
+    // `ip` takes the family from the prefix: no `-6` needed (nor allowed) in a batch line.
+    v.extend(
+        spec.routes6
+            .iter()
+            .map(|r| format!("route replace {}", route6_words(r))),
+    );
     v.extend(
         spec.routes
             .iter()
@@ -424,6 +445,11 @@ pub fn deactivate_lines(spec: &RouterSpec) -> Vec<String> {
         .iter()
         .map(|r| format!("route del {}", route_words(r)))
         .collect();
+    v.extend(
+        spec.routes6
+            .iter()
+            .map(|r| format!("route del {}", route6_words(r))),
+    );
     v.extend(
         spec.segments
             .iter()
@@ -445,6 +471,16 @@ pub fn stand_down_script(host: &HostState) -> Vec<String> {
             .is_some_and(|h| h.vni().is_none());
         if transit {
             v.push(format!("route del {}", route_words(r)));
+        }
+    }
+    for r in &host.routes6 {
+        let transit = r
+            .dev
+            .as_deref()
+            .and_then(parse_host_link)
+            .is_some_and(|h| h.vni().is_none());
+        if transit {
+            v.push(format!("route del {}", route6_words(r)));
         }
     }
     for l in &host.links {
@@ -572,6 +608,7 @@ mod tests {
                     dev: Some(format!("gx{id}")),
                 },
             ],
+            routes6: vec![],
         }
     }
 
@@ -646,6 +683,36 @@ mod tests {
                 "link set dev g7v100 down",
             ]
         );
+    }
+
+    /// A dual-stack router's announced IPv6 ranges come and go with its IPv4 routes: added
+    /// before the anchor on activation, withdrawn right after it on deactivation, and the
+    /// fence withdraws every IPv6 route through a transit link too.
+    #[test]
+    fn ipv6_ranges_flip_with_the_router() {
+        let mut s = spec(7, P);
+        s.routes6 = vec![Route6 {
+            dst: "2001:db8:100::/48".parse().unwrap(),
+            via: Some("fe80::2".parse().unwrap()),
+            dev: Some("gx7".into()),
+        }];
+        let v6 = "2001:db8:100::/48 via fe80::2 dev gx7";
+        let up = activate_lines(&s);
+        assert_eq!(up[1], format!("route replace {v6}"));
+        assert_eq!(up.last().unwrap(), "route replace 198.18.0.14/32 dev gx7");
+        let down = deactivate_lines(&s);
+        assert_eq!(down[0], "route del 198.18.0.14/32 dev gx7");
+        assert_eq!(down[2], format!("route del {v6}"));
+        let mut host = HostState {
+            routes6: s.routes6.clone(),
+            ..Default::default()
+        };
+        host.routes6.push(Route6 {
+            dst: "2001:db8:ffff::/48".parse().unwrap(),
+            via: Some("fe80::9".parse().unwrap()),
+            dev: Some("eth0".into()),
+        });
+        assert_eq!(stand_down_script(&host), vec![format!("route del {v6}")]);
     }
 
     #[test]

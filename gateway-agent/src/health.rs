@@ -283,14 +283,14 @@ fn netns_path(ns: &str) -> std::path::PathBuf {
     std::path::Path::new("/run/netns").join(ns)
 }
 
-fn netns_inode(ns: &str) -> std::io::Result<(u64, u64)> {
+pub(crate) fn netns_inode(ns: &str) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(netns_path(ns))?;
     Ok((m.dev(), m.ino()))
 }
 
 /// Moves the calling thread into network namespace `ns` (the one with inode `ino`).
-fn enter_netns(ns: &str, ino: (u64, u64)) -> std::io::Result<()> {
+pub(crate) fn enter_netns(ns: &str, ino: (u64, u64)) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
     let f = std::fs::File::open(netns_path(ns))?;

@@ -30,6 +30,8 @@ use crate::nfrules::NfRules;
 /// Where a namespace's IPv4 forwarding switch is (per namespace: the file opened inside one
 /// reads and writes that namespace's value).
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+/// A namespace's IPv6 forwarding switch (`all`: every link, and the default of new ones).
+pub const IP6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
 /// The sockets of one VPC namespace.
 #[derive(Debug)]
@@ -37,6 +39,8 @@ pub struct NsSocket {
     pub nl: Netlink,
     pub id: NsId,
     ip_forward: File,
+    /// None when the kernel has no IPv6.
+    ip6_forward: Option<File>,
     nfgen: NfGen,
     nfrules: NfRules,
     /// What `nft` last showed, with the ruleset generation it was read at.
@@ -50,6 +54,24 @@ impl NsSocket {
     /// Whether IPv4 forwarding is on in this namespace.
     pub fn forwarding(&self) -> Result<bool, DeviceError> {
         read_flag(&self.ip_forward)
+    }
+
+    /// Whether IPv6 forwarding is on in this namespace (false without IPv6).
+    pub fn forwarding6(&self) -> Result<bool, DeviceError> {
+        self.ip6_forward.as_ref().map_or(Ok(false), read_flag)
+    }
+
+    /// Turns IPv6 forwarding on in this namespace.
+    pub fn set_forwarding6(&self) -> Result<(), DeviceError> {
+        let f = self.ip6_forward.as_ref().ok_or_else(|| {
+            io_err(
+                "open net.ipv6.conf.all.forwarding",
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })?;
+        f.write_at(b"1\n", 0)
+            .map(|_| ())
+            .map_err(|source| io_err("write net.ipv6.conf.all.forwarding", source))
     }
 
     /// The namespace's nftables ruleset generation.
@@ -139,15 +161,21 @@ impl Kernel {
         let opened = netns::within(&path, || {
             let nl = Netlink::open();
             let f = File::options().read(true).write(true).open(IP_FORWARD);
-            (nl, f, NfGen::open(), NfRules::open())
+            let f6 = File::options()
+                .read(true)
+                .write(true)
+                .open(IP6_FORWARD)
+                .ok();
+            (nl, (f, f6), NfGen::open(), NfRules::open())
         });
-        let ((nl, f, nfgen, nfrules), id) =
+        let ((nl, (f, ip6_forward), nfgen, nfrules), id) =
             opened.map_err(|source| io_err(&format!("enter namespace {ns}"), source))?;
         let s = Arc::new(NsSocket {
             nl: nl.map_err(|e| e.on(format!("open a netlink socket in {ns}")))?,
             id,
             ip_forward: f
                 .map_err(|source| io_err(&format!("open {IP_FORWARD} in {ns}"), source))?,
+            ip6_forward,
             nfgen: nfgen
                 .map_err(|source| io_err(&format!("open a nfnetlink socket in {ns}"), source))?,
             nfrules: nfrules

@@ -9,6 +9,8 @@
 //! - [`nft`]: the NAT and load balancer ruleset (pure renderer, Maglev maps).
 //! - [`health`]: load balancer health checks, one thread per VPC namespace.
 //! - [`plan`]: the observed → actions planner with its in-memory twin.
+//! - [`plan6`]: the IPv6 side of a dual-stack router's plan.
+//! - [`ra`]: router advertisements of the active dual-stack routers (SLAAC).
 //! - [`failover`]: which built routers forward, from the fabric's view (BFD, anchors).
 //! - [`kernel`]: the long-lived netlink sockets, one per VPC namespace.
 //! - [`nfrules`]: rule counters from a netfilter netlink dump.
@@ -31,3 +33,5 @@ pub mod names;
 pub mod nfrules;
 pub mod nft;
 pub mod plan;
+pub mod plan6;
+pub mod ra;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use sf_core::desired::VpcRouter;
 use sf_linux::links::Link;
 
@@ -19,6 +19,7 @@ use crate::names::{
     self, dc_host, dc_ns, netns_name, parse_dc_ns, parse_host_link, parse_tier_ns, tier_host,
     tier_ns, transit_addrs, transit_host, HostLink, TRANSIT_NS,
 };
+use crate::plan6::Route6;
 use crate::{dc, nft};
 
 /// A non-connected IPv4 route of the main table.
@@ -39,6 +40,12 @@ pub struct NsState {
     pub nft_digest: Option<String>,
     /// Digests of the load balancer maps' contents (from the `lbsum` set), by map index.
     pub lb_digests: BTreeMap<usize, String>,
+    /// IPv6 forwarding (`net.ipv6.conf.all.forwarding`); see [`crate::plan6`].
+    pub forwarding6: bool,
+    /// IPv6 addresses by link name (links without any are absent).
+    pub addrs6: BTreeMap<String, Vec<Ipv6Net>>,
+    /// Configured IPv6 routes of the main table.
+    pub routes6: Vec<Route6>,
 }
 
 /// The gateway host namespace as observed.
@@ -47,6 +54,10 @@ pub struct HostState {
     pub links: Vec<Link>,
     pub routes: Vec<Route>,
     pub forwarding: bool,
+    /// IPv6 addresses by link name (links without any are absent).
+    pub addrs6: BTreeMap<String, Vec<Ipv6Net>>,
+    /// Configured IPv6 routes of the main table (FRR's excluded).
+    pub routes6: Vec<Route6>,
 }
 
 impl NsState {
@@ -60,8 +71,9 @@ impl HostState {
     }
 
     /// The host as each VPC router's plan sees it, by router id: the links named for the
-    /// router (its transit, tier and Direct Connect host ends) and the routes through them.
-    /// That is all [`plan_router`] reads of the host, so a pass over N routers reads each
+    /// router (its transit, tier and Direct Connect host ends), their IPv6 addresses and the
+    /// routes (IPv4 and IPv6) through them. That is all [`plan_router`] and
+    /// `plan6::plan_router6` read of the host, so a pass over N routers reads each
     /// link once instead of scanning the whole host (4 links and 1-2 routes per router) N
     /// times: at 1,000 routers that scan was most of an idle gateway's resync.
     pub fn by_router(&self) -> BTreeMap<u32, HostState> {
@@ -80,6 +92,18 @@ impl HostState {
             if let Some(h) = r.dev.as_deref().and_then(parse_host_link) {
                 let v = out.entry(h.id()).or_insert_with(|| empty.clone());
                 v.routes.push(r.clone());
+            }
+        }
+        for (dev, addrs) in &self.addrs6 {
+            if let Some(h) = parse_host_link(dev) {
+                let v = out.entry(h.id()).or_insert_with(|| empty.clone());
+                v.addrs6.insert(dev.clone(), addrs.clone());
+            }
+        }
+        for r in &self.routes6 {
+            if let Some(h) = r.dev.as_deref().and_then(parse_host_link) {
+                let v = out.entry(h.id()).or_insert_with(|| empty.clone());
+                v.routes6.push(r.clone());
             }
         }
         out
@@ -159,6 +183,44 @@ pub enum Action {
         ns: String,
         lbs: nft::LbLoad,
     },
+    /// net.ipv6.conf.all.forwarding=1 (see [`crate::plan6`]).
+    SetForwarding6 {
+        ns: Option<String>,
+    },
+    /// An IPv6 address, without duplicate address detection (`nodad`): the router's
+    /// addresses are its own by construction, and DAD would hold them tentative.
+    AddAddr6 {
+        ns: Option<String>,
+        dev: String,
+        addr: Ipv6Net,
+    },
+    DelAddr6 {
+        ns: Option<String>,
+        dev: String,
+        addr: Ipv6Net,
+    },
+    ReplaceRoute6 {
+        ns: Option<String>,
+        route: Route6,
+    },
+    DelRoute6 {
+        ns: Option<String>,
+        route: Route6,
+    },
+}
+
+impl Action {
+    /// One of the IPv6 side's actions ([`crate::plan6`]).
+    pub fn is_ipv6(&self) -> bool {
+        matches!(
+            self,
+            Action::SetForwarding6 { .. }
+                | Action::AddAddr6 { .. }
+                | Action::DelAddr6 { .. }
+                | Action::ReplaceRoute6 { .. }
+                | Action::DelRoute6 { .. }
+        )
+    }
 }
 
 /// What this pass does with VPC routers.
@@ -790,9 +852,41 @@ pub fn apply_in_memory(
         host.links.retain(|l| l.name != host_end);
         host.routes
             .retain(|r| r.dev.as_deref() != Some(host_end.as_str()));
+        host.addrs6.remove(&host_end);
+        host.routes6
+            .retain(|r| r.dev.as_deref() != Some(host_end.as_str()));
         if let Some(s) = vpcs.get_mut(&id) {
             s.links.retain(|l| l.name != peer);
             s.routes.retain(|r| r.dev.as_deref() != Some(peer.as_str()));
+            s.addrs6.remove(&peer);
+            s.routes6
+                .retain(|r| r.dev.as_deref() != Some(peer.as_str()));
+        }
+    }
+    fn addrs6<'a>(
+        host: &'a mut HostState,
+        vpcs: &'a mut BTreeMap<u32, NsState>,
+        prefix: &str,
+        ns: &Option<String>,
+    ) -> Option<&'a mut BTreeMap<String, Vec<Ipv6Net>>> {
+        match ns {
+            None => Some(&mut host.addrs6),
+            Some(n) => vpcs
+                .get_mut(&names::netns_id(prefix, n)?)
+                .map(|s| &mut s.addrs6),
+        }
+    }
+    fn routes6<'a>(
+        host: &'a mut HostState,
+        vpcs: &'a mut BTreeMap<u32, NsState>,
+        prefix: &str,
+        ns: &Option<String>,
+    ) -> Option<&'a mut Vec<Route6>> {
+        match ns {
+            None => Some(&mut host.routes6),
+            Some(n) => vpcs
+                .get_mut(&names::netns_id(prefix, n)?)
+                .map(|s| &mut s.routes6),
         }
     }
     for act in actions {
@@ -810,6 +904,9 @@ pub fn apply_in_memory(
                     let dev = transit_host(id);
                     host.routes
                         .retain(|r| r.dev.as_deref() != Some(dev.as_str()));
+                    host.routes6
+                        .retain(|r| r.dev.as_deref() != Some(dev.as_str()));
+                    host.addrs6.remove(&dev);
                 }
             }
             Action::SetForwarding { ns: None } => host.forwarding = true,
@@ -899,6 +996,33 @@ pub fn apply_in_memory(
                     s.lb_digests = lbs.digests.clone();
                 }
             }
+            Action::SetForwarding6 { ns: None } => {}
+            Action::SetForwarding6 { ns: Some(n) } => {
+                if let Some(s) = names::netns_id(prefix, n).and_then(|id| vpcs.get_mut(&id)) {
+                    s.forwarding6 = true;
+                }
+            }
+            Action::AddAddr6 { ns, dev, addr } => {
+                if let Some(m) = addrs6(host, vpcs, prefix, ns) {
+                    m.entry(dev.clone()).or_default().push(*addr);
+                }
+            }
+            Action::DelAddr6 { ns, dev, addr } => {
+                if let Some(v) = addrs6(host, vpcs, prefix, ns).and_then(|m| m.get_mut(dev)) {
+                    v.retain(|a| a != addr);
+                }
+            }
+            Action::ReplaceRoute6 { ns, route } => {
+                if let Some(v) = routes6(host, vpcs, prefix, ns) {
+                    v.retain(|r| r.dst != route.dst);
+                    v.push(route.clone());
+                }
+            }
+            Action::DelRoute6 { ns, route } => {
+                if let Some(v) = routes6(host, vpcs, prefix, ns) {
+                    v.retain(|r| r != route);
+                }
+            }
         }
     }
 }
@@ -932,6 +1056,7 @@ mod tests {
             links: vec![bridge(1_000_001), bridge(1_000_002)],
             routes: vec![],
             forwarding: true,
+            ..Default::default()
         }
     }
 

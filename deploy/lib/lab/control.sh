@@ -159,11 +159,13 @@ create_demo() {
     log "demo tenant"
     sfctl_cmd pool create public --cidr "$PUBLIC_POOL" >/dev/null || die "sfctl pool create"
     sfctl_cmd tenant create demo >/dev/null || die "sfctl tenant create demo"
+    # Dual-stack: both VPCs hold the same VPC-internal ULA range and web the same /64, like
+    # their IPv4 10.10.1.0/24 (isolation is per VPC, in both families).
     for v in blue red; do
-        sfctl_cmd vpc create "$v" --tenant demo --cidr 10.10.0.0/16 >/dev/null ||
-            die "sfctl vpc create $v"
-        sfctl_cmd network create web --tenant demo --vpc "$v" --cidr 10.10.1.0/24 >/dev/null ||
-            die "sfctl network create web (vpc $v)"
+        sfctl_cmd vpc create "$v" --tenant demo --cidr 10.10.0.0/16 \
+            --ipv6-range fd10:10::/48 >/dev/null || die "sfctl vpc create $v"
+        sfctl_cmd network create web --tenant demo --vpc "$v" --cidr 10.10.1.0/24 \
+            --ipv6-prefix fd10:10:0:1::/64 >/dev/null || die "sfctl network create web (vpc $v)"
     done
     vm_add blue-web-1 hv1 demo blue web 10.10.1.11 || die "vm-add blue-web-1"
     vm_add blue-web-2 hv2 demo blue web 10.10.1.12 || die "vm-add blue-web-2"

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# End-to-end tests of dual-stack VPCs on the gateway side (issue 21), with real packets: the
+# demo tenant's blue and red hold the same ULA range fd10:10::/48 and web the same /64.
+#   1. SLAAC: blue-web-1 configures its EUI-64 address from the router's advertisements, with
+#      a default route via the router's stable link-local
+#   2. blue-web-1 <-> blue-web-2 across hypervisors (ping, HTTP); blue-web-1 -> the router's ::1
+#   3. a second dual-stack tier (db) with a VM, reached across tiers through the router
+#   4. red with identical prefixes stays isolated
+#   5. gateway failover (the serving gateway's agent killed, its links down): the VM keeps its
+#      default route, and IPv6 through the router resumes within seconds
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO/tests/e2e/lib.sh"
+lab_test sf6
+
+vpc_id() { S -o json vpc show "$1" --tenant demo | json "d['id']"; }
+mac_of() { sed -n 's/^mac=//p' "$STATE/vms/$1/plug"; }
+# eui64 PREFIX MAC - the modified EUI-64 (SLAAC) address of MAC in PREFIX/64.
+eui64() {
+    python3 -c '
+import ipaddress, sys
+net = ipaddress.IPv6Network(sys.argv[1])
+b = [int(x, 16) for x in sys.argv[2].split(":")]
+iid = bytes([b[0] ^ 2, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]])
+print(ipaddress.IPv6Address(net.network_address.packed[:8] + iid))' "$1" "$2"
+}
+# router_ll ID - the VPC router's link-local: modified EUI-64 of its virtual MAC 02:5f:<id>.
+router_ll() {
+    python3 -c '
+import ipaddress, sys
+b = int(sys.argv[1]).to_bytes(4, "big")
+print(ipaddress.IPv6Address(bytes([0xfe, 0x80] + [0] * 6 + [0, 0x5f, b[0], 0xff, 0xfe, b[1], b[2], b[3]])))' "$1"
+}
+# slaac VM ADDR - VM holds ADDR as a dynamic (SLAAC) global address on eth0.
+slaac() { X "$1" ip -6 addr show dev eth0 scope global dynamic | grep -q "inet6 $2/64"; }
+# default_via VM LL - VM's IPv6 default route goes via LL, learnt from an RA.
+default_via() { X "$1" ip -6 route show default | grep -q "via $2 dev eth0 proto ra"; }
+ping6() { X "$1" ping -6 -c1 -W1 "$2" >/dev/null; }
+http6() { [ "$(X "$1" curl -s -m 2 "http://[$2]/")" = "$3" ]; }
+# serving ID - the gateway whose tier link of router ID is up.
+serving() {
+    local g
+    for g in gw1 gw2; do
+        ip -n "${LAB_PREFIX}$g" -br link show 2>/dev/null | grep "^g${1}v" | grep -q ' UP ' &&
+            { echo "$g"; return; }
+    done
+}
+other() { if [ "$1" = gw1 ]; then echo gw2; else echo gw1; fi; }
+outage() {
+    python3 -c '
+import re, sys
+t = [float(m.group(1)) for m in map(re.compile(r"^\[(\d+\.\d+)\].*bytes from").match, open(sys.argv[1])) if m]
+print(int(max((b - a for a, b in zip(t, t[1:])), default=0) * 1000))' "$1"
+}
+
+section "lab up (prefix $LAB_PREFIX)"
+t0=$SECONDS
+if ! L up --no-build; then fail "deploy/lab.sh up"; finish; exit 1; fi
+pass "lab up in $((SECONDS - t0)) s"
+
+section "1. SLAAC: blue-web-1 takes its EUI-64 address and the router's link-local as default"
+BLUE=$(vpc_id blue)
+LL=$(router_ll "$BLUE")
+W1=$(eui64 fd10:10:0:1::/64 "$(mac_of blue-web-1)")
+W2=$(eui64 fd10:10:0:1::/64 "$(mac_of blue-web-2)")
+RED2=$(eui64 fd10:10:0:1::/64 "$(mac_of red-web-2)")
+check "blue-web-1 configures $W1 by SLAAC" wait_for 20 slaac blue-web-1 "$W1"
+check "its default route goes via the router's stable link-local $LL" wait_for 5 default_via blue-web-1 "$LL"
+check "blue-web-2 configures $W2 by SLAAC" wait_for 20 slaac blue-web-2 "$W2"
+if [ "$E2E_FAILS" -gt 0 ]; then
+    fail "no SLAAC: the rest needs it"
+    lab_finish
+    exit 1
+fi
+
+section "2. within the tier, across hypervisors, and to the router"
+check "blue-web-1 pings blue-web-2 ($W2, hv1 -> hv2)" wait_for 10 ping6 blue-web-1 "$W2"
+check "blue-web-1 fetches blue-web-2's page over IPv6" http6 blue-web-1 "$W2" blue-web-2
+check "blue-web-1 pings the router's fd10:10:0:1::1" wait_for 5 ping6 blue-web-1 fd10:10:0:1::1
+
+section "3. a second dual-stack tier, reached through the router"
+check "add tier db to blue (fd10:10:0:2::/64)" S network create db --tenant demo --vpc blue --cidr 10.10.2.0/24 --ipv6-prefix fd10:10:0:2::/64
+check "vm-add blue-db-1 on hv3" L vm-add blue-db-1 hv3 demo blue db 10.10.2.11
+D1=$(eui64 fd10:10:0:2::/64 "$(mac_of blue-db-1)")
+check "blue-db-1 configures $D1 by SLAAC" wait_for 20 slaac blue-db-1 "$D1"
+check "blue-web-1 pings blue-db-1 across tiers" wait_for 10 ping6 blue-web-1 "$D1"
+check "blue-db-1 fetches blue-web-1's page" http6 blue-db-1 "$W1" blue-web-1
+
+section "4. red holds the same prefixes, isolated"
+R1=$(eui64 fd10:10:0:1::/64 "$(mac_of red-web-1)")
+check "red-web-1 configures $R1 by SLAAC" wait_for 20 slaac red-web-1 "$R1"
+check "red-web-1 pings red-web-2 ($RED2)" wait_for 10 ping6 red-web-1 "$RED2"
+check_not "blue-web-1 cannot reach red-web-2's address" ping6 blue-web-1 "$RED2"
+check_not "red-web-1 cannot reach blue-db-1's address" ping6 red-web-1 "$D1"
+
+section "5. failover: the VM keeps its default route, IPv6 through the router resumes"
+A=$(serving "$BLUE")
+if [ -z "$A" ]; then
+    fail "no gateway serves blue"
+else
+    B=$(other "$A")
+    pass "$A serves blue, $B stands by"
+    X blue-web-1 bash -c "ping -6 -D -n -i 0.05 -w 12 $D1" >"$STATE/ping6-failover.log" 2>&1 &
+    PING=$!
+    BG+=("$PING")
+    sleep 2
+    L agent-kill "$A"
+    X "$A" ip link set leaf1 down
+    X "$A" ip link set leaf2 down
+    check "blue-web-1 still has its default route via $LL (no RA needed)" default_via blue-web-1 "$LL"
+    check "$B takes over blue's tiers" wait_for 10 bash -c "[ \"\$(ip -n ${LAB_PREFIX}$B -br link show | grep '^g${BLUE}v' | grep -c ' UP ')\" -ge 2 ]"
+    check "blue-web-1 -> blue-db-1 across tiers again within 5 s" wait_for 5 ping6 blue-web-1 "$D1"
+    wait "$PING"
+    MS=$(outage "$STATE/ping6-failover.log")
+    if [ "$MS" -gt 0 ] && [ "$MS" -lt 8000 ]; then
+        pass "IPv6 outage across tiers: $MS ms without replies"
+    else
+        fail "IPv6 outage across tiers: $MS ms (the ping never resumed?)"
+    fi
+    check "blue-web-1 still has its default route via $LL after the failover" default_via blue-web-1 "$LL"
+fi
+
+lab_finish
