@@ -665,7 +665,8 @@ impl NodeDesired {
 /// what the dataplane does): agents send the version they understand in their hello, and a
 /// coordinator with a newer schema refuses them, so a stale agent shows as refused instead of
 /// dropping the field and reporting itself in sync. Upgrade agents before coordinators.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: the IPv6 side (`vpc6`/`net6` objects, built by the gateway and hypervisor agents).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The bytes an object travels as (`Entry.value`).
 pub fn encode_object(o: &DesiredObject) -> Vec<u8> {
