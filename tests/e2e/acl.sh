@@ -307,7 +307,9 @@ check_not "a new connection to 5432 is refused by the ACL" connect blue-db-2 10.
 
 section "11. IPv6 on a dual-stack tier: sources and ND targets pinned per port, RA guard"
 # Its own dual-stack VPC (ULA range) and tier, three VMs on hv3 whose ports carry IPv6
-# addresses; the VMs use static addresses (nodad), no RAs needed.
+# addresses; the VMs use static addresses (nodad). The VPC's router also serves the tier
+# (RAs, so the VMs gain SLAAC addresses their ports do not name): the checks name the fake RA
+# by its prefix and s6-b's link-local, and ping from the ports' own addresses.
 check "vpc v6acl with fd40:40::/48" S vpc create v6acl --tenant demo --cidr 10.40.0.0/16 --ipv6-range fd40:40::/48
 check "tier s6 with fd40:40:0:1::/64" S network create s6 --tenant demo --vpc v6acl --cidr 10.40.1.0/24 --ipv6-prefix fd40:40:0:1::/64
 S6_VNI=$(S -o json network show s6 --tenant demo --vpc v6acl | python3 -c "import json,sys; print(json.load(sys.stdin)['vni'])")
@@ -328,7 +330,7 @@ for v in "s6-a 11" "s6-b 12" "s6-c 13"; do
     check "VM ${v% *} on hv3 with fd40:40:0:1::${v#* }" vm6 $v
 done
 check "hv3 pins the tier's ports in IPv6" wait_for 15 bash -c "'$REPO/deploy/lab.sh' exec hv3 nft list chain bridge stackfabric pin6 | grep -q 'fd40:40:0:1::13'"
-check "s6-b pings s6-a over IPv6 (no ACL: neighbour discovery under the pinning)" wait_for 10 X s6-b ping -6 -c 1 -W 1 fd40:40:0:1::11
+check "s6-b pings s6-a over IPv6 (no ACL: neighbour discovery under the pinning)" wait_for 10 X s6-b ping -6 -c 1 -W 1 -I fd40:40:0:1::12 fd40:40:0:1::11
 check "s6-b resolved s6-a by neighbour discovery" bash -c "'$REPO/deploy/lab.sh' exec s6-b ip -6 neigh show fd40:40:0:1::11 | grep -q lladdr"
 check "s6-a's link-local (DAD from ::, then its own) answers s6-c" wait_for 10 X s6-c ping -6 -c 1 -W 1 "$(X s6-a ip -6 -o addr show dev eth0 scope link | awk '{print $4}' | cut -d/ -f1)%eth0"
 # frames6.py: `recv SECONDS` reports what arrives on eth0; `send SRC_MAC DST_MAC SRC_LL
@@ -367,7 +369,7 @@ if sys.argv[1] == "recv":
         try: f = s.recv(2048)
         except socket.timeout: continue
         if f[12:14] != b"\x86\xdd": continue
-        if f[20] == 58 and f[54] == 134: count("ra")
+        if f[20] == 58 and f[54] == 134 and ip6("fd40:40:0:99::") in f: count("ra")
         if f[20] == 58 and f[54] == 136 and f[62:78] == ip6("fd40:40:0:1::77"): count("na-spoof")
         if f[20] == 58 and f[54] == 136 and f[62:78] == ip6("fd40:40:0:1::12"): count("na-legit")
         for m in (b"sf6-legit", b"sf6-ll", b"sf6-spoof", b"sf6-dhcp6"):
@@ -415,10 +417,11 @@ echo "  s6-a received: $got"
 check "control: s6-b's own IPv6 address still arrives" grep -q "sf6-legit=" <<<"$got"
 check_not "a router advertisement from s6-b never arrives" grep -q "ra=" <<<"$got"
 check_not "a DHCPv6 server message from s6-b never arrives" grep -q "sf6-dhcp6" <<<"$got"
-check_not "s6-a has no default route learnt from it" bash -c "'$REPO/deploy/lab.sh' exec s6-a ip -6 route show default | grep -q ."
+S6B_LL=$(X s6-b ip -6 -o addr show dev eth0 scope link | awk '{print $4}' | cut -d/ -f1)
+check_not "s6-a has no default route learnt from it (via $S6B_LL)" bash -c "'$REPO/deploy/lab.sh' exec s6-a ip -6 route show default | grep -q 'via $S6B_LL '"
 check_not "nor s6-c (no address from its prefix)" bash -c "'$REPO/deploy/lab.sh' exec s6-c ip -6 addr show | grep -q 'fd40:40:0:99:'"
 check "hv3 counted the RA guard's drops (RA $R0 -> $(hv3_counter "RA guard"), DHCPv6 $D0 -> $(hv3_counter "DHCPv6 server on a VM port"))" \
     test "$(hv3_counter "RA guard")" -ge $((R0 + 3)) -a "$(hv3_counter "DHCPv6 server on a VM port")" -ge $((D0 + 3))
-check "s6-b still reaches s6-a over IPv6 afterwards" X s6-b ping -6 -c 1 -W 1 fd40:40:0:1::11
+check "s6-b still reaches s6-a over IPv6 afterwards" X s6-b ping -6 -c 1 -W 1 -I fd40:40:0:1::12 fd40:40:0:1::11
 
 lab_finish
