@@ -305,7 +305,10 @@ check "vpc create green with two IPv6 ranges" S vpc create green --tenant demo -
     --ipv6-range 2001:db8:300::/56 --ipv6-range fd00:30::/48
 check_eq "vpc get green: its IPv6 ranges" "['2001:db8:300::/56', 'fd00:30::/48']" \
     "$(getj vpc get green --tenant demo | json "d['ipv6_ranges']")"
-check_eq "an IPv4-only VPC's JSON has no IPv6 key" "False" "$(getj vpc get blue --tenant demo | json "'ipv6_ranges' in d")"
+# (The demo VPCs are dual-stack now: an IPv4-only one of its own.)
+check "vpc create plain4 (IPv4 only)" S vpc create plain4 --tenant demo --cidr 10.32.0.0/16
+check_eq "an IPv4-only VPC's JSON has no IPv6 key" "False" "$(getj vpc get plain4 --tenant demo | json "'ipv6_ranges' in d")"
+check "vpc delete plain4" S vpc delete plain4 --tenant demo
 check_eq "a range longer than /64 is refused (1)" 1 \
     "$(rc S vpc create bad6 --tenant demo --cidr 10.31.0.0/16 --ipv6-range 2001:db8:301::/96)"
 check "  naming the field" grep -q "vpc.ipv6_ranges\[0\]" "$STATE/rc.out"
