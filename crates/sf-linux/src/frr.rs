@@ -126,18 +126,30 @@ fn render_bfd(c: &mut String, u: &Underlay) {
 /// range, i.e. exactly the routes its failover controller installs for the VPCs it serves.
 /// The pools' own blackhole routes are shorter and stay unannounced.
 fn render_redistribution(c: &mut String, u: &Underlay) {
-    if u.redistribute_host_routes.is_empty() {
+    render_prefix_route_map(c, "ip", REDISTRIBUTE, &u.redistribute_host_routes, "ge 32");
+}
+
+/// A prefix list of `prefixes` (each `permit <p> <range>`) and the route map `name` matching
+/// it, in family `ip` or `ipv6`; nothing when there are no prefixes.
+fn render_prefix_route_map<P: std::fmt::Display>(
+    c: &mut String,
+    family: &str,
+    name: &str,
+    prefixes: &[P],
+    range: &str,
+) {
+    if prefixes.is_empty() {
         return;
     }
-    for (i, p) in u.redistribute_host_routes.iter().enumerate() {
+    for (i, p) in prefixes.iter().enumerate() {
+        let seq = (i + 1) * 5;
         let _ = writeln!(
             c,
-            "ip prefix-list {REDISTRIBUTE} seq {} permit {p} ge 32",
-            (i + 1) * 5
+            "{family} prefix-list {name} seq {seq} permit {p} {range}"
         );
     }
-    let _ = writeln!(c, "route-map {REDISTRIBUTE} permit 10");
-    let _ = writeln!(c, " match ip address prefix-list {REDISTRIBUTE}");
+    let _ = writeln!(c, "route-map {name} permit 10");
+    let _ = writeln!(c, " match {family} address prefix-list {name}");
     let _ = writeln!(c, "exit");
     let _ = writeln!(c, "!");
 }
@@ -168,20 +180,13 @@ fn render_local_only(c: &mut String, u: &Underlay) {
 /// pool would miss), i.e. the routed ranges of the VPCs it serves as the active
 /// router, as the gateway agent installs them. As in IPv4, no VPC is named here.
 fn render_redistribution6(c: &mut String, u: &Underlay) {
-    if u.redistribute_host_routes6.is_empty() {
-        return;
-    }
-    for (i, p) in u.redistribute_host_routes6.iter().enumerate() {
-        let _ = writeln!(
-            c,
-            "ipv6 prefix-list {REDISTRIBUTE6} seq {} permit {p} le 128",
-            (i + 1) * 5
-        );
-    }
-    let _ = writeln!(c, "route-map {REDISTRIBUTE6} permit 10");
-    let _ = writeln!(c, " match ipv6 address prefix-list {REDISTRIBUTE6}");
-    let _ = writeln!(c, "exit");
-    let _ = writeln!(c, "!");
+    render_prefix_route_map(
+        c,
+        "ipv6",
+        REDISTRIBUTE6,
+        &u.redistribute_host_routes6,
+        "le 128",
+    );
 }
 
 /// IPv6 unicast on the fabric sessions (BGP unnumbered: IPv6 NLRI over the link-local
