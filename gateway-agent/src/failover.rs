@@ -463,25 +463,16 @@ pub fn deactivate_lines(spec: &RouterSpec) -> Vec<String> {
 /// deleted, every segment host end we own set down.
 pub fn stand_down_script(host: &HostState) -> Vec<String> {
     let mut v = Vec::new();
-    for r in &host.routes {
-        let transit = r
-            .dev
-            .as_deref()
-            .and_then(parse_host_link)
-            .is_some_and(|h| h.vni().is_none());
-        if transit {
-            v.push(format!("route del {}", route_words(r)));
-        }
+    // A router's transit host end is the one host link named for a router without a VNI.
+    let transit = |dev: Option<&str>| {
+        dev.and_then(parse_host_link)
+            .is_some_and(|h| h.vni().is_none())
+    };
+    for r in host.routes.iter().filter(|r| transit(r.dev.as_deref())) {
+        v.push(format!("route del {}", route_words(r)));
     }
-    for r in &host.routes6 {
-        let transit = r
-            .dev
-            .as_deref()
-            .and_then(parse_host_link)
-            .is_some_and(|h| h.vni().is_none());
-        if transit {
-            v.push(format!("route del {}", route6_words(r)));
-        }
+    for r in host.routes6.iter().filter(|r| transit(r.dev.as_deref())) {
+        v.push(format!("route del {}", route6_words(r)));
     }
     for l in &host.links {
         let segment = parse_host_link(&l.name).is_some_and(|h| h.vni().is_some());
