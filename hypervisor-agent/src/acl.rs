@@ -280,7 +280,8 @@ pub fn render(networks: &[&L2Network], nets6: &[&L2Network6], taps: &[Tap]) -> R
         .flatten()
         .collect();
     let v6 = pinned6(nets6, &fates);
-    if let Some(c) = render_pin(&pinned, &spaces(networks, &fates), &v6) {
+    let spaces6 = spaces6(nets6, &fates);
+    if let Some(c) = render_pin(&pinned, &spaces(networks, &fates), &v6, &spaces6) {
         b.push_str(&c);
     }
     for n in &local {
@@ -312,8 +313,8 @@ pub fn tier_acl_digests(networks: &[&L2Network]) -> BTreeMap<u32, String> {
 }
 
 /// The pinned taps of the dual-stack tiers and the IPv6 addresses each may use: its MAC's
-/// link-local and the `ipv6` of every port with its MAC (secondary addresses are ports
-/// too, as in IPv4).
+/// link-local and SLAAC address and the `ipv6` of every port with its MAC (secondary
+/// addresses are ports too, as in IPv4).
 fn pinned6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<(String, Vec<Ipv6Addr>)> {
     let mut out = Vec::new();
     for n6 in nets6 {
@@ -322,6 +323,7 @@ fn pinned6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<(Strin
                 continue;
             };
             let mut addrs: Vec<Ipv6Addr> = pin::mac_link_local(mac).into_iter().collect();
+            addrs.extend(pin::mac_slaac(n6.prefix, mac));
             addrs.extend(
                 n6.ports
                     .iter()
@@ -335,6 +337,25 @@ fn pinned6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<(Strin
     }
     out.sort();
     out
+}
+
+/// Per dual-stack tier: its pinned taps and its VPC's IPv6 ranges.
+fn spaces6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<pin::Space6> {
+    nets6
+        .iter()
+        .map(|n6| pin::Space6 {
+            taps: fates
+                .get(&n6.vni)
+                .into_iter()
+                .flatten()
+                .filter(|(_, f)| matches!(f, TapFate::Pinned { .. }))
+                .map(|(t, _)| t.clone())
+                .collect(),
+            // A tier's /64 lies inside one of them; named too should the ranges be absent
+            // (an object compiled before they were sent).
+            ranges: n6.vpc_ranges.iter().copied().chain([n6.prefix]).collect(),
+        })
+        .collect()
 }
 
 /// Per tier: its pinned taps and the CIDRs of its VPC's tiers.
@@ -1232,6 +1253,7 @@ pub(crate) mod tests {
             prefix: "fd10:10:0:2::/64".parse().unwrap(),
             gateway: "fd10:10:0:2::1".parse().unwrap(),
             router_link_local: "fe80::5f:ff:fe00:1".parse().unwrap(),
+            vpc_ranges: vec!["fd10:10::/48".parse().unwrap()],
             ports: ports
                 .iter()
                 .map(|(n, ip, mac)| sf_core::desired::LocalPort6 {
@@ -1260,7 +1282,8 @@ pub(crate) mod tests {
             "{pin}"
         );
         let p6 = section(&rs.body, "chain pin6 {");
-        let own = "\"vnet1\" . fd10:10:0:2::11, \"vnet1\" . fd10:10:0:2::99, \"vnet1\" . fe80::5054:ff:fe00:211, \"vnet2\" . fe80::5054:ff:fe00:212";
+        // Each tap also has its MAC's SLAAC address in the tier's /64 (…:5054:ff:fe00:2xx).
+        let own = "\"vnet1\" . fd10:10:0:2::11, \"vnet1\" . fd10:10:0:2::99, \"vnet1\" . fd10:10:0:2:5054:ff:fe00:211, \"vnet1\" . fe80::5054:ff:fe00:211, \"vnet2\" . fd10:10:0:2:5054:ff:fe00:212, \"vnet2\" . fe80::5054:ff:fe00:212";
         let src = p6
             .find(&format!("ip6 saddr != :: iifname . ip6 saddr != {{ {own} }} counter drop comment \"spoofed IPv6 source\""))
             .unwrap_or_else(|| panic!("{p6}"));
@@ -1273,7 +1296,12 @@ pub(crate) mod tests {
         let dad_target = p6
             .find("ip6 saddr :: icmpv6 type nd-neighbor-solicit iifname . @th,64,128 != {")
             .unwrap();
-        assert!(src < dad && dad < na && na < dad_target);
+        // Sources outside the VPC's ranges (a VM routing for others) pass, but only after
+        // the ND checks, and neither a link-local nor a VPC address of another port does.
+        let outside = p6
+            .find("iifname { \"vnet1\", \"vnet2\" } ip6 saddr != { fd10:10::/48, fd10:10:0:2::/64, fe80::/10 } return")
+            .unwrap_or_else(|| panic!("{p6}"));
+        assert!(na < dad_target && dad_target < dad && dad < outside && outside < src);
         assert!(p6.contains("\"vnet2\" . 0xfe80000000000000505400fffe000212 }"));
         // Without an IPv6 side the tier's taps are not pinned in IPv6 (as before).
         let rs = render(&refs, &[], &taps);

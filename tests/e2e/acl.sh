@@ -372,7 +372,7 @@ if sys.argv[1] == "recv":
         if f[20] == 58 and f[54] == 134 and ip6("fd40:40:0:99::") in f: count("ra")
         if f[20] == 58 and f[54] == 136 and f[62:78] == ip6("fd40:40:0:1::77"): count("na-spoof")
         if f[20] == 58 and f[54] == 136 and f[62:78] == ip6("fd40:40:0:1::12"): count("na-legit")
-        for m in (b"sf6-legit", b"sf6-ll", b"sf6-spoof", b"sf6-dhcp6"):
+        for m in (b"sf6-legit", b"sf6-ll", b"sf6-spoof", b"sf6-dhcp6", b"sf6-slaac", b"sf6-outside", b"sf6-fakell"):
             if m in f: count(m.decode())
     print(" ".join("%s=%d" % kv for kv in sorted(seen.items())) or "nothing")
     sys.exit(0)
@@ -380,11 +380,16 @@ _, _, src_mac, dst_mac, src_ll, dst, *kinds = sys.argv
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("eth0", 0))
 eth = lambda d: mac(d) + mac(src_mac) + b"\x86\xdd"
+m6 = mac(src_mac)  # its SLAAC address in the tier: the /64 and the modified EUI-64
+slaac = socket.inet_ntop(socket.AF_INET6, ip6("fd40:40:0:1::")[:8] + bytes([m6[0] ^ 2]) + m6[1:3] + b"\xff\xfe" + m6[3:])
 for k in kinds:
     for _ in range(3):
         if k == "legit": s.send(eth(dst_mac) + udp("fd40:40:0:1::12", dst, 40000, 9999, b"sf6-legit"))
         if k == "ll": s.send(eth(dst_mac) + udp(src_ll, dst, 40000, 9999, b"sf6-ll"))
         if k == "spoof": s.send(eth(dst_mac) + udp("fd40:40:0:1::99", dst, 40000, 9999, b"sf6-spoof"))
+        if k == "slaac": s.send(eth(dst_mac) + udp(slaac, dst, 40000, 9999, b"sf6-slaac"))
+        if k == "outside": s.send(eth(dst_mac) + udp("2001:db8:77::1", dst, 40000, 9999, b"sf6-outside"))
+        if k == "fakell": s.send(eth(dst_mac) + udp("fe80::dead", dst, 40000, 9999, b"sf6-fakell"))
         if k == "na-legit": s.send(eth(dst_mac) + na("fd40:40:0:1::12", dst, "fd40:40:0:1::12", src_mac))
         if k == "na-spoof": s.send(eth(dst_mac) + na("fd40:40:0:1::12", dst, "fd40:40:0:1::77", src_mac))
         if k == "ra": s.send(eth("33:33:00:00:00:01") + ra(src_ll, src_mac))
@@ -403,13 +408,16 @@ frames6_to_a() {
     cat "$STATE/recv6.out"
 }
 P0=$(hv3_counter "spoofed IPv6 source"); T0=$(hv3_counter "spoofed ND target"); R0=$(hv3_counter "RA guard"); D0=$(hv3_counter "DHCPv6 server on a VM port")
-got=$(frames6_to_a spoof na-spoof legit ll na-legit)
+got=$(frames6_to_a spoof na-spoof fakell slaac outside legit ll na-legit)
 echo "  s6-a received: $got"
 check "control: s6-b's own IPv6 address arrives" grep -q "sf6-legit=" <<<"$got"
 check "control: s6-b's own link-local arrives" grep -q "sf6-ll=" <<<"$got"
 check "control: an advertisement of s6-b's own address arrives" grep -q "na-legit=" <<<"$got"
 check_not "a spoofed IPv6 source (fd40:40:0:1::99) never arrives" grep -q "sf6-spoof" <<<"$got"
 check_not "an advertisement for another address (::77) never arrives" grep -q "na-spoof" <<<"$got"
+check_not "another link-local source (fe80::dead) never arrives" grep -q "sf6-fakell" <<<"$got"
+check "s6-b's SLAAC address (its MAC's EUI-64 in the /64, not named by its port) arrives" grep -q "sf6-slaac=" <<<"$got"
+check "a source outside the VPC's ranges (2001:db8:77::1, routed by the VM) arrives" grep -q "sf6-outside=" <<<"$got"
 check "hv3 counted them (source $P0 -> $(hv3_counter "spoofed IPv6 source"), ND target $T0 -> $(hv3_counter "spoofed ND target"))" \
     test "$(hv3_counter "spoofed IPv6 source")" -ge $((P0 + 3)) -a "$(hv3_counter "spoofed ND target")" -ge $((T0 + 3))
 got=$(frames6_to_a ra dhcp6 legit)

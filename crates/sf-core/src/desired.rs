@@ -525,6 +525,11 @@ pub struct L2Network6 {
     pub router_link_local: Ipv6Addr,
     /// Local ports with an IPv6 address (ports without one may still use SLAAC addresses
     /// once anti-spoofing learns them; that is the dataplane's decision).
+    /// The VPC's IPv6 ranges. IPv6 sources outside them may leave a VM (one may route for
+    /// other prefixes: an IPv6 static route names a VM as next hop), inside them only the
+    /// port's own addresses, as IPv4 treats the VPC's tiers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpc_ranges: Vec<Ipv6Net>,
     pub ports: Vec<LocalPort6>,
 }
 
