@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Parser;
 use sf_linux::frr::Frr;
 use sf_switch_agent::Switch;
@@ -20,6 +21,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     sf_agent::runtime::init_logging(&args.agent.log_format);
-    let dp = Switch::new(args.agent.node.clone(), Frr::new(args.frr_dir));
+    let dp = Switch::new(args.agent.node.clone(), Frr::new(args.frr_dir))
+        .context("opening the switch's netlink socket")?;
     sf_agent::run(args.agent, "switch", dp).await
 }

@@ -11,11 +11,14 @@ use std::collections::BTreeMap;
 
 use sf_core::desired::{L2Network, SwitchAttachment};
 use sf_linux::l2::bridge_name;
-use sf_linux::links::Link;
+use sf_linux::links::{Link, OWNER_ALIAS};
+use sf_linux::netlink::{link, port, vlan, Netlink, NetlinkError, Request};
+use sf_linux::DeviceError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortAction {
-    /// `ip link add link <parent> name <name> type vlan id <vlan>` (+ alias stackfabric).
+    /// A VLAN sub-interface of `parent` (`ip link add link <parent> name <name> type vlan id
+    /// <vlan>`), marked ours by the alias `stackfabric`.
     AddVlan {
         parent: String,
         name: String,
@@ -131,40 +134,78 @@ pub fn plan(
     (actions, errors)
 }
 
-impl sf_linux::converge::Step for PortAction {
-    fn describe(&self) -> String {
-        format!("{self:?}")
-    }
-    async fn execute(&self) -> Result<(), sf_linux::DeviceError> {
-        execute(self).await
-    }
+/// Runs `actions` (planned from the observed `links`) on one netlink socket, in three
+/// pipelined batches, and returns one outcome per action:
+/// 1. VLAN sub-interfaces created (their parent's ifindex from `links`) and links deleted;
+/// 2. the ownership alias of each sub-interface whose creation succeeded (the kernel ignores
+///    an alias in the creating request, and one sent behind a failed creation would mark a
+///    link someone else made as ours);
+/// 3. masters, releases and up, in plan order (a parent comes up before its member).
+pub async fn execute(
+    nl: &Netlink,
+    actions: &[PortAction],
+    links: &[Link],
+) -> Vec<Result<(), DeviceError>> {
+    let index: BTreeMap<&str, u32> = links.iter().map(|l| (l.name.as_str(), l.ifindex)).collect();
+    let mut out: Vec<Result<(), DeviceError>> = actions.iter().map(|_| Ok(())).collect();
+    let create = |a: &PortAction| match a {
+        PortAction::AddVlan { parent, name, vlan } => Some(
+            index
+                .get(parent.as_str())
+                .map(|&p| vlan::create(name, p, *vlan))
+                .ok_or_else(|| format!("no link named {parent}")),
+        ),
+        PortAction::Delete { link: l } => Some(Ok(link::delete(l))),
+        _ => None,
+    };
+    batch(nl, actions, &mut out, create).await;
+    let alias = |a: &PortAction| match a {
+        PortAction::AddVlan { name, .. } => Some(Ok(link::set_alias(name, OWNER_ALIAS))),
+        _ => None,
+    };
+    batch(nl, actions, &mut out, alias).await;
+    let settle = |a: &PortAction| match a {
+        PortAction::SetMaster { link: l, master } => Some(
+            index
+                .get(master.as_str())
+                .map(|&m| port::set_master(l, m))
+                .ok_or_else(|| format!("no link named {master}")),
+        ),
+        PortAction::Release { link: l } => Some(Ok(port::release(l))),
+        PortAction::SetUp { link: l } => Some(Ok(link::set_up(l))),
+        _ => None,
+    };
+    batch(nl, actions, &mut out, settle).await;
+    out
 }
 
-pub async fn execute(a: &PortAction) -> Result<(), sf_linux::DeviceError> {
-    use sf_linux::links::{ip, OWNER_ALIAS};
-    match a {
-        PortAction::AddVlan { parent, name, vlan } => {
-            ip(&[
-                "link",
-                "add",
-                "link",
-                parent,
-                "name",
-                name,
-                "type",
-                "vlan",
-                "id",
-                &vlan.to_string(),
-            ])
-            .await?;
-            ip(&["link", "set", "dev", name, "alias", OWNER_ALIAS]).await
+/// Sends the request `request` makes of each action still without an error, pipelined, and
+/// records each outcome (a request that cannot be built fails its action).
+async fn batch(
+    nl: &Netlink,
+    actions: &[PortAction],
+    out: &mut [Result<(), DeviceError>],
+    request: impl Fn(&PortAction) -> Option<Result<Request, String>>,
+) {
+    let mut sent = Vec::new();
+    let mut requests = Vec::new();
+    for (i, a) in actions.iter().enumerate() {
+        if out[i].is_err() {
+            continue;
         }
-        PortAction::SetMaster { link, master } => {
-            ip(&["link", "set", "dev", link, "master", master]).await
+        match request(a) {
+            Some(Ok(r)) => {
+                sent.push(i);
+                requests.push(r);
+            }
+            Some(Err(e)) => out[i] = Err(NetlinkError::Other(e).on(format!("{a:?}"))),
+            None => {}
         }
-        PortAction::SetUp { link } => ip(&["link", "set", "dev", link, "up"]).await,
-        PortAction::Release { link } => ip(&["link", "set", "dev", link, "nomaster"]).await,
-        PortAction::Delete { link } => ip(&["link", "del", "dev", link]).await,
+    }
+    for (i, r) in sent.into_iter().zip(nl.pipeline(requests).await) {
+        if let Err(e) = r {
+            out[i] = Err(e.on(format!("{:?}", actions[i])));
+        }
     }
 }
 

@@ -213,14 +213,24 @@ impl Pass {
         step: &S,
         outcome: Result<(), DeviceError>,
     ) -> bool {
+        self.record_described(object, step.describe(), outcome)
+    }
+
+    /// [`Pass::record`] for an action that is not a [`Step`] (one only a batch executor
+    /// can run), given its description.
+    pub fn record_described(
+        &mut self,
+        object: &str,
+        step: String,
+        outcome: Result<(), DeviceError>,
+    ) -> bool {
         match outcome {
             Ok(()) => {
-                info!(object, action = %step.describe(), "applied");
+                info!(object, action = %step, "applied");
                 self.changes += 1;
                 true
             }
             Err(source) => {
-                let step = step.describe();
                 warn!(object, action = %step, error = %source, "action failed");
                 self.error(ReconcileError::Step {
                     object: object.into(),

@@ -3,7 +3,7 @@
 //! (sent back to back, their acks awaited afterwards, a bounded window in flight), link
 //! observation from one dump ([`observe`]) and link changes from multicast events
 //! ([`events`]). Each kind of request is built in its own module ([`bridge`], [`vxlan`],
-//! [`port`], [`link`], [`address`], [`route`]); [`l2`] runs the L2 planner's `Action`s with
+//! [`vlan`], [`port`], [`link`], [`address`], [`route`]); [`l2`] runs the L2 planner's `Action`s with
 //! them; [`view`] keeps the links' state from the link messages, so a change of one network
 //! is planned without a dump. [`netns`] opens sockets in other named namespaces (a gateway's VPC routers);
 //! [`nfgen`] reads a namespace's nftables generation, so `nft` runs only after a change.
@@ -22,6 +22,7 @@ pub mod observe;
 pub mod port;
 pub mod route;
 pub mod view;
+pub mod vlan;
 pub mod vxlan;
 
 use std::collections::VecDeque;

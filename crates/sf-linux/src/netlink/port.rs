@@ -16,6 +16,12 @@ pub fn set_master(link: &str, master: u32) -> Request {
     request(RouteNetlinkMessage::SetLink(msg), 0)
 }
 
+/// RTM_SETLINK taking `link` out of its bridge (`ip link set … nomaster`).
+pub fn release(link: &str) -> Request {
+    let msg = LinkUnspec::new_with_name(link).nocontroller().build();
+    request(RouteNetlinkMessage::SetLink(msg), 0)
+}
+
 /// RTM_NEWLINK (change) setting the bridge-port flags of `link`: neigh_suppress on, learning
 /// off.
 pub fn set_evpn_flags(link: &str) -> Request {
