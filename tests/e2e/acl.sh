@@ -424,4 +424,43 @@ check "hv3 counted the RA guard's drops (RA $R0 -> $(hv3_counter "RA guard"), DH
     test "$(hv3_counter "RA guard")" -ge $((R0 + 3)) -a "$(hv3_counter "DHCPv6 server on a VM port")" -ge $((D0 + 3))
 check "s6-b still reaches s6-a over IPv6 afterwards" X s6-b ping -6 -c 1 -W 1 -I fd40:40:0:1::12 fd40:40:0:1::11
 
+section "12. ACL rules in IPv6: TCP 80 allowed, the rest denied, both ways; ND still works"
+# listen6 VM PORT: an IPv6-only TCP server answering "VM:PORT" (beside the VM's IPv4 one).
+listen6() {
+    X "$1" setsid python3 -c '
+import socket, sys
+srv = socket.socket(socket.AF_INET6); srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("::", int(sys.argv[2]))); srv.listen(64)
+while True:
+    c, _ = srv.accept(); c.sendall(("%s:%s\n" % (sys.argv[1], sys.argv[2])).encode()); c.close()
+' "$1" "$2" >/dev/null 2>&1 </dev/null &
+}
+for v in s6-a s6-b; do listen6 "$v" 80; listen6 "$v" 22; done
+# connect6 VM DST PORT: like connect, from the port's own address (the VMs also hold SLAAC
+# addresses from the router's RAs, which their ports do not name: anti-spoofing drops those).
+connect6() {
+    local src
+    case $1 in s6-a) src=fd40:40:0:1::11 ;; s6-b) src=fd40:40:0:1::12 ;; esac
+    X "$1" python3 -c '
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2, source_address=(sys.argv[3], 0))
+print(s.makefile().readline().strip())' "$2" "$3" "$src"
+}
+check "without an ACL s6-b reaches s6-a:22 over IPv6 (the listener exists)" wait_for 10 connect6 s6-b fd40:40:0:1::11 22
+check "apply s6-acl: tcp 80 within the tier's /64 both ways, default deny" \
+    S acl apply s6-acl --tenant demo --vpc v6acl --tier s6 --default deny \
+    --rule "10 ingress allow tcp 80 fd40:40:0:1::/64" --rule "20 egress allow tcp 80 fd40:40:0:1::/64"
+check "the list's IPv6 rules are on hv3" wait_for 15 bash -c "'$REPO/deploy/lab.sh' exec hv3 nft list chain bridge stackfabric in6_$S6_VNI | grep -q 'tcp dport 80 ip6 saddr fd40:40:0:1::/64'"
+check_eq "s6-b -> s6-a:80 connects over IPv6" "s6-a:80" "$(connect6 s6-b fd40:40:0:1::11 80)"
+check_eq "s6-a -> s6-b:80 connects over IPv6 (the other direction)" "s6-b:80" "$(connect6 s6-a fd40:40:0:1::12 80)"
+check_not "s6-b -> s6-a:22 is dropped" connect6 s6-b fd40:40:0:1::11 22
+check_not "s6-a -> s6-b:22 is dropped" connect6 s6-a fd40:40:0:1::12 22
+X s6-b ip -6 neigh flush dev eth0
+check_not "ping over IPv6 is denied (no rule allows ICMPv6 echo)" X s6-b ping -6 -c 2 -W 1 -I fd40:40:0:1::12 fd40:40:0:1::11
+check "but neighbour discovery resolved s6-a again under the ACL" bash -c "'$REPO/deploy/lab.sh' exec s6-b ip -6 neigh show fd40:40:0:1::11 | grep -q lladdr"
+check_eq "and port 80 still connects after that" "s6-a:80" "$(connect6 s6-b fd40:40:0:1::11 80)"
+check "hv3 counted the denials under the tier's default (in6 or eg6)" \
+    test "$(( $(hv3_counter "ingress default" "in6_$S6_VNI") + $(hv3_counter "egress default" "eg6_$S6_VNI") ))" -ge 4
+
 lab_finish
