@@ -16,6 +16,13 @@
 //! - from `transit` (new connections from the internet): dropped, as NAT does for IPv4.
 //! - between tiers: policy accept, as the IPv4 table (east-west is filtered on the
 //!   hypervisors, at the source).
+//! - tiers with a north-south ACL (`TierAcl`): as in the IPv4 table, after the ICMPv6 that
+//!   must pass, a new connection from `transit` goes by `ip6 daddr vmap` to the tier's
+//!   `acl6_in_<vni>`, one to `transit` by `ip6 saddr vmap` to `acl6_eg_<vni>`: the list's
+//!   rules that apply to IPv6 (`sf_linux::acl::render_chain_in` with `Family::V6`: rules
+//!   naming IPv6 networks or none, `::/0` is any address), then the list's default. Flows
+//!   admitted under earlier rules are checked again once (the IPv4 table's conntrack-mark
+//!   generation, computed over this table's ACL rendering).
 //!
 //! A separate table rather than turning `ip stackfabric` into `inet`: the IPv4 table stays
 //! byte for byte what it was (same digest, so upgrading reloads no IPv4-only router), its
@@ -23,10 +30,12 @@
 
 use std::fmt::Write;
 
-use sf_core::desired::{VpcRouter, VpcRouter6};
+use sf_core::desired::{RouterTier, VpcRouter, VpcRouter6};
+use sf_linux::acl::{render_chain_in, Direction, Family, Verdicts};
+use sha2::{Digest, Sha256};
 
 use crate::names::TRANSIT_NS;
-use crate::nft::digest;
+use crate::nft::{digest, tier_acls};
 
 pub const TABLE6: &str = "stackfabric6";
 const COMMENT_PREFIX: &str = "sf:";
@@ -49,6 +58,71 @@ pub fn tier_prefixes(r: &VpcRouter, r6: &VpcRouter6) -> Vec<String> {
     v
 }
 
+/// The tiers whose ACL the IPv6 table enforces, in VNI order, each with its /64: those
+/// [`tier_acls`] keeps for IPv4 that are dual-stack.
+fn acl_tiers6<'a>(r: &'a VpcRouter, r6: &VpcRouter6) -> Vec<(&'a RouterTier, String)> {
+    tier_acls(r)
+        .into_iter()
+        .filter_map(|t| {
+            let t6 = r6.tiers.iter().find(|x| x.vni == t.vni)?;
+            Some((t, t6.prefix.trunc().to_string()))
+        })
+        .collect()
+}
+
+/// The ACL sets and chains (`acl6_in_<vni>`, `acl6_eg_<vni>`) of the dual-stack tiers with
+/// an ACL, and the two dispatch lines (`vmap`s) of the forward chain; all empty without.
+fn acl_text6(r: &VpcRouter, r6: &VpcRouter6) -> (String, String, String) {
+    let tiers = acl_tiers6(r, r6);
+    let (mut sets, mut chains) = (String::new(), String::new());
+    if tiers.is_empty() {
+        return (sets, chains, String::new());
+    }
+    for (tier, _) in &tiers {
+        let acl = tier
+            .acl
+            .as_ref()
+            .expect("tier_acls keeps tiers with an ACL");
+        let v = tier.vni;
+        for (d, name, setp) in [
+            (
+                Direction::Ingress,
+                format!("acl6_in_{v}"),
+                format!("acl6_ins_{v}_"),
+            ),
+            (
+                Direction::Egress,
+                format!("acl6_eg_{v}"),
+                format!("acl6_egs_{v}_"),
+            ),
+        ] {
+            let t = render_chain_in(acl, d, Verdicts::FINAL, &setp, Family::V6);
+            sets.push_str(&t.sets);
+            let _ = write!(chains, "\tchain {name} {{\n{}\t}}\n", t.rules);
+        }
+    }
+    let map = |kind: &str| -> String {
+        let v: Vec<String> = tiers
+            .iter()
+            .map(|(t, p)| format!("{p} : jump acl6_{kind}_{}", t.vni))
+            .collect();
+        v.join(", ")
+    };
+    let t = TRANSIT_NS;
+    let vmaps = format!(
+        "\t\tiifname \"{t}\" ip6 daddr vmap {{ {} }}\n\t\toifname \"{t}\" ip6 saddr vmap {{ {} }}\n",
+        map("in"),
+        map("eg")
+    );
+    (sets, chains, vmaps)
+}
+
+/// The conntrack mark of IPv6 flows admitted under one set of ACLs (never 0).
+fn acl_generation6(vmaps: &str, chains: &str) -> u32 {
+    let h = Sha256::digest(format!("{vmaps}{chains}").as_bytes());
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]]).max(1)
+}
+
 fn body(r: &VpcRouter, r6: &VpcRouter6) -> String {
     let mut c = String::new();
     let t = TRANSIT_NS;
@@ -58,16 +132,40 @@ fn body(r: &VpcRouter, r6: &VpcRouter6) -> String {
         let _ = writeln!(c, "\t\telements = {{ {} }}", tiers.join(", "));
     }
     let _ = writeln!(c, "\t}}");
+    let (sets, chains, vmaps) = acl_text6(r, r6);
+    c.push_str(&sets);
     let _ = writeln!(c, "\tchain forward {{");
     let _ = writeln!(
         c,
         "\t\ttype filter hook forward priority filter; policy accept;"
     );
-    let _ = writeln!(c, "\t\tct state established,related counter accept");
+    let generation = (!vmaps.is_empty()).then(|| acl_generation6(&vmaps, &chains));
+    match generation {
+        None => {
+            let _ = writeln!(c, "\t\tct state established,related counter accept");
+        }
+        Some(g) => {
+            // As the IPv4 table: established flows pass at once only if admitted under
+            // these rules; one admitted before is checked again in its original direction.
+            let _ = writeln!(
+                c,
+                "\t\tct state established,related ct mark {g:#010x} counter accept"
+            );
+            let _ = writeln!(
+                c,
+                "\t\tct direction reply ct state established,related counter accept"
+            );
+            let _ = writeln!(c, "\t\tct state invalid counter drop");
+        }
+    }
     let _ = writeln!(
         c,
         "\t\ticmpv6 type {{ {ICMPV6_ALWAYS} }} counter accept comment \"icmpv6 needed\""
     );
+    if let Some(g) = generation {
+        c.push_str(&vmaps);
+        let _ = writeln!(c, "\t\tct mark set {g:#010x}");
+    }
     let _ = writeln!(
         c,
         "\t\toifname \"{t}\" ip6 saddr @tiers6 counter accept comment \"egress\""
@@ -81,6 +179,7 @@ fn body(r: &VpcRouter, r6: &VpcRouter6) -> String {
         "\t\tiifname \"{t}\" counter drop comment \"new inbound\""
     );
     let _ = writeln!(c, "\t}}");
+    c.push_str(&chains);
     c
 }
 
@@ -164,6 +263,93 @@ mod tests {
         // A tier the IPv4 router lacks is not in the set (plan6 refuses it anyway).
         x.tiers[0].vni = 5;
         assert!(!render_nft6(&r, &x).contains("elements"));
+    }
+
+    fn web_acl() -> sf_core::desired::TierAcl {
+        use sf_core::desired::{AclAction, AclProtocol, AclRule, TierAcl};
+        let rule = |number, action, ports: Option<(u16, u16)>, cidrs: &[&str]| AclRule {
+            number,
+            action,
+            protocol: AclProtocol::Tcp,
+            ports,
+            icmp_type: None,
+            icmp_code: None,
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        };
+        TierAcl {
+            list: "web".into(),
+            default_action: AclAction::Deny,
+            ingress: vec![
+                rule(
+                    5,
+                    AclAction::Deny,
+                    Some((80, 80)),
+                    &["2001:db8:ffff::66/128"],
+                ),
+                rule(10, AclAction::Allow, Some((80, 80)), &["::/0"]),
+                rule(20, AclAction::Allow, Some((22, 22)), &["0.0.0.0/0"]),
+            ],
+            egress: vec![rule(10, AclAction::Allow, Some((443, 443)), &[])],
+        }
+    }
+
+    /// A dual-stack tier's ACL is enforced in IPv6 too: new connections from transit go to
+    /// its ingress chain (IPv6 rules only, `::/0` = any address, then the default), new
+    /// ones to transit to its egress chain, after the ICMPv6 that always passes; an ACL
+    /// change re-checks established flows (a new conntrack mark).
+    #[test]
+    fn a_tier_acl_filters_ipv6_from_and_to_transit() {
+        let mut r = nft::example();
+        let x = r6(&r);
+        let plain = render_nft6(&r, &x);
+        assert!(!plain.contains("acl6_") && !plain.contains("ct mark"));
+        r.tiers[0].acl = Some(web_acl());
+        let t = render_nft6(&r, &x);
+        let f = forward(&t);
+        let order = [
+            "ct state established,related ct mark 0x",
+            "\t\tct direction reply ct state established,related counter accept\n",
+            "\t\tct state invalid counter drop\n",
+            "comment \"icmpv6 needed\"\n",
+            "\t\tiifname \"transit\" ip6 daddr vmap { 2001:db8:100:1::/64 : jump acl6_in_1000001 }\n",
+            "\t\toifname \"transit\" ip6 saddr vmap { 2001:db8:100:1::/64 : jump acl6_eg_1000001 }\n",
+            "\t\tct mark set 0x",
+            "comment \"new inbound\"",
+        ];
+        let at: Vec<usize> = order.iter().map(|l| f.find(l).expect(l)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{f}");
+        let ins = &t[t.find("\tchain acl6_in_1000001 {").unwrap()..];
+        let ins = &ins[..ins.find("\t}").unwrap()];
+        assert!(
+            ins.contains(
+                "tcp dport 80 ip6 saddr 2001:db8:ffff::66 counter drop comment \"ingress 5\""
+            ),
+            "{ins}"
+        );
+        assert!(
+            ins.contains("tcp dport 80 counter accept comment \"ingress 10\""),
+            "{ins}"
+        );
+        assert!(
+            !ins.contains("ingress 20"),
+            "an IPv4-only rule is not in the IPv6 chain"
+        );
+        assert!(ins.contains("counter drop comment \"ingress default\""));
+        assert!(t.contains(
+            "\tchain acl6_eg_1000001 {\n\t\ttcp dport 443 counter accept comment \"egress 10\"\n"
+        ));
+        let mut changed = r.clone();
+        changed.tiers[0].acl.as_mut().unwrap().ingress.remove(1);
+        let mark = |t: &str| {
+            t.lines()
+                .find(|l| l.contains("ct mark set"))
+                .map(str::to_string)
+        };
+        assert_ne!(mark(&t), mark(&render_nft6(&changed, &x)));
+        assert_ne!(
+            nft::digest_of(&t),
+            nft::digest_of(&render_nft6(&changed, &x))
+        );
     }
 
     #[test]
