@@ -133,11 +133,12 @@ E_RANGE=2001:db8:100::/48 E_TIER=2001:db8:100:1::/64
 # inet_tcp ADDR PORT - the internet host opens a new TCP connection to [ADDR]:PORT and reads
 # the page there.
 inet_tcp() { ip netns exec "${LAB_PREFIX}internet" curl -6 -s -m 3 --interface "$INET6" "http://[$1]:$2/"; }
-# fw_count ID COMMENT - packets counted by rule COMMENT of router ID's IPv6 forward chain.
+# fw_count ID COMMENT [CHAIN] - packets counted by rule COMMENT of router ID's IPv6 table,
+# chain CHAIN (default forward), on the gateway serving it.
 fw_count() {
     local g n
     g=$(serving "$1")
-    n=$(ip netns exec "${LAB_PREFIX}$g-vpc$1" nft list chain ip6 stackfabric6 forward 2>/dev/null |
+    n=$(ip netns exec "${LAB_PREFIX}$g-vpc$1" nft list chain ip6 stackfabric6 "${3:-forward}" 2>/dev/null |
         sed -n "s/.*counter packets \([0-9]*\) .*comment \"$2\".*/\1/p")
     echo "${n:-0}"
 }
@@ -165,6 +166,26 @@ check_not "the internet host cannot open a TCP connection to edge6-web-1:80" ine
 check_not "nor ping it (a new flow from the internet)" ip netns exec "${LAB_PREFIX}internet" ping -6 -c 1 -W 1 -I "$INET6" "$E1"
 check "the router's IPv6 firewall counted them as new inbound drops" bash -c "[ $(fw_count "$EDGE" "new inbound") -gt $DROPS ]"
 check "edge6-web-1 still fetches the internet's page (replies pass)" http6 edge6-web-1 "$INET6" internet
+# A tier ACL in IPv6: TCP 80 in from ::/0 allowed, the rest denied (the list's default);
+# replies and neighbour discovery keep working.
+ip netns exec "${LAB_PREFIX}edge6-web-1" python3 -m http.server 8080 --bind :: >/dev/null 2>&1 &
+SRV8080=$!
+BG+=("$SRV8080")
+check "edge6-web-1 serves port 8080 too" wait_for 10 X edge6-web-1 curl -s -m 2 -o /dev/null "http://[$E1]:8080/"
+check "ACL web6 on edge6's web: 10 ingress allow tcp 80 ::/0, 20 egress allow all ::/0, default deny" \
+    S acl apply web6 --tenant demo --vpc edge6 --tier web --default deny \
+    --rule "10 ingress allow tcp 80 ::/0" --rule "20 egress allow all any ::/0"
+check_eq "the internet host opens a connection to edge6-web-1:80 (allowed by the ACL)" edge6-web-1 "$(wait_for 20 inet_tcp "$E1" 80; inet_tcp "$E1" 80)"
+DENIED=$(fw_count "$EDGE" "ingress default" "acl6_in_$(S -o json network show web --tenant demo --vpc edge6 | json "d['vni']")")
+check_not "nor to edge6-web-1:8080 (the ACL's default deny)" inet_tcp "$E1" 8080
+check "the ACL's ingress default counted it" bash -c "[ $(fw_count "$EDGE" "ingress default" "acl6_in_$(S -o json network show web --tenant demo --vpc edge6 | json "d['vni']")") -gt $DENIED ]"
+check "edge6-web-1 still fetches the internet's page (egress allowed, replies pass)" http6 edge6-web-1 "$INET6" internet
+check "neighbour discovery still works: edge6-web-1 resolves its router again" bash -c "
+    $REPO/deploy/lab.sh exec edge6-web-1 ip -6 neigh flush dev eth0 &&
+    $REPO/deploy/lab.sh exec edge6-web-1 ping -6 -c 1 -W 2 $INET6 >/dev/null &&
+    $REPO/deploy/lab.sh exec edge6-web-1 ip -6 neigh show dev eth0 | grep -Eq 'REACHABLE|STALE|DELAY|PROBE'"
+kill "$SRV8080" 2>/dev/null
+check "remove ACL web6" S acl delete web6 --tenant demo --vpc edge6
 check "remove edge6-web-1" L vm-del edge6-web-1
 check "remove tier web of edge6" S network delete web --tenant demo --vpc edge6
 check "remove VPC edge6" S vpc delete edge6 --tenant demo
