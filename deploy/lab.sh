@@ -99,6 +99,10 @@ GWS=(gw1 gw2)
 INTERNET_ASN=65200
 INTERNET_IP=198.51.100.10
 PUBLIC_POOL=203.0.113.0/24
+# IPv6 (issue 21): the internet host's address (on its lo) and the lab site's IPv6 pool:
+# a VPC range inside it is routed (announced by the serving gateway through the leaves).
+INTERNET_IP6=2001:db8:ffff::10
+PUBLIC_POOL6=2001:db8:100::/40
 # Outside StackFabric too: bare-metal server bm1 on leaf1 port "bm1", and a customer's data
 # centre router "cdc" on leaf2 port "cdc" (the Direct Connect hand-off), with its own FRR
 # (static config) and a host "cdc-host" behind it. Both ports are untagged: this lab's kernel

@@ -665,6 +665,9 @@ impl Step for Action {
             Action::LoadNft { ns, lbs, .. } => {
                 format!("LoadNft {{ ns: {ns:?}, lb_maps: {} }}", lbs.maps.len())
             }
+            Action::LoadNft6 { ns, table } => {
+                format!("LoadNft6 {{ ns: {ns:?}, remove: {} }}", table.is_none())
+            }
             _ => format!("{self:?}"),
         }
     }

@@ -259,7 +259,7 @@ pub async fn observe_ns(k: &Kernel, ns: &str) -> Result<NsState, DeviceError> {
     }
     .await
     .inspect_err(|_| k.forget(ns))?;
-    let (nft_digest, lb_digests) = observe_nft_cached(k, ns).await?;
+    let (nft_digest, lb_digests, nft6_digest) = observe_nft_cached(k, ns).await?;
     Ok(NsState {
         links,
         routes,
@@ -269,6 +269,7 @@ pub async fn observe_ns(k: &Kernel, ns: &str) -> Result<NsState, DeviceError> {
         addrs6: v6.0,
         routes6: v6.1,
         forwarding6: v6.2,
+        nft6_digest,
     })
 }
 
@@ -324,13 +325,14 @@ pub mod iproute2 {
     /// One VPC namespace.
     pub async fn observe_ns(ns: &str) -> Result<NsState, DeviceError> {
         let (links, routes, forwarding) = observe_links(ns).await?;
-        let (nft_digest, lb_digests) = observe_nft(ns).await?;
+        let (nft_digest, lb_digests, nft6_digest) = observe_nft(ns).await?;
         Ok(NsState {
             links,
             routes,
             forwarding,
             nft_digest,
             lb_digests,
+            nft6_digest,
             ..Default::default()
         })
     }
@@ -352,10 +354,17 @@ fn missing(e: &DeviceError) -> bool {
     matches!(e, DeviceError::Command { stderr, .. } if stderr.contains("No such file or directory"))
 }
 
-/// The table digest and load balancer map digests of a VPC namespace. A table with load
-/// balancers is read from its small `lbsum` set (listing the table itself would make nft
-/// fetch every map element); one without, from the table comment (`nft -t`).
+/// The table digest and load balancer map digests of a VPC namespace, and the IPv6 table's
+/// digest ([`observe_nft6`]).
 async fn observe_nft(ns: &str) -> Result<NftSeen, DeviceError> {
+    let (table, maps) = observe_nft4(ns).await?;
+    Ok((table, maps, observe_nft6(ns).await?))
+}
+
+/// The IPv4 table: one with load balancers is read from its small `lbsum` set (listing the
+/// table itself would make nft fetch every map element); one without, from the table
+/// comment (`nft -t`).
+async fn observe_nft4(ns: &str) -> Result<(Option<String>, BTreeMap<usize, String>), DeviceError> {
     let nft = |args: &'static [&'static str]| {
         let mut v = vec!["netns", "exec", ns, "nft"];
         v.extend_from_slice(args);
@@ -376,6 +385,17 @@ async fn observe_nft(ns: &str) -> Result<NftSeen, DeviceError> {
         Err(e) if missing(&e) => Ok((None, Default::default())),
         Err(e) => Err(e),
     }
+}
+
+/// The `ip6 stackfabric6` table's digest: the namespace's ip6 ruleset, which is only ours
+/// (empty, not an error, when an IPv4-only router has none).
+async fn observe_nft6(ns: &str) -> Result<Option<String>, DeviceError> {
+    let listing = run(
+        "ip",
+        &["netns", "exec", ns, "nft", "-t", "list", "ruleset", "ip6"],
+    )
+    .await?;
+    Ok(nft::digest_of(&listing))
 }
 
 async fn ip_in(ns: &Option<String>, args: &[&str]) -> Result<(), DeviceError> {
@@ -502,6 +522,9 @@ pub async fn execute(a: &Action) -> Result<(), DeviceError> {
             nft_in(ns, &script).await
         }
         Action::LoadLbMaps { ns, lbs } => nft_in(ns, &nft::lb_script(lbs)).await,
+        Action::LoadNft6 { ns, table } => {
+            nft_in(ns, &crate::nft6::transaction6(table.as_deref())).await
+        }
         // The former executor is the IPv4 bench baseline only; IPv6 goes through netlink.
         Action::SetForwarding6 { .. }
         | Action::AddAddr6 { .. }

@@ -47,8 +47,9 @@ pub struct NsSocket {
     nft_seen: Mutex<Option<(u32, NftSeen)>>,
 }
 
-/// The nftables digests of a namespace: the table's and the load balancer maps' by index.
-pub type NftSeen = (Option<String>, BTreeMap<usize, String>);
+/// The nftables digests of a namespace: the table's, the load balancer maps' by index, and
+/// the IPv6 table's ([`crate::nft6`]).
+pub type NftSeen = (Option<String>, BTreeMap<usize, String>, Option<String>);
 
 impl NsSocket {
     /// Whether IPv4 forwarding is on in this namespace.

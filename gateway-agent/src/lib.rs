@@ -32,6 +32,7 @@ pub mod kernel;
 pub mod names;
 pub mod nfrules;
 pub mod nft;
+pub mod nft6;
 pub mod plan;
 pub mod plan6;
 pub mod ra;

@@ -46,6 +46,8 @@ pub struct NsState {
     pub addrs6: BTreeMap<String, Vec<Ipv6Net>>,
     /// Configured IPv6 routes of the main table.
     pub routes6: Vec<Route6>,
+    /// Digest comment of the `ip6 stackfabric6` table ([`crate::nft6`]), if it exists.
+    pub nft6_digest: Option<String>,
 }
 
 /// The gateway host namespace as observed.
@@ -182,6 +184,12 @@ pub enum Action {
     LoadLbMaps {
         ns: String,
         lbs: nft::LbLoad,
+    },
+    /// Replace the `ip6 stackfabric6` table with `table`, or remove it (`None`), in one
+    /// transaction ([`crate::nft6`]).
+    LoadNft6 {
+        ns: String,
+        table: Option<String>,
     },
     /// net.ipv6.conf.all.forwarding=1 (see [`crate::plan6`]).
     SetForwarding6 {
@@ -994,6 +1002,11 @@ pub fn apply_in_memory(
             Action::LoadLbMaps { ns, lbs } => {
                 if let Some(s) = names::netns_id(prefix, ns).and_then(|id| vpcs.get_mut(&id)) {
                     s.lb_digests = lbs.digests.clone();
+                }
+            }
+            Action::LoadNft6 { ns, table } => {
+                if let Some(s) = names::netns_id(prefix, ns).and_then(|id| vpcs.get_mut(&id)) {
+                    s.nft6_digest = table.as_deref().and_then(nft::digest_of);
                 }
             }
             Action::SetForwarding6 { ns: None } => {}

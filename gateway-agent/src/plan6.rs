@@ -3,8 +3,9 @@
 //! namespace IPv6 forwarding, each dual-stack tier's router end its `::1/64` and the VPC's
 //! stable link-local, the transit link fixed link-locals with the namespace's default route,
 //! and, only while the router is active, a host route per announced range into the
-//! namespace. Planned after the IPv4 plan of the same pass (whose links it addresses); an
-//! IPv4-only router with no IPv6 state observed plans nothing here.
+//! namespace; before all of it, the router's IPv6 firewall ([`crate::nft6`]), removed when
+//! the VPC loses its IPv6 side. Planned after the IPv4 plan of the same pass (whose links
+//! it addresses); an IPv4-only router with no IPv6 state observed plans nothing here.
 //!
 //! Every link of ours is created with `addrgenmode none` ([`crate::exec::mark_owned`]), so
 //! the kernel never adds an EUI-64 link-local from a random MAC: the only link-locals are
@@ -18,6 +19,7 @@ use sf_core::desired::{VpcRouter, VpcRouter6};
 
 use crate::names::{tier_ns, transit_host, TRANSIT_NS};
 use crate::plan::{pairs, Action, HostState, NsState};
+use crate::{nft, nft6};
 
 /// The host end of every transit link (`gx<id>`): the VPC namespace's IPv6 next hop.
 pub const TRANSIT_HOST_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
@@ -135,6 +137,14 @@ pub fn plan_router6(
     let empty = NsState::default();
     let st = ns.unwrap_or(&empty);
     let mut a = Vec::new();
+    // The firewall first: nothing is forwarded in IPv6, nor routed in, before it holds.
+    let table = r6.map(|x| nft6::render_nft6(r, x));
+    if table.as_deref().and_then(nft::digest_of) != st.nft6_digest {
+        a.push(Action::LoadNft6 {
+            ns: ns_name.into(),
+            table,
+        });
+    }
     if r6.is_some() && !st.forwarding6 {
         a.push(Action::SetForwarding6 {
             ns: Some(ns_name.into()),
@@ -209,7 +219,6 @@ fn routes6(
 mod tests {
     use super::*;
     use crate::names::tier_host;
-    use crate::nft;
     use crate::plan::{apply_in_memory, plan_router};
     use sf_core::desired::RouterTier6;
 
@@ -310,8 +319,12 @@ mod tests {
         let a = converge(&r, None, true, &mut h, &mut v);
         assert!(!a.iter().any(|x| matches!(
             x,
-            Action::SetForwarding6 { .. } | Action::AddAddr6 { .. } | Action::ReplaceRoute6 { .. }
+            Action::SetForwarding6 { .. }
+                | Action::AddAddr6 { .. }
+                | Action::ReplaceRoute6 { .. }
+                | Action::LoadNft6 { .. }
         )));
+        assert_eq!(v[&7].nft6_digest, None);
         let (a, _) = plan_router6(&r, None, &h, v.get(&7), "sfvpc-7", true);
         assert_eq!(a, vec![]);
     }
@@ -347,6 +360,39 @@ mod tests {
             .any(|x| matches!(x, Action::DelRoute6 { ns: None, .. })));
         assert!(v[&7].addrs6.values().all(Vec::is_empty));
         assert!(h.routes6.is_empty() && h.addrs6["gx7"].is_empty());
+    }
+
+    /// The firewall is loaded before anything forwards or routes IPv6, once: a second pass
+    /// reloads nothing, a drifted table (another digest, or none) is reloaded, a changed
+    /// tier set reloads it, and a VPC that loses IPv6 loses the table.
+    #[test]
+    fn the_ipv6_firewall_is_loaded_first_once_and_removed_with_ipv6() {
+        let r = nft::example();
+        let mut r6 = router6(&r);
+        let (mut h, mut v) = (host(), BTreeMap::new());
+        let all = converge(&r, Some(&r6), true, &mut h, &mut v);
+        let at = |f: fn(&Action) -> bool| all.iter().position(f).expect("planned");
+        let load = at(|x| matches!(x, Action::LoadNft6 { table: Some(_), .. }));
+        assert!(load < at(|x| matches!(x, Action::SetForwarding6 { ns: Some(_) })));
+        assert!(load < at(|x| matches!(x, Action::ReplaceRoute6 { ns: None, .. })));
+        let want = nft::digest_of(&nft6::render_nft6(&r, &r6));
+        assert!(want.is_some());
+        assert_eq!(v[&7].nft6_digest, want);
+        for drift in [None, Some("0123".to_string())] {
+            v.get_mut(&7).unwrap().nft6_digest = drift;
+            let a = converge(&r, Some(&r6), true, &mut h, &mut v);
+            assert!(
+                matches!(&a[..], [Action::LoadNft6 { table: Some(_), .. }]),
+                "{a:#?}"
+            );
+        }
+        r6.tiers[0].prefix = "2001:db8:100:2::/64".parse().unwrap();
+        r6.tiers[0].gateway = "2001:db8:100:2::1".parse().unwrap();
+        let a = converge(&r, Some(&r6), true, &mut h, &mut v);
+        assert!(matches!(a[0], Action::LoadNft6 { table: Some(_), .. }));
+        let a = converge(&r, None, true, &mut h, &mut v);
+        assert!(matches!(&a[0], Action::LoadNft6 { table: None, ns } if ns == "sfvpc-7"));
+        assert_eq!(v[&7].nft6_digest, None);
     }
 
     #[test]

@@ -94,6 +94,56 @@ check "red-web-1 reaches red-web-3 on hv2" wait_for 30 pings red-web-1 10.10.1.2
 check "leaf1 applied hv2's new VNI as a list delta, not a full reload" bash -c "grep -h 'FRR list delta applied' '$STATE'/logs/*leaf1*.log | grep -q 'added=1'"
 check "vm-del red-web-3" L vm-del red-web-3
 
+section "1d. routed IPv6 through the leaves and the border (issue 21)"
+# What an active VPC router's announcement looks like to gw1's FRR: an address on lo and a
+# kernel route of a /64 inside the site's IPv6 pool (2001:db8:100::/40). The internet host
+# must reach it over IPv6 and back. A route outside the pool on gw1, and any IPv6 route from
+# hv1 (even inside the pool), must not reach leaf1.
+V6_NET=2001:db8:100:ff::/64 V6_ADDR=2001:db8:100:ff::1 INET6=2001:db8:ffff::10
+GW1_NS=${LAB_PREFIX}gw1 INET_NS=${LAB_PREFIX}internet
+bgp6_has() { vtysh_in "$1" -c "show bgp ipv6 unicast $2 json" | grep -q '"paths"'; }
+advertised6() { vtysh_in "$1" -c "show bgp ipv6 unicast neighbors leaf1 advertised-routes" | grep -q "$2"; }
+GW1_ASN=$(vtysh_in gw1 -c 'show bgp summary json' | json "d['ipv4Unicast']['as']")
+check "gw1 learned the internet's IPv6 default route from the fabric" wait_for 30 bash -c "ip -n $GW1_NS -6 route show default | grep -q 'proto bgp'"
+check "gw1: $V6_ADDR on lo, kernel routes $V6_NET and 2001:db8:bad::/48 (outside the pool)" bash -c "
+    ip -n $GW1_NS addr add $V6_ADDR/128 dev lo &&
+    ip -n $GW1_NS -6 route add blackhole $V6_NET &&
+    ip -n $GW1_NS -6 route add blackhole 2001:db8:bad::/48"
+check "leaf1 installed $V6_NET from gw1" wait_for 20 bash -c "ip -n ${LAB_PREFIX}leaf1 -6 route show $V6_NET | grep -q 'proto bgp'"
+check "the internet host learned $V6_NET from leaf1" wait_for 20 bash -c "ip -n $INET_NS -6 route show $V6_NET | grep -q 'proto bgp'"
+check "the internet host pings $V6_ADDR (IPv6 both ways through the border)" wait_for 20 ip netns exec "$INET_NS" ping -6 -c 1 -W 1 -I "$INET6" "$V6_ADDR"
+check_eq "gw1 fetches the internet's page over IPv6 from $V6_ADDR" internet "$(ip netns exec "$GW1_NS" curl -6 -s -m 3 --interface "$V6_ADDR" "http://[$INET6]/")"
+check_eq "the internet's IPv6 HTTP server saw $V6_ADDR as the client" "$V6_ADDR" "$(tail -n 1 "$STATE/logs/internet-http6.log" | awk '{print $1}')"
+check_not "gw1 does not announce 2001:db8:bad::/48 (outside the pool)" advertised6 gw1 2001:db8:bad::
+# Made to announce it anyway (as a misconfigured or compromised gateway could), gw1 sends it
+# and leaf1 must not take it.
+check "gw1 is made to announce 2001:db8:bad::/48 (network statement)" vtysh_in gw1 -c configure -c "router bgp $GW1_ASN" -c 'address-family ipv6 unicast' -c 'network 2001:db8:bad::/48'
+check "gw1 advertises 2001:db8:bad::/48 to leaf1" wait_for 10 advertised6 gw1 2001:db8:bad::/48
+sleep 2
+check_not "leaf1 did not accept 2001:db8:bad::/48 from gw1" bgp6_has leaf1 2001:db8:bad::/48
+check "no route to 2001:db8:bad::/48 on leaf1" bash -c "[ -z \"\$(ip -n ${LAB_PREFIX}leaf1 -6 route show 2001:db8:bad::/48)\" ]"
+# hv1 (a hypervisor) may announce nothing in IPv6, even inside the pool.
+check "hv1 is made to announce 2001:db8:100:ee::/64 in IPv6 unicast" bash -c "
+    ip -n ${LAB_PREFIX}hv1 -6 route add blackhole 2001:db8:100:ee::/64 &&
+    vtysh --vty_socket '$STATE/frr/hv1' -c 'configure' -c 'router bgp 65001' -c 'address-family ipv6 unicast' \
+        -c 'neighbor FABRIC activate' -c 'network 2001:db8:100:ee::/64'"
+check "hv1 advertises 2001:db8:100:ee::/64 to leaf1" wait_for 30 advertised6 hv1 2001:db8:100:ee::/64
+sleep 2
+check_not "leaf1 did not accept 2001:db8:100:ee::/64 from hv1" bgp6_has leaf1 2001:db8:100:ee::/64
+check "no route to 2001:db8:100:ee::/64 on leaf1" bash -c "[ -z \"\$(ip -n ${LAB_PREFIX}leaf1 -6 route show 2001:db8:100:ee::/64)\" ]"
+check "leaf1 still has $V6_NET from gw1" bgp6_has leaf1 "$V6_NET"
+check "hv1 and gw1 withdraw, gw1's address and routes are removed" bash -c "
+    vtysh --vty_socket '$STATE/frr/hv1' -c 'configure' -c 'router bgp 65001' -c 'address-family ipv6 unicast' \
+        -c 'no network 2001:db8:100:ee::/64' -c 'no neighbor FABRIC activate' &&
+    ip -n ${LAB_PREFIX}hv1 -6 route del blackhole 2001:db8:100:ee::/64 &&
+    vtysh --vty_socket '$STATE/frr/gw1' -c configure -c 'router bgp $GW1_ASN' \
+        -c 'address-family ipv6 unicast' -c 'no network 2001:db8:bad::/48' &&
+    ip -n $GW1_NS -6 route del blackhole 2001:db8:bad::/48 &&
+    ip -n $GW1_NS -6 route del blackhole $V6_NET &&
+    ip -n $GW1_NS addr del $V6_ADDR/128 dev lo"
+check "leaf1 withdrew $V6_NET" wait_for 20 bash -c "! ip -n ${LAB_PREFIX}leaf1 -6 route show $V6_NET | grep -q ."
+check "hv1's sessions are back (blue-web-1 reaches blue-web-2)" wait_for 30 pings blue-web-1 10.10.1.12
+
 section "2. bare metal: bm1 (leaf1 port bm1) joins blue's web tier"
 X bm1 ip addr add 10.10.1.50/24 dev leaf1
 X bm1 ip route add default via 10.10.1.1

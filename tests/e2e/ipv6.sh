@@ -121,4 +121,74 @@ else
     check "blue-web-1 still has its default route via $LL after the failover" default_via blue-web-1 "$LL"
 fi
 
+# ---------------------------------------------------------------------------------------
+# 6. (v6edge) routed IPv6 between a VM and the internet host, through the VPC router's
+# stateful IPv6 firewall (table ip6 stackfabric6). Self-contained: it brings back a gateway
+# an earlier section took down, creates VPC edge6 with a range inside the site pool
+# 2001:db8:100::/40 (routed: the active gateway announces it, the leaves let it through to
+# the internet edge) and one VM, and removes them again.
+section "6. routed IPv6: a VM and the internet host, through the router's IPv6 firewall"
+INET6=2001:db8:ffff::10
+E_RANGE=2001:db8:100::/48 E_TIER=2001:db8:100:1::/64
+# inet_tcp ADDR PORT - the internet host opens a new TCP connection to [ADDR]:PORT and reads
+# the page there.
+inet_tcp() { ip netns exec "${LAB_PREFIX}internet" curl -6 -s -m 3 --interface "$INET6" "http://[$1]:$2/"; }
+# fw_count ID COMMENT [CHAIN] - packets counted by rule COMMENT of router ID's IPv6 table,
+# chain CHAIN (default forward), on the gateway serving it.
+fw_count() {
+    local g n
+    g=$(serving "$1")
+    n=$(ip netns exec "${LAB_PREFIX}$g-vpc$1" nft list chain ip6 stackfabric6 "${3:-forward}" 2>/dev/null |
+        sed -n "s/.*counter packets \([0-9]*\) .*comment \"$2\".*/\1/p")
+    echo "${n:-0}"
+}
+for g in gw1 gw2; do
+    if ! ip -n "${LAB_PREFIX}$g" -br link show leaf1 | grep -q ' UP '; then
+        X "$g" ip link set leaf1 up
+        X "$g" ip link set leaf2 up
+        check "$g back (links up, agent started)" L agent-start "$g"
+    fi
+done
+gws_in_sync() { node_is gw1 in_sync True && node_is gw2 in_sync True; }
+check "both gateways in sync" wait_for 60 gws_in_sync
+check "VPC edge6 with the routed range $E_RANGE" S vpc create edge6 --tenant demo --cidr 10.60.0.0/16 --ipv6-range "$E_RANGE"
+check "tier web of edge6 with $E_TIER" S network create web --tenant demo --vpc edge6 --cidr 10.60.1.0/24 --ipv6-prefix "$E_TIER"
+check "vm-add edge6-web-1 on hv2" L vm-add edge6-web-1 hv2 demo edge6 web 10.60.1.11
+EDGE=$(vpc_id edge6)
+E1=$(eui64 "$E_TIER" "$(mac_of edge6-web-1)")
+check "edge6-web-1 configures $E1 by SLAAC" wait_for 20 slaac edge6-web-1 "$E1"
+check "the internet host learned $E_RANGE from the fabric" wait_for 30 bash -c "ip -n ${LAB_PREFIX}internet -6 route show $E_RANGE | grep -q ."
+check "edge6-web-1 pings the internet host $INET6" wait_for 10 ping6 edge6-web-1 "$INET6"
+check "edge6-web-1 fetches the internet's page over IPv6" http6 edge6-web-1 "$INET6" internet
+check_eq "the internet's server saw the VM's own address (no NAT)" "$E1" "$(tail -n 1 "$STATE/logs/internet-http6.log" | awk '{print $1}')"
+DROPS=$(fw_count "$EDGE" "new inbound")
+check_not "the internet host cannot open a TCP connection to edge6-web-1:80" inet_tcp "$E1" 80
+check_not "nor ping it (a new flow from the internet)" ip netns exec "${LAB_PREFIX}internet" ping -6 -c 1 -W 1 -I "$INET6" "$E1"
+check "the router's IPv6 firewall counted them as new inbound drops" bash -c "[ $(fw_count "$EDGE" "new inbound") -gt $DROPS ]"
+check "edge6-web-1 still fetches the internet's page (replies pass)" http6 edge6-web-1 "$INET6" internet
+# A tier ACL in IPv6: TCP 80 in from ::/0 allowed, the rest denied (the list's default);
+# replies and neighbour discovery keep working.
+ip netns exec "${LAB_PREFIX}edge6-web-1" python3 -m http.server 8080 --bind :: >/dev/null 2>&1 &
+SRV8080=$!
+BG+=("$SRV8080")
+check "edge6-web-1 serves port 8080 too" wait_for 10 X edge6-web-1 curl -s -m 2 -o /dev/null "http://[$E1]:8080/"
+check "ACL web6 on edge6's web: 10 ingress allow tcp 80 ::/0, 20 egress allow all ::/0, default deny" \
+    S acl apply web6 --tenant demo --vpc edge6 --tier web --default deny \
+    --rule "10 ingress allow tcp 80 ::/0" --rule "20 egress allow all any ::/0"
+check_eq "the internet host opens a connection to edge6-web-1:80 (allowed by the ACL)" edge6-web-1 "$(wait_for 20 inet_tcp "$E1" 80; inet_tcp "$E1" 80)"
+DENIED=$(fw_count "$EDGE" "ingress default" "acl6_in_$(S -o json network show web --tenant demo --vpc edge6 | json "d['vni']")")
+check_not "nor to edge6-web-1:8080 (the ACL's default deny)" inet_tcp "$E1" 8080
+check "the ACL's ingress default counted it" bash -c "[ $(fw_count "$EDGE" "ingress default" "acl6_in_$(S -o json network show web --tenant demo --vpc edge6 | json "d['vni']")") -gt $DENIED ]"
+check "edge6-web-1 still fetches the internet's page (egress allowed, replies pass)" http6 edge6-web-1 "$INET6" internet
+check "neighbour discovery still works: edge6-web-1 resolves its router again" bash -c "
+    $REPO/deploy/lab.sh exec edge6-web-1 ip -6 neigh flush dev eth0 &&
+    $REPO/deploy/lab.sh exec edge6-web-1 ping -6 -c 1 -W 2 $INET6 >/dev/null &&
+    $REPO/deploy/lab.sh exec edge6-web-1 ip -6 neigh show dev eth0 | grep -Eq 'REACHABLE|STALE|DELAY|PROBE'"
+kill "$SRV8080" 2>/dev/null
+check "remove ACL web6" S acl delete web6 --tenant demo --vpc edge6
+check "remove edge6-web-1" L vm-del edge6-web-1
+check "remove tier web of edge6" S network delete web --tenant demo --vpc edge6
+check "remove VPC edge6" S vpc delete edge6 --tenant demo
+check "the internet host's route to $E_RANGE is withdrawn" wait_for 30 bash -c "! ip -n ${LAB_PREFIX}internet -6 route show $E_RANGE | grep -q ."
+
 lab_finish

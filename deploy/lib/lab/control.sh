@@ -158,6 +158,7 @@ create_demo() {
     local v
     log "demo tenant"
     sfctl_cmd pool create public --cidr "$PUBLIC_POOL" >/dev/null || die "sfctl pool create"
+    sfctl_cmd pool create public6 --cidr "$PUBLIC_POOL6" >/dev/null || die "sfctl pool create public6"
     sfctl_cmd tenant create demo >/dev/null || die "sfctl tenant create demo"
     # Dual-stack: both VPCs hold the same VPC-internal ULA range and web the same /64, like
     # their IPv4 10.10.1.0/24 (isolation is per VPC, in both families).

@@ -20,8 +20,10 @@ EOF
 }
 
 # internet_start - the internet edge: an FRR StackFabric does not manage (static config), eBGP
-# unnumbered to border leaf leaf1, announcing a default route and its own address, and an
-# HTTP server on $INTERNET_IP answering "internet" (tests read client addresses from its log).
+# unnumbered to border leaf leaf1, announcing a default route and its own address in IPv4 and
+# IPv6 (the fabric takes IPv6 unicast once the site has an IPv6 pool), and an HTTP server on
+# $INTERNET_IP and one on $INTERNET_IP6 answering "internet" (tests read client addresses
+# from their logs, internet-http.log and internet-http6.log).
 internet_start() {
     local dir=$STATE/frr/internet
     mkdir -p "$dir" "$STATE/internet"
@@ -39,6 +41,12 @@ router bgp $INTERNET_ASN
   network $INTERNET_IP/32
   neighbor leaf1 default-originate
  exit-address-family
+ !
+ address-family ipv6 unicast
+  network $INTERNET_IP6/128
+  neighbor leaf1 activate
+  neighbor leaf1 default-originate
+ exit-address-family
 exit
 !
 EOF
@@ -47,6 +55,8 @@ EOF
     printf 'internet\n' >"$STATE/internet/index.html"
     start_bg internet-http "${P}internet" "$(python_bin)" -m http.server 80 \
         --bind "$INTERNET_IP" --directory "$STATE/internet"
+    start_bg internet-http6 "${P}internet" "$(python_bin)" -m http.server 80 \
+        --bind "$INTERNET_IP6" --directory "$STATE/internet"
 }
 
 # cdc_start - the customer's data centre: a router StackFabric does not manage, with a static
@@ -127,6 +137,7 @@ build_topology() {
     ip -n "${P}cdc-host" addr add 192.168.100.10/24 dev cdc || die "cdc-host address"
     ip -n "${P}cdc-host" route add default via 192.168.100.1 || die "cdc-host route"
     netlab_addr_lo "${P}internet" "$INTERNET_IP/32" || die "loopback internet"
+    netlab_addr_lo "${P}internet" "$INTERNET_IP6/128" || die "loopback internet (IPv6)"
     for l in "${LEAVES[@]}"; do
         netlab_addr_lo "${P}$l" "10.255.0.${l#leaf}/32" || die "loopback $l"
     done

@@ -1,0 +1,368 @@
+//! The IPv6 firewall of a dual-stack VPC router (issue 21): one nftables table
+//! `ip6 stackfabric6` in the VPC namespace, owned by the agent, replaced atomically (one
+//! `nft -f` transaction) only when its rendering changed, its digest carried as its comment
+//! like the IPv4 table's ([`crate::nft`]), so a restarted agent reloads nothing unchanged.
+//!
+//! IPv6 is routed, never translated: the VMs' own addresses are on the wire, so what NAT does
+//! for IPv4 (nothing from the internet reaches a VM unless a translation says so) is a
+//! stateful filter here, as CloudStack's VR does for routed IPv6. The forward chain:
+//!
+//! - `ct state established,related accept`: replies and related errors of admitted flows.
+//! - ICMPv6 that IPv6 cannot work without is always accepted: neighbour discovery
+//!   (RS, RA, NS, NA) and the errors PMTU discovery and traceroute rely on (packet-too-big,
+//!   time-exceeded, parameter-problem, destination-unreachable).
+//! - towards `transit` (egress to the internet): only sources inside one of the router's
+//!   dual-stack tiers (no spoofed or Direct Connect source leaves the VPC), accepted.
+//! - from `transit` (new connections from the internet): dropped, as NAT does for IPv4.
+//! - between tiers: policy accept, as the IPv4 table (east-west is filtered on the
+//!   hypervisors, at the source).
+//! - tiers with a north-south ACL (`TierAcl`): as in the IPv4 table, after the ICMPv6 that
+//!   must pass, a new connection from `transit` goes by `ip6 daddr vmap` to the tier's
+//!   `acl6_in_<vni>`, one to `transit` by `ip6 saddr vmap` to `acl6_eg_<vni>`: the list's
+//!   rules that apply to IPv6 (`sf_linux::acl::render_chain_in` with `Family::V6`: rules
+//!   naming IPv6 networks or none, `::/0` is any address), then the list's default. Flows
+//!   admitted under earlier rules are checked again once (the IPv4 table's conntrack-mark
+//!   generation, computed over this table's ACL rendering).
+//!
+//! A separate table rather than turning `ip stackfabric` into `inet`: the IPv4 table stays
+//! byte for byte what it was (same digest, so upgrading reloads no IPv4-only router), its
+//! NAT and Maglev maps are IPv4-typed anyway, and an IPv4-only router gets no IPv6 table.
+
+use std::fmt::Write;
+
+use sf_core::desired::{RouterTier, VpcRouter, VpcRouter6};
+use sf_linux::acl::{render_chain_in, Direction, Family, Verdicts};
+use sha2::{Digest, Sha256};
+
+use crate::names::TRANSIT_NS;
+use crate::nft::{digest, tier_acls};
+
+pub const TABLE6: &str = "stackfabric6";
+const COMMENT_PREFIX: &str = "sf:";
+
+/// ICMPv6 types always forwarded: neighbour discovery and the errors IPv6 needs (RFC 4890).
+const ICMPV6_ALWAYS: &str = "destination-unreachable, packet-too-big, time-exceeded, \
+parameter-problem, nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert";
+
+/// The /64s of the router's dual-stack tiers that the IPv4 router also has (the ones
+/// [`crate::plan6`] addresses), sorted, for the `tiers6` set.
+pub fn tier_prefixes(r: &VpcRouter, r6: &VpcRouter6) -> Vec<String> {
+    let mut v: Vec<String> = r6
+        .tiers
+        .iter()
+        .filter(|t| r.tiers.iter().any(|x| x.vni == t.vni))
+        .map(|t| t.prefix.trunc().to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The tiers whose ACL the IPv6 table enforces, in VNI order, each with its /64: those
+/// [`tier_acls`] keeps for IPv4 that are dual-stack.
+fn acl_tiers6<'a>(r: &'a VpcRouter, r6: &VpcRouter6) -> Vec<(&'a RouterTier, String)> {
+    tier_acls(r)
+        .into_iter()
+        .filter_map(|t| {
+            let t6 = r6.tiers.iter().find(|x| x.vni == t.vni)?;
+            Some((t, t6.prefix.trunc().to_string()))
+        })
+        .collect()
+}
+
+/// The ACL sets and chains (`acl6_in_<vni>`, `acl6_eg_<vni>`) of the dual-stack tiers with
+/// an ACL, and the two dispatch lines (`vmap`s) of the forward chain; all empty without.
+fn acl_text6(r: &VpcRouter, r6: &VpcRouter6) -> (String, String, String) {
+    let tiers = acl_tiers6(r, r6);
+    let (mut sets, mut chains) = (String::new(), String::new());
+    if tiers.is_empty() {
+        return (sets, chains, String::new());
+    }
+    for (tier, _) in &tiers {
+        let acl = tier
+            .acl
+            .as_ref()
+            .expect("tier_acls keeps tiers with an ACL");
+        let v = tier.vni;
+        for (d, name, setp) in [
+            (
+                Direction::Ingress,
+                format!("acl6_in_{v}"),
+                format!("acl6_ins_{v}_"),
+            ),
+            (
+                Direction::Egress,
+                format!("acl6_eg_{v}"),
+                format!("acl6_egs_{v}_"),
+            ),
+        ] {
+            let t = render_chain_in(acl, d, Verdicts::FINAL, &setp, Family::V6);
+            sets.push_str(&t.sets);
+            let _ = write!(chains, "\tchain {name} {{\n{}\t}}\n", t.rules);
+        }
+    }
+    let map = |kind: &str| -> String {
+        let v: Vec<String> = tiers
+            .iter()
+            .map(|(t, p)| format!("{p} : jump acl6_{kind}_{}", t.vni))
+            .collect();
+        v.join(", ")
+    };
+    let t = TRANSIT_NS;
+    let vmaps = format!(
+        "\t\tiifname \"{t}\" ip6 daddr vmap {{ {} }}\n\t\toifname \"{t}\" ip6 saddr vmap {{ {} }}\n",
+        map("in"),
+        map("eg")
+    );
+    (sets, chains, vmaps)
+}
+
+/// The conntrack mark of IPv6 flows admitted under one set of ACLs (never 0).
+fn acl_generation6(vmaps: &str, chains: &str) -> u32 {
+    let h = Sha256::digest(format!("{vmaps}{chains}").as_bytes());
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]]).max(1)
+}
+
+fn body(r: &VpcRouter, r6: &VpcRouter6) -> String {
+    let mut c = String::new();
+    let t = TRANSIT_NS;
+    let _ = writeln!(c, "\tset tiers6 {{\n\t\ttype ipv6_addr\n\t\tflags interval");
+    let tiers = tier_prefixes(r, r6);
+    if !tiers.is_empty() {
+        let _ = writeln!(c, "\t\telements = {{ {} }}", tiers.join(", "));
+    }
+    let _ = writeln!(c, "\t}}");
+    let (sets, chains, vmaps) = acl_text6(r, r6);
+    c.push_str(&sets);
+    let _ = writeln!(c, "\tchain forward {{");
+    let _ = writeln!(
+        c,
+        "\t\ttype filter hook forward priority filter; policy accept;"
+    );
+    let generation = (!vmaps.is_empty()).then(|| acl_generation6(&vmaps, &chains));
+    match generation {
+        None => {
+            let _ = writeln!(c, "\t\tct state established,related counter accept");
+        }
+        Some(g) => {
+            // As the IPv4 table: established flows pass at once only if admitted under
+            // these rules; one admitted before is checked again in its original direction.
+            let _ = writeln!(
+                c,
+                "\t\tct state established,related ct mark {g:#010x} counter accept"
+            );
+            let _ = writeln!(
+                c,
+                "\t\tct direction reply ct state established,related counter accept"
+            );
+            let _ = writeln!(c, "\t\tct state invalid counter drop");
+        }
+    }
+    let _ = writeln!(
+        c,
+        "\t\ticmpv6 type {{ {ICMPV6_ALWAYS} }} counter accept comment \"icmpv6 needed\""
+    );
+    if let Some(g) = generation {
+        c.push_str(&vmaps);
+        let _ = writeln!(c, "\t\tct mark set {g:#010x}");
+    }
+    let _ = writeln!(
+        c,
+        "\t\toifname \"{t}\" ip6 saddr @tiers6 counter accept comment \"egress\""
+    );
+    let _ = writeln!(
+        c,
+        "\t\toifname \"{t}\" counter drop comment \"egress not from a tier\""
+    );
+    let _ = writeln!(
+        c,
+        "\t\tiifname \"{t}\" counter drop comment \"new inbound\""
+    );
+    let _ = writeln!(c, "\t}}");
+    c.push_str(&chains);
+    c
+}
+
+/// The table definition of dual-stack router `r`/`r6`, with its digest as the table comment.
+pub fn render_nft6(r: &VpcRouter, r6: &VpcRouter6) -> String {
+    let b = body(r, r6);
+    format!(
+        "table ip6 {TABLE6} {{\n\tcomment \"{COMMENT_PREFIX}{}\"\n{b}}}\n",
+        digest(&b)
+    )
+}
+
+/// One `nft -f` transaction replacing the table atomically (declare, delete, define), or,
+/// with `None`, removing it (the VPC lost its IPv6 side).
+pub fn transaction6(table: Option<&str>) -> String {
+    format!(
+        "table ip6 {TABLE6}\ndelete table ip6 {TABLE6}\n{}",
+        table.unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft;
+    use sf_core::desired::RouterTier6;
+
+    fn r6(r: &VpcRouter) -> VpcRouter6 {
+        VpcRouter6 {
+            tenant: r.tenant.clone(),
+            vpc: r.vpc.clone(),
+            id: r.id,
+            role: r.role,
+            link_local: sf_core::desired::vpc_link_local(r.id),
+            tiers: vec![RouterTier6 {
+                name: "web".into(),
+                vni: 1_000_001,
+                prefix: "2001:db8:100:1::/64".parse().unwrap(),
+                gateway: "2001:db8:100:1::1".parse().unwrap(),
+            }],
+            announce: vec!["2001:db8:100::/48".parse().unwrap()],
+        }
+    }
+
+    fn forward(t: &str) -> &str {
+        &t[t.find("\tchain forward {").unwrap()..]
+    }
+
+    /// Established first, ICMPv6 errors and ND next, then egress from the tiers, then the
+    /// drop of everything new from transit: the order is the semantics.
+    #[test]
+    fn a_dual_stack_router_drops_new_inbound_and_passes_replies_and_nd() {
+        let r = nft::example();
+        let t = render_nft6(&r, &r6(&r));
+        assert!(t.starts_with("table ip6 stackfabric6 {\n\tcomment \"sf:"));
+        assert!(t.contains("\tset tiers6 {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\telements = { 2001:db8:100:1::/64 }\n\t}\n"));
+        let f = forward(&t);
+        let order = [
+            "\t\ttype filter hook forward priority filter; policy accept;\n",
+            "\t\tct state established,related counter accept\n",
+            "\t\ticmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } counter accept comment \"icmpv6 needed\"\n",
+            "\t\toifname \"transit\" ip6 saddr @tiers6 counter accept comment \"egress\"\n",
+            "\t\toifname \"transit\" counter drop comment \"egress not from a tier\"\n",
+            "\t\tiifname \"transit\" counter drop comment \"new inbound\"\n",
+        ];
+        let at: Vec<usize> = order.iter().map(|l| f.find(l).expect(l)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{f}");
+    }
+
+    #[test]
+    fn digest_tracks_the_tiers_and_parses_back() {
+        let r = nft::example();
+        let mut x = r6(&r);
+        let a = render_nft6(&r, &x);
+        assert_eq!(nft::digest_of(&a), nft::digest_of(&render_nft6(&r, &x)));
+        x.tiers[0].prefix = "2001:db8:100:2::/64".parse().unwrap();
+        x.tiers[0].gateway = "2001:db8:100:2::1".parse().unwrap();
+        let b = render_nft6(&r, &x);
+        assert_ne!(nft::digest_of(&a), nft::digest_of(&b));
+        assert!(b.contains("elements = { 2001:db8:100:2::/64 }"));
+        // A tier the IPv4 router lacks is not in the set (plan6 refuses it anyway).
+        x.tiers[0].vni = 5;
+        assert!(!render_nft6(&r, &x).contains("elements"));
+    }
+
+    fn web_acl() -> sf_core::desired::TierAcl {
+        use sf_core::desired::{AclAction, AclProtocol, AclRule, TierAcl};
+        let rule = |number, action, ports: Option<(u16, u16)>, cidrs: &[&str]| AclRule {
+            number,
+            action,
+            protocol: AclProtocol::Tcp,
+            ports,
+            icmp_type: None,
+            icmp_code: None,
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        };
+        TierAcl {
+            list: "web".into(),
+            default_action: AclAction::Deny,
+            ingress: vec![
+                rule(
+                    5,
+                    AclAction::Deny,
+                    Some((80, 80)),
+                    &["2001:db8:ffff::66/128"],
+                ),
+                rule(10, AclAction::Allow, Some((80, 80)), &["::/0"]),
+                rule(20, AclAction::Allow, Some((22, 22)), &["0.0.0.0/0"]),
+            ],
+            egress: vec![rule(10, AclAction::Allow, Some((443, 443)), &[])],
+        }
+    }
+
+    /// A dual-stack tier's ACL is enforced in IPv6 too: new connections from transit go to
+    /// its ingress chain (IPv6 rules only, `::/0` = any address, then the default), new
+    /// ones to transit to its egress chain, after the ICMPv6 that always passes; an ACL
+    /// change re-checks established flows (a new conntrack mark).
+    #[test]
+    fn a_tier_acl_filters_ipv6_from_and_to_transit() {
+        let mut r = nft::example();
+        let x = r6(&r);
+        let plain = render_nft6(&r, &x);
+        assert!(!plain.contains("acl6_") && !plain.contains("ct mark"));
+        r.tiers[0].acl = Some(web_acl());
+        let t = render_nft6(&r, &x);
+        let f = forward(&t);
+        let order = [
+            "ct state established,related ct mark 0x",
+            "\t\tct direction reply ct state established,related counter accept\n",
+            "\t\tct state invalid counter drop\n",
+            "comment \"icmpv6 needed\"\n",
+            "\t\tiifname \"transit\" ip6 daddr vmap { 2001:db8:100:1::/64 : jump acl6_in_1000001 }\n",
+            "\t\toifname \"transit\" ip6 saddr vmap { 2001:db8:100:1::/64 : jump acl6_eg_1000001 }\n",
+            "\t\tct mark set 0x",
+            "comment \"new inbound\"",
+        ];
+        let at: Vec<usize> = order.iter().map(|l| f.find(l).expect(l)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{f}");
+        let ins = &t[t.find("\tchain acl6_in_1000001 {").unwrap()..];
+        let ins = &ins[..ins.find("\t}").unwrap()];
+        assert!(
+            ins.contains(
+                "tcp dport 80 ip6 saddr 2001:db8:ffff::66 counter drop comment \"ingress 5\""
+            ),
+            "{ins}"
+        );
+        assert!(
+            ins.contains("tcp dport 80 counter accept comment \"ingress 10\""),
+            "{ins}"
+        );
+        assert!(
+            !ins.contains("ingress 20"),
+            "an IPv4-only rule is not in the IPv6 chain"
+        );
+        assert!(ins.contains("counter drop comment \"ingress default\""));
+        assert!(t.contains(
+            "\tchain acl6_eg_1000001 {\n\t\ttcp dport 443 counter accept comment \"egress 10\"\n"
+        ));
+        let mut changed = r.clone();
+        changed.tiers[0].acl.as_mut().unwrap().ingress.remove(1);
+        let mark = |t: &str| {
+            t.lines()
+                .find(|l| l.contains("ct mark set"))
+                .map(str::to_string)
+        };
+        assert_ne!(mark(&t), mark(&render_nft6(&changed, &x)));
+        assert_ne!(
+            nft::digest_of(&t),
+            nft::digest_of(&render_nft6(&changed, &x))
+        );
+    }
+
+    #[test]
+    fn transaction_replaces_or_removes_the_table() {
+        let r = nft::example();
+        let t = render_nft6(&r, &r6(&r));
+        let s = transaction6(Some(&t));
+        assert!(s.starts_with(
+            "table ip6 stackfabric6\ndelete table ip6 stackfabric6\ntable ip6 stackfabric6 {"
+        ));
+        assert_eq!(
+            transaction6(None),
+            "table ip6 stackfabric6\ndelete table ip6 stackfabric6\n"
+        );
+    }
+}
