@@ -1443,6 +1443,50 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
             a.body
         );
     }
+    // IPv6 static routes: CloudStack posts the prefix (its `name`) and a next hop in a tier.
+    let route = |prefix: &str, hop: &str| {
+        json!({"prefix": prefix, "next_hop": hop, "description": name, "site_id": 1,
+            "stateStatus": "active", "switches": [], "vpc": {"id": vpc}})
+    };
+    let b = c
+        .call(
+            "POST",
+            "/api/routes",
+            Some(route("fd00:99::/64", "fd00:70:0:1::11")),
+        )
+        .await;
+    check("POST routes IPv6", &b, "InlineResponse2004Data");
+    let rt = stored(&kv, "routes", "").await;
+    assert_eq!(
+        (&rt[0]["prefix"], &rt[0]["nexthop"]),
+        (&json!("fd00:99::/64"), &json!("fd00:70:0:1::11")),
+        "{rt:?}"
+    );
+    let b = c
+        .call("GET", &format!("/api/routes?filterByVpc={vpc}"), None)
+        .await;
+    check("GET routes IPv6", &b, "[RoutesGetBody]");
+    let listed = b["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{b}");
+    assert_eq!(listed[0]["name"], "fd00:99::/64");
+    assert_eq!(listed[0]["next_hop"], "fd00:70:0:1::11");
+    for (body, want) in [
+        (route("fd00:98::/64", "10.70.1.11"), "route.nexthop"),
+        (route("fd00:98::/64", "fd00:70:0:5::11"), "route.nexthop"),
+        (route("fd00:98::1/64", "fd00:70:0:1::11"), "host bits"),
+    ] {
+        let a = raw("POST", "/api/routes".into(), body).await;
+        assert_eq!(a.status, 400, "{}", a.body);
+        let m = a.body["message"].as_str().unwrap_or_default();
+        assert!(m.contains(want), "{want}: {m}");
+    }
+    c.call(
+        "DELETE",
+        "/api/routes",
+        Some(json!({"id": listed[0]["id"]})),
+    )
+    .await;
+    assert!(stored(&kv, "routes", "").await.is_empty());
     // A range in use stays: a tier's /64 in it blocks the allocation's removal (its IPv6
     // subnet does not: CloudStack deletes a VPC's allocations before its subnets).
     let a = raw("DELETE", format!("/api/v2/ipam/allocation/{a6}"), json!({})).await;

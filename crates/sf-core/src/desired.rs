@@ -495,6 +495,17 @@ pub struct VpcRouter6 {
     /// to the fabric and the internet by the serving gateway (CloudStack's routed mode:
     /// global routing, no NAT). Ranges outside every pool (ULA) stay inside the VPC.
     pub announce: Vec<Ipv6Net>,
+    /// The VPC's IPv6 static routes, by prefix; the next hop is a host of a dual-stack tier.
+    /// Defaulted and skipped when empty, so objects of VPCs without IPv6 routes are unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouterRoute6>,
+}
+
+/// An IPv6 static route inside a VPC (the IPv4 ones are [`RouterRoute`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RouterRoute6 {
+    pub prefix: Ipv6Net,
+    pub nexthop: Ipv6Addr,
 }
 
 /// One dual-stack tier as the VPC router sees it.

@@ -2,9 +2,9 @@
 //! (`network.cidr`, `port.node`, ...) so API users and CloudStack see what to fix, and the
 //! caller only writes when validation passed, so a rejected request changes nothing.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 
 use crate::event::{PortRef, VpcChildRef, VpcRef};
 use crate::model::{
@@ -762,6 +762,17 @@ fn in_some_tier(intent: &Intent, tenant: &str, vpc: &str, ip: Ipv4Addr) -> bool 
         .networks
         .values()
         .any(|n| n.tenant == tenant && n.vpc == vpc && host_in(n.cidr, ip) && ip != n.gateway)
+}
+
+/// A host of one of the VPC's dual-stack tiers: inside its /64, neither `::` nor `::1`.
+fn in_some_tier6(intent: &Intent, tenant: &str, vpc: &str, ip: Ipv6Addr) -> bool {
+    intent.networks.values().any(|n| {
+        n.tenant == tenant
+            && n.vpc == vpc
+            && n.ipv6_prefix
+                .is_some_and(|p| p.contains(&ip) && ip != p.network())
+            && Some(ip) != n.ipv6_gateway()
+    })
 }
 
 pub fn validate_nat(intent: &Intent, r: &NatRule) -> Result {
@@ -1695,16 +1706,7 @@ fn validate_route_as(intent: &Intent, r: &StaticRoute, replacing: bool) -> Resul
             format!("{} has host bits set", r.prefix),
         ));
     }
-    if !in_some_tier(intent, &r.tenant, &r.vpc, r.nexthop) {
-        return Err(err(
-            ErrorKind::Invalid,
-            "route.nexthop",
-            format!(
-                "{} is not a host address of any tier of VPC {:?}",
-                r.nexthop, r.vpc
-            ),
-        ));
-    }
+    validate_route_nexthop(intent, r)?;
     if let Some(o) = intent.routes.values().find(|o| {
         o.tenant == r.tenant && o.vpc == r.vpc && o.prefix == r.prefix && o.key() != r.key()
     }) {
@@ -1715,6 +1717,59 @@ fn validate_route_as(intent: &Intent, r: &StaticRoute, replacing: bool) -> Resul
         ));
     }
     Ok(())
+}
+
+/// The next hop: of the prefix's family, and a host of one of the VPC's tiers (an IPv6 one a
+/// host of a dual-stack tier's /64, neither `::` nor the router's `::1`), as the router only
+/// reaches hosts on its tiers.
+fn validate_route_nexthop(intent: &Intent, r: &StaticRoute) -> Result {
+    let (v4, v6) = match (r.prefix, r.nexthop) {
+        (IpNet::V4(_), IpAddr::V4(nh)) => (Some(nh), None),
+        (IpNet::V6(_), IpAddr::V6(nh)) => (None, Some(nh)),
+        _ => {
+            return Err(err(
+                ErrorKind::Invalid,
+                "route.nexthop",
+                format!(
+                    "next hop {} and prefix {} are of different address families",
+                    r.nexthop, r.prefix
+                ),
+            ))
+        }
+    };
+    if v6.is_some() && !vpc_has_ipv6(intent, &r.tenant, &r.vpc) {
+        return Err(err(
+            ErrorKind::Invalid,
+            "route.prefix",
+            format!(
+                "{} is IPv6 but VPC {:?} has no dual-stack tier (network.ipv6_prefix)",
+                r.prefix, r.vpc
+            ),
+        ));
+    }
+    let in_tier = match (v4, v6) {
+        (Some(nh), _) => in_some_tier(intent, &r.tenant, &r.vpc, nh),
+        (_, Some(nh)) => in_some_tier6(intent, &r.tenant, &r.vpc, nh),
+        _ => false,
+    };
+    if !in_tier {
+        return Err(err(
+            ErrorKind::Invalid,
+            "route.nexthop",
+            format!(
+                "{} is not a host address of any tier of VPC {:?}",
+                r.nexthop, r.vpc
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn vpc_has_ipv6(intent: &Intent, tenant: &str, vpc: &str) -> bool {
+    intent
+        .networks
+        .values()
+        .any(|n| n.tenant == tenant && n.vpc == vpc && n.ipv6_prefix.is_some())
 }
 
 pub fn check_delete_pool(intent: &Intent, name: &str) -> Result {
@@ -1816,6 +1871,10 @@ pub fn check_delete_network(intent: &Intent, tenant: &str, vpc: &str, name: &str
     }
     let net = &intent.networks[&key];
     let points_here = |ip: &Ipv4Addr| net.cidr.contains(ip);
+    let route_here = |ip: &IpAddr| match ip {
+        IpAddr::V4(ip) => points_here(ip),
+        IpAddr::V6(ip) => net.ipv6_prefix.is_some_and(|p| p.contains(ip)),
+    };
     if let Some(r) = intent.nat_rules.values().find(|r| {
         r.tenant == tenant
             && r.vpc == vpc
@@ -1835,7 +1894,7 @@ pub fn check_delete_network(intent: &Intent, tenant: &str, vpc: &str, name: &str
     if let Some(r) = intent
         .routes
         .values()
-        .find(|r| r.tenant == tenant && r.vpc == vpc && points_here(&r.nexthop))
+        .find(|r| r.tenant == tenant && r.vpc == vpc && route_here(&r.nexthop))
     {
         return Err(err(
             ErrorKind::InUse,
