@@ -1279,6 +1279,29 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
         .unwrap()["id"]
         .clone();
     let t = json!({"id": tenant, "name": "Admin"});
+    // The zone's IPv6 range, an allocation of the System VPC: a site IPv6 pool (the ranges of
+    // tenant VPCs inside it are routed).
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/allocation",
+            Some(
+                json!({"name": "Z1-2001:db8:70::/44", "prefix": "2001:db8:70::/44",
+                "tenant": t, "vpc": {"id": 1}, "ipFamily": "ipv6"}),
+            ),
+        )
+        .await;
+    check(
+        "POST ipam/allocation System IPv6",
+        &b,
+        "InlineResponse2004Data",
+    );
+    let pool6 = id(&b["data"]);
+    let pools = stored(&kv, "pools", "").await;
+    assert!(
+        pools.iter().any(|p| p["cidr"] == "2001:db8:70::/44"),
+        "{pools:?}"
+    );
     let name = "D1-A2-Z1-V7-dual";
     let b = c
         .call(
@@ -1506,6 +1529,22 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
         "{}",
         a.body
     );
+    // The zone's IPv6 pool routes a6b's range: it stays while the range does.
+    let a = raw(
+        "DELETE",
+        format!("/api/v2/ipam/allocation/{pool6}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2001:db8:70::/48"),
+        "{}",
+        a.body
+    );
     // CloudStack's teardown: vnets, subnet, then the allocations; the ranges go with them.
     for path in [
         format!("/api/v2/vnet/{web}"),
@@ -1517,6 +1556,14 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
     }
     let v = stored(&kv, "vpcs", "/D1-A2-Z1-V7-dual").await;
     assert_eq!(v[0]["ipv6_ranges"], json!(["fd00:70::/48"]), "{v:?}");
+    // With the routed range gone, the zone's IPv6 range (the pool) may go.
+    c.call("DELETE", &format!("/api/v2/ipam/allocation/{pool6}"), None)
+        .await;
+    let pools = stored(&kv, "pools", "").await;
+    assert!(
+        !pools.iter().any(|p| p["cidr"] == "2001:db8:70::/44"),
+        "{pools:?}"
+    );
     c.call("DELETE", &format!("/api/v2/ipam/allocation/{a6}"), None)
         .await;
     let v = stored(&kv, "vpcs", "/D1-A2-Z1-V7-dual").await;

@@ -1780,6 +1780,27 @@ pub fn check_delete_pool(intent: &Intent, name: &str) -> Result {
             format!("pool {name:?} does not exist"),
         )
     })?;
+    // An IPv6 pool makes the ranges inside it routed: removing it under a VPC would silently
+    // withdraw the VPC's addresses from the internet.
+    if let Some((v, r)) = pool.v6().and_then(|p6| {
+        intent
+            .vpcs
+            .values()
+            .filter(|v| v.site == pool.site)
+            .find_map(|v| {
+                let r = v.ipv6_ranges.iter().find(|r| p6.contains(*r))?;
+                Some((v, r))
+            })
+    }) {
+        return Err(err(
+            ErrorKind::InUse,
+            "pool.name",
+            format!(
+                "pool {name:?} still routes {r} of VPC {}/{}",
+                v.tenant, v.name
+            ),
+        ));
+    }
     if let Some(l) = intent
         .load_balancers
         .values()
