@@ -629,10 +629,11 @@ pub fn acl_in(l: pb::AclList) -> Result<sf_core::model::AclList, Status> {
                 "tcp" => AclProtocol::Tcp,
                 "udp" => AclProtocol::Udp,
                 "icmp" => AclProtocol::Icmp,
+                "icmpv6" => AclProtocol::Icmpv6,
                 other => {
                     return Err(invalid(
                         &f("protocol"),
-                        format!("{other:?} is not all, tcp, udp or icmp"),
+                        format!("{other:?} is not all, tcp, udp, icmp or icmpv6"),
                     ))
                 }
             };
@@ -718,6 +719,7 @@ pub fn acl_out(l: &sf_core::model::AclList) -> pb::AclList {
                     AclProtocol::Tcp => "tcp",
                     AclProtocol::Udp => "udp",
                     AclProtocol::Icmp => "icmp",
+                    AclProtocol::Icmpv6 => "icmpv6",
                 }
                 .into(),
                 port_start: r.rule.ports.map(|p| p.0 as u32).unwrap_or(0),

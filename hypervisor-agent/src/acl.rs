@@ -92,6 +92,7 @@ use sf_linux::l2::vxlan_name;
 use sf_linux::links::Link;
 use sha2::{Digest, Sha256};
 
+use crate::acl6;
 use crate::pin::{self, quote, render_pin, Space, Tap, TapFate, TierTaps};
 
 pub const TABLE: &str = "stackfabric";
@@ -122,24 +123,34 @@ pub struct VniObjects {
     /// Number of prefix-list sets of the ACL chains (`ins_<vni>_<n>`, `egs_<vni>_<n>`).
     pub in_sets: usize,
     pub eg_sets: usize,
+    /// The same for the IPv6 chains of a dual-stack tier (`ins6_<vni>_<n>`, `egs6_<vni>_<n>`).
+    pub in6_sets: usize,
+    pub eg6_sets: usize,
 }
 
 impl VniObjects {
     fn comment(&self) -> String {
         let j = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join("+");
-        format!(
+        let mut c = format!(
             "sf:c={};s={};n={}+{}",
             j(&self.chains),
             j(&self.sets),
             self.in_sets,
             self.eg_sets
-        )
+        );
+        // Only when present, so IPv4-only tiers keep the comment older agents wrote.
+        if self.in6_sets + self.eg6_sets > 0 {
+            let _ = write!(c, "+{}+{}", self.in6_sets, self.eg6_sets);
+        }
+        c
     }
     fn parse(comment: &str) -> Option<VniObjects> {
         let rest = comment.strip_prefix("sf:c=")?;
         let (c, rest) = rest.split_once(";s=")?;
         let (s, n) = rest.split_once(";n=").unwrap_or((rest, "0+0"));
-        let (i, e) = n.split_once('+')?;
+        let mut counts = n.split('+').map(str::parse::<usize>);
+        let mut next = || counts.next().unwrap_or(Ok(0)).ok();
+        let (i, e, i6, e6) = (next()?, next()?, next()?, next()?);
         let split = |x: &str| -> BTreeSet<String> {
             x.split('+')
                 .filter(|k| !k.is_empty())
@@ -149,8 +160,10 @@ impl VniObjects {
         Some(VniObjects {
             chains: split(c),
             sets: split(s),
-            in_sets: i.parse().ok()?,
-            eg_sets: e.parse().ok()?,
+            in_sets: i,
+            eg_sets: e,
+            in6_sets: i6,
+            eg6_sets: e6,
         })
     }
 }
@@ -232,13 +245,26 @@ pub fn render(networks: &[&L2Network], nets6: &[&L2Network6], taps: &[Tap]) -> R
             .chains
             .insert("in".into());
     }
-    let (acl_sets, acl_chains) = acl_chains(&local, &ingress, &mut rs.objects);
+    let (mut acl_sets, mut acl_chains) = acl_chains(&local, &ingress, &mut rs.objects);
+    // The dual-stack tiers among them, with their IPv6 sides.
+    let dual: Vec<(&L2Network, &L2Network6)> = local
+        .iter()
+        .filter_map(|n| Some((*n, *nets6.iter().find(|n6| n6.vni == n.vni)?)))
+        .collect();
+    for (n, _) in &dual {
+        let o = rs.objects.entry(n.vni).or_default();
+        acl6::objects6(n, o);
+        acl6::acl_chains6(n, o, &mut acl_sets, &mut acl_chains);
+    }
 
     let mut b = String::new();
     let _ = writeln!(b, "table bridge {TABLE} {{");
     let _ = writeln!(b, "\tset {META_SET} {{\n\t\ttype mark\n\t}}");
     for n in &local {
         flow_sets(&mut b, n.vni);
+    }
+    for (n, _) in &dual {
+        acl6::flow_sets6(&mut b, n.vni);
     }
     b.push_str(&acl_sets);
     forward_chain(&mut b, taps, &fates, &local);
@@ -254,11 +280,16 @@ pub fn render(networks: &[&L2Network], nets6: &[&L2Network6], taps: &[Tap]) -> R
         .flatten()
         .collect();
     let v6 = pinned6(nets6, &fates);
-    if let Some(c) = render_pin(&pinned, &spaces(networks, &fates), &v6) {
+    let spaces6 = spaces6(nets6, &fates);
+    if let Some(c) = render_pin(&pinned, &spaces(networks, &fates), &v6, &spaces6) {
         b.push_str(&c);
     }
     for n in &local {
-        tier_chains(&mut b, n, &mut rs.errors);
+        let v6 = dual.iter().any(|(d, _)| d.vni == n.vni);
+        tier_chains(&mut b, n, v6, &mut rs.errors);
+    }
+    for (n, n6) in &dual {
+        acl6::tier_chains6(&mut b, n, n6);
     }
     b.push_str(&acl_chains);
     let _ = writeln!(b, "}}");
@@ -282,8 +313,8 @@ pub fn tier_acl_digests(networks: &[&L2Network]) -> BTreeMap<u32, String> {
 }
 
 /// The pinned taps of the dual-stack tiers and the IPv6 addresses each may use: its MAC's
-/// link-local and the `ipv6` of every port with its MAC (secondary addresses are ports
-/// too, as in IPv4).
+/// link-local and SLAAC address and the `ipv6` of every port with its MAC (secondary
+/// addresses are ports too, as in IPv4).
 fn pinned6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<(String, Vec<Ipv6Addr>)> {
     let mut out = Vec::new();
     for n6 in nets6 {
@@ -292,6 +323,7 @@ fn pinned6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<(Strin
                 continue;
             };
             let mut addrs: Vec<Ipv6Addr> = pin::mac_link_local(mac).into_iter().collect();
+            addrs.extend(pin::mac_slaac(n6.prefix, mac));
             addrs.extend(
                 n6.ports
                     .iter()
@@ -305,6 +337,25 @@ fn pinned6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<(Strin
     }
     out.sort();
     out
+}
+
+/// Per dual-stack tier: its pinned taps and its VPC's IPv6 ranges.
+fn spaces6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<pin::Space6> {
+    nets6
+        .iter()
+        .map(|n6| pin::Space6 {
+            taps: fates
+                .get(&n6.vni)
+                .into_iter()
+                .flatten()
+                .filter(|(_, f)| matches!(f, TapFate::Pinned { .. }))
+                .map(|(t, _)| t.clone())
+                .collect(),
+            // A tier's /64 lies inside one of them; named too should the ranges be absent
+            // (an object compiled before they were sent).
+            ranges: n6.vpc_ranges.iter().copied().chain([n6.prefix]).collect(),
+        })
+        .collect()
 }
 
 /// Per tier: its pinned taps and the CIDRs of its VPC's tiers.
@@ -514,7 +565,7 @@ fn ra_guard(b: &mut String, fates: &BTreeMap<u32, TierTaps>) {
 /// What every tier chain does before the ACL stages: drop tagged frames, pass ARP (pinned
 /// at the port) and IPv6 neighbour discovery, give other non-IPv4 traffic `other` (the
 /// tier's default: the model's ACL rules are IPv4-only), then let known flows pass.
-fn common(b: &mut String, v: u32, other: &str) {
+fn common(b: &mut String, v: u32, other: &str, v6_chain: Option<&str>) {
     let mut r = |s: String| {
         let _ = writeln!(b, "\t\t{s}");
     };
@@ -526,6 +577,10 @@ fn common(b: &mut String, v: u32, other: &str) {
     r(format!(
         "ether type ip6 meta l4proto ipv6-icmp icmpv6 type {{ {ND_TYPES} }} accept"
     ));
+    if let Some(c) = v6_chain {
+        // A dual-stack tier: IPv6 has chains of its own (crate::acl6).
+        r(format!("ether type ip6 goto {c}_{v}"));
+    }
     r(format!("ether type != ip {other}"));
     // A reset ends the flow: both entries go at once, so SYN/RST churn never fills the
     // sets. A FIN shrinks both to a short timeout (the last ACKs still pass).
@@ -572,11 +627,11 @@ fn other_verdict(acl: Option<&TierAcl>) -> String {
 }
 
 /// `from_V` (leaving a local VM), `to_V` (to a local VM from elsewhere) and `new_V`.
-fn tier_chains(b: &mut String, n: &L2Network, errors: &mut Vec<String>) {
+fn tier_chains(b: &mut String, n: &L2Network, v6: bool, errors: &mut Vec<String>) {
     let v = n.vni;
     let other = other_verdict(n.acl.as_ref());
     let _ = writeln!(b, "\tchain from_{v} {{");
-    common(b, v, &other);
+    common(b, v, &other, v6.then_some("from6"));
     if n.acl.is_some() {
         let _ = writeln!(b, "\t\tjump eg_{v}");
         let _ = writeln!(
@@ -597,7 +652,7 @@ fn tier_chains(b: &mut String, n: &L2Network, errors: &mut Vec<String>) {
     let _ = writeln!(b, "\t\tgoto new_{v}");
     let _ = writeln!(b, "\t}}");
     let _ = writeln!(b, "\tchain to_{v} {{");
-    common(b, v, &other);
+    common(b, v, &other, v6.then_some("to6"));
     if n.acl.is_some() {
         let _ = writeln!(b, "\t\tjump in_{v}");
     }
@@ -738,6 +793,12 @@ pub fn update_script(old: &BTreeMap<u32, VniObjects>, rs: &Ruleset) -> String {
         }
         for n in 0..o.eg_sets {
             let _ = writeln!(s, "delete set bridge {TABLE} egs_{vni}_{n}");
+        }
+        for n in 0..o.in6_sets {
+            let _ = writeln!(s, "delete set bridge {TABLE} ins6_{vni}_{n}");
+        }
+        for n in 0..o.eg6_sets {
+            let _ = writeln!(s, "delete set bridge {TABLE} egs6_{vni}_{n}");
         }
         let keep = rs.objects.get(vni);
         for set in &o.sets {
@@ -1192,6 +1253,7 @@ pub(crate) mod tests {
             prefix: "fd10:10:0:2::/64".parse().unwrap(),
             gateway: "fd10:10:0:2::1".parse().unwrap(),
             router_link_local: "fe80::5f:ff:fe00:1".parse().unwrap(),
+            vpc_ranges: vec!["fd10:10::/48".parse().unwrap()],
             ports: ports
                 .iter()
                 .map(|(n, ip, mac)| sf_core::desired::LocalPort6 {
@@ -1220,7 +1282,8 @@ pub(crate) mod tests {
             "{pin}"
         );
         let p6 = section(&rs.body, "chain pin6 {");
-        let own = "\"vnet1\" . fd10:10:0:2::11, \"vnet1\" . fd10:10:0:2::99, \"vnet1\" . fe80::5054:ff:fe00:211, \"vnet2\" . fe80::5054:ff:fe00:212";
+        // Each tap also has its MAC's SLAAC address in the tier's /64 (…:5054:ff:fe00:2xx).
+        let own = "\"vnet1\" . fd10:10:0:2::11, \"vnet1\" . fd10:10:0:2::99, \"vnet1\" . fd10:10:0:2:5054:ff:fe00:211, \"vnet1\" . fe80::5054:ff:fe00:211, \"vnet2\" . fd10:10:0:2:5054:ff:fe00:212, \"vnet2\" . fe80::5054:ff:fe00:212";
         let src = p6
             .find(&format!("ip6 saddr != :: iifname . ip6 saddr != {{ {own} }} counter drop comment \"spoofed IPv6 source\""))
             .unwrap_or_else(|| panic!("{p6}"));
@@ -1233,11 +1296,84 @@ pub(crate) mod tests {
         let dad_target = p6
             .find("ip6 saddr :: icmpv6 type nd-neighbor-solicit iifname . @th,64,128 != {")
             .unwrap();
-        assert!(src < dad && dad < na && na < dad_target);
+        // Sources outside the VPC's ranges (a VM routing for others) pass, but only after
+        // the ND checks, and neither a link-local nor a VPC address of another port does.
+        let outside = p6
+            .find("iifname { \"vnet1\", \"vnet2\" } ip6 saddr != { fd10:10::/48, fd10:10:0:2::/64, fe80::/10 } return")
+            .unwrap_or_else(|| panic!("{p6}"));
+        assert!(na < dad_target && dad_target < dad && dad < outside && outside < src);
         assert!(p6.contains("\"vnet2\" . 0xfe80000000000000505400fffe000212 }"));
         // Without an IPv6 side the tier's taps are not pinned in IPv6 (as before).
         let rs = render(&refs, &[], &taps);
         assert!(!rs.body.contains("pin6 {") && !rs.body.contains("goto pin6"));
+    }
+
+    /// db's ACL with IPv6 rules: TCP 80 from fd40::/16 in, everything out to ::/0.
+    pub fn db_acl6() -> TierAcl {
+        let mut a = db_acl();
+        let r = |number, protocol, ports, cidr: &str| AclRule {
+            number,
+            action: AclAction::Allow,
+            protocol,
+            ports,
+            icmp_type: None,
+            icmp_code: None,
+            cidrs: vec![cidr.parse().unwrap()],
+        };
+        a.ingress
+            .push(r(20, AclProtocol::Tcp, Some((80, 80)), "fd40::/16"));
+        a.egress.push(r(20, AclProtocol::All, None, "::/0"));
+        a
+    }
+
+    #[test]
+    fn a_dual_stack_tier_has_ipv6_chains_with_the_same_semantics() {
+        let (mut nets, taps) = example();
+        nets[1].acl = Some(db_acl6());
+        let refs: Vec<&L2Network> = nets.iter().collect();
+        let n6 = db6(&[("db-1", "fd10:10:0:2::11", "52:54:00:00:02:11")]);
+        let rs = render(&refs, &[&n6], &taps);
+        let b = &rs.body;
+        // IPv6 leaves the IPv4 chains after ND, before the non-IPv4 default.
+        let from = section(b, "chain from_1000002 {");
+        let nd = from.find("nd-neighbor-solicit").unwrap();
+        let goto = from.find("ether type ip6 goto from6_1000002").unwrap();
+        let def = from.find("ether type != ip counter drop").unwrap();
+        assert!(nd < goto && goto < def);
+        assert!(section(b, "chain to_1000002 {").contains("ether type ip6 goto to6_1000002"));
+        // web is not dual-stack: its IPv6 still gets its default.
+        assert!(!section(b, "chain from_1000001 {").contains("goto from6"));
+        // Same state machine over IPv6 5-tuples, in sets of their own.
+        assert!(b.contains("set orig6_1000002 {\n\t\ttype ipv6_addr . ipv6_addr . inet_proto . inet_service . inet_service\n\t\tsize 262144\n"));
+        let from6 = section(b, "chain from6_1000002 {");
+        let est = from6.find("meta l4proto { tcp, udp } ip6 saddr . ip6 daddr . meta l4proto . th sport . th dport @reply6_1000002 accept").unwrap();
+        let ptb = from6.find("packet-too-big").unwrap();
+        let eg = from6.find("jump eg6_1000002").unwrap();
+        let same = from6
+            .find("ip6 daddr fd10:10:0:2::/64 ip6 daddr != fd10:10:0:2::1 jump in6_1000002")
+            .unwrap();
+        assert!(
+            est < ptb && ptb < eg && eg < same && same < from6.find("goto new6_1000002").unwrap()
+        );
+        assert!(section(b, "chain to6_1000002 {").contains("jump in6_1000002"));
+        assert!(section(b, "chain new6_1000002 {").contains("meta l4proto tcp update @reply6_1000002 { ip6 daddr . ip6 saddr . meta l4proto . th dport . th sport timeout 30s }"));
+        // The list's IPv6 rules, first match, then the same default.
+        let in6 = section(b, "chain in6_1000002 {");
+        assert!(
+            in6.contains("tcp dport 80 ip6 saddr fd40::/16 counter return comment \"ingress 20\"")
+        );
+        assert!(!in6.contains("10.10.1"));
+        assert!(in6.contains("counter drop comment \"ingress default\""));
+        assert!(section(b, "chain eg6_1000002 {").contains("counter return comment \"egress 20\""));
+        assert!(!section(b, "chain in_1000002 {").contains("fd40"));
+        // Bookkeeping: the IPv6 chains and sets go with the tier.
+        let o = &rs.objects[&1_000_002];
+        assert!(o.chains.contains("from6") && o.chains.contains("in6") && o.sets.contains("orig6"));
+        assert_eq!(VniObjects::parse(&o.comment()).as_ref(), Some(o));
+        let web_only: Vec<&L2Network> = nets.iter().filter(|n| n.vni == 1_000_001).collect();
+        let s = update_script(&rs.objects, &render(&web_only, &[], &taps));
+        assert!(s.contains("delete chain bridge stackfabric in6_1000002\n"));
+        assert!(s.contains("delete set bridge stackfabric orig6_1000002\n"));
     }
 
     #[test]

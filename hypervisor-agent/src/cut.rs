@@ -8,13 +8,15 @@
 //!
 //! Which chain a flow took on this hypervisor: `from_<vni>` when its originator is a local
 //! VM of the tier (its address is one of the tier's ports, or, for a tier without port
-//! records, inside the tier's CIDR), `to_<vni>` otherwise.
+//! records, inside the tier's CIDR), `to_<vni>` otherwise. IPv6 flows of a dual-stack tier
+//! (`orig6_<vni>`, [`crate::acl6`]) are judged the same way against the IPv6 side (its
+//! ports' `ipv6`, its /64), with no peer tier's ingress at the source, as in their chains.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use sf_core::desired::{AclAction, AclProtocol, AclRule, L2Network, TierAcl};
+use sf_core::desired::{AclAction, AclProtocol, AclRule, L2Network, L2Network6, TierAcl};
 use sf_linux::acl::Direction;
 
 use crate::acl::{ingress_acls, involved, TABLE};
@@ -22,8 +24,8 @@ use crate::acl::{ingress_acls, involved, TABLE};
 /// The 5-tuple of a flow's originator packet (an `orig_<vni>` element).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Flow {
-    pub saddr: Ipv4Addr,
-    pub daddr: Ipv4Addr,
+    pub saddr: IpAddr,
+    pub daddr: IpAddr,
     pub proto: u8,
     pub sport: u16,
     pub dport: u16,
@@ -49,7 +51,7 @@ fn rule_matches(r: &AclRule, dir: Direction, f: &Flow) -> bool {
         AclProtocol::All => true,
         AclProtocol::Tcp => f.proto == 6,
         AclProtocol::Udp => f.proto == 17,
-        AclProtocol::Icmp => false,
+        AclProtocol::Icmp | AclProtocol::Icmpv6 => false,
     };
     let ports = r.ports.is_none_or(|(lo, hi)| (lo..=hi).contains(&f.dport))
         || r.protocol == AclProtocol::All;
@@ -73,37 +75,57 @@ pub fn allows(acl: &TierAcl, dir: Direction, f: &Flow) -> bool {
     action == AclAction::Allow
 }
 
-fn originates_here(n: &L2Network, f: &Flow) -> bool {
-    if n.ports.is_empty() {
-        n.cidr.contains(&f.saddr)
-    } else {
-        n.ports.iter().any(|p| p.ip == f.saddr)
+fn originates_here(n: &L2Network, n6: Option<&L2Network6>, f: &Flow) -> bool {
+    match (f.saddr, n6) {
+        (IpAddr::V4(a), _) if n.ports.is_empty() => n.cidr.contains(&a),
+        (IpAddr::V4(a), _) => n.ports.iter().any(|p| p.ip == a),
+        (IpAddr::V6(a), Some(n6)) if n6.ports.is_empty() => n6.prefix.contains(&a),
+        (IpAddr::V6(a), Some(n6)) => n6.ports.iter().any(|p| p.ipv6 == a),
+        (IpAddr::V6(_), None) => false,
     }
 }
 
-/// Whether tier `n`'s chains, with the ingress ACLs of the VPC's tiers by VNI, now deny
-/// the flow.
-pub fn denied(n: &L2Network, ingress: &BTreeMap<u32, &TierAcl>, f: &Flow) -> bool {
+/// Whether the flow's destination is in the tier itself but not its router (the
+/// same-tier ingress check of `from_V`/`from6_V`).
+fn same_tier(n: &L2Network, n6: Option<&L2Network6>, f: &Flow) -> bool {
+    match (f.daddr, n6) {
+        (IpAddr::V4(d), _) => n.cidr.contains(&d) && d != n.gateway,
+        (IpAddr::V6(d), Some(n6)) => n6.prefix.contains(&d) && d != n6.gateway,
+        (IpAddr::V6(_), None) => false,
+    }
+}
+
+/// Whether tier `n`'s chains (with its IPv6 side `n6`), with the ingress ACLs of the VPC's
+/// tiers by VNI, now deny the flow.
+pub fn denied(
+    n: &L2Network,
+    n6: Option<&L2Network6>,
+    ingress: &BTreeMap<u32, &TierAcl>,
+    f: &Flow,
+) -> bool {
     let ing = |vni: u32| {
         ingress
             .get(&vni)
             .is_some_and(|a| !allows(a, Direction::Ingress, f))
     };
-    if !originates_here(n, f) {
+    if !originates_here(n, n6, f) {
         return n.acl.is_some() && ing(n.vni);
     }
     if let Some(a) = &n.acl {
         if !allows(a, Direction::Egress, f) {
             return true;
         }
-        if n.cidr.contains(&f.daddr) && f.daddr != n.gateway && ing(n.vni) {
+        if same_tier(n, n6, f) && ing(n.vni) {
             return true;
         }
     }
+    let IpAddr::V4(daddr) = f.daddr else {
+        return false; // IPv6: no peer tier's ingress at the source
+    };
     n.peer_tiers
         .iter()
         .filter(|p| p.vni != n.vni && p.acl.is_some() && !n.cidr.contains(&p.cidr.network()))
-        .any(|p| p.cidr.contains(&f.daddr) && ing(p.vni))
+        .any(|p| p.cidr.contains(&daddr) && ing(p.vni))
 }
 
 /// The flows of an `nft -j list set` listing of an `orig_<vni>` set. Elements that do not
@@ -123,7 +145,7 @@ pub fn parse_flows(json: &str) -> Vec<Flow> {
             let c = e["elem"]["val"]["concat"]
                 .as_array()
                 .or_else(|| e["concat"].as_array())?;
-            let addr = |i: usize| c.get(i)?.as_str()?.parse::<Ipv4Addr>().ok();
+            let addr = |i: usize| c.get(i)?.as_str()?.parse::<IpAddr>().ok();
             let num = |i: usize| c.get(i)?.as_u64().and_then(|n| u16::try_from(n).ok());
             let proto = match &c.get(2)? {
                 serde_json::Value::String(s) if s == "tcp" => 6,
@@ -147,7 +169,9 @@ pub fn parse_flows(json: &str) -> Vec<Flow> {
 pub fn cut_script(vni: u32, flows: &[Flow]) -> String {
     let mut s = String::new();
     for f in flows {
+        let fam = if f.saddr.is_ipv6() { "6" } else { "" };
         for (set, k) in [("orig", f.key()), ("reply", f.rev_key())] {
+            let set = format!("{set}{fam}");
             let _ = writeln!(
                 s,
                 "add element bridge {TABLE} {set}_{vni} {{ {k} timeout 1s }}"
@@ -162,18 +186,26 @@ pub fn cut_script(vni: u32, flows: &[Flow]) -> String {
 /// deletes the flows the current ACLs deny. Returns how many flows were cut.
 pub async fn cut_denied(
     networks: &[&L2Network],
+    nets6: &[&L2Network6],
     vnis: &BTreeSet<u32>,
 ) -> Result<usize, sf_linux::DeviceError> {
     let local: Vec<&L2Network> = networks.iter().copied().filter(|n| involved(n)).collect();
     let ingress = ingress_acls(&local, &mut Vec::new());
     let mut cut = 0;
     for n in local.into_iter().filter(|n| vnis.contains(&n.vni)) {
-        let set = format!("orig_{}", n.vni);
-        let listing = sf_linux::run("nft", &["-j", "list", "set", "bridge", TABLE, &set]).await?;
-        let flows: Vec<Flow> = parse_flows(&listing)
-            .into_iter()
-            .filter(|f| denied(n, &ingress, f))
-            .collect();
+        let n6 = nets6.iter().copied().find(|x| x.vni == n.vni);
+        let mut flows = Vec::new();
+        let sets = std::iter::once("orig").chain(n6.map(|_| "orig6"));
+        for set in sets {
+            let set = format!("{set}_{}", n.vni);
+            let listing =
+                sf_linux::run("nft", &["-j", "list", "set", "bridge", TABLE, &set]).await?;
+            flows.extend(
+                parse_flows(&listing)
+                    .into_iter()
+                    .filter(|f| denied(n, n6, &ingress, f)),
+            );
+        }
         if flows.is_empty() {
             continue;
         }
@@ -234,37 +266,44 @@ mod tests {
         // web -> db:5432 arrives (to_db): ingress 10 allows from web, 5 denies web-66.
         assert!(!denied(
             &n,
+            None,
             &ingress,
             &flow("10.10.1.12", "10.10.2.11", 6, 40000, 5432)
         ));
         assert!(denied(
             &n,
+            None,
             &ingress,
             &flow("10.10.1.66", "10.10.2.11", 6, 40000, 5432)
         ));
         assert!(denied(
             &n,
+            None,
             &ingress,
             &flow("10.10.1.12", "10.10.2.11", 6, 40000, 22)
         ));
         assert!(denied(
             &n,
+            None,
             &ingress,
             &flow("10.10.1.12", "10.10.2.11", 17, 40000, 5432)
         ));
         // db-1 originates (from_db): egress allows all; to the same tier its ingress applies.
         assert!(!denied(
             &n,
+            None,
             &ingress,
             &flow("10.10.2.11", "10.10.1.12", 6, 40000, 22)
         ));
         assert!(denied(
             &n,
+            None,
             &ingress,
             &flow("10.10.2.11", "10.10.2.12", 6, 40000, 22)
         ));
         assert!(!denied(
             &n,
+            None,
             &ingress,
             &flow("10.10.2.11", "10.10.2.1", 6, 40000, 22)
         ));
@@ -272,6 +311,7 @@ mod tests {
         let n = db(false);
         assert!(denied(
             &n,
+            None,
             &ingress,
             &flow("10.10.2.13", "10.10.2.12", 6, 40000, 22)
         ));
@@ -295,11 +335,13 @@ mod tests {
         let ingress = BTreeMap::from([(2, &acl)]);
         assert!(denied(
             &web,
+            None,
             &ingress,
             &flow("10.10.1.66", "10.10.2.11", 6, 40000, 5432)
         ));
         assert!(!denied(
             &web,
+            None,
             &ingress,
             &flow("10.10.1.66", "10.10.9.9", 6, 40000, 5432)
         ));
@@ -329,5 +371,45 @@ mod tests {
              add element bridge stackfabric reply_2 { 10.10.2.11 . 10.10.1.12 . 6 . 5432 . 40000 timeout 1s }\n\
              delete element bridge stackfabric reply_2 { 10.10.2.11 . 10.10.1.12 . 6 . 5432 . 40000 }\n"
         );
+    }
+
+    #[test]
+    fn ipv6_flows_are_judged_by_the_ipv6_rules() {
+        let mut n = db(true);
+        n.acl = Some(crate::acl::tests::db_acl6());
+        let acl = n.acl.clone().unwrap();
+        let ingress = BTreeMap::from([(2, &acl)]);
+        let n6 = sf_core::desired::L2Network6 {
+            vni: 2,
+            prefix: "fd10:10:0:2::/64".parse().unwrap(),
+            gateway: "fd10:10:0:2::1".parse().unwrap(),
+            router_link_local: "fe80::5f:ff:fe00:1".parse().unwrap(),
+            vpc_ranges: vec![],
+            ports: vec![sf_core::desired::LocalPort6 {
+                name: "db-1".into(),
+                ipv6: "fd10:10:0:2::11".parse().unwrap(),
+                mac: None,
+            }],
+        };
+        let j = |f: &Flow| denied(&n, Some(&n6), &ingress, f);
+        // In: tcp 80 from fd40::/16 is allowed (ingress 20), port 22 or another source is not.
+        assert!(!j(&flow("fd40:40::5", "fd10:10:0:2::11", 6, 40000, 80)));
+        assert!(j(&flow("fd40:40::5", "fd10:10:0:2::11", 6, 40000, 22)));
+        assert!(j(&flow("fd50::5", "fd10:10:0:2::11", 6, 40000, 80)));
+        // Out from db-1: egress 20 allows ::/0; inside the tier its own ingress applies too.
+        assert!(!j(&flow("fd10:10:0:2::11", "2001:db8::1", 17, 5000, 53)));
+        assert!(j(&flow("fd10:10:0:2::11", "fd10:10:0:2::12", 6, 40000, 22)));
+        // An IPv4 rule never admits an IPv6 flow (ingress 10 is tcp 5432 from 10.10.1.0/24).
+        assert!(j(&flow("fd40:40::5", "fd10:10:0:2::11", 6, 40000, 5432)));
+        // Listing and cut script of an IPv6 set.
+        let json = r#"{"nftables": [{"set": {"name": "orig6_2", "elem": [{"elem": {"val": {"concat": ["fd40:40::5", "fd10:10:0:2::11", "tcp", 40000, 22]}, "timeout": 86400}}]}}]}"#;
+        let flows = parse_flows(json);
+        assert_eq!(
+            flows,
+            vec![flow("fd40:40::5", "fd10:10:0:2::11", 6, 40000, 22)]
+        );
+        let script = cut_script(2, &flows);
+        assert!(script.contains("delete element bridge stackfabric orig6_2 { fd40:40::5 . fd10:10:0:2::11 . 6 . 40000 . 22 }"), "{script}");
+        assert!(script.contains("delete element bridge stackfabric reply6_2 { fd10:10:0:2::11 . fd40:40::5 . 6 . 22 . 40000 }"));
     }
 }

@@ -355,13 +355,18 @@ impl Hypervisor {
                 nets6.iter().map(|n| (*n).clone()).collect(),
                 taps,
             ));
-            self.cut_denied(nets, changed_table).await;
+            self.cut_denied(nets, nets6, changed_table).await;
         }
     }
     /// Established flows that changed rules deny are cut: on the tiers whose rules changed
     /// since the last pass, or, on the first pass, on every tier if the table changed (the
     /// rules may have changed while the agent was down).
-    async fn cut_denied(&mut self, nets: &[&L2Network], changed_table: bool) {
+    async fn cut_denied(
+        &mut self,
+        nets: &[&L2Network],
+        nets6: &[&L2Network6],
+        changed_table: bool,
+    ) {
         let now = acl::tier_acl_digests(nets);
         let vnis: BTreeSet<u32> = match &self.cut_for {
             None if changed_table => now.keys().copied().collect(),
@@ -377,7 +382,7 @@ impl Hypervisor {
             return;
         }
         let t = std::time::Instant::now();
-        match crate::cut::cut_denied(nets, &vnis).await {
+        match crate::cut::cut_denied(nets, nets6, &vnis).await {
             Ok(n) => {
                 info!(
                     flows = n,

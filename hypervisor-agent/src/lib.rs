@@ -2,6 +2,7 @@
 //! (VTEP, CloudStack-layout VXLAN bridges planned by `sf_linux::l2`, FRR EVPN).
 
 pub mod acl;
+pub mod acl6;
 pub mod cut;
 pub mod dataplane;
 pub mod pin;

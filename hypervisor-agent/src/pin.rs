@@ -37,6 +37,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use ipnet::Ipv6Net;
+
 use sf_core::desired::L2Network;
 
 /// A bridge port observed on the host.
@@ -91,6 +93,21 @@ pub fn mac_link_local(mac: &str) -> Option<Ipv6Addr> {
         .collect::<Option<_>>()?;
     let iid = u64::from_be_bytes([b[0] ^ 0x02, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]]);
     Some(Ipv6Addr::from((0xfe80u128 << 112) | u128::from(iid)))
+}
+
+/// The address SLAAC gives a NIC with `mac` in the /64 `prefix`: the prefix with the MAC's
+/// modified EUI-64 interface id (the address CloudStack and Neutron compute for a port).
+pub fn mac_slaac(prefix: Ipv6Net, mac: &str) -> Option<Ipv6Addr> {
+    let iid = u128::from(mac_link_local(mac)?) & u128::from(u64::MAX);
+    let net = u128::from(prefix.network()) & !u128::from(u64::MAX);
+    Some(Ipv6Addr::from(net | iid))
+}
+
+/// The pinned taps of one dual-stack tier and its VPC's IPv6 ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Space6 {
+    pub taps: Vec<String>,
+    pub ranges: Vec<Ipv6Net>,
 }
 
 /// Maps the taps of `n`'s bridge to its ports.
@@ -152,12 +169,14 @@ pub struct Space {
 /// told which prefixes): inside them it must be the port's own address, so no VM can pass
 /// an ACL keyed on another VM's or tier's addresses.
 ///
-/// `v6` are the pinned taps of dual-stack tiers with their IPv6 addresses (the port's own and
-/// its MAC's link-local): their IPv6 frames go through [`render_pin6`]'s chain.
+/// `v6` are the pinned taps of dual-stack tiers with their IPv6 addresses (the port's own,
+/// its MAC's link-local and SLAAC address), `spaces6` their tiers' VPC ranges: their IPv6
+/// frames go through [`render_pin6`]'s chain.
 pub fn render_pin(
     pinned: &[(String, String, Ipv4Addr)],
     spaces: &[Space],
     v6: &[(String, Vec<Ipv6Addr>)],
+    spaces6: &[Space6],
 ) -> Option<String> {
     if pinned.is_empty() {
         return None;
@@ -213,24 +232,30 @@ pub fn render_pin(
         ));
     }
     c.push_str("\t}\n");
-    if let Some(p6) = render_pin6(v6) {
+    if let Some(p6) = render_pin6(v6, spaces6) {
         c.push_str(&p6);
     }
     Some(c)
 }
 
 /// The `pin6` chain: IPv6 from a pinned tap of a dual-stack tier must come from one of the
-/// port's addresses (its `ipv6`, its MAC's link-local) or from `::`, which only duplicate
-/// address detection (a neighbour solicitation) and MLD reports use. Neighbour
+/// port's addresses (its `ipv6`, its MAC's link-local and SLAAC address) or from `::`, which
+/// only duplicate address detection (a neighbour solicitation) and MLD reports use. Neighbour
 /// advertisements may only name the port's own addresses as their target, and so may the
 /// solicitations of its duplicate address detection (a VM claiming a neighbour's tentative
 /// address would stop the neighbour from using it). Ordinary solicitations name the
-/// address being resolved, anyone's, and pass. No exception for sources outside the tier,
-/// unlike IPv4: the model has no IPv6 static routes that could name a VM as next hop.
+/// address being resolved, anyone's, and pass. As in IPv4, a source outside the VPC's IPv6
+/// ranges (and not link-local) passes, after the ND checks: a VM may route for others (an
+/// IPv6 static route names it as next hop); inside them it must be the port's own.
+///
+/// The SLAAC address is allowed whatever the port names: the router's RAs carry the /64
+/// with the autonomous flag, so a VM configured with another static address also holds its
+/// SLAAC one and may pick it as source; it is derived from the port's pinned MAC, so no
+/// other port can own it.
 ///
 /// The target is matched as raw payload (`@th,64,128`: after type, code, checksum and the
 /// 32 reserved/flag bits) because nft 1.0.6 has no `icmpv6 taddr`.
-pub fn render_pin6(v6: &[(String, Vec<Ipv6Addr>)]) -> Option<String> {
+pub fn render_pin6(v6: &[(String, Vec<Ipv6Addr>)], spaces6: &[Space6]) -> Option<String> {
     if v6.is_empty() {
         return None;
     }
@@ -248,13 +273,30 @@ pub fn render_pin6(v6: &[(String, Vec<Ipv6Addr>)]) -> Option<String> {
     let (addrs, targets) = (addrs.join(", "), targets.join(", "));
     let spoofed = "counter drop comment \"spoofed IPv6 source\"";
     let target = "counter drop comment \"spoofed ND target\"";
-    let lines = [
-        format!("ip6 saddr != :: iifname . ip6 saddr != {{ {addrs} }} {spoofed}"),
-        format!("ip6 saddr :: meta l4proto != ipv6-icmp {spoofed}"),
-        format!("ip6 saddr :: icmpv6 type != {{ nd-neighbor-solicit, mld-listener-report, mld2-listener-report }} {spoofed}"),
+    let mut lines = vec![
         format!("icmpv6 type nd-neighbor-advert iifname . @th,64,128 != {{ {targets} }} {target}"),
         format!("ip6 saddr :: icmpv6 type nd-neighbor-solicit iifname . @th,64,128 != {{ {targets} }} {target}"),
+        format!("ip6 saddr :: meta l4proto != ipv6-icmp {spoofed}"),
+        format!("ip6 saddr :: icmpv6 type != {{ nd-neighbor-solicit, mld-listener-report, mld2-listener-report }} {spoofed}"),
     ];
+    for sp in spaces6.iter().filter(|s| !s.taps.is_empty()) {
+        let taps: Vec<String> = sp.taps.iter().map(|t| quote(t)).collect();
+        // `::` is outside too: it passed the two rules above, so it is DAD or MLD.
+        let inside: Vec<String> = sp
+            .ranges
+            .iter()
+            .map(ToString::to_string)
+            .chain(["fe80::/10".to_string()])
+            .collect();
+        lines.push(format!(
+            "iifname {{ {} }} ip6 saddr != {{ {} }} return",
+            taps.join(", "),
+            inside.join(", ")
+        ));
+    }
+    lines.push(format!(
+        "ip6 saddr != :: iifname . ip6 saddr != {{ {addrs} }} {spoofed}"
+    ));
     let mut c = String::from("\tchain pin6 {\n");
     for l in lines {
         let _ = writeln!(c, "\t\t{l}");
@@ -350,7 +392,7 @@ mod tests {
 
     #[test]
     fn pin_chain_pins_mac_arp_and_ipv4() {
-        assert!(render_pin(&[], &[], &[]).is_none());
+        assert!(render_pin(&[], &[], &[], &[]).is_none());
         let space = Space {
             taps: vec!["vnet0".into(), "vnet1".into()],
             cidrs: vec!["10.0.0.0/24".into(), "10.0.1.0/24".into()],
@@ -369,6 +411,7 @@ mod tests {
                 ),
             ],
             &[space],
+            &[],
             &[],
         )
         .unwrap();
@@ -407,6 +450,16 @@ mod tests {
             Some("fe80::5f:ff:fe00:1".parse().unwrap())
         );
         assert_eq!(mac_link_local("52:54:00"), None);
+    }
+
+    #[test]
+    fn slaac_address_is_the_prefix_with_the_macs_interface_id() {
+        let p: Ipv6Net = "fd10:10:0:1::/64".parse().unwrap();
+        assert_eq!(
+            mac_slaac(p, "52:54:00:aa:bb:0c"),
+            Some("fd10:10:0:1:5054:ff:feaa:bb0c".parse().unwrap())
+        );
+        assert_eq!(mac_slaac(p, "nonsense"), None);
     }
 
     #[test]

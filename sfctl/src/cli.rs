@@ -395,7 +395,9 @@ pub enum AclCmd {
         tiers: Vec<String>,
         /// Rule "NUMBER DIRECTION ACTION PROTOCOL PORTS CIDRS", e.g.
         /// "10 ingress allow tcp 5432 10.10.1.0/24" or "20 ingress allow icmp 8/0 0.0.0.0/0";
-        /// PORTS is a port, a range 1000-2000, TYPE/CODE for icmp, or "any".
+        /// PORTS is a port, a range 1000-2000, TYPE/CODE for icmp and icmpv6, or "any".
+        /// CIDRS may be IPv6 ("30 ingress allow tcp 80 fd40::/16,::/0"); a rule applies to a
+        /// family through its networks of that family.
         #[arg(long = "rule")]
         rules: Vec<String>,
     },

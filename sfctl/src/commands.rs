@@ -1007,7 +1007,7 @@ fn parse_acl_rule(s: &str) -> anyhow::Result<AclRule> {
     };
     if *ports != "any" {
         let bad = || anyhow::anyhow!("rule {s:?}: bad ports {ports:?}");
-        if *protocol == "icmp" {
+        if *protocol == "icmp" || *protocol == "icmpv6" {
             let (t, c) = ports.split_once('/').unwrap_or((ports, "-1"));
             rule.icmp_type = t.parse().map_err(|_| bad())?;
             rule.icmp_code = c.parse().map_err(|_| bad())?;
@@ -1034,6 +1034,8 @@ mod acl_rule_tests {
         assert_eq!((r.port_start, r.port_end), (1000, 2000));
         let r = super::parse_acl_rule("30 ingress allow icmp 8/0 0.0.0.0/0").unwrap();
         assert_eq!((r.icmp_type, r.icmp_code, r.port_start), (8, 0, 0));
+        let r = super::parse_acl_rule("35 ingress allow icmpv6 128 fd40::/16,::/0").unwrap();
+        assert_eq!((r.icmp_type, r.icmp_code, r.cidrs.len()), (128, -1, 2));
         let r = super::parse_acl_rule("40 ingress allow all any 0.0.0.0/0").unwrap();
         assert_eq!((r.icmp_type, r.port_start), (-1, 0));
         assert!(super::parse_acl_rule("10 ingress allow tcp").is_err());

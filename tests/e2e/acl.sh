@@ -372,7 +372,7 @@ if sys.argv[1] == "recv":
         if f[20] == 58 and f[54] == 134 and ip6("fd40:40:0:99::") in f: count("ra")
         if f[20] == 58 and f[54] == 136 and f[62:78] == ip6("fd40:40:0:1::77"): count("na-spoof")
         if f[20] == 58 and f[54] == 136 and f[62:78] == ip6("fd40:40:0:1::12"): count("na-legit")
-        for m in (b"sf6-legit", b"sf6-ll", b"sf6-spoof", b"sf6-dhcp6"):
+        for m in (b"sf6-legit", b"sf6-ll", b"sf6-spoof", b"sf6-dhcp6", b"sf6-slaac", b"sf6-outside", b"sf6-fakell"):
             if m in f: count(m.decode())
     print(" ".join("%s=%d" % kv for kv in sorted(seen.items())) or "nothing")
     sys.exit(0)
@@ -380,11 +380,16 @@ _, _, src_mac, dst_mac, src_ll, dst, *kinds = sys.argv
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("eth0", 0))
 eth = lambda d: mac(d) + mac(src_mac) + b"\x86\xdd"
+m6 = mac(src_mac)  # its SLAAC address in the tier: the /64 and the modified EUI-64
+slaac = socket.inet_ntop(socket.AF_INET6, ip6("fd40:40:0:1::")[:8] + bytes([m6[0] ^ 2]) + m6[1:3] + b"\xff\xfe" + m6[3:])
 for k in kinds:
     for _ in range(3):
         if k == "legit": s.send(eth(dst_mac) + udp("fd40:40:0:1::12", dst, 40000, 9999, b"sf6-legit"))
         if k == "ll": s.send(eth(dst_mac) + udp(src_ll, dst, 40000, 9999, b"sf6-ll"))
         if k == "spoof": s.send(eth(dst_mac) + udp("fd40:40:0:1::99", dst, 40000, 9999, b"sf6-spoof"))
+        if k == "slaac": s.send(eth(dst_mac) + udp(slaac, dst, 40000, 9999, b"sf6-slaac"))
+        if k == "outside": s.send(eth(dst_mac) + udp("2001:db8:77::1", dst, 40000, 9999, b"sf6-outside"))
+        if k == "fakell": s.send(eth(dst_mac) + udp("fe80::dead", dst, 40000, 9999, b"sf6-fakell"))
         if k == "na-legit": s.send(eth(dst_mac) + na("fd40:40:0:1::12", dst, "fd40:40:0:1::12", src_mac))
         if k == "na-spoof": s.send(eth(dst_mac) + na("fd40:40:0:1::12", dst, "fd40:40:0:1::77", src_mac))
         if k == "ra": s.send(eth("33:33:00:00:00:01") + ra(src_ll, src_mac))
@@ -403,13 +408,16 @@ frames6_to_a() {
     cat "$STATE/recv6.out"
 }
 P0=$(hv3_counter "spoofed IPv6 source"); T0=$(hv3_counter "spoofed ND target"); R0=$(hv3_counter "RA guard"); D0=$(hv3_counter "DHCPv6 server on a VM port")
-got=$(frames6_to_a spoof na-spoof legit ll na-legit)
+got=$(frames6_to_a spoof na-spoof fakell slaac outside legit ll na-legit)
 echo "  s6-a received: $got"
 check "control: s6-b's own IPv6 address arrives" grep -q "sf6-legit=" <<<"$got"
 check "control: s6-b's own link-local arrives" grep -q "sf6-ll=" <<<"$got"
 check "control: an advertisement of s6-b's own address arrives" grep -q "na-legit=" <<<"$got"
 check_not "a spoofed IPv6 source (fd40:40:0:1::99) never arrives" grep -q "sf6-spoof" <<<"$got"
 check_not "an advertisement for another address (::77) never arrives" grep -q "na-spoof" <<<"$got"
+check_not "another link-local source (fe80::dead) never arrives" grep -q "sf6-fakell" <<<"$got"
+check "s6-b's SLAAC address (its MAC's EUI-64 in the /64, not named by its port) arrives" grep -q "sf6-slaac=" <<<"$got"
+check "a source outside the VPC's ranges (2001:db8:77::1, routed by the VM) arrives" grep -q "sf6-outside=" <<<"$got"
 check "hv3 counted them (source $P0 -> $(hv3_counter "spoofed IPv6 source"), ND target $T0 -> $(hv3_counter "spoofed ND target"))" \
     test "$(hv3_counter "spoofed IPv6 source")" -ge $((P0 + 3)) -a "$(hv3_counter "spoofed ND target")" -ge $((T0 + 3))
 got=$(frames6_to_a ra dhcp6 legit)
@@ -423,5 +431,44 @@ check_not "nor s6-c (no address from its prefix)" bash -c "'$REPO/deploy/lab.sh'
 check "hv3 counted the RA guard's drops (RA $R0 -> $(hv3_counter "RA guard"), DHCPv6 $D0 -> $(hv3_counter "DHCPv6 server on a VM port"))" \
     test "$(hv3_counter "RA guard")" -ge $((R0 + 3)) -a "$(hv3_counter "DHCPv6 server on a VM port")" -ge $((D0 + 3))
 check "s6-b still reaches s6-a over IPv6 afterwards" X s6-b ping -6 -c 1 -W 1 -I fd40:40:0:1::12 fd40:40:0:1::11
+
+section "12. ACL rules in IPv6: TCP 80 allowed, the rest denied, both ways; ND still works"
+# listen6 VM PORT: an IPv6-only TCP server answering "VM:PORT" (beside the VM's IPv4 one).
+listen6() {
+    X "$1" setsid python3 -c '
+import socket, sys
+srv = socket.socket(socket.AF_INET6); srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("::", int(sys.argv[2]))); srv.listen(64)
+while True:
+    c, _ = srv.accept(); c.sendall(("%s:%s\n" % (sys.argv[1], sys.argv[2])).encode()); c.close()
+' "$1" "$2" >/dev/null 2>&1 </dev/null &
+}
+for v in s6-a s6-b; do listen6 "$v" 80; listen6 "$v" 22; done
+# connect6 VM DST PORT: like connect, from the port's own address (the VMs also hold SLAAC
+# addresses from the router's RAs, which their ports do not name: anti-spoofing drops those).
+connect6() {
+    local src
+    case $1 in s6-a) src=fd40:40:0:1::11 ;; s6-b) src=fd40:40:0:1::12 ;; esac
+    X "$1" python3 -c '
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2, source_address=(sys.argv[3], 0))
+print(s.makefile().readline().strip())' "$2" "$3" "$src"
+}
+check "without an ACL s6-b reaches s6-a:22 over IPv6 (the listener exists)" wait_for 10 connect6 s6-b fd40:40:0:1::11 22
+check "apply s6-acl: tcp 80 within the tier's /64 both ways, default deny" \
+    S acl apply s6-acl --tenant demo --vpc v6acl --tier s6 --default deny \
+    --rule "10 ingress allow tcp 80 fd40:40:0:1::/64" --rule "20 egress allow tcp 80 fd40:40:0:1::/64"
+check "the list's IPv6 rules are on hv3" wait_for 15 bash -c "'$REPO/deploy/lab.sh' exec hv3 nft list chain bridge stackfabric in6_$S6_VNI | grep -q 'tcp dport 80 ip6 saddr fd40:40:0:1::/64'"
+check_eq "s6-b -> s6-a:80 connects over IPv6" "s6-a:80" "$(connect6 s6-b fd40:40:0:1::11 80)"
+check_eq "s6-a -> s6-b:80 connects over IPv6 (the other direction)" "s6-b:80" "$(connect6 s6-a fd40:40:0:1::12 80)"
+check_not "s6-b -> s6-a:22 is dropped" connect6 s6-b fd40:40:0:1::11 22
+check_not "s6-a -> s6-b:22 is dropped" connect6 s6-a fd40:40:0:1::12 22
+X s6-b ip -6 neigh flush dev eth0
+check_not "ping over IPv6 is denied (no rule allows ICMPv6 echo)" X s6-b ping -6 -c 2 -W 1 -I fd40:40:0:1::12 fd40:40:0:1::11
+check "but neighbour discovery resolved s6-a again under the ACL" bash -c "'$REPO/deploy/lab.sh' exec s6-b ip -6 neigh show fd40:40:0:1::11 | grep -q lladdr"
+check_eq "and port 80 still connects after that" "s6-a:80" "$(connect6 s6-b fd40:40:0:1::11 80)"
+check "hv3 counted the denials under the tier's default (in6 or eg6)" \
+    test "$(( $(hv3_counter "ingress default" "in6_$S6_VNI") + $(hv3_counter "egress default" "eg6_$S6_VNI") ))" -ge 4
 
 lab_finish

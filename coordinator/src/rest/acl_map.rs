@@ -128,7 +128,7 @@ pub fn rule(a: &AclSpec, number: u32, direction: Direction) -> AclListRule {
             ports,
             icmp_type: None,
             icmp_code: None,
-            cidrs: vec![remote],
+            cidrs: vec![remote.into()],
         },
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -209,6 +209,8 @@ pub enum AclProtocol {
     Tcp,
     Udp,
     Icmp,
+    /// ICMPv6 (type/code as for `icmp`); matches IPv6 traffic only, as `icmp` matches IPv4.
+    Icmpv6,
 }
 
 /// One rule of a network ACL (CloudStack semantics). `cidrs` is the remote side: the source
@@ -226,7 +228,10 @@ pub struct AclRule {
     pub icmp_type: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_code: Option<u8>,
-    pub cidrs: Vec<Ipv4Net>,
+    /// IPv4 and/or IPv6 networks (issue 21): a rule applies to a family only through its
+    /// networks of that family (`0.0.0.0/0` is every IPv4 address, `::/0` every IPv6 one).
+    /// Serialized as strings either way, so stored IPv4 rules read back unchanged.
+    pub cidrs: Vec<IpNet>,
 }
 
 /// The compiled ACL of one tier: rules in evaluation order (lowest number first, first match
@@ -531,6 +536,11 @@ pub struct L2Network6 {
     pub router_link_local: Ipv6Addr,
     /// Local ports with an IPv6 address (ports without one may still use SLAAC addresses
     /// once anti-spoofing learns them; that is the dataplane's decision).
+    /// The VPC's IPv6 ranges. IPv6 sources outside them may leave a VM (one may route for
+    /// other prefixes: an IPv6 static route names a VM as next hop), inside them only the
+    /// port's own addresses, as IPv4 treats the VPC's tiers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpc_ranges: Vec<Ipv6Net>,
     pub ports: Vec<LocalPort6>,
 }
 

@@ -1317,13 +1317,27 @@ fn validate_acl_rule(i: usize, rule: &crate::desired::AclRule) -> Result {
             ));
         }
     }
+    // icmp is IPv4's, icmpv6 IPv6's: a rule naming no network of its family never matches.
+    let (v4, v6) = (
+        rule.cidrs.iter().any(|c| matches!(c, IpNet::V4(_))),
+        rule.cidrs.iter().any(|c| matches!(c, IpNet::V6(_))),
+    );
+    if (rule.protocol == AclProtocol::Icmp && !v4) || (rule.protocol == AclProtocol::Icmpv6 && !v6)
+    {
+        let why = if rule.protocol == AclProtocol::Icmp {
+            "protocol icmp matches IPv4 only: name an IPv4 network (icmpv6 for IPv6)"
+        } else {
+            "protocol icmpv6 matches IPv6 only: name an IPv6 network (icmp for IPv4)"
+        };
+        return Err(err(ErrorKind::Invalid, &f("cidrs"), why));
+    }
     match rule.protocol {
         AclProtocol::Tcp | AclProtocol::Udp => {
             if rule.icmp_type.is_some() || rule.icmp_code.is_some() {
                 return Err(err(
                     ErrorKind::Invalid,
                     &f("icmp_type"),
-                    "ICMP type/code only apply to protocol icmp",
+                    "ICMP type/code only apply to protocols icmp and icmpv6",
                 ));
             }
             if let Some((a, b)) = rule.ports {
@@ -1336,7 +1350,7 @@ fn validate_acl_rule(i: usize, rule: &crate::desired::AclRule) -> Result {
                 }
             }
         }
-        AclProtocol::Icmp | AclProtocol::All => {
+        AclProtocol::Icmp | AclProtocol::Icmpv6 | AclProtocol::All => {
             if rule.ports.is_some() {
                 return Err(err(
                     ErrorKind::Invalid,
@@ -1350,7 +1364,7 @@ fn validate_acl_rule(i: usize, rule: &crate::desired::AclRule) -> Result {
                 return Err(err(
                     ErrorKind::Invalid,
                     &f("icmp_type"),
-                    "ICMP type/code only apply to protocol icmp",
+                    "ICMP type/code only apply to protocols icmp and icmpv6",
                 ));
             }
             if rule.icmp_code.is_some() && rule.icmp_type.is_none() {

@@ -1188,6 +1188,48 @@ fn acl_validation_names_the_field() {
 }
 
 #[test]
+fn acl_rules_take_ipv6_networks_and_icmpv6() {
+    use sf_core::desired::{AclAction::*, AclProtocol};
+    let i = with_db();
+    let mut l = AclList {
+        tenant: "demo".into(),
+        vpc: "blue".into(),
+        name: "a".into(),
+        default_action: Deny,
+        rules: vec![
+            acl_rule(10, Direction::Ingress, Allow, Some(80), "fd40:40::/48"),
+            acl_rule(20, Direction::Egress, Allow, None, "::/0"),
+            acl_rule(30, Direction::Ingress, Allow, Some(22), "10.0.0.0/8"),
+        ],
+        tiers: vec!["db".into()],
+    };
+    l.rules[0].rule.cidrs.push("2001:db8::/32".parse().unwrap());
+    assert!(validate_acl(&i, &l).is_ok());
+    // Stored JSON: an IPv6 network is a string like an IPv4 one, and reads back.
+    let json = serde_json::to_string(&l).unwrap();
+    assert!(
+        json.contains("\"cidrs\":[\"fd40:40::/48\",\"2001:db8::/32\"]"),
+        "{json}"
+    );
+    assert!(json.contains("\"cidrs\":[\"10.0.0.0/8\"]"));
+    assert_eq!(serde_json::from_str::<AclList>(&json).unwrap(), l);
+    let mut host = l.clone();
+    host.rules[0].rule.cidrs[1] = "2001:db8::1/32".parse().unwrap();
+    assert_eq!(field_of(validate_acl(&i, &host)), "acl.rules[0].cidrs[1]");
+    // ICMPv6 type/code rules; icmp and icmpv6 each need a network of their family.
+    let mut icmp6 = l.clone();
+    icmp6.rules[1].rule.protocol = AclProtocol::Icmpv6;
+    icmp6.rules[1].rule.icmp_type = Some(128);
+    icmp6.rules[1].rule.icmp_code = Some(0);
+    assert!(validate_acl(&i, &icmp6).is_ok());
+    icmp6.rules[1].rule.cidrs = vec!["0.0.0.0/0".parse().unwrap()];
+    assert_eq!(field_of(validate_acl(&i, &icmp6)), "acl.rules[1].cidrs");
+    let mut icmp4 = l.clone();
+    icmp4.rules[1].rule.protocol = AclProtocol::Icmp;
+    assert_eq!(field_of(validate_acl(&i, &icmp4)), "acl.rules[1].cidrs");
+}
+
+#[test]
 fn acl_lists_round_trip_through_their_stored_json() {
     // What the store writes must decode again: the coordinator's index depends on it.
     let l = AclList {

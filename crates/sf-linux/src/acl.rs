@@ -31,6 +31,7 @@
 
 use std::fmt::Write;
 
+use ipnet::IpNet;
 use sf_core::desired::{AclAction, AclProtocol, AclRule, TierAcl};
 
 /// Which half of a [`TierAcl`].
@@ -47,12 +48,6 @@ impl Direction {
         match self {
             Direction::Ingress => "ingress",
             Direction::Egress => "egress",
-        }
-    }
-    fn remote(self) -> &'static str {
-        match self {
-            Direction::Ingress => "ip saddr",
-            Direction::Egress => "ip daddr",
         }
     }
 }
@@ -86,35 +81,75 @@ impl Verdicts<'_> {
     }
 }
 
-/// The prefixes of `cidrs` as an nft expression, or None for "any address" (empty list, or
-/// a list containing 0.0.0.0/0). Prefixes contained in another one are dropped (nft refuses
-/// overlapping elements in an interval set); the rest is sorted, so equal lists render
-/// equally.
-pub fn cidr_expr(cidrs: &[ipnet_like::Net]) -> Option<String> {
-    let mut v: Vec<(u32, u8)> = cidrs.iter().map(|n| (n.0, n.1)).collect();
-    if v.is_empty() || v.iter().any(|&(_, len)| len == 0) {
+/// The address family a chain filters: an ACL rule applies to a family only through its
+/// networks of that family (and `icmp`/`icmpv6` only to theirs), so one list renders into
+/// an IPv4 chain and an IPv6 chain with the same order and default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn ip(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+    fn set_type(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        }
+    }
+    fn of(net: &IpNet) -> Family {
+        match net {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// Whether `rule` can match packets of `fam` (an empty list: any address of either).
+pub fn applies(rule: &AclRule, fam: Family) -> bool {
+    match rule.protocol {
+        AclProtocol::Icmp if fam != Family::V4 => false,
+        AclProtocol::Icmpv6 if fam != Family::V6 => false,
+        _ => rule.cidrs.is_empty() || rule.cidrs.iter().any(|c| Family::of(c) == fam),
+    }
+}
+
+/// The prefixes of `cidrs` of family `fam` as an nft expression, or None for "any address"
+/// (no prefix of the family, or one of length 0). Prefixes contained in another one are
+/// dropped (nft refuses overlapping elements in an interval set); the rest is sorted, so
+/// equal lists render equally.
+pub fn cidr_expr(cidrs: &[IpNet], fam: Family) -> Option<String> {
+    let mut v: Vec<IpNet> = cidrs
+        .iter()
+        .filter(|c| Family::of(c) == fam)
+        .map(IpNet::trunc)
+        .collect();
+    if v.is_empty() || v.iter().any(|n| n.prefix_len() == 0) {
         return None;
     }
-    v.sort_by_key(|&(addr, len)| (addr, len));
+    v.sort_by_key(|n| (n.network(), n.prefix_len()));
     v.dedup();
-    let mut kept: Vec<(u32, u8)> = Vec::with_capacity(v.len());
-    for (addr, len) in v {
+    let mut kept: Vec<IpNet> = Vec::with_capacity(v.len());
+    for n in v {
         // Sorted by address then length: a container precedes what it contains.
-        if let Some(&(pa, pl)) = kept.last() {
-            if pl <= len && (addr ^ pa) & mask(pl) == 0 {
-                continue;
-            }
+        if kept.last().is_some_and(|k| k.contains(&n)) {
+            continue;
         }
-        kept.push((addr, len));
+        kept.push(n);
     }
     let items: Vec<String> = kept
         .iter()
-        .map(|&(a, l)| {
-            let ip = std::net::Ipv4Addr::from(a);
-            if l == 32 {
-                ip.to_string()
+        .map(|n| {
+            if n.prefix_len() == n.max_prefix_len() {
+                n.addr().to_string()
             } else {
-                format!("{ip}/{l}")
+                n.to_string()
             }
         })
         .collect();
@@ -125,44 +160,30 @@ pub fn cidr_expr(cidrs: &[ipnet_like::Net]) -> Option<String> {
     })
 }
 
-fn mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    }
+fn remote(dir: Direction, fam: Family) -> String {
+    let side = match dir {
+        Direction::Ingress => "saddr",
+        Direction::Egress => "daddr",
+    };
+    format!("{} {side}", fam.ip())
 }
 
-/// Minimal view of a prefix (network address, length), so this module needs no dependency
-/// of its own on `ipnet`.
-pub mod ipnet_like {
-    /// (network address as u32, prefix length), host bits cleared.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Net(pub u32, pub u8);
-
-    impl Net {
-        /// From anything that prints as `a.b.c.d/len` (ipnet's `Ipv4Net`).
-        pub fn parse(s: &str) -> Option<Net> {
-            let (a, l) = s.split_once('/')?;
-            let a: std::net::Ipv4Addr = a.parse().ok()?;
-            let l: u8 = l.parse().ok()?;
-            if l > 32 {
-                return None;
-            }
-            Some(Net(u32::from(a) & super::mask(l), l))
-        }
-    }
-}
-
-fn nets<T: std::fmt::Display>(cidrs: &[T]) -> Vec<ipnet_like::Net> {
-    cidrs
-        .iter()
-        .filter_map(|c| ipnet_like::Net::parse(&c.to_string()))
-        .collect()
-}
-
-/// The match part of one rule (may be empty: matches every IPv4 packet).
+/// The match part of one IPv4 rule (may be empty: matches every IPv4 packet).
 pub fn rule_match(rule: &AclRule, dir: Direction) -> String {
+    rule_match_in(rule, dir, Family::V4)
+}
+
+/// The match part of one rule in a chain of family `fam` (call only when it [`applies`]).
+pub fn rule_match_in(rule: &AclRule, dir: Direction, fam: Family) -> String {
+    let mut m = proto_match(rule);
+    if let Some(e) = cidr_expr(&rule.cidrs, fam) {
+        let _ = write!(m, "{} {e} ", remote(dir, fam));
+    }
+    m.trim_end().to_string()
+}
+
+/// Protocol, ports and ICMP type/code of a rule, each followed by a space.
+fn proto_match(rule: &AclRule) -> String {
     let mut m = String::new();
     match rule.protocol {
         AclProtocol::All => {}
@@ -184,22 +205,28 @@ pub fn rule_match(rule: &AclRule, dir: Direction) -> String {
                 }
             }
         }
-        AclProtocol::Icmp => match (rule.icmp_type, rule.icmp_code) {
-            (None, None) => m.push_str("meta l4proto icmp "),
-            (t, c) => {
-                if let Some(t) = t {
-                    let _ = write!(m, "icmp type {t} ");
+        AclProtocol::Icmp | AclProtocol::Icmpv6 => {
+            let (kw, l4) = if rule.protocol == AclProtocol::Icmp {
+                ("icmp", "icmp")
+            } else {
+                ("icmpv6", "ipv6-icmp")
+            };
+            match (rule.icmp_type, rule.icmp_code) {
+                (None, None) => {
+                    let _ = write!(m, "meta l4proto {l4} ");
                 }
-                if let Some(c) = c {
-                    let _ = write!(m, "icmp code {c} ");
+                (t, c) => {
+                    if let Some(t) = t {
+                        let _ = write!(m, "{kw} type {t} ");
+                    }
+                    if let Some(c) = c {
+                        let _ = write!(m, "{kw} code {c} ");
+                    }
                 }
             }
-        },
+        }
     }
-    if let Some(e) = cidr_expr(&nets(&rule.cidrs)) {
-        let _ = write!(m, "{} {e} ", dir.remote());
-    }
-    m.trim_end().to_string()
+    m
 }
 
 /// One nft rule line (without indentation) for `rule`.
@@ -214,7 +241,7 @@ pub fn rule_line(rule: &AclRule, dir: Direction, v: Verdicts) -> String {
     )
 }
 
-/// The rules of one direction of `acl`, in order, then the default action.
+/// The IPv4 rules of one direction of `acl`, in order, then the default action.
 pub fn chain_rules(acl: &TierAcl, dir: Direction, v: Verdicts) -> Vec<String> {
     let rules = match dir {
         Direction::Ingress => &acl.ingress,
@@ -222,6 +249,7 @@ pub fn chain_rules(acl: &TierAcl, dir: Direction, v: Verdicts) -> Vec<String> {
     };
     rules
         .iter()
+        .filter(|r| applies(r, Family::V4))
         .map(|r| rule_line(r, dir, v))
         .chain(std::iter::once(format!(
             "counter {} comment \"{} default\"",
@@ -244,24 +272,35 @@ pub struct ChainText {
 /// Renders one direction of `acl` like [`chain_rules`], but lists of two or more prefixes
 /// become named interval sets `<set_prefix><n>` (deduplicated within the chain).
 pub fn render_chain(acl: &TierAcl, dir: Direction, v: Verdicts, set_prefix: &str) -> ChainText {
+    render_chain_in(acl, dir, v, set_prefix, Family::V4)
+}
+
+/// [`render_chain`] for the chain of family `fam`: only the rules that [`applies`] to it,
+/// with their networks of that family; the default action closes it either way.
+pub fn render_chain_in(
+    acl: &TierAcl,
+    dir: Direction,
+    v: Verdicts,
+    set_prefix: &str,
+    fam: Family,
+) -> ChainText {
     let rules = match dir {
         Direction::Ingress => &acl.ingress,
         Direction::Egress => &acl.egress,
     };
     let mut out = ChainText::default();
     let mut by_content: std::collections::HashMap<String, usize> = Default::default();
-    for r in rules {
-        let mut bare = r.clone();
-        bare.cidrs.clear();
-        let mut m = rule_match(&bare, dir);
-        if let Some(e) = cidr_expr(&nets(&r.cidrs)) {
+    for r in rules.iter().filter(|r| applies(r, fam)) {
+        let mut m = proto_match(r).trim_end().to_string();
+        if let Some(e) = cidr_expr(&r.cidrs, fam) {
             let e = match e.strip_prefix("{ ").and_then(|x| x.strip_suffix(" }")) {
                 Some(list) => {
                     let n = *by_content.entry(list.to_string()).or_insert_with(|| {
                         let n = out.set_count;
                         let _ = writeln!(
                             out.sets,
-                            "\tset {set_prefix}{n} {{\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = {{ {list} }}\n\t}}"
+                            "\tset {set_prefix}{n} {{\n\t\ttype {}\n\t\tflags interval\n\t\telements = {{ {list} }}\n\t}}",
+                            fam.set_type()
                         );
                         out.set_count += 1;
                         n
@@ -273,7 +312,7 @@ pub fn render_chain(acl: &TierAcl, dir: Direction, v: Verdicts, set_prefix: &str
             if !m.is_empty() {
                 m.push(' ');
             }
-            let _ = write!(m, "{} {e}", dir.remote());
+            let _ = write!(m, "{} {e}", remote(dir, fam));
         }
         let sep = if m.is_empty() { "" } else { " " };
         let _ = writeln!(
@@ -394,21 +433,25 @@ mod tests {
 
     #[test]
     fn cidr_lists_are_one_set_without_overlaps() {
-        let n = |s: &[&str]| nets(s);
-        assert_eq!(cidr_expr(&n(&[])), None);
-        assert_eq!(cidr_expr(&n(&["10.0.0.0/8", "0.0.0.0/0"])), None);
+        let n = |s: &[&str]| -> Vec<IpNet> { s.iter().map(|c| c.parse().unwrap()).collect() };
+        assert_eq!(cidr_expr(&n(&[]), Family::V4), None);
         assert_eq!(
-            cidr_expr(&n(&[
-                "10.1.2.0/24",
-                "10.0.0.0/8",
-                "10.1.0.0/16",
-                "10.0.0.0/8"
-            ])),
+            cidr_expr(&n(&["10.0.0.0/8", "0.0.0.0/0"]), Family::V4),
+            None
+        );
+        assert_eq!(
+            cidr_expr(
+                &n(&["10.1.2.0/24", "10.0.0.0/8", "10.1.0.0/16", "10.0.0.0/8"]),
+                Family::V4
+            ),
             Some("10.0.0.0/8".into())
         );
         // Host bits are cleared (nft would refuse them in a set).
         assert_eq!(
-            cidr_expr(&n(&["10.1.2.3/24", "172.16.0.1/32", "10.2.0.0/16"])),
+            cidr_expr(
+                &n(&["10.1.2.3/24", "172.16.0.1/32", "10.2.0.0/16"]),
+                Family::V4
+            ),
             Some("{ 10.1.2.0/24, 10.2.0.0/16, 172.16.0.1 }".into())
         );
         // A rule's size on the wire grows with its list, its chain position does not.
@@ -471,6 +514,59 @@ mod tests {
             named.rules.lines().map(str::trim).collect::<Vec<_>>(),
             plain
         );
+    }
+
+    #[test]
+    fn one_list_renders_per_family() {
+        let mut web = rule(
+            10,
+            AclAction::Allow,
+            AclProtocol::Tcp,
+            &["10.10.1.0/24", "fd40:40:0:1::/64", "2001:db8::/32"],
+        );
+        web.ports = Some((80, 80));
+        let v6_only = rule(20, AclAction::Deny, AclProtocol::All, &["::/0"]);
+        let mut echo6 = rule(30, AclAction::Allow, AclProtocol::Icmpv6, &["::/0"]);
+        echo6.icmp_type = Some(128);
+        let echo4 = rule(40, AclAction::Allow, AclProtocol::Icmp, &["0.0.0.0/0"]);
+        let acl = TierAcl {
+            list: "x".into(),
+            default_action: AclAction::Deny,
+            ingress: vec![web, v6_only, echo6, echo4],
+            egress: vec![],
+        };
+        let v4 = render_chain_in(&acl, Direction::Ingress, Verdicts::FINAL, "i4_", Family::V4);
+        assert_eq!(
+            v4.rules.lines().map(str::trim).collect::<Vec<_>>(),
+            [
+                "tcp dport 80 ip saddr 10.10.1.0/24 counter accept comment \"ingress 10\"",
+                "meta l4proto icmp counter accept comment \"ingress 40\"",
+                "counter drop comment \"ingress default\"",
+            ]
+        );
+        // The IPv4 rendering of a list is what it was before IPv6 rules existed.
+        assert_eq!(
+            v4,
+            render_chain(&acl, Direction::Ingress, Verdicts::FINAL, "i4_")
+        );
+        let v6 = render_chain_in(&acl, Direction::Ingress, Verdicts::STAGE, "i6_", Family::V6);
+        assert_eq!(
+            v6.rules.lines().map(str::trim).collect::<Vec<_>>(),
+            [
+                "tcp dport 80 ip6 saddr @i6_0 counter return comment \"ingress 10\"",
+                "counter drop comment \"ingress 20\"",
+                "icmpv6 type 128 counter return comment \"ingress 30\"",
+                "counter drop comment \"ingress default\"",
+            ]
+        );
+        assert_eq!(
+            v6.sets,
+            "\tset i6_0 {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\telements = { 2001:db8::/32, fd40:40:0:1::/64 }\n\t}\n"
+        );
+        let host: Vec<IpNet> = vec!["fd40::5/128".parse().unwrap(), "fd40::/16".parse().unwrap()];
+        assert_eq!(cidr_expr(&host, Family::V6), Some("fd40::/16".into()));
+        assert_eq!(cidr_expr(&host[..1], Family::V6), Some("fd40::5".into()));
+        assert_eq!(cidr_expr(&host, Family::V4), None);
     }
 
     #[test]

@@ -62,6 +62,7 @@ fn tier_network6(
         prefix,
         gateway: net.ipv6_gateway()?,
         router_link_local: vpc_link_local(vpc.id),
+        vpc_ranges: vpc.ipv6_ranges.clone(),
         ports: node_ports
             .iter()
             .filter(|p| p.network_key() == net.key())
