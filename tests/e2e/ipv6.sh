@@ -125,12 +125,9 @@ fi
 
 # ---- Static IPv6 routes (issue 21, v6rest) -------------------------------------------------
 # blue-web-2 holds fd10:10:99::1 on lo, outside every tier; a route fd10:10:99::/64 via
-# blue-web-2's port address makes the router deliver to it. A ping cannot prove it: the echo
-# reply's source is fd10:10:99::1, which the hypervisor's IPv6 anti-spoofing drops (a source
-# inside the VPC's ranges, here fd10:10::/48, must be the port's own), so a UDP responder on
-# blue-web-2 takes the request sent to fd10:10:99::1 and answers from its port address
-# (which passes): the request can only have arrived through the route, the answer names the
-# address it arrived on.
+# blue-web-2's port address makes the router deliver to it. A ping shows the address is
+# reached; a UDP responder on blue-web-2 that answers from its port address shows it is
+# blue-web-2 that got the request (sent to fd10:10:99::1, which only the route leads to).
 section "static IPv6 routes: through a VM of the tier, from another tier"
 # The responder: answers what arrives for fd10:10:99::1 from the port address (argv[1]).
 UDP6_SERVER='
@@ -168,10 +165,12 @@ sleep 0.5
 check_not "without a route, blue-db-1 gets no answer from fd10:10:99::1" wait_for 3 routed6 blue-db-1
 check "route fd10:10:99::/64 via blue-web-2 ($W2)" S route create r6-99 --tenant demo --vpc blue --prefix fd10:10:99::/64 --nexthop "$W2"
 check_eq "sfctl shows the IPv6 route" "fd10:10:99::/64 $W2" "$(S -o json route show r6-99 --tenant demo --vpc blue | json "d['prefix']+' '+d['nexthop']")"
-check "blue-db-1 (tier db) reaches fd10:10:99::1 through the route, answered by $W2" wait_for 10 routed6 blue-db-1
+check "blue-db-1 (tier db) pings fd10:10:99::1 through the route" wait_for 10 ping6 blue-db-1 fd10:10:99::1
+check "blue-db-1's request reaches blue-web-2, answered by $W2" wait_for 5 routed6 blue-db-1
 check "blue-web-1 (same tier, via the router) reaches it too" wait_for 5 routed6 blue-web-1
 check "a route with an IPv4 next hop is refused, naming route.nexthop" refused6 fd10:10:98::/64 10.10.1.12
 check "route delete r6-99" S route delete r6-99 --tenant demo --vpc blue
 check_not "after the delete, blue-db-1 gets no answer" wait_for 3 routed6 blue-db-1
+check_not "nor a ping reply" ping6 blue-db-1 fd10:10:99::1
 
 lab_finish
