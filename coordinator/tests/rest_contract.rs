@@ -1279,6 +1279,29 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
         .unwrap()["id"]
         .clone();
     let t = json!({"id": tenant, "name": "Admin"});
+    // The zone's IPv6 range, an allocation of the System VPC: a site IPv6 pool (the ranges of
+    // tenant VPCs inside it are routed).
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/allocation",
+            Some(
+                json!({"name": "Z1-2001:db8:70::/44", "prefix": "2001:db8:70::/44",
+                "tenant": t, "vpc": {"id": 1}, "ipFamily": "ipv6"}),
+            ),
+        )
+        .await;
+    check(
+        "POST ipam/allocation System IPv6",
+        &b,
+        "InlineResponse2004Data",
+    );
+    let pool6 = id(&b["data"]);
+    let pools = stored(&kv, "pools", "").await;
+    assert!(
+        pools.iter().any(|p| p["cidr"] == "2001:db8:70::/44"),
+        "{pools:?}"
+    );
     let name = "D1-A2-Z1-V7-dual";
     let b = c
         .call(
@@ -1443,6 +1466,50 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
             a.body
         );
     }
+    // IPv6 static routes: CloudStack posts the prefix (its `name`) and a next hop in a tier.
+    let route = |prefix: &str, hop: &str| {
+        json!({"prefix": prefix, "next_hop": hop, "description": name, "site_id": 1,
+            "stateStatus": "active", "switches": [], "vpc": {"id": vpc}})
+    };
+    let b = c
+        .call(
+            "POST",
+            "/api/routes",
+            Some(route("fd00:99::/64", "fd00:70:0:1::11")),
+        )
+        .await;
+    check("POST routes IPv6", &b, "InlineResponse2004Data");
+    let rt = stored(&kv, "routes", "").await;
+    assert_eq!(
+        (&rt[0]["prefix"], &rt[0]["nexthop"]),
+        (&json!("fd00:99::/64"), &json!("fd00:70:0:1::11")),
+        "{rt:?}"
+    );
+    let b = c
+        .call("GET", &format!("/api/routes?filterByVpc={vpc}"), None)
+        .await;
+    check("GET routes IPv6", &b, "[RoutesGetBody]");
+    let listed = b["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{b}");
+    assert_eq!(listed[0]["name"], "fd00:99::/64");
+    assert_eq!(listed[0]["next_hop"], "fd00:70:0:1::11");
+    for (body, want) in [
+        (route("fd00:98::/64", "10.70.1.11"), "route.nexthop"),
+        (route("fd00:98::/64", "fd00:70:0:5::11"), "route.nexthop"),
+        (route("fd00:98::1/64", "fd00:70:0:1::11"), "host bits"),
+    ] {
+        let a = raw("POST", "/api/routes".into(), body).await;
+        assert_eq!(a.status, 400, "{}", a.body);
+        let m = a.body["message"].as_str().unwrap_or_default();
+        assert!(m.contains(want), "{want}: {m}");
+    }
+    c.call(
+        "DELETE",
+        "/api/routes",
+        Some(json!({"id": listed[0]["id"]})),
+    )
+    .await;
+    assert!(stored(&kv, "routes", "").await.is_empty());
     // A range in use stays: a tier's /64 in it blocks the allocation's removal (its IPv6
     // subnet does not: CloudStack deletes a VPC's allocations before its subnets).
     let a = raw("DELETE", format!("/api/v2/ipam/allocation/{a6}"), json!({})).await;
@@ -1462,6 +1529,22 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
         "{}",
         a.body
     );
+    // The zone's IPv6 pool routes a6b's range: it stays while the range does.
+    let a = raw(
+        "DELETE",
+        format!("/api/v2/ipam/allocation/{pool6}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2001:db8:70::/48"),
+        "{}",
+        a.body
+    );
     // CloudStack's teardown: vnets, subnet, then the allocations; the ranges go with them.
     for path in [
         format!("/api/v2/vnet/{web}"),
@@ -1473,6 +1556,14 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
     }
     let v = stored(&kv, "vpcs", "/D1-A2-Z1-V7-dual").await;
     assert_eq!(v[0]["ipv6_ranges"], json!(["fd00:70::/48"]), "{v:?}");
+    // With the routed range gone, the zone's IPv6 range (the pool) may go.
+    c.call("DELETE", &format!("/api/v2/ipam/allocation/{pool6}"), None)
+        .await;
+    let pools = stored(&kv, "pools", "").await;
+    assert!(
+        !pools.iter().any(|p| p["cidr"] == "2001:db8:70::/44"),
+        "{pools:?}"
+    );
     c.call("DELETE", &format!("/api/v2/ipam/allocation/{a6}"), None)
         .await;
     let v = stored(&kv, "vpcs", "/D1-A2-Z1-V7-dual").await;

@@ -221,6 +221,7 @@ mod tests {
                 gateway: "2001:db8:100:1::1".parse().unwrap(),
             }],
             announce: vec!["2001:db8:100::/48".parse().unwrap()],
+            routes: vec![],
         }
     }
 

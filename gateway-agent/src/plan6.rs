@@ -58,16 +58,30 @@ pub fn ns_addrs(r: &VpcRouter, r6: Option<&VpcRouter6>) -> BTreeMap<String, Vec<
     want
 }
 
-/// The namespace's IPv6 routes: the default via the host end of the transit link.
+/// The namespace's IPv6 routes: the default via the host end of the transit link, and each
+/// static route via its next hop on the tier whose /64 holds it (named, so the observed
+/// route, which the kernel reports with its link, compares equal). Sorted, one per prefix:
+/// a static `::/0` replaces the default, as in IPv4 ([`crate::plan::ns_routes`]).
 pub fn ns_routes6(r6: Option<&VpcRouter6>) -> Vec<Route6> {
-    match r6 {
-        Some(_) => vec![Route6 {
-            dst: "::/0".parse().expect("default"),
-            via: Some(TRANSIT_HOST_LL),
-            dev: Some(TRANSIT_NS.into()),
-        }],
-        None => vec![],
-    }
+    let Some(r6) = r6 else {
+        return vec![];
+    };
+    let mut v = vec![Route6 {
+        dst: "::/0".parse().expect("default"),
+        via: Some(TRANSIT_HOST_LL),
+        dev: Some(TRANSIT_NS.into()),
+    }];
+    v.extend(r6.routes.iter().filter_map(|rt| {
+        let tier = r6.tiers.iter().find(|t| t.prefix.contains(&rt.nexthop))?;
+        Some(Route6 {
+            dst: rt.prefix.trunc(),
+            via: Some(rt.nexthop),
+            dev: Some(tier_ns(tier.vni)),
+        })
+    }));
+    v.sort();
+    v.dedup_by(|a, b| a.dst == b.dst);
+    v
 }
 
 /// Unique local addresses (RFC 4193): never routed beyond a site.
@@ -114,6 +128,14 @@ pub fn validate6(r: &VpcRouter, r6: &VpcRouter6) -> Vec<String> {
             e.push(format!(
                 "vpc {}: IPv6 tier {} has no IPv4 tier",
                 r.id, t.vni
+            ));
+        }
+    }
+    for rt in &r6.routes {
+        if !r6.tiers.iter().any(|t| t.prefix.contains(&rt.nexthop)) {
+            e.push(format!(
+                "vpc {}: route {} next hop {} is on no IPv6 tier",
+                r.id, rt.prefix, rt.nexthop
             ));
         }
     }
@@ -220,7 +242,7 @@ mod tests {
     use super::*;
     use crate::names::tier_host;
     use crate::plan::{apply_in_memory, plan_router};
-    use sf_core::desired::RouterTier6;
+    use sf_core::desired::{RouterRoute6, RouterTier6};
 
     const P: &str = "sfvpc-";
 
@@ -238,6 +260,7 @@ mod tests {
                 gateway: "2001:db8:100:1::1".parse().unwrap(),
             }],
             announce: vec!["2001:db8:100::/48".parse().unwrap()],
+            routes: vec![],
         }
     }
 
@@ -460,6 +483,62 @@ mod tests {
         r6.tiers[0].vni = 5;
         let (a, e) = plan_router6(&r, Some(&r6), &host(), None, "sfvpc-7", true);
         assert!(a.is_empty());
+        assert_eq!(e.len(), 1, "{e:?}");
+    }
+
+    fn route6(prefix: &str, nexthop: &str) -> RouterRoute6 {
+        RouterRoute6 {
+            prefix: prefix.parse().unwrap(),
+            nexthop: nexthop.parse().unwrap(),
+        }
+    }
+
+    /// Static IPv6 routes go into the namespace via their next hop on its tier's link, are
+    /// replaced when the next hop moves, kept on a passive router (as IPv4 routes are) and
+    /// removed when deleted; the default route stays.
+    #[test]
+    fn static_routes_are_installed_replaced_and_removed() {
+        let r = nft::example();
+        let mut r6 = router6(&r);
+        r6.routes = vec![route6("fd10:99::/64", "2001:db8:100:1::11")];
+        let (mut h, mut v) = (host(), BTreeMap::new());
+        converge(&r, Some(&r6), true, &mut h, &mut v);
+        let static_route = |nh: &str| Route6 {
+            dst: "fd10:99::/64".parse().unwrap(),
+            via: Some(nh.parse().unwrap()),
+            dev: Some("t1000001".into()),
+        };
+        assert!(v[&7].routes6.contains(&static_route("2001:db8:100:1::11")));
+        assert_eq!(v[&7].routes6.len(), 2, "{:?}", v[&7].routes6);
+        r6.routes[0].nexthop = "2001:db8:100:1::12".parse().unwrap();
+        let a = converge(&r, Some(&r6), false, &mut h, &mut v);
+        assert_eq!(
+            a.iter()
+                .filter(|x| matches!(x, Action::ReplaceRoute6 { ns: Some(_), .. }))
+                .count(),
+            1,
+            "one replace, no delete first: {a:#?}"
+        );
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, Action::DelRoute6 { ns: Some(_), .. })));
+        assert!(v[&7].routes6.contains(&static_route("2001:db8:100:1::12")));
+        r6.routes.clear();
+        let a = converge(&r, Some(&r6), true, &mut h, &mut v);
+        assert!(a.contains(&Action::DelRoute6 {
+            ns: Some("sfvpc-7".into()),
+            route: static_route("2001:db8:100:1::12"),
+        }));
+        assert_eq!(v[&7].routes6, ns_routes6(Some(&r6)));
+        assert_eq!(v[&7].routes6.len(), 1, "the default stays");
+    }
+
+    #[test]
+    fn a_route_whose_next_hop_is_on_no_tier_is_refused() {
+        let r = nft::example();
+        let mut r6 = router6(&r);
+        r6.routes = vec![route6("fd10:99::/64", "2001:db8:100:2::11")];
+        let (_, e) = plan_router6(&r, Some(&r6), &host(), None, "sfvpc-7", true);
         assert_eq!(e.len(), 1, "{e:?}");
     }
 }

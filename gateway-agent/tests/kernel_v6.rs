@@ -3,12 +3,13 @@
 //! this test (`sfg6<pid>-7`, deleted at the end, also on failure), read back through netlink
 //! and `ip`: the tier's `::1/64` and the stable link-local as its only link-local, the
 //! transit link-locals, the namespace's default route and IPv6 forwarding, and the announced
-//! range routed into the namespace only while the router is active.
+//! range routed into the namespace only while the router is active, and a static IPv6 route
+//! via a host of the tier.
 //! Skipped, with a note, when not root.
 
 use std::sync::Arc;
 
-use sf_core::desired::{RouterTier, RouterTier6, VpcRouter, VpcRouter6};
+use sf_core::desired::{RouterRoute6, RouterTier, RouterTier6, VpcRouter, VpcRouter6};
 use sf_gateway_agent::exec::Exec;
 use sf_gateway_agent::kernel::Kernel;
 use sf_gateway_agent::plan::{self, Action};
@@ -74,6 +75,11 @@ fn router() -> (VpcRouter, VpcRouter6) {
             gateway: "2001:db8:100:1::1".parse().unwrap(),
         }],
         announce: vec!["2001:db8:100::/48".parse().unwrap()],
+        // A static route: via a host of the tier, on the tier's link.
+        routes: vec![RouterRoute6 {
+            prefix: "fd10:99::/64".parse().unwrap(),
+            nexthop: "2001:db8:100:1::11".parse().unwrap(),
+        }],
     };
     (r, r6)
 }
@@ -126,7 +132,9 @@ async fn build_and_flip(prefix: &str) {
     want.sort();
     assert_eq!(tier, want, "the tier's only IPv6 addresses");
     assert_eq!(seen.addrs6["transit"], vec!["fe80::2/64".parse().unwrap()]);
-    assert_eq!(seen.routes6, plan6::ns_routes6(Some(&r6)));
+    let mut routes6 = seen.routes6.clone();
+    routes6.sort();
+    assert_eq!(routes6, plan6::ns_routes6(Some(&r6)));
     let host = device::observe_host(&k).await.unwrap();
     assert_eq!(host.addrs6["gx7"], vec!["fe80::1/64".parse().unwrap()]);
     assert_eq!(host.routes6, plan6::host_routes6(&r6));
@@ -137,6 +145,11 @@ async fn build_and_flip(prefix: &str) {
     let lls: Vec<&str> = addrs.lines().filter(|l| l.contains("fe80:")).collect();
     assert_eq!(lls.len(), 1, "{addrs}");
     assert!(lls[0].contains(&format!("{}/64", r6.link_local)), "{addrs}");
+    let routes = sh(&format!("ip -n {ns} -6 route show fd10:99::/64"));
+    assert!(
+        routes.contains("via 2001:db8:100:1::11 dev t1000001"),
+        "{routes}"
+    );
     let fwd = sh(&format!(
         "ip netns exec {ns} sysctl -n net.ipv6.conf.t1000001.forwarding"
     ));

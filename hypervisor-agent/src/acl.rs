@@ -339,7 +339,7 @@ fn pinned6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<(Strin
     out
 }
 
-/// Per dual-stack tier: its pinned taps and its VPC's IPv6 ranges.
+/// Per dual-stack tier: its pinned taps and its VPC's dual-stack tiers' /64s.
 fn spaces6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<pin::Space6> {
     nets6
         .iter()
@@ -351,9 +351,8 @@ fn spaces6(nets6: &[&L2Network6], fates: &BTreeMap<u32, TierTaps>) -> Vec<pin::S
                 .filter(|(_, f)| matches!(f, TapFate::Pinned { .. }))
                 .map(|(t, _)| t.clone())
                 .collect(),
-            // A tier's /64 lies inside one of them; named too should the ranges be absent
-            // (an object compiled before they were sent).
-            ranges: n6.vpc_ranges.iter().copied().chain([n6.prefix]).collect(),
+            // Its own /64 is one of them; named too should the list be absent.
+            ranges: n6.vpc_tiers.iter().copied().chain([n6.prefix]).collect(),
         })
         .collect()
 }
@@ -1253,7 +1252,7 @@ pub(crate) mod tests {
             prefix: "fd10:10:0:2::/64".parse().unwrap(),
             gateway: "fd10:10:0:2::1".parse().unwrap(),
             router_link_local: "fe80::5f:ff:fe00:1".parse().unwrap(),
-            vpc_ranges: vec!["fd10:10::/48".parse().unwrap()],
+            vpc_tiers: vec!["fd10:10:0:1::/64".parse().unwrap()],
             ports: ports
                 .iter()
                 .map(|(n, ip, mac)| sf_core::desired::LocalPort6 {
@@ -1299,7 +1298,7 @@ pub(crate) mod tests {
         // Sources outside the VPC's ranges (a VM routing for others) pass, but only after
         // the ND checks, and neither a link-local nor a VPC address of another port does.
         let outside = p6
-            .find("iifname { \"vnet1\", \"vnet2\" } ip6 saddr != { fd10:10::/48, fd10:10:0:2::/64, fe80::/10 } return")
+            .find("iifname { \"vnet1\", \"vnet2\" } ip6 saddr != { fd10:10:0:1::/64, fd10:10:0:2::/64, fe80::/10 } return")
             .unwrap_or_else(|| panic!("{p6}"));
         assert!(na < dad_target && dad_target < dad && dad < outside && outside < src);
         assert!(p6.contains("\"vnet2\" . 0xfe80000000000000505400fffe000212 }"));

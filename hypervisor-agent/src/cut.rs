@@ -384,7 +384,7 @@ mod tests {
             prefix: "fd10:10:0:2::/64".parse().unwrap(),
             gateway: "fd10:10:0:2::1".parse().unwrap(),
             router_link_local: "fe80::5f:ff:fe00:1".parse().unwrap(),
-            vpc_ranges: vec![],
+            vpc_tiers: vec![],
             ports: vec![sf_core::desired::LocalPort6 {
                 name: "db-1".into(),
                 ipv6: "fd10:10:0:2::11".parse().unwrap(),

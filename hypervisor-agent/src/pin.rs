@@ -103,7 +103,7 @@ pub fn mac_slaac(prefix: Ipv6Net, mac: &str) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(net | iid))
 }
 
-/// The pinned taps of one dual-stack tier and its VPC's IPv6 ranges.
+/// The pinned taps of one dual-stack tier and the /64s of its VPC's dual-stack tiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Space6 {
     pub taps: Vec<String>,
@@ -244,8 +244,8 @@ pub fn render_pin(
 /// advertisements may only name the port's own addresses as their target, and so may the
 /// solicitations of its duplicate address detection (a VM claiming a neighbour's tentative
 /// address would stop the neighbour from using it). Ordinary solicitations name the
-/// address being resolved, anyone's, and pass. As in IPv4, a source outside the VPC's IPv6
-/// ranges (and not link-local) passes, after the ND checks: a VM may route for others (an
+/// address being resolved, anyone's, and pass. As in IPv4, a source outside the VPC's tiers
+/// (their /64s; not link-local) passes, after the ND checks: a VM may route for others (an
 /// IPv6 static route names it as next hop); inside them it must be the port's own.
 ///
 /// The SLAAC address is allowed whatever the port names: the router's RAs carry the /64

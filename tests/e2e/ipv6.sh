@@ -8,6 +8,8 @@
 #   4. red with identical prefixes stays isolated
 #   5. gateway failover (the serving gateway's agent killed, its links down): the VM keeps its
 #      default route, and IPv6 through the router resumes within seconds
+#   static routes: an IPv6 route via a VM of a tier carries traffic from another tier, and stops
+#      when deleted
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -190,5 +192,55 @@ check "remove edge6-web-1" L vm-del edge6-web-1
 check "remove tier web of edge6" S network delete web --tenant demo --vpc edge6
 check "remove VPC edge6" S vpc delete edge6 --tenant demo
 check "the internet host's route to $E_RANGE is withdrawn" wait_for 30 bash -c "! ip -n ${LAB_PREFIX}internet -6 route show $E_RANGE | grep -q ."
+
+# ---- Static IPv6 routes (issue 21, v6rest) -------------------------------------------------
+# blue-web-2 holds fd10:10:99::1 on lo, outside every tier; a route fd10:10:99::/64 via
+# blue-web-2's port address makes the router deliver to it. A ping shows the address is
+# reached; a UDP responder on blue-web-2 that answers from its port address shows it is
+# blue-web-2 that got the request (sent to fd10:10:99::1, which only the route leads to).
+section "static IPv6 routes: through a VM of the tier, from another tier"
+# The responder: answers what arrives for fd10:10:99::1 from the port address (argv[1]).
+UDP6_SERVER='
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("fd10:10:99::1", 5399))
+r = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+r.bind((sys.argv[1], 0))
+while True:
+    d, a = s.recvfrom(100)
+    r.sendto(b"got " + d + b" on fd10:10:99::1", a[:2])'
+# udp6_ask VM - VM asks fd10:10:99::1 and prints the answer and who sent it.
+udp6_ask() {
+    X "$1" python3 -c '
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(1)
+s.sendto(b"q", ("fd10:10:99::1", 5399))
+d, a = s.recvfrom(100)
+print(d.decode(), "from", a[0])'
+}
+routed6() { [ "$(udp6_ask "$1")" = "got q on fd10:10:99::1 from $W2" ]; }
+# refused6 PREFIX NEXTHOP - sfctl refuses the route and names route.nexthop.
+refused6() {
+    local out
+    out=$(S route create r6-bad --tenant demo --vpc blue --prefix "$1" --nexthop "$2" 2>&1) && return 1
+    grep -q route.nexthop <<<"$out"
+}
+check "blue-web-2 holds fd10:10:99::1 on lo" X blue-web-2 ip -6 addr add fd10:10:99::1/128 dev lo
+# lab.sh exec execs into the command: $! is timeout's pid (it passes the kill on), and
+# timeout bounds the responder even if the kill is missed.
+X blue-web-2 timeout 150 python3 -c "$UDP6_SERVER" "$W2" >"$STATE/udp6.log" 2>&1 &
+BG+=("$!")
+sleep 0.5
+check_not "without a route, blue-db-1 gets no answer from fd10:10:99::1" wait_for 3 routed6 blue-db-1
+check "route fd10:10:99::/64 via blue-web-2 ($W2)" S route create r6-99 --tenant demo --vpc blue --prefix fd10:10:99::/64 --nexthop "$W2"
+check_eq "sfctl shows the IPv6 route" "fd10:10:99::/64 $W2" "$(S -o json route show r6-99 --tenant demo --vpc blue | json "d['prefix']+' '+d['nexthop']")"
+check "blue-db-1 (tier db) pings fd10:10:99::1 through the route" wait_for 10 ping6 blue-db-1 fd10:10:99::1
+check "blue-db-1's request reaches blue-web-2, answered by $W2" wait_for 5 routed6 blue-db-1
+check "blue-web-1 (same tier, via the router) reaches it too" wait_for 5 routed6 blue-web-1
+check "a route with an IPv4 next hop is refused, naming route.nexthop" refused6 fd10:10:98::/64 10.10.1.12
+check "route delete r6-99" S route delete r6-99 --tenant demo --vpc blue
+check_not "after the delete, blue-db-1 gets no answer" wait_for 3 routed6 blue-db-1
+check_not "nor a ping reply" ping6 blue-db-1 fd10:10:99::1
 
 lab_finish

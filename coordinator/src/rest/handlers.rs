@@ -790,7 +790,9 @@ enum SfPlan {
 /// one function per kind that maps onto an object.
 fn plan(c: &PlanCtx, mut spec: Spec) -> ApiResult<Plan> {
     let sf_plan = match &mut spec {
-        // Kept as records (IPv6: the dataplane comes with IPv6 support).
+        // The System VPC's IPv6 allocation (a zone's IPv6 range) is a site IPv6 pool.
+        Spec::Ip6(a) if a.allocation && c.vpc == SYSTEM_VPC_ID => plan_pool6(c, a)?,
+        // Kept as records (a tenant VPC's IPv6 allocations become its ranges elsewhere).
         Spec::Vpc | Spec::Acl(_) | Spec::Ip6(_) => SfPlan::Keep,
         Spec::Allocation(a) => plan_allocation(c, a)?,
         Spec::Subnet(sn) => {
@@ -885,6 +887,50 @@ fn plan_allocation(c: &PlanCtx, a: &AllocSpec) -> ApiResult<SfPlan> {
         site: s.fabric_site.clone(),
         id: 0,
     })))
+}
+
+/// An IPv6 allocation of the System VPC (what CloudStack makes of a zone's IPv6 range for
+/// routed offerings): an IPv6 pool of the fabric site (one with the same prefix is adopted),
+/// so the tenant VPC ranges inside it are routed (announced by their gateway). Deleting it
+/// deletes the pool, refused while a VPC's range is inside it.
+fn plan_pool6(c: &PlanCtx, a: &Ip6Spec) -> ApiResult<SfPlan> {
+    let (s, intent) = (c.s, c.intent);
+    if let Some(o) = c.old {
+        if o.spec != Spec::Ip6(a.clone()) {
+            return Err(ApiError::bad(
+                "invalid prefix: an allocation's prefix cannot change; delete and recreate it",
+            ));
+        }
+        return Ok(SfPlan::Keep);
+    }
+    if let Some(o) = c.db.of(Kind::Allocation).find(|o| {
+        o.vpc == SYSTEM_VPC_ID
+            && matches!(&o.spec, Spec::Ip6(x) if x.allocation
+                && (x.prefix.contains(&a.prefix) || a.prefix.contains(&x.prefix)))
+    }) {
+        return Err(ApiError::conflict(format!(
+            "invalid prefix: {} overlaps allocation {:?}",
+            a.prefix, o.name
+        )));
+    }
+    let cidr = ipnet::IpNet::V6(a.prefix);
+    Ok(
+        match intent
+            .pools
+            .values()
+            .find(|p| p.cidr == cidr && p.site == s.fabric_site)
+        {
+            Some(p) => SfPlan::Adopt(SfRef::Pool {
+                name: p.name.clone(),
+                adopted: true,
+            }),
+            None => SfPlan::Create(SfObj::Pool(Pool {
+                name: sf_name(c.name, c.id, |n| intent.pools.contains_key(n)),
+                cidr,
+                site: s.fabric_site.clone(),
+            })),
+        },
+    )
 }
 
 /// A subnet must lie in an allocation of its VPC.

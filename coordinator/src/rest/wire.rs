@@ -217,6 +217,40 @@ pub fn parse_prefix(field: &str, s: &str) -> ApiResult<Ipv4Net> {
     Ok(n)
 }
 
+/// A prefix of either family without host bits (routes); a bare address means a host route.
+pub fn parse_prefix_any(field: &str, s: &str) -> ApiResult<ipnet::IpNet> {
+    let s = s.trim();
+    if !s.contains(':') {
+        return parse_prefix(field, s).map(ipnet::IpNet::V4);
+    }
+    let n = match s.parse::<ipnet::Ipv6Net>() {
+        Ok(n) => n,
+        Err(_) => s
+            .parse::<std::net::Ipv6Addr>()
+            .map(|a| ipnet::Ipv6Net::new(a, 128).expect("/128"))
+            .map_err(|_| ApiError::bad(format!("invalid {field}: {s:?} is not a prefix")))?,
+    };
+    if n.trunc() != n {
+        return Err(ApiError::bad(format!(
+            "invalid {field}: {n} has host bits set (did you mean {}?)",
+            n.trunc()
+        )));
+    }
+    Ok(ipnet::IpNet::V6(n))
+}
+
+/// An address of either family; `/32` (IPv4) or `/128` (IPv6) is accepted.
+pub fn parse_ip_any(field: &str, s: &str) -> ApiResult<std::net::IpAddr> {
+    let t = s.trim();
+    if !t.contains(':') {
+        return parse_ip(field, t).map(std::net::IpAddr::V4);
+    }
+    let bare = t.strip_suffix("/128").unwrap_or(t);
+    bare.parse::<std::net::Ipv6Addr>()
+        .map(std::net::IpAddr::V6)
+        .map_err(|_| ApiError::bad(format!("invalid {field}: {s:?} is not a single address")))
+}
+
 /// An address; `a.b.c.d/32` is accepted.
 pub fn parse_ip(field: &str, s: &str) -> ApiResult<Ipv4Addr> {
     let n = parse_net(field, s)?;
@@ -406,8 +440,10 @@ pub struct AclSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSpec {
-    pub prefix: Ipv4Net,
-    pub next_hop: Ipv4Addr,
+    /// Either family (stored as the same strings, so records of IPv4 routes are unchanged);
+    /// validation refuses a next hop of the other family.
+    pub prefix: ipnet::IpNet,
+    pub next_hop: std::net::IpAddr,
     #[serde(default)]
     pub description: String,
     #[serde(default)]
@@ -838,8 +874,8 @@ pub fn acl_spec(v: &Value) -> ApiResult<AclSpec> {
 
 pub fn route_spec(v: &Value) -> ApiResult<RouteSpec> {
     Ok(RouteSpec {
-        prefix: parse_prefix("prefix", &req_str(v, "prefix")?)?,
-        next_hop: parse_ip(
+        prefix: parse_prefix_any("prefix", &req_str(v, "prefix")?)?,
+        next_hop: parse_ip_any(
             "next_hop",
             &opt_str(v, "next_hop")
                 .or_else(|| opt_str(v, "nextHop"))

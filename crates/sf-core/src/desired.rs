@@ -500,6 +500,17 @@ pub struct VpcRouter6 {
     /// to the fabric and the internet by the serving gateway (CloudStack's routed mode:
     /// global routing, no NAT). Ranges outside every pool (ULA) stay inside the VPC.
     pub announce: Vec<Ipv6Net>,
+    /// The VPC's IPv6 static routes, by prefix; the next hop is a host of a dual-stack tier.
+    /// Defaulted and skipped when empty, so objects of VPCs without IPv6 routes are unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouterRoute6>,
+}
+
+/// An IPv6 static route inside a VPC (the IPv4 ones are [`RouterRoute`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RouterRoute6 {
+    pub prefix: Ipv6Net,
+    pub nexthop: Ipv6Addr,
 }
 
 /// One dual-stack tier as the VPC router sees it.
@@ -525,11 +536,11 @@ pub struct L2Network6 {
     pub router_link_local: Ipv6Addr,
     /// Local ports with an IPv6 address (ports without one may still use SLAAC addresses
     /// once anti-spoofing learns them; that is the dataplane's decision).
-    /// The VPC's IPv6 ranges. IPv6 sources outside them may leave a VM (one may route for
-    /// other prefixes: an IPv6 static route names a VM as next hop), inside them only the
-    /// port's own addresses, as IPv4 treats the VPC's tiers.
+    /// The /64s of the VPC's dual-stack tiers. IPv6 sources outside them may leave a VM
+    /// (one may route for other prefixes: an IPv6 static route names a VM as next hop),
+    /// inside them only the port's own addresses, as IPv4 treats the VPC's tiers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub vpc_ranges: Vec<Ipv6Net>,
+    pub vpc_tiers: Vec<Ipv6Net>,
     pub ports: Vec<LocalPort6>,
 }
 
@@ -676,7 +687,9 @@ impl NodeDesired {
 /// coordinator with a newer schema refuses them, so a stale agent shows as refused instead of
 /// dropping the field and reporting itself in sync. Upgrade agents before coordinators.
 /// 3: the IPv6 side (`vpc6`/`net6` objects, built by the gateway and hypervisor agents).
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: the VPC router's IPv6 firewall and static routes (`VpcRouter6.routes`), IPv6 ACL
+/// rules, and `L2Network6.vpc_tiers` (an older agent would route IPv6 unfiltered).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The bytes an object travels as (`Entry.value`).
 pub fn encode_object(o: &DesiredObject) -> Vec<u8> {

@@ -3,7 +3,7 @@
 //! is also how their etcd keys are built (see `sf-store`'s key layout).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -117,14 +117,16 @@ pub struct NatRule {
     pub kind: NatKind,
 }
 
-/// A static route inside a VPC.
+/// A static route inside a VPC, IPv4 or IPv6 (prefix and next hop of one family). Stored as
+/// the same strings either way, so IPv4 routes stored before IPv6 routes existed decode and
+/// encode unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaticRoute {
     pub tenant: String,
     pub vpc: String,
     pub name: String,
-    pub prefix: Ipv4Net,
-    pub nexthop: Ipv4Addr,
+    pub prefix: IpNet,
+    pub nexthop: IpAddr,
 }
 
 /// A backend of a load balancer: a VM address and port in the VPC.

@@ -2,7 +2,7 @@
 //! (`network.cidr`, `port.node`, ...) so API users and CloudStack see what to fix, and the
 //! caller only writes when validation passed, so a rejected request changes nothing.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv6Net};
 
@@ -762,6 +762,17 @@ fn in_some_tier(intent: &Intent, tenant: &str, vpc: &str, ip: Ipv4Addr) -> bool 
         .networks
         .values()
         .any(|n| n.tenant == tenant && n.vpc == vpc && host_in(n.cidr, ip) && ip != n.gateway)
+}
+
+/// A host of one of the VPC's dual-stack tiers: inside its /64, neither `::` nor `::1`.
+fn in_some_tier6(intent: &Intent, tenant: &str, vpc: &str, ip: Ipv6Addr) -> bool {
+    intent.networks.values().any(|n| {
+        n.tenant == tenant
+            && n.vpc == vpc
+            && n.ipv6_prefix
+                .is_some_and(|p| p.contains(&ip) && ip != p.network())
+            && Some(ip) != n.ipv6_gateway()
+    })
 }
 
 pub fn validate_nat(intent: &Intent, r: &NatRule) -> Result {
@@ -1709,16 +1720,7 @@ fn validate_route_as(intent: &Intent, r: &StaticRoute, replacing: bool) -> Resul
             format!("{} has host bits set", r.prefix),
         ));
     }
-    if !in_some_tier(intent, &r.tenant, &r.vpc, r.nexthop) {
-        return Err(err(
-            ErrorKind::Invalid,
-            "route.nexthop",
-            format!(
-                "{} is not a host address of any tier of VPC {:?}",
-                r.nexthop, r.vpc
-            ),
-        ));
-    }
+    validate_route_nexthop(intent, r)?;
     if let Some(o) = intent.routes.values().find(|o| {
         o.tenant == r.tenant && o.vpc == r.vpc && o.prefix == r.prefix && o.key() != r.key()
     }) {
@@ -1731,6 +1733,59 @@ fn validate_route_as(intent: &Intent, r: &StaticRoute, replacing: bool) -> Resul
     Ok(())
 }
 
+/// The next hop: of the prefix's family, and a host of one of the VPC's tiers (an IPv6 one a
+/// host of a dual-stack tier's /64, neither `::` nor the router's `::1`), as the router only
+/// reaches hosts on its tiers.
+fn validate_route_nexthop(intent: &Intent, r: &StaticRoute) -> Result {
+    let (v4, v6) = match (r.prefix, r.nexthop) {
+        (IpNet::V4(_), IpAddr::V4(nh)) => (Some(nh), None),
+        (IpNet::V6(_), IpAddr::V6(nh)) => (None, Some(nh)),
+        _ => {
+            return Err(err(
+                ErrorKind::Invalid,
+                "route.nexthop",
+                format!(
+                    "next hop {} and prefix {} are of different address families",
+                    r.nexthop, r.prefix
+                ),
+            ))
+        }
+    };
+    if v6.is_some() && !vpc_has_ipv6(intent, &r.tenant, &r.vpc) {
+        return Err(err(
+            ErrorKind::Invalid,
+            "route.prefix",
+            format!(
+                "{} is IPv6 but VPC {:?} has no dual-stack tier (network.ipv6_prefix)",
+                r.prefix, r.vpc
+            ),
+        ));
+    }
+    let in_tier = match (v4, v6) {
+        (Some(nh), _) => in_some_tier(intent, &r.tenant, &r.vpc, nh),
+        (_, Some(nh)) => in_some_tier6(intent, &r.tenant, &r.vpc, nh),
+        _ => false,
+    };
+    if !in_tier {
+        return Err(err(
+            ErrorKind::Invalid,
+            "route.nexthop",
+            format!(
+                "{} is not a host address of any tier of VPC {:?}",
+                r.nexthop, r.vpc
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn vpc_has_ipv6(intent: &Intent, tenant: &str, vpc: &str) -> bool {
+    intent
+        .networks
+        .values()
+        .any(|n| n.tenant == tenant && n.vpc == vpc && n.ipv6_prefix.is_some())
+}
+
 pub fn check_delete_pool(intent: &Intent, name: &str) -> Result {
     let pool = intent.pools.get(name).ok_or_else(|| {
         err(
@@ -1739,6 +1794,27 @@ pub fn check_delete_pool(intent: &Intent, name: &str) -> Result {
             format!("pool {name:?} does not exist"),
         )
     })?;
+    // An IPv6 pool makes the ranges inside it routed: removing it under a VPC would silently
+    // withdraw the VPC's addresses from the internet.
+    if let Some((v, r)) = pool.v6().and_then(|p6| {
+        intent
+            .vpcs
+            .values()
+            .filter(|v| v.site == pool.site)
+            .find_map(|v| {
+                let r = v.ipv6_ranges.iter().find(|r| p6.contains(*r))?;
+                Some((v, r))
+            })
+    }) {
+        return Err(err(
+            ErrorKind::InUse,
+            "pool.name",
+            format!(
+                "pool {name:?} still routes {r} of VPC {}/{}",
+                v.tenant, v.name
+            ),
+        ));
+    }
     if let Some(l) = intent
         .load_balancers
         .values()
@@ -1830,6 +1906,10 @@ pub fn check_delete_network(intent: &Intent, tenant: &str, vpc: &str, name: &str
     }
     let net = &intent.networks[&key];
     let points_here = |ip: &Ipv4Addr| net.cidr.contains(ip);
+    let route_here = |ip: &IpAddr| match ip {
+        IpAddr::V4(ip) => points_here(ip),
+        IpAddr::V6(ip) => net.ipv6_prefix.is_some_and(|p| p.contains(ip)),
+    };
     if let Some(r) = intent.nat_rules.values().find(|r| {
         r.tenant == tenant
             && r.vpc == vpc
@@ -1849,7 +1929,7 @@ pub fn check_delete_network(intent: &Intent, tenant: &str, vpc: &str, name: &str
     if let Some(r) = intent
         .routes
         .values()
-        .find(|r| r.tenant == tenant && r.vpc == vpc && points_here(&r.nexthop))
+        .find(|r| r.tenant == tenant && r.vpc == vpc && route_here(&r.nexthop))
     {
         return Err(err(
             ErrorKind::InUse,

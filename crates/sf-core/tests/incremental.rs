@@ -222,7 +222,7 @@ fn route_event() -> impl Strategy<Value = IntentEvent> {
                 vpc: vpc.into(),
                 name: "rt1".into(),
                 prefix: "192.168.0.0/16".parse().unwrap(),
-                nexthop: ip(10, 0, 1, hop),
+                nexthop: ip(10, 0, 1, hop).into(),
             }),
         )
     })

@@ -231,6 +231,80 @@ fn a_vpc_range_change_keeps_every_tier_inside() {
     );
 }
 
+fn route(name: &str, vpc: &str, prefix: &str, nexthop: &str) -> StaticRoute {
+    StaticRoute {
+        tenant: "demo".into(),
+        vpc: vpc.into(),
+        name: name.into(),
+        prefix: prefix.parse().unwrap(),
+        nexthop: nexthop.parse().unwrap(),
+    }
+}
+
+#[test]
+fn ipv4_routes_stored_before_ipv6_routes_load_and_store_unchanged() {
+    let json = r#"{"tenant":"demo","vpc":"blue","name":"r1","prefix":"10.99.0.0/16","nexthop":"10.10.1.5"}"#;
+    let r: StaticRoute = serde_json::from_str(json).unwrap();
+    assert_eq!(r, route("r1", "blue", "10.99.0.0/16", "10.10.1.5"));
+    assert_eq!(serde_json::to_string(&r).unwrap(), json);
+    let v6 = route("r6", "blue", "fd10:99::/64", "2001:db8:100:1::11");
+    let back: StaticRoute = serde_json::from_str(&serde_json::to_string(&v6).unwrap()).unwrap();
+    assert_eq!(back, v6);
+}
+
+#[test]
+fn ipv6_routes_are_checked_field_by_field() {
+    let i = dual();
+    assert!(validate_route(
+        &i,
+        &route("r", "blue", "fd10:99::/64", "2001:db8:100:1::11")
+    )
+    .is_ok());
+    assert!(
+        validate_route(&i, &route("r", "blue", "::/0", "2001:db8:100:1::abcd")).is_ok(),
+        "any host of the /64 may be the next hop, not only a port's address"
+    );
+    let bad = |prefix: &str, nexthop: &str, vpc: &str| {
+        let e = validate_route(&i, &route("r", vpc, prefix, nexthop)).unwrap_err();
+        (e.field, e.message)
+    };
+    let (f, m) = bad("fd10:99::/64", "10.10.1.11", "blue");
+    assert_eq!(f, "route.nexthop");
+    assert!(m.contains("different address families"), "{m}");
+    assert_eq!(
+        bad("10.99.0.0/16", "2001:db8:100:1::11", "blue").0,
+        "route.nexthop"
+    );
+    assert_eq!(
+        bad("fd10:99::1/64", "2001:db8:100:1::11", "blue").0,
+        "route.prefix"
+    );
+    let (f, m) = bad("fd10:99::/64", "2001:db8:100:2::11", "blue");
+    assert_eq!(f, "route.nexthop", "outside every tier /64: {m}");
+    assert_eq!(
+        bad("fd10:99::/64", "2001:db8:100:1::1", "blue").0,
+        "route.nexthop",
+        "the router's ::1"
+    );
+    assert_eq!(
+        bad("fd10:99::/64", "2001:db8:100:1::", "blue").0,
+        "route.nexthop"
+    );
+    let (f, m) = bad("fd10:99::/64", "2001:db8:100:1::11", "red");
+    assert_eq!(f, "route.prefix", "a VPC without IPv6: {m}");
+    assert!(m.contains("no dual-stack tier"), "{m}");
+    // A tier holding an IPv6 next hop cannot be deleted under the route.
+    let mut held = i.clone();
+    let r = route("r", "blue", "fd10:99::/64", "2001:db8:100:1::11");
+    held.routes.insert(r.key(), r);
+    assert_eq!(
+        check_delete_network(&held, "demo", "blue", "web")
+            .unwrap_err()
+            .kind,
+        ErrorKind::InUse
+    );
+}
+
 mod compiled {
     use super::*;
     use sf_core::compile::compile_node;
@@ -358,5 +432,51 @@ mod compiled {
         let bytes = serde_json::to_vec(&hv.objects["net6/1000001"]).unwrap();
         let back: DesiredObject = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(&back, &hv.objects["net6/1000001"]);
+    }
+
+    #[test]
+    fn ipv6_routes_go_to_the_ipv6_router_and_ipv4_routes_stay_put() {
+        let mut i = placed();
+        let v4 = route("r4", "blue", "10.99.0.0/16", "10.10.1.11");
+        let before = compile_node(&i, "gw1", 1).unwrap();
+        i.routes.insert(v4.key(), v4);
+        for (n, p) in [("r6b", "fd10:99:2::/64"), ("r6a", "fd10:99:1::/64")] {
+            let r = route(n, "blue", p, "2001:db8:100:1::11");
+            i.routes.insert(r.key(), r);
+        }
+        let gw1 = compile_node(&i, "gw1", 1).unwrap();
+        let Some(DesiredObject::VpcRouter(r4)) = object(&gw1, "vpc/1") else {
+            panic!("no vpc/1")
+        };
+        let v4s: Vec<String> = r4.routes.iter().map(|r| r.prefix.to_string()).collect();
+        assert_eq!(
+            v4s,
+            vec!["10.99.0.0/16"],
+            "only IPv4 routes on the IPv4 router"
+        );
+        let Some(DesiredObject::VpcRouter6(r6)) = object(&gw1, "vpc6/1") else {
+            panic!("no vpc6/1")
+        };
+        let v6s: Vec<String> = r6
+            .routes
+            .iter()
+            .map(|r| format!("{} via {}", r.prefix, r.nexthop))
+            .collect();
+        assert_eq!(
+            v6s,
+            vec![
+                "fd10:99:1::/64 via 2001:db8:100:1::11",
+                "fd10:99:2::/64 via 2001:db8:100:1::11"
+            ]
+        );
+        // Without IPv6 routes the IPv6 router's encoding has no `routes` key (objects of
+        // agents built before it decode the same).
+        let Some(DesiredObject::VpcRouter6(old)) = object(&before, "vpc6/1") else {
+            panic!("no vpc6/1 before")
+        };
+        assert!(!serde_json::to_string(old).unwrap().contains("routes"));
+        let bytes = serde_json::to_vec(&gw1.objects["vpc6/1"]).unwrap();
+        let back: DesiredObject = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(&back, &gw1.objects["vpc6/1"]);
     }
 }

@@ -204,3 +204,16 @@ fn an_ipv6_pool_may_not_make_overlapping_ranges_routed() {
     validate_pool(&i, &pool("far", "2001:db8:100::/40", "elsewhere")).unwrap();
     validate_pool(&fabric(false), &pool("public6", "2001:db8:100::/40", "lab")).unwrap();
 }
+
+#[test]
+fn an_ipv6_pool_routing_a_vpc_range_cannot_be_deleted() {
+    let mut i = fabric(true);
+    let e = check_delete_pool(&i, "public6").unwrap_err();
+    assert_eq!((e.field.as_str(), e.kind), ("pool.name", ErrorKind::InUse));
+    assert!(e.message.contains("2001:db8:100::/48"), "{e}");
+    check_delete_pool(&i, "other6").expect("another site's pool routes nothing here");
+    for v in i.vpcs.values_mut() {
+        v.ipv6_ranges.retain(|r| r.to_string().starts_with("fd"));
+    }
+    check_delete_pool(&i, "public6").expect("only ULA ranges left");
+}

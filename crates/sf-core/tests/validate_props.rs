@@ -182,7 +182,7 @@ proptest! {
 
     #[test]
     fn routes(t in name(), v in name(), n in name(), prefix in net(), nh in ip()) {
-        let r = StaticRoute { tenant: t, vpc: v, name: n, prefix, nexthop: nh };
+        let r = StaticRoute { tenant: t, vpc: v, name: n, prefix: prefix.into(), nexthop: nh.into() };
         named(validate_route(&demo(), &r), &["route", "tenant", "vpc"])?;
     }
 

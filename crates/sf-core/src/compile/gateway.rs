@@ -9,11 +9,14 @@
 //! LB VIP is public when a pool holds it, and the underlay blackholes the site's pools).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use crate::desired::{
     network_key, vpc_mac, vpc_router_key, DesiredObject, DirectConnectPeering, LbBackend,
-    LoadBalancer as DesiredLb, NodeDesired, PortForward, RouterRole, RouterRoute, RouterTier,
-    RouterTier6, StaticNat, VpcRouter, VpcRouter6, ANCHOR_RANGE,
+    LoadBalancer as DesiredLb, NodeDesired, PortForward, RouterRole, RouterRoute, RouterRoute6,
+    RouterTier, RouterTier6, StaticNat, VpcRouter, VpcRouter6, ANCHOR_RANGE,
 };
 use crate::desired::{vpc_link_local, vpc_router6_key};
 use crate::event::ObjectRef;
@@ -141,7 +144,8 @@ pub fn vpc_router6(intent: &Intent, key: &VpcRef, role: RouterRole) -> Option<Vp
             })
         })
         .collect();
-    if tiers.is_empty() && vpc.ipv6_ranges.is_empty() {
+    let routes = routes6(intent, key);
+    if tiers.is_empty() && vpc.ipv6_ranges.is_empty() && routes.is_empty() {
         return None;
     }
     tiers.sort_by_key(|t| t.vni);
@@ -155,7 +159,20 @@ pub fn vpc_router6(intent: &Intent, key: &VpcRef, role: RouterRole) -> Option<Vp
         // Only routed ranges (inside a site IPv6 pool) leave the VPC; ULA and other
         // VPC-internal ranges may overlap other VPCs' and are never announced.
         announce: intent.routed_ipv6_ranges(vpc),
+        routes,
     })
+}
+
+/// The VPC's IPv6 static routes, sorted (the IPv4 ones go to the IPv4 router).
+fn routes6(intent: &Intent, key: &VpcRef) -> Vec<RouterRoute6> {
+    let mut routes: Vec<RouterRoute6> = of_vpc(&intent.routes, &key.tenant, &key.vpc)
+        .filter_map(|r| match (r.prefix, r.nexthop) {
+            (IpNet::V6(prefix), IpAddr::V6(nexthop)) => Some(RouterRoute6 { prefix, nexthop }),
+            _ => None,
+        })
+        .collect();
+    routes.sort();
+    routes
 }
 
 /// The router of a VPC: its tiers, routes and NAT, in a deterministic order.
@@ -175,9 +192,10 @@ pub fn vpc_router(intent: &Intent, key: &VpcRef) -> VpcRouter {
         .collect();
     tiers.sort_by_key(|t| t.vni);
     let routes = of_vpc(&intent.routes, tenant, vpc_name)
-        .map(|r| RouterRoute {
-            prefix: r.prefix,
-            nexthop: r.nexthop,
+        .filter_map(|r| match (r.prefix, r.nexthop) {
+            (IpNet::V4(prefix), IpAddr::V4(nexthop)) => Some(RouterRoute { prefix, nexthop }),
+            // IPv6 routes belong to the router's IPv6 side (`routes6`).
+            _ => None,
         })
         .collect();
     let mut router = VpcRouter {

@@ -62,7 +62,9 @@ fn tier_network6(
         prefix,
         gateway: net.ipv6_gateway()?,
         router_link_local: vpc_link_local(vpc.id),
-        vpc_ranges: vpc.ipv6_ranges.clone(),
+        vpc_tiers: vpc_networks(intent, &net.tenant, &net.vpc)
+            .filter_map(|n| n.ipv6_prefix)
+            .collect(),
         ports: node_ports
             .iter()
             .filter(|p| p.network_key() == net.key())
