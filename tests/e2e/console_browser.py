@@ -128,8 +128,9 @@ def topology(d):
     green = wait(lambda: all(node_fill(d, h) == GREEN for h in ["hv1", "hv2", "hv3"]))
     report(green is not None, "hv1..hv3 are green (lease up, in sync)",
            str([node_fill(d, h) for h in ["hv1", "hv2", "hv3"]]))
-    up = d.execute_script("return document.querySelectorAll('#topology line.link-up').length")
-    report(up >= 8, "fabric links are drawn up", f"{up} up links")
+    ups = lambda: d.execute_script("return document.querySelectorAll('#topology line.link-up').length")
+    up = wait(lambda: ups() >= 8, 30)
+    report(up is not None, "fabric links are drawn up", f"{ups()} up links")
     rows = d.execute_script("return document.querySelectorAll('#fleet tbody tr').length")
     report(rows == 8, "the fleet table lists the 8 nodes", f"{rows} rows")
 

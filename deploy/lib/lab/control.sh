@@ -73,6 +73,10 @@ start_coord_replicas() {
 
 create_inventory() {
     local l h g border
+    # The site's pools first: an IPv6 pool turns on ipv6 unicast on every fabric session,
+    # which resets the sessions once if they are already up (a new BGP capability).
+    sfctl_cmd pool create public --cidr "$PUBLIC_POOL" >/dev/null || die "sfctl pool create"
+    sfctl_cmd pool create public6 --cidr "$PUBLIC_POOL6" >/dev/null || die "sfctl pool create public6"
     log "inventory: nodes"
     sfctl_cmd node create spine1 --role switch --asn 65100 --loopback 10.255.0.101 \
         --fabric-port leaf1 --fabric-port leaf2 >/dev/null || die "sfctl node create spine1"
@@ -157,8 +161,6 @@ start_agents() {
 create_demo() {
     local v
     log "demo tenant"
-    sfctl_cmd pool create public --cidr "$PUBLIC_POOL" >/dev/null || die "sfctl pool create"
-    sfctl_cmd pool create public6 --cidr "$PUBLIC_POOL6" >/dev/null || die "sfctl pool create public6"
     sfctl_cmd tenant create demo >/dev/null || die "sfctl tenant create demo"
     # Dual-stack: both VPCs hold the same VPC-internal ULA range and web the same /64, like
     # their IPv4 10.10.1.0/24 (isolation is per VPC, in both families).
