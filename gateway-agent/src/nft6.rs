@@ -205,25 +205,7 @@ pub fn transaction6(table: Option<&str>) -> String {
 mod tests {
     use super::*;
     use crate::nft;
-    use sf_core::desired::RouterTier6;
-
-    fn r6(r: &VpcRouter) -> VpcRouter6 {
-        VpcRouter6 {
-            tenant: r.tenant.clone(),
-            vpc: r.vpc.clone(),
-            id: r.id,
-            role: r.role,
-            link_local: sf_core::desired::vpc_link_local(r.id),
-            tiers: vec![RouterTier6 {
-                name: "web".into(),
-                vni: 1_000_001,
-                prefix: "2001:db8:100:1::/64".parse().unwrap(),
-                gateway: "2001:db8:100:1::1".parse().unwrap(),
-            }],
-            announce: vec!["2001:db8:100::/48".parse().unwrap()],
-            routes: vec![],
-        }
-    }
+    use crate::plan6::tests::router6 as r6;
 
     fn forward(t: &str) -> &str {
         &t[t.find("\tchain forward {").unwrap()..]

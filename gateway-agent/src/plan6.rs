@@ -238,7 +238,7 @@ fn routes6(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::names::tier_host;
     use crate::plan::{apply_in_memory, plan_router};
