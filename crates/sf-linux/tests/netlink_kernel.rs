@@ -367,3 +367,37 @@ fn the_link_view_follows_the_kernel_without_a_dump() {
         assert!(!dirty.contains("lo"), "{dirty:?}");
     });
 }
+
+#[test]
+fn the_overlay_observation_is_the_full_one_without_other_links() {
+    in_netns("overlay_observation", || async {
+        let nl = Netlink::open().unwrap();
+        ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]).await;
+        ip(&["link", "add", "br7", "type", "bridge"]).await;
+        let vnis = BTreeSet::from([1_000_001, 1_000_002]);
+        let mut pass = Pass::default();
+        netlink::l2::converge_overlay(&mut pass, &nl, &vnis, vtep()).await;
+        let full = netlink::l2::observe(&nl).await.unwrap();
+        let overlay = netlink::l2::observe_overlay(&nl).await.unwrap();
+        let mut want: Vec<Link> = full
+            .links
+            .iter()
+            .filter(|l| matches!(l.kind.as_deref(), Some("bridge" | "vxlan")))
+            .cloned()
+            .collect();
+        let mut got = overlay.links.clone();
+        want.sort_by_key(|l| l.ifindex);
+        got.sort_by_key(|l| l.ifindex);
+        assert_eq!(got, want, "same links, masters resolved, IPv6 state read");
+        assert!(got.iter().all(|l| l.name != "v0" && l.name != "v1"));
+        assert_eq!(
+            by_name(&got, "vxlan1000002").master.as_deref(),
+            Some("brvx-1000002")
+        );
+        assert_eq!(overlay.lo, full.lo);
+        assert!(overlay.lo.contains(&vtep()));
+        // Converged: a second pass from the overlay observation changes nothing.
+        let plan = l2::plan(&vnis, vtep(), &overlay.lo, &overlay.links);
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    });
+}

@@ -251,6 +251,30 @@ pub fn set_cert_expiry(gauge: &Gauge, path: &std::path::Path) {
 const CERT_EXPIRY_HELP: &str =
     "notAfter of this process's TLS certificate, seconds since the Unix epoch (0: unknown)";
 
+/// What asked for a reconcile pass (the label of `sf_agent_pass_triggers_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassTrigger {
+    /// A new desired state arrived.
+    Delivery,
+    /// The periodic resync tick.
+    Resync,
+    /// The dataplane's own wakeup (health, failover, Direct Connect status).
+    Wakeup,
+    /// The lease state moved (held, lost, regained).
+    Lease,
+}
+
+impl PassTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassTrigger::Delivery => "delivery",
+            PassTrigger::Resync => "resync",
+            PassTrigger::Wakeup => "wakeup",
+            PassTrigger::Lease => "lease",
+        }
+    }
+}
+
 /// What every agent exports.
 #[derive(Clone)]
 pub struct AgentMetrics {
@@ -261,6 +285,9 @@ pub struct AgentMetrics {
     pub desired_revision: Gauge,
     pub desired_objects: Gauge,
     pub reconciles: Counter,
+    /// Reconcile passes by what asked for them (see [`PassTrigger`]): an idle node whose
+    /// passes come faster than its resync interval shows here which source wakes it.
+    pub pass_triggers: prometheus_client::metrics::family::Family<Vec<(String, String)>, Counter>,
     pub reconcile_errors: Counter,
     pub lease_up: Gauge,
     pub coordinator_connected: Gauge,
@@ -282,6 +309,7 @@ impl AgentMetrics {
             desired_revision: Gauge::default(),
             desired_objects: Gauge::default(),
             reconciles: Counter::default(),
+            pass_triggers: Default::default(),
             reconcile_errors: Counter::default(),
             lease_up: Gauge::default(),
             coordinator_connected: Gauge::default(),
@@ -324,6 +352,11 @@ impl AgentMetrics {
             m.reconciles.clone(),
         );
         reg.register(
+            "sf_agent_pass_triggers",
+            "Reconcile passes by trigger: delivery (new desired state), resync (the periodic full pass), wakeup (the dataplane asked: a health flip, a failover flip or status change, a Direct Connect status change), lease (the lease state moved)",
+            m.pass_triggers.clone(),
+        );
+        reg.register(
             "sf_agent_reconcile_errors",
             "Reconcile passes that reported errors",
             m.reconcile_errors.clone(),
@@ -354,6 +387,13 @@ impl AgentMetrics {
 
     /// Sets the session count of every BGP state from `states` (one entry per session). The
     /// label takes FRR's six states and "other", so the series stay bounded whatever FRR says.
+    /// Counts one reconcile pass under its trigger.
+    pub fn count_pass(&self, trigger: PassTrigger) {
+        self.pass_triggers
+            .get_or_create(&vec![("trigger".into(), trigger.as_str().into())])
+            .inc();
+    }
+
     pub fn set_bgp_states<'a>(&self, states: impl IntoIterator<Item = &'a str>) {
         const KNOWN: [&str; 6] = [
             "Idle",
@@ -579,6 +619,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sf_agent_reconciles_total 0"), "{text}");
+        a.count_pass(PassTrigger::Wakeup);
+        a.count_pass(PassTrigger::Wakeup);
+        a.count_pass(PassTrigger::Resync);
+        let text = render(&reg);
+        assert!(
+            text.contains("sf_agent_pass_triggers_total{trigger=\"wakeup\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sf_agent_pass_triggers_total{trigger=\"resync\"} 1"),
+            "{text}"
+        );
         assert!(!text.contains("sf_rule_"), "no rule, no family: {text}");
         a.rules.set_detail(RuleDetail::PerRule);
         a.rules.replace(vec![RuleSample {

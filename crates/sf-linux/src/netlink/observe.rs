@@ -43,6 +43,25 @@ pub async fn links(nl: &Netlink) -> Result<Vec<Link>, NetlinkError> {
 /// ids (one per VPC namespace), so it cost O(routers²) every 3 s; the filter skips the veths
 /// before they are filled. Masters are not resolved (a bridge has none).
 pub async fn bridges(nl: &Netlink) -> Result<Vec<Link>, NetlinkError> {
+    let msgs = dump_kind(nl, netlink_packet_route::link::InfoKind::Bridge).await?;
+    Ok(parse_links(&msgs))
+}
+
+/// The bridges and VXLAN devices of the namespace (two dumps filtered by the kernel, as
+/// [`bridges`]), masters resolved across both: the overlay's links, all that an L2 plan reads,
+/// without the veths a gateway holds four of per VPC router.
+pub async fn overlay_links(nl: &Netlink) -> Result<Vec<Link>, NetlinkError> {
+    use netlink_packet_route::link::InfoKind;
+    let mut msgs = dump_kind(nl, InfoKind::Bridge).await?;
+    msgs.extend(dump_kind(nl, InfoKind::Vxlan).await?);
+    Ok(parse_links(&msgs))
+}
+
+/// One link dump the kernel filters by `kind` (without counters, as [`links`]).
+async fn dump_kind(
+    nl: &Netlink,
+    kind: netlink_packet_route::link::InfoKind,
+) -> Result<Vec<LinkMessage>, NetlinkError> {
     let mut req = nl
         .handle()
         .link()
@@ -50,11 +69,8 @@ pub async fn bridges(nl: &Netlink) -> Result<Vec<Link>, NetlinkError> {
         .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats]);
     req.message_mut()
         .attributes
-        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
-            netlink_packet_route::link::InfoKind::Bridge,
-        )]));
-    let msgs: Vec<LinkMessage> = req.execute().try_collect().await?;
-    Ok(parse_links(&msgs))
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
+    Ok(req.execute().try_collect().await?)
 }
 
 /// The parsed links of a dump; masters resolved from ifindex to name within it.
