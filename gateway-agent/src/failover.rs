@@ -305,6 +305,19 @@ impl Controller {
                 let now = self.status();
                 if now != reported {
                     // The agent's next pass reports it (placement follows the fabric).
+                    let moved = |a: &BTreeSet<String>, b: &BTreeSet<String>| {
+                        a.symmetric_difference(b)
+                            .take(3)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    };
+                    info!(
+                        serving = now.serving.len(),
+                        seen_elsewhere = now.seen_elsewhere.len(),
+                        serving_moved = ?moved(&now.serving, &reported.serving),
+                        seen_moved = ?moved(&now.seen_elsewhere, &reported.seen_elsewhere),
+                        "failover status changed: the next pass reports it"
+                    );
                     reported = now;
                     self.wake.notify_one();
                 }
