@@ -1480,6 +1480,7 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
+    let lb6_id = a.body["data"].clone();
     let lbs = stored(&kv, "lbs", "").await;
     let l6 = lbs
         .iter()
@@ -1519,6 +1520,7 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
     auto.as_object_mut().unwrap().remove("ip");
     let a = raw("POST", "/api/v2/l4lb".into(), auto).await;
     assert_eq!(a.status, 200, "{}", a.body);
+    let lb6_auto_id = a.body["data"].clone();
     assert!(
         stored(&kv, "lbs", "")
             .await
@@ -1605,7 +1607,12 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
         "{}",
         a.body
     );
-    // CloudStack's teardown: vnets, subnet, then the allocations; the ranges go with them.
+    // CloudStack's teardown: load balancers, vnets, subnet, then the allocations; the
+    // ranges go with them. (A tier holding an IPv6 backend cannot go before its LB.)
+    for id in [&lb6_id, &lb6_auto_id] {
+        c.call("DELETE", &format!("/api/v2/l4lb/{id}"), None).await;
+    }
+    assert!(stored(&kv, "lbs", "").await.is_empty());
     for path in [
         format!("/api/v2/vnet/{web}"),
         format!("/api/v2/vnet/{db}"),
