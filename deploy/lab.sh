@@ -249,7 +249,10 @@ main() {
         vm-http-start)
             [ $# -eq 1 ] || die "usage: $0 vm-http-start NAME"
             proc_alive "vm-$1" && die "$1's HTTP server is already running"
-            start_bg "vm-$1" "${P}$1" "$(python_bin)" -m http.server 80 --bind 0.0.0.0 \
+            # A dual-stack VM serves IPv6 too, as vm-add started it (`--bind ::`).
+            bind=0.0.0.0
+            [ -n "$(sed -n 's/^ip6=//p' "$STATE/vms/$1/plug")" ] && bind=::
+            start_bg "vm-$1" "${P}$1" "$(python_bin)" -m http.server 80 --bind "$bind" \
                 --directory "$STATE/vms/$1/www"
             wait_for 10 "vm-$1 http" ip netns exec "${P}$1" curl -s -m 1 -o /dev/null http://127.0.0.1/ ||
                 die "$1's HTTP server did not come up"

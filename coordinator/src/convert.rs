@@ -548,7 +548,8 @@ pub fn lb_out(
             .backends
             .iter()
             .map(|b| {
-                let name = format!("{}:{}", b.ip, b.port);
+                // The gateway's backend name: "ip:port", "[ip]:port" for IPv6.
+                let name = std::net::SocketAddr::new(b.ip, b.port).to_string();
                 let health = match status.as_ref().and_then(|s| s.backends.get(&name)) {
                     Some(true) => "up",
                     Some(false) => "down",

@@ -1438,7 +1438,7 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
     )
     .await;
     assert_eq!(a.status, 400, "{}", a.body);
-    // L4LB: ipFamily must match the VIP and backends; IPv6 ones are refused for now.
+    // L4LB: ipFamily must match the VIP and backends, the refusal naming the field.
     let lb = |family: &str, ip: &str, backend: &str| {
         json!({"name": "lb6", "tenant": t, "site": {"id": 1}, "vpc": {"id": vpc}, "protocol": "TCP",
             "ip": ip, "port": 80, "status": "enable", "ipFamily": family,
@@ -1449,9 +1449,14 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
             lb("ipv4", "203.0.113.60", "fd00:70:0:1::11"),
             "backend[0].ip",
         ),
-        (lb("IPv6", "203.0.113.60", "10.70.1.11"), "invalid ip"),
+        (lb("IPv6", "203.0.113.60", "10.70.1.11"), "invalid ipFamily"),
         (
-            lb("IPv6", "2001:db8:70::60", "fd00:70:0:1::11"),
+            lb("ipv4", "2001:db8:7f::60", "fd00:70:0:1::11"),
+            "invalid ipFamily",
+        ),
+        (lb("ipv6", "2001:db8:7f::60", "10.70.1.11"), "backend[0].ip"),
+        (
+            lb("IPv7", "2001:db8:7f::60", "fd00:70:0:1::11"),
             "invalid ipFamily",
         ),
     ] {
@@ -1466,6 +1471,63 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
             a.body
         );
     }
+    // An IPv6 load balancer: a VIP of the zone's IPv6 range (the site's pool), backends in
+    // the dual-stack tier, `ipFamily` as the SDK sends it; listed back with its family.
+    let a = raw(
+        "POST",
+        "/api/v2/l4lb".into(),
+        lb("IPv6", "2001:db8:7f::60", "fd00:70:0:1::11"),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let lb6_id = a.body["data"].clone();
+    let lbs = stored(&kv, "lbs", "").await;
+    let l6 = lbs
+        .iter()
+        .find(|l| l["vip"] == "2001:db8:7f::60")
+        .unwrap_or_else(|| panic!("no IPv6 load balancer stored: {lbs:?}"));
+    assert_eq!(l6["backends"][0]["ip"], "fd00:70:0:1::11", "{l6}");
+    let b = c.call("GET", "/api/v2/l4lb", None).await;
+    check("GET l4lb IPv6", &b, "[L4LoadBalancerItem]");
+    let listed = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["ip"] == "2001:db8:7f::60")
+        .unwrap_or_else(|| panic!("{b}"));
+    assert_eq!(listed["ipFamily"], "IPv6", "{listed}");
+    assert_eq!(listed["backendIps"][0]["ip"], "fd00:70:0:1::11", "{listed}");
+    // `automatic` with ipFamily IPv6: the VIP comes from the System VPC's IPv6
+    // load-balancer subnet (a /128 of the zone's range), as an IPv4 one from a /32.
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/subnet",
+            Some(
+                json!({"name": "lb6-vip", "prefix": "2001:db8:7f::61/128", "tenant": t,
+                "vpc": {"id": 1}, "purpose": "load-balancer", "ipFamily": "ipv6"}),
+            ),
+        )
+        .await;
+    check(
+        "POST ipam/subnet System IPv6 LB",
+        &b,
+        "InlineResponse2004Data",
+    );
+    let mut auto = lb("IPv6", "", "fd00:70:0:1::12");
+    auto["name"] = json!("lb6-auto");
+    auto["automatic"] = json!(true);
+    auto.as_object_mut().unwrap().remove("ip");
+    let a = raw("POST", "/api/v2/l4lb".into(), auto).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let lb6_auto_id = a.body["data"].clone();
+    assert!(
+        stored(&kv, "lbs", "")
+            .await
+            .iter()
+            .any(|l| l["vip"] == "2001:db8:7f::61"),
+        "the automatic IPv6 VIP is the /128's address"
+    );
     // IPv6 static routes: CloudStack posts the prefix (its `name`) and a next hop in a tier.
     let route = |prefix: &str, hop: &str| {
         json!({"prefix": prefix, "next_hop": hop, "description": name, "site_id": 1,
@@ -1545,7 +1607,12 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
         "{}",
         a.body
     );
-    // CloudStack's teardown: vnets, subnet, then the allocations; the ranges go with them.
+    // CloudStack's teardown: load balancers, vnets, subnet, then the allocations; the
+    // ranges go with them. (A tier holding an IPv6 backend cannot go before its LB.)
+    for id in [&lb6_id, &lb6_auto_id] {
+        c.call("DELETE", &format!("/api/v2/l4lb/{id}"), None).await;
+    }
+    assert!(stored(&kv, "lbs", "").await.is_empty());
     for path in [
         format!("/api/v2/vnet/{web}"),
         format!("/api/v2/vnet/{db}"),

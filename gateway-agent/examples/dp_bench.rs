@@ -69,7 +69,7 @@ fn router(backends: usize) -> VpcRouter {
                 backends: (0..backends)
                     .map(|i| LbBackend {
                         name: format!("10.10.1.{}:80", 20 + i),
-                        ip: Ipv4Addr::new(10, 10, 1, 20 + i as u8),
+                        ip: Ipv4Addr::new(10, 10, 1, 20 + i as u8).into(),
                         port: 80,
                         weight: 1,
                     })

@@ -12,10 +12,10 @@
 //! north-south ACL are cut by the ruleset itself (see `nft`'s generation mark).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use sf_core::desired::{L4Protocol, LbBackend, LoadBalancer, VpcRouter};
+use sf_core::desired::{L4Protocol, LbBackend, LoadBalancer, VpcRouter, VpcRouter6};
 use sf_linux::{run_with, DeviceError};
 
 use crate::nft;
@@ -23,33 +23,39 @@ use crate::nft;
 /// One destination translation the router performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Target {
-    /// Port forward or load balancer backend: (protocol, public address and port) → backend.
+    /// Port forward or load balancer backend: (protocol, public address and port) → backend
+    /// (IPv6 for the load balancers of the router's IPv6 side).
     Port {
         protocol: L4Protocol,
-        public: (Ipv4Addr, u16),
-        private: (Ipv4Addr, u16),
+        public: (IpAddr, u16),
+        private: (IpAddr, u16),
     },
     /// Static NAT: every protocol, both ways.
     Static { public: Ipv4Addr, private: Ipv4Addr },
 }
 
 /// What router `r` translates now: its port forwards, its static NATs and, per load
-/// balancer, the backends `up` says receive new connections.
-pub fn targets(r: &VpcRouter, up: &dyn Fn(&LoadBalancer, &LbBackend) -> bool) -> BTreeSet<Target> {
+/// balancer (IPv6 ones of `r6` too), the backends `up` says receive new connections.
+pub fn targets(
+    r: &VpcRouter,
+    r6: Option<&VpcRouter6>,
+    up: &dyn Fn(&LoadBalancer, &LbBackend) -> bool,
+) -> BTreeSet<Target> {
     let mut out: BTreeSet<Target> = r
         .port_forwards
         .iter()
         .map(|p| Target::Port {
             protocol: p.protocol,
-            public: (p.public_ip, p.public_port),
-            private: (p.private_ip, p.private_port),
+            public: (p.public_ip.into(), p.public_port),
+            private: (p.private_ip.into(), p.private_port),
         })
         .collect();
     out.extend(r.static_nats.iter().map(|s| Target::Static {
         public: s.public_ip,
         private: s.private_ip,
     }));
-    for lb in nft::load_balancers(r) {
+    let lbs6 = r6.map(crate::nft6::load_balancers6).unwrap_or_default();
+    for lb in nft::load_balancers(r).into_iter().chain(lbs6) {
         for b in nft::lb_backends(lb)
             .into_iter()
             .filter(|b| b.weight > 0 && up(lb, b))
@@ -78,13 +84,24 @@ pub fn cuts(before: &BTreeSet<Target>, after: &BTreeSet<Target>) -> Vec<Vec<Stri
                     L4Protocol::Tcp => "tcp",
                     L4Protocol::Udp => "udp",
                 };
-                out.push(args(&[
-                    ("-p", p.to_string()),
-                    ("--orig-dst", public.0.to_string()),
-                    ("--dport", public.1.to_string()),
-                    ("--reply-src", private.0.to_string()),
-                    ("--reply-port-src", private.1.to_string()),
-                ]));
+                // conntrack lists IPv4 flows unless told the family.
+                let family: &[(&str, String)] = match public.0 {
+                    IpAddr::V4(_) => &[],
+                    IpAddr::V6(_) => &[("-f", "ipv6".to_string())],
+                };
+                out.push(args(
+                    &[
+                        family,
+                        &[
+                            ("-p", p.to_string()),
+                            ("--orig-dst", public.0.to_string()),
+                            ("--dport", public.1.to_string()),
+                            ("--reply-src", private.0.to_string()),
+                            ("--reply-port-src", private.1.to_string()),
+                        ],
+                    ]
+                    .concat(),
+                ));
             }
             Target::Static { public, private } => {
                 // Connections to the public address, and the VM's own connections that left
@@ -193,10 +210,10 @@ mod tests {
         }];
         before.load_balancers = vec![lb(&[("a", "10.10.1.21", 80), ("b", "10.10.1.22", 80)])];
         let all_up = |_: &LoadBalancer, _: &LbBackend| true;
-        let old = targets(&before, &all_up);
+        let old = targets(&before, None, &all_up);
         assert_eq!(old.len(), 5);
         assert!(
-            cuts(&old, &targets(&before, &all_up)).is_empty(),
+            cuts(&old, &targets(&before, None, &all_up)).is_empty(),
             "no change, no cut"
         );
 
@@ -204,7 +221,7 @@ mod tests {
         after.port_forwards[0].private_port = 8000; // moved: the old target's flows go
         after.static_nats.clear();
         let b_down = |_: &LoadBalancer, b: &LbBackend| b.name != "b";
-        let c = cuts(&old, &targets(&after, &b_down));
+        let c = cuts(&old, &targets(&after, None, &b_down));
         let lines: Vec<String> = c.iter().map(|a| a.join(" ")).collect();
         assert_eq!(
             lines,
@@ -214,6 +231,26 @@ mod tests {
                 "-D --orig-dst 203.0.113.12 --reply-src 10.10.1.11",
                 "-D --orig-src 10.10.1.11 --reply-dst 203.0.113.12",
             ]
+        );
+    }
+
+    /// An IPv6 load balancer's lost backend is cut in the IPv6 conntrack table (conntrack
+    /// lists IPv4 only unless told the family).
+    #[test]
+    fn ipv6_backends_are_cut_with_the_family() {
+        let r = router();
+        let r6 = crate::plan6::tests::lb6_example(&crate::nft::example());
+        let all_up = |_: &LoadBalancer, _: &LbBackend| true;
+        let old = targets(&r, Some(&r6), &all_up);
+        assert_eq!(old.len(), 3);
+        let down = |_: &LoadBalancer, b: &LbBackend| b.name != "[2001:db8:100:1::22]:80";
+        let lines: Vec<String> = cuts(&old, &targets(&r, Some(&r6), &down))
+            .iter()
+            .map(|a| a.join(" "))
+            .collect();
+        assert_eq!(
+            lines,
+            ["-D -f ipv6 -p tcp --orig-dst 2001:db8:1ff::80 --dport 80 --reply-src 2001:db8:100:1::22 --reply-port-src 80"]
         );
     }
 }

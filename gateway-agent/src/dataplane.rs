@@ -164,16 +164,18 @@ impl Gateway {
     }
 
     /// The Maglev tables of router `r` (namespace `ns`) over its UP backends, in
-    /// [`nft::load_balancers`] order, and the status each would report once installed.
+    /// [`nft::load_balancers`] order (`lbs`: those, or the IPv6 side's
+    /// [`crate::nft6::load_balancers6`]), and the status each would report once installed.
     fn lb_tables(
         &self,
         ns: &str,
         r: &VpcRouter,
+        lbs: Vec<&sf_core::desired::LoadBalancer>,
         cache: &mut HashMap<String, Arc<nft::LbTable>>,
     ) -> (Vec<Arc<nft::LbTable>>, BTreeMap<String, LbStatus>) {
         let mut tables = Vec::new();
         let mut status = BTreeMap::new();
-        for lb in nft::load_balancers(r) {
+        for lb in lbs {
             let up = |b: &sf_core::desired::LbBackend| {
                 lb.health == HealthCheck::None || self.health.is_up(ns, &lb.name, &b.name)
             };
@@ -203,10 +205,11 @@ impl Gateway {
         (tables, status)
     }
 
-    /// Health probes of router `r`'s load balancers.
-    fn probes(r: &VpcRouter) -> Vec<Probe> {
+    /// Health probes of router `r`'s load balancers, IPv6 ones (of `r6`) included.
+    fn probes(r: &VpcRouter, r6: Option<&VpcRouter6>) -> Vec<Probe> {
         nft::load_balancers(r)
             .into_iter()
+            .chain(r6.map(crate::nft6::load_balancers6).unwrap_or_default())
             .filter(|lb| lb.health != HealthCheck::None)
             .flat_map(|lb| {
                 nft::lb_backends(lb).into_iter().map(move |b| Probe {
@@ -413,7 +416,12 @@ impl Gateway {
                     let r = s.routers[&id];
                     let host = views.get(&id).unwrap_or(&unseen);
                     let ns = s.ns(id);
-                    let (tables, lb_status) = self.lb_tables(&ns, r, &mut cache);
+                    let r6 = s.routers6.get(&id).copied();
+                    let (tables, mut lb_status) =
+                        self.lb_tables(&ns, r, nft::load_balancers(r), &mut cache);
+                    let lbs6 = r6.map(crate::nft6::load_balancers6).unwrap_or_default();
+                    let (tables6, lb_status6) = self.lb_tables(&ns, r, lbs6, &mut cache);
+                    lb_status.extend(lb_status6);
                     let k = self.kernel.clone();
                     let observe = async {
                         match s.running.contains(&id) {
@@ -425,13 +433,19 @@ impl Gateway {
                     let kernel = self.failover.kernel.clone();
                     let _kernel = kernel.lock().await;
                     let active = self.failover.is_active(id);
-                    let r6 = s.routers6.get(&id).copied();
                     let plan = |st: &Option<NsState>| {
                         let (mut steps, mut problems) =
                             plan::plan_router(&s.prefix, r, host, st.as_ref(), &tables, active);
                         if problems.is_empty() {
-                            let (more, p6) =
-                                plan6::plan_router6(r, r6, host, st.as_ref(), &ns, active);
+                            let (more, p6) = plan6::plan_router6(
+                                r,
+                                r6,
+                                host,
+                                st.as_ref(),
+                                &ns,
+                                active,
+                                &tables6,
+                            );
                             steps.extend(more);
                             problems.extend(p6);
                         }
@@ -444,7 +458,7 @@ impl Gateway {
                         self.failover.built(id);
                         served.insert(id);
                         self.lb_installed.insert(id, lb_status);
-                        self.cut_lost_translations(pass, &ns, id, r).await;
+                        self.cut_lost_translations(pass, &ns, id, r, r6).await;
                     }
                 }
             }
@@ -455,11 +469,18 @@ impl Gateway {
 
     /// After router `id` converged: cuts the established flows of translations it no longer
     /// performs (a deleted port forward or static NAT, a backend down or removed).
-    async fn cut_lost_translations(&mut self, pass: &mut Pass, ns: &str, id: u32, r: &VpcRouter) {
+    async fn cut_lost_translations(
+        &mut self,
+        pass: &mut Pass,
+        ns: &str,
+        id: u32,
+        r: &VpcRouter,
+        r6: Option<&VpcRouter6>,
+    ) {
         let up = |lb: &sf_core::desired::LoadBalancer, b: &sf_core::desired::LbBackend| {
             lb.health == HealthCheck::None || self.health.is_up(ns, &lb.name, &b.name)
         };
-        let now = conntrack::targets(r, &up);
+        let now = conntrack::targets(r, r6, &up);
         let Some(before) = self.dnat_installed.insert(id, now.clone()) else {
             return;
         };
@@ -590,7 +611,10 @@ impl Gateway {
         self.lb_installed.retain(|id, _| runs.contains(id));
         let probes: BTreeMap<String, Vec<Probe>> = runs
             .iter()
-            .map(|&id| (s.ns(id), Self::probes(s.routers[&id])))
+            .map(|&id| {
+                let r6 = s.routers6.get(&id).copied();
+                (s.ns(id), Self::probes(s.routers[&id], r6))
+            })
             .collect();
         for detail in self.health.sync(probes) {
             pass.error(ReconcileError::Problem {
@@ -687,9 +711,12 @@ impl Step for Action {
             Action::LoadNft { ns, lbs, .. } => {
                 format!("LoadNft {{ ns: {ns:?}, lb_maps: {} }}", lbs.maps.len())
             }
-            Action::LoadNft6 { ns, table } => {
-                format!("LoadNft6 {{ ns: {ns:?}, remove: {} }}", table.is_none())
-            }
+            Action::LoadNft6 { ns, table, lbs } => format!(
+                "LoadNft6 {{ ns: {ns:?}, remove: {}, lb_maps: {} }}",
+                table.is_none(),
+                lbs.maps.len()
+            ),
+            Action::LoadLbMaps6 { ns, lbs } => format!("LoadLbMaps6 {{ ns: {ns:?}, {lbs:?} }}"),
             _ => format!("{self:?}"),
         }
     }

@@ -259,7 +259,7 @@ pub async fn observe_ns(k: &Kernel, ns: &str) -> Result<NsState, DeviceError> {
     }
     .await
     .inspect_err(|_| k.forget(ns))?;
-    let (nft_digest, lb_digests, nft6_digest) = observe_nft_cached(k, ns).await?;
+    let (nft_digest, lb_digests, nft6_digest, lb6_digests) = observe_nft_cached(k, ns).await?;
     Ok(NsState {
         links,
         routes,
@@ -270,6 +270,7 @@ pub async fn observe_ns(k: &Kernel, ns: &str) -> Result<NsState, DeviceError> {
         routes6: v6.1,
         forwarding6: v6.2,
         nft6_digest,
+        lb6_digests,
     })
 }
 
@@ -325,7 +326,7 @@ pub mod iproute2 {
     /// One VPC namespace.
     pub async fn observe_ns(ns: &str) -> Result<NsState, DeviceError> {
         let (links, routes, forwarding) = observe_links(ns).await?;
-        let (nft_digest, lb_digests, nft6_digest) = observe_nft(ns).await?;
+        let (nft_digest, lb_digests, nft6_digest, lb6_digests) = observe_nft(ns).await?;
         Ok(NsState {
             links,
             routes,
@@ -333,6 +334,7 @@ pub mod iproute2 {
             nft_digest,
             lb_digests,
             nft6_digest,
+            lb6_digests,
             ..Default::default()
         })
     }
@@ -358,7 +360,8 @@ fn missing(e: &DeviceError) -> bool {
 /// digest ([`observe_nft6`]).
 async fn observe_nft(ns: &str) -> Result<NftSeen, DeviceError> {
     let (table, maps) = observe_nft4(ns).await?;
-    Ok((table, maps, observe_nft6(ns).await?))
+    let (table6, maps6) = observe_nft6(ns).await?;
+    Ok((table, maps, table6, maps6))
 }
 
 /// The IPv4 table: one with load balancers is read from its small `lbsum` set (listing the
@@ -387,15 +390,38 @@ async fn observe_nft4(ns: &str) -> Result<(Option<String>, BTreeMap<usize, Strin
     }
 }
 
-/// The `ip6 stackfabric6` table's digest: the namespace's ip6 ruleset, which is only ours
-/// (empty, not an error, when an IPv4-only router has none).
-async fn observe_nft6(ns: &str) -> Result<Option<String>, DeviceError> {
+/// The `ip6 stackfabric6` table's digest and its load balancer maps' digests: from its
+/// small `lbsum` set when it has load balancers (as [`observe_nft4`]), else from the
+/// namespace's ip6 ruleset, which is only ours (empty, not an error, when an IPv4-only
+/// router has none).
+async fn observe_nft6(ns: &str) -> Result<(Option<String>, BTreeMap<usize, String>), DeviceError> {
+    let lbsum = [
+        "netns",
+        "exec",
+        ns,
+        "nft",
+        "list",
+        "set",
+        "ip6",
+        crate::nft6::TABLE6,
+        "lbsum",
+    ];
+    match run("ip", &lbsum).await {
+        Ok(listing) => {
+            let (table, maps) = nft::parse_lbsum(&listing);
+            if table.is_some() {
+                return Ok((table, maps));
+            }
+        }
+        Err(e) if missing(&e) => {}
+        Err(e) => return Err(e),
+    }
     let listing = run(
         "ip",
         &["netns", "exec", ns, "nft", "-t", "list", "ruleset", "ip6"],
     )
     .await?;
-    Ok(nft::digest_of(&listing))
+    Ok((nft::digest_of(&listing), Default::default()))
 }
 
 async fn ip_in(ns: &Option<String>, args: &[&str]) -> Result<(), DeviceError> {
@@ -522,9 +548,12 @@ pub async fn execute(a: &Action) -> Result<(), DeviceError> {
             nft_in(ns, &script).await
         }
         Action::LoadLbMaps { ns, lbs } => nft_in(ns, &nft::lb_script(lbs)).await,
-        Action::LoadNft6 { ns, table } => {
-            nft_in(ns, &crate::nft6::transaction6(table.as_deref())).await
+        Action::LoadNft6 { ns, table, lbs } => {
+            let mut script = crate::nft6::transaction6(table.as_deref());
+            script.push_str(&crate::nft6::lb_script6(lbs));
+            nft_in(ns, &script).await
         }
+        Action::LoadLbMaps6 { ns, lbs } => nft_in(ns, &crate::nft6::lb_script6(lbs)).await,
         // The former executor is the IPv4 bench baseline only; IPv6 goes through netlink.
         Action::SetForwarding6 { .. }
         | Action::AddAddr6 { .. }

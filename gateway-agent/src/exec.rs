@@ -406,9 +406,10 @@ pub async fn execute(k: &Kernel, a: &Action) -> Result<(), DeviceError> {
             );
             send(k, ns.as_deref(), &op, vec![route(r, oif, replace)]).await
         }
-        Action::LoadNft { .. } | Action::LoadLbMaps { .. } | Action::LoadNft6 { .. } => {
-            crate::device::execute(a).await
-        }
+        Action::LoadNft { .. }
+        | Action::LoadLbMaps { .. }
+        | Action::LoadNft6 { .. }
+        | Action::LoadLbMaps6 { .. } => crate::device::execute(a).await,
         Action::SetForwarding6 { .. }
         | Action::AddAddr6 { .. }
         | Action::DelAddr6 { .. }

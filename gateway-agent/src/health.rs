@@ -25,7 +25,7 @@
 //! namespace alive).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,8 +66,9 @@ impl Updown {
     }
 }
 
-/// The HTTP/1.0 request of a check (`Host` is the backend address).
-pub fn http_request(path: &str, ip: Ipv4Addr) -> String {
+/// The HTTP/1.0 request of a check (`Host` is the backend address, an IPv6 one in
+/// brackets as in a URL).
+pub fn http_request(path: &str, ip: IpAddr) -> String {
     let mut path: String = path
         .chars()
         .map(|c| {
@@ -81,7 +82,11 @@ pub fn http_request(path: &str, ip: Ipv4Addr) -> String {
     if !path.starts_with('/') {
         path.insert(0, '/');
     }
-    format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: stackfabric-health\r\nConnection: close\r\n\r\n")
+    let host = match ip {
+        IpAddr::V4(v) => v.to_string(),
+        IpAddr::V6(v) => format!("[{v}]"),
+    };
+    format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: stackfabric-health\r\nConnection: close\r\n\r\n")
 }
 
 /// The status code of an HTTP response's status line (`HTTP/1.x NNN ...`), if complete.
@@ -107,7 +112,8 @@ pub fn parse_status(head: &[u8]) -> Option<u16> {
 pub struct Probe {
     pub lb: String,
     pub backend: String,
-    pub ip: Ipv4Addr,
+    /// IPv4 or IPv6 (the probe connects from inside the VPC namespace, which routes both).
+    pub ip: IpAddr,
     pub port: u16,
     /// `Tcp` or `Http` (`None` is never probed).
     pub check: HealthCheck,
@@ -469,6 +475,9 @@ mod tests {
         );
         assert!(http_request("x\r\nEvil: 1", "10.0.0.1".parse().unwrap())
             .starts_with("GET /x%0D%0AEvil:%201 HTTP/1.0\r\n"));
+        // An IPv6 backend: the Host header carries the address in brackets, as a URL does.
+        assert!(http_request("/", "fd10:10:0:1::11".parse().unwrap())
+            .contains("\r\nHost: [fd10:10:0:1::11]\r\n"));
     }
 
     #[test]

@@ -49,7 +49,12 @@ pub struct NsSocket {
 
 /// The nftables digests of a namespace: the table's, the load balancer maps' by index, and
 /// the IPv6 table's ([`crate::nft6`]).
-pub type NftSeen = (Option<String>, BTreeMap<usize, String>, Option<String>);
+pub type NftSeen = (
+    Option<String>,
+    BTreeMap<usize, String>,
+    Option<String>,
+    BTreeMap<usize, String>,
+);
 
 impl NsSocket {
     /// Whether IPv4 forwarding is on in this namespace.

@@ -57,10 +57,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use sf_core::desired::{HealthCheck, L4Protocol, LbBackend, LoadBalancer, RouterTier, VpcRouter};
 use sf_core::maglev;
 use sf_linux::acl::{render_chain, Direction, Verdicts};
@@ -75,7 +75,7 @@ pub const LB_MAX_TABLE: u32 = 1 << 20;
 /// Key of the table digest element in `lbsum` (load balancer keys are their index).
 const LBSUM_TABLE_KEY: u32 = u32::MAX;
 
-fn proto_name(p: L4Protocol) -> &'static str {
+pub(crate) fn proto_name(p: L4Protocol) -> &'static str {
     match p {
         L4Protocol::Tcp => "tcp",
         L4Protocol::Udp => "udp",
@@ -93,6 +93,21 @@ pub fn lb_problem(lb: &LoadBalancer) -> Option<String> {
     if lb.port == 0 {
         return Some("port 0".into());
     }
+    // A Maglev map and a source set hold one family: the VIP's.
+    if let Some(b) = lb
+        .backends
+        .iter()
+        .find(|b| b.ip.is_ipv6() != lb.vip.is_ipv6())
+    {
+        return Some(format!("backend {} is not of the VIP's family", b.name));
+    }
+    if let Some(c) = lb
+        .source_cidrs
+        .iter()
+        .find(|c| matches!(c, IpNet::V6(_)) != lb.vip.is_ipv6())
+    {
+        return Some(format!("source {c} is not of the VIP's family"));
+    }
     None
 }
 
@@ -100,11 +115,17 @@ pub fn lb_problem(lb: &LoadBalancer) -> Option<String> {
 /// of a (protocol, VIP, port) in declaration order wins (problems are reported by [`validate`]). Map `lb<i>` belongs
 /// to the `i`-th of this list.
 pub fn load_balancers(r: &VpcRouter) -> Vec<&LoadBalancer> {
+    rendered_lbs(&r.load_balancers, false)
+}
+
+/// The load balancers of `list` with a VIP of one family (IPv6 ones for the router's IPv6
+/// table, [`crate::nft6`]) that are rendered, as [`load_balancers`] chooses them.
+pub fn rendered_lbs(list: &[LoadBalancer], ipv6: bool) -> Vec<&LoadBalancer> {
     let mut names = std::collections::BTreeSet::new();
     let mut vips = std::collections::BTreeSet::new();
-    let mut v: Vec<&LoadBalancer> = r
-        .load_balancers
+    let mut v: Vec<&LoadBalancer> = list
         .iter()
+        .filter(|lb| lb.vip.is_ipv6() == ipv6)
         .filter(|lb| names.insert(lb.name.as_str()))
         .filter(|lb| lb_problem(lb).is_none())
         .filter(|lb| vips.insert((lb.protocol, lb.vip, lb.port)))
@@ -143,7 +164,7 @@ pub struct LbTable {
     /// The Maglev table: slot → index into `targets`.
     pub table: Vec<u32>,
     /// The backends in the table (address, port), in name order.
-    pub targets: Vec<(Ipv4Addr, u16)>,
+    pub targets: Vec<(IpAddr, u16)>,
 }
 
 impl std::fmt::Debug for LbTable {
@@ -269,8 +290,11 @@ pub fn map_load(lb: &LoadBalancer, installed: Option<&str>, new: Arc<LbTable>) -
 pub fn tier_vips(r: &VpcRouter, tier: &Ipv4Net, gateway: Ipv4Addr) -> Vec<Ipv4Net> {
     let mut v: Vec<Ipv4Net> = load_balancers(r)
         .iter()
-        .filter(|lb| !lb.public && tier.contains(&lb.vip) && lb.vip != gateway)
-        .map(|lb| Ipv4Net::new(lb.vip, 32).expect("/32"))
+        .filter_map(|lb| match lb.vip {
+            IpAddr::V4(v) if !lb.public && tier.contains(&v) && v != gateway => Some(v),
+            _ => None,
+        })
+        .map(|v| Ipv4Net::new(v, 32).expect("/32"))
         .collect();
     v.sort();
     v.dedup();
@@ -748,10 +772,15 @@ impl std::fmt::Debug for LbLoad {
 /// nft commands (for one `nft -f` transaction) rewriting `lbsum` and the maps of `load`.
 /// Empty when the router has no load balancer.
 pub fn lb_script(load: &LbLoad) -> String {
+    lb_script_in(&format!("ip {TABLE}"), load)
+}
+
+/// [`lb_script`] for the maps of table `table` ("ip stackfabric", "ip6 stackfabric6").
+pub fn lb_script_in(table: &str, load: &LbLoad) -> String {
     if load.digests.is_empty() {
         return String::new();
     }
-    let mut s = format!("flush set ip {TABLE} lbsum\nadd element ip {TABLE} lbsum {{ ");
+    let mut s = format!("flush set {table} lbsum\nadd element {table} lbsum {{ ");
     let _ = write!(
         s,
         "{LBSUM_TABLE_KEY} comment \"{COMMENT_PREFIX}table={}\"",
@@ -764,28 +793,24 @@ pub fn lb_script(load: &LbLoad) -> String {
     for (i, m) in &load.maps {
         match m {
             MapLoad::Full(t) => {
-                let _ = writeln!(s, "flush map ip {TABLE} lb{i}");
+                let _ = writeln!(s, "flush map {table} lb{i}");
                 if !t.elements.is_empty() {
-                    let _ = writeln!(s, "add element ip {TABLE} lb{i} {{ {} }}", t.elements);
+                    let _ = writeln!(s, "add element {table} lb{i} {{ {} }}", t.elements);
                 }
             }
-            MapLoad::Slots(t, slots) => slot_script(&mut s, *i, t, slots),
+            MapLoad::Slots(t, slots) => slot_script(&mut s, table, *i, t, slots),
         }
     }
     s
 }
 
 /// Rewrites `slots` of map `lb<i>` with their backend in `t` (nothing when none changed).
-fn slot_script(s: &mut String, i: usize, t: &LbTable, slots: &[u32]) {
+fn slot_script(s: &mut String, table: &str, i: usize, t: &LbTable, slots: &[u32]) {
     if slots.is_empty() {
         return;
     }
     let keys: Vec<String> = slots.iter().map(u32::to_string).collect();
-    let _ = writeln!(
-        s,
-        "delete element ip {TABLE} lb{i} {{ {} }}",
-        keys.join(", ")
-    );
+    let _ = writeln!(s, "delete element {table} lb{i} {{ {} }}", keys.join(", "));
     let values: Vec<String> = slots
         .iter()
         .map(|&slot| {
@@ -793,11 +818,7 @@ fn slot_script(s: &mut String, i: usize, t: &LbTable, slots: &[u32]) {
             format!("{slot} : {ip} . {port}")
         })
         .collect();
-    let _ = writeln!(
-        s,
-        "add element ip {TABLE} lb{i} {{ {} }}",
-        values.join(", ")
-    );
+    let _ = writeln!(s, "add element {table} lb{i} {{ {} }}", values.join(", "));
 }
 
 /// Parses `nft list set ip stackfabric lbsum`: (table digest, map digests).
@@ -840,7 +861,7 @@ mod tests {
             backends: (1..=3)
                 .map(|i| LbBackend {
                     name: format!("10.10.1.2{i}:80"),
-                    ip: Ipv4Addr::new(10, 10, 1, 20 + i),
+                    ip: Ipv4Addr::new(10, 10, 1, 20 + i).into(),
                     port: 80,
                     weight: 1,
                 })

@@ -24,18 +24,143 @@
 //!   admitted under earlier rules are checked again once (the IPv4 table's conntrack-mark
 //!   generation, computed over this table's ACL rendering).
 //!
+//! Load balancers with an IPv6 VIP (`VpcRouter6::load_balancers`) are rendered here exactly
+//! as the IPv4 table renders the IPv4 ones ([`crate::nft`]): per load balancer `i` (in name
+//! order) a map `lb<i>` of type `mark : ipv6_addr . inet_service` holding the Maglev table,
+//! the same `jhash … mod M seed 0x0` slot in the mark and `dnat ip6 to meta mark map`, the
+//! `lb_guard` chain (clears the mark, rejects what no backend took), `lbsrc<i>` sets and the
+//! `lb_source` chain for source allow-lists, a hairpin masquerade for VMs of the VPC using a
+//! VIP, and the set `lbsum` carrying the table's and the maps' digests, so a health flip
+//! rewrites only the changed slots of one map ([`crate::nft::lb_script_in`]). The forward
+//! chain admits connections from `transit` that were DNATed (only load balancers DNAT in
+//! IPv6), after a tier ACL's dispatch, so an ACL applies to them as in IPv4. A router
+//! without IPv6 load balancers renders byte for byte as before.
+//!
 //! A separate table rather than turning `ip stackfabric` into `inet`: the IPv4 table stays
 //! byte for byte what it was (same digest, so upgrading reloads no IPv4-only router), its
 //! NAT and Maglev maps are IPv4-typed anyway, and an IPv4-only router gets no IPv6 table.
 
 use std::fmt::Write;
+use std::net::SocketAddr;
 
-use sf_core::desired::{RouterTier, VpcRouter, VpcRouter6};
+use sf_core::desired::{L4Protocol, LoadBalancer, RouterTier, VpcRouter, VpcRouter6};
 use sf_linux::acl::{render_chain_in, Direction, Family, Verdicts};
 use sha2::{Digest, Sha256};
 
 use crate::names::TRANSIT_NS;
-use crate::nft::{digest, tier_acls};
+use crate::nft::{digest, proto_name, rendered_lbs, tier_acls};
+
+/// The IPv6 load balancers that are rendered, in name order: map `lb<i>` belongs to the
+/// `i`-th ([`crate::nft::load_balancers`]' rules).
+pub fn load_balancers6(r6: &VpcRouter6) -> Vec<&LoadBalancer> {
+    rendered_lbs(&r6.load_balancers, true)
+}
+
+/// "[vip]:port/proto", as rule comments name a load balancer.
+fn lb_label(lb: &LoadBalancer) -> String {
+    format!(
+        "{}/{}",
+        SocketAddr::new(lb.vip, lb.port),
+        proto_name(lb.protocol)
+    )
+}
+
+/// The sets, maps and chains of the IPv6 load balancers (empty without any), rendered as
+/// the IPv4 table's ([`crate::nft`]).
+fn lb_text6(lbs: &[&LoadBalancer]) -> String {
+    let mut c = String::new();
+    if lbs.is_empty() {
+        return c;
+    }
+    let _ = writeln!(c, "\tset lbsum {{\n\t\ttype mark\n\t}}");
+    for i in 0..lbs.len() {
+        let _ = writeln!(
+            c,
+            "\tmap lb{i} {{\n\t\ttype mark : ipv6_addr . inet_service\n\t}}"
+        );
+    }
+    let restricted: Vec<(usize, &LoadBalancer)> = lbs
+        .iter()
+        .enumerate()
+        .filter(|(_, lb)| !lb.source_cidrs.is_empty())
+        .map(|(i, lb)| (i, *lb))
+        .collect();
+    for (i, lb) in &restricted {
+        let _ = writeln!(
+            c,
+            "\tset lbsrc{i} {{\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\tauto-merge"
+        );
+        let cidrs: Vec<String> = lb.source_cidrs.iter().map(|n| n.to_string()).collect();
+        let _ = writeln!(c, "\t\telements = {{ {} }}\n\t}}", cidrs.join(", "));
+    }
+    if !restricted.is_empty() {
+        // Before DNAT, every packet of the original direction (as in IPv4).
+        let _ = writeln!(c, "\tchain lb_source {{");
+        let _ = writeln!(
+            c,
+            "\t\ttype filter hook prerouting priority dstnat - 1; policy accept;"
+        );
+        for (i, lb) in &restricted {
+            let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
+            let _ = writeln!(
+                c,
+                "\t\tip6 daddr {v} {p} dport {port} ip6 saddr != @lbsrc{i} counter drop comment \"lb {} source\"",
+                lb_label(lb)
+            );
+        }
+        let _ = writeln!(c, "\t}}");
+    }
+    let _ = writeln!(c, "\tchain prerouting {{");
+    let _ = writeln!(
+        c,
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;"
+    );
+    for (i, lb) in lbs.iter().enumerate() {
+        let (p, v, port, m) = (proto_name(lb.protocol), lb.vip, lb.port, lb.table_size);
+        let _ = writeln!(
+            c,
+            "\t\tip6 daddr {v} {p} dport {port} meta mark set jhash ip6 saddr . {p} sport . ip6 daddr . {p} dport mod {m} seed 0x0"
+        );
+        let _ = writeln!(
+            c,
+            "\t\tip6 daddr {v} {p} dport {port} counter dnat ip6 to meta mark map @lb{i} comment \"lb {}\"",
+            lb_label(lb)
+        );
+    }
+    let _ = writeln!(c, "\t}}");
+    // Hairpin: a VM of the VPC using a VIP served by its own tier gets replies through the
+    // router (un-DNATed) instead of straight from the backend.
+    let _ = writeln!(c, "\tchain postrouting {{");
+    let _ = writeln!(
+        c,
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;"
+    );
+    let _ = writeln!(
+        c,
+        "\t\toifname != \"{TRANSIT_NS}\" ct status dnat ip6 saddr @tiers6 counter masquerade comment \"hairpin\""
+    );
+    let _ = writeln!(c, "\t}}");
+    let _ = writeln!(c, "\tchain lb_guard {{");
+    let _ = writeln!(
+        c,
+        "\t\ttype filter hook prerouting priority dstnat + 1; policy accept;"
+    );
+    let _ = writeln!(c, "\t\tmeta mark != 0x00000000 meta mark set 0x00000000");
+    for lb in lbs {
+        let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
+        let with = match lb.protocol {
+            L4Protocol::Tcp => " with tcp reset",
+            L4Protocol::Udp => "",
+        };
+        let _ = writeln!(
+            c,
+            "\t\tip6 daddr {v} {p} dport {port} counter reject{with} comment \"lb {} no backend\"",
+            lb_label(lb)
+        );
+    }
+    let _ = writeln!(c, "\t}}");
+    c
+}
 
 pub const TABLE6: &str = "stackfabric6";
 const COMMENT_PREFIX: &str = "sf:";
@@ -134,6 +259,8 @@ fn body(r: &VpcRouter, r6: &VpcRouter6) -> String {
     let _ = writeln!(c, "\t}}");
     let (sets, chains, vmaps) = acl_text6(r, r6);
     c.push_str(&sets);
+    let lbs = load_balancers6(r6);
+    c.push_str(&lb_text6(&lbs));
     let _ = writeln!(c, "\tchain forward {{");
     let _ = writeln!(
         c,
@@ -166,6 +293,14 @@ fn body(r: &VpcRouter, r6: &VpcRouter6) -> String {
         c.push_str(&vmaps);
         let _ = writeln!(c, "\t\tct mark set {g:#010x}");
     }
+    if !lbs.is_empty() {
+        // New connections to a VIP, translated to a backend (a tier ACL above has judged
+        // them already, as in IPv4).
+        let _ = writeln!(
+            c,
+            "\t\tiifname \"{t}\" ct status dnat counter accept comment \"load balancer\""
+        );
+    }
     let _ = writeln!(
         c,
         "\t\toifname \"{t}\" ip6 saddr @tiers6 counter accept comment \"egress\""
@@ -190,6 +325,12 @@ pub fn render_nft6(r: &VpcRouter, r6: &VpcRouter6) -> String {
         "table ip6 {TABLE6} {{\n\tcomment \"{COMMENT_PREFIX}{}\"\n{b}}}\n",
         digest(&b)
     )
+}
+
+/// nft commands rewriting the IPv6 table's `lbsum` and the maps of `load` (empty without
+/// load balancers).
+pub fn lb_script6(load: &crate::nft::LbLoad) -> String {
+    crate::nft::lb_script_in(&format!("ip6 {TABLE6}"), load)
 }
 
 /// One `nft -f` transaction replacing the table atomically (declare, delete, define), or,
@@ -333,6 +474,48 @@ mod tests {
             nft::digest_of(&t),
             nft::digest_of(&render_nft6(&changed, &x))
         );
+    }
+
+    /// IPv6 load balancers render as the IPv4 ones: an IPv6-typed Maglev map, the same
+    /// hash into the mark, DNAT from the map, the guard, the source allow-list before DNAT,
+    /// hairpin, and the forward chain admitting DNATed connections from transit before the
+    /// drop of new inbound. Without any, the table is what it was.
+    #[test]
+    fn ipv6_load_balancers_render_maglev_dnat_guard_and_admission() {
+        let r = nft::example();
+        let plain = render_nft6(&r, &r6(&r));
+        assert!(!plain.contains("lb") && !plain.contains("dnat"));
+        let mut x = crate::plan6::tests::lb6_example(&r);
+        let t = render_nft6(&r, &x);
+        assert!(t.contains("\tset lbsum {\n\t\ttype mark\n\t}\n"));
+        assert!(t.contains("\tmap lb0 {\n\t\ttype mark : ipv6_addr . inet_service\n\t}\n"));
+        let hash = "\t\tip6 daddr 2001:db8:1ff::80 tcp dport 80 meta mark set jhash ip6 saddr . tcp sport . ip6 daddr . tcp dport mod 251 seed 0x0\n";
+        let dnat = "\t\tip6 daddr 2001:db8:1ff::80 tcp dport 80 counter dnat ip6 to meta mark map @lb0 comment \"lb [2001:db8:1ff::80]:80/tcp\"\n";
+        let (h, d) = (t.find(hash).expect(hash), t.find(dnat).expect(dnat));
+        assert!(h < d, "the mark is set before the DNAT reads it");
+        assert!(t.contains(
+            "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n"
+        ));
+        assert!(t.contains("\tchain lb_guard {\n\t\ttype filter hook prerouting priority dstnat + 1; policy accept;\n\t\tmeta mark != 0x00000000 meta mark set 0x00000000\n\t\tip6 daddr 2001:db8:1ff::80 tcp dport 80 counter reject with tcp reset comment \"lb [2001:db8:1ff::80]:80/tcp no backend\"\n"));
+        assert!(t.contains("\t\toifname != \"transit\" ct status dnat ip6 saddr @tiers6 counter masquerade comment \"hairpin\"\n"));
+        let f = forward(&t);
+        let admit = f
+            .find(
+                "\t\tiifname \"transit\" ct status dnat counter accept comment \"load balancer\"\n",
+            )
+            .expect("DNATed connections admitted");
+        assert!(admit < f.find("comment \"new inbound\"").unwrap());
+        assert!(!t.contains("lb_source"), "no allow-list, no chain");
+        // A source allow-list drops others before the Maglev mark and the DNAT.
+        x.load_balancers[0].source_cidrs = vec!["2001:db8:ffff::/48".parse().unwrap()];
+        let s = render_nft6(&r, &x);
+        assert!(s.contains("\tset lbsrc0 {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\tauto-merge\n\t\telements = { 2001:db8:ffff::/48 }\n\t}\n"));
+        assert!(s.contains("\tchain lb_source {\n\t\ttype filter hook prerouting priority dstnat - 1; policy accept;\n\t\tip6 daddr 2001:db8:1ff::80 tcp dport 80 ip6 saddr != @lbsrc0 counter drop comment \"lb [2001:db8:1ff::80]:80/tcp source\"\n"));
+        assert_ne!(nft::digest_of(&s), nft::digest_of(&t));
+        // A backend of the other family makes the load balancer unrenderable, not a bad map.
+        x.load_balancers[0].backends[0].ip = "10.10.1.21".parse().unwrap();
+        assert!(load_balancers6(&x).is_empty());
+        assert!(!render_nft6(&r, &x).contains("lb0"));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct NsState {
     pub routes6: Vec<Route6>,
     /// Digest comment of the `ip6 stackfabric6` table ([`crate::nft6`]), if it exists.
     pub nft6_digest: Option<String>,
+    /// Digests of the IPv6 load balancer maps' contents (the IPv6 table's `lbsum`).
+    pub lb6_digests: BTreeMap<usize, String>,
 }
 
 /// The gateway host namespace as observed.
@@ -190,6 +192,13 @@ pub enum Action {
     LoadNft6 {
         ns: String,
         table: Option<String>,
+        /// Its IPv6 load balancer maps, filled in the same transaction.
+        lbs: nft::LbLoad,
+    },
+    /// Rewrite only IPv6 load balancer maps (and the IPv6 table's `lbsum`).
+    LoadLbMaps6 {
+        ns: String,
+        lbs: nft::LbLoad,
     },
     /// net.ipv6.conf.all.forwarding=1 (see [`crate::plan6`]).
     SetForwarding6 {
@@ -1004,9 +1013,15 @@ pub fn apply_in_memory(
                     s.lb_digests = lbs.digests.clone();
                 }
             }
-            Action::LoadNft6 { ns, table } => {
+            Action::LoadNft6 { ns, table, lbs } => {
                 if let Some(s) = names::netns_id(prefix, ns).and_then(|id| vpcs.get_mut(&id)) {
                     s.nft6_digest = table.as_deref().and_then(nft::digest_of);
+                    s.lb6_digests = lbs.digests.clone();
+                }
+            }
+            Action::LoadLbMaps6 { ns, lbs } => {
+                if let Some(s) = names::netns_id(prefix, ns).and_then(|id| vpcs.get_mut(&id)) {
+                    s.lb6_digests = lbs.digests.clone();
                 }
             }
             Action::SetForwarding6 { ns: None } => {}

@@ -12,7 +12,8 @@
 //! the ones planned here, and the planner owns every IPv6 address on the router's links.
 
 use std::collections::BTreeMap;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::Ipv6Net;
 use sf_core::desired::{VpcRouter, VpcRouter6};
@@ -90,7 +91,9 @@ const ULA: Ipv6Net = match Ipv6Net::new(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 
     Err(_) => panic!("fc00::/7"),
 };
 
-/// The host routes of an active router: each announced range into its namespace. A ULA
+/// The host routes of an active router: each announced range into its namespace, and each
+/// public IPv6 VIP (a /128 from a site IPv6 pool, announced like the ranges by
+/// `SF-HOST-ROUTES6`, moved by the failover controller with them). A ULA
 /// range is never routed out of its VPC, even if announced: VPCs may hold the same one (the
 /// demo tenant does), and one host route per VPC for the same prefix would hand one VPC's
 /// traffic to another. Deciding which ranges are announced (those inside a site pool) is
@@ -100,6 +103,17 @@ pub fn host_routes6(r6: &VpcRouter6) -> Vec<Route6> {
         .announce
         .iter()
         .filter(|n| !ULA.contains(*n))
+        .copied()
+        .chain(
+            nft6::load_balancers6(r6)
+                .into_iter()
+                .filter_map(|lb| match lb.vip {
+                    IpAddr::V6(v) if lb.public && !ULA.contains(&v) => {
+                        Some(Ipv6Net::new(v, 128).expect("/128"))
+                    }
+                    _ => None,
+                }),
+        )
         .map(|n| Route6 {
             dst: n.trunc(),
             via: Some(TRANSIT_NS_LL),
@@ -143,7 +157,8 @@ pub fn validate6(r: &VpcRouter, r6: &VpcRouter6) -> Vec<String> {
 }
 
 /// Plans the IPv6 side of router `r` (see the module docs). `ns` is the observed namespace
-/// (None: being created by this pass's IPv4 plan); `active` as for the IPv4 plan.
+/// (None: being created by this pass's IPv4 plan); `active` as for the IPv4 plan; `lbs6`
+/// the Maglev tables to install, one per [`nft6::load_balancers6`] entry.
 pub fn plan_router6(
     r: &VpcRouter,
     r6: Option<&VpcRouter6>,
@@ -151,8 +166,17 @@ pub fn plan_router6(
     ns: Option<&NsState>,
     ns_name: &str,
     active: bool,
+    lbs6: &[Arc<nft::LbTable>],
 ) -> (Vec<Action>, Vec<String>) {
-    let errors = r6.map(|x| validate6(r, x)).unwrap_or_default();
+    let mut errors = r6.map(|x| validate6(r, x)).unwrap_or_default();
+    let n_lbs = r6.map(|x| nft6::load_balancers6(x).len()).unwrap_or(0);
+    if lbs6.len() != n_lbs {
+        errors.push(format!(
+            "vpc {}: {} Maglev tables for {n_lbs} IPv6 load balancers",
+            r.id,
+            lbs6.len()
+        ));
+    }
     if !errors.is_empty() {
         return (vec![], errors);
     }
@@ -160,13 +184,7 @@ pub fn plan_router6(
     let st = ns.unwrap_or(&empty);
     let mut a = Vec::new();
     // The firewall first: nothing is forwarded in IPv6, nor routed in, before it holds.
-    let table = r6.map(|x| nft6::render_nft6(r, x));
-    if table.as_deref().and_then(nft::digest_of) != st.nft6_digest {
-        a.push(Action::LoadNft6 {
-            ns: ns_name.into(),
-            table,
-        });
-    }
+    nft6_actions(r, r6, st, ns_name, lbs6, &mut a);
     if r6.is_some() && !st.forwarding6 {
         a.push(Action::SetForwarding6 {
             ns: Some(ns_name.into()),
@@ -187,6 +205,61 @@ pub fn plan_router6(
     };
     routes6(None, &host.routes6, &host_want, Some(&gx), &mut a);
     (a, errors)
+}
+
+/// The IPv6 table and its load balancer maps, as [`crate::plan`] does the IPv4 ones: the
+/// whole table (maps filled in the same transaction) when its digest differs, else only the
+/// maps whose contents changed, in those only the changed slots when the installed table is
+/// known ([`nft::map_load`]).
+fn nft6_actions(
+    r: &VpcRouter,
+    r6: Option<&VpcRouter6>,
+    st: &NsState,
+    ns_name: &str,
+    lbs6: &[Arc<nft::LbTable>],
+    a: &mut Vec<Action>,
+) {
+    let table = r6.map(|x| nft6::render_nft6(r, x));
+    let table_digest = table.as_deref().and_then(nft::digest_of);
+    let digests: BTreeMap<usize, String> = lbs6
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i, t.digest.clone()))
+        .collect();
+    if table_digest != st.nft6_digest {
+        a.push(Action::LoadNft6 {
+            ns: ns_name.into(),
+            table,
+            lbs: nft::LbLoad {
+                table_digest: table_digest.unwrap_or_default(),
+                digests,
+                maps: lbs6
+                    .iter()
+                    .map(|t| nft::MapLoad::Full(t.clone()))
+                    .enumerate()
+                    .collect(),
+            },
+        });
+    } else if let (Some(r6), true) = (r6, st.lb6_digests != digests) {
+        let maps = nft6::load_balancers6(r6)
+            .into_iter()
+            .zip(lbs6)
+            .enumerate()
+            .filter(|(i, (_, t))| st.lb6_digests.get(i) != Some(&t.digest))
+            .map(|(i, (lb, t))| {
+                let installed = st.lb6_digests.get(&i).map(String::as_str);
+                (i, nft::map_load(lb, installed, t.clone()))
+            })
+            .collect();
+        a.push(Action::LoadLbMaps6 {
+            ns: ns_name.into(),
+            lbs: nft::LbLoad {
+                table_digest: table_digest.unwrap_or_default(),
+                digests,
+                maps,
+            },
+        });
+    }
 }
 
 fn host_addrs<'a>(host: &'a HostState, dev: &str) -> &'a [Ipv6Net] {
@@ -261,7 +334,120 @@ pub(crate) mod tests {
             }],
             announce: vec!["2001:db8:100::/48".parse().unwrap()],
             routes: vec![],
+            load_balancers: vec![],
         }
+    }
+
+    /// [`router6`] with a public IPv6 load balancer of three backends on the tier, TCP 80.
+    pub fn lb6_example(r: &VpcRouter) -> VpcRouter6 {
+        use sf_core::desired::{HealthCheck, L4Protocol, LbBackend, LoadBalancer};
+        let mut x = router6(r);
+        x.load_balancers.push(LoadBalancer {
+            name: "web6".into(),
+            vip: "2001:db8:1ff::80".parse().unwrap(),
+            protocol: L4Protocol::Tcp,
+            port: 80,
+            backends: (1..=3)
+                .map(|i| {
+                    let ip: std::net::IpAddr = format!("2001:db8:100:1::2{i}").parse().unwrap();
+                    LbBackend {
+                        name: format!("[{ip}]:80"),
+                        ip,
+                        port: 80,
+                        weight: 1,
+                    }
+                })
+                .collect(),
+            health: HealthCheck::Tcp {
+                interval_ms: 1000,
+                timeout_ms: 500,
+                rise: 2,
+                fall: 2,
+            },
+            table_size: 251,
+            public: true,
+            source_cidrs: vec![],
+        });
+        x
+    }
+
+    /// An IPv6 load balancer: its maps are filled with the table, a health flip rewrites
+    /// only the changed slots of its map, and a public VIP is routed (/128) into an active
+    /// router only, beside the announced ranges.
+    #[test]
+    fn ipv6_load_balancers_fill_their_maps_and_route_the_vip_while_active() {
+        let r = nft::example();
+        let r6 = lb6_example(&r);
+        let (mut h, mut v) = (host(), BTreeMap::new());
+        let all = converge(&r, Some(&r6), true, &mut h, &mut v);
+        let load = all
+            .iter()
+            .find_map(|x| match x {
+                Action::LoadNft6 {
+                    table: Some(_),
+                    lbs,
+                    ..
+                } => Some(lbs.clone()),
+                _ => None,
+            })
+            .expect("the IPv6 table is loaded");
+        assert_eq!(load.maps.len(), 1);
+        assert!(matches!(load.maps[0].1, nft::MapLoad::Full(_)));
+        assert!(nft6::lb_script6(&load).starts_with(
+            "flush set ip6 stackfabric6 lbsum
+"
+        ));
+        assert!(nft6::lb_script6(&load)
+            .contains("add element ip6 stackfabric6 lb0 { 0 : 2001:db8:100:1::2"));
+        let vip = Route6 {
+            dst: "2001:db8:1ff::80/128".parse().unwrap(),
+            via: Some(TRANSIT_NS_LL),
+            dev: Some(transit_host(7)),
+        };
+        assert!(h.routes6.contains(&vip), "{:?}", h.routes6);
+        assert!(host_routes6(&r6).contains(&vip));
+        // An internal VIP is not routed into the host.
+        let mut internal = r6.clone();
+        internal.load_balancers[0].public = false;
+        assert!(!host_routes6(&internal).contains(&vip));
+        // A health flip: only the map, only the slots that change hands.
+        let lb = &r6.load_balancers[0];
+        let down = vec![std::sync::Arc::new(nft::lb_table(lb, &|b| {
+            b.name != "[2001:db8:100:1::22]:80"
+        }))];
+        let (a, e) = plan_router6(&r, Some(&r6), &h, v.get(&7), "sfvpc-7", true, &down);
+        assert!(e.is_empty(), "{e:?}");
+        let [Action::LoadLbMaps6 { lbs, .. }] = &a[..] else {
+            panic!("a health flip rewrites the map only: {a:?}")
+        };
+        let nft::MapLoad::Slots(_, slots) = &lbs.maps[0].1 else {
+            panic!("whole map reloaded: {lbs:?}")
+        };
+        assert!(!slots.is_empty() && slots.len() * 2 < 251, "{lbs:?}");
+        let script = nft6::lb_script6(lbs);
+        assert!(
+            script.contains("delete element ip6 stackfabric6 lb0 {"),
+            "{script}"
+        );
+        assert!(!script.contains("2001:db8:100:1::22 "), "{script}");
+        // Passive: the VIP's host route is withdrawn with the ranges.
+        let b = plan(&r, Some(&r6), false, &h, &v);
+        assert!(
+            b.iter()
+                .any(|x| matches!(x, Action::DelRoute6 { ns: None, route } if *route == vip)),
+            "{b:?}"
+        );
+        // Tables that do not match the load balancers are an error, not a wrong map.
+        let (_, e) = plan_router6(&r, Some(&r6), &h, v.get(&7), "sfvpc-7", true, &[]);
+        assert!(!e.is_empty());
+    }
+
+    fn tables6(r6: Option<&VpcRouter6>) -> Vec<std::sync::Arc<nft::LbTable>> {
+        r6.map(nft6::load_balancers6)
+            .unwrap_or_default()
+            .iter()
+            .map(|lb| std::sync::Arc::new(nft::lb_table(lb, &|_| true)))
+            .collect()
     }
 
     fn host() -> HostState {
@@ -309,7 +495,7 @@ pub(crate) mod tests {
     ) -> Vec<Action> {
         let (mut a, e) = plan_router(P, r, h, v.get(&r.id), &tables(r), active);
         assert!(e.is_empty(), "{e:?}");
-        let (b, e) = plan_router6(r, r6, h, v.get(&r.id), "sfvpc-7", active);
+        let (b, e) = plan_router6(r, r6, h, v.get(&r.id), "sfvpc-7", active, &tables6(r6));
         assert!(e.is_empty(), "{e:?}");
         a.extend(b);
         a
@@ -348,7 +534,7 @@ pub(crate) mod tests {
                 | Action::LoadNft6 { .. }
         )));
         assert_eq!(v[&7].nft6_digest, None);
-        let (a, _) = plan_router6(&r, None, &h, v.get(&7), "sfvpc-7", true);
+        let (a, _) = plan_router6(&r, None, &h, v.get(&7), "sfvpc-7", true, &[]);
         assert_eq!(a, vec![]);
     }
 
@@ -414,7 +600,7 @@ pub(crate) mod tests {
         let a = converge(&r, Some(&r6), true, &mut h, &mut v);
         assert!(matches!(a[0], Action::LoadNft6 { table: Some(_), .. }));
         let a = converge(&r, None, true, &mut h, &mut v);
-        assert!(matches!(&a[0], Action::LoadNft6 { table: None, ns } if ns == "sfvpc-7"));
+        assert!(matches!(&a[0], Action::LoadNft6 { table: None, ns, .. } if ns == "sfvpc-7"));
         assert_eq!(v[&7].nft6_digest, None);
     }
 
@@ -481,7 +667,7 @@ pub(crate) mod tests {
         let r = nft::example();
         let mut r6 = router6(&r);
         r6.tiers[0].vni = 5;
-        let (a, e) = plan_router6(&r, Some(&r6), &host(), None, "sfvpc-7", true);
+        let (a, e) = plan_router6(&r, Some(&r6), &host(), None, "sfvpc-7", true, &[]);
         assert!(a.is_empty());
         assert_eq!(e.len(), 1, "{e:?}");
     }
@@ -538,7 +724,7 @@ pub(crate) mod tests {
         let r = nft::example();
         let mut r6 = router6(&r);
         r6.routes = vec![route6("fd10:99::/64", "2001:db8:100:2::11")];
-        let (_, e) = plan_router6(&r, Some(&r6), &host(), None, "sfvpc-7", true);
+        let (_, e) = plan_router6(&r, Some(&r6), &host(), None, "sfvpc-7", true, &[]);
         assert_eq!(e.len(), 1, "{e:?}");
     }
 }

@@ -80,6 +80,7 @@ fn router() -> (VpcRouter, VpcRouter6) {
             prefix: "fd10:99::/64".parse().unwrap(),
             nexthop: "2001:db8:100:1::11".parse().unwrap(),
         }],
+        load_balancers: vec![],
     };
     (r, r6)
 }
@@ -100,7 +101,7 @@ async fn plan_both(
     };
     let (mut a, e) = plan::plan_router(prefix, r, &host, seen.as_ref(), &[], active);
     assert!(e.is_empty(), "{e:?}");
-    let (b, e) = plan6::plan_router6(r, Some(r6), &host, seen.as_ref(), &ns, active);
+    let (b, e) = plan6::plan_router6(r, Some(r6), &host, seen.as_ref(), &ns, active, &[]);
     assert!(e.is_empty(), "{e:?}");
     a.extend(b);
     a

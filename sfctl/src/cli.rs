@@ -437,7 +437,7 @@ pub enum LbCmd {
         tenant: String,
         #[arg(long)]
         vpc: String,
-        /// VIP: from a public pool, or a VPC-internal address outside every tier.
+        /// VIP: from a public pool (an IPv6 pool for an IPv6 VIP), or a VPC-internal address outside every tier.
         #[arg(long)]
         vip: String,
         /// tcp or udp.
@@ -445,7 +445,7 @@ pub enum LbCmd {
         protocol: String,
         #[arg(long)]
         port: u32,
-        /// Backend as IP:PORT or IP:PORT:WEIGHT; repeat for each backend.
+        /// Backend as IP:PORT or IP:PORT:WEIGHT ([IPv6]:PORT[:WEIGHT]); repeat for each backend.
         #[arg(long = "backend", required = true)]
         backends: Vec<String>,
         /// Health check: none, tcp or http.
@@ -468,7 +468,7 @@ pub enum LbCmd {
         /// Maglev table size (prime, > 100 x backends).
         #[arg(long, default_value_t = 65537)]
         table_size: u32,
-        /// Source allowed to reach the VIP (IPv4 CIDR); repeat for each. None = everyone.
+        /// Source allowed to reach the VIP (a CIDR of its family); repeat for each. None = everyone.
         #[arg(long = "source-cidr")]
         source_cidrs: Vec<String>,
     },
@@ -497,7 +497,7 @@ pub enum LbCmd {
         tenant: String,
         #[arg(long)]
         vpc: String,
-        /// The new backends, IP:PORT or IP:PORT:WEIGHT; repeat for each (replaces them all).
+        /// The new backends, IP:PORT or IP:PORT:WEIGHT ([IPv6]:PORT[:WEIGHT]); repeat for each (replaces them all).
         #[arg(long = "backend")]
         backends: Vec<String>,
         /// Health check: none, tcp or http.
@@ -506,7 +506,7 @@ pub enum LbCmd {
         /// HTTP check path.
         #[arg(long)]
         path: Option<String>,
-        /// The new allowed sources (IPv4 CIDRs; replaces them all).
+        /// The new allowed sources (CIDRs of the VIP's family; replaces them all).
         #[arg(long = "source-cidr", conflicts_with = "any_source")]
         source_cidrs: Vec<String>,
         /// Allow every source again (clears the source CIDRs).

@@ -953,13 +953,24 @@ async fn bgp(c: &mut Client, fmt: Fmt, node: Option<&str>) -> anyhow::Result<Don
     Ok(Done::Read(output::bgp_sessions(fmt, &s)))
 }
 
-/// Parses IP:PORT or IP:PORT:WEIGHT.
+/// Parses IP:PORT or IP:PORT:WEIGHT; an IPv6 address in brackets, as in a URL:
+/// `[2001:db8::11]:80` or `[2001:db8::11]:80:5`.
 fn parse_backend(s: &str) -> anyhow::Result<Backend> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let (ip, port, weight) = match parts.as_slice() {
-        [ip, port] => (ip, port, "1"),
-        [ip, port, w] => (ip, port, *w),
-        _ => anyhow::bail!("backend {s:?} must be IP:PORT or IP:PORT:WEIGHT"),
+    let bad = || {
+        anyhow::anyhow!("backend {s:?} must be IP:PORT or IP:PORT:WEIGHT ([IPv6]:PORT[:WEIGHT])")
+    };
+    let (ip, rest) = match s.strip_prefix('[') {
+        Some(v6) => {
+            let (ip, rest) = v6.split_once(']').ok_or_else(bad)?;
+            (ip, rest.strip_prefix(':').ok_or_else(bad)?)
+        }
+        None => s.split_once(':').ok_or_else(bad)?,
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (port, weight) = match parts.as_slice() {
+        [port] => (port, "1"),
+        [port, w] => (port, *w),
+        _ => return Err(bad()),
     };
     Ok(Backend {
         ip: ip.to_string(),
@@ -983,6 +994,19 @@ mod backend_tests {
         assert_eq!((w.port, w.weight), (8080, 5));
         assert!(super::parse_backend("10.10.1.12").is_err());
         assert!(super::parse_backend("10.10.1.12:x").is_err());
+        let v6 = super::parse_backend("[2001:db8:100:1::11]:80").unwrap();
+        assert_eq!(
+            (v6.ip.as_str(), v6.port, v6.weight),
+            ("2001:db8:100:1::11", 80, 1)
+        );
+        let v6 = super::parse_backend("[2001:db8:100:1::11]:8080:3").unwrap();
+        assert_eq!(
+            (v6.ip.as_str(), v6.port, v6.weight),
+            ("2001:db8:100:1::11", 8080, 3)
+        );
+        assert!(super::parse_backend("[2001:db8:100:1::11]").is_err());
+        assert!(super::parse_backend("[2001:db8:100:1::11:80").is_err());
+        assert!(super::parse_backend("2001:db8:100:1::11:80").is_err());
     }
 }
 

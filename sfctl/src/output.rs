@@ -284,7 +284,7 @@ impl Render for LoadBalancer {
             cell(&self.tenant),
             cell(&self.vpc),
             cell(&self.name),
-            format!("{}:{}/{}", self.vip, self.port, self.protocol),
+            format!("{}/{}", host_port(&self.vip, self.port), self.protocol),
             format!("{up}/{} up", self.backends.len()),
             cell(&self.health_type),
             cell(&self.gateway),
@@ -397,7 +397,7 @@ pub fn lb_detail(fmt: impl Into<Fmt>, l: &LoadBalancer) -> String {
                 .iter()
                 .map(|b| {
                     vec![
-                        format!("{}:{}", b.ip, b.port),
+                        host_port(&b.ip, b.port),
                         b.weight.to_string(),
                         cell(&b.health),
                     ]
@@ -874,6 +874,15 @@ pub fn write_result(fmt: impl Into<Fmt>, w: &Wrote) -> String {
                 _ => doc(fmt, &v),
             }
         }
+    }
+}
+
+/// "ip:port", an IPv6 address in brackets ("[2001:db8::1]:80") as in a URL.
+fn host_port(ip: &str, port: u32) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
     }
 }
 

@@ -10,6 +10,8 @@
 #      default route, and IPv6 through the router resumes within seconds
 #   static routes: an IPv6 route via a VM of a tier carries traffic from another tier, and stops
 #      when deleted
+#   load balancer: a public IPv6 VIP from the site's pool over blue's web tier, reached from
+#      the internet host; a stopped backend leaves within the health check's fall time
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -242,5 +244,64 @@ check "a route with an IPv4 next hop is refused, naming route.nexthop" refused6 
 check "route delete r6-99" S route delete r6-99 --tenant demo --vpc blue
 check_not "after the delete, blue-db-1 gets no answer" wait_for 3 routed6 blue-db-1
 check_not "nor a ping reply" ping6 blue-db-1 fd10:10:99::1
+
+# ---- IPv6 load balancer (issue 21) ---------------------------------------------------------
+# A public VIP from the site's IPv6 pool 2001:db8:100::/40, outside every VPC's range: the
+# gateway serving blue routes it (/128) into blue's router and announces it; the router
+# spreads new connections over blue-web-1 and blue-web-2 (Maglev, table ip6 stackfabric6)
+# by DNAT to their ULA addresses.
+section "IPv6 load balancer: a public VIP from the site's pool over blue's web tier"
+VIP6=2001:db8:1ff::80
+INET6=2001:db8:ffff::10
+# spread6 N - "name count" for N new connections from the internet host to [VIP6]:80; a
+# connection that fails counts as FAILED.
+spread6() {
+    ip netns exec "${LAB_PREFIX}internet" bash -c "for i in \$(seq $1); do curl -6 -g -s -m 2 --interface $INET6 http://[$VIP6]/ || echo FAILED; done" |
+        sort | uniq -c | awk '{print $2, $1}'
+}
+# health6 ADDR - the health sfctl shows for backend ADDR of web6.
+health6() { S -o json lb show web6 --tenant demo --vpc blue | json "[b['health'] for b in d['backends'] if b['ip']=='$1'][0]"; }
+all_up6() { [ "$(health6 "$W1")" = up ] && [ "$(health6 "$W2")" = up ]; }
+# refused_lb6 FIELD ARGS... - sfctl refuses the load balancer, naming FIELD.
+refused_lb6() {
+    local field=$1 out
+    shift
+    out=$(S lb create bad6 --tenant demo --vpc blue --port 80 "$@" 2>&1) && return 1
+    grep -qF "$field" <<<"$out"
+}
+check "create LB web6 [$VIP6]:80 over [$W1]:80 and [$W2]:80, TCP check every 500 ms, fall 2" \
+    S lb create web6 --tenant demo --vpc blue --vip "$VIP6" --port 80 --backend "[$W1]:80" \
+    --backend "[$W2]:80" --health tcp --interval-ms 500 --timeout-ms 300 --rise 2 --fall 2
+check "the internet host learned $VIP6/128 from the fabric" wait_for 30 bash -c "ip -n ${LAB_PREFIX}internet -6 route show $VIP6 | grep -q ."
+check "both backends are up" wait_for 15 all_up6
+check "the VIP answers the internet host" wait_for 20 bash -c "ip netns exec ${LAB_PREFIX}internet curl -6 -g -s -m 2 --interface $INET6 http://[$VIP6]/ | grep -q blue-web"
+# dnat6_count - packets counted by web6's DNAT rule in the serving router's IPv6 table.
+dnat6_count() {
+    local n
+    n=$(ip netns exec "${LAB_PREFIX}$(serving "$BLUE")-vpc$BLUE" nft list chain ip6 stackfabric6 prerouting 2>/dev/null |
+        grep -F "comment \"lb [$VIP6]:80/tcp\"" | sed -n 's/.*counter packets \([0-9]*\) .*/\1/p')
+    echo "${n:-0}"
+}
+D0=$(dnat6_count)
+SPREAD6=$(spread6 40)
+while read -r line; do echo "    $line"; done <<<"$SPREAD6"
+check_eq "40 connections reach both backends, none fails" "blue-web-1 blue-web-2" \
+    "$(awk '$2 > 0 {print $1}' <<<"$SPREAD6" | sort | tr '\n' ' ' | sed 's/ $//')"
+check "the router's DNAT rule counted them ($D0 before, $(dnat6_count) after)" test "$(dnat6_count)" -ge $((D0 + 40))
+check "stop blue-web-2's server" L vm-http-stop blue-web-2
+w2_down6() { [ "$(health6 "$W2")" = down ]; }
+check "blue-web-2 is marked down (interval 500 ms x fall 2)" wait_for 10 w2_down6
+AFTER6=$(spread6 30)
+while read -r line; do echo "    $line"; done <<<"$AFTER6"
+check_eq "then all 30 new connections succeed, all on blue-web-1" "blue-web-1 30" "$AFTER6"
+check "start blue-web-2's server again" L vm-http-start blue-web-2
+check "an IPv6 VIP with an IPv4 backend is refused, naming lb.backends[0].ip" \
+    refused_lb6 "lb.backends[0].ip" --vip 2001:db8:1ff::81 --backend 10.10.1.12:80
+check "an IPv4 VIP with an IPv6 backend is refused, naming lb.backends[0].ip" \
+    refused_lb6 "lb.backends[0].ip" --vip 203.0.113.81 --backend "[$W2]:80"
+check "an IPv6 VIP in no pool and no range of blue is refused, naming lb.vip" \
+    refused_lb6 "lb.vip" --vip 2001:db8:ffff::81 --backend "[$W2]:80"
+check "delete LB web6" S lb delete web6 --tenant demo --vpc blue
+check "the internet host's route to $VIP6 is withdrawn" wait_for 30 bash -c "! ip -n ${LAB_PREFIX}internet -6 route show $VIP6 | grep -q ."
 
 lab_finish

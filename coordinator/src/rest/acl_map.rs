@@ -187,7 +187,7 @@ fn is_lb_acl(a: &AclSpec, lb: &LbSpec) -> bool {
 /// The `source_cidrs` that the LB ACL records in `db` give load balancer `lb`: empty (everyone)
 /// without LB ACLs or when a permit covers 0.0.0.0/0; the permits' sources (sorted, without
 /// duplicates) otherwise; [`NO_SOURCE`] when only denies are listed.
-pub fn lb_sources(db: &Db, lb: &LbSpec) -> Vec<Ipv4Net> {
+pub fn lb_sources(db: &Db, lb: &LbSpec) -> Vec<ipnet::IpNet> {
     let mut any = false;
     let mut permits = BTreeSet::new();
     for r in db.of(Kind::Acl) {
@@ -204,8 +204,8 @@ pub fn lb_sources(db: &Db, lb: &LbSpec) -> Vec<Ipv4Net> {
     match (any, permits.is_empty()) {
         (false, _) => vec![],
         _ if permits.contains(&everyone) => vec![],
-        (true, true) => vec![NO_SOURCE],
-        (true, false) => permits.into_iter().collect(),
+        (true, true) => vec![NO_SOURCE.into()],
+        (true, false) => permits.into_iter().map(ipnet::IpNet::V4).collect(),
     }
 }
 

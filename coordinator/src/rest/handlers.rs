@@ -504,6 +504,8 @@ fn render(s: &Rest, db: &Db, intent: &Intent, r: &Record) -> Value {
         // `L4LoadBalancerItem`.
         Spec::L4lb(l) => json!({
             "id": r.id, "name": r.name, "protocol": l.protocol, "ip": l.ip, "port": l.port,
+            // As the SDK spells the family (`L4lbAddOrUpdateItem.IpFamilyEnum`).
+            "ipFamily": if l.ip.contains(':') { "IPv6" } else { "ipv4" },
             "status": l.status, "internal": 0, "tenantId": db.tenant_id(&r.tenant),
             "tenantName": r.tenant, "siteId": SITE_ID, "siteName": s.site,
             "healthcheck": match l.health_check.to_ascii_uppercase().as_str() {
@@ -715,6 +717,41 @@ fn same_content(old: &Spec, new: &Spec) -> bool {
         }
         _ => old == new,
     }
+}
+
+/// The first free address of the System VPC's IPv6 `load-balancer` subnets (a /128 each,
+/// or the first 65,536 addresses of a wider one, its `::` left out), as [`pick_lb_ip`].
+fn pick_lb_ip6(db: &Db, intent: &Intent) -> ApiResult<String> {
+    let used = |ip: std::net::Ipv6Addr| {
+        let ip = std::net::IpAddr::V6(ip);
+        intent.load_balancers.values().any(|l| l.vip == ip)
+            || db
+                .of(Kind::L4lb)
+                .any(|r| matches!(&r.spec, Spec::L4lb(l) if l.ip == ip.to_string()))
+    };
+    for r in db.of(Kind::Subnet).filter(|r| r.vpc == SYSTEM_VPC_ID) {
+        let Spec::Ip6(sn) = &r.spec else { continue };
+        if sn.allocation || sn.purpose != "load-balancer" {
+            continue;
+        }
+        let p = sn.prefix.trunc();
+        let first = u128::from(p.network());
+        let candidates: Box<dyn Iterator<Item = u128>> = if p.prefix_len() == 128 {
+            Box::new(std::iter::once(first))
+        } else {
+            let last = u128::from(p.broadcast()).min(first.saturating_add(1 << 16));
+            Box::new(first + 1..=last)
+        };
+        if let Some(ip) = candidates
+            .map(std::net::Ipv6Addr::from)
+            .find(|ip| !used(*ip))
+        {
+            return Ok(ip.to_string());
+        }
+    }
+    Err(ApiError::conflict(
+        "invalid ip: automatic, but no free address in the System VPC's IPv6 load-balancer subnets",
+    ))
 }
 
 /// The first free address of the System VPC's `load-balancer` subnets.
@@ -1082,6 +1119,7 @@ fn plan_lb(c: &PlanCtx, l: &mut LbSpec) -> ApiResult<SfPlan> {
     if l.ip.is_empty() {
         l.ip = match c.old.map(|o| &o.spec) {
             Some(Spec::L4lb(ol)) => ol.ip.clone(),
+            _ if l.ipv6 => pick_lb_ip6(c.db, c.intent)?,
             _ => pick_lb_ip(c.db, c.intent)?,
         };
     }

@@ -4,7 +4,7 @@
 //! objects are reduced to, and the pure mapping of those specs onto StackFabric's model. No I/O
 //! here: everything is unit-tested below.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -420,7 +420,12 @@ pub struct LbSpec {
     pub automatic: bool,
     pub status: String,
     pub health_check: String,
-    pub backends: Vec<(Ipv4Addr, u16)>,
+    /// IPv4 or IPv6, of the VIP's family (stored as the same strings as when IPv4-typed).
+    pub backends: Vec<(IpAddr, u16)>,
+    /// `ipFamily` IPv6: an `automatic` VIP comes from the System VPC's IPv6 load-balancer
+    /// subnets. Defaulted and skipped when false, so records stored before read the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -635,13 +640,16 @@ pub fn nat_rule(s: &NatSpec, tenant: &str, vpc: &str, name: &str) -> ApiResult<O
     }))
 }
 
-/// `ipFamily` of an L4LB (`"ipv4"` or CloudStack's `"IPv6"`), checked against the VIP and
-/// the backends so a family mismatch names its field. IPv6 load balancers are modelled in a
-/// later round: until then an IPv6 one is refused with that reason instead of a parse error.
-fn lb_family(v: &Value) -> ApiResult<()> {
+/// `ipFamily` of an L4LB (`"ipv4"` or CloudStack's `"IPv6"`, any case; absent = the VIP's),
+/// checked against the VIP and the backends so a family mismatch names its field: whether
+/// the load balancer is IPv6.
+fn lb_family(v: &Value) -> ApiResult<bool> {
     let family = opt_str(v, "ipFamily").unwrap_or_default();
+    let ip = opt_str(v, "ip").unwrap_or_default();
     let v6 = match family.to_ascii_lowercase().as_str() {
-        "" | "ipv4" => false,
+        // Absent: the VIP's family (IPv4 when automatic).
+        "" => ip.contains(':'),
+        "ipv4" => false,
         "ipv6" => true,
         _ => {
             return Err(ApiError::bad(format!(
@@ -649,11 +657,10 @@ fn lb_family(v: &Value) -> ApiResult<()> {
             )))
         }
     };
-    let ip = opt_str(v, "ip").unwrap_or_default();
     if !ip.is_empty() && ip.contains(':') != v6 {
         return Err(ApiError::bad(format!(
-            "invalid ip: {ip:?} is not of ipFamily {}",
-            if v6 { "IPv6" } else { "ipv4" }
+            "invalid ipFamily: {family:?} does not match ip {ip:?} (an {} address)",
+            if v6 { "IPv4" } else { "IPv6" }
         )));
     }
     let backends = v
@@ -679,12 +686,27 @@ fn lb_family(v: &Value) -> ApiResult<()> {
             )));
         }
     }
-    if v6 {
-        return Err(ApiError::bad(
-            "invalid ipFamily: IPv6 load balancers are not supported yet (the VIP and backends must be IPv4)",
-        ));
-    }
-    Ok(())
+    Ok(v6)
+}
+
+/// A backend given as a string: "ip:port", "[ipv6]:port", or a bare address (the VIP's port).
+fn backend_str(field: &str, s: &str) -> ApiResult<(IpAddr, Option<u16>)> {
+    let t = s.trim();
+    let (ip, port) = if let Some(rest) = t.strip_prefix('[') {
+        let (ip, port) = rest
+            .split_once(']')
+            .ok_or_else(|| ApiError::bad(format!("invalid {field}: {s:?}")))?;
+        (ip, port.strip_prefix(':'))
+    } else if t.matches(':').count() >= 2 {
+        (t, None)
+    } else {
+        match t.split_once(':') {
+            Some((ip, port)) => (ip, Some(port)),
+            None => (t, None),
+        }
+    };
+    let port = port.and_then(|p| p.parse().ok());
+    Ok((parse_ip_any(field, ip)?, port))
 }
 
 pub fn lb_spec(v: &Value) -> ApiResult<LbSpec> {
@@ -698,9 +720,9 @@ pub fn lb_spec(v: &Value) -> ApiResult<LbSpec> {
         )));
     }
     let automatic = opt_bool(v, "automatic");
-    lb_family(v)?;
+    let ipv6 = lb_family(v)?;
     let ip = match opt_str(v, "ip").filter(|s| !s.is_empty()) {
-        Some(ip) => parse_ip("ip", &ip)?.to_string(),
+        Some(ip) => parse_ip_any("ip", &ip)?.to_string(),
         None if automatic => String::new(),
         None => {
             return Err(ApiError::bad(
@@ -709,6 +731,7 @@ pub fn lb_spec(v: &Value) -> ApiResult<LbSpec> {
         }
     };
     let port = parse_port(v, "port")?.ok_or_else(|| ApiError::bad("invalid port: required"))?;
+    let port_default = port;
     let status = opt_str(v, "status")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "enable".into())
@@ -733,17 +756,16 @@ pub fn lb_spec(v: &Value) -> ApiResult<LbSpec> {
         .iter()
         .enumerate()
     {
-        let ip = match b {
-            Value::String(s) => s.split(':').next().unwrap_or_default().to_string(),
-            o => opt_str(o, "ip").unwrap_or_default(),
+        let field = format!("backend[{i}].ip");
+        let (ip, port) = match b {
+            Value::String(s) => backend_str(&field, s)?,
+            o => (
+                parse_ip_any(&field, &opt_str(o, "ip").unwrap_or_default())?,
+                parse_port(o, "port")
+                    .map_err(|e| ApiError::bad(format!("backend[{i}]: {}", e.message)))?,
+            ),
         };
-        let ip = parse_ip(&format!("backend[{i}].ip"), &ip)?;
-        let port = match b {
-            Value::String(s) => s.split(':').nth(1).and_then(|p| p.parse().ok()),
-            o => parse_port(o, "port")
-                .map_err(|e| ApiError::bad(format!("backend[{i}]: {}", e.message)))?,
-        }
-        .unwrap_or(port);
+        let port = port.unwrap_or(port_default);
         backends.push((ip, port));
     }
     Ok(LbSpec {
@@ -754,6 +776,7 @@ pub fn lb_spec(v: &Value) -> ApiResult<LbSpec> {
         status,
         health_check,
         backends,
+        ipv6,
     })
 }
 
@@ -796,7 +819,7 @@ pub fn load_balancer(
         tenant: tenant.into(),
         vpc: vpc.into(),
         name: name.into(),
-        vip: parse_ip("ip", &s.ip)?,
+        vip: parse_ip_any("ip", &s.ip)?,
         protocol: if s.protocol == "UDP" {
             L4Protocol::Udp
         } else {

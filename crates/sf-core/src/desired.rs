@@ -3,7 +3,7 @@
 //! hold the same state by comparing a digest of the canonical encoding.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -295,10 +295,11 @@ pub struct StaticNat {
 /// One backend of a load balancer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LbBackend {
-    /// Stable name the Maglev permutation is derived from ("ip:port"), so every gateway and
-    /// every restart computes the same table.
+    /// Stable name the Maglev permutation is derived from ("ip:port", "[ip]:port" for IPv6),
+    /// so every gateway and every restart computes the same table.
     pub name: String,
-    pub ip: Ipv4Addr,
+    /// Of the VIP's family; the same string as when it was IPv4-typed.
+    pub ip: IpAddr,
     pub port: u16,
     pub weight: u32,
 }
@@ -333,7 +334,9 @@ pub enum HealthCheck {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadBalancer {
     pub name: String,
-    pub vip: Ipv4Addr,
+    /// IPv4 load balancers belong to [`VpcRouter::load_balancers`], IPv6 ones to
+    /// [`VpcRouter6::load_balancers`]; the same string either way.
+    pub vip: IpAddr,
     pub protocol: L4Protocol,
     pub port: u16,
     pub backends: Vec<LbBackend>,
@@ -341,9 +344,10 @@ pub struct LoadBalancer {
     pub table_size: u32,
     /// Whether the VIP is public (announced, from a pool) or VPC-internal.
     pub public: bool,
-    /// Sources allowed to reach vip:port; empty = everyone. Others are dropped before DNAT.
+    /// Sources allowed to reach vip:port (the VIP's family); empty = everyone. Others are
+    /// dropped before DNAT.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub source_cidrs: Vec<Ipv4Net>,
+    pub source_cidrs: Vec<IpNet>,
 }
 
 /// A VPC router (SoftGate) this gateway node must serve as the VPC's active gateway.
@@ -464,7 +468,11 @@ impl VpcRouter {
                 self.load_balancers
                     .iter()
                     .filter(|l| l.public)
-                    .map(|l| l.vip),
+                    .filter_map(|l| match l.vip {
+                        IpAddr::V4(v) => Some(v),
+                        // IPv6 VIPs are the IPv6 side's (`VpcRouter6::load_balancers`).
+                        IpAddr::V6(_) => None,
+                    }),
             )
             .collect()
     }
@@ -504,6 +512,11 @@ pub struct VpcRouter6 {
     /// Defaulted and skipped when empty, so objects of VPCs without IPv6 routes are unchanged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouterRoute6>,
+    /// The VPC's IPv6 load balancers (VIP and backends IPv6; the IPv4 ones stay in
+    /// [`VpcRouter::load_balancers`]). A public VIP (from a site IPv6 pool) is routed to the
+    /// active router and announced as a /128. Defaulted and skipped when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<LoadBalancer>,
 }
 
 /// An IPv6 static route inside a VPC (the IPv4 ones are [`RouterRoute`]).
@@ -689,7 +702,8 @@ impl NodeDesired {
 /// 3: the IPv6 side (`vpc6`/`net6` objects, built by the gateway and hypervisor agents).
 /// 4: the VPC router's IPv6 firewall and static routes (`VpcRouter6.routes`), IPv6 ACL
 /// rules, and `L2Network6.vpc_tiers` (an older agent would route IPv6 unfiltered).
-pub const SCHEMA_VERSION: u32 = 4;
+/// 5: IPv6 load balancers (`VpcRouter6.load_balancers`; an older agent would drop them).
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The bytes an object travels as (`Entry.value`).
 pub fn encode_object(o: &DesiredObject) -> Vec<u8> {

@@ -67,6 +67,11 @@ impl Pool {
     pub fn contains4(&self, ip: &Ipv4Addr) -> bool {
         self.v4().is_some_and(|n| n.contains(ip))
     }
+
+    /// Whether this pool holds `ip`, of either family.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.cidr.contains(ip)
+    }
 }
 
 /// What a NAT rule does.
@@ -129,10 +134,12 @@ pub struct StaticRoute {
     pub nexthop: IpAddr,
 }
 
-/// A backend of a load balancer: a VM address and port in the VPC.
+/// A backend of a load balancer: a VM address and port in the VPC, of the VIP's family.
+/// Stored as the same string either way, so backends stored while they were IPv4-typed
+/// decode unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backend {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     #[serde(default = "one")]
     pub weight: u32,
@@ -148,16 +155,18 @@ pub struct LoadBalancer {
     pub tenant: String,
     pub vpc: String,
     pub name: String,
-    /// From a public pool (announced) or a VPC-internal address outside every tier.
-    pub vip: Ipv4Addr,
+    /// From a public pool (announced) or a VPC-internal address outside every tier. IPv4 or
+    /// IPv6 (an IPv6 VIP is public in one of the site's IPv6 pools, internal in one of the
+    /// VPC's `ipv6_ranges` outside every tier's /64); stored as the same string either way.
+    pub vip: IpAddr,
     pub protocol: crate::desired::L4Protocol,
     pub port: u16,
     pub backends: Vec<Backend>,
     pub health: crate::desired::HealthCheck,
     pub table_size: u32,
-    /// Sources allowed to reach vip:port (IPv4 networks); empty = everyone.
+    /// Sources allowed to reach vip:port (networks of the VIP's family); empty = everyone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub source_cidrs: Vec<Ipv4Net>,
+    pub source_cidrs: Vec<IpNet>,
 }
 
 impl LoadBalancer {

@@ -993,7 +993,7 @@ pub const LB_MAX_SOURCE_CIDRS: usize = 256;
 
 /// The allowed sources of a load balancer: network addresses (host bits clear), no
 /// duplicates, at most [`LB_MAX_SOURCE_CIDRS`].
-pub fn validate_lb_source_cidrs(cidrs: &[ipnet::Ipv4Net]) -> Result {
+pub fn validate_lb_source_cidrs(cidrs: &[IpNet]) -> Result {
     if cidrs.len() > LB_MAX_SOURCE_CIDRS {
         return Err(err(
             ErrorKind::Invalid,
@@ -1060,6 +1060,7 @@ fn validate_lb_as(intent: &Intent, lb: &LoadBalancer, replacing: bool) -> Result
         return Err(err(ErrorKind::Invalid, "lb.port", "must be 1-65535"));
     }
     validate_lb_vip(intent, vpc, lb)?;
+    validate_lb_families(lb)?;
     validate_lb_backends(intent, lb)?;
     validate_lb_source_cidrs(&lb.source_cidrs)?;
     validate_lb_table(lb)?;
@@ -1069,24 +1070,9 @@ fn validate_lb_as(intent: &Intent, lb: &LoadBalancer, replacing: bool) -> Result
 /// The VIP: in a public pool of the VPC's site or VPC-internal (inside the VPC, outside every
 /// tier), and not taken by a NAT rule or by another VPC's (or the same port's) load balancer.
 fn validate_lb_vip(intent: &Intent, vpc: &Vpc, lb: &LoadBalancer) -> Result {
-    let public = intent
-        .pools
-        .values()
-        .any(|p| p.contains4(&lb.vip) && p.site == vpc.site);
-    let internal = vpc.cidr.contains(&lb.vip)
-        && !intent
-            .networks
-            .values()
-            .any(|n| n.tenant == lb.tenant && n.vpc == lb.vpc && n.cidr.contains(&lb.vip));
-    if !public && !internal {
-        return Err(err(
-            ErrorKind::Invalid,
-            "lb.vip",
-            format!(
-                "{} is neither in a public pool of site {:?} nor a VPC-internal address (inside {} and outside every tier)",
-                lb.vip, vpc.site, vpc.cidr
-            ),
-        ));
+    match lb.vip {
+        IpAddr::V4(vip) => validate_lb_vip4(intent, vpc, lb, vip)?,
+        IpAddr::V6(vip) => validate_lb_vip6(intent, vpc, lb, vip)?,
     }
     if let Some(r) = intent
         .nat_rules
@@ -1121,8 +1107,117 @@ fn validate_lb_vip(intent: &Intent, vpc: &Vpc, lb: &LoadBalancer) -> Result {
     Ok(())
 }
 
-/// At least one backend; each a host of a tier of the VPC, with a port and a weight of
-/// 1-1000, listed once.
+fn validate_lb_vip4(intent: &Intent, vpc: &Vpc, lb: &LoadBalancer, vip: Ipv4Addr) -> Result {
+    let public = intent
+        .pools
+        .values()
+        .any(|p| p.contains4(&vip) && p.site == vpc.site);
+    let internal = vpc.cidr.contains(&vip)
+        && !intent
+            .networks
+            .values()
+            .any(|n| n.tenant == lb.tenant && n.vpc == lb.vpc && n.cidr.contains(&vip));
+    if !public && !internal {
+        return Err(err(
+            ErrorKind::Invalid,
+            "lb.vip",
+            format!(
+                "{vip} is neither in a public pool of site {:?} nor a VPC-internal address (inside {} and outside every tier)",
+                vpc.site, vpc.cidr
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An IPv6 VIP: VPC-internal inside one of the VPC's `ipv6_ranges` and outside every tier's
+/// /64 (the VMs reach it through their router; a routed range carries it out), or public
+/// from one of the site's IPv6 pools outside every VPC's ranges (announced as a /128 by
+/// the serving gateway; inside another VPC's range it would be that VPC's address).
+fn validate_lb_vip6(intent: &Intent, vpc: &Vpc, lb: &LoadBalancer, vip: Ipv6Addr) -> Result {
+    if let Some(r) = vpc.ipv6_ranges.iter().find(|r| r.contains(&vip)) {
+        if let Some(n) = intent.networks.values().find(|n| {
+            n.tenant == lb.tenant
+                && n.vpc == lb.vpc
+                && n.ipv6_prefix.is_some_and(|p| p.contains(&vip))
+        }) {
+            return Err(err(
+                ErrorKind::Invalid,
+                "lb.vip",
+                format!(
+                    "{vip} is inside tier {:?} ({}); a VPC-internal VIP must lie outside every tier's /64 of range {r}",
+                    n.name,
+                    n.ipv6_prefix.map(|p| p.to_string()).unwrap_or_default()
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    if !intent.ipv6_pools(&vpc.site).any(|p| p.contains(&vip)) {
+        let ranges: Vec<String> = vpc.ipv6_ranges.iter().map(|r| r.to_string()).collect();
+        return Err(err(
+            ErrorKind::Invalid,
+            "lb.vip",
+            format!(
+                "{vip} is neither in an IPv6 pool of site {:?} nor a VPC-internal address (inside the VPC's IPv6 ranges [{}] and outside every tier)",
+                vpc.site,
+                ranges.join(", ")
+            ),
+        ));
+    }
+    if let Some(o) = intent
+        .vpcs
+        .values()
+        .find(|o| o.site == vpc.site && o.ipv6_ranges.iter().any(|r| r.contains(&vip)))
+    {
+        return Err(err(
+            ErrorKind::AlreadyExists,
+            "lb.vip",
+            format!(
+                "{vip} is inside an IPv6 range of VPC {:?} of tenant {:?}",
+                o.name, o.tenant
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every backend and source CIDR of the VIP's family (a Maglev map holds one family).
+fn validate_lb_families(lb: &LoadBalancer) -> Result {
+    let family = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+    let want = family(lb.vip.is_ipv6());
+    for (i, b) in lb.backends.iter().enumerate() {
+        if b.ip.is_ipv6() != lb.vip.is_ipv6() {
+            return Err(err(
+                ErrorKind::Invalid,
+                &format!("lb.backends[{i}].ip"),
+                format!(
+                    "{} is {} but the VIP {} is {want}",
+                    b.ip,
+                    family(b.ip.is_ipv6()),
+                    lb.vip
+                ),
+            ));
+        }
+    }
+    for (i, c) in lb.source_cidrs.iter().enumerate() {
+        if matches!(c, IpNet::V6(_)) != lb.vip.is_ipv6() {
+            return Err(err(
+                ErrorKind::Invalid,
+                &format!("lb.source_cidrs[{i}]"),
+                format!(
+                    "{c} is {} but the VIP {} is {want}",
+                    family(matches!(c, IpNet::V6(_))),
+                    lb.vip
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// At least one backend; each a host of a tier of the VPC (of a dual-stack tier's /64 for
+/// IPv6), with a port and a weight of 1-1000, listed once.
 fn validate_lb_backends(intent: &Intent, lb: &LoadBalancer) -> Result {
     if lb.backends.is_empty() {
         return Err(err(
@@ -1133,14 +1228,20 @@ fn validate_lb_backends(intent: &Intent, lb: &LoadBalancer) -> Result {
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, b) in lb.backends.iter().enumerate() {
-        if !in_some_tier(intent, &lb.tenant, &lb.vpc, b.ip) {
+        let in_tier = match b.ip {
+            IpAddr::V4(ip) => in_some_tier(intent, &lb.tenant, &lb.vpc, ip),
+            IpAddr::V6(ip) => in_some_tier6(intent, &lb.tenant, &lb.vpc, ip),
+        };
+        if !in_tier {
+            let what = if b.ip.is_ipv6() {
+                "a host of any dual-stack tier's /64"
+            } else {
+                "a host address of any tier"
+            };
             return Err(err(
                 ErrorKind::Invalid,
                 &format!("lb.backends[{i}].ip"),
-                format!(
-                    "{} is not a host address of any tier of VPC {:?}",
-                    b.ip, lb.vpc
-                ),
+                format!("{} is not {what} of VPC {:?}", b.ip, lb.vpc),
             ));
         }
         if b.port == 0 {
@@ -1161,7 +1262,10 @@ fn validate_lb_backends(intent: &Intent, lb: &LoadBalancer) -> Result {
             return Err(err(
                 ErrorKind::Invalid,
                 &format!("lb.backends[{i}]"),
-                format!("{}:{} is listed twice", b.ip, b.port),
+                format!(
+                    "{} is listed twice",
+                    std::net::SocketAddr::new(b.ip, b.port)
+                ),
             ));
         }
     }
@@ -1818,7 +1922,7 @@ pub fn check_delete_pool(intent: &Intent, name: &str) -> Result {
     if let Some(l) = intent
         .load_balancers
         .values()
-        .find(|l| pool.contains4(&l.vip))
+        .find(|l| pool.contains(&l.vip))
     {
         return Err(err(
             ErrorKind::InUse,
@@ -1949,7 +2053,7 @@ pub fn check_delete_network(intent: &Intent, tenant: &str, vpc: &str, name: &str
         ));
     }
     if let Some(l) = intent.load_balancers.values().find(|l| {
-        l.tenant == tenant && l.vpc == vpc && l.backends.iter().any(|b| points_here(&b.ip))
+        l.tenant == tenant && l.vpc == vpc && l.backends.iter().any(|b| route_here(&b.ip))
     }) {
         return Err(err(
             ErrorKind::InUse,

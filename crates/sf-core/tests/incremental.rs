@@ -297,7 +297,7 @@ fn lb_event() -> impl Strategy<Value = IntentEvent> {
                     port: 80,
                     backends: (0..backends)
                         .map(|b| Backend {
-                            ip: ip(10, 0, 1, 10 + b as u8),
+                            ip: ip(10, 0, 1, 10 + b as u8).into(),
                             port: 80,
                             weight: 1,
                         })

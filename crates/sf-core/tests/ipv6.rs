@@ -479,4 +479,216 @@ mod compiled {
         let back: DesiredObject = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(&back, &gw1.objects["vpc6/1"]);
     }
+    /// An IPv6 load balancer goes to the router's IPv6 side (public: from the site's pool,
+    /// outside the VPC's ranges), backends named "[ip]:port"; the IPv4 router is unchanged.
+    #[test]
+    fn ipv6_load_balancers_go_to_the_ipv6_router_and_ipv4_ones_stay_put() {
+        let mut i = placed();
+        for (k, v) in super::lb6::with_pools().pools {
+            i.pools.insert(k, v);
+        }
+        let before = compile_node(&i, "gw1", 1).unwrap();
+        let mut public = super::lb6::lb(
+            "2001:db8:1ff::80",
+            &["2001:db8:100:1::12", "2001:db8:100:1::11"],
+        );
+        public.name = "pub6".into();
+        let internal = super::lb6::lb("2001:db8:100:ff::80", &["2001:db8:100:1::11"]);
+        let mut v4 = super::lb6::lb("203.0.113.20", &["10.10.1.11"]);
+        v4.name = "v4".into();
+        for l in [&public, &internal, &v4] {
+            i.load_balancers.insert(l.key(), l.clone());
+        }
+        let gw1 = compile_node(&i, "gw1", 1).unwrap();
+        let Some(DesiredObject::VpcRouter(r4)) = object(&gw1, "vpc/1") else {
+            panic!("no vpc/1")
+        };
+        let names: Vec<&str> = r4.load_balancers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["v4"],
+            "only IPv4 load balancers on the IPv4 router"
+        );
+        assert_eq!(r4.load_balancers[0].backends[0].name, "10.10.1.11:80");
+        let Some(DesiredObject::VpcRouter6(r6)) = object(&gw1, "vpc6/1") else {
+            panic!("no vpc6/1")
+        };
+        let got: Vec<(&str, bool, Vec<&str>)> = r6
+            .load_balancers
+            .iter()
+            .map(|l| {
+                let b = l.backends.iter().map(|b| b.name.as_str()).collect();
+                (l.name.as_str(), l.public, b)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("lb6", false, vec!["[2001:db8:100:1::11]:80"]),
+                (
+                    "pub6",
+                    true,
+                    vec!["[2001:db8:100:1::11]:80", "[2001:db8:100:1::12]:80"]
+                ),
+            ]
+        );
+        // Without IPv6 load balancers the IPv6 router's encoding has no such key.
+        let Some(DesiredObject::VpcRouter6(old)) = object(&before, "vpc6/1") else {
+            panic!("no vpc6/1 before")
+        };
+        assert!(!serde_json::to_string(old)
+            .unwrap()
+            .contains("load_balancers"));
+        let bytes = serde_json::to_vec(&gw1.objects["vpc6/1"]).unwrap();
+        let back: DesiredObject = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(&back, &gw1.objects["vpc6/1"]);
+    }
+}
+
+/// IPv6 load balancers (issue 21): VIP, backends and source CIDRs of one family, an IPv6 VIP
+/// public from a site IPv6 pool or internal in the VPC's ranges outside every tier.
+mod lb6 {
+    use super::*;
+    use sf_core::desired::{HealthCheck, L4Protocol};
+
+    /// `dual()` with the site's IPv6 pool (blue's range inside it) and an IPv4 pool.
+    pub(super) fn with_pools() -> Intent {
+        let mut i = dual();
+        for (name, cidr) in [("v6", "2001:db8:100::/40"), ("v4", "203.0.113.0/24")] {
+            let p = Pool {
+                name: name.into(),
+                cidr: cidr.parse().unwrap(),
+                site: "lab".into(),
+            };
+            i.pools.insert(p.name.clone(), p);
+        }
+        i
+    }
+
+    pub(super) fn lb(vip: &str, backends: &[&str]) -> LoadBalancer {
+        LoadBalancer {
+            tenant: "demo".into(),
+            vpc: "blue".into(),
+            name: "lb6".into(),
+            vip: vip.parse().unwrap(),
+            protocol: L4Protocol::Tcp,
+            port: 80,
+            backends: backends
+                .iter()
+                .map(|ip| Backend {
+                    ip: ip.parse().unwrap(),
+                    port: 80,
+                    weight: 1,
+                })
+                .collect(),
+            health: HealthCheck::Tcp {
+                interval_ms: 500,
+                timeout_ms: 300,
+                rise: 2,
+                fall: 2,
+            },
+            table_size: 65_537,
+            source_cidrs: vec![],
+        }
+    }
+
+    fn refused(i: &Intent, l: &LoadBalancer) -> (String, String) {
+        let e = validate_lb(i, l).expect_err("must be refused");
+        (e.field, e.message)
+    }
+
+    #[test]
+    fn an_ipv6_vip_is_public_from_a_pool_or_internal_outside_the_tiers() {
+        let i = with_pools();
+        let b = ["2001:db8:100:1::11"];
+        // Public: in the site's IPv6 pool, outside every VPC's range.
+        assert!(validate_lb(&i, &lb("2001:db8:1ff::80", &b)).is_ok());
+        // Internal: in blue's range, outside its tier's /64.
+        assert!(validate_lb(&i, &lb("2001:db8:100:ff::80", &b)).is_ok());
+        let (f, m) = refused(&i, &lb("2001:db8:100:1::50", &b));
+        assert_eq!(f, "lb.vip");
+        assert!(m.contains("tier \"web\""), "{m}");
+        let (f, m) = refused(&i, &lb("2001:db8:ffff::80", &b));
+        assert_eq!(f, "lb.vip", "neither a pool nor a range of the VPC: {m}");
+        // Inside another VPC's range of the pool: that VPC's address.
+        let mut other = i.clone();
+        let red = VpcChildRef::new("demo", "red", "x").vpc_ref();
+        other
+            .vpcs
+            .get_mut(&red)
+            .unwrap()
+            .ipv6_ranges
+            .push("2001:db8:101::/48".parse().unwrap());
+        let (f, m) = refused(&other, &lb("2001:db8:101::80", &b));
+        assert_eq!(f, "lb.vip");
+        assert!(m.contains("\"red\""), "{m}");
+        // Taken by another VPC's load balancer: refused, as an IPv4 public VIP.
+        let mut taken = i.clone();
+        let mut theirs = lb("2001:db8:1ff::80", &[]);
+        theirs.vpc = "red".into();
+        theirs.name = "theirs".into();
+        taken.load_balancers.insert(theirs.key(), theirs);
+        let (f, m) = refused(&taken, &lb("2001:db8:1ff::80", &b));
+        assert_eq!(f, "lb.vip");
+        assert!(m.contains("theirs"), "{m}");
+    }
+
+    #[test]
+    fn family_mismatches_and_foreign_backends_name_the_field() {
+        let i = with_pools();
+        let (f, m) = refused(
+            &i,
+            &lb("2001:db8:1ff::80", &["2001:db8:100:1::11", "10.10.1.11"]),
+        );
+        assert_eq!(f, "lb.backends[1].ip");
+        assert!(m.contains("IPv4") && m.contains("IPv6"), "{m}");
+        assert_eq!(
+            refused(&i, &lb("203.0.113.20", &["2001:db8:100:1::11"])).0,
+            "lb.backends[0].ip"
+        );
+        let mut l = lb("2001:db8:1ff::80", &["2001:db8:100:1::11"]);
+        l.source_cidrs = vec![
+            "2001:db8:ffff::/48".parse().unwrap(),
+            "198.51.100.0/24".parse().unwrap(),
+        ];
+        assert_eq!(refused(&i, &l).0, "lb.source_cidrs[1]");
+        l.source_cidrs = vec!["2001:db8:ffff::1/48".parse().unwrap()];
+        assert_eq!(refused(&i, &l).0, "lb.source_cidrs[0]", "host bits set");
+        l.source_cidrs = vec!["2001:db8:ffff::/48".parse().unwrap()];
+        assert!(validate_lb(&i, &l).is_ok());
+        // An IPv6 backend is a host of a dual-stack tier's /64 of the VPC.
+        for bad in [
+            "2001:db8:100:2::11",
+            "2001:db8:100:1::1",
+            "2001:db8:100:1::",
+        ] {
+            assert_eq!(
+                refused(&i, &lb("2001:db8:1ff::80", &[bad])).0,
+                "lb.backends[0].ip",
+                "{bad}"
+            );
+        }
+        let (f, m) = refused(
+            &i,
+            &lb(
+                "2001:db8:1ff::80",
+                &["2001:db8:100:1::11", "2001:db8:100:1::11"],
+            ),
+        );
+        assert_eq!(f, "lb.backends[1]");
+        assert!(m.contains("[2001:db8:100:1::11]:80"), "{m}");
+    }
+
+    #[test]
+    fn load_balancers_stored_while_ipv4_typed_load_and_store_unchanged() {
+        let json = r#"{"tenant":"demo","vpc":"blue","name":"web","vip":"203.0.113.20","protocol":"tcp","port":80,"backends":[{"ip":"10.10.1.11","port":80,"weight":1}],"health":{"type":"none"},"table_size":65537,"source_cidrs":["198.51.100.0/24"]}"#;
+        let l: LoadBalancer = serde_json::from_str(json).unwrap();
+        assert_eq!(l.vip, "203.0.113.20".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(serde_json::to_string(&l).unwrap(), json);
+        // Without weight and source CIDRs (older still): defaults.
+        let old = r#"{"tenant":"demo","vpc":"blue","name":"web","vip":"203.0.113.20","protocol":"tcp","port":80,"backends":[{"ip":"10.10.1.11","port":80}],"health":{"type":"none"},"table_size":65537}"#;
+        let l: LoadBalancer = serde_json::from_str(old).unwrap();
+        assert_eq!(l.backends[0].weight, 1);
+        assert!(l.source_cidrs.is_empty());
+    }
 }

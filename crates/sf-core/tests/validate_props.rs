@@ -188,6 +188,7 @@ proptest! {
 
     #[test]
     fn lb_source_lists(cidrs in prop::collection::vec(net(), 0..40)) {
+        let cidrs: Vec<ipnet::IpNet> = cidrs.into_iter().map(Into::into).collect();
         named(validate_lb_source_cidrs(&cidrs), &["lb", "load_balancer"])?;
     }
 

@@ -145,7 +145,12 @@ pub fn vpc_router6(intent: &Intent, key: &VpcRef, role: RouterRole) -> Option<Vp
         })
         .collect();
     let routes = routes6(intent, key);
-    if tiers.is_empty() && vpc.ipv6_ranges.is_empty() && routes.is_empty() {
+    let load_balancers = load_balancers(intent, key, true);
+    if tiers.is_empty()
+        && vpc.ipv6_ranges.is_empty()
+        && routes.is_empty()
+        && load_balancers.is_empty()
+    {
         return None;
     }
     tiers.sort_by_key(|t| t.vni);
@@ -160,7 +165,52 @@ pub fn vpc_router6(intent: &Intent, key: &VpcRef, role: RouterRole) -> Option<Vp
         // VPC-internal ranges may overlap other VPCs' and are never announced.
         announce: intent.routed_ipv6_ranges(vpc),
         routes,
+        load_balancers,
     })
+}
+
+/// The VPC's load balancers of one family (IPv6 ones for the router's IPv6 side), in name
+/// order. A VIP is public when one of the site's pools holds it: an IPv4 pool, or an IPv6
+/// pool outside the VPC's own ranges (a VIP inside a routed range of the VPC is reached
+/// through that range's announcement).
+fn load_balancers(intent: &Intent, key: &VpcRef, ipv6: bool) -> Vec<DesiredLb> {
+    let vpc = &intent.vpcs[key];
+    of_vpc(&intent.load_balancers, &key.tenant, &key.vpc)
+        .filter(|lb| lb.vip.is_ipv6() == ipv6)
+        .map(|lb| {
+            let mut backends: Vec<LbBackend> = lb
+                .backends
+                .iter()
+                .map(|b| LbBackend {
+                    // "ip:port", "[ip]:port" for IPv6 (SocketAddr's form): IPv4 names, and
+                    // so every IPv4 Maglev table, are what they were.
+                    name: std::net::SocketAddr::new(b.ip, b.port).to_string(),
+                    ip: b.ip,
+                    port: b.port,
+                    weight: b.weight,
+                })
+                .collect();
+            backends.sort_by(|a, b| a.name.cmp(&b.name));
+            let public = match lb.vip {
+                IpAddr::V4(v) => intent.pools.values().any(|p| p.contains4(&v)),
+                IpAddr::V6(v) => {
+                    intent.ipv6_pools(&vpc.site).any(|p| p.contains(&v))
+                        && !vpc.ipv6_ranges.iter().any(|r| r.contains(&v))
+                }
+            };
+            DesiredLb {
+                name: lb.name.clone(),
+                vip: lb.vip,
+                protocol: lb.protocol,
+                port: lb.port,
+                backends,
+                health: lb.health.clone(),
+                table_size: lb.table_size,
+                public,
+                source_cidrs: lb.source_cidrs.clone(),
+            }
+        })
+        .collect()
 }
 
 /// The VPC's IPv6 static routes, sorted (the IPv4 ones go to the IPv4 router).
@@ -229,30 +279,7 @@ pub fn vpc_router(intent: &Intent, key: &VpcRef) -> VpcRouter {
             announce: announce.clone(),
         });
     }
-    for lb in of_vpc(&intent.load_balancers, tenant, vpc_name) {
-        let mut backends: Vec<LbBackend> = lb
-            .backends
-            .iter()
-            .map(|b| LbBackend {
-                name: format!("{}:{}", b.ip, b.port),
-                ip: b.ip,
-                port: b.port,
-                weight: b.weight,
-            })
-            .collect();
-        backends.sort_by(|a, b| a.name.cmp(&b.name));
-        router.load_balancers.push(DesiredLb {
-            name: lb.name.clone(),
-            vip: lb.vip,
-            protocol: lb.protocol,
-            port: lb.port,
-            backends,
-            health: lb.health.clone(),
-            table_size: lb.table_size,
-            public: intent.pools.values().any(|p| p.contains4(&lb.vip)),
-            source_cidrs: lb.source_cidrs.clone(),
-        });
-    }
+    router.load_balancers = load_balancers(intent, key, false);
     for r in of_vpc(&intent.nat_rules, tenant, vpc_name) {
         match &r.kind {
             NatKind::Snat { public_ip } => router.snat = Some(*public_ip),
