@@ -890,9 +890,11 @@ fn plan_allocation(c: &PlanCtx, a: &AllocSpec) -> ApiResult<SfPlan> {
 }
 
 /// An IPv6 allocation of the System VPC (what CloudStack makes of a zone's IPv6 range for
-/// routed offerings): an IPv6 pool of the fabric site (one with the same prefix is adopted),
-/// so the tenant VPC ranges inside it are routed (announced by their gateway). Deleting it
-/// deletes the pool, refused while a VPC's range is inside it.
+/// routed offerings): an IPv6 pool of the fabric site, so the tenant VPC ranges inside it are
+/// routed (announced by their gateway). A pool of the site that holds the prefix (the same
+/// one, or a larger one the operator made, as the zone's range is often a /64 of the site's
+/// block) is adopted. Deleting the allocation deletes a pool it created, refused while a VPC's
+/// range is inside it; an adopted pool stays.
 fn plan_pool6(c: &PlanCtx, a: &Ip6Spec) -> ApiResult<SfPlan> {
     let (s, intent) = (c.s, c.intent);
     if let Some(o) = c.old {
@@ -918,7 +920,8 @@ fn plan_pool6(c: &PlanCtx, a: &Ip6Spec) -> ApiResult<SfPlan> {
         match intent
             .pools
             .values()
-            .find(|p| p.cidr == cidr && p.site == s.fabric_site)
+            .filter(|p| p.site == s.fabric_site)
+            .find(|p| p.v6().is_some_and(|p6| p6.contains(&a.prefix)))
         {
             Some(p) => SfPlan::Adopt(SfRef::Pool {
                 name: p.name.clone(),
