@@ -209,7 +209,7 @@ if [ -f "$SDK_JAR" ] && command -v javac >/dev/null && command -v keytool >/dev/
     keytool -importcert -noprompt -alias sf-lab-ca -file "$STATE/pki/ca.pem" -keystore "$STATE/sdk/trust.p12" -storetype PKCS12 -storepass sf-lab-ca >/dev/null 2>&1
     if X mgmt java -Djavax.net.ssl.trustStore="$STATE/sdk/trust.p12" -Djavax.net.ssl.trustStorePassword=sf-lab-ca \
         -cp "$SDK_JAR:$STATE/sdk/classes" CloudStackReplay "$REST" cloudstack "$(cat "$STATE/rest-password")" D1-A2-Z1 203.0.113; then
-        pass "every SDK call of CloudStack's lifecycle succeeded (login, VPC, tier, NAT, LB, ACL, routes, teardown)"
+        pass "every SDK call of CloudStack's lifecycle succeeded (login, VPC, tiers incl. a routed dual-stack one, the zone IPv6 range, NAT, LB, ACL, IPv4 and IPv6 routes, teardown)"
     else
         fail "the SDK replay (see the FAIL lines above)"
     fi
