@@ -1348,6 +1348,44 @@ async fn a_zone_ipv6_range_inside_the_sites_pool_adopts_that_pool() {
         json!("2001:db8:100:1000::/64"),
         "{n:?}"
     );
+    // `ports[].ipv6` (`VnetPortEditBody`): an address of the tier's /64 is accepted, any
+    // other refused naming the field (they were ignored, whatever they held).
+    let web = id(&b["data"]);
+    let put = |ports: Value| {
+        let cookie = c.cookie.clone();
+        let body = json!({"name": format!("{name}-N3-web"), "vpc": v, "tenant": t, "sites": site,
+            "vxlanID": 1_800_001, "tags": [], "ports": ports,
+            "gateways": [{"prefix": "10.80.1.1/24"}, {"prefix": "2001:db8:100:1000::1"}]});
+        async move {
+            http(
+                addr,
+                "PUT",
+                &format!("/api/v2/vnet/{web}"),
+                &cookie,
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let a = put(json!([{"id": 7, "state": "active", "ipv4": "10.80.1.11", "ipv6": "2001:db8:100:1000::11"}])).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for (port, field) in [
+        (
+            json!({"id": 7, "ipv6": "2001:db8:100:2000::11"}),
+            "ports[0].ipv6",
+        ),
+        (
+            json!({"id": 7, "ipv6": "2001:db8:100:1000::1"}),
+            "ports[0].ipv6",
+        ),
+        (json!({"id": 7, "ipv6": "10.80.1.11"}), "ports[0].ipv6"),
+        (json!({"id": 7, "ipv4": "10.80.2.11"}), "ports[0].ipv4"),
+    ] {
+        let a = put(json!([port])).await;
+        assert_eq!(a.status, 400, "{port}: {}", a.body);
+        let m = a.body["message"].as_str().unwrap_or_default();
+        assert!(m.contains(field), "{port}: {m}");
+    }
     // The zone's range goes (CloudStack deletes the subnet, then the allocation); the pool stays.
     c.call(
         "DELETE",
