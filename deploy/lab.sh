@@ -11,8 +11,9 @@
 #                                             coordinator replicas first), or "down"
 #   deploy/lab.sh vm-add NAME HV TENANT VPC NETWORK IP
 #   deploy/lab.sh vm-del NAME
-#   deploy/lab.sh vm-plug NAME HV VNI IP/LEN GATEWAY   (low level: plumbing + HTTP
-#                                             server only, no sfctl; for debugging)
+#   deploy/lab.sh vm-plug NAME HV VNI IP/LEN GATEWAY [slaac]   (low level: plumbing +
+#                                             HTTP server only, no sfctl, as CloudStack's
+#                                             KVM agent plugs a VM; slaac: IPv6 by SLAAC too)
 #   deploy/lab.sh agent-start|agent-stop|agent-kill NODE   (re)start, stop (SIGTERM)
 #                                             or crash (SIGKILL) a node's agent
 #   deploy/lab.sh coord-start|coord-stop|coord-kill [N]   start, stop (SIGTERM) or crash
@@ -234,10 +235,12 @@ main() {
             vm_del "$1" || die "vm-del $1 failed"
             ;;
         vm-plug)
-            [ $# -eq 5 ] || die "usage: $0 vm-plug NAME HV VNI IP/LEN GATEWAY"
+            # A 6th argument `slaac`: the VM also takes its IPv6 address by SLAAC.
+            [ $# -eq 5 ] || { [ $# -eq 6 ] && [ "$6" = slaac ]; } ||
+                die "usage: $0 vm-plug NAME HV VNI IP/LEN GATEWAY [slaac]"
             valid_name "$1"
             lab_is_up || die "lab $P is down"
-            vm_plug "$1" "$2" "brvx-$3" "$4" "$5" "$(vm_mac "$1")" || {
+            vm_plug "$1" "$2" "brvx-$3" "$4" "$5" "$(vm_mac "$1")" "${6:-}" || {
                 vm_unplug "$1"
                 die "vm-plug $1 failed"
             }

@@ -1249,6 +1249,161 @@ async fn serve_for_the_sdk() {
 }
 
 /// The stored StackFabric objects under `/t/intent/{kind}/` (JSON), whose key ends `suffix`.
+/// CloudStack's zone IPv6 range inside the site's IPv6 block (csv6). `setupZoneLevelPublicRange`
+/// posts the zone's public IPv6 range (a /64 of the block) as a System VPC allocation: the
+/// operator's pool that holds it is adopted (not a second, overlapping pool, which sf-core
+/// refuses), and left in place when the allocation goes. A tier's /64 allocation (what
+/// `createVnet` posts when none of the VPC's allocations holds it) in the same block is a
+/// routed range of the VPC, and its vnet with the bare `::1` gateway is dual-stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_ipv6_range_inside_the_sites_pool_adopts_that_pool() {
+    let kv = Arc::new(MemStore::new());
+    IntentStore::new(kv.clone(), Keys::new("/t"))
+        .create_pool(&sf_core::model::Pool {
+            name: "public6".into(),
+            cidr: "2001:db8:100::/40".parse().unwrap(),
+            site: String::new(),
+        })
+        .await
+        .unwrap();
+    let addr = serve_on(kv.clone()).await;
+    let c = login(addr).await;
+    let b = c.call("GET", "/api/tenants", None).await;
+    let tenant = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "Admin")
+        .unwrap()["id"]
+        .clone();
+    let t = json!({"id": tenant, "name": "Admin"});
+    let site = json!([{"id": 1, "name": "lab"}]);
+    let system = json!({"id": 1, "name": "System VPC"});
+    let zone = "2001:db8:100:ff::/64";
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/allocation",
+            Some(json!({"name": format!("Z1-{zone}"), "prefix": zone, "tenant": t, "vpc": system})),
+        )
+        .await;
+    check(
+        "POST ipam/allocation zone IPv6 /64",
+        &b,
+        "InlineResponse2004Data",
+    );
+    let zone_alloc = id(&b["data"]);
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/ipam/subnet",
+            Some(
+                json!({"name": format!("Z1-{zone}"), "prefix": zone, "purpose": "common",
+                "tenant": t, "vpc": system, "sites": site}),
+            ),
+        )
+        .await;
+    let zone_subnet = id(&b["data"]);
+    let pools = stored(&kv, "pools", "").await;
+    assert_eq!(
+        pools.len(),
+        1,
+        "the operator's pool adopted, no other: {pools:?}"
+    );
+    // A VPC with a routed dual-stack tier in the same block.
+    let name = "D1-A2-Z1-V8-routed";
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/vpc",
+            Some(json!({"name": name, "adminTenant": t, "guestTenant": [], "tags": []})),
+        )
+        .await;
+    let v = json!({"id": id(&b["data"]), "name": name});
+    for p in ["10.80.0.0/16", "2001:db8:100:1000::/64"] {
+        c.call(
+            "POST",
+            "/api/v2/ipam/allocation",
+            Some(json!({"name": format!("{name}-{p}"), "prefix": p, "tenant": t, "vpc": v})),
+        )
+        .await;
+    }
+    let vpcs = stored(&kv, "vpcs", &format!("/{name}")).await;
+    assert_eq!(vpcs[0]["ipv6_ranges"], json!(["2001:db8:100:1000::/64"]));
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/vnet",
+            Some(
+                json!({"name": format!("{name}-N3-web"), "vpc": v, "tenant": t, "sites": site,
+                "vxlanID": 1_800_001, "tags": [], "ports": [],
+                "gateways": [{"prefix": "10.80.1.1/24"}, {"prefix": "2001:db8:100:1000::1"}]}),
+            ),
+        )
+        .await;
+    check("POST vnet routed dual-stack", &b, "ResAddEditBodyData");
+    let n = stored(&kv, "networks", &format!("/{name}-N3-web")).await;
+    assert_eq!(
+        n[0]["ipv6_prefix"],
+        json!("2001:db8:100:1000::/64"),
+        "{n:?}"
+    );
+    // `ports[].ipv6` (`VnetPortEditBody`): an address of the tier's /64 is accepted, any
+    // other refused naming the field (they were ignored, whatever they held).
+    let web = id(&b["data"]);
+    let put = |ports: Value| {
+        let cookie = c.cookie.clone();
+        let body = json!({"name": format!("{name}-N3-web"), "vpc": v, "tenant": t, "sites": site,
+            "vxlanID": 1_800_001, "tags": [], "ports": ports,
+            "gateways": [{"prefix": "10.80.1.1/24"}, {"prefix": "2001:db8:100:1000::1"}]});
+        async move {
+            http(
+                addr,
+                "PUT",
+                &format!("/api/v2/vnet/{web}"),
+                &cookie,
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let a = put(json!([{"id": 7, "state": "active", "ipv4": "10.80.1.11", "ipv6": "2001:db8:100:1000::11"}])).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for (port, field) in [
+        (
+            json!({"id": 7, "ipv6": "2001:db8:100:2000::11"}),
+            "ports[0].ipv6",
+        ),
+        (
+            json!({"id": 7, "ipv6": "2001:db8:100:1000::1"}),
+            "ports[0].ipv6",
+        ),
+        (json!({"id": 7, "ipv6": "10.80.1.11"}), "ports[0].ipv6"),
+        (json!({"id": 7, "ipv4": "10.80.2.11"}), "ports[0].ipv4"),
+    ] {
+        let a = put(json!([port])).await;
+        assert_eq!(a.status, 400, "{port}: {}", a.body);
+        let m = a.body["message"].as_str().unwrap_or_default();
+        assert!(m.contains(field), "{port}: {m}");
+    }
+    // The zone's range goes (CloudStack deletes the subnet, then the allocation); the pool stays.
+    c.call(
+        "DELETE",
+        &format!("/api/v2/ipam/subnet/{zone_subnet}"),
+        None,
+    )
+    .await;
+    c.call(
+        "DELETE",
+        &format!("/api/v2/ipam/allocation/{zone_alloc}"),
+        None,
+    )
+    .await;
+    let pools = stored(&kv, "pools", "").await;
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    assert_eq!(pools[0]["cidr"], json!("2001:db8:100::/40"));
+}
+
 async fn stored(kv: &MemStore, kind: &str, suffix: &str) -> Vec<Value> {
     use sf_store::KvStore;
     let (kvs, _) = kv.list(&format!("/t/intent/{kind}/")).await.unwrap();

@@ -122,6 +122,71 @@ check "vm-del cs-vm4" L vm-del cs-vm4
 phase iso-teardown "the isolated network removed in CloudStack's order"
 check_not "sfctl: its controller VPC is gone" S vpc show $ISO --tenant $T
 
+section "2f. a routed dual-stack tier from CloudStack's IPv6 calls carries IPv6"
+# CloudStack's shapes (cloudstack_client.py ipv6-*): the zone's IPv6 range is the lab's site
+# pool 2001:db8:100::/40 (adopted), the VPC's IPv6 allocation a /48 of it, the tier an IPv6
+# common subnet with globalRouting and a vnet with both gateways. The VMs are plugged the way
+# CloudStack's KVM agent plugs them (its own brvx-<VNI>, no StackFabric port), so nothing but
+# the REST calls told StackFabric about the IPv6 /64 the VMs configure.
+V6=D1-A2-Z1-V6-dualvpc
+W6=D1-A2-Z1-V6-N13-web6
+A6=D1-A2-Z1-V6-N14-app6
+INET6=2001:db8:ffff::10
+# eui64 PREFIX MAC - the modified EUI-64 (SLAAC) address of MAC in PREFIX/64.
+eui64() {
+    python3 -c '
+import ipaddress, sys
+net = ipaddress.IPv6Network(sys.argv[1])
+b = [int(x, 16) for x in sys.argv[2].split(":")]
+print(ipaddress.IPv6Address(net.network_address.packed[:8] + bytes([b[0] ^ 2, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]])))' "$1" "$2"
+}
+mac_of() { sed -n 's/^mac=//p' "$STATE/vms/$1/plug"; }
+# slaac VM ADDR - VM holds ADDR as a dynamic (SLAAC) global address on eth0.
+slaac() { X "$1" ip -6 addr show dev eth0 scope global dynamic | grep -q "inet6 $2/64"; }
+# global6 VM - the VM's global IPv6 addresses on eth0.
+global6() { X "$1" ip -6 -o addr show dev eth0 scope global | awk '{print $4}'; }
+ping6() { X "$1" ping -6 -c1 -W1 "$2" >/dev/null; }
+phase ipv6-setup "CloudStack's IPv6 calls: zone IPv6 range, VPC $V6 with a /48, tier N13 dual-stack, tier N14 IPv4"
+check_eq "sfctl: tier N13 is dual-stack with the REST-given /64" "2001:db8:120:1::/64" "$(S -o json network show $W6 --tenant $T --vpc $V6 | json "d.get('ipv6_prefix')")"
+check_eq "sfctl: the VPC's IPv6 range is the /48" "['2001:db8:120::/48']" "$(S -o json vpc show $V6 --tenant $T | json "d.get('ipv6_ranges')")"
+check_eq "the zone's IPv6 allocation adopted the lab's IPv6 pool (no second pool)" "1" "$(S -o json pool list | json "len([p for p in d if p['cidr'] == '2001:db8:100::/40'])")"
+check "CloudStack's agent creates vxlan1500011 in brvx-1500011 on hv1 and hv2" bash -c "
+    . '$REPO/deploy/lib/netlab.sh' && netlab_vxlan_add ${LAB_PREFIX}hv1 1500011 10.255.1.1 && netlab_vxlan_add ${LAB_PREFIX}hv2 1500011 10.255.1.2"
+check "vm-plug cs6-vm1 on hv1 (SLAAC on)" L vm-plug cs6-vm1 hv1 1500011 10.30.1.11/24 10.30.1.1 slaac
+check "vm-plug cs6-vm2 on hv2 (SLAAC on)" L vm-plug cs6-vm2 hv2 1500011 10.30.1.12/24 10.30.1.1 slaac
+E1=$(eui64 2001:db8:120:1::/64 "$(mac_of cs6-vm1)")
+E2=$(eui64 2001:db8:120:1::/64 "$(mac_of cs6-vm2)")
+check "cs6-vm1 configures $E1 (the REST /64) by SLAAC" wait_for 20 slaac cs6-vm1 "$E1"
+check "cs6-vm2 configures $E2 by SLAAC" wait_for 20 slaac cs6-vm2 "$E2"
+check_eq "cs6-vm1 holds no other global IPv6 address" "$E1/64" "$(global6 cs6-vm1)"
+check "cs6-vm1 pings cs6-vm2 over IPv6 (hv1 -> hv2)" wait_for 10 ping6 cs6-vm1 "$E2"
+check_eq "cs6-vm2 answers HTTP over IPv6 from cs6-vm1" "cs6-vm2" "$(X cs6-vm1 curl -s -m 3 "http://[$E2]/")"
+check "the internet host learned the VPC's /48 from the fabric" wait_for 30 bash -c "ip -n ${LAB_PREFIX}internet -6 route show 2001:db8:120::/48 | grep -q ."
+check "cs6-vm1 pings the internet host $INET6 (routed IPv6)" wait_for 10 ping6 cs6-vm1 "$INET6"
+check_eq "cs6-vm2 fetches the internet's page over IPv6" "internet" "$(X cs6-vm2 curl -s -m 3 "http://[$INET6]/")"
+check_eq "the internet's server saw cs6-vm2's own address (no NAT)" "$E2" "$(tail -n 1 "$STATE/logs/internet-http6.log" | awk '{print $1}')"
+check_not "the internet host cannot open a connection to cs6-vm1:80 (router's IPv6 firewall)" \
+    ip netns exec "${LAB_PREFIX}internet" curl -6 -s -m 3 --interface "$INET6" "http://[$E1]/"
+check "CloudStack's agent creates vxlan1500012 in brvx-1500012 on hv3" bash -c "
+    . '$REPO/deploy/lib/netlab.sh' && netlab_vxlan_add ${LAB_PREFIX}hv3 1500012 10.255.1.3"
+check "vm-plug cs6-vm3 on hv3 into tier N14 (IPv4 only so far; SLAAC on)" L vm-plug cs6-vm3 hv3 1500012 10.30.2.13/24 10.30.2.1 slaac
+E3=$(eui64 2001:db8:120:2::/64 "$(mac_of cs6-vm3)")
+check "cs6-vm3 reaches cs6-vm1 over IPv4 across tiers" wait_for 20 X cs6-vm3 ping -c 1 -W 1 10.30.1.11
+check_eq "cs6-vm3 has no global IPv6 address before the PUT" "" "$(global6 cs6-vm3)"
+phase ipv6-put "CloudStack's PUT gives tier N14 its IPv6 gateway"
+check_eq "sfctl: tier N14 is dual-stack now" "2001:db8:120:2::/64" "$(S -o json network show $A6 --tenant $T --vpc $V6 | json "d.get('ipv6_prefix')")"
+check "cs6-vm3 configures $E3 by SLAAC after the PUT" wait_for 20 slaac cs6-vm3 "$E3"
+check "cs6-vm3 pings cs6-vm1 over IPv6 across tiers" wait_for 10 ping6 cs6-vm3 "$E1"
+check "cs6-vm3 pings the internet host" wait_for 10 ping6 cs6-vm3 "$INET6"
+for vm in cs6-vm1 cs6-vm2 cs6-vm3; do check "vm-del $vm" L vm-del $vm; done
+check "CloudStack's agent removes its bridges" bash -c "
+    for h in hv1 hv2; do ip -n ${LAB_PREFIX}\$h link del vxlan1500011 && ip -n ${LAB_PREFIX}\$h link del brvx-1500011 || exit 1; done
+    ip -n ${LAB_PREFIX}hv3 link del vxlan1500012 && ip -n ${LAB_PREFIX}hv3 link del brvx-1500012"
+phase ipv6-teardown "the dual-stack VPC and the zone's IPv6 range removed in CloudStack's order"
+check_not "sfctl: VPC $V6 is gone" S vpc show $V6 --tenant $T
+check "the lab's IPv6 pool is still there (adopted, not owned)" bash -c "'$REPO/deploy/lab.sh' sfctl -o json pool list | grep -q 2001:db8:100::/40"
+check "the internet host's route to the /48 is withdrawn" wait_for 30 bash -c "! ip -n ${LAB_PREFIX}internet -6 route show 2001:db8:120::/48 | grep -q ."
+
 section "3. robustness: sessions, malformed JSON, retries, conflicts, unknown ids"
 phase check "robustness checks"
 check_eq "still three NAT rules after the rejected and retried calls" "3" "$(S -o json nat list --tenant $T --vpc $V | json "len([r for r in d if r.get('vpc') == '$V'])")"
@@ -144,7 +209,7 @@ if [ -f "$SDK_JAR" ] && command -v javac >/dev/null && command -v keytool >/dev/
     keytool -importcert -noprompt -alias sf-lab-ca -file "$STATE/pki/ca.pem" -keystore "$STATE/sdk/trust.p12" -storetype PKCS12 -storepass sf-lab-ca >/dev/null 2>&1
     if X mgmt java -Djavax.net.ssl.trustStore="$STATE/sdk/trust.p12" -Djavax.net.ssl.trustStorePassword=sf-lab-ca \
         -cp "$SDK_JAR:$STATE/sdk/classes" CloudStackReplay "$REST" cloudstack "$(cat "$STATE/rest-password")" D1-A2-Z1 203.0.113; then
-        pass "every SDK call of CloudStack's lifecycle succeeded (login, VPC, tier, NAT, LB, ACL, routes, teardown)"
+        pass "every SDK call of CloudStack's lifecycle succeeded (login, VPC, tiers incl. a routed dual-stack one, the zone IPv6 range, NAT, LB, ACL, IPv4 and IPv6 routes, teardown)"
     else
         fail "the SDK replay (see the FAIL lines above)"
     fi
@@ -152,7 +217,7 @@ else
     printf '  NOTE %s\n' "Netris Java SDK jar not found ($SDK_JAR) or no JDK: the SDK replay is skipped; the contract test (cargo test -p sf-coordinator --test rest_contract) still checks every answer's shape"
 fi
 check "sfctl: no network, NAT rule, route, LB or ACL list of it" bash -c "! '$REPO/deploy/lab.sh' sfctl -o json network list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json nat list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json route list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json lb list | grep -q D1-A2-Z1 && ! '$REPO/deploy/lab.sh' sfctl -o json acl list | grep -q cs-acl-"
-check "sfctl: the lab pool that the zone adopted is still there" bash -c "'$REPO/deploy/lab.sh' sfctl -o json pool list | grep -q 203.0.113.0/24"
+check "sfctl: the lab pools that the zone adopted are still there (IPv4 and IPv6)" bash -c "'$REPO/deploy/lab.sh' sfctl -o json pool list | grep -q 203.0.113.0/24 && '$REPO/deploy/lab.sh' sfctl -o json pool list | grep -q 2001:db8:100::/40"
 keys=$(etcd_keys)
 check "etcd holds keys (sanity)" grep -q /stackfabric/intent/vpcs/demo/blue <<<"$keys"
 check_not "etcd: no key names CloudStack's objects" grep -E 'D1-A2-Z1|/alloc/vni/150000[12]$|/alloc/vpc-id/'"$VPC_ID"'$' <<<"$keys"

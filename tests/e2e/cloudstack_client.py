@@ -14,6 +14,13 @@ lbacl-permit-internet  add the internet host's address to the LB rule's CIDRs (L
 lbacl-clear            the LB rule's CIDR list removed: every LBACL record deleted
 isolated  an isolated network outside a VPC: its controller VPC D1-A2-Z1-N20-isonet, allocation,
           subnet, vnet (VNI 1500003) and source NAT 203.0.113.46; iso-teardown removes it all
+ipv6-setup     a routed dual-stack VPC tier in CloudStack's IPv6 shapes: the zone's IPv6 range
+               as the System VPC's IPv6 allocation and common subnet (the lab's site pool,
+               adopted), VPC D1-A2-Z1-V6-dualvpc with its IPv4 allocation and an IPv6 /48 from
+               the zone range, tier N13 with an IPv6 `common` subnet (globalRouting) and a vnet
+               with both gateways, tier N14 with its IPv4 gateway only; read back
+ipv6-put       tier N14 gains its IPv6 gateway by PUT (its IPv6 subnet first)
+ipv6-teardown  all of it removed in CloudStack's order (the caller removed the VMs first)
 rename    tier 2 renamed (CloudStack's updateNetwork), its VNI, CIDR and traffic kept
 change    the source NAT moves to another address (new /32, rule updated, old /32 released)
           and the load balancer's backends are replaced by the second VM alone
@@ -44,6 +51,16 @@ TIER2_RENAMED = P + "N10-tier2-web"
 ISO_VPC, ISO_CIDR, ISO_GW, ISO_VNI, ISO_SNAT = (
     "D1-A2-Z1-N20-isonet", "10.40.1.0/24", "10.40.1.1/24", 1500003, "203.0.113.46")
 VM1, VM2 = "10.20.1.11", "10.20.2.11"
+# The routed dual-stack VPC (ipv6-*): the zone's IPv6 range is the lab's site pool.
+ZONE6 = ("Z1-2001:db8:100::/40", "2001:db8:100::/40")
+V6_VPC, V6_CIDR, V6_RANGE = "D1-A2-Z1-V6-dualvpc", "10.30.0.0/16", "2001:db8:120::/48"
+V6_TIERS = [  # name, IPv4 cidr, IPv4 gateway, VNI, IPv6 /64, IPv6 gateway (None: added by PUT)
+    ("D1-A2-Z1-V6-N13-web6", "10.30.1.0/24", "10.30.1.1/24", 1500011,
+     "2001:db8:120:1::/64", "2001:db8:120:1::1/64"),
+    ("D1-A2-Z1-V6-N14-app6", "10.30.2.0/24", "10.30.2.1/24", 1500012,
+     "2001:db8:120:2::/64", None),
+]
+V6_PUT_GW = "2001:db8:120:2::1/64"
 ZONE_ALLOC = ("Z1-203.0.113.0/24", "203.0.113.0/24")
 ZONE_COMMON = ("Z1-203.0.113.32/27", "203.0.113.32/27")
 FAILS = 0
@@ -405,6 +422,119 @@ def change(c):
            json.dumps(got)[:300])
 
 
+def subnet6(c, name, prefix, vpc, tenant, site, global_routing):
+    """An IPv6 `common` subnet as NetrisApiClientImpl.createIpamSubnetInternal sends it."""
+    return c.ok("POST", "/api/v2/ipam/subnet",
+                {"name": name, "prefix": prefix, "purpose": "common", "vpc": vpc, "tenant": tenant,
+                 "sites": [site], "globalRouting": global_routing},
+                what=f"IPv6 subnet {prefix} purpose common globalRouting={global_routing} in {vpc['name']}")
+
+
+def v6_vnet_body(vpc, site, tenant, name, vni, gateways):
+    return {"name": name, "vpc": vpc, "sites": [site], "tenant": tenant, "vxlanID": vni,
+            "vlan": 0, "vlanAware": False, "l3vpn": False, "state": "active", "tags": ["cs-lab"],
+            "customAnycastMac": "", "nativeVlan": 0, "vlans": "",
+            "gateways": [{"prefix": g, "dhcpEnabled": False,
+                          "dhcp": {"start": "", "end": "", "optionSet": {}}} for g in gateways],
+            "guestTenants": [], "ports": []}
+
+
+def ipv6_setup(c):
+    login(c)
+    site, tenant, system = bootstrap(c)
+    # The zone's IPv6 range: SetupNetrisPublicRangeCommand(zone, ip6Cidr, ip6Cidr), an
+    # allocation and a common subnet of the same prefix in the System VPC.
+    c.ok("GET", "/api/v2/ipam")
+    z = c.ok("POST", "/api/v2/ipam/allocation",
+             {"name": ZONE6[0], "prefix": ZONE6[1], "vpc": system, "tenant": tenant},
+             what=f"zone IPv6 allocation {ZONE6[1]} in the System VPC")
+    c.ok("POST", "/api/v2/ipam/subnet",
+         {"name": ZONE6[0], "prefix": ZONE6[1], "purpose": "common", "vpc": system,
+          "tenant": tenant, "sites": [site]}, what=f"zone IPv6 subnet {ZONE6[1]} (common)")
+    c.ok("POST", "/api/v2/vpc", {"name": V6_VPC, "adminTenant": tenant, "guestTenants": [], "tags": []},
+         what=f"create VPC {V6_VPC}")
+    v = c.find("/api/v2/vpc", V6_VPC)
+    vpc = {"id": v["id"], "name": v["name"]}
+    c.ok("POST", "/api/v2/ipam/allocation",
+         {"name": f"{V6_VPC}-{V6_CIDR}", "prefix": V6_CIDR, "vpc": vpc, "tenant": tenant},
+         what=f"VPC allocation {V6_CIDR}")
+    a6 = c.ok("POST", "/api/v2/ipam/allocation",
+              {"name": f"{V6_VPC}-{V6_RANGE}", "prefix": V6_RANGE, "vpc": vpc, "tenant": tenant},
+              what=f"VPC IPv6 allocation {V6_RANGE} (from the zone's range, no ipFamily)")
+    for name, cidr, gw, vni, p6, gw6 in V6_TIERS:
+        ensure_subnet(c, f"{V6_VPC}-{cidr}", cidr, "common", vpc, tenant, site)
+        gws = [gw]
+        if gw6:
+            subnet6(c, f"{V6_VPC}-{p6}", p6, vpc, tenant, site, True)
+            gws.append(gw6)
+        c.ok("POST", "/api/v2/vnet", v6_vnet_body(vpc, site, tenant, name, vni, gws),
+             what=f"vnet {name} VNI {vni} gateways {gws}")
+
+    # What CloudStack reads back (ids, prefixes, ipFamily), through the lists it uses.
+    allocs = {a["prefix"]: a for a in c.ok("GET", "/api/v2/ipam/allocations")}
+    za, va = allocs.get(ZONE6[1]), allocs.get(V6_RANGE)
+    result(za is not None and za["id"] == z["id"] and za["ipFamily"] == "ipv6"
+           and za["vpc"]["id"] == system["id"], "the zone's IPv6 allocation is listed (ipv6, System VPC)",
+           json.dumps(za)[:300])
+    result(va is not None and va["id"] == a6["id"] and va["ipFamily"] == "ipv6"
+           and va["vpc"]["id"] == vpc["id"], "the VPC's IPv6 allocation is listed (ipv6, its VPC)",
+           json.dumps(va)[:300])
+    sn = next((s for s in c.ok("GET", "/api/v2/ipam/subnets") if s["prefix"] == V6_TIERS[0][4]), None)
+    result(sn is not None and sn["ipFamily"] == "ipv6" and sn["purpose"] == "common"
+           and sn["globalRouting"] is True and sn["allocationID"] == a6["id"]
+           and sn["vpc"]["id"] == vpc["id"],
+           "the tier's IPv6 subnet is listed: ipv6, common, globalRouting, allocationID = the /48",
+           json.dumps(sn)[:300])
+    tree = c.ok("GET", "/api/v2/ipam")
+    result(any(t["prefix"] == ZONE6[1] for t in tree) and any(t["prefix"] == V6_RANGE for t in tree),
+           "GET /api/v2/ipam lists both IPv6 allocations (CloudStack looks for an enclosing one there)",
+           str([t["prefix"] for t in tree]))
+    vn = c.find(f"/api/v2/vnet?vpc={vpc['id']}", V6_TIERS[0][0])
+    got = [g["prefix"] for g in (vn or {}).get("gateways", [])]
+    result(got == [V6_TIERS[0][2], V6_TIERS[0][5]], "the dual-stack vnet lists both gateways", str(got))
+
+
+def ipv6_put(c):
+    login(c)
+    site, tenant, system = bootstrap(c)
+    v = c.find("/api/v2/vpc", V6_VPC)
+    vpc = {"id": v["id"], "name": v["name"]}
+    name, cidr, gw, vni, p6, _ = V6_TIERS[1]
+    subnet6(c, f"{V6_VPC}-{p6}", p6, vpc, tenant, site, True)
+    n = c.find(f"/api/v2/vnet?vpc={vpc['id']}", name)
+    c.ok("PUT", f"/api/v2/vnet/{n['id']}",
+         v6_vnet_body(vpc, site, tenant, name, vni, [gw, V6_PUT_GW]),
+         what=f"vnet {name} gains its IPv6 gateway {V6_PUT_GW} by PUT")
+    got = c.find(f"/api/v2/vnet?vpc={vpc['id']}", name)
+    result(got is not None and got["id"] == n["id"] and got["vxlanID"] == vni
+           and [g["prefix"] for g in got["gateways"]] == [gw, V6_PUT_GW],
+           "the vnet keeps its id and VNI and lists both gateways", json.dumps(got)[:300])
+
+
+def ipv6_teardown(c):
+    login(c)
+    v = c.find("/api/v2/vpc", V6_VPC)
+    vpc = {"id": v["id"], "name": v["name"]}
+    for name, cidr, _, _, p6, _ in V6_TIERS:
+        n = c.find(f"/api/v2/vnet?vpc={vpc['id']}", name)
+        c.ok("DELETE", f"/api/v2/vnet/{n['id']}", what=f"delete vnet {name}")
+        for s in c.ok("GET", "/api/v2/ipam/subnets"):
+            if s["vpc"]["id"] == vpc["id"] and s["prefix"] in (cidr, p6):
+                c.ok("DELETE", f"/api/v2/ipam/subnet/{s['id']}", what=f"delete subnet {s['prefix']}")
+    # deleteVnet removes the tier's IPv6 allocation by name; the VPC's go with the VPC.
+    for a in c.ok("GET", f"/api/v2/vpc/{vpc['id']}/resources")[0]["allocation"]:
+        c.ok("DELETE", f"/api/v2/ipam/allocation/{a['id']}", what=f"delete allocation {a['name']}")
+    c.ok("DELETE", f"/api/v2/vpc/{vpc['id']}", what=f"delete VPC {V6_VPC}")
+    for s in c.ok("GET", "/api/v2/ipam/subnets"):
+        if s["prefix"] == ZONE6[1]:
+            c.ok("DELETE", f"/api/v2/ipam/subnet/{s['id']}", what="delete the zone's IPv6 subnet")
+    a = next(a for a in c.ok("GET", "/api/v2/ipam/allocations") if a["prefix"] == ZONE6[1])
+    c.ok("DELETE", f"/api/v2/ipam/allocation/{a['id']}", what="delete the zone's IPv6 allocation")
+    left = [x["prefix"] for k in ("subnets", "allocations")
+            for x in c.ok("GET", f"/api/v2/ipam/{k}") if ":" in x["prefix"]]
+    result(not left, "no IPv6 allocation or subnet remains", str(left))
+
+
 def rename(c):
     login(c)
     v = c.find("/api/v2/vpc", VPC_NAME)
@@ -518,7 +648,8 @@ def main():
         {"setup": setup, "check": check, "acl-open": acl_open, "teardown": teardown,
          "lbacl-deny-internet": lbacl_deny_internet, "lbacl-permit-internet": lbacl_permit_internet,
          "lbacl-clear": lbacl_clear, "change": change, "rename": rename,
-         "isolated": isolated, "iso-teardown": iso_teardown}[PHASE](c)
+         "isolated": isolated, "iso-teardown": iso_teardown, "ipv6-setup": ipv6_setup,
+         "ipv6-put": ipv6_put, "ipv6-teardown": ipv6_teardown}[PHASE](c)
     except SystemExit:
         pass
     except Exception as e:  # a crash is a failure, with its reason

@@ -292,6 +292,7 @@ mod tests {
                 state: "active".into(),
                 tags: vec![],
                 more_gateways: vec![],
+                port_addrs: vec![],
             }),
             sf: Some(SfRef::Network {
                 tenant: "Admin".into(),

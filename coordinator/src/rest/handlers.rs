@@ -710,6 +710,7 @@ fn same_content(old: &Spec, new: &Spec) -> bool {
                 && a.tags == b.tags
                 && a.more_gateways == b.more_gateways
         }
+        (Spec::Vnet(a), Spec::Vnet(b)) => a.stored() == b.stored(),
         (Spec::L4lb(a), Spec::L4lb(b)) if b.ip.is_empty() => {
             let mut b = b.clone();
             b.ip = a.ip.clone();
@@ -927,9 +928,11 @@ fn plan_allocation(c: &PlanCtx, a: &AllocSpec) -> ApiResult<SfPlan> {
 }
 
 /// An IPv6 allocation of the System VPC (what CloudStack makes of a zone's IPv6 range for
-/// routed offerings): an IPv6 pool of the fabric site (one with the same prefix is adopted),
-/// so the tenant VPC ranges inside it are routed (announced by their gateway). Deleting it
-/// deletes the pool, refused while a VPC's range is inside it.
+/// routed offerings): an IPv6 pool of the fabric site, so the tenant VPC ranges inside it are
+/// routed (announced by their gateway). A pool of the site that holds the prefix (the same
+/// one, or a larger one the operator made, as the zone's range is often a /64 of the site's
+/// block) is adopted. Deleting the allocation deletes a pool it created, refused while a VPC's
+/// range is inside it; an adopted pool stays.
 fn plan_pool6(c: &PlanCtx, a: &Ip6Spec) -> ApiResult<SfPlan> {
     let (s, intent) = (c.s, c.intent);
     if let Some(o) = c.old {
@@ -955,7 +958,8 @@ fn plan_pool6(c: &PlanCtx, a: &Ip6Spec) -> ApiResult<SfPlan> {
         match intent
             .pools
             .values()
-            .find(|p| p.cidr == cidr && p.site == s.fabric_site)
+            .filter(|p| p.site == s.fabric_site)
+            .find(|p| p.v6().is_some_and(|p6| p6.contains(&a.prefix)))
         {
             Some(p) => SfPlan::Adopt(SfRef::Pool {
                 name: p.name.clone(),
@@ -1040,7 +1044,7 @@ fn plan_vnet(c: &PlanCtx, v: &mut VnetSpec) -> ApiResult<SfPlan> {
         return match &o.spec {
             Spec::Vnet(ov) if ov.gateway == v.gateway && (v.vni == 0 || ov.vni == v.vni) => {
                 v.vni = ov.vni;
-                vnet_ipv6_update(c, o, ipv6_prefix)
+                vnet_ipv6_update(c, o, v, ipv6_prefix)
             }
             _ => Err(ApiError::bad(
                 "invalid vnet: vxlanID and gateways cannot change; delete and recreate the vnet",
@@ -1061,6 +1065,7 @@ fn plan_vnet(c: &PlanCtx, v: &mut VnetSpec) -> ApiResult<SfPlan> {
     });
     let mut n = vnet_network(v, &subnets, &t, &sv, &nname);
     n.ipv6_prefix = ipv6_prefix;
+    check_port_addrs(v, &n)?;
     if n.vni == 0 {
         let used = intent.used_vnis();
         n.vni = sf_core::VNI_POOL
@@ -1072,15 +1077,61 @@ fn plan_vnet(c: &PlanCtx, v: &mut VnetSpec) -> ApiResult<SfPlan> {
     Ok(SfPlan::Create(SfObj::Network(n)))
 }
 
+/// A vnet's port addresses (`ports[i].ipv4`/`ipv6`) must be hosts of its tier `n`: of its
+/// CIDR, not the gateway, network or broadcast address; of its IPv6 /64, neither `::` nor the
+/// router's `::1`.
+fn check_port_addrs(v: &VnetSpec, n: &sf_core::model::Network) -> ApiResult<()> {
+    for p in &v.port_addrs {
+        let (ok, of) = match p.addr {
+            std::net::IpAddr::V4(a) => (
+                n.cidr.contains(&a)
+                    && a != n.gateway
+                    && a != n.cidr.network()
+                    && a != n.cidr.broadcast(),
+                n.cidr.to_string(),
+            ),
+            std::net::IpAddr::V6(a) => match n.ipv6_prefix {
+                Some(p6) => (
+                    p6.contains(&a) && u128::from(a) > u128::from(p6.network()) + 1,
+                    p6.to_string(),
+                ),
+                None => (false, "none: the tier has no IPv6 gateway".into()),
+            },
+        };
+        if !ok {
+            return Err(ApiError::bad(format!(
+                "invalid {}: {} is not a host address of the tier ({of})",
+                p.field, p.addr
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A PUT of a vnet may add its IPv6 gateway (the tier becomes dual-stack: its network is
-/// replaced with the /64); changing or removing it is refused like the other gateways.
-fn vnet_ipv6_update(c: &PlanCtx, old: &Record, ipv6_prefix: Option<Ipv6Net>) -> ApiResult<SfPlan> {
+/// replaced with the /64); changing or removing it is refused like the other gateways. Its
+/// port addresses are checked against the tier as it will be.
+fn vnet_ipv6_update(
+    c: &PlanCtx,
+    old: &Record,
+    v: &VnetSpec,
+    ipv6_prefix: Option<Ipv6Net>,
+) -> ApiResult<SfPlan> {
     let net = match &old.sf {
         Some(SfRef::Network { tenant, vpc, name }) => {
             c.intent.networks.get(&VpcChildRef::new(tenant, vpc, name))
         }
         _ => None,
     };
+    if let Some(n) = net {
+        check_port_addrs(
+            v,
+            &sf_core::model::Network {
+                ipv6_prefix: ipv6_prefix.or(n.ipv6_prefix),
+                ..n.clone()
+            },
+        )?;
+    }
     match net {
         Some(n) if n.ipv6_prefix != ipv6_prefix => {
             if n.ipv6_prefix.is_some() {
@@ -1480,7 +1531,10 @@ async fn update(s: &Rest, kind: Kind, id: u64, body: &[u8]) -> Res {
             o.id
         )));
     }
-    if name == old.name && same_content(&old.spec, &spec) {
+    // Port addresses are not stored, so a PUT carrying them is planned (checked) even when
+    // the stored content would not change.
+    let carries_ports = matches!(&spec, Spec::Vnet(v) if !v.port_addrs.is_empty());
+    if name == old.name && same_content(&old.spec, &spec) && !carries_ports {
         let data = s.intent(|i| render(s, &db, i, &old));
         return Ok(ok(message(&db, &old, "unchanged"), data));
     }
@@ -1925,6 +1979,7 @@ mod tests {
             state: "active".into(),
             tags: vec![],
             more_gateways: vec![],
+            port_addrs: vec![],
         });
         assert!(same_content(&a, &a.clone()));
         let Spec::Vnet(mut b) = a.clone() else {
@@ -1932,6 +1987,15 @@ mod tests {
         };
         b.vni = 0;
         assert!(same_content(&a, &Spec::Vnet(b.clone())));
+        // Port addresses are checked, not stored: a retry carrying them is the same create.
+        let Spec::Vnet(mut c) = a.clone() else {
+            unreachable!()
+        };
+        c.port_addrs = vec![PortAddr {
+            field: "ports[0].ipv4".into(),
+            addr: "10.20.1.11".parse().unwrap(),
+        }];
+        assert!(same_content(&a, &Spec::Vnet(c)));
         b.gateway = "10.20.2.1/24".parse().unwrap();
         assert!(!same_content(&a, &Spec::Vnet(b)));
     }

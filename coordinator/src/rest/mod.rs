@@ -42,6 +42,13 @@
 //! - vnet → **network** (tier) with VNI `vxlanID` (allocated if 0), gateway
 //!   `gateways[0].prefix`, CIDR from the VPC's `common` subnet holding the gateway or else the
 //!   gateway prefix's network. Tier subnets are records only.
+//! - IPv6: an IPv6 allocation of the System VPC (a zone's IPv6 range) is an IPv6 pool of the
+//!   fabric site; a pool of the site that holds it (the same prefix, or a larger block the
+//!   operator made, as a zone's public IPv6 range is often a /64 of the site's block) is
+//!   adopted. A tenant VPC's IPv6 allocations (CloudStack posts one per tier, the tier's /64,
+//!   unless one of the VPC's allocations holds it already) are its `ipv6_ranges`. A vnet's
+//!   second gateway (`addr/64` or the bare `…::1`) makes the tier dual-stack with that /64, on
+//!   POST or on a later PUT.
 //! - nat: SNAT → source NAT (`snatToIP`; the rule covers the whole VPC, `sourceAddress` is
 //!   kept but not used), DNAT TCP/UDP → port forward, DNAT protocol ALL → static NAT.
 //!   `state: disabled` keeps the record without a StackFabric rule.

@@ -393,6 +393,55 @@ pub struct VnetSpec {
     /// Further `gateways[].prefix` (a dual-stack tier's IPv6 gateway): kept and listed back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_gateways: Vec<String>,
+    /// The addresses `ports[]` carry (`VnetPortEditBody.ipv4`/`ipv6`). Switch ports are not
+    /// modelled (CloudStack sends `ports: []`), so they are not stored; an address given is
+    /// checked against the tier, so a wrong one is refused instead of silently dropped.
+    #[serde(skip)]
+    pub port_addrs: Vec<PortAddr>,
+}
+
+impl VnetSpec {
+    /// The spec as stored (no port addresses), for comparing a retried create.
+    pub fn stored(&self) -> VnetSpec {
+        VnetSpec {
+            port_addrs: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// An address of a vnet's port, with the field that carried it (`ports[0].ipv6`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortAddr {
+    pub field: String,
+    pub addr: std::net::IpAddr,
+}
+
+/// `ports[i].ipv4` / `ports[i].ipv6` of a vnet body (each an address, `/len` allowed), of the
+/// family its field names; empty ones are skipped.
+fn vnet_port_addrs(v: &Value) -> ApiResult<Vec<PortAddr>> {
+    let mut out = Vec::new();
+    let ports = v.get("ports").and_then(Value::as_array);
+    for (i, p) in ports.into_iter().flatten().enumerate() {
+        for (key, v6) in [("ipv4", false), ("ipv6", true)] {
+            let Some(text) = opt_str(p, key).filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let field = format!("ports[{i}].{key}");
+            let bare = text.split('/').next().unwrap_or_default();
+            let addr: std::net::IpAddr = bare.parse().map_err(|_| {
+                ApiError::bad(format!("invalid {field}: {text:?} is not an address"))
+            })?;
+            if addr.is_ipv6() != v6 {
+                return Err(ApiError::bad(format!(
+                    "invalid {field}: {text:?} is not an IPv{} address",
+                    if v6 { 6 } else { 4 }
+                )));
+            }
+            out.push(PortAddr { field, addr });
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -534,6 +583,7 @@ pub fn vnet_spec(v: &Value) -> ApiResult<VnetSpec> {
         state: opt_str(v, "state").unwrap_or_else(|| "active".into()),
         tags,
         more_gateways,
+        port_addrs: vnet_port_addrs(v)?,
     })
 }
 

@@ -29,8 +29,9 @@ valid_name() {
 }
 
 # vm_plug NAME HV BRIDGE IP/LEN GATEWAY MAC [IP6] - VM namespace + HTTP server; with IP6 (a
-# dual-stack tier) the VM takes its IPv6 address and default route by SLAAC from the
-# router's advertisements, and the HTTP server listens on IPv6 too.
+# dual-stack tier: the port's SLAAC address, or `slaac` when no port says which) the VM takes
+# its IPv6 address and default route by SLAAC from the router's advertisements, and the HTTP
+# server listens on IPv6 too.
 vm_plug() {
     local name=$1 hv=$2 br=$3 ipl=$4 gw=$5 mac=$6 ip6=${7:-} vm=${P}$1 dir=$STATE/vms/$1 vnet
     local bind=0.0.0.0

@@ -4,7 +4,9 @@
 // repository (it is not redistributable): compile and run with it on the class path.
 //
 //   javac -cp netris-java-sdk-1.0.0.jar -d out CloudStackReplay.java
-//   java -cp netris-java-sdk-1.0.0.jar:out CloudStackReplay http://host:port user password
+//   java -cp netris-java-sdk-1.0.0.jar:out CloudStackReplay URL USER PASSWORD [PREFIX PUBLIC24 ZONE6 TIER6]
+//   (PREFIX D1-A2-Z1, PUBLIC24 203.0.113, ZONE6 the zone's public IPv6 range 2001:db8:100:ff::/64,
+//   TIER6 the routed tier's /64 2001:db8:130:1::/64; both inside the lab's IPv6 pool)
 //
 // Prints one line per call, PASS or FAIL with the exception (a Gson JsonSyntaxException is
 // the shape mismatch CloudStack cannot catch); exits 1 when any call failed.
@@ -24,7 +26,9 @@ import io.netris.model.*;
 import io.netris.model.response.TenantResponse;
 
 import java.math.BigDecimal;
+import java.net.InetAddress;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.List;
 import java.util.concurrent.Callable;
 
@@ -46,6 +50,10 @@ public class CloudStackReplay {
         }
     }
 
+    static RoutesBodyVpcVpc rv6(Integer id, String name) {
+        return new RoutesBodyVpcVpc().id(id).name(name).isDefault(false).isSystem(false);
+    }
+
     static NatPostBody named(String name) {
         NatPostBody b = new NatPostBody();
         b.setName(name);
@@ -54,6 +62,40 @@ public class CloudStackReplay {
 
     static void check(boolean ok, String what) {
         if (!ok) throw new IllegalStateException("check failed: " + what);
+    }
+
+    /** Whether prefix `outer` holds prefix `inner` (IPAddress.contains in CloudStack). */
+    static boolean encloses(String outer, String inner) throws Exception {
+        String[] o = outer.split("/"), i = inner.split("/");
+        byte[] a = InetAddress.getByName(o[0]).getAddress(), b = InetAddress.getByName(i[0]).getAddress();
+        int ol = Integer.parseInt(o[1]), il = Integer.parseInt(i[1]);
+        if (a.length != b.length || il < ol) return false;
+        for (int bit = 0; bit < ol; bit++) {
+            int sh = 7 - bit % 8;
+            if (((a[bit / 8] >> sh) & 1) != ((b[bit / 8] >> sh) & 1)) return false;
+        }
+        return true;
+    }
+
+    /** NetrisApiClientImpl.getIpamAllocationIdByPrefixAndVpc: the first allocation of the
+     *  IPAM tree (the SDK sends no filter there, so every VPC's) equal to or enclosing `prefix`. */
+    static IpTreeAllocation enclosingAllocation(IpamApi ipam, FilterBySites fs, FilterByVpc fv, String prefix) throws Exception {
+        for (IpTreeAllocation al : ipam.apiV2IpamGet(fs, fv).getData())
+            if (al.getPrefix().equals(prefix) || encloses(al.getPrefix(), prefix)) return al;
+        return null;
+    }
+
+    /** NetrisApiClientImpl.getIpamSubnetByAllocationAndPrefixAndPurposeAndVpc. */
+    static IpTreeSubnet subnetOf(IpamApi ipam, FilterByVpc fv, BigDecimal allocationId, String prefix) throws Exception {
+        for (IpTreeSubnet sn : ipam.apiV2IpamSubnetsGet(fv).getData())
+            if (allocationId.equals(sn.getAllocationID()) && prefix.equals(sn.getPrefix())
+                    && sn.getPurpose() == IpTreeSubnet.PurposeEnum.COMMON) return sn;
+        return null;
+    }
+
+    static IpTreeSubnet subnetNamed(IpamApi ipam, FilterByVpc fv, String name) throws Exception {
+        for (IpTreeSubnet sn : ipam.apiV2IpamSubnetsGet(fv).getData()) if (name.equals(sn.getName())) return sn;
+        return null;
     }
 
     public static void main(String[] a) throws Exception {
@@ -170,6 +212,141 @@ public class CloudStackReplay {
             }
             throw new IllegalStateException("dual-stack vnet not listed");
         });
+
+        // Routed IPv6 in CloudStack's provider's sequence. The zone's public IPv6 range
+        // (setupZoneLevelPublicRange(ip6Cidr, ip6Cidr)): an allocation and a common subnet of
+        // that prefix in the System VPC, each made only when CloudStack's look-up does not find
+        // it. Here a /64 of the lab's site IPv6 pool 2001:db8:100::/40, which adopts it.
+        String zone6 = a.length > 5 ? a[5] : "2001:db8:100:ff::/64";
+        String tier6 = a.length > 6 ? a[6] : "2001:db8:130:1::/64";
+        String tier6Gw = tier6.substring(0, tier6.indexOf("::/")) + "::1"; // NetUtils.getIpv6Gateway
+        String t6name = vname + "-N11-tier3";
+        VPCListing sys = step("GET vpc (getSystemVpc: isSystem)", () -> {
+            for (VPCListing v : vpcApi.apiV2VpcGet().getData()) if (Boolean.TRUE.equals(v.isIsSystem())) return v;
+            throw new IllegalStateException("no System VPC listed");
+        });
+        AllocationBodyVpc sysVpc = sys == null ? null : new AllocationBodyVpc().id(sys.getId()).name(sys.getName());
+        FilterByVpc fvSys = new FilterByVpc(); if (sys != null) fvSys.add(sys.getId());
+        BigDecimal zone6Id = step("zone IPv6 range " + zone6 + ": not found, allocation created, found by CloudStack's look-up", () -> {
+            check(enclosingAllocation(ipam, fs, fvSys, zone6) == null, "no allocation holds " + zone6 + " yet");
+            Integer id = ipam.apiV2IpamAllocationPost(new AllocationBody().name("Z1-" + zone6).prefix(zone6)
+                    .tenant(ten).vpc(sysVpc)).getData().getId();
+            IpTreeAllocation al = enclosingAllocation(ipam, fs, fvSys, zone6);
+            check(al != null && al.getId().equals(new BigDecimal(id)), "the tree lists it with the id returned (" + id + ")");
+            check(zone6.equals(al.getPrefix()), "prefix " + zone6 + ", got " + al.getPrefix());
+            check(al.getIpFamily() == IpTreeAllocation.IpFamilyEnum.IPV6, "ipFamily ipv6, got " + al.getIpFamily());
+            check(al.getVpc() != null && sys.getId().equals(al.getVpc().getId()), "in the System VPC");
+            return al.getId();
+        });
+        step("zone IPv6 range: common subnet " + zone6 + ", found by allocationID, prefix and purpose", () -> {
+            check(subnetOf(ipam, fvSys, zone6Id, zone6) == null, "not there yet");
+            ipam.apiV2IpamSubnetPost(new SubnetBody().name("Z1-" + zone6).prefix(zone6).tenant(ten).sites(siteList)
+                    .purpose(SubnetBody.PurposeEnum.COMMON).vpc(sysVpc));
+            IpTreeSubnet sn = subnetOf(ipam, fvSys, zone6Id, zone6);
+            check(sn != null, "CloudStack's look-up finds it (allocationID " + zone6Id + ")");
+            check(sn.getIpFamily() == IpTreeSubnet.IpFamilyEnum.IPV6, "ipFamily ipv6, got " + sn.getIpFamily());
+            return sn.getId();
+        });
+        // A routed dual-stack tier (createVnet with ipv6Cidr and globalRouting): the IPv4 common
+        // subnet; the tier's /64 as an allocation of the VPC unless one of the VPC's allocations
+        // holds it (the SDK sends the VPC filter on GET /api/v2/ipam); the IPv6 common subnet
+        // with globalRouting; the vNet with both gateways.
+        step("POST ipam/subnet (routed tier, IPv4 common, globalRouting)", () -> ipam.apiV2IpamSubnetPost(new SubnetBody()
+                .name(vname + "-10.40.3.0/24").prefix("10.40.3.0/24").tenant(ten).sites(siteList)
+                .purpose(SubnetBody.PurposeEnum.COMMON).globalRouting(true)
+                .vpc(new AllocationBodyVpc().id(vpcId).name(vname))).getData().getId());
+        BigDecimal tier6Alloc = step("IPv6 allocation " + tier6 + ": not in the VPC's tree, created, found by the look-up", () -> {
+            check(enclosingAllocation(ipam, fs, fv, tier6) == null, "none of the VPC's allocations holds " + tier6);
+            Integer id = ipam.apiV2IpamAllocationPost(new AllocationBody().name(vname + "-" + tier6).prefix(tier6)
+                    .tenant(ten).vpc(new AllocationBodyVpc().id(vpcId).name(vname))).getData().getId();
+            IpTreeAllocation al = enclosingAllocation(ipam, fs, fv, tier6);
+            check(al != null && al.getId().equals(new BigDecimal(id)), "listed with the id returned (" + id + ")");
+            check(al.getIpFamily() == IpTreeAllocation.IpFamilyEnum.IPV6, "ipFamily ipv6, got " + al.getIpFamily());
+            check(al.getVpc() != null && vpcId.equals(al.getVpc().getId()), "in the VPC");
+            return al.getId();
+        });
+        step("POST ipam/subnet (routed tier, IPv6 common, globalRouting) " + tier6, () -> ipam.apiV2IpamSubnetPost(new SubnetBody()
+                .name(vname + "-" + tier6).prefix(tier6).tenant(ten).sites(siteList)
+                .purpose(SubnetBody.PurposeEnum.COMMON).globalRouting(true)
+                .vpc(new AllocationBodyVpc().id(vpcId).name(vname))).getData().getId());
+        Integer vnet7Id = step("POST vnet (routed dual-stack tier: gateways 10.40.3.1/24 and " + tier6Gw + ")", () -> {
+            VnetAddBody b = new VnetAddBody().name(t6name).tenant(ten).sites(siteList)
+                    .vpc(new VnetAddBodyVpc().id(vpcId).name(vname));
+            b.setVxlanID(1600011);
+            b.setCustomAnycastMac(""); b.setL3vpn(false); b.setNativeVlan(0); b.setVlan(0); b.setVlanAware(false);
+            b.setVlans(""); b.setState(VnetAddBody.StateEnum.ACTIVE); b.setGuestTenants(new ArrayList<>());
+            b.setPorts(new ArrayList<>()); b.setTags(Collections.singletonList("cs-lab"));
+            VnetAddBodyDhcp dhcp = new VnetAddBodyDhcp(); dhcp.setStart(""); dhcp.setEnd(""); dhcp.setOptionSet(new VnetAddBodyDhcpOptionSet());
+            List<VnetAddBodyGateways> gws = new ArrayList<>();
+            gws.add(new VnetAddBodyGateways().prefix("10.40.3.1/24").dhcpEnabled(false).dhcp(dhcp));
+            gws.add(new VnetAddBodyGateways().prefix(tier6Gw).dhcpEnabled(false).dhcp(dhcp));
+            b.setGateways(gws);
+            return vnetApi.apiV2VnetPost(b).getData().getId();
+        });
+        step("GET vnet, GET ipam/subnets (the routed tier: IPv6 gateway; subnet ipv6, common, globalRouting)", () -> {
+            VnetsBody got = null;
+            for (VnetsBody v : vnetApi.apiV2VnetGet(null, fv).getData()) if (t6name.equals(v.getName())) got = v;
+            check(got != null && vnet7Id.equals(got.getId().intValue()), "listed with its id");
+            check(got.getVxlanID() == 1600011, "vxlanID 1600011, got " + got.getVxlanID());
+            check(got.getGateways().size() == 2 && got.getGateways().get(1).getPrefix().startsWith(tier6Gw),
+                    "IPv6 gateway listed back, got " + got.getGateways());
+            IpTreeSubnet sn = subnetNamed(ipam, fv, vname + "-" + tier6);
+            check(sn != null && tier6.equals(sn.getPrefix()), "subnet listed with prefix " + tier6);
+            check(sn.getIpFamily() == IpTreeSubnet.IpFamilyEnum.IPV6, "ipFamily ipv6, got " + sn.getIpFamily());
+            check(sn.getPurpose() == IpTreeSubnet.PurposeEnum.COMMON && sn.isGlobalRouting(), "common with globalRouting");
+            check(tier6Alloc.equals(sn.getAllocationID()), "allocationID " + tier6Alloc + ", got " + sn.getAllocationID());
+            check(sn.getVpc() != null && vpcId.equals(sn.getVpc().getId()), "in the VPC");
+            return 1;
+        });
+        step("PUT vnet (updateVnetInternal's rename: both gateways sent back as listed)", () -> {
+            VnetsBody cur = null;
+            for (VnetsBody v : vnetApi.apiV2VnetGet(null, fv).getData()) if (t6name.equals(v.getName())) cur = v;
+            VnetEditBodyDhcp dhcp = new VnetEditBodyDhcp(); dhcp.setStart(""); dhcp.setEnd(""); dhcp.setOptionSet(new VnetAddBodyDhcpOptionSet());
+            List<VnetEditBodyGateways> gws = new ArrayList<>();
+            gws.add(new VnetEditBodyGateways().prefix(cur.getGateways().get(0).getPrefix()).dhcpEnabled(false).dhcp(dhcp));
+            gws.add(new VnetEditBodyGateways().prefix(cur.getGateways().get(1).getPrefix()).dhcpEnabled(false).dhcp(dhcp));
+            VnetEditBody b = new VnetEditBody().name(t6name + "-web").vpc(new VnetAddBodyVpc().id(vpcId).name(vname));
+            b.setGateways(gws); b.setGuestTenants(new ArrayList<>()); b.setL3vpn(false); b.setNativeVlan(0);
+            b.setVxlanID(cur.getVxlanID()); b.setPorts(new ArrayList<>()); b.setSites(siteList);
+            b.setState(VnetEditBody.StateEnum.ACTIVE); b.setTenant(ten); b.setVlan(0); b.setVlanAware(false);
+            b.setVlans(""); b.setTags(cur.getTags());
+            vnetApi.apiV2VnetIdPut(b, cur.getId().intValue());
+            for (VnetsBody v : vnetApi.apiV2VnetGet(null, fv).getData())
+                if ((t6name + "-web").equals(v.getName())) {
+                    check(v.getGateways().size() == 2 && v.getGateways().get(1).getPrefix().startsWith(tier6Gw), "both gateways kept");
+                    return 1;
+                }
+            throw new IllegalStateException("renamed dual-stack tier not listed");
+        });
+        // An IPv6 static route via a VM of the routed tier: add, list (name = prefix), update, delete.
+        String r6 = tier6.substring(0, tier6.indexOf("::/")) .replaceAll(":[0-9a-f]+$", "") + ":99::/64";
+        String hop6 = tier6Gw.replaceAll("::1$", "::11"), hop6b = tier6Gw.replaceAll("::1$", "::12");
+        step("POST routes " + r6 + " via " + hop6, () -> {
+            RoutesPostBody b = new RoutesPostBody().vpc(rv6(vpcId, vname));
+            b.setPrefix(r6); b.setNextHop(hop6); b.setDescription(prefix + "-V5");
+            b.setSiteId(new BigDecimal(site.getId())); b.setStateStatus(RoutesBody.StateStatusEnum.ACTIVE);
+            b.setSwitches(Collections.emptyList());
+            return routesApi.apiRoutesPost(b).getData().getId();
+        });
+        RoutesGetBody route6 = step("GET routes ?filterBySites&filterByVpc (the IPv6 route: name = prefix, next_hop)", () -> {
+            RoutesGetBody got = null;
+            for (RoutesGetBody r : routesApi.apiRoutesGet(fs, fv).getData()) if (r6.equals(r.getName())) got = r;
+            check(got != null, "listed by name " + r6);
+            check(r6.equals(got.getPrefix()) && hop6.equals(got.getNextHop()), "prefix and next_hop, got " + got.getPrefix() + " " + got.getNextHop());
+            check(got.getPrefixLength() == 64, "prefix_length 64, got " + got.getPrefixLength());
+            return got;
+        });
+        step("PUT routes (the IPv6 route's next hop -> " + hop6b + ")", () -> {
+            RoutesPutBody b = new RoutesPutBody().prefix(r6).nextHop(hop6b).description(prefix + "-V5")
+                    .siteId(new BigDecimal(site.getId())).stateStatus(RoutesPutBody.StateStatusEnum.ACTIVE);
+            b.setSwitches(Collections.emptyList());
+            b.id(route6.getId()); // serialized as `route_id`
+            routesApi.apiRoutesPut(b);
+            for (RoutesGetBody r : routesApi.apiRoutesGet(fs, fv).getData())
+                if (r6.equals(r.getName())) { check(hop6b.equals(r.getNextHop()), "next_hop " + hop6b + ", got " + r.getNextHop()); return 1; }
+            throw new IllegalStateException("IPv6 route no longer listed");
+        });
+        step("DELETE routes " + r6, () -> routesApi.apiRoutesDelete(new RoutesBodyId().id(route6.getId())).isIsSuccess());
 
         // SNAT, port forward, static NAT: public /32s, rules, list.
         for (String ip : new String[]{pub + ".40", pub + ".41", pub + ".42"}) {
@@ -344,6 +521,23 @@ public class CloudStackReplay {
                     ipam.apiV2IpamTypeIdDelete("subnet", s.getId().intValue());
             return 1;
         });
+        step("deleteVnet (routed dual-stack tier): vnet, IPv4 and IPv6 subnets, the /64's allocation found by name", () -> {
+            vnetApi.apiV2VnetIdDelete(vnet7Id);
+            for (String n : new String[]{vname + "-10.40.3.0/24", vname + "-" + tier6}) {
+                IpTreeSubnet sn = subnetNamed(ipam, fv, n);
+                check(sn != null, "subnet " + n + " listed");
+                ipam.apiV2IpamTypeIdDelete("subnet", sn.getId().intValue());
+            }
+            int n = 0;
+            for (VPCResourceIpam al : vpcApi.apiV2VpcVpcIdResourcesGet(vpcId).getData().get(0).getAllocation())
+                if (al.getName().equalsIgnoreCase(vname + "-" + tier6)) {
+                    check(tier6Alloc.intValue() == al.getId(), "allocation id " + tier6Alloc + ", got " + al.getId());
+                    ipam.apiV2IpamTypeIdDelete("allocation", al.getId());
+                    n++;
+                }
+            check(n == 1, "one allocation named for the /64, got " + n);
+            return 1;
+        });
         step("DELETE vnet", () -> vnetApi.apiV2VnetIdDelete(vnetId).isIsSuccess());
         step("DELETE vnet (dual-stack tier)", () -> vnetApi.apiV2VnetIdDelete(vnet6Id).isIsSuccess());
         step("DELETE tier subnets", () -> {
@@ -367,6 +561,14 @@ public class CloudStackReplay {
         step("DELETE zone allocation", () -> {
             for (IpTreeAllocation al : ipam.apiV2IpamGet(null, null).getData())
                 if (("Z1-" + pub + ".0/24").equals(al.getName())) ipam.apiV2IpamTypeIdDelete("allocation", al.getId().intValue());
+            return 1;
+        });
+        step("DELETE the zone's IPv6 subnet and allocation", () -> {
+            IpTreeSubnet sn = subnetOf(ipam, fvSys, zone6Id, zone6);
+            check(sn != null, "the zone's IPv6 subnet is listed");
+            ipam.apiV2IpamTypeIdDelete("subnet", sn.getId().intValue());
+            ipam.apiV2IpamTypeIdDelete("allocation", zone6Id.intValue());
+            check(enclosingAllocation(ipam, fs, fvSys, zone6) == null, "no allocation holds " + zone6 + " any more");
             return 1;
         });
         // An isolated network outside a VPC: its own controller VPC `...-N{net}-<name>`.
