@@ -58,6 +58,8 @@ pub struct Gateway {
     passes: u64,
     last_frr: Option<String>,
     wake: Arc<Notify>,
+    /// Woken when only the reported status changed ([`Dataplane::status_wakeup`]).
+    status_wake: Arc<Notify>,
     health: Health,
     /// Router advertisements of the active dual-stack routers.
     ra: ra::Advertisers,
@@ -95,6 +97,7 @@ impl Drop for Gateway {
 impl Gateway {
     pub fn new(node: String, frr: Frr, netns_prefix: String, state_dir: PathBuf) -> Self {
         let wake = Arc::new(Notify::new());
+        let status_wake = Arc::new(Notify::new());
         Gateway {
             node,
             frr,
@@ -103,9 +106,10 @@ impl Gateway {
             last_frr: None,
             health: Health::new(wake.clone()),
             ra: ra::Advertisers::default(),
-            failover: failover::Controller::new(wake.clone()),
+            failover: failover::Controller::new(wake.clone(), status_wake.clone()),
             failover_task: None,
             wake,
+            status_wake,
             lb_cache: HashMap::new(),
             lb_installed: BTreeMap::new(),
             dnat_installed: BTreeMap::new(),
@@ -781,6 +785,10 @@ impl Dataplane for Gateway {
 
     fn wakeup(&self) -> Option<Arc<Notify>> {
         Some(self.wake.clone())
+    }
+
+    fn status_wakeup(&self) -> Option<Arc<Notify>> {
+        Some(self.status_wake.clone())
     }
 
     /// Counters of each running VPC router's NAT, load balancer and ACL rules, scoped by

@@ -120,6 +120,10 @@ struct Inner {
     force_active: bool,
     /// The kernel's BGP routes were read at least once (nothing is decided before).
     read: bool,
+    /// The last evaluation left a decision that time alone may change (the fabric settling,
+    /// a standby's hold running): the next ticks evaluate again. Otherwise only a kick can
+    /// change a decision, and an idle gateway's ticks skip the walk over every router.
+    timers_pending: bool,
 }
 
 impl Inner {
@@ -149,6 +153,7 @@ impl Inner {
     fn evaluate(&mut self, now: Instant) -> Vec<(u32, bool)> {
         let fabric = self.fabric(now);
         let mut flips = Vec::new();
+        let mut holding = false;
         if !(self.read || self.force_active) {
             return flips;
         }
@@ -172,8 +177,11 @@ impl Inner {
             let want = self.force_active || decide(e.spec.role, e.active, e.armed, peer, fabric);
             if want != e.active {
                 flips.push((*id, want));
+            } else if !e.active && e.armed && e.absent_since.is_some() {
+                holding = true;
             }
         }
+        self.timers_pending = fabric == Fabric::Settling || holding;
         flips
     }
 }
@@ -193,15 +201,19 @@ pub struct Controller {
     pub kernel: Arc<tokio::sync::Mutex<()>>,
     /// Woken after flips, so the pass follows (health checks of the routers that now run).
     wake: Arc<Notify>,
+    /// Woken when only the status changed (a VPC seen served elsewhere, or no longer): the
+    /// agent reports it without a pass.
+    status_wake: Arc<Notify>,
 }
 
 impl Controller {
-    pub fn new(wake: Arc<Notify>) -> Self {
+    pub fn new(wake: Arc<Notify>, status_wake: Arc<Notify>) -> Self {
         Controller {
             inner: Arc::default(),
             kick: Arc::new(Notify::new()),
             kernel: Arc::default(),
             wake,
+            status_wake,
         }
     }
 
@@ -292,7 +304,11 @@ impl Controller {
             }
             let flips = {
                 let mut g = self.inner.lock().expect("failover lock");
-                g.evaluate(Instant::now())
+                if kicked || g.timers_pending {
+                    g.evaluate(Instant::now())
+                } else {
+                    Vec::new()
+                }
             };
             let flipped = !flips.is_empty();
             if flipped {
@@ -316,10 +332,18 @@ impl Controller {
                         seen_elsewhere = now.seen_elsewhere.len(),
                         serving_moved = ?moved(&now.serving, &reported.serving),
                         seen_moved = ?moved(&now.seen_elsewhere, &reported.seen_elsewhere),
-                        "failover status changed: the next pass reports it"
+                        "failover status changed"
                     );
                     reported = now;
-                    self.wake.notify_one();
+                    // A flip has woken a pass already (its routers' health checks and
+                    // router advertisements follow); a peer's announcement arriving or
+                    // leaving changes only what this gateway reports. At 1,000 routers
+                    // those arrive one by one for minutes after the peer activated its
+                    // routers, and a pass for each kept an idle gateway at a pass every
+                    // few seconds.
+                    if !flipped {
+                        self.status_wake.notify_one();
+                    }
                 }
             }
             if monitor.is_finished() {
@@ -617,7 +641,7 @@ mod tests {
     }
 
     fn controller() -> Controller {
-        Controller::new(Arc::new(Notify::new()))
+        Controller::new(Arc::new(Notify::new()), Arc::new(Notify::new()))
     }
 
     /// A standby arms on the primary's anchor, takes over after the hold once it leaves,
@@ -640,6 +664,35 @@ mod tests {
             "hold"
         );
         assert_eq!(g.evaluate(t0 + Duration::from_millis(200)), vec![(7, true)]);
+    }
+
+    /// Ticks re-evaluate only while time can change a decision: the fabric settling or a
+    /// standby's hold running. At rest nothing is pending, and a tick walks no router.
+    #[test]
+    fn only_a_running_timer_needs_the_tick() {
+        let c = controller();
+        c.sync(vec![spec(7, S)], &HostState::default());
+        let t0 = Instant::now();
+        let mut g = c.inner.lock().unwrap();
+        g.read = true;
+        g.entries.get_mut(&7).unwrap().built = true;
+        g.fabric_since = Some(t0);
+        g.bgp.insert(host(Ipv4Addr::new(198, 18, 0, 14)));
+        assert!(g.evaluate(t0).is_empty());
+        assert!(g.timers_pending, "the fabric is settling");
+        assert!(g.evaluate(t0 + SETTLE).is_empty());
+        assert!(
+            !g.timers_pending,
+            "settled, the primary announces: nothing to wait for"
+        );
+        g.bgp.clear();
+        assert!(g.evaluate(t0 + SETTLE).is_empty(), "hold");
+        assert!(g.timers_pending, "the standby's hold runs");
+        let later = t0 + SETTLE + HOLD;
+        assert_eq!(g.evaluate(later), vec![(7, true)]);
+        g.entries.get_mut(&7).unwrap().active = true;
+        assert!(g.evaluate(later).is_empty());
+        assert!(!g.timers_pending, "serving: nothing to wait for");
     }
 
     /// An agent restarted in place finds its anchor installed: the router stays active.

@@ -204,12 +204,21 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     t
 }
 
+/// Waits for `n`'s notification; forever without a notifier.
+async fn notified(n: &Option<Arc<Notify>>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl<D: Dataplane> Reconciler<D> {
     async fn run(mut self) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut resync = ticker(Duration::from_secs(self.args.resync_secs.max(1)));
         let mut observe = ticker(Duration::from_secs(3));
         let wake = self.dataplane.wakeup();
+        let status_wake = self.dataplane.status_wakeup();
         let mut bgp_open = true;
         self.deliveries.mark_changed();
         loop {
@@ -225,12 +234,9 @@ impl<D: Dataplane> Reconciler<D> {
                 changed = self.bgp.changed(), if bgp_open => {
                     bgp_open = changed.is_ok();
                 }
-                _ = async {
-                    match &wake {
-                        Some(n) => n.notified().await,
-                        None => std::future::pending().await,
-                    }
-                } => { pass = Some(PassTrigger::Wakeup); }
+                _ = notified(&wake) => { pass = Some(PassTrigger::Wakeup); }
+                // Only the report changed: observe and publish, no pass.
+                _ = notified(&status_wake) => {}
                 _ = term.recv() => { info!("SIGTERM: stopping (dataplane left as is)"); break; }
                 _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping (dataplane left as is)"); break; }
             }
@@ -412,8 +418,146 @@ impl<D: Dataplane> Reconciler<D> {
 
 #[cfg(test)]
 mod tests {
-    use super::ticker;
-    use std::time::Duration;
+    use super::*;
+    use clap::Parser;
+    use sf_core::desired::NodeDesired;
+    use sf_core::status::FailoverStatus;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// A dataplane that counts its passes and reports the failover status a test sets.
+    #[derive(Clone, Default)]
+    struct Counting {
+        passes: Arc<AtomicUsize>,
+        failover: Arc<Mutex<FailoverStatus>>,
+        wake: Arc<Notify>,
+        status_wake: Arc<Notify>,
+    }
+
+    #[async_trait::async_trait]
+    impl Dataplane for Counting {
+        async fn reconcile(
+            &mut self,
+            _: &NodeDesired,
+            _: &ReconcileContext,
+        ) -> crate::ReconcileReport {
+            self.passes.fetch_add(1, Ordering::SeqCst);
+            crate::ReconcileReport::default()
+        }
+        async fn failover_status(&mut self) -> FailoverStatus {
+            self.failover.lock().unwrap().clone()
+        }
+        fn wakeup(&self) -> Option<Arc<Notify>> {
+            Some(self.wake.clone())
+        }
+        fn status_wakeup(&self) -> Option<Arc<Notify>> {
+            Some(self.status_wake.clone())
+        }
+    }
+
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    /// A loop over `dp` with one desired state delivered; returns its status receiver.
+    fn start(dp: Counting, dir: &std::path::Path) -> watch::Receiver<AgentStatus> {
+        let args = Args::parse_from([
+            "t",
+            "--node=n1",
+            "--coordinator=https://127.0.0.1:1",
+            "--tls-cert=c",
+            "--tls-key=k",
+            "--tls-ca=a",
+            &format!("--state-dir={}", dir.display()),
+        ])
+        .agent;
+        let delivered = Delivered {
+            desired: NodeDesired::default(),
+            origin: Origin::Coordinator,
+            intent_time_ms: 0,
+            seq: 1,
+        };
+        let (deliveries_tx, deliveries) = watch::channel(Some(delivered));
+        let (applied_tx, _) = watch::channel((0, String::new()));
+        let (ack_tx, _acks) = mpsc::channel(64);
+        let (status_tx, status_rx) = watch::channel(AgentStatus::default());
+        let (_health_tx, health) = watch::channel(LeaseHealth::default());
+        let (_bgp_tx, bgp) = watch::channel(crate::bgp::BgpRead::default());
+        let mut registry = sf_metrics::MetricsRegistry::default();
+        let r = Reconciler {
+            ttl: Duration::from_secs(6),
+            cache: Cache::new(dir),
+            args,
+            dataplane: dp,
+            applied: Cached::default(),
+            deliveries,
+            applied_tx,
+            ack_tx,
+            resync: Arc::new(Notify::new()),
+            health,
+            bgp,
+            status: AgentStatus::default(),
+            status_tx,
+            counters: Arc::new(Counters::default()),
+            metrics: sf_metrics::AgentMetrics::register(&mut registry),
+            span: Span::none(),
+            handled: None,
+            fresh_generation: None,
+            last_lease: LeaseState::Unknown,
+            last_generation: 0,
+            last_measured: 0,
+            last_rule_counters: Instant::now(),
+        };
+        tokio::spawn(async move {
+            // Keeps the senders alive as long as the loop.
+            let _keep = (deliveries_tx, _health_tx, _bgp_tx, _acks);
+            r.run().await
+        });
+        status_rx
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    /// A status-only wakeup (a gateway seeing one more VPC served elsewhere) publishes the new
+    /// status without a reconcile pass; the dataplane's pass wakeup still makes one.
+    #[tokio::test]
+    async fn a_status_only_wakeup_reports_without_a_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let dp = Counting::default();
+        let mut status = start(dp.clone(), dir.path());
+        settle().await;
+        // The delivered state (and the resync ticker's first, immediate tick).
+        let start = dp.passes.load(Ordering::SeqCst);
+        assert!(start >= 1);
+
+        dp.failover
+            .lock()
+            .unwrap()
+            .seen_elsewhere
+            .insert("t/v1".into());
+        status.borrow_and_update();
+        dp.status_wake.notify_one();
+        settle().await;
+        assert!(status.has_changed().unwrap(), "status published at once");
+        assert!(status.borrow().failover.seen_elsewhere.contains("t/v1"));
+        assert_eq!(
+            dp.passes.load(Ordering::SeqCst),
+            start,
+            "no pass for a report"
+        );
+
+        dp.wake.notify_one();
+        settle().await;
+        assert_eq!(
+            dp.passes.load(Ordering::SeqCst),
+            start + 1,
+            "a wakeup is a pass"
+        );
+    }
 
     /// Ticks ready at once after the loop was busy for `busy` (the first tick consumed).
     async fn ready_after_busy(busy: Duration) -> usize {

@@ -353,7 +353,7 @@ impl AgentMetrics {
         );
         reg.register(
             "sf_agent_pass_triggers",
-            "Reconcile passes by trigger: delivery (new desired state), resync (the periodic full pass), wakeup (the dataplane asked: a health flip, a failover flip or status change, a Direct Connect status change), lease (the lease state moved)",
+            "Reconcile passes by trigger: delivery (new desired state), resync (the periodic full pass), wakeup (the dataplane asked: a health flip, a failover flip, a Direct Connect status change; a change of the report alone makes no pass), lease (the lease state moved)",
             m.pass_triggers.clone(),
         );
         reg.register(
