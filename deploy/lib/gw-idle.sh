@@ -9,6 +9,8 @@
 #
 #   gw-idle.sh [--vpcs N] [--idle-s S]     (defaults 200 and 30)
 # Prints `figure,value,baseline,ratio` lines. LAB_PREFIX names the lab (default sfgi<pid>-).
+# GW_IDLE_PERF_OUT=FILE: after the measurement, `perf record -g` gw1 for GW_IDLE_PERF_S (60) s
+# and write the report to FILE (self time) and FILE.children (inclusive time).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$REPO" || exit 1
@@ -100,6 +102,15 @@ wait_until 1200 settled || log "gw1 still woken by changes after 1,200 s: measur
 log "gw1 settled $((SECONDS - settle0)) s later (no pass but the resync for 30 s)"
 read -r NEW_OWN NEW_ALL < <(idle "$(cat "$STATE/pids/gw1.pid")")
 log "gw1 agent idle: ${NEW_OWN}% own, ${NEW_ALL}% with children"
+if [ -n "${GW_IDLE_PERF_OUT:-}" ]; then # where gw1's idle time goes (perf report, text)
+    log "perf record of gw1 for ${GW_IDLE_PERF_S:-60} s"
+    timeout $((${GW_IDLE_PERF_S:-60} + 30)) perf record -F 999 -g -o "$OLD_DIR/perf.data" \
+        -p "$(cat "$STATE/pids/gw1.pid")" -- sleep "${GW_IDLE_PERF_S:-60}" >/dev/null 2>&1
+    timeout 300 perf report -i "$OLD_DIR/perf.data" --no-children --percent-limit 0.5 \
+        --stdio >"$GW_IDLE_PERF_OUT" 2>/dev/null
+    timeout 300 perf report -i "$OLD_DIR/perf.data" --children --percent-limit 2 \
+        --stdio -g none >"$GW_IDLE_PERF_OUT.children" 2>/dev/null
+fi
 OLD_OWN="" OLD_ALL=""
 if [ -n "$OLD" ]; then
     for b in "$BIN"/*; do ln -s "$b" "$OLD_DIR/"; done

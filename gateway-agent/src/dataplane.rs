@@ -81,6 +81,47 @@ pub struct Gateway {
     failover_task: Option<tokio::task::JoinHandle<()>>,
     /// The netlink sockets of the host and of each VPC namespace.
     pub kernel: Arc<Kernel>,
+    /// Routers found converged, with what they were converged from ([`Quiet`]).
+    quiet: HashMap<u32, Quiet>,
+    /// Routers left as they were (quiet) in the last pass, and routers converged.
+    pub last_quiet: usize,
+    pub last_converged: usize,
+}
+
+/// What a router was converged from, when its last pass left it clean: its inputs (desired
+/// router, its IPv6 side, its part of the host, its load balancer tables, whether it is
+/// active), the namespace's nftables generation and forwarding switches after the pass.
+/// A later pass with the same inputs, the same generation and switches, and no link, address
+/// or route event in the namespace since ([`crate::kernel::NsSocket::moved`]) has nothing to
+/// find there and leaves the router as it is; every tenth pass converges every router anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Quiet {
+    inputs: u64,
+    nft_generation: u32,
+    forwarding: (bool, bool),
+}
+
+/// A digest of what a router's plan reads besides its namespace (see [`Quiet`]).
+fn router_inputs(
+    r: &VpcRouter,
+    r6: Option<&VpcRouter6>,
+    host: &HostState,
+    tables: &[Arc<nft::LbTable>],
+    active: bool,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{r:?}|{r6:?}|{host:?}|{active}").hash(&mut h);
+    for t in tables {
+        t.maglev_digest.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The namespace's state that no link, address or route event reports.
+fn quiet_state(k: &crate::kernel::NsSocket) -> Option<(u32, (bool, bool))> {
+    let generation = k.nft_generation().ok()?;
+    Some((generation, (k.forwarding().ok()?, k.forwarding6().ok()?)))
 }
 
 impl Drop for Gateway {
@@ -118,6 +159,9 @@ impl Gateway {
             dc_poller: dc::Poller::default(),
             dc_poll_task: None,
             kernel: Arc::new(Kernel::default()),
+            quiet: HashMap::new(),
+            last_quiet: 0,
+            last_converged: 0,
         }
     }
 
@@ -301,6 +345,12 @@ struct Scope<'a> {
     /// VPC routers whose namespace exists at the start of the pass.
     running: BTreeSet<u32>,
     d: plan::Decision,
+    /// The host as observed at the start of the pass, and the pass's changes and errors
+    /// then: while those stay the same (nothing removed, the overlay and blackholes already
+    /// right), the routers are converged against this observation instead of a second dump
+    /// of every host link (~4,000 at 1,000 routers, each veth's peer namespace looked up).
+    host: HostState,
+    moves_at_scope: (usize, usize),
 }
 
 impl Scope<'_> {
@@ -346,6 +396,8 @@ impl Gateway {
             routers6,
             running,
             d,
+            host,
+            moves_at_scope: (pass.changes, pass.errors.len()),
         })
     }
 
@@ -398,10 +450,13 @@ impl Gateway {
         let mut served = BTreeSet::new();
         let mut cache = HashMap::new();
         if !s.d.converge.is_empty() {
-            if let Some(mut host) = pass
-                .observe("host", device::observe_host(&self.kernel))
-                .await
-            {
+            let host = if (pass.changes, pass.errors.len()) == s.moves_at_scope {
+                Some(s.host.clone())
+            } else {
+                pass.observe("host", device::observe_host(&self.kernel))
+                    .await
+            };
+            if let Some(mut host) = host {
                 if !host.forwarding {
                     let forward = [Exec::new(Action::SetForwarding { ns: None }, &self.kernel)];
                     pass.execute("host", &forward, OnFailure::Stop).await;
@@ -416,6 +471,9 @@ impl Gateway {
                     forwarding: host.forwarding,
                     ..HostState::default()
                 };
+                let verify_all = self.passes % 10 == 1;
+                self.quiet.retain(|id, _| s.d.converge.contains(id));
+                let (mut quiet, mut converged) = (0, 0);
                 for &id in &s.d.converge {
                     let r = s.routers[&id];
                     let host = views.get(&id).unwrap_or(&unseen);
@@ -426,6 +484,29 @@ impl Gateway {
                     let lbs6 = r6.map(crate::nft6::load_balancers6).unwrap_or_default();
                     let (tables6, lb_status6) = self.lb_tables(&ns, r, lbs6, &mut cache);
                     lb_status.extend(lb_status6);
+                    let active = self.failover.is_active(id);
+                    let mut all_tables = tables.clone();
+                    all_tables.extend(tables6.iter().cloned());
+                    let inputs = router_inputs(r, r6, host, &all_tables, active);
+                    let sock = match s.running.contains(&id) {
+                        true => self.kernel.ns(&ns).ok(),
+                        false => None,
+                    };
+                    // Drained before observing: what moves from here on is seen next time.
+                    let moved = sock.as_ref().is_none_or(|k| k.moved());
+                    let was = self.quiet.remove(&id);
+                    if !verify_all && !moved {
+                        if let (Some(q), Some(k)) = (&was, &sock) {
+                            let now = quiet_state(k);
+                            if q.inputs == inputs && now == Some((q.nft_generation, q.forwarding)) {
+                                self.quiet.insert(id, q.clone());
+                                served.insert(id);
+                                quiet += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    converged += 1;
                     let k = self.kernel.clone();
                     let observe = async {
                         match s.running.contains(&id) {
@@ -436,7 +517,6 @@ impl Gateway {
                     // The controller flips no router while one is converged.
                     let kernel = self.failover.kernel.clone();
                     let _kernel = kernel.lock().await;
-                    let active = self.failover.is_active(id);
                     let plan = |st: &Option<NsState>| {
                         let (mut steps, mut problems) =
                             plan::plan_router(&s.prefix, r, host, st.as_ref(), &tables, active);
@@ -459,11 +539,29 @@ impl Gateway {
                         .converge(&vpc(id), observe, plan, OnFailure::Stop)
                         .await;
                     if c.clean {
+                        let after = self.kernel.ns(&ns).ok();
+                        if let Some((nft_generation, forwarding)) =
+                            after.as_deref().and_then(quiet_state)
+                        {
+                            self.quiet.insert(
+                                id,
+                                Quiet {
+                                    inputs,
+                                    nft_generation,
+                                    forwarding,
+                                },
+                            );
+                        }
                         self.failover.built(id);
                         served.insert(id);
                         self.lb_installed.insert(id, lb_status);
                         self.cut_lost_translations(pass, &ns, id, r, r6).await;
                     }
+                }
+                self.last_quiet = quiet;
+                self.last_converged = converged;
+                if quiet > 0 {
+                    tracing::debug!(quiet, converged, "routers left as they were");
                 }
             }
         }

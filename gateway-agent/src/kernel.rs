@@ -19,6 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use sf_linux::netlink::changes::ChangeFlag;
 use sf_linux::netlink::netns::{self, NsId};
 use sf_linux::netlink::nfgen::NfGen;
 use sf_linux::netlink::Netlink;
@@ -43,6 +44,9 @@ pub struct NsSocket {
     ip6_forward: Option<File>,
     nfgen: NfGen,
     nfrules: NfRules,
+    /// Whether the namespace's links, addresses or routes moved since the last look (None:
+    /// could not subscribe, so always "moved").
+    changes: Option<ChangeFlag>,
     /// What `nft` last showed, with the ruleset generation it was read at.
     nft_seen: Mutex<Option<(u32, NftSeen)>>,
 }
@@ -78,6 +82,12 @@ impl NsSocket {
         f.write_at(b"1\n", 0)
             .map(|_| ())
             .map_err(|source| io_err("write net.ipv6.conf.all.forwarding", source))
+    }
+
+    /// Whether the namespace's links, addresses or routes changed since the last call
+    /// (see [`ChangeFlag`]); true when unknown.
+    pub fn moved(&self) -> bool {
+        self.changes.as_ref().is_none_or(|c| c.take())
     }
 
     /// The namespace's nftables ruleset generation.
@@ -172,9 +182,10 @@ impl Kernel {
                 .write(true)
                 .open(IP6_FORWARD)
                 .ok();
-            (nl, (f, f6), NfGen::open(), NfRules::open())
+            let changes = ChangeFlag::open().ok();
+            (nl, (f, f6), NfGen::open(), NfRules::open(), changes)
         });
-        let ((nl, (f, ip6_forward), nfgen, nfrules), id) =
+        let ((nl, (f, ip6_forward), nfgen, nfrules, changes), id) =
             opened.map_err(|source| io_err(&format!("enter namespace {ns}"), source))?;
         let s = Arc::new(NsSocket {
             nl: nl.map_err(|e| e.on(format!("open a netlink socket in {ns}")))?,
@@ -186,6 +197,7 @@ impl Kernel {
                 .map_err(|source| io_err(&format!("open a nfnetlink socket in {ns}"), source))?,
             nfrules: nfrules
                 .map_err(|source| io_err(&format!("open a nfnetlink socket in {ns}"), source))?,
+            changes,
             nft_seen: Mutex::new(None),
         });
         self.ns

@@ -29,6 +29,15 @@ X blue-db-1 ip addr add 192.168.50.1/32 dev lo
 check "static route 192.168.50.0/24 via blue-db-1" S route create lab-net --tenant demo --vpc blue --prefix 192.168.50.0/24 --nexthop 10.10.2.11
 check "blue-web-1 reaches 192.168.50.1 through the static route" wait_for 20 X blue-web-1 ping -c 1 -W 1 192.168.50.1
 check_not "red-web-1 does not have blue's static route" X red-web-1 ping -c 2 -W 1 192.168.50.1
+# A converged router is not observed again until the kernel reports a change in it or its
+# inputs move (issue 20): a change made behind the agent's back must still be repaired by the
+# next resync (every 30 s here; the 5-minute full pass would be too late for this wait).
+DRIFT_NS=$(placement blue primary)-vpc$(vpc_id blue)
+check "drift: blue's static route deleted inside its router" X "$DRIFT_NS" ip route del 192.168.50.0/24
+check "drift: a foreign chain added to blue's nftables table" X "$DRIFT_NS" nft add chain ip stackfabric sf_drift
+check "the resync puts the static route back" wait_for 45 X "$DRIFT_NS" bash -c "ip route show 192.168.50.0/24 | grep -q via"
+check "and removes the foreign chain" wait_for 45 bash -c "! '$REPO/deploy/lab.sh' exec '$DRIFT_NS' nft list chain ip stackfabric sf_drift >/dev/null 2>&1"
+check "blue-web-1 reaches 192.168.50.1 again" wait_for 10 X blue-web-1 ping -c 1 -W 1 192.168.50.1
 
 section "2. NAT: source NAT, port forwarding, static NAT, hairpin"
 check "SNAT blue -> 203.0.113.10" S nat snat out --tenant demo --vpc blue --public-ip 203.0.113.10

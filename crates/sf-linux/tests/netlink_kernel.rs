@@ -401,3 +401,40 @@ fn the_overlay_observation_is_the_full_one_without_other_links() {
         assert!(plan.actions.is_empty(), "{:?}", plan.actions);
     });
 }
+
+/// The change flag says "changed" after a link, an address or a route (either family) moved,
+/// once per look, and "unchanged" when nothing did, however often it is asked.
+#[test]
+fn the_change_flag_sees_links_addresses_and_routes() {
+    in_netns("change_flag", || async {
+        use netlink::changes::ChangeFlag;
+        let flag = ChangeFlag::open().unwrap();
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(50));
+        flag.take();
+        assert!(!flag.take(), "nothing moved");
+        ip(&["link", "add", "cf0", "type", "veth", "peer", "name", "cf1"]).await;
+        settle().await;
+        assert!(flag.take(), "a link");
+        assert!(!flag.take(), "once per look");
+        ip(&["link", "set", "cf1", "up"]).await;
+        ip(&["link", "set", "cf0", "up"]).await;
+        settle().await;
+        assert!(flag.take(), "up");
+        flag.take();
+        ip(&["addr", "add", "192.0.2.1/24", "dev", "cf0"]).await;
+        settle().await;
+        assert!(flag.take(), "an IPv4 address");
+        ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]).await;
+        settle().await;
+        assert!(flag.take(), "an IPv4 route");
+        assert!(!flag.take());
+        ip(&["-6", "route", "add", "2001:db8:5::/64", "dev", "cf0"]).await;
+        settle().await;
+        assert!(flag.take(), "an IPv6 route");
+        assert!(!flag.take());
+        // Reading the kernel is not a change.
+        ip(&["-j", "route", "show"]).await;
+        settle().await;
+        assert!(!flag.take(), "a dump moves nothing");
+    });
+}

@@ -6,13 +6,15 @@
 //! [`vlan`], [`port`], [`link`], [`address`], [`route`]); [`l2`] runs the L2 planner's `Action`s with
 //! them; [`view`] keeps the links' state from the link messages, so a change of one network
 //! is planned without a dump. [`netns`] opens sockets in other named namespaces (a gateway's VPC routers);
-//! [`nfgen`] reads a namespace's nftables generation, so `nft` runs only after a change.
+//! [`nfgen`] reads a namespace's nftables generation, so `nft` runs only after a change;
+//! [`changes`] tells whether a namespace's links, addresses or routes moved since the last look.
 //!
 //! This module owns only the transport and the message builders: what to change is decided by
 //! the pure planners ([`crate::l2`]), unchanged, so the in-memory twin still tests them.
 
 pub mod address;
 pub mod bridge;
+pub mod changes;
 pub mod events;
 pub mod l2;
 pub mod link;
