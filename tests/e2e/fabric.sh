@@ -42,6 +42,15 @@ check "spine1 has eBGP up with both leaves" wait_for 30 bgp_peers_up spine1 2
 check "spine1 is EVPN transit (no advertise-all-vni)" bash -c "! vtysh --vty_socket '$STATE/frr/spine1' -c 'show running-config' | grep -q advertise-all-vni"
 check "leaf1 is transit while it hands no port into a VNI" bash -c "! vtysh --vty_socket '$STATE/frr/leaf1' -c 'show running-config' | grep -q advertise-all-vni"
 check "leaf1 reaches leaf2's loopback over the fabric" X leaf1 ping -c 1 -W 1 -I 10.255.0.1 10.255.0.2
+# The agents read their sessions from bgpd's vty socket (no vtysh process) into their status.
+established_in_status() { # NODE N: sfctl bgp shows N Established sessions of NODE, with prefixes
+    S -o json bgp "$1" | python3 -c '
+import json, sys
+d = [s for s in json.load(sys.stdin) if s["state"] == "Established"]
+sys.exit(0 if len(d) >= int(sys.argv[1]) and all(any(p["received"] > 0 for p in s["prefixes"].values()) for s in d) else 1)' "$2"
+}
+check "hv1's status carries its 2 Established underlay sessions, with prefixes" wait_for 20 established_in_status hv1 2
+check "gw1's status carries its Established underlay sessions" wait_for 20 established_in_status gw1 1
 
 section "1b. a leaf accepts from a hypervisor only its VTEP (rogue announcements are dropped)"
 # hv1 is made to announce a foreign prefix and a public /32 (as a compromised hypervisor

@@ -1,6 +1,7 @@
 //! FRR's view of the node's underlay BGP sessions, for the agent's status: [`parse_summary`]
 //! turns `show bgp summary json` (every address family of the default VRF) into one typed
-//! [`BgpSession`] per neighbor, and [`read_sessions`] runs vtysh with a short timeout. Reading
+//! [`BgpSession`] per neighbor, and [`read_sessions`] asks bgpd on its vty socket with a short
+//! timeout. Reading
 //! is the caller's business to schedule off the reconcile loop; [`stabilize`] keeps values
 //! that FRR recomputes on every read (the established time) from looking like a change.
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sf_core::status::{BgpSession, PrefixCounts};
 
-use crate::{run_with, DeviceError};
+use crate::DeviceError;
 
 /// How long one `show bgp summary json` may take before the read counts as failed.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(3);
@@ -85,15 +86,9 @@ pub fn parse_summary(json: &str) -> Result<Vec<BgpSession>, DeviceError> {
 }
 
 /// Reads the sessions of the FRR instance whose vty sockets are in `dir`.
+/// Asks bgpd on its vty socket ([`crate::vty`]), as `vtysh -c` would, without a process.
 pub async fn read_sessions(dir: &Path) -> Result<Vec<BgpSession>, DeviceError> {
-    let dir = dir.to_string_lossy();
-    let out = run_with(
-        "vtysh",
-        &["--vty_socket", &dir, "-c", CMD],
-        None,
-        READ_TIMEOUT,
-    )
-    .await?;
+    let out = crate::vty::command(dir, "bgpd", CMD, READ_TIMEOUT).await?;
     parse_summary(&out)
 }
 

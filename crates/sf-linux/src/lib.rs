@@ -15,6 +15,7 @@ pub mod l2;
 pub mod links;
 pub mod netlink;
 pub mod nft_counters;
+pub mod vty;
 
 /// A failed device operation, with the command that failed.
 #[derive(Debug, thiserror::Error)]
