@@ -11,7 +11,10 @@
 #   static routes: an IPv6 route via a VM of a tier carries traffic from another tier, and stops
 #      when deleted
 #   load balancer: a public IPv6 VIP from the site's pool over blue's web tier, reached from
-#      the internet host; a stopped backend leaves within the health check's fall time
+#      the internet host; a stopped backend leaves within the health check's fall time; across
+#      a gateway failover (the serving agent hung) the VIP's /128 moves to the new gateway
+#      alone, new connections spread over both backends through it, and the old gateway's
+#      return takes nothing back
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -295,6 +298,57 @@ AFTER6=$(spread6 30)
 while read -r line; do echo "    $line"; done <<<"$AFTER6"
 check_eq "then all 30 new connections succeed, all on blue-web-1" "blue-web-1 30" "$AFTER6"
 check "start blue-web-2's server again" L vm-http-start blue-web-2
+
+# The VIP across a gateway failover: the serving gateway's agent hangs (SIGSTOP, as
+# failover.sh section 5), its fence stands blue's router down (host routes withdrawn, the
+# gateway's FRR still up and peering), the standby activates it. The /128 must leave the old
+# gateway's announcement and kernel and come from the new one, with packets through it.
+section "IPv6 load balancer across a gateway failover: the /128 follows blue's router"
+# vip6_held GW - GW's kernel routes VIP6/128 into a VPC router (the agent's route, proto
+# boot; a route learned from the leaves is proto bgp and does not count).
+vip6_held() { ip -n "${LAB_PREFIX}$1" -6 route show "$VIP6/128" proto boot | grep -q .; }
+# vip6_only GW - GW alone holds the VIP's route.
+vip6_only() { vip6_held "$1" && ! vip6_held "$(other "$1")"; }
+# leaf1_via GW - border leaf leaf1 (the internet host's next hop) routes the VIP to GW only.
+leaf1_via() {
+    local r
+    r=$(ip -n "${LAB_PREFIX}leaf1" -6 route show "$VIP6/128")
+    grep -q "dev $1 " <<<"$r" && ! grep -q "dev $(other "$1") " <<<"$r"
+}
+agent_pid() { cat "$STATE/pids/$1.pid"; }
+A=$(serving "$BLUE")
+B=$(other "$A")
+if [ -z "$A" ]; then
+    fail "no gateway serves blue"
+else
+    pass "$A serves blue and web6, $B stands by"
+    check "both backends are up again" wait_for 15 all_up6
+    check "$A alone announces $VIP6/128 (leaves)" wait_for 10 announced_by "$VIP6" "$A"
+    check "$A alone holds the VIP's route" vip6_only "$A"
+    check "leaf1 routes $VIP6 to $A" leaf1_via "$A"
+    STOPPED=$(agent_pid "$A")
+    # Whatever happens below, the agent is not left stopped (lab down kills it anyway).
+    test_exit() { kill -CONT "$STOPPED" 2>/dev/null; }
+    kill -STOP "$STOPPED"
+    check "$B alone announces $VIP6/128 once $A's fence stands it down" wait_for 20 announced_by "$VIP6" "$B"
+    check "leaf1 routes $VIP6 to $B, no longer to $A" wait_for 10 leaf1_via "$B"
+    check "the internet host has its route to $VIP6 (through leaf1)" bash -c "ip -n ${LAB_PREFIX}internet -6 route show $VIP6 | grep -q ."
+    check "$B alone holds the VIP's route ($A's was withdrawn)" vip6_only "$B"
+    check_eq "$B's tier links are the ones up" "$B" "$(serving "$BLUE")"
+    D0=$(dnat6_count)
+    SPREADF=$(spread6 30)
+    while read -r line; do echo "    $line"; done <<<"$SPREADF"
+    check_eq "30 new connections from the internet host reach both backends, none fails" \
+        "blue-web-1 blue-web-2" "$(awk '$2 > 0 {print $1}' <<<"$SPREADF" | sort | tr '\n' ' ' | sed 's/ $//')"
+    check "through $B: its router's DNAT rule counted them ($D0 before, $(dnat6_count) after)" \
+        test "$(dnat6_count)" -ge $((D0 + 30))
+    check "never two announcers of $VIP6 over 3 s" never_two 3 "$VIP6"
+    kill -CONT "$STOPPED"
+    check "$A's agent resumes: never two announcers of $VIP6 over 8 s" never_two 8 "$VIP6"
+    check_eq "$VIP6/128 stays with $B" "$B" "$(announcers "$VIP6")"
+    check "$B alone still holds the VIP's route" vip6_only "$B"
+    check "the VIP still answers the internet host" bash -c "ip netns exec ${LAB_PREFIX}internet curl -6 -g -s -m 2 --interface $INET6 http://[$VIP6]/ | grep -q blue-web"
+fi
 check "an IPv6 VIP with an IPv4 backend is refused, naming lb.backends[0].ip" \
     refused_lb6 "lb.backends[0].ip" --vip 2001:db8:1ff::81 --backend 10.10.1.12:80
 check "an IPv4 VIP with an IPv6 backend is refused, naming lb.backends[0].ip" \
