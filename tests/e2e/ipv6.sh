@@ -15,6 +15,9 @@
 #      a gateway failover (the serving agent hung) the VIP's /128 moves to the new gateway
 #      alone, new connections spread over both backends through it, and the old gateway's
 #      return takes nothing back
+#   pool blackholes: the leaves originate the site's IPv6 pool over a blackhole and the
+#      gateways hold it, so an unused address of the pool dies at the edge, even when a stale
+#      leaf route points it at a gateway (no hop-limit loop)
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -357,5 +360,40 @@ check "an IPv6 VIP in no pool and no range of blue is refused, naming lb.vip" \
     refused_lb6 "lb.vip" --vip 2001:db8:ffff::81 --backend "[$W2]:80"
 check "delete LB web6" S lb delete web6 --tenant demo --vpc blue
 check "the internet host's route to $VIP6 is withdrawn" wait_for 30 bash -c "! ip -n ${LAB_PREFIX}internet -6 route show $VIP6 | grep -q ."
+
+# ---- IPv6 pool blackholes ------------------------------------------------------------------
+# As the IPv4 pools: the leaves announce the site's IPv6 pool backed by a blackhole (proto
+# 245), the gateways hold the blackhole unannounced. A packet for an address of the pool
+# nobody serves dies at the first edge node that has no more specific route: at the border
+# leaf, or at a gateway a stale leaf route still points to (a failover's window), which
+# without its blackhole would send it back up its default route to the leaf, round and
+# round until the hop limit runs out.
+section "IPv6 pool blackholes: an unused address of the pool never loops"
+POOL6=2001:db8:100::/40
+UNUSED6=2001:db8:1ff::99
+# blackholed NODE - NODE's kernel holds our blackhole route for the pool.
+blackholed() { ip -n "${LAB_PREFIX}$1" -6 route show type blackhole proto 245 | grep -q "^blackhole $POOL6 "; }
+# silent_ping - the internet host sends 3 echo requests to UNUSED6: none is answered, and
+# nothing comes back (no "Time exceeded" from a loop, no unreachable; ping sent them all).
+silent_ping() {
+    local out
+    out=$(ip netns exec "${LAB_PREFIX}internet" ping -6 -n -c 3 -i 0.3 -W 1 -I "$INET6" "$UNUSED6" 2>&1)
+    echo "$out"
+    grep -q "3 packets transmitted, 0 received" <<<"$out" && ! grep -q "^From " <<<"$out"
+}
+for n in leaf1 leaf2 gw1 gw2; do
+    check "$n holds the blackhole $POOL6 (proto 245)" wait_for 10 blackholed "$n"
+done
+check "the internet host learned $POOL6 from the fabric (the leaves originate it)" \
+    wait_for 30 bash -c "ip -n ${LAB_PREFIX}internet -6 route show $POOL6 | grep -q 'proto bgp'"
+check_eq "no gateway announces the pool itself" "" "$(announcers "$POOL6")"
+check "a ping to the unused $UNUSED6 dies at the border leaf: no reply, nothing back" silent_ping
+# A stale route on leaf1 pointing UNUSED6 at gw1, as a VIP's /128 does for a moment after its
+# gateway stopped serving it.
+GW1_LL=$(ip -n "${LAB_PREFIX}gw1" -6 -br addr show dev leaf1 scope link | awk '{sub("/.*", "", $3); print $3}')
+check "leaf1 gets a stale route $UNUSED6/128 via gw1 ($GW1_LL)" \
+    ip -n "${LAB_PREFIX}leaf1" -6 route add "$UNUSED6/128" via "$GW1_LL" dev gw1
+check "the internet host's ping to $UNUSED6 dies at gw1: no reply, no hop limit exceeded" silent_ping
+check "remove the stale route" ip -n "${LAB_PREFIX}leaf1" -6 route del "$UNUSED6/128" via "$GW1_LL" dev gw1
 
 lab_finish

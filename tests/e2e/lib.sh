@@ -79,11 +79,13 @@ node_is() {
     [ "$(S -o json status 2>/dev/null | json "[n for n in d['nodes'] if n['name']=='$1'][0]['$2']")" = "$3" ]
 }
 
-# announcers ADDR - the gateways announcing ADDR/32 (an IPv6 ADDR: ADDR/128), as BGP paths at
-# leaf1 and leaf2 show them.
+# announcers ADDR - the gateways announcing ADDR/32 (an IPv6 ADDR: ADDR/128; a prefix with its
+# length: that prefix), as BGP paths at leaf1 and leaf2 show them.
 announcers() {
-    local l query="show ip bgp $1/32 json"
-    [[ $1 == *:* ]] && query="show bgp ipv6 unicast $1/128 json"
+    local l p=$1 query
+    case $p in */*) ;; *:*) p=$p/128 ;; *) p=$p/32 ;; esac
+    query="show ip bgp $p json"
+    [[ $p == *:* ]] && query="show bgp ipv6 unicast $p json"
     for l in leaf1 leaf2; do
         vtysh --vty_socket "$STATE/frr/$l" -c "$query" 2>/dev/null |
             python3 -c '
