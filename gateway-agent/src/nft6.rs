@@ -8,11 +8,16 @@
 //! stateful filter here, as CloudStack's VR does for routed IPv6. The forward chain:
 //!
 //! - `ct state established,related accept`: replies and related errors of admitted flows.
+//! - towards `transit` (egress to the internet): a source outside the router's dual-stack
+//!   tiers is dropped (no spoofed or Direct Connect source leaves the VPC), before the
+//!   ICMPv6 that always passes, so no ICMPv6 type is a way around it.
 //! - ICMPv6 that IPv6 cannot work without is always accepted: neighbour discovery
 //!   (RS, RA, NS, NA) and the errors PMTU discovery and traceroute rely on (packet-too-big,
 //!   time-exceeded, parameter-problem, destination-unreachable).
-//! - towards `transit` (egress to the internet): only sources inside one of the router's
-//!   dual-stack tiers (no spoofed or Direct Connect source leaves the VPC), accepted.
+//! - towards `transit` from a tier: accepted (after its ACL, if any).
+//! - between tiers no source check: a static route via a VM makes addresses outside every
+//!   tier legitimate sources inside the VPC (east-west is filtered on the hypervisors, whose
+//!   anti-spoofing pins only sources inside the tiers).
 //! - from `transit` (new connections from the internet): dropped, as NAT does for IPv4.
 //! - between tiers: policy accept, as the IPv4 table (east-west is filtered on the
 //!   hypervisors, at the source).
@@ -285,6 +290,14 @@ fn body(r: &VpcRouter, r6: &VpcRouter6) -> String {
             let _ = writeln!(c, "\t\tct state invalid counter drop");
         }
     }
+    // Anti-spoofing before anything is accepted for its type: the ICMPv6 that always passes
+    // (errors, ND) must not let a VM put a source outside the tiers on the internet (a
+    // forged packet-too-big towards a third party). Replies and related errors of admitted
+    // flows are accepted above, whatever their source.
+    let _ = writeln!(
+        c,
+        "\t\toifname \"{t}\" ip6 saddr != @tiers6 counter drop comment \"egress not from a tier\""
+    );
     let _ = writeln!(
         c,
         "\t\ticmpv6 type {{ {ICMPV6_ALWAYS} }} counter accept comment \"icmpv6 needed\""
@@ -304,10 +317,6 @@ fn body(r: &VpcRouter, r6: &VpcRouter6) -> String {
     let _ = writeln!(
         c,
         "\t\toifname \"{t}\" ip6 saddr @tiers6 counter accept comment \"egress\""
-    );
-    let _ = writeln!(
-        c,
-        "\t\toifname \"{t}\" counter drop comment \"egress not from a tier\""
     );
     let _ = writeln!(
         c,
@@ -352,8 +361,9 @@ mod tests {
         &t[t.find("\tchain forward {").unwrap()..]
     }
 
-    /// Established first, ICMPv6 errors and ND next, then egress from the tiers, then the
-    /// drop of everything new from transit: the order is the semantics.
+    /// Established first, then the drop of spoofed egress, ICMPv6 errors and ND next, then
+    /// egress from the tiers, then the drop of everything new from transit: the order is
+    /// the semantics.
     #[test]
     fn a_dual_stack_router_drops_new_inbound_and_passes_replies_and_nd() {
         let r = nft::example();
@@ -364,13 +374,35 @@ mod tests {
         let order = [
             "\t\ttype filter hook forward priority filter; policy accept;\n",
             "\t\tct state established,related counter accept\n",
+            "\t\toifname \"transit\" ip6 saddr != @tiers6 counter drop comment \"egress not from a tier\"\n",
             "\t\ticmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } counter accept comment \"icmpv6 needed\"\n",
             "\t\toifname \"transit\" ip6 saddr @tiers6 counter accept comment \"egress\"\n",
-            "\t\toifname \"transit\" counter drop comment \"egress not from a tier\"\n",
             "\t\tiifname \"transit\" counter drop comment \"new inbound\"\n",
         ];
         let at: Vec<usize> = order.iter().map(|l| f.find(l).expect(l)).collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]), "{f}");
+    }
+
+    /// What leaves the VPC is checked for its source before anything is accepted for being
+    /// ICMPv6: an ICMPv6 error or ND message with a source outside the tiers (a spoofed
+    /// packet-too-big aimed at a third party, say) is dropped like any other spoofed
+    /// packet, with or without a tier ACL. Related errors of admitted flows still pass (the
+    /// `ct state` rules come first).
+    #[test]
+    fn spoofed_icmpv6_to_transit_is_dropped_before_icmpv6_is_accepted() {
+        let mut r = nft::example();
+        let x = r6(&r);
+        let spoof =
+            "		oifname \"transit\" ip6 saddr != @tiers6 counter drop comment \"egress not from a tier\"\n";
+        for acl in [None, Some(web_acl())] {
+            r.tiers[0].acl = acl;
+            let t = render_nft6(&r, &x);
+            let f = forward(&t);
+            let at = |l: &str| f.find(l).unwrap_or_else(|| panic!("{l} in {f}"));
+            assert!(at("ct state established,related") < at(spoof));
+            assert!(at(spoof) < at("comment \"icmpv6 needed\""), "{f}");
+            assert_eq!(f.matches("egress not from a tier").count(), 1, "{f}");
+        }
     }
 
     #[test]

@@ -246,6 +246,23 @@ check_eq "sfctl shows the IPv6 route" "fd10:10:99::/64 $W2" "$(S -o json route s
 check "blue-db-1 (tier db) pings fd10:10:99::1 through the route" wait_for 10 ping6 blue-db-1 fd10:10:99::1
 check "blue-db-1's request reaches blue-web-2, answered by $W2" wait_for 5 routed6 blue-db-1
 check "blue-web-1 (same tier, via the router) reaches it too" wait_for 5 routed6 blue-web-1
+# Inside the VPC, fd10:10:99::1 is a legitimate source (the route makes it one; the ping's
+# reply above crossed the router between tiers, where no source is checked). Towards the
+# internet it is not: the router's anti-spoofing drops it whatever the packet, also an
+# ICMPv6 error (a type the router always accepts), which got through before the check
+# came first.
+spoof_icmp6() {
+    X blue-web-2 python3 -c '
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.bind(("fd10:10:99::1", 0))
+# destination unreachable (port), quoting the start of an IPv6 header
+s.sendto(bytes([1, 4, 0, 0, 0, 0, 0, 0, 0x60]) + bytes(39), ("2001:db8:ffff::10", 0))'
+}
+SPOOF0=$(fw_count "$BLUE" "egress not from a tier")
+spoof_dropped() { [ "$(fw_count "$BLUE" "egress not from a tier")" -gt "$SPOOF0" ]; }
+check "blue-web-2 sends an ICMPv6 error from fd10:10:99::1 to the internet host" spoof_icmp6
+check "blue's router drops it as egress not from a tier" wait_for 3 spoof_dropped
 check "a route with an IPv4 next hop is refused, naming route.nexthop" refused6 fd10:10:98::/64 10.10.1.12
 check "route delete r6-99" S route delete r6-99 --tenant demo --vpc blue
 check_not "after the delete, blue-db-1 gets no answer" wait_for 3 routed6 blue-db-1
