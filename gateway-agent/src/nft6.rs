@@ -29,9 +29,9 @@
 //!   admitted under earlier rules are checked again once (the IPv4 table's conntrack-mark
 //!   generation, computed over this table's ACL rendering).
 //!
-//! Load balancers with an IPv6 VIP (`VpcRouter6::load_balancers`) are rendered here exactly
-//! as the IPv4 table renders the IPv4 ones ([`crate::nft`]): per load balancer `i` (in name
-//! order) a map `lb<i>` of type `mark : ipv6_addr . inet_service` holding the Maglev table,
+//! Load balancers with an IPv6 VIP (`VpcRouter6::load_balancers`) are rendered by the IPv4
+//! table's own renderer in family `ip6` ([`crate::nft::LbFamily`]): per load balancer `i`
+//! (in name order) a map `lb<i>` of type `mark : ipv6_addr . inet_service` holding the Maglev table,
 //! the same `jhash … mod M seed 0x0` slot in the mark and `dnat ip6 to meta mark map`, the
 //! `lb_guard` chain (clears the mark, rejects what no backend took), `lbsrc<i>` sets and the
 //! `lb_source` chain for source allow-lists, a hairpin masquerade for VMs of the VPC using a
@@ -46,14 +46,15 @@
 //! NAT and Maglev maps are IPv4-typed anyway, and an IPv4-only router gets no IPv6 table.
 
 use std::fmt::Write;
-use std::net::SocketAddr;
 
-use sf_core::desired::{L4Protocol, LoadBalancer, RouterTier, VpcRouter, VpcRouter6};
+use sf_core::desired::{LoadBalancer, RouterTier, VpcRouter, VpcRouter6};
 use sf_linux::acl::{render_chain_in, Direction, Family, Verdicts};
 use sha2::{Digest, Sha256};
 
 use crate::names::TRANSIT_NS;
-use crate::nft::{digest, proto_name, rendered_lbs, tier_acls};
+use crate::nft::{
+    digest, lb_declarations, lb_dnat_rules, lb_guard_chain, rendered_lbs, tier_acls, LbFamily,
+};
 
 /// The IPv6 load balancers that are rendered, in name order: map `lb<i>` belongs to the
 /// `i`-th ([`crate::nft::load_balancers`]' rules).
@@ -61,77 +62,22 @@ pub fn load_balancers6(r6: &VpcRouter6) -> Vec<&LoadBalancer> {
     rendered_lbs(&r6.load_balancers, true)
 }
 
-/// "[vip]:port/proto", as rule comments name a load balancer.
-fn lb_label(lb: &LoadBalancer) -> String {
-    format!(
-        "{}/{}",
-        SocketAddr::new(lb.vip, lb.port),
-        proto_name(lb.protocol)
-    )
-}
-
-/// The sets, maps and chains of the IPv6 load balancers (empty without any), rendered as
-/// the IPv4 table's ([`crate::nft`]).
+/// The IPv6 load balancers' sets, maps and chains (empty without any): the IPv4 table's
+/// rendering in family `ip6` ([`crate::nft::lb_declarations`], [`crate::nft::lb_dnat_rules`],
+/// [`crate::nft::lb_guard_chain`]), with a prerouting chain of their own (IPv6 has no other
+/// DNAT) and the hairpin.
 fn lb_text6(lbs: &[&LoadBalancer]) -> String {
     let mut c = String::new();
     if lbs.is_empty() {
         return c;
     }
-    let _ = writeln!(c, "\tset lbsum {{\n\t\ttype mark\n\t}}");
-    for i in 0..lbs.len() {
-        let _ = writeln!(
-            c,
-            "\tmap lb{i} {{\n\t\ttype mark : ipv6_addr . inet_service\n\t}}"
-        );
-    }
-    let restricted: Vec<(usize, &LoadBalancer)> = lbs
-        .iter()
-        .enumerate()
-        .filter(|(_, lb)| !lb.source_cidrs.is_empty())
-        .map(|(i, lb)| (i, *lb))
-        .collect();
-    for (i, lb) in &restricted {
-        let _ = writeln!(
-            c,
-            "\tset lbsrc{i} {{\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\tauto-merge"
-        );
-        let cidrs: Vec<String> = lb.source_cidrs.iter().map(|n| n.to_string()).collect();
-        let _ = writeln!(c, "\t\telements = {{ {} }}\n\t}}", cidrs.join(", "));
-    }
-    if !restricted.is_empty() {
-        // Before DNAT, every packet of the original direction (as in IPv4).
-        let _ = writeln!(c, "\tchain lb_source {{");
-        let _ = writeln!(
-            c,
-            "\t\ttype filter hook prerouting priority dstnat - 1; policy accept;"
-        );
-        for (i, lb) in &restricted {
-            let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
-            let _ = writeln!(
-                c,
-                "\t\tip6 daddr {v} {p} dport {port} ip6 saddr != @lbsrc{i} counter drop comment \"lb {} source\"",
-                lb_label(lb)
-            );
-        }
-        let _ = writeln!(c, "\t}}");
-    }
+    lb_declarations(&mut c, LbFamily::V6, lbs);
     let _ = writeln!(c, "\tchain prerouting {{");
     let _ = writeln!(
         c,
         "\t\ttype nat hook prerouting priority dstnat; policy accept;"
     );
-    for (i, lb) in lbs.iter().enumerate() {
-        let (p, v, port, m) = (proto_name(lb.protocol), lb.vip, lb.port, lb.table_size);
-        let _ = writeln!(
-            c,
-            "\t\tip6 daddr {v} {p} dport {port} meta mark set jhash ip6 saddr . {p} sport . ip6 daddr . {p} dport mod {m} seed 0x0"
-        );
-        let _ = writeln!(
-            c,
-            "\t\tip6 daddr {v} {p} dport {port} counter dnat ip6 to meta mark map @lb{i} comment \"lb {}\"",
-            lb_label(lb)
-        );
-    }
+    lb_dnat_rules(&mut c, LbFamily::V6, lbs);
     let _ = writeln!(c, "\t}}");
     // Hairpin: a VM of the VPC using a VIP served by its own tier gets replies through the
     // router (un-DNATed) instead of straight from the backend.
@@ -145,25 +91,7 @@ fn lb_text6(lbs: &[&LoadBalancer]) -> String {
         "\t\toifname != \"{TRANSIT_NS}\" ct status dnat ip6 saddr @tiers6 counter masquerade comment \"hairpin\""
     );
     let _ = writeln!(c, "\t}}");
-    let _ = writeln!(c, "\tchain lb_guard {{");
-    let _ = writeln!(
-        c,
-        "\t\ttype filter hook prerouting priority dstnat + 1; policy accept;"
-    );
-    let _ = writeln!(c, "\t\tmeta mark != 0x00000000 meta mark set 0x00000000");
-    for lb in lbs {
-        let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
-        let with = match lb.protocol {
-            L4Protocol::Tcp => " with tcp reset",
-            L4Protocol::Udp => "",
-        };
-        let _ = writeln!(
-            c,
-            "\t\tip6 daddr {v} {p} dport {port} counter reject{with} comment \"lb {} no backend\"",
-            lb_label(lb)
-        );
-    }
-    let _ = writeln!(c, "\t}}");
+    lb_guard_chain(&mut c, LbFamily::V6, lbs);
     c
 }
 
