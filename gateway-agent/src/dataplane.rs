@@ -850,7 +850,7 @@ impl Dataplane for Gateway {
         // The pools' blackhole routes, before any removal: a public address this gateway
         // stops serving must be dropped here, not routed back to the leaf that may still
         // send it here (a loop, then an ICMP error that aborts the client's connect).
-        blackhole::converge(&mut pass, &underlay.blackhole).await;
+        blackhole::converge(&mut pass, &blackhole::of_underlay(underlay)).await;
         // 2. Removals first (they free names, and withdraw before anything else).
         self.remove_routers(&mut pass, &s).await;
         // 3. L2, exactly like a hypervisor.

@@ -356,72 +356,46 @@ fn missing(e: &DeviceError) -> bool {
     matches!(e, DeviceError::Command { stderr, .. } if stderr.contains("No such file or directory"))
 }
 
-/// The table digest and load balancer map digests of a VPC namespace, and the IPv6 table's
-/// digest ([`observe_nft6`]).
+/// The table digest and load balancer map digests of a VPC namespace, for the IPv4 table
+/// and the IPv6 one ([`observe_nft_table`]).
 async fn observe_nft(ns: &str) -> Result<NftSeen, DeviceError> {
-    let (table, maps) = observe_nft4(ns).await?;
-    let (table6, maps6) = observe_nft6(ns).await?;
+    let (table, maps) = observe_nft_table(ns, "ip", nft::TABLE).await?;
+    let (table6, maps6) = observe_nft_table(ns, "ip6", crate::nft6::TABLE6).await?;
     Ok((table, maps, table6, maps6))
 }
 
-/// The IPv4 table: one with load balancers is read from its small `lbsum` set (listing the
-/// table itself would make nft fetch every map element); one without, from the table
-/// comment (`nft -t`).
-async fn observe_nft4(ns: &str) -> Result<(Option<String>, BTreeMap<usize, String>), DeviceError> {
-    let nft = |args: &'static [&'static str]| {
+/// A router table of family `family` (`ip`, `ip6`) and its load balancer maps' digests: a
+/// table with load balancers is read from its small `lbsum` set (listing the table itself
+/// would make nft fetch every map element); one without, from the table comment (`nft -t`).
+/// No table (an IPv4-only router has no IPv6 one) is `None`, not an error.
+async fn observe_nft_table(
+    ns: &str,
+    family: &str,
+    table: &str,
+) -> Result<(Option<String>, BTreeMap<usize, String>), DeviceError> {
+    let nft = |args: &[&'static str]| {
         let mut v = vec!["netns", "exec", ns, "nft"];
         v.extend_from_slice(args);
+        v.extend([family, table]);
         v
     };
-    match run("ip", &nft(&["list", "set", "ip", nft::TABLE, "lbsum"])).await {
+    let mut lbsum = nft(&["list", "set"]);
+    lbsum.push("lbsum");
+    match run("ip", &lbsum).await {
         Ok(listing) => {
-            let (table, maps) = nft::parse_lbsum(&listing);
-            if table.is_some() {
-                return Ok((table, maps));
+            let (digest, maps) = nft::parse_lbsum(&listing);
+            if digest.is_some() {
+                return Ok((digest, maps));
             }
         }
         Err(e) if missing(&e) => {}
         Err(e) => return Err(e),
     }
-    match run("ip", &nft(&["-t", "list", "table", "ip", nft::TABLE])).await {
+    match run("ip", &nft(&["-t", "list", "table"])).await {
         Ok(listing) => Ok((nft::digest_of(&listing), Default::default())),
         Err(e) if missing(&e) => Ok((None, Default::default())),
         Err(e) => Err(e),
     }
-}
-
-/// The `ip6 stackfabric6` table's digest and its load balancer maps' digests: from its
-/// small `lbsum` set when it has load balancers (as [`observe_nft4`]), else from the
-/// namespace's ip6 ruleset, which is only ours (empty, not an error, when an IPv4-only
-/// router has none).
-async fn observe_nft6(ns: &str) -> Result<(Option<String>, BTreeMap<usize, String>), DeviceError> {
-    let lbsum = [
-        "netns",
-        "exec",
-        ns,
-        "nft",
-        "list",
-        "set",
-        "ip6",
-        crate::nft6::TABLE6,
-        "lbsum",
-    ];
-    match run("ip", &lbsum).await {
-        Ok(listing) => {
-            let (table, maps) = nft::parse_lbsum(&listing);
-            if table.is_some() {
-                return Ok((table, maps));
-            }
-        }
-        Err(e) if missing(&e) => {}
-        Err(e) => return Err(e),
-    }
-    let listing = run(
-        "ip",
-        &["netns", "exec", ns, "nft", "-t", "list", "ruleset", "ip6"],
-    )
-    .await?;
-    Ok((nft::digest_of(&listing), Default::default()))
 }
 
 async fn ip_in(ns: &Option<String>, args: &[&str]) -> Result<(), DeviceError> {

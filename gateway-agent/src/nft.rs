@@ -426,6 +426,136 @@ fn elements<I: IntoIterator<Item = String>>(c: &mut String, items: I) {
     }
 }
 
+/// The address family a load balancer is rendered in: the IPv4 table's load balancers and
+/// the IPv6 table's ([`crate::nft6`]) are the same rules in nft's two families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LbFamily {
+    V4,
+    V6,
+}
+
+impl LbFamily {
+    /// nft's family keyword in matches and NAT statements (`ip daddr`, `dnat ip6 to`).
+    fn keyword(self) -> &'static str {
+        match self {
+            LbFamily::V4 => "ip",
+            LbFamily::V6 => "ip6",
+        }
+    }
+
+    /// nft's address type of sets and map keys.
+    fn addr_type(self) -> &'static str {
+        match self {
+            LbFamily::V4 => "ipv4_addr",
+            LbFamily::V6 => "ipv6_addr",
+        }
+    }
+}
+
+/// "vip:port/proto" ("[vip]:port/proto" in IPv6), as rule comments name a load balancer.
+fn lb_label(lb: &LoadBalancer) -> String {
+    format!(
+        "{}/{}",
+        std::net::SocketAddr::new(lb.vip, lb.port),
+        proto_name(lb.protocol)
+    )
+}
+
+/// The load balancers' sets and maps, in family `fam`: `lbsum` (the digests), a Maglev map
+/// `lb<i>` per load balancer `i`, a set `lbsrc<i>` per source allow-list and the `lb_source`
+/// chain dropping other sources; nothing without load balancers.
+pub(crate) fn lb_declarations(c: &mut String, fam: LbFamily, lbs: &[&LoadBalancer]) {
+    let (f, addr) = (fam.keyword(), fam.addr_type());
+    if !lbs.is_empty() {
+        let _ = writeln!(c, "\tset lbsum {{\n\t\ttype mark\n\t}}");
+    }
+    for i in 0..lbs.len() {
+        let _ = writeln!(
+            c,
+            "\tmap lb{i} {{\n\t\ttype mark : {addr} . inet_service\n\t}}"
+        );
+    }
+    let restricted: Vec<(usize, &LoadBalancer)> = lbs
+        .iter()
+        .enumerate()
+        .filter(|(_, lb)| !lb.source_cidrs.is_empty())
+        .map(|(i, lb)| (i, *lb))
+        .collect();
+    for (i, lb) in &restricted {
+        let _ = writeln!(
+            c,
+            "\tset lbsrc{i} {{\n\t\ttype {addr}\n\t\tflags interval\n\t\tauto-merge"
+        );
+        elements(c, lb.source_cidrs.iter().map(|n| n.to_string()));
+        let _ = writeln!(c, "\t}}");
+    }
+    if !restricted.is_empty() {
+        // Before DNAT (the VIP is still the destination), every packet of the original
+        // direction: a source outside the list never reaches the Maglev mark or the NAT.
+        let _ = writeln!(c, "\tchain lb_source {{");
+        let _ = writeln!(
+            c,
+            "\t\ttype filter hook prerouting priority dstnat - 1; policy accept;"
+        );
+        for (i, lb) in &restricted {
+            let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
+            let _ = writeln!(
+                c,
+                "\t\t{f} daddr {v} {p} dport {port} {f} saddr != @lbsrc{i} counter drop comment \"lb {} source\"",
+                lb_label(lb)
+            );
+        }
+        let _ = writeln!(c, "\t}}");
+    }
+}
+
+/// The prerouting (DNAT) rules of the load balancers, in family `fam`: per load balancer
+/// the Maglev slot hashed into the mark, then the DNAT to the backend the map holds there.
+pub(crate) fn lb_dnat_rules(c: &mut String, fam: LbFamily, lbs: &[&LoadBalancer]) {
+    let f = fam.keyword();
+    for (i, lb) in lbs.iter().enumerate() {
+        let (p, v, port, m) = (proto_name(lb.protocol), lb.vip, lb.port, lb.table_size);
+        let _ = writeln!(
+            c,
+            "\t\t{f} daddr {v} {p} dport {port} meta mark set jhash {f} saddr . {p} sport . {f} daddr . {p} dport mod {m} seed 0x0"
+        );
+        let _ = writeln!(
+            c,
+            "\t\t{f} daddr {v} {p} dport {port} counter dnat {f} to meta mark map @lb{i} comment \"lb {}\"",
+            lb_label(lb)
+        );
+    }
+}
+
+/// The `lb_guard` chain in family `fam`, right after DNAT: clears the mark, and rejects a
+/// connection to a VIP that no backend took (its slot empty: none healthy); nothing
+/// without load balancers.
+pub(crate) fn lb_guard_chain(c: &mut String, fam: LbFamily, lbs: &[&LoadBalancer]) {
+    if lbs.is_empty() {
+        return;
+    }
+    let f = fam.keyword();
+    let _ = writeln!(c, "\tchain lb_guard {{");
+    let _ = writeln!(
+        c,
+        "\t\ttype filter hook prerouting priority dstnat + 1; policy accept;"
+    );
+    let _ = writeln!(c, "\t\tmeta mark != 0x00000000 meta mark set 0x00000000");
+    for lb in lbs {
+        let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
+        let with = match lb.protocol {
+            L4Protocol::Tcp => " with tcp reset",
+            L4Protocol::Udp => "",
+        };
+        let _ = writeln!(
+            c,
+            "\t\t{f} daddr {v} {p} dport {port} counter reject{with} comment \"lb {} no backend\"",
+            lb_label(lb)
+        );
+    }
+    let _ = writeln!(c, "\t}}");
+}
+
 fn body(r: &VpcRouter) -> String {
     let mut c = String::new();
     let t = TRANSIT_NS;
@@ -454,62 +584,13 @@ fn body(r: &VpcRouter) -> String {
         let _ = writeln!(c, "\t}}");
     }
     let lbs = load_balancers(r);
-    if !lbs.is_empty() {
-        let _ = writeln!(c, "\tset lbsum {{\n\t\ttype mark\n\t}}");
-    }
-    for i in 0..lbs.len() {
-        let _ = writeln!(
-            c,
-            "\tmap lb{i} {{\n\t\ttype mark : ipv4_addr . inet_service\n\t}}"
-        );
-    }
-    let restricted: Vec<(usize, &LoadBalancer)> = lbs
-        .iter()
-        .enumerate()
-        .filter(|(_, lb)| !lb.source_cidrs.is_empty())
-        .map(|(i, lb)| (i, *lb))
-        .collect();
-    for (i, lb) in &restricted {
-        let _ = writeln!(
-            c,
-            "\tset lbsrc{i} {{\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tauto-merge"
-        );
-        elements(&mut c, lb.source_cidrs.iter().map(|n| n.to_string()));
-        let _ = writeln!(c, "\t}}");
-    }
-    if !restricted.is_empty() {
-        // Before DNAT (the VIP is still the destination), every packet of the original
-        // direction: a source outside the list never reaches the Maglev mark or the NAT.
-        let _ = writeln!(c, "\tchain lb_source {{");
-        let _ = writeln!(
-            c,
-            "\t\ttype filter hook prerouting priority dstnat - 1; policy accept;"
-        );
-        for (i, lb) in &restricted {
-            let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
-            let _ = writeln!(
-                c,
-                "\t\tip daddr {v} {p} dport {port} ip saddr != @lbsrc{i} counter drop comment \"lb {v}:{port}/{p} source\""
-            );
-        }
-        let _ = writeln!(c, "\t}}");
-    }
+    lb_declarations(&mut c, LbFamily::V4, &lbs);
     let _ = writeln!(c, "\tchain prerouting {{");
     let _ = writeln!(
         c,
         "\t\ttype nat hook prerouting priority dstnat; policy accept;"
     );
-    for (i, lb) in lbs.iter().enumerate() {
-        let (p, v, port, m) = (proto_name(lb.protocol), lb.vip, lb.port, lb.table_size);
-        let _ = writeln!(
-            c,
-            "\t\tip daddr {v} {p} dport {port} meta mark set jhash ip saddr . {p} sport . ip daddr . {p} dport mod {m} seed 0x0"
-        );
-        let _ = writeln!(
-            c,
-            "\t\tip daddr {v} {p} dport {port} counter dnat ip to meta mark map @lb{i} comment \"lb {v}:{port}/{p}\""
-        );
-    }
+    lb_dnat_rules(&mut c, LbFamily::V4, &lbs);
     // Counters per NAT kind (map elements carry no counter of their own).
     let _ = writeln!(
         c,
@@ -547,26 +628,7 @@ fn body(r: &VpcRouter) -> String {
         "\t\toifname != \"{t}\"{not_dc} ct status dnat ip saddr @inside counter masquerade comment \"hairpin\""
     );
     let _ = writeln!(c, "\t}}");
-    if !lbs.is_empty() {
-        let _ = writeln!(c, "\tchain lb_guard {{");
-        let _ = writeln!(
-            c,
-            "\t\ttype filter hook prerouting priority dstnat + 1; policy accept;"
-        );
-        let _ = writeln!(c, "\t\tmeta mark != 0x00000000 meta mark set 0x00000000");
-        for lb in &lbs {
-            let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
-            let with = match lb.protocol {
-                L4Protocol::Tcp => " with tcp reset",
-                L4Protocol::Udp => "",
-            };
-            let _ = writeln!(
-                c,
-                "\t\tip daddr {v} {p} dport {port} counter reject{with} comment \"lb {v}:{port}/{p} no backend\""
-            );
-        }
-        let _ = writeln!(c, "\t}}");
-    }
+    lb_guard_chain(&mut c, LbFamily::V4, &lbs);
     let acls = tier_acls(r);
     let _ = writeln!(c, "\tchain forward {{");
     let _ = writeln!(

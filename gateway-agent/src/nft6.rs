@@ -8,11 +8,16 @@
 //! stateful filter here, as CloudStack's VR does for routed IPv6. The forward chain:
 //!
 //! - `ct state established,related accept`: replies and related errors of admitted flows.
+//! - towards `transit` (egress to the internet): a source outside the router's dual-stack
+//!   tiers is dropped (no spoofed or Direct Connect source leaves the VPC), before the
+//!   ICMPv6 that always passes, so no ICMPv6 type is a way around it.
 //! - ICMPv6 that IPv6 cannot work without is always accepted: neighbour discovery
 //!   (RS, RA, NS, NA) and the errors PMTU discovery and traceroute rely on (packet-too-big,
 //!   time-exceeded, parameter-problem, destination-unreachable).
-//! - towards `transit` (egress to the internet): only sources inside one of the router's
-//!   dual-stack tiers (no spoofed or Direct Connect source leaves the VPC), accepted.
+//! - towards `transit` from a tier: accepted (after its ACL, if any).
+//! - between tiers no source check: a static route via a VM makes addresses outside every
+//!   tier legitimate sources inside the VPC (east-west is filtered on the hypervisors, whose
+//!   anti-spoofing pins only sources inside the tiers).
 //! - from `transit` (new connections from the internet): dropped, as NAT does for IPv4.
 //! - between tiers: policy accept, as the IPv4 table (east-west is filtered on the
 //!   hypervisors, at the source).
@@ -24,9 +29,9 @@
 //!   admitted under earlier rules are checked again once (the IPv4 table's conntrack-mark
 //!   generation, computed over this table's ACL rendering).
 //!
-//! Load balancers with an IPv6 VIP (`VpcRouter6::load_balancers`) are rendered here exactly
-//! as the IPv4 table renders the IPv4 ones ([`crate::nft`]): per load balancer `i` (in name
-//! order) a map `lb<i>` of type `mark : ipv6_addr . inet_service` holding the Maglev table,
+//! Load balancers with an IPv6 VIP (`VpcRouter6::load_balancers`) are rendered by the IPv4
+//! table's own renderer in family `ip6` ([`crate::nft::LbFamily`]): per load balancer `i`
+//! (in name order) a map `lb<i>` of type `mark : ipv6_addr . inet_service` holding the Maglev table,
 //! the same `jhash … mod M seed 0x0` slot in the mark and `dnat ip6 to meta mark map`, the
 //! `lb_guard` chain (clears the mark, rejects what no backend took), `lbsrc<i>` sets and the
 //! `lb_source` chain for source allow-lists, a hairpin masquerade for VMs of the VPC using a
@@ -41,14 +46,15 @@
 //! NAT and Maglev maps are IPv4-typed anyway, and an IPv4-only router gets no IPv6 table.
 
 use std::fmt::Write;
-use std::net::SocketAddr;
 
-use sf_core::desired::{L4Protocol, LoadBalancer, RouterTier, VpcRouter, VpcRouter6};
+use sf_core::desired::{LoadBalancer, RouterTier, VpcRouter, VpcRouter6};
 use sf_linux::acl::{render_chain_in, Direction, Family, Verdicts};
 use sha2::{Digest, Sha256};
 
 use crate::names::TRANSIT_NS;
-use crate::nft::{digest, proto_name, rendered_lbs, tier_acls};
+use crate::nft::{
+    digest, lb_declarations, lb_dnat_rules, lb_guard_chain, rendered_lbs, tier_acls, LbFamily,
+};
 
 /// The IPv6 load balancers that are rendered, in name order: map `lb<i>` belongs to the
 /// `i`-th ([`crate::nft::load_balancers`]' rules).
@@ -56,77 +62,22 @@ pub fn load_balancers6(r6: &VpcRouter6) -> Vec<&LoadBalancer> {
     rendered_lbs(&r6.load_balancers, true)
 }
 
-/// "[vip]:port/proto", as rule comments name a load balancer.
-fn lb_label(lb: &LoadBalancer) -> String {
-    format!(
-        "{}/{}",
-        SocketAddr::new(lb.vip, lb.port),
-        proto_name(lb.protocol)
-    )
-}
-
-/// The sets, maps and chains of the IPv6 load balancers (empty without any), rendered as
-/// the IPv4 table's ([`crate::nft`]).
+/// The IPv6 load balancers' sets, maps and chains (empty without any): the IPv4 table's
+/// rendering in family `ip6` ([`crate::nft::lb_declarations`], [`crate::nft::lb_dnat_rules`],
+/// [`crate::nft::lb_guard_chain`]), with a prerouting chain of their own (IPv6 has no other
+/// DNAT) and the hairpin.
 fn lb_text6(lbs: &[&LoadBalancer]) -> String {
     let mut c = String::new();
     if lbs.is_empty() {
         return c;
     }
-    let _ = writeln!(c, "\tset lbsum {{\n\t\ttype mark\n\t}}");
-    for i in 0..lbs.len() {
-        let _ = writeln!(
-            c,
-            "\tmap lb{i} {{\n\t\ttype mark : ipv6_addr . inet_service\n\t}}"
-        );
-    }
-    let restricted: Vec<(usize, &LoadBalancer)> = lbs
-        .iter()
-        .enumerate()
-        .filter(|(_, lb)| !lb.source_cidrs.is_empty())
-        .map(|(i, lb)| (i, *lb))
-        .collect();
-    for (i, lb) in &restricted {
-        let _ = writeln!(
-            c,
-            "\tset lbsrc{i} {{\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\tauto-merge"
-        );
-        let cidrs: Vec<String> = lb.source_cidrs.iter().map(|n| n.to_string()).collect();
-        let _ = writeln!(c, "\t\telements = {{ {} }}\n\t}}", cidrs.join(", "));
-    }
-    if !restricted.is_empty() {
-        // Before DNAT, every packet of the original direction (as in IPv4).
-        let _ = writeln!(c, "\tchain lb_source {{");
-        let _ = writeln!(
-            c,
-            "\t\ttype filter hook prerouting priority dstnat - 1; policy accept;"
-        );
-        for (i, lb) in &restricted {
-            let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
-            let _ = writeln!(
-                c,
-                "\t\tip6 daddr {v} {p} dport {port} ip6 saddr != @lbsrc{i} counter drop comment \"lb {} source\"",
-                lb_label(lb)
-            );
-        }
-        let _ = writeln!(c, "\t}}");
-    }
+    lb_declarations(&mut c, LbFamily::V6, lbs);
     let _ = writeln!(c, "\tchain prerouting {{");
     let _ = writeln!(
         c,
         "\t\ttype nat hook prerouting priority dstnat; policy accept;"
     );
-    for (i, lb) in lbs.iter().enumerate() {
-        let (p, v, port, m) = (proto_name(lb.protocol), lb.vip, lb.port, lb.table_size);
-        let _ = writeln!(
-            c,
-            "\t\tip6 daddr {v} {p} dport {port} meta mark set jhash ip6 saddr . {p} sport . ip6 daddr . {p} dport mod {m} seed 0x0"
-        );
-        let _ = writeln!(
-            c,
-            "\t\tip6 daddr {v} {p} dport {port} counter dnat ip6 to meta mark map @lb{i} comment \"lb {}\"",
-            lb_label(lb)
-        );
-    }
+    lb_dnat_rules(&mut c, LbFamily::V6, lbs);
     let _ = writeln!(c, "\t}}");
     // Hairpin: a VM of the VPC using a VIP served by its own tier gets replies through the
     // router (un-DNATed) instead of straight from the backend.
@@ -140,25 +91,7 @@ fn lb_text6(lbs: &[&LoadBalancer]) -> String {
         "\t\toifname != \"{TRANSIT_NS}\" ct status dnat ip6 saddr @tiers6 counter masquerade comment \"hairpin\""
     );
     let _ = writeln!(c, "\t}}");
-    let _ = writeln!(c, "\tchain lb_guard {{");
-    let _ = writeln!(
-        c,
-        "\t\ttype filter hook prerouting priority dstnat + 1; policy accept;"
-    );
-    let _ = writeln!(c, "\t\tmeta mark != 0x00000000 meta mark set 0x00000000");
-    for lb in lbs {
-        let (p, v, port) = (proto_name(lb.protocol), lb.vip, lb.port);
-        let with = match lb.protocol {
-            L4Protocol::Tcp => " with tcp reset",
-            L4Protocol::Udp => "",
-        };
-        let _ = writeln!(
-            c,
-            "\t\tip6 daddr {v} {p} dport {port} counter reject{with} comment \"lb {} no backend\"",
-            lb_label(lb)
-        );
-    }
-    let _ = writeln!(c, "\t}}");
+    lb_guard_chain(&mut c, LbFamily::V6, lbs);
     c
 }
 
@@ -285,6 +218,14 @@ fn body(r: &VpcRouter, r6: &VpcRouter6) -> String {
             let _ = writeln!(c, "\t\tct state invalid counter drop");
         }
     }
+    // Anti-spoofing before anything is accepted for its type: the ICMPv6 that always passes
+    // (errors, ND) must not let a VM put a source outside the tiers on the internet (a
+    // forged packet-too-big towards a third party). Replies and related errors of admitted
+    // flows are accepted above, whatever their source.
+    let _ = writeln!(
+        c,
+        "\t\toifname \"{t}\" ip6 saddr != @tiers6 counter drop comment \"egress not from a tier\""
+    );
     let _ = writeln!(
         c,
         "\t\ticmpv6 type {{ {ICMPV6_ALWAYS} }} counter accept comment \"icmpv6 needed\""
@@ -304,10 +245,6 @@ fn body(r: &VpcRouter, r6: &VpcRouter6) -> String {
     let _ = writeln!(
         c,
         "\t\toifname \"{t}\" ip6 saddr @tiers6 counter accept comment \"egress\""
-    );
-    let _ = writeln!(
-        c,
-        "\t\toifname \"{t}\" counter drop comment \"egress not from a tier\""
     );
     let _ = writeln!(
         c,
@@ -352,8 +289,9 @@ mod tests {
         &t[t.find("\tchain forward {").unwrap()..]
     }
 
-    /// Established first, ICMPv6 errors and ND next, then egress from the tiers, then the
-    /// drop of everything new from transit: the order is the semantics.
+    /// Established first, then the drop of spoofed egress, ICMPv6 errors and ND next, then
+    /// egress from the tiers, then the drop of everything new from transit: the order is
+    /// the semantics.
     #[test]
     fn a_dual_stack_router_drops_new_inbound_and_passes_replies_and_nd() {
         let r = nft::example();
@@ -364,13 +302,35 @@ mod tests {
         let order = [
             "\t\ttype filter hook forward priority filter; policy accept;\n",
             "\t\tct state established,related counter accept\n",
+            "\t\toifname \"transit\" ip6 saddr != @tiers6 counter drop comment \"egress not from a tier\"\n",
             "\t\ticmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } counter accept comment \"icmpv6 needed\"\n",
             "\t\toifname \"transit\" ip6 saddr @tiers6 counter accept comment \"egress\"\n",
-            "\t\toifname \"transit\" counter drop comment \"egress not from a tier\"\n",
             "\t\tiifname \"transit\" counter drop comment \"new inbound\"\n",
         ];
         let at: Vec<usize> = order.iter().map(|l| f.find(l).expect(l)).collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]), "{f}");
+    }
+
+    /// What leaves the VPC is checked for its source before anything is accepted for being
+    /// ICMPv6: an ICMPv6 error or ND message with a source outside the tiers (a spoofed
+    /// packet-too-big aimed at a third party, say) is dropped like any other spoofed
+    /// packet, with or without a tier ACL. Related errors of admitted flows still pass (the
+    /// `ct state` rules come first).
+    #[test]
+    fn spoofed_icmpv6_to_transit_is_dropped_before_icmpv6_is_accepted() {
+        let mut r = nft::example();
+        let x = r6(&r);
+        let spoof =
+            "		oifname \"transit\" ip6 saddr != @tiers6 counter drop comment \"egress not from a tier\"\n";
+        for acl in [None, Some(web_acl())] {
+            r.tiers[0].acl = acl;
+            let t = render_nft6(&r, &x);
+            let f = forward(&t);
+            let at = |l: &str| f.find(l).unwrap_or_else(|| panic!("{l} in {f}"));
+            assert!(at("ct state established,related") < at(spoof));
+            assert!(at(spoof) < at("comment \"icmpv6 needed\""), "{f}");
+            assert_eq!(f.matches("egress not from a tier").count(), 1, "{f}");
+        }
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl Dataplane for Switch {
         netlink::l2::converge(&mut pass, &self.nl, &vnis, u.loopback).await;
         converge_ports(&mut pass, &self.nl, &nets).await;
         // Before FRR, so its `network` statements for the pools find their routes.
-        blackhole::converge(&mut pass, &u.blackhole).await;
+        blackhole::converge(&mut pass, &blackhole::of_underlay(u)).await;
         let force = self.passes % 10 == 1;
         let (config, expect) = (render(&self.node, u), expected_lines(u));
         pass.applied("FRR", self.frr.apply(&config, &expect, force).await);

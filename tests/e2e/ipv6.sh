@@ -11,7 +11,13 @@
 #   static routes: an IPv6 route via a VM of a tier carries traffic from another tier, and stops
 #      when deleted
 #   load balancer: a public IPv6 VIP from the site's pool over blue's web tier, reached from
-#      the internet host; a stopped backend leaves within the health check's fall time
+#      the internet host; a stopped backend leaves within the health check's fall time; across
+#      a gateway failover (the serving agent hung) the VIP's /128 moves to the new gateway
+#      alone, new connections spread over both backends through it, and the old gateway's
+#      return takes nothing back
+#   pool blackholes: the leaves originate the site's IPv6 pool over a blackhole and the
+#      gateways hold it, so an unused address of the pool dies at the edge, even when a stale
+#      leaf route points it at a gateway (no hop-limit loop)
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -240,6 +246,23 @@ check_eq "sfctl shows the IPv6 route" "fd10:10:99::/64 $W2" "$(S -o json route s
 check "blue-db-1 (tier db) pings fd10:10:99::1 through the route" wait_for 10 ping6 blue-db-1 fd10:10:99::1
 check "blue-db-1's request reaches blue-web-2, answered by $W2" wait_for 5 routed6 blue-db-1
 check "blue-web-1 (same tier, via the router) reaches it too" wait_for 5 routed6 blue-web-1
+# Inside the VPC, fd10:10:99::1 is a legitimate source (the route makes it one; the ping's
+# reply above crossed the router between tiers, where no source is checked). Towards the
+# internet it is not: the router's anti-spoofing drops it whatever the packet, also an
+# ICMPv6 error (a type the router always accepts), which got through before the check
+# came first.
+spoof_icmp6() {
+    X blue-web-2 python3 -c '
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.bind(("fd10:10:99::1", 0))
+# destination unreachable (port), quoting the start of an IPv6 header
+s.sendto(bytes([1, 4, 0, 0, 0, 0, 0, 0, 0x60]) + bytes(39), ("2001:db8:ffff::10", 0))'
+}
+SPOOF0=$(fw_count "$BLUE" "egress not from a tier")
+spoof_dropped() { [ "$(fw_count "$BLUE" "egress not from a tier")" -gt "$SPOOF0" ]; }
+check "blue-web-2 sends an ICMPv6 error from fd10:10:99::1 to the internet host" spoof_icmp6
+check "blue's router drops it as egress not from a tier" wait_for 3 spoof_dropped
 check "a route with an IPv4 next hop is refused, naming route.nexthop" refused6 fd10:10:98::/64 10.10.1.12
 check "route delete r6-99" S route delete r6-99 --tenant demo --vpc blue
 check_not "after the delete, blue-db-1 gets no answer" wait_for 3 routed6 blue-db-1
@@ -295,6 +318,57 @@ AFTER6=$(spread6 30)
 while read -r line; do echo "    $line"; done <<<"$AFTER6"
 check_eq "then all 30 new connections succeed, all on blue-web-1" "blue-web-1 30" "$AFTER6"
 check "start blue-web-2's server again" L vm-http-start blue-web-2
+
+# The VIP across a gateway failover: the serving gateway's agent hangs (SIGSTOP, as
+# failover.sh section 5), its fence stands blue's router down (host routes withdrawn, the
+# gateway's FRR still up and peering), the standby activates it. The /128 must leave the old
+# gateway's announcement and kernel and come from the new one, with packets through it.
+section "IPv6 load balancer across a gateway failover: the /128 follows blue's router"
+# vip6_held GW - GW's kernel routes VIP6/128 into a VPC router (the agent's route, proto
+# boot; a route learned from the leaves is proto bgp and does not count).
+vip6_held() { ip -n "${LAB_PREFIX}$1" -6 route show "$VIP6/128" proto boot | grep -q .; }
+# vip6_only GW - GW alone holds the VIP's route.
+vip6_only() { vip6_held "$1" && ! vip6_held "$(other "$1")"; }
+# leaf1_via GW - border leaf leaf1 (the internet host's next hop) routes the VIP to GW only.
+leaf1_via() {
+    local r
+    r=$(ip -n "${LAB_PREFIX}leaf1" -6 route show "$VIP6/128")
+    grep -q "dev $1 " <<<"$r" && ! grep -q "dev $(other "$1") " <<<"$r"
+}
+agent_pid() { cat "$STATE/pids/$1.pid"; }
+A=$(serving "$BLUE")
+B=$(other "$A")
+if [ -z "$A" ]; then
+    fail "no gateway serves blue"
+else
+    pass "$A serves blue and web6, $B stands by"
+    check "both backends are up again" wait_for 15 all_up6
+    check "$A alone announces $VIP6/128 (leaves)" wait_for 10 announced_by "$VIP6" "$A"
+    check "$A alone holds the VIP's route" vip6_only "$A"
+    check "leaf1 routes $VIP6 to $A" leaf1_via "$A"
+    STOPPED=$(agent_pid "$A")
+    # Whatever happens below, the agent is not left stopped (lab down kills it anyway).
+    test_exit() { kill -CONT "$STOPPED" 2>/dev/null; }
+    kill -STOP "$STOPPED"
+    check "$B alone announces $VIP6/128 once $A's fence stands it down" wait_for 20 announced_by "$VIP6" "$B"
+    check "leaf1 routes $VIP6 to $B, no longer to $A" wait_for 10 leaf1_via "$B"
+    check "the internet host has its route to $VIP6 (through leaf1)" bash -c "ip -n ${LAB_PREFIX}internet -6 route show $VIP6 | grep -q ."
+    check "$B alone holds the VIP's route ($A's was withdrawn)" vip6_only "$B"
+    check_eq "$B's tier links are the ones up" "$B" "$(serving "$BLUE")"
+    D0=$(dnat6_count)
+    SPREADF=$(spread6 30)
+    while read -r line; do echo "    $line"; done <<<"$SPREADF"
+    check_eq "30 new connections from the internet host reach both backends, none fails" \
+        "blue-web-1 blue-web-2" "$(awk '$2 > 0 {print $1}' <<<"$SPREADF" | sort | tr '\n' ' ' | sed 's/ $//')"
+    check "through $B: its router's DNAT rule counted them ($D0 before, $(dnat6_count) after)" \
+        test "$(dnat6_count)" -ge $((D0 + 30))
+    check "never two announcers of $VIP6 over 3 s" never_two 3 "$VIP6"
+    kill -CONT "$STOPPED"
+    check "$A's agent resumes: never two announcers of $VIP6 over 8 s" never_two 8 "$VIP6"
+    check_eq "$VIP6/128 stays with $B" "$B" "$(announcers "$VIP6")"
+    check "$B alone still holds the VIP's route" vip6_only "$B"
+    check "the VIP still answers the internet host" bash -c "ip netns exec ${LAB_PREFIX}internet curl -6 -g -s -m 2 --interface $INET6 http://[$VIP6]/ | grep -q blue-web"
+fi
 check "an IPv6 VIP with an IPv4 backend is refused, naming lb.backends[0].ip" \
     refused_lb6 "lb.backends[0].ip" --vip 2001:db8:1ff::81 --backend 10.10.1.12:80
 check "an IPv4 VIP with an IPv6 backend is refused, naming lb.backends[0].ip" \
@@ -303,5 +377,40 @@ check "an IPv6 VIP in no pool and no range of blue is refused, naming lb.vip" \
     refused_lb6 "lb.vip" --vip 2001:db8:ffff::81 --backend "[$W2]:80"
 check "delete LB web6" S lb delete web6 --tenant demo --vpc blue
 check "the internet host's route to $VIP6 is withdrawn" wait_for 30 bash -c "! ip -n ${LAB_PREFIX}internet -6 route show $VIP6 | grep -q ."
+
+# ---- IPv6 pool blackholes ------------------------------------------------------------------
+# As the IPv4 pools: the leaves announce the site's IPv6 pool backed by a blackhole (proto
+# 245), the gateways hold the blackhole unannounced. A packet for an address of the pool
+# nobody serves dies at the first edge node that has no more specific route: at the border
+# leaf, or at a gateway a stale leaf route still points to (a failover's window), which
+# without its blackhole would send it back up its default route to the leaf, round and
+# round until the hop limit runs out.
+section "IPv6 pool blackholes: an unused address of the pool never loops"
+POOL6=2001:db8:100::/40
+UNUSED6=2001:db8:1ff::99
+# blackholed NODE - NODE's kernel holds our blackhole route for the pool.
+blackholed() { ip -n "${LAB_PREFIX}$1" -6 route show type blackhole proto 245 | grep -q "^blackhole $POOL6 "; }
+# silent_ping - the internet host sends 3 echo requests to UNUSED6: none is answered, and
+# nothing comes back (no "Time exceeded" from a loop, no unreachable; ping sent them all).
+silent_ping() {
+    local out
+    out=$(ip netns exec "${LAB_PREFIX}internet" ping -6 -n -c 3 -i 0.3 -W 1 -I "$INET6" "$UNUSED6" 2>&1)
+    echo "$out"
+    grep -q "3 packets transmitted, 0 received" <<<"$out" && ! grep -q "^From " <<<"$out"
+}
+for n in leaf1 leaf2 gw1 gw2; do
+    check "$n holds the blackhole $POOL6 (proto 245)" wait_for 10 blackholed "$n"
+done
+check "the internet host learned $POOL6 from the fabric (the leaves originate it)" \
+    wait_for 30 bash -c "ip -n ${LAB_PREFIX}internet -6 route show $POOL6 | grep -q 'proto bgp'"
+check_eq "no gateway announces the pool itself" "" "$(announcers "$POOL6")"
+check "a ping to the unused $UNUSED6 dies at the border leaf: no reply, nothing back" silent_ping
+# A stale route on leaf1 pointing UNUSED6 at gw1, as a VIP's /128 does for a moment after its
+# gateway stopped serving it.
+GW1_LL=$(ip -n "${LAB_PREFIX}gw1" -6 -br addr show dev leaf1 scope link | awk '{sub("/.*", "", $3); print $3}')
+check "leaf1 gets a stale route $UNUSED6/128 via gw1 ($GW1_LL)" \
+    ip -n "${LAB_PREFIX}leaf1" -6 route add "$UNUSED6/128" via "$GW1_LL" dev gw1
+check "the internet host's ping to $UNUSED6 dies at gw1: no reply, no hop limit exceeded" silent_ping
+check "remove the stale route" ip -n "${LAB_PREFIX}leaf1" -6 route del "$UNUSED6/128" via "$GW1_LL" dev gw1
 
 lab_finish

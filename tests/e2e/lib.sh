@@ -79,11 +79,15 @@ node_is() {
     [ "$(S -o json status 2>/dev/null | json "[n for n in d['nodes'] if n['name']=='$1'][0]['$2']")" = "$3" ]
 }
 
-# announcers ADDR - the gateways announcing ADDR/32, as BGP paths at leaf1 and leaf2 show them.
+# announcers ADDR - the gateways announcing ADDR/32 (an IPv6 ADDR: ADDR/128; a prefix with its
+# length: that prefix), as BGP paths at leaf1 and leaf2 show them.
 announcers() {
-    local l
+    local l p=$1 query
+    case $p in */*) ;; *:*) p=$p/128 ;; *) p=$p/32 ;; esac
+    query="show ip bgp $p json"
+    [[ $p == *:* ]] && query="show bgp ipv6 unicast $p json"
     for l in leaf1 leaf2; do
-        vtysh --vty_socket "$STATE/frr/$l" -c "show ip bgp $1/32 json" 2>/dev/null |
+        vtysh --vty_socket "$STATE/frr/$l" -c "$query" 2>/dev/null |
             python3 -c '
 import json, sys
 d = json.load(sys.stdin)
@@ -96,7 +100,7 @@ for p in d.get("paths", []):
         print(name)'
     done | sort -u | tr '\n' ' ' | sed 's/ $//'
 }
-# announced_by ADDR NODE - NODE alone announces ADDR/32.
+# announced_by ADDR NODE - NODE alone announces ADDR/32 (/128).
 announced_by() { [ "$(announcers "$1")" = "$2" ]; }
 one_announcer() { local a; a=$(announcers "$1"); [ -n "$a" ] && [ "$a" = "${a%% *}" ]; }
 

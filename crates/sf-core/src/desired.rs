@@ -70,6 +70,15 @@ pub struct Underlay {
     /// the VPCs a gateway serves as the active router.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redistribute_host_routes6: Vec<Ipv6Net>,
+    /// The site's IPv6 pools, held as blackhole routes exactly as [`Underlay::blackhole`]
+    /// holds the IPv4 ones: switches announce them (the outside has a route to every address
+    /// of the pool, and an unused one dies at the edge), gateways hold them unannounced (a
+    /// packet for a range or VIP this gateway no longer serves is dropped, not routed back to
+    /// the leaf by the default route). A gateway holds none for a pool that is a whole VPC
+    /// range: the route into that VPC's router has the same prefix. Absent in JSON stored or
+    /// sent before it existed (empty: no IPv6 blackholes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blackhole6: Vec<Ipv6Net>,
 }
 
 /// BFD on the fabric sessions of gateways: transmit and receive interval and the detect

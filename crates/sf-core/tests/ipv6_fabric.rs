@@ -217,3 +217,58 @@ fn an_ipv6_pool_routing_a_vpc_range_cannot_be_deleted() {
     }
     check_delete_pool(&i, "public6").expect("only ULA ranges left");
 }
+
+/// The site's IPv6 pools are blackholed at the edge as the IPv4 ones are (switches announce
+/// them, gateways hold them), never on hypervisors and never another site's pool.
+#[test]
+fn switches_and_gateways_blackhole_the_sites_ipv6_pools() {
+    let i = fabric(true);
+    let pool6: Vec<ipnet::Ipv6Net> = vec!["2001:db8:100::/40".parse().unwrap()];
+    for n in ["leaf1", "gw1"] {
+        let d = compile_node(&i, n, 1).unwrap();
+        assert_eq!(underlay(&d).blackhole6, pool6, "{n}");
+    }
+    let hv = compile_node(&i, "hv1", 1).unwrap();
+    assert!(underlay(&hv).blackhole6.is_empty());
+    let d = compile_node(&fabric(false), "leaf1", 1).unwrap();
+    assert!(underlay(&d).blackhole6.is_empty());
+}
+
+/// A pool that is a whole routed range of a VPC placed on the gateway is routed into that
+/// VPC's router with the pool's own prefix: the gateway holds no blackhole for it (the
+/// switches still do), while a gateway without that VPC does.
+#[test]
+fn a_gateway_does_not_blackhole_a_pool_that_is_a_whole_range_of_its_vpc() {
+    let mut i = fabric(true);
+    let mut gw2 = i.nodes["gw1"].clone();
+    gw2.name = "gw2".into();
+    gw2.loopback = "10.255.2.2".parse().unwrap();
+    i.nodes.insert("gw2".into(), gw2);
+    i.pools
+        .insert("whole6".into(), pool("whole6", "2001:db8:300::/48", "lab"));
+    let key = VpcChildRef::new("demo", "blue", "x").vpc_ref();
+    i.vpcs
+        .get_mut(&key)
+        .unwrap()
+        .ipv6_ranges
+        .push("2001:db8:300::/48".parse().unwrap());
+    let gw1 = compile_node(&i, "gw1", 1).unwrap();
+    assert_eq!(
+        underlay(&gw1).blackhole6,
+        vec!["2001:db8:100::/40".parse::<ipnet::Ipv6Net>().unwrap()]
+    );
+    let gw2 = compile_node(&i, "gw2", 1).unwrap();
+    assert_eq!(underlay(&gw2).blackhole6.len(), 2);
+    let leaf = compile_node(&i, "leaf1", 1).unwrap();
+    assert_eq!(underlay(&leaf).blackhole6.len(), 2);
+}
+
+/// An underlay stored or sent before IPv6 blackholes existed reads as having none.
+#[test]
+fn an_underlay_without_blackhole6_reads_as_none() {
+    let d = compile_node(&fabric(false), "leaf1", 1).unwrap();
+    let json = serde_json::to_string(underlay(&d)).unwrap();
+    assert!(!json.contains("blackhole6"), "{json}");
+    let back: Underlay = serde_json::from_str(&json).unwrap();
+    assert!(back.blackhole6.is_empty());
+}

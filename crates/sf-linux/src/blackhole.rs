@@ -1,5 +1,5 @@
-//! The public pools' blackhole routes ([`Underlay::blackhole`]): one kernel `blackhole` route
-//! per pool, tagged with our routing protocol number so that exactly our routes are observed
+//! The public pools' blackhole routes ([`Underlay::blackhole`], [`Underlay::blackhole6`]):
+//! one kernel `blackhole` route per pool, IPv4 or IPv6, tagged with our routing protocol number so that exactly our routes are observed
 //! and removed. Switches announce them (FRR `network`, which needs the route in the RIB);
 //! gateways only hold them, so a packet for a public address they no longer serve is dropped
 //! instead of bouncing between gateway and leaf until its TTL runs out. A blackhole drops
@@ -7,20 +7,23 @@
 //! receiving an ICMP error, which makes Linux abort the connection attempt at once.
 //!
 //! [`Underlay::blackhole`]: sf_core::desired::Underlay::blackhole
+//! [`Underlay::blackhole6`]: sf_core::desired::Underlay::blackhole6
 
 use std::collections::BTreeSet;
 
 use crate::converge::{OnFailure, Pass, Plan, Step};
 use crate::{links, run, DeviceError};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
+use sf_core::desired::Underlay;
 
 /// Routing protocol number of StackFabric's blackhole routes (`ip route ... proto 245`;
 /// FRR uses 186-196, the kernel below 20).
 pub const PROTO: &str = "245";
 
-/// Converges the blackhole routes to `wanted`: additions first, then removals.
-pub async fn converge(pass: &mut Pass, wanted: &[Ipv4Net]) {
-    let plan = |observed: &BTreeSet<Ipv4Net>| {
+/// Converges the blackhole routes to `wanted` (both families): additions first, then
+/// removals.
+pub async fn converge(pass: &mut Pass, wanted: &[IpNet]) {
+    let plan = |observed: &BTreeSet<IpNet>| {
         let (to_add, to_remove) = plan(wanted, observed);
         let steps = to_add.into_iter().map(Blackhole::Add);
         Plan::new(
@@ -34,11 +37,20 @@ pub async fn converge(pass: &mut Pass, wanted: &[Ipv4Net]) {
         .await;
 }
 
+/// The blackhole routes `u` asks for: its IPv4 pools, then its IPv6 ones.
+pub fn of_underlay(u: &Underlay) -> Vec<IpNet> {
+    u.blackhole
+        .iter()
+        .map(|&n| IpNet::V4(n))
+        .chain(u.blackhole6.iter().map(|&n| IpNet::V6(n)))
+        .collect()
+}
+
 /// One change to the blackhole routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blackhole {
-    Add(Ipv4Net),
-    Remove(Ipv4Net),
+    Add(IpNet),
+    Remove(IpNet),
 }
 
 impl Step for Blackhole {
@@ -54,16 +66,16 @@ impl Step for Blackhole {
 }
 
 /// What to add and remove to go from `observed` to `wanted`.
-pub fn plan(wanted: &[Ipv4Net], observed: &BTreeSet<Ipv4Net>) -> (Vec<Ipv4Net>, Vec<Ipv4Net>) {
-    let wanted: BTreeSet<Ipv4Net> = wanted.iter().map(|n| n.trunc()).collect();
+pub fn plan(wanted: &[IpNet], observed: &BTreeSet<IpNet>) -> (Vec<IpNet>, Vec<IpNet>) {
+    let wanted: BTreeSet<IpNet> = wanted.iter().map(|n| n.trunc()).collect();
     (
         wanted.difference(observed).copied().collect(),
         observed.difference(&wanted).copied().collect(),
     )
 }
 
-/// Parses `ip -j route show type blackhole proto 245`.
-pub fn parse(json: &str) -> Result<BTreeSet<Ipv4Net>, String> {
+/// Parses `ip -j [-6] route show type blackhole proto 245`.
+pub fn parse(json: &str) -> Result<BTreeSet<IpNet>, String> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
     Ok(v.as_array()
         .into_iter()
@@ -73,12 +85,19 @@ pub fn parse(json: &str) -> Result<BTreeSet<Ipv4Net>, String> {
         .collect())
 }
 
-pub async fn observe() -> Result<BTreeSet<Ipv4Net>, DeviceError> {
+/// Our blackhole routes of both families (`ip route show` lists one family at a time).
+pub async fn observe() -> Result<BTreeSet<IpNet>, DeviceError> {
+    let mut all = observe_family("-4").await?;
+    all.extend(observe_family("-6").await?);
+    Ok(all)
+}
+
+async fn observe_family(family: &str) -> Result<BTreeSet<IpNet>, DeviceError> {
     let out = run(
         "ip",
         &[
             "-j",
-            "-4",
+            family,
             "route",
             "show",
             "type",
@@ -89,12 +108,12 @@ pub async fn observe() -> Result<BTreeSet<Ipv4Net>, DeviceError> {
     )
     .await?;
     parse(if out.trim().is_empty() { "[]" } else { &out }).map_err(|detail| DeviceError::Parse {
-        cmd: "ip -j route show type blackhole".into(),
+        cmd: format!("ip -j {family} route show type blackhole"),
         detail,
     })
 }
 
-pub async fn add(net: &Ipv4Net) -> Result<(), DeviceError> {
+pub async fn add(net: &IpNet) -> Result<(), DeviceError> {
     links::ip(&[
         "route",
         "replace",
@@ -106,7 +125,7 @@ pub async fn add(net: &Ipv4Net) -> Result<(), DeviceError> {
     .await
 }
 
-pub async fn remove(net: &Ipv4Net) -> Result<(), DeviceError> {
+pub async fn remove(net: &IpNet) -> Result<(), DeviceError> {
     links::ip(&[
         "route",
         "del",
@@ -124,7 +143,7 @@ mod tests {
 
     #[test]
     fn plans_only_the_difference() {
-        let n = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let n = |s: &str| s.parse::<IpNet>().unwrap();
         let observed = BTreeSet::from([n("203.0.113.0/24"), n("198.18.0.0/24")]);
         let (add, del) = plan(&[n("203.0.113.0/24"), n("192.0.2.5/24")], &observed);
         assert_eq!(
@@ -143,11 +162,25 @@ mod tests {
     }
 
     #[test]
+    fn plans_both_families_in_one_set() {
+        let n = |s: &str| s.parse::<IpNet>().unwrap();
+        let observed = BTreeSet::from([n("203.0.113.0/24"), n("2001:db8:200::/40")]);
+        let (add, del) = plan(&[n("203.0.113.0/24"), n("2001:db8:100::1/40")], &observed);
+        assert_eq!(add, vec![n("2001:db8:100::/40")]);
+        assert_eq!(del, vec![n("2001:db8:200::/40")]);
+    }
+
+    #[test]
     fn parses_ip_json() {
         let got =
             parse(r#"[{"type":"blackhole","dst":"203.0.113.0/24","protocol":"245","flags":[]}]"#)
                 .unwrap();
         assert_eq!(got, BTreeSet::from(["203.0.113.0/24".parse().unwrap()]));
+        let got6 = parse(
+            r#"[{"type":"blackhole","dst":"2001:db8:100::/40","protocol":"245","metric":1024,"flags":[],"pref":"medium"}]"#,
+        )
+        .unwrap();
+        assert_eq!(got6, BTreeSet::from(["2001:db8:100::/40".parse().unwrap()]));
         assert!(parse("[]").unwrap().is_empty());
         assert!(parse("nope").is_err());
     }

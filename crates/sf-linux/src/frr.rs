@@ -126,27 +126,38 @@ fn render_bfd(c: &mut String, u: &Underlay) {
 /// range, i.e. exactly the routes its failover controller installs for the VPCs it serves.
 /// The pools' own blackhole routes are shorter and stay unannounced.
 fn render_redistribution(c: &mut String, u: &Underlay) {
-    render_prefix_route_map(c, "ip", REDISTRIBUTE, &u.redistribute_host_routes, "ge 32");
+    let none: &[ipnet::Ipv4Net] = &[];
+    render_prefix_route_map(
+        c,
+        "ip",
+        REDISTRIBUTE,
+        none,
+        &u.redistribute_host_routes,
+        "ge 32",
+    );
 }
 
-/// A prefix list of `prefixes` (each `permit <p> <range>`) and the route map `name` matching
-/// it, in family `ip` or `ipv6`; nothing when there are no prefixes.
+/// A prefix list of `denied` (each `deny <p>`, exactly that prefix) then `prefixes` (each
+/// `permit <p> <range>`), and the route map `name` matching it, in family `ip` or `ipv6`;
+/// nothing when there are no prefixes to permit.
 fn render_prefix_route_map<P: std::fmt::Display>(
     c: &mut String,
     family: &str,
     name: &str,
+    denied: &[P],
     prefixes: &[P],
     range: &str,
 ) {
     if prefixes.is_empty() {
         return;
     }
-    for (i, p) in prefixes.iter().enumerate() {
+    let lines = denied
+        .iter()
+        .map(|p| format!("deny {p}"))
+        .chain(prefixes.iter().map(|p| format!("permit {p} {range}")));
+    for (i, line) in lines.enumerate() {
         let seq = (i + 1) * 5;
-        let _ = writeln!(
-            c,
-            "{family} prefix-list {name} seq {seq} permit {p} {range}"
-        );
+        let _ = writeln!(c, "{family} prefix-list {name} seq {seq} {line}");
     }
     let _ = writeln!(c, "route-map {name} permit 10");
     let _ = writeln!(c, " match {family} address prefix-list {name}");
@@ -178,12 +189,21 @@ fn render_local_only(c: &mut String, u: &Underlay) {
 /// Which kernel routes a gateway announces in IPv6: any prefix inside its site's IPv6 pools
 /// (`le 128`, so a VPC range that is a whole pool matches too, which a `ge` longer than the
 /// pool would miss), i.e. the routed ranges of the VPCs it serves as the active
-/// router, as the gateway agent installs them. As in IPv4, no VPC is named here.
+/// router, as the gateway agent installs them. As in IPv4, no VPC is named here. The
+/// pools' own blackhole routes ([`Underlay::blackhole6`]) are denied first: `le 128` would
+/// match them, where IPv4's `ge 32` leaves the shorter pool routes out by itself.
 fn render_redistribution6(c: &mut String, u: &Underlay) {
+    // Switches announce their blackholes by `network`; only a redistributing node denies.
+    let denied = if u.forwarding {
+        &[][..]
+    } else {
+        &u.blackhole6[..]
+    };
     render_prefix_route_map(
         c,
         "ipv6",
         REDISTRIBUTE6,
+        denied,
         &u.redistribute_host_routes6,
         "le 128",
     );
@@ -195,6 +215,13 @@ fn render_redistribution6(c: &mut String, u: &Underlay) {
 /// and gateway.
 fn render_ipv6_unicast(c: &mut String, u: &Underlay) {
     let _ = writeln!(c, " address-family ipv6 unicast");
+    // Switches originate the IPv6 pools, as the IPv4 ones; gateways only drop what they do
+    // not serve.
+    if u.forwarding {
+        for p in &u.blackhole6 {
+            let _ = writeln!(c, "  network {p}");
+        }
+    }
     if !u.redistribute_host_routes6.is_empty() {
         let _ = writeln!(c, "  redistribute kernel route-map {REDISTRIBUTE6}");
     }
@@ -571,6 +598,7 @@ mod tests {
             redistribute_host_routes: vec![],
             ipv6_unicast: false,
             redistribute_host_routes6: vec![],
+            blackhole6: vec![],
         }
     }
 
@@ -903,5 +931,34 @@ exit
         );
         assert!(expected_lines(&u)
             .contains(&"redistribute kernel route-map SF-HOST-ROUTES6".to_string()));
+    }
+
+    /// The IPv6 pools' blackholes as IPv4's: a switch originates each (`network`), a gateway
+    /// holds them and keeps them out of its redistribution (exactly the pool denied, before
+    /// the `le 128` that would match it); VPC ranges and VIPs inside still pass.
+    #[test]
+    fn ipv6_pool_blackholes_are_announced_by_switches_and_denied_on_gateways() {
+        let pool6: ipnet::Ipv6Net = "2001:db8:100::/40".parse().unwrap();
+        let mut u = underlay(EvpnRole::Vtep);
+        u.ipv6_unicast = true;
+        u.blackhole6 = vec![pool6];
+        u.redistribute_host_routes6 = vec![pool6];
+        let gw = render("gw1", &u);
+        assert!(
+            gw.contains(
+                "ipv6 prefix-list SF-HOST-ROUTES6 seq 5 deny 2001:db8:100::/40\n\
+                 ipv6 prefix-list SF-HOST-ROUTES6 seq 10 permit 2001:db8:100::/40 le 128\n"
+            ),
+            "{gw}"
+        );
+        assert!(!gw.contains("network 2001:db8:100::/40"), "{gw}");
+        u.redistribute_host_routes6.clear();
+        u.forwarding = true;
+        let leaf = render("leaf1", &u);
+        assert!(
+            leaf.contains(" address-family ipv6 unicast\n  network 2001:db8:100::/40\n"),
+            "{leaf}"
+        );
+        assert!(!leaf.contains("SF-HOST-ROUTES6"), "{leaf}");
     }
 }

@@ -28,7 +28,11 @@ use super::{dc_segment, of_role, of_vpc, tier_acl, tier_network, underlay_mut};
 /// Adds the routers of the VPCs placed on `node` to `out`, with their L2 networks, and sets
 /// what its underlay may announce and watch with BFD.
 pub(super) fn compile(intent: &Intent, node: &str, out: &mut NodeDesired) {
+    let mut placed_ranges6: BTreeSet<ipnet::Ipv6Net> = BTreeSet::new();
     for (vpc_key, role) in placed_vpcs(intent, node) {
+        if let Some(v) = intent.vpcs.get(&vpc_key) {
+            placed_ranges6.extend(intent.routed_ipv6_ranges(v));
+        }
         let mut router = vpc_router(intent, &vpc_key);
         router.role = role;
         for dc in &router.direct_connects {
@@ -59,6 +63,12 @@ pub(super) fn compile(intent: &Intent, node: &str, out: &mut NodeDesired) {
     redistribute.push(ANCHOR_RANGE);
     u.redistribute_host_routes = redistribute;
     u.redistribute_host_routes6 = site_ipv6_pools(intent, node);
+    // A pool that is a whole VPC range is routed into that VPC's router while it is active
+    // here, with the pool's own prefix: a blackhole of that prefix would take its place (and
+    // be announced with it). The other pools are blackholed.
+    // Only the VPCs placed here matter (their change recompiles this gateway): another
+    // gateway's VPC is never routed from here.
+    u.blackhole6.retain(|p| !placed_ranges6.contains(p));
     u.ipv6_unicast = !u.redistribute_host_routes6.is_empty();
     u.bfd_neighbors = u.neighbors.clone();
 }

@@ -119,8 +119,8 @@ pub fn compile_node_indexed(
 }
 
 /// The underlay every node has: BGP identity and fabric sessions, and on switches and
-/// gateways a blackhole for each public pool of the node's site (so traffic to an unused
-/// public address dies at the edge instead of looping). Roles fill in EVPN role details and
+/// gateways a blackhole for each public pool of the node's site, IPv4 and IPv6 (so traffic to
+/// an unused public address dies at the edge instead of looping). Roles fill in EVPN role details and
 /// announcements.
 fn underlay(intent: &Intent, n: &Node) -> Underlay {
     let edge = matches!(n.role, NodeRole::Switch | NodeRole::Gateway);
@@ -137,6 +137,13 @@ fn underlay(intent: &Intent, n: &Node) -> Underlay {
     };
     blackhole.sort();
     blackhole.dedup();
+    let mut blackhole6: Vec<ipnet::Ipv6Net> = if edge {
+        intent.ipv6_pools(&n.site).map(|p| p.trunc()).collect()
+    } else {
+        Vec::new()
+    };
+    blackhole6.sort();
+    blackhole6.dedup();
     Underlay {
         asn: n.asn,
         router_id: n.loopback,
@@ -151,6 +158,7 @@ fn underlay(intent: &Intent, n: &Node) -> Underlay {
         redistribute_host_routes: Vec::new(),
         ipv6_unicast: false,
         redistribute_host_routes6: Vec::new(),
+        blackhole6,
     }
 }
 
