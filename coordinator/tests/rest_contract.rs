@@ -1791,3 +1791,301 @@ async fn a_dual_stack_tier_in_cloudstacks_shapes_carries_ipv6() {
     let v = stored(&kv, "vpcs", "/D1-A2-Z1-V7-dual").await;
     assert_eq!(v[0].get("ipv6_ranges"), None, "{v:?}");
 }
+
+/// Issue 21: IPv6 ACL records in CloudStack's shape (`NetrisServiceImpl.addFirewallRules`: an
+/// IPv6 rule's `dst_prefix` on ingress, `src_prefix` on egress, is the tier's /64) become rules
+/// of the tier's derived list with IPv6 CIDRs, listed back as sent; a record mixing families is
+/// refused naming the field; an IPv6 LB's source ACLs ("<v6 VIP>/32", CloudStack's quirk) are
+/// the VIP's source list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_acls_in_cloudstacks_shape_become_the_tiers_ipv6_rules() {
+    let kv = Arc::new(MemStore::new());
+    let addr = serve_on(kv.clone()).await;
+    let c = login(addr).await;
+    let raw = |m: &'static str, p: &'static str, b: Value| {
+        let cookie = c.cookie.clone();
+        async move { http(addr, m, p, &cookie, Some(&b)).await }
+    };
+    let b = c.call("GET", "/api/tenants", None).await;
+    let tenant = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "Admin")
+        .unwrap()["id"]
+        .clone();
+    let t = json!({"id": tenant, "name": "Admin"});
+    let sys = json!({"id": 1});
+    c.call(
+        "POST",
+        "/api/v2/ipam/allocation",
+        Some(
+            json!({"name": "Z1-2001:db8:70::/44", "prefix": "2001:db8:70::/44",
+            "tenant": t, "vpc": sys, "ipFamily": "ipv6"}),
+        ),
+    )
+    .await;
+    let vname = "D1-A2-Z1-V7-dual";
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/vpc",
+            Some(json!({"name": vname, "adminTenant": t, "guestTenant": [], "tags": []})),
+        )
+        .await;
+    let vpc = id(&b["data"]);
+    for (prefix, family) in [("10.70.0.0/16", "ipv4"), ("2001:db8:70::/48", "ipv6")] {
+        c.call(
+            "POST",
+            "/api/v2/ipam/allocation",
+            Some(
+                json!({"name": format!("{vname}-{prefix}"), "prefix": prefix, "tenant": t, "vpc": {"id": vpc},
+                "ipFamily": family}),
+            ),
+        )
+        .await;
+    }
+    let b = c
+        .call(
+            "POST",
+            "/api/v2/vnet",
+            Some(
+                json!({"name": format!("{vname}-N9-web"), "vpc": {"id": vpc}, "tenant": t,
+                "sites": [{"id": 1, "name": "lab"}], "vxlanID": 1_700_001, "tags": [],
+                "gateways": [{"prefix": "10.70.1.1/24"}, {"prefix": "2001:db8:70:1::1/64"}]}),
+            ),
+        )
+        .await;
+    let web = id(&b["data"]);
+    // `AclAddItem` as CloudStack fills it for one source CIDR of a rule.
+    let acl = |rule: u32, action: &str, proto: &str, src: &str, dst: &str, port: u16| {
+        json!({"name": format!("{vname}-N9-ACL{rule}"), "action": action, "proto": proto,
+            "established": if proto == "tcp" { 1 } else { 0 },
+            "reverse": if proto == "tcp" { "no" } else { "yes" },
+            "src_prefix": src, "src_port_from": 1, "src_port_to": 65535,
+            "dst_prefix": dst, "dst_port_from": port, "dst_port_to": port,
+            "vpc": {"id": vpc}, "comment": ""})
+    };
+    let list_key = format!("/cs-acl-{web}");
+    let rules = || async {
+        let l = stored(&kv, "acls", &list_key).await;
+        assert_eq!(l.len(), 1, "one derived list: {l:?}");
+        l[0]["rules"].as_array().unwrap().clone()
+    };
+    // Ingress: `::/0` -> the tier's /64, TCP 80; then CloudStack's deny-all of the tier.
+    let b = c
+        .call(
+            "POST",
+            "/api/acl",
+            Some(acl(1, "permit", "tcp", "::/0", "2001:db8:70:1::/64", 80)),
+        )
+        .await;
+    assert!(b["id"].is_u64(), "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("ingress rule of tier \"D1-A2-Z1-V7-dual-N9-web\""),
+        "{b}"
+    );
+    let permit = b["id"].clone();
+    c.call(
+        "POST",
+        "/api/acl",
+        Some(acl(2, "deny", "ip", "::/0", "2001:db8:70:1::/64", 65535)),
+    )
+    .await;
+    // Egress: the mirror (`src_prefix` the tier's /64).
+    c.call(
+        "POST",
+        "/api/acl",
+        Some(acl(
+            3,
+            "deny",
+            "udp",
+            "2001:db8:70:1::/64",
+            "2001:db8:ffff::/48",
+            53,
+        )),
+    )
+    .await;
+    let r = rules().await;
+    let got: Vec<_> = r
+        .iter()
+        .map(|r| {
+            (
+                r["number"].clone(),
+                r["direction"].clone(),
+                r["action"].clone(),
+                r["protocol"].clone(),
+                r.get("ports").cloned(),
+                r["cidrs"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                json!(1),
+                json!("ingress"),
+                json!("allow"),
+                json!("tcp"),
+                Some(json!([80, 80])),
+                json!(["::/0"])
+            ),
+            (
+                json!(2),
+                json!("ingress"),
+                json!("deny"),
+                json!("all"),
+                None,
+                json!(["::/0"])
+            ),
+            (
+                json!(3),
+                json!("egress"),
+                json!("deny"),
+                json!("udp"),
+                Some(json!([53, 53])),
+                json!(["2001:db8:ffff::/48"])
+            ),
+        ],
+        "{r:#?}"
+    );
+    // Listed back as sent, as IPv6.
+    let b = c.call("GET", "/api/acl", None).await;
+    check("GET acl IPv6", &b, "[AclGetBody]");
+    let listed = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == permit)
+        .unwrap_or_else(|| panic!("{b}"))
+        .clone();
+    assert_eq!(
+        (
+            &listed["src_prefix"],
+            &listed["dst_prefix"],
+            &listed["ip_version"]
+        ),
+        (&json!("::/0"), &json!("2001:db8:70:1::/64"), &json!("ipv6")),
+        "{listed}"
+    );
+    assert_eq!(listed["dst_port_from"], 80, "{listed}");
+    // `AclEditItem`: the same record on port 8080.
+    let mut edit = acl(1, "permit", "tcp", "::/0", "2001:db8:70:1::/64", 8080);
+    edit["id"] = permit.clone();
+    c.call("PUT", "/api/acl", Some(edit)).await;
+    assert_eq!(rules().await[0]["ports"], json!([8080, 8080]));
+    // Families mixed in one record: refused naming the field; nothing stored.
+    for (src, dst) in [
+        ("0.0.0.0/0", "2001:db8:70:1::/64"),
+        ("2001:db8:70:1::/64", "10.70.1.0/24"),
+    ] {
+        let a = raw("POST", "/api/acl", acl(4, "permit", "tcp", src, dst, 22)).await;
+        assert_eq!(a.status, 400, "{}", a.body);
+        let m = a.body["message"].as_str().unwrap_or_default();
+        assert!(
+            m.contains("invalid dst_prefix") && m.contains("src_prefix"),
+            "{m}"
+        );
+    }
+    let a = raw(
+        "POST",
+        "/api/acl",
+        acl(4, "permit", "tcp", "::/0", "2001:db8:70:1::/zz", 22),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(rules().await.len(), 3);
+    // An IPv4 record of the same tier lands in the same list, after the IPv6 ones.
+    c.call(
+        "POST",
+        "/api/acl",
+        Some(acl(5, "permit", "tcp", "0.0.0.0/0", "10.70.1.0/24", 22)),
+    )
+    .await;
+    let r = rules().await;
+    assert_eq!(
+        (r.len(), &r[3]["cidrs"]),
+        (4, &json!(["0.0.0.0/0"])),
+        "{r:#?}"
+    );
+
+    // An IPv6 LB limited to source CIDRs: CloudStack's LB ACLs carry "<VIP>/32" even for an
+    // IPv6 VIP; read as the VIP's /128, they are its source list.
+    c.call(
+        "POST",
+        "/api/v2/l4lb",
+        Some(
+            json!({"name": format!("{vname}-LB7"), "tenant": t, "site": {"id": 1},
+            "vpc": {"id": vpc}, "protocol": "TCP", "ip": "2001:db8:7f::60", "port": 80,
+            "status": "enable", "ipFamily": "IPv6", "automatic": false, "healthCheck": "None",
+            "backendIps": [{"ip": "2001:db8:70:1::11", "port": 80}]}),
+        ),
+    )
+    .await;
+    let lb_acl = |n: u32, action: &str, src: &str| {
+        json!({"name": format!("{vname}-LBACL{n}-7"), "action": action, "proto": "tcp",
+            "src_prefix": src, "src_port_from": 1, "src_port_to": 65535,
+            "dst_prefix": "2001:db8:7f::60/32", "dst_port_from": 80, "dst_port_to": 80,
+            "vpc": sys, "comment": "", "established": 0})
+    };
+    let sources = || async {
+        let l = stored(&kv, "lbs", "").await;
+        l[0].get("source_cidrs").cloned().unwrap_or(json!([]))
+    };
+    let b = c
+        .call("POST", "/api/acl", Some(lb_acl(0, "deny", "::/0")))
+        .await;
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("source rule of load balancer"),
+        "{b}"
+    );
+    assert_eq!(sources().await, json!(["::/128"]));
+    c.call(
+        "POST",
+        "/api/acl",
+        Some(lb_acl(1, "permit", "2001:db8:ffff::/48")),
+    )
+    .await;
+    assert_eq!(sources().await, json!(["2001:db8:ffff::/48"]));
+    let b = c.call("GET", "/api/acl", None).await;
+    let listed: Vec<&Value> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"].as_str().unwrap().contains("LBACL"))
+        .collect();
+    assert!(
+        listed
+            .iter()
+            .all(|a| a["dst_prefix"] == "2001:db8:7f::60/128"),
+        "{listed:?}"
+    );
+
+    // CloudStack's `AclDeleteItem`: every record goes; the tier's list and the LB's sources
+    // with them.
+    let ids: Vec<Value> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].clone())
+        .collect();
+    c.call(
+        "DELETE",
+        "/api/acl",
+        Some(json!({"id": ids, "tenantsID": tenant.to_string()})),
+    )
+    .await;
+    assert!(stored(&kv, "acls", "").await.is_empty());
+    assert_eq!(sources().await, json!([]));
+    assert!(c.call("GET", "/api/acl", None).await["data"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

@@ -178,6 +178,32 @@ check_eq "sfctl: tier N14 is dual-stack now" "2001:db8:120:2::/64" "$(S -o json 
 check "cs6-vm3 configures $E3 by SLAAC after the PUT" wait_for 20 slaac cs6-vm3 "$E3"
 check "cs6-vm3 pings cs6-vm1 over IPv6 across tiers" wait_for 10 ping6 cs6-vm3 "$E1"
 check "cs6-vm3 pings the internet host" wait_for 10 ping6 cs6-vm3 "$INET6"
+# CloudStack's IPv6 ACL of tier N13, as its IPv4 ACL of tier 1 (2b): permit TCP 80 from ::/0
+# to the tier's /64, deny other TCP. Listeners on 8022 (short-lived by construction: timeout).
+X cs6-vm1 timeout 300 python3 -m http.server 8022 --bind :: >/dev/null 2>&1 & L61=$!
+http6() { X "$1" curl -6 -s -m 3 -o /dev/null "http://[$2]:$3/"; }
+inet_http6() { ip netns exec "${LAB_PREFIX}internet" curl -6 -s -m 3 --interface "$INET6" "http://[$1]:$2/"; }
+check "listener on cs6-vm1:8022 (IPv6) is up" wait_for 10 http6 cs6-vm1 ::1 8022
+check "before the ACL: cs6-vm2 -> cs6-vm1:8022 connects over IPv6" http6 cs6-vm2 "$E1" 8022
+phase ipv6-acl "CloudStack's IPv6 ACL on tier N13: permit tcp/80 from ::/0, deny other tcp"
+acl6_json=$(S -o json acl list --tenant $T --vpc $V6)
+check_eq "sfctl: one derived list on tier N13, 2 rules, both from ::/0" "1 $W6 2 ::/0 ::/0" \
+    "$(json "len(d), d[0]['tiers'][0], len(d[0]['rules']), *[c for r in d[0]['rules'] for c in r['cidrs']]" <<<"$acl6_json" | tr -d "(),'")"
+check "the internet host reaches cs6-vm1:80 over IPv6 (ACL 21 opens the router)" wait_for 20 bash -c "[ \"\$(ip netns exec ${LAB_PREFIX}internet curl -6 -s -m 3 --interface $INET6 'http://[$E1]:80/')\" = cs6-vm1 ]"
+check_not "the internet host cannot open cs6-vm1:8022 (ACL 22)" inet_http6 "$E1" 8022
+check "cs6-vm2 -> cs6-vm1:80 over IPv6 allowed (east-west, ACL 21)" http6 cs6-vm2 "$E1" 80
+check_not "cs6-vm2 -> cs6-vm1:8022 over IPv6 dropped (east-west, ACL 22)" http6 cs6-vm2 "$E1" 8022
+X cs6-vm1 ip -6 neigh flush dev eth0
+X cs6-vm2 ip -6 neigh flush dev eth0
+check "neighbour discovery after the ACL: cs6-vm1 pings cs6-vm2 with a flushed cache" wait_for 10 ping6 cs6-vm1 "$E2"
+check "and cs6-vm2 pings cs6-vm1" wait_for 10 ping6 cs6-vm2 "$E1"
+check "cs6-vm1 still holds its SLAAC address (the router's RAs pass)" slaac cs6-vm1 "$E1"
+check "tier N14 (no ACL) still refuses the internet host's new connections to cs6-vm3" bash -c "! ip netns exec ${LAB_PREFIX}internet curl -6 -s -m 3 --interface $INET6 'http://[$E3]/' >/dev/null"
+phase ipv6-acl-delete "CloudStack deletes the IPv6 ACL records"
+check_eq "sfctl: no ACL list left in $V6" "0" "$(S -o json acl list --tenant $T --vpc $V6 | json "len(d)")"
+check "without the ACL: cs6-vm2 -> cs6-vm1:8022 connects again" wait_for 20 http6 cs6-vm2 "$E1" 8022
+check "without the ACL: the internet host can no longer open cs6-vm1:80" wait_for 20 bash -c "! ip netns exec ${LAB_PREFIX}internet curl -6 -s -m 3 --interface $INET6 'http://[$E1]:80/' >/dev/null"
+kill "$L61" 2>/dev/null; wait "$L61" 2>/dev/null
 for vm in cs6-vm1 cs6-vm2 cs6-vm3; do check "vm-del $vm" L vm-del $vm; done
 check "CloudStack's agent removes its bridges" bash -c "
     for h in hv1 hv2; do ip -n ${LAB_PREFIX}\$h link del vxlan1500011 && ip -n ${LAB_PREFIX}\$h link del brvx-1500011 || exit 1; done

@@ -20,6 +20,10 @@ ipv6-setup     a routed dual-stack VPC tier in CloudStack's IPv6 shapes: the zon
                the zone range, tier N13 with an IPv6 `common` subnet (globalRouting) and a vnet
                with both gateways, tier N14 with its IPv4 gateway only; read back
 ipv6-put       tier N14 gains its IPv6 gateway by PUT (its IPv6 subnet first)
+ipv6-acl       tier N13's IPv6 ACL in CloudStack's shape: permit TCP 80 from ::/0 to the tier's
+               /64, deny other TCP (as the IPv4 ACL of tier 1); a record mixing families is
+               refused naming the field; listed back as sent
+ipv6-acl-delete  both IPv6 ACL records deleted
 ipv6-teardown  all of it removed in CloudStack's order (the caller removed the VMs first)
 rename    tier 2 renamed (CloudStack's updateNetwork), its VNI, CIDR and traffic kept
 change    the source NAT moves to another address (new /32, rule updated, old /32 released)
@@ -511,6 +515,47 @@ def ipv6_put(c):
            "the vnet keeps its id and VNI and lists both gateways", json.dumps(got)[:300])
 
 
+def acl6_body(vpc, rule, action, dst_from, dst_to, src="::/0", dst=None):
+    """An `AclAddItem` as NetrisApiClientImpl.getAclAddItem fills it for an ingress rule of
+    tier N13 whose source CIDR is IPv6: `dst_prefix` the tier's IPv6 /64 (getIp6Cidr)."""
+    return {"name": f"D1-A2-Z1-V6-N13-ACL{rule}", "action": action, "comment": f"ipv6 rule {rule}",
+            "proto": "tcp", "established": 1, "reverse": "no", "src_prefix": src,
+            "src_port_from": 1, "src_port_to": 65535, "dst_prefix": dst or V6_TIERS[0][4],
+            "dst_port_from": dst_from, "dst_port_to": dst_to, "vpc": vpc}
+
+
+def ipv6_acl(c):
+    login(c)
+    v = c.find("/api/v2/vpc", V6_VPC)
+    vpc = {"id": v["id"]}
+    c.ok("GET", "/api/acl")
+    env = c.ok("POST", "/api/acl", acl6_body(vpc, 21, "permit", 80, 80),
+               what=f"IPv6 ACL 21: permit tcp/80 from ::/0 to {V6_TIERS[0][4]}")
+    c.ok("POST", "/api/acl", acl6_body(vpc, 22, "deny", 1, 65535),
+         what=f"IPv6 ACL 22: deny other tcp from ::/0 to {V6_TIERS[0][4]}")
+    # A rule mixing families (an IPv4 source, the tier's /64) cannot be applied: 400.
+    st, env = c.call("POST", "/api/acl", acl6_body(vpc, 23, "permit", 22, 22, src="0.0.0.0/0"))
+    result(st == 400 and "dst_prefix" in env.get("message", ""),
+           "an ACL mixing IPv4 and IPv6 prefixes is refused naming dst_prefix",
+           f"HTTP {st}: {env.get('message')}")
+    a = c.find("/api/acl", "D1-A2-Z1-V6-N13-ACL21")
+    result(a is not None and a["src_prefix"] == "::/0" and a["dst_prefix"] == V6_TIERS[0][4]
+           and a["ip_version"] == "ipv6" and a["dst_port_from"] == 80,
+           "the IPv6 ACL is listed back as sent (ipv6)", json.dumps(a)[:300])
+    acls = [x for x in c.ok("GET", f"/api/acl?vpc={v['id']}") if x["name"].startswith("D1-A2-Z1-V6-")]
+    result(len(acls) == 2, "two IPv6 ACLs listed for the VPC", json.dumps(acls)[:300])
+
+
+def ipv6_acl_delete(c):
+    login(c)
+    v = c.find("/api/v2/vpc", V6_VPC)
+    ids = [a["id"] for a in c.ok("GET", f"/api/acl?vpc={v['id']}") if a["name"].startswith("D1-A2-Z1-V6-")]
+    result(len(ids) == 2, "two IPv6 ACL records to delete", str(ids))
+    c.ok("DELETE", "/api/acl", {"id": ids}, what="delete the IPv6 ACL records")
+    left = [a["name"] for a in c.ok("GET", "/api/acl") if a["name"].startswith("D1-A2-Z1-V6-")]
+    result(not left, "no IPv6 ACL record remains", str(left))
+
+
 def ipv6_teardown(c):
     login(c)
     v = c.find("/api/v2/vpc", V6_VPC)
@@ -649,7 +694,8 @@ def main():
          "lbacl-deny-internet": lbacl_deny_internet, "lbacl-permit-internet": lbacl_permit_internet,
          "lbacl-clear": lbacl_clear, "change": change, "rename": rename,
          "isolated": isolated, "iso-teardown": iso_teardown, "ipv6-setup": ipv6_setup,
-         "ipv6-put": ipv6_put, "ipv6-teardown": ipv6_teardown}[PHASE](c)
+         "ipv6-put": ipv6_put, "ipv6-teardown": ipv6_teardown, "ipv6-acl": ipv6_acl,
+         "ipv6-acl-delete": ipv6_acl_delete}[PHASE](c)
     except SystemExit:
         pass
     except Exception as e:  # a crash is a failure, with its reason

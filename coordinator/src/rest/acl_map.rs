@@ -14,6 +14,14 @@
 //! needs no mapping: the dataplane is stateful, replies of allowed flows always pass. Source
 //! ports are not matched (CloudStack sends 1-65535).
 //!
+//! IPv6 records work the same way. CloudStack puts a dual-stack tier's IPv6 /64
+//! (`network.getIp6Cidr()`) where an IPv4 record has the tier's CIDR, so an IPv6 record belongs
+//! to the tier whose /64 (the vnet's IPv6 gateway) equals its destination or source; both
+//! prefixes of a record are of one family (the wire refuses a mix). Its rule goes into the
+//! tier's one derived list, among the IPv4 rules in creation order: the model's rules carry
+//! their family in their CIDRs, and each dataplane (the hypervisors' bridge filter east-west,
+//! the VPC router's IPv6 firewall north-south) applies the rules of its family, as for sfctl's.
+//!
 //! A load balancer rule limited to source CIDRs arrives as ACL records too (System VPC,
 //! `…-LBACL0-<rule>` deny-all plus one `…-LBACL{i}-<rule>` permit per CIDR, each with
 //! `dst_prefix` = the VIP/32). Those are the LB's *source list*, not a tier's ACL: they become
@@ -22,9 +30,9 @@
 //! the permits are the list, whichever arrives first.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sf_core::desired::{AclAction, AclProtocol, AclRule};
 use sf_core::model::{AclList, AclListRule, Direction};
 
@@ -44,6 +52,18 @@ pub struct Tier {
     /// The StackFabric network name.
     pub network: String,
     pub cidr: Ipv4Net,
+    /// The tier's IPv6 /64 (a dual-stack vnet's IPv6 gateway), if it has one.
+    pub ipv6: Option<Ipv6Net>,
+}
+
+impl Tier {
+    /// Whether `prefix` is this tier's CIDR of its family.
+    fn is(&self, prefix: &IpNet) -> bool {
+        match prefix {
+            IpNet::V4(p) => *p == self.cidr,
+            IpNet::V6(p) => self.ipv6 == Some(*p),
+        }
+    }
 }
 
 /// The name of the list derived for a vnet.
@@ -61,6 +81,8 @@ pub fn tiers(db: &Db, vpc: u64) -> Vec<Tier> {
                 vnet_name: r.name.clone(),
                 network: name.clone(),
                 cidr: v.gateway.trunc(),
+                // A vnet with a bad IPv6 gateway was refused when written; none is stored.
+                ipv6: super::wire::vnet_ipv6_prefix(v).ok().flatten(),
             }),
             _ => None,
         })
@@ -81,8 +103,8 @@ fn network_token(name: &str) -> Option<&str> {
 /// the id of the network whose list holds the item (`…-N9-ACL3` belongs to `…-N9-tier1`).
 /// Without such a hint, ingress wins.
 pub fn place<'t>(name: &str, a: &AclSpec, tiers: &'t [Tier]) -> Option<(&'t Tier, Direction)> {
-    let ingress = tiers.iter().find(|t| t.cidr == a.dst_prefix);
-    let egress = tiers.iter().find(|t| t.cidr == a.src_prefix);
+    let ingress = tiers.iter().find(|t| t.is(&a.dst_prefix));
+    let egress = tiers.iter().find(|t| t.is(&a.src_prefix));
     let hint = network_token(name);
     let named = |t: &&Tier| hint.is_some() && network_token(&t.vnet_name) == hint;
     match (ingress, egress) {
@@ -128,7 +150,7 @@ pub fn rule(a: &AclSpec, number: u32, direction: Direction) -> AclListRule {
             ports,
             icmp_type: None,
             icmp_code: None,
-            cidrs: vec![remote.into()],
+            cidrs: vec![remote],
         },
     }
 }
@@ -165,13 +187,19 @@ pub fn derive(db: &Db, vpc: u64, tenant: &str, sf_vpc: &str) -> BTreeMap<String,
 /// (an empty list would mean everyone).
 pub const NO_SOURCE: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 32);
 
+/// [`NO_SOURCE`] for an IPv6 VIP: `::/128`, the unspecified address, never a packet's source
+/// from the internet.
+pub const NO_SOURCE6: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 128);
+
 /// Whether ACL record `a` is a source rule of load balancer `lb`: its destination is the
-/// VIP/32 and, for TCP/UDP records, its protocol and port range cover the LB's.
+/// VIP's host prefix (/32; /128 for an IPv6 VIP, which CloudStack sends as "<v6>/32" and the
+/// wire reads as the /128, see `wire::acl_prefix`) and, for TCP/UDP records, its protocol and
+/// port range cover the LB's.
 fn is_lb_acl(a: &AclSpec, lb: &LbSpec) -> bool {
-    let Ok(vip) = lb.ip.parse::<Ipv4Addr>() else {
+    let Ok(vip) = lb.ip.parse::<IpAddr>() else {
         return false;
     };
-    if a.dst_prefix != Ipv4Net::from(vip) {
+    if a.dst_prefix != IpNet::from(vip) {
         return false;
     }
     match a.proto.as_str() {
@@ -185,9 +213,9 @@ fn is_lb_acl(a: &AclSpec, lb: &LbSpec) -> bool {
 }
 
 /// The `source_cidrs` that the LB ACL records in `db` give load balancer `lb`: empty (everyone)
-/// without LB ACLs or when a permit covers 0.0.0.0/0; the permits' sources (sorted, without
-/// duplicates) otherwise; [`NO_SOURCE`] when only denies are listed.
-pub fn lb_sources(db: &Db, lb: &LbSpec) -> Vec<ipnet::IpNet> {
+/// without LB ACLs or when a permit covers 0.0.0.0/0 (`::/0`); the permits' sources (sorted,
+/// without duplicates) otherwise; [`NO_SOURCE`] ([`NO_SOURCE6`]) when only denies are listed.
+pub fn lb_sources(db: &Db, lb: &LbSpec) -> Vec<IpNet> {
     let mut any = false;
     let mut permits = BTreeSet::new();
     for r in db.of(Kind::Acl) {
@@ -200,12 +228,17 @@ pub fn lb_sources(db: &Db, lb: &LbSpec) -> Vec<ipnet::IpNet> {
             permits.insert(a.src_prefix.trunc());
         }
     }
-    let everyone: Ipv4Net = Ipv4Net::default();
+    let v6 = lb.ip.contains(':');
+    let (everyone, nobody) = if v6 {
+        (IpNet::V6(Ipv6Net::default()), IpNet::V6(NO_SOURCE6))
+    } else {
+        (IpNet::V4(Ipv4Net::default()), IpNet::V4(NO_SOURCE))
+    };
     match (any, permits.is_empty()) {
         (false, _) => vec![],
         _ if permits.contains(&everyone) => vec![],
-        (true, true) => vec![NO_SOURCE.into()],
-        (true, false) => permits.into_iter().map(ipnet::IpNet::V4).collect(),
+        (true, true) => vec![nobody],
+        (true, false) => permits.into_iter().collect(),
     }
 }
 

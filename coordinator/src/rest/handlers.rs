@@ -528,7 +528,8 @@ fn render(s: &Rest, db: &Db, intent: &Intent, r: &Record) -> Value {
             "dst_prefix": a.dst_prefix.to_string(), "destination": a.dst_prefix.to_string(),
             "dst_length": a.dst_prefix.prefix_len(), "dst_port_from": a.dst_port_from,
             "dst_port_to": a.dst_port_to, "comment": a.comment, "vpc": vpc,
-            "ip_version": "ipv4", "status": "enabled", "reverse": "no", "sites": [SITE_ID],
+            "ip_version": if a.dst_prefix.addr().is_ipv4() { "ipv4" } else { "ipv6" },
+            "status": "enabled", "reverse": "no", "sites": [SITE_ID],
             "tenant_id": db.tenant_id(&r.tenant), "tenantsID": db.tenant_id(&r.tenant).to_string(),
             "tenants": r.tenant,
         }),
@@ -1276,7 +1277,7 @@ fn sync_acls(
 }
 
 /// The destinations of the ACL records among `recs` (what an ACL write can touch).
-fn acl_dsts<'r>(recs: impl IntoIterator<Item = &'r Record>) -> BTreeSet<Ipv4Net> {
+fn acl_dsts<'r>(recs: impl IntoIterator<Item = &'r Record>) -> BTreeSet<ipnet::IpNet> {
     recs.into_iter()
         .filter_map(|r| match &r.spec {
             Spec::Acl(a) => Some(a.dst_prefix),
@@ -1285,20 +1286,20 @@ fn acl_dsts<'r>(recs: impl IntoIterator<Item = &'r Record>) -> BTreeSet<Ipv4Net>
         .collect()
 }
 
-/// Brings the source lists of the load balancers whose VIP/32 is among `dsts` (the
+/// Brings the source lists of the load balancers whose VIP/32 (/128) is among `dsts` (the
 /// destinations of the ACL records written) in line with the LB ACL records as `after` leaves
 /// them (see [`acl_map::lb_sources`]): an LB whose list changes is rewritten in place.
 fn sync_lb_sources(
     txn: &mut Txn,
     intent: &Intent,
     after: &Db,
-    dsts: &BTreeSet<Ipv4Net>,
+    dsts: &BTreeSet<ipnet::IpNet>,
 ) -> ApiResult<()> {
     for r in after.of(Kind::L4lb) {
         let (Spec::L4lb(spec), Some(SfRef::Lb { tenant, vpc, name })) = (&r.spec, &r.sf) else {
             continue;
         };
-        let vip = spec.ip.parse::<std::net::Ipv4Addr>().map(Ipv4Net::from);
+        let vip = spec.ip.parse::<std::net::IpAddr>().map(ipnet::IpNet::from);
         if !vip.is_ok_and(|v| dsts.contains(&v)) {
             continue;
         }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sf_core::desired::{HealthCheck, L4Protocol};
@@ -482,10 +482,12 @@ pub struct AclSpec {
     pub action: String,
     pub proto: String,
     pub established: bool,
-    pub src_prefix: Ipv4Net,
+    /// Either family, both prefixes of one record the same one (stored as the same strings as
+    /// when IPv4-typed, so records stored before read and write back unchanged).
+    pub src_prefix: IpNet,
     pub src_port_from: u16,
     pub src_port_to: u16,
-    pub dst_prefix: Ipv4Net,
+    pub dst_prefix: IpNet,
     pub dst_port_from: u16,
     pub dst_port_to: u16,
     #[serde(default)]
@@ -914,20 +916,33 @@ pub fn acl_spec(v: &Value) -> ApiResult<AclSpec> {
             Some(p) => Err(ApiError::bad(format!("invalid {k}: {p} is not a port"))),
         }
     };
-    let prefix = |k: &str| -> ApiResult<Ipv4Net> {
-        let s = opt_str(v, k)
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "0.0.0.0/0".into());
-        parse_net(k, &s).map(|n| n.trunc())
+    let src_prefix = acl_prefix(v, "src_prefix")?;
+    let dst_prefix = acl_prefix(v, "dst_prefix")?;
+    // An absent prefix is "any" of the other one's family (CloudStack always sends both).
+    let any_like = |other: Option<IpNet>| match other {
+        Some(IpNet::V6(_)) => IpNet::V6(Default::default()),
+        _ => IpNet::V4(Default::default()),
     };
+    let (src_prefix, dst_prefix) = (
+        src_prefix.unwrap_or_else(|| any_like(dst_prefix)),
+        dst_prefix.unwrap_or_else(|| any_like(src_prefix)),
+    );
+    if src_prefix.addr().is_ipv4() != dst_prefix.addr().is_ipv4() {
+        let family = |n: &IpNet| if n.addr().is_ipv4() { "IPv4" } else { "IPv6" };
+        return Err(ApiError::bad(format!(
+            "invalid dst_prefix: {dst_prefix} is {} but src_prefix {src_prefix} is {}; both prefixes of one ACL are of one family",
+            family(&dst_prefix),
+            family(&src_prefix)
+        )));
+    }
     let spec = AclSpec {
         action,
         proto,
         established: opt_bool(v, "established"),
-        src_prefix: prefix("src_prefix")?,
+        src_prefix,
         src_port_from: port("src_port_from", 1)?,
         src_port_to: port("src_port_to", 65535)?,
-        dst_prefix: prefix("dst_prefix")?,
+        dst_prefix,
         dst_port_from: port("dst_port_from", 1)?,
         dst_port_to: port("dst_port_to", 65535)?,
         comment: opt_str(v, "comment").unwrap_or_default(),
@@ -943,6 +958,35 @@ pub fn acl_spec(v: &Value) -> ApiResult<AclSpec> {
         ));
     }
     Ok(spec)
+}
+
+/// ACL prefix `k` of either family (`None` when absent or empty); host bits are cleared, as
+/// CloudStack sends a tier's gateway/len for its CIDR.
+///
+/// One exception: an IPv6 address "/32" with host bits set is CloudStack's LB source-CIDR ACL
+/// for an IPv6 VIP (`createNetrisACLRuleCommand` appends "/32" to the public IP whatever its
+/// family). Cleared to its /32 it would name 2^96 addresses around the VIP; it is read as
+/// the VIP's host /128 instead, which is what CloudStack means and what makes the record the
+/// load balancer's source rule. Nothing else sends an IPv6 /32 with host bits.
+fn acl_prefix(v: &Value, k: &str) -> ApiResult<Option<IpNet>> {
+    let Some(s) = opt_str(v, k).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if !s.contains(':') {
+        return parse_net(k, &s).map(|n| Some(IpNet::V4(n.trunc())));
+    }
+    let n = match s.parse::<ipnet::Ipv6Net>() {
+        Ok(n) => n,
+        Err(_) => s
+            .parse::<std::net::Ipv6Addr>()
+            .map(|a| ipnet::Ipv6Net::new(a, 128).expect("/128"))
+            .map_err(|_| ApiError::bad(format!("invalid {k}: {s:?} is not a prefix")))?,
+    };
+    if n.prefix_len() == 32 && n.trunc() != n {
+        let host = ipnet::Ipv6Net::new(n.addr(), 128).expect("/128");
+        return Ok(Some(IpNet::V6(host)));
+    }
+    Ok(Some(IpNet::V6(n.trunc())))
 }
 
 pub fn route_spec(v: &Value) -> ApiResult<RouteSpec> {
@@ -1239,6 +1283,25 @@ mod tests {
         .unwrap();
         assert_eq!(a.dst_port_from, 22);
         assert!(acl_spec(&json!({"action": "allow"})).is_err());
+        // A record stored while the prefixes were IPv4-typed loads and stores byte for byte.
+        let old = r#"{"action":"permit","proto":"tcp","established":false,"src_prefix":"0.0.0.0/0","src_port_from":1,"src_port_to":65535,"dst_prefix":"10.20.1.0/24","dst_port_from":22,"dst_port_to":22,"comment":""}"#;
+        let back: AclSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(serde_json::to_string(&back).unwrap(), old);
+        // IPv6: both prefixes of one family; an absent one is "any" of the other's family;
+        // CloudStack's "<v6 VIP>/32" is the VIP's /128.
+        let v6 = |src: Value, dst: Value| {
+            acl_spec(&json!({"action": "deny", "src_prefix": src, "dst_prefix": dst}))
+        };
+        let a6 = v6(json!("::/0"), json!("2001:db8:1:2::1/64")).unwrap();
+        assert_eq!(a6.dst_prefix.to_string(), "2001:db8:1:2::/64");
+        let a6 = v6(Value::Null, json!("2001:db8:1:2::/64")).unwrap();
+        assert_eq!(a6.src_prefix.to_string(), "::/0");
+        let a6 = v6(json!("::/0"), json!("2001:db8:1ff::80/32")).unwrap();
+        assert_eq!(a6.dst_prefix.to_string(), "2001:db8:1ff::80/128");
+        let e = v6(json!("10.0.0.0/8"), json!("2001:db8:1:2::/64")).unwrap_err();
+        assert!(e.message.contains("invalid dst_prefix"), "{}", e.message);
+        assert!(v6(json!("::/0"), json!("2001:db8::zz/64")).is_err());
         assert!(
             acl_spec(&json!({"action": "deny", "dst_port_from": 9, "dst_port_to": 8})).is_err()
         );

@@ -353,8 +353,42 @@ fn validate_routed_ipv6_ranges(intent: &Intent, v: &Vpc) -> Result {
                 ),
             ));
         }
+        if let Some((lb, vip)) = public_vip_in(intent, v, *r) {
+            return Err(err(
+                ErrorKind::InUse,
+                &field,
+                format!(
+                    "{r} holds {vip}, the public VIP of load balancer {}/{}/{} (a VPC's range would take its address)",
+                    lb.tenant, lb.vpc, lb.name
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// A public IPv6 VIP inside routed range `r` of VPC `v`, with its load balancer: the VIP of
+/// any load balancer in `r` except VPC-internal ones of `v` itself (those inside a range `v`
+/// already holds). A public VIP must stay outside every VPC's ranges (`validate_lb_vip6`
+/// checks it when the VIP is made; this is the same rule for a range made after the VIP).
+fn public_vip_in<'a>(
+    intent: &'a Intent,
+    v: &Vpc,
+    r: Ipv6Net,
+) -> Option<(&'a LoadBalancer, Ipv6Addr)> {
+    let held = intent
+        .vpcs
+        .get(&v.key())
+        .map(|s| s.ipv6_ranges.as_slice())
+        .unwrap_or_default();
+    intent.load_balancers.values().find_map(|lb| {
+        let IpAddr::V6(vip) = lb.vip else {
+            return None;
+        };
+        let own_internal =
+            lb.tenant == v.tenant && lb.vpc == v.name && held.iter().any(|h| h.contains(&vip));
+        (r.contains(&vip) && !own_internal).then_some((lb, vip))
+    })
 }
 
 /// Another VPC of the same site whose routed range overlaps `r`.

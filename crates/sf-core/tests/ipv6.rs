@@ -633,6 +633,41 @@ mod lb6 {
         assert!(m.contains("theirs"), "{m}");
     }
 
+    /// The opposite order of the VIP check above: a range made (or added) after a public VIP
+    /// must not take it. A VPC-internal VIP of the VPC itself stays allowed.
+    #[test]
+    fn a_vpc_range_over_an_existing_public_vip_is_refused() {
+        let mut i = with_pools();
+        let public = lb("2001:db8:1ff::80", &["2001:db8:100:1::11"]);
+        let mut internal = lb("2001:db8:100:ff::80", &["2001:db8:100:1::11"]);
+        internal.name = "internal".into();
+        for l in [public, internal] {
+            validate_lb(&i, &l).expect("valid before the range");
+            i.load_balancers.insert(l.key(), l);
+        }
+        // A new VPC whose second range holds the public VIP.
+        let mut green = vpc("green", &["2001:db8:105::/48", "2001:db8:1ff::/48"]);
+        green.id = 3;
+        let e = validate_vpc(&i, &green).expect_err("a range over a public VIP");
+        assert_eq!(
+            (e.field.as_str(), e.kind),
+            ("vpc.ipv6_ranges[1]", ErrorKind::InUse)
+        );
+        assert!(e.message.contains("2001:db8:1ff::80"), "{e}");
+        assert!(e.message.contains("demo/blue/lb6"), "{e}");
+        green.ipv6_ranges.pop();
+        validate_vpc(&i, &green).expect("a range beside the VIP");
+        // Blue (the VIP's own VPC) extending its ranges over it: refused too.
+        let over = vpc("blue", &["2001:db8:100::/56", "2001:db8:1ff::/48"]);
+        assert_eq!(
+            field_of(validate_vpc_ipv6_ranges_update(&i, &over)),
+            "vpc.ipv6_ranges[1]"
+        );
+        // Blue's own internal VIP inside its range does not block its ranges.
+        let more = vpc("blue", &["2001:db8:100::/56", "2001:db8:1fe::/48"]);
+        validate_vpc_ipv6_ranges_update(&i, &more).expect("internal VIPs are the VPC's own");
+    }
+
     #[test]
     fn family_mismatches_and_foreign_backends_name_the_field() {
         let i = with_pools();

@@ -348,6 +348,85 @@ public class CloudStackReplay {
         });
         step("DELETE routes " + r6, () -> routesApi.apiRoutesDelete(new RoutesBodyId().id(route6.getId())).isIsSuccess());
 
+        // An IPv6 ACL of the routed tier as NetrisApiClientImpl.getAclAddItem fills it for an
+        // ingress rule whose source CIDR is IPv6: dst_prefix the tier's /64 (getIp6Cidr), TCP
+        // with established 1, source ports 1-65535; listed, replaced (AclEditItem), deleted.
+        String acl6name = vname + "-N11-ACL31";
+        BigDecimal acl6Id = step("POST acl (IPv6: ::/0 -> " + tier6 + " tcp/80)", () -> aclApi.apiAclPost(new AclAddItem()
+                .name(acl6name).action("permit").proto("tcp").srcPrefix("::/0").srcPortFrom(1).srcPortTo(65535)
+                .dstPrefix(tier6).dstPortFrom(80).dstPortTo(80).comment("").reverse("no")
+                .established(BigDecimal.ONE).vpc(new AclBodyVpc().id(vpcId))).getId());
+        step("GET acl (the IPv6 rule listed back as sent)", () -> {
+            for (AclGetBody g : aclApi.apiAclGet(null, null).getData())
+                if (acl6name.equals(g.getName())) {
+                    check("::/0".equals(g.getSrcPrefix()) && tier6.equals(g.getDstPrefix()),
+                            "prefixes ::/0 -> " + tier6 + ", got " + g.getSrcPrefix() + " -> " + g.getDstPrefix());
+                    check(g.getDstPortFrom().intValue() == 80, "dst_port_from 80, got " + g.getDstPortFrom());
+                    return g.getId();
+                }
+            throw new IllegalStateException("IPv6 ACL not listed");
+        });
+        step("PUT acl (IPv6 rule replaced: tcp/8080)", () -> {
+            aclApi.apiAclPut(new AclEditItem().id(acl6Id).name(acl6name).action("permit").proto("tcp")
+                    .srcPrefix("::/0").srcPortFrom(1).srcPortTo(65535).dstPrefix(tier6).dstPortFrom(8080).dstPortTo(8080)
+                    .comment("").reverse("no").established(BigDecimal.ONE)
+                    .tenantsID(tenant.getId().toString()).vpc(new AclBodyVpc().id(vpcId)));
+            for (AclGetBody g : aclApi.apiAclGet(null, null).getData())
+                if (acl6name.equals(g.getName())) {
+                    check(g.getDstPortFrom().intValue() == 8080, "dst_port_from 8080, got " + g.getDstPortFrom());
+                    return 1;
+                }
+            throw new IllegalStateException("IPv6 ACL not listed after the PUT");
+        });
+        step("POST acl mixing families (0.0.0.0/0 -> " + tier6 + ") is refused", () -> {
+            try {
+                aclApi.apiAclPost(new AclAddItem().name(vname + "-N11-ACL32").action("permit").proto("tcp")
+                        .srcPrefix("0.0.0.0/0").srcPortFrom(1).srcPortTo(65535).dstPrefix(tier6).dstPortFrom(22)
+                        .dstPortTo(22).comment("").reverse("no").established(BigDecimal.ONE).vpc(new AclBodyVpc().id(vpcId)));
+            } catch (io.netris.ApiException e) {
+                check(e.getCode() == 400 && e.getResponseBody().contains("dst_prefix"), "400 naming dst_prefix, got " + e.getCode() + " " + e.getResponseBody());
+                return 1;
+            }
+            throw new IllegalStateException("accepted");
+        });
+        step("DELETE acl (the IPv6 rule)", () -> {
+            List<BigDecimal> ids = new ArrayList<>(); ids.add(acl6Id);
+            aclApi.apiAclDelete(new AclDeleteItem().id(ids).tenantsID(tenant.getId().toString()));
+            for (AclGetBody g : aclApi.apiAclGet(null, null).getData())
+                check(!acl6name.equals(g.getName()), "IPv6 ACL still listed");
+            return 1;
+        });
+
+        // An IPv6 load balancer (L4LbAddItem's ipFamily IPv6): a VIP of the zone's IPv6 range,
+        // a backend in the routed tier; listed, deleted.
+        String vip6 = zone6.substring(0, zone6.indexOf("::/")) + "::60";
+        String be6 = tier6Gw.replaceAll("::1$", "::11");
+        Integer lb6Id = step("POST l4lb (ipFamily IPv6: " + vip6 + " -> " + be6 + ")", () -> {
+            L4LbAddItem b = new L4LbAddItem();
+            b.setName(vname + "-LB8"); b.setProtocol("TCP"); b.setIp(vip6); b.setPort(80);
+            b.setStatus("enable"); b.setAutomatic(false);
+            b.setIpFamily(L4lbAddOrUpdateItem.IpFamilyEnum.IPv6);
+            b.setHealthCheck(L4lbAddOrUpdateItem.HealthCheckEnum.NONE);
+            L4LbVpc v = new L4LbVpc(); v.setId(vpcId); v.setName(vname); b.setVpc(v);
+            L4LbTenant t = new L4LbTenant(); t.setId(tenant.getId().intValue()); t.setName("Admin"); b.setTenant(t);
+            L4LBSite s = new L4LBSite(); s.setId(site.getId()); s.setName(site.getName()); b.setSite(s);
+            List<L4LoadBalancerBackendItem> be = new ArrayList<>();
+            L4LoadBalancerBackendItem x = new L4LoadBalancerBackendItem(); x.setIp(be6); x.setPort(80); be.add(x);
+            b.setBackend(be);
+            return lbApi.apiV2L4lbPost(b).getData();
+        });
+        step("GET l4lb (the IPv6 LB: VIP and backend)", () -> {
+            for (L4LoadBalancerItem l : lbApi.apiV2L4lbGet(null, null).getData())
+                if (l.getId().equals(lb6Id)) {
+                    check(vip6.equals(l.getIp()), "ip " + vip6 + ", got " + l.getIp());
+                    check(l.getBackendIps().size() == 1 && be6.equals(l.getBackendIps().get(0).getIp()),
+                            "backend " + be6 + ", got " + l.getBackendIps());
+                    return 1;
+                }
+            throw new IllegalStateException("IPv6 LB not listed");
+        });
+        step("DELETE l4lb (the IPv6 LB)", () -> lbApi.apiV2L4lbIdDelete(lb6Id).isIsSuccess());
+
         // SNAT, port forward, static NAT: public /32s, rules, list.
         for (String ip : new String[]{pub + ".40", pub + ".41", pub + ".42"}) {
             step("POST ipam/subnet nat " + ip, () -> ipam.apiV2IpamSubnetPost(new SubnetBody()
