@@ -134,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
             fabric.registry.clone(),
             // Healthy while the index is loaded and its etcd watch confirms it current.
             Arc::new(move || f.is_current()),
+            None,
         )
         .await
         .with_context(|| format!("serving metrics on {addr}"))?;

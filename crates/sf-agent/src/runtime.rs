@@ -14,7 +14,7 @@ use anyhow::Context;
 use sf_core::status::AgentStatus;
 use sf_metrics::PassTrigger;
 use sf_proto::v1 as pb;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{info, info_span, warn, Instrument, Span};
 
 use crate::cache::{Cache, Cached};
@@ -23,8 +23,13 @@ use crate::lease::LeaseHealth;
 use crate::sync::{Deliver, Delivered, Origin, SyncLink};
 use crate::{Counters, Dataplane, LeaseState, ReconcileContext};
 
-/// How often the kernel's rule counters are read for /metrics.
+/// The kernel's rule counters are read when /metrics is scraped, at most this often (a
+/// scrape within it gets the last reading): on a gateway a reading is a rule dump per VPC
+/// router, so scrapers that poll fast, or several of them, cannot multiply that cost.
 const RULE_COUNTERS_EVERY: Duration = Duration::from_secs(10);
+/// How long a scrape waits for the reconcile loop to read the counters (it may be in a long
+/// pass); after that the scrape is answered with the last reading.
+const SCRAPE_WAIT: Duration = Duration::from_secs(2);
 
 pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -63,7 +68,8 @@ pub async fn run<D: Dataplane>(
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
     let cache = Cache::new(&args.state_dir);
     let cached = cache.load().unwrap_or_default();
-    let metrics = serve_metrics(&args).await?;
+    let (scrape_tx, scrapes) = mpsc::channel(4);
+    let metrics = serve_metrics(&args, scrape_tx).await?;
     let counters = Arc::new(Counters::default());
     let node_span = info_span!("agent", node = %args.node, role);
 
@@ -136,13 +142,18 @@ pub async fn run<D: Dataplane>(
         last_generation: 0,
         last_measured: 0,
         last_rule_counters: Instant::now() - RULE_COUNTERS_EVERY,
+        scrapes,
     }
     .run()
     .await
 }
 
-/// Serves /metrics when `--metrics-listen` is given; the metrics exist either way.
-async fn serve_metrics(args: &AgentArgs) -> anyhow::Result<sf_metrics::AgentMetrics> {
+/// Serves /metrics when `--metrics-listen` is given; the metrics exist either way. Each
+/// scrape first asks the reconcile loop, through `scrapes`, to refresh the rule counters.
+async fn serve_metrics(
+    args: &AgentArgs,
+    scrapes: mpsc::Sender<oneshot::Sender<()>>,
+) -> anyhow::Result<sf_metrics::AgentMetrics> {
     let mut registry = sf_metrics::MetricsRegistry::default();
     let metrics = sf_metrics::AgentMetrics::register(&mut registry);
     metrics.rules.set_detail(args.rule_metrics.clone());
@@ -154,11 +165,25 @@ async fn serve_metrics(args: &AgentArgs) -> anyhow::Result<sf_metrics::AgentMetr
             Arc::new(registry),
             // Healthy while the node holds its lease: what placement and failover rely on.
             Arc::new(move || m.lease_up.get() == 1),
+            Some(scrape_refresh(scrapes)),
         )
         .await
         .with_context(|| format!("serving metrics on {addr}"))?;
     }
     Ok(metrics)
+}
+
+/// The /metrics hook: asks the loop for fresh rule counters and waits at most SCRAPE_WAIT.
+fn scrape_refresh(scrapes: mpsc::Sender<oneshot::Sender<()>>) -> sf_metrics::Refresh {
+    Arc::new(move || {
+        let scrapes = scrapes.clone();
+        Box::pin(async move {
+            let (done, read) = oneshot::channel();
+            // Full: scrapes are already waiting for a reading; this one shares it.
+            let _ = scrapes.try_send(done);
+            let _ = tokio::time::timeout(SCRAPE_WAIT, read).await;
+        })
+    })
 }
 
 /// The reconcile loop and what it remembers between passes.
@@ -191,6 +216,8 @@ struct Reconciler<D> {
     /// The last revision whose intent-to-dataplane latency was measured.
     last_measured: u64,
     last_rule_counters: Instant,
+    /// Scrapes of /metrics waiting for the rule counters.
+    scrapes: mpsc::Receiver<oneshot::Sender<()>>,
 }
 
 /// A periodic tick that, after the loop was busy past one or more ticks (a long pass),
@@ -235,6 +262,11 @@ impl<D: Dataplane> Reconciler<D> {
                     bgp_open = changed.is_ok();
                 }
                 _ = notified(&wake) => { pass = Some(PassTrigger::Wakeup); }
+                Some(done) = self.scrapes.recv() => {
+                    self.read_rule_counters().await;
+                    let _ = done.send(());
+                    continue;
+                }
                 // Only the report changed: observe and publish, no pass.
                 _ = notified(&status_wake) => {}
                 _ = term.recv() => { info!("SIGTERM: stopping (dataplane left as is)"); break; }
@@ -311,16 +343,6 @@ impl<D: Dataplane> Reconciler<D> {
     /// Connect status, rule counters); true when the status changed.
     async fn observe(&mut self) -> bool {
         let observed: BTreeSet<u32> = self.dataplane.observed_vnis().await;
-        // Rule counters for /metrics (only when served), at most every RULE_COUNTERS_EVERY:
-        // reading them costs an nft process per VPC router on a gateway.
-        if self.args.metrics_listen.is_some()
-            && self.last_rule_counters.elapsed() >= RULE_COUNTERS_EVERY
-        {
-            self.metrics
-                .rules
-                .replace(self.dataplane.rule_counters().await);
-            self.last_rule_counters = Instant::now();
-        }
         let lbs = self.dataplane.lb_status().await;
         let dcs = self.dataplane.dc_status().await;
         let failover = self.dataplane.failover_status().await;
@@ -343,6 +365,16 @@ impl<D: Dataplane> Reconciler<D> {
         status.direct_connects = dcs;
         status.failover = failover;
         changed
+    }
+
+    /// Reads the kernel's rule counters for a scrape, unless the last reading is recent.
+    async fn read_rule_counters(&mut self) {
+        if self.last_rule_counters.elapsed() >= RULE_COUNTERS_EVERY {
+            self.metrics
+                .rules
+                .replace(self.dataplane.rule_counters().await);
+            self.last_rule_counters = Instant::now();
+        }
     }
 
     /// Converges the device to `d`, then records, caches and acks the outcome.
@@ -432,6 +464,7 @@ mod tests {
         failover: Arc<Mutex<FailoverStatus>>,
         wake: Arc<Notify>,
         status_wake: Arc<Notify>,
+        counter_reads: Arc<AtomicUsize>,
     }
 
     #[async_trait::async_trait]
@@ -453,6 +486,10 @@ mod tests {
         fn status_wakeup(&self) -> Option<Arc<Notify>> {
             Some(self.status_wake.clone())
         }
+        async fn rule_counters(&mut self) -> Vec<sf_metrics::RuleSample> {
+            self.counter_reads.fetch_add(1, Ordering::SeqCst);
+            Vec::new()
+        }
     }
 
     #[derive(clap::Parser)]
@@ -461,11 +498,16 @@ mod tests {
         agent: AgentArgs,
     }
 
-    /// A loop over `dp` with one desired state delivered; returns its status receiver.
-    fn start(dp: Counting, dir: &std::path::Path) -> watch::Receiver<AgentStatus> {
+    /// A loop over `dp` with one desired state delivered and /metrics configured; returns its
+    /// status receiver and its scrape hook.
+    fn start(
+        dp: Counting,
+        dir: &std::path::Path,
+    ) -> (watch::Receiver<AgentStatus>, sf_metrics::Refresh) {
         let args = Args::parse_from([
             "t",
             "--node=n1",
+            "--metrics-listen=127.0.0.1:0",
             "--coordinator=https://127.0.0.1:1",
             "--tls-cert=c",
             "--tls-key=k",
@@ -486,6 +528,7 @@ mod tests {
         let (_health_tx, health) = watch::channel(LeaseHealth::default());
         let (_bgp_tx, bgp) = watch::channel(crate::bgp::BgpRead::default());
         let mut registry = sf_metrics::MetricsRegistry::default();
+        let (scrape_tx, scrapes) = mpsc::channel(4);
         let r = Reconciler {
             ttl: Duration::from_secs(6),
             cache: Cache::new(dir),
@@ -508,14 +551,15 @@ mod tests {
             last_lease: LeaseState::Unknown,
             last_generation: 0,
             last_measured: 0,
-            last_rule_counters: Instant::now(),
+            last_rule_counters: Instant::now() - RULE_COUNTERS_EVERY,
+            scrapes,
         };
         tokio::spawn(async move {
             // Keeps the senders alive as long as the loop.
             let _keep = (deliveries_tx, _health_tx, _bgp_tx, _acks);
             r.run().await
         });
-        status_rx
+        (status_rx, scrape_refresh(scrape_tx))
     }
 
     async fn settle() {
@@ -528,7 +572,7 @@ mod tests {
     async fn a_status_only_wakeup_reports_without_a_pass() {
         let dir = tempfile::tempdir().unwrap();
         let dp = Counting::default();
-        let mut status = start(dp.clone(), dir.path());
+        let (mut status, _) = start(dp.clone(), dir.path());
         settle().await;
         // The delivered state (and the resync ticker's first, immediate tick).
         let start = dp.passes.load(Ordering::SeqCst);
@@ -556,6 +600,32 @@ mod tests {
             dp.passes.load(Ordering::SeqCst),
             start + 1,
             "a wakeup is a pass"
+        );
+    }
+
+    /// The rule counters (a dump per VPC router on a gateway) are read when /metrics is
+    /// scraped, at most once per RULE_COUNTERS_EVERY, and never by the loop on its own.
+    #[tokio::test]
+    async fn rule_counters_are_read_per_scrape_not_per_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let dp = Counting::default();
+        let (_status, scrape) = start(dp.clone(), dir.path());
+        settle().await;
+        dp.wake.notify_one();
+        settle().await;
+        assert!(dp.passes.load(Ordering::SeqCst) >= 2);
+        assert_eq!(dp.counter_reads.load(Ordering::SeqCst), 0, "nobody scraped");
+        scrape().await;
+        assert_eq!(
+            dp.counter_reads.load(Ordering::SeqCst),
+            1,
+            "read for the scrape"
+        );
+        scrape().await;
+        assert_eq!(
+            dp.counter_reads.load(Ordering::SeqCst),
+            1,
+            "a second scrape within the period gets the last reading"
         );
     }
 

@@ -550,11 +550,18 @@ pub fn render(reg: &Registry) -> String {
     out
 }
 
+/// Runs before each `/metrics` render: brings values read on demand up to date (the agents'
+/// rule counters), so what costs a pass over the node is paid per scrape, not on a timer
+/// whether anyone scrapes or not (Prometheus' collect-on-scrape). It must bound its own wait.
+pub type Refresh =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 /// Binds `addr` and serves `/metrics` and `/healthz` in the background; returns once bound.
 pub async fn serve(
     addr: SocketAddr,
     registry: Arc<Registry>,
     health: Health,
+    refresh: Option<Refresh>,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -563,7 +570,11 @@ pub async fn serve(
             "/metrics",
             get(move || {
                 let reg = registry.clone();
+                let refresh = refresh.clone();
                 async move {
+                    if let Some(r) = refresh {
+                        r().await;
+                    }
                     (
                         [(
                             header::CONTENT_TYPE,
@@ -801,10 +812,19 @@ mod tests {
         a.reconciles.inc();
         let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let h = healthy.clone();
+        // The refresh hook runs before each render: what it updates is in that scrape.
+        let refreshed = a.reconciles.clone();
+        let refresh: Refresh = Arc::new(move || {
+            let r = refreshed.clone();
+            Box::pin(async move {
+                r.inc();
+            })
+        });
         let addr = serve(
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(reg),
             Arc::new(move || h.load(std::sync::atomic::Ordering::SeqCst)),
+            Some(refresh),
         )
         .await
         .unwrap();
@@ -820,7 +840,7 @@ mod tests {
         };
         let m = get("/metrics").await;
         assert!(m.starts_with("HTTP/1.0 200"), "{m}");
-        assert!(m.contains("sf_agent_reconciles_total 1"), "{m}");
+        assert!(m.contains("sf_agent_reconciles_total 2"), "{m}");
         assert!(get("/healthz").await.starts_with("HTTP/1.0 200"));
         healthy.store(false, std::sync::atomic::Ordering::SeqCst);
         assert!(get("/healthz").await.starts_with("HTTP/1.0 503"));
