@@ -204,6 +204,9 @@ pub struct Controller {
     /// Woken when only the status changed (a VPC seen served elsewhere, or no longer): the
     /// agent reports it without a pass.
     status_wake: Arc<Notify>,
+    /// The host's routing socket for reading BGP routes (opened on first read, dropped after
+    /// a failure).
+    routes: Arc<Mutex<Option<sf_linux::netlink::Netlink>>>,
 }
 
 impl Controller {
@@ -214,6 +217,7 @@ impl Controller {
             kernel: Arc::default(),
             wake,
             status_wake,
+            routes: Arc::default(),
         }
     }
 
@@ -244,20 +248,29 @@ impl Controller {
     /// The routers placed here now. A router the controller does not know yet starts active
     /// when its anchor route is already installed (an agent restarted in place keeps serving)
     /// and unbuilt; a role change disarms it.
+    /// Kicks the controller only when the set changed: every pass syncs, and at rest nothing
+    /// moved (the BGP routes are followed by the route monitor).
     pub fn sync(&self, specs: Vec<RouterSpec>, host: &HostState) {
         let mut g = self.inner.lock().expect("failover lock");
         let keep: BTreeSet<u32> = specs.iter().map(|s| s.id).collect();
+        let before = g.entries.len();
         g.entries.retain(|id, _| keep.contains(id));
+        let mut changed = g.entries.len() != before;
         for spec in specs {
             match g.entries.get_mut(&spec.id) {
                 Some(e) => {
+                    if e.spec == spec {
+                        continue;
+                    }
                     if e.spec.role != spec.role {
                         e.armed = false;
                         e.absent_since = None;
                     }
                     e.spec = spec;
+                    changed = true;
                 }
                 None => {
+                    changed = true;
                     let active = anchor_installed(host, &spec);
                     g.entries.insert(
                         spec.id,
@@ -273,7 +286,9 @@ impl Controller {
             }
         }
         drop(g);
-        self.kick.notify_one();
+        if changed {
+            self.kick.notify_one();
+        }
     }
 
     /// Router `id` is built (its pass converged it cleanly): it may be activated.
@@ -352,10 +367,31 @@ impl Controller {
         }
     }
 
+    /// The BGP routes of the host's main table, from one route dump on the host's socket
+    /// (what `ip -4 route show proto bgp` prints, without a process per read).
+    async fn read_bgp_routes(&self) -> Result<BTreeSet<Ipv4Net>, sf_linux::DeviceError> {
+        use sf_linux::netlink::{route, Netlink};
+        let opened = self.routes.lock().expect("routes lock").clone();
+        let nl = match opened {
+            Some(nl) => nl,
+            None => {
+                let nl = Netlink::open().map_err(|e| e.on("open a netlink socket"))?;
+                *self.routes.lock().expect("routes lock") = Some(nl.clone());
+                nl
+            }
+        };
+        match route::dump_v4(&nl, route::MAIN).await {
+            Ok(routes) => Ok(bgp_destinations(&routes)),
+            Err(e) => {
+                *self.routes.lock().expect("routes lock") = None;
+                Err(e.on("dump the IPv4 routes"))
+            }
+        }
+    }
+
     async fn read_bgp(&self) {
-        match sf_linux::run("ip", &["-j", "-4", "route", "show", "proto", "bgp"]).await {
-            Ok(out) => {
-                let bgp = parse_bgp_routes(&out);
+        match self.read_bgp_routes().await {
+            Ok(bgp) => {
                 let mut g = self.inner.lock().expect("failover lock");
                 match (bgp.is_empty(), g.fabric_since) {
                     (true, Some(_)) => {
@@ -521,22 +557,12 @@ pub fn stand_down_script(host: &HostState) -> Vec<String> {
 }
 
 /// Prefixes of `ip -j -4 route show proto bgp`.
-pub fn parse_bgp_routes(json: &str) -> BTreeSet<Ipv4Net> {
-    #[derive(serde::Deserialize)]
-    struct Raw {
-        dst: String,
-    }
-    let raw: Vec<Raw> = serde_json::from_str(json).unwrap_or_default();
-    raw.into_iter()
-        .filter_map(|r| {
-            if r.dst == "default" {
-                Some(Ipv4Net::default())
-            } else if r.dst.contains('/') {
-                r.dst.parse().ok()
-            } else {
-                r.dst.parse().ok().map(host)
-            }
-        })
+pub fn bgp_destinations(routes: &[sf_linux::netlink::route::RouteV4]) -> BTreeSet<Ipv4Net> {
+    use sf_linux::netlink::route::RouteProtocol;
+    routes
+        .iter()
+        .filter(|r| r.protocol == RouteProtocol::Bgp)
+        .map(|r| r.dst)
         .collect()
 }
 
@@ -808,11 +834,56 @@ mod tests {
     }
 
     #[test]
-    fn bgp_routes_are_read_from_ip_json() {
-        let j = r#"[{"dst":"198.18.0.14","nhid":8,"protocol":"bgp"},{"dst":"default"},{"dst":"10.255.0.0/24"}]"#;
-        let r = parse_bgp_routes(j);
-        assert!(r.contains(&"198.18.0.14/32".parse().unwrap()));
-        assert!(r.contains(&Ipv4Net::default()));
-        assert_eq!(r.len(), 3);
+    fn only_bgp_routes_count() {
+        use sf_linux::netlink::route::{RouteProtocol, RouteType, RouteV4, MAIN};
+        let r = |dst: &str, protocol| RouteV4 {
+            dst: dst.parse().unwrap(),
+            gateway: None,
+            oif: Some(3),
+            protocol,
+            kind: RouteType::Unicast,
+            table: MAIN,
+        };
+        let routes = [
+            r("198.18.0.14/32", RouteProtocol::Bgp),
+            r("0.0.0.0/0", RouteProtocol::Bgp),
+            r("10.255.0.0/24", RouteProtocol::Bgp),
+            r("198.18.0.16/32", RouteProtocol::Boot),
+            r("172.31.255.0/24", RouteProtocol::Kernel),
+        ];
+        let got = bgp_destinations(&routes);
+        assert!(got.contains(&"198.18.0.14/32".parse().unwrap()));
+        assert!(got.contains(&Ipv4Net::default()));
+        assert_eq!(got.len(), 3);
+    }
+
+    /// A pass that syncs the same routers does not wake the controller (it would re-read
+    /// the BGP routes on every pass); a new router, a changed one or a removed one does.
+    #[test]
+    fn an_unchanged_sync_does_not_kick() {
+        let c = Controller::new(Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let spec = |id: u32, role| RouterSpec {
+            id,
+            vpc: format!("t/v{id}"),
+            role,
+            anchor: Ipv4Addr::new(198, 18, 0, id as u8),
+            segments: vec![],
+            routes: vec![],
+            routes6: vec![],
+        };
+        let host = HostState::default();
+        let kicked = |c: &Controller| {
+            let n = c.kick.notified();
+            tokio::pin!(n);
+            futures::FutureExt::now_or_never(n.as_mut()).is_some()
+        };
+        c.sync(vec![spec(1, RouterRole::Primary)], &host);
+        assert!(kicked(&c), "a new router");
+        c.sync(vec![spec(1, RouterRole::Primary)], &host);
+        assert!(!kicked(&c), "nothing changed");
+        c.sync(vec![spec(1, RouterRole::Standby)], &host);
+        assert!(kicked(&c), "a role change");
+        c.sync(vec![], &host);
+        assert!(kicked(&c), "a removal");
     }
 }
