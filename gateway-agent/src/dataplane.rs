@@ -86,6 +86,11 @@ pub struct Gateway {
     /// Routers left as they were (quiet) in the last pass, and routers converged.
     pub last_quiet: usize,
     pub last_converged: usize,
+    /// The host as last dumped ([`Gateway::observe_host`]), and the VNIs of the foreign
+    /// bridges last read by the status check: both kept until the host's subscriptions
+    /// report a change.
+    host_seen: Option<HostState>,
+    bridges_seen: Option<BTreeSet<u32>>,
 }
 
 /// What a router was converged from, when its last pass left it clean: its inputs (desired
@@ -162,6 +167,8 @@ impl Gateway {
             quiet: HashMap::new(),
             last_quiet: 0,
             last_converged: 0,
+            host_seen: None,
+            bridges_seen: None,
         }
     }
 
@@ -362,7 +369,7 @@ impl Scope<'_> {
 impl Gateway {
     /// Observes the running routers, decides what this pass converges and removes, and tells
     /// the failover controller which routers are placed here.
-    async fn scope<'a>(&self, pass: &mut Pass, desired: &'a NodeDesired) -> Option<Scope<'a>> {
+    async fn scope<'a>(&mut self, pass: &mut Pass, desired: &'a NodeDesired) -> Option<Scope<'a>> {
         let prefix = self.netns_prefix.clone();
         let routers: BTreeMap<u32, &VpcRouter> = desired.routers().map(|r| (r.id, r)).collect();
         let routers6 = routers6(desired);
@@ -381,9 +388,7 @@ impl Gateway {
             .collect();
         let wanted: BTreeSet<u32> = routers.keys().copied().collect();
         let d = plan::decide(&wanted, &running);
-        let host = pass
-            .observe("host", device::observe_host(&self.kernel))
-            .await?;
+        let host = self.observe_host(pass).await?;
         let specs = routers
             .values()
             .filter(|r| plan::validate_router(r).is_empty())
@@ -399,6 +404,31 @@ impl Gateway {
             host,
             moves_at_scope: (pass.changes, pass.errors.len()),
         })
+    }
+
+    /// The host's links, routes and addresses: dumped when its subscription saw any of them
+    /// move since the last dump, and on the pass that converges every router; else the last
+    /// dump (with the forwarding switch read again, which no event reports). A dump reads
+    /// every host link (~4,000 at 1,000 routers, each veth's peer namespace looked up).
+    async fn observe_host(&mut self, pass: &mut Pass) -> Option<HostState> {
+        let moved = self.kernel.host_moved();
+        if !moved && self.passes % 10 != 1 {
+            if let Some(h) = &self.host_seen {
+                if let Some(forwarding) = pass
+                    .observe("host forwarding", device::host_forwarding())
+                    .await
+                {
+                    let mut h = h.clone();
+                    h.forwarding = forwarding;
+                    return Some(h);
+                }
+            }
+        }
+        let host = pass
+            .observe("host", device::observe_host(&self.kernel))
+            .await;
+        self.host_seen = host.clone();
+        host
     }
 
     /// Removes the routers no longer served: per router, its per-VPC FRR, then its public
@@ -735,7 +765,11 @@ impl Gateway {
         u.announce.clear();
         let config = render(&self.node, &u);
         let changed = self.last_frr.as_deref() != Some(config.as_str());
-        let force = self.passes % 10 == 1;
+        // A full reload re-verifies what FRR runs. It is needed when a daemon restarted (it
+        // then runs its own file, not what was applied); otherwise it only guards against
+        // hand edits, so it runs every 60th pass (30 min at the default resync): every 10th
+        // cost ~0.1 % of a core at rest (`frr-reload.py` and its `vtysh` runs).
+        let force = self.passes % 60 == 1 || self.frr.restarted_since_apply();
         if !(changed || force) {
             return;
         }
@@ -923,6 +957,12 @@ impl Dataplane for Gateway {
     /// socket, filtered by the kernel (all links would be ~4 per VPC router, each veth costing
     /// the kernel a walk of every namespace id: see `observe::bridges`).
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {
+        // Bridges change only with a link event: without one, the last reading holds.
+        if !self.kernel.host_links_moved() {
+            if let Some(seen) = &self.bridges_seen {
+                return seen.clone();
+            }
+        }
         let links = async {
             let nl = self.kernel.host()?;
             sf_linux::netlink::observe::bridges(&nl)
@@ -930,9 +970,14 @@ impl Dataplane for Gateway {
                 .map_err(|e| e.on("dump bridges"))
         };
         match links.await {
-            Ok(l) => foreign_vnis(&l),
+            Ok(l) => {
+                let vnis = foreign_vnis(&l);
+                self.bridges_seen = Some(vnis.clone());
+                vnis
+            }
             Err(e) => {
                 warn!(error = %e, "observing links");
+                self.bridges_seen = None;
                 BTreeSet::new()
             }
         }

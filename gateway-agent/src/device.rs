@@ -223,7 +223,7 @@ pub async fn observe_host(k: &Kernel) -> Result<HostState, DeviceError> {
     })
 }
 
-async fn host_forwarding() -> Result<bool, DeviceError> {
+pub async fn host_forwarding() -> Result<bool, DeviceError> {
     let fwd = tokio::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
         .await
         .map_err(|source| DeviceError::Spawn {

@@ -7,7 +7,7 @@
 //! the reload. Daemons are addressed through their vty socket directory, which works the same
 //! inside a network namespace.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -447,6 +447,8 @@ pub struct Frr {
     pub dir: PathBuf,
     pub reload_script: PathBuf,
     last_applied: Option<String>,
+    /// The daemons' pids (from their `*.pid` files) when `last_applied` was applied.
+    applied_to: Option<BTreeMap<String, String>>,
 }
 
 impl Frr {
@@ -455,7 +457,37 @@ impl Frr {
             dir,
             reload_script: PathBuf::from("/usr/lib/frr/frr-reload.py"),
             last_applied: None,
+            applied_to: None,
         }
+    }
+
+    /// The running daemons as their pid files in the FRR directory name them.
+    fn daemons(&self) -> BTreeMap<String, String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return BTreeMap::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let daemon = name.strip_suffix(".pid")?.to_string();
+                let pid = std::fs::read_to_string(e.path()).ok()?;
+                Some((daemon, pid.trim().to_string()))
+            })
+            .collect()
+    }
+
+    /// Records a full reload of `config` into the daemons running now.
+    fn reloaded(&mut self, config: &str) {
+        self.last_applied = Some(config.to_string());
+        self.applied_to = Some(self.daemons());
+    }
+
+    /// Whether an FRR daemon started (or stopped) since the last apply: a restarted daemon
+    /// runs whatever its own configuration file holds, not what was applied to its
+    /// predecessor, so the next apply must reload in full. True before any apply.
+    pub fn restarted_since_apply(&self) -> bool {
+        self.applied_to.as_ref() != Some(&self.daemons())
     }
 
     /// Applies `config` as a delta unless it is what we applied last (or `force`). Returns
@@ -525,7 +557,7 @@ impl Frr {
             )));
         }
         info!(dir = %dir, "FRR configuration applied");
-        self.last_applied = Some(config.to_string());
+        self.reloaded(config);
         Ok(true)
     }
 
@@ -582,6 +614,29 @@ impl Frr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon restarted (its pid file changed), started or stopped since the last full
+    /// reload asks for a full one: it runs its own file, not what was applied.
+    #[test]
+    fn a_restarted_daemon_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = |d: &str, p: &str| std::fs::write(dir.path().join(format!("{d}.pid")), p);
+        pid("zebra", "100\n").unwrap();
+        pid("bgpd", "101\n").unwrap();
+        let mut frr = Frr::new(dir.path().to_path_buf());
+        assert!(frr.restarted_since_apply(), "never applied");
+        frr.reloaded("router bgp 65001\n");
+        assert!(!frr.restarted_since_apply());
+        pid("bgpd", "202\n").unwrap();
+        assert!(frr.restarted_since_apply(), "bgpd restarted");
+        frr.reloaded("router bgp 65001\n");
+        assert!(!frr.restarted_since_apply());
+        pid("bfdd", "203\n").unwrap();
+        assert!(frr.restarted_since_apply(), "a daemon started");
+        frr.reloaded("router bgp 65001\n");
+        std::fs::remove_file(dir.path().join("bfdd.pid")).unwrap();
+        assert!(frr.restarted_since_apply(), "a daemon stopped");
+    }
 
     fn underlay(evpn: EvpnRole) -> Underlay {
         Underlay {

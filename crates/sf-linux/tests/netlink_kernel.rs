@@ -438,3 +438,33 @@ fn the_change_flag_sees_links_addresses_and_routes() {
         assert!(!flag.take(), "a dump moves nothing");
     });
 }
+
+/// The links-only flag moves for a link (created, aliased, up) and not for addresses or
+/// routes: the gateway's bridge reader, which a BGP route update must not wake.
+#[test]
+fn the_links_only_change_flag_ignores_addresses_and_routes() {
+    in_netns("change_flag_links", || async {
+        use netlink::changes::ChangeFlag;
+        let flag = ChangeFlag::open_links().unwrap();
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(50));
+        ip(&["link", "add", "cl0", "type", "veth", "peer", "name", "cl1"]).await;
+        settle().await;
+        assert!(flag.take(), "a link");
+        assert!(!flag.take(), "once per look");
+        ip(&["link", "set", "cl1", "up"]).await;
+        ip(&["link", "set", "cl0", "up"]).await;
+        settle().await;
+        assert!(flag.take(), "up");
+        // The operstate follows through linkwatch (up to a second later): let it pass.
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        flag.take();
+        ip(&["addr", "add", "192.0.2.1/24", "dev", "cl0"]).await;
+        ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]).await;
+        ip(&["-6", "route", "add", "2001:db8:5::/64", "dev", "cl0"]).await;
+        settle().await;
+        assert!(!flag.take(), "addresses and routes are not links");
+        ip(&["link", "set", "cl0", "alias", "sf:owned"]).await;
+        settle().await;
+        assert!(flag.take(), "an alias");
+    });
+}

@@ -26,14 +26,26 @@ pub struct ChangeFlag {
 }
 
 impl ChangeFlag {
-    /// Subscribes in the calling thread's network namespace.
+    /// Subscribes to links, addresses and routes in the calling thread's network namespace.
     pub fn open() -> io::Result<Self> {
+        Self::bind(
+            RTMGRP_LINK
+                | RTMGRP_IPV4_IFADDR
+                | RTMGRP_IPV4_ROUTE
+                | RTMGRP_IPV6_IFADDR
+                | RTMGRP_IPV6_ROUTE,
+        )
+    }
+
+    /// Subscribes to links only (created, deleted, renamed, aliased, enslaved, up or down,
+    /// bridge ports included) in the calling thread's network namespace: for a reader of
+    /// links alone, which routes and addresses (a BGP update on a gateway) must not wake.
+    pub fn open_links() -> io::Result<Self> {
+        Self::bind(RTMGRP_LINK)
+    }
+
+    fn bind(groups: u32) -> io::Result<Self> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
-        let groups = RTMGRP_LINK
-            | RTMGRP_IPV4_IFADDR
-            | RTMGRP_IPV4_ROUTE
-            | RTMGRP_IPV6_IFADDR
-            | RTMGRP_IPV6_ROUTE;
         socket.bind(&SocketAddr::new(0, groups))?;
         socket.set_non_blocking(true)?;
         Ok(ChangeFlag { socket })
