@@ -144,6 +144,7 @@ impl Gateway {
     pub fn new(node: String, frr: Frr, netns_prefix: String, state_dir: PathBuf) -> Self {
         let wake = Arc::new(Notify::new());
         let status_wake = Arc::new(Notify::new());
+        let kernel = Arc::new(Kernel::default());
         Gateway {
             node,
             frr,
@@ -152,7 +153,7 @@ impl Gateway {
             last_frr: None,
             health: Health::new(wake.clone()),
             ra: ra::Advertisers::default(),
-            failover: failover::Controller::new(wake.clone(), status_wake.clone()),
+            failover: failover::Controller::new(wake.clone(), status_wake.clone(), kernel.clone()),
             failover_task: None,
             wake,
             status_wake,
@@ -163,7 +164,7 @@ impl Gateway {
             dc_frr: BTreeMap::new(),
             dc_poller: dc::Poller::default(),
             dc_poll_task: None,
-            kernel: Arc::new(Kernel::default()),
+            kernel,
             quiet: HashMap::new(),
             last_quiet: 0,
             last_converged: 0,
@@ -406,13 +407,18 @@ impl Gateway {
         })
     }
 
+    /// Whether this pass converges every router whatever the change flags say (one in ten).
+    fn converges_all(&self) -> bool {
+        self.passes % 10 == 1
+    }
+
     /// The host's links, routes and addresses: dumped when its subscription saw any of them
     /// move since the last dump, and on the pass that converges every router; else the last
     /// dump (with the forwarding switch read again, which no event reports). A dump reads
     /// every host link (~4,000 at 1,000 routers, each veth's peer namespace looked up).
     async fn observe_host(&mut self, pass: &mut Pass) -> Option<HostState> {
         let moved = self.kernel.host_moved();
-        if !moved && self.passes % 10 != 1 {
+        if !moved && !self.converges_all() {
             if let Some(h) = &self.host_seen {
                 if let Some(forwarding) = pass
                     .observe("host forwarding", device::host_forwarding())
@@ -501,7 +507,7 @@ impl Gateway {
                     forwarding: host.forwarding,
                     ..HostState::default()
                 };
-                let verify_all = self.passes % 10 == 1;
+                let verify_all = self.converges_all();
                 self.quiet.retain(|id, _| s.d.converge.contains(id));
                 let (mut quiet, mut converged) = (0, 0);
                 for &id in &s.d.converge {

@@ -36,6 +36,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use crate::kernel::Kernel;
 use crate::names::parse_host_link;
 use crate::plan::{HostState, Route};
 use crate::plan6::Route6;
@@ -204,20 +205,19 @@ pub struct Controller {
     /// Woken when only the status changed (a VPC seen served elsewhere, or no longer): the
     /// agent reports it without a pass.
     status_wake: Arc<Notify>,
-    /// The host's routing socket for reading BGP routes (opened on first read, dropped after
-    /// a failure).
-    routes: Arc<Mutex<Option<sf_linux::netlink::Netlink>>>,
+    /// The gateway's netlink sockets: BGP routes are read on the host's.
+    sockets: Arc<Kernel>,
 }
 
 impl Controller {
-    pub fn new(wake: Arc<Notify>, status_wake: Arc<Notify>) -> Self {
+    pub fn new(wake: Arc<Notify>, status_wake: Arc<Notify>, sockets: Arc<Kernel>) -> Self {
         Controller {
             inner: Arc::default(),
             kick: Arc::new(Notify::new()),
             kernel: Arc::default(),
             wake,
             status_wake,
-            routes: Arc::default(),
+            sockets,
         }
     }
 
@@ -247,9 +247,8 @@ impl Controller {
 
     /// The routers placed here now. A router the controller does not know yet starts active
     /// when its anchor route is already installed (an agent restarted in place keeps serving)
-    /// and unbuilt; a role change disarms it.
-    /// Kicks the controller only when the set changed: every pass syncs, and at rest nothing
-    /// moved (the BGP routes are followed by the route monitor).
+    /// and unbuilt; a role change disarms it. It kicks the controller only when the set
+    /// changed: every pass syncs, and at rest nothing moved (the route monitor follows BGP).
     pub fn sync(&self, specs: Vec<RouterSpec>, host: &HostState) {
         let mut g = self.inner.lock().expect("failover lock");
         let keep: BTreeSet<u32> = specs.iter().map(|s| s.id).collect();
@@ -370,23 +369,11 @@ impl Controller {
     /// The BGP routes of the host's main table, from one route dump on the host's socket
     /// (what `ip -4 route show proto bgp` prints, without a process per read).
     async fn read_bgp_routes(&self) -> Result<BTreeSet<Ipv4Net>, sf_linux::DeviceError> {
-        use sf_linux::netlink::{route, Netlink};
-        let opened = self.routes.lock().expect("routes lock").clone();
-        let nl = match opened {
-            Some(nl) => nl,
-            None => {
-                let nl = Netlink::open().map_err(|e| e.on("open a netlink socket"))?;
-                *self.routes.lock().expect("routes lock") = Some(nl.clone());
-                nl
-            }
-        };
-        match route::dump_v4(&nl, route::MAIN).await {
-            Ok(routes) => Ok(bgp_destinations(&routes)),
-            Err(e) => {
-                *self.routes.lock().expect("routes lock") = None;
-                Err(e.on("dump the IPv4 routes"))
-            }
-        }
+        use sf_linux::netlink::route;
+        let routes = route::dump_v4(&self.sockets.host()?, route::MAIN)
+            .await
+            .map_err(|e| e.on("dump the IPv4 routes"))?;
+        Ok(bgp_destinations(&routes))
     }
 
     async fn read_bgp(&self) {
@@ -667,7 +654,11 @@ mod tests {
     }
 
     fn controller() -> Controller {
-        Controller::new(Arc::new(Notify::new()), Arc::new(Notify::new()))
+        Controller::new(
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            Arc::default(),
+        )
     }
 
     /// A standby arms on the primary's anchor, takes over after the hold once it leaves,
@@ -861,7 +852,11 @@ mod tests {
     /// the BGP routes on every pass); a new router, a changed one or a removed one does.
     #[test]
     fn an_unchanged_sync_does_not_kick() {
-        let c = Controller::new(Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let c = Controller::new(
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            Arc::default(),
+        );
         let spec = |id: u32, role| RouterSpec {
             id,
             vpc: format!("t/v{id}"),
