@@ -6,8 +6,8 @@
 //! *active* one has its segment host ends up (the virtual MAC is seen on the tiers) and its
 //! host routes installed: the VPC's anchor /32 (see [`sf_core::desired::ANCHOR_RANGE`]) and
 //! public /32s, which FRR announces by redistribution. Activating or deactivating a router is
-//! therefore one `ip -batch` of link and route changes, whatever the number of VPCs, and never
-//! waits for an FRR reload or a reconcile pass.
+//! therefore one pipeline of netlink link and route requests ([`crate::flip`]), whatever the
+//! number of VPCs, and never waits for an FRR reload or a reconcile pass.
 //!
 //! The standby learns the active router's anchor from the fabric (a BGP route in its kernel).
 //! BFD on the gateways' fabric sessions withdraws a dead gateway's routes in about half a
@@ -22,20 +22,21 @@
 //!
 //! Losing etcd changes none of this: a partitioned gateway that the fabric still sees keeps
 //! serving. The fence ([`crate::fence`]) stands a node down when its agent is dead or hung,
-//! with [`stand_down_script`].
+//! with [`stand_down_changes`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use ipnet::Ipv4Net;
 use sf_core::desired::RouterRole;
 use sf_core::status::FailoverStatus;
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use crate::flip::Change;
 use crate::kernel::Kernel;
 use crate::names::parse_host_link;
 use crate::plan::{HostState, Route};
@@ -398,32 +399,37 @@ impl Controller {
         }
     }
 
-    /// Activates and deactivates routers in one `ip -batch`.
+    /// Activates and deactivates routers in one pipeline of netlink requests.
     async fn flip(&self, flips: Vec<(u32, bool)>) {
         let _kernel = self.kernel.lock().await;
-        let (script, done) = {
+        let (changes, done) = {
             let g = self.inner.lock().expect("failover lock");
-            let mut lines = Vec::new();
+            let mut changes = Vec::new();
             let mut done = Vec::new();
             for (id, up) in &flips {
                 if let Some(e) = g.entries.get(id) {
-                    lines.extend(if *up {
-                        activate_lines(&e.spec)
+                    changes.extend(if *up {
+                        activation(&e.spec)
                     } else {
-                        deactivate_lines(&e.spec)
+                        deactivation(&e.spec)
                     });
                     done.push((*id, *up, e.spec.role));
                 }
             }
-            (lines.join("\n") + "\n", done)
+            (changes, done)
         };
         let t = Instant::now();
-        let result = sf_linux::run_stdin("ip", &["-force", "-batch", "-"], &script).await;
-        let elapsed_ms = t.elapsed().as_millis();
-        if let Err(e) = &result {
-            // -force: the other lines were applied; a missing route to delete is expected.
-            warn!(error = %e, "some failover changes failed");
+        match self.sockets.host() {
+            Ok(nl) => {
+                let applied = crate::flip::apply(&nl, &changes).await;
+                if !applied.failed.is_empty() {
+                    // The other changes were applied (as `ip -force -batch` did).
+                    warn!(failed = ?applied.failed, "some failover changes failed");
+                }
+            }
+            Err(e) => error!(error = %e, "no host socket: failover changes not applied"),
         }
+        let elapsed_ms = t.elapsed().as_millis();
         let mut g = self.inner.lock().expect("failover lock");
         for (id, up, role) in done {
             if let Some(e) = g.entries.get_mut(&id) {
@@ -452,76 +458,28 @@ fn anchor_installed(host: &HostState, spec: &RouterSpec) -> bool {
         .is_some_and(|anchor| host.routes.iter().any(|r| r == anchor))
 }
 
-fn route6_words(r: &Route6) -> String {
-    let mut s = r.dst.to_string();
-    if let Some(v) = r.via {
-        s.push_str(&format!(" via {v}"));
-    }
-    if let Some(d) = &r.dev {
-        s.push_str(&format!(" dev {d}"));
-    }
-    s
-}
-
-fn route_words(r: &Route) -> String {
-    let mut s = r.dst.to_string();
-    if let Some(v) = r.via {
-        s.push_str(&format!(" via {v}"));
-    }
-    if let Some(d) = &r.dev {
-        s.push_str(&format!(" dev {d}"));
-    }
-    s
-}
-
-/// `ip -batch` lines that make a router forward: segments up, then its routes (the anchor
-/// last, so the standby sees it only once everything else is in place).
-pub fn activate_lines(spec: &RouterSpec) -> Vec<String> {
-    let mut v: Vec<String> = spec
-        .segments
-        .iter()
-        .map(|l| format!("link set dev {l} up"))
-        .collect();
-    // `ip` takes the family from the prefix: no `-6` needed (nor allowed) in a batch line.
-    v.extend(
-        spec.routes6
-            .iter()
-            .map(|r| format!("route replace {}", route6_words(r))),
-    );
-    v.extend(
-        spec.routes
-            .iter()
-            .rev()
-            .map(|r| format!("route replace {}", route_words(r))),
-    );
+/// The changes that make a router forward: segments up, then its routes (the anchor last,
+/// so the standby sees it only once everything else is in place).
+pub fn activation(spec: &RouterSpec) -> Vec<Change> {
+    let mut v: Vec<Change> = spec.segments.iter().cloned().map(Change::LinkUp).collect();
+    v.extend(spec.routes6.iter().cloned().map(Change::ReplaceRoute6));
+    v.extend(spec.routes.iter().rev().cloned().map(Change::ReplaceRoute));
     v
 }
 
-/// `ip -batch` lines that make a router passive: routes first (withdrawal, anchor first), then
-/// its segments down (its virtual MAC leaves the tiers).
-pub fn deactivate_lines(spec: &RouterSpec) -> Vec<String> {
-    let mut v: Vec<String> = spec
-        .routes
-        .iter()
-        .map(|r| format!("route del {}", route_words(r)))
-        .collect();
-    v.extend(
-        spec.routes6
-            .iter()
-            .map(|r| format!("route del {}", route6_words(r))),
-    );
-    v.extend(
-        spec.segments
-            .iter()
-            .map(|l| format!("link set dev {l} down")),
-    );
+/// The changes that make a router passive: routes first (withdrawal, anchor first), then its
+/// segments down (its virtual MAC leaves the tiers).
+pub fn deactivation(spec: &RouterSpec) -> Vec<Change> {
+    let mut v: Vec<Change> = spec.routes.iter().cloned().map(Change::DelRoute).collect();
+    v.extend(spec.routes6.iter().cloned().map(Change::DelRoute6));
+    v.extend(spec.segments.iter().cloned().map(Change::LinkDown));
     v
 }
 
-/// `ip -batch` lines that make every router of the host passive, from what is observed alone
-/// (the fence has no desired state to trust): every route through a router's transit link
+/// The changes that make every router of the host passive, from what is observed alone (the
+/// fence has no desired state to trust): every route through a router's transit link
 /// deleted, every segment host end we own set down.
-pub fn stand_down_script(host: &HostState) -> Vec<String> {
+pub fn stand_down_changes(host: &HostState) -> Vec<Change> {
     let mut v = Vec::new();
     // A router's transit host end is the one host link named for a router without a VNI.
     let transit = |dev: Option<&str>| {
@@ -529,15 +487,15 @@ pub fn stand_down_script(host: &HostState) -> Vec<String> {
             .is_some_and(|h| h.vni().is_none())
     };
     for r in host.routes.iter().filter(|r| transit(r.dev.as_deref())) {
-        v.push(format!("route del {}", route_words(r)));
+        v.push(Change::DelRoute(r.clone()));
     }
     for r in host.routes6.iter().filter(|r| transit(r.dev.as_deref())) {
-        v.push(format!("route del {}", route6_words(r)));
+        v.push(Change::DelRoute6(r.clone()));
     }
     for l in &host.links {
         let segment = parse_host_link(&l.name).is_some_and(|h| h.vni().is_some());
         if segment && l.owned && l.up {
-            v.push(format!("link set dev {} down", l.name));
+            v.push(Change::LinkDown(l.name.clone()));
         }
     }
     v
@@ -553,29 +511,22 @@ pub fn bgp_destinations(routes: &[sf_linux::netlink::route::RouteV4]) -> BTreeSe
         .collect()
 }
 
-/// Follows `ip -o monitor route` and kicks the controller on every change (restarted if it
-/// ends; it has no timeout by nature, it is killed with the agent).
+/// Kicks the controller on every IPv4 route change of the host namespace, from a netlink
+/// subscription (reopened if it ends). Opened by the controller's task: the agent's threads
+/// are in the host namespace.
 async fn watch_routes(kick: Arc<Notify>) {
     loop {
-        let child = tokio::process::Command::new("ip")
-            .args(["-o", "-4", "monitor", "route"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        match child {
-            Ok(mut c) => {
+        match sf_linux::netlink::events::route_changes_v4() {
+            Ok(changes) => {
+                // Routes may have moved before the subscription: read once.
                 kick.notify_one();
-                if let Some(out) = c.stdout.take() {
-                    let mut lines = tokio::io::BufReader::new(out).lines();
-                    while let Ok(Some(_)) = lines.next_line().await {
-                        kick.notify_one();
-                    }
+                let mut changes = std::pin::pin!(changes);
+                while changes.next().await.is_some() {
+                    kick.notify_one();
                 }
-                let _ = c.kill().await;
-                warn!("ip monitor route ended; restarting it");
+                warn!("the route subscription ended; reopening it");
             }
-            Err(e) => warn!(error = %e, "cannot start ip monitor route"),
+            Err(e) => warn!(error = %e, "cannot subscribe to route changes"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -585,6 +536,11 @@ async fn watch_routes(kick: Arc<Notify>) {
 mod tests {
     use super::*;
     use sf_linux::links::Link;
+
+    /// Changes as `ip` would be told them.
+    fn text(changes: Vec<Change>) -> Vec<String> {
+        changes.iter().map(ToString::to_string).collect()
+    }
 
     const P: RouterRole = RouterRole::Primary;
     const S: RouterRole = RouterRole::Standby;
@@ -742,7 +698,7 @@ mod tests {
     fn flips_are_batches_of_links_and_routes() {
         let s = spec(7, P);
         assert_eq!(
-            activate_lines(&s),
+            text(activation(&s)),
             vec![
                 "link set dev g7v100 up",
                 "route replace 203.0.113.10/32 via 198.18.0.15 dev gx7",
@@ -750,7 +706,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            deactivate_lines(&s),
+            text(deactivation(&s)),
             vec![
                 "route del 198.18.0.14/32 dev gx7",
                 "route del 203.0.113.10/32 via 198.18.0.15 dev gx7",
@@ -771,10 +727,10 @@ mod tests {
             dev: Some("gx7".into()),
         }];
         let v6 = "2001:db8:100::/48 via fe80::2 dev gx7";
-        let up = activate_lines(&s);
+        let up = text(activation(&s));
         assert_eq!(up[1], format!("route replace {v6}"));
         assert_eq!(up.last().unwrap(), "route replace 198.18.0.14/32 dev gx7");
-        let down = deactivate_lines(&s);
+        let down = text(deactivation(&s));
         assert_eq!(down[0], "route del 198.18.0.14/32 dev gx7");
         assert_eq!(down[2], format!("route del {v6}"));
         let mut host = HostState {
@@ -786,7 +742,10 @@ mod tests {
             via: Some("fe80::9".parse().unwrap()),
             dev: Some("eth0".into()),
         });
-        assert_eq!(stand_down_script(&host), vec![format!("route del {v6}")]);
+        assert_eq!(
+            text(stand_down_changes(&host)),
+            vec![format!("route del {v6}")]
+        );
     }
 
     #[test]
@@ -815,7 +774,7 @@ mod tests {
             link("eth0", false, true),
         ];
         assert_eq!(
-            stand_down_script(&host),
+            text(stand_down_changes(&host)),
             vec![
                 "route del 198.18.0.14/32 dev gx7",
                 "route del 203.0.113.10/32 via 198.18.0.15 dev gx7",

@@ -8,7 +8,7 @@
 //! writes every [`MARK_INTERVAL`]; monotonic, so a wall-clock step cannot fool it). When the
 //! agent is dead, or its mark is older than the grace (2/3 of the lease TTL, so a supervisor
 //! restart keeps everything in place), the fence makes every router passive from what it
-//! observes in the kernel ([`failover::stand_down_script`]: host routes withdrawn, segment
+//! observes in the kernel ([`failover::stand_down_changes`]: host routes withdrawn, segment
 //! links down; namespaces kept warm). The standbys see the anchors leave the fabric and take
 //! over. A dead agent's fence then exits; a hung agent's fence keeps watching (if the agent
 //! resumes, its controller sees the standby serving and stays passive).
@@ -206,14 +206,15 @@ pub async fn run(a: FenceArgs) -> anyhow::Result<()> {
 
 /// Makes every VPC router of the node passive, from what the kernel shows.
 async fn stand_down() -> anyhow::Result<usize> {
-    // A socket of its own: the fence runs beside the agent's loop, and only rarely.
-    let host = crate::device::observe_host(&crate::kernel::Kernel::default()).await?;
-    let lines = failover::stand_down_script(&host);
-    if !lines.is_empty() {
-        let script = lines.join("\n") + "\n";
-        if let Err(e) = sf_linux::run_stdin("ip", &["-force", "-batch", "-"], &script).await {
-            tracing::warn!(error = %e, "some stand-down changes failed");
+    // Sockets of its own: the fence runs beside the agent's loop, and only rarely.
+    let kernel = crate::kernel::Kernel::default();
+    let host = crate::device::observe_host(&kernel).await?;
+    let changes = failover::stand_down_changes(&host);
+    if !changes.is_empty() {
+        let applied = crate::flip::apply(&kernel.host()?, &changes).await;
+        if !applied.failed.is_empty() {
+            tracing::warn!(failed = ?applied.failed, "some stand-down changes failed");
         }
     }
-    Ok(lines.len())
+    Ok(changes.len())
 }

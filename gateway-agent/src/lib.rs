@@ -12,6 +12,7 @@
 //! - [`plan6`]: the IPv6 side of a dual-stack router's plan.
 //! - [`ra`]: router advertisements of the active dual-stack routers (SLAAC).
 //! - [`failover`]: which built routers forward, from the fabric's view (BFD, anchors).
+//! - [`flip`]: the host changes of a flip and their netlink executor.
 //! - [`kernel`]: the long-lived netlink sockets, one per VPC namespace.
 //! - [`nfrules`]: rule counters from a netfilter netlink dump.
 //! - [`device`]: observation (netlink, `nft`) and the former `ip` executor.
@@ -27,6 +28,7 @@ pub mod device;
 pub mod exec;
 pub mod failover;
 pub mod fence;
+pub mod flip;
 pub mod health;
 pub mod kernel;
 pub mod names;

@@ -4,6 +4,8 @@
 //! lost) becomes [`LinkEvent::Overrun`], after which only a full observation is trustworthy.
 //! [`link_updates`] hands on the messages themselves ([`LinkUpdate`]), so that a
 //! [`super::view::LinkView`] can keep the links' state without dumping them again.
+//! [`route_changes_v4`] does the same for IPv4 routes, content unread: a wake-up only (what
+//! `ip -o -4 monitor route` printed, without a process).
 
 use futures::StreamExt;
 use netlink_packet_core::NetlinkPayload;
@@ -96,4 +98,24 @@ fn changed(l: &LinkMessage) -> LinkEvent {
             .iter()
             .any(|a| matches!(a, LinkAttribute::Controller(_))),
     }
+}
+
+/// One tick per IPv4 route message (RTM_NEWROUTE / RTM_DELROUTE of any table) of the calling
+/// thread's network namespace, and one per overrun (messages were lost, so something
+/// changed). Must run inside a tokio runtime; the stream ends if the socket fails.
+pub fn route_changes_v4() -> Result<impl futures::Stream<Item = ()>, NetlinkError> {
+    let (mut conn, _handle, messages) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Ipv4Route])
+            .map_err(NetlinkError::Open)?;
+    let _ = netlink_sys::AsyncSocket::socket_ref(conn.socket_mut()).set_rx_buf_sz(RCVBUF);
+    tokio::spawn(conn);
+    Ok(messages.filter_map(|(m, _)| async move {
+        match m.payload {
+            NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewRoute(_) | RouteNetlinkMessage::DelRoute(_),
+            )
+            | NetlinkPayload::Overrun(_) => Some(()),
+            _ => None,
+        }
+    }))
 }
