@@ -32,6 +32,7 @@
 #   netlab_vm_add VMNS HVNS BRIDGE IP/LEN MAC   VM ns eth0 <-> HV vnet<N>
 #   netlab_frr_start NS DIR CONF [DAEMONS]  start zebra,bgpd,staticd in NS
 #   netlab_frr_stop DIR                   stop daemons by pid files in DIR
+#   netlab_frr_restart NS DIR DAEMON      stop one daemon (by pid) and start it again
 #   netlab_vtysh DIR ARGS...              vtysh --vty_socket DIR ARGS...
 #   netlab_frr_apply DIR FILE|-           apply config delta via vtysh -f
 #   netlab_frr_apply_cmds DIR CMD...      apply delta via -c 'configure' -c ..
@@ -232,6 +233,21 @@ netlab_frr_start() {
         netlab_wait 10 vtysh --vty_socket "$dir" -d "$d" -c 'show version' ||
             { netlab__err "$ns: $d vty not answering"; return 1; }
     done
+}
+
+# netlab_frr_restart NS DIR DAEMON - stops DAEMON (by its pid file, as netlab_frr_stop does)
+# and starts it again as netlab_frr_start did: it comes back with DIR/frr.conf, not with what
+# was applied to its predecessor (what a crash and a supervisor's restart do).
+netlab_frr_restart() {
+    local ns=$1 dir=$2 d=$3
+    netlab__own "$ns" || return 1
+    netlab__kill_pidfile "$dir/$d.pid"
+    ip netns exec "$ns" "$NETLAB_FRR_BIN/$d" -d -u frr -g frr -N "$ns" -P 0 \
+        -f "$dir/frr.conf" -i "$dir/$d.pid" -z "$dir/zserv.api" \
+        --vty_socket "$dir" --log "file:$dir/$d.log" 2>>"$dir/start.err" ||
+        { netlab__err "$ns: $d failed to restart (see $dir/$d.log)"; return 1; }
+    netlab_wait 10 vtysh --vty_socket "$dir" -d "$d" -c 'show version' ||
+        { netlab__err "$ns: $d vty not answering"; return 1; }
 }
 
 # internal: kill one pid (from pid file) if it is really the expected daemon.

@@ -455,10 +455,12 @@ impl Dataplane for Hypervisor {
         }
         // FRR after the links, so the VTEP exists before advertise-all-vni sees the VNIs.
         // Reloaded only when its rendered configuration changed (`Frr::apply` compares with
-        // what it last applied); re-verified against the running config on full passes.
+        // what it last applied); re-verified against the running config on full passes and
+        // after a daemon restarted (it then runs its own file, not what was applied).
         let config = render(&self.node, underlay);
         let expect = expected_lines(underlay);
-        pass.applied("FRR", self.frr.apply(&config, &expect, full).await);
+        let force = full || self.frr.restarted_since_apply();
+        pass.applied("FRR", self.frr.apply(&config, &expect, force).await);
         pass.into()
     }
 

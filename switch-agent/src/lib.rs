@@ -72,7 +72,10 @@ impl Dataplane for Switch {
         converge_ports(&mut pass, &self.nl, &nets).await;
         // Before FRR, so its `network` statements for the pools find their routes.
         blackhole::converge(&mut pass, &blackhole::of_underlay(u)).await;
-        let force = self.passes % 10 == 1;
+        // A full reload re-verifies what FRR runs: needed when a daemon restarted (it then
+        // runs its own file, not what was applied), otherwise only a guard against hand
+        // edits, every 60th pass (30 min at the default resync).
+        let force = self.passes % 60 == 1 || self.frr.restarted_since_apply();
         let (config, expect) = (render(&self.node, u), expected_lines(u));
         pass.applied("FRR", self.frr.apply(&config, &expect, force).await);
         pass.into()

@@ -12,6 +12,8 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
 lab_test sff
+# shellcheck source=deploy/lib/netlab.sh
+source "$REPO/deploy/lib/netlab.sh"
 
 vtysh_in() { local n=$1; shift; vtysh --vty_socket "$STATE/frr/$n" "$@"; }
 pings() { X "$1" ping -c 1 -W 1 "$2"; }
@@ -51,6 +53,28 @@ sys.exit(0 if len(d) >= int(sys.argv[1]) and all(any(p["received"] > 0 for p in 
 }
 check "hv1's status carries its 2 Established underlay sessions, with prefixes" wait_for 20 established_in_status hv1 2
 check "gw1's status carries its Established underlay sessions" wait_for 20 established_in_status gw1 1
+
+section "1a. a bgpd restarted from a file without our configuration gets it back within one resync (30 s)"
+# frr-reload.py saves what the agent applies into frr.conf, so a daemon that restarts after a
+# crash normally finds it there. Here the file holds only the lab's bootstrap (no BGP at all),
+# as after a write that never happened or a package reinstalling its default: only a full
+# reload by the agent brings the sessions back. The agent notices the daemon's new pid at
+# its next pass (the 30 s resync) instead of waiting for its periodic full pass (5 min on a
+# hypervisor, every 10th pass on a switch).
+bootstrap_then_restart() { # NODE: frr.conf = bootstrap, then bgpd restarted by its pid
+    printf 'frr defaults datacenter\nhostname %s\nip forwarding\nipv6 forwarding\n!\n' "$1" \
+        >"$STATE/frr/$1/frr.conf" &&
+        netlab_frr_restart "${LAB_PREFIX}$1" "$STATE/frr/$1" bgpd
+}
+t0=$SECONDS
+check "hv2's bgpd restarted with the bootstrap file" bootstrap_then_restart hv2
+check "hv2's 2 sessions are Established again within 40 s" wait_for 40 bgp_peers_up hv2 2
+pass "hv2 back in $((SECONDS - t0)) s"
+t0=$SECONDS
+check "leaf2's bgpd restarted with the bootstrap file" bootstrap_then_restart leaf2
+check "leaf2's 6 sessions (spine, 3 hypervisors, 2 gateways) are Established again within 40 s" wait_for 40 bgp_peers_up leaf2 6
+pass "leaf2 back in $((SECONDS - t0)) s"
+check "leaf1 reaches leaf2's loopback over the fabric again" wait_for 20 X leaf1 ping -c 1 -W 1 -I 10.255.0.1 10.255.0.2
 
 section "1b. a leaf accepts from a hypervisor only its VTEP (rogue announcements are dropped)"
 # hv1 is made to announce a foreign prefix and a public /32 (as a compromised hypervisor
