@@ -4,12 +4,16 @@
 # CloudStack's per-network script does it: one `ip`/`bridge` process per command.
 #
 #   sudo LAB_PREFIX=sfh- deploy/lib/hv-scale-proof.sh [--keep] [--bin DIR] [--networks N]
-#       [--idle-s S]
+#       [--idle-s S] [--nice L]
 #
 # DIR (default target/release) holds sf-hypervisor-agent (built with
 # `cargo build --release -p sf-hypervisor-agent` if missing). N defaults to 5000, S (the idle
 # CPU window) to 30. With OLD_AGENT=PATH (e.g. an agent built from an older commit), that
-# agent's idle CPU is measured the same way right after, as a baseline.
+# agent's idle CPU is measured the same way right after, as a baseline. L (default 0) is the
+# scheduling priority (`nice -n L`) of the agent and of the baseline alike: 0 is how the agent
+# runs under its systemd unit (deploy/systemd, no Nice=), next to FRR at 0. Until session 41
+# both ran at 10: with FRR's zebra and bgpd busy on both cores, a niced agent got a fraction
+# of its share, and its programming time measured FRR's CPU more than its own.
 #
 # Two independent fabrics in namespaces (prefix $LAB_PREFIX, default sfh-), so neither run
 # imports the other's routes:
@@ -55,6 +59,7 @@ export LAB_PREFIX=${LAB_PREFIX:-sfh-}
 KEEP=0
 N=5000
 IDLE_S=30
+NICE=0
 BIN=
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -62,12 +67,14 @@ while [ $# -gt 0 ]; do
         --bin) BIN=$(realpath "$2") || exit 2; shift ;;
         --networks) N=$2; shift ;;
         --idle-s) IDLE_S=$2; shift ;;
-        *) echo "usage: $0 [--keep] [--bin DIR] [--networks N] [--idle-s S]" >&2; exit 2 ;;
+        --nice) NICE=$2; shift ;;
+        *) echo "usage: $0 [--keep] [--bin DIR] [--networks N] [--idle-s S] [--nice L]" >&2; exit 2 ;;
     esac
     shift
 done
 case "$N" in ''|*[!0-9]*|0) echo "bad --networks '$N'" >&2; exit 2 ;; esac
 case "$IDLE_S" in ''|*[!0-9]*|0) echo "bad --idle-s '$IDLE_S'" >&2; exit 2 ;; esac
+case "$NICE" in ''|*[!0-9]*) echo "bad --nice '$NICE' (0-19)" >&2; exit 2 ;; esac
 if [ -z "$BIN" ]; then
     BIN=$(realpath "$HERE/../../target/release")
     if ! [ -x "$BIN/sf-hypervisor-agent" ]; then
@@ -198,11 +205,11 @@ EOF
 }
 
 agent_apply() { # agent_apply K JSON - one agent pass on hvK (inside its namespace)
-    nice -n 10 nsenter --net="/run/netns/${P}hv$1" "$HV_AGENT" --apply-file "$2" \
+    nice -n "$NICE" nsenter --net="/run/netns/${P}hv$1" "$HV_AGENT" --apply-file "$2" \
         --node "hv$1" --frr-dir "$NETLAB_DIR/${P}hv$1"
 }
 baseline_run() { # baseline_run K - the ip-per-command sequence inside hvK
-    nice -n 10 nsenter --net="/run/netns/${P}hv$1" bash "$NETLAB_DIR/baseline.sh" \
+    nice -n "$NICE" nsenter --net="/run/netns/${P}hv$1" bash "$NETLAB_DIR/baseline.sh" \
         "10.255.1.$1" "$VNI0" "$N"
 }
 
@@ -401,7 +408,7 @@ netlab_cleanup "$P"
 netlab_init "$P" || exit 1
 T0=$(now_ms)
 write_gen; write_baseline
-log "kernel $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); $N networks, VNI $VNI0..$((VNI0 + N - 1))"
+log "kernel $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); $N networks, VNI $VNI0..$((VNI0 + N - 1)); agent and baseline at nice $NICE"
 for k in 1 2; do
     netlab_ns_add "${P}leaf$k" && netlab_ns_add "${P}hv$k" || exit 1
     netlab_addr_lo "${P}leaf$k" "10.255.0.$k/32" || exit 1
@@ -444,7 +451,7 @@ check "resync pass succeeded" [ "$rc" = 0 ]
 check "resync changed no link ($(link_actions "$NETLAB_DIR/resync.log") link actions)" \
     [ "$(link_actions "$NETLAB_DIR/resync.log")" = 0 ]
 t=$(now_ms)
-nice -n 10 nsenter --net="/run/netns/${P}hv1" "$HV_AGENT" --apply-file "$NETLAB_DIR/hv1.json" \
+nice -n "$NICE" nsenter --net="/run/netns/${P}hv1" "$HV_AGENT" --apply-file "$NETLAB_DIR/hv1.json" \
     --node hv1 --frr-dir "$NETLAB_DIR/${P}hv1" --no-frr >"$NETLAB_DIR/resync-nofrr.log" 2>&1
 R2_MS=$(( $(now_ms) - t ))
 log "resync without FRR (--no-frr: observe + plan + ACL check): wall ${R2_MS} ms" \
@@ -453,7 +460,7 @@ log "resync without FRR (--no-frr: observe + plan + ACL check): wall ${R2_MS} ms
 log "2b. agent: hv1 gets one network more ($((N + 1)) in the desired state, --no-frr)," \
     "applied by the agent that just applied the $N: its delta path, as the daemon runs it"
 python3 "$NETLAB_DIR/gen.py" hv1 "$((N + 1))" "$VNI0" >"$NETLAB_DIR/hv1-plus1.json" || exit 1
-nice -n 10 nsenter --net="/run/netns/${P}hv1" "$HV_AGENT" --apply-file "$NETLAB_DIR/hv1.json" \
+nice -n "$NICE" nsenter --net="/run/netns/${P}hv1" "$HV_AGENT" --apply-file "$NETLAB_DIR/hv1.json" \
     --apply-file "$NETLAB_DIR/hv1-plus1.json" --node hv1 --frr-dir "$NETLAB_DIR/${P}hv1" \
     --no-frr >"$NETLAB_DIR/plus1.log" 2>&1; rc=$?
 ONE_LINE=$(grep -E '^reconcile' "$NETLAB_DIR/plus1.log" | tail -n1)
@@ -463,7 +470,7 @@ log "one network more: rc=$rc $ONE_LINE; link actions $(link_actions "$NETLAB_DI
 check "one network more: pass succeeded with 6 link actions, on the delta path (scope=delta)" \
     [ "$rc/$(link_actions "$NETLAB_DIR/plus1.log")/$(grep -c 'scope=delta ' <<<"$ONE_LINE")" = 0/6/1 ]
 # back to N, so the end-state checks below see exactly N networks
-nice -n 10 nsenter --net="/run/netns/${P}hv1" "$HV_AGENT" --apply-file "$NETLAB_DIR/hv1.json" \
+nice -n "$NICE" nsenter --net="/run/netns/${P}hv1" "$HV_AGENT" --apply-file "$NETLAB_DIR/hv1.json" \
     --node hv1 --frr-dir "$NETLAB_DIR/${P}hv1" --no-frr >"$NETLAB_DIR/minus1.log" 2>&1 ||
     { log "FAIL: removing the extra network"; FAIL=1; }
 

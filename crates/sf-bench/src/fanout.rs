@@ -357,10 +357,30 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             ms(healthy)
         );
         let deadline = Instant::now() + Duration::from_secs(600);
+        // When each quarter of the fleet had resynced, from the coordinator's start: where
+        // the time goes (the first agents are in after the handshakes, the last ones after
+        // their reconnect backoff).
+        let mut marks: Vec<(f64, f64)> = [0.25, 0.5, 0.75, 0.9, 0.99]
+            .into_iter()
+            .map(|q| (q, f64::NAN))
+            .collect();
         loop {
             let done = coord.metric("sf_coordinator_sync_resumes").await?
                 + coord.metric("sf_coordinator_sync_snapshots").await?;
+            for (q, at) in marks.iter_mut() {
+                if at.is_nan() && done >= *q * have as f64 {
+                    *at = ms(coord.started.elapsed());
+                }
+            }
             if done as usize >= have {
+                let shown: Vec<String> = marks
+                    .iter()
+                    .map(|(q, at)| format!("{:.0}% {at:.0} ms", q * 100.0))
+                    .collect();
+                eprintln!(
+                    "restart (always_snapshot={always_snapshot}): resynced by {}",
+                    shown.join(", ")
+                );
                 break;
             }
             if Instant::now() > deadline {
