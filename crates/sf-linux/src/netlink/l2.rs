@@ -13,6 +13,10 @@
 //!    RTM_GETLINK per name;
 //! 5. masters, bridge-port flags and up, in plan order.
 //!
+//! A large plan goes through these batches in rounds of [`NETWORKS_PER_ROUND`] networks
+//! ([`rounds`]), so FRR's zebra meets the links in the order one network after another would
+//! give them (see [`rounds`] for why that matters).
+//!
 //! Within a batch the kernel applies the requests in the order sent, so a plan's order is
 //! kept. Each action gets its own outcome (the first failed request of the action).
 
@@ -103,7 +107,11 @@ async fn converge_from(
     Some(observed)
 }
 
-/// Runs `actions` (a plan made from the observed `links`); one outcome per action.
+/// Networks whose actions run through the batches together (see [`rounds`]).
+pub const NETWORKS_PER_ROUND: usize = 250;
+
+/// Runs `actions` (a plan made from the observed `links`); one outcome per action. A large
+/// plan runs in rounds of [`NETWORKS_PER_ROUND`] networks, each round through every batch.
 pub async fn execute(
     nl: &Netlink,
     actions: &[Action],
@@ -114,14 +122,80 @@ pub async fn execute(
         .iter()
         .find(|l| l.name == "lo")
         .map_or(1, |l| l.ifindex);
+    let mut times = [0u64; 5];
+    for round in rounds(actions, NETWORKS_PER_ROUND) {
+        let t = execute_round(nl, &actions[round.clone()], links, lo, &mut out[round]).await;
+        for (sum, ms) in times.iter_mut().zip(t) {
+            *sum += ms;
+        }
+    }
+    if !actions.is_empty() {
+        let [create_ms, alias_ms, ipv6_ms, resolve_ms, set_ms] = times;
+        info!(
+            actions = actions.len(),
+            create_ms, alias_ms, ipv6_ms, resolve_ms, set_ms, "netlink batches done"
+        );
+    }
+    out
+}
+
+/// The link an action names, if any.
+fn link_of(a: &Action) -> Option<&str> {
+    match a {
+        Action::AddLoopbackAddress(_) => None,
+        Action::AddBridge { name } | Action::AddVxlan { name, .. } => Some(name),
+        Action::SetMaster { link, .. }
+        | Action::SetPortFlags { link }
+        | Action::SetUp { link }
+        | Action::DisableIpv6 { link }
+        | Action::Delete { link } => Some(link),
+    }
+}
+
+/// Splits a plan into consecutive rounds of at most `networks` networks (the planner lists
+/// each network's actions together). FRR's zebra handles each link message against every
+/// link it knows by then: when all of a plan's links are created before any is enslaved or
+/// brought up, each of the later messages meets all of them, while round by round it meets
+/// the links of the rounds before (as when networks come one by one). Measured at 5,000
+/// networks in docs/PERFORMANCE.md (session 41).
+pub fn rounds(actions: &[Action], networks: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut count, mut last) = (0, 0, None);
+    for (i, a) in actions.iter().enumerate() {
+        let vni = link_of(a).and_then(crate::l2::vni_of);
+        if vni.is_none() || vni == last {
+            continue;
+        }
+        if count == networks.max(1) {
+            out.push(start..i);
+            (start, count) = (i, 0);
+        }
+        count += 1;
+        last = vni;
+    }
+    if start < actions.len() {
+        out.push(start..actions.len());
+    }
+    out
+}
+
+/// Runs one round through the batches; the milliseconds of each batch (creations, aliases,
+/// IPv6 off, master lookups, settings).
+async fn execute_round(
+    nl: &Netlink,
+    actions: &[Action],
+    links: &[Link],
+    lo: u32,
+    out: &mut [Result<(), DeviceError>],
+) -> [u64; 5] {
     let mut lap = Lap::default();
-    run_batch(nl, actions, &mut out, |a| creations(a, lo)).await;
+    run_batch(nl, actions, out, |a| creations(a, lo)).await;
     let create_ms = lap.ms();
     // Only after the creations succeeded: a pipelined alias would also mark a link that
     // already existed (a failed creation) as ours.
-    run_batch(nl, actions, &mut out, ownership).await;
+    run_batch(nl, actions, out, ownership).await;
     let alias_ms = lap.ms();
-    ipv6_off(actions, &mut out);
+    ipv6_off(actions, out);
     let ipv6_ms = lap.ms();
     let masters = resolve_masters(nl, actions, links).await;
     for (a, r) in actions.iter().zip(out.iter_mut()) {
@@ -133,15 +207,8 @@ pub async fn execute(
         }
     }
     let resolve_ms = lap.ms();
-    run_batch(nl, actions, &mut out, |a| settings(a, &masters)).await;
-    if !actions.is_empty() {
-        let set_ms = lap.ms();
-        info!(
-            actions = actions.len(),
-            create_ms, alias_ms, ipv6_ms, resolve_ms, set_ms, "netlink batches done"
-        );
-    }
-    out
+    run_batch(nl, actions, out, |a| settings(a, &masters)).await;
+    [create_ms, alias_ms, ipv6_ms, resolve_ms, lap.ms()]
 }
 
 /// Milliseconds since the last call (or creation): where a pass's time goes.
@@ -309,4 +376,54 @@ pub async fn index_of(nl: &Netlink, name: &str) -> Result<u32, NetlinkError> {
     msgs.first()
         .map(|m| m.header.index)
         .ok_or(NetlinkError::NoAnswer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network(vni: u32) -> Vec<Action> {
+        let (br, vx) = (format!("brvx-{vni}"), format!("vxlan{vni}"));
+        vec![
+            Action::AddBridge { name: br.clone() },
+            Action::SetUp { link: br.clone() },
+            Action::AddVxlan {
+                name: vx.clone(),
+                vni,
+                local: "10.255.1.1".parse().unwrap(),
+            },
+            Action::SetMaster {
+                link: vx.clone(),
+                master: br,
+            },
+            Action::SetPortFlags { link: vx.clone() },
+            Action::SetUp { link: vx },
+        ]
+    }
+
+    /// Rounds hold whole networks, in order, the VTEP address with the first; a removal's
+    /// vxlan and bridge stay together.
+    #[test]
+    fn rounds_cut_between_networks() {
+        let mut plan = vec![Action::AddLoopbackAddress("10.255.1.1".parse().unwrap())];
+        for vni in 1..=5 {
+            plan.extend(network(vni));
+        }
+        plan.push(Action::Delete {
+            link: "vxlan9".into(),
+        });
+        plan.push(Action::Delete {
+            link: "brvx-9".into(),
+        });
+        assert_eq!(rounds(&plan, 2), vec![0..13, 13..25, 25..33]);
+        assert_eq!(rounds(&plan, 250), vec![0..33]);
+        assert_eq!(rounds(&[], 250), Vec::<std::ops::Range<usize>>::new());
+        for r in rounds(&plan, 2) {
+            let vnis: std::collections::BTreeSet<u32> = plan[r]
+                .iter()
+                .filter_map(|a| link_of(a).and_then(crate::l2::vni_of))
+                .collect();
+            assert!(vnis.len() <= 2, "{vnis:?}");
+        }
+    }
 }
