@@ -257,7 +257,9 @@ part_gw() {
     "$BIN/examples/gw_program_bench" --routers "$ROUTERS" \
         --prefix "${SF_BENCH_LAB_PREFIX:-sfgp$$-}p" | rows
     # The agent itself idle in a lab with SF_BENCH_GW_VPCS VPCs (default 200); the baseline
-    # is OLD_GW_AGENT (another build), when given. A whole lab: not in the smoke run.
+    # is OLD_GW_AGENT (another build), when given. Then one change among those VPCs on the
+    # agent (a new tier), against the same agent on the ip executor. A whole lab: not in the
+    # smoke run.
     if [ "$SMOKE" = 1 ]; then
         echo "# smoke: idle agent skipped (a whole lab)"
         return 0

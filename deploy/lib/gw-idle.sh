@@ -6,6 +6,11 @@
 # is read from /proc/PID/stat over S seconds (one 30 s resync falls in). The baseline is
 # the same measurement, same lab, of OLD_GW_AGENT (another build of sf-gateway-agent, e.g.
 # the one before the netlink observer); without it the baseline is empty.
+# Then one change among the N routers: a new tier in one VPC (a bridge and a VXLAN device on
+# the host, a veth pair into the router's namespace, its address, the router's nftables),
+# five times, each timed by gw1's own sf_agent_intent_to_dataplane_seconds (the coordinator's
+# stamp of the write to gw1's clean pass); the baseline is the same with gw1's agent restarted
+# on the former `ip` executor (SF_GW_EXECUTOR=iproute2: one process per action). Medians.
 #
 #   gw-idle.sh [--vpcs N] [--idle-s S]     (defaults 200 and 30)
 # Prints `figure,value,baseline,ratio` lines. LAB_PREFIX names the lab (default sfgi<pid>-).
@@ -121,7 +126,42 @@ if [ -n "$OLD" ]; then
     read -r OLD_OWN OLD_ALL < <(idle "$(cat "$STATE/pids/gw1.pid")")
     log "gw1 old agent idle: ${OLD_OWN}% own, ${OLD_ALL}% with children"
 fi
+# gw1's metric NAME.
+metric() {
+    ip netns exec "${P}gw1" curl -s -m 3 localhost:9101/metrics | awk -v n="$1" '$1 == n { print $2 }'
+}
+# one_change FIRST - a new tier in VPCs bFIRST..bFIRST+4, one at a time; prints the median of
+# gw1's intent-to-dataplane for each (ms), or nothing on a failure.
+one_change() {
+    local v s0 c0 s1 c1 t0 out=()
+    for v in $(seq "$1" $(($1 + 4))); do
+        s0=$(metric sf_agent_intent_to_dataplane_seconds_sum)
+        c0=$(metric sf_agent_intent_to_dataplane_seconds_count)
+        t0=$SECONDS
+        S network create t2 --tenant bench --vpc "b$v" \
+            --cidr "10.$((100 + v / 250)).$((v % 250)).128/25" >/dev/null ||
+            { log "tier in b$v failed"; return 1; }
+        while [ "$(metric sf_agent_intent_to_dataplane_seconds_count)" = "$c0" ]; do
+            [ $((SECONDS - t0)) -gt 60 ] && { log "b$v: gw1 did not apply it in 60 s"; return 1; }
+            sleep 0.05
+        done
+        s1=$(metric sf_agent_intent_to_dataplane_seconds_sum)
+        c1=$(metric sf_agent_intent_to_dataplane_seconds_count)
+        out+=("$(awk -v a="$s0" -v b="$s1" -v n="$((c1 - c0))" 'BEGIN { printf "%.0f", (b - a) / n * 1000 }')")
+        sleep 2
+    done
+    log "one change (ms): ${out[*]}"
+    printf '%s\n' "${out[@]}" | sort -n | sed -n 3p
+}
+ONE_NEW=$(one_change $((N / 2)))
+log "gw1 agent restarted on the ip executor (SF_GW_EXECUTOR=iproute2), same build"
+deploy/lab.sh agent-stop gw1 >/dev/null
+SF_GW_EXECUTOR=iproute2 SF_BIN_DIR=$BIN deploy/lab.sh agent-start gw1 >/dev/null ||
+    { log "the agent did not start on the ip executor"; exit 1; }
+idle "$(cat "$STATE/pids/gw1.pid")" >/dev/null # its first pass over
+ONE_IP=$(one_change $((N / 2 + 10)))
 ratio() { [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.1f", b / a }'; }
 echo "figure,value,baseline,ratio"
+echo "gw_one_change_intent_to_dataplane_ms_${N}_vpcs,${ONE_NEW:-n/a},${ONE_IP:-n/a} (ip executor),$(ratio "${ONE_NEW:-0}" "$ONE_IP")"
 echo "gw_idle_agent_cpu_pct_${N}_vpcs_own,$NEW_OWN,${OLD_OWN:-n/a},$(ratio "$NEW_OWN" "$OLD_OWN")"
 echo "gw_idle_agent_cpu_pct_${N}_vpcs_with_children,$NEW_ALL,${OLD_ALL:-n/a},$(ratio "$NEW_ALL" "$OLD_ALL")"

@@ -353,12 +353,14 @@ struct Scope<'a> {
     /// VPC routers whose namespace exists at the start of the pass.
     running: BTreeSet<u32>,
     d: plan::Decision,
-    /// The host as observed at the start of the pass, and the pass's changes and errors
-    /// then: while those stay the same (nothing removed, the overlay and blackholes already
-    /// right), the routers are converged against this observation instead of a second dump
-    /// of every host link (~4,000 at 1,000 routers, each veth's peer namespace looked up).
+    /// The host as observed at the start of the pass. Unless the pass removed a router, the
+    /// routers are converged against this observation instead of a second dump of every
+    /// host link (~4,000 at 1,000 routers, each veth's peer namespace looked up): what the
+    /// pass changed before them, the overlay's bridges and VXLAN devices and the pools'
+    /// blackhole routes, is in no router's view ([`HostState::by_router`] keeps a router's
+    /// own links and the routes through them), and a bridge is found by name when a
+    /// router's link joins it.
     host: HostState,
-    moves_at_scope: (usize, usize),
 }
 
 impl Scope<'_> {
@@ -403,7 +405,6 @@ impl Gateway {
             running,
             d,
             host,
-            moves_at_scope: (pass.changes, pass.errors.len()),
         })
     }
 
@@ -481,12 +482,18 @@ impl Gateway {
     }
 
     /// Converges each router this pass may converge; returns those that are served (built
-    /// without any error), whose load balancer tables are then installed.
-    async fn converge_routers(&mut self, pass: &mut Pass, s: &Scope<'_>) -> BTreeSet<u32> {
+    /// without any error), whose load balancer tables are then installed. `removed`: the
+    /// pass removed routers (or tried to), so the host is observed again first.
+    async fn converge_routers(
+        &mut self,
+        pass: &mut Pass,
+        s: &Scope<'_>,
+        removed: bool,
+    ) -> BTreeSet<u32> {
         let mut served = BTreeSet::new();
         let mut cache = HashMap::new();
         if !s.d.converge.is_empty() {
-            let host = if (pass.changes, pass.errors.len()) == s.moves_at_scope {
+            let host = if !removed {
                 Some(s.host.clone())
             } else {
                 pass.observe("host", device::observe_host(&self.kernel))
@@ -892,12 +899,14 @@ impl Dataplane for Gateway {
         // send it here (a loop, then an ICMP error that aborts the client's connect).
         blackhole::converge(&mut pass, &blackhole::of_underlay(underlay)).await;
         // 2. Removals first (they free names, and withdraw before anything else).
+        let before = (pass.changes, pass.errors.len());
         self.remove_routers(&mut pass, &s).await;
+        let removed = (pass.changes, pass.errors.len()) != before;
         // 3. L2, exactly like a hypervisor.
         let vnis: BTreeSet<u32> = desired.networks().map(|n| n.vni).collect();
         self.converge_l2(&mut pass, &vnis, underlay.loopback).await;
         // 4. Routers, then (4b) their Direct Connect speakers.
-        let served = self.converge_routers(&mut pass, &s).await;
+        let served = self.converge_routers(&mut pass, &s, removed).await;
         self.converge_dc(&mut pass, &s, &served).await;
         // 6. Health checks, then 5. FRR.
         self.sync_health(&mut pass, &s, &served);
