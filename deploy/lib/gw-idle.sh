@@ -8,7 +8,8 @@
 # the one before the netlink observer); without it the baseline is empty.
 # Then one change among the N routers: a new tier in one VPC (a bridge and a VXLAN device on
 # the host, a veth pair into the router's namespace, its address, the router's nftables),
-# five times, each timed by gw1's own sf_agent_intent_to_dataplane_seconds (the coordinator's
+# five times, each once gw1 made no pass for 5 s, each timed by gw1's own
+# sf_agent_intent_to_dataplane_seconds (the coordinator's
 # stamp of the write to gw1's clean pass); the baseline is the same with gw1's agent restarted
 # on the former `ip` executor (SF_GW_EXECUTOR=iproute2: one process per action). Medians.
 #
@@ -130,11 +131,27 @@ fi
 metric() {
     ip netns exec "${P}gw1" curl -s -m 3 localhost:9101/metrics | awk -v n="$1" '$1 == n { print $2 }'
 }
-# one_change FIRST - a new tier in VPCs bFIRST..bFIRST+4, one at a time; prints the median of
-# gw1's intent-to-dataplane for each (ms), or nothing on a failure.
+# Passes gw1's agent made, for any reason (resync included).
+passes() {
+    ip netns exec "${P}gw1" curl -s -m 3 localhost:9101/metrics |
+        awk '/^sf_agent_pass_triggers_total/ { n += $2 } END { print n + 0 }'
+}
+# Waits (up to 90 s) until gw1 made no pass for 5 s: a change then meets no pass in flight
+# (a resync converging every router, the first passes of a restarted agent).
+quiet() {
+    local end=$((SECONDS + 90)) a b
+    while [ $SECONDS -lt $end ]; do
+        a=$(passes); sleep 5; b=$(passes)
+        [ "$a" = "$b" ] && return 0
+    done
+    log "gw1 still making passes after 90 s: measuring anyway"
+}
+# one_change FIRST - a new tier in VPCs bFIRST..bFIRST+4, one at a time, each once gw1 is
+# quiet; prints the median of gw1's intent-to-dataplane for each (ms), or nothing on a failure.
 one_change() {
     local v s0 c0 s1 c1 t0 out=()
     for v in $(seq "$1" $(($1 + 4))); do
+        quiet
         s0=$(metric sf_agent_intent_to_dataplane_seconds_sum)
         c0=$(metric sf_agent_intent_to_dataplane_seconds_count)
         t0=$SECONDS
@@ -148,7 +165,6 @@ one_change() {
         s1=$(metric sf_agent_intent_to_dataplane_seconds_sum)
         c1=$(metric sf_agent_intent_to_dataplane_seconds_count)
         out+=("$(awk -v a="$s0" -v b="$s1" -v n="$((c1 - c0))" 'BEGIN { printf "%.0f", (b - a) / n * 1000 }')")
-        sleep 2
     done
     log "one change (ms): ${out[*]}"
     printf '%s\n' "${out[@]}" | sort -n | sed -n 3p
