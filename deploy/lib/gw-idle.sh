@@ -54,12 +54,15 @@ stat_of() { # PID -> "own own+children" in clock ticks
     awk '{ print $14 + $15, $14 + $15 + $16 + $17 }' "/proc/$1/stat"
 }
 
-# Passes gw1's agent made for anything but its 30 s resync (deliveries, wakeups, lease moves),
-# from its sf_agent_pass_triggers_total (0 for a build without that metric).
-busy_passes() {
-    ip netns exec "${P}gw1" curl -s -m 3 localhost:9101/metrics |
-        awk '/^sf_agent_pass_triggers_total/ && !/resync/ { n += $2 } END { print n + 0 }'
+# gw1's agent's metrics.
+metrics() { ip netns exec "${P}gw1" curl -s -m 3 localhost:9101/metrics; }
+# Passes gw1's agent made, from its sf_agent_pass_triggers_total (0 for a build without that
+# metric): every one, or with `busy` all but its 30 s resync (deliveries, wakeups, lease moves).
+passes() {
+    metrics | awk -v busy="${1:-}" \
+        '/^sf_agent_pass_triggers_total/ && !(busy && /resync/) { n += $2 } END { print n + 0 }'
 }
+busy_passes() { passes busy; }
 # Whether gw1 made no such pass for 30 s. Holding every router is not idle yet: the peer
 # gateway's announcements reach gw1 over minutes after both hold them all (BGP through the
 # leaves), and each one moves gw1's failover status, which wakes a whole pass.
@@ -128,14 +131,7 @@ if [ -n "$OLD" ]; then
     log "gw1 old agent idle: ${OLD_OWN}% own, ${OLD_ALL}% with children"
 fi
 # gw1's metric NAME.
-metric() {
-    ip netns exec "${P}gw1" curl -s -m 3 localhost:9101/metrics | awk -v n="$1" '$1 == n { print $2 }'
-}
-# Passes gw1's agent made, for any reason (resync included).
-passes() {
-    ip netns exec "${P}gw1" curl -s -m 3 localhost:9101/metrics |
-        awk '/^sf_agent_pass_triggers_total/ { n += $2 } END { print n + 0 }'
-}
+metric() { metrics | awk -v n="$1" '$1 == n { print $2 }'; }
 # Waits (up to 90 s) until gw1 made no pass for 5 s: a change then meets no pass in flight
 # (a resync converging every router, the first passes of a restarted agent).
 quiet() {

@@ -8,18 +8,16 @@
 //! `ip -force -batch` did before: a flip is never half-stopped by one missing route. A flip
 //! of any number of routers is then one round of requests on an open socket, no process.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
+use std::net::IpAddr;
 
-use futures::StreamExt;
-use sf_linux::netlink::l2::index_of;
-use sf_linux::netlink::{link, Netlink, NetlinkError, Request};
+use ipnet::IpNet;
+use sf_linux::netlink::l2::indexes_of;
+use sf_linux::netlink::{link, Netlink, Request};
 
 use crate::plan::Route;
 use crate::plan6::Route6;
-
-/// Links resolved to an index concurrently (one RTM_GETLINK each).
-const RESOLVE_WINDOW: usize = 32;
 
 /// One change of the host namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,13 +30,15 @@ pub enum Change {
     DelRoute6(Route6),
 }
 
-fn words(
+/// `route VERB DST [via GW] [dev DEV]`.
+fn route(
     f: &mut fmt::Formatter<'_>,
-    dst: &dyn fmt::Display,
-    via: Option<&dyn fmt::Display>,
+    verb: &str,
+    dst: IpNet,
+    via: Option<IpAddr>,
     dev: Option<&str>,
 ) -> fmt::Result {
-    write!(f, "{dst}")?;
+    write!(f, "route {verb} {dst}")?;
     if let Some(v) = via {
         write!(f, " via {v}")?;
     }
@@ -48,34 +48,29 @@ fn words(
     Ok(())
 }
 
+type RouteWords<'a> = (IpNet, Option<IpAddr>, Option<&'a str>);
+
+fn v4(r: &Route) -> RouteWords<'_> {
+    (r.dst.into(), r.via.map(IpAddr::from), r.dev.as_deref())
+}
+
+fn v6(r: &Route6) -> RouteWords<'_> {
+    (r.dst.into(), r.via.map(IpAddr::from), r.dev.as_deref())
+}
+
 /// What `ip` would be told (`link set dev X up`, `route del DST via GW dev X`): for logs and
 /// for reading a flip in a test.
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Change::LinkUp(l) => write!(f, "link set dev {l} up"),
-            Change::LinkDown(l) => write!(f, "link set dev {l} down"),
-            Change::ReplaceRoute(r) | Change::DelRoute(r) => {
-                let verb = if matches!(self, Change::DelRoute(_)) {
-                    "del"
-                } else {
-                    "replace"
-                };
-                write!(f, "route {verb} ")?;
-                let via = r.via.as_ref().map(|v| v as &dyn fmt::Display);
-                words(f, &r.dst, via, r.dev.as_deref())
-            }
-            Change::ReplaceRoute6(r) | Change::DelRoute6(r) => {
-                let verb = if matches!(self, Change::DelRoute6(_)) {
-                    "del"
-                } else {
-                    "replace"
-                };
-                write!(f, "route {verb} ")?;
-                let via = r.via.as_ref().map(|v| v as &dyn fmt::Display);
-                words(f, &r.dst, via, r.dev.as_deref())
-            }
-        }
+        let (verb, (dst, via, dev)) = match self {
+            Change::LinkUp(l) => return write!(f, "link set dev {l} up"),
+            Change::LinkDown(l) => return write!(f, "link set dev {l} down"),
+            Change::ReplaceRoute(r) => ("replace", v4(r)),
+            Change::DelRoute(r) => ("del", v4(r)),
+            Change::ReplaceRoute6(r) => ("replace", v6(r)),
+            Change::DelRoute6(r) => ("del", v6(r)),
+        };
+        route(f, verb, dst, via, dev)
     }
 }
 
@@ -123,14 +118,7 @@ pub async fn apply(nl: &Netlink, changes: &[Change]) -> Applied {
         .iter()
         .filter_map(|c| c.dev().map(String::from))
         .collect();
-    let index: HashMap<String, Result<u32, NetlinkError>> = futures::stream::iter(devs)
-        .map(|d| async move {
-            let i = index_of(nl, &d).await;
-            (d, i)
-        })
-        .buffered(RESOLVE_WINDOW)
-        .collect()
-        .await;
+    let index = indexes_of(nl, devs).await;
     let mut out = Applied::default();
     let mut sent = Vec::new();
     let mut requests = Vec::new();

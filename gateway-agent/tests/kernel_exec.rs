@@ -15,9 +15,8 @@ use sf_gateway_agent::plan::{self, HostState};
 use sf_gateway_agent::{device, names};
 use sf_linux::converge::{OnFailure, Pass};
 
-fn root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
+mod common;
+use common::{root, IpLog};
 
 fn sh(cmd: &str) {
     let st = std::process::Command::new("sh")
@@ -27,18 +26,14 @@ fn sh(cmd: &str) {
     assert!(st.success(), "{cmd}");
 }
 
-/// Removes the VPC namespace and the wrapper directory, also after a failure.
-struct Cleanup {
-    ns: String,
-    dir: std::path::PathBuf,
-}
+/// Removes the VPC namespace, also after a failure.
+struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::process::Command::new("/usr/sbin/ip")
-            .args(["netns", "del", &self.ns])
+            .args(["netns", "del", &self.0])
             .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -161,25 +156,9 @@ fn the_executor_builds_and_removes_a_router_through_netlink() {
         return;
     }
     let prefix = format!("sfgx{}-", std::process::id());
-    let dir = std::env::temp_dir().join(format!("sfgx{}-bin", std::process::id()));
-    let _clean = Cleanup {
-        ns: format!("{prefix}7"),
-        dir: dir.clone(),
-    };
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("ip.log");
-    let wrapper = dir.join("ip");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"$*\" >>{}\nexec /usr/sbin/ip \"$@\"\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    sh(&format!("chmod +x {}", wrapper.display()));
-    let path = std::env::var("PATH").unwrap_or_default();
-    std::env::set_var("PATH", format!("{}:{path}", dir.display()));
+    let ip = IpLog::install("sfgx");
+    let _clean = Cleanup(format!("{prefix}7"));
+    let log = ip.log.clone();
     std::thread::spawn(move || {
         assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
         sh("/usr/sbin/ip link set lo up");

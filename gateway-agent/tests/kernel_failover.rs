@@ -17,9 +17,8 @@ use sf_gateway_agent::kernel::Kernel;
 use sf_gateway_agent::plan::{HostState, Route};
 use tokio::sync::Notify;
 
-fn root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
+mod common;
+use common::{root, IpLog};
 
 /// Runs a shell command with the real `ip`; its output.
 fn sh(cmd: &str) -> String {
@@ -39,15 +38,6 @@ fn veth(name: &str, up: bool) {
     ));
     if up {
         sh(&format!("/usr/sbin/ip link set {name} up"));
-    }
-}
-
-/// Removes the wrapper directory, also after a failure.
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -143,22 +133,8 @@ fn the_controller_follows_the_fabric_through_netlink() {
         eprintln!("skipped (needs root for a network namespace)");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("sfgf{}-bin", std::process::id()));
-    let _clean = Cleanup(dir.clone());
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("ip.log");
-    let wrapper = dir.join("ip");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"$*\" >>{}\nexec /usr/sbin/ip \"$@\"\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    sh(&format!("chmod +x {}", wrapper.display()));
-    let path = std::env::var("PATH").unwrap_or_default();
-    std::env::set_var("PATH", format!("{}:{path}", dir.display()));
+    let ip = IpLog::install("sfgf");
+    let log = ip.log.clone();
     std::thread::spawn(move || {
         assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
         sh("/usr/sbin/ip link set lo up");

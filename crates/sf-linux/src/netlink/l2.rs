@@ -347,20 +347,28 @@ async fn resolve_masters(nl: &Netlink, actions: &[Action], links: &[Link]) -> Ha
             }
         }
     }
-    let found: Vec<(String, Result<u32, NetlinkError>)> = futures::stream::iter(ask)
+    for (name, r) in indexes_of(nl, ask).await {
+        if let Ok(i) = r {
+            masters.insert(name, i);
+        }
+    }
+    masters
+}
+
+/// The ifindex of each link named in `names`, asked concurrently ([`RESOLVE_WINDOW`] at a
+/// time, one RTM_GETLINK each): the lookup of links that were not in a dump.
+pub async fn indexes_of(
+    nl: &Netlink,
+    names: BTreeSet<String>,
+) -> HashMap<String, Result<u32, NetlinkError>> {
+    futures::stream::iter(names)
         .map(|name| async move {
             let r = index_of(nl, &name).await;
             (name, r)
         })
         .buffer_unordered(RESOLVE_WINDOW)
         .collect()
-        .await;
-    for (name, r) in found {
-        if let Ok(i) = r {
-            masters.insert(name, i);
-        }
-    }
-    masters
+        .await
 }
 
 /// The ifindex of the link named `name`.
