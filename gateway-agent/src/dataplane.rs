@@ -34,7 +34,9 @@ use sf_core::status::{DcStatus, LbStatus};
 use sf_linux::blackhole;
 use sf_linux::converge::{OnFailure, Pass, Plan, ReconcileError, Stage, Step};
 use sf_linux::frr::{expected_lines, render, Frr};
-use sf_linux::l2::{self, foreign_vnis};
+use sf_linux::l2::{self, foreign_vnis, Action as L2Action};
+use sf_linux::links::Link;
+use sf_linux::netlink::mirror::Mirror;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -86,11 +88,9 @@ pub struct Gateway {
     /// Routers left as they were (quiet) in the last pass, and routers converged.
     pub last_quiet: usize,
     pub last_converged: usize,
-    /// The host as last dumped ([`Gateway::observe_host`]), and the VNIs of the foreign
-    /// bridges last read by the status check: both kept until the host's subscriptions
-    /// report a change.
-    host_seen: Option<HostState>,
-    bridges_seen: Option<BTreeSet<u32>>,
+    /// The host's links, addresses and routes, kept from the kernel's messages (opened on
+    /// first use): a pass reads the host from it instead of dumping ~4,000 links.
+    mirror: Option<Mirror>,
 }
 
 /// What a router was converged from, when its last pass left it clean: its inputs (desired
@@ -168,8 +168,7 @@ impl Gateway {
             quiet: HashMap::new(),
             last_quiet: 0,
             last_converged: 0,
-            host_seen: None,
-            bridges_seen: None,
+            mirror: None,
         }
     }
 
@@ -391,7 +390,7 @@ impl Gateway {
             .collect();
         let wanted: BTreeSet<u32> = routers.keys().copied().collect();
         let d = plan::decide(&wanted, &running);
-        let host = self.observe_host(pass).await?;
+        let host = self.observe_host(pass, self.converges_all()).await?;
         let specs = routers
             .values()
             .filter(|r| plan::validate_router(r).is_empty())
@@ -413,29 +412,49 @@ impl Gateway {
         self.passes % 10 == 1
     }
 
-    /// The host's links, routes and addresses: dumped when its subscription saw any of them
-    /// move since the last dump, and on the pass that converges every router; else the last
-    /// dump (with the forwarding switch read again, which no event reports). A dump reads
-    /// every host link (~4,000 at 1,000 routers, each veth's peer namespace looked up).
-    async fn observe_host(&mut self, pass: &mut Pass) -> Option<HostState> {
-        let moved = self.kernel.host_moved();
-        if !moved && !self.converges_all() {
-            if let Some(h) = &self.host_seen {
-                if let Some(forwarding) = pass
-                    .observe("host forwarding", device::host_forwarding())
-                    .await
-                {
-                    let mut h = h.clone();
-                    h.forwarding = forwarding;
-                    return Some(h);
-                }
-            }
+    /// The host's links, routes and addresses from the mirror, brought up to now (see
+    /// [`Gateway::sync_mirror`]), and its forwarding switch (which no message reports).
+    async fn observe_host(&mut self, pass: &mut Pass, full: bool) -> Option<HostState> {
+        if let Err(e) = self.sync_mirror(full).await {
+            pass.error(ReconcileError::Observe {
+                object: "host".into(),
+                source: e,
+            });
+            return None;
         }
-        let host = pass
-            .observe("host", device::observe_host(&self.kernel))
-            .await;
-        self.host_seen = host.clone();
-        host
+        let forwarding = pass
+            .observe("host forwarding", device::host_forwarding())
+            .await?;
+        let m = self.mirror.as_ref()?;
+        Some(device::host_from_mirror(m.state(), forwarding))
+    }
+
+    /// Brings the host's mirror up to now: the messages waiting on its socket, or, the first
+    /// time, after lost messages and when `full` asks (the pass that converges every
+    /// router), a dump of every link, address and route.
+    async fn sync_mirror(&mut self, full: bool) -> Result<(), sf_linux::DeviceError> {
+        let nl = self.kernel.host()?;
+        if self.mirror.is_none() {
+            let m = Mirror::open().map_err(|source| sf_linux::DeviceError::Spawn {
+                cmd: "subscribe to the host's links, addresses and routes".into(),
+                source,
+            })?;
+            self.mirror = Some(m);
+        }
+        let m = self.mirror.as_mut().expect("opened");
+        let t = std::time::Instant::now();
+        let dumps = m.dumps();
+        m.sync(&nl, full)
+            .await
+            .map_err(|e| e.on("mirror the host's links, addresses and routes"))?;
+        if m.dumps() != dumps {
+            tracing::debug!(
+                links = m.state().links().len(),
+                elapsed_ms = t.elapsed().as_millis() as u64,
+                "dumped the host"
+            );
+        }
+        Ok(())
     }
 
     /// Removes the routers no longer served: per router, its per-VPC FRR, then its public
@@ -444,10 +463,7 @@ impl Gateway {
         if s.d.remove.is_empty() {
             return;
         }
-        let Some(host) = pass
-            .observe("host", device::observe_host(&self.kernel))
-            .await
-        else {
+        let Some(host) = self.observe_host(pass, false).await else {
             return;
         };
         for &id in &s.d.remove {
@@ -470,15 +486,50 @@ impl Gateway {
             l2::converge(pass, vnis, vtep).await;
             return;
         }
-        match self.kernel.host() {
-            Ok(nl) => {
-                sf_linux::netlink::l2::converge_overlay(pass, &nl, vnis, vtep).await;
+        let observed = async {
+            self.sync_mirror(false).await?;
+            Ok::<_, sf_linux::DeviceError>((self.kernel.host()?, self.overlay_seen()))
+        };
+        let (nl, observed) = match observed.await {
+            Ok(o) => o,
+            Err(e) => {
+                return pass.error(ReconcileError::Observe {
+                    object: "links".into(),
+                    source: e,
+                })
             }
-            Err(e) => pass.error(sf_linux::converge::ReconcileError::Observe {
-                object: "links".into(),
-                source: e,
-            }),
+        };
+        let done = sf_linux::netlink::l2::converge_observed(pass, &nl, vnis, vtep, &observed).await;
+        // Turning the host's IPv6 off on a link sends no message.
+        if let Some(m) = self.mirror.as_mut() {
+            for a in &done {
+                if let L2Action::DisableIpv6 { link: name }
+                | L2Action::AddBridge { name }
+                | L2Action::AddVxlan { name, .. } = a
+                {
+                    m.state_mut().links_mut().set_ipv6_disabled(name);
+                }
+            }
         }
+    }
+
+    /// The overlay's links (bridges and VXLAN devices) and the loopback's addresses, as the
+    /// mirror holds them: all that the L2 plan reads.
+    fn overlay_seen(&self) -> sf_linux::l2::Observed {
+        let Some(m) = self.mirror.as_ref() else {
+            return sf_linux::l2::Observed::default();
+        };
+        let st = m.state();
+        let mut links: Vec<Link> = st
+            .links()
+            .iter()
+            .filter(|l| matches!(l.kind.as_deref(), Some("bridge" | "vxlan")))
+            .cloned()
+            .collect();
+        links.sort_by_key(|l| l.ifindex);
+        // lo is the first device of every network namespace.
+        let lo = st.addresses_v4(1).iter().map(|n| n.addr()).collect();
+        sf_linux::l2::Observed { links, lo }
     }
 
     /// Converges each router this pass may converge; returns those that are served (built
@@ -496,8 +547,7 @@ impl Gateway {
             let host = if !removed {
                 Some(s.host.clone())
             } else {
-                pass.observe("host", device::observe_host(&self.kernel))
-                    .await
+                self.observe_host(pass, false).await
             };
             if let Some(mut host) = host {
                 if !host.forwarding {
@@ -897,7 +947,19 @@ impl Dataplane for Gateway {
         // The pools' blackhole routes, before any removal: a public address this gateway
         // stops serving must be dropped here, not routed back to the leaf that may still
         // send it here (a loop, then an ICMP error that aborts the client's connect).
-        blackhole::converge(&mut pass, &blackhole::of_underlay(underlay)).await;
+        let wanted = blackhole::of_underlay(underlay);
+        match self
+            .mirror
+            .as_ref()
+            .filter(|_| !crate::exec::iproute2_selected())
+        {
+            // The mirror was brought up to now by the scope.
+            Some(m) => {
+                let seen = blackhole::of_mirror(m.state());
+                blackhole::converge_observed(&mut pass, &wanted, seen).await
+            }
+            None => blackhole::converge(&mut pass, &wanted).await,
+        }
         // 2. Removals first (they free names, and withdraw before anything else).
         let before = (pass.changes, pass.errors.len());
         self.remove_routers(&mut pass, &s).await;
@@ -968,34 +1030,17 @@ impl Dataplane for Gateway {
         out
     }
 
-    /// Every 3 s (the runtime's status check): one dump of the host's bridges on the host
-    /// socket, filtered by the kernel (all links would be ~4 per VPC router, each veth costing
-    /// the kernel a walk of every namespace id: see `observe::bridges`).
+    /// Every 3 s (the runtime's status check): the foreign bridges' VNIs, from the host's
+    /// mirror brought up to now (the messages since the last look, no dump).
     async fn observed_vnis(&mut self) -> BTreeSet<u32> {
-        // Bridges change only with a link event: without one, the last reading holds.
-        if !self.kernel.host_links_moved() {
-            if let Some(seen) = &self.bridges_seen {
-                return seen.clone();
-            }
+        if let Err(e) = self.sync_mirror(false).await {
+            warn!(error = %e, "observing links");
+            return BTreeSet::new();
         }
-        let links = async {
-            let nl = self.kernel.host()?;
-            sf_linux::netlink::observe::bridges(&nl)
-                .await
-                .map_err(|e| e.on("dump bridges"))
-        };
-        match links.await {
-            Ok(l) => {
-                let vnis = foreign_vnis(&l);
-                self.bridges_seen = Some(vnis.clone());
-                vnis
-            }
-            Err(e) => {
-                warn!(error = %e, "observing links");
-                self.bridges_seen = None;
-                BTreeSet::new()
-            }
-        }
+        self.mirror
+            .as_ref()
+            .map(|m| foreign_vnis(m.state().links().iter()))
+            .unwrap_or_default()
     }
 }
 

@@ -15,6 +15,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::AddressFamily;
 use serde::Deserialize;
 use sf_linux::links::{parse_links, Link, OWNER_ALIAS};
+use sf_linux::netlink::mirror::MirrorState;
 use sf_linux::netlink::route::{self, RouteProtocol, RouteType, RouteV4};
 use sf_linux::netlink::{observe, Netlink};
 use sf_linux::{run, DeviceError};
@@ -182,11 +183,7 @@ pub async fn observe6(
 /// IPv4 ones (and not the ones RAs installed).
 fn parse_route6(m: &RouteMessage, names: &HashMap<u32, &str>) -> Option<Route6> {
     if m.header.address_family != AddressFamily::Inet6
-        || matches!(
-            m.header.protocol,
-            RouteProtocol::Kernel | RouteProtocol::Bgp | RouteProtocol::Ra
-        )
-        || m.header.kind != RouteType::Unicast
+        || !configured6(m.header.protocol, m.header.kind)
     {
         return None;
     }
@@ -221,6 +218,49 @@ pub async fn observe_host(k: &Kernel) -> Result<HostState, DeviceError> {
         addrs6,
         routes6,
     })
+}
+
+/// The host as its [`Mirror`](sf_linux::netlink::mirror::Mirror) holds it, in the shape a
+/// dump gives ([`observe_host`]): links by ifindex with their IPv4 addresses, the routes
+/// somebody configured (sorted, so that the same host gives the same view pass after
+/// pass), the IPv6 addresses by link name and the configured IPv6 routes.
+pub fn host_from_mirror(m: &MirrorState, forwarding: bool) -> HostState {
+    let links = m.links_with_addresses();
+    let routes4: Vec<RouteV4> = m.routes_v4().cloned().collect();
+    let mut routes = configured_routes(&routes4, &links);
+    routes.sort();
+    let names: HashMap<u32, &str> = links.iter().map(|l| (l.ifindex, l.name.as_str())).collect();
+    let addrs6 = m
+        .addresses_v6()
+        .into_iter()
+        .filter_map(|(i, a)| Some((names.get(&i)?.to_string(), a)))
+        .collect();
+    let mut routes6: Vec<Route6> = m
+        .routes_v6()
+        .filter(|r| configured6(r.protocol, r.kind))
+        .map(|r| Route6 {
+            dst: r.dst,
+            via: r.gateway,
+            dev: r.oif.and_then(|i| names.get(&i)).map(|n| n.to_string()),
+        })
+        .collect();
+    routes6.sort();
+    HostState {
+        links,
+        routes,
+        forwarding,
+        addrs6,
+        routes6,
+    }
+}
+
+/// Whether an IPv6 route is one somebody configured: not the kernel's, FRR's or an RA's,
+/// and unicast.
+fn configured6(protocol: RouteProtocol, kind: RouteType) -> bool {
+    !matches!(
+        protocol,
+        RouteProtocol::Kernel | RouteProtocol::Bgp | RouteProtocol::Ra
+    ) && kind == RouteType::Unicast
 }
 
 pub async fn host_forwarding() -> Result<bool, DeviceError> {

@@ -127,18 +127,6 @@ impl NsSocket {
     }
 }
 
-/// Takes `flag`, subscribing first if it is not yet (then "moved": nothing was watched).
-fn moved(flag: &Mutex<Option<ChangeFlag>>, open: fn() -> std::io::Result<ChangeFlag>) -> bool {
-    let mut f = flag.lock().expect("kernel lock");
-    match f.as_ref() {
-        Some(c) => c.take(),
-        None => {
-            *f = open().ok();
-            true
-        }
-    }
-}
-
 fn read_flag(f: &File) -> Result<bool, DeviceError> {
     let mut buf = [0u8; 8];
     let n = f
@@ -158,10 +146,6 @@ fn io_err(what: &str, source: std::io::Error) -> DeviceError {
 #[derive(Debug, Default)]
 pub struct Kernel {
     host: Mutex<Option<Netlink>>,
-    /// The host namespace's subscriptions: to its links alone (the bridge reader of the
-    /// status check) and to its links, addresses and routes (a pass's host observation).
-    host_links: Mutex<Option<ChangeFlag>>,
-    host_changes: Mutex<Option<ChangeFlag>>,
     ns: Mutex<HashMap<String, Arc<NsSocket>>>,
     /// How many times `nft` was run to observe a namespace (tests and the bench read it).
     nft_reads: AtomicU64,
@@ -177,18 +161,6 @@ impl Kernel {
         let nl = Netlink::open().map_err(|e| e.on("open a netlink socket"))?;
         *h = Some(nl.clone());
         Ok(nl)
-    }
-
-    /// Whether the host's links changed since the last call; true the first time (and
-    /// whenever it cannot subscribe), so the caller observes before it trusts a reading.
-    pub fn host_links_moved(&self) -> bool {
-        moved(&self.host_links, ChangeFlag::open_links)
-    }
-
-    /// Whether the host's links, addresses or routes changed since the last call; true the
-    /// first time (and whenever it cannot subscribe).
-    pub fn host_moved(&self) -> bool {
-        moved(&self.host_changes, ChangeFlag::open)
     }
 
     /// The sockets of VPC namespace `ns`, opened if needed (or if the namespace was

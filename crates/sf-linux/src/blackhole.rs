@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 
 use crate::converge::{OnFailure, Pass, Plan, Step};
+use crate::netlink::mirror::MirrorState;
 use crate::{links, run, DeviceError};
 use ipnet::IpNet;
 use sf_core::desired::Underlay;
@@ -23,6 +24,20 @@ pub const PROTO: &str = "245";
 /// Converges the blackhole routes to `wanted` (both families): additions first, then
 /// removals.
 pub async fn converge(pass: &mut Pass, wanted: &[IpNet]) {
+    converge_from(pass, wanted, observe()).await
+}
+
+/// Converges the blackhole routes to `wanted` from routes already observed (a namespace's
+/// [`MirrorState`], see [`of_mirror`]), without a process.
+pub async fn converge_observed(pass: &mut Pass, wanted: &[IpNet], observed: BTreeSet<IpNet>) {
+    converge_from(pass, wanted, async { Ok(observed) }).await
+}
+
+async fn converge_from(
+    pass: &mut Pass,
+    wanted: &[IpNet],
+    observation: impl std::future::Future<Output = Result<BTreeSet<IpNet>, DeviceError>>,
+) {
     let plan = |observed: &BTreeSet<IpNet>| {
         let (to_add, to_remove) = plan(wanted, observed);
         let steps = to_add.into_iter().map(Blackhole::Add);
@@ -33,7 +48,7 @@ pub async fn converge(pass: &mut Pass, wanted: &[IpNet]) {
             vec![],
         )
     };
-    pass.converge("blackhole routes", observe(), plan, OnFailure::Continue)
+    pass.converge("blackhole routes", observation, plan, OnFailure::Continue)
         .await;
 }
 
@@ -83,6 +98,24 @@ pub fn parse(json: &str) -> Result<BTreeSet<IpNet>, String> {
         .filter_map(|r| r.get("dst").and_then(|d| d.as_str()))
         .filter_map(|d| d.parse().ok())
         .collect())
+}
+
+/// Our blackhole routes of both families in a mirror's main table: what [`observe`] reads
+/// with two `ip` processes.
+pub fn of_mirror(m: &MirrorState) -> BTreeSet<IpNet> {
+    use netlink_packet_route::route::RouteType;
+    let ours = |p: crate::netlink::route::RouteProtocol, k: RouteType| {
+        k == RouteType::BlackHole && u8::from(p).to_string() == PROTO
+    };
+    let v4 = m
+        .routes_v4()
+        .filter(|r| ours(r.protocol, r.kind))
+        .map(|r| IpNet::V4(r.dst));
+    let v6 = m
+        .routes_v6()
+        .filter(|r| ours(r.protocol, r.kind))
+        .map(|r| IpNet::V6(r.dst));
+    v4.chain(v6).collect()
 }
 
 /// Our blackhole routes of both families (`ip route show` lists one family at a time).

@@ -468,3 +468,156 @@ fn the_links_only_change_flag_ignores_addresses_and_routes() {
         assert!(flag.take(), "an alias");
     });
 }
+
+/// The mirror's state in the shape a dump gives, sorted (links by ifindex, each link's
+/// addresses, routes), for comparing with the kernel.
+fn mirrored(
+    m: &netlink::mirror::MirrorState,
+) -> (
+    Vec<Link>,
+    Vec<netlink::route::RouteV4>,
+    Vec<String>,
+    Vec<String>,
+) {
+    let mut links = m.links_with_addresses();
+    links.iter_mut().for_each(|l| l.addrs.sort());
+    let mut r4: Vec<_> = m.routes_v4().cloned().collect();
+    r4.sort_by_key(|r| format!("{r:?}"));
+    let mut a6: Vec<String> = m
+        .addresses_v6()
+        .iter()
+        .flat_map(|(i, a)| a.iter().map(move |n| format!("{i} {n}")))
+        .collect();
+    a6.sort();
+    let mut r6: Vec<String> = m.routes_v6().map(|r| format!("{r:?}")).collect();
+    r6.sort();
+    (links, r4, a6, r6)
+}
+
+#[test]
+fn the_mirror_follows_links_addresses_and_routes_without_a_dump() {
+    use netlink::mirror::{Mirror, MirrorState};
+    in_netns("mirror", || async {
+        let nl = Netlink::open().unwrap();
+        converge(&nl, &[1_000_001]).await;
+        let mut mirror = Mirror::open().unwrap();
+        mirror.sync(&nl, false).await.unwrap();
+        assert_eq!(mirror.dumps(), 1);
+        // Changes by the executor and by someone else, none of them dumped, and no wait:
+        // each is queued on the mirror's socket before the command that made it returns.
+        converge(&nl, &[1_000_001, 1_000_002]).await;
+        for args in [
+            "link add h0 type veth peer name h1",
+            "link add h2 type veth peer name h3",
+            "link set h0 up",
+            "link set h1 up",
+            "link set h2 up",
+            "addr add 192.0.2.1/30 dev h0",
+            "addr add 192.0.2.5/30 dev h2",
+            "addr add 2001:db8::1/64 dev h0 nodad",
+            "route add 198.51.100.0/24 via 192.0.2.6",
+            "route add 203.0.113.7/32 dev h2",
+            "route add 203.0.113.8/32 dev h2 metric 5",
+            "route replace 198.51.100.0/24 via 192.0.2.2",
+            "route add 10.9.0.0/16 dev h0",
+            "route del 10.9.0.0/16",
+            "-6 route add 2001:db8:1::/64 via 2001:db8::2",
+            "-6 route add 2001:db8:2::/64 dev h0 metric 7",
+            "-6 route del 2001:db8:2::/64",
+            "addr add 192.0.2.9/32 dev h0",
+            "addr del 192.0.2.9/32 dev h0",
+            "link set vxlan1000001 down",
+            "link set vxlan1000001 type bridge_slave learning on",
+            // IPv4 routes through a link that goes down are flushed without a message;
+            // a deleted link takes its addresses and routes with it.
+            "link set h2 down",
+            "link del h2",
+        ] {
+            let a: Vec<&str> = args.split_whitespace().collect();
+            ip(&a).await;
+        }
+        mirror.sync(&nl, false).await.unwrap();
+        assert_eq!(mirror.dumps(), 1, "the sync dumped");
+        let seen = mirrored(mirror.state());
+        let mut fresh = MirrorState::new();
+        let mut again = Mirror::open().unwrap();
+        again.sync(&nl, false).await.unwrap();
+        std::mem::swap(&mut fresh, again.state_mut());
+        let kernel = mirrored(&fresh);
+        assert_eq!(seen.0, kernel.0, "links");
+        assert_eq!(seen.1, kernel.1, "IPv4 routes");
+        // The kernel announces an address under duplicate address detection (the links'
+        // own link-local ones) only once the detection is done, a second or two after the
+        // link came up; a dump lists it from the start.
+        assert!(
+            seen.2.iter().any(|a| a.ends_with(" 2001:db8::1/64")),
+            "{:?}",
+            seen.2
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        mirror.sync(&nl, false).await.unwrap();
+        let mut fresh = Mirror::open().unwrap();
+        fresh.sync(&nl, false).await.unwrap();
+        assert_eq!(
+            mirrored(mirror.state()).2,
+            mirrored(fresh.state()).2,
+            "IPv6 addresses"
+        );
+        assert_eq!(mirror.dumps(), 1, "the sync dumped");
+        assert_eq!(seen.3, kernel.3, "IPv6 routes");
+        // And the dump itself agrees with the observers the planners used before.
+        let mut dumped = netlink::observe::links_with_addresses(&nl).await.unwrap();
+        dumped.sort_by_key(|l| l.ifindex);
+        dumped.iter_mut().for_each(|l| l.addrs.sort());
+        assert_eq!(seen.0, dumped);
+        let h0 = by_name(&seen.0, "h0");
+        assert_eq!(h0.addrs, vec!["192.0.2.1/30".parse().unwrap()]);
+        assert!(seen.0.iter().all(|l| l.name != "h2"));
+        let vx = by_name(&seen.0, "vxlan1000001");
+        assert!(!vx.up, "{vx:?}");
+        assert!(
+            seen.1.iter().any(|r| r.dst.to_string() == "198.51.100.0/24"
+                && r.gateway == Some("192.0.2.2".parse().unwrap())),
+            "{:?}",
+            seen.1
+        );
+        assert!(seen
+            .1
+            .iter()
+            .all(|r| !r.dst.to_string().starts_with("203.0.113.")));
+        assert!(
+            seen.3.iter().any(|r| r.contains("2001:db8:1::")),
+            "{:?}",
+            seen.3
+        );
+        assert!(
+            seen.3.iter().all(|r| !r.contains("2001:db8:2::")),
+            "{:?}",
+            seen.3
+        );
+    });
+}
+
+#[test]
+fn the_mirror_holds_our_blackholes_as_ip_shows_them() {
+    in_netns("mirror-blackholes", || async {
+        let nl = Netlink::open().unwrap();
+        let mut mirror = netlink::mirror::Mirror::open().unwrap();
+        mirror.sync(&nl, false).await.unwrap();
+        for args in [
+            "route add blackhole 198.51.100.0/24 proto 245",
+            "route add blackhole 203.0.113.0/24 proto static",
+            "-6 route add blackhole 2001:db8:100::/48 proto 245",
+            "route add blackhole 192.0.2.0/24 proto 245",
+            "route del blackhole 192.0.2.0/24 proto 245",
+        ] {
+            let a: Vec<&str> = args.split_whitespace().collect();
+            ip(&a).await;
+        }
+        mirror.sync(&nl, false).await.unwrap();
+        let seen = sf_linux::blackhole::of_mirror(mirror.state());
+        assert_eq!(seen, sf_linux::blackhole::observe().await.unwrap());
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(mirror.dumps(), 1);
+    });
+}

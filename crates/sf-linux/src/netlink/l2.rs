@@ -98,13 +98,30 @@ async fn converge_from(
         elapsed_ms = t.elapsed().as_millis() as u64,
         "observed links"
     );
+    converge_observed(pass, nl, vnis, vtep, &observed).await;
+    Some(observed)
+}
+
+/// Plans the overlay of `vnis` from `observed` (an observation the caller keeps, such as a
+/// gateway's [`super::mirror::Mirror`]) and executes the plan; returns the actions that
+/// succeeded.
+pub async fn converge_observed(
+    pass: &mut Pass,
+    nl: &Netlink,
+    vnis: &BTreeSet<u32>,
+    vtep: Ipv4Addr,
+    observed: &Observed,
+) -> Vec<Action> {
     let p = plan(vnis, vtep, &observed.lo, &observed.links);
     pass.refused("links", p.errors);
     let results = execute(nl, &p.actions, &observed.links).await;
-    for (a, r) in p.actions.iter().zip(results) {
-        pass.record("links", a, r);
+    let mut done = Vec::new();
+    for (a, r) in p.actions.into_iter().zip(results) {
+        if pass.record("links", &a, r) {
+            done.push(a);
+        }
     }
-    Some(observed)
+    done
 }
 
 /// Networks whose actions run through the batches together (see [`rounds`]).

@@ -18,6 +18,7 @@ pub mod changes;
 pub mod events;
 pub mod l2;
 pub mod link;
+pub mod mirror;
 pub mod netns;
 pub mod nfgen;
 pub mod observe;

@@ -67,3 +67,53 @@ pub fn parse_v4(m: &RouteMessage) -> Option<RouteV4> {
     r.dst = Ipv4Net::new(dst, m.header.destination_prefix_length).ok()?;
     Some(r)
 }
+
+/// One IPv6 route as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteV6 {
+    pub dst: ipnet::Ipv6Net,
+    pub gateway: Option<std::net::Ipv6Addr>,
+    /// Output interface (none for blackholes and multipath routes).
+    pub oif: Option<u32>,
+    pub protocol: RouteProtocol,
+    pub kind: RouteType,
+    pub table: u32,
+}
+
+/// One route; None for a non-IPv6 message.
+pub fn parse_v6(m: &RouteMessage) -> Option<RouteV6> {
+    if m.header.address_family != AddressFamily::Inet6 {
+        return None;
+    }
+    let mut dst = std::net::Ipv6Addr::UNSPECIFIED;
+    let mut r = RouteV6 {
+        dst: ipnet::Ipv6Net::default(),
+        gateway: None,
+        oif: None,
+        protocol: m.header.protocol,
+        kind: m.header.kind,
+        table: m.header.table as u32,
+    };
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = *ip,
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => r.gateway = Some(*ip),
+            RouteAttribute::Oif(i) => r.oif = Some(*i),
+            RouteAttribute::Table(t) => r.table = *t,
+            _ => {}
+        }
+    }
+    r.dst = ipnet::Ipv6Net::new(dst, m.header.destination_prefix_length).ok()?;
+    Some(r)
+}
+
+/// The metric of a route (RTA_PRIORITY; 0 when absent), part of its identity in a table.
+pub fn priority_of(m: &RouteMessage) -> u32 {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Priority(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
