@@ -89,8 +89,10 @@ pub struct Gateway {
     pub last_quiet: usize,
     pub last_converged: usize,
     /// The host's links, addresses and routes, kept from the kernel's messages (opened on
-    /// first use): a pass reads the host from it instead of dumping ~4,000 links.
-    mirror: Option<Mirror>,
+    /// first use): a pass reads the host from it instead of dumping ~4,000 links. With its
+    /// own socket for dumps: the failover controller dumps routes on the host socket at any
+    /// time, and a socket runs one dump at a time (EBUSY otherwise).
+    mirror: Option<(Mirror, sf_linux::netlink::Netlink)>,
 }
 
 /// What a router was converged from, when its last pass left it clean: its inputs (desired
@@ -338,6 +340,37 @@ pub fn frr_diff_is_real(test_output: &str) -> bool {
     false
 }
 
+/// Where a pass's time went, stage by stage (the debug log of each pass).
+struct StageClock {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, u128)>,
+}
+
+impl StageClock {
+    fn start() -> Self {
+        StageClock {
+            last: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, stage: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((stage, (now - self.last).as_micros()));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for StageClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (stage, us)) in self.laps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{stage} {:.1} ms", *us as f64 / 1000.0)?;
+        }
+        Ok(())
+    }
+}
+
 /// The object name of VPC router `id` in errors and logs.
 fn vpc(id: u32) -> String {
     format!("vpc {id}")
@@ -425,7 +458,7 @@ impl Gateway {
         let forwarding = pass
             .observe("host forwarding", device::host_forwarding())
             .await?;
-        let m = self.mirror.as_ref()?;
+        let (m, _) = self.mirror.as_ref()?;
         Some(device::host_from_mirror(m.state(), forwarding))
     }
 
@@ -433,18 +466,19 @@ impl Gateway {
     /// time, after lost messages and when `full` asks (the pass that converges every
     /// router), a dump of every link, address and route.
     async fn sync_mirror(&mut self, full: bool) -> Result<(), sf_linux::DeviceError> {
-        let nl = self.kernel.host()?;
         if self.mirror.is_none() {
             let m = Mirror::open().map_err(|source| sf_linux::DeviceError::Spawn {
                 cmd: "subscribe to the host's links, addresses and routes".into(),
                 source,
             })?;
-            self.mirror = Some(m);
+            let nl =
+                sf_linux::netlink::Netlink::open().map_err(|e| e.on("open a netlink socket"))?;
+            self.mirror = Some((m, nl));
         }
-        let m = self.mirror.as_mut().expect("opened");
+        let (m, nl) = self.mirror.as_mut().expect("opened");
         let t = std::time::Instant::now();
         let dumps = m.dumps();
-        m.sync(&nl, full)
+        m.sync(nl, full)
             .await
             .map_err(|e| e.on("mirror the host's links, addresses and routes"))?;
         if m.dumps() != dumps {
@@ -501,7 +535,7 @@ impl Gateway {
         };
         let done = sf_linux::netlink::l2::converge_observed(pass, &nl, vnis, vtep, &observed).await;
         // Turning the host's IPv6 off on a link sends no message.
-        if let Some(m) = self.mirror.as_mut() {
+        if let Some((m, _)) = self.mirror.as_mut() {
             for a in &done {
                 if let L2Action::DisableIpv6 { link: name }
                 | L2Action::AddBridge { name }
@@ -516,7 +550,7 @@ impl Gateway {
     /// The overlay's links (bridges and VXLAN devices) and the loopback's addresses, as the
     /// mirror holds them: all that the L2 plan reads.
     fn overlay_seen(&self) -> sf_linux::l2::Observed {
-        let Some(m) = self.mirror.as_ref() else {
+        let Some((m, _)) = self.mirror.as_ref() else {
             return sf_linux::l2::Observed::default();
         };
         let st = m.state();
@@ -941,9 +975,11 @@ impl Dataplane for Gateway {
         if self.failover_task.is_none() {
             self.failover_task = Some(tokio::spawn(self.failover.clone().run()));
         }
+        let mut clock = StageClock::start();
         let Some(s) = self.scope(&mut pass, desired).await else {
             return pass.into();
         };
+        clock.lap("scope");
         // The pools' blackhole routes, before any removal: a public address this gateway
         // stops serving must be dropped here, not routed back to the leaf that may still
         // send it here (a loop, then an ICMP error that aborts the client's connect).
@@ -954,7 +990,7 @@ impl Dataplane for Gateway {
             .filter(|_| !crate::exec::iproute2_selected())
         {
             // The mirror was brought up to now by the scope.
-            Some(m) => {
+            Some((m, _)) => {
                 let seen = blackhole::of_mirror(m.state());
                 blackhole::converge_observed(&mut pass, &wanted, seen).await
             }
@@ -964,16 +1000,28 @@ impl Dataplane for Gateway {
         let before = (pass.changes, pass.errors.len());
         self.remove_routers(&mut pass, &s).await;
         let removed = (pass.changes, pass.errors.len()) != before;
+        clock.lap("blackholes and removals");
         // 3. L2, exactly like a hypervisor.
         let vnis: BTreeSet<u32> = desired.networks().map(|n| n.vni).collect();
         self.converge_l2(&mut pass, &vnis, underlay.loopback).await;
+        clock.lap("l2");
         // 4. Routers, then (4b) their Direct Connect speakers.
         let served = self.converge_routers(&mut pass, &s, removed).await;
+        clock.lap("routers");
         self.converge_dc(&mut pass, &s, &served).await;
         // 6. Health checks, then 5. FRR.
         self.sync_health(&mut pass, &s, &served);
         self.sync_ra(&mut pass, &s, &served);
+        clock.lap("dc, health, ra");
         self.converge_frr(&mut pass, underlay).await;
+        clock.lap("frr");
+        tracing::debug!(
+            stages = %clock,
+            quiet = self.last_quiet,
+            converged = self.last_converged,
+            changes = pass.changes,
+            "gateway pass"
+        );
         pass.into()
     }
 
@@ -1039,7 +1087,7 @@ impl Dataplane for Gateway {
         }
         self.mirror
             .as_ref()
-            .map(|m| foreign_vnis(m.state().links().iter()))
+            .map(|(m, _)| foreign_vnis(m.state().links().iter()))
             .unwrap_or_default()
     }
 }
