@@ -12,6 +12,7 @@ pub mod convert;
 pub mod election;
 pub mod fabric;
 pub mod grpc_health;
+pub mod grpc_tls;
 pub mod identity;
 pub mod listen;
 pub mod rest;

@@ -10,7 +10,7 @@ use clap::Parser;
 use sf_coordinator::{api::Api, fabric::Fabric, identity::Tokens, sync::Sync};
 use sf_proto::v1::{agent_sync_server::AgentSyncServer, fabric_api_server::FabricApiServer};
 use sf_store::intent::IntentStore;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "StackFabric coordinator")]
@@ -35,6 +35,12 @@ struct Args {
     /// CA that signs agents' client certificates (PEM).
     #[arg(long, env = "SF_TLS_CA")]
     tls_ca: PathBuf,
+    /// Secret (at least 32 bytes) the TLS session tickets' keys are derived from, shared by
+    /// the replicas: agents resume their sessions after a restart or on another replica
+    /// without a full handshake. Keep it as secret as the CA's key. Without it the tickets
+    /// last as long as the process.
+    #[arg(long, env = "SF_TLS_TICKET_KEY_FILE")]
+    tls_ticket_key_file: Option<PathBuf>,
     /// File of accepted API bearer tokens, one per line.
     #[arg(long, env = "SF_API_TOKEN_FILE")]
     api_token_file: PathBuf,
@@ -71,12 +77,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(&args.log_format);
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let identity = Identity::from_pem(read(&args.tls_cert)?, read(&args.tls_key)?);
-    let tls = ServerTlsConfig::new()
-        .identity(identity)
-        .client_ca_root(Certificate::from_pem(read(&args.tls_ca)?))
-        // API clients authenticate with a token; AgentSync insists on a certificate itself.
-        .client_auth_optional(true);
+    let tls = sf_coordinator::grpc_tls::server_config(
+        &args.tls_cert,
+        &args.tls_key,
+        &args.tls_ca,
+        args.tls_ticket_key_file.as_deref(),
+    )
+    .context("gRPC TLS configuration")?;
     let tokens = Tokens::parse(&String::from_utf8_lossy(&read(&args.api_token_file)?))
         .with_context(|| args.api_token_file.display().to_string())?;
     anyhow::ensure!(
@@ -145,14 +152,13 @@ async fn main() -> anyhow::Result<()> {
     let stopping = stop.clone();
     let incoming = sf_coordinator::listen::grpc_listener(args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
+    let incoming = sf_coordinator::grpc_tls::incoming(incoming, tls, fabric.metrics.clone());
     let server = Server::builder()
         // Ends a vanished agent's stream within ~20 s, so its reconnection (refused while
         // the old stream looks live: one stream per node) is not held up for long. At 5 s,
         // 5,000 idle agents cost 1,000 pings a second (docs/PERFORMANCE.md, issue 22).
         .http2_keepalive_interval(Some(Duration::from_secs(args.agent_keepalive_secs.max(1))))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .tls_config(tls)
-        .context("TLS configuration")?
         // The API's handlers authorize by method (a reader token reads only).
         .layer(tower::util::MapRequestLayer::new(
             sf_coordinator::identity::tag_method::<tonic::body::Body>,

@@ -24,6 +24,9 @@ EOF
     openssl req -x509 -new -config "$d/ca.cnf" -extensions v3_ca -key "$d/ca.key" \
         -days 3650 -sha256 -out "$d/ca.pem" 2>/dev/null
     chmod 600 "$d/ca.key"
+    # The coordinators' TLS session ticket secret (see sf-coordinator --tls-ticket-key-file).
+    openssl rand -out "$d/tls-ticket.key" 32
+    chmod 600 "$d/tls-ticket.key"
 }
 
 # pki_cert NAME EKU SAN - pki/NAME.pem + pki/NAME.key signed by the lab CA.

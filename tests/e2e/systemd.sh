@@ -97,6 +97,7 @@ E=$ROOT/etc/stackfabric
 cp "$PKI_DIR/ca.pem" "$PKI_DIR/coordinator.pem" "$PKI_DIR/coordinator.key" \
     "$PKI_DIR"/hv1.* "$PKI_DIR"/gw1.* "$E/"
 openssl rand -hex 16 >"$E/api-token"
+openssl rand -out "$E/tls-ticket.key" 32
 printf 'cloudstack:%s\n' "$(openssl rand -hex 12 | rootfs_chroot "$ROOT" /usr/bin/sf-coordinator hash-password)" >"$E/rest-users"
 chmod 600 "$E"/*.key "$E/api-token" "$E/rest-users"
 mkdir -p "$ROOT/etc/etcd/tls"

@@ -18,8 +18,11 @@ use tokio_rustls::TlsAcceptor;
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A server config from a PEM certificate chain and a PEM (PKCS#8, SEC1 or RSA) key.
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// A PEM certificate chain and a PEM (PKCS#8, SEC1 or RSA) key.
+pub fn identity(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading {}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -27,6 +30,12 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
     anyhow::ensure!(!chain.is_empty(), "{} holds no certificate", cert.display());
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("reading the private key {}", key.display()))?;
+    Ok((chain, key))
+}
+
+/// A server config from a PEM certificate chain and a PEM (PKCS#8, SEC1 or RSA) key.
+pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (chain, key) = identity(cert, key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

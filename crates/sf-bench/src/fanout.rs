@@ -346,14 +346,16 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         );
     }
 
-    // Reconnect: restart the coordinator under the whole fleet, resume vs forced snapshots.
+    // Reconnect: restart the coordinator under the whole fleet, resume vs forced snapshots,
+    // then resume again with a coordinator that cannot open the agents' TLS session tickets
+    // (no ticket key file: a secret of its own), so every agent makes a full handshake.
     let mut results = Vec::new();
-    for always_snapshot in [false, true] {
+    for (always_snapshot, tickets) in [(false, true), (true, true), (false, false)] {
         coord.stop()?;
-        let (c, healthy) = spec.start(always_snapshot).await?;
+        let (c, healthy) = spec.start_with(always_snapshot, tickets).await?;
         coord = c;
         eprintln!(
-            "restart (always_snapshot={always_snapshot}): coordinator healthy after {:.0} ms",
+            "restart (always_snapshot={always_snapshot}, tickets={tickets}): coordinator healthy after {:.0} ms",
             ms(healthy)
         );
         let deadline = Instant::now() + Duration::from_secs(600);
@@ -378,7 +380,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
                     .map(|(q, at)| format!("{:.0}% {at:.0} ms", q * 100.0))
                     .collect();
                 eprintln!(
-                    "restart (always_snapshot={always_snapshot}): resynced by {}",
+                    "restart (always_snapshot={always_snapshot}, tickets={tickets}): resynced by {}",
                     shown.join(", ")
                 );
                 break;
@@ -391,7 +393,13 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         let took = ms(coord.started.elapsed());
         let bytes = coord.metric("sf_coordinator_sync_sent_bytes").await?;
         let snaps = coord.metric("sf_coordinator_sync_snapshots").await?;
-        eprintln!("restart (always_snapshot={always_snapshot}): {have} agents resynced in {took:.0} ms, {snaps} snapshots, {bytes} bytes");
+        let full = coord
+            .metric("sf_coordinator_grpc_tls_full_handshakes")
+            .await?;
+        let resumed = coord
+            .metric("sf_coordinator_grpc_tls_resumed_handshakes")
+            .await?;
+        eprintln!("restart (always_snapshot={always_snapshot}, tickets={tickets}): {have} agents resynced in {took:.0} ms, {snaps} snapshots, {bytes} bytes; TLS handshakes {full} full, {resumed} resumed");
         results.push((took, bytes));
     }
     row(
@@ -405,6 +413,12 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         results[0].1,
         results[1].1,
         "forced full snapshots",
+    );
+    row(
+        &format!("reconnect_resync_ms_N{have}_tls_resumed{sfx}"),
+        results[0].0,
+        results[2].0,
+        "full TLS handshakes (no ticket key)",
     );
     coord.stop()?;
     drop(b);

@@ -144,6 +144,9 @@ pub struct CoordinatorSpec {
     pub metrics_port: u16,
     /// `--agent-keepalive-secs` (None: the coordinator's default).
     pub keepalive_secs: Option<u64>,
+    /// `--tls-ticket-key-file`: kept across restarts, as a deployment keeps it, so agents
+    /// resume their TLS sessions with the restarted coordinator.
+    pub ticket_key: PathBuf,
 }
 
 pub struct Coordinator {
@@ -159,6 +162,16 @@ impl CoordinatorSpec {
 
     /// Starts the coordinator and returns once `/healthz` says its index is loaded.
     pub async fn start(&self, always_snapshot: bool) -> anyhow::Result<(Coordinator, Duration)> {
+        self.start_with(always_snapshot, true).await
+    }
+
+    /// [`CoordinatorSpec::start`]; without `ticket_key` the coordinator seals TLS session
+    /// tickets with a secret of its own (none it did not issue opens).
+    pub async fn start_with(
+        &self,
+        always_snapshot: bool,
+        ticket_key: bool,
+    ) -> anyhow::Result<(Coordinator, Duration)> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -188,6 +201,9 @@ impl CoordinatorSpec {
             .stderr(log);
         if always_snapshot {
             cmd.arg("--always-snapshot");
+        }
+        if ticket_key {
+            cmd.arg("--tls-ticket-key-file").arg(&self.ticket_key);
         }
         if let Some(secs) = self.keepalive_secs {
             cmd.args(["--agent-keepalive-secs", &secs.to_string()]);
@@ -322,6 +338,8 @@ impl Bench {
         let server = pki.issue("coordinator", true)?;
         let token = format!("bench-{}", rand::random::<u64>());
         std::fs::write(dir.join("token"), &token)?;
+        let secret: [u8; 32] = rand::random();
+        std::fs::write(dir.join("ticket.key"), secret)?;
         let spec = CoordinatorSpec {
             bin: bin_dir.join("sf-coordinator"),
             dir: dir.clone(),
@@ -333,6 +351,7 @@ impl Bench {
             grpc_port: free_port(),
             metrics_port: free_port(),
             keepalive_secs: None,
+            ticket_key: dir.join("ticket.key"),
         };
         Ok(Bench {
             dir,

@@ -439,6 +439,9 @@ pub struct CoordinatorMetrics {
     pub cert_expiry: Gauge,
     /// 1 while this replica's etcd watch confirms its index current.
     pub index_current: Gauge,
+    /// gRPC TLS handshakes completed in full, and resumed from a session ticket.
+    pub tls_full_handshakes: Counter,
+    pub tls_resumed_handshakes: Counter,
 }
 
 impl CoordinatorMetrics {
@@ -459,6 +462,8 @@ impl CoordinatorMetrics {
             leader_elections: Counter::default(),
             cert_expiry: Gauge::default(),
             index_current: Gauge::default(),
+            tls_full_handshakes: Counter::default(),
+            tls_resumed_handshakes: Counter::default(),
         };
         register_build_info(reg, "coordinator");
         reg.register(
@@ -520,6 +525,16 @@ impl CoordinatorMetrics {
             "sf_coordinator_sync_snapshots",
             "Full snapshots sent to agents",
             m.sync_snapshots.clone(),
+        );
+        reg.register(
+            "sf_coordinator_grpc_tls_full_handshakes",
+            "gRPC TLS handshakes completed in full (certificates exchanged and verified)",
+            m.tls_full_handshakes.clone(),
+        );
+        reg.register(
+            "sf_coordinator_grpc_tls_resumed_handshakes",
+            "gRPC TLS handshakes resumed from a session ticket (no certificate, no signature)",
+            m.tls_resumed_handshakes.clone(),
         );
         reg.register(
             "sf_coordinator_sync_resumes",

@@ -25,6 +25,7 @@ start_coordinator() {
         --etcd-endpoints "$ETCD_URL" \
         --tls-cert "$STATE/pki/coordinator.pem" --tls-key "$STATE/pki/coordinator.key" \
         --tls-ca "$STATE/pki/ca.pem" --api-token-file "$STATE/api-tokens" \
+        --tls-ticket-key-file "$STATE/pki/tls-ticket.key" \
         --metrics-listen 0.0.0.0:9100 \
         --rest-listen 0.0.0.0:8080 --rest-users-file "$STATE/rest-users" --rest-site lab \
         --rest-tls-cert "$STATE/pki/coordinator.pem" --rest-tls-key "$STATE/pki/coordinator.key" \
@@ -50,6 +51,7 @@ start_coord_replica() {
         --etcd-ca "$d/ca.pem" --etcd-cert "$d/coord$i.pem" --etcd-key "$d/coord$i.key" \
         --tls-cert "$d/coord$i.pem" --tls-key "$d/coord$i.key" \
         --tls-ca "$d/ca.pem" --api-token-file "$STATE/api-tokens" \
+        --tls-ticket-key-file "$d/tls-ticket.key" \
         --metrics-listen 0.0.0.0:9100 \
         --rest-listen 0.0.0.0:8080 --rest-users-file "$STATE/rest-users" --rest-site lab \
         --rest-tls-cert "$d/coord$i.pem" --rest-tls-key "$d/coord$i.key" \
