@@ -149,9 +149,19 @@ pub fn build(backends: &[(&str, u32)], m: u32) -> Vec<u32> {
     // earliest in its permutation: the free slot s with the least (s - pos)·skip⁻¹ mod m
     // (its distance from `pos` in steps of `skip`). One scan of the F free slots per claim
     // (F ≤ √m) instead of m/F probes. Same claims, same table.
-    let mut free: Vec<u32> = (0..m)
-        .filter(|&s| taken[s as usize / 64] & (1u64 << (s % 64)) == 0)
-        .collect();
+    // The free slots, read a word of the bitmap at a time (~1,000 words, not 65,537 bits).
+    let mut free: Vec<u32> = Vec::with_capacity(left as usize);
+    for (i, &word) in taken.iter().enumerate().take((m as usize).div_ceil(64)) {
+        let mut open = !word;
+        while open != 0 {
+            let s = i as u32 * 64 + open.trailing_zeros();
+            if s >= m {
+                break;
+            }
+            free.push(s);
+            open &= open - 1;
+        }
+    }
     let modm = Barrett::new(m64);
     let mut inv = vec![0u64; n];
     loop {
