@@ -11,7 +11,8 @@
 # five times, each once gw1 made no pass for 5 s, each timed by gw1's own
 # sf_agent_intent_to_dataplane_seconds (the coordinator's
 # stamp of the write to gw1's clean pass); the baseline is the same with gw1's agent restarted
-# on the former `ip` executor (SF_GW_EXECUTOR=iproute2: one process per action). Medians.
+# on the former `ip` executor (SF_GW_EXECUTOR=iproute2: one process per action), and, with
+# OLD_GW_AGENT, with gw1 running that build. Medians.
 #
 #   gw-idle.sh [--vpcs N] [--idle-s S]     (defaults 200 and 30)
 # Prints `figure,value,baseline,ratio` lines. LAB_PREFIX names the lab (default sfgi<pid>-).
@@ -120,16 +121,6 @@ if [ -n "${GW_IDLE_PERF_OUT:-}" ]; then # where gw1's idle time goes (perf repor
     timeout 300 perf report -i "$OLD_DIR/perf.data" --children --percent-limit 2 \
         --stdio -g none >"$GW_IDLE_PERF_OUT.children" 2>/dev/null
 fi
-OLD_OWN="" OLD_ALL=""
-if [ -n "$OLD" ]; then
-    for b in "$BIN"/*; do ln -s "$b" "$OLD_DIR/"; done
-    rm -f "$OLD_DIR/sf-gateway-agent"
-    ln -s "$OLD" "$OLD_DIR/sf-gateway-agent"
-    deploy/lab.sh agent-stop gw1 >/dev/null
-    SF_BIN_DIR=$OLD_DIR deploy/lab.sh agent-start gw1 >/dev/null || { log "old agent did not start"; exit 1; }
-    read -r OLD_OWN OLD_ALL < <(idle "$(cat "$STATE/pids/gw1.pid")")
-    log "gw1 old agent idle: ${OLD_OWN}% own, ${OLD_ALL}% with children"
-fi
 # gw1's metric NAME.
 metric() { metrics | awk -v n="$1" '$1 == n { print $2 }'; }
 # Waits (up to 90 s) until gw1 made no pass for 5 s: a change then meets no pass in flight
@@ -166,6 +157,17 @@ one_change() {
     printf '%s\n' "${out[@]}" | sort -n | sed -n 3p
 }
 ONE_NEW=$(one_change $((N / 2)))
+OLD_OWN="" OLD_ALL="" ONE_OLD=""
+if [ -n "$OLD" ]; then
+    for b in "$BIN"/*; do ln -s "$b" "$OLD_DIR/"; done
+    rm -f "$OLD_DIR/sf-gateway-agent"
+    ln -s "$OLD" "$OLD_DIR/sf-gateway-agent"
+    deploy/lab.sh agent-stop gw1 >/dev/null
+    SF_BIN_DIR=$OLD_DIR deploy/lab.sh agent-start gw1 >/dev/null || { log "old agent did not start"; exit 1; }
+    read -r OLD_OWN OLD_ALL < <(idle "$(cat "$STATE/pids/gw1.pid")")
+    log "gw1 old agent idle: ${OLD_OWN}% own, ${OLD_ALL}% with children"
+    ONE_OLD=$(one_change $((N / 2 + 20)))
+fi
 log "gw1 agent restarted on the ip executor (SF_GW_EXECUTOR=iproute2), same build"
 deploy/lab.sh agent-stop gw1 >/dev/null
 SF_GW_EXECUTOR=iproute2 SF_BIN_DIR=$BIN deploy/lab.sh agent-start gw1 >/dev/null ||
@@ -175,5 +177,6 @@ ONE_IP=$(one_change $((N / 2 + 10)))
 ratio() { [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.1f", b / a }'; }
 echo "figure,value,baseline,ratio"
 echo "gw_one_change_intent_to_dataplane_ms_${N}_vpcs,${ONE_NEW:-n/a},${ONE_IP:-n/a} (ip executor),$(ratio "${ONE_NEW:-0}" "$ONE_IP")"
+[ -n "$OLD" ] && echo "gw_one_change_intent_to_dataplane_ms_${N}_vpcs_vs_old,${ONE_NEW:-n/a},${ONE_OLD:-n/a} (OLD_GW_AGENT),$(ratio "${ONE_NEW:-0}" "$ONE_OLD")"
 echo "gw_idle_agent_cpu_pct_${N}_vpcs_own,$NEW_OWN,${OLD_OWN:-n/a},$(ratio "$NEW_OWN" "$OLD_OWN")"
 echo "gw_idle_agent_cpu_pct_${N}_vpcs_with_children,$NEW_ALL,${OLD_ALL:-n/a},$(ratio "$NEW_ALL" "$OLD_ALL")"
