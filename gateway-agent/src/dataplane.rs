@@ -34,7 +34,7 @@ use sf_core::status::{DcStatus, LbStatus};
 use sf_linux::blackhole;
 use sf_linux::converge::{OnFailure, Pass, Plan, ReconcileError, Stage, Step};
 use sf_linux::frr::{expected_lines, render, Frr};
-use sf_linux::l2::{self, foreign_vnis, Action as L2Action};
+use sf_linux::l2::{self, foreign_vnis};
 use sf_linux::links::Link;
 use sf_linux::netlink::mirror::Mirror;
 use tokio::sync::Notify;
@@ -534,16 +534,8 @@ impl Gateway {
             }
         };
         let done = sf_linux::netlink::l2::converge_observed(pass, &nl, vnis, vtep, &observed).await;
-        // Turning the host's IPv6 off on a link sends no message.
         if let Some((m, _)) = self.mirror.as_mut() {
-            for a in &done {
-                if let L2Action::DisableIpv6 { link: name }
-                | L2Action::AddBridge { name }
-                | L2Action::AddVxlan { name, .. } = a
-                {
-                    m.state_mut().links_mut().set_ipv6_disabled(name);
-                }
-            }
+            m.state_mut().record_l2(&done);
         }
     }
 
@@ -561,9 +553,10 @@ impl Gateway {
             .cloned()
             .collect();
         links.sort_by_key(|l| l.ifindex);
-        // lo is the first device of every network namespace.
-        let lo = st.addresses_v4(1).iter().map(|n| n.addr()).collect();
-        sf_linux::l2::Observed { links, lo }
+        sf_linux::l2::Observed {
+            links,
+            lo: st.loopback_v4(),
+        }
     }
 
     /// Converges each router this pass may converge; returns those that are served (built

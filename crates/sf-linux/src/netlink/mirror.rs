@@ -177,6 +177,26 @@ impl MirrorState {
         &mut self.links
     }
 
+    /// Records what the L2 executor's successful actions `done` changed without a message:
+    /// the host's IPv6 turned off on a new or repaired overlay link (a `/proc/sys` write).
+    pub fn record_l2(&mut self, done: &[crate::l2::Action]) {
+        use crate::l2::Action;
+        for a in done {
+            if let Action::DisableIpv6 { link: name }
+            | Action::AddBridge { name }
+            | Action::AddVxlan { name, .. } = a
+            {
+                self.links.set_ipv6_disabled(name);
+            }
+        }
+    }
+
+    /// The loopback's IPv4 addresses (lo is the first device of every network namespace),
+    /// as the L2 planner reads them.
+    pub fn loopback_v4(&self) -> Vec<Ipv4Addr> {
+        self.addresses_v4(1).iter().map(|n| n.addr()).collect()
+    }
+
     /// Every link with its IPv4 addresses (as [`super::observe::links_with_addresses`]),
     /// by ifindex.
     pub fn links_with_addresses(&self) -> Vec<Link> {
