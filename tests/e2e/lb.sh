@@ -163,7 +163,7 @@ section "4. same table on every gateway; a failover keeps each 5-tuple on its ba
 DIGEST1=$(lb_json web | json "d['table_digest']"); GW1=$(lb_json web | json "d['gateway']")
 check "gateway $GW1 reports table digest $DIGEST1" test -n "$DIGEST1" -a -n "$GW1"
 # Section 3b's clean-up (an LB deleted: the router's table reloaded) settles first: once,
-# in CI, one of the 20 connections taken right after it was refused (not seen in 4 reruns).
+# in CI, one of the 20 connections taken right after it was refused (not seen in other runs).
 check "VIP answers before the failover" wait_for 30 X internet curl -s -m 1 http://203.0.113.20/
 by_port 203.0.113.20 20000 20 >"$STATE/ports.before"
 check "drain $GW1 (VPC moves to its standby)" S gateway drain "$GW1"
