@@ -26,7 +26,7 @@ use futures::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkExtentMask, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
@@ -342,22 +342,8 @@ impl Mirror {
     /// Reads back the links whose last message was a bridge port's only (see [`LinkView`]).
     async fn refresh_unsure(&mut self, nl: &Netlink) -> Result<(), NetlinkError> {
         for index in self.state.links.take_unsure() {
-            let got: Result<Vec<LinkMessage>, _> = nl
-                .handle()
-                .link()
-                .get()
-                .match_index(index)
-                .execute()
-                .try_collect()
-                .await;
-            match got {
-                Ok(msgs) => {
-                    for m in msgs {
-                        self.state.links.apply(&LinkUpdate::New(m));
-                    }
-                }
-                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {}
-                Err(e) => return Err(e.into()),
+            for m in super::view::read_back(nl, index).await? {
+                self.state.links.apply(&LinkUpdate::New(m));
             }
         }
         Ok(())
@@ -432,14 +418,8 @@ fn apply_datagram(state: &mut MirrorState, mut buf: &[u8]) -> bool {
 /// Links, addresses and both families' routes, one dump after the other (a socket runs one
 /// dump at a time).
 async fn dump(nl: &Netlink) -> Result<Dump, NetlinkError> {
+    let links = super::observe::link_messages(nl).await?;
     let h = nl.handle();
-    let links = h
-        .link()
-        .get()
-        .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
-        .execute()
-        .try_collect()
-        .await?;
     let addrs = h.address().get().execute().try_collect().await?;
     let mut routes: Vec<RouteMessage> = h
         .route()

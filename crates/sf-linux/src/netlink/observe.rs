@@ -25,15 +25,19 @@ use crate::links::{Link, VxlanInfo, OWNER_ALIAS};
 /// no IFLA_STATS*, no IPv6/ICMPv6 statistics), which are most of a link's message and of
 /// no use here: at 10,000 links they are megabytes per dump.
 pub async fn links(nl: &Netlink) -> Result<Vec<Link>, NetlinkError> {
-    let msgs: Vec<LinkMessage> = nl
+    Ok(parse_links(&link_messages(nl).await?))
+}
+
+/// The link dump of [`links`], unparsed (a mirror keeps the messages' own view).
+pub async fn link_messages(nl: &Netlink) -> Result<Vec<LinkMessage>, NetlinkError> {
+    Ok(nl
         .handle()
         .link()
         .get()
         .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
         .execute()
         .try_collect()
-        .await?;
-    Ok(parse_links(&msgs))
+        .await?)
 }
 
 /// The bridges of the namespace only, filtered by the kernel (IFLA_LINKINFO/IFLA_INFO_KIND in

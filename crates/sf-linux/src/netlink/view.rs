@@ -206,30 +206,39 @@ pub async fn refresh(
 ) -> Result<usize, NetlinkError> {
     let unsure = lock(view).take_unsure();
     for &index in &unsure {
-        let got: Result<Vec<LinkMessage>, _> = nl
-            .handle()
-            .link()
-            .get()
-            .match_index(index)
-            .execute()
-            .try_collect()
-            .await;
-        match got {
+        match read_back(nl, index).await {
             Ok(msgs) => {
                 let mut v = lock(view);
                 for m in msgs {
                     v.apply(&LinkUpdate::New(m));
                 }
             }
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {}
             Err(e) => {
                 // Still unsure: asked again next time.
                 lock(view).unsure.insert(index);
-                return Err(e.into());
+                return Err(e);
             }
         }
     }
     Ok(unsure.len())
+}
+
+/// The link with ifindex `index` as the kernel has it now (one RTM_GETLINK); none when it is
+/// gone meanwhile (its RTM_DELLINK says so).
+pub async fn read_back(nl: &Netlink, index: u32) -> Result<Vec<LinkMessage>, NetlinkError> {
+    let got: Result<Vec<LinkMessage>, _> = nl
+        .handle()
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_collect()
+        .await;
+    match got {
+        Ok(msgs) => Ok(msgs),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(vec![]),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn lock(view: &std::sync::Mutex<LinkView>) -> std::sync::MutexGuard<'_, LinkView> {
