@@ -16,6 +16,14 @@
 # p50 and p99 latency from wrk's distribution at L connections (default 1: one request at a
 # time, so latency is the path's, not a queue's) and at C. Prints `figure,value,
 # baseline,ratio` lines (median of R runs; the run order alternates).
+#
+# The ceiling: a third address, 203.0.113.22, that every backend holds and the router merely
+# routes (ECMP hashed on the 5-tuple, untracked: no conntrack, no NAT, no balancer at all),
+# measured the same way. No L4 balancer in this router can beat plain routing, so the ceiling
+# over HAProxy is the most any of them could show on this machine, where client, router and
+# backends share the CPUs. Each run also reads the machine's busy CPU time (/proc/stat) and
+# divides it by the connections made: CPU per connection, and the balancer's own share of it
+# (its path's cost minus the ceiling's).
 set -euo pipefail
 BIN=""
 SECS=8
@@ -75,15 +83,28 @@ topology() {
         ip -n "${NB[$i]}" addr add "10.10.1.2$i/24" dev eth0
         ip -n "${NB[$i]}" link set eth0 up
         ip -n "${NB[$i]}" route add default via 10.10.1.1
+        ip -n "${NB[$i]}" addr add 203.0.113.22/32 dev lo
         ip netns exec "${NB[$i]}" "$DP" http-serve --port 80 --name "b$i" >/dev/null 2>&1 &
         PIDS+=($!)
     done
-    ip netns exec "$NR" sysctl -qw net.ipv4.ip_forward=1
+    ip netns exec "$NR" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1
     # Many short connections: reuse TIME_WAIT ports on the connecting sides.
     for ns in "$NC" "$NR"; do
         ip netns exec "$ns" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65000"
     done
     "$DP" lb-table --backends 3 | ip netns exec "$NR" nft -f -
+    # The ceiling's path: routed to the three backends, never tracked, let in from transit.
+    ip -n "$NR" route add 203.0.113.22/32 nexthop via 10.10.1.20 nexthop via 10.10.1.21 nexthop via 10.10.1.22
+    ip netns exec "$NR" nft insert rule ip stackfabric forward iifname transit ip daddr 203.0.113.22 accept
+    ip netns exec "$NR" nft -f - <<'NFT'
+table ip bench_ceiling {
+    chain raw {
+        type filter hook prerouting priority raw; policy accept;
+        ip daddr 203.0.113.22 notrack
+        ip saddr 203.0.113.22 notrack
+    }
+}
+NFT
     cat >"$TMP/haproxy.cfg" <<EOF
 global
     maxconn 4096
@@ -102,7 +123,7 @@ EOF
     ip netns exec "$NR" haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
     PIDS+=($!)
     local vip
-    for vip in 203.0.113.20 203.0.113.21; do
+    for vip in 203.0.113.20 203.0.113.21 203.0.113.22; do
         for i in $(seq 50); do
             ip netns exec "$NC" curl -s -m 1 "http://$vip/" >/dev/null && break
             sleep 0.1
@@ -111,16 +132,29 @@ EOF
         local seen
         seen=$(for i in $(seq 12); do ip netns exec "$NC" curl -s -m 1 "http://$vip/"; done | sort -u | tr '\n' ' ')
         [ "$seen" = "b0 b1 b2 " ] || { log "$vip reaches [$seen], not b0 b1 b2"; exit 1; }
+        # The ceiling's connections are untracked; the balancers' are.
+        if [ "$vip" = 203.0.113.22 ]; then
+            ! ip netns exec "$NR" conntrack -L -d 203.0.113.22 2>/dev/null | grep -q . ||
+                { log "the ceiling's connections are tracked"; exit 1; }
+        fi
     done
 }
 
-# wrk_run VIP CONNECTIONS: "connections_per_s p50_ms p99_ms errors" of one wrk run.
+# busy_ticks: the machine's CPU time not idle, in clock ticks (/proc/stat, all CPUs).
+busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+
+# wrk_run VIP CONNECTIONS: "connections_per_s p50_ms p99_ms errors cpu_us_per_connection" of
+# one wrk run.
 wrk_run() {
+    local before after
+    before=$(busy_ticks)
     ip netns exec "$NC" wrk -t "$(($2 < 2 ? 1 : 2))" -c "$2" -d "${SECS}s" --latency -H "Connection: close" \
         "http://$1/" >"$TMP/wrk.out" 2>&1 || true
-    python3 - "$TMP/wrk.out" <<'PY'
+    after=$(busy_ticks)
+    python3 - "$TMP/wrk.out" "$((after - before))" "$(getconf CLK_TCK)" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
+busy_s = int(sys.argv[2]) / int(sys.argv[3])
 def ms(label):
     m = re.search(r"^\s+%s\s+([\d.]+)(us|ms|s)\s*$" % label, t, re.M)
     if not m:
@@ -129,7 +163,9 @@ def ms(label):
 rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
 errs = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", t))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{float(rps.group(1)) if rps else 0:.0f} {ms('50%'):.2f} {ms('99%'):.2f} {errs + (int(non2xx.group(1)) if non2xx else 0)}")
+done = re.search(r"^\s*(\d+) requests in", t, re.M)
+cpu_us = busy_s * 1e6 / int(done.group(1)) if done and int(done.group(1)) else float("nan")
+print(f"{float(rps.group(1)) if rps else 0:.0f} {ms('50%'):.2f} {ms('99%'):.2f} {errs + (int(non2xx.group(1)) if non2xx else 0)} {cpu_us:.1f}")
 PY
 }
 
@@ -137,16 +173,19 @@ median() { sort -g | sed -n "$(( (REPEAT + 1) / 2 ))p"; }
 
 topology
 log "both balancers reach all three backends"
-: >"$TMP/maglev" && : >"$TMP/haproxy" && : >"$TMP/maglev.lat" && : >"$TMP/haproxy.lat"
+for kind in maglev haproxy ceiling; do : >"$TMP/$kind" && : >"$TMP/$kind.lat"; done
 for i in $(seq "$REPEAT"); do
-    order=(maglev haproxy)
-    [ $((i % 2)) = 0 ] && order=(haproxy maglev)
+    order=(maglev haproxy ceiling)
+    [ $((i % 2)) = 0 ] && order=(ceiling haproxy maglev)
     for kind in "${order[@]}"; do
-        vip=203.0.113.20
-        [ "$kind" = haproxy ] && vip=203.0.113.21
+        case $kind in
+            maglev) vip=203.0.113.20 ;;
+            haproxy) vip=203.0.113.21 ;;
+            ceiling) vip=203.0.113.22 ;;
+        esac
         for c in "$CONNS" "$LCONNS"; do
             r=$(wrk_run "$vip" "$c")
-            log "$kind run $i, $c connections: conn/s p50_ms p99_ms errors = $r"
+            log "$kind run $i, $c connections: conn/s p50_ms p99_ms errors cpu_us/conn = $r"
             if [ "$c" = "$CONNS" ]; then echo "$r" >>"$TMP/$kind"; else echo "$r" >>"$TMP/$kind.lat"; fi
             sleep 2
         done
@@ -166,4 +205,13 @@ for f in maglev.lat:"$LCONNS" maglev:"$CONNS"; do
 done
 m=$(col maglev.lat 1) h=$(col haproxy.lat 1)
 echo "lb_new_connections_per_s_${LCONNS}_connections,$m,$h (HAProxy),$(ratio "$m" "$h")"
+m=$(col maglev 1) c=$(col ceiling 1) h=$(col haproxy 1)
+echo "lb_ceiling_new_connections_per_s_${CONNS}_connections,$c,$h (HAProxy; the ceiling: plain routing untracked),$(ratio "$c" "$h")"
+echo "lb_maglev_share_of_ceiling_${CONNS}_connections,$m,$c (plain routing untracked),$(ratio "$m" "$c")"
+m=$(col maglev 5) c=$(col ceiling 5) h=$(col haproxy 5)
+echo "lb_machine_cpu_us_per_connection_${CONNS}_connections,$m,$h (HAProxy),$(ratio "$m" "$h")"
+echo "lb_ceiling_cpu_us_per_connection_${CONNS}_connections,$c,,"
+mb=$(python3 -c 'import sys; print(f"{float(sys.argv[1]) - float(sys.argv[2]):.1f}")' "$m" "$c")
+hb=$(python3 -c 'import sys; print(f"{float(sys.argv[1]) - float(sys.argv[2]):.1f}")' "$h" "$c")
+echo "lb_balancer_cpu_us_per_connection_over_ceiling_${CONNS}_connections,$mb,$hb (HAProxy),$(ratio "$mb" "$hb")"
 echo "# wrk errors and non-2xx answers per run (median): Maglev $(col maglev 4), HAProxy $(col haproxy 4)"
