@@ -209,35 +209,6 @@ fn deletes_only_the_links_it_owns() {
 }
 
 #[test]
-fn the_bridge_dump_holds_every_bridge_and_nothing_else() {
-    in_netns("bridge_dump", || async {
-        let nl = Netlink::open().unwrap();
-        converge(&nl, &[1_000_001]).await;
-        ip(&["link", "add", "brvx-2000000", "type", "bridge"]).await;
-        ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]).await;
-        let all = netlink::observe::links(&nl).await.unwrap();
-        let bridges = netlink::observe::bridges(&nl).await.unwrap();
-        let names = |l: &[Link]| l.iter().map(|l| l.name.clone()).collect::<BTreeSet<_>>();
-        let want: BTreeSet<String> = all
-            .iter()
-            .filter(|l| l.kind.as_deref() == Some("bridge"))
-            .map(|l| l.name.clone())
-            .collect();
-        assert_eq!(names(&bridges), want);
-        assert!(want.contains("brvx-1000001") && want.contains("brvx-2000000"));
-        assert!(
-            all.len() > bridges.len(),
-            "the filter left the veths and the vxlan out"
-        );
-        assert_eq!(
-            by_name(&bridges, "brvx-1000001"),
-            by_name(&all, "brvx-1000001")
-        );
-        assert_eq!(l2::foreign_vnis(&bridges), l2::foreign_vnis(&all));
-    });
-}
-
-#[test]
 fn a_failed_request_fails_its_action_only() {
     in_netns("errors", || async {
         let nl = Netlink::open().unwrap();
@@ -368,40 +339,6 @@ fn the_link_view_follows_the_kernel_without_a_dump() {
     });
 }
 
-#[test]
-fn the_overlay_observation_is_the_full_one_without_other_links() {
-    in_netns("overlay_observation", || async {
-        let nl = Netlink::open().unwrap();
-        ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]).await;
-        ip(&["link", "add", "br7", "type", "bridge"]).await;
-        let vnis = BTreeSet::from([1_000_001, 1_000_002]);
-        let mut pass = Pass::default();
-        netlink::l2::converge_overlay(&mut pass, &nl, &vnis, vtep()).await;
-        let full = netlink::l2::observe(&nl).await.unwrap();
-        let overlay = netlink::l2::observe_overlay(&nl).await.unwrap();
-        let mut want: Vec<Link> = full
-            .links
-            .iter()
-            .filter(|l| matches!(l.kind.as_deref(), Some("bridge" | "vxlan")))
-            .cloned()
-            .collect();
-        let mut got = overlay.links.clone();
-        want.sort_by_key(|l| l.ifindex);
-        got.sort_by_key(|l| l.ifindex);
-        assert_eq!(got, want, "same links, masters resolved, IPv6 state read");
-        assert!(got.iter().all(|l| l.name != "v0" && l.name != "v1"));
-        assert_eq!(
-            by_name(&got, "vxlan1000002").master.as_deref(),
-            Some("brvx-1000002")
-        );
-        assert_eq!(overlay.lo, full.lo);
-        assert!(overlay.lo.contains(&vtep()));
-        // Converged: a second pass from the overlay observation changes nothing.
-        let plan = l2::plan(&vnis, vtep(), &overlay.lo, &overlay.links);
-        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
-    });
-}
-
 /// The change flag says "changed" after a link, an address or a route (either family) moved,
 /// once per look, and "unchanged" when nothing did, however often it is asked.
 #[test]
@@ -436,36 +373,6 @@ fn the_change_flag_sees_links_addresses_and_routes() {
         ip(&["-j", "route", "show"]).await;
         settle().await;
         assert!(!flag.take(), "a dump moves nothing");
-    });
-}
-
-/// The links-only flag moves for a link (created, aliased, up) and not for addresses or
-/// routes: the gateway's bridge reader, which a BGP route update must not wake.
-#[test]
-fn the_links_only_change_flag_ignores_addresses_and_routes() {
-    in_netns("change_flag_links", || async {
-        use netlink::changes::ChangeFlag;
-        let flag = ChangeFlag::open_links().unwrap();
-        let settle = || tokio::time::sleep(std::time::Duration::from_millis(50));
-        ip(&["link", "add", "cl0", "type", "veth", "peer", "name", "cl1"]).await;
-        settle().await;
-        assert!(flag.take(), "a link");
-        assert!(!flag.take(), "once per look");
-        ip(&["link", "set", "cl1", "up"]).await;
-        ip(&["link", "set", "cl0", "up"]).await;
-        settle().await;
-        assert!(flag.take(), "up");
-        // The operstate follows through linkwatch (up to a second later): let it pass.
-        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-        flag.take();
-        ip(&["addr", "add", "192.0.2.1/24", "dev", "cl0"]).await;
-        ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]).await;
-        ip(&["-6", "route", "add", "2001:db8:5::/64", "dev", "cl0"]).await;
-        settle().await;
-        assert!(!flag.take(), "addresses and routes are not links");
-        ip(&["link", "set", "cl0", "alias", "sf:owned"]).await;
-        settle().await;
-        assert!(flag.take(), "an alias");
     });
 }
 

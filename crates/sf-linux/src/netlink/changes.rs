@@ -37,13 +37,6 @@ impl ChangeFlag {
         )
     }
 
-    /// Subscribes to links only (created, deleted, renamed, aliased, enslaved, up or down,
-    /// bridge ports included) in the calling thread's network namespace: for a reader of
-    /// links alone, which routes and addresses (a BGP update on a gateway) must not wake.
-    pub fn open_links() -> io::Result<Self> {
-        Self::bind(RTMGRP_LINK)
-    }
-
     fn bind(groups: u32) -> io::Result<Self> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind(&SocketAddr::new(0, groups))?;

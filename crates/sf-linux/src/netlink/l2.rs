@@ -48,20 +48,6 @@ pub async fn observe(nl: &Netlink) -> Result<Observed, DeviceError> {
     Ok(Observed { links, lo })
 }
 
-/// The overlay's links only (bridges and VXLAN devices, see [`observe::overlay_links`]) and
-/// the loopback's addresses: all that [`plan`] reads. A gateway's host holds four veths per
-/// VPC router besides them, and a full dump there grows with the routers, not the networks.
-pub async fn observe_overlay(nl: &Netlink) -> Result<Observed, DeviceError> {
-    let links = observe::overlay_links(nl)
-        .await
-        .map_err(|e| e.on("dump bridges and vxlan links"))?;
-    // lo is the first device of every network namespace.
-    let lo = observe::addresses_v4(nl, 1)
-        .await
-        .map_err(|e| e.on("dump addresses of lo"))?;
-    Ok(Observed { links, lo })
-}
-
 /// Observes, plans and executes the overlay of `vnis` with VTEP `vtep` through netlink;
 /// returns what was observed (None when observation failed).
 pub async fn converge(
@@ -71,17 +57,6 @@ pub async fn converge(
     vtep: Ipv4Addr,
 ) -> Option<Observed> {
     converge_from(pass, nl, vnis, vtep, observe(nl)).await
-}
-
-/// [`converge`] observing the overlay's links only ([`observe_overlay`]): for a node whose
-/// other links are many and none of the L2 plan's business (a gateway's VPC routers).
-pub async fn converge_overlay(
-    pass: &mut Pass,
-    nl: &Netlink,
-    vnis: &BTreeSet<u32>,
-    vtep: Ipv4Addr,
-) -> Option<Observed> {
-    converge_from(pass, nl, vnis, vtep, observe_overlay(nl)).await
 }
 
 async fn converge_from(

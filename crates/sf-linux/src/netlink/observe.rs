@@ -40,43 +40,6 @@ pub async fn link_messages(nl: &Netlink) -> Result<Vec<LinkMessage>, NetlinkErro
         .await?)
 }
 
-/// The bridges of the namespace only, filtered by the kernel (IFLA_LINKINFO/IFLA_INFO_KIND in
-/// the dump request, NLM_F_DUMP_FILTERED since Linux 4.15): what a gateway needs to find
-/// foreign `brvx-` bridges. A full dump on a gateway with 1,000 VPC routers is ~4,000 links,
-/// and the kernel fills each veth's peer netns id by a linear walk of the namespace's netns
-/// ids (one per VPC namespace), so it cost O(routers²) every 3 s; the filter skips the veths
-/// before they are filled. Masters are not resolved (a bridge has none).
-pub async fn bridges(nl: &Netlink) -> Result<Vec<Link>, NetlinkError> {
-    let msgs = dump_kind(nl, netlink_packet_route::link::InfoKind::Bridge).await?;
-    Ok(parse_links(&msgs))
-}
-
-/// The bridges and VXLAN devices of the namespace (two dumps filtered by the kernel, as
-/// [`bridges`]), masters resolved across both: the overlay's links, all that an L2 plan reads,
-/// without the veths a gateway holds four of per VPC router.
-pub async fn overlay_links(nl: &Netlink) -> Result<Vec<Link>, NetlinkError> {
-    use netlink_packet_route::link::InfoKind;
-    let mut msgs = dump_kind(nl, InfoKind::Bridge).await?;
-    msgs.extend(dump_kind(nl, InfoKind::Vxlan).await?);
-    Ok(parse_links(&msgs))
-}
-
-/// One link dump the kernel filters by `kind` (without counters, as [`links`]).
-async fn dump_kind(
-    nl: &Netlink,
-    kind: netlink_packet_route::link::InfoKind,
-) -> Result<Vec<LinkMessage>, NetlinkError> {
-    let mut req = nl
-        .handle()
-        .link()
-        .get()
-        .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats]);
-    req.message_mut()
-        .attributes
-        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
-    Ok(req.execute().try_collect().await?)
-}
-
 /// The parsed links of a dump; masters resolved from ifindex to name within it.
 pub fn parse_links(msgs: &[LinkMessage]) -> Vec<Link> {
     let names: HashMap<u32, String> = msgs
