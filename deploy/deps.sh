@@ -10,7 +10,7 @@ set -euo pipefail
 SF_DEPS_BUILD=(gcc libc6-dev pkg-config ca-certificates
     protobuf-compiler libprotobuf-dev) # etcd-client's build script: protoc + descriptor.proto
 SF_DEPS_LAB=(etcd-server etcd-client frr frr-pythontools nftables iproute2 iputils-ping curl
-    openssl python3 procps psmisc kmod conntrack) # conntrack: the gateway cuts removed NAT flows
+    openssl python3 procps psmisc kmod conntrack) # conntrack: tests read and write flows with it
 SF_DEPS_TEST=(systemd ansible-core ansible-lint shellcheck    # unit verify, playbook lint, lint
     debootstrap systemd-container dpkg-dev                     # clean room, booted units, .debs
     prometheus         # promtool: deploy/monitoring/check.sh (19 MB; its service is not used)

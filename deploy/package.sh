@@ -29,7 +29,7 @@ deps_of() {
         sf-coordinator | sfctl) echo "" ;;
         sf-switch-agent) echo "$FRR_DEPS" ;;
         sf-hypervisor-agent) echo "$FRR_DEPS, nftables (>= 1.0.6)" ;;
-        sf-gateway-agent) echo "$FRR_DEPS, nftables (>= 1.0.6), conntrack" ;;
+        sf-gateway-agent) echo "$FRR_DEPS, nftables (>= 1.0.6)" ;;
     esac
 }
 

@@ -3,7 +3,8 @@
 //! forward or static NAT keeps forwarding its established connections, and a load balancer
 //! keeps sending a connection to a backend that went down or was removed. After a router's
 //! rules are applied, the DNAT targets it had before and no longer has are cut: their
-//! conntrack entries are deleted (`conntrack -D` by filter, in the VPC namespace), so the next
+//! conntrack entries are deleted (by filter, over ctnetlink in the VPC namespace:
+//! [`sf_linux::netlink::conntrack`], what `conntrack -D` does without the process), so the next
 //! packet of such a connection meets the current rules (no translation: the router answers
 //! with a reset; a load balancer: another backend, which resets it). This is what
 //! kube-proxy does for UDP endpoints and IPVS's `expire_nodest_conn` for removed backends.
@@ -13,10 +14,12 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
 
 use sf_core::desired::{L4Protocol, LbBackend, LoadBalancer, VpcRouter, VpcRouter6};
-use sf_linux::{run_with, DeviceError};
+use sf_linux::netlink::conntrack::{Conntrack, Filter};
+use sf_linux::netlink::netns;
+use sf_linux::DeviceError;
+use tracing::debug;
 
 use crate::nft;
 
@@ -70,8 +73,8 @@ pub fn targets(
     out
 }
 
-/// The `conntrack -D` filters cutting the flows of targets in `before` but not in `after`.
-pub fn cuts(before: &BTreeSet<Target>, after: &BTreeSet<Target>) -> Vec<Vec<String>> {
+/// The conntrack filters cutting the flows of targets in `before` but not in `after`.
+pub fn cuts(before: &BTreeSet<Target>, after: &BTreeSet<Target>) -> Vec<Filter> {
     let mut out = Vec::new();
     for t in before.difference(after) {
         match *t {
@@ -79,72 +82,56 @@ pub fn cuts(before: &BTreeSet<Target>, after: &BTreeSet<Target>) -> Vec<Vec<Stri
                 protocol,
                 public,
                 private,
-            } => {
-                let p = match protocol {
-                    L4Protocol::Tcp => "tcp",
-                    L4Protocol::Udp => "udp",
-                };
-                // conntrack lists IPv4 flows unless told the family.
-                let family: &[(&str, String)] = match public.0 {
-                    IpAddr::V4(_) => &[],
-                    IpAddr::V6(_) => &[("-f", "ipv6".to_string())],
-                };
-                out.push(args(
-                    &[
-                        family,
-                        &[
-                            ("-p", p.to_string()),
-                            ("--orig-dst", public.0.to_string()),
-                            ("--dport", public.1.to_string()),
-                            ("--reply-src", private.0.to_string()),
-                            ("--reply-port-src", private.1.to_string()),
-                        ],
-                    ]
-                    .concat(),
-                ));
-            }
+            } => out.push(Filter {
+                ipv6: public.0.is_ipv6(),
+                proto: Some(match protocol {
+                    L4Protocol::Tcp => libc::IPPROTO_TCP as u8,
+                    L4Protocol::Udp => libc::IPPROTO_UDP as u8,
+                }),
+                orig_dst: Some(public.0),
+                orig_dport: Some(public.1),
+                reply_src: Some(private.0),
+                reply_sport: Some(private.1),
+                ..Filter::default()
+            }),
             Target::Static { public, private } => {
                 // Connections to the public address, and the VM's own connections that left
                 // through it.
-                out.push(args(&[
-                    ("--orig-dst", public.to_string()),
-                    ("--reply-src", private.to_string()),
-                ]));
-                out.push(args(&[
-                    ("--orig-src", private.to_string()),
-                    ("--reply-dst", public.to_string()),
-                ]));
+                out.push(Filter {
+                    orig_dst: Some(public.into()),
+                    reply_src: Some(private.into()),
+                    ..Filter::default()
+                });
+                out.push(Filter {
+                    orig_src: Some(private.into()),
+                    reply_dst: Some(public.into()),
+                    ..Filter::default()
+                });
             }
         }
     }
     out
 }
 
-fn args(pairs: &[(&str, String)]) -> Vec<String> {
-    let mut v = vec!["-D".to_string()];
-    for (k, val) in pairs {
-        v.push(k.to_string());
-        v.push(val.clone());
-    }
-    v
-}
-
-/// How long one `conntrack -D` may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Deletes the conntrack entries matching each filter in namespace `ns`.
-pub async fn cut(ns: &str, filters: &[Vec<String>]) -> Result<(), DeviceError> {
-    for f in filters {
-        let mut argv: Vec<&str> = vec!["netns", "exec", ns, "conntrack"];
-        argv.extend(f.iter().map(String::as_str));
-        match run_with("ip", &argv, None, TIMEOUT).await {
-            Ok(_) => {}
-            // conntrack exits 1 when the filter matched nothing ("0 flow entries ...").
-            Err(DeviceError::Command { stderr, .. }) if stderr.contains("0 flow entries") => {}
-            Err(e) => return Err(e),
+/// Deletes the conntrack entries matching any of `filters` in namespace `ns` (one ctnetlink
+/// dump per family, on a thread of its own: the socket calls block).
+pub async fn cut(ns: &str, filters: &[Filter]) -> Result<(), DeviceError> {
+    let path = netns::path_of(ns);
+    let filters = filters.to_vec();
+    let what = format!("delete conntrack entries in {ns}");
+    let deleted = tokio::task::spawn_blocking(move || {
+        netns::within(&path, || Conntrack::open()?.delete(&filters))
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|entered| entered.and_then(|(deleted, _)| deleted));
+    match deleted {
+        Ok(n) => {
+            debug!(%ns, deleted = n, "conntrack entries deleted");
+            Ok(())
         }
+        Err(source) => Err(DeviceError::Spawn { cmd: what, source }),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -222,14 +209,14 @@ mod tests {
         after.static_nats.clear();
         let b_down = |_: &LoadBalancer, b: &LbBackend| b.name != "b";
         let c = cuts(&old, &targets(&after, None, &b_down));
-        let lines: Vec<String> = c.iter().map(|a| a.join(" ")).collect();
+        let lines: Vec<String> = c.iter().map(Filter::to_string).collect();
         assert_eq!(
             lines,
             [
-                "-D -p tcp --orig-dst 203.0.113.11 --dport 8080 --reply-src 10.10.1.12 --reply-port-src 80",
-                "-D -p tcp --orig-dst 203.0.113.20 --dport 80 --reply-src 10.10.1.22 --reply-port-src 80",
-                "-D --orig-dst 203.0.113.12 --reply-src 10.10.1.11",
-                "-D --orig-src 10.10.1.11 --reply-dst 203.0.113.12",
+                "-p tcp --orig-dst 203.0.113.11 --dport 8080 --reply-src 10.10.1.12 --reply-port-src 80",
+                "-p tcp --orig-dst 203.0.113.20 --dport 80 --reply-src 10.10.1.22 --reply-port-src 80",
+                "--orig-dst 203.0.113.12 --reply-src 10.10.1.11",
+                "--orig-src 10.10.1.11 --reply-dst 203.0.113.12",
             ]
         );
     }
@@ -246,11 +233,11 @@ mod tests {
         let down = |_: &LoadBalancer, b: &LbBackend| b.name != "[2001:db8:100:1::22]:80";
         let lines: Vec<String> = cuts(&old, &targets(&r, Some(&r6), &down))
             .iter()
-            .map(|a| a.join(" "))
+            .map(Filter::to_string)
             .collect();
         assert_eq!(
             lines,
-            ["-D -f ipv6 -p tcp --orig-dst 2001:db8:1ff::80 --dport 80 --reply-src 2001:db8:100:1::22 --reply-port-src 80"]
+            ["-f ipv6 -p tcp --orig-dst 2001:db8:1ff::80 --dport 80 --reply-src 2001:db8:100:1::22 --reply-port-src 80"]
         );
     }
 }

@@ -9,7 +9,7 @@
 use std::io;
 
 use netlink_sys::Socket;
-use sf_linux::netlink::nfgen;
+use sf_linux::netlink::nfgen::{self, attrs, put_attr};
 use sf_metrics::RuleSample;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -88,30 +88,6 @@ fn request(table: &str, seq: u32) -> Vec<u8> {
         NFPROTO_IPV4,
         &attrs,
     )
-}
-
-fn put_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    buf.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(value);
-    buf.resize(buf.len().next_multiple_of(4), 0);
-}
-
-/// Netlink attributes of `buf` as (type without flags, value).
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
-        if len < 4 || len > buf.len() {
-            return None;
-        }
-        let value = &buf[4..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-        Some((kind, value))
-    })
 }
 
 fn be_u64(v: &[u8]) -> u64 {

@@ -528,3 +528,287 @@ fn the_mirror_holds_our_blackholes_as_ip_shows_them() {
         assert_eq!(mirror.dumps(), 1);
     });
 }
+
+/// Entries in the namespace's conntrack tables as `conntrack -L` lists them (both
+/// families), without the ticking timeout, sorted.
+async fn conntrack_list() -> Vec<String> {
+    let mut out = Vec::new();
+    for family in ["ipv4", "ipv6"] {
+        let listing = sf_linux::run("conntrack", &["-L", "-f", family])
+            .await
+            .unwrap();
+        out.extend(listing.lines().map(|l| {
+            let mut f: Vec<&str> = l.split_whitespace().collect();
+            f.remove(2);
+            f.join(" ")
+        }));
+    }
+    out.sort();
+    out
+}
+
+/// Flows of a gateway's router: two load-balanced ones per backend and VIP port, a port
+/// forward, a static NAT both ways, a SNAT'd flow, IPv6 load-balanced ones.
+async fn insert_router_flows() {
+    let flows: [&[&str]; 9] = [
+        &[
+            "-p",
+            "tcp",
+            "-s",
+            "198.51.100.7",
+            "-d",
+            "203.0.113.20",
+            "--sport",
+            "20012",
+            "--dport",
+            "80",
+            "-r",
+            "10.10.1.22",
+            "-q",
+            "198.51.100.7",
+            "--reply-port-src",
+            "80",
+            "--reply-port-dst",
+            "20012",
+        ],
+        &[
+            "-p",
+            "tcp",
+            "-s",
+            "198.51.100.7",
+            "-d",
+            "203.0.113.20",
+            "--sport",
+            "20013",
+            "--dport",
+            "80",
+            "-r",
+            "10.10.1.21",
+            "-q",
+            "198.51.100.7",
+            "--reply-port-src",
+            "80",
+            "--reply-port-dst",
+            "20013",
+        ],
+        &[
+            "-p",
+            "tcp",
+            "-s",
+            "198.51.100.7",
+            "-d",
+            "203.0.113.20",
+            "--sport",
+            "20014",
+            "--dport",
+            "8080",
+            "-r",
+            "10.10.1.22",
+            "-q",
+            "198.51.100.7",
+            "--reply-port-src",
+            "80",
+            "--reply-port-dst",
+            "20014",
+        ],
+        &[
+            "-p",
+            "tcp",
+            "-s",
+            "198.51.100.8",
+            "-d",
+            "203.0.113.11",
+            "--sport",
+            "3333",
+            "--dport",
+            "8080",
+            "-r",
+            "10.10.1.12",
+            "-q",
+            "198.51.100.8",
+            "--reply-port-src",
+            "80",
+            "--reply-port-dst",
+            "3333",
+        ],
+        &[
+            "-p",
+            "udp",
+            "-s",
+            "198.51.100.9",
+            "-d",
+            "203.0.113.12",
+            "--sport",
+            "53",
+            "--dport",
+            "5353",
+            "-r",
+            "10.10.1.11",
+            "-q",
+            "198.51.100.9",
+            "--reply-port-src",
+            "5353",
+            "--reply-port-dst",
+            "53",
+        ],
+        &[
+            "-p",
+            "tcp",
+            "-s",
+            "10.10.1.11",
+            "-d",
+            "198.51.100.10",
+            "--sport",
+            "40000",
+            "--dport",
+            "443",
+            "-r",
+            "198.51.100.10",
+            "-q",
+            "203.0.113.12",
+            "--reply-port-src",
+            "443",
+            "--reply-port-dst",
+            "40000",
+        ],
+        &[
+            "-p",
+            "tcp",
+            "-s",
+            "10.10.1.30",
+            "-d",
+            "198.51.100.10",
+            "--sport",
+            "40001",
+            "--dport",
+            "443",
+            "-r",
+            "198.51.100.10",
+            "-q",
+            "203.0.113.10",
+            "--reply-port-src",
+            "443",
+            "--reply-port-dst",
+            "40001",
+        ],
+        &[
+            "-p",
+            "tcp",
+            "-s",
+            "2001:db8::7",
+            "-d",
+            "2001:db8:1ff::80",
+            "--sport",
+            "1000",
+            "--dport",
+            "80",
+            "-r",
+            "2001:db8:100:1::22",
+            "-q",
+            "2001:db8::7",
+            "--reply-port-src",
+            "80",
+            "--reply-port-dst",
+            "1000",
+        ],
+        &[
+            "-p",
+            "tcp",
+            "-s",
+            "2001:db8::7",
+            "-d",
+            "2001:db8:1ff::80",
+            "--sport",
+            "1001",
+            "--dport",
+            "80",
+            "-r",
+            "2001:db8:100:1::21",
+            "-q",
+            "2001:db8::7",
+            "--reply-port-src",
+            "80",
+            "--reply-port-dst",
+            "1001",
+        ],
+    ];
+    for f in flows {
+        let mut args = vec!["-I"];
+        args.extend_from_slice(f);
+        if f[1] == "tcp" {
+            args.extend_from_slice(&["--state", "ESTABLISHED"]);
+        }
+        args.extend_from_slice(&["-t", "300", "-u", "SEEN_REPLY"]);
+        sf_linux::run("conntrack", &args).await.unwrap();
+    }
+}
+
+/// The ctnetlink delete removes exactly what `conntrack -D` with the same options removes
+/// (the tool is the reference), across both tables and filters of every kind a gateway
+/// cuts with: a load balancer's backend, a static NAT's two directions, an IPv6 backend.
+#[test]
+fn the_conntrack_delete_removes_what_the_conntrack_tool_removes() {
+    in_netns("conntrack_delete", || async {
+        use netlink::conntrack::{Conntrack, Filter};
+        let tcp = Some(libc::IPPROTO_TCP as u8);
+        let a = |s: &str| Some(s.parse().unwrap());
+        let filters = [
+            Filter {
+                proto: tcp,
+                orig_dst: a("203.0.113.20"),
+                orig_dport: Some(80),
+                reply_src: a("10.10.1.22"),
+                reply_sport: Some(80),
+                ..Filter::default()
+            },
+            Filter {
+                orig_dst: a("203.0.113.12"),
+                reply_src: a("10.10.1.11"),
+                ..Filter::default()
+            },
+            Filter {
+                orig_src: a("10.10.1.11"),
+                reply_dst: a("203.0.113.12"),
+                ..Filter::default()
+            },
+            Filter {
+                ipv6: true,
+                proto: tcp,
+                orig_dst: a("2001:db8:1ff::80"),
+                orig_dport: Some(80),
+                reply_src: a("2001:db8:100:1::22"),
+                reply_sport: Some(80),
+                ..Filter::default()
+            },
+        ];
+        insert_router_flows().await;
+        let all = conntrack_list().await;
+        assert_eq!(all.len(), 9, "{all:#?}");
+        for f in &filters {
+            let opts = f.to_string();
+            let mut args = vec!["-D"];
+            args.extend(opts.split(' '));
+            sf_linux::run("conntrack", &args).await.unwrap();
+        }
+        let by_tool = conntrack_list().await;
+        assert_eq!(by_tool.len(), 5, "{by_tool:#?}");
+
+        sf_linux::run("conntrack", &["-F"]).await.unwrap();
+        sf_linux::run("conntrack", &["-F", "-f", "ipv6"])
+            .await
+            .unwrap();
+        insert_router_flows().await;
+        assert_eq!(conntrack_list().await, all);
+        let mut ct = Conntrack::open().unwrap();
+        assert_eq!(ct.entries(false).unwrap().len(), 7);
+        assert_eq!(ct.entries(true).unwrap().len(), 2);
+        assert_eq!(ct.delete(&filters).unwrap(), 4);
+        assert_eq!(conntrack_list().await, by_tool);
+        assert_eq!(ct.delete(&filters).unwrap(), 0, "nothing left to match");
+
+        // An entry deleted meanwhile is not an error, and a stale one is not deleted.
+        let stale = ct.entries(false).unwrap();
+        sf_linux::run("conntrack", &["-F"]).await.unwrap();
+        assert!(!ct.delete_entry(&stale[0]).unwrap());
+    });
+}

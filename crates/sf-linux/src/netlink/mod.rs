@@ -15,6 +15,7 @@
 pub mod address;
 pub mod bridge;
 pub mod changes;
+pub mod conntrack;
 pub mod events;
 pub mod l2;
 pub mod link;

@@ -91,6 +91,31 @@ pub fn nftables_request(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]
     m
 }
 
+/// Appends netlink attribute `kind` holding `value`, padded to 4 bytes.
+pub fn put_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    buf.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(value);
+    buf.resize(buf.len().next_multiple_of(4), 0);
+}
+
+/// The netlink attributes of `buf` as (type without the nested and byte-order flags, value).
+pub fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+        if len < 4 || len > buf.len() {
+            return None;
+        }
+        let value = &buf[4..len];
+        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+        Some((kind, value))
+    })
+}
+
 /// NFT_MSG_GETGEN (family unspec, no attributes).
 fn request(seq: u32) -> Vec<u8> {
     nftables_request(NFT_MSG_GETGEN, NLM_F_REQUEST, seq, 0, &[])
