@@ -28,8 +28,6 @@ const NFTA_COUNTER_BYTES: u16 = 1;
 const NFTA_COUNTER_PACKETS: u16 = 2;
 /// libnftnl's user data type of a rule comment.
 const UDATA_RULE_COMMENT: u8 = 0;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 /// Receive buffer of one read: a dump part is at most 32 kB.
@@ -101,40 +99,12 @@ fn string(v: &[u8]) -> String {
 }
 
 /// One part of the answer: appends its rules' samples; true once the dump is done.
-fn parse_part(
-    mut buf: &[u8],
-    seq: u32,
-    scope: &str,
-    out: &mut Vec<RuleSample>,
-) -> io::Result<bool> {
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        let mseq = u32::from_ne_bytes(buf[8..12].try_into().expect("4 bytes"));
-        if len < 16 || len > buf.len() {
-            return Err(io::Error::other("truncated netlink message"));
+fn parse_part(buf: &[u8], seq: u32, scope: &str, out: &mut Vec<RuleSample>) -> io::Result<bool> {
+    nfgen::answer_part(buf, seq, |kind, body| {
+        if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE && body.len() >= 4 {
+            out.extend(rule(&body[4..], scope));
         }
-        let body = &buf[16..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-        if mseq != seq {
-            continue;
-        }
-        match kind {
-            NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => {
-                let code = i32::from_ne_bytes(body[..4].try_into().expect("4 bytes"));
-                if code != 0 {
-                    return Err(io::Error::from_raw_os_error(-code));
-                }
-                return Ok(true);
-            }
-            k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE && body.len() >= 4 => {
-                out.extend(rule(&body[4..], scope));
-            }
-            _ => {}
-        }
-    }
-    Ok(false)
+    })
 }
 
 /// The sample of one rule, if it has a counter: named by its comment, else by its handle.

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use netlink_sys::Socket;
 
-use super::nfgen::{attrs, open_socket, put_attr};
+use super::nfgen::{answer_part, attrs, nfnl_request, open_socket, put_attr};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
@@ -34,8 +34,6 @@ const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
@@ -234,55 +232,17 @@ impl Conntrack {
 
 /// A ctnetlink request: nlmsghdr, nfgenmsg (`family`, version 0, resource 0), `attrs`.
 fn request(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
-    let len = 16 + 4 + attrs.len();
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | msg).to_ne_bytes());
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[family, 0, 0, 0]);
-    m.extend_from_slice(attrs);
-    m
+    nfnl_request(NFNL_SUBSYS_CTNETLINK, msg, flags, seq, family, attrs)
 }
 
 /// One part of an answer to request `seq`: appends its entries; true once the answer is
 /// complete (the dump's end, or an acknowledgement).
-fn parse_part(mut buf: &[u8], seq: u32, out: &mut Vec<Entry>) -> io::Result<bool> {
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        let mseq = u32::from_ne_bytes(buf[8..12].try_into().expect("4 bytes"));
-        if len < 16 || len > buf.len() {
-            return Err(io::Error::other("truncated netlink message"));
+fn parse_part(buf: &[u8], seq: u32, out: &mut Vec<Entry>) -> io::Result<bool> {
+    answer_part(buf, seq, |kind, body| {
+        if kind == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW && body.len() >= 4 {
+            out.extend(entry(body[0], &body[4..]));
         }
-        let msg = &buf[..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-        if mseq != seq {
-            continue;
-        }
-        match kind {
-            NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => {
-                let errno = msg
-                    .get(16..20)
-                    .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
-                    .ok_or_else(|| io::Error::other("short netlink error"))?;
-                return if errno == 0 {
-                    Ok(true)
-                } else {
-                    Err(io::Error::from_raw_os_error(-errno))
-                };
-            }
-            k if k == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW => {
-                if let Some(e) = msg.get(20..).and_then(|body| entry(msg[16], body)) {
-                    out.push(e);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(false)
+    })
 }
 
 /// The entry in the attributes `body` of a CT_NEW message of address family `family`.
@@ -357,6 +317,7 @@ fn tuple(nested: &[u8]) -> Tuple {
 
 #[cfg(test)]
 mod tests {
+    use super::super::nfgen::{NLMSG_DONE, NLMSG_ERROR};
     use super::*;
 
     fn nested(kind: u16, inner: &[u8]) -> Vec<u8> {

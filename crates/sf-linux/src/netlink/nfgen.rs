@@ -15,7 +15,8 @@ const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_GETGEN: u16 = 16;
 /// Attribute of NEWGEN carrying the generation (big endian u32).
 const NFTA_GEN_ID: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 
 /// A NETLINK_NETFILTER socket of the namespace it was opened in.
@@ -79,16 +80,65 @@ pub fn open_socket() -> io::Result<Socket> {
 /// An nftables request: nlmsghdr (type `NFNL_SUBSYS_NFTABLES << 8 | msg`), nfgenmsg (`family`,
 /// version 0, resource 0), then `attrs` (already 4-aligned).
 pub fn nftables_request(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
+    nfnl_request(NFNL_SUBSYS_NFTABLES, msg, flags, seq, family, attrs)
+}
+
+/// A request to nfnetlink subsystem `subsys`: nlmsghdr (type `subsys << 8 | msg`), nfgenmsg
+/// (`family`, version 0, resource 0), then `attrs` (already 4-aligned).
+pub fn nfnl_request(
+    subsys: u16,
+    msg: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    attrs: &[u8],
+) -> Vec<u8> {
     let len = 16 + 4 + attrs.len();
     let mut m = Vec::with_capacity(len);
     m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
+    m.extend_from_slice(&((subsys << 8) | msg).to_ne_bytes());
     m.extend_from_slice(&flags.to_ne_bytes());
     m.extend_from_slice(&seq.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
     m.extend_from_slice(&[family, 0, 0, 0]);
     m.extend_from_slice(attrs);
     m
+}
+
+/// Walks one received part of the answer to request `seq`: calls `each` with the type and the
+/// body (what follows the nlmsghdr) of each of its messages; true once the answer is complete
+/// (NLMSG_DONE, or an acknowledgement), an error answer as its errno. Messages of other
+/// requests are skipped.
+pub fn answer_part(mut buf: &[u8], seq: u32, mut each: impl FnMut(u16, &[u8])) -> io::Result<bool> {
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        let mseq = u32::from_ne_bytes(buf[8..12].try_into().expect("4 bytes"));
+        if len < 16 || len > buf.len() {
+            return Err(io::Error::other("truncated netlink message"));
+        }
+        let body = &buf[16..len];
+        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+        if mseq != seq {
+            continue;
+        }
+        match kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let code = body
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
+                    .ok_or_else(|| io::Error::other("short netlink error"))?;
+                return if code == 0 {
+                    Ok(true)
+                } else {
+                    Err(io::Error::from_raw_os_error(-code))
+                };
+            }
+            _ => each(kind, body),
+        }
+    }
+    Ok(false)
 }
 
 /// Appends netlink attribute `kind` holding `value`, padded to 4 bytes.
