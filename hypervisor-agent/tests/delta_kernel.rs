@@ -117,6 +117,9 @@ async fn scenario() {
     tokio::time::timeout(Duration::from_secs(2), wake.notified())
         .await
         .expect("a link message wakes the agent");
+    // The first message wakes it; let the second (the vxlan down) arrive too, so one pass
+    // sees both (a pass between them would plan only the port flags, and the next the rest).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(pass(&mut dp, &plus).await, 2, "port flags and up");
     assert_eq!(
         dp.last_pass,
