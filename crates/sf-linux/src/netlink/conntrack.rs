@@ -248,30 +248,26 @@ fn parse_part(buf: &[u8], seq: u32, out: &mut Vec<Entry>) -> io::Result<bool> {
 /// The entry in the attributes `body` of a CT_NEW message of address family `family`.
 fn entry(family: u8, body: &[u8]) -> Option<Entry> {
     let (mut orig, mut reply, mut orig_attr, mut id, mut zone) = (None, None, None, None, None);
-    let mut at = 0;
     for (kind, value) in attrs(body) {
-        let whole = 4 + value.len();
         match kind {
             CTA_TUPLE_ORIG => {
                 orig = Some(tuple(value));
-                orig_attr = Some(body[at..at + whole].to_vec());
+                // Sent back as the nested attribute the kernel dumped (same bytes).
+                let mut a = Vec::with_capacity(4 + value.len());
+                put_attr(&mut a, CTA_TUPLE_ORIG | NLA_F_NESTED, value);
+                orig_attr = Some(a);
             }
             CTA_TUPLE_REPLY => reply = Some(tuple(value)),
             CTA_ID => id = value.get(..4).map(|v| v.try_into().expect("4 bytes")),
             CTA_ZONE => zone = value.get(..2).map(|v| v.try_into().expect("2 bytes")),
             _ => {}
         }
-        at += whole.next_multiple_of(4);
     }
-    let mut orig_attr: Vec<u8> = orig_attr?;
-    // Sent back as a nested attribute (the kernel marks it so in dumps, too).
-    let kind = u16::from_ne_bytes([orig_attr[2], orig_attr[3]]) | NLA_F_NESTED;
-    orig_attr[2..4].copy_from_slice(&kind.to_ne_bytes());
     Some(Entry {
         orig: orig?,
         reply: reply?,
         family,
-        orig_attr,
+        orig_attr: orig_attr?,
         id,
         zone,
     })
