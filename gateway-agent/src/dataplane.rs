@@ -233,28 +233,20 @@ impl Gateway {
         let mut tables = Vec::new();
         let mut status = BTreeMap::new();
         for lb in lbs {
-            let up = |b: &sf_core::desired::LbBackend| {
+            let reading = nft::LbReading::new(lb, |b| {
                 lb.health == HealthCheck::None || self.health.is_up(ns, &lb.name, &b.name)
-            };
-            let mut key = format!("{}", lb.table_size);
-            let mut backends = BTreeMap::new();
-            for b in nft::lb_backends(lb) {
-                let ok = up(b);
-                backends.insert(b.name.clone(), ok);
-                if ok && b.weight > 0 {
-                    key.push_str(&format!("|{}={}:{}*{}", b.name, b.ip, b.port, b.weight));
-                }
-            }
+            });
+            let key = reading.key();
             let t = match cache.get(&key).or_else(|| self.lb_cache.get(&key)) {
                 Some(t) => t.clone(),
-                None => Arc::new(nft::lb_table(lb, &up)),
+                None => Arc::new(reading.table()),
             };
             cache.insert(key, t.clone());
             status.insert(
                 format!("{}/{}/{}", r.tenant, r.vpc, lb.name),
                 LbStatus {
                     table_digest: t.maglev_digest.clone(),
-                    backends,
+                    backends: reading.status(),
                 },
             );
             tables.push(t);

@@ -177,6 +177,57 @@ impl std::fmt::Debug for LbTable {
     }
 }
 
+/// One reading of the health of a load balancer's backends ([`lb_backends`] order), from
+/// which its cache key, its table and its reported status all follow. A probe flips at any
+/// time: a table built from a second reading would be cached, installed and reported under
+/// a key and a status it does not match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbReading<'a> {
+    lb: &'a LoadBalancer,
+    backends: Vec<&'a LbBackend>,
+    up: Vec<bool>,
+}
+
+impl<'a> LbReading<'a> {
+    /// Asks `is_up` once per backend.
+    pub fn new(lb: &'a LoadBalancer, is_up: impl Fn(&LbBackend) -> bool) -> Self {
+        let backends = lb_backends(lb);
+        let up = backends.iter().map(|b| is_up(b)).collect();
+        LbReading { lb, backends, up }
+    }
+
+    /// What the table is a function of: size, backends (name, address, port, weight) and
+    /// their health in this reading.
+    pub fn key(&self) -> String {
+        let mut key = self.lb.table_size.to_string();
+        for (b, up) in self.backends.iter().zip(&self.up) {
+            let state = if *up { '+' } else { '-' };
+            let _ = write!(key, "|{}={}:{}*{}{state}", b.name, b.ip, b.port, b.weight);
+        }
+        key
+    }
+
+    /// The Maglev table over the backends UP in this reading.
+    pub fn table(&self) -> LbTable {
+        let member = |b: &LbBackend| {
+            self.backends
+                .iter()
+                .position(|x| std::ptr::eq(*x, b))
+                .is_some_and(|i| self.up[i])
+        };
+        lb_table(self.lb, &member)
+    }
+
+    /// Backend name → UP in this reading.
+    pub fn status(&self) -> BTreeMap<String, bool> {
+        self.backends
+            .iter()
+            .zip(&self.up)
+            .map(|(b, up)| (b.name.clone(), *up))
+            .collect()
+    }
+}
+
 /// The Maglev table of `lb` over the backends `healthy` accepts (weights honoured, names
 /// sorted, `table_size` slots). Pure; the caller caches by input.
 pub fn lb_table(lb: &LoadBalancer, healthy: &dyn Fn(&LbBackend) -> bool) -> LbTable {
@@ -1060,6 +1111,47 @@ mod tests {
         // None healthy: empty map.
         let none = lb_table(lb, &|_| false);
         assert!(none.elements.is_empty() && none.slots.is_empty());
+    }
+
+    #[test]
+    fn a_reading_holds_still_while_the_health_it_was_taken_from_flips() {
+        let r = lb_example();
+        let lb = &r.load_balancers[0];
+        // A probe flips 10.10.1.22 on every look, as a check thread may between two looks.
+        let looks = std::cell::Cell::new(0u32);
+        let flapping = |b: &LbBackend| {
+            if b.name != "10.10.1.22:80" {
+                return true;
+            }
+            looks.set(looks.get() + 1);
+            looks.get() % 2 == 1
+        };
+        let reading = LbReading::new(lb, flapping);
+        let status = reading.status();
+        let table = reading.table();
+        let key = reading.key();
+        assert_eq!(
+            reading.table(),
+            table,
+            "the same table from the same reading"
+        );
+        assert_eq!(reading.key(), key);
+        let up: Vec<&String> = status
+            .iter()
+            .filter(|(_, up)| **up)
+            .map(|(n, _)| n)
+            .collect();
+        let holding: Vec<&String> = table.slots.keys().collect();
+        assert_eq!(up, holding, "the table holds the backends reported UP");
+        assert_eq!(
+            key.contains("10.10.1.22:80=10.10.1.22:80*1+"),
+            status["10.10.1.22:80"],
+            "{key}"
+        );
+        // Health is part of the key: the other reading has another key and table.
+        let other = LbReading::new(lb, |b| b.name != "10.10.1.22:80" || !status[&b.name]);
+        assert_ne!(other.key(), key);
+        assert_ne!(other.table().digest, table.digest);
     }
 
     #[test]
