@@ -116,6 +116,25 @@ never_two() {
         sleep 0.2
     done
 }
+# lb_maps VIP - for a failure's message: per router namespace of every gateway whose NAT
+# table names VIP, how many slots of each load balancer map point at each backend, its lbsum
+# digests, and the serving gateway's last map loads.
+lb_maps() {
+    local ns
+    for ns in $(ip netns list | awk '{print $1}' | grep "^${LAB_PREFIX}gw[0-9]*-vpc"); do
+        ip netns exec "$ns" nft list table ip stackfabric 2>/dev/null | grep -qF "$1" || continue
+        echo "$ns:"
+        ip netns exec "$ns" nft list set ip stackfabric lbsum 2>&1 | grep -o 'sf:[^"]*' | sed 's/^/  /'
+        for m in $(ip netns exec "$ns" nft -t list maps ip 2>/dev/null | awk '$1 == "map" && $2 ~ /^lb[0-9]+$/ {print $2}'); do
+            printf '  %s: ' "$m"
+            ip netns exec "$ns" nft list map ip stackfabric "$m" 2>&1 |
+                grep -o '[0-9.]* \. [0-9]*' | sort | uniq -c | tr -s ' \n' ' '
+            echo
+        done
+    done
+    grep -ah 'LoadLbMaps\|LoadNft\|backend \(UP\|DOWN\)' "$STATE"/logs/gw*.log 2>/dev/null | tail -n 12 | cut -c1-300
+}
+
 # lab_finish - a lab test's last step: takes the lab down, checks that no namespace of this
 # run remains, and prints the result (finish).
 lab_finish() {

@@ -57,6 +57,17 @@ lb_backends() { S -o json lb show web --tenant tfdemo --vpc green | json "' '.jo
 drained() { S -o json gateway list | json "' '.join(d['drained'])"; }
 # vip_spread N: which backends answer N new connections to the LB's VIP from the internet host.
 vip_spread() { X internet bash -c "for i in \$(seq $1); do curl -s -m 2 http://203.0.113.42/; done" | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' '; }
+# spread_both N: N new connections reach tf-app-1 and tf-app-2 and nothing else (the spread
+# is left in $WORK/spread).
+spread_both() {
+    local s n1 n2 others
+    s=$(vip_spread "$1")
+    echo "$s" >"$WORK/spread"
+    n1=$(grep -o 'tf-app-1=[0-9]*' <<<"$s" | cut -d= -f2)
+    n2=$(grep -o 'tf-app-2=[0-9]*' <<<"$s" | cut -d= -f2)
+    others=$(tr ' ' '\n' <<<"$s" | grep . | grep -vc '^tf-app-[12]=')
+    [ "${n1:-0}" -ge 1 ] && [ "${n2:-0}" -ge 1 ] && [ "$others" -eq 0 ] && [ $((${n1:-0} + ${n2:-0})) -eq "$1" ]
+}
 
 section "preparation"
 [ -x "$PROVIDER_DIR/terraform-provider-stackfabric" ] || {
@@ -105,12 +116,16 @@ check "tf-app-1 pings tf-app-2 across hypervisors" wait_for 30 X tf-app-1 ping -
 check "tf-app-1 pings its gateway $(tf output -raw app_gateway 2>/dev/null)" wait_for 30 X tf-app-1 ping -c1 -W1 "$(tf output -raw app_gateway | cut -d/ -f1)"
 check "the load balancer's VIP 203.0.113.42 answers the internet host" wait_for 30 X internet curl -s -m 1 http://203.0.113.42/
 check "sfctl: both backends of LB web are up" wait_for 15 bash -c "'$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant tfdemo --vpc green | python3 -c \"import json,sys; b=json.load(sys.stdin)['backends']; sys.exit(0 if len(b)==2 and all(x['health']=='up' for x in b) else 1)\""
-SPREAD=$(vip_spread 40)
-n1=$(grep -o 'tf-app-1=[0-9]*' <<<"$SPREAD" | cut -d= -f2)
-n2=$(grep -o 'tf-app-2=[0-9]*' <<<"$SPREAD" | cut -d= -f2)
-others=$(tr ' ' '\n' <<<"$SPREAD" | grep . | grep -vc '^tf-app-[12]=')
-check "40 connections to the VIP reach both backends and nothing else ($SPREAD)" \
-    test "${n1:-0}" -ge 1 -a "${n2:-0}" -ge 1 -a "$others" -eq 0 -a $((${n1:-0} + ${n2:-0})) -eq 40
+# The backends count as UP until checked (as in HAProxy) and the LB is made before its VMs:
+# a probe that ran before tf-app-2 answered takes it out until it rises again (rise x
+# interval), after sfctl may have shown it UP. So wait for a sample that reaches both.
+if wait_for 20 spread_both 40; then
+    pass "40 connections to the VIP reach both backends and nothing else ($(cat "$WORK/spread"))"
+else
+    fail "40 connections to the VIP reach both backends and nothing else: $(cat "$WORK/spread")"
+    S lb show web --tenant tfdemo --vpc green
+    lb_maps 203.0.113.42
+fi
 check_eq "Terraform reports the gateway sfctl shows for the LB" "$(S -o json lb show web --tenant tfdemo --vpc green | json "d['gateway']")" "$(tf output -raw lb_gateway)"
 
 section "3. a second plan is empty"
