@@ -128,11 +128,11 @@ lb_maps() {
         for m in $(ip netns exec "$ns" nft -t list maps ip 2>/dev/null | awk '$1 == "map" && $2 ~ /^lb[0-9]+$/ {print $2}'); do
             printf '  %s: ' "$m"
             ip netns exec "$ns" nft list map ip stackfabric "$m" 2>&1 |
-                grep -o '[0-9.]* \. [0-9]*' | sort | uniq -c | tr -s ' \n' ' '
+                grep -o '[0-9]\+\.[0-9.]* \. [0-9]\+' | sort | uniq -c | tr -s ' \n' ' '
             echo
         done
     done
-    grep -ah 'LoadLbMaps\|LoadNft\|backend \(UP\|DOWN\)' "$STATE"/logs/gw*.log 2>/dev/null | tail -n 12 | cut -c1-300
+    grep -ah 'LoadLbMaps\|LoadNft\|backend \(UP\|DOWN\)' "$STATE"/logs/gw*.log 2>/dev/null | sort | tail -n 12 | cut -c1-300
 }
 
 # lab_finish - a lab test's last step: takes the lab down, checks that no namespace of this
