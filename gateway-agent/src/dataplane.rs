@@ -72,6 +72,8 @@ pub struct Gateway {
     /// The destination translations each router performs, as last converged by this process:
     /// what they lose is cut from conntrack (see [`conntrack`]).
     dnat_installed: BTreeMap<u32, BTreeSet<conntrack::Target>>,
+    /// Routers whose health this process seeded from their installed maps ([`Gateway::seed_health`]).
+    health_seeded: BTreeSet<u32>,
     /// The agent's state dir: per-VPC FRR instances live in `<state_dir>/vpc-frr/<netns>`.
     pub state_dir: PathBuf,
     /// Per-VPC FRR instances configured by this process, by namespace.
@@ -162,6 +164,7 @@ impl Gateway {
             lb_cache: HashMap::new(),
             lb_installed: BTreeMap::new(),
             dnat_installed: BTreeMap::new(),
+            health_seeded: BTreeSet::new(),
             state_dir,
             dc_frr: BTreeMap::new(),
             dc_poller: dc::Poller::default(),
@@ -252,6 +255,47 @@ impl Gateway {
             tables.push(t);
         }
         (tables, status)
+    }
+
+    /// This process's first look at a running router (after a restart): each checked
+    /// backend without a probe starts as the map installed in the kernel holds it, so a
+    /// backend the previous process had taken out stays out until it rises (see
+    /// [`crate::health`]). A map whose contents cannot be rebuilt from its digest seeds
+    /// nothing: its backends start UP.
+    async fn seed_health(&mut self, ns: &str, r: &VpcRouter, r6: Option<&VpcRouter6>) {
+        let lbs = [
+            nft::load_balancers(r),
+            r6.map(crate::nft6::load_balancers6).unwrap_or_default(),
+        ];
+        let unprobed = |lb: &&sf_core::desired::LoadBalancer| {
+            lb.health != HealthCheck::None
+                && nft::lb_backends(lb)
+                    .iter()
+                    .any(|b| !self.health.is_probed(ns, &lb.name, &b.name))
+        };
+        if !lbs.iter().flatten().any(unprobed) {
+            return;
+        }
+        let installed = match device::observe_lb_maps(&self.kernel, ns).await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(%ns, error = %e, "cannot read the installed load balancer maps: backends start UP");
+                return;
+            }
+        };
+        for (lbs, installed) in lbs.iter().zip(&installed) {
+            for (i, lb) in lbs.iter().enumerate() {
+                let table = installed.get(&i).and_then(|d| nft::installed_table(lb, d));
+                let Some(table) = table.filter(|_| lb.health != HealthCheck::None) else {
+                    continue;
+                };
+                for b in nft::lb_backends(lb) {
+                    let member = table.targets.contains(&(b.ip, b.port));
+                    self.health.seed(ns, &lb.name, &b.name, member);
+                }
+                info!(%ns, lb = %lb.name, up = table.targets.len(), "backends start as installed");
+            }
+        }
     }
 
     /// Health probes of router `r`'s load balancers, IPv6 ones (of `r6`) included.
@@ -584,6 +628,10 @@ impl Gateway {
                     ..HostState::default()
                 };
                 let verify_all = self.converges_all();
+                self.health_seeded.retain(|id| s.routers.contains_key(id));
+                self.health.retain_seeds(|ns| {
+                    netns_id(&s.prefix, ns).is_some_and(|id| s.routers.contains_key(&id))
+                });
                 self.quiet.retain(|id, _| s.d.converge.contains(id));
                 let (mut quiet, mut converged) = (0, 0);
                 for &id in &s.d.converge {
@@ -591,6 +639,9 @@ impl Gateway {
                     let host = views.get(&id).unwrap_or(&unseen);
                     let ns = s.ns(id);
                     let r6 = s.routers6.get(&id).copied();
+                    if s.running.contains(&id) && self.health_seeded.insert(id) {
+                        self.seed_health(&ns, r, r6).await;
+                    }
                     let (tables, mut lb_status) =
                         self.lb_tables(&ns, r, nft::load_balancers(r), &mut cache);
                     let lbs6 = r6.map(crate::nft6::load_balancers6).unwrap_or_default();

@@ -380,6 +380,16 @@ pub mod iproute2 {
     }
 }
 
+/// The load balancer map digests (`lbsum`) of a VPC namespace's IPv4 and IPv6 tables, as
+/// [`observe_ns`] reads them (cached by ruleset generation).
+pub async fn observe_lb_maps(
+    k: &Kernel,
+    ns: &str,
+) -> Result<[BTreeMap<usize, String>; 2], DeviceError> {
+    let (_, maps, _, maps6) = observe_nft_cached(k, ns).await?;
+    Ok([maps, maps6])
+}
+
 async fn observe_nft_cached(k: &Kernel, ns: &str) -> Result<NftSeen, DeviceError> {
     let s = k.ns(ns)?;
     let generation = s.nft_generation().inspect_err(|_| k.forget(ns))?;

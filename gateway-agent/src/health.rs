@@ -8,9 +8,12 @@
 //! expected status, every `interval_ms`, each attempt bounded by `timeout_ms`. Sockets
 //! created on that thread live in the VPC namespace; nothing else of the agent moves.
 //!
-//! State: [`Updown`], HAProxy-like. A backend starts UP (so a new load balancer or a restarted
-//! agent serves at once and never empties a working table); `fall` consecutive failures take
-//! it DOWN, `rise` consecutive successes bring it back. The first check runs as soon as the
+//! State: [`Updown`], HAProxy-like. A backend starts UP (so a new load balancer serves at once
+//! and never empties a working table); `fall` consecutive failures take it DOWN, `rise`
+//! consecutive successes bring it back. A restarted agent starts each backend as the map it
+//! finds installed holds it ([`Health::seed`], HAProxy's server-state file with the kernel as
+//! the file): a backend that was DOWN stays out until it rises, rather than taking
+//! connections it cannot answer for `interval × fall`. The first check runs as soon as the
 //! probe starts, so a backend that is down from the start leaves the table after `fall`
 //! checks, i.e. within `interval × fall`. When a probe's configuration changes (address,
 //! port, check), the new probe inherits the old one's UP/DOWN state. `HealthCheck::None`:
@@ -170,6 +173,8 @@ pub struct Health {
     wake: Arc<Notify>,
     checkers: BTreeMap<String, Checker>,
     next_id: AtomicU64,
+    /// The state a backend without a probe yet starts in, when not UP ([`Health::seed`]).
+    seeds: BTreeMap<Key, bool>,
 }
 
 impl Health {
@@ -179,14 +184,39 @@ impl Health {
             wake,
             checkers: BTreeMap::new(),
             next_id: AtomicU64::new(1),
+            seeds: BTreeMap::new(),
         }
     }
 
-    /// Whether a backend is UP. A backend that is not (yet) probed counts as UP.
+    /// Whether a backend is UP. A backend that is not (yet) probed counts as seeded, else UP.
     pub fn is_up(&self, ns: &str, lb: &str, backend: &str) -> bool {
+        let key = (ns.to_string(), lb.to_string(), backend.to_string());
         let m = self.shared.lock().expect("health lock");
-        m.get(&(ns.to_string(), lb.to_string(), backend.to_string()))
-            .is_none_or(|e| e.up)
+        match m.get(&key) {
+            Some(e) => e.up,
+            None => self.seeds.get(&key).copied().unwrap_or(true),
+        }
+    }
+
+    /// Whether a backend has a probe (its state is its own, not a seed's).
+    pub fn is_probed(&self, ns: &str, lb: &str, backend: &str) -> bool {
+        let key = (ns.to_string(), lb.to_string(), backend.to_string());
+        self.shared.lock().expect("health lock").contains_key(&key)
+    }
+
+    /// Sets the state a backend without a probe starts in (ignored once it has one). A seed
+    /// lasts until [`Health::sync`] starts the backend's probe from it (a passive router's
+    /// backends keep theirs until it turns active) or [`Health::retain_seeds`] drops it.
+    pub fn seed(&mut self, ns: &str, lb: &str, backend: &str, up: bool) {
+        if !self.is_probed(ns, lb, backend) {
+            let key = (ns.to_string(), lb.to_string(), backend.to_string());
+            self.seeds.insert(key, up);
+        }
+    }
+
+    /// Drops the seeds of namespaces `keep` refuses (routers gone).
+    pub fn retain_seeds(&mut self, keep: impl Fn(&str) -> bool) {
+        self.seeds.retain(|k, _| keep(&k.0));
     }
 
     /// Namespaces with a running checker thread.
@@ -232,12 +262,13 @@ impl Health {
                     }
                     None => {
                         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                        let up = self.seeds.remove(&key).unwrap_or(true);
                         shared.insert(
                             key,
                             Entry {
                                 probe: p.clone(),
                                 id,
-                                up: true,
+                                up,
                             },
                         );
                         id
@@ -478,6 +509,47 @@ mod tests {
         // An IPv6 backend: the Host header carries the address in brackets, as a URL does.
         assert!(http_request("/", "fd10:10:0:1::11".parse().unwrap())
             .contains("\r\nHost: [fd10:10:0:1::11]\r\n"));
+    }
+
+    #[test]
+    fn a_seeded_backend_starts_its_probe_in_the_seeded_state() {
+        let mut h = Health::new(Arc::new(Notify::new()));
+        let probe = |backend: &str| Probe {
+            lb: "web".into(),
+            backend: backend.into(),
+            ip: "10.0.0.1".parse().unwrap(),
+            port: 80,
+            check: HealthCheck::Tcp {
+                interval_ms: 1000,
+                timeout_ms: 500,
+                rise: 2,
+                fall: 2,
+            },
+        };
+        let ns = "sfl-no-such-namespace-y";
+        h.seed(ns, "web", "b1", false);
+        h.seed(ns, "web", "b2", true);
+        assert!(!h.is_up(ns, "web", "b1"), "a seed counts before any probe");
+        assert!(h.is_up(ns, "web", "b2"));
+        assert!(h.is_up(ns, "web", "b3"), "no seed: UP");
+        // A passive router starts no probe: its seeds stay.
+        h.sync(BTreeMap::new());
+        assert!(!h.is_up(ns, "web", "b1"));
+        // The probe starts from the seed (the namespace is missing, the entry is made).
+        h.sync(BTreeMap::from([(
+            ns.to_string(),
+            vec![probe("b1"), probe("b2")],
+        )]));
+        assert!(h.is_probed(ns, "web", "b1"));
+        assert!(!h.is_up(ns, "web", "b1"), "the probe starts DOWN");
+        assert!(h.seeds.is_empty(), "consumed");
+        // Once probed, a seed changes nothing.
+        h.seed(ns, "web", "b2", false);
+        assert!(h.is_up(ns, "web", "b2"));
+        // Seeds of routers gone are dropped.
+        h.seed("sfl-gone", "web", "b1", false);
+        h.retain_seeds(|n| n != "sfl-gone");
+        assert!(h.is_up("sfl-gone", "web", "b1"));
     }
 
     #[test]

@@ -111,6 +111,24 @@ check "held connections on the healthy backends still answer from them ($answere
     test "$answered" -ge 1 -a $((answered + lost)) -eq 12
 check "no held connection was answered by a different backend than it was bound to (only web-1/web-2 answer)" \
     bash -c "! grep '^answer' '$STATE/held.ready' | grep -q blue-web-3"
+# A restarted agent starts each backend as the map it finds installed holds it: blue-web-3,
+# DOWN before the restart, stays out instead of taking new connections until its probes fail
+# again (interval x fall). A client opens a new connection every ~50 ms meanwhile.
+GW=$(lb_json web | json "d['gateway']")
+seeded() { grep -c 'backends start as installed.*lb=web' "$STATE/logs/$GW.log"; }
+SEEDED=$(seeded)
+# shellcheck disable=SC2016  # expanded inside the lab host
+X internet bash -c 'for i in $(seq 120); do curl -s -m 1 http://203.0.113.20/ || echo failed; sleep 0.05; done' >"$STATE/restart.log" 2>&1 &
+LOOP=$!
+sleep 0.3
+check "stop $GW's agent (SIGTERM) while blue-web-3 is down" L agent-stop "$GW"
+check "start it again at once" L agent-start "$GW"
+check "its first pass seeds web's backends from the installed map" wait_for 20 bash -c "[ \$(grep -c 'backends start as installed.*lb=web' '$STATE/logs/$GW.log') -gt $SEEDED ]"
+wait $LOOP
+RESTART=$(sort "$STATE/restart.log" | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')
+check "all 120 new connections across the restart reached blue-web-1 or blue-web-2 ($RESTART)" \
+    test "$(grep -c '^blue-web-[12]$' "$STATE/restart.log")" -eq 120
+check_eq "blue-web-3 is still down after the restart" down "$(backend_health web 10.10.1.13)"
 check "start blue-web-3's server again" L vm-http-start blue-web-3
 check "blue-web-3 returns (rise 2)" wait_for 15 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; print([b['health'] for b in json.load(sys.stdin)['backends'] if b['ip']=='10.10.1.13'][0])\")\" = up ]"
 check "and receives new connections again" bash -c "'$REPO/deploy/lab.sh' exec internet bash -c 'for i in \$(seq 60); do curl -s -m 2 http://203.0.113.20/; done' | grep -q blue-web-3"
