@@ -511,6 +511,16 @@ pub fn lb_in(l: pb::LoadBalancer) -> Result<sf_core::model::LoadBalancer, Status
     })
 }
 
+/// A backend's health as the serving gateway reports it: "up", "down", or "unknown" (no
+/// report, or UP by default: it takes connections but no check has vouched for it yet).
+fn backend_health(status: Option<&sf_core::status::LbStatus>, name: &str) -> &'static str {
+    match status.map(|s| (s.backends.get(name), s.unverified.contains(name))) {
+        Some((Some(true), false)) => "up",
+        Some((Some(false), _)) => "down",
+        _ => "unknown",
+    }
+}
+
 /// A load balancer for the wire, with health and table digest from the serving gateway.
 pub fn lb_out(
     l: &sf_core::model::LoadBalancer,
@@ -550,11 +560,7 @@ pub fn lb_out(
             .map(|b| {
                 // The gateway's backend name: "ip:port", "[ip]:port" for IPv6.
                 let name = std::net::SocketAddr::new(b.ip, b.port).to_string();
-                let health = match status.as_ref().and_then(|s| s.backends.get(&name)) {
-                    Some(true) => "up",
-                    Some(false) => "down",
-                    None => "unknown",
-                };
+                let health = backend_health(status.as_ref(), &name);
                 pb::Backend {
                     ip: b.ip.to_string(),
                     port: b.port as u32,
@@ -764,6 +770,22 @@ mod tests {
             name: "r1".into(),
             kind,
         }
+    }
+
+    #[test]
+    fn an_unverified_backend_shows_unknown() {
+        let status = sf_core::status::LbStatus {
+            table_digest: "d".into(),
+            backends: [("a:80", true), ("b:80", false), ("c:80", true)]
+                .into_iter()
+                .map(|(n, up)| (n.to_string(), up))
+                .collect(),
+            unverified: ["c:80".to_string()].into(),
+        };
+        let h = |n| backend_health(Some(&status), n);
+        assert_eq!((h("a:80"), h("b:80"), h("c:80")), ("up", "down", "unknown"));
+        assert_eq!(h("z:80"), "unknown", "not reported");
+        assert_eq!(backend_health(None, "a:80"), "unknown");
     }
 
     /// Every NAT kind crosses the API's oneof and comes back the same.

@@ -236,8 +236,9 @@ impl Gateway {
         let mut tables = Vec::new();
         let mut status = BTreeMap::new();
         for lb in lbs {
-            let reading = nft::LbReading::new(lb, |b| {
-                lb.health == HealthCheck::None || self.health.is_up(ns, &lb.name, &b.name)
+            let reading = nft::LbReading::new(lb, |b| match lb.health {
+                HealthCheck::None => (true, true),
+                _ => self.health.state(ns, &lb.name, &b.name),
             });
             let key = reading.key();
             let t = match cache.get(&key).or_else(|| self.lb_cache.get(&key)) {
@@ -250,6 +251,7 @@ impl Gateway {
                 LbStatus {
                     table_digest: t.maglev_digest.clone(),
                     backends: reading.status(),
+                    unverified: reading.unverified(),
                 },
             );
             tables.push(t);
@@ -663,6 +665,9 @@ impl Gateway {
                             let now = quiet_state(k);
                             if q.inputs == inputs && now == Some((q.nft_generation, q.forwarding)) {
                                 self.quiet.insert(id, q.clone());
+                                // The same tables, yet the report may have moved: a first
+                                // check confirmed a backend UP (see `health`).
+                                self.lb_installed.insert(id, lb_status);
                                 served.insert(id);
                                 quiet += 1;
                                 continue;

@@ -8,15 +8,16 @@
 //! expected status, every `interval_ms`, each attempt bounded by `timeout_ms`. Sockets
 //! created on that thread live in the VPC namespace; nothing else of the agent moves.
 //!
-//! State: [`Updown`], HAProxy-like. A backend starts UP (so a new load balancer serves at once
-//! and never empties a working table); `fall` consecutive failures take it DOWN, `rise`
-//! consecutive successes bring it back. A restarted agent starts each backend as the map it
-//! finds installed holds it ([`Health::seed`], HAProxy's server-state file with the kernel as
-//! the file): a backend that was DOWN stays out until it rises, rather than taking
-//! connections it cannot answer for `interval × fall`. The first check runs as soon as the
-//! probe starts, so a backend that is down from the start leaves the table after `fall`
-//! checks, i.e. within `interval × fall`. When a probe's configuration changes (address,
-//! port, check), the new probe inherits the old one's UP/DOWN state. `HealthCheck::None`:
+//! State: [`Updown`], HAProxy-like. A backend starts UP, unverified (so a new load balancer
+//! serves at once and never empties a working table); its first check decides (a failure
+//! takes it DOWN at once: nothing vouched for it yet); after that `fall` consecutive failures
+//! take it DOWN, `rise` consecutive successes bring it back. The first check runs as soon as
+//! the probe starts, so a backend that is down from the start (a new load balancer, a router
+//! that just turned active) leaves the table after one check, not `interval × fall`. A
+//! restarted agent starts each backend as the map it finds installed holds it
+//! ([`Health::seed`], HAProxy's server-state file with the kernel as the file), verified: a
+//! backend that was DOWN stays out until it rises. When a probe's configuration changes
+//! (address, port, check), the new probe inherits the old one's state. `HealthCheck::None`:
 //! no probe, always UP.
 //!
 //! A flip updates the shared state and triggers the dataplane's wakeup `Notify`, so the
@@ -44,16 +45,43 @@ pub struct Updown {
     pub up: bool,
     /// Consecutive results contradicting `up`.
     streak: u32,
+    /// Whether `up` rests on a check result (this probe's, or one it inherited).
+    verified: bool,
 }
 
 impl Updown {
+    /// A state some check established.
     pub fn new(up: bool) -> Self {
-        Updown { up, streak: 0 }
+        Updown {
+            up,
+            streak: 0,
+            verified: true,
+        }
+    }
+
+    /// UP until the first check, which decides alone.
+    pub fn unverified() -> Self {
+        Updown {
+            up: true,
+            streak: 0,
+            verified: false,
+        }
+    }
+
+    pub fn is_verified(&self) -> bool {
+        self.verified
     }
 
     /// Records one check result; returns true when the state flipped. `rise`/`fall` of 0
     /// count as 1.
     pub fn observe(&mut self, ok: bool, rise: u32, fall: u32) -> bool {
+        if !self.verified {
+            self.verified = true;
+            self.streak = 0;
+            let flipped = ok != self.up;
+            self.up = ok;
+            return flipped;
+        }
         if ok == self.up {
             self.streak = 0;
             return false;
@@ -157,6 +185,8 @@ struct Entry {
     /// Identity of the probe task allowed to update this entry.
     id: u64,
     up: bool,
+    /// `up` rests on a check result (see [`Updown::unverified`]).
+    verified: bool,
 }
 
 type Shared = Arc<Mutex<BTreeMap<Key, Entry>>>;
@@ -190,11 +220,18 @@ impl Health {
 
     /// Whether a backend is UP. A backend that is not (yet) probed counts as seeded, else UP.
     pub fn is_up(&self, ns: &str, lb: &str, backend: &str) -> bool {
+        self.state(ns, lb, backend).0
+    }
+
+    /// (UP, verified): whether a backend is UP, and whether a check result (this process's,
+    /// or a seed's) says so rather than the default.
+    pub fn state(&self, ns: &str, lb: &str, backend: &str) -> (bool, bool) {
         let key = (ns.to_string(), lb.to_string(), backend.to_string());
         let m = self.shared.lock().expect("health lock");
-        match m.get(&key) {
-            Some(e) => e.up,
-            None => self.seeds.get(&key).copied().unwrap_or(true),
+        match (m.get(&key), self.seeds.get(&key)) {
+            (Some(e), _) => (e.up, e.verified),
+            (None, Some(&up)) => (up, true),
+            (None, None) => (true, false),
         }
     }
 
@@ -262,13 +299,14 @@ impl Health {
                     }
                     None => {
                         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                        let up = self.seeds.remove(&key).unwrap_or(true);
+                        let seed = self.seeds.remove(&key);
                         shared.insert(
                             key,
                             Entry {
                                 probe: p.clone(),
                                 id,
-                                up,
+                                up: seed.unwrap_or(true),
+                                verified: seed.is_some(),
                             },
                         );
                         id
@@ -397,28 +435,36 @@ fn checker_thread(
 
 async fn probe_loop(id: u64, key: Key, p: Probe, shared: Shared, wake: Arc<Notify>) {
     let (interval, timeout, rise, fall) = p.timing();
-    let initial = {
+    let mut state = {
         let m = shared.lock().expect("health lock");
         match m.get(&key) {
-            Some(e) if e.id == id => e.up,
+            Some(e) if e.id == id && e.verified => Updown::new(e.up),
+            Some(e) if e.id == id => Updown::unverified(),
             _ => return,
         }
     };
-    let mut state = Updown::new(initial);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let ok = check(&p, timeout).await;
-        if !state.observe(ok, rise, fall) {
+        let first = !state.is_verified();
+        let flipped = state.observe(ok, rise, fall);
+        if !flipped && !first {
             continue;
         }
-        let mut m = shared.lock().expect("health lock");
-        match m.get_mut(&key) {
-            Some(e) if e.id == id => e.up = state.up,
-            _ => return, // replaced or removed
+        {
+            let mut m = shared.lock().expect("health lock");
+            match m.get_mut(&key) {
+                Some(e) if e.id == id => (e.up, e.verified) = (state.up, true),
+                _ => return, // replaced or removed
+            }
         }
-        drop(m);
+        if !flipped {
+            // The first result confirmed the state: the report names it UP now.
+            wake.notify_one();
+            continue;
+        }
         if state.up {
             info!(ns = %key.0, lb = %key.1, backend = %key.2, "backend UP");
         } else {
@@ -487,6 +533,25 @@ mod tests {
     }
 
     #[test]
+    fn an_unverified_backend_is_decided_by_its_first_check() {
+        // A dead backend of a new load balancer (or a router just turned active) leaves at
+        // its first check, not after `fall`.
+        let mut s = Updown::unverified();
+        assert!(s.up && !s.is_verified());
+        assert!(s.observe(false, 2, 3), "the first failure takes it DOWN");
+        assert!(!s.up && s.is_verified());
+        assert!(!s.observe(true, 2, 3), "then DOWN needs `rise` successes");
+        assert!(s.observe(true, 2, 3));
+        // A first success confirms UP; from then on `fall` failures count.
+        let mut s = Updown::unverified();
+        assert!(!s.observe(true, 2, 3));
+        assert!(s.up && s.is_verified());
+        assert!(!s.observe(false, 2, 3));
+        assert!(!s.observe(false, 2, 3));
+        assert!(s.observe(false, 2, 3));
+    }
+
+    #[test]
     fn http_status_line_parsing() {
         assert_eq!(parse_status(b"HTTP/1.0 200 OK\r\nServer: x\r\n"), Some(200));
         assert_eq!(
@@ -532,6 +597,16 @@ mod tests {
         assert!(!h.is_up(ns, "web", "b1"), "a seed counts before any probe");
         assert!(h.is_up(ns, "web", "b2"));
         assert!(h.is_up(ns, "web", "b3"), "no seed: UP");
+        assert_eq!(
+            h.state(ns, "web", "b1"),
+            (false, true),
+            "a seed is verified"
+        );
+        assert_eq!(
+            h.state(ns, "web", "b3"),
+            (true, false),
+            "the default is not"
+        );
         // A passive router starts no probe: its seeds stay.
         h.sync(BTreeMap::new());
         assert!(!h.is_up(ns, "web", "b1"));
@@ -542,6 +617,7 @@ mod tests {
         )]));
         assert!(h.is_probed(ns, "web", "b1"));
         assert!(!h.is_up(ns, "web", "b1"), "the probe starts DOWN");
+        assert_eq!(h.state(ns, "web", "b1"), (false, true));
         assert!(h.seeds.is_empty(), "consumed");
         // Once probed, a seed changes nothing.
         h.seed(ns, "web", "b2", false);

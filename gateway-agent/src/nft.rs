@@ -186,14 +186,21 @@ pub struct LbReading<'a> {
     lb: &'a LoadBalancer,
     backends: Vec<&'a LbBackend>,
     up: Vec<bool>,
+    /// Whether a check vouched for `up` (else it is the default UP of an unchecked backend).
+    verified: Vec<bool>,
 }
 
 impl<'a> LbReading<'a> {
-    /// Asks `is_up` once per backend.
-    pub fn new(lb: &'a LoadBalancer, is_up: impl Fn(&LbBackend) -> bool) -> Self {
+    /// Asks `state` once per backend: (UP, verified).
+    pub fn new(lb: &'a LoadBalancer, state: impl Fn(&LbBackend) -> (bool, bool)) -> Self {
         let backends = lb_backends(lb);
-        let up = backends.iter().map(|b| is_up(b)).collect();
-        LbReading { lb, backends, up }
+        let (up, verified) = backends.iter().map(|b| state(b)).unzip();
+        LbReading {
+            lb,
+            backends,
+            up,
+            verified,
+        }
     }
 
     /// What the table is a function of: size, backends (name, address, port, weight) and
@@ -224,6 +231,16 @@ impl<'a> LbReading<'a> {
             .iter()
             .zip(&self.up)
             .map(|(b, up)| (b.name.clone(), *up))
+            .collect()
+    }
+
+    /// The backends UP by default only: no check vouched for them yet.
+    pub fn unverified(&self) -> std::collections::BTreeSet<String> {
+        self.backends
+            .iter()
+            .zip(&self.verified)
+            .filter(|(_, v)| !**v)
+            .map(|(b, _)| b.name.clone())
             .collect()
     }
 }
@@ -1126,7 +1143,7 @@ mod tests {
             looks.set(looks.get() + 1);
             looks.get() % 2 == 1
         };
-        let reading = LbReading::new(lb, flapping);
+        let reading = LbReading::new(lb, |b| (flapping(b), true));
         let status = reading.status();
         let table = reading.table();
         let key = reading.key();
@@ -1148,8 +1165,16 @@ mod tests {
             status["10.10.1.22:80"],
             "{key}"
         );
+        assert!(reading.unverified().is_empty());
+        let fresh = LbReading::new(lb, |b| (true, b.name != "10.10.1.23:80"));
+        assert_eq!(
+            fresh.unverified().into_iter().collect::<Vec<_>>(),
+            ["10.10.1.23:80"]
+        );
         // Health is part of the key: the other reading has another key and table.
-        let other = LbReading::new(lb, |b| b.name != "10.10.1.22:80" || !status[&b.name]);
+        let other = LbReading::new(lb, |b| {
+            (b.name != "10.10.1.22:80" || !status[&b.name], true)
+        });
         assert_ne!(other.key(), key);
         assert_ne!(other.table().digest, table.digest);
     }

@@ -129,6 +129,37 @@ RESTART=$(sort "$STATE/restart.log" | uniq -c | awk '{print $2 "=" $1}' | tr '\n
 check "all 120 new connections across the restart reached blue-web-1 or blue-web-2 ($RESTART)" \
     test "$(grep -c '^blue-web-[12]$' "$STATE/restart.log")" -eq 120
 check_eq "blue-web-3 is still down after the restart" down "$(backend_health web 10.10.1.13)"
+# A failover while blue-web-3 is down. The standby built its tables without health (its tier
+# links are down while passive: it cannot probe), so on turning active its backends are UP
+# but unverified, and the first check decides: blue-web-3 leaves at once, not after
+# interval x fall (1 s here) of new connections sent to a dead backend.
+OLD=$(lb_json web | json "d['gateway']")
+check "drain $OLD while blue-web-3 is down" S gateway drain "$OLD"
+check "the other gateway serves web" wait_for 20 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; d=json.load(sys.stdin); print(d['gateway'] not in ('', '$OLD'))\")\" = True ]"
+NEW=$(lb_json web | json "d['gateway']")
+# took_out NODE: seconds from NODE's last start of web's checks to blue-web-3's DOWN after it.
+took_out() {
+    python3 - "$STATE/logs/$1.log" "${LAB_PREFIX}$1-vpc" <<'PY'
+import datetime, re, sys
+path, ns = sys.argv[1], sys.argv[2]
+ts = lambda l: datetime.datetime.fromisoformat(l.split()[0].rstrip("Z"))
+start = down = None
+for line in open(path, errors="replace"):
+    if "starting health checks" in line and f"ns={ns}" in line:
+        start, down = ts(line), None
+    elif start and down is None and "backend DOWN" in line and f"ns={ns}" in line \
+            and "lb=web " in line and "backend=10.10.1.13:80" in line:
+        down = ts(line)
+if start is None or down is None:
+    sys.exit(1)
+print(round((down - start).total_seconds(), 2))
+PY
+}
+check "$NEW marks blue-web-3 down" wait_for 10 took_out "$NEW"
+DT=$(took_out "$NEW")
+check "$NEW took blue-web-3 out ${DT:-never} s after its checks started (its first check; interval x fall would be 1 s)" \
+    python3 -c "import sys; sys.exit(0 if float('${DT:-9}') < 0.5 else 1)"
+check "undrain $OLD" S gateway undrain "$OLD"
 check "start blue-web-3's server again" L vm-http-start blue-web-3
 check "blue-web-3 returns (rise 2)" wait_for 15 bash -c "[ \"\$('$REPO/deploy/lab.sh' sfctl -o json lb show web --tenant demo --vpc blue | python3 -c \"import json,sys; print([b['health'] for b in json.load(sys.stdin)['backends'] if b['ip']=='10.10.1.13'][0])\")\" = up ]"
 check "and receives new connections again" bash -c "'$REPO/deploy/lab.sh' exec internet bash -c 'for i in \$(seq 60); do curl -s -m 2 http://203.0.113.20/; done' | grep -q blue-web-3"

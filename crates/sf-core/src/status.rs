@@ -76,6 +76,10 @@ pub struct LbStatus {
     pub table_digest: String,
     /// Backend name → healthy.
     pub backends: BTreeMap<String, bool>,
+    /// Backends counted UP (in the table) that no check has vouched for yet: a new load
+    /// balancer's, or those of a router that just turned active. Shown as "unknown".
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub unverified: std::collections::BTreeSet<String>,
 }
 
 /// What a gateway reports about one Direct Connect's BGP session.
