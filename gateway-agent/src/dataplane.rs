@@ -287,8 +287,11 @@ impl Gateway {
         };
         for (lbs, installed) in lbs.iter().zip(&installed) {
             for (i, lb) in lbs.iter().enumerate() {
-                let table = installed.get(&i).and_then(|d| nft::installed_table(lb, d));
-                let Some(table) = table.filter(|_| lb.health != HealthCheck::None) else {
+                if lb.health == HealthCheck::None {
+                    continue;
+                }
+                let Some(table) = installed.get(&i).and_then(|d| nft::installed_table(lb, d))
+                else {
                     continue;
                 };
                 for b in nft::lb_backends(lb) {

@@ -245,8 +245,8 @@ impl Health {
     /// lasts until [`Health::sync`] starts the backend's probe from it (a passive router's
     /// backends keep theirs until it turns active) or [`Health::retain_seeds`] drops it.
     pub fn seed(&mut self, ns: &str, lb: &str, backend: &str, up: bool) {
-        if !self.is_probed(ns, lb, backend) {
-            let key = (ns.to_string(), lb.to_string(), backend.to_string());
+        let key = (ns.to_string(), lb.to_string(), backend.to_string());
+        if !self.shared.lock().expect("health lock").contains_key(&key) {
             self.seeds.insert(key, up);
         }
     }
@@ -576,10 +576,9 @@ mod tests {
             .contains("\r\nHost: [fd10:10:0:1::11]\r\n"));
     }
 
-    #[test]
-    fn a_seeded_backend_starts_its_probe_in_the_seeded_state() {
-        let mut h = Health::new(Arc::new(Notify::new()));
-        let probe = |backend: &str| Probe {
+    /// A TCP probe of backend `backend` of load balancer "web" (at 10.0.0.1:80).
+    fn tcp_probe(backend: &str) -> Probe {
+        Probe {
             lb: "web".into(),
             backend: backend.into(),
             ip: "10.0.0.1".parse().unwrap(),
@@ -590,7 +589,12 @@ mod tests {
                 rise: 2,
                 fall: 2,
             },
-        };
+        }
+    }
+
+    #[test]
+    fn a_seeded_backend_starts_its_probe_in_the_seeded_state() {
+        let mut h = Health::new(Arc::new(Notify::new()));
         let ns = "sfl-no-such-namespace-y";
         h.seed(ns, "web", "b1", false);
         h.seed(ns, "web", "b2", true);
@@ -613,7 +617,7 @@ mod tests {
         // The probe starts from the seed (the namespace is missing, the entry is made).
         h.sync(BTreeMap::from([(
             ns.to_string(),
-            vec![probe("b1"), probe("b2")],
+            vec![tcp_probe("b1"), tcp_probe("b2")],
         )]));
         assert!(h.is_probed(ns, "web", "b1"));
         assert!(!h.is_up(ns, "web", "b1"), "the probe starts DOWN");
@@ -632,18 +636,7 @@ mod tests {
     fn unprobed_backends_count_as_up_and_sync_without_namespace_reports() {
         let mut h = Health::new(Arc::new(Notify::new()));
         assert!(h.is_up("sfl-none", "web", "b1"));
-        let p = Probe {
-            lb: "web".into(),
-            backend: "b1".into(),
-            ip: "10.0.0.1".parse().unwrap(),
-            port: 80,
-            check: HealthCheck::Tcp {
-                interval_ms: 1000,
-                timeout_ms: 500,
-                rise: 2,
-                fall: 2,
-            },
-        };
+        let p = tcp_probe("b1");
         let e = h.sync(BTreeMap::from([(
             "sfl-no-such-namespace-x".to_string(),
             vec![p],
