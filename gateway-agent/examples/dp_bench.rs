@@ -78,6 +78,7 @@ fn router(backends: usize) -> VpcRouter {
                 table_size: SLOTS,
                 public: true,
                 source_cidrs: vec![],
+                peer_down: Default::default(),
             })
             .into_iter()
             .collect(),

@@ -167,6 +167,7 @@ mod tests {
             table_size: 251,
             public: true,
             source_cidrs: vec![],
+            peer_down: Default::default(),
         }
     }
 

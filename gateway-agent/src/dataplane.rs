@@ -303,6 +303,29 @@ impl Gateway {
         }
     }
 
+    /// A passive router cannot check its backends (its tier links are down): it holds the
+    /// serving gateway's word instead (`LoadBalancer::peer_down`, compiled from that
+    /// gateway's status), so its tables match the serving router's and its checks start from
+    /// that word when it turns active: a failover puts no dead backend back, not even for
+    /// the first check.
+    fn follow_peer_health(&mut self, ns: &str, r: &VpcRouter, r6: Option<&VpcRouter6>) {
+        let lbs6 = r6.map(crate::nft6::load_balancers6).unwrap_or_default();
+        for lb in nft::load_balancers(r).into_iter().chain(lbs6) {
+            // No word (no gateway serves it now, as while a drained one hands over): the
+            // last word stands.
+            let Some(peer_down) = &lb.peer_down else {
+                continue;
+            };
+            if lb.health == HealthCheck::None {
+                continue;
+            }
+            for b in nft::lb_backends(lb) {
+                let down = peer_down.contains(&b.name);
+                self.health.follow_peer(ns, &lb.name, &b.name, down);
+            }
+        }
+    }
+
     /// Health probes of router `r`'s load balancers, IPv6 ones (of `r6`) included.
     fn probes(r: &VpcRouter, r6: Option<&VpcRouter6>) -> Vec<Probe> {
         nft::load_balancers(r)
@@ -647,12 +670,15 @@ impl Gateway {
                     if s.running.contains(&id) && self.health_seeded.insert(id) {
                         self.seed_health(&ns, r, r6).await;
                     }
+                    let active = self.failover.is_active(id);
+                    if !active {
+                        self.follow_peer_health(&ns, r, r6);
+                    }
                     let (tables, mut lb_status) =
                         self.lb_tables(&ns, r, nft::load_balancers(r), &mut cache);
                     let lbs6 = r6.map(crate::nft6::load_balancers6).unwrap_or_default();
                     let (tables6, lb_status6) = self.lb_tables(&ns, r, lbs6, &mut cache);
                     lb_status.extend(lb_status6);
-                    let active = self.failover.is_active(id);
                     let mut all_tables = tables.clone();
                     all_tables.extend(tables6.iter().cloned());
                     let inputs = router_inputs(r, r6, host, &all_tables, active);

@@ -16,7 +16,10 @@
 //! that just turned active) leaves the table after one check, not `interval × fall`. A
 //! restarted agent starts each backend as the map it finds installed holds it
 //! ([`Health::seed`], HAProxy's server-state file with the kernel as the file), verified: a
-//! backend that was DOWN stays out until it rises. When a probe's configuration changes
+//! backend that was DOWN stays out until it rises. A passive router, which cannot check,
+//! holds the serving gateway's word instead ([`Health::follow_peer`]): what that gateway's
+//! checks hold DOWN is DOWN here, so its tables match and a takeover starts its checks from
+//! there. When a probe's configuration changes
 //! (address, port, check), the new probe inherits the old one's state. `HealthCheck::None`:
 //! no probe, always UP.
 //!
@@ -249,6 +252,21 @@ impl Health {
         if !self.shared.lock().expect("health lock").contains_key(&key) {
             self.seeds.insert(key, up);
         }
+    }
+
+    /// Follows what the gateway serving a router reports for a backend this one does not
+    /// probe (a passive router's): DOWN seeds it DOWN (it must rise once checked here), else
+    /// it goes back to the default, UP and unverified (the first check decides). Ignored
+    /// once the backend has a probe: a router's own checks outrank another gateway's.
+    pub fn follow_peer(&mut self, ns: &str, lb: &str, backend: &str, down: bool) {
+        let key = (ns.to_string(), lb.to_string(), backend.to_string());
+        if self.shared.lock().expect("health lock").contains_key(&key) {
+            return;
+        }
+        match down {
+            true => self.seeds.insert(key, false),
+            false => self.seeds.remove(&key),
+        };
     }
 
     /// Drops the seeds of namespaces `keep` refuses (routers gone).
@@ -630,6 +648,34 @@ mod tests {
         h.seed("sfl-gone", "web", "b1", false);
         h.retain_seeds(|n| n != "sfl-gone");
         assert!(h.is_up("sfl-gone", "web", "b1"));
+    }
+
+    /// A passive router holds the serving gateway's word, in both directions, until its own
+    /// probe starts from it; after that only its own checks count.
+    #[test]
+    fn a_passive_router_follows_the_serving_gateway_until_its_own_probe_starts() {
+        let mut h = Health::new(Arc::new(Notify::new()));
+        let ns = "sfl-no-such-namespace-z";
+        h.follow_peer(ns, "web", "b1", true);
+        assert_eq!(
+            h.state(ns, "web", "b1"),
+            (false, true),
+            "DOWN: it must rise"
+        );
+        h.follow_peer(ns, "web", "b1", false);
+        assert_eq!(h.state(ns, "web", "b1"), (true, false), "back: the default");
+        h.follow_peer(ns, "web", "b1", true);
+        h.sync(BTreeMap::from([(ns.to_string(), vec![tcp_probe("b1")])]));
+        assert_eq!(
+            h.state(ns, "web", "b1"),
+            (false, true),
+            "the probe starts DOWN"
+        );
+        h.follow_peer(ns, "web", "b1", false);
+        assert!(
+            !h.is_up(ns, "web", "b1"),
+            "a probed backend ignores the peer"
+        );
     }
 
     #[test]

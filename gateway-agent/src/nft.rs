@@ -1005,6 +1005,7 @@ mod tests {
             table_size: 251,
             public: true,
             source_cidrs: Vec::new(),
+            peer_down: Default::default(),
         });
         r
     }

@@ -367,6 +367,7 @@ pub(crate) mod tests {
             table_size: 251,
             public: true,
             source_cidrs: vec![],
+            peer_down: Default::default(),
         });
         x
     }

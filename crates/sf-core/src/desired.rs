@@ -357,6 +357,14 @@ pub struct LoadBalancer {
     /// dropped before DNAT.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_cidrs: Vec<IpNet>,
+    /// Backends (by name) the gateway serving this load balancer reports DOWN (`None`: no
+    /// gateway serves it at the moment, so no word). A standby cannot check them (its tier
+    /// links are down), so it builds its tables over this instead, and starts its checks
+    /// from it when it turns active: a failover does not put a dead backend back. The
+    /// serving gateway goes by its own checks. A hint an older agent may ignore (it then
+    /// builds over every backend, as before): no schema bump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_down: Option<std::collections::BTreeSet<String>>,
 }
 
 /// A VPC router (SoftGate) this gateway node must serve as the VPC's active gateway.

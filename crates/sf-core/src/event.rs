@@ -6,8 +6,8 @@
 use std::collections::{btree_map::Entry, BTreeMap, BTreeSet};
 
 use crate::model::{
-    AclList, DirectConnect, Intent, LoadBalancer, NatRule, Network, Node, Placement, Pool,
-    PortBinding, StaticRoute, Tenant, Vpc,
+    AclList, DirectConnect, Intent, LbDownReport, LoadBalancer, NatRule, Network, Node, Placement,
+    Pool, PortBinding, StaticRoute, Tenant, Vpc,
 };
 
 /// A VPC, by tenant and name.
@@ -85,6 +85,8 @@ pub enum ObjectRef {
     Drained(String),
     /// The bridges a node reported it found locally (made outside StackFabric).
     Observed(String),
+    /// The load balancer backends a gateway reported down, of the VPCs it serves.
+    LbDown(String),
 }
 
 impl ObjectRef {
@@ -105,6 +107,7 @@ impl ObjectRef {
             ObjectRef::Placement(_) => "placement",
             ObjectRef::Drained(_) => "drained",
             ObjectRef::Observed(_) => "observed",
+            ObjectRef::LbDown(_) => "lb-down",
         }
     }
 }
@@ -128,6 +131,8 @@ pub enum Object {
     Drained,
     /// VNIs of the bridges the node found; an empty set is the same as none reported.
     Observed(BTreeSet<u32>),
+    /// Backend names down, by load balancer; an empty map is the same as none reported.
+    LbDown(LbDownReport),
 }
 
 /// One change to intent: an object put (created or replaced) under its reference, or deleted.
@@ -224,6 +229,14 @@ impl Intent {
                     (Entry::Vacant(_), None) => {}
                 }
             }
+            ObjectRef::LbDown(n) => match take!(LbDown).filter(|r| !r.is_empty()) {
+                Some(r) => {
+                    self.lb_down.insert(n, r);
+                }
+                None => {
+                    self.lb_down.remove(&n);
+                }
+            },
         }
         Ok(())
     }

@@ -372,7 +372,16 @@ pub struct Intent {
     /// VNIs of `brvx-<VNI>` bridges a hypervisor reports that it did not create itself (for
     /// example bridges CloudStack's KVM agent made). They pull the network into its scope.
     pub observed_vnis: BTreeMap<String, BTreeSet<u32>>,
+    /// What each gateway last reported down of the load balancers of the VPCs it serves
+    /// (derived from its status, not stored): the standby builds its tables over the same
+    /// health, so a failover does not put a dead backend back (see the compiler's
+    /// `LoadBalancer::peer_down`).
+    pub lb_down: BTreeMap<String, LbDownReport>,
 }
+
+/// The backends (by their stable name, "ip:port") a gateway's checks hold DOWN, by load
+/// balancer, for each load balancer of the VPCs it serves (an empty set: none down).
+pub type LbDownReport = BTreeMap<crate::event::VpcChildRef, BTreeSet<String>>;
 
 impl Vpc {
     pub fn key(&self) -> VpcRef {

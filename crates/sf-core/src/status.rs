@@ -63,6 +63,33 @@ pub struct FailoverStatus {
     pub seen_elsewhere: BTreeSet<String>,
 }
 
+impl AgentStatus {
+    /// The backends this gateway's checks hold DOWN, by load balancer, of every load balancer
+    /// of the VPCs it serves (an empty set: none down; a passive router's tables are not its
+    /// checks' word, so its load balancers are left out). A backend no check has vouched for
+    /// yet is not down.
+    pub fn lb_down(&self) -> crate::model::LbDownReport {
+        let mut out = crate::model::LbDownReport::new();
+        for (key, lb) in &self.load_balancers {
+            let mut parts = key.splitn(3, '/');
+            let (Some(t), Some(v), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            if !self.failover.serving.contains(&format!("{t}/{v}")) {
+                continue;
+            }
+            let down: BTreeSet<String> = lb
+                .backends
+                .iter()
+                .filter(|(b, up)| !**up && !lb.unverified.contains(*b))
+                .map(|(b, _)| b.clone())
+                .collect();
+            out.insert(crate::event::VpcChildRef::new(t, v, name), down);
+        }
+        out
+    }
+}
+
 impl FailoverStatus {
     pub fn is_empty(&self) -> bool {
         self.serving.is_empty() && self.seen_elsewhere.is_empty()
@@ -128,4 +155,46 @@ impl BgpSession {
 pub struct PrefixCounts {
     pub received: u64,
     pub sent: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lb(backends: &[(&str, bool)], unverified: &[&str]) -> LbStatus {
+        LbStatus {
+            table_digest: String::new(),
+            backends: backends
+                .iter()
+                .map(|(b, up)| (b.to_string(), *up))
+                .collect(),
+            unverified: unverified.iter().map(|b| b.to_string()).collect(),
+        }
+    }
+
+    /// Only a check's DOWN counts, and only for a VPC the gateway serves: a passive router's
+    /// tables follow someone else's word.
+    #[test]
+    fn a_gateway_reports_down_only_what_its_checks_hold_down_where_it_serves() {
+        let mut s = AgentStatus::default();
+        s.failover.serving.insert("demo/blue".into());
+        s.load_balancers.insert(
+            "demo/blue/web".into(),
+            lb(
+                &[("a:80", true), ("b:80", false), ("c:80", false)],
+                &["c:80"],
+            ),
+        );
+        s.load_balancers
+            .insert("demo/blue/up".into(), lb(&[("a:80", true)], &[]));
+        s.load_balancers
+            .insert("demo/red/web".into(), lb(&[("b:80", false)], &[]));
+        let down = s.lb_down();
+        let blue = |name: &str| crate::event::VpcChildRef::new("demo", "blue", name);
+        let want = BTreeMap::from([
+            (blue("web"), BTreeSet::from(["b:80".to_string()])),
+            (blue("up"), BTreeSet::new()),
+        ]);
+        assert_eq!(down, want);
+    }
 }

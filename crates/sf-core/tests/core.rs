@@ -934,6 +934,54 @@ fn load_balancer_source_cidrs_are_validated_and_compiled() {
     assert_eq!(found.source_cidrs, l.source_cidrs);
 }
 
+/// The backends the serving gateway reports DOWN reach both gateways' routers (the standby
+/// builds its tables over them), through a change that recompiles those two. A gateway the
+/// VPC has left (drained) counts while it still serves; with no report at all the routers
+/// carry no word (`None`), which is not "none down".
+#[test]
+fn a_serving_gateways_down_backends_reach_both_routers_of_its_vpc() {
+    let mut i = with_gateways();
+    let l = lb("203.0.113.20", &[("10.10.1.11", 80), ("10.10.1.12", 80)]);
+    i.load_balancers.insert(l.key(), l.clone());
+    let peer_down = |i: &Intent, gw: &str| -> Option<BTreeSet<String>> {
+        let d = compile_node(i, gw, 1).expect("gateway compiles");
+        d.objects
+            .values()
+            .find_map(|o| match o {
+                DesiredObject::VpcRouter(r) => r.load_balancers.first().cloned(),
+                _ => None,
+            })
+            .expect("the router's load balancer")
+            .peer_down
+    };
+    assert_eq!(peer_down(&i, "gw2"), None);
+    let report = |down: &[&str]| {
+        let down = down.iter().map(|b| b.to_string()).collect();
+        Object::LbDown(BTreeMap::from([(l.key(), down)]))
+    };
+    let put = |i: &mut Intent, gw: &str, o: Object| {
+        let e = IntentEvent::Put(ObjectRef::LbDown(gw.into()), o);
+        sf_core::compile::apply(i, e).unwrap()
+    };
+    let both = BTreeSet::from(["gw1".into(), "gw2".into()]);
+    assert_eq!(put(&mut i, "gw1", report(&["10.10.1.12:80"])), both);
+    for gw in ["gw1", "gw2"] {
+        let want = BTreeSet::from(["10.10.1.12:80".into()]);
+        assert_eq!(peer_down(&i, gw), Some(want), "{gw}");
+    }
+    // Back up: the word is "none down".
+    assert_eq!(put(&mut i, "gw1", report(&[])), both);
+    assert_eq!(peer_down(&i, "gw2"), Some(BTreeSet::new()));
+    // No gateway reports it (gw1's status went): no word.
+    assert_eq!(put(&mut i, "gw1", Object::LbDown(BTreeMap::new())), both);
+    assert!(i.lb_down.is_empty());
+    assert_eq!(peer_down(&i, "gw2"), None);
+    // A gateway blue is no longer placed on (drained) still serves it for a moment.
+    assert_eq!(put(&mut i, "gw3", report(&["10.10.1.11:80"])), both);
+    let want = BTreeSet::from(["10.10.1.11:80".into()]);
+    assert_eq!(peer_down(&i, "gw2"), Some(want));
+}
+
 #[test]
 fn load_balancer_validation_names_the_field() {
     let i = with_gateways();

@@ -392,6 +392,21 @@ fn misc_event() -> impl Strategy<Value = IntentEvent> {
         })
 }
 
+/// A gateway's report of the backends its checks hold down (one VPC's load balancer; an
+/// empty set is no report).
+fn lb_down_event() -> impl Strategy<Value = IntentEvent> {
+    (
+        pick(&["gw1", "gw2"]),
+        pick(&VPCS),
+        prop::collection::btree_set(pick(&["10.0.1.10:80", "10.0.1.11:80"]), 0..=2),
+    )
+        .prop_map(|(node, vpc, down)| {
+            let down: BTreeSet<String> = down.into_iter().map(str::to_string).collect();
+            let report = [(VpcChildRef::new(TENANT, vpc, "lb1"), down)].into();
+            IntentEvent::Put(ObjectRef::LbDown(node.into()), Object::LbDown(report))
+        })
+}
+
 fn any_event() -> impl Strategy<Value = IntentEvent> {
     prop_oneof![
         node_event(),
@@ -406,6 +421,7 @@ fn any_event() -> impl Strategy<Value = IntentEvent> {
         dc_event(),
         placement_event(),
         misc_event(),
+        lb_down_event(),
     ]
 }
 

@@ -784,6 +784,10 @@ impl ClusterView {
                         .observed_vnis
                         .insert(node.clone(), status.observed_vnis.clone());
                 }
+                let down = status.lb_down();
+                if !down.is_empty() {
+                    self.intent.lb_down.insert(node.clone(), down);
+                }
                 self.nodes.entry(node).or_default().status = Some(status);
             }
             other => {
@@ -817,13 +821,23 @@ impl ClusterView {
                     .as_ref()
                     .map(|s| s.observed_vnis.clone())
                     .unwrap_or_default();
+                let down = status.as_ref().map(|s| s.lb_down()).unwrap_or_default();
                 self.nodes.entry(node.clone()).or_default().status = status;
+                let mut touched = BTreeSet::new();
                 let before = self.intent.observed_vnis.get(&node);
-                if before.map_or(observed.is_empty(), |b| *b == observed) {
-                    return Ok(BTreeSet::new());
+                if !before.map_or(observed.is_empty(), |b| *b == observed) {
+                    let r = ObjectRef::Observed(node.clone());
+                    let e = IntentEvent::Put(r, Object::Observed(observed));
+                    touched.extend(compile::apply(&mut self.intent, e)?);
                 }
-                let e = IntentEvent::Put(ObjectRef::Observed(node), Object::Observed(observed));
-                return compile::apply(&mut self.intent, e);
+                // Only a change of what it holds down recompiles its VPCs' gateways: status
+                // reports repeat every few seconds.
+                let before = self.intent.lb_down.get(&node);
+                if !before.map_or(down.is_empty(), |b| *b == down) {
+                    let e = IntentEvent::Put(ObjectRef::LbDown(node), Object::LbDown(down));
+                    touched.extend(compile::apply(&mut self.intent, e)?);
+                }
+                return Ok(touched);
             }
         }
         Ok(BTreeSet::new())
@@ -929,6 +943,65 @@ mod tests {
             decode_event(&keys, &big),
             Err(crate::StoreError::TooLarge { .. })
         ));
+    }
+
+    /// A gateway's status recompiles the gateways of its VPCs only when what its checks
+    /// hold down changes (its reports repeat every few seconds with new counters), and a
+    /// status that goes (the lease ended) takes its word with it.
+    #[test]
+    fn only_a_change_of_the_backends_a_gateway_holds_down_recompiles_its_vpcs_gateways() {
+        use sf_core::status::{AgentStatus, LbStatus};
+        let mut view = ClusterView::default();
+        for (i, gw) in ["gw1", "gw2", "gw3"].into_iter().enumerate() {
+            let n = Node {
+                name: gw.into(),
+                role: sf_core::model::NodeRole::Gateway,
+                site: "lab".into(),
+                asn: 65011 + i as u32,
+                loopback: std::net::Ipv4Addr::new(10, 255, 2, 1 + i as u8),
+                fabric_ports: Vec::new(),
+            };
+            view.intent.nodes.insert(gw.into(), n);
+        }
+        view.intent.placements.insert(
+            VpcRef::new("demo", "blue"),
+            Placement {
+                primary: Some("gw1".into()),
+                standby: Some("gw2".into()),
+            },
+        );
+        let status = |down: &[&str], reconciles: u64| {
+            let mut s = AgentStatus::default();
+            s.failover.serving.insert("demo/blue".into());
+            s.counters.insert("reconciles".into(), reconciles);
+            let backends = ["a:80", "b:80"]
+                .into_iter()
+                .map(|b| (b.to_string(), !down.contains(&b)))
+                .collect();
+            let lb = LbStatus {
+                backends,
+                ..Default::default()
+            };
+            s.load_balancers.insert("demo/blue/web".into(), lb);
+            Some(s)
+        };
+        let mut report = |status: Option<AgentStatus>| {
+            view.apply(ViewEvent::Status {
+                node: "gw1".into(),
+                status,
+            })
+            .unwrap()
+        };
+        let both: BTreeSet<String> = ["gw1".into(), "gw2".into()].into();
+        assert_eq!(report(status(&[], 1)), both, "first word: none down");
+        assert!(report(status(&[], 2)).is_empty(), "the same word");
+        assert_eq!(report(status(&["b:80"], 2)), both);
+        assert!(
+            report(status(&["b:80"], 3)).is_empty(),
+            "only counters moved"
+        );
+        assert_eq!(report(None), both, "the report left with the lease");
+        assert!(view.intent.lb_down.is_empty());
     }
 
     /// A load reads no allocation claims (they are most of the keys at scale), yet the view's

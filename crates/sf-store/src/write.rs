@@ -65,13 +65,14 @@ pub fn key_of(keys: &Keys, obj: &Object) -> String {
         Object::Acl(l) => keys.acl(&l.tenant, &l.vpc, &l.name),
         Object::LoadBalancer(l) => keys.lb(&l.tenant, &l.vpc, &l.name),
         Object::DirectConnect(d) => keys.dc(&d.tenant, &d.vpc, &d.name),
-        Object::Placement(_) | Object::Drained | Object::Observed(_) => {
-            panic!("placements, drain marks and observed bridges are not written as objects")
+        Object::Placement(_) | Object::Drained | Object::Observed(_) | Object::LbDown(_) => {
+            panic!("placements, drain marks, observed bridges and load balancer reports are not written as objects")
         }
     }
 }
 
-/// The key of a referenced object (panics for observed bridges, which have none).
+/// The key of a referenced object (panics for observed bridges and load balancer reports,
+/// which have none).
 pub fn ref_key(keys: &Keys, r: &ObjectRef) -> String {
     match r {
         ObjectRef::Tenant(t) => keys.tenant(t),
@@ -88,6 +89,7 @@ pub fn ref_key(keys: &Keys, r: &ObjectRef) -> String {
         ObjectRef::Placement(v) => keys.placement(&v.tenant, &v.vpc),
         ObjectRef::Drained(n) => keys.drained(n),
         ObjectRef::Observed(_) => panic!("observed bridges are not stored"),
+        ObjectRef::LbDown(_) => panic!("load balancer reports are not stored"),
     }
 }
 
@@ -250,8 +252,8 @@ fn encode_object(obj: &Object) -> Vec<u8> {
         Object::LoadBalancer(l) => encode(l),
         Object::DirectConnect(d) => encode(d),
         Object::Placement(p) => encode(p),
-        Object::Drained | Object::Observed(_) => {
-            panic!("drain marks and observed bridges are not written as objects")
+        Object::Drained | Object::Observed(_) | Object::LbDown(_) => {
+            panic!("drain marks, observed bridges and load balancer reports are not written as objects")
         }
     }
 }

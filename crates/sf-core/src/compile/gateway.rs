@@ -96,6 +96,14 @@ pub fn affected_by(intent: &Intent, change: &ObjectRef) -> BTreeSet<String> {
         | ObjectRef::LoadBalancer(c)
         | ObjectRef::DirectConnect(c) => placed_on(intent, &c.vpc_ref()),
         ObjectRef::Pool(_) => intent.nodes.keys().cloned().collect(),
+        // The gateways of each VPC the report names (its standby builds over it).
+        ObjectRef::LbDown(node) => intent
+            .lb_down
+            .get(node)
+            .into_iter()
+            .flat_map(|r| r.keys())
+            .flat_map(|lb| placed_on(intent, &lb.vpc_ref()))
+            .collect(),
         _ => BTreeSet::new(),
     };
     of_role(intent, nodes, NodeRole::Gateway)
@@ -208,7 +216,9 @@ fn load_balancers(intent: &Intent, key: &VpcRef, ipv6: bool) -> Vec<DesiredLb> {
                         && !vpc.ipv6_ranges.iter().any(|r| r.contains(&v))
                 }
             };
+            let peer_down = peer_down(intent, &lb.key());
             DesiredLb {
+                peer_down,
                 name: lb.name.clone(),
                 vip: lb.vip,
                 protocol: lb.protocol,
@@ -221,6 +231,16 @@ fn load_balancers(intent: &Intent, key: &VpcRef, ipv6: bool) -> Vec<DesiredLb> {
             }
         })
         .collect()
+}
+
+/// The backends of load balancer `lb` that the gateway serving its VPC reports DOWN (two
+/// while a failover settles: either's word counts; a drained gateway's too, until it stops
+/// serving). `None` when no gateway reports it (none serves the VPC at the moment): the
+/// standby keeps the word it had, rather than forgetting a dead backend while it takes over.
+fn peer_down(intent: &Intent, lb: &VpcChildRef) -> Option<BTreeSet<String>> {
+    let mut reports = intent.lb_down.values().filter_map(|r| r.get(lb)).peekable();
+    reports.peek()?;
+    Some(reports.flatten().cloned().collect())
 }
 
 /// The VPC's IPv6 static routes, sorted (the IPv4 ones go to the IPv4 router).
