@@ -13,13 +13,15 @@
 //! takes it DOWN at once: nothing vouched for it yet); after that `fall` consecutive failures
 //! take it DOWN, `rise` consecutive successes bring it back. The first check runs as soon as
 //! the probe starts, so a backend that is down from the start (a new load balancer, a router
-//! that just turned active) leaves the table after one check, not `interval × fall`. A
+//! that turned active without the serving gateway's word) leaves the table after one check,
+//! not `interval × fall`. A
 //! restarted agent starts each backend as the map it finds installed holds it
 //! ([`Health::seed`], HAProxy's server-state file with the kernel as the file), verified: a
 //! backend that was DOWN stays out until it rises. A passive router, which cannot check,
 //! holds the serving gateway's word instead ([`Health::follow_peer`]): what that gateway's
-//! checks hold DOWN is DOWN here, so its tables match and a takeover starts its checks from
-//! there. When a probe's configuration changes
+//! checks hold DOWN is DOWN here and what they hold UP is UP, verified, so its tables match
+//! and a takeover starts its checks from there (unverified remains for backends nobody has
+//! checked: a new load balancer's). When a probe's configuration changes
 //! (address, port, check), the new probe inherits the old one's state. `HealthCheck::None`:
 //! no probe, always UP.
 //!
@@ -255,18 +257,14 @@ impl Health {
     }
 
     /// Follows what the gateway serving a router reports for a backend this one does not
-    /// probe (a passive router's): DOWN seeds it DOWN (it must rise once checked here), else
-    /// it goes back to the default, UP and unverified (the first check decides). Ignored
-    /// once the backend has a probe: a router's own checks outrank another gateway's.
+    /// probe (a passive router's): its checks' word seeds the backend, verified, so once
+    /// checked here a DOWN one must rise and an UP one must fail `fall` times. Not
+    /// unverified: the first check of a router that just turned active can time out while its
+    /// links come up (0.5 s in one CI run), and a healthy backend taken out on that would
+    /// lose its established connections (they are cut when a backend goes DOWN). Ignored once
+    /// the backend has a probe: a router's own checks outrank another gateway's.
     pub fn follow_peer(&mut self, ns: &str, lb: &str, backend: &str, down: bool) {
-        let key = (ns.to_string(), lb.to_string(), backend.to_string());
-        if self.shared.lock().expect("health lock").contains_key(&key) {
-            return;
-        }
-        match down {
-            true => self.seeds.insert(key, false),
-            false => self.seeds.remove(&key),
-        };
+        self.seed(ns, lb, backend, !down);
     }
 
     /// Drops the seeds of namespaces `keep` refuses (routers gone).
@@ -663,7 +661,7 @@ mod tests {
             "DOWN: it must rise"
         );
         h.follow_peer(ns, "web", "b1", false);
-        assert_eq!(h.state(ns, "web", "b1"), (true, false), "back: the default");
+        assert_eq!(h.state(ns, "web", "b1"), (true, true), "UP: it must fall");
         h.follow_peer(ns, "web", "b1", true);
         h.sync(BTreeMap::from([(ns.to_string(), vec![tcp_probe("b1")])]));
         assert_eq!(
