@@ -273,7 +273,7 @@ if [ "$TOTAL" != "$GOOD" ]; then
         echo "    $ns:"
         ip netns exec "$ns" conntrack -L -p tcp 2>/dev/null | grep -v TIME_WAIT | grep '8080\|sport=80 ' | sed 's/^/      /' | head -20
     done
-    grep -ah 'activat\|deactivat\|stand.*down' "$STATE"/logs/gw*.log 2>/dev/null | sort | tail -n 12 | cut -c1-220 | sed 's/^/    /'
+    grep -ah 'VPC router ACTIVE\|VPC router passive' "$STATE"/logs/gw*.log 2>/dev/null | sort | tail -n 12 | cut -c1-220 | sed 's/^/    /'
 fi
 
 section "5. metrics"
