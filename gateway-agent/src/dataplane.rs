@@ -307,7 +307,12 @@ impl Gateway {
     /// serving gateway's word instead (`LoadBalancer::peer_down`, compiled from that
     /// gateway's status), so its tables match the serving router's and its checks start from
     /// that word when it turns active: a failover puts no dead backend back, not even for
-    /// the first check.
+    /// the first check. The word is a seed ([`Health::seed`]), verified: once checked here a
+    /// DOWN backend must rise and an UP one must fail `fall` times. Not unverified: the first
+    /// check of a router that just turned active can time out while its links come up (0.5 s
+    /// in one CI run), and a healthy backend taken out on that would lose its established
+    /// connections (they are cut when a backend goes DOWN). A probed backend ignores seeds:
+    /// a router's own checks outrank another gateway's.
     fn follow_peer_health(&mut self, ns: &str, r: &VpcRouter, r6: Option<&VpcRouter6>) {
         let lbs6 = r6.map(crate::nft6::load_balancers6).unwrap_or_default();
         for lb in nft::load_balancers(r).into_iter().chain(lbs6) {
@@ -320,8 +325,8 @@ impl Gateway {
                 continue;
             }
             for b in nft::lb_backends(lb) {
-                let down = peer_down.contains(&b.name);
-                self.health.follow_peer(ns, &lb.name, &b.name, down);
+                let up = !peer_down.contains(&b.name);
+                self.health.seed(ns, &lb.name, &b.name, up);
             }
         }
     }

@@ -17,11 +17,12 @@
 //! not `interval × fall`. A
 //! restarted agent starts each backend as the map it finds installed holds it
 //! ([`Health::seed`], HAProxy's server-state file with the kernel as the file), verified: a
-//! backend that was DOWN stays out until it rises. A passive router, which cannot check,
-//! holds the serving gateway's word instead ([`Health::follow_peer`]): what that gateway's
-//! checks hold DOWN is DOWN here and what they hold UP is UP, verified, so its tables match
-//! and a takeover starts its checks from there (unverified remains for backends nobody has
-//! checked: a new load balancer's). When a probe's configuration changes
+//! backend that was DOWN stays out until it rises. A passive router, which cannot check, is
+//! seeded the same way from the serving gateway's word (the dataplane's
+//! `follow_peer_health`): what that gateway's checks hold DOWN is DOWN here and what they
+//! hold UP is UP, verified, so its tables match and a takeover starts its checks from there
+//! (unverified remains for backends nobody has checked: a new load balancer's). When a
+//! probe's configuration changes
 //! (address, port, check), the new probe inherits the old one's state. `HealthCheck::None`:
 //! no probe, always UP.
 //!
@@ -254,17 +255,6 @@ impl Health {
         if !self.shared.lock().expect("health lock").contains_key(&key) {
             self.seeds.insert(key, up);
         }
-    }
-
-    /// Follows what the gateway serving a router reports for a backend this one does not
-    /// probe (a passive router's): its checks' word seeds the backend, verified, so once
-    /// checked here a DOWN one must rise and an UP one must fail `fall` times. Not
-    /// unverified: the first check of a router that just turned active can time out while its
-    /// links come up (0.5 s in one CI run), and a healthy backend taken out on that would
-    /// lose its established connections (they are cut when a backend goes DOWN). Ignored once
-    /// the backend has a probe: a router's own checks outrank another gateway's.
-    pub fn follow_peer(&mut self, ns: &str, lb: &str, backend: &str, down: bool) {
-        self.seed(ns, lb, backend, !down);
     }
 
     /// Drops the seeds of namespaces `keep` refuses (routers gone).
@@ -654,22 +644,22 @@ mod tests {
     fn a_passive_router_follows_the_serving_gateway_until_its_own_probe_starts() {
         let mut h = Health::new(Arc::new(Notify::new()));
         let ns = "sfl-no-such-namespace-z";
-        h.follow_peer(ns, "web", "b1", true);
+        h.seed(ns, "web", "b1", false);
         assert_eq!(
             h.state(ns, "web", "b1"),
             (false, true),
             "DOWN: it must rise"
         );
-        h.follow_peer(ns, "web", "b1", false);
+        h.seed(ns, "web", "b1", true);
         assert_eq!(h.state(ns, "web", "b1"), (true, true), "UP: it must fall");
-        h.follow_peer(ns, "web", "b1", true);
+        h.seed(ns, "web", "b1", false);
         h.sync(BTreeMap::from([(ns.to_string(), vec![tcp_probe("b1")])]));
         assert_eq!(
             h.state(ns, "web", "b1"),
             (false, true),
             "the probe starts DOWN"
         );
-        h.follow_peer(ns, "web", "b1", false);
+        h.seed(ns, "web", "b1", true);
         assert!(
             !h.is_up(ns, "web", "b1"),
             "a probed backend ignores the peer"
